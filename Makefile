@@ -1,0 +1,42 @@
+# wasend — PGXS build.  `make demo` and `make test` are the two commands of
+# the README's quick start; both install what is missing first.
+
+EXTENSION   = wasend
+EXTVERSION  = 0.1.0
+MODULE_big  = wasend
+OBJS        = src/wasend.o src/launcher.o src/sender.o src/rate_gate.o \
+              src/http_client.o src/queue.o src/sql_api.o
+DATA        = sql/wasend--$(EXTVERSION).sql
+REGRESS     = setup numbers campaigns enqueue transitions stats
+REGRESS_OPTS = --inputdir=sql --outputdir=test/out --temp-config=test/regress.conf
+
+PG_CONFIG  ?= pg_config
+
+CURL_CFLAGS := $(shell pkg-config --cflags libcurl 2>/dev/null)
+CURL_LIBS   := $(shell pkg-config --libs libcurl 2>/dev/null || curl-config --libs 2>/dev/null)
+SSL_LIBS    := $(shell pkg-config --libs libcrypto 2>/dev/null)
+
+PG_CPPFLAGS = -I$(srcdir)/src $(CURL_CFLAGS) -DWASEND_VERSION='"$(EXTVERSION)"'
+PG_CFLAGS   = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+SHLIB_LINK  = $(CURL_LIBS) $(SSL_LIBS)
+
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+ifneq ($(PGXS),)
+include $(PGXS)
+endif
+
+.PHONY: deps demo test bench
+
+# Install the Debian packages the build, tests and demo need (idempotent).
+deps:
+	@test/deps.sh
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory install >/dev/null
+	@test/demo.sh
+
+test: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory install >/dev/null
+	@test/run-tests.sh

@@ -1,0 +1,463 @@
+/*-------------------------------------------------------------------------
+ *
+ * http_client.c
+ *		libcurl multi-socket client for one sender: pooled keep-alive
+ *		connections (or HTTP/2 multiplexing), bounded in-flight requests.
+ *
+ * The sender's event loop waits on its latch and on curl's sockets at once.
+ * curl tells us which sockets to watch through the socket callback; we keep
+ * them in an epoll set of our own whose descriptor the sender adds to its
+ * WaitEventSet.  When that descriptor is readable, http_drive() collects the
+ * ready sockets and hands them to curl_multi_socket_action().  curl's timer
+ * callback gives the longest the sender may sleep.
+ *
+ * The callbacks never ereport: they only record what went wrong (socket
+ * registration errors, an oversize response) and return an error code to
+ * curl; the sender reports after curl returns.
+ *
+ * Connections live in the multi handle's connection cache and are reused by
+ * every request to the same host; easy handles are pooled too, so a steady
+ * campaign allocates nothing per request but its body and headers.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "http_client.h"
+#include "wasend.h"
+
+/* A Graph API answer is a few hundred bytes; anything huge is an error. */
+#define MAX_RESPONSE_BYTES		(1024 * 1024)
+
+static CURLM *multi = NULL;
+static int	epoll_fd = -1;
+static TimestampTz timer_deadline = 0;	/* from curl's timer callback; 0 = none */
+static int	socket_errno = 0;	/* first epoll_ctl failure, if any */
+static int	n_inflight = 0;
+static HttpRequest *free_list = NULL;
+static MemoryContext http_context = NULL;
+
+/*
+ * curl socket callback: mirror curl's interest in a socket into our epoll
+ * set.  Runs inside curl, so it must not ereport.
+ */
+static int
+socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+	struct epoll_event ev;
+
+	(void) easy;
+	(void) userp;
+
+	if (what == CURL_POLL_REMOVE)
+	{
+		/* the socket may already be closed; ENOENT/EBADF are fine */
+		epoll_ctl(epoll_fd, EPOLL_CTL_DEL, s, NULL);
+		curl_multi_assign(multi, s, NULL);
+		return 0;
+	}
+
+	memset(&ev, 0, sizeof(ev));
+	ev.data.fd = s;
+	if (what & CURL_POLL_IN)
+		ev.events |= EPOLLIN;
+	if (what & CURL_POLL_OUT)
+		ev.events |= EPOLLOUT;
+
+	if (socketp == NULL)
+	{
+		if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, s, &ev) != 0 &&
+			(errno != EEXIST || epoll_ctl(epoll_fd, EPOLL_CTL_MOD, s, &ev) != 0))
+		{
+			if (socket_errno == 0)
+				socket_errno = errno;
+			return -1;
+		}
+		curl_multi_assign(multi, s, (void *) 1);
+	}
+	else if (epoll_ctl(epoll_fd, EPOLL_CTL_MOD, s, &ev) != 0)
+	{
+		if (socket_errno == 0)
+			socket_errno = errno;
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * curl timer callback: remember when curl next wants to be called.
+ */
+static int
+timer_cb(CURLM *m, long timeout_ms, void *userp)
+{
+	(void) m;
+	(void) userp;
+	if (timeout_ms < 0)
+		timer_deadline = 0;
+	else
+		timer_deadline = GetCurrentTimestamp() + (TimestampTz) timeout_ms * 1000;
+	return 0;
+}
+
+/*
+ * curl write callback: append the response to the request's buffer.  It
+ * uses malloc, not palloc, because it runs inside curl and must not throw;
+ * returning less than it was given makes curl fail the transfer.
+ */
+static size_t
+write_cb(char *data, size_t size, size_t nmemb, void *userp)
+{
+	HttpRequest *req = (HttpRequest *) userp;
+	size_t		n = size * nmemb;
+
+	if (req->resp_len + n + 1 > req->resp_cap)
+	{
+		size_t		cap = Max(req->resp_cap * 2, req->resp_len + n + 1);
+		char	   *p;
+
+		if (cap > MAX_RESPONSE_BYTES)
+		{
+			req->resp_too_big = true;
+			return 0;
+		}
+		p = realloc(req->resp, Max(cap, 1024));
+		if (p == NULL)
+			return 0;
+		req->resp = p;
+		req->resp_cap = Max(cap, 1024);
+	}
+	memcpy(req->resp + req->resp_len, data, n);
+	req->resp_len += n;
+	req->resp[req->resp_len] = '\0';
+	return n;
+}
+
+/*
+ * Apply the settings that shape the connection pool.  Called at start and
+ * after every configuration reload.
+ */
+void
+http_configure(void)
+{
+	long		cap = wasend_max_inflight;
+
+	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, cap);
+	if (wasend_http_version == WASEND_HTTP_2)
+	{
+		curl_multi_setopt(multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX);
+		curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
+	}
+	else
+	{
+		curl_multi_setopt(multi, CURLMOPT_PIPELINING, (long) CURLPIPE_NOTHING);
+		curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, cap);
+	}
+}
+
+/*
+ * Set up curl for this process.  curl_global_init runs here, in the worker,
+ * never in the postmaster.
+ */
+void
+http_init(void)
+{
+	CURLcode	rc;
+
+	rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+	if (rc != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not initialize libcurl: %s", curl_easy_strerror(rc))));
+
+	epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (epoll_fd < 0)
+		ereport(ERROR,
+				(errcode_for_socket_access(),
+				 errmsg("could not create epoll set: %m")));
+
+	multi = curl_multi_init();
+	if (multi == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create a curl multi handle")));
+	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+
+	http_context = AllocSetContextCreate(TopMemoryContext,
+										 "wasend http",
+										 ALLOCSET_DEFAULT_SIZES);
+	http_configure();
+}
+
+/*
+ * Release everything; requests still in flight are abandoned.
+ */
+void
+http_shutdown(void)
+{
+	if (multi)
+		curl_multi_cleanup(multi);
+	multi = NULL;
+	if (epoll_fd >= 0)
+		close(epoll_fd);
+	epoll_fd = -1;
+}
+
+/*
+ * The descriptor the sender waits on for socket activity.
+ */
+int
+http_event_fd(void)
+{
+	return epoll_fd;
+}
+
+/*
+ * How long curl may be left alone from now, in ms; -1 means no timer.
+ */
+long
+http_timeout_ms(TimestampTz now)
+{
+	if (timer_deadline == 0)
+		return -1;
+	if (timer_deadline <= now)
+		return 0;
+	return (long) ((timer_deadline - now + 999) / 1000);
+}
+
+/*
+ * Has curl's timer expired?
+ */
+bool
+http_timer_due(TimestampTz now)
+{
+	return timer_deadline != 0 && timer_deadline <= now;
+}
+
+/*
+ * Number of requests started and not yet returned by http_next_done().
+ */
+int
+http_inflight(void)
+{
+	return n_inflight;
+}
+
+/*
+ * Let curl make progress: on ready sockets and/or an expired timer.
+ */
+void
+http_drive(bool socket_ready, bool timer_due)
+{
+	int			running;
+
+	if (socket_ready)
+	{
+		struct epoll_event events[64];
+		int			n;
+
+		do
+		{
+			int			i;
+
+			n = epoll_wait(epoll_fd, events, lengthof(events), 0);
+			for (i = 0; i < n; i++)
+			{
+				int			flags = 0;
+
+				if (events[i].events & EPOLLIN)
+					flags |= CURL_CSELECT_IN;
+				if (events[i].events & EPOLLOUT)
+					flags |= CURL_CSELECT_OUT;
+				if (events[i].events & (EPOLLERR | EPOLLHUP))
+					flags |= CURL_CSELECT_ERR;
+				curl_multi_socket_action(multi, events[i].data.fd, flags, &running);
+			}
+		} while (n == lengthof(events));
+	}
+
+	if (timer_due)
+	{
+		timer_deadline = 0;
+		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	}
+
+	if (socket_errno != 0)
+	{
+		errno = socket_errno;
+		socket_errno = 0;
+		ereport(WARNING,
+				(errcode_for_socket_access(),
+				 errmsg("wasend could not watch a curl socket: %m")));
+	}
+}
+
+/*
+ * Get a pooled easy handle with the options every request shares.
+ */
+static HttpRequest *
+request_alloc(void)
+{
+	HttpRequest *req;
+	CURL	   *easy;
+
+	if (free_list)
+	{
+		req = free_list;
+		free_list = req->next_free;
+		return req;
+	}
+
+	easy = curl_easy_init();
+	if (easy == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create a curl easy handle")));
+
+	req = MemoryContextAllocZero(http_context, sizeof(HttpRequest));
+	req->easy = easy;
+	return req;
+}
+
+/*
+ * Start one POST of a JSON body with a bearer token.  The request is owned
+ * by the client until http_next_done() returns it.
+ */
+HttpRequest *
+http_start(const char *url, const char *token, const char *body,
+		   int64 row_id, int64 campaign_id, int64 number_id)
+{
+	HttpRequest *req = request_alloc();
+	CURL	   *easy = req->easy;
+	struct curl_slist *h = NULL;
+	char	   *auth;
+	CURLMcode	mrc;
+
+	req->row_id = row_id;
+	req->campaign_id = campaign_id;
+	req->number_id = number_id;
+	req->resp_len = 0;
+	req->resp_too_big = false;
+	if (req->resp)
+		req->resp[0] = '\0';
+	req->http_status = 0;
+	req->curl_code = 0;
+	req->errbuf[0] = '\0';
+	req->new_connections = 0;
+	req->body = MemoryContextStrdup(http_context, body);
+
+	auth = psprintf("Authorization: Bearer %s", token);
+	h = curl_slist_append(h, auth);
+	pfree(auth);
+	h = curl_slist_append(h, "Content-Type: application/json");
+	h = curl_slist_append(h, "Expect:");
+	if (h == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	req->headers = h;
+
+	curl_easy_reset(easy);
+	curl_easy_setopt(easy, CURLOPT_URL, url);
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, h);
+	curl_easy_setopt(easy, CURLOPT_POST, 1L);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->body);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long) strlen(req->body));
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
+	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) wasend_request_timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
+	curl_easy_setopt(easy, CURLOPT_SSLVERSION, (long) CURL_SSLVERSION_TLSv1_2);
+	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(easy, CURLOPT_USERAGENT, "wasend/" WASEND_VERSION);
+	if (wasend_ca_file && wasend_ca_file[0] != '\0')
+		curl_easy_setopt(easy, CURLOPT_CAINFO, wasend_ca_file);
+	if (wasend_http_version == WASEND_HTTP_2)
+		curl_easy_setopt(easy, CURLOPT_HTTP_VERSION,
+						 strncmp(url, "https://", 8) == 0 ?
+						 (long) CURL_HTTP_VERSION_2TLS :
+						 (long) CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+	else
+		curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_1_1);
+#if LIBCURL_VERSION_NUM >= 0x075500
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+
+	req->started = GetCurrentTimestamp();
+	mrc = curl_multi_add_handle(multi, easy);
+	if (mrc != CURLM_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not start a request: %s", curl_multi_strerror(mrc))));
+	n_inflight++;
+	return req;
+}
+
+/*
+ * Return the next finished request with its outcome filled in, or NULL.
+ */
+HttpRequest *
+http_next_done(void)
+{
+	CURLMsg    *msg;
+	int			left;
+
+	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+	{
+		HttpRequest *req;
+		curl_off_t	total_us = 0;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
+		req->curl_code = msg->data.result;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &req->http_status);
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_NUM_CONNECTS, &req->new_connections);
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_TOTAL_TIME_T, &total_us);
+		req->latency_us = total_us;
+		if (req->curl_code != CURLE_OK && req->errbuf[0] == '\0')
+			strlcpy(req->errbuf, curl_easy_strerror(req->curl_code), sizeof(req->errbuf));
+		if (req->resp_too_big)
+			strlcpy(req->errbuf, "response larger than 1 MB", sizeof(req->errbuf));
+		curl_multi_remove_handle(multi, msg->easy_handle);
+		n_inflight--;
+		return req;
+	}
+	return NULL;
+}
+
+/*
+ * Give a finished request back to the pool.
+ */
+void
+http_release(HttpRequest *req)
+{
+	curl_slist_free_all((struct curl_slist *) req->headers);
+	req->headers = NULL;
+	if (req->body)
+		pfree(req->body);
+	req->body = NULL;
+	if (req->resp_cap > 64 * 1024)
+	{
+		free(req->resp);
+		req->resp = NULL;
+		req->resp_cap = 0;
+	}
+	req->next_free = free_list;
+	free_list = req;
+}

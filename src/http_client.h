@@ -1,0 +1,56 @@
+/*-------------------------------------------------------------------------
+ *
+ * http_client.h
+ *		The sender's HTTP client: one curl multi handle, pooled connections.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef WASEND_HTTP_CLIENT_H
+#define WASEND_HTTP_CLIENT_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+
+/* One request in flight, and its outcome once done. */
+typedef struct HttpRequest
+{
+	void	   *easy;			/* CURL *, reused across requests */
+	void	   *headers;		/* struct curl_slist *, owned */
+	char	   *body;			/* request body, owned */
+	int64		row_id;			/* wasend.send_queue.id */
+	int64		campaign_id;
+	int64		number_id;
+	TimestampTz started;
+
+	/* response, filled by curl's write callback (malloc'd, not palloc'd) */
+	char	   *resp;
+	size_t		resp_len;
+	size_t		resp_cap;
+	bool		resp_too_big;
+
+	/* outcome, valid after http_next_done() returned the request */
+	long		http_status;	/* 0 when no HTTP answer came */
+	int			curl_code;		/* CURLcode; 0 on success */
+	char		errbuf[256];	/* curl's error text */
+	long		new_connections;	/* connections this request opened */
+	int64		latency_us;
+
+	struct HttpRequest *next_free;
+} HttpRequest;
+
+extern void http_init(void);
+extern void http_configure(void);
+extern void http_shutdown(void);
+extern int	http_event_fd(void);
+extern long http_timeout_ms(TimestampTz now);
+extern bool http_timer_due(TimestampTz now);
+extern void http_drive(bool socket_ready, bool timer_due);
+extern HttpRequest *http_start(const char *url, const char *token,
+							   const char *body, int64 row_id,
+							   int64 campaign_id, int64 number_id);
+extern HttpRequest *http_next_done(void);
+extern void http_release(HttpRequest *req);
+extern int	http_inflight(void);
+
+#endif							/* WASEND_HTTP_CLIENT_H */

@@ -1,0 +1,467 @@
+/*-------------------------------------------------------------------------
+ *
+ * queue.c
+ *		The SQL a sender runs: claim a batch, record a batch of results,
+ *		release rows of paused campaigns, complete finished campaigns.
+ *
+ * Every statement is set-based: one claims a batch of rows for several
+ * campaigns at once (FOR UPDATE SKIP LOCKED, LIMIT per campaign); one writes
+ * the outcomes of a batch of requests from parallel arrays
+ * (UPDATE ... FROM unnest(...)).  Request bodies are built and responses
+ * parsed by jsonb inside these statements; C never prints or parses JSON
+ * beyond checking, with PostgreSQL's own JSON lexer, that a response is
+ * JSON at all (so one garbage answer cannot abort a whole batch's cast).
+ *
+ * Plans are prepared once per sender and kept; callers run these inside
+ * their own transaction, with SPI connected.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "common/jsonapi.h"
+#include "executor/spi.h"
+#include "mb/pg_wchar.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "queue.h"
+
+static SPIPlanPtr plan_activate = NULL;
+static SPIPlanPtr plan_running = NULL;
+static SPIPlanPtr plan_claim = NULL;
+static SPIPlanPtr plan_record = NULL;
+static SPIPlanPtr plan_release = NULL;
+static SPIPlanPtr plan_lock_done = NULL;
+static SPIPlanPtr plan_complete = NULL;
+
+/* Scheduled campaigns whose time has come start; say when the next one is due. */
+static const char *sql_activate =
+"WITH started AS ("
+"  UPDATE wasend.campaigns"
+"     SET status = 'running', started_at = coalesce(started_at, now()),"
+"         updated_at = now()"
+"   WHERE status = 'scheduled' AND start_at <= now()"
+"  RETURNING id)"
+" SELECT (SELECT count(*) FROM started),"
+"        (SELECT min(start_at) FROM wasend.campaigns"
+"          WHERE status = 'scheduled' AND start_at > now())";
+
+/* Running campaigns whose number may send, with what sending needs. */
+static const char *sql_running =
+"SELECT c.id, n.id, n.phone_number_id, n.access_token, n.max_send_rate_per_sec"
+"  FROM wasend.campaigns c"
+"  JOIN wasend.whatsapp_numbers n ON n.id = c.number_id"
+" WHERE c.status = 'running' AND n.status = 'active'";
+
+/*
+ * Claim up to lim ready rows of each campaign, oldest first, skipping rows
+ * another sender holds, and build each request body: the row's payload or
+ * the campaign's message, plus the envelope fields.
+ */
+static const char *sql_claim =
+"WITH want AS ("
+"  SELECT * FROM unnest($1::bigint[], $2::int[]) AS w(campaign_id, lim)),"
+" picked AS ("
+"  SELECT p.id FROM want w CROSS JOIN LATERAL ("
+"    SELECT q.id FROM wasend.send_queue q"
+"     WHERE q.campaign_id = w.campaign_id"
+"       AND q.status = 'ready' AND q.next_attempt_at <= now()"
+"     ORDER BY q.id LIMIT w.lim"
+"       FOR UPDATE SKIP LOCKED) p)"
+" UPDATE wasend.send_queue q"
+"    SET status = 'sending', attempts = q.attempts + 1,"
+"        claimed_at = now(), claimed_by = $3"
+"   FROM picked, wasend.campaigns c"
+"  WHERE q.id = picked.id AND c.id = q.campaign_id AND c.status = 'running'"
+" RETURNING q.id, q.campaign_id,"
+"   (coalesce(q.payload, c.message) || jsonb_build_object("
+"      'messaging_product', 'whatsapp', 'recipient_type', 'individual',"
+"      'to', q.recipient, 'biz_opaque_callback_data', 'wasend:' || q.id))::text";
+
+/*
+ * Write the outcomes of a batch: a 200 with a message id is sent (the wamid
+ * stored); anything else is failed with the Graph API's error code and
+ * message, or the transport error.
+ */
+static const char *sql_record =
+"WITH r AS ("
+"  SELECT u.id, u.http, u.err, u.at, u.body::jsonb AS j"
+"    FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[],"
+"                $5::timestamptz[]) AS u(id, http, body, err, at)),"
+" v AS ("
+"  SELECT id, at, j #>> '{messages,0,id}' AS wamid,"
+"         CASE WHEN jsonb_typeof(j #> '{error,code}') = 'number'"
+"              THEN (j #>> '{error,code}')::numeric::int END AS code,"
+"         coalesce(j #>> '{error,message}', err,"
+"                  CASE WHEN http <> 200 THEN 'HTTP ' || http END,"
+"                  'response without a message id') AS msg,"
+"         http = 200 AND j #>> '{messages,0,id}' IS NOT NULL AS ok"
+"    FROM r),"
+" upd AS ("
+"  UPDATE wasend.send_queue q"
+"     SET status = CASE WHEN v.ok THEN 'sent' ELSE 'failed' END,"
+"         wa_message_id = v.wamid,"
+"         last_error_code = CASE WHEN v.ok THEN NULL ELSE v.code END,"
+"         last_error = CASE WHEN v.ok THEN NULL ELSE v.msg END,"
+"         sent_at = CASE WHEN v.ok THEN v.at END,"
+"         failed_at = CASE WHEN v.ok THEN NULL ELSE v.at END,"
+"         claimed_by = NULL"
+"    FROM v"
+"   WHERE q.id = v.id AND q.status = 'sending'"
+"  RETURNING v.ok)"
+" SELECT count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok) FROM upd";
+
+/* Give claimed rows back to the queue, as if never claimed. */
+static const char *sql_release =
+"UPDATE wasend.send_queue"
+"   SET status = 'ready', attempts = greatest(attempts - 1, 0),"
+"       claimed_by = NULL, claimed_at = NULL"
+" WHERE id = ANY ($1::bigint[]) AND status = 'sending'";
+
+/*
+ * Completing a campaign takes its row lock first, in its own statement:
+ * wasend_enqueue() and the send_queue insert trigger hold a share lock on
+ * the campaign while they add rows, so once we hold the lock, the next
+ * statement's snapshot sees every row that will ever be added.  Campaigns
+ * someone is adding to are skipped and retried on a later pass.
+ */
+static const char *sql_lock_done =
+"SELECT id FROM wasend.campaigns"
+" WHERE id = ANY ($1::bigint[]) AND status = 'running'"
+" ORDER BY id FOR UPDATE SKIP LOCKED";
+
+static const char *sql_complete =
+"UPDATE wasend.campaigns c"
+"   SET status = 'completed', completed_at = now(), updated_at = now()"
+" WHERE c.id = ANY ($1::bigint[]) AND c.status = 'running'"
+"   AND NOT EXISTS (SELECT 1 FROM wasend.send_queue q"
+"                    WHERE q.campaign_id = c.id"
+"                      AND q.status IN ('ready', 'sending'))";
+
+/*
+ * Is the extension installed in this database?  Senders start before
+ * CREATE EXTENSION and must survive DROP EXTENSION.
+ */
+bool
+queue_extension_present(void)
+{
+	return OidIsValid(get_extension_oid("wasend", true));
+}
+
+/*
+ * Prepare one statement and keep its plan for the life of the sender.
+ */
+static SPIPlanPtr
+prepare(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "wasend: SPI_prepare failed: %s",
+			 SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "wasend: SPI_keepplan failed");
+	return plan;
+}
+
+/*
+ * Prepare all statements once.  Plans are revalidated by the plan cache if
+ * the extension is dropped and created again.
+ */
+void
+queue_prepare(void)
+{
+	Oid			claim_types[3] = {INT8ARRAYOID, INT4ARRAYOID, INT4OID};
+	Oid			record_types[5] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
+	TEXTARRAYOID, TIMESTAMPTZARRAYOID};
+	Oid			ids_type[1] = {INT8ARRAYOID};
+
+	if (plan_activate != NULL)
+		return;
+	plan_activate = prepare(sql_activate, 0, NULL);
+	plan_running = prepare(sql_running, 0, NULL);
+	plan_claim = prepare(sql_claim, 3, claim_types);
+	plan_record = prepare(sql_record, 5, record_types);
+	plan_release = prepare(sql_release, 1, ids_type);
+	plan_lock_done = prepare(sql_lock_done, 1, ids_type);
+	plan_complete = prepare(sql_complete, 1, ids_type);
+}
+
+/*
+ * Build a bigint[] datum from a C array.
+ */
+static Datum
+int8_array(int n, const int64 *values)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+	int			i;
+
+	for (i = 0; i < n; i++)
+		d[i] = Int64GetDatum(values[i]);
+	return PointerGetDatum(construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL,
+										   TYPALIGN_DOUBLE));
+}
+
+/*
+ * Start scheduled campaigns that are due.  Returns the start time of the
+ * next scheduled campaign, or 0 if none is waiting.
+ */
+TimestampTz
+queue_activate_scheduled(void)
+{
+	bool		isnull;
+	Datum		next;
+
+	if (SPI_execute_plan(plan_activate, NULL, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "wasend: activating scheduled campaigns failed");
+	next = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	return isnull ? 0 : DatumGetTimestampTz(next);
+}
+
+/*
+ * List the running campaigns whose number is active.  The result is
+ * allocated in cxt.
+ */
+int
+queue_running_campaigns(RunningCampaign **out, MemoryContext cxt)
+{
+	uint64		i;
+	RunningCampaign *rc;
+
+	if (SPI_execute_plan(plan_running, NULL, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "wasend: listing running campaigns failed");
+
+	rc = MemoryContextAllocZero(cxt, sizeof(RunningCampaign) * Max(SPI_processed, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		MemoryContext old;
+
+		rc[i].campaign_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		rc[i].number_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		rc[i].rate = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+		old = MemoryContextSwitchTo(cxt);
+		rc[i].phone_number_id = SPI_getvalue(tup, desc, 3);
+		rc[i].access_token = SPI_getvalue(tup, desc, 4);
+		MemoryContextSwitchTo(old);
+	}
+	*out = rc;
+	return (int) SPI_processed;
+}
+
+/*
+ * Claim up to limits[i] rows of campaign_ids[i], marking them sending by
+ * this sender.  Returns the rows (allocated in cxt).
+ */
+int
+queue_claim(int n, const int64 *campaign_ids, const int32 *limits,
+			int32 claimer_pid, ClaimedRow **out, MemoryContext cxt)
+{
+	Datum		args[3];
+	Datum	   *lims = palloc(sizeof(Datum) * Max(n, 1));
+	ClaimedRow *rows;
+	uint64		i;
+	int			j;
+
+	for (j = 0; j < n; j++)
+		lims[j] = Int32GetDatum(limits[j]);
+	args[0] = int8_array(n, campaign_ids);
+	args[1] = PointerGetDatum(construct_array(lims, n, INT4OID, 4, true,
+											  TYPALIGN_INT));
+	args[2] = Int32GetDatum(claimer_pid);
+
+	if (SPI_execute_plan(plan_claim, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "wasend: claiming rows failed");
+
+	rows = MemoryContextAlloc(cxt, sizeof(ClaimedRow) * Max(SPI_processed, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		MemoryContext old;
+
+		rows[i].id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		rows[i].campaign_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		old = MemoryContextSwitchTo(cxt);
+		rows[i].body = SPI_getvalue(tup, desc, 3);
+		MemoryContextSwitchTo(old);
+	}
+	*out = rows;
+	return (int) SPI_processed;
+}
+
+/*
+ * Write a batch of outcomes in one statement; report how many rows became
+ * sent and failed.  The batch is left for the caller to reset.
+ */
+void
+queue_record(ResultBatch *b, uint64 *sent, uint64 *failed)
+{
+	Datum		args[5];
+	int			dims[1];
+	int			lbs[1] = {1};
+	bool		isnull;
+
+	*sent = *failed = 0;
+	if (b->n == 0)
+		return;
+	dims[0] = b->n;
+	args[0] = PointerGetDatum(construct_array(b->ids, b->n, INT8OID, 8,
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[1] = PointerGetDatum(construct_array(b->http_status, b->n, INT4OID, 4,
+											  true, TYPALIGN_INT));
+	args[2] = PointerGetDatum(construct_md_array(b->body, b->body_null, 1, dims,
+												 lbs, TEXTOID, -1, false,
+												 TYPALIGN_INT));
+	args[3] = PointerGetDatum(construct_md_array(b->error, b->error_null, 1, dims,
+												 lbs, TEXTOID, -1, false,
+												 TYPALIGN_INT));
+	args[4] = PointerGetDatum(construct_array(b->at, b->n, TIMESTAMPTZOID, 8,
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+
+	if (SPI_execute_plan(plan_record, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "wasend: recording results failed");
+	*sent = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										SPI_tuptable->tupdesc, 1, &isnull));
+	*failed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										  SPI_tuptable->tupdesc, 2, &isnull));
+}
+
+/*
+ * Put claimed rows that were never sent back to ready.
+ */
+void
+queue_release(int n, const int64 *row_ids)
+{
+	Datum		args[1];
+
+	if (n == 0)
+		return;
+	args[0] = int8_array(n, row_ids);
+	if (SPI_execute_plan(plan_release, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "wasend: releasing rows failed");
+}
+
+/*
+ * Mark completed those of the given running campaigns that have nothing
+ * left to send.  Returns how many were completed.
+ */
+int
+queue_complete(int n, const int64 *campaign_ids)
+{
+	Datum		args[1];
+
+	if (n == 0)
+		return 0;
+	args[0] = int8_array(n, campaign_ids);
+	if (SPI_execute_plan(plan_lock_done, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "wasend: locking campaigns failed");
+	if (SPI_processed == 0)
+		return 0;
+	if (SPI_execute_plan(plan_complete, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "wasend: completing campaigns failed");
+	return (int) SPI_processed;
+}
+
+/*
+ * Create an empty result batch with room for cap outcomes.
+ */
+void
+result_batch_init(ResultBatch *b, int cap, MemoryContext parent)
+{
+	memset(b, 0, sizeof(*b));
+	b->cxt = AllocSetContextCreate(parent, "wasend results",
+								   ALLOCSET_DEFAULT_SIZES);
+	b->cap = cap;
+	b->ids = MemoryContextAlloc(parent, sizeof(Datum) * cap);
+	b->http_status = MemoryContextAlloc(parent, sizeof(Datum) * cap);
+	b->body = MemoryContextAlloc(parent, sizeof(Datum) * cap);
+	b->body_null = MemoryContextAlloc(parent, sizeof(bool) * cap);
+	b->error = MemoryContextAlloc(parent, sizeof(Datum) * cap);
+	b->error_null = MemoryContextAlloc(parent, sizeof(bool) * cap);
+	b->at = MemoryContextAlloc(parent, sizeof(Datum) * cap);
+}
+
+/*
+ * Forget the outcomes once written.
+ */
+void
+result_batch_reset(ResultBatch *b)
+{
+	b->n = 0;
+	b->oldest = 0;
+	MemoryContextReset(b->cxt);
+}
+
+/*
+ * Is this text JSON?  Uses PostgreSQL's JSON lexer/parser with no semantic
+ * actions, which reports errors by return code instead of throwing.
+ */
+static bool
+is_json(const char *text, size_t len)
+{
+	JsonLexContext *lex;
+	JsonParseErrorType rc;
+
+#if PG_VERSION_NUM >= 170000
+	JsonLexContext lexbuf;
+
+	lex = makeJsonLexContextCstringLen(&lexbuf, unconstify(char *, text), len,
+									   GetDatabaseEncoding(), false);
+	rc = pg_parse_json(lex, &nullSemAction);
+	freeJsonLexContext(lex);
+#else
+	lex = makeJsonLexContextCstringLen(unconstify(char *, text), len,
+									   GetDatabaseEncoding(), false);
+	rc = pg_parse_json(lex, &nullSemAction);
+#endif
+	return rc == JSON_SUCCESS;
+}
+
+/*
+ * Add one request's outcome.  A response that is not JSON is kept out of
+ * the jsonb cast and reported as an error text instead.
+ */
+void
+result_batch_add(ResultBatch *b, int64 row_id, long http_status,
+				 const char *body, const char *error, TimestampTz at)
+{
+	MemoryContext old = MemoryContextSwitchTo(b->cxt);
+	int			i = b->n;
+
+	Assert(i < b->cap);
+	b->ids[i] = Int64GetDatum(row_id);
+	b->http_status[i] = Int32GetDatum((int32) http_status);
+	b->body_null[i] = true;
+	b->error_null[i] = true;
+	if (body != NULL && body[0] != '\0')
+	{
+		size_t		len = strlen(body);
+
+		if (pg_verifymbstr(body, len, true) && is_json(body, len))
+		{
+			b->body[i] = CStringGetTextDatum(body);
+			b->body_null[i] = false;
+		}
+		else if (error == NULL)
+			error = "response is not JSON";
+	}
+	if (error != NULL && error[0] != '\0')
+	{
+		b->error[i] = CStringGetTextDatum(error);
+		b->error_null[i] = false;
+	}
+	b->at[i] = TimestampTzGetDatum(at);
+	if (i == 0)
+		b->oldest = at;
+	b->n++;
+	MemoryContextSwitchTo(old);
+}

@@ -1,0 +1,142 @@
+/*-------------------------------------------------------------------------
+ *
+ * sql_api.c
+ *		SQL-callable C functions: wake the senders at commit, and report
+ *		the senders' statistics from shared memory.
+ *
+ * Most of wasend's SQL API is written in SQL (sql/wasend--*.sql): it
+ * validates input and changes rows.  What needs C is what touches shared
+ * memory: waking the senders when a transaction that started, resumed or
+ * paused a campaign commits (never before, so senders never look for rows
+ * that are not yet visible), and reading the senders' counters.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+
+#include "wasend.h"
+
+PG_FUNCTION_INFO_V1(wasend_wake_at_commit);
+PG_FUNCTION_INFO_V1(wasend_worker_stats);
+
+/* set by wasend_wake_at_commit(), acted on by the transaction callback */
+static bool wake_pending = false;
+static bool callback_registered = false;
+
+/*
+ * Transaction callback: wake the senders when a transaction that asked for
+ * it commits; forget the request if it aborts.
+ */
+static void
+wasend_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (wake_pending)
+			{
+				wake_pending = false;
+				wasend_wake_senders();
+			}
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			wake_pending = false;
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * Register the transaction callback once per process.
+ */
+void
+wasend_xact_callback_init(void)
+{
+	if (callback_registered)
+		return;
+	RegisterXactCallback(wasend_xact_callback, NULL);
+	callback_registered = true;
+}
+
+/*
+ * wasend._wake_at_commit(): ask for the senders to be woken when the
+ * current transaction commits.  Warns when the senders cannot run because
+ * the library was not preloaded.
+ */
+Datum
+wasend_wake_at_commit(PG_FUNCTION_ARGS)
+{
+	if (WasendState == NULL)
+	{
+		if (!wake_pending)
+			ereport(WARNING,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("wasend senders are not running"),
+					 errdetail("The wasend library was not loaded through shared_preload_libraries."),
+					 errhint("Add wasend to shared_preload_libraries and restart the server; nothing is sent until then.")));
+		wake_pending = true;
+		PG_RETURN_VOID();
+	}
+	wake_pending = true;
+	PG_RETURN_VOID();
+}
+
+/*
+ * wasend_worker_stats(): one row per running sender, read from shared
+ * memory: requests in flight, rows held, rows sent and failed, connections
+ * opened versus reused, mean request latency.
+ */
+Datum
+wasend_worker_stats(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	if (WasendState == NULL)
+		PG_RETURN_VOID();
+
+	for (i = 0; i < WASEND_MAX_SENDERS; i++)
+	{
+		WasendSenderSlot *s = &WasendState->senders[i];
+		Datum		values[9];
+		bool		nulls[9] = {0};
+		pid_t		pid;
+		uint64		requests;
+		uint64		latency;
+
+		SpinLockAcquire(&WasendState->mutex);
+		pid = s->pid;
+		SpinLockRelease(&WasendState->mutex);
+		if (pid == 0)
+			continue;
+
+		requests = pg_atomic_read_u64(&s->requests);
+		latency = pg_atomic_read_u64(&s->latency_us_sum);
+		values[0] = Int32GetDatum(i + 1);
+		values[1] = Int32GetDatum(pid);
+		values[2] = Int32GetDatum(pg_atomic_read_u32(&s->inflight));
+		values[3] = Int32GetDatum(pg_atomic_read_u32(&s->held));
+		values[4] = Int64GetDatum(pg_atomic_read_u64(&s->sent));
+		values[5] = Int64GetDatum(pg_atomic_read_u64(&s->failed));
+		values[6] = Int64GetDatum(pg_atomic_read_u64(&s->conns_opened));
+		values[7] = Int64GetDatum(pg_atomic_read_u64(&s->conns_reused));
+		if (requests > 0)
+			values[8] = Float8GetDatum((double) latency / requests / 1000.0);
+		else
+			nulls[8] = true;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,261 @@
+/*-------------------------------------------------------------------------
+ *
+ * wasend.c
+ *		Module load: settings, shared memory and the launcher registration.
+ *
+ * wasend must be in shared_preload_libraries: the senders share their rate
+ * gate and statistics through shared memory, and the launcher is a static
+ * background worker registered here.  Loaded any other way (for instance by
+ * CREATE EXTENSION in a server without the preload), the SQL functions still
+ * work but no message is sent; wasend_start_campaign() says so.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "utils/guc.h"
+
+#include "wasend.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+char	   *wasend_database = NULL;
+int			wasend_workers = 2;
+char	   *wasend_api_base_url = NULL;
+int			wasend_batch_size = 200;
+int			wasend_max_inflight = 500;
+int			wasend_request_timeout_ms = 10000;
+int			wasend_http_version = WASEND_HTTP_1_1;
+char	   *wasend_ca_file = NULL;
+
+WasendShared *WasendState = NULL;
+
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+#if PG_VERSION_NUM >= 150000
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+#endif
+
+static const struct config_enum_entry http_version_options[] = {
+	{"1.1", WASEND_HTTP_1_1, false},
+	{"2", WASEND_HTTP_2, false},
+	{NULL, 0, false}
+};
+
+/*
+ * Reject an API base URL that is not http(s), so that a typo is reported
+ * when the setting is made rather than by every request of a campaign.
+ */
+static bool
+check_api_base_url(char **newval, void **extra, GucSource source)
+{
+	if (*newval == NULL ||
+		(strncmp(*newval, "https://", 8) != 0 &&
+		 strncmp(*newval, "http://", 7) != 0))
+	{
+		GUC_check_errdetail("The URL must start with \"https://\" (or \"http://\" for a local mock).");
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Size of the shared state: one fixed struct, no variable part.
+ */
+static Size
+wasend_shmem_size(void)
+{
+	return MAXALIGN(sizeof(WasendShared));
+}
+
+#if PG_VERSION_NUM >= 150000
+/*
+ * Ask for our shared memory (PostgreSQL 15 and later want it requested
+ * from this hook rather than from _PG_init).
+ */
+static void
+wasend_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(wasend_shmem_size());
+}
+#endif
+
+/*
+ * Create or attach to the shared state at postmaster start (and in every
+ * backend on EXEC_BACKEND platforms).
+ */
+static void
+wasend_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	WasendState = ShmemInitStruct("wasend", wasend_shmem_size(), &found);
+	if (!found)
+	{
+		int			i;
+
+		memset(WasendState, 0, sizeof(WasendShared));
+		SpinLockInit(&WasendState->mutex);
+		SpinLockInit(&WasendState->gate_mutex);
+		pg_atomic_init_u64(&WasendState->generation, 0);
+		for (i = 0; i < WASEND_MAX_SENDERS; i++)
+		{
+			WasendSenderSlot *s = &WasendState->senders[i];
+
+			pg_atomic_init_u32(&s->inflight, 0);
+			pg_atomic_init_u32(&s->held, 0);
+			pg_atomic_init_u64(&s->sent, 0);
+			pg_atomic_init_u64(&s->failed, 0);
+			pg_atomic_init_u64(&s->conns_opened, 0);
+			pg_atomic_init_u64(&s->conns_reused, 0);
+			pg_atomic_init_u64(&s->latency_us_sum, 0);
+			pg_atomic_init_u64(&s->requests, 0);
+		}
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * Wake every sender (and the launcher): bump the control generation so
+ * senders re-read campaign and number states, then set their latches.
+ * Called at the commit of a transaction that changed something they act
+ * on; see sql_api.c.
+ */
+void
+wasend_wake_senders(void)
+{
+	int			i;
+	Latch	   *latches[WASEND_MAX_SENDERS + 1];
+	int			n = 0;
+
+	if (WasendState == NULL)
+		return;
+
+	pg_atomic_fetch_add_u64(&WasendState->generation, 1);
+
+	SpinLockAcquire(&WasendState->mutex);
+	for (i = 0; i < WASEND_MAX_SENDERS; i++)
+		if (WasendState->senders[i].pid != 0 && WasendState->senders[i].latch)
+			latches[n++] = WasendState->senders[i].latch;
+	if (WasendState->launcher_latch)
+		latches[n++] = WasendState->launcher_latch;
+	SpinLockRelease(&WasendState->mutex);
+
+	for (i = 0; i < n; i++)
+		SetLatch(latches[i]);
+}
+
+/*
+ * Module load: define the settings; when preloaded, also reserve shared
+ * memory and register the launcher.
+ */
+void
+_PG_init(void)
+{
+	DefineCustomStringVariable("wasend.database",
+							   "Database in which the wasend senders run.",
+							   "The extension must be created in this database.",
+							   &wasend_database,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wasend.workers",
+							"Number of wasend sender background workers.",
+							"Each sender is a background worker and counts against max_worker_processes.",
+							&wasend_workers,
+							2, 0, WASEND_MAX_SENDERS,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("wasend.api_base_url",
+							   "Base URL of the WhatsApp Cloud API, including the version.",
+							   "Only a superuser can change it (postgresql.conf or ALTER SYSTEM).",
+							   &wasend_api_base_url,
+							   "https://graph.facebook.com/v21.0",
+							   PGC_SIGHUP,
+							   0,
+							   check_api_base_url, NULL, NULL);
+
+	DefineCustomIntVariable("wasend.batch_size",
+							"Most rows a sender claims for one phone number in one statement.",
+							"A sender never claims more than one second of a number's rate.",
+							&wasend_batch_size,
+							200, 1, 10000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wasend.max_inflight",
+							"Most rows a sender holds at once (claimed or in flight).",
+							"This also bounds the rows whose outcome is unknown after a crash.",
+							&wasend_max_inflight,
+							500, 1, 10000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wasend.request_timeout_ms",
+							"Timeout of one Graph API request, connection included.",
+							NULL,
+							&wasend_request_timeout_ms,
+							10000, 100, 600000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("wasend.http_version",
+							 "HTTP version the senders use: 1.1 (pooled keep-alive connections) or 2 (multiplexed).",
+							 NULL,
+							 &wasend_http_version,
+							 WASEND_HTTP_1_1,
+							 http_version_options,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("wasend.ca_file",
+							   "File of CA certificates used to verify the API server, instead of the system's.",
+							   "TLS verification is always on; this only changes which CAs are trusted.",
+							   &wasend_ca_file,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+#if PG_VERSION_NUM >= 150000
+	MarkGUCPrefixReserved("wasend");
+#else
+	EmitWarningsOnPlaceholders("wasend");
+#endif
+
+	wasend_xact_callback_init();
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+#if PG_VERSION_NUM >= 150000
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = wasend_shmem_request;
+#else
+	RequestAddinShmemSpace(wasend_shmem_size());
+#endif
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = wasend_shmem_startup;
+
+	wasend_register_launcher();
+}

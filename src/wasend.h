@@ -1,0 +1,107 @@
+/*-------------------------------------------------------------------------
+ *
+ * wasend.h
+ *		Declarations shared by the files of the wasend extension.
+ *
+ * wasend sends WhatsApp Cloud API campaigns from background workers: a
+ * launcher starts senders; each sender claims rows of wasend.send_queue,
+ * sends them through one curl multi handle at each phone number's rate
+ * (the rate gate lives in shared memory so all senders share it), and
+ * records the results with set-based statements.
+ *
+ * src/wasend.c		module load, settings (GUCs), shared memory
+ * src/launcher.c	the launcher bgworker: starts and supervises senders
+ * src/sender.c		the sender bgworker's event loop
+ * src/rate_gate.c	per-number send pacing shared by all senders
+ * src/http_client.c	libcurl multi-socket client, pooled connections
+ * src/queue.c		the SQL the senders run: claim, record, release
+ * src/sql_api.c	SQL-callable C functions (stats, wake at commit)
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef WASEND_H
+#define WASEND_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "port/atomics.h"
+#include "storage/latch.h"
+#include "storage/spin.h"
+
+/* Upper bound of wasend.workers; shared memory holds this many slots. */
+#define WASEND_MAX_SENDERS		32
+
+/* How many distinct phone numbers the rate gate can pace at once. */
+#define WASEND_GATE_SLOTS		4096
+
+/* Settings (see wasend.c and README.md). */
+extern char *wasend_database;
+extern int	wasend_workers;
+extern char *wasend_api_base_url;
+extern int	wasend_batch_size;
+extern int	wasend_max_inflight;
+extern int	wasend_request_timeout_ms;
+extern int	wasend_http_version;
+extern char *wasend_ca_file;
+
+#define WASEND_HTTP_1_1		0
+#define WASEND_HTTP_2		1
+
+/* What each sender publishes about itself; read by wasend_worker_stats(). */
+typedef struct WasendSenderSlot
+{
+	pid_t		pid;			/* 0 when the slot is free */
+	Latch	   *latch;			/* sender's process latch */
+	pg_atomic_uint32 inflight;	/* HTTP requests outstanding now */
+	pg_atomic_uint32 held;		/* rows claimed (pending + in flight) */
+	pg_atomic_uint64 sent;		/* rows recorded as sent */
+	pg_atomic_uint64 failed;	/* rows recorded as failed */
+	pg_atomic_uint64 conns_opened;	/* transfers that opened a connection */
+	pg_atomic_uint64 conns_reused;	/* transfers that reused one */
+	pg_atomic_uint64 latency_us_sum;	/* sum of request latencies */
+	pg_atomic_uint64 requests;	/* completed requests */
+} WasendSenderSlot;
+
+/* One phone number's pacing state; see rate_gate.c. */
+typedef struct WasendGateSlot
+{
+	int64		number_id;		/* 0 when free */
+	TimestampTz next_slot;		/* theoretical time of the next send */
+} WasendGateSlot;
+
+typedef struct WasendShared
+{
+	slock_t		mutex;			/* protects launcher fields, sender pids */
+	pid_t		launcher_pid;
+	Latch	   *launcher_latch;
+
+	/* bumped at the commit of every control change (start, pause, ...) */
+	pg_atomic_uint64 generation;
+
+	WasendSenderSlot senders[WASEND_MAX_SENDERS];
+
+	slock_t		gate_mutex;		/* protects gate[] */
+	WasendGateSlot gate[WASEND_GATE_SLOTS];
+} WasendShared;
+
+extern WasendShared *WasendState;
+
+/* wasend.c */
+extern void wasend_wake_senders(void);
+
+/* launcher.c */
+extern void wasend_register_launcher(void);
+extern PGDLLEXPORT void wasend_launcher_main(Datum main_arg);
+
+/* sender.c */
+extern PGDLLEXPORT void wasend_sender_main(Datum main_arg);
+
+/* rate_gate.c */
+extern int	rate_gate_take(int64 number_id, int rate_per_sec, int want,
+						   TimestampTz now, TimestampTz *next_slot);
+
+/* sql_api.c */
+extern void wasend_xact_callback_init(void);
+
+#endif							/* WASEND_H */
