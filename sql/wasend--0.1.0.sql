@@ -245,12 +245,22 @@ LANGUAGE plpgsql AS $$
 DECLARE
     new_id bigint;
 BEGIN
-    IF phone_number_id IS NULL OR phone_number_id !~ '^[0-9]{1,32}$' THEN
-        RAISE EXCEPTION 'invalid phone_number_id "%"', coalesce(phone_number_id, 'NULL')
+    IF phone_number_id IS NULL THEN
+        RAISE EXCEPTION 'phone_number_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Use the numeric Phone number ID from the WhatsApp Manager (API Setup).';
+    END IF;
+    IF phone_number_id !~ '^[0-9]{1,32}$' THEN
+        RAISE EXCEPTION 'invalid phone_number_id "%"', phone_number_id
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use the numeric Phone number ID from the WhatsApp Manager (API Setup), not the phone number itself.';
     END IF;
-    IF access_token IS NULL OR access_token !~ '^\S+$' THEN
+    IF access_token IS NULL THEN
+        RAISE EXCEPTION 'access token must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Give the system user access token of the WhatsApp Business account.';
+    END IF;
+    IF access_token !~ '^\S+$' THEN
         RAISE EXCEPTION 'invalid access token'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Give the system user access token, without "Bearer " or spaces.';
@@ -285,9 +295,13 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Give the campaign a name you will recognize in wasend.campaign_progress.';
     END IF;
-    IF number_id IS NULL OR NOT EXISTS (SELECT 1 FROM wasend.whatsapp_numbers n
-                                         WHERE n.id = number_id) THEN
-        RAISE EXCEPTION 'number % does not exist', coalesce(number_id::text, 'NULL')
+    IF number_id IS NULL THEN
+        RAISE EXCEPTION 'number id must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the id returned by wasend_add_number().';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM wasend.whatsapp_numbers n WHERE n.id = number_id) THEN
+        RAISE EXCEPTION 'number % does not exist', number_id
             USING ERRCODE = 'foreign_key_violation',
                   HINT = 'Register the number first with wasend_add_number(); see SELECT id, phone_number_id FROM wasend.whatsapp_numbers.';
     END IF;

@@ -43,6 +43,7 @@ static TimestampTz timer_deadline = 0;	/* from curl's timer callback; 0 = none *
 static int	socket_errno = 0;	/* first epoll_ctl failure, if any */
 static int	n_inflight = 0;
 static HttpRequest *free_list = NULL;
+static HttpRequest *wired_list = NULL;	/* reached the wire, not yet told */
 static MemoryContext http_context = NULL;
 
 /*
@@ -138,6 +139,43 @@ write_cb(char *data, size_t size, size_t nmemb, void *userp)
 	req->resp_len += n;
 	req->resp[req->resp_len] = '\0';
 	return n;
+}
+
+/*
+ * curl pre-request callback: the request is about to be written on an
+ * established (or reused) connection.  Note the time; the rate gate is told
+ * after curl returns (see report_wired), since callbacks stay trivial.
+ */
+static int
+prereq_cb(void *clientp, char *primary_ip, char *local_ip,
+		  int primary_port, int local_port)
+{
+	HttpRequest *req = (HttpRequest *) clientp;
+
+	if (req->on_wire == 0)
+	{
+		req->on_wire = GetCurrentTimestamp();
+		req->next_wired = wired_list;
+		wired_list = req;
+	}
+	return CURL_PREREQFUNC_OK;
+}
+
+/*
+ * Tell the rate gate when the requests collected by prereq_cb reached the
+ * wire.
+ */
+static void
+report_wired(void)
+{
+	while (wired_list != NULL)
+	{
+		HttpRequest *req = wired_list;
+
+		wired_list = req->next_wired;
+		req->next_wired = NULL;
+		rate_gate_on_wire(req->number_id, req->gate_seq, req->on_wire);
+	}
 }
 
 /*
@@ -289,6 +327,7 @@ http_drive(bool socket_ready, bool timer_due)
 		timer_deadline = 0;
 		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	}
+	report_wired();
 
 	if (socket_errno != 0)
 	{
@@ -333,7 +372,7 @@ request_alloc(void)
  */
 HttpRequest *
 http_start(const char *url, const char *token, const char *body,
-		   int64 row_id, int64 campaign_id, int64 number_id)
+		   int64 row_id, int64 campaign_id, int64 number_id, uint64 gate_seq)
 {
 	HttpRequest *req = request_alloc();
 	CURL	   *easy = req->easy;
@@ -344,6 +383,9 @@ http_start(const char *url, const char *token, const char *body,
 	req->row_id = row_id;
 	req->campaign_id = campaign_id;
 	req->number_id = number_id;
+	req->gate_seq = gate_seq;
+	req->on_wire = 0;
+	req->next_wired = NULL;
 	req->resp_len = 0;
 	req->resp_too_big = false;
 	if (req->resp)
@@ -374,6 +416,8 @@ http_start(const char *url, const char *token, const char *body,
 	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_cb);
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
+	curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, prereq_cb);
+	curl_easy_setopt(easy, CURLOPT_PREREQDATA, req);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_TCP_NODELAY, 1L);
@@ -405,6 +449,7 @@ http_start(const char *url, const char *token, const char *body,
 				(errcode(ERRCODE_SYSTEM_ERROR),
 				 errmsg("could not start a request: %s", curl_multi_strerror(mrc))));
 	n_inflight++;
+	report_wired();
 	return req;
 }
 

@@ -21,7 +21,9 @@ typedef struct HttpRequest
 	int64		row_id;			/* wasend.send_queue.id */
 	int64		campaign_id;
 	int64		number_id;
+	uint64		gate_seq;		/* the rate gate's sequence number */
 	TimestampTz started;
+	TimestampTz on_wire;		/* when curl sent the request; 0 = not yet */
 
 	/* response, filled by curl's write callback (malloc'd, not palloc'd) */
 	char	   *resp;
@@ -37,6 +39,7 @@ typedef struct HttpRequest
 	int64		latency_us;
 
 	struct HttpRequest *next_free;
+	struct HttpRequest *next_wired;
 } HttpRequest;
 
 extern void http_init(void);
@@ -48,7 +51,8 @@ extern bool http_timer_due(TimestampTz now);
 extern void http_drive(bool socket_ready, bool timer_due);
 extern HttpRequest *http_start(const char *url, const char *token,
 							   const char *body, int64 row_id,
-							   int64 campaign_id, int64 number_id);
+							   int64 campaign_id, int64 number_id,
+							   uint64 gate_seq);
 extern HttpRequest *http_next_done(void);
 extern void http_release(HttpRequest *req);
 extern int	http_inflight(void);

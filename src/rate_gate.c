@@ -3,27 +3,33 @@
  * rate_gate.c
  *		Per-phone-number send pacing, shared by all senders.
  *
- * Meta limits each phone number to max_send_rate_per_sec messages in any
- * one-second window and answers 130429 beyond it.  The gate spaces the
- * sends of one number on a grid of interval T = 1 s / (rate * HEADROOM):
- * a send may take grid slot s only at a time t >= s, and a slot left unused
- * for longer than LATENESS is dropped (the grid moves up to now - LATENESS).
+ * Meta limits each phone number to max_send_rate_per_sec (R) messages in
+ * any one-second window and answers 130429 beyond it.  Two mechanisms, both
+ * in shared memory behind one spinlock, keep every sender of every campaign
+ * of a number under that limit together:
  *
- * Why this never exceeds the rate: a send at time t used a slot s with
- * t - LATENESS <= s <= t.  The sends inside any window [a, a + 1 s) therefore
- * used slots inside [a - LATENESS, a + 1 s), and a grid of spacing T has at
- * most ceil((1 s + LATENESS) / T) = ceil(rate * HEADROOM * (1 + LATENESS))
- * points there: 199 at 200 msg/s, 994 at 1,000 msg/s, 1 at 1 msg/s.  The
- * remaining slot or more of the window absorbs network jitter between the
- * sender and Meta's clock.  Lateness up to LATENESS is caught up at once, so
- * a sender woken a little late still sends at HEADROOM of the rate.
+ * The grid paces.  Sends of a number take slots of a grid of interval
+ * T = 1 s / (R * HEADROOM).  A slot may be taken only once its time has
+ * come; a slot left unused for longer than LATENESS is dropped (the grid
+ * moves up to now - LATENESS), and lateness up to that is caught up at once,
+ * so a sender woken a little late still sends at HEADROOM of the rate.
+ * Any window [a, a + 1 s) then holds sends of at most
+ * ceil((1 s + LATENESS) / T) slots: 199 at 200 msg/s, 994 at 1,000 msg/s.
  *
- * The grid of each number lives in shared memory behind one spinlock; a
- * take is a handful of instructions.
+ * The ring makes it exact.  What Meta counts is when a request arrives, and
+ * a request that must first open a connection (TCP, TLS) reaches the wire
+ * later than its slot, while later requests on warm connections do not: the
+ * window seen by the server is compressed.  So the gate also remembers, in a
+ * ring of R entries, when each of the last R sends of the number reached
+ * the wire (curl's pre-request callback reports it, see http_client.c), and
+ * grants send k only at least 1 s + MARGIN after send k - R reached the
+ * wire.  Any R + 1 consecutive sends then span more than a second.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <math.h>
 
 #include "utils/timestamp.h"
 
@@ -32,18 +38,21 @@
 /* fraction of the configured rate the grid targets */
 #define HEADROOM		0.99
 
-/* longest a free slot waits for a sender before it is dropped, in us */
+/* longest a free grid slot waits for a sender before it is dropped, in us */
 #define LATENESS_US		3000
+
+/* extra spacing the ring keeps between send k - R and send k, in us */
+#define MARGIN_US		5000
 
 /*
  * Find (or create) the gate slot of a number.  Caller holds gate_mutex.
  * Open addressing on the number id; the table never shrinks, which is fine
- * for its few thousand entries.
+ * for its few hundred entries.
  */
 static WasendGateSlot *
-gate_lookup(int64 number_id)
+gate_lookup(int64 number_id, bool create)
 {
-	uint32		h = (uint32) (number_id * 2654435761u) % WASEND_GATE_SLOTS;
+	uint32		h = (uint32) ((uint64) number_id * 2654435761u) % WASEND_GATE_SLOTS;
 	int			i;
 
 	for (i = 0; i < WASEND_GATE_SLOTS; i++)
@@ -54,7 +63,11 @@ gate_lookup(int64 number_id)
 			return g;
 		if (g->number_id == 0)
 		{
+			if (!create)
+				return NULL;
 			g->number_id = number_id;
+			g->rate = 0;
+			g->seq = 0;
 			g->next_slot = 0;
 			return g;
 		}
@@ -65,41 +78,73 @@ gate_lookup(int64 number_id)
 /*
  * Take up to `want` send slots of a number at time `now`.
  *
- * Returns how many sends may start now; *next_slot receives the time at
- * which the next slot opens, so the caller knows how long to sleep.
+ * Returns how many sends may start now, and stores their sequence numbers
+ * in seqs[] (the caller reports each one's wire time with
+ * rate_gate_on_wire).  *next_slot receives the time at which the gate may
+ * open again, so the caller knows how long to sleep.
  */
 int
-rate_gate_take(int64 number_id, int rate_per_sec, int want,
-			   TimestampTz now, TimestampTz *next_slot)
+rate_gate_take(int64 number_id, int rate, int want, TimestampTz now,
+			   uint64 *seqs, TimestampTz *next_slot)
 {
 	WasendGateSlot *g;
-	double		interval_us;
+	int64		interval_us;
 	int			taken = 0;
 	TimestampTz slot;
+	TimestampTz blocked_until = 0;
 
-	Assert(rate_per_sec > 0);
-	interval_us = 1000000.0 / (rate_per_sec * HEADROOM);
+	Assert(rate > 0 && rate <= WASEND_MAX_RATE);
+	interval_us = (int64) ceil(1000000.0 / (rate * HEADROOM));
 
 	SpinLockAcquire(&WasendState->gate_mutex);
-	g = gate_lookup(number_id);
+	g = gate_lookup(number_id, true);
 	if (g == NULL)
 	{
 		SpinLockRelease(&WasendState->gate_mutex);
 		elog(ERROR, "wasend rate gate is full (%d numbers)", WASEND_GATE_SLOTS);
 	}
+	if (g->rate != rate)
+	{
+		/* new number or changed rate: the ring starts empty */
+		memset(g->ring, 0, sizeof(TimestampTz) * rate);
+		g->rate = rate;
+	}
 
-	slot = g->next_slot;
-	if (slot < now - LATENESS_US)
-		slot = now - LATENESS_US;
+	slot = Max(g->next_slot, now - LATENESS_US);
 	while (taken < want && slot <= now)
 	{
-		/* advance by the exact interval; keep sub-microsecond drift small */
-		slot += (TimestampTz) interval_us;
-		taken++;
+		TimestampTz kth_back = g->ring[g->seq % rate];
+
+		if (kth_back != 0 && kth_back + USECS_PER_SEC + MARGIN_US > now)
+		{
+			blocked_until = kth_back + USECS_PER_SEC + MARGIN_US;
+			break;
+		}
+		g->ring[g->seq % rate] = now;
+		seqs[taken++] = g->seq++;
+		slot += interval_us;
 	}
 	g->next_slot = slot;
 	SpinLockRelease(&WasendState->gate_mutex);
 
-	*next_slot = slot;
+	*next_slot = Max(slot, blocked_until);
 	return taken;
+}
+
+/*
+ * Record when send `seq` of a number actually reached the wire (later than
+ * its grant when a connection had to be opened first).
+ */
+void
+rate_gate_on_wire(int64 number_id, uint64 seq, TimestampTz when)
+{
+	WasendGateSlot *g;
+
+	SpinLockAcquire(&WasendState->gate_mutex);
+	g = gate_lookup(number_id, false);
+	/* still in the ring (not yet overwritten by send seq + rate)? */
+	if (g != NULL && g->rate > 0 && seq < g->seq && g->seq - seq <= (uint64) g->rate &&
+		g->ring[seq % g->rate] < when)
+		g->ring[seq % g->rate] = when;
+	SpinLockRelease(&WasendState->gate_mutex);
 }

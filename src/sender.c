@@ -285,22 +285,26 @@ start_sends(void)
 	NumberState *ns;
 	TimestampTz wake = 0;
 	TimestampTz now = GetCurrentTimestamp();
+	uint64		seqs[WASEND_MAX_RATE];
 
 	hash_seq_init(&seq, numbers);
 	while ((ns = hash_seq_search(&seq)) != NULL)
 	{
 		TimestampTz next;
 		int			granted;
+		int			i;
 
 		if (ns->count == 0 || !ns->active)
 			continue;
-		granted = rate_gate_take(ns->number_id, ns->rate, ns->count, now, &next);
-		while (granted-- > 0)
+		granted = rate_gate_take(ns->number_id, ns->rate,
+								 Min(ns->count, WASEND_MAX_RATE), now,
+								 seqs, &next);
+		for (i = 0; i < granted; i++)
 		{
 			PendingRow *p = &ns->rows[ns->head];
 
 			http_start(ns->url, ns->access_token, p->body, p->id,
-					   p->campaign_id, ns->number_id);
+					   p->campaign_id, ns->number_id, seqs[i]);
 			pfree(p->body);
 			ns->head = (ns->head + 1) % ns->cap;
 			ns->count--;
@@ -437,9 +441,7 @@ claim_rows(MemoryContext tmp)
 	int			ncamp = hash_get_num_entries(campaigns);
 	int64	   *ids = palloc(sizeof(int64) * Max(ncamp, 1));
 	int32	   *lims = palloc(sizeof(int32) * Max(ncamp, 1));
-	int64	   *done = palloc(sizeof(int64) * Max(ncamp, 1));
 	int			n = 0;
-	int			ndone = 0;
 	int			budget = wasend_max_inflight - held_total;
 	ClaimedRow *rows;
 	int			nrows;
@@ -492,10 +494,28 @@ claim_rows(MemoryContext tmp)
 		{
 			cs = hash_search(campaigns, &ids[i], HASH_FIND, NULL);
 			cs->dry = true;
-			if (cs->held == 0)
-				done[ndone++] = ids[i];
 		}
 	}
+}
+
+/*
+ * Complete the running campaigns that ran dry and of which this sender
+ * holds nothing any more: if no other sender holds rows of them either,
+ * they are done.  (If two senders finish the last rows at the same moment,
+ * neither sees the other's commit; the next poll completes the campaign.)
+ */
+static void
+complete_dry_campaigns(void)
+{
+	HASH_SEQ_STATUS seq;
+	CampaignState *cs;
+	int64	   *done = palloc(sizeof(int64) * Max(hash_get_num_entries(campaigns), 1));
+	int			ndone = 0;
+
+	hash_seq_init(&seq, campaigns);
+	while ((cs = hash_seq_search(&seq)) != NULL)
+		if (cs->running && cs->dry && cs->held == 0)
+			done[ndone++] = cs->campaign_id;
 	if (ndone > 0)
 		queue_complete(ndone, done);
 }
@@ -543,6 +563,7 @@ db_cycle(bool refresh, bool release_all)
 
 		if (!release_all && wants_claim())
 			claim_rows(tmp);
+		complete_dry_campaigns();
 		MemoryContextSwitchTo(old);
 	}
 

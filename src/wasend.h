@@ -33,7 +33,10 @@
 #define WASEND_MAX_SENDERS		32
 
 /* How many distinct phone numbers the rate gate can pace at once. */
-#define WASEND_GATE_SLOTS		4096
+#define WASEND_GATE_SLOTS		256
+
+/* Highest max_send_rate_per_sec Meta grants, and the gate's ring size. */
+#define WASEND_MAX_RATE			1000
 
 /* Settings (see wasend.c and README.md). */
 extern char *wasend_database;
@@ -67,7 +70,10 @@ typedef struct WasendSenderSlot
 typedef struct WasendGateSlot
 {
 	int64		number_id;		/* 0 when free */
-	TimestampTz next_slot;		/* theoretical time of the next send */
+	int			rate;			/* rate the ring was sized for */
+	uint64		seq;			/* sends granted so far */
+	TimestampTz next_slot;		/* grid time of the next send */
+	TimestampTz ring[WASEND_MAX_RATE];	/* send seq at [seq % rate] */
 } WasendGateSlot;
 
 typedef struct WasendShared
@@ -99,7 +105,9 @@ extern PGDLLEXPORT void wasend_sender_main(Datum main_arg);
 
 /* rate_gate.c */
 extern int	rate_gate_take(int64 number_id, int rate_per_sec, int want,
-						   TimestampTz now, TimestampTz *next_slot);
+						   TimestampTz now, uint64 *seqs,
+						   TimestampTz *next_slot);
+extern void rate_gate_on_wire(int64 number_id, uint64 seq, TimestampTz when);
 
 /* sql_api.c */
 extern void wasend_xact_callback_init(void);

@@ -80,11 +80,13 @@ if (args.config)
 let log = [];
 let seq = 0;
 const windows = new Map();	/* phone_number_id -> ring of accept times */
-const startNs = process.hrtime.bigint();
+const { performance } = require('perf_hooks');
+let connections = 0;
 
+/* Wall-clock time in ms since the epoch, with sub-ms resolution. */
 function nowMs()
 {
-	return Number(process.hrtime.bigint() - startNs) / 1e6;
+	return performance.timeOrigin + performance.now();
 }
 
 /*
@@ -271,7 +273,7 @@ function stats()
 		if (e.code)
 			byCode[e.code] = (byCode[e.code] || 0) + 1;
 	}
-	return { requests: log.length, by_status: byStatus, by_code: byCode };
+	return { requests: log.length, connections: connections, by_status: byStatus, by_code: byCode };
 }
 
 function handleControl(req, res, path, raw)
@@ -283,6 +285,7 @@ function handleControl(req, res, path, raw)
 	if (path === '/__mock/reset' && req.method === 'POST')
 	{
 		log = [];
+		connections = 0;
 		windows.clear();
 		return reply(res, 200, '{"ok":true}', 0);
 	}
@@ -317,6 +320,7 @@ function onRequest(req, res)
 }
 
 let server;
+/* 'connection' fires once per TCP connection, for http and https alike */
 if (args['tls-cert'])
 	server = https.createServer({
 		cert: fs.readFileSync(args['tls-cert']),
@@ -324,6 +328,7 @@ if (args['tls-cert'])
 	}, onRequest);
 else
 	server = http.createServer(onRequest);
+server.on('connection', () => connections++);
 server.keepAliveTimeout = 60000;
 server.headersTimeout = 65000;
 server.maxRequestsPerSocket = 0;

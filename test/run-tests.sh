@@ -1,0 +1,58 @@
+#!/bin/bash
+# test/run-tests.sh — what `make test` runs after building and installing:
+#   1. pg_regress on a temporary instance (the SQL surface);
+#   2. the TAP integration tests in test/t/ (real senders against the mock
+#      Graph API, on throwaway clusters).
+# Runs as the postgres user in a scratch copy (initdb refuses root).
+# Exits non-zero on any failure.  TESTS="t/001_send.pl ..." selects TAP tests.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PGBIN=$(pg_config --bindir)
+PGXS_DIR=$(cd "$(dirname "$(pg_config --pgxs)")/../.." && pwd)
+WORK=$(mktemp -d /tmp/wasend-test.XXXXXX)
+status=0
+
+cleanup() {
+	if [ $status -eq 0 ] && [ -z "${KEEP:-}" ]; then
+		rm -rf "$WORK"
+	else
+		echo "test files kept in $WORK"
+	fi
+}
+trap cleanup EXIT
+
+cp -r "$ROOT/sql" "$ROOT/expected" "$ROOT/test" "$WORK/"
+chown -R postgres: "$WORK"
+
+as_pg() {
+	if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+regress_tests=$(sed -n 's/^REGRESS *= *//p' "$ROOT/Makefile")
+echo "== pg_regress: $regress_tests"
+if ! (cd "$WORK" && as_pg "$PGXS_DIR/src/test/regress/pg_regress" \
+	--temp-instance="$WORK/tmp_regress" --bindir="$PGBIN" \
+	--inputdir=. --outputdir=out --temp-config=test/regress.conf \
+	$regress_tests); then
+	status=1
+	cat "$WORK/out/regression.diffs" 2>/dev/null
+fi
+
+echo "== TAP integration tests"
+cd "$WORK/test" || exit 1
+if ! as_pg env PATH="$PGBIN:$PATH" \
+	PERL5LIB="$PGXS_DIR/src/test/perl:$WORK/test/lib" \
+	PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" \
+	WASEND_ROOT="$WORK" \
+	prove --timer ${TESTS:-t/}; then
+	status=1
+	for f in "$WORK"/test/tmp_check/log/regress_log_*; do
+		[ -f "$f" ] || continue
+		echo "---- $f (last 60 lines)"
+		tail -n 60 "$f"
+	done
+fi
+
+[ $status -eq 0 ] && echo "== all tests passed" || echo "== TESTS FAILED"
+exit $status
