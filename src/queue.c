@@ -116,12 +116,19 @@ static const char *sql_record =
 "  RETURNING v.ok)"
 " SELECT count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok) FROM upd";
 
-/* Give claimed rows back to the queue, as if never claimed. */
+/*
+ * Give claimed, unsent rows back, as if never claimed: to the queue when
+ * their campaign was paused, to 'cancelled' when it was cancelled (the
+ * cancel itself only reaches rows no sender holds).
+ */
 static const char *sql_release =
-"UPDATE wasend.send_queue"
-"   SET status = 'ready', attempts = greatest(attempts - 1, 0),"
+"UPDATE wasend.send_queue q"
+"   SET status = CASE WHEN c.status = 'cancelled' THEN 'cancelled' ELSE 'ready' END,"
+"       attempts = greatest(q.attempts - 1, 0),"
 "       claimed_by = NULL, claimed_at = NULL"
-" WHERE id = ANY ($1::bigint[]) AND status = 'sending'";
+"  FROM wasend.campaigns c"
+" WHERE q.id = ANY ($1::bigint[]) AND q.status = 'sending'"
+"   AND c.id = q.campaign_id";
 
 /*
  * Completing a campaign takes its row lock first, in its own statement:

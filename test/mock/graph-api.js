@@ -169,12 +169,18 @@ function latency()
 
 function handleMessages(req, res, pnid, raw, t)
 {
-	const entry = { t: t, pnid: pnid, to: '', status: 0, code: '', wamid: '' };
+	const entry = { t: t, pnid: pnid, to: '', type: '', status: 0, code: '', wamid: '' };
 	const num = config.numbers[pnid];
 	const auth = req.headers['authorization'] || '';
 	let body;
 
 	seq++;
+	if (!req.socket.wasendCounted)
+	{
+		/* count connections that carried API requests, not control calls */
+		req.socket.wasendCounted = true;
+		connections++;
+	}
 	try
 	{
 		body = JSON.parse(raw);
@@ -185,6 +191,8 @@ function handleMessages(req, res, pnid, raw, t)
 	}
 	if (body && typeof body.to === 'string')
 		entry.to = body.to;
+	if (body && typeof body.type === 'string')
+		entry.type = body.type.replace(/[^a-z_]/g, '');
 
 	const fail = (status, code) => {
 		entry.status = status;
@@ -257,9 +265,9 @@ function handleMessages(req, res, pnid, raw, t)
 
 function logCsv()
 {
-	const lines = ['t_ms,phone_number_id,recipient,http_status,code,wamid'];
+	const lines = ['t_ms,phone_number_id,recipient,type,http_status,code,wamid'];
 	for (const e of log)
-		lines.push([e.t.toFixed(3), e.pnid, e.to, e.status, e.code, e.wamid].join(','));
+		lines.push([e.t.toFixed(3), e.pnid, e.to, e.type, e.status, e.code, e.wamid].join(','));
 	return lines.join('\n') + '\n';
 }
 
@@ -320,7 +328,6 @@ function onRequest(req, res)
 }
 
 let server;
-/* 'connection' fires once per TCP connection, for http and https alike */
 if (args['tls-cert'])
 	server = https.createServer({
 		cert: fs.readFileSync(args['tls-cert']),
@@ -328,7 +335,6 @@ if (args['tls-cert'])
 	}, onRequest);
 else
 	server = http.createServer(onRequest);
-server.on('connection', () => connections++);
 server.keepAliveTimeout = 60000;
 server.headersTimeout = 65000;
 server.maxRequestsPerSocket = 0;

@@ -1,0 +1,144 @@
+# test/lib/WasendTest.pm — helpers for wasend's TAP integration tests:
+# start the mock Graph API, create a cluster with wasend preloaded and
+# pointed at it, and load the mock's request log into the database so tests
+# can compare, in SQL, exactly what was sent with what the rows say.
+package WasendTest;
+
+use strict;
+use warnings;
+
+use File::Temp qw(tempdir);
+use IPC::Run;
+use JSON::PP;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+
+my $root = $ENV{WASEND_ROOT} or die "WASEND_ROOT is not set";
+
+# start_mock(\%config, %opts): start test/mock/graph-api.js; returns a
+# hashref with port, url (API base URL) and the IPC::Run handle.
+sub start_mock
+{
+	my ($config, %opts) = @_;
+	my $dir = PostgreSQL::Test::Utils::tempdir();
+	my $port = PostgreSQL::Test::Cluster::get_free_port();
+	my $cfg = "$dir/mock.json";
+	open my $fh, '>', $cfg or die "$cfg: $!";
+	print $fh encode_json($config);
+	close $fh;
+	my @cmd = ('node', "$root/test/mock/graph-api.js", '--port', $port,
+		'--config', $cfg, '--ready-file', "$dir/ready");
+	my $h = IPC::Run::start(\@cmd, '>', "$dir/mock.out", '2>&1');
+	for (1 .. 200)
+	{
+		last if -f "$dir/ready";
+		usleep(50_000);
+	}
+	die "mock Graph API did not start" unless -f "$dir/ready";
+	return {
+		port => $port,
+		url => "http://127.0.0.1:$port/v21.0",
+		handle => $h,
+		dir => $dir,
+	};
+}
+
+sub stop_mock
+{
+	my ($mock) = @_;
+	$mock->{handle}->kill_kill;
+}
+
+# mock_get($mock, $path): body of a GET to the mock's control API.
+sub mock_get
+{
+	my ($mock, $path) = @_;
+	my $out = `curl -s --max-time 10 http://127.0.0.1:$mock->{port}$path`;
+	die "mock GET $path failed" if $? != 0;
+	return $out;
+}
+
+sub mock_post
+{
+	my ($mock, $path, $body) = @_;
+	my $json = encode_json($body // {});
+	my $out = `curl -s --max-time 10 -X POST -d '$json' http://127.0.0.1:$mock->{port}$path`;
+	die "mock POST $path failed" if $? != 0;
+	return $out;
+}
+
+sub mock_stats
+{
+	my ($mock) = @_;
+	return decode_json(mock_get($mock, '/__mock/stats'));
+}
+
+# new_node($name, $mock, %settings): an initialized, started cluster with
+# wasend preloaded and senders pointed at the mock.  Extra settings are
+# appended to postgresql.conf.
+sub new_node
+{
+	my ($name, $mock, %settings) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init(%{ delete $settings{init} // {} });
+	my %conf = (
+		shared_preload_libraries => "'wasend'",
+		max_worker_processes => 32,
+		'wasend.workers' => 2,
+		'wasend.api_base_url' => "'$mock->{url}'",
+		%settings);
+	$node->append_conf('postgresql.conf',
+		join("\n", map { "$_ = $conf{$_}" } sort keys %conf) . "\n");
+	$node->start;
+	return $node;
+}
+
+# load_mock_log($node, $mock, $table): copy the mock's request log into a
+# table (t_ms epoch milliseconds, phone_number_id, recipient, type,
+# http_status, code, wamid).
+sub load_mock_log
+{
+	my ($node, $mock, $table) = @_;
+	$table //= 'mocklog';
+	my $csv = mock_get($mock, '/__mock/log');
+	$node->safe_psql('postgres', qq{
+		DROP TABLE IF EXISTS $table;
+		CREATE TABLE $table (t_ms numeric, phone_number_id text, recipient text,
+			type text, http_status int, code text, wamid text);
+	});
+	my ($stdout, $stderr);
+	my $ok = IPC::Run::run(
+		[ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr('postgres'),
+		  '-c', "COPY $table FROM STDIN WITH (FORMAT csv, HEADER true)" ],
+		'<', \$csv, '>', \$stdout, '2>', \$stderr);
+	die "loading mock log failed: $stderr" unless $ok;
+	return;
+}
+
+# wait_quiet($node): wait until no sender holds a row and no row is sending.
+sub wait_quiet
+{
+	my ($node) = @_;
+	return $node->poll_query_until('postgres', q{
+		SELECT coalesce(sum(held), 0) = 0
+		       AND NOT EXISTS (SELECT 1 FROM wasend.send_queue WHERE status = 'sending')
+		  FROM wasend_worker_stats()});
+}
+
+# max_window($node, $table): per phone number, the most requests accepted
+# in any window (t - 1000 ms, t] — the definition the mock enforces.
+sub max_window_sql
+{
+	my ($table) = @_;
+	$table //= 'mocklog';
+	return qq{
+		SELECT phone_number_id, max(n) FROM (
+		  SELECT phone_number_id, count(*) OVER (PARTITION BY phone_number_id ORDER BY t_ms
+		         RANGE BETWEEN 999.999 PRECEDING AND CURRENT ROW) AS n
+		    FROM $table WHERE http_status = 200) w
+		 GROUP BY 1 ORDER BY 1};
+}
+
+1;
