@@ -85,8 +85,9 @@ static const char *sql_claim =
 
 /*
  * Write the outcomes of a batch: a 200 with a message id is sent (the wamid
- * stored); anything else is failed with the Graph API's error code and
- * message, or the transport error.
+ * stored); a 130429 (the number's throughput limit) goes back to the queue
+ * for another try a second later; anything else is failed with the Graph
+ * API's error code and message, or the transport error.
  */
 static const char *sql_record =
 "WITH r AS ("
@@ -102,19 +103,28 @@ static const char *sql_record =
 "                  'response without a message id') AS msg,"
 "         http = 200 AND j #>> '{messages,0,id}' IS NOT NULL AS ok"
 "    FROM r),"
+" w AS ("
+"  SELECT v.*, CASE WHEN ok THEN 'sent'"
+"                   WHEN code = 130429 THEN 'ready'"
+"                   ELSE 'failed' END AS outcome"
+"    FROM v),"
 " upd AS ("
 "  UPDATE wasend.send_queue q"
-"     SET status = CASE WHEN v.ok THEN 'sent' ELSE 'failed' END,"
-"         wa_message_id = v.wamid,"
-"         last_error_code = CASE WHEN v.ok THEN NULL ELSE v.code END,"
-"         last_error = CASE WHEN v.ok THEN NULL ELSE v.msg END,"
-"         sent_at = CASE WHEN v.ok THEN v.at END,"
-"         failed_at = CASE WHEN v.ok THEN NULL ELSE v.at END,"
+"     SET status = w.outcome,"
+"         wa_message_id = w.wamid,"
+"         last_error_code = CASE WHEN w.ok THEN NULL ELSE w.code END,"
+"         last_error = CASE WHEN w.ok THEN NULL ELSE w.msg END,"
+"         sent_at = CASE WHEN w.ok THEN w.at END,"
+"         failed_at = CASE WHEN w.outcome = 'failed' THEN w.at END,"
+"         next_attempt_at = CASE WHEN w.outcome = 'ready'"
+"                                THEN w.at + interval '1 second'"
+"                                ELSE q.next_attempt_at END,"
 "         claimed_by = NULL"
-"    FROM v"
-"   WHERE q.id = v.id AND q.status = 'sending'"
-"  RETURNING v.ok)"
-" SELECT count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok) FROM upd";
+"    FROM w"
+"   WHERE q.id = w.id AND q.status = 'sending'"
+"  RETURNING w.outcome)"
+" SELECT count(*) FILTER (WHERE outcome = 'sent'),"
+"        count(*) FILTER (WHERE outcome = 'failed') FROM upd";
 
 /*
  * Give claimed, unsent rows back, as if never claimed: to the queue when

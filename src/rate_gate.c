@@ -9,10 +9,10 @@
  * of a number under that limit together:
  *
  * The grid paces.  Sends of a number take slots of a grid of interval
- * T = 1 s / (R * HEADROOM).  A slot may be taken only once its time has
+ * T = 1 s / (R * H), H being wasend.rate_headroom (default 0.985).  A slot may be taken only once its time has
  * come; a slot left unused for longer than LATENESS is dropped (the grid
  * moves up to now - LATENESS), and lateness up to that is caught up at once,
- * so a sender woken a little late still sends at HEADROOM of the rate.
+ * so a sender woken a little late still sends at H of the rate.
  * Any window [a, a + 1 s) then holds sends of at most
  * ceil((1 s + LATENESS) / T) slots: 198 at 200 msg/s, 989 at 1,000 msg/s.
  *
@@ -24,10 +24,16 @@
  * the wire (curl's pre-request callback reports it, see http_client.c), and
  * grants send k only at least 1 s + MARGIN after send k - R reached the
  * wire.  Any R + 1 consecutive sends then span more than a second, with
- * MARGIN to spare for the receiver's own scheduling jitter (a 13 ms delay
- * in accepting a new connection was seen on a loaded 2-core test machine).
- * R sends on the grid span 1 s / HEADROOM = 1015 ms >= 1 s + MARGIN, so in
- * steady state the ring never binds and the grid alone sets the pace.
+ * MARGIN to spare for the receiver's own scheduling jitter.
+ *
+ * With the default H, R sends on the grid span 1 s / H = 1015 ms, so the ring binds only
+ * when a send reached the wire more than 5 ms after its grant: in steady
+ * state the grid alone sets the pace, at 98.5% of the rate.  The 15 ms the
+ * grid leaves free in every window is what absorbs the receiver's clock
+ * jitter: a receiver that stalls for S ms stamps the requests that queued
+ * meanwhile together, which can pull up to S / T requests of the previous
+ * window into the next (stalls of 10-27 ms were measured on this project's
+ * 2-core test VM, which shows ~10% steal time).
  *
  *-------------------------------------------------------------------------
  */
@@ -39,14 +45,11 @@
 
 #include "wasend.h"
 
-/* fraction of the configured rate the grid targets */
-#define HEADROOM		0.985
-
 /* longest a free grid slot waits for a sender before it is dropped, in us */
 #define LATENESS_US		3000
 
 /* extra spacing the ring keeps between send k - R and send k, in us */
-#define MARGIN_US		15000
+#define MARGIN_US		10000
 
 /*
  * Find (or create) the gate slot of a number.  Caller holds gate_mutex.
@@ -98,7 +101,7 @@ rate_gate_take(int64 number_id, int rate, int want, TimestampTz now,
 	TimestampTz blocked_until = 0;
 
 	Assert(rate > 0 && rate <= WASEND_MAX_RATE);
-	interval_us = (int64) ceil(1000000.0 / (rate * HEADROOM));
+	interval_us = (int64) ceil(1000000.0 / (rate * wasend_rate_headroom));
 
 	SpinLockAcquire(&WasendState->gate_mutex);
 	g = gate_lookup(number_id, true);

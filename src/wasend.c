@@ -28,6 +28,7 @@ void		_PG_init(void);
 
 char	   *wasend_database = NULL;
 int			wasend_workers = 2;
+double		wasend_rate_headroom = 0.985;
 char	   *wasend_api_base_url = NULL;
 int			wasend_batch_size = 200;
 int			wasend_max_inflight = 500;
@@ -181,6 +182,15 @@ _PG_init(void)
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
+
+	DefineCustomRealVariable("wasend.rate_headroom",
+							 "Fraction of each number's max_send_rate_per_sec the senders aim at.",
+							 "The rest of every one-second window absorbs network and server clock jitter.",
+							 &wasend_rate_headroom,
+							 0.985, 0.5, 1.0,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomStringVariable("wasend.api_base_url",
 							   "Base URL of the WhatsApp Cloud API, including the version.",

@@ -41,6 +41,7 @@
 /* Settings (see wasend.c and README.md). */
 extern char *wasend_database;
 extern int	wasend_workers;
+extern double wasend_rate_headroom;
 extern char *wasend_api_base_url;
 extern int	wasend_batch_size;
 extern int	wasend_max_inflight;

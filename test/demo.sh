@@ -51,15 +51,18 @@ EOF
 echo "   queued $TOTAL recipients; starting campaign 1"
 psql_ -qAt -c "SELECT wasend_start_campaign(1)" >/dev/null
 
+# one psql session for the progress line, not one process per refresh
+coproc PROGRESS { cluster_psql "$WORK" "$PGPORT" -qAt -F ' ' 2>&1; }
 while :; do
-	line=$(psql_ -qAt -F ' ' -c "SELECT status, sent + failed, total, rate_per_sec,
-	         coalesce(to_char(eta, 'MI:SS'), '--:--')
-	    FROM wasend.campaign_progress WHERE campaign_id = 1")
-	read -r status done total rate eta <<<"$line"
+	echo "SELECT status, sent + failed, total, rate_per_sec,
+	        coalesce(to_char(eta, 'MI:SS'), '--:--')
+	   FROM wasend.campaign_progress WHERE campaign_id = 1;" >&"${PROGRESS[1]}"
+	read -r -t 30 status done total rate eta <&"${PROGRESS[0]}" || break
 	printf '\r   %-9s %6s / %s sent   %7s msg/s   ETA %s ' "$status" "$done" "$total" "$rate" "$eta"
 	[ "$status" = completed ] && break
 	sleep 0.5
 done
+echo '\q' >&"${PROGRESS[1]}"
 echo
 
 echo "== summary"
@@ -69,7 +72,7 @@ SELECT count(*) AS messages,
        round(extract(epoch FROM max(coalesce(sent_at, failed_at)) - min(claimed_at))::numeric, 2) AS wall_s,
        round(count(*) / extract(epoch FROM max(coalesce(sent_at, failed_at)) - min(claimed_at))::numeric, 1) AS achieved_msg_per_s
   FROM wasend.send_queue WHERE campaign_id = 1;
-SELECT status, count(*) AS rows FROM wasend.send_queue GROUP BY 1 ORDER BY 1;
+SELECT status, last_error_code, count(*) AS rows FROM wasend.send_queue GROUP BY 1, 2 ORDER BY 1, 2;
 SELECT sender, sent, failed, connections_opened, connections_reused,
        round(mean_latency_ms::numeric, 2) AS mean_latency_ms
   FROM wasend_worker_stats() ORDER BY sender;

@@ -74,7 +74,11 @@ mock_start() {
 	local dir=$1 port=$2 config=$3
 	shift 3
 	rm -f "$dir/mock.ready"
-	node "$WASEND_ROOT/test/mock/graph-api.js" --port "$port" --config "$config" \
+	# as root, give the mock (the judge of the rate limit) priority over
+	# the processes it judges, so its clock is stamped promptly
+	local nice=""
+	[ "$(id -u)" = 0 ] && nice="nice -n -10"
+	$nice node "$WASEND_ROOT/test/mock/graph-api.js" --port "$port" --config "$config" \
 		--ready-file "$dir/mock.ready" "$@" >"$dir/mock.log" 2>&1 &
 	MOCK_PID=$!
 	for _ in $(seq 1 100); do
