@@ -41,11 +41,16 @@ fi
 
 echo "== TAP integration tests"
 cd "$WORK/test" || exit 1
+tap_tests=${TESTS:-$(ls t/*.pl)}
+if [ -z "$tap_tests" ]; then
+	echo "no TAP tests found" >&2
+	exit 1
+fi
 if ! as_pg env PATH="$PGBIN:$PATH" \
 	PERL5LIB="$PGXS_DIR/src/test/perl:$WORK/test/lib" \
 	PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" \
 	WASEND_ROOT="$WORK" \
-	prove --timer ${TESTS:-t/}; then
+	prove --timer $tap_tests; then
 	status=1
 	for f in "$WORK"/test/tmp_check/log/regress_log_*; do
 		[ -f "$f" ] || continue
