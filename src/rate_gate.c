@@ -9,12 +9,13 @@
  * of a number under that limit together:
  *
  * The grid paces.  Sends of a number take slots of a grid of interval
- * T = 1 s / (R * H), H being wasend.rate_headroom (default 0.985).  A slot may be taken only once its time has
- * come; a slot left unused for longer than LATENESS is dropped (the grid
- * moves up to now - LATENESS), and lateness up to that is caught up at once,
- * so a sender woken a little late still sends at H of the rate.
- * Any window [a, a + 1 s) then holds sends of at most
- * ceil((1 s + LATENESS) / T) slots: 198 at 200 msg/s, 989 at 1,000 msg/s.
+ * T = 1 s / (R * H), H being wasend.rate_headroom (default 0.985).  A slot
+ * may be taken only once its time has come; a slot left unused for longer
+ * than LATENESS is dropped (the grid moves up to now - LATENESS), and
+ * lateness up to that is caught up at once, so a sender woken a little late
+ * still sends at H of the rate.  Any window [a, a + 1 s) then holds sends
+ * of at most ceil((1 s + LATENESS) / T) slots: 198 at 200 msg/s, 989 at
+ * 1,000 msg/s.
  *
  * The ring makes it exact.  What Meta counts is when a request arrives, and
  * a request that must first open a connection (TCP, TLS) reaches the wire
@@ -26,10 +27,10 @@
  * wire.  Any R + 1 consecutive sends then span more than a second, with
  * MARGIN to spare for the receiver's own scheduling jitter.
  *
- * With the default H, R sends on the grid span 1 s / H = 1015 ms, so the ring binds only
- * when a send reached the wire more than 5 ms after its grant: in steady
- * state the grid alone sets the pace, at 98.5% of the rate.  The 15 ms the
- * grid leaves free in every window is what absorbs the receiver's clock
+ * With the default H, R sends on the grid span 1 s / H = 1015 ms, so the
+ * ring binds only when a send reached the wire more than 5 ms after its
+ * grant: in steady state the grid alone sets the pace, at 98.5% of the
+ * rate.  The 15 ms the grid leaves free in every window is what absorbs the receiver's clock
  * jitter: a receiver that stalls for S ms stamps the requests that queued
  * meanwhile together, which can pull up to S / T requests of the previous
  * window into the next (stalls of 10-27 ms were measured on this project's

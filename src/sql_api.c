@@ -19,6 +19,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/tuplestore.h"
 
 #include "wasend.h"
 
@@ -76,17 +77,12 @@ wasend_xact_callback_init(void)
 Datum
 wasend_wake_at_commit(PG_FUNCTION_ARGS)
 {
-	if (WasendState == NULL)
-	{
-		if (!wake_pending)
-			ereport(WARNING,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("wasend senders are not running"),
-					 errdetail("The wasend library was not loaded through shared_preload_libraries."),
-					 errhint("Add wasend to shared_preload_libraries and restart the server; nothing is sent until then.")));
-		wake_pending = true;
-		PG_RETURN_VOID();
-	}
+	if (WasendState == NULL && !wake_pending)
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("wasend senders are not running"),
+				 errdetail("The wasend library was not loaded through shared_preload_libraries."),
+				 errhint("Add wasend to shared_preload_libraries and restart the server; nothing is sent until then.")));
 	wake_pending = true;
 	PG_RETURN_VOID();
 }
@@ -102,7 +98,27 @@ wasend_worker_stats(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	int			i;
 
+#if PG_VERSION_NUM >= 150000
 	InitMaterializedSRF(fcinfo, 0);
+#else
+	{
+		TupleDesc	tupdesc;
+		MemoryContext oldcxt;
+
+		if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
+			!(rsinfo->allowedModes & SFRM_Materialize))
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("materialize mode required, but it is not allowed in this context")));
+		if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+			elog(ERROR, "return type must be a row type");
+		oldcxt = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+		rsinfo->returnMode = SFRM_Materialize;
+		rsinfo->setResult = tuplestore_begin_heap(true, false, work_mem);
+		rsinfo->setDesc = CreateTupleDescCopy(tupdesc);
+		MemoryContextSwitchTo(oldcxt);
+	}
+#endif
 
 	if (WasendState == NULL)
 		PG_RETURN_VOID();
