@@ -30,9 +30,9 @@
  * With the default H, R sends on the grid span 1 s / H = 1015 ms, so the
  * ring binds only when a send reached the wire more than 5 ms after its
  * grant: in steady state the grid alone sets the pace, at 98.5% of the
- * rate.  The 15 ms the grid leaves free in every window is what absorbs the receiver's clock
- * jitter: a receiver that stalls for S ms stamps the requests that queued
- * meanwhile together, which can pull up to S / T requests of the previous
+ * rate.  The 15 ms the grid leaves free in every window is what absorbs
+ * the receiver's clock jitter: a receiver that stalls for S ms stamps the
+ * requests that queued meanwhile together, which can pull up to S / T requests of the previous
  * window into the next (stalls of 10-27 ms were measured on this project's
  * 2-core test VM, which shows ~10% steal time).
  *
