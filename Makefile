@@ -7,7 +7,7 @@ MODULE_big  = wasend
 OBJS        = src/wasend.o src/launcher.o src/sender.o src/rate_gate.o \
               src/http_client.o src/queue.o src/sql_api.o
 DATA        = sql/wasend--$(EXTVERSION).sql
-REGRESS     = setup numbers campaigns enqueue transitions progress
+REGRESS     = setup numbers campaigns enqueue transitions policy secrets progress
 REGRESS_OPTS = --inputdir=sql --outputdir=test/out --temp-config=test/regress.conf
 
 PG_CONFIG  ?= pg_config

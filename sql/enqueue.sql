@@ -2,7 +2,8 @@
 -- an invalid recipient rejects the whole call
 \set SHOW_CONTEXT never
 SELECT wasend_enqueue(1, ARRAY['15551230001', '+15551230002', '15551230003']);
-SELECT wasend_enqueue(1, ARRAY['15551230001', '15551230004', '+15551230004']);  -- 1 new
+SELECT wasend_enqueue(1, ARRAY['15551230001', '+15551230004']);  -- 1 new, 1 already queued
+SELECT wasend_enqueue(1, ARRAY['15551230008', '15551230009', '+15551230009']);  -- twice in one call
 SELECT id, campaign_id, recipient, status, attempts FROM wasend.send_queue ORDER BY id;
 -- per-recipient payloads override the campaign's message
 SELECT wasend_enqueue(1, ARRAY['15551230005', '15551230006'],

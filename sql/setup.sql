@@ -7,7 +7,7 @@ SELECT n.nspname, c.relname, c.relkind
 SELECT p.oid::regprocedure AS api
   FROM pg_proc p
  WHERE p.proname LIKE 'wasend\_%' AND p.pronamespace = 'public'::regnamespace
- ORDER BY 1::text;
+ ORDER BY p.oid::regprocedure::text;
 -- the settings are defined, with their documented defaults
 SELECT name, setting, unit, context FROM pg_settings
  WHERE name LIKE 'wasend.%' AND name NOT IN ('wasend.workers') ORDER BY name;

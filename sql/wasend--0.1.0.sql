@@ -127,6 +127,12 @@ CREATE TABLE wasend.campaigns (
                                       'completed', 'cancelled')),
     start_at        timestamptz,
     pause_reason    text,
+    -- circuit breaker: pause when more than error_threshold of the last
+    -- error_window results failed
+    error_threshold numeric NOT NULL DEFAULT 0.05
+                    CHECK (error_threshold > 0 AND error_threshold <= 1),
+    error_window    integer NOT NULL DEFAULT 200
+                    CHECK (error_window BETWEEN 10 AND 10000),
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
     started_at      timestamptz,
@@ -151,7 +157,9 @@ CREATE TABLE wasend.send_queue (
     next_attempt_at timestamptz NOT NULL DEFAULT '-infinity',
     wa_message_id   text,
     last_error_code integer,
+    last_error_class text,
     last_error      text,
+    uncertain       boolean NOT NULL DEFAULT false,
     claimed_by      integer,
     created_at      timestamptz NOT NULL DEFAULT now(),
     claimed_at      timestamptz,
@@ -166,8 +174,73 @@ CREATE INDEX send_queue_todo_idx ON wasend.send_queue (campaign_id, id)
     WHERE status IN ('ready', 'sending');
 CREATE INDEX send_queue_wamid_idx ON wasend.send_queue (wa_message_id)
     WHERE wa_message_id IS NOT NULL;
+-- rows held by senders: what crash recovery looks at
+CREATE INDEX send_queue_sending_idx ON wasend.send_queue (claimed_by)
+    WHERE status = 'sending';
 COMMENT ON TABLE wasend.send_queue IS
 'One row per message to send: recipient, optional per-recipient payload, and its outcome';
+
+-- What a sender does with each error.  code is a Graph API error.code, or
+-- a transport class: timeout, connect, reset, tls, http_5xx, bad_response,
+-- transport; '*' is the rule for any code not listed.
+CREATE TABLE wasend.error_policy (
+    code            text PRIMARY KEY,
+    action          text NOT NULL
+                    CHECK (action IN ('retry', 'fail', 'pause_number', 'pause_campaign')),
+    backoff         interval NOT NULL DEFAULT '2 seconds'
+                    CHECK (backoff >= '0'::interval),
+    backoff_factor  double precision NOT NULL DEFAULT 2
+                    CHECK (backoff_factor >= 1),
+    pause_for       interval CHECK (pause_for > '0'::interval),
+    slow_down       boolean NOT NULL DEFAULT false,
+    description     text
+);
+COMMENT ON TABLE wasend.error_policy IS
+'Per error code: retry (after backoff * backoff_factor^(attempt-1), +-20% jitter), fail, pause the number (for pause_for, or until resumed) or pause the campaign';
+
+INSERT INTO wasend.error_policy (code, action, backoff, backoff_factor, pause_for, slow_down, description) VALUES
+    ('130429', 'retry', '1 second', 1, NULL, true, 'throughput limit: slow the number down, retry'),
+    ('131056', 'retry', '4 seconds', 4, NULL, false, 'pair rate limit: retry this recipient after 4^attempt s'),
+    ('131057', 'retry', '10 seconds', 1, NULL, false, 'account in maintenance or throughput upgrade'),
+    ('1', 'retry', '2 seconds', 2, NULL, false, 'temporary API error'),
+    ('2', 'retry', '2 seconds', 2, NULL, false, 'temporary API error'),
+    ('131000', 'retry', '2 seconds', 2, NULL, false, 'something went wrong'),
+    ('131016', 'retry', '2 seconds', 2, NULL, false, 'service unavailable'),
+    ('133004', 'retry', '2 seconds', 2, NULL, false, 'server temporarily unavailable'),
+    ('4', 'pause_number', '2 seconds', 2, '10 minutes', false, 'app rate limit'),
+    ('80007', 'pause_number', '2 seconds', 2, '10 minutes', false, 'WABA rate limit'),
+    ('131048', 'pause_number', '2 seconds', 2, '10 minutes', false, 'spam rate limit: quality problem'),
+    ('368', 'pause_number', '2 seconds', 2, NULL, false, 'account blocked for policy violations'),
+    ('131031', 'pause_number', '2 seconds', 2, NULL, false, 'account locked'),
+    ('131042', 'pause_number', '2 seconds', 2, NULL, false, 'payment problem'),
+    ('133010', 'pause_number', '2 seconds', 2, NULL, false, 'phone number not registered'),
+    ('131064', 'pause_number', '2 seconds', 2, NULL, false, 'template category violation'),
+    ('0', 'pause_number', '2 seconds', 2, NULL, false, 'authentication exception'),
+    ('190', 'pause_number', '2 seconds', 2, NULL, false, 'access token invalid or expired'),
+    ('10', 'pause_number', '2 seconds', 2, NULL, false, 'permission denied'),
+    ('100', 'fail', '2 seconds', 2, NULL, false, 'invalid parameter'),
+    ('131051', 'fail', '2 seconds', 2, NULL, false, 'unsupported message type'),
+    ('135000', 'fail', '2 seconds', 2, NULL, false, 'generic user error'),
+    ('132000', 'pause_campaign', '2 seconds', 2, NULL, false, 'template parameter count mismatch'),
+    ('132001', 'pause_campaign', '2 seconds', 2, NULL, false, 'template does not exist'),
+    ('132012', 'pause_campaign', '2 seconds', 2, NULL, false, 'template parameter format mismatch'),
+    ('132015', 'pause_campaign', '2 seconds', 2, NULL, false, 'template paused'),
+    ('132016', 'pause_campaign', '2 seconds', 2, NULL, false, 'template disabled'),
+    ('131026', 'fail', '2 seconds', 2, NULL, false, 'undeliverable'),
+    ('131050', 'fail', '2 seconds', 2, NULL, false, 'recipient opted out of marketing'),
+    ('130403', 'fail', '2 seconds', 2, NULL, false, 'recipient blocked by the business'),
+    ('131049', 'fail', '2 seconds', 2, NULL, false, 'not delivered to keep the ecosystem healthy'),
+    ('131047', 'fail', '2 seconds', 2, NULL, false, '24-hour window closed'),
+    ('timeout', 'retry', '2 seconds', 2, NULL, false, 'no answer in wasend.request_timeout_ms (may have been sent)'),
+    ('connect', 'retry', '2 seconds', 2, NULL, false, 'could not connect'),
+    ('reset', 'retry', '2 seconds', 2, NULL, false, 'connection dropped (may have been sent)'),
+    ('tls', 'retry', '2 seconds', 2, NULL, false, 'TLS failure'),
+    ('transport', 'retry', '2 seconds', 2, NULL, false, 'other transport failure'),
+    ('http_5xx', 'retry', '2 seconds', 2, NULL, false, 'HTTP 5xx without an error body'),
+    ('bad_response', 'fail', '2 seconds', 2, NULL, false, 'answer without JSON or message id'),
+    ('*', 'fail', '2 seconds', 2, NULL, false, 'any other error');
+INSERT INTO wasend.error_policy (code, action, description)
+SELECT g::text, 'pause_number', 'permission missing' FROM generate_series(200, 299) g;
 
 SELECT pg_catalog.pg_extension_config_dump('wasend.whatsapp_numbers', '');
 SELECT pg_catalog.pg_extension_config_dump('wasend.campaigns', '');
@@ -176,6 +249,59 @@ SELECT pg_catalog.pg_extension_config_dump('wasend.send_queue', '');
 -- ---------------------------------------------------------------------
 -- Validation triggers: plain INSERTs get the same checks as the API
 -- ---------------------------------------------------------------------
+
+-- Numbers are validated by a trigger rather than by CHECK or NOT NULL
+-- alone: a constraint violation's DETAIL shows the whole row, token included,
+-- in the error and the server log; this trigger's errors never do.
+CREATE FUNCTION wasend._number_check() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.phone_number_id IS NULL THEN
+        RAISE EXCEPTION 'phone_number_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Use the numeric Phone number ID from the WhatsApp Manager (API Setup).';
+    END IF;
+    IF NEW.phone_number_id !~ '^[0-9]{1,32}$' THEN
+        RAISE EXCEPTION 'invalid phone_number_id "%"', NEW.phone_number_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use the numeric Phone number ID from the WhatsApp Manager (API Setup), not the phone number itself.';
+    END IF;
+    IF NEW.access_token IS NULL THEN
+        RAISE EXCEPTION 'access token must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Give the system user access token of the WhatsApp Business account.';
+    END IF;
+    IF NEW.access_token !~ '^\S+$' OR length(NEW.access_token) > 4096 THEN
+        RAISE EXCEPTION 'invalid access token'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the system user access token, without "Bearer " or spaces.';
+    END IF;
+    IF NEW.max_send_rate_per_sec IS NULL OR NEW.max_send_rate_per_sec NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'max_send_rate_per_sec must be between 1 and 1000, not %',
+                        coalesce(NEW.max_send_rate_per_sec::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Meta allows 80 messages per second per number by default and up to 1000 after an upgrade.';
+    END IF;
+    IF NEW.status IS NULL OR NEW.status NOT IN ('active', 'paused') THEN
+        RAISE EXCEPTION 'number status must be active or paused, not %', coalesce(NEW.status, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use wasend_pause_number() and wasend_resume_number().';
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.phone_number_id IS DISTINCT FROM OLD.phone_number_id THEN
+        IF EXISTS (SELECT 1 FROM wasend.whatsapp_numbers n
+                    WHERE n.phone_number_id = NEW.phone_number_id AND n.id IS DISTINCT FROM NEW.id) THEN
+            RAISE EXCEPTION 'phone number id % is already registered', NEW.phone_number_id
+                USING ERRCODE = 'unique_violation',
+                      HINT = 'Use wasend_update_number() to change its token or rate.';
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER number_check
+    BEFORE INSERT OR UPDATE ON wasend.whatsapp_numbers
+    FOR EACH ROW EXECUTE FUNCTION wasend._number_check();
 
 CREATE FUNCTION wasend._send_queue_check() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -245,42 +371,91 @@ LANGUAGE plpgsql AS $$
 DECLARE
     new_id bigint;
 BEGIN
-    IF phone_number_id IS NULL THEN
-        RAISE EXCEPTION 'phone_number_id must not be null'
-            USING ERRCODE = 'null_value_not_allowed',
-                  HINT = 'Use the numeric Phone number ID from the WhatsApp Manager (API Setup).';
-    END IF;
-    IF phone_number_id !~ '^[0-9]{1,32}$' THEN
-        RAISE EXCEPTION 'invalid phone_number_id "%"', phone_number_id
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Use the numeric Phone number ID from the WhatsApp Manager (API Setup), not the phone number itself.';
-    END IF;
-    IF access_token IS NULL THEN
-        RAISE EXCEPTION 'access token must not be null'
-            USING ERRCODE = 'null_value_not_allowed',
-                  HINT = 'Give the system user access token of the WhatsApp Business account.';
-    END IF;
-    IF access_token !~ '^\S+$' THEN
-        RAISE EXCEPTION 'invalid access token'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Give the system user access token, without "Bearer " or spaces.';
-    END IF;
-    IF max_send_rate_per_sec IS NULL OR max_send_rate_per_sec NOT BETWEEN 1 AND 1000 THEN
-        RAISE EXCEPTION 'max_send_rate_per_sec must be between 1 and 1000, not %',
-                        coalesce(max_send_rate_per_sec::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Meta allows 80 messages per second per number by default and up to 1000 after an upgrade.';
-    END IF;
-    IF EXISTS (SELECT 1 FROM wasend.whatsapp_numbers n
-                WHERE n.phone_number_id = wasend_add_number.phone_number_id) THEN
-        RAISE EXCEPTION 'phone number id % is already registered', phone_number_id
-            USING ERRCODE = 'unique_violation',
-                  HINT = 'Update wasend.whatsapp_numbers to change its token or rate.';
-    END IF;
+    -- validated by wasend._number_check, whose errors never show the token
     INSERT INTO wasend.whatsapp_numbers (phone_number_id, access_token, max_send_rate_per_sec)
     VALUES (phone_number_id, access_token, max_send_rate_per_sec)
     RETURNING id INTO new_id;
     RETURN new_id;
+END
+$$;
+
+-- Fetch a number for a change, locked, or raise a clear error.
+CREATE FUNCTION wasend._number_for_update(number_id bigint)
+RETURNS record
+LANGUAGE plpgsql AS $$
+DECLARE
+    n record;
+BEGIN
+    IF number_id IS NULL THEN
+        RAISE EXCEPTION 'number id must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the id returned by wasend_add_number().';
+    END IF;
+    SELECT id, phone_number_id, status, pause_reason INTO n
+      FROM wasend.whatsapp_numbers WHERE id = number_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'number % does not exist', number_id
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'See SELECT id, phone_number_id, status FROM wasend.whatsapp_numbers.';
+    END IF;
+    RETURN n;
+END
+$$;
+
+CREATE FUNCTION wasend_update_number(number_id bigint, access_token text DEFAULT NULL,
+                                     max_send_rate_per_sec integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    n record;
+BEGIN
+    n := wasend._number_for_update(number_id);
+    IF access_token IS NULL AND max_send_rate_per_sec IS NULL THEN
+        RAISE EXCEPTION 'nothing to update'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give a new access_token, a new max_send_rate_per_sec, or both.';
+    END IF;
+    UPDATE wasend.whatsapp_numbers w
+       SET access_token = coalesce(wasend_update_number.access_token, w.access_token),
+           max_send_rate_per_sec = coalesce(wasend_update_number.max_send_rate_per_sec,
+                                            w.max_send_rate_per_sec),
+           updated_at = now()
+     WHERE w.id = number_id;
+    PERFORM wasend._wake_at_commit();
+END
+$$;
+
+CREATE FUNCTION wasend_pause_number(number_id bigint, reason text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    n record;
+BEGIN
+    n := wasend._number_for_update(number_id);
+    UPDATE wasend.whatsapp_numbers w
+       SET status = 'paused', paused_until = NULL, updated_at = now(),
+           pause_reason = coalesce(reason, 'paused by ' || session_user)
+     WHERE w.id = number_id;
+    PERFORM wasend._wake_at_commit();
+END
+$$;
+
+CREATE FUNCTION wasend_resume_number(number_id bigint, access_token text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    n record;
+BEGIN
+    n := wasend._number_for_update(number_id);
+    IF n.status = 'active' AND access_token IS NULL THEN
+        RAISE NOTICE 'number % is already active', n.phone_number_id;
+        RETURN;
+    END IF;
+    UPDATE wasend.whatsapp_numbers w
+       SET status = 'active', pause_reason = NULL, paused_until = NULL, updated_at = now(),
+           access_token = coalesce(wasend_resume_number.access_token, w.access_token)
+     WHERE w.id = number_id;
+    PERFORM wasend._wake_at_commit();
 END
 $$;
 
@@ -320,6 +495,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     st text;
     added bigint;
+    dup text;
 BEGIN
     IF campaign_id IS NULL THEN
         RAISE EXCEPTION 'campaign id must not be null'
@@ -355,6 +531,16 @@ BEGIN
         RAISE EXCEPTION 'cannot add recipients to campaign %: it is %', campaign_id, st
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Create a new campaign with wasend_create_campaign().';
+    END IF;
+
+    SELECT x.r INTO dup
+      FROM (SELECT wasend._normalize_recipient(u) AS r FROM unnest(recipients) u) x
+     GROUP BY x.r HAVING count(*) > 1 LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'recipient "%" appears more than once in this call', dup
+            USING ERRCODE = 'unique_violation',
+                  DETAIL = 'Numbers are compared without their leading "+".',
+                  HINT = 'Pass each recipient once (e.g. SELECT DISTINCT); recipients already queued in the campaign are skipped.';
     END IF;
 
     INSERT INTO wasend.send_queue (campaign_id, recipient, payload)
@@ -491,6 +677,38 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION wasend_retry_failed(campaign_id bigint) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    c record;
+    n bigint;
+BEGIN
+    c := wasend._campaign_for_update(campaign_id);
+    IF c.status = 'cancelled' THEN
+        RAISE EXCEPTION 'cannot retry campaign %: it is cancelled', campaign_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Create a new campaign with wasend_create_campaign().';
+    END IF;
+    -- retryable: the error's policy is retry (attempts ran out), or the
+    -- outcome was unknown after a sender stopped
+    UPDATE wasend.send_queue q
+       SET status = 'ready', attempts = 0, next_attempt_at = now(), failed_at = NULL
+     WHERE q.campaign_id = wasend_retry_failed.campaign_id AND q.status = 'failed'
+       AND (q.last_error_class = 'uncertain'
+            OR coalesce((SELECT p.action FROM wasend.error_policy p
+                          WHERE p.code = coalesce(q.last_error_code::text, q.last_error_class)),
+                        (SELECT p.action FROM wasend.error_policy p WHERE p.code = '*')) = 'retry');
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 AND c.status = 'completed' THEN
+        UPDATE wasend.campaigns
+           SET status = 'running', completed_at = NULL, updated_at = now()
+         WHERE id = campaign_id;
+    END IF;
+    PERFORM wasend._wake_at_commit();
+    RETURN n;
+END
+$$;
+
 CREATE FUNCTION wasend_worker_stats(
     OUT sender integer, OUT pid integer, OUT in_flight integer, OUT held integer,
     OUT sent bigint, OUT failed bigint,
@@ -518,6 +736,7 @@ SELECT c.id AS campaign_id,
        coalesce(s.read, 0) AS read,
        coalesce(s.failed, 0) AS failed,
        coalesce(s.cancelled, 0) AS cancelled,
+       coalesce(s.uncertain, 0) AS uncertain,
        CASE WHEN coalesce(s.total, 0) = 0 THEN 0
             ELSE round(100.0 * (s.total - s.ready - s.sending) / s.total, 1) END AS percent_done,
        round(coalesce(s.recent, 0) / r.window_s, 1) AS rate_per_sec,
@@ -536,6 +755,7 @@ SELECT c.id AS campaign_id,
                count(*) FILTER (WHERE q.status = 'read') AS read,
                count(*) FILTER (WHERE q.status = 'failed') AS failed,
                count(*) FILTER (WHERE q.status = 'cancelled') AS cancelled,
+               count(*) FILTER (WHERE q.uncertain) AS uncertain,
                count(*) FILTER (WHERE coalesce(q.sent_at, q.failed_at) > clock_timestamp() - interval '10 s') AS recent
           FROM wasend.send_queue q WHERE q.campaign_id = c.id) s ON true
   -- the rate is measured over the last 10 s, or since the start if sooner
@@ -550,3 +770,85 @@ SELECT c.id AS campaign_id,
          WHERE code IS NOT NULL) e ON true;
 COMMENT ON VIEW wasend.campaign_progress IS
 'Per campaign: rows by status, percent done, send rate over the last 10 s, ETA, errors by code';
+
+-- ---------------------------------------------------------------------
+-- Roles and privileges
+--
+-- wasend_admin     everything: numbers and their tokens, policies, campaigns
+-- wasend_operator  runs campaigns: create, enqueue (or INSERT rows), start,
+--                  pause, resume, cancel, retry; sees numbers without tokens
+-- wasend_viewer    watches: progress, campaigns, rows, worker statistics
+--
+-- The API functions run as the extension owner (SECURITY DEFINER, with a
+-- fixed search_path), so the roles need no direct write access to the
+-- tables; nobody but wasend_admin (and superusers) can read access_token.
+-- ---------------------------------------------------------------------
+
+DO $$
+DECLARE
+    r text;
+BEGIN
+    FOREACH r IN ARRAY ARRAY['wasend_admin', 'wasend_operator', 'wasend_viewer'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
+            EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+        END IF;
+    END LOOP;
+END
+$$;
+GRANT wasend_viewer TO wasend_operator;
+GRANT wasend_operator TO wasend_admin;
+
+REVOKE ALL ON ALL TABLES IN SCHEMA wasend FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA wasend FROM PUBLIC;
+GRANT USAGE ON SCHEMA wasend TO wasend_viewer;
+
+GRANT SELECT ON wasend.campaign_progress, wasend.campaigns, wasend.send_queue,
+                wasend.error_policy TO wasend_viewer;
+GRANT SELECT (id, phone_number_id, max_send_rate_per_sec, status, pause_reason,
+              paused_until, created_at, updated_at)
+    ON wasend.whatsapp_numbers TO wasend_viewer;
+GRANT INSERT ON wasend.send_queue TO wasend_operator;
+GRANT ALL ON ALL TABLES IN SCHEMA wasend TO wasend_admin;
+GRANT ALL ON ALL SEQUENCES IN SCHEMA wasend TO wasend_admin;
+
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    -- every function of the extension runs as its owner with a safe search_path
+    FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+              JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
+             WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+               AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'wasend')
+               AND p.prolang <> (SELECT oid FROM pg_language WHERE lanname = 'c')
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = pg_catalog, pg_temp', f);
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+    END LOOP;
+END
+$$;
+
+-- functions that take a token: an error raised inside them must not log
+-- the calling statement (which contains the token)
+ALTER FUNCTION wasend_add_number(text, text, integer) SET log_min_error_statement = panic;
+ALTER FUNCTION wasend_update_number(bigint, text, integer) SET log_min_error_statement = panic;
+ALTER FUNCTION wasend_resume_number(bigint, text) SET log_min_error_statement = panic;
+
+REVOKE ALL ON FUNCTION wasend._wake_at_commit() FROM PUBLIC;
+REVOKE ALL ON FUNCTION wasend_worker_stats() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wasend_worker_stats() TO wasend_viewer;
+GRANT EXECUTE ON FUNCTION
+    wasend_create_campaign(text, bigint, jsonb),
+    wasend_enqueue(bigint, text[], jsonb[]),
+    wasend_start_campaign(bigint, timestamptz),
+    wasend_pause_campaign(bigint),
+    wasend_resume_campaign(bigint),
+    wasend_cancel_campaign(bigint),
+    wasend_retry_failed(bigint)
+  TO wasend_operator;
+GRANT EXECUTE ON FUNCTION
+    wasend_add_number(text, text, integer),
+    wasend_update_number(bigint, text, integer),
+    wasend_pause_number(bigint, text),
+    wasend_resume_number(bigint, text)
+  TO wasend_admin;

@@ -9,10 +9,20 @@
  * sender workers alive (starting missing ones, stopping extra ones after a
  * reload) and is woken by the postmaster whenever one of them exits.
  *
+ * It also settles the rows that senders leave behind when they die (killed,
+ * crashed, or the server stopped in immediate mode): before it starts
+ * senders, and whenever one has exited, rows still 'sending' under a pid
+ * that is not a live sender are marked uncertain and, per
+ * wasend.on_uncertain, queued again or failed.  A sender holds at most
+ * wasend.max_inflight rows, so that is the most rows one death leaves
+ * uncertain.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+#include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -21,8 +31,10 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "utils/guc.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "queue.h"
 #include "wasend.h"
 
 /* a sender that keeps dying is restarted at most this often, in ms */
@@ -84,6 +96,52 @@ start_sender(int i)
 }
 
 /*
+ * Settle rows held by senders that are no longer running (see header).
+ */
+static void
+recover_orphans(void)
+{
+	int32		pids[WASEND_MAX_SENDERS];
+	TimestampTz started[WASEND_MAX_SENDERS];
+	int			nlive = 0;
+	int			i;
+	TimestampTz pass_start = GetCurrentTimestamp();
+
+	SpinLockAcquire(&WasendState->mutex);
+	for (i = 0; i < WASEND_MAX_SENDERS; i++)
+		if (WasendState->senders[i].pid != 0)
+		{
+			pids[nlive] = WasendState->senders[i].pid;
+			started[nlive] = WasendState->senders[i].started_at;
+			nlive++;
+		}
+	SpinLockRelease(&WasendState->mutex);
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "wasend launcher: settling orphaned rows");
+	if (queue_extension_present())
+	{
+		int64		n = queue_recover(nlive, pids, started,
+									  wasend_on_uncertain == WASEND_UNCERTAIN_FAIL,
+									  pass_start);
+
+		if (n > 0)
+			ereport(LOG,
+					(errmsg("wasend settled " INT64_FORMAT " rows left in flight by a stopped sender", n),
+					 errdetail("They are marked uncertain and were %s (wasend.on_uncertain).",
+							   wasend_on_uncertain == WASEND_UNCERTAIN_FAIL ?
+							   "failed" : "queued again")));
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
  * Make the running senders match wasend.workers.  Returns the longest the
  * launcher may sleep before it must look again (a sender waiting for its
  * restart delay), or -1.
@@ -94,6 +152,23 @@ supervise(void)
 	int			i;
 	long		wait_ms = -1;
 	TimestampTz now = GetCurrentTimestamp();
+	bool		some_stopped = false;
+
+	/* first, settle what senders that exited left behind */
+	for (i = 0; i < WASEND_MAX_SENDERS; i++)
+	{
+		pid_t		pid;
+
+		if (handles[i] != NULL &&
+			GetBackgroundWorkerPid(handles[i], &pid) == BGWH_STOPPED)
+		{
+			pfree(handles[i]);
+			handles[i] = NULL;
+			some_stopped = true;
+		}
+	}
+	if (some_stopped)
+		recover_orphans();
 
 	for (i = 0; i < WASEND_MAX_SENDERS; i++)
 	{
@@ -118,8 +193,8 @@ supervise(void)
 		}
 		else if (i >= wasend_workers && alive)
 		{
+			/* the handle stays, so that its rows are settled once it exits */
 			TerminateBackgroundWorker(handles[i]);
-			handles[i] = NULL;
 		}
 	}
 	return wait_ms;
@@ -158,6 +233,9 @@ wasend_launcher_main(Datum main_arg)
 
 	elog(LOG, "wasend launcher started: %d sender(s) in database \"%s\"",
 		 wasend_workers, wasend_database);
+
+	/* after a crash or an immediate shutdown, no sender of before is alive */
+	recover_orphans();
 
 	while (!ShutdownRequestPending)
 	{

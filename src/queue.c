@@ -38,22 +38,33 @@ static SPIPlanPtr plan_record = NULL;
 static SPIPlanPtr plan_release = NULL;
 static SPIPlanPtr plan_lock_done = NULL;
 static SPIPlanPtr plan_complete = NULL;
+static SPIPlanPtr plan_breaker = NULL;
 
-/* Scheduled campaigns whose time has come start; say when the next one is due. */
+/*
+ * Numbers whose timed pause has run out resume, scheduled campaigns whose
+ * time has come start; say when the next campaign is due.
+ */
 static const char *sql_activate =
-"WITH started AS ("
+"WITH resumed AS ("
+"  UPDATE wasend.whatsapp_numbers"
+"     SET status = 'active', pause_reason = NULL, paused_until = NULL,"
+"         updated_at = now()"
+"   WHERE status = 'paused' AND paused_until <= now()"
+"  RETURNING id),"
+" started AS ("
 "  UPDATE wasend.campaigns"
 "     SET status = 'running', started_at = coalesce(started_at, now()),"
 "         updated_at = now()"
 "   WHERE status = 'scheduled' AND start_at <= now()"
 "  RETURNING id)"
-" SELECT (SELECT count(*) FROM started),"
+" SELECT (SELECT count(*) FROM started) + (SELECT count(*) FROM resumed),"
 "        (SELECT min(start_at) FROM wasend.campaigns"
 "          WHERE status = 'scheduled' AND start_at > now())";
 
 /* Running campaigns whose number may send, with what sending needs. */
 static const char *sql_running =
-"SELECT c.id, n.id, n.phone_number_id, n.access_token, n.max_send_rate_per_sec"
+"SELECT c.id, n.id, n.phone_number_id, n.access_token, n.max_send_rate_per_sec,"
+"       c.error_threshold::float8, c.error_window"
 "  FROM wasend.campaigns c"
 "  JOIN wasend.whatsapp_numbers n ON n.id = c.number_id"
 " WHERE c.status = 'running' AND n.status = 'active'";
@@ -84,47 +95,107 @@ static const char *sql_claim =
 "      'to', q.recipient, 'biz_opaque_callback_data', 'wasend:' || q.id))::text";
 
 /*
- * Write the outcomes of a batch: a 200 with a message id is sent (the wamid
- * stored); a 130429 (the number's throughput limit) goes back to the queue
- * for another try a second later; anything else is failed with the Graph
- * API's error code and message, or the transport error.
+ * Write the outcomes of a batch and apply wasend.error_policy, all in one
+ * statement:
+ *
+ *	- a 200 with a message id is sent, its wamid stored;
+ *	- otherwise the error's key (the Graph API error.code, or the transport
+ *	  class the sender gives) picks a policy row ('*' when none matches):
+ *	  retry puts the row back to ready after backoff * factor^(attempt-1)
+ *	  with +-20% jitter, and fails it once wasend.max_attempts is reached;
+ *	  fail fails it; pause_number and pause_campaign put the row back to
+ *	  ready (the attempt does not count) and pause the number (for
+ *	  pause_for, or until resumed) or the campaign, with the reason stored.
+ *
+ * Returns one row per (campaign, number) of the batch: rows sent, rows
+ * failed, answers asking to slow down, and how many numbers and campaigns
+ * the batch paused.
  */
 static const char *sql_record =
 "WITH r AS ("
-"  SELECT u.id, u.http, u.err, u.at, u.body::jsonb AS j"
+"  SELECT u.id, u.http, u.err, u.at, u.cls, u.body::jsonb AS j"
 "    FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[],"
-"                $5::timestamptz[]) AS u(id, http, body, err, at)),"
+"                $5::timestamptz[], $6::text[]) AS u(id, http, body, err, at, cls)),"
 " v AS ("
-"  SELECT id, at, j #>> '{messages,0,id}' AS wamid,"
-"         CASE WHEN jsonb_typeof(j #> '{error,code}') = 'number'"
-"              THEN (j #>> '{error,code}')::numeric::int END AS code,"
-"         coalesce(j #>> '{error,message}', err,"
-"                  CASE WHEN http <> 200 THEN 'HTTP ' || http END,"
+"  SELECT r.id, r.at, r.http, r.cls, r.j #>> '{messages,0,id}' AS wamid,"
+"         CASE WHEN jsonb_typeof(r.j #> '{error,code}') = 'number'"
+"              THEN (r.j #>> '{error,code}')::numeric::int END AS code,"
+"         coalesce(r.j #>> '{error,message}', r.err,"
+"                  CASE WHEN r.http <> 200 THEN 'HTTP ' || r.http END,"
 "                  'response without a message id') AS msg,"
-"         http = 200 AND j #>> '{messages,0,id}' IS NOT NULL AS ok"
+"         r.http = 200 AND r.j #>> '{messages,0,id}' IS NOT NULL AS ok"
 "    FROM r),"
-" w AS ("
-"  SELECT v.*, CASE WHEN ok THEN 'sent'"
-"                   WHEN code = 130429 THEN 'ready'"
-"                   ELSE 'failed' END AS outcome"
+" k AS ("
+"  SELECT v.*,"
+"         CASE WHEN v.ok THEN NULL WHEN v.code IS NOT NULL THEN 'api'"
+"              ELSE coalesce(v.cls, CASE WHEN v.http >= 500 THEN 'http_5xx'"
+"                                        ELSE 'bad_response' END) END AS class,"
+"         coalesce(v.code::text, v.cls, CASE WHEN v.http >= 500 THEN 'http_5xx'"
+"                                            ELSE 'bad_response' END) AS key"
 "    FROM v),"
+" p AS ("
+"  SELECT k.*, q.attempts, q.campaign_id, c.number_id,"
+"         coalesce(ep.action, dp.action, 'fail') AS action,"
+"         coalesce(ep.backoff, dp.backoff, interval '2 seconds') AS backoff,"
+"         coalesce(ep.backoff_factor, dp.backoff_factor, 2) AS factor,"
+"         CASE WHEN ep.code IS NOT NULL THEN ep.pause_for ELSE dp.pause_for END AS pause_for,"
+"         coalesce(ep.slow_down, dp.slow_down, false) AS slow_down"
+"    FROM k"
+"    JOIN wasend.send_queue q ON q.id = k.id AND q.status = 'sending'"
+"    JOIN wasend.campaigns c ON c.id = q.campaign_id"
+"    LEFT JOIN wasend.error_policy ep ON ep.code = k.key"
+"    LEFT JOIN wasend.error_policy dp ON dp.code = '*' AND ep.code IS NULL),"
+" w AS ("
+"  SELECT p.*,"
+"         CASE WHEN p.ok THEN 'sent'"
+"              WHEN p.action = 'retry' AND p.attempts < $7 THEN 'ready'"
+"              WHEN p.action IN ('pause_number', 'pause_campaign') THEN 'ready'"
+"              ELSE 'failed' END AS outcome"
+"    FROM p),"
 " upd AS ("
 "  UPDATE wasend.send_queue q"
 "     SET status = w.outcome,"
 "         wa_message_id = w.wamid,"
 "         last_error_code = CASE WHEN w.ok THEN NULL ELSE w.code END,"
+"         last_error_class = w.class,"
 "         last_error = CASE WHEN w.ok THEN NULL ELSE w.msg END,"
 "         sent_at = CASE WHEN w.ok THEN w.at END,"
 "         failed_at = CASE WHEN w.outcome = 'failed' THEN w.at END,"
-"         next_attempt_at = CASE WHEN w.outcome = 'ready'"
-"                                THEN w.at + interval '1 second'"
-"                                ELSE q.next_attempt_at END,"
+"         next_attempt_at = CASE WHEN w.outcome = 'ready' AND w.action = 'retry'"
+"              THEN w.at + w.backoff * power(w.factor, greatest(w.attempts - 1, 0))"
+"                          * (0.8 + 0.4 * random())"
+"              ELSE q.next_attempt_at END,"
+"         attempts = CASE WHEN w.outcome = 'ready' AND w.action <> 'retry'"
+"                         THEN greatest(q.attempts - 1, 0) ELSE q.attempts END,"
 "         claimed_by = NULL"
 "    FROM w"
 "   WHERE q.id = w.id AND q.status = 'sending'"
-"  RETURNING w.outcome)"
-" SELECT count(*) FILTER (WHERE outcome = 'sent'),"
-"        count(*) FILTER (WHERE outcome = 'failed') FROM upd";
+"  RETURNING w.campaign_id, w.number_id, w.outcome, w.ok, w.slow_down),"
+" pn AS ("
+"  UPDATE wasend.whatsapp_numbers n"
+"     SET status = 'paused', updated_at = now(),"
+"         pause_reason = format('error %s: %s', x.key, x.msg),"
+"         paused_until = x.at + x.pause_for"
+"    FROM (SELECT DISTINCT ON (number_id) number_id, key, msg, at, pause_for"
+"            FROM w WHERE action = 'pause_number' AND NOT ok"
+"           ORDER BY number_id, at) x"
+"   WHERE n.id = x.number_id AND n.status = 'active'"
+"  RETURNING n.id),"
+" pc AS ("
+"  UPDATE wasend.campaigns c"
+"     SET status = 'paused', paused_at = now(), updated_at = now(),"
+"         pause_reason = format('error %s: %s', x.key, x.msg)"
+"    FROM (SELECT DISTINCT ON (campaign_id) campaign_id, key, msg"
+"            FROM w WHERE action = 'pause_campaign' AND NOT ok"
+"           ORDER BY campaign_id, at) x"
+"   WHERE c.id = x.campaign_id AND c.status = 'running'"
+"  RETURNING c.id)"
+" SELECT u.campaign_id, u.number_id,"
+"        count(*) FILTER (WHERE u.outcome = 'sent'),"
+"        count(*) FILTER (WHERE u.outcome = 'failed'),"
+"        count(*) FILTER (WHERE u.slow_down AND NOT u.ok),"
+"        (SELECT count(*) FROM pn) + (SELECT count(*) FROM pc)"
+"   FROM upd u GROUP BY 1, 2";
 
 /*
  * Give claimed, unsent rows back, as if never claimed: to the queue when
@@ -160,6 +231,39 @@ static const char *sql_complete =
 "                    WHERE q.campaign_id = c.id"
 "                      AND q.status IN ('ready', 'sending'))";
 
+/* The circuit breaker pauses a campaign, saying why. */
+static const char *sql_breaker =
+"UPDATE wasend.campaigns"
+"   SET status = 'paused', paused_at = now(), updated_at = now(),"
+"       pause_reason = format('circuit breaker: %s of the last %s results failed'"
+"                             ' (threshold %s%%)', $2, $3, round(error_threshold * 100, 2))"
+" WHERE id = $1 AND status = 'running'";
+
+/*
+ * Settle rows left 'sending' by senders that are gone: every live sender is
+ * (pid, start time), and a row is its own when claimed_by = pid and it was
+ * claimed after that sender started.  Whether the request went out is
+ * unknown, so the row is marked uncertain and, per wasend.on_uncertain,
+ * queued again or failed.  Rows claimed after this pass began belong to a
+ * sender that started meanwhile and are left alone.
+ */
+static const char *sql_recover =
+"WITH live AS (SELECT * FROM unnest($1::int[], $2::timestamptz[]) AS l(pid, started)),"
+" settled AS ("
+"  UPDATE wasend.send_queue q"
+"     SET status = CASE WHEN $3 THEN 'failed' ELSE 'ready' END,"
+"         uncertain = true,"
+"         last_error_class = 'uncertain',"
+"         last_error = 'outcome unknown: the sender stopped while the message was claimed or in flight',"
+"         failed_at = CASE WHEN $3 THEN now() END,"
+"         next_attempt_at = now(),"
+"         claimed_by = NULL"
+"   WHERE q.status = 'sending' AND q.claimed_at < $4"
+"     AND NOT EXISTS (SELECT 1 FROM live"
+"                      WHERE live.pid = q.claimed_by AND q.claimed_at >= live.started)"
+"  RETURNING 1)"
+" SELECT count(*) FROM settled";
+
 /*
  * Is the extension installed in this database?  Senders start before
  * CREATE EXTENSION and must survive DROP EXTENSION.
@@ -194,8 +298,9 @@ void
 queue_prepare(void)
 {
 	Oid			claim_types[3] = {INT8ARRAYOID, INT4ARRAYOID, INT4OID};
-	Oid			record_types[5] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
-	TEXTARRAYOID, TIMESTAMPTZARRAYOID};
+	Oid			record_types[7] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
+	TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT4OID};
+	Oid			breaker_types[3] = {INT8OID, INT4OID, INT4OID};
 	Oid			ids_type[1] = {INT8ARRAYOID};
 
 	if (plan_activate != NULL)
@@ -203,7 +308,8 @@ queue_prepare(void)
 	plan_activate = prepare(sql_activate, 0, NULL);
 	plan_running = prepare(sql_running, 0, NULL);
 	plan_claim = prepare(sql_claim, 3, claim_types);
-	plan_record = prepare(sql_record, 5, record_types);
+	plan_record = prepare(sql_record, 7, record_types);
+	plan_breaker = prepare(sql_breaker, 3, breaker_types);
 	plan_release = prepare(sql_release, 1, ids_type);
 	plan_lock_done = prepare(sql_lock_done, 1, ids_type);
 	plan_complete = prepare(sql_complete, 1, ids_type);
@@ -264,6 +370,8 @@ queue_running_campaigns(RunningCampaign **out, MemoryContext cxt)
 		rc[i].campaign_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		rc[i].number_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
 		rc[i].rate = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+		rc[i].error_threshold = DatumGetFloat8(SPI_getbinval(tup, desc, 6, &isnull));
+		rc[i].error_window = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
 		old = MemoryContextSwitchTo(cxt);
 		rc[i].phone_number_id = SPI_getvalue(tup, desc, 3);
 		rc[i].access_token = SPI_getvalue(tup, desc, 4);
@@ -316,20 +424,22 @@ queue_claim(int n, const int64 *campaign_ids, const int32 *limits,
 }
 
 /*
- * Write a batch of outcomes in one statement; report how many rows became
- * sent and failed.  The batch is left for the caller to reset.
+ * Write a batch of outcomes in one statement.  Returns one RecordGroup per
+ * (campaign, number) in *out (allocated in the caller's context).  The
+ * batch is left for the caller to reset.
  */
-void
-queue_record(ResultBatch *b, uint64 *sent, uint64 *failed)
+int
+queue_record(ResultBatch *b, int max_attempts, RecordGroup **out)
 {
-	Datum		args[5];
+	Datum		args[7];
 	int			dims[1];
 	int			lbs[1] = {1};
-	bool		isnull;
+	RecordGroup *groups;
+	uint64		i;
 
-	*sent = *failed = 0;
+	*out = NULL;
 	if (b->n == 0)
-		return;
+		return 0;
 	dims[0] = b->n;
 	args[0] = PointerGetDatum(construct_array(b->ids, b->n, INT8OID, 8,
 											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
@@ -343,13 +453,76 @@ queue_record(ResultBatch *b, uint64 *sent, uint64 *failed)
 												 TYPALIGN_INT));
 	args[4] = PointerGetDatum(construct_array(b->at, b->n, TIMESTAMPTZOID, 8,
 											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[5] = PointerGetDatum(construct_md_array(b->error_class, b->error_class_null,
+												 1, dims, lbs, TEXTOID, -1, false,
+												 TYPALIGN_INT));
+	args[6] = Int32GetDatum(max_attempts);
 
 	if (SPI_execute_plan(plan_record, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "wasend: recording results failed");
-	*sent = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-										SPI_tuptable->tupdesc, 1, &isnull));
-	*failed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-										  SPI_tuptable->tupdesc, 2, &isnull));
+
+	groups = palloc0(sizeof(RecordGroup) * Max(SPI_processed, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		groups[i].campaign_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		groups[i].number_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		groups[i].sent = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+		groups[i].failed = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
+		groups[i].slow_down = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
+		groups[i].paused = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
+	}
+	*out = groups;
+	return (int) SPI_processed;
+}
+
+/*
+ * Pause a campaign whose recent failures tripped the circuit breaker.
+ */
+void
+queue_trip_breaker(int64 campaign_id, int failures, int window)
+{
+	Datum		args[3];
+
+	args[0] = Int64GetDatum(campaign_id);
+	args[1] = Int32GetDatum(failures);
+	args[2] = Int32GetDatum(window);
+	if (SPI_execute_plan(plan_breaker, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "wasend: pausing a campaign failed");
+}
+
+/*
+ * Settle the rows of senders that are gone (see sql_recover).  Runs in the
+ * launcher, whose plan is not kept: it runs rarely.
+ */
+int64
+queue_recover(int nlive, const int32 *pids, const TimestampTz *started,
+			  bool fail_uncertain, TimestampTz pass_start)
+{
+	Datum		args[4];
+	Oid			types[4] = {INT4ARRAYOID, TIMESTAMPTZARRAYOID, BOOLOID, TIMESTAMPTZOID};
+	Datum	   *p = palloc(sizeof(Datum) * Max(nlive, 1));
+	Datum	   *t = palloc(sizeof(Datum) * Max(nlive, 1));
+	bool		isnull;
+	int			i;
+
+	for (i = 0; i < nlive; i++)
+	{
+		p[i] = Int32GetDatum(pids[i]);
+		t[i] = TimestampTzGetDatum(started[i]);
+	}
+	args[0] = PointerGetDatum(construct_array(p, nlive, INT4OID, 4, true, TYPALIGN_INT));
+	args[1] = PointerGetDatum(construct_array(t, nlive, TIMESTAMPTZOID, 8,
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[2] = BoolGetDatum(fail_uncertain);
+	args[3] = TimestampTzGetDatum(pass_start);
+	if (SPI_execute_with_args(sql_recover, 4, types, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "wasend: settling orphaned rows failed");
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									   1, &isnull));
 }
 
 /*
@@ -404,7 +577,29 @@ result_batch_init(ResultBatch *b, int cap, MemoryContext parent)
 	b->body_null = MemoryContextAlloc(parent, sizeof(bool) * cap);
 	b->error = MemoryContextAlloc(parent, sizeof(Datum) * cap);
 	b->error_null = MemoryContextAlloc(parent, sizeof(bool) * cap);
+	b->error_class = MemoryContextAlloc(parent, sizeof(Datum) * cap);
+	b->error_class_null = MemoryContextAlloc(parent, sizeof(bool) * cap);
 	b->at = MemoryContextAlloc(parent, sizeof(Datum) * cap);
+}
+
+/*
+ * Make room for cap outcomes (after wasend.max_inflight was raised).
+ */
+void
+result_batch_grow(ResultBatch *b, int cap)
+{
+	if (cap <= b->cap)
+		return;
+	b->ids = repalloc(b->ids, sizeof(Datum) * cap);
+	b->http_status = repalloc(b->http_status, sizeof(Datum) * cap);
+	b->body = repalloc(b->body, sizeof(Datum) * cap);
+	b->body_null = repalloc(b->body_null, sizeof(bool) * cap);
+	b->error = repalloc(b->error, sizeof(Datum) * cap);
+	b->error_null = repalloc(b->error_null, sizeof(bool) * cap);
+	b->error_class = repalloc(b->error_class, sizeof(Datum) * cap);
+	b->error_class_null = repalloc(b->error_class_null, sizeof(bool) * cap);
+	b->at = repalloc(b->at, sizeof(Datum) * cap);
+	b->cap = cap;
 }
 
 /*
@@ -449,7 +644,8 @@ is_json(const char *text, size_t len)
  */
 void
 result_batch_add(ResultBatch *b, int64 row_id, long http_status,
-				 const char *body, const char *error, TimestampTz at)
+				 const char *body, const char *error, const char *error_class,
+				 TimestampTz at)
 {
 	MemoryContext old = MemoryContextSwitchTo(b->cxt);
 	int			i = b->n;
@@ -459,6 +655,12 @@ result_batch_add(ResultBatch *b, int64 row_id, long http_status,
 	b->http_status[i] = Int32GetDatum((int32) http_status);
 	b->body_null[i] = true;
 	b->error_null[i] = true;
+	b->error_class_null[i] = true;
+	if (error_class != NULL)
+	{
+		b->error_class[i] = CStringGetTextDatum(error_class);
+		b->error_class_null[i] = false;
+	}
 	if (body != NULL && body[0] != '\0')
 	{
 		size_t		len = strlen(body);

@@ -20,7 +20,20 @@ typedef struct RunningCampaign
 	char	   *phone_number_id;
 	char	   *access_token;
 	int			rate;			/* max_send_rate_per_sec */
+	double		error_threshold;	/* circuit breaker */
+	int			error_window;
 } RunningCampaign;
+
+/* What one set-based write of results did, per (campaign, number). */
+typedef struct RecordGroup
+{
+	int64		campaign_id;
+	int64		number_id;
+	int64		sent;
+	int64		failed;
+	int64		slow_down;		/* answers whose policy says slow down */
+	int64		paused;			/* numbers + campaigns the batch paused */
+} RecordGroup;
 
 /* A row claimed for sending: its id and the request body jsonb built. */
 typedef struct ClaimedRow
@@ -41,6 +54,8 @@ typedef struct ResultBatch
 	bool	   *body_null;
 	Datum	   *error;			/* transport error text */
 	bool	   *error_null;
+	Datum	   *error_class;	/* transport failure class, see sender.c */
+	bool	   *error_class_null;
 	Datum	   *at;				/* timestamptz of the answer */
 	TimestampTz oldest;			/* when the first pending result arrived */
 	MemoryContext cxt;			/* holds the texts; reset after writing */
@@ -52,14 +67,18 @@ extern TimestampTz queue_activate_scheduled(void);
 extern int	queue_running_campaigns(RunningCampaign **out, MemoryContext cxt);
 extern int	queue_claim(int n, const int64 *campaign_ids, const int32 *limits,
 						int32 claimer_pid, ClaimedRow **out, MemoryContext cxt);
-extern void queue_record(ResultBatch *batch, uint64 *sent, uint64 *failed);
+extern int	queue_record(ResultBatch *batch, int max_attempts, RecordGroup **out);
+extern void queue_trip_breaker(int64 campaign_id, int failures, int window);
+extern int64 queue_recover(int nlive, const int32 *pids, const TimestampTz *started,
+						   bool fail_uncertain, TimestampTz pass_start);
 extern void queue_release(int n, const int64 *row_ids);
 extern int	queue_complete(int n, const int64 *campaign_ids);
 
 extern void result_batch_init(ResultBatch *batch, int cap, MemoryContext parent);
 extern void result_batch_reset(ResultBatch *batch);
+extern void result_batch_grow(ResultBatch *batch, int cap);
 extern void result_batch_add(ResultBatch *batch, int64 row_id, long http_status,
 							 const char *body, const char *error,
-							 TimestampTz at);
+							 const char *error_class, TimestampTz at);
 
 #endif							/* WASEND_QUEUE_H */

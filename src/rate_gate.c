@@ -53,6 +53,17 @@
 #define MARGIN_US		10000
 
 /*
+ * 130429 means the number is over its limit in Meta's eyes (another sender
+ * outside wasend, an app sharing the number, Meta's own accounting): each
+ * batch with such answers multiplies the pace by SLOW_FACTOR (never below
+ * SLOW_FLOOR), and the pace climbs back by RECOVERY_PER_SEC of the rate per
+ * second without them.
+ */
+#define SLOW_FACTOR			0.75
+#define SLOW_FLOOR			0.1
+#define RECOVERY_PER_SEC	0.05
+
+/*
  * Find (or create) the gate slot of a number.  Caller holds gate_mutex.
  * Open addressing on the number id; the table never shrinks, which is fine
  * for its few hundred entries.
@@ -77,10 +88,26 @@ gate_lookup(int64 number_id, bool create)
 			g->rate = 0;
 			g->seq = 0;
 			g->next_slot = 0;
+			g->throttle = 1.0;
+			g->throttle_at = 0;
 			return g;
 		}
 	}
 	return NULL;
+}
+
+/*
+ * The slot's pace factor now, after the recovery since it was last set.
+ * Caller holds gate_mutex.
+ */
+static double
+current_throttle(WasendGateSlot *g, TimestampTz now)
+{
+	double		t = g->throttle;
+
+	if (t < 1.0 && now > g->throttle_at)
+		t = Min(1.0, t + RECOVERY_PER_SEC * (now - g->throttle_at) / 1000000.0);
+	return t;
 }
 
 /*
@@ -102,8 +129,6 @@ rate_gate_take(int64 number_id, int rate, int want, TimestampTz now,
 	TimestampTz blocked_until = 0;
 
 	Assert(rate > 0 && rate <= WASEND_MAX_RATE);
-	interval_us = (int64) ceil(1000000.0 / (rate * wasend_rate_headroom));
-
 	SpinLockAcquire(&WasendState->gate_mutex);
 	g = gate_lookup(number_id, true);
 	if (g == NULL)
@@ -111,6 +136,8 @@ rate_gate_take(int64 number_id, int rate, int want, TimestampTz now,
 		SpinLockRelease(&WasendState->gate_mutex);
 		elog(ERROR, "wasend rate gate is full (%d numbers)", WASEND_GATE_SLOTS);
 	}
+	interval_us = (int64) ceil(1000000.0 /
+							   (rate * wasend_rate_headroom * current_throttle(g, now)));
 	if (g->rate != rate)
 	{
 		/* new number or changed rate: the ring starts empty */
@@ -155,4 +182,39 @@ rate_gate_on_wire(int64 number_id, uint64 seq, TimestampTz when)
 		g->ring[seq % g->rate] < when)
 		g->ring[seq % g->rate] = when;
 	SpinLockRelease(&WasendState->gate_mutex);
+}
+
+/*
+ * The number was told to slow down (130429): lower its pace.
+ */
+void
+rate_gate_slow_down(int64 number_id, TimestampTz now)
+{
+	WasendGateSlot *g;
+
+	SpinLockAcquire(&WasendState->gate_mutex);
+	g = gate_lookup(number_id, false);
+	if (g != NULL)
+	{
+		g->throttle = Max(SLOW_FLOOR, current_throttle(g, now) * SLOW_FACTOR);
+		g->throttle_at = now;
+	}
+	SpinLockRelease(&WasendState->gate_mutex);
+}
+
+/*
+ * The number's current pace factor (1 = full rate), for reporting.
+ */
+double
+rate_gate_throttle(int64 number_id, TimestampTz now)
+{
+	WasendGateSlot *g;
+	double		t = 1.0;
+
+	SpinLockAcquire(&WasendState->gate_mutex);
+	g = gate_lookup(number_id, false);
+	if (g != NULL)
+		t = current_throttle(g, now);
+	SpinLockRelease(&WasendState->gate_mutex);
+	return t;
 }

@@ -32,6 +32,10 @@
  */
 #include "postgres.h"
 
+#include <curl/curl.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "executor/spi.h"
@@ -43,6 +47,7 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
@@ -91,8 +96,17 @@ typedef struct CampaignState
 	int64		campaign_id;	/* hash key */
 	int64		number_id;
 	bool		running;		/* in the last refresh's running set */
+	bool		running_before; /* ... and in the one before */
 	bool		dry;			/* last claim found fewer rows than asked */
 	int			held;			/* rows of it we hold (pending + in flight) */
+
+	/* circuit breaker: this sender's last `window` final outcomes */
+	double		error_threshold;
+	int			window;
+	bool	   *outcomes;		/* true = failed; ring of `window` entries */
+	int			pos;
+	int			filled;
+	int			failures;
 } CampaignState;
 
 static volatile sig_atomic_t shutdown_requested = false;
@@ -186,8 +200,13 @@ campaign_get(int64 campaign_id, int64 number_id)
 	{
 		cs->number_id = number_id;
 		cs->running = false;
+		cs->running_before = false;
 		cs->dry = false;
 		cs->held = 0;
+		cs->error_threshold = 1.0;
+		cs->window = 0;
+		cs->outcomes = NULL;
+		cs->pos = cs->filled = cs->failures = 0;
 	}
 	return cs;
 }
@@ -317,6 +336,36 @@ start_sends(void)
 }
 
 /*
+ * The error_policy key of a request that got no usable HTTP answer.
+ */
+static const char *
+transport_class(int curl_code)
+{
+	switch (curl_code)
+	{
+		case CURLE_OPERATION_TIMEDOUT:
+			return "timeout";
+		case CURLE_COULDNT_CONNECT:
+		case CURLE_COULDNT_RESOLVE_HOST:
+		case CURLE_COULDNT_RESOLVE_PROXY:
+			return "connect";
+		case CURLE_GOT_NOTHING:
+		case CURLE_RECV_ERROR:
+		case CURLE_SEND_ERROR:
+		case CURLE_PARTIAL_FILE:
+			return "reset";
+		case CURLE_SSL_CONNECT_ERROR:
+		case CURLE_PEER_FAILED_VERIFICATION:
+		case CURLE_SSL_CERTPROBLEM:
+		case CURLE_SSL_CIPHER:
+		case CURLE_SSL_CACERT_BADFILE:
+			return "tls";
+		default:
+			return "transport";
+	}
+}
+
+/*
  * Move finished requests into the result batch and the statistics.
  */
 static void
@@ -327,11 +376,15 @@ collect_done(void)
 	while (results.n < results.cap && (req = http_next_done()) != NULL)
 	{
 		const char *err = NULL;
+		const char *cls = NULL;
 
 		if (req->curl_code != 0 || req->resp_too_big)
+		{
 			err = req->errbuf;
+			cls = req->resp_too_big ? "bad_response" : transport_class(req->curl_code);
+		}
 		result_batch_add(&results, req->row_id, req->http_status,
-						 req->curl_code == 0 ? req->resp : NULL, err,
+						 req->curl_code == 0 ? req->resp : NULL, err, cls,
 						 GetCurrentTimestamp());
 		if (req->new_connections > 0)
 			pg_atomic_fetch_add_u64(&my_slot->conns_opened, req->new_connections);
@@ -343,6 +396,31 @@ collect_done(void)
 		http_release(req);
 	}
 	pg_atomic_write_u32(&my_slot->inflight, http_inflight());
+}
+
+/*
+ * The request URL of a number: base/{phone_number_id}/messages, with
+ * appsecret_proof (hex HMAC-SHA256 of the token keyed with the app secret,
+ * by OpenSSL) when wasend.app_secret is set.
+ */
+static char *
+number_url(const char *phone_number_id, const char *token)
+{
+	unsigned char mac[EVP_MAX_MD_SIZE];
+	unsigned int maclen = 0;
+	char		hex[EVP_MAX_MD_SIZE * 2 + 1];
+
+	if (wasend_app_secret == NULL || wasend_app_secret[0] == '\0')
+		return psprintf("%s/%s/messages", wasend_api_base_url, phone_number_id);
+
+	if (HMAC(EVP_sha256(), wasend_app_secret, strlen(wasend_app_secret),
+			 (const unsigned char *) token, strlen(token), mac, &maclen) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not compute appsecret_proof")));
+	hex[hex_encode((const char *) mac, maclen, hex)] = '\0';
+	return psprintf("%s/%s/messages?appsecret_proof=%s",
+					wasend_api_base_url, phone_number_id, hex);
 }
 
 /*
@@ -368,6 +446,7 @@ refresh_running(MemoryContext tmp)
 	hash_seq_init(&seq, campaigns);
 	while ((cs = hash_seq_search(&seq)) != NULL)
 	{
+		cs->running_before = cs->running;
 		cs->running = false;
 		cs->dry = false;
 	}
@@ -381,11 +460,22 @@ refresh_running(MemoryContext tmp)
 		ns->rate = rc[i].rate;
 		set_string(&ns->phone_number_id, rc[i].phone_number_id);
 		set_string(&ns->access_token, rc[i].access_token);
-		url = psprintf("%s/%s/messages", wasend_api_base_url, rc[i].phone_number_id);
+		url = number_url(rc[i].phone_number_id, rc[i].access_token);
 		set_string(&ns->url, url);
 		pfree(url);
 
 		cs = campaign_get(rc[i].campaign_id, rc[i].number_id);
+		if (!cs->running_before || cs->window != rc[i].error_window)
+		{
+			/* (re)started or resized: the breaker starts afresh */
+			if (cs->outcomes)
+				pfree(cs->outcomes);
+			cs->window = rc[i].error_window;
+			cs->outcomes = MemoryContextAllocZero(sender_context,
+												  sizeof(bool) * cs->window);
+			cs->pos = cs->filled = cs->failures = 0;
+		}
+		cs->error_threshold = rc[i].error_threshold;
 		cs->running = true;
 		cs->number_id = rc[i].number_id;
 	}
@@ -394,7 +484,11 @@ refresh_running(MemoryContext tmp)
 	hash_seq_init(&seq, campaigns);
 	while ((cs = hash_seq_search(&seq)) != NULL)
 		if (!cs->running && cs->held == 0)
+		{
+			if (cs->outcomes)
+				pfree(cs->outcomes);
 			hash_search(campaigns, &cs->campaign_id, HASH_REMOVE, NULL);
+		}
 }
 
 /*
@@ -521,6 +615,77 @@ complete_dry_campaigns(void)
 }
 
 /*
+ * Add final outcomes to a campaign's breaker window; true if it trips.
+ */
+static bool
+breaker_add(CampaignState *cs, int64 sent, int64 failed)
+{
+	int64		i;
+
+	if (cs->window == 0)
+		return false;
+	for (i = 0; i < sent + failed; i++)
+	{
+		bool		fail = i < failed;
+
+		if (cs->filled == cs->window)
+			cs->failures -= cs->outcomes[cs->pos] ? 1 : 0;
+		else
+			cs->filled++;
+		cs->outcomes[cs->pos] = fail;
+		cs->failures += fail ? 1 : 0;
+		cs->pos = (cs->pos + 1) % cs->window;
+	}
+	return cs->filled == cs->window &&
+		cs->failures > cs->error_threshold * cs->window;
+}
+
+/*
+ * Write the batch of results in one statement and act on what it says:
+ * statistics, slowing numbers down, the circuit breaker.  Returns true
+ * when something was paused, so that every sender should look again.
+ */
+static bool
+record_results(void)
+{
+	RecordGroup *groups;
+	int			n;
+	int			i;
+	bool		paused = false;
+	uint64		sent = 0;
+	uint64		failed = 0;
+	TimestampTz now = GetCurrentTimestamp();
+
+	n = queue_record(&results, wasend_max_attempts, &groups);
+	result_batch_reset(&results);
+	for (i = 0; i < n; i++)
+	{
+		CampaignState *cs = hash_search(campaigns, &groups[i].campaign_id,
+										HASH_FIND, NULL);
+
+		sent += groups[i].sent;
+		failed += groups[i].failed;
+		if (groups[i].slow_down > 0)
+			rate_gate_slow_down(groups[i].number_id, now);
+		if (groups[i].paused > 0)
+			paused = true;
+		if (cs != NULL && cs->running &&
+			breaker_add(cs, groups[i].sent, groups[i].failed))
+		{
+			queue_trip_breaker(cs->campaign_id, cs->failures, cs->window);
+			ereport(LOG,
+					(errmsg("wasend paused campaign " INT64_FORMAT ": %d of its last %d results failed",
+							cs->campaign_id, cs->failures, cs->window)));
+			cs->running = false;
+			paused = true;
+		}
+	}
+	pg_atomic_fetch_add_u64(&my_slot->sent, sent);
+	pg_atomic_fetch_add_u64(&my_slot->failed, failed);
+	return paused;
+}
+
+/*
  * One short transaction doing all pending database work.
  */
 static void
@@ -528,8 +693,7 @@ db_cycle(bool refresh, bool release_all)
 {
 	MemoryContext tmp;
 	MemoryContext old;
-	uint64		sent = 0;
-	uint64		failed = 0;
+	bool		paused = false;
 
 	tmp = AllocSetContextCreate(CurrentMemoryContext, "wasend cycle",
 								ALLOCSET_DEFAULT_SIZES);
@@ -553,10 +717,11 @@ db_cycle(bool refresh, bool release_all)
 		queue_prepare();
 		old = MemoryContextSwitchTo(tmp);
 
-		queue_record(&results, &sent, &failed);
-		result_batch_reset(&results);
+		if (results.n > 0)
+			paused = record_results();
 
-		if (refresh)
+		/* a pause we caused: re-read at once which campaigns may send */
+		if (refresh || paused)
 			refresh_running(tmp);
 		n = pending_drop_stopped(&ids, release_all);
 		queue_release(n, ids);
@@ -573,8 +738,9 @@ db_cycle(bool refresh, bool release_all)
 	pgstat_report_activity(STATE_IDLE, NULL);
 	MemoryContextDelete(tmp);
 
-	pg_atomic_fetch_add_u64(&my_slot->sent, sent);
-	pg_atomic_fetch_add_u64(&my_slot->failed, failed);
+	/* other senders must stop sending for what was paused */
+	if (paused)
+		wasend_wake_senders();
 }
 
 /*
@@ -623,6 +789,7 @@ wasend_sender_main(Datum main_arg)
 	my_slot = &WasendState->senders[sender_index];
 	SpinLockAcquire(&WasendState->mutex);
 	my_slot->pid = MyProcPid;
+	my_slot->started_at = GetCurrentTimestamp();
 	my_slot->latch = MyLatch;
 	SpinLockRelease(&WasendState->mutex);
 	pg_atomic_write_u64(&my_slot->sent, 0);
@@ -675,17 +842,7 @@ wasend_sender_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 			http_configure();
 			/* a larger max_inflight needs a larger result batch */
-			if (wasend_max_inflight > results.cap)
-			{
-				results.ids = repalloc(results.ids, sizeof(Datum) * wasend_max_inflight);
-				results.http_status = repalloc(results.http_status, sizeof(Datum) * wasend_max_inflight);
-				results.body = repalloc(results.body, sizeof(Datum) * wasend_max_inflight);
-				results.body_null = repalloc(results.body_null, sizeof(bool) * wasend_max_inflight);
-				results.error = repalloc(results.error, sizeof(Datum) * wasend_max_inflight);
-				results.error_null = repalloc(results.error_null, sizeof(bool) * wasend_max_inflight);
-				results.at = repalloc(results.at, sizeof(Datum) * wasend_max_inflight);
-				results.cap = wasend_max_inflight;
-			}
+			result_batch_grow(&results, wasend_max_inflight);
 			seen_generation = UINT64_MAX;	/* URLs may have changed */
 		}
 

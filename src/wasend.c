@@ -35,6 +35,9 @@ int			wasend_max_inflight = 500;
 int			wasend_request_timeout_ms = 10000;
 int			wasend_http_version = WASEND_HTTP_1_1;
 char	   *wasend_ca_file = NULL;
+int			wasend_max_attempts = 5;
+int			wasend_on_uncertain = WASEND_UNCERTAIN_RETRY;
+char	   *wasend_app_secret = NULL;
 
 WasendShared *WasendState = NULL;
 
@@ -42,6 +45,12 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 #if PG_VERSION_NUM >= 150000
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 #endif
+
+static const struct config_enum_entry on_uncertain_options[] = {
+	{"retry", WASEND_UNCERTAIN_RETRY, false},
+	{"fail", WASEND_UNCERTAIN_FAIL, false},
+	{NULL, 0, false}
+};
 
 static const struct config_enum_entry http_version_options[] = {
 	{"1.1", WASEND_HTTP_1_1, false},
@@ -245,6 +254,34 @@ _PG_init(void)
 							   "",
 							   PGC_SIGHUP,
 							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wasend.max_attempts",
+							"Most attempts for a message whose errors are retried.",
+							"After the last attempt the row is failed with its last error code.",
+							&wasend_max_attempts,
+							5, 1, 100,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("wasend.on_uncertain",
+							 "What to do with a message whose sender stopped while it was in flight: retry or fail.",
+							 "The Cloud API has no idempotency key: a retried message may reach the recipient twice.",
+							 &wasend_on_uncertain,
+							 WASEND_UNCERTAIN_RETRY,
+							 on_uncertain_options,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("wasend.app_secret",
+							   "Meta app secret: adds appsecret_proof to every request; verifies webhook signatures.",
+							   "Only superusers can read or set it.",
+							   &wasend_app_secret,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
 							   NULL, NULL, NULL);
 
 #if PG_VERSION_NUM >= 150000

@@ -48,6 +48,12 @@ extern int	wasend_max_inflight;
 extern int	wasend_request_timeout_ms;
 extern int	wasend_http_version;
 extern char *wasend_ca_file;
+extern int	wasend_max_attempts;
+extern int	wasend_on_uncertain;
+extern char *wasend_app_secret;
+
+#define WASEND_UNCERTAIN_RETRY	0
+#define WASEND_UNCERTAIN_FAIL	1
 
 #define WASEND_HTTP_1_1		0
 #define WASEND_HTTP_2		1
@@ -56,6 +62,7 @@ extern char *wasend_ca_file;
 typedef struct WasendSenderSlot
 {
 	pid_t		pid;			/* 0 when the slot is free */
+	TimestampTz started_at;		/* when this sender registered */
 	Latch	   *latch;			/* sender's process latch */
 	pg_atomic_uint32 inflight;	/* HTTP requests outstanding now */
 	pg_atomic_uint32 held;		/* rows claimed (pending + in flight) */
@@ -74,6 +81,8 @@ typedef struct WasendGateSlot
 	int			rate;			/* rate the ring was sized for */
 	uint64		seq;			/* sends granted so far */
 	TimestampTz next_slot;		/* grid time of the next send */
+	double		throttle;		/* pace factor after 130429s; 1 = none */
+	TimestampTz throttle_at;	/* when throttle was last set */
 	TimestampTz ring[WASEND_MAX_RATE];	/* send seq at [seq % rate] */
 } WasendGateSlot;
 
@@ -109,6 +118,8 @@ extern int	rate_gate_take(int64 number_id, int rate_per_sec, int want,
 						   TimestampTz now, uint64 *seqs,
 						   TimestampTz *next_slot);
 extern void rate_gate_on_wire(int64 number_id, uint64 seq, TimestampTz when);
+extern void rate_gate_slow_down(int64 number_id, TimestampTz now);
+extern double rate_gate_throttle(int64 number_id, TimestampTz now);
 
 /* sql_api.c */
 extern void wasend_xact_callback_init(void);
