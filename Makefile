@@ -25,6 +25,9 @@ ifneq ($(PGXS),)
 include $(PGXS)
 endif
 
+# PGXS does not track header dependencies: every object depends on them all.
+$(OBJS): $(wildcard src/*.h)
+
 .PHONY: deps demo test bench
 
 # Install the Debian packages the build, tests and demo need (idempotent).

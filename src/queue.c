@@ -235,8 +235,8 @@ static const char *sql_complete =
 static const char *sql_breaker =
 "UPDATE wasend.campaigns"
 "   SET status = 'paused', paused_at = now(), updated_at = now(),"
-"       pause_reason = format('circuit breaker: %s of the last %s results failed'"
-"                             ' (threshold %s%%)', $2, $3, round(error_threshold * 100, 2))"
+"       pause_reason = format('circuit breaker: %s of the last %s results failed (threshold %s%%)',"
+"                             $2, $3, round(error_threshold * 100, 2))"
 " WHERE id = $1 AND status = 'running'";
 
 /*

@@ -23,13 +23,14 @@ sub start_mock
 {
 	my ($config, %opts) = @_;
 	my $dir = PostgreSQL::Test::Utils::tempdir();
-	my $port = PostgreSQL::Test::Cluster::get_free_port();
+	my $port = $opts{port} // PostgreSQL::Test::Cluster::get_free_port();
 	my $cfg = "$dir/mock.json";
 	open my $fh, '>', $cfg or die "$cfg: $!";
 	print $fh encode_json($config);
 	close $fh;
 	my @cmd = ('node', "$root/test/mock/graph-api.js", '--port', $port,
-		'--config', $cfg, '--ready-file', "$dir/ready");
+		'--config', $cfg, '--ready-file', "$dir/ready",
+		'--log-file', "$dir/requests.csv");
 	my $h = IPC::Run::start(\@cmd, '>', "$dir/mock.out", '2>&1');
 	for (1 .. 200)
 	{
@@ -42,6 +43,7 @@ sub start_mock
 		url => "http://127.0.0.1:$port/v21.0",
 		handle => $h,
 		dir => $dir,
+		log_file => "$dir/requests.csv",
 	};
 }
 
@@ -49,6 +51,50 @@ sub stop_mock
 {
 	my ($mock) = @_;
 	$mock->{handle}->kill_kill;
+	$mock->{handle}->finish;
+}
+
+# restart_mock($mock, \%config): a new mock on the same port (its log
+# starts empty); returns it.
+sub restart_mock
+{
+	my ($mock, $config) = @_;
+	stop_mock($mock);
+	return start_mock($config, port => $mock->{port});
+}
+
+# account($node, $mock_tables, %opts): the exact account of a run, from the
+# rows and the mock logs loaded into the given tables: rows by status, rows
+# lost (not in a final state), requests seen, recipients accepted more
+# than once, rows retried, failures by code, uncertain rows.
+sub account
+{
+	my ($node, @tables) = @_;
+	my $union = join(' UNION ALL ', map { "SELECT * FROM $_" } @tables);
+	my %a;
+	$a{by_status} = $node->safe_psql('postgres',
+		q{SELECT string_agg(status || '=' || n, ' ' ORDER BY status)
+		    FROM (SELECT status, count(*) n FROM wasend.send_queue GROUP BY 1) s});
+	$a{lost} = $node->safe_psql('postgres',
+		q{SELECT count(*) FROM wasend.send_queue WHERE status IN ('ready', 'sending')});
+	$a{requests} = $node->safe_psql('postgres', "SELECT count(*) FROM ($union) m");
+	$a{duplicates} = $node->safe_psql('postgres', qq{
+		SELECT count(*) FROM (SELECT phone_number_id, recipient FROM ($union) m
+		 WHERE http_status = 200 AND wamid <> '' GROUP BY 1, 2 HAVING count(*) > 1) d});
+	$a{retried} = $node->safe_psql('postgres',
+		q{SELECT count(*) FROM wasend.send_queue WHERE attempts > 1});
+	$a{uncertain} = $node->safe_psql('postgres',
+		q{SELECT count(*) FROM wasend.send_queue WHERE uncertain});
+	$a{failed_by_code} = $node->safe_psql('postgres',
+		q{SELECT coalesce(string_agg(k || '=' || n, ' ' ORDER BY k), 'none')
+		    FROM (SELECT coalesce(last_error_code::text, last_error_class) k, count(*) n
+		            FROM wasend.send_queue WHERE status = 'failed' GROUP BY 1) f});
+	$a{sent_without_wamid} = $node->safe_psql('postgres',
+		q{SELECT count(*) FROM wasend.send_queue WHERE status = 'sent' AND wa_message_id IS NULL});
+	note(sprintf('account: rows %s; lost %d; requests %d; duplicated %d; retried %d; uncertain %d; failed by code: %s',
+		$a{by_status}, $a{lost}, $a{requests}, $a{duplicates}, $a{retried},
+		$a{uncertain}, $a{failed_by_code}));
+	return \%a;
 }
 
 # mock_get($mock, $path): body of a GET to the mock's control API.
@@ -106,9 +152,18 @@ sub new_node
 # http_status, code, wamid).
 sub load_mock_log
 {
-	my ($node, $mock, $table) = @_;
+	my ($node, $mock, $table, %opts) = @_;
 	$table //= 'mocklog';
-	my $csv = mock_get($mock, '/__mock/log');
+	my $csv;
+	if ($opts{from_file})
+	{
+		# the file the mock appended to before each answer (it may be dead)
+		$csv = "header\n" . PostgreSQL::Test::Utils::slurp_file($mock->{log_file});
+	}
+	else
+	{
+		$csv = mock_get($mock, '/__mock/log');
+	}
 	$node->safe_psql('postgres', qq{
 		DROP TABLE IF EXISTS $table;
 		CREATE TABLE $table (t_ms numeric, phone_number_id text, recipient text,

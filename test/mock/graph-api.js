@@ -20,6 +20,7 @@
  *
  * Usage: node graph-api.js --port 18080 [--config cfg.json]
  *        [--tls-cert c.pem --tls-key k.pem] [--ready-file path]
+ *        [--log-file requests.csv]
  */
 'use strict';
 
@@ -51,8 +52,9 @@ const port = parseInt(args.port || '18080', 10);
  *   "strict_numbers": false,     // true: unknown phone_number_id -> 100
  *   "latency_ms": 0, "jitter_ms": 0,
  *   "rules": [ { "to": "regex", "code": 131026, "http": 400,
- *                "times": n (optional: only the first n matches),
- *                "action": "error" | "drop" | "hang" | "http500" } ]
+ *                "after": n (optional: let the first n matches through),
+ *                "times": n (optional: then apply to n matches only),
+ *                "action": "error" | "drop" | "hang" | "http500" | "garbage" } ]
  * }
  */
 let config = {
@@ -139,9 +141,22 @@ const messages = {
 	130403: 'Recipient blocked by the business',
 };
 
+const logFd = args['log-file'] ? fs.openSync(args['log-file'], 'a') : null;
+
+function csvLine(e)
+{
+	return [e.t.toFixed(3), e.pnid, e.to, e.type, e.status, e.code, e.wamid].join(',');
+}
+
+/*
+ * Keep the entry for /__mock/log; with --log-file also append it to the
+ * file before answering, so that the log survives the mock being killed.
+ */
 function record(entry)
 {
 	log.push(entry);
+	if (logFd !== null)
+		fs.writeSync(logFd, csvLine(entry) + '\n');
 }
 
 function reply(res, status, body, delay)
@@ -216,9 +231,12 @@ function handleMessages(req, res, pnid, raw, t)
 
 	for (const r of config.rules)
 	{
-		if (r.times !== undefined && r.hits >= r.times)
-			continue;
 		if (!r.re.test(body.to))
+			continue;
+		r.seen = (r.seen || 0) + 1;
+		if (r.after !== undefined && r.seen <= r.after)
+			continue;
+		if (r.times !== undefined && r.hits >= r.times)
 			continue;
 		r.hits++;
 		const action = r.action || 'error';
@@ -236,6 +254,14 @@ function handleMessages(req, res, pnid, raw, t)
 			entry.code = 'hang';
 			record(entry);
 			return;		/* never answered; the client times out */
+		}
+		if (action === 'garbage')
+		{
+			entry.status = 200;
+			entry.code = 'garbage';
+			record(entry);
+			reply(res, 200, '<html>not json</html>', latency());
+			return;
 		}
 		if (action === 'http500')
 		{
@@ -267,7 +293,7 @@ function logCsv()
 {
 	const lines = ['t_ms,phone_number_id,recipient,type,http_status,code,wamid'];
 	for (const e of log)
-		lines.push([e.t.toFixed(3), e.pnid, e.to, e.type, e.status, e.code, e.wamid].join(','));
+		lines.push(csvLine(e));
 	return lines.join('\n') + '\n';
 }
 

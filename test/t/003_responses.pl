@@ -1,12 +1,13 @@
-# 003_responses.pl — what a sender records for each kind of answer.
+# 003_responses.pl — what a sender does with each kind of answer, per
+# wasend.error_policy.
 #
-# The mock answers scripted errors for chosen recipients: 131026 and 131050
-# (error bodies), an HTTP 500 without a JSON body, a 130429 for the first
-# try of one recipient, and a wrong token for a second number.  Proves: a
-# 200 stores its wamid and 'sent'; an error body stores error.code and
-# error.message on a 'failed' row; a body that is not JSON fails the row
-# with a clear text and does not disturb the rest of the batch; a 130429 is
-# retried and then sent; nothing is sent twice otherwise.
+# Proves: a 200 stores its wamid; 131026 and 131050 fail at once with the
+# API's code and message; a 500 without a body, a 130429 and a 131056 are
+# retried and then sent; a 200 that is not JSON fails as bad_response; a
+# template error (132001) pauses the campaign with the reason stored; a
+# wrong token (190) pauses the number with the reason stored and shown in
+# campaign_progress, its rows wait, and resuming the number with the right
+# token finishes the campaign.  Nothing is sent twice.
 use strict;
 use warnings;
 
@@ -19,12 +20,16 @@ my $mock = WasendTest::start_mock({
 	numbers => {
 		'3001' => { token => 'good', rate => 100 },
 		'3002' => { token => 'expected-token', rate => 100 },
+		'3003' => { token => 'good', rate => 100 },
 	},
 	rules => [
 		{ to => '^15570000013$', code => 131026 },
 		{ to => '^15570000027$', code => 131050 },
-		{ to => '^15570000042$', action => 'http500' },
+		{ to => '^15570000042$', action => 'http500', times => 1 },
 		{ to => '^15570000077$', code => 130429, times => 1 },
+		{ to => '^15570000088$', code => 131056, times => 1 },
+		{ to => '^15570000099$', action => 'garbage' },
+		{ to => '^1557800', code => 132001, http => 404 },
 	],
 });
 my $node = WasendTest::new_node('responses', $mock);
@@ -33,40 +38,67 @@ $node->safe_psql('postgres', q{
 	CREATE EXTENSION wasend;
 	SELECT wasend_add_number('3001', 'good', 100);
 	SELECT wasend_add_number('3002', 'wrong-token', 100);
+	SELECT wasend_add_number('3003', 'good', 100);
 	SELECT wasend_create_campaign('mixed', 1, '{"type":"text","text":{"body":"x"}}');
 	SELECT wasend_create_campaign('bad-token', 2, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend_create_campaign('bad-template', 3, '{"type":"template","template":{"name":"gone","language":{"code":"en"}}}');
 	SELECT wasend_enqueue(1, array_agg((15570000000 + g)::text)) FROM generate_series(1, 100) g;
 	SELECT wasend_enqueue(2, ARRAY['15579000001', '15579000002']);
+	SELECT wasend_enqueue(3, ARRAY['15578000001', '15578000002', '15578000003']);
 	SELECT wasend_start_campaign(1);
 	SELECT wasend_start_campaign(2);
+	SELECT wasend_start_campaign(3);
 });
-ok( $node->poll_query_until('postgres',
-		q{SELECT count(*) = 2 FROM wasend.campaigns WHERE status = 'completed'}),
-	'both campaigns complete');
-WasendTest::load_mock_log($node, $mock);
+ok( $node->poll_query_until('postgres', q{
+		SELECT (SELECT status FROM wasend.campaigns WHERE id = 1) = 'completed'
+		   AND (SELECT status FROM wasend.whatsapp_numbers WHERE id = 2) = 'paused'
+		   AND (SELECT status FROM wasend.campaigns WHERE id = 3) = 'paused'}),
+	'campaign 1 completes; number 2 and campaign 3 pause themselves');
 
 is($node->safe_psql('postgres', q{
-	SELECT recipient, status, last_error_code, last_error, attempts
-	  FROM wasend.send_queue WHERE status <> 'sent' OR attempts <> 1 ORDER BY recipient}),
+	SELECT recipient, status, last_error_code, last_error_class, last_error, attempts
+	  FROM wasend.send_queue WHERE campaign_id = 1 AND (status <> 'sent' OR attempts <> 1)
+	 ORDER BY recipient}),
 	join("\n",
-		'15570000013|failed|131026|(#131026) Message undeliverable|1',
-		'15570000027|failed|131050|(#131050) User has opted out of marketing messages|1',
-		'15570000042|failed||response is not JSON|1',
-		'15570000077|sent|||2',
-		'15579000001|failed|190|(#190) Error validating access token: Session has expired|1',
-		'15579000002|failed|190|(#190) Error validating access token: Session has expired|1'),
-	'each failed row carries the API error code and message; the 130429 was retried');
+		'15570000013|failed|131026|api|(#131026) Message undeliverable|1',
+		'15570000027|failed|131050|api|(#131050) User has opted out of marketing messages|1',
+		'15570000042|sent||||2',
+		'15570000077|sent||||2',
+		'15570000088|sent||||2',
+		'15570000099|failed||bad_response|response is not JSON|1'),
+	'fail codes fail at once with code and message; 500, 130429 and 131056 are retried and sent');
 
+like($node->safe_psql('postgres', q{SELECT pause_reason FROM wasend.whatsapp_numbers WHERE id = 2}),
+	qr/^error 190: \(#190\) Error validating access token/, 'number 2 paused with the reason stored');
+like($node->safe_psql('postgres', q{SELECT status || ' / ' || pause_reason FROM wasend.campaign_progress WHERE campaign_id = 2}),
+	qr{^running / number paused: error 190}, 'campaign_progress shows why campaign 2 waits');
+is($node->safe_psql('postgres', q{
+	SELECT string_agg(status || ':' || attempts, ',') FROM wasend.send_queue WHERE campaign_id = 2}),
+	'ready:0,ready:0', 'its rows wait, the refused attempt not counted');
+
+like($node->safe_psql('postgres', q{SELECT pause_reason FROM wasend.campaigns WHERE id = 3}),
+	qr/^error 132001: /, 'campaign 3 paused by the template error');
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FILTER (WHERE status = 'ready') FROM wasend.send_queue WHERE campaign_id = 3}),
+	'3', 'campaign 3 rows wait for the template to be fixed');
+
+# a person fixes the token: the campaign finishes
+$node->safe_psql('postgres', q{SELECT wasend_resume_number(2, 'expected-token')});
+ok( $node->poll_query_until('postgres',
+		q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 2}),
+	'resuming the number with the right token finishes campaign 2');
+
+WasendTest::load_mock_log($node, $mock);
+is($node->safe_psql('postgres', q{
+	SELECT (max(t_ms) - min(t_ms)) >= 3200 FROM mocklog WHERE recipient = '15570000088'}),
+	't', '131056 waited its 4 s backoff (minus 20% jitter) before the retry');
 is($node->safe_psql('postgres', q{
 	SELECT count(*) FROM wasend.send_queue q JOIN mocklog m USING (recipient)
 	 WHERE q.status = 'sent' AND m.http_status = 200 AND q.wa_message_id = m.wamid}),
-	'97', 'the 97 sent rows store the wamid the mock returned');
-
-is($node->safe_psql('postgres', q{
-	SELECT count(*), count(DISTINCT recipient),
-	       count(*) FILTER (WHERE code = '130429')
-	  FROM mocklog}),
-	'103|102|1', '103 requests for 102 rows: only the 130429 was sent again');
+	'99', 'the 99 sent rows (97 + 2) store the wamid the mock returned');
+my $a = WasendTest::account($node, 'mocklog');
+is($a->{duplicates}, 0, 'no recipient accepted twice');
+is($a->{lost}, 3, 'only the paused campaign\'s 3 rows are still waiting');
 
 WasendTest::stop_mock($mock);
 $node->stop;
