@@ -671,7 +671,8 @@ result_batch_add(ResultBatch *b, int64 row_id, long http_status,
 			b->body_null[i] = false;
 		}
 		else if (error == NULL)
-			error = "response is not JSON";
+			error = http_status == 200 ? "response is not JSON" :
+				psprintf("HTTP %ld, response is not JSON", http_status);
 	}
 	if (error != NULL && error[0] != '\0')
 	{
