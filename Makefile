@@ -5,7 +5,8 @@ EXTENSION   = wasend
 EXTVERSION  = 0.1.0
 MODULE_big  = wasend
 OBJS        = src/wasend.o src/launcher.o src/sender.o src/rate_gate.o \
-              src/http_client.o src/queue.o src/sql_api.o
+              src/http_client.o src/queue.o src/sql_api.o \
+              src/signature.o
 DATA        = sql/wasend--$(EXTVERSION).sql
 REGRESS     = setup numbers campaigns enqueue transitions policy secrets progress
 REGRESS_OPTS = --inputdir=sql --outputdir=test/out --temp-config=test/regress.conf

@@ -39,6 +39,7 @@ static SPIPlanPtr plan_release = NULL;
 static SPIPlanPtr plan_lock_done = NULL;
 static SPIPlanPtr plan_complete = NULL;
 static SPIPlanPtr plan_breaker = NULL;
+static SPIPlanPtr plan_pending = NULL;
 
 /*
  * Numbers whose timed pause has run out resume, scheduled campaigns whose
@@ -231,6 +232,14 @@ static const char *sql_complete =
 "                    WHERE q.campaign_id = c.id"
 "                      AND q.status IN ('ready', 'sending'))";
 
+/*
+ * Statuses that arrived before their send's commit wait in
+ * wasend.pending_statuses; apply those whose wamid is now known.
+ */
+static const char *sql_pending =
+"SELECT wasend._apply_pending_statuses()"
+" WHERE EXISTS (SELECT 1 FROM wasend.pending_statuses)";
+
 /* The circuit breaker pauses a campaign, saying why. */
 static const char *sql_breaker =
 "UPDATE wasend.campaigns"
@@ -310,6 +319,7 @@ queue_prepare(void)
 	plan_claim = prepare(sql_claim, 3, claim_types);
 	plan_record = prepare(sql_record, 7, record_types);
 	plan_breaker = prepare(sql_breaker, 3, breaker_types);
+	plan_pending = prepare(sql_pending, 0, NULL);
 	plan_release = prepare(sql_release, 1, ids_type);
 	plan_lock_done = prepare(sql_lock_done, 1, ids_type);
 	plan_complete = prepare(sql_complete, 1, ids_type);
@@ -477,6 +487,16 @@ queue_record(ResultBatch *b, int max_attempts, RecordGroup **out)
 	}
 	*out = groups;
 	return (int) SPI_processed;
+}
+
+/*
+ * Apply the status webhooks that were waiting for their wamid.
+ */
+void
+queue_apply_pending_statuses(void)
+{
+	if (SPI_execute_plan(plan_pending, NULL, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "wasend: applying pending statuses failed");
 }
 
 /*

@@ -33,8 +33,6 @@
 #include "postgres.h"
 
 #include <curl/curl.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include "access/xact.h"
 #include "access/xlog.h"
@@ -47,7 +45,6 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
-#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
@@ -401,26 +398,18 @@ collect_done(void)
 /*
  * The request URL of a number: base/{phone_number_id}/messages, with
  * appsecret_proof (hex HMAC-SHA256 of the token keyed with the app secret,
- * by OpenSSL) when wasend.app_secret is set.
+ * see signature.c) when wasend.app_secret is set.
  */
 static char *
 number_url(const char *phone_number_id, const char *token)
 {
-	unsigned char mac[EVP_MAX_MD_SIZE];
-	unsigned int maclen = 0;
-	char		hex[EVP_MAX_MD_SIZE * 2 + 1];
+	char		proof[65];
 
 	if (wasend_app_secret == NULL || wasend_app_secret[0] == '\0')
 		return psprintf("%s/%s/messages", wasend_api_base_url, phone_number_id);
-
-	if (HMAC(EVP_sha256(), wasend_app_secret, strlen(wasend_app_secret),
-			 (const unsigned char *) token, strlen(token), mac, &maclen) == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not compute appsecret_proof")));
-	hex[hex_encode((const char *) mac, maclen, hex)] = '\0';
+	wasend_hmac_sha256_hex(wasend_app_secret, token, strlen(token), proof);
 	return psprintf("%s/%s/messages?appsecret_proof=%s",
-					wasend_api_base_url, phone_number_id, hex);
+					wasend_api_base_url, phone_number_id, proof);
 }
 
 /*
@@ -438,6 +427,7 @@ refresh_running(MemoryContext tmp)
 	CampaignState *cs;
 
 	next_scheduled_start = queue_activate_scheduled();
+	queue_apply_pending_statuses();
 	n = queue_running_campaigns(&rc, tmp);
 
 	hash_seq_init(&seq, numbers);

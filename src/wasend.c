@@ -38,6 +38,7 @@ char	   *wasend_ca_file = NULL;
 int			wasend_max_attempts = 5;
 int			wasend_on_uncertain = WASEND_UNCERTAIN_RETRY;
 char	   *wasend_app_secret = NULL;
+char	   *wasend_stop_keywords = NULL;
 
 WasendShared *WasendState = NULL;
 
@@ -282,6 +283,15 @@ _PG_init(void)
 							   "",
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("wasend.stop_keywords",
+							   "Comma-separated replies that add the sender to wasend.suppressions.",
+							   "Compared case-insensitively with the whole message text, trimmed.",
+							   &wasend_stop_keywords,
+							   "STOP,UNSUBSCRIBE,STOP ALL",
+							   PGC_SUSET,
+							   0,
 							   NULL, NULL, NULL);
 
 #if PG_VERSION_NUM >= 150000

@@ -51,6 +51,7 @@ extern char *wasend_ca_file;
 extern int	wasend_max_attempts;
 extern int	wasend_on_uncertain;
 extern char *wasend_app_secret;
+extern char *wasend_stop_keywords;
 
 #define WASEND_UNCERTAIN_RETRY	0
 #define WASEND_UNCERTAIN_FAIL	1
@@ -120,6 +121,12 @@ extern int	rate_gate_take(int64 number_id, int rate_per_sec, int want,
 extern void rate_gate_on_wire(int64 number_id, uint64 seq, TimestampTz when);
 extern void rate_gate_slow_down(int64 number_id, TimestampTz now);
 extern double rate_gate_throttle(int64 number_id, TimestampTz now);
+
+/* signature.c */
+extern void wasend_hmac_sha256_hex(const char *key, const char *data, size_t len,
+								   char *hex_out);
+extern bool wasend_signature_matches(const char *body, size_t len,
+									 const char *header);
 
 /* sql_api.c */
 extern void wasend_xact_callback_init(void);
