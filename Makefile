@@ -6,7 +6,7 @@ EXTVERSION  = 0.1.0
 MODULE_big  = wasend
 OBJS        = src/wasend.o src/launcher.o src/sender.o src/rate_gate.o \
               src/http_client.o src/queue.o src/sql_api.o \
-              src/signature.o
+              src/signature.o src/webhook.o
 DATA        = sql/wasend--$(EXTVERSION).sql
 REGRESS     = setup numbers campaigns enqueue transitions policy secrets progress
 REGRESS_OPTS = --inputdir=sql --outputdir=test/out --temp-config=test/regress.conf
@@ -16,10 +16,12 @@ PG_CONFIG  ?= pg_config
 CURL_CFLAGS := $(shell pkg-config --cflags libcurl 2>/dev/null)
 CURL_LIBS   := $(shell pkg-config --libs libcurl 2>/dev/null || curl-config --libs 2>/dev/null)
 SSL_LIBS    := $(shell pkg-config --libs libcrypto 2>/dev/null)
+MHD_CFLAGS  := $(shell pkg-config --cflags libmicrohttpd 2>/dev/null)
+MHD_LIBS    := $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicrohttpd)
 
-PG_CPPFLAGS = -I$(srcdir)/src $(CURL_CFLAGS) -DWASEND_VERSION='"$(EXTVERSION)"'
+PG_CPPFLAGS = -I$(srcdir)/src $(CURL_CFLAGS) $(MHD_CFLAGS) -DWASEND_VERSION='"$(EXTVERSION)"'
 PG_CFLAGS   = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
-SHLIB_LINK  = $(CURL_LIBS) $(SSL_LIBS)
+SHLIB_LINK  = $(CURL_LIBS) $(SSL_LIBS) $(MHD_LIBS)
 
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifneq ($(PGXS),)

@@ -39,6 +39,9 @@ int			wasend_max_attempts = 5;
 int			wasend_on_uncertain = WASEND_UNCERTAIN_RETRY;
 char	   *wasend_app_secret = NULL;
 char	   *wasend_stop_keywords = NULL;
+int			wasend_webhook_port = 0;
+char	   *wasend_webhook_address = NULL;
+char	   *wasend_webhook_verify_token = NULL;
 
 WasendShared *WasendState = NULL;
 
@@ -294,6 +297,33 @@ _PG_init(void)
 							   0,
 							   NULL, NULL, NULL);
 
+	DefineCustomIntVariable("wasend.webhook_port",
+							"TCP port of the wasend webhook endpoint; 0 turns it off.",
+							"The worker \"wasend webhook\" serves Meta's status and message webhooks there.",
+							&wasend_webhook_port,
+							0, 0, 65535,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("wasend.webhook_address",
+							   "IPv4 address the webhook endpoint binds to.",
+							   "Put a TLS-terminating proxy in front: Meta only calls https URLs.",
+							   &wasend_webhook_address,
+							   "127.0.0.1",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("wasend.webhook_verify_token",
+							   "Verify token of Meta's webhook subscription handshake (hub.verify_token).",
+							   "Only superusers can read or set it.",
+							   &wasend_webhook_verify_token,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
+							   NULL, NULL, NULL);
+
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("wasend");
 #else
@@ -315,4 +345,6 @@ _PG_init(void)
 	shmem_startup_hook = wasend_shmem_startup;
 
 	wasend_register_launcher();
+	if (wasend_webhook_port > 0)
+		wasend_register_webhook();
 }

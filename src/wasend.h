@@ -16,6 +16,8 @@
  * src/http_client.c	libcurl multi-socket client, pooled connections
  * src/queue.c		the SQL the senders run: claim, record, release
  * src/sql_api.c	SQL-callable C functions (stats, wake at commit)
+ * src/signature.c	HMAC-SHA256: webhook signatures, appsecret_proof
+ * src/webhook.c	the webhook bgworker (libmicrohttpd, group commit)
  *
  *-------------------------------------------------------------------------
  */
@@ -52,6 +54,9 @@ extern int	wasend_max_attempts;
 extern int	wasend_on_uncertain;
 extern char *wasend_app_secret;
 extern char *wasend_stop_keywords;
+extern int	wasend_webhook_port;
+extern char *wasend_webhook_address;
+extern char *wasend_webhook_verify_token;
 
 #define WASEND_UNCERTAIN_RETRY	0
 #define WASEND_UNCERTAIN_FAIL	1
@@ -110,6 +115,10 @@ extern void wasend_wake_senders(void);
 /* launcher.c */
 extern void wasend_register_launcher(void);
 extern PGDLLEXPORT void wasend_launcher_main(Datum main_arg);
+
+/* webhook.c */
+extern void wasend_register_webhook(void);
+extern PGDLLEXPORT void wasend_webhook_main(Datum main_arg);
 
 /* sender.c */
 extern PGDLLEXPORT void wasend_sender_main(Datum main_arg);

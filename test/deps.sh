@@ -3,7 +3,7 @@
 # Idempotent: does nothing (and needs no network) when all are present.
 set -e
 PKGS="postgresql-15 postgresql-server-dev-15 postgresql-15-cron libcurl4-openssl-dev
-libssl-dev pkg-config make gcc libipc-run-perl nodejs openssl curl"
+libssl-dev libmicrohttpd-dev pkg-config make gcc libipc-run-perl nodejs openssl curl"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
