@@ -60,7 +60,8 @@ RESET ROLE;
 -- the app secret is superuser-only, and hidden from SHOW ALL
 SET ROLE regress_wasend_admin;
 SHOW wasend.app_secret;
-SELECT count(*) FROM pg_settings WHERE name = 'wasend.app_secret';
+SHOW wasend.webhook_verify_token;
+SELECT count(*) FROM pg_settings WHERE name IN ('wasend.app_secret', 'wasend.webhook_verify_token');
 RESET ROLE;
 -- errors about a number never echo its token
 SELECT wasend_update_number(1, 'bad token with spaces');

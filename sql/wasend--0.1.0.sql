@@ -895,7 +895,8 @@ BEGIN
             USING ERRCODE = 'invalid_text_representation',
                   HINT = 'Pass the raw request body exactly as Meta sent it.';
     END;
-    IF jsonb_typeof(payload) <> 'object' OR jsonb_typeof(payload->'entry') <> 'array' THEN
+    IF jsonb_typeof(payload) <> 'object'
+       OR jsonb_typeof(payload->'entry') IS DISTINCT FROM 'array' THEN
         RAISE EXCEPTION 'webhook body is not a WhatsApp Business Account notification'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Expected {"object":"whatsapp_business_account","entry":[...]}.';

@@ -1,0 +1,178 @@
+# 011_webhook.pl — delivery statuses and inbound messages, through the
+# wasend webhook endpoint (real HTTP POSTs with curl) and the SQL function.
+#
+# Proves: the GET handshake; a signed POST is applied and answered 200
+# after commit; missing, wrong signatures, malformed and oversize bodies
+# are refused (401, 403, 400, 413) without touching the queue; duplicates
+# and read-before-delivered are harmless; a failed status records its code
+# and suppresses the recipient; a status for a wamid not yet committed is
+# kept aside and applied once the wamid appears; an inbound STOP is stored
+# once and suppresses its sender, who is then skipped by wasend_enqueue;
+# a load run of 3 statuses per message, posted concurrently, leaves every
+# row read.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Digest::SHA qw(hmac_sha256_hex);
+use IPC::Run;
+use Test::More;
+use WasendTest;
+
+my $secret = 'test-app-secret';
+my $mock = WasendTest::start_mock({ numbers => { '1201' => { token => 'tok', rate => 1000 } } });
+my $port = PostgreSQL::Test::Cluster::get_free_port();
+my $node = WasendTest::new_node('webhook', $mock,
+	'wasend.app_secret' => "'$secret'",
+	'wasend.webhook_port' => $port,
+	'wasend.webhook_verify_token' => "'verify-me'");
+my $url = "http://127.0.0.1:$port/webhook";
+
+$node->safe_psql('postgres', q{
+	CREATE EXTENSION wasend;
+	SELECT wasend_add_number('1201', 'tok', 1000);
+	SELECT wasend_create_campaign('statuses', 1, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend_enqueue(1, array_agg((15512000000 + g)::text)) FROM generate_series(1, 1000) g;
+	SELECT wasend_start_campaign(1);
+});
+ok( $node->poll_query_until('postgres',
+		q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'wasend webhook'}),
+	'the wasend webhook worker runs');
+$node->poll_query_until('postgres',
+	q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 1})
+  or die 'campaign did not complete';
+
+# curl helper: returns "code body"
+sub http
+{
+	my (@args) = @_;
+	my ($out, $err);
+	IPC::Run::run([ 'curl', '-s', '-o', '-', '-w', ' %{http_code}', @args ], '>', \$out, '2>', \$err);
+	return $out;
+}
+sub payload
+{
+	my ($statuses, $messages) = @_;
+	return JSON::PP->new->canonical->encode({
+		object => 'whatsapp_business_account',
+		entry => [ { id => '1', changes => [ { field => 'messages', value => {
+			messaging_product => 'whatsapp',
+			metadata => { phone_number_id => '1201' },
+			($statuses ? (statuses => $statuses) : ()),
+			($messages ? (messages => $messages) : ()) } } ] } ] });
+}
+my $body_file = "$mock->{dir}/body.json";
+sub post
+{
+	my ($body, $sig) = @_;
+	$sig //= 'sha256=' . hmac_sha256_hex($body, $secret);
+	open my $bf, '>', $body_file or die;
+	print $bf $body;
+	close $bf;
+	return http('-X', 'POST', '-H', 'Content-Type: application/json',
+		($sig eq 'none' ? () : ('-H', "X-Hub-Signature-256: $sig")),
+		'--data-binary', "\@$body_file", $url);
+}
+sub row
+{
+	my ($n) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT status, delivered_at IS NOT NULL, read_at IS NOT NULL, coalesce(last_error_code::text, '')
+		   FROM wasend.send_queue WHERE recipient = '" . (15512000000 + $n) . "'");
+}
+my %wamid = map { my ($r, $w) = split /\|/; ($r => $w) } split /\n/,
+	$node->safe_psql('postgres', q{SELECT recipient::bigint - 15512000000, wa_message_id FROM wasend.send_queue});
+
+# --- handshake
+is(http("http://127.0.0.1:$port/webhook?hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge=1158201444"),
+	'1158201444 200', 'GET handshake answers the challenge');
+like(http("http://127.0.0.1:$port/webhook?hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=1"),
+	qr/ 403$/, 'a wrong verify token gets 403');
+
+# --- refusals change nothing
+my $before = $node->safe_psql('postgres', q{SELECT md5(string_agg(status, ',' ORDER BY id)) FROM wasend.send_queue});
+my $p1 = payload([ { id => $wamid{1}, status => 'delivered', timestamp => '1700000001', recipient_id => '15512000001' } ]);
+like(post($p1, 'none'), qr/ 401$/, 'no signature: 401');
+like(post($p1, 'sha256=' . ('0' x 64)), qr/ 403$/, 'wrong signature: 403');
+like(post('{"entry": [', undef), qr/ 400$/, 'malformed JSON: 400');
+like(post('{"hello": "world"}', undef), qr/ 400$/, 'JSON that is not a notification: 400');
+my $big = '{"x":"' . ('a' x (3 * 1024 * 1024)) . '"}';
+like(post($big, undef), qr/ 413$/, 'over 3 MB: 413');
+is($node->safe_psql('postgres', q{SELECT md5(string_agg(status, ',' ORDER BY id)) FROM wasend.send_queue}),
+	$before, 'refused requests changed nothing');
+
+# --- apply, duplicates, order
+like(post($p1), qr/"statuses_applied": 1.* 200$/, 'signed POST: 200 after the status is applied');
+is(row(1), 'delivered|t|f|', 'row 1 delivered');
+like(post($p1), qr/"statuses_applied": 0, "statuses_ignored": 1.* 200$/, 'the same payload again is ignored');
+my $read2 = payload([ { id => $wamid{2}, status => 'read', timestamp => '1700000005', recipient_id => '15512000002' } ]);
+my $deliv2 = payload([ { id => $wamid{2}, status => 'delivered', timestamp => '1700000003', recipient_id => '15512000002' } ]);
+post($read2);
+post($deliv2);
+is(row(2), 'read|t|t|', 'read before delivered: the row stays read (delivered_at filled in)');
+post(payload([ { id => $wamid{3}, status => 'failed', timestamp => '1700000005', recipient_id => '15512000003',
+	errors => [ { code => 131026, title => 'Message undeliverable' } ] } ]));
+is(row(3), 'failed|f|f|131026', 'failed records errors[0].code');
+is($node->safe_psql('postgres', q{SELECT reason FROM wasend.suppressions WHERE recipient = '15512000003'}),
+	'message failed with 131026', 'and suppresses the recipient');
+
+# --- a status that arrives before its send commits
+like(post(payload([ { id => 'wamid.not-yet', status => 'delivered', timestamp => '1700000009', recipient_id => '15519999999' } ])),
+	qr/"statuses_pending": 1.* 200$/, 'a status for an unknown wamid is kept aside');
+$node->safe_psql('postgres', q{
+	SELECT wasend_create_campaign('late', 1, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend_enqueue(2, ARRAY['15519999999']);
+	UPDATE wasend.send_queue SET status = 'sent', wa_message_id = 'wamid.not-yet', sent_at = now()
+	 WHERE recipient = '15519999999';
+});
+ok( $node->poll_query_until('postgres',
+		q{SELECT status = 'delivered' FROM wasend.send_queue WHERE wa_message_id = 'wamid.not-yet'}),
+	'once the wamid is committed, the kept status is applied');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM wasend.pending_statuses}), '0', 'and no longer pending');
+
+# --- inbound STOP
+my $stop = payload(undef, [ { from => '15512000010', id => 'wamid.in-stop', timestamp => '1700000100',
+	type => 'text', text => { body => ' Stop ' } } ]);
+like(post($stop), qr/"messages_stored": 1.*"recipients_suppressed": 1.* 200$/, 'inbound STOP stored and acted on');
+like(post($stop), qr/"messages_stored": 0, "statuses_applied": 0.*"messages_duplicate": 1.* 200$/, 'a duplicate message is stored once');
+is($node->safe_psql('postgres', q{SELECT from_number, type, body FROM wasend.inbound_messages}),
+	'15512000010|text| Stop ', 'wasend.inbound_messages holds the message');
+my ($stdout, $stderr);
+$node->psql('postgres', q{
+	SELECT wasend_create_campaign('after stop', 1, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend_enqueue(3, ARRAY['15512000010', '15512000011']);},
+	stdout => \$stdout, stderr => \$stderr);
+like($stdout, qr/^3\n1$/, 'wasend_enqueue adds only the recipient who did not say STOP');
+like($stderr, qr/skipped 1 suppressed recipient/, 'and reports the one skipped');
+
+# --- the SQL function
+my $p5 = payload([ { id => $wamid{5}, status => 'read', timestamp => '1700000005', recipient_id => '15512000005' } ]);
+my $sig5 = 'sha256=' . hmac_sha256_hex($p5, $secret);
+$node->psql('postgres', "SELECT wasend_ingest_webhook('$p5', 'sha256=" . ('1' x 64) . "')", stderr => \$stderr);
+like($stderr, qr/ERROR:  invalid webhook signature/, 'SQL: a wrong signature is an ERROR');
+is(row(5), 'sent|f|f|', 'and applies nothing');
+like($node->safe_psql('postgres', "SELECT wasend_ingest_webhook('$p5', '$sig5')"),
+	qr/"statuses_applied": 1/, 'SQL: a signed payload is applied');
+is(row(5), 'read|t|t|', 'row 5 read');
+
+# --- load run: 3 statuses per message for the whole campaign, concurrently
+my $wamid_file = "$mock->{dir}/wamids.txt";
+open my $fh, '>', $wamid_file or die;
+print $fh join("\n", map { $wamid{$_} } grep { $_ > 10 } sort { $a <=> $b } keys %wamid), "\n";
+close $fh;
+my $load;
+IPC::Run::run([ 'node', "$ENV{WASEND_ROOT}/test/webhook-load.js", '--url', $url, '--secret', $secret,
+	'--wamids', $wamid_file, '--per-payload', 20, '--concurrency', 32 ], '>', \$load)
+  or die 'load run failed';
+note("load run through the endpoint: $load");
+my $res = JSON::PP::decode_json($load);
+is($res->{http}{200}, $res->{payloads}, "every one of $res->{payloads} payloads answered 200");
+is($node->safe_psql('postgres', q{
+	SELECT status, count(*), count(delivered_at), count(read_at) FROM wasend.send_queue
+	 WHERE campaign_id = 1 AND recipient::bigint - 15512000000 > 10 GROUP BY 1}),
+	'read|990|990|990', 'after 2,970 shuffled statuses every one of the 990 rows is read, with both timestamps');
+
+WasendTest::stop_mock($mock);
+$node->stop;
+done_testing();
