@@ -102,9 +102,16 @@ like(post($big, undef), qr/ 413$/, 'over 3 MB: 413');
 is($node->safe_psql('postgres', q{SELECT md5(string_agg(status, ',' ORDER BY id)) FROM wasend.send_queue}),
 	$before, 'refused requests changed nothing');
 
+# --- a slow client (headers never finished) does not hold up others
+use IO::Socket::INET;
+my $slow = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp')
+  or die "connect: $!";
+print $slow "POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n";
+
 # --- apply, duplicates, order
 like(post($p1), qr/"statuses_applied": 1.* 200$/, 'signed POST: 200 after the status is applied');
-is(row(1), 'delivered|t|f|', 'row 1 delivered');
+is(row(1), 'delivered|t|f|', 'row 1 delivered, while a slow client holds a connection open');
+close $slow;
 like(post($p1), qr/"statuses_applied": 0, "statuses_ignored": 1.* 200$/, 'the same payload again is ignored');
 my $read2 = payload([ { id => $wamid{2}, status => 'read', timestamp => '1700000005', recipient_id => '15512000002' } ]);
 my $deliv2 = payload([ { id => $wamid{2}, status => 'delivered', timestamp => '1700000003', recipient_id => '15512000002' } ]);
