@@ -169,13 +169,15 @@ CREATE TABLE wasend.send_queue (
     failed_at       timestamptz,
     UNIQUE (campaign_id, recipient)
 ) WITH (fillfactor = 80);
--- what the senders claim, and what keeps a campaign from completing
-CREATE INDEX send_queue_todo_idx ON wasend.send_queue (campaign_id, id)
-    WHERE status IN ('ready', 'sending');
+-- what the senders claim, in order; with the next index, what keeps a
+-- campaign from completing.  Both hold only rows still to do, so they stay
+-- small however many rows a campaign has sent.
+CREATE INDEX send_queue_ready_idx ON wasend.send_queue (campaign_id, id)
+    WHERE status = 'ready';
 CREATE INDEX send_queue_wamid_idx ON wasend.send_queue (wa_message_id)
     WHERE wa_message_id IS NOT NULL;
 -- rows held by senders: what crash recovery looks at
-CREATE INDEX send_queue_sending_idx ON wasend.send_queue (claimed_by)
+CREATE INDEX send_queue_sending_idx ON wasend.send_queue (campaign_id)
     WHERE status = 'sending';
 COMMENT ON TABLE wasend.send_queue IS
 'One row per message to send: recipient, optional per-recipient payload, and its outcome';

@@ -73,7 +73,11 @@ static const char *sql_running =
 /*
  * Claim up to lim ready rows of each campaign, oldest first, skipping rows
  * another sender holds, and build each request body: the row's payload or
- * the campaign's message, plus the envelope fields.
+ * the campaign's message, plus the envelope fields.  Each campaign's rows
+ * come from send_queue_ready_idx in id order (LIMIT stops the scan); the
+ * UPDATE joins nothing but the picked ids, so its plan stays a nested loop
+ * over the primary key whatever the queue's size.  A campaign paused
+ * meanwhile is caught by the sender's next refresh, which releases rows.
  */
 static const char *sql_claim =
 "WITH want AS ("
@@ -88,10 +92,12 @@ static const char *sql_claim =
 " UPDATE wasend.send_queue q"
 "    SET status = 'sending', attempts = q.attempts + 1,"
 "        claimed_at = now(), claimed_by = $3"
-"   FROM picked, wasend.campaigns c"
-"  WHERE q.id = picked.id AND c.id = q.campaign_id AND c.status = 'running'"
+"   FROM picked"
+"  WHERE q.id = picked.id"
 " RETURNING q.id, q.campaign_id,"
-"   (coalesce(q.payload, c.message) || jsonb_build_object("
+"   (coalesce(q.payload, (SELECT c.message FROM wasend.campaigns c"
+"                          WHERE c.id = q.campaign_id))"
+"    || jsonb_build_object("
 "      'messaging_product', 'whatsapp', 'recipient_type', 'individual',"
 "      'to', q.recipient, 'biz_opaque_callback_data', 'wasend:' || q.id))::text";
 
@@ -111,9 +117,13 @@ static const char *sql_claim =
  * Returns one row per (campaign, number) of the batch: rows sent, rows
  * failed, answers asking to slow down, and how many numbers and campaigns
  * the batch paused.
+ *
+ * Rows are matched by id and claimed_by = this sender's pid ($8), which is
+ * set only while a row is 'sending' for this sender: the primary key finds
+ * them, whatever the number of rows other senders hold.
  */
 static const char *sql_record =
-"WITH r AS ("
+"WITH r AS MATERIALIZED ("
 "  SELECT u.id, u.http, u.err, u.at, u.cls, u.body::jsonb AS j"
 "    FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[],"
 "                $5::timestamptz[], $6::text[]) AS u(id, http, body, err, at, cls)),"
@@ -142,7 +152,7 @@ static const char *sql_record =
 "         CASE WHEN ep.code IS NOT NULL THEN ep.pause_for ELSE dp.pause_for END AS pause_for,"
 "         coalesce(ep.slow_down, dp.slow_down, false) AS slow_down"
 "    FROM k"
-"    JOIN wasend.send_queue q ON q.id = k.id AND q.status = 'sending'"
+"    JOIN wasend.send_queue q ON q.id = k.id AND q.claimed_by = $8"
 "    JOIN wasend.campaigns c ON c.id = q.campaign_id"
 "    LEFT JOIN wasend.error_policy ep ON ep.code = k.key"
 "    LEFT JOIN wasend.error_policy dp ON dp.code = '*' AND ep.code IS NULL),"
@@ -170,7 +180,7 @@ static const char *sql_record =
 "                         THEN greatest(q.attempts - 1, 0) ELSE q.attempts END,"
 "         claimed_by = NULL"
 "    FROM w"
-"   WHERE q.id = w.id AND q.status = 'sending'"
+"   WHERE q.id = w.id AND q.claimed_by = $8"
 "  RETURNING w.campaign_id, w.number_id, w.outcome, w.ok, w.slow_down),"
 " pn AS ("
 "  UPDATE wasend.whatsapp_numbers n"
@@ -307,8 +317,8 @@ void
 queue_prepare(void)
 {
 	Oid			claim_types[3] = {INT8ARRAYOID, INT4ARRAYOID, INT4OID};
-	Oid			record_types[7] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
-	TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT4OID};
+	Oid			record_types[8] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
+	TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT4OID, INT4OID};
 	Oid			breaker_types[3] = {INT8OID, INT4OID, INT4OID};
 	Oid			ids_type[1] = {INT8ARRAYOID};
 
@@ -317,7 +327,7 @@ queue_prepare(void)
 	plan_activate = prepare(sql_activate, 0, NULL);
 	plan_running = prepare(sql_running, 0, NULL);
 	plan_claim = prepare(sql_claim, 3, claim_types);
-	plan_record = prepare(sql_record, 7, record_types);
+	plan_record = prepare(sql_record, 8, record_types);
 	plan_breaker = prepare(sql_breaker, 3, breaker_types);
 	plan_pending = prepare(sql_pending, 0, NULL);
 	plan_release = prepare(sql_release, 1, ids_type);
@@ -439,9 +449,10 @@ queue_claim(int n, const int64 *campaign_ids, const int32 *limits,
  * batch is left for the caller to reset.
  */
 int
-queue_record(ResultBatch *b, int max_attempts, RecordGroup **out)
+queue_record(ResultBatch *b, int max_attempts, int32 claimer_pid,
+			 RecordGroup **out)
 {
-	Datum		args[7];
+	Datum		args[8];
 	int			dims[1];
 	int			lbs[1] = {1};
 	RecordGroup *groups;
@@ -467,6 +478,7 @@ queue_record(ResultBatch *b, int max_attempts, RecordGroup **out)
 												 1, dims, lbs, TEXTOID, -1, false,
 												 TYPALIGN_INT));
 	args[6] = Int32GetDatum(max_attempts);
+	args[7] = Int32GetDatum(claimer_pid);
 
 	if (SPI_execute_plan(plan_record, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "wasend: recording results failed");

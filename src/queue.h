@@ -67,7 +67,8 @@ extern TimestampTz queue_activate_scheduled(void);
 extern int	queue_running_campaigns(RunningCampaign **out, MemoryContext cxt);
 extern int	queue_claim(int n, const int64 *campaign_ids, const int32 *limits,
 						int32 claimer_pid, ClaimedRow **out, MemoryContext cxt);
-extern int	queue_record(ResultBatch *batch, int max_attempts, RecordGroup **out);
+extern int	queue_record(ResultBatch *batch, int max_attempts, int32 claimer_pid,
+						 RecordGroup **out);
 extern void queue_apply_pending_statuses(void);
 extern void queue_trip_breaker(int64 campaign_id, int failures, int window);
 extern int64 queue_recover(int nlive, const int32 *pids, const TimestampTz *started,

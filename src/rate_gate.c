@@ -14,8 +14,8 @@
  * than LATENESS is dropped (the grid moves up to now - LATENESS), and
  * lateness up to that is caught up at once, so a sender woken a little late
  * still sends at H of the rate.  Any window [a, a + 1 s) then holds sends
- * of at most ceil((1 s + LATENESS) / T) slots: 198 at 200 msg/s, 989 at
- * 1,000 msg/s.
+ * of at most ceil((1 s + LATENESS) / T) slots, 1.02 * H * R: the grid alone
+ * is not a hard bound, the ring below is.
  *
  * The ring makes it exact.  What Meta counts is when a request arrives, and
  * a request that must first open a connection (TCP, TLS) reaches the wire
@@ -46,8 +46,11 @@
 
 #include "wasend.h"
 
-/* longest a free grid slot waits for a sender before it is dropped, in us */
-#define LATENESS_US		3000
+/*
+ * longest a free grid slot waits for a sender before it is dropped, in us:
+ * a sender busy with a database round trip catches up that much at once
+ */
+#define LATENESS_US		20000
 
 /* extra spacing the ring keeps between send k - R and send k, in us */
 #define MARGIN_US		10000

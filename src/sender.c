@@ -482,6 +482,27 @@ refresh_running(MemoryContext tmp)
 }
 
 /*
+ * How many rows this sender should hold for a number: about one second of
+ * its rate, at most a batch, and a fair share of wasend.max_inflight among
+ * the numbers that are sending (otherwise the first numbers claimed would
+ * take the whole budget and the others would wait).
+ */
+static int
+number_target(NumberState *ns)
+{
+	HASH_SEQ_STATUS seq;
+	NumberState *other;
+	int			active = 0;
+
+	hash_seq_init(&seq, numbers);
+	while ((other = hash_seq_search(&seq)) != NULL)
+		if (other->active)
+			active++;
+	return Min(Min(wasend_batch_size, ns->rate),
+			   Max(1, wasend_max_inflight / Max(active, 1)));
+}
+
+/*
  * Does some running campaign want more rows claimed?  A number wants
  * rows when its FIFO holds less than half of a claim's worth.
  */
@@ -492,7 +513,9 @@ wants_claim(void)
 	CampaignState *cs;
 	bool		want = false;
 
-	if (held_total >= wasend_max_inflight || shutdown_requested)
+	/* a claim costs a statement: not for a handful of rows */
+	if (wasend_max_inflight - held_total < Max(1, wasend_max_inflight / 20) ||
+		shutdown_requested)
 		return false;
 	hash_seq_init(&seq, campaigns);
 	while ((cs = hash_seq_search(&seq)) != NULL)
@@ -502,8 +525,7 @@ wants_claim(void)
 		if (!cs->running || cs->dry)
 			continue;
 		ns = hash_search(numbers, &cs->number_id, HASH_FIND, NULL);
-		if (ns && ns->active &&
-			ns->count * 2 < Min(wasend_batch_size, ns->rate))
+		if (ns && ns->active && ns->count * 2 < number_target(ns))
 		{
 			want = true;
 			hash_seq_term(&seq);
@@ -543,8 +565,7 @@ claim_rows(MemoryContext tmp)
 		ns = hash_search(numbers, &cs->number_id, HASH_FIND, NULL);
 		if (ns == NULL || !ns->active)
 			continue;
-		/* about one second of the number's rate, at most a batch */
-		target = Min(wasend_batch_size, ns->rate);
+		target = number_target(ns);
 		lim = Min(target - ns->count, budget);
 		if (lim <= 0)
 			continue;
@@ -646,7 +667,7 @@ record_results(void)
 	uint64		failed = 0;
 	TimestampTz now = GetCurrentTimestamp();
 
-	n = queue_record(&results, wasend_max_attempts, &groups);
+	n = queue_record(&results, wasend_max_attempts, MyProcPid, &groups);
 	result_batch_reset(&results);
 	for (i = 0; i < n; i++)
 	{
@@ -775,6 +796,14 @@ wasend_sender_main(Datum main_arg)
 
 	if (RecoveryInProgress())
 		proc_exit(0);			/* a standby never sends */
+
+	/*
+	 * The part of the queue the claims touch is hot in shared buffers; with
+	 * the default random_page_cost the planner prefers walking the primary
+	 * key in id order (the heap is perfectly correlated with id) over
+	 * send_queue_ready_idx, and then filters past every row already sent.
+	 */
+	SetConfigOption("random_page_cost", "1.1", PGC_USERSET, PGC_S_SESSION);
 
 	my_slot = &WasendState->senders[sender_index];
 	SpinLockAcquire(&WasendState->mutex);
