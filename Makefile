@@ -46,3 +46,10 @@ test: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory install >/dev/null
 	@test/run-tests.sh
+
+# Benchmarks: also needs nginx and gnuplot (Debian) and pg + p-limit (npm).
+bench: deps
+	@test/deps.sh nginx-light gnuplot-nox bc
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory install >/dev/null
+	@bench/run.sh

@@ -4,6 +4,8 @@
 set -e
 PKGS="postgresql-15 postgresql-server-dev-15 postgresql-15-cron libcurl4-openssl-dev
 libssl-dev libmicrohttpd-dev pkg-config make gcc libipc-run-perl nodejs openssl curl"
+# extra packages a caller needs (e.g. make bench: nginx-light gnuplot-nox bc)
+[ $# -gt 0 ] && PKGS="$*"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

@@ -1,0 +1,300 @@
+#!/bin/bash
+# bench/run.sh — what `make bench` runs after building and installing.
+#
+# Scenarios, each on a fresh throwaway cluster, in one invocation so that
+# ratios are meaningful on a noisy machine:
+#   rate      10,000 messages at 200 msg/s against the mock: wall time,
+#             achieved rate, 130429 answers
+#   ceiling   20 numbers at 1,000 msg/s against nginx answering canned JSON
+#             (unique id per request): end-to-end msg/s, CPU split,
+#             statements / WAL bytes / dead tuples per message, sender RSS
+#   claim     time of one claim of 500 rows at 10k, 100k, 1M queued rows
+#             (BENCH_BIG=1 adds 10M)
+#   node      the seeds' recommended alternative (Node.js, p-limit(10),
+#             keep-alive agent, batched UPDATEs through pg) on the same
+#             nginx, database and rows, side by side with wasend
+# Writes bench/results/report.md, *.csv and PNG charts (gnuplot), and prints
+# the summary table.
+set -euo pipefail
+
+. "$(dirname "$0")/../test/lib.sh"
+ROOT=$WASEND_ROOT
+RES=$ROOT/bench/results
+mkdir -p "$RES"
+WORK=$(mktemp -d /tmp/wasend-bench.XXXXXX)
+chmod 755 "$WORK"
+NGINX_PID=
+MOCK_PID=
+CEILING_ROWS=${BENCH_CEILING_ROWS:-200000}
+NODE_ROWS=${BENCH_NODE_ROWS:-50000}
+
+cleanup() {
+	[ -n "$MOCK_PID" ] && kill "$MOCK_PID" 2>/dev/null
+	[ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null
+	for d in "$WORK"/c*; do [ -d "$d" ] && cluster_stop "$d"; done
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { printf '== %s\n' "$*"; }
+
+# new_cluster NAME extra-conf...: a started cluster in $WORK/NAME; sets D, PORT
+new_cluster() {
+	D=$WORK/$1
+	shift
+	PORT=$(free_port)
+	cluster_init "$D" "$PORT" "shared_preload_libraries = 'wasend,pg_stat_statements'" \
+		"pg_stat_statements.track = all" "shared_buffers = 512MB" \
+		"synchronous_commit = off" "autovacuum = on" "$@"
+	cluster_start "$D"
+	psql_ -c "CREATE EXTENSION wasend" -c "CREATE EXTENSION pg_stat_statements" >/dev/null
+}
+psql_() { cluster_psql "$D" "$PORT" -qAt "$@"; }
+drop_cluster() { cluster_stop "$D"; rm -rf "$D"; }
+
+# wait_done: until no campaign is running (bounded: 30 min)
+wait_done() {
+	for _ in $(seq 1 3600); do
+		[ "$(psql_ -c "SELECT count(*) FROM wasend.campaigns WHERE status IN ('running', 'scheduled')")" = 0 ] && return 0
+		sleep 0.5
+	done
+	echo "campaigns did not finish" >&2
+	return 1
+}
+
+# per-second sends (for the charts): second since first send, messages
+per_second() {
+	psql_ -F ' ' -c "SELECT extract(epoch FROM date_trunc('second', sent_at) - min(date_trunc('second', sent_at)) OVER ())::int, count(*)
+	                  FROM wasend.send_queue WHERE sent_at IS NOT NULL GROUP BY date_trunc('second', sent_at) ORDER BY 1" >"$1"
+}
+
+cpu_of() {	# total CPU seconds of the given pids
+	local t=0 p
+	for p in "$@"; do
+		[ -r "/proc/$p/stat" ] || continue
+		t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+	done
+	echo "$t"
+}
+
+# ---------------------------------------------------------------- rate
+log "rate: 10,000 messages at 200 msg/s against the mock"
+MPORT=$(free_port)
+echo '{"numbers": {"106540352242922": {"token": "tok", "rate": 200}}}' >"$WORK/mock.json"
+mock_start "$WORK" "$MPORT" "$WORK/mock.json"
+new_cluster c_rate "wasend.api_base_url = 'http://127.0.0.1:$MPORT/v21.0'"
+psql_ >/dev/null <<'EOF'
+SELECT wasend_add_number('106540352242922', 'tok', 200);
+SELECT wasend_create_campaign('rate', 1, '{"type":"text","text":{"body":"x"}}');
+SELECT wasend_enqueue(1, array_agg((15550000000 + g)::text)) FROM generate_series(1, 10000) g;
+SELECT wasend_start_campaign(1);
+EOF
+wait_done
+RATE_LINE=$(psql_ -F ' ' -c "SELECT round(extract(epoch FROM max(sent_at) - min(claimed_at))::numeric, 2),
+                              round(count(*) / extract(epoch FROM max(sent_at) - min(claimed_at))::numeric, 1)
+                         FROM wasend.send_queue WHERE status = 'sent'")
+read -r RATE_WALL RATE_ACHIEVED <<<"$RATE_LINE"
+RATE_429=$(curl -s "http://127.0.0.1:$MPORT/__mock/stats" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).by_code["130429"]||0))')
+per_second "$RES/rate_per_second.csv"
+drop_cluster
+kill "$MOCK_PID"; MOCK_PID=
+
+# ---------------------------------------------------------------- nginx
+NPORT=$(free_port)
+cat >"$WORK/nginx.conf" <<EOF
+worker_processes 1;
+daemon on;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  client_body_temp_path $WORK/nginx-body;
+  server {
+    listen 127.0.0.1:$NPORT;
+    location ~ ^/v[0-9.]+/[0-9]+/messages\$ {
+      default_type application/json;
+      return 200 '{"messaging_product":"whatsapp","contacts":[{"input":"x","wa_id":"x"}],"messages":[{"id":"wamid.\$request_id","message_status":"accepted"}]}';
+    }
+  }
+}
+EOF
+nginx -c "$WORK/nginx.conf"
+
+# ---------------------------------------------------------------- ceiling
+log "ceiling: $CEILING_ROWS messages, 20 numbers at 1,000 msg/s, nginx"
+new_cluster c_ceiling "wasend.api_base_url = 'http://127.0.0.1:$NPORT/v21.0'" \
+	"wasend.max_inflight = 2000" "wasend.batch_size = 1000" "wasend.workers = 2"
+psql_ >/dev/null <<EOF
+SELECT wasend_add_number((1000 + g)::text, 'tok', 1000) FROM generate_series(1, 20) g;
+SELECT wasend_create_campaign('c' || g, g, '{"type":"text","text":{"body":"x"}}') FROM generate_series(1, 20) g;
+INSERT INTO wasend.send_queue (campaign_id, recipient)
+SELECT 1 + (g % 20), (15550000000 + g)::text FROM generate_series(1, $CEILING_ROWS) g;
+VACUUM ANALYZE wasend.send_queue;
+CHECKPOINT;
+SELECT pg_stat_statements_reset();
+EOF
+WAL0=$(psql_ -c "SELECT pg_current_wal_lsn()")
+PM=$(head -1 "$D/data/postmaster.pid")
+SENDERS=$(psql_ -c "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE backend_type LIKE 'wasend sender%'")
+OTHERS=$(pgrep -P "$PM" | tr '\n' ' ')
+NGINXP=$(pgrep -f "nginx: worker" | tr '\n' ' ')
+S0=$(cpu_of $SENDERS); P0=$(cpu_of $OTHERS); N0=$(cpu_of $NGINXP)
+T0=$(date +%s.%N)
+psql_ -c "SELECT wasend_start_campaign(g) FROM generate_series(1, 20) g" >/dev/null
+: >"$RES/sender_rss.csv"
+(
+	t=0
+	while [ -f "$D/data/postmaster.pid" ]; do
+		rss=0
+		for p in $SENDERS; do rss=$((rss + $(awk '/VmRSS/ {print $2}' /proc/$p/status 2>/dev/null || echo 0))); done
+		echo "$t $((rss / 1024))" >>"$RES/sender_rss.csv"
+		sleep 1; t=$((t + 1))
+	done
+) &
+RSS_PID=$!
+wait_done
+T1=$(date +%s.%N)
+S1=$(cpu_of $SENDERS); P1=$(cpu_of $OTHERS); N1=$(cpu_of $NGINXP)
+kill $RSS_PID 2>/dev/null || true
+HZ=$(getconf CLK_TCK)
+CEIL_LINE=$(psql_ -F ' ' -c "SELECT count(*), round(count(*) / extract(epoch FROM max(sent_at) - min(claimed_at))::numeric)
+                         FROM wasend.send_queue WHERE status = 'sent'")
+read -r CEIL_SENT CEIL_RATE <<<"$CEIL_LINE"
+CEIL_WALL=$(echo "$T1 - $T0" | bc)
+CPU_SENDERS=$(echo "scale=1; ($S1 - $S0) / $HZ" | bc)
+CPU_PG=$(echo "scale=1; ($P1 - $P0 - ($S1 - $S0)) / $HZ" | bc)
+CPU_NGINX=$(echo "scale=1; ($N1 - $N0) / $HZ" | bc)
+DB_LINE=$(psql_ -F ' ' -c "SELECT round((SELECT sum(calls) FROM pg_stat_statements WHERE query !~* 'pg_stat_statements|wasend_start_campaign')::numeric / $CEIL_SENT, 4),
+                                 round(pg_wal_lsn_diff(pg_current_wal_lsn(), '$WAL0') / $CEIL_SENT),
+                                 (SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'send_queue'),
+                                 (SELECT round(n_dead_tup::numeric / $CEIL_SENT, 3) FROM pg_stat_user_tables WHERE relname = 'send_queue')")
+read -r STMTS_PER_MSG WAL_PER_MSG DEAD DEAD_PER_MSG <<<"$DB_LINE"
+RSS_MAX=$(sort -k2 -n "$RES/sender_rss.csv" | tail -1 | awk '{print $2}')
+RSS_MIN=$(awk 'NR > 2 {print $2}' "$RES/sender_rss.csv" | sort -n | head -1)
+per_second "$RES/ceiling_per_second.csv"
+drop_cluster
+
+# ---------------------------------------------------------------- node
+log "node: the seeds' alternative vs wasend, $NODE_ROWS messages each, nginx"
+(cd "$ROOT/bench/alt" && [ -d node_modules ] || npm install --silent --no-audit --no-fund >/dev/null 2>&1 ||
+	(cd "$ROOT/bench/alt" && npm install --no-audit --no-fund))
+new_cluster c_node "wasend.api_base_url = 'http://127.0.0.1:$NPORT/v21.0'" "wasend.workers = 0"
+psql_ >/dev/null <<EOF
+SELECT wasend_add_number('2001', 'tok', 1000);
+SELECT wasend_create_campaign('node', 1, '{"type":"text","text":{"body":"x"}}');
+INSERT INTO wasend.send_queue (campaign_id, recipient)
+SELECT 1, (15550000000 + g)::text FROM generate_series(1, $NODE_ROWS) g;
+UPDATE wasend.campaigns SET status = 'running';
+VACUUM ANALYZE wasend.send_queue;
+EOF
+NODE_OUT=$(node "$ROOT/bench/alt/sender.js" --host "$D" --port "$PORT" \
+	--api "http://127.0.0.1:$NPORT/v21.0")
+NODE_RATE=$(echo "$NODE_OUT" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).msg_per_sec))')
+NODE_OK=$(psql_ -c "SELECT count(*) FROM wasend.send_queue WHERE status = 'sent' AND wa_message_id IS NOT NULL")
+drop_cluster
+new_cluster c_node_w "wasend.api_base_url = 'http://127.0.0.1:$NPORT/v21.0'" \
+	"wasend.max_inflight = 2000" "wasend.batch_size = 1000"
+psql_ >/dev/null <<EOF
+SELECT wasend_add_number((3000 + g)::text, 'tok', 1000) FROM generate_series(1, 20) g;
+SELECT wasend_create_campaign('c' || g, g, '{"type":"text","text":{"body":"x"}}') FROM generate_series(1, 20) g;
+INSERT INTO wasend.send_queue (campaign_id, recipient)
+SELECT 1 + (g % 20), (15550000000 + g)::text FROM generate_series(1, $NODE_ROWS) g;
+VACUUM ANALYZE wasend.send_queue;
+SELECT wasend_start_campaign(g) FROM generate_series(1, 20) g;
+EOF
+wait_done
+WASEND_SIDE=$(psql_ -c "SELECT round(count(*) / extract(epoch FROM max(sent_at) - min(claimed_at))::numeric) FROM wasend.send_queue WHERE status = 'sent'")
+drop_cluster
+
+# ---------------------------------------------------------------- claim
+log "claim: one claim of 500 rows against a queue of growing size"
+SIZES="10000 100000 1000000"
+[ -n "${BENCH_BIG:-}" ] && SIZES="$SIZES 10000000"
+: >"$RES/claim_vs_queue.csv"
+new_cluster c_claim "wasend.workers = 0" "max_wal_size = 4GB"
+psql_ >/dev/null <<'EOF'
+SELECT wasend_add_number('4001', 'tok', 1000);
+SELECT wasend_create_campaign('claim', 1, '{"type":"text","text":{"body":"x"}}');
+UPDATE wasend.campaigns SET status = 'running';
+EOF
+have=0
+for n in $SIZES; do
+	psql_ -c "INSERT INTO wasend.send_queue (campaign_id, recipient)
+	          SELECT 1, (15550000000 + g)::text FROM generate_series($have + 1, $n) g" >/dev/null
+	have=$n
+	psql_ -c "VACUUM ANALYZE wasend.send_queue" >/dev/null
+	# five claims of 500 rows (each rolled back), median of their times
+	times=""
+	for _ in 1 2 3 4 5; do
+		t=$(psql_ <<'EOF' | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | sed -n 2p
+SET random_page_cost = 1.1;
+\timing on
+BEGIN;
+WITH picked AS (
+  SELECT q.id FROM wasend.send_queue q
+   WHERE q.campaign_id = 1 AND q.status = 'ready' AND q.next_attempt_at <= now()
+   ORDER BY q.id LIMIT 500 FOR UPDATE SKIP LOCKED)
+UPDATE wasend.send_queue q SET status = 'sending', attempts = q.attempts + 1, claimed_at = now(), claimed_by = 1
+  FROM picked WHERE q.id = picked.id;
+ROLLBACK;
+EOF
+)
+		times="$times $t"
+	done
+	med=$(echo $times | tr ' ' '\n' | sort -n | sed -n 3p)
+	echo "$n $med" >>"$RES/claim_vs_queue.csv"
+	log "  $n queued rows: claim of 500 in $med ms"
+done
+drop_cluster
+
+# ---------------------------------------------------------------- charts
+if command -v gnuplot >/dev/null; then
+	gnuplot <<EOF
+set terminal pngcairo size 900,420
+set grid
+set output '$RES/rate_per_second.png'
+set title 'Rate scenario: messages per second (one number at 200 msg/s)'
+set xlabel 'second'; set ylabel 'messages sent'
+plot '$RES/rate_per_second.csv' using 1:2 with lines lw 2 title 'wasend', 200 with lines dt 2 title 'limit'
+set output '$RES/ceiling_per_second.png'
+set title 'Ceiling scenario: messages per second (20 numbers x 1,000 msg/s, nginx)'
+plot '$RES/ceiling_per_second.csv' using 1:2 with lines lw 2 title 'wasend'
+set output '$RES/claim_vs_queue.png'
+set title 'One claim of 500 rows vs rows queued'
+set logscale x; set xlabel 'rows queued'; set ylabel 'ms'
+plot '$RES/claim_vs_queue.csv' using 1:2 with linespoints lw 2 pt 7 title 'claim'
+unset logscale x
+set output '$RES/sender_rss.png'
+set title 'Sender RSS during the ceiling run (both senders)'
+set xlabel 'second'; set ylabel 'MB'
+plot '$RES/sender_rss.csv' using 1:2 with lines lw 2 title 'RSS'
+EOF
+fi
+
+# ---------------------------------------------------------------- report
+RATIO=$(echo "scale=1; $WASEND_SIDE / $NODE_RATE" | bc)
+MACHINE="$(nproc) vCPU, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release; echo "$PRETTY_NAME"), PostgreSQL $(pg_config --version | awk '{print $2}'), $(curl --version | head -1 | awk '{print $1, $2}')"
+cat >"$RES/report.md" <<EOF
+# wasend benchmark
+
+Machine: $MACHINE. Command: \`make bench\` ($(date -u +%Y-%m-%d)).
+
+| scenario | figure | value |
+| --- | --- | --- |
+| rate: 10,000 msgs, 1 number at 200 msg/s, mock | wall time / achieved rate / 130429 | ${RATE_WALL} s / ${RATE_ACHIEVED} msg/s / ${RATE_429} |
+| ceiling: $CEILING_ROWS msgs, 20 numbers x 1,000 msg/s, nginx | end-to-end rate | ${CEIL_RATE} msg/s (wall ${CEIL_WALL} s) |
+| ceiling | CPU seconds: senders / other postgres / nginx | ${CPU_SENDERS} / ${CPU_PG} / ${CPU_NGINX} |
+| ceiling | statements per message / WAL bytes per message / dead tuples left | ${STMTS_PER_MSG} / ${WAL_PER_MSG} / ${DEAD} (${DEAD_PER_MSG} per message) |
+| ceiling | sender RSS, both senders (min / max) | ${RSS_MIN} / ${RSS_MAX} MB |
+| node alternative: $NODE_ROWS msgs, p-limit(10) + keep-alive + batched UPDATE, nginx | rate | ${NODE_RATE} msg/s ($NODE_OK rows sent) |
+| wasend, same rows and nginx | rate / ratio | ${WASEND_SIDE} msg/s / ${RATIO}x |
+| claim of 500 rows | ms at queue sizes | $(awk '{printf "%s rows: %s ms; ", $1, $2}' "$RES/claim_vs_queue.csv") |
+
+Charts: rate_per_second.png, ceiling_per_second.png, claim_vs_queue.png, sender_rss.png.
+EOF
+echo
+cat "$RES/report.md"
