@@ -139,6 +139,10 @@ SELECT pg_stat_statements_reset();
 EOF
 WAL0=$(psql_ -c "SELECT pg_current_wal_lsn()")
 PM=$(head -1 "$D/data/postmaster.pid")
+for _ in $(seq 1 100); do	# the senders register shortly after start
+	[ "$(psql_ -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'wasend sender%'")" = 2 ] && break
+	sleep 0.1
+done
 SENDERS=$(psql_ -c "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE backend_type LIKE 'wasend sender%'")
 OTHERS=$(pgrep -P "$PM" | tr '\n' ' ')
 NGINXP=$(pgrep -f "nginx: worker" | tr '\n' ' ')
@@ -149,8 +153,13 @@ psql_ -c "SELECT wasend_start_campaign(g) FROM generate_series(1, 20) g" >/dev/n
 (
 	t=0
 	while [ -f "$D/data/postmaster.pid" ]; do
+		# private (anonymous) memory: VmRSS would also count the shared
+		# buffers a sender has touched
 		rss=0
-		for p in $SENDERS; do rss=$((rss + $(awk '/VmRSS/ {print $2}' /proc/$p/status 2>/dev/null || echo 0))); done
+		for p in $SENDERS; do
+			v=$(awk '/RssAnon/ {print $2}' "/proc/$p/status" 2>/dev/null)
+			rss=$((rss + ${v:-0}))
+		done
 		echo "$t $((rss / 1024))" >>"$RES/sender_rss.csv"
 		sleep 1; t=$((t + 1))
 	done
@@ -158,13 +167,13 @@ psql_ -c "SELECT wasend_start_campaign(g) FROM generate_series(1, 20) g" >/dev/n
 RSS_PID=$!
 wait_done
 T1=$(date +%s.%N)
-S1=$(cpu_of $SENDERS); P1=$(cpu_of $OTHERS); N1=$(cpu_of $NGINXP)
+S1=$(cpu_of $SENDERS); P1=$(cpu_of $(pgrep -P "$PM" | tr '\n' ' ')); N1=$(cpu_of $NGINXP)
 kill $RSS_PID 2>/dev/null || true
 HZ=$(getconf CLK_TCK)
 CEIL_LINE=$(psql_ -F ' ' -c "SELECT count(*), round(count(*) / extract(epoch FROM max(sent_at) - min(claimed_at))::numeric)
                          FROM wasend.send_queue WHERE status = 'sent'")
 read -r CEIL_SENT CEIL_RATE <<<"$CEIL_LINE"
-CEIL_WALL=$(echo "$T1 - $T0" | bc)
+CEIL_WALL=$(printf '%.1f' "$(echo "$T1 - $T0" | bc)")
 CPU_SENDERS=$(echo "scale=1; ($S1 - $S0) / $HZ" | bc)
 CPU_PG=$(echo "scale=1; ($P1 - $P0 - ($S1 - $S0)) / $HZ" | bc)
 CPU_NGINX=$(echo "scale=1; ($N1 - $N0) / $HZ" | bc)
@@ -269,7 +278,7 @@ set logscale x; set xlabel 'rows queued'; set ylabel 'ms'
 plot '$RES/claim_vs_queue.csv' using 1:2 with linespoints lw 2 pt 7 title 'claim'
 unset logscale x
 set output '$RES/sender_rss.png'
-set title 'Sender RSS during the ceiling run (both senders)'
+set title 'Sender private memory (RssAnon) during the ceiling run (both senders)'
 set xlabel 'second'; set ylabel 'MB'
 plot '$RES/sender_rss.csv' using 1:2 with lines lw 2 title 'RSS'
 EOF
@@ -289,7 +298,7 @@ Machine: $MACHINE. Command: \`make bench\` ($(date -u +%Y-%m-%d)).
 | ceiling: $CEILING_ROWS msgs, 20 numbers x 1,000 msg/s, nginx | end-to-end rate | ${CEIL_RATE} msg/s (wall ${CEIL_WALL} s) |
 | ceiling | CPU seconds: senders / other postgres / nginx | ${CPU_SENDERS} / ${CPU_PG} / ${CPU_NGINX} |
 | ceiling | statements per message / WAL bytes per message / dead tuples left | ${STMTS_PER_MSG} / ${WAL_PER_MSG} / ${DEAD} (${DEAD_PER_MSG} per message) |
-| ceiling | sender RSS, both senders (min / max) | ${RSS_MIN} / ${RSS_MAX} MB |
+| ceiling | sender private memory (RssAnon), both senders (min / max) | ${RSS_MIN} / ${RSS_MAX} MB |
 | node alternative: $NODE_ROWS msgs, p-limit(10) + keep-alive + batched UPDATE, nginx | rate | ${NODE_RATE} msg/s ($NODE_OK rows sent) |
 | wasend, same rows and nginx | rate / ratio | ${WASEND_SIDE} msg/s / ${RATIO}x |
 | claim of 500 rows | ms at queue sizes | $(awk '{printf "%s rows: %s ms; ", $1, $2}' "$RES/claim_vs_queue.csv") |

@@ -44,26 +44,6 @@ static BackgroundWorkerHandle *handles[WASEND_MAX_SENDERS];
 static TimestampTz last_start[WASEND_MAX_SENDERS];
 
 /*
- * Register the launcher; called from _PG_init in the postmaster.
- */
-void
-wasend_register_launcher(void)
-{
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
-		BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 5;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "wasend");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "wasend_launcher_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "wasend launcher");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "wasend launcher");
-	RegisterBackgroundWorker(&worker);
-}
-
-/*
  * Start sender number i (0-based) as a dynamic background worker whose
  * exit wakes us.
  */

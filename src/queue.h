@@ -66,7 +66,8 @@ extern void queue_prepare(void);
 extern TimestampTz queue_activate_scheduled(void);
 extern int	queue_running_campaigns(RunningCampaign **out, MemoryContext cxt);
 extern int	queue_claim(int n, const int64 *campaign_ids, const int32 *limits,
-						int32 claimer_pid, ClaimedRow **out, MemoryContext cxt);
+						const int64 *after_ids, int32 claimer_pid,
+						ClaimedRow **out, MemoryContext cxt);
 extern int	queue_record(ResultBatch *batch, int max_attempts, int32 claimer_pid,
 						 RecordGroup **out);
 extern void queue_apply_pending_statuses(void);

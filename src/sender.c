@@ -96,6 +96,7 @@ typedef struct CampaignState
 	bool		running_before; /* ... and in the one before */
 	bool		dry;			/* last claim found fewer rows than asked */
 	int			held;			/* rows of it we hold (pending + in flight) */
+	int64		claim_after;	/* keyset cursor of claims; 0 after a refresh */
 
 	/* circuit breaker: this sender's last `window` final outcomes */
 	double		error_threshold;
@@ -200,6 +201,7 @@ campaign_get(int64 campaign_id, int64 number_id)
 		cs->running_before = false;
 		cs->dry = false;
 		cs->held = 0;
+		cs->claim_after = 0;
 		cs->error_threshold = 1.0;
 		cs->window = 0;
 		cs->outcomes = NULL;
@@ -439,6 +441,7 @@ refresh_running(MemoryContext tmp)
 		cs->running_before = cs->running;
 		cs->running = false;
 		cs->dry = false;
+		cs->claim_after = 0;	/* look again from the start each refresh */
 	}
 
 	for (i = 0; i < n; i++)
@@ -547,6 +550,7 @@ claim_rows(MemoryContext tmp)
 	int			ncamp = hash_get_num_entries(campaigns);
 	int64	   *ids = palloc(sizeof(int64) * Max(ncamp, 1));
 	int32	   *lims = palloc(sizeof(int32) * Max(ncamp, 1));
+	int64	   *after = palloc(sizeof(int64) * Max(ncamp, 1));
 	int			n = 0;
 	int			budget = wasend_max_inflight - held_total;
 	ClaimedRow *rows;
@@ -571,17 +575,19 @@ claim_rows(MemoryContext tmp)
 			continue;
 		ids[n] = cs->campaign_id;
 		lims[n] = lim;
+		after[n] = cs->claim_after;
 		budget -= lim;
 		n++;
 	}
 	if (n == 0)
 		return;
 
-	nrows = queue_claim(n, ids, lims, MyProcPid, &rows, tmp);
+	nrows = queue_claim(n, ids, lims, after, MyProcPid, &rows, tmp);
 	for (i = 0; i < nrows; i++)
 	{
 		cs = hash_search(campaigns, &rows[i].campaign_id, HASH_FIND, NULL);
 		Assert(cs != NULL);
+		cs->claim_after = Max(cs->claim_after, rows[i].id);
 		pending_push(number_get(cs->number_id), &rows[i]);
 		hold(rows[i].campaign_id, 1);
 	}

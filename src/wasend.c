@@ -15,6 +15,7 @@
 
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "postmaster/bgworker.h"
 #include "storage/ipc.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
@@ -169,6 +170,28 @@ wasend_wake_senders(void)
 
 	for (i = 0; i < n; i++)
 		SetLatch(latches[i]);
+}
+
+/*
+ * Register a static background worker of this library that starts once
+ * recovery has finished (never on a standby, by itself after a promotion)
+ * and is restarted 5 s after it exits abnormally.
+ */
+static void
+register_static_worker(const char *name, const char *function)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
+		BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "wasend");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "%s", name);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "%s", name);
+	RegisterBackgroundWorker(&worker);
 }
 
 /*
@@ -344,7 +367,7 @@ _PG_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = wasend_shmem_startup;
 
-	wasend_register_launcher();
+	register_static_worker("wasend launcher", "wasend_launcher_main");
 	if (wasend_webhook_port > 0)
-		wasend_register_webhook();
+		register_static_worker("wasend webhook", "wasend_webhook_main");
 }

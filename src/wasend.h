@@ -113,11 +113,9 @@ extern WasendShared *WasendState;
 extern void wasend_wake_senders(void);
 
 /* launcher.c */
-extern void wasend_register_launcher(void);
 extern PGDLLEXPORT void wasend_launcher_main(Datum main_arg);
 
 /* webhook.c */
-extern void wasend_register_webhook(void);
 extern PGDLLEXPORT void wasend_webhook_main(Datum main_arg);
 
 /* sender.c */

@@ -408,27 +408,6 @@ process_batch(void)
 }
 
 /*
- * Register the webhook worker (from _PG_init, when wasend.webhook_port is
- * set).
- */
-void
-wasend_register_webhook(void)
-{
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
-		BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 5;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "wasend");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "wasend_webhook_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "wasend webhook");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "wasend webhook");
-	RegisterBackgroundWorker(&worker);
-}
-
-/*
  * Entry point of the webhook worker.
  */
 void
