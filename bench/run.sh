@@ -8,6 +8,8 @@
 #   ceiling   20 numbers at 1,000 msg/s against nginx answering canned JSON
 #             (unique id per request): end-to-end msg/s, CPU split,
 #             statements / WAL bytes / dead tuples per message, sender RSS
+#   latency   mock latency 150 +- 50 ms, 10 numbers at 1,000 msg/s over
+#             HTTP/1.1: achieved msg/s and peak requests in flight
 #   claim     time of one claim of 500 rows at 10k, 100k, 1M queued rows
 #             (BENCH_BIG=1 adds 10M)
 #   node      the seeds' recommended alternative (Node.js, p-limit(10),
@@ -168,6 +170,12 @@ RSS_PID=$!
 wait_done
 T1=$(date +%s.%N)
 S1=$(cpu_of $SENDERS); P1=$(cpu_of $(pgrep -P "$PM" | tr '\n' ' ')); N1=$(cpu_of $NGINXP)
+SENDERS_END=$(psql_ -c "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE backend_type LIKE 'wasend sender%'")
+CPU_NOTE=""
+if [ "$SENDERS" != "$SENDERS_END" ]; then
+	CPU_NOTE=" (senders restarted during the run: pids $SENDERS -> $SENDERS_END; see ceiling-server.log)"
+fi
+cp "$D/server.log" "$RES/ceiling-server.log"
 kill $RSS_PID 2>/dev/null || true
 HZ=$(getconf CLK_TCK)
 CEIL_LINE=$(psql_ -F ' ' -c "SELECT count(*), round(count(*) / extract(epoch FROM max(sent_at) - min(claimed_at))::numeric)
@@ -218,6 +226,35 @@ EOF
 wait_done
 WASEND_SIDE=$(psql_ -c "SELECT round(count(*) / extract(epoch FROM max(sent_at) - min(claimed_at))::numeric) FROM wasend.send_queue WHERE status = 'sent'")
 drop_cluster
+
+# ---------------------------------------------------------------- latency
+LAT_ROWS=${BENCH_LATENCY_ROWS:-50000}
+log "latency: $LAT_ROWS messages, mock latency 150 +- 50 ms, 10 numbers x 1,000 msg/s, HTTP/1.1"
+MPORT=$(free_port)
+node -e 'const n = {}; for (let i = 1; i <= 10; i++) n[String(5000 + i)] = {token: "tok", rate: 1000};
+         console.log(JSON.stringify({numbers: n, latency_ms: 150, jitter_ms: 50}))' >"$WORK/mock-lat.json"
+mock_start "$WORK" "$MPORT" "$WORK/mock-lat.json"
+new_cluster c_latency "wasend.api_base_url = 'http://127.0.0.1:$MPORT/v21.0'" \
+	"wasend.max_inflight = 2000" "wasend.batch_size = 1000" "wasend.workers = 2" \
+	"wasend.http_version = '1.1'"
+psql_ >/dev/null <<SQL
+SELECT wasend_add_number((5000 + g)::text, 'tok', 1000) FROM generate_series(1, 10) g;
+SELECT wasend_create_campaign('c' || g, g, '{"type":"text","text":{"body":"x"}}') FROM generate_series(1, 10) g;
+INSERT INTO wasend.send_queue (campaign_id, recipient)
+SELECT 1 + (g % 10), (15550000000 + g)::text FROM generate_series(1, $LAT_ROWS) g;
+VACUUM ANALYZE wasend.send_queue;
+SELECT wasend_start_campaign(g) FROM generate_series(1, 10) g;
+SQL
+LAT_PEAK=0
+for _ in $(seq 1 3600); do
+	f=$(psql_ -c "SELECT coalesce(sum(in_flight), 0) FROM wasend_worker_stats()")
+	[ "${f:-0}" -gt "$LAT_PEAK" ] && LAT_PEAK=$f
+	[ "$(psql_ -c "SELECT count(*) FROM wasend.campaigns WHERE status = 'running'")" = 0 ] && break
+	sleep 0.5
+done
+LAT_RATE=$(psql_ -c "SELECT round(count(*) / extract(epoch FROM max(sent_at) - min(claimed_at))::numeric) FROM wasend.send_queue WHERE status = 'sent'")
+drop_cluster
+kill "$MOCK_PID"; MOCK_PID=
 
 # ---------------------------------------------------------------- claim
 log "claim: one claim of 500 rows against a queue of growing size"
@@ -296,7 +333,8 @@ Machine: $MACHINE. Command: \`make bench\` ($(date -u +%Y-%m-%d)).
 | --- | --- | --- |
 | rate: 10,000 msgs, 1 number at 200 msg/s, mock | wall time / achieved rate / 130429 | ${RATE_WALL} s / ${RATE_ACHIEVED} msg/s / ${RATE_429} |
 | ceiling: $CEILING_ROWS msgs, 20 numbers x 1,000 msg/s, nginx | end-to-end rate | ${CEIL_RATE} msg/s (wall ${CEIL_WALL} s) |
-| ceiling | CPU seconds: senders / other postgres / nginx | ${CPU_SENDERS} / ${CPU_PG} / ${CPU_NGINX} |
+| ceiling | CPU seconds: senders / other postgres / nginx | ${CPU_SENDERS} / ${CPU_PG} / ${CPU_NGINX}${CPU_NOTE} |
+| latency: $LAT_ROWS msgs, mock latency 150 +- 50 ms, 10 numbers x 1,000 msg/s, HTTP/1.1 | achieved / peak in flight | ${LAT_RATE} msg/s / ${LAT_PEAK} requests |
 | ceiling | statements per message / WAL bytes per message / dead tuples left | ${STMTS_PER_MSG} / ${WAL_PER_MSG} / ${DEAD} (${DEAD_PER_MSG} per message) |
 | ceiling | sender private memory (RssAnon), both senders (min / max) | ${RSS_MIN} / ${RSS_MAX} MB |
 | node alternative: $NODE_ROWS msgs, p-limit(10) + keep-alive + batched UPDATE, nginx | rate | ${NODE_RATE} msg/s ($NODE_OK rows sent) |
