@@ -119,6 +119,7 @@ static ResultBatch results;
 static uint64 seen_generation = UINT64_MAX;
 static TimestampTz next_poll = 0;
 static TimestampTz next_scheduled_start = 0;
+static int	active_numbers = 0;	/* numbers sending, as of the last refresh */
 
 /*
  * SIGTERM: finish what is in flight, give back what is not, then exit.
@@ -435,6 +436,7 @@ refresh_running(MemoryContext tmp)
 	hash_seq_init(&seq, numbers);
 	while ((ns = hash_seq_search(&seq)) != NULL)
 		ns->active = false;
+	active_numbers = 0;
 	hash_seq_init(&seq, campaigns);
 	while ((cs = hash_seq_search(&seq)) != NULL)
 	{
@@ -449,6 +451,8 @@ refresh_running(MemoryContext tmp)
 		char	   *url;
 
 		ns = number_get(rc[i].number_id);
+		if (!ns->active)
+			active_numbers++;
 		ns->active = true;
 		ns->rate = rc[i].rate;
 		set_string(&ns->phone_number_id, rc[i].phone_number_id);
@@ -493,16 +497,8 @@ refresh_running(MemoryContext tmp)
 static int
 number_target(NumberState *ns)
 {
-	HASH_SEQ_STATUS seq;
-	NumberState *other;
-	int			active = 0;
-
-	hash_seq_init(&seq, numbers);
-	while ((other = hash_seq_search(&seq)) != NULL)
-		if (other->active)
-			active++;
 	return Min(Min(wasend_batch_size, ns->rate),
-			   Max(1, wasend_max_inflight / Max(active, 1)));
+			   Max(1, wasend_max_inflight / Max(active_numbers, 1)));
 }
 
 /*
