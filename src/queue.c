@@ -218,7 +218,9 @@ static const char *sql_record =
 /*
  * Give claimed, unsent rows back, as if never claimed: to the queue when
  * their campaign was paused, to 'cancelled' when it was cancelled (the
- * cancel itself only reaches rows no sender holds).
+ * cancel itself only reaches rows no sender holds).  Rows are matched, as
+ * in sql_record, by id and claimed_by = this sender's pid ($2), so that the
+ * plan is primary-key lookups rather than a scan of every 'sending' row.
  */
 static const char *sql_release =
 "UPDATE wasend.send_queue q"
@@ -226,7 +228,7 @@ static const char *sql_release =
 "       attempts = greatest(q.attempts - 1, 0),"
 "       claimed_by = NULL, claimed_at = NULL"
 "  FROM wasend.campaigns c"
-" WHERE q.id = ANY ($1::bigint[]) AND q.status = 'sending'"
+" WHERE q.id = ANY ($1::bigint[]) AND q.claimed_by = $2"
 "   AND c.id = q.campaign_id";
 
 /*
@@ -328,6 +330,7 @@ queue_prepare(void)
 	TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT4OID, INT4OID};
 	Oid			breaker_types[3] = {INT8OID, INT4OID, INT4OID};
 	Oid			ids_type[1] = {INT8ARRAYOID};
+	Oid			release_types[2] = {INT8ARRAYOID, INT4OID};
 
 	if (plan_activate != NULL)
 		return;
@@ -337,7 +340,7 @@ queue_prepare(void)
 	plan_record = prepare(sql_record, 8, record_types);
 	plan_breaker = prepare(sql_breaker, 3, breaker_types);
 	plan_pending = prepare(sql_pending, 0, NULL);
-	plan_release = prepare(sql_release, 1, ids_type);
+	plan_release = prepare(sql_release, 2, release_types);
 	plan_lock_done = prepare(sql_lock_done, 1, ids_type);
 	plan_complete = prepare(sql_complete, 1, ids_type);
 }
@@ -567,16 +570,17 @@ queue_recover(int nlive, const int32 *pids, const TimestampTz *started,
 }
 
 /*
- * Put claimed rows that were never sent back to ready.
+ * Put rows this sender claimed and never sent back (see sql_release).
  */
 void
-queue_release(int n, const int64 *row_ids)
+queue_release(int n, const int64 *row_ids, int32 claimer_pid)
 {
-	Datum		args[1];
+	Datum		args[2];
 
 	if (n == 0)
 		return;
 	args[0] = int8_array(n, row_ids);
+	args[1] = Int32GetDatum(claimer_pid);
 	if (SPI_execute_plan(plan_release, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "wasend: releasing rows failed");
 }
@@ -655,22 +659,29 @@ result_batch_reset(ResultBatch *b)
 }
 
 /*
- * Is this text JSON?  Uses PostgreSQL's JSON lexer/parser with no semantic
- * actions, which reports errors by return code instead of throwing.
+ * Is this text valid in the database encoding and JSON?  Uses PostgreSQL's
+ * JSON parser with no semantic actions, which reports errors by return code
+ * instead of throwing: the sender checks answers with it before the jsonb
+ * cast of a whole batch, the webhook worker checks bodies outside any
+ * transaction.
  */
-static bool
-is_json(const char *text, size_t len)
+bool
+wasend_text_is_json(const char *text, size_t len)
 {
 	JsonLexContext *lex;
 	JsonParseErrorType rc;
 
+	if (text == NULL || len == 0 || !pg_verifymbstr(text, len, true))
+		return false;
 #if PG_VERSION_NUM >= 170000
-	JsonLexContext lexbuf;
+	{
+		JsonLexContext lexbuf;
 
-	lex = makeJsonLexContextCstringLen(&lexbuf, unconstify(char *, text), len,
-									   GetDatabaseEncoding(), false);
-	rc = pg_parse_json(lex, &nullSemAction);
-	freeJsonLexContext(lex);
+		lex = makeJsonLexContextCstringLen(&lexbuf, unconstify(char *, text), len,
+										   GetDatabaseEncoding(), false);
+		rc = pg_parse_json(lex, &nullSemAction);
+		freeJsonLexContext(lex);
+	}
 #else
 	lex = makeJsonLexContextCstringLen(unconstify(char *, text), len,
 									   GetDatabaseEncoding(), false);
@@ -706,7 +717,7 @@ result_batch_add(ResultBatch *b, int64 row_id, long http_status,
 	{
 		size_t		len = strlen(body);
 
-		if (pg_verifymbstr(body, len, true) && is_json(body, len))
+		if (wasend_text_is_json(body, len))
 		{
 			b->body[i] = CStringGetTextDatum(body);
 			b->body_null[i] = false;

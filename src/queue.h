@@ -74,9 +74,10 @@ extern void queue_apply_pending_statuses(void);
 extern void queue_trip_breaker(int64 campaign_id, int failures, int window);
 extern int64 queue_recover(int nlive, const int32 *pids, const TimestampTz *started,
 						   bool fail_uncertain, TimestampTz pass_start);
-extern void queue_release(int n, const int64 *row_ids);
+extern void queue_release(int n, const int64 *row_ids, int32 claimer_pid);
 extern int	queue_complete(int n, const int64 *campaign_ids);
 
+extern bool wasend_text_is_json(const char *text, size_t len);
 extern void result_batch_init(ResultBatch *batch, int cap, MemoryContext parent);
 extern void result_batch_reset(ResultBatch *batch);
 extern void result_batch_grow(ResultBatch *batch, int cap);

@@ -737,7 +737,7 @@ db_cycle(bool refresh, bool release_all)
 		if (refresh || paused)
 			refresh_running(tmp);
 		n = pending_drop_stopped(&ids, release_all);
-		queue_release(n, ids);
+		queue_release(n, ids, MyProcPid);
 
 		if (!release_all && wants_claim())
 			claim_rows(tmp);

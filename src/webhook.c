@@ -39,9 +39,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
-#include "common/jsonapi.h"
 #include "executor/spi.h"
-#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -54,6 +52,7 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
+#include "queue.h"
 #include "wasend.h"
 
 /* Meta's payloads reach 3 MB; anything larger is refused with 413. */
@@ -258,35 +257,6 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 }
 
 /*
- * Is this body JSON?  PostgreSQL's own parser, which reports by return
- * code rather than by throwing.
- */
-static bool
-body_is_json(const char *body, size_t len)
-{
-	JsonLexContext *lex;
-	bool		ok;
-
-	if (body == NULL || len == 0 || !pg_verifymbstr(body, len, true))
-		return false;
-#if PG_VERSION_NUM >= 170000
-	{
-		JsonLexContext lexbuf;
-
-		lex = makeJsonLexContextCstringLen(&lexbuf, unconstify(char *, body), len,
-										   GetDatabaseEncoding(), false);
-		ok = pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS;
-		freeJsonLexContext(lex);
-	}
-#else
-	lex = makeJsonLexContextCstringLen(unconstify(char *, body), len,
-									   GetDatabaseEncoding(), false);
-	ok = pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS;
-#endif
-	return ok;
-}
-
-/*
  * Apply some payloads in one transaction.  Returns false (the transaction
  * rolled back, the error logged) if any of them failed.  On success each
  * request gets a 200 with its counts.
@@ -370,7 +340,7 @@ process_batch(void)
 		else if (!wasend_signature_matches(req->body ? req->body : "", req->len,
 										   req->signature))
 			set_answer(req, 403, "invalid signature");
-		else if (!body_is_json(req->body, req->len))
+		else if (!wasend_text_is_json(req->body, req->len))
 			set_answer(req, 400, "body is not JSON");
 		else
 			valid[nvalid++] = req;
