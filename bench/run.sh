@@ -55,6 +55,24 @@ new_cluster() {
 psql_() { cluster_psql "$D" "$PORT" -qAt "$@"; }
 drop_cluster() { cluster_stop "$D"; rm -rf "$D"; }
 
+# seed_campaigns FIRST NUMBERS ROWS: NUMBERS numbers at 1,000 msg/s (phone
+# number ids FIRST+1, FIRST+2, ...), one campaign each, and ROWS rows spread
+# over them, analyzed; the campaigns stay in draft.
+seed_campaigns() {
+	psql_ >/dev/null <<SQL
+SELECT wasend_add_number(($1 + g)::text, 'tok', 1000) FROM generate_series(1, $2) g;
+SELECT wasend_create_campaign('c' || g, g, '{"type":"text","text":{"body":"x"}}') FROM generate_series(1, $2) g;
+INSERT INTO wasend.send_queue (campaign_id, recipient)
+SELECT 1 + (g % $2), (15550000000 + g)::text FROM generate_series(1, $3) g;
+VACUUM ANALYZE wasend.send_queue;
+SQL
+}
+
+# start_campaigns N: start campaigns 1 to N
+start_campaigns() {
+	psql_ -c "SELECT wasend_start_campaign(g) FROM generate_series(1, $1) g" >/dev/null
+}
+
 # wait_done: until no campaign is running (bounded: 30 min)
 wait_done() {
 	for _ in $(seq 1 3600); do
@@ -130,15 +148,8 @@ nginx -c "$WORK/nginx.conf"
 log "ceiling: $CEILING_ROWS messages, 20 numbers at 1,000 msg/s, nginx"
 new_cluster c_ceiling "wasend.api_base_url = 'http://127.0.0.1:$NPORT/v21.0'" \
 	"wasend.max_inflight = 2000" "wasend.batch_size = 1000" "wasend.workers = 2"
-psql_ >/dev/null <<EOF
-SELECT wasend_add_number((1000 + g)::text, 'tok', 1000) FROM generate_series(1, 20) g;
-SELECT wasend_create_campaign('c' || g, g, '{"type":"text","text":{"body":"x"}}') FROM generate_series(1, 20) g;
-INSERT INTO wasend.send_queue (campaign_id, recipient)
-SELECT 1 + (g % 20), (15550000000 + g)::text FROM generate_series(1, $CEILING_ROWS) g;
-VACUUM ANALYZE wasend.send_queue;
-CHECKPOINT;
-SELECT pg_stat_statements_reset();
-EOF
+seed_campaigns 1000 20 "$CEILING_ROWS"
+psql_ -c "CHECKPOINT" -c "SELECT pg_stat_statements_reset()" >/dev/null
 WAL0=$(psql_ -c "SELECT pg_current_wal_lsn()")
 PM=$(head -1 "$D/data/postmaster.pid")
 for _ in $(seq 1 100); do	# the senders register shortly after start
@@ -150,7 +161,7 @@ OTHERS=$(pgrep -P "$PM" | tr '\n' ' ')
 NGINXP=$(pgrep -f "nginx: worker" | tr '\n' ' ')
 S0=$(cpu_of $SENDERS); P0=$(cpu_of $OTHERS); N0=$(cpu_of $NGINXP)
 T0=$(date +%s.%N)
-psql_ -c "SELECT wasend_start_campaign(g) FROM generate_series(1, 20) g" >/dev/null
+start_campaigns 20
 : >"$RES/sender_rss.csv"
 (
 	t=0
@@ -215,14 +226,8 @@ NODE_OK=$(psql_ -c "SELECT count(*) FROM wasend.send_queue WHERE status = 'sent'
 drop_cluster
 new_cluster c_node_w "wasend.api_base_url = 'http://127.0.0.1:$NPORT/v21.0'" \
 	"wasend.max_inflight = 2000" "wasend.batch_size = 1000"
-psql_ >/dev/null <<EOF
-SELECT wasend_add_number((3000 + g)::text, 'tok', 1000) FROM generate_series(1, 20) g;
-SELECT wasend_create_campaign('c' || g, g, '{"type":"text","text":{"body":"x"}}') FROM generate_series(1, 20) g;
-INSERT INTO wasend.send_queue (campaign_id, recipient)
-SELECT 1 + (g % 20), (15550000000 + g)::text FROM generate_series(1, $NODE_ROWS) g;
-VACUUM ANALYZE wasend.send_queue;
-SELECT wasend_start_campaign(g) FROM generate_series(1, 20) g;
-EOF
+seed_campaigns 3000 20 "$NODE_ROWS"
+start_campaigns 20
 wait_done
 WASEND_SIDE=$(psql_ -c "SELECT round(count(*) / extract(epoch FROM max(sent_at) - min(claimed_at))::numeric) FROM wasend.send_queue WHERE status = 'sent'")
 drop_cluster
@@ -237,14 +242,8 @@ mock_start "$WORK" "$MPORT" "$WORK/mock-lat.json"
 new_cluster c_latency "wasend.api_base_url = 'http://127.0.0.1:$MPORT/v21.0'" \
 	"wasend.max_inflight = 2000" "wasend.batch_size = 1000" "wasend.workers = 2" \
 	"wasend.http_version = '1.1'"
-psql_ >/dev/null <<SQL
-SELECT wasend_add_number((5000 + g)::text, 'tok', 1000) FROM generate_series(1, 10) g;
-SELECT wasend_create_campaign('c' || g, g, '{"type":"text","text":{"body":"x"}}') FROM generate_series(1, 10) g;
-INSERT INTO wasend.send_queue (campaign_id, recipient)
-SELECT 1 + (g % 10), (15550000000 + g)::text FROM generate_series(1, $LAT_ROWS) g;
-VACUUM ANALYZE wasend.send_queue;
-SELECT wasend_start_campaign(g) FROM generate_series(1, 10) g;
-SQL
+seed_campaigns 5000 10 "$LAT_ROWS"
+start_campaigns 10
 LAT_PEAK=0
 for _ in $(seq 1 3600); do
 	f=$(psql_ -c "SELECT coalesce(sum(in_flight), 0) FROM wasend_worker_stats()")
