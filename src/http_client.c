@@ -430,10 +430,16 @@ http_start(const char *url, const char *token, const char *body,
 	if (wasend_ca_file && wasend_ca_file[0] != '\0')
 		curl_easy_setopt(easy, CURLOPT_CAINFO, wasend_ca_file);
 	if (wasend_http_version == WASEND_HTTP_2)
-		curl_easy_setopt(easy, CURLOPT_HTTP_VERSION,
-						 strncmp(url, "https://", 8) == 0 ?
-						 (long) CURL_HTTP_VERSION_2TLS :
-						 (long) CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+	{
+		/*
+		 * HTTP/2 over TLS only (plain http stays on 1.1: libcurl 7.88 fails
+		 * every multiplexed stream after the first on prior-knowledge h2c).
+		 * PIPEWAIT makes a new request wait for a stream on a connection
+		 * being set up rather than open a connection of its own.
+		 */
+		curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
+		curl_easy_setopt(easy, CURLOPT_PIPEWAIT, 1L);
+	}
 	else
 		curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_1_1);
 #if LIBCURL_VERSION_NUM >= 0x075500
