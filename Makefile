@@ -31,7 +31,7 @@ endif
 # PGXS does not track header dependencies: every object depends on them all.
 $(OBJS): $(wildcard src/*.h)
 
-.PHONY: deps demo test bench
+.PHONY: deps demo test bench profile
 
 # Install the Debian packages the build, tests and demo need (idempotent).
 deps:
@@ -47,9 +47,19 @@ test: deps
 	@$(MAKE) --no-print-directory install >/dev/null
 	@test/run-tests.sh
 
-# Benchmarks: also needs nginx and gnuplot (Debian) and pg + p-limit (npm).
+# Benchmarks: also needs nginx with the echo module, gnuplot, valgrind (Debian)
+# and pg + p-limit (npm).
+BENCH_DEBS = nginx-light libnginx-mod-http-echo gnuplot-nox bc valgrind
 bench: deps
-	@test/deps.sh nginx-light gnuplot-nox bc
+	@test/deps.sh $(BENCH_DEBS)
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory install >/dev/null
 	@bench/run.sh
+
+# The ceiling scenario under callgrind: instructions per message, by shared
+# object and function (bench/results/profile.md).
+profile: deps
+	@test/deps.sh $(BENCH_DEBS)
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory install >/dev/null
+	@bench/profile.sh

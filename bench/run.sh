@@ -8,8 +8,13 @@
 #   ceiling   20 numbers at 1,000 msg/s against nginx answering canned JSON
 #             (unique id per request): end-to-end msg/s, CPU split,
 #             statements / WAL bytes / dead tuples per message, sender RSS
-#   latency   mock latency 150 +- 50 ms, 10 numbers at 1,000 msg/s over
-#             HTTP/1.1: achieved msg/s and peak requests in flight
+#   latency   nginx answering after 100-200 ms (150 +- 50), over TLS, 10
+#             numbers at 1,000 msg/s: HTTP/1.1 connection pool against
+#             HTTP/2 multiplexing; achieved msg/s, peak requests in flight,
+#             connections opened
+#   dbcost    bench/dbcost.sh: instructions, HOT share, WAL and table /
+#             index growth per message at fillfactor 50, 80 and 100 over
+#             a 1M-message run
 #   claim     time of one claim of 500 rows at 10k, 100k, 1M queued rows
 #             (BENCH_BIG=1 adds 10M)
 #   node      the seeds' recommended alternative (Node.js, p-limit(10),
@@ -32,7 +37,8 @@ NODE_ROWS=${BENCH_NODE_ROWS:-50000}
 
 cleanup() {
 	[ -n "$MOCK_PID" ] && kill "$MOCK_PID" 2>/dev/null
-	[ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null
+	nginx_stop "$WORK"
+	nginx_stop "$WORK/lat"
 	for d in "$WORK"/c*; do [ -d "$d" ] && cluster_stop "$d"; done
 	rm -rf "$WORK"
 }
@@ -122,27 +128,7 @@ kill "$MOCK_PID"; MOCK_PID=
 
 # ---------------------------------------------------------------- nginx
 NPORT=$(free_port)
-cat >"$WORK/nginx.conf" <<EOF
-worker_processes 1;
-daemon on;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  keepalive_requests 10000000;
-  keepalive_timeout 300s;
-  client_body_temp_path $WORK/nginx-body;
-  server {
-    listen 127.0.0.1:$NPORT;
-    location ~ ^/v[0-9.]+/[0-9]+/messages\$ {
-      default_type application/json;
-      return 200 '{"messaging_product":"whatsapp","contacts":[{"input":"x","wa_id":"x"}],"messages":[{"id":"wamid.\$request_id","message_status":"accepted"}]}';
-    }
-  }
-}
-EOF
-nginx -c "$WORK/nginx.conf"
+nginx_start "$WORK" "$NPORT"
 
 # ---------------------------------------------------------------- ceiling
 log "ceiling: $CEILING_ROWS messages, 20 numbers at 1,000 msg/s, nginx"
@@ -158,7 +144,7 @@ for _ in $(seq 1 100); do	# the senders register shortly after start
 done
 SENDERS=$(psql_ -c "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE backend_type LIKE 'wasend sender%'")
 OTHERS=$(pgrep -P "$PM" | tr '\n' ' ')
-NGINXP=$(pgrep -f "nginx: worker" | tr '\n' ' ')
+NGINXP=$(pgrep -P "$(cat "$WORK/nginx.pid")" | tr '\n' ' ')
 S0=$(cpu_of $SENDERS); P0=$(cpu_of $OTHERS); N0=$(cpu_of $NGINXP)
 T0=$(date +%s.%N)
 start_campaigns 20
@@ -234,26 +220,38 @@ drop_cluster
 
 # ---------------------------------------------------------------- latency
 LAT_ROWS=${BENCH_LATENCY_ROWS:-50000}
-log "latency: $LAT_ROWS messages, mock latency 150 +- 50 ms, 10 numbers x 1,000 msg/s, HTTP/1.1"
-MPORT=$(free_port)
-node -e 'const n = {}; for (let i = 1; i <= 10; i++) n[String(5000 + i)] = {token: "tok", rate: 1000};
-         console.log(JSON.stringify({numbers: n, latency_ms: 150, jitter_ms: 50}))' >"$WORK/mock-lat.json"
-mock_start "$WORK" "$MPORT" "$WORK/mock-lat.json"
-new_cluster c_latency "wasend.api_base_url = 'http://127.0.0.1:$MPORT/v21.0'" \
-	"wasend.max_inflight = 2000" "wasend.batch_size = 1000" "wasend.workers = 2" \
-	"wasend.http_version = '1.1'"
-seed_campaigns 5000 10 "$LAT_ROWS"
-start_campaigns 10
-LAT_PEAK=0
-for _ in $(seq 1 3600); do
-	f=$(psql_ -c "SELECT coalesce(sum(in_flight), 0) FROM wasend_worker_stats()")
-	[ "${f:-0}" -gt "$LAT_PEAK" ] && LAT_PEAK=$f
-	[ "$(psql_ -c "SELECT count(*) FROM wasend.campaigns WHERE status = 'running'")" = 0 ] && break
-	sleep 0.5
-done
-LAT_RATE=$(psql_ -c "SELECT round(count(*) / extract(epoch FROM max(sent_at) - min(claimed_at))::numeric) FROM wasend.send_queue WHERE status = 'sent'")
-drop_cluster
-kill "$MOCK_PID"; MOCK_PID=
+mkdir -p "$WORK/lat"
+chmod 755 "$WORK/lat"
+LPORT=$(free_port)
+nginx_start "$WORK/lat" "$LPORT" latency
+# latency_run VERSION: sets LAT_RATE, LAT_PEAK, LAT_CONNS
+latency_run() {
+	log "latency: $LAT_ROWS messages, answers after 100-200 ms over TLS, 10 numbers x 1,000 msg/s, HTTP/$1"
+	new_cluster "c_latency_$1" "wasend.api_base_url = 'https://127.0.0.1:$((LPORT + 1))/v21.0'" \
+		"wasend.ca_file = '$WORK/lat/ca.pem'" "wasend.max_inflight = 2000" \
+		"wasend.batch_size = 1000" "wasend.workers = 2" "wasend.http_version = '$1'"
+	seed_campaigns 5000 10 "$LAT_ROWS"
+	start_campaigns 10
+	LAT_PEAK=0
+	for _ in $(seq 1 3600); do
+		f=$(psql_ -c "SELECT coalesce(sum(in_flight), 0) FROM wasend_worker_stats()")
+		[ "${f:-0}" -gt "$LAT_PEAK" ] && LAT_PEAK=$f
+		[ "$(psql_ -c "SELECT count(*) FROM wasend.campaigns WHERE status = 'running'")" = 0 ] && break
+		sleep 0.5
+	done
+	LAT_RATE=$(psql_ -c "SELECT round(count(*) / extract(epoch FROM max(sent_at) - min(claimed_at))::numeric) FROM wasend.send_queue WHERE status = 'sent'")
+	LAT_CONNS=$(psql_ -c "SELECT sum(connections_opened) FROM wasend_worker_stats()")
+	drop_cluster
+}
+latency_run 1.1
+H1_RATE=$LAT_RATE H1_PEAK=$LAT_PEAK H1_CONNS=$LAT_CONNS
+latency_run 2
+H2_RATE=$LAT_RATE H2_PEAK=$LAT_PEAK H2_CONNS=$LAT_CONNS
+nginx_stop "$WORK/lat"
+
+# ---------------------------------------------------------------- dbcost
+log "dbcost: claim + record by fillfactor (bench/dbcost.sh)"
+"$ROOT/bench/dbcost.sh" 50 80 100
 
 # ---------------------------------------------------------------- claim
 log "claim: one claim of 500 rows against a queue of growing size"
@@ -333,7 +331,8 @@ Machine: $MACHINE. Command: \`make bench\` ($(date -u +%Y-%m-%d)).
 | rate: 10,000 msgs, 1 number at 200 msg/s, mock | wall time / achieved rate / 130429 | ${RATE_WALL} s / ${RATE_ACHIEVED} msg/s / ${RATE_429} |
 | ceiling: $CEILING_ROWS msgs, 20 numbers x 1,000 msg/s, nginx | end-to-end rate | ${CEIL_RATE} msg/s (wall ${CEIL_WALL} s) |
 | ceiling | CPU seconds: senders / other postgres / nginx | ${CPU_SENDERS} / ${CPU_PG} / ${CPU_NGINX}${CPU_NOTE} |
-| latency: $LAT_ROWS msgs, mock latency 150 +- 50 ms, 10 numbers x 1,000 msg/s, HTTP/1.1 | achieved / peak in flight | ${LAT_RATE} msg/s / ${LAT_PEAK} requests |
+| latency: $LAT_ROWS msgs, answers after 100-200 ms (nginx), TLS, 10 numbers x 1,000 msg/s, HTTP/1.1 pool | achieved / peak in flight / connections opened | ${H1_RATE} msg/s / ${H1_PEAK} / ${H1_CONNS} |
+| latency, same, HTTP/2 multiplexed | achieved / peak in flight / connections opened | ${H2_RATE} msg/s / ${H2_PEAK} / ${H2_CONNS} |
 | ceiling | statements per message / WAL bytes per message / dead tuples left | ${STMTS_PER_MSG} / ${WAL_PER_MSG} / ${DEAD} (${DEAD_PER_MSG} per message) |
 | ceiling | sender private memory (RssAnon), both senders (min / max) | ${RSS_MIN} / ${RSS_MAX} MB |
 | node alternative: $NODE_ROWS msgs, p-limit(10) + keep-alive + batched UPDATE, nginx | rate | ${NODE_RATE} msg/s ($NODE_OK rows sent) |
@@ -341,6 +340,10 @@ Machine: $MACHINE. Command: \`make bench\` ($(date -u +%Y-%m-%d)).
 | claim of 500 rows | ms at queue sizes | $(awk '{printf "%s rows: %s ms; ", $1, $2}' "$RES/claim_vs_queue.csv") |
 
 Charts: rate_per_second.png, ceiling_per_second.png, claim_vs_queue.png, sender_rss.png.
+
+## Database cost by fillfactor (bench/dbcost.sh)
+
+$(cat "$RES/dbcost.md")
 EOF
 echo
 cat "$RES/report.md"

@@ -136,14 +136,23 @@ static const char *sql_claim =
  * looked up once, by the UPDATE itself: the outcome needs the row's
  * attempts, so it is computed in the SET list (the same CASE in status,
  * failed_at, next_attempt_at and attempts) rather than in a join before.
+ * w is materialized: the JSON is parsed and searched, and the policy
+ * looked up, once per row, not once per reference in the SET list, and
+ * not in a nested loop under the row lookups (measured: 110 us per row
+ * recorded otherwise, against 45).
+ * The pid is compared as a column of the batch (owner), not as a constant:
+ * claimed_by is NULL in almost every row ANALYZE sees, so "claimed_by =
+ * $8" alone is estimated at one row and the planner would scan the table
+ * for it and join the batch in a nested loop (500 x 500 comparisons,
+ * measured 123 ms for a batch against 36 ms).
  */
 static const char *sql_record =
-"WITH r AS MATERIALIZED ("
-"  SELECT u.id, u.http, u.err, u.at, u.cls, u.body::jsonb AS j"
+"WITH r AS ("
+"  SELECT u.id, u.http, u.err, u.at, u.cls, u.body::jsonb AS j, $8::int AS owner"
 "    FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[],"
 "                $5::timestamptz[], $6::text[]) AS u(id, http, body, err, at, cls)),"
 " v AS ("
-"  SELECT r.id, r.at, r.http, r.cls, r.j #>> '{messages,0,id}' AS wamid,"
+"  SELECT r.id, r.owner, r.at, r.http, r.cls, r.j #>> '{messages,0,id}' AS wamid,"
 "         CASE WHEN jsonb_typeof(r.j #> '{error,code}') = 'number'"
 "              THEN (r.j #>> '{error,code}')::numeric::int END AS code,"
 "         coalesce(r.j #>> '{error,message}', r.err,"
@@ -159,7 +168,7 @@ static const char *sql_record =
 "         coalesce(v.code::text, v.cls, CASE WHEN v.http >= 500 THEN 'http_5xx'"
 "                                            ELSE 'bad_response' END) AS key"
 "    FROM v),"
-" w AS ("
+" w AS MATERIALIZED ("
 "  SELECT k.*,"
 "         CASE WHEN k.ok THEN 'sent' ELSE coalesce(ep.action, dp.action, 'fail') END AS action,"
 "         coalesce(ep.backoff, dp.backoff, interval '2 seconds') AS backoff,"
@@ -191,7 +200,7 @@ static const char *sql_record =
 "                         THEN greatest(q.attempts - 1, 0) ELSE q.attempts END,"
 "         claimed_by = NULL"
 "    FROM w"
-"   WHERE q.id = w.id AND q.claimed_by = $8"
+"   WHERE q.id = w.id AND q.claimed_by = w.owner"
 "  RETURNING q.campaign_id, q.status AS outcome, w.ok, w.slow_down,"
 "            w.action, w.key, w.msg, w.at, w.pause_for),"
 " pn AS ("

@@ -88,3 +88,56 @@ mock_start() {
 	echo "mock Graph API did not start; see $dir/mock.log" >&2
 	return 1
 }
+
+# nginx_start DIR PORT [latency]: nginx answering every send like the Graph
+# API with canned JSON and a unique message id ($request_id), on
+# 127.0.0.1:PORT over plain HTTP/1.1 and on PORT+1 over TLS (HTTP/1.1 or
+# HTTP/2, certificate from make_certs DIR).  With "latency", each answer
+# waits 100-200 ms, uniformly in 16 steps picked by the id's first hex
+# digit (the echo module from Debian's libnginx-mod-http-echo sleeps
+# without blocking nginx).
+nginx_start() {
+	local dir=$1 port=$2 latency=${3:-}
+	local body='{"messaging_product":"whatsapp","contacts":[{"input":"x","wa_id":"x"}],"messages":[{"id":"wamid.$request_id","message_status":"accepted"}]}'
+	local handler="default_type application/json; return 200 '$body';"
+	local module=""
+	[ -f "$dir/server.pem" ] || make_certs "$dir"
+	if [ -n "$latency" ]; then
+		module="load_module /usr/lib/nginx/modules/ngx_http_echo_module.so;"
+		handler="default_type application/json; echo_read_request_body; echo_sleep \$delay; echo '$body';"
+	fi
+	cat >"$dir/nginx.conf" <<NGINX
+$module
+worker_processes 1;
+daemon on;
+pid $dir/nginx.pid;
+error_log $dir/nginx-error.log warn;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  http2_max_concurrent_streams 1000;
+  client_body_temp_path $dir/nginx-body;
+  map \$request_id \$delay {
+    ~^0 0.100; ~^1 0.107; ~^2 0.113; ~^3 0.120; ~^4 0.127; ~^5 0.133; ~^6 0.140; ~^7 0.147;
+    ~^8 0.153; ~^9 0.160; ~^a 0.167; ~^b 0.173; ~^c 0.180; ~^d 0.187; ~^e 0.193; default 0.200;
+  }
+  server {
+    listen 127.0.0.1:$port;
+    listen 127.0.0.1:$((port + 1)) ssl http2;
+    ssl_certificate $dir/server.pem;
+    ssl_certificate_key $dir/server.key;
+    location ~ ^/v[0-9.]+/[0-9]+/messages\$ { $handler }
+  }
+}
+NGINX
+	nginx -c "$dir/nginx.conf"
+}
+
+# nginx_stop DIR
+nginx_stop() {
+	[ -f "$1/nginx.pid" ] && kill "$(cat "$1/nginx.pid")" 2>/dev/null
+	rm -f "$1/nginx.pid"
+	return 0
+}
