@@ -95,7 +95,8 @@ mock_start() {
 # HTTP/2, certificate from make_certs DIR).  With "latency", each answer
 # waits 100-200 ms, uniformly in 16 steps picked by the id's first hex
 # digit (the echo module from Debian's libnginx-mod-http-echo sleeps
-# without blocking nginx).
+# without blocking nginx).  With NGINX_ACCESS_LOG=FILE set, each request is
+# logged there as "connection-serial protocol request-id".
 nginx_start() {
 	local dir=$1 port=$2 latency=${3:-}
 	local body='{"messaging_product":"whatsapp","contacts":[{"input":"x","wa_id":"x"}],"messages":[{"id":"wamid.$request_id","message_status":"accepted"}]}'
@@ -114,7 +115,8 @@ pid $dir/nginx.pid;
 error_log $dir/nginx-error.log warn;
 events { worker_connections 16384; }
 http {
-  access_log off;
+  log_format wasend '\$connection \$server_protocol \$request_id';
+  access_log ${NGINX_ACCESS_LOG:-off}${NGINX_ACCESS_LOG:+ wasend};
   keepalive_requests 10000000;
   keepalive_timeout 300s;
   http2_max_concurrent_streams 1000;
@@ -132,7 +134,7 @@ http {
   }
 }
 NGINX
-	nginx -c "$dir/nginx.conf"
+	nginx -e "$dir/nginx-error.log" -c "$dir/nginx.conf"
 }
 
 # nginx_stop DIR

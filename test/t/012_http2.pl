@@ -1,0 +1,102 @@
+# 012_http2.pl — wasend.http_version = 2 over TLS, against nginx (Debian's
+# nginx-light, started by test/lib.sh's nginx_start), which answers every
+# send with a unique message id ($request_id) and logs, per request, the
+# connection serial, the protocol and that id.
+#
+# Proves: with http_version = 2 every request goes out as HTTP/2 over TLS
+# (certificate checked against wasend.ca_file); each row stores exactly the
+# id nginx generated for its request, so no answer went to the wrong row;
+# requests are multiplexed: the connections nginx saw are the connections
+# the senders report opening, and far fewer than the requests.  With
+# http_version = 1.1, the same endpoint is spoken to in HTTP/1.1.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use WasendTest;
+use Cwd qw(abs_path);
+
+my $root = $ENV{WASEND_ROOT} or die "WASEND_ROOT is not set";
+my $dir = abs_path(PostgreSQL::Test::Utils::tempdir());
+chmod 0755, $dir;
+my $port = PostgreSQL::Test::Cluster::get_free_port();
+my $log = "$dir/access.log";
+
+# nginx listens on $port (http) and $port + 1 (https, h2 or http/1.1)
+system('bash', '-c', '. "$1/test/lib.sh" && NGINX_ACCESS_LOG="$4" nginx_start "$2" "$3"',
+	'nginx_start', $root, $dir, $port, $log) == 0
+  or die "nginx did not start";
+END { system('bash', '-c', '. "$1/test/lib.sh" && nginx_stop "$2"', 'nginx_stop', $root, $dir) if $dir; }
+
+# run_campaign($node, $first_recipient, $n): send n messages; return once done
+sub run_campaign
+{
+	my ($node, $first, $n) = @_;
+	my $id = $node->safe_psql('postgres', qq{
+		SELECT wasend_create_campaign('c$first', 1, '{"type":"text","text":{"body":"h2"}}');
+	});
+	$node->safe_psql('postgres', qq{
+		SELECT wasend_enqueue($id, array_agg(($first + g)::text)) FROM generate_series(1, $n) g;
+		SELECT wasend_start_campaign($id);
+	});
+	ok($node->poll_query_until('postgres',
+			"SELECT status = 'completed' FROM wasend.campaigns WHERE id = $id"),
+		"campaign of $n messages completed");
+	return $id;
+}
+
+# the access log as a table: conn, protocol, request id
+sub load_access_log
+{
+	my ($node) = @_;
+	$node->safe_psql('postgres', qq{
+		DROP TABLE IF EXISTS access;
+		CREATE TABLE access (conn bigint, protocol text, request_id text);
+		COPY access FROM '$log' WITH (DELIMITER ' ');
+	});
+}
+
+my $node = WasendTest::new_node('http2', { url => 'https://127.0.0.1:' . ($port + 1) . '/v21.0' },
+	'wasend.http_version' => "'2'",
+	'wasend.ca_file' => "'$dir/ca.pem'",
+	'wasend.max_inflight' => 200);
+$node->safe_psql('postgres', q{
+	CREATE EXTENSION wasend;
+	SELECT wasend_add_number('1001', 'tok', 1000);
+});
+my $c1 = run_campaign($node, 15550000000, 600);
+load_access_log($node);
+
+is($node->safe_psql('postgres', q{SELECT protocol, count(*) FROM access GROUP BY 1}),
+	'HTTP/2.0|600', 'every request went out over HTTP/2');
+
+is($node->safe_psql('postgres', qq{
+	SELECT count(*) FROM wasend.send_queue q
+	  JOIN access a ON q.wa_message_id = 'wamid.' || a.request_id
+	 WHERE q.campaign_id = $c1 AND q.status = 'sent'}),
+	'600', 'each row stores the id nginx generated for its own request');
+
+my ($conns, $opened) = split /\|/, $node->safe_psql('postgres', q{
+	SELECT (SELECT count(DISTINCT conn) FROM access),
+	       (SELECT sum(connections_opened) FROM wasend_worker_stats())});
+is($conns, $opened, 'connections nginx saw = connections the senders opened');
+cmp_ok($conns, '<=', 20, "requests were multiplexed: $conns connections for 600 requests");
+
+# the same endpoint with HTTP/1.1: ALPN offers only http/1.1
+$node->append_conf('postgresql.conf', "wasend.http_version = '1.1'\n");
+$node->restart;
+truncate $log, 0;
+my $c2 = run_campaign($node, 15560000000, 100);
+load_access_log($node);
+is($node->safe_psql('postgres', q{SELECT protocol, count(*) FROM access GROUP BY 1}),
+	'HTTP/1.1|100', 'with http_version = 1.1 every request went out over HTTP/1.1');
+is($node->safe_psql('postgres', qq{
+	SELECT count(*) FROM wasend.send_queue q
+	  JOIN access a ON q.wa_message_id = 'wamid.' || a.request_id
+	 WHERE q.campaign_id = $c2 AND q.status = 'sent'}),
+	'100', 'each row stores the id of its own HTTP/1.1 request');
+
+$node->stop;
+done_testing();
