@@ -15,8 +15,8 @@
 #   dbcost    bench/dbcost.sh: instructions, HOT share, WAL and table /
 #             index growth per message at fillfactor 50, 80 and 100 over
 #             a 1M-message run
-#   claim     time of one claim of 500 rows at 10k, 100k, 1M queued rows
-#             (BENCH_BIG=1 adds 10M)
+#   claim     bench/claim.sh: time of one claim of 500 rows at 10k, 100k,
+#             1M queued rows (BENCH_BIG=1 adds 10M)
 #   node      the seeds' recommended alternative (Node.js, p-limit(10),
 #             keep-alive agent, batched UPDATEs through pg) on the same
 #             nginx, database and rows, side by side with wasend
@@ -254,45 +254,8 @@ log "dbcost: claim + record by fillfactor (bench/dbcost.sh)"
 "$ROOT/bench/dbcost.sh" 50 80 100
 
 # ---------------------------------------------------------------- claim
-log "claim: one claim of 500 rows against a queue of growing size"
-SIZES="10000 100000 1000000"
-[ -n "${BENCH_BIG:-}" ] && SIZES="$SIZES 10000000"
-: >"$RES/claim_vs_queue.csv"
-new_cluster c_claim "wasend.workers = 0" "max_wal_size = 4GB"
-psql_ >/dev/null <<'EOF'
-SELECT wasend_add_number('4001', 'tok', 1000);
-SELECT wasend_create_campaign('claim', 1, '{"type":"text","text":{"body":"x"}}');
-UPDATE wasend.campaigns SET status = 'running';
-EOF
-have=0
-for n in $SIZES; do
-	psql_ -c "INSERT INTO wasend.send_queue (campaign_id, recipient)
-	          SELECT 1, (15550000000 + g)::text FROM generate_series($have + 1, $n) g" >/dev/null
-	have=$n
-	psql_ -c "VACUUM ANALYZE wasend.send_queue" >/dev/null
-	# five claims of 500 rows (each rolled back), median of their times
-	times=""
-	for _ in 1 2 3 4 5; do
-		t=$(psql_ <<'EOF' | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | sed -n 2p
-SET random_page_cost = 1.1;
-\timing on
-BEGIN;
-WITH picked AS (
-  SELECT q.id FROM wasend.send_queue q
-   WHERE q.campaign_id = 1 AND q.status = 'ready' AND q.next_attempt_at <= now()
-   ORDER BY q.id LIMIT 500 FOR UPDATE SKIP LOCKED)
-UPDATE wasend.send_queue q SET status = 'sending', attempts = q.attempts + 1, claimed_at = now(), claimed_by = 1
-  FROM picked WHERE q.id = picked.id;
-ROLLBACK;
-EOF
-)
-		times="$times $t"
-	done
-	med=$(echo $times | tr ' ' '\n' | sort -n | sed -n 3p)
-	echo "$n $med" >>"$RES/claim_vs_queue.csv"
-	log "  $n queued rows: claim of 500 in $med ms"
-done
-drop_cluster
+log "claim: one claim of 500 rows against a queue of growing size (bench/claim.sh)"
+"$ROOT/bench/claim.sh"
 
 # ---------------------------------------------------------------- charts
 if command -v gnuplot >/dev/null; then

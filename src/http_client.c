@@ -179,6 +179,20 @@ report_wired(void)
 }
 
 /*
+ * Whether requests go out over HTTP/2: wasend.http_version = 2 and an https
+ * API URL.  Plain http stays on HTTP/1.1 (libcurl 7.88 fails multiplexed
+ * streams after the first on prior-knowledge h2c), and so does the pool
+ * shape for it.
+ */
+static bool
+use_http2(void)
+{
+	return wasend_http_version == WASEND_HTTP_2 &&
+		wasend_api_base_url != NULL &&
+		pg_strncasecmp(wasend_api_base_url, "https://", 8) == 0;
+}
+
+/*
  * Apply the settings that shape the connection pool.  Called at start and
  * after every configuration reload.
  */
@@ -188,7 +202,7 @@ http_configure(void)
 	long		cap = wasend_max_inflight;
 
 	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, cap);
-	if (wasend_http_version == WASEND_HTTP_2)
+	if (use_http2())
 	{
 		curl_multi_setopt(multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX);
 		curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
@@ -429,11 +443,9 @@ http_start(const char *url, const char *token, const char *body,
 	curl_easy_setopt(easy, CURLOPT_USERAGENT, "wasend/" WASEND_VERSION);
 	if (wasend_ca_file && wasend_ca_file[0] != '\0')
 		curl_easy_setopt(easy, CURLOPT_CAINFO, wasend_ca_file);
-	if (wasend_http_version == WASEND_HTTP_2)
+	if (use_http2())
 	{
 		/*
-		 * HTTP/2 over TLS only (plain http stays on 1.1: libcurl 7.88 fails
-		 * every multiplexed stream after the first on prior-knowledge h2c).
 		 * PIPEWAIT makes a new request wait for a stream on a connection
 		 * being set up rather than open a connection of its own.
 		 */

@@ -34,7 +34,7 @@ char	   *wasend_api_base_url = NULL;
 int			wasend_batch_size = 200;
 int			wasend_max_inflight = 500;
 int			wasend_request_timeout_ms = 10000;
-int			wasend_http_version = WASEND_HTTP_1_1;
+int			wasend_http_version = WASEND_HTTP_2;
 char	   *wasend_ca_file = NULL;
 int			wasend_max_attempts = 5;
 int			wasend_on_uncertain = WASEND_UNCERTAIN_RETRY;
@@ -266,9 +266,9 @@ _PG_init(void)
 
 	DefineCustomEnumVariable("wasend.http_version",
 							 "HTTP version the senders use: 1.1 (pooled keep-alive connections) or 2 (multiplexed).",
-							 NULL,
+							 "HTTP/2 is used over https only; plain http URLs always get HTTP/1.1.",
 							 &wasend_http_version,
-							 WASEND_HTTP_1_1,
+							 WASEND_HTTP_2,
 							 http_version_options,
 							 PGC_SIGHUP,
 							 0,

@@ -8,7 +8,8 @@
 # id nginx generated for its request, so no answer went to the wrong row;
 # requests are multiplexed: the connections nginx saw are the connections
 # the senders report opening, and far fewer than the requests.  With
-# http_version = 1.1, the same endpoint is spoken to in HTTP/1.1.
+# http_version = 1.1, the same endpoint is spoken to in HTTP/1.1, and so is
+# a plain http URL with http_version = 2 (h2c is never used).
 use strict;
 use warnings;
 
@@ -97,6 +98,16 @@ is($node->safe_psql('postgres', qq{
 	  JOIN access a ON q.wa_message_id = 'wamid.' || a.request_id
 	 WHERE q.campaign_id = $c2 AND q.status = 'sent'}),
 	'100', 'each row stores the id of its own HTTP/1.1 request');
+
+# plain http with the default (2): HTTP/1.1, since h2c is never used
+$node->append_conf('postgresql.conf',
+	"wasend.http_version = '2'\nwasend.api_base_url = 'http://127.0.0.1:$port/v21.0'\n");
+$node->restart;
+truncate $log, 0;
+my $c3 = run_campaign($node, 15570000000, 100);
+load_access_log($node);
+is($node->safe_psql('postgres', q{SELECT protocol, count(*) FROM access GROUP BY 1}),
+	'HTTP/1.1|100', 'with http_version = 2 and an http URL every request went out over HTTP/1.1');
 
 $node->stop;
 done_testing();
