@@ -5,7 +5,7 @@
 # seconds: the same build and rows give the same counts however busy the
 # machine is, which wall-clock figures on this VM never do.
 #
-# One sender (wasend.workers = 1), PROFILE_ROWS messages (default 20,000)
+# One sender (wasend.workers = 1), PROFILE_ROWS messages (default 5,000)
 # over 20 numbers at 1,000 msg/s against nginx answering canned JSON.  The
 # whole postmaster runs under valgrind (--trace-children=yes: backends are
 # forked, not exec'd, so each one writes its own profile).  Writes
@@ -20,7 +20,7 @@ RES=$ROOT/bench/results
 mkdir -p "$RES"
 WORK=$(mktemp -d /tmp/wasend-profile.XXXXXX)
 chmod 755 "$WORK"
-ROWS=${PROFILE_ROWS:-20000}
+ROWS=${PROFILE_ROWS:-5000}
 D=$WORK/c
 PGPID=
 
