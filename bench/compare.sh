@@ -56,11 +56,7 @@ for round in $(seq 1 "$ROUNDS"); do
 		cluster_start "$D"
 		psql_ >/dev/null <<SQL
 CREATE EXTENSION wasend;
-SELECT wasend_add_number((1000 + g)::text, 'tok', 1000) FROM generate_series(1, 20) g;
-SELECT wasend_create_campaign('c' || g, g, '{"type":"text","text":{"body":"x"}}') FROM generate_series(1, 20) g;
-INSERT INTO wasend.send_queue (campaign_id, recipient)
-SELECT 1 + (g % 20), (15550000000 + g)::text FROM generate_series(1, $ROWS) g;
-VACUUM ANALYZE wasend.send_queue;
+$(seed_sql 1000 20 "$ROWS")
 CHECKPOINT;
 SQL
 		psql_ -c "SELECT wasend_start_campaign(g) FROM generate_series(1, 20) g" >/dev/null

@@ -61,17 +61,9 @@ new_cluster() {
 psql_() { cluster_psql "$D" "$PORT" -qAt "$@"; }
 drop_cluster() { cluster_stop "$D"; rm -rf "$D"; }
 
-# seed_campaigns FIRST NUMBERS ROWS: NUMBERS numbers at 1,000 msg/s (phone
-# number ids FIRST+1, FIRST+2, ...), one campaign each, and ROWS rows spread
-# over them, analyzed; the campaigns stay in draft.
+# seed_campaigns FIRST NUMBERS ROWS: seed_sql (test/lib.sh) into the cluster
 seed_campaigns() {
-	psql_ >/dev/null <<SQL
-SELECT wasend_add_number(($1 + g)::text, 'tok', 1000) FROM generate_series(1, $2) g;
-SELECT wasend_create_campaign('c' || g, g, '{"type":"text","text":{"body":"x"}}') FROM generate_series(1, $2) g;
-INSERT INTO wasend.send_queue (campaign_id, recipient)
-SELECT 1 + (g % $2), (15550000000 + g)::text FROM generate_series(1, $3) g;
-VACUUM ANALYZE wasend.send_queue;
-SQL
+	seed_sql "$@" | psql_ >/dev/null
 }
 
 # start_campaigns N: start campaigns 1 to N

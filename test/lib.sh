@@ -143,3 +143,17 @@ nginx_stop() {
 	rm -f "$1/nginx.pid"
 	return 0
 }
+
+# seed_sql FIRST NUMBERS ROWS: print the SQL that registers NUMBERS numbers
+# at 1,000 msg/s (phone number ids FIRST+1, FIRST+2, ...), one draft
+# campaign each, and ROWS rows spread over them, then vacuums and analyzes
+# the queue.  The benchmarks pipe it into their cluster's psql.
+seed_sql() {
+	cat <<SQL
+SELECT wasend_add_number(($1 + g)::text, 'tok', 1000) FROM generate_series(1, $2) g;
+SELECT wasend_create_campaign('c' || g, g, '{"type":"text","text":{"body":"x"}}') FROM generate_series(1, $2) g;
+INSERT INTO wasend.send_queue (campaign_id, recipient)
+SELECT 1 + (g % $2), (15550000000 + g)::text FROM generate_series(1, $3) g;
+VACUUM ANALYZE wasend.send_queue;
+SQL
+}

@@ -48,15 +48,27 @@ sub run_campaign
 	return $id;
 }
 
-# the access log as a table: conn, protocol, request id
-sub load_access_log
+# check_sent($node, $first, $n, $protocol, $what): truncate nginx's log,
+# send n messages, then load the log and check that every request used
+# $protocol and that each row stores the id nginx generated for its own
+# request.
+sub check_sent
 {
-	my ($node) = @_;
+	my ($node, $first, $n, $protocol, $what) = @_;
+	truncate $log, 0;
+	my $id = run_campaign($node, $first, $n);
 	$node->safe_psql('postgres', qq{
 		DROP TABLE IF EXISTS access;
 		CREATE TABLE access (conn bigint, protocol text, request_id text);
 		COPY access FROM '$log' WITH (DELIMITER ' ');
 	});
+	is($node->safe_psql('postgres', q{SELECT protocol, count(*) FROM access GROUP BY 1}),
+		"$protocol|$n", "$what: every request went out over $protocol");
+	is($node->safe_psql('postgres', qq{
+		SELECT count(*) FROM wasend.send_queue q
+		  JOIN access a ON q.wa_message_id = 'wamid.' || a.request_id
+		 WHERE q.campaign_id = $id AND q.status = 'sent'}),
+		$n, "$what: each row stores the id nginx generated for its own request");
 }
 
 my $node = WasendTest::new_node('http2', { url => 'https://127.0.0.1:' . ($port + 1) . '/v21.0' },
@@ -67,18 +79,7 @@ $node->safe_psql('postgres', q{
 	CREATE EXTENSION wasend;
 	SELECT wasend_add_number('1001', 'tok', 1000);
 });
-my $c1 = run_campaign($node, 15550000000, 600);
-load_access_log($node);
-
-is($node->safe_psql('postgres', q{SELECT protocol, count(*) FROM access GROUP BY 1}),
-	'HTTP/2.0|600', 'every request went out over HTTP/2');
-
-is($node->safe_psql('postgres', qq{
-	SELECT count(*) FROM wasend.send_queue q
-	  JOIN access a ON q.wa_message_id = 'wamid.' || a.request_id
-	 WHERE q.campaign_id = $c1 AND q.status = 'sent'}),
-	'600', 'each row stores the id nginx generated for its own request');
-
+check_sent($node, 15550000000, 600, 'HTTP/2.0', 'https, http_version = 2');
 my ($conns, $opened) = split /\|/, $node->safe_psql('postgres', q{
 	SELECT (SELECT count(DISTINCT conn) FROM access),
 	       (SELECT sum(connections_opened) FROM wasend_worker_stats())});
@@ -88,26 +89,13 @@ cmp_ok($conns, '<=', 20, "requests were multiplexed: $conns connections for 600 
 # the same endpoint with HTTP/1.1: ALPN offers only http/1.1
 $node->append_conf('postgresql.conf', "wasend.http_version = '1.1'\n");
 $node->restart;
-truncate $log, 0;
-my $c2 = run_campaign($node, 15560000000, 100);
-load_access_log($node);
-is($node->safe_psql('postgres', q{SELECT protocol, count(*) FROM access GROUP BY 1}),
-	'HTTP/1.1|100', 'with http_version = 1.1 every request went out over HTTP/1.1');
-is($node->safe_psql('postgres', qq{
-	SELECT count(*) FROM wasend.send_queue q
-	  JOIN access a ON q.wa_message_id = 'wamid.' || a.request_id
-	 WHERE q.campaign_id = $c2 AND q.status = 'sent'}),
-	'100', 'each row stores the id of its own HTTP/1.1 request');
+check_sent($node, 15560000000, 100, 'HTTP/1.1', 'https, http_version = 1.1');
 
 # plain http with the default (2): HTTP/1.1, since h2c is never used
 $node->append_conf('postgresql.conf',
 	"wasend.http_version = '2'\nwasend.api_base_url = 'http://127.0.0.1:$port/v21.0'\n");
 $node->restart;
-truncate $log, 0;
-my $c3 = run_campaign($node, 15570000000, 100);
-load_access_log($node);
-is($node->safe_psql('postgres', q{SELECT protocol, count(*) FROM access GROUP BY 1}),
-	'HTTP/1.1|100', 'with http_version = 2 and an http URL every request went out over HTTP/1.1');
+check_sent($node, 15570000000, 100, 'HTTP/1.1', 'http, http_version = 2');
 
 $node->stop;
 done_testing();
