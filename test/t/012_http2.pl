@@ -50,8 +50,8 @@ sub run_campaign
 
 # check_sent($node, $first, $n, $protocol, $what): truncate nginx's log,
 # send n messages, then load the log and check that every request used
-# $protocol and that each row stores the id nginx generated for its own
-# request.
+# $protocol, that nginx saw exactly one request per attempt recorded, and
+# that each row stores the id nginx generated for its own request.
 sub check_sent
 {
 	my ($node, $first, $n, $protocol, $what) = @_;
@@ -62,8 +62,13 @@ sub check_sent
 		CREATE TABLE access (conn bigint, protocol text, request_id text);
 		COPY access FROM '$log' WITH (DELIMITER ' ');
 	});
+	# one request per attempt: a transport error is retried like anywhere
+	# else (seen once in 600 HTTP/2 requests), and attempts count it
+	my $attempts = $node->safe_psql('postgres',
+		"SELECT sum(attempts) FROM wasend.send_queue WHERE campaign_id = $id");
 	is($node->safe_psql('postgres', q{SELECT protocol, count(*) FROM access GROUP BY 1}),
-		"$protocol|$n", "$what: every request went out over $protocol");
+		"$protocol|$attempts", "$what: every request (one per attempt) went out over $protocol");
+	cmp_ok($attempts - $n, '<=', $n / 100, "$what: at most 1% of the rows needed a second attempt");
 	is($node->safe_psql('postgres', qq{
 		SELECT count(*) FROM wasend.send_queue q
 		  JOIN access a ON q.wa_message_id = 'wamid.' || a.request_id
