@@ -116,6 +116,7 @@ static HTAB *numbers;
 static HTAB *campaigns;
 static int	held_total = 0;
 static ResultBatch results;
+static bool results_have_error = false;	/* a non-200 answer waits in results */
 static uint64 seen_generation = UINT64_MAX;
 static TimestampTz next_poll = 0;
 static TimestampTz next_scheduled_start = 0;
@@ -383,6 +384,9 @@ collect_done(void)
 			err = req->errbuf;
 			cls = req->resp_too_big ? "bad_response" : transport_class(req->curl_code);
 		}
+		/* an error may pause the number or campaign: record it at once */
+		if (err != NULL || req->http_status != 200)
+			results_have_error = true;
 		result_batch_add(&results, req->row_id, req->http_status,
 						 req->curl_code == 0 ? req->resp : NULL, err, cls,
 						 GetCurrentTimestamp());
@@ -671,6 +675,7 @@ record_results(void)
 
 	n = queue_record(&results, wasend_max_attempts, MyProcPid, &groups);
 	result_batch_reset(&results);
+	results_have_error = false;
 	for (i = 0; i < n; i++)
 	{
 		CampaignState *cs = hash_search(campaigns, &groups[i].campaign_id,
@@ -721,6 +726,7 @@ db_cycle(bool refresh, bool release_all)
 	{
 		/* nothing to do until CREATE EXTENSION; nothing can be held */
 		result_batch_reset(&results);
+		results_have_error = false;
 	}
 	else
 	{
@@ -877,7 +883,7 @@ wasend_sender_main(Datum main_arg)
 		refresh = generation != seen_generation || now >= next_poll ||
 			(next_scheduled_start != 0 && now >= next_scheduled_start);
 		flush = results.n > 0 &&
-			(results.n * 2 >= results.cap || shutdown_requested ||
+			(results_have_error || results.n * 2 >= results.cap || shutdown_requested ||
 			 now >= TimestampTzPlusMilliseconds(results.oldest, FLUSH_DELAY_MS));
 
 		if (refresh || flush || shutdown_requested || wants_claim())
