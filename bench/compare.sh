@@ -41,7 +41,7 @@ for rev in "$@"; do
 	make -s -C "$WORK/src-$rev" >/dev/null
 done
 
-NPORT=$(free_port)
+NPORT=$(free_port_pair)
 nginx_start "$WORK" "$NPORT"
 psql_() { cluster_psql "$D" "$PORT" -qAt "$@"; }
 

@@ -43,7 +43,7 @@ stop_postmaster() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-NPORT=$(free_port)
+NPORT=$(free_port_pair)
 nginx_start "$WORK" "$NPORT"
 PORT=$(free_port)
 cluster_init "$D" "$PORT" "wasend.api_base_url = 'http://127.0.0.1:$NPORT/v21.0'" \

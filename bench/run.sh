@@ -119,7 +119,7 @@ drop_cluster
 kill "$MOCK_PID"; MOCK_PID=
 
 # ---------------------------------------------------------------- nginx
-NPORT=$(free_port)
+NPORT=$(free_port_pair)
 nginx_start "$WORK" "$NPORT"
 
 # ---------------------------------------------------------------- ceiling
@@ -214,7 +214,7 @@ drop_cluster
 LAT_ROWS=${BENCH_LATENCY_ROWS:-50000}
 mkdir -p "$WORK/lat"
 chmod 755 "$WORK/lat"
-LPORT=$(free_port)
+LPORT=$(free_port_pair)
 nginx_start "$WORK/lat" "$LPORT" latency
 # latency_run VERSION: sets LAT_RATE, LAT_PEAK, LAT_CONNS
 latency_run() {

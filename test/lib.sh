@@ -19,6 +19,22 @@ free_port() {
 	node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close();});'
 }
 
+# Print a TCP port P such that nobody listens on P nor on P + 1 (nginx_start
+# takes both).
+free_port_pair() {
+	node -e 'const net = require("net");
+		function tryOne() {
+			const a = net.createServer();
+			a.listen(0, "127.0.0.1", () => {
+				const p = a.address().port;
+				const b = net.createServer();
+				b.once("error", () => { a.close(); tryOne(); });
+				b.listen(p + 1, "127.0.0.1", () => { console.log(p); b.close(); a.close(); });
+			});
+		}
+		tryOne();'
+}
+
 # cluster_init DIR PORT [extra postgresql.conf lines...]
 cluster_init() {
 	local dir=$1 port=$2
@@ -89,7 +105,7 @@ mock_start() {
 	return 1
 }
 
-# nginx_start DIR PORT [latency]: nginx answering every send like the Graph
+# nginx_start DIR PORT [latency]: (PORT from free_port_pair) nginx answering every send like the Graph
 # API with canned JSON and a unique message id ($request_id), on
 # 127.0.0.1:PORT over plain HTTP/1.1 and on PORT+1 over TLS (HTTP/1.1 or
 # HTTP/2, certificate from make_certs DIR).  With "latency", each answer

@@ -18,11 +18,20 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use WasendTest;
 use Cwd qw(abs_path);
+use IO::Socket::INET;
 
 my $root = $ENV{WASEND_ROOT} or die "WASEND_ROOT is not set";
 my $dir = abs_path(PostgreSQL::Test::Utils::tempdir());
 chmod 0755, $dir;
-my $port = PostgreSQL::Test::Cluster::get_free_port();
+# nginx takes $port and $port + 1: find a port whose successor is free too
+my $port;
+for (1 .. 50)
+{
+	$port = PostgreSQL::Test::Cluster::get_free_port();
+	my $probe = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+		LocalPort => $port + 1, Listen => 1, ReuseAddr => 1);
+	last if $probe && $probe->close;
+}
 my $log = "$dir/access.log";
 
 # nginx listens on $port (http) and $port + 1 (https, h2 or http/1.1)
