@@ -27,13 +27,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-python3 - "$ROOT/src/queue.c" "$WORK/claim.sql" <<'PY'
-import re, sys
-src = open(sys.argv[1]).read()
-body = re.search(r"static const char \*sql_claim =\n(.*?);\n", src, re.S).group(1)
-sql = "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', body)).replace('\\"', '"')
-open(sys.argv[2], "w").write(sql)
-PY
+queue_sql sql_claim >"$WORK/claim.sql"
 
 PORT=$(free_port)
 cluster_init "$D" "$PORT" "wasend.workers = 0" "shared_buffers = 1GB" \

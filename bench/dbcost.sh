@@ -39,15 +39,9 @@ trap 'exit 130' INT TERM
 
 psql_() { cluster_psql "$D" "$PORT" -qAt "$@"; }
 
-# the statements, as SQL text, from the C string literals in src/queue.c
-python3 - "$ROOT/src/queue.c" "$WORK" <<'PY'
-import re, sys
-src = open(sys.argv[1]).read()
-for name in ("sql_claim", "sql_record"):
-    body = re.search(r"static const char \*" + name + r" =\n(.*?);\n", src, re.S).group(1)
-    sql = "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', body)).replace('\\"', '"')
-    open(f"{sys.argv[2]}/{name}.sql", "w").write(sql)
-PY
+# the statements, as SQL text, from src/queue.c
+queue_sql sql_claim >"$WORK/sql_claim.sql"
+queue_sql sql_record >"$WORK/sql_record.sql"
 
 # loop_sql N: a DO block claiming and recording N batches, committing each
 loop_sql() {

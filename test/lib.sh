@@ -173,3 +173,16 @@ SELECT 1 + (g % $2), (15550000000 + g)::text FROM generate_series(1, $3) g;
 VACUUM ANALYZE wasend.send_queue;
 SQL
 }
+
+# queue_sql NAME: print one of the statements the senders run, as SQL text,
+# read out of the C string literal "static const char *NAME" in
+# src/queue.c (e.g. sql_claim, sql_record), so that the benchmarks always
+# measure the current statements.
+queue_sql() {
+	python3 - "$WASEND_ROOT/src/queue.c" "$1" <<'PY'
+import re, sys
+src = open(sys.argv[1]).read()
+body = re.search(r"static const char \*" + sys.argv[2] + r" =\n(.*?);\n", src, re.S).group(1)
+sys.stdout.write("".join(re.findall(r'"((?:[^"\\]|\\.)*)"', body)).replace('\\"', '"'))
+PY
+}
