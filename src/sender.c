@@ -405,16 +405,23 @@ collect_done(void)
 /*
  * The request URL of a number: base/{phone_number_id}/messages, with
  * appsecret_proof (hex HMAC-SHA256 of the token keyed with the app secret,
- * see signature.c) when wasend.app_secret is set.
+ * see signature.c) when wasend.app_secret_file is set.
  */
 static char *
 number_url(const char *phone_number_id, const char *token)
 {
 	char		proof[65];
+	const char *secret;
+	const char *error;
 
-	if (wasend_app_secret == NULL || wasend_app_secret[0] == '\0')
+	secret = wasend_secret(WASEND_SECRET_APP, &error);
+	if (error != NULL)
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("wasend sends without appsecret_proof: %s", error)));
+	if (secret == NULL)
 		return psprintf("%s/%s/messages", wasend_api_base_url, phone_number_id);
-	wasend_hmac_sha256_hex(wasend_app_secret, token, strlen(token), proof);
+	wasend_hmac_sha256_hex(secret, token, strlen(token), proof);
 	return psprintf("%s/%s/messages?appsecret_proof=%s",
 					wasend_api_base_url, phone_number_id, proof);
 }

@@ -7,7 +7,8 @@
  * Meta signs every webhook POST with X-Hub-Signature-256: sha256=<hex of
  * HMAC-SHA256(raw body, app secret)>.  Both the SQL function
  * wasend_ingest_webhook() and the webhook worker check it here, comparing
- * in constant time.  Graph API calls may carry appsecret_proof = hex of
+ * in constant time.  The app secret comes from wasend.app_secret_file (see
+ * secrets.c).  Graph API calls may carry appsecret_proof = hex of
  * HMAC-SHA256(access token, app secret).
  *
  *-------------------------------------------------------------------------
@@ -56,8 +57,11 @@ wasend_signature_matches(const char *body, size_t len, const char *header)
 	unsigned int maclen = 0;
 	unsigned char given[32];
 	int			i;
+	const char *secret;
+	const char *error;
 
-	if (header == NULL || wasend_app_secret == NULL || wasend_app_secret[0] == '\0')
+	secret = wasend_secret(WASEND_SECRET_APP, &error);
+	if (header == NULL || secret == NULL)
 		return false;
 	if (pg_strncasecmp(header, "sha256=", 7) != 0 || strlen(header) != 7 + 64)
 		return false;
@@ -71,7 +75,7 @@ wasend_signature_matches(const char *body, size_t len, const char *header)
 			return false;
 		given[i] = (unsigned char) v;
 	}
-	if (HMAC(EVP_sha256(), wasend_app_secret, strlen(wasend_app_secret),
+	if (HMAC(EVP_sha256(), secret, strlen(secret),
 			 (const unsigned char *) body, len, mac, &maclen) == NULL ||
 		maclen != 32)
 		return false;
@@ -86,12 +90,20 @@ Datum
 wasend_verify_signature(PG_FUNCTION_ARGS)
 {
 	text	   *body;
+	const char *error;
 
-	if (wasend_app_secret == NULL || wasend_app_secret[0] == '\0')
+	if (wasend_secret(WASEND_SECRET_APP, &error) == NULL)
+	{
+		if (error != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIG_FILE_ERROR),
+					 errmsg("cannot verify webhook signatures: %s", error),
+					 errhint("A superuser must put the Meta app secret in a file owned by the server's user with mode 0600 or 0640.")));
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("wasend.app_secret is not set"),
-				 errhint("A superuser must set wasend.app_secret to the Meta app secret (ALTER SYSTEM, then reload) to verify webhook signatures.")));
+				 errmsg("wasend.app_secret_file is not set"),
+				 errhint("A superuser must put the Meta app secret in a file owned by the server's user (mode 0600), set wasend.app_secret_file to its path and reload.")));
+	}
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -107,7 +119,33 @@ wasend_verify_signature(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 				 errmsg("invalid webhook signature"),
-				 errdetail("The signature is not the HMAC-SHA256 of this body with wasend.app_secret."),
-				 errhint("Pass the raw body byte for byte as received, and check that wasend.app_secret is this app's secret.")));
+				 errdetail("The signature is not the HMAC-SHA256 of this body with the app secret of wasend.app_secret_file."),
+				 errhint("Pass the raw body byte for byte as received, and check that the file holds this app's secret.")));
 	PG_RETURN_VOID();
+}
+
+/*
+ * Does a webhook handshake's hub.verify_token equal the configured one?
+ * Both are hashed first and the digests compared with CRYPTO_memcmp, so
+ * the time taken says nothing about where they differ or how long the
+ * configured token is.  Never throws.
+ */
+bool
+wasend_verify_token_matches(const char *given, size_t len)
+{
+	const char *expected;
+	const char *error;
+	unsigned char a[EVP_MAX_MD_SIZE];
+	unsigned char b[EVP_MAX_MD_SIZE];
+	unsigned int alen = 0;
+	unsigned int blen = 0;
+
+	expected = wasend_secret(WASEND_SECRET_VERIFY_TOKEN, &error);
+	if (expected == NULL || given == NULL)
+		return false;
+	if (EVP_Digest(given, len, a, &alen, EVP_sha256(), NULL) != 1 ||
+		EVP_Digest(expected, strlen(expected), b, &blen, EVP_sha256(), NULL) != 1 ||
+		alen != blen)
+		return false;
+	return CRYPTO_memcmp(a, b, alen) == 0;
 }

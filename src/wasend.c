@@ -38,11 +38,11 @@ int			wasend_http_version = WASEND_HTTP_2;
 char	   *wasend_ca_file = NULL;
 int			wasend_max_attempts = 5;
 int			wasend_on_uncertain = WASEND_UNCERTAIN_RETRY;
-char	   *wasend_app_secret = NULL;
+char	   *wasend_app_secret_file = NULL;
 char	   *wasend_stop_keywords = NULL;
 int			wasend_webhook_port = 0;
 char	   *wasend_webhook_address = NULL;
-char	   *wasend_webhook_verify_token = NULL;
+char	   *wasend_webhook_verify_token_file = NULL;
 
 WasendShared *WasendState = NULL;
 
@@ -302,13 +302,13 @@ _PG_init(void)
 							 0,
 							 NULL, NULL, NULL);
 
-	DefineCustomStringVariable("wasend.app_secret",
-							   "Meta app secret: adds appsecret_proof to every request; verifies webhook signatures.",
-							   "Only superusers can read or set it.",
-							   &wasend_app_secret,
+	DefineCustomStringVariable("wasend.app_secret_file",
+							   "File holding the Meta app secret: adds appsecret_proof to every request; verifies webhook signatures.",
+							   "The file must be owned by the server's user and give others no access. Only superusers can set this.",
+							   &wasend_app_secret_file,
 							   "",
 							   PGC_SIGHUP,
-							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
+							   GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 
 	DefineCustomStringVariable("wasend.stop_keywords",
@@ -338,14 +338,17 @@ _PG_init(void)
 							   0,
 							   NULL, NULL, NULL);
 
-	DefineCustomStringVariable("wasend.webhook_verify_token",
-							   "Verify token of Meta's webhook subscription handshake (hub.verify_token).",
-							   "Only superusers can read or set it.",
-							   &wasend_webhook_verify_token,
+	DefineCustomStringVariable("wasend.webhook_verify_token_file",
+							   "File holding the verify token of Meta's webhook subscription handshake (hub.verify_token).",
+							   "The file must be owned by the server's user and give others no access. Only superusers can set this.",
+							   &wasend_webhook_verify_token_file,
 							   "",
 							   PGC_SIGHUP,
-							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
+							   GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
+
+	/* the webhook endpoint's own limits live with it, in webhook.c */
+	wasend_webhook_define_settings();
 
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("wasend");

@@ -17,6 +17,7 @@
  * src/queue.c		the SQL the senders run: claim, record, release
  * src/sql_api.c	SQL-callable C functions (stats, wake at commit)
  * src/signature.c	HMAC-SHA256: webhook signatures, appsecret_proof
+ * src/secrets.c		the app secret and verify token, read from files
  * src/webhook.c	the webhook bgworker (libmicrohttpd, group commit)
  *
  *-------------------------------------------------------------------------
@@ -52,11 +53,11 @@ extern int	wasend_http_version;
 extern char *wasend_ca_file;
 extern int	wasend_max_attempts;
 extern int	wasend_on_uncertain;
-extern char *wasend_app_secret;
+extern char *wasend_app_secret_file;
 extern char *wasend_stop_keywords;
 extern int	wasend_webhook_port;
 extern char *wasend_webhook_address;
-extern char *wasend_webhook_verify_token;
+extern char *wasend_webhook_verify_token_file;
 
 #define WASEND_UNCERTAIN_RETRY	0
 #define WASEND_UNCERTAIN_FAIL	1
@@ -117,6 +118,7 @@ extern PGDLLEXPORT void wasend_launcher_main(Datum main_arg);
 
 /* webhook.c */
 extern PGDLLEXPORT void wasend_webhook_main(Datum main_arg);
+extern void wasend_webhook_define_settings(void);
 
 /* sender.c */
 extern PGDLLEXPORT void wasend_sender_main(Datum main_arg);
@@ -129,11 +131,21 @@ extern void rate_gate_on_wire(int64 number_id, uint64 seq, TimestampTz when);
 extern void rate_gate_slow_down(int64 number_id, TimestampTz now);
 extern double rate_gate_throttle(int64 number_id, TimestampTz now);
 
+/* secrets.c */
+typedef enum WasendSecret
+{
+	WASEND_SECRET_APP = 0,		/* wasend.app_secret_file */
+	WASEND_SECRET_VERIFY_TOKEN = 1	/* wasend.webhook_verify_token_file */
+} WasendSecret;
+
+extern const char *wasend_secret(WasendSecret which, const char **error);
+
 /* signature.c */
 extern void wasend_hmac_sha256_hex(const char *key, const char *data, size_t len,
 								   char *hex_out);
 extern bool wasend_signature_matches(const char *body, size_t len,
 									 const char *header);
+extern bool wasend_verify_token_matches(const char *given, size_t len);
 
 /* sql_api.c */
 extern void wasend_xact_callback_init(void);

@@ -11,7 +11,8 @@
  * so everything runs in this one thread and may use the database.
  *
  *	GET  ...?hub.mode=subscribe&hub.verify_token=T&hub.challenge=C
- *		 200 with C when T equals wasend.webhook_verify_token, else 403.
+ *		 200 with C when T equals the token in wasend.webhook_verify_token_file,
+ *		 else 403.
  *	POST the notification, signed with X-Hub-Signature-256:
  *		 413 over 3 MB, 401 without a signature, 403 with a wrong one,
  *		 400 when the body is not JSON (or not a WABA notification),
@@ -131,10 +132,7 @@ answer_verification(struct MHD_Connection *conn, WebhookRequest *req)
 
 	if (mode != NULL && strcmp(mode, "subscribe") == 0 &&
 		token != NULL && challenge != NULL &&
-		wasend_webhook_verify_token != NULL &&
-		wasend_webhook_verify_token[0] != '\0' &&
-		strlen(token) == strlen(wasend_webhook_verify_token) &&
-		memcmp(token, wasend_webhook_verify_token, strlen(token)) == 0)
+		wasend_verify_token_matches(token, strlen(token)))
 		set_answer(req, 200, challenge);
 	else
 		set_answer(req, 403, "verification failed");
@@ -375,6 +373,14 @@ process_batch(void)
 		req = next;
 	}
 	pfree(valid);
+}
+
+/*
+ * Define the settings of the webhook endpoint (called from _PG_init).
+ */
+void
+wasend_webhook_define_settings(void)
+{
 }
 
 /*

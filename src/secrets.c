@@ -1,0 +1,205 @@
+/*-------------------------------------------------------------------------
+ *
+ * secrets.c
+ *		The Meta app secret and the webhook verify token, read from files.
+ *
+ * Secrets are never settings: a setting's value can be read by members of
+ * pg_read_all_settings, and the postmaster logs a changed value on reload.
+ * Like ssl_key_file, the settings wasend.app_secret_file and
+ * wasend.webhook_verify_token_file only name a file, which must be owned by
+ * the server's operating system user and give "others" no access at all.
+ *
+ * The file is read when first needed and read again whenever its identity
+ * (inode, size, owner, mode, modification time) or the setting changes, so a rotation
+ * is picked up without a restart.  Nothing here ever logs or reports the
+ * content of the file; errors name the setting and the path only.
+ *
+ * These functions never throw: the webhook worker and the senders call
+ * them outside transactions.  Callers decide how to report the error text
+ * they get back.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "wasend.h"
+
+/* a Meta app secret is 32 hex digits; a verify token is the user's choice */
+#define MAX_SECRET_BYTES	4096
+
+typedef struct CachedSecret
+{
+	char		path[MAXPGPATH];	/* setting value the cache is for */
+	dev_t		dev;
+	ino_t		ino;
+	off_t		size;
+	mode_t		mode;
+	uid_t		uid;
+	struct timespec mtime;
+	char	   *value;			/* malloc'd, NUL-terminated; NULL = none */
+	char		error[256];		/* why value is NULL, if it is */
+} CachedSecret;
+
+static CachedSecret cache[2];
+
+/*
+ * The setting's name and value for a secret.
+ */
+static void
+secret_setting(WasendSecret which, const char **name, const char **path)
+{
+	if (which == WASEND_SECRET_APP)
+	{
+		*name = "wasend.app_secret_file";
+		*path = wasend_app_secret_file;
+	}
+	else
+	{
+		*name = "wasend.webhook_verify_token_file";
+		*path = wasend_webhook_verify_token_file;
+	}
+}
+
+/*
+ * Forget a cached value, wiping it from memory first.
+ */
+static void
+cache_clear(CachedSecret *c)
+{
+	if (c->value != NULL)
+	{
+		explicit_bzero(c->value, strlen(c->value));
+		free(c->value);
+	}
+	c->value = NULL;
+	c->error[0] = '\0';
+}
+
+/*
+ * Read and check the file behind a secret setting into the cache.
+ */
+static void
+cache_load(CachedSecret *c, const char *name, const char *path,
+		   const struct stat *st, int fd)
+{
+	char		buf[MAX_SECRET_BYTES + 1];
+	ssize_t		n;
+	size_t		len;
+
+	cache_clear(c);
+	strlcpy(c->path, path, sizeof(c->path));
+	c->dev = st->st_dev;
+	c->ino = st->st_ino;
+	c->size = st->st_size;
+	c->mode = st->st_mode;
+	c->uid = st->st_uid;
+	c->mtime = st->st_mtim;
+
+	if (!S_ISREG(st->st_mode))
+	{
+		snprintf(c->error, sizeof(c->error),
+				 "%s \"%s\" is not a regular file", name, path);
+		return;
+	}
+	if (st->st_uid != geteuid())
+	{
+		snprintf(c->error, sizeof(c->error),
+				 "%s \"%s\" is not owned by the database server's user", name, path);
+		return;
+	}
+	if (st->st_mode & S_IRWXO)
+	{
+		snprintf(c->error, sizeof(c->error),
+				 "%s \"%s\" gives others access (chmod o-rwx, e.g. 0600 or 0640)",
+				 name, path);
+		return;
+	}
+	n = read(fd, buf, sizeof(buf));
+	if (n < 0)
+	{
+		snprintf(c->error, sizeof(c->error), "could not read %s \"%s\": %s",
+				 name, path, strerror(errno));
+		return;
+	}
+	if (n > MAX_SECRET_BYTES)
+	{
+		snprintf(c->error, sizeof(c->error), "%s \"%s\" is larger than %d bytes",
+				 name, path, MAX_SECRET_BYTES);
+		explicit_bzero(buf, sizeof(buf));
+		return;
+	}
+	/* one line: trailing newline and blanks are not part of the secret */
+	len = (size_t) n;
+	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r' ||
+					   buf[len - 1] == ' ' || buf[len - 1] == '\t'))
+		len--;
+	buf[len] = '\0';
+	if (len == 0 || memchr(buf, '\0', len) != NULL || memchr(buf, '\n', len) != NULL)
+	{
+		snprintf(c->error, sizeof(c->error),
+				 "%s \"%s\" must hold the secret on one line", name, path);
+		explicit_bzero(buf, sizeof(buf));
+		return;
+	}
+	c->value = strdup(buf);
+	explicit_bzero(buf, sizeof(buf));
+	if (c->value == NULL)
+		snprintf(c->error, sizeof(c->error), "out of memory reading %s", name);
+}
+
+/*
+ * The secret's value, or NULL.  When NULL is returned and *error is set,
+ * the setting names a file that cannot be used, and *error says why
+ * (without the secret); when *error is NULL the setting is empty.  The
+ * returned string stays valid until the next call for the same secret.
+ */
+const char *
+wasend_secret(WasendSecret which, const char **error)
+{
+	CachedSecret *c = &cache[which];
+	const char *name;
+	const char *path;
+	struct stat st;
+	int			fd;
+
+	*error = NULL;
+	secret_setting(which, &name, &path);
+	if (path == NULL || path[0] == '\0')
+	{
+		cache_clear(c);
+		c->path[0] = '\0';
+		return NULL;
+	}
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 || fstat(fd, &st) != 0)
+	{
+		int			save_errno = errno;
+
+		if (fd >= 0)
+			close(fd);
+		cache_clear(c);
+		c->path[0] = '\0';
+		snprintf(c->error, sizeof(c->error), "could not open %s \"%s\": %s",
+				 name, path, strerror(save_errno));
+		*error = c->error;
+		return NULL;
+	}
+
+	/* same file as last time: keep what we read (or why we refused it) */
+	if (strcmp(c->path, path) != 0 || c->dev != st.st_dev ||
+		c->ino != st.st_ino || c->size != st.st_size ||
+		c->mode != st.st_mode || c->uid != st.st_uid ||
+		c->mtime.tv_sec != st.st_mtim.tv_sec ||
+		c->mtime.tv_nsec != st.st_mtim.tv_nsec)
+		cache_load(c, name, path, &st, fd);
+	close(fd);
+
+	if (c->value == NULL)
+		*error = c->error;
+	return c->value;
+}
