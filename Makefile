@@ -4,7 +4,8 @@
 EXTENSION   = wasend
 EXTVERSION  = 0.1.0
 MODULE_big  = wasend
-OBJS        = src/wasend.o src/launcher.o src/sender.o src/rate_gate.o \
+OBJS        = src/wasend.o src/launcher.o src/sender.o src/number_queue.o \
+              src/campaign_cache.o src/breaker.o src/db_cycle.o src/rate_gate.o \
               src/http_client.o src/queue.o src/sql_api.o \
               src/signature.o src/secrets.o src/webhook.o
 DATA        = sql/wasend--$(EXTVERSION).sql
@@ -25,6 +26,8 @@ WERROR     ?=
 PG_CFLAGS   = -Wall -Wextra $(WERROR) -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 SHLIB_LINK  = $(CURL_LIBS) $(SSL_LIBS) $(MHD_LIBS)
 
+EXTRA_CLEAN = src/queue_sql.h
+
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifneq ($(PGXS),)
 include $(PGXS)
@@ -32,6 +35,12 @@ endif
 
 # PGXS does not track header dependencies: every object depends on them all.
 $(OBJS): $(wildcard src/*.h)
+
+# The workers' statements live in src/queue.sql; the build makes them C.
+src/queue_sql.h: src/queue.sql src/queue_sql.awk
+	awk -f src/queue_sql.awk src/queue.sql > $@
+src/queue.o src/queue.bc: src/queue_sql.h
+.PRECIOUS: src/queue_sql.h
 
 .PHONY: deps demo test bench profile
 

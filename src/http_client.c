@@ -39,7 +39,7 @@
 
 static CURLM *multi = NULL;
 static int	epoll_fd = -1;
-static TimestampTz timer_deadline = 0;	/* from curl's timer callback; 0 = none */
+static int64 timer_deadline = 0;	/* monotonic us from curl's timer callback; 0 = none */
 static int	socket_errno = 0;	/* first epoll_ctl failure, if any */
 static int	n_inflight = 0;
 static HttpRequest *free_list = NULL;
@@ -104,7 +104,7 @@ timer_cb(CURLM *m, long timeout_ms, void *userp)
 	if (timeout_ms < 0)
 		timer_deadline = 0;
 	else
-		timer_deadline = GetCurrentTimestamp() + (TimestampTz) timeout_ms * 1000;
+		timer_deadline = wasend_mono_us() + (int64) timeout_ms * 1000;
 	return 0;
 }
 
@@ -154,7 +154,7 @@ prereq_cb(void *clientp, char *primary_ip, char *local_ip,
 
 	if (req->on_wire == 0)
 	{
-		req->on_wire = GetCurrentTimestamp();
+		req->on_wire = wasend_mono_us();
 		req->next_wired = wired_list;
 		wired_list = req;
 	}
@@ -273,10 +273,11 @@ http_event_fd(void)
 }
 
 /*
- * How long curl may be left alone from now, in ms; -1 means no timer.
+ * How long curl may be left alone from now (monotonic us), in ms; -1 means
+ * no timer.
  */
 long
-http_timeout_ms(TimestampTz now)
+http_timeout_ms(int64 now)
 {
 	if (timer_deadline == 0)
 		return -1;
@@ -289,7 +290,7 @@ http_timeout_ms(TimestampTz now)
  * Has curl's timer expired?
  */
 bool
-http_timer_due(TimestampTz now)
+http_timer_due(int64 now)
 {
 	return timer_deadline != 0 && timer_deadline <= now;
 }
@@ -460,7 +461,6 @@ http_start(const char *url, const char *token, const char *body,
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
 
-	req->started = GetCurrentTimestamp();
 	mrc = curl_multi_add_handle(multi, easy);
 	if (mrc != CURLM_OK)
 		ereport(ERROR,

@@ -22,8 +22,8 @@ typedef struct HttpRequest
 	int64		campaign_id;
 	int64		number_id;
 	uint64		gate_seq;		/* the rate gate's sequence number */
-	TimestampTz started;
-	TimestampTz on_wire;		/* when curl sent the request; 0 = not yet */
+	int64		on_wire;		/* when curl sent the request (monotonic us);
+								 * 0 = not yet */
 
 	/* response, filled by curl's write callback (malloc'd, not palloc'd) */
 	char	   *resp;
@@ -46,8 +46,8 @@ extern void http_init(void);
 extern void http_configure(void);
 extern void http_shutdown(void);
 extern int	http_event_fd(void);
-extern long http_timeout_ms(TimestampTz now);
-extern bool http_timer_due(TimestampTz now);
+extern long http_timeout_ms(int64 now);
+extern bool http_timer_due(int64 now);
 extern void http_drive(bool socket_ready, bool timer_due);
 extern HttpRequest *http_start(const char *url, const char *token,
 							   const char *body, int64 row_id,

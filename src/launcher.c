@@ -11,11 +11,34 @@
  *
  * It also settles the rows that senders leave behind when they die (killed,
  * crashed, or the server stopped in immediate mode): before it starts
- * senders, and whenever one has exited, rows still 'sending' under a pid
- * that is not a live sender are marked uncertain and, per
+ * senders, and whenever one has exited, rows still 'sending' under a claim
+ * token that is not a live sender's are marked uncertain and, per
  * wasend.on_uncertain, queued again or failed.  A sender holds at most
  * wasend.max_inflight rows, so that is the most rows one death leaves
  * uncertain.
+ *
+ * Claim tokens.  Before it starts sender i, the launcher draws a random
+ * 63-bit token, stores it in slot i and passes it to the sender, which
+ * stamps claimed_by with it.  The set of live senders is the set of tokens
+ * in the slots: a sender still starting up already counts, a sender that
+ * exited counts until the launcher has seen it exit, and no pid or clock
+ * is compared, so a recycled pid or a step of the wall clock cannot make a
+ * live sender's rows look orphaned.
+ *
+ * A launcher can be restarted while its senders run (it was terminated,
+ * or an error escaped): it has no handle on them and would start a second
+ * set in the same slots.  So a launcher starts by retiring every sender it
+ * finds: it clears the slots' tokens (a sender that has not registered yet
+ * then leaves at once), asks the registered ones to stop (SIGTERM: they
+ * finish what is in flight, record it and give back the rest), waits for
+ * them to exit, and only then settles orphans and starts its own senders.
+ *
+ * The launcher ignores query cancels (pg_cancel_backend): there is no
+ * query of a user's to cancel, and an error would restart it.  Its own
+ * errors (in the recovery statement, say) are caught and retried.  On
+ * SIGTERM it exits with code 1, so that the postmaster starts it again
+ * unless the server is shutting down (pg_terminate_backend on it used to
+ * leave no launcher at all).
  *
  *-------------------------------------------------------------------------
  */
@@ -32,25 +55,54 @@
 #include "storage/proc.h"
 #include "utils/guc.h"
 #include "utils/snapmgr.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "queue.h"
 #include "wasend.h"
 
-/* a sender that keeps dying is restarted at most this often, in ms */
-#define RESTART_DELAY_MS	1000
+/* a sender that keeps dying is restarted at most this often, in us */
+#define RESTART_DELAY_US	(1000 * 1000)
+
+/* how long a new launcher waits for an earlier launcher's senders, in us */
+#define RETIRE_TIMEOUT_US	(30 * 1000 * 1000)
+
+/* after a failed recovery pass, try again this soon, in ms */
+#define RECOVER_RETRY_MS	1000
 
 static BackgroundWorkerHandle *handles[WASEND_MAX_SENDERS];
-static TimestampTz last_start[WASEND_MAX_SENDERS];
+static int64 last_start[WASEND_MAX_SENDERS];
+static bool recover_needed = true;
+
+/*
+ * A new claim token: random, positive, never 0.
+ */
+int64
+wasend_new_token(void)
+{
+	uint64		t = 0;
+
+	while (t == 0)
+	{
+		if (!pg_strong_random(&t, sizeof(t)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not generate a random sender token")));
+		t &= INT64CONST(0x7FFFFFFFFFFFFFFF);
+	}
+	return (int64) t;
+}
 
 /*
  * Start sender number i (0-based) as a dynamic background worker whose
- * exit wakes us.
+ * exit wakes us, with a new claim token in its slot.
  */
 static void
 start_sender(int i)
 {
 	BackgroundWorker worker;
+	WasendSenderSlot *slot = &WasendState->senders[i];
+	int64		token = wasend_new_token();
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
@@ -62,12 +114,20 @@ start_sender(int i)
 	snprintf(worker.bgw_name, BGW_MAXLEN, "wasend sender %d", i + 1);
 	snprintf(worker.bgw_type, BGW_MAXLEN, "wasend sender %d", i + 1);
 	worker.bgw_main_arg = Int32GetDatum(i);
+	memcpy(worker.bgw_extra, &token, sizeof(token));
 	worker.bgw_notify_pid = MyProcPid;
 
-	last_start[i] = GetCurrentTimestamp();
+	SpinLockAcquire(&WasendState->mutex);
+	slot->token = token;
+	SpinLockRelease(&WasendState->mutex);
+
+	last_start[i] = wasend_mono_us();
 	if (!RegisterDynamicBackgroundWorker(&worker, &handles[i]))
 	{
 		handles[i] = NULL;
+		SpinLockAcquire(&WasendState->mutex);
+		slot->token = 0;
+		SpinLockRelease(&WasendState->mutex);
 		ereport(WARNING,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("wasend could not start sender %d", i + 1),
@@ -77,64 +137,139 @@ start_sender(int i)
 
 /*
  * Settle rows held by senders that are no longer running (see header).
+ * Returns false, the error logged and the transaction rolled back, when
+ * it could not (a lock, a dropped table): the caller tries again later.
  */
-static void
+static bool
 recover_orphans(void)
 {
-	int32		pids[WASEND_MAX_SENDERS];
-	TimestampTz started[WASEND_MAX_SENDERS];
+	int64		tokens[WASEND_MAX_SENDERS];
 	int			nlive = 0;
 	int			i;
-	TimestampTz pass_start = GetCurrentTimestamp();
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool ok = false;
 
 	SpinLockAcquire(&WasendState->mutex);
 	for (i = 0; i < WASEND_MAX_SENDERS; i++)
-		if (WasendState->senders[i].pid != 0)
-		{
-			pids[nlive] = WasendState->senders[i].pid;
-			started[nlive] = WasendState->senders[i].started_at;
-			nlive++;
-		}
+		if (WasendState->senders[i].token != 0)
+			tokens[nlive++] = WasendState->senders[i].token;
 	SpinLockRelease(&WasendState->mutex);
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "wasend launcher: settling orphaned rows");
-	if (queue_extension_present())
+	PG_TRY();
 	{
-		int64		n = queue_recover(nlive, pids, started,
-									  wasend_on_uncertain == WASEND_UNCERTAIN_FAIL,
-									  pass_start);
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, "wasend launcher: settling orphaned rows");
+		if (queue_extension_present())
+		{
+			int64		n = queue_recover(nlive, tokens,
+										  wasend_on_uncertain == WASEND_UNCERTAIN_FAIL,
+										  wasend_max_attempts);
 
-		if (n > 0)
-			ereport(LOG,
-					(errmsg("wasend settled " INT64_FORMAT " rows left in flight by a stopped sender", n),
-					 errdetail("They are marked uncertain and were %s (wasend.on_uncertain).",
-							   wasend_on_uncertain == WASEND_UNCERTAIN_FAIL ?
-							   "failed" : "queued again")));
+			if (n > 0)
+				ereport(LOG,
+						(errmsg("wasend settled " INT64_FORMAT " rows left in flight by a stopped sender", n),
+						 errdetail("They are marked uncertain and were %s (wasend.on_uncertain; rows that had wasend.max_attempts attempts are failed).",
+								   wasend_on_uncertain == WASEND_UNCERTAIN_FAIL ?
+								   "failed" : "queued again")));
+		}
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		ok = true;
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("wasend launcher could not settle orphaned rows: %s", edata->message),
+				 errdetail("It tries again in a second.")));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
 	pgstat_report_activity(STATE_IDLE, NULL);
+	return ok;
+}
+
+/*
+ * Stop the senders an earlier launcher left running (see header), and
+ * wait until they are gone.
+ */
+static void
+retire_previous_senders(void)
+{
+	pid_t		pids[WASEND_MAX_SENDERS];
+	int			n = 0;
+	int			i;
+	int64		deadline = wasend_mono_us() + RETIRE_TIMEOUT_US;
+
+	SpinLockAcquire(&WasendState->mutex);
+	for (i = 0; i < WASEND_MAX_SENDERS; i++)
+	{
+		WasendSenderSlot *slot = &WasendState->senders[i];
+
+		slot->token = 0;
+		if (slot->pid != 0)
+			pids[n++] = slot->pid;
+	}
+	SpinLockRelease(&WasendState->mutex);
+	if (n == 0)
+		return;
+
+	ereport(LOG,
+			(errmsg("wasend launcher: stopping %d sender(s) of an earlier launcher", n)));
+	for (i = 0; i < n; i++)
+		kill(pids[i], SIGTERM);
+
+	for (;;)
+	{
+		int			left = 0;
+
+		SpinLockAcquire(&WasendState->mutex);
+		for (i = 0; i < WASEND_MAX_SENDERS; i++)
+			if (WasendState->senders[i].pid != 0)
+				left++;
+		SpinLockRelease(&WasendState->mutex);
+		if (left == 0)
+			break;
+		if (wasend_mono_us() >= deadline)
+		{
+			ereport(WARNING,
+					(errmsg("wasend launcher: %d sender(s) of an earlier launcher did not stop in time", left),
+					 errdetail("Their rows are settled as uncertain.")));
+			break;
+		}
+		CHECK_FOR_INTERRUPTS();
+		if (ShutdownRequestPending)
+			proc_exit(1);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 100, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
 }
 
 /*
  * Make the running senders match wasend.workers.  Returns the longest the
  * launcher may sleep before it must look again (a sender waiting for its
- * restart delay), or -1.
+ * restart delay, a recovery to retry), or -1.
  */
 static long
 supervise(void)
 {
 	int			i;
 	long		wait_ms = -1;
-	TimestampTz now = GetCurrentTimestamp();
-	bool		some_stopped = false;
+	int64		now = wasend_mono_us();
 
-	/* first, settle what senders that exited left behind */
+	/* first, forget the senders that exited: their rows are orphans now */
 	for (i = 0; i < WASEND_MAX_SENDERS; i++)
 	{
 		pid_t		pid;
@@ -144,24 +279,30 @@ supervise(void)
 		{
 			pfree(handles[i]);
 			handles[i] = NULL;
-			some_stopped = true;
+			SpinLockAcquire(&WasendState->mutex);
+			WasendState->senders[i].token = 0;
+			WasendState->senders[i].pid = 0;
+			WasendState->senders[i].latch = NULL;
+			SpinLockRelease(&WasendState->mutex);
+			recover_needed = true;
 		}
 	}
-	if (some_stopped)
-		recover_orphans();
+	if (recover_needed)
+	{
+		recover_needed = !recover_orphans();
+		if (recover_needed)
+			wait_ms = RECOVER_RETRY_MS;
+	}
 
 	for (i = 0; i < WASEND_MAX_SENDERS; i++)
 	{
-		pid_t		pid;
-		bool		alive = handles[i] != NULL &&
-			GetBackgroundWorkerPid(handles[i], &pid) != BGWH_STOPPED;
+		bool		alive = handles[i] != NULL;
 
 		if (i < wasend_workers && !alive)
 		{
-			TimestampTz due = TimestampTzPlusMilliseconds(last_start[i],
-														  RESTART_DELAY_MS);
+			int64		due = last_start[i] + RESTART_DELAY_US;
 
-			if (now >= due)
+			if (last_start[i] == 0 || now >= due)
 				start_sender(i);
 			else
 			{
@@ -187,8 +328,11 @@ static void
 launcher_detach(int code, Datum arg)
 {
 	SpinLockAcquire(&WasendState->mutex);
-	WasendState->launcher_pid = 0;
-	WasendState->launcher_latch = NULL;
+	if (WasendState->launcher_pid == MyProcPid)
+	{
+		WasendState->launcher_pid = 0;
+		WasendState->launcher_latch = NULL;
+	}
 	SpinLockRelease(&WasendState->mutex);
 }
 
@@ -201,9 +345,11 @@ wasend_launcher_main(Datum main_arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
+	pqsignal(SIGINT, SIG_IGN);	/* see header: cancels are ignored */
 
 	BackgroundWorkerInitializeConnection(wasend_database, NULL, 0);
 	pgstat_report_appname("wasend launcher");
+	wasend_worker_session_setup("1s");
 
 	SpinLockAcquire(&WasendState->mutex);
 	WasendState->launcher_pid = MyProcPid;
@@ -214,8 +360,8 @@ wasend_launcher_main(Datum main_arg)
 	elog(LOG, "wasend launcher started: %d sender(s) in database \"%s\"",
 		 wasend_workers, wasend_database);
 
-	/* after a crash or an immediate shutdown, no sender of before is alive */
-	recover_orphans();
+	/* senders of an earlier launcher of this server must go first */
+	retire_previous_senders();
 
 	while (!ShutdownRequestPending)
 	{
@@ -239,5 +385,6 @@ wasend_launcher_main(Datum main_arg)
 			ResetLatch(MyLatch);
 	}
 
-	proc_exit(0);
+	/* code 1: the postmaster starts a launcher again unless it is stopping */
+	proc_exit(1);
 }

@@ -57,7 +57,8 @@ typedef struct ResultBatch
 	Datum	   *error_class;	/* transport failure class, see sender.c */
 	bool	   *error_class_null;
 	Datum	   *at;				/* timestamptz of the answer */
-	TimestampTz oldest;			/* when the first pending result arrived */
+	int64	   *campaign_ids;	/* campaign of each row (for the sender) */
+	int64		oldest;			/* monotonic us when the first result arrived */
 	MemoryContext cxt;			/* holds the texts; reset after writing */
 } ResultBatch;
 
@@ -66,23 +67,27 @@ extern void queue_prepare(void);
 extern TimestampTz queue_activate_scheduled(void);
 extern int	queue_running_campaigns(RunningCampaign **out, MemoryContext cxt);
 extern int	queue_claim(int n, const int64 *campaign_ids, const int32 *limits,
-						const int64 *after_ids, int32 claimer_pid,
+						const int64 *after_ids, int64 token,
 						ClaimedRow **out, MemoryContext cxt);
-extern int	queue_record(ResultBatch *batch, int max_attempts, int32 claimer_pid,
-						 RecordGroup **out);
+extern int	queue_record(ResultBatch *batch, const int *idx, int n,
+						 int max_attempts, int64 token, RecordGroup **out);
+extern bool queue_record_poison(int64 row_id, int64 token, TimestampTz at,
+								const char *error);
 extern void queue_apply_pending_statuses(void);
-extern void queue_trip_breaker(int64 campaign_id, int failures, int window);
-extern int64 queue_recover(int nlive, const int32 *pids, const TimestampTz *started,
-						   bool fail_uncertain, TimestampTz pass_start);
-extern void queue_release(int n, const int64 *row_ids, int32 claimer_pid);
-extern int	queue_complete(int n, const int64 *campaign_ids);
+extern bool queue_trip_breaker(int64 campaign_id, int failures, int window);
+extern int64 queue_recover(int ntokens, const int64 *tokens,
+						   bool fail_uncertain, int max_attempts);
+extern void queue_release(int n, const int64 *row_ids, int64 token);
+extern int	queue_complete(int n, const int64 *campaign_ids, int *skipped);
 
 extern bool wasend_text_is_json(const char *text, size_t len);
 extern void result_batch_init(ResultBatch *batch, int cap, MemoryContext parent);
 extern void result_batch_reset(ResultBatch *batch);
+extern void result_batch_keep(ResultBatch *batch, const bool *keep);
 extern void result_batch_grow(ResultBatch *batch, int cap);
-extern void result_batch_add(ResultBatch *batch, int64 row_id, long http_status,
-							 const char *body, const char *error,
-							 const char *error_class, TimestampTz at);
+extern void result_batch_add(ResultBatch *batch, int64 row_id, int64 campaign_id,
+							 long http_status, const char *body,
+							 const char *error, const char *error_class,
+							 TimestampTz at, int64 mono_now);
 
 #endif							/* WASEND_QUEUE_H */

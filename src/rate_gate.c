@@ -36,13 +36,21 @@
  * window into the next (stalls of 10-27 ms were measured on this project's
  * 2-core test VM, which shows ~10% steal time).
  *
+ * All times here are CLOCK_MONOTONIC microseconds (wasend_mono_us), shared
+ * by every process of the machine: a step of the wall clock (NTP, an
+ * operator) neither stalls the gate nor lets it burst.
+ *
+ * The table has WASEND_GATE_SLOTS entries.  An entry a number has not used
+ * for EVICT_AFTER_US holds nothing the pacing still needs (its ring only
+ * matters for one second), so it is given to the next new number; when
+ * every entry is busy, a new number waits (take grants nothing and says
+ * when to look again) rather than failing.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include <math.h>
-
-#include "utils/timestamp.h"
 
 #include "wasend.h"
 
@@ -54,6 +62,12 @@
 
 /* extra spacing the ring keeps between send k - R and send k, in us */
 #define MARGIN_US		10000
+
+/* an entry unused this long may be given to another number, in us */
+#define EVICT_AFTER_US	(2 * USECS_PER_SEC)
+
+/* when the table is full of busy numbers, look again after this, in us */
+#define FULL_RETRY_US	10000
 
 /*
  * 130429 means the number is over its limit in Meta's eyes (another sender
@@ -67,36 +81,51 @@
 #define RECOVERY_PER_SEC	0.05
 
 /*
- * Find (or create) the gate slot of a number.  Caller holds gate_mutex.
- * Open addressing on the number id; the table never shrinks, which is fine
- * for its few hundred entries.
+ * Find the entry of a number, or with create, give it one: a free entry,
+ * else the one idle longest if it has been idle for EVICT_AFTER_US.
+ * Returns NULL when there is none.  Caller holds gate_mutex.  A linear
+ * scan: 256 comparisons are cheaper than keeping a hash table with
+ * deletions consistent in shared memory.
  */
 static WasendGateSlot *
-gate_lookup(int64 number_id, bool create)
+gate_lookup(int64 number_id, bool create, int64 now)
 {
-	uint32		h = (uint32) ((uint64) number_id * 2654435761u) % WASEND_GATE_SLOTS;
+	WasendGateSlot *free_slot = NULL;
+	WasendGateSlot *idlest = NULL;
 	int			i;
 
 	for (i = 0; i < WASEND_GATE_SLOTS; i++)
 	{
-		WasendGateSlot *g = &WasendState->gate[(h + i) % WASEND_GATE_SLOTS];
+		WasendGateSlot *g = &WasendState->gate[i];
 
+		if (!g->in_use)
+		{
+			if (free_slot == NULL)
+				free_slot = g;
+			continue;
+		}
 		if (g->number_id == number_id)
 			return g;
-		if (g->number_id == 0)
-		{
-			if (!create)
-				return NULL;
-			g->number_id = number_id;
-			g->rate = 0;
-			g->seq = 0;
-			g->next_slot = 0;
-			g->throttle = 1.0;
-			g->throttle_at = 0;
-			return g;
-		}
+		if (idlest == NULL || g->last_used < idlest->last_used)
+			idlest = g;
 	}
-	return NULL;
+	if (!create)
+		return NULL;
+	if (free_slot == NULL)
+	{
+		if (idlest == NULL || idlest->last_used > now - EVICT_AFTER_US)
+			return NULL;
+		free_slot = idlest;
+	}
+	free_slot->in_use = true;
+	free_slot->number_id = number_id;
+	free_slot->rate = 0;
+	free_slot->seq = 0;
+	free_slot->next_slot = 0;
+	free_slot->throttle = 1.0;
+	free_slot->throttle_at = 0;
+	free_slot->last_used = now;
+	return free_slot;
 }
 
 /*
@@ -104,7 +133,7 @@ gate_lookup(int64 number_id, bool create)
  * Caller holds gate_mutex.
  */
 static double
-current_throttle(WasendGateSlot *g, TimestampTz now)
+current_throttle(WasendGateSlot *g, int64 now)
 {
 	double		t = g->throttle;
 
@@ -114,44 +143,47 @@ current_throttle(WasendGateSlot *g, TimestampTz now)
 }
 
 /*
- * Take up to `want` send slots of a number at time `now`.
+ * Take up to `want` send slots of a number at monotonic time `now`.
  *
  * Returns how many sends may start now, and stores their sequence numbers
  * in seqs[] (the caller reports each one's wire time with
  * rate_gate_on_wire).  *next_slot receives the time at which the gate may
- * open again, so the caller knows how long to sleep.
+ * open again, so the caller knows how long to sleep.  Never throws.
  */
 int
-rate_gate_take(int64 number_id, int rate, int want, TimestampTz now,
-			   uint64 *seqs, TimestampTz *next_slot)
+rate_gate_take(int64 number_id, int rate, int want, int64 now,
+			   uint64 *seqs, int64 *next_slot)
 {
 	WasendGateSlot *g;
 	int64		interval_us;
 	int			taken = 0;
-	TimestampTz slot;
-	TimestampTz blocked_until = 0;
+	int64		slot;
+	int64		blocked_until = 0;
 
-	Assert(rate > 0 && rate <= WASEND_MAX_RATE);
+	rate = Max(1, Min(rate, WASEND_MAX_RATE));
 	SpinLockAcquire(&WasendState->gate_mutex);
-	g = gate_lookup(number_id, true);
+	g = gate_lookup(number_id, true, now);
 	if (g == NULL)
 	{
+		/* every entry is busy: wait for one to become idle */
 		SpinLockRelease(&WasendState->gate_mutex);
-		elog(ERROR, "wasend rate gate is full (%d numbers)", WASEND_GATE_SLOTS);
+		*next_slot = now + FULL_RETRY_US;
+		return 0;
 	}
+	g->last_used = now;
 	interval_us = (int64) ceil(1000000.0 /
 							   (rate * wasend_rate_headroom * current_throttle(g, now)));
 	if (g->rate != rate)
 	{
 		/* new number or changed rate: the ring starts empty */
-		memset(g->ring, 0, sizeof(TimestampTz) * rate);
+		memset(g->ring, 0, sizeof(int64) * rate);
 		g->rate = rate;
 	}
 
 	slot = Max(g->next_slot, now - LATENESS_US);
 	while (taken < want && slot <= now)
 	{
-		TimestampTz kth_back = g->ring[g->seq % rate];
+		int64		kth_back = g->ring[g->seq % rate];
 
 		if (kth_back != 0 && kth_back + USECS_PER_SEC + MARGIN_US > now)
 		{
@@ -171,15 +203,15 @@ rate_gate_take(int64 number_id, int rate, int want, TimestampTz now,
 
 /*
  * Record when send `seq` of a number actually reached the wire (later than
- * its grant when a connection had to be opened first).
+ * its grant when a connection had to be opened first), in monotonic us.
  */
 void
-rate_gate_on_wire(int64 number_id, uint64 seq, TimestampTz when)
+rate_gate_on_wire(int64 number_id, uint64 seq, int64 when)
 {
 	WasendGateSlot *g;
 
 	SpinLockAcquire(&WasendState->gate_mutex);
-	g = gate_lookup(number_id, false);
+	g = gate_lookup(number_id, false, when);
 	/* still in the ring (not yet overwritten by send seq + rate)? */
 	if (g != NULL && g->rate > 0 && seq < g->seq && g->seq - seq <= (uint64) g->rate &&
 		g->ring[seq % g->rate] < when)
@@ -191,33 +223,16 @@ rate_gate_on_wire(int64 number_id, uint64 seq, TimestampTz when)
  * The number was told to slow down (130429): lower its pace.
  */
 void
-rate_gate_slow_down(int64 number_id, TimestampTz now)
+rate_gate_slow_down(int64 number_id, int64 now)
 {
 	WasendGateSlot *g;
 
 	SpinLockAcquire(&WasendState->gate_mutex);
-	g = gate_lookup(number_id, false);
+	g = gate_lookup(number_id, false, now);
 	if (g != NULL)
 	{
 		g->throttle = Max(SLOW_FLOOR, current_throttle(g, now) * SLOW_FACTOR);
 		g->throttle_at = now;
 	}
 	SpinLockRelease(&WasendState->gate_mutex);
-}
-
-/*
- * The number's current pace factor (1 = full rate), for reporting.
- */
-double
-rate_gate_throttle(int64 number_id, TimestampTz now)
-{
-	WasendGateSlot *g;
-	double		t = 1.0;
-
-	SpinLockAcquire(&WasendState->gate_mutex);
-	g = gate_lookup(number_id, false);
-	if (g != NULL)
-		t = current_throttle(g, now);
-	SpinLockRelease(&WasendState->gate_mutex);
-	return t;
 }

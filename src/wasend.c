@@ -137,6 +137,7 @@ wasend_shmem_startup(void)
 			pg_atomic_init_u64(&s->conns_reused, 0);
 			pg_atomic_init_u64(&s->latency_us_sum, 0);
 			pg_atomic_init_u64(&s->requests, 0);
+			pg_atomic_init_u64(&s->db_retries, 0);
 		}
 	}
 	LWLockRelease(AddinShmemInitLock);
@@ -170,6 +171,31 @@ wasend_wake_senders(void)
 
 	for (i = 0; i < n; i++)
 		SetLatch(latches[i]);
+}
+
+/*
+ * Settings every wasend worker pins for its own session, whatever the
+ * database, the role or postgresql.conf say:
+ *
+ *	search_path = pg_catalog, pg_temp: the workers run as superuser, so no
+ *	function or operator they call may resolve through public, a schema
+ *	named in ALTER DATABASE/ROLE ... SET search_path, or pg_temp (every
+ *	wasend object is schema-qualified);
+ *	lock_timeout: a statement that would wait on a lock a user holds gives
+ *	up quickly and is tried again on a later turn (see db_cycle.c);
+ *	synchronous_commit = local: a commit never waits for a synchronous
+ *	standby, during which curl would not be driven and answers that
+ *	arrived would turn into timeouts and duplicates.
+ *
+ * PGC_S_SESSION outranks the database and role defaults, and still lets
+ * functions' own SET clauses apply.
+ */
+void
+wasend_worker_session_setup(const char *lock_timeout)
+{
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
+	SetConfigOption("lock_timeout", lock_timeout, PGC_SUSET, PGC_S_SESSION);
+	SetConfigOption("synchronous_commit", "local", PGC_SUSET, PGC_S_SESSION);
 }
 
 /*

@@ -27,6 +27,8 @@
 
 #include "postgres.h"
 
+#include <time.h>
+
 #include "datatype/timestamp.h"
 #include "port/atomics.h"
 #include "storage/latch.h"
@@ -68,9 +70,12 @@ extern char *wasend_webhook_verify_token_file;
 /* What each sender publishes about itself; read by wasend_worker_stats(). */
 typedef struct WasendSenderSlot
 {
-	pid_t		pid;			/* 0 when the slot is free */
-	TimestampTz started_at;		/* when this sender registered */
+	int64		token;			/* claim token the launcher gave this slot's
+								 * sender (claimed_by of its rows); 0 = no
+								 * sender started in this slot */
+	pid_t		pid;			/* 0 until the sender registered */
 	Latch	   *latch;			/* sender's process latch */
+	pg_atomic_uint64 db_retries;	/* steps skipped (a lock) or retried */
 	pg_atomic_uint32 inflight;	/* HTTP requests outstanding now */
 	pg_atomic_uint32 held;		/* rows claimed (pending + in flight) */
 	pg_atomic_uint64 sent;		/* rows recorded as sent */
@@ -81,16 +86,18 @@ typedef struct WasendSenderSlot
 	pg_atomic_uint64 requests;	/* completed requests */
 } WasendSenderSlot;
 
-/* One phone number's pacing state; see rate_gate.c. */
+/* One phone number's pacing state; see rate_gate.c.  Times: monotonic us. */
 typedef struct WasendGateSlot
 {
-	int64		number_id;		/* 0 when free */
+	bool		in_use;			/* false: free (number_id means nothing) */
+	int64		number_id;
+	int64		last_used;		/* last grant asked for; idle entries go */
 	int			rate;			/* rate the ring was sized for */
 	uint64		seq;			/* sends granted so far */
-	TimestampTz next_slot;		/* grid time of the next send */
+	int64		next_slot;		/* grid time of the next send */
 	double		throttle;		/* pace factor after 130429s; 1 = none */
-	TimestampTz throttle_at;	/* when throttle was last set */
-	TimestampTz ring[WASEND_MAX_RATE];	/* send seq at [seq % rate] */
+	int64		throttle_at;	/* when throttle was last set */
+	int64		ring[WASEND_MAX_RATE];	/* send seq at [seq % rate] */
 } WasendGateSlot;
 
 typedef struct WasendShared
@@ -110,8 +117,23 @@ typedef struct WasendShared
 
 extern WasendShared *WasendState;
 
+/*
+ * Microseconds of CLOCK_MONOTONIC: what the workers pace and schedule by.
+ * Unlike GetCurrentTimestamp() it never steps when the wall clock is set,
+ * and it is the same clock in every process of the machine.
+ */
+static inline int64
+wasend_mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 /* wasend.c */
 extern void wasend_wake_senders(void);
+extern void wasend_worker_session_setup(const char *lock_timeout);
 
 /* launcher.c */
 extern PGDLLEXPORT void wasend_launcher_main(Datum main_arg);
@@ -123,13 +145,14 @@ extern void wasend_webhook_define_settings(void);
 /* sender.c */
 extern PGDLLEXPORT void wasend_sender_main(Datum main_arg);
 
-/* rate_gate.c */
+/* launcher.c: senders check their token against their slot */
+extern int64 wasend_new_token(void);
+
+/* rate_gate.c (times are wasend_mono_us()) */
 extern int	rate_gate_take(int64 number_id, int rate_per_sec, int want,
-						   TimestampTz now, uint64 *seqs,
-						   TimestampTz *next_slot);
-extern void rate_gate_on_wire(int64 number_id, uint64 seq, TimestampTz when);
-extern void rate_gate_slow_down(int64 number_id, TimestampTz now);
-extern double rate_gate_throttle(int64 number_id, TimestampTz now);
+						   int64 now, uint64 *seqs, int64 *next_slot);
+extern void rate_gate_on_wire(int64 number_id, uint64 seq, int64 when);
+extern void rate_gate_slow_down(int64 number_id, int64 now);
 
 /* secrets.c */
 typedef enum WasendSecret

@@ -136,7 +136,13 @@ http {
   keepalive_requests 10000000;
   keepalive_timeout 300s;
   http2_max_concurrent_streams 1000;
+  # every temp path in DIR: the defaults under /var/lib/nginx are root's
+  # and the tests run nginx as postgres
   client_body_temp_path $dir/nginx-body;
+  proxy_temp_path $dir/nginx-proxy;
+  fastcgi_temp_path $dir/nginx-fastcgi;
+  uwsgi_temp_path $dir/nginx-uwsgi;
+  scgi_temp_path $dir/nginx-scgi;
   map \$request_id \$delay {
     ~^0 0.100; ~^1 0.107; ~^2 0.113; ~^3 0.120; ~^4 0.127; ~^5 0.133; ~^6 0.140; ~^7 0.147;
     ~^8 0.153; ~^9 0.160; ~^a 0.167; ~^b 0.173; ~^c 0.180; ~^d 0.187; ~^e 0.193; default 0.200;
@@ -174,15 +180,10 @@ VACUUM ANALYZE wasend.send_queue;
 SQL
 }
 
-# queue_sql NAME: print one of the statements the senders run, as SQL text,
-# read out of the C string literal "static const char *NAME" in
-# src/queue.c (e.g. sql_claim, sql_record), so that the benchmarks always
-# measure the current statements.
+# queue_sql NAME: print one of the statements the workers run, as SQL text:
+# the block "-- name: NAME" of src/queue.sql, the file the build also turns
+# into the senders' C strings (src/queue_sql.awk), so that the benchmarks
+# always measure the current statements.  "sql_claim" and "claim" both work.
 queue_sql() {
-	python3 - "$WASEND_ROOT/src/queue.c" "$1" <<'PY'
-import re, sys
-src = open(sys.argv[1]).read()
-body = re.search(r"static const char \*" + sys.argv[2] + r" =\n(.*?);\n", src, re.S).group(1)
-sys.stdout.write("".join(re.findall(r'"((?:[^"\\]|\\.)*)"', body)).replace('\\"', '"'))
-PY
+	awk -v name="${1#sql_}" -f "$WASEND_ROOT/src/queue_sql.awk" "$WASEND_ROOT/src/queue.sql"
 }

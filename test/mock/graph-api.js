@@ -54,7 +54,14 @@ const port = parseInt(args.port || '18080', 10);
  *   "rules": [ { "to": "regex", "code": 131026, "http": 400,
  *                "after": n (optional: let the first n matches through),
  *                "times": n (optional: then apply to n matches only),
- *                "action": "error" | "drop" | "hang" | "http500" | "garbage" } ]
+ *                "action": "error" | "drop" | "hang" | "http500" | "garbage"
+ *                          | "nul" | "bigcode" | "deep" | "echo_token" } ]
+ *
+ * The hostile answers: "nul" is an error whose message holds \u0000 (valid
+ * JSON that PostgreSQL's jsonb refuses), "bigcode" an error.code above
+ * 2^31, "deep" a 200 whose body is 200,000 nested arrays, "echo_token" a
+ * 190 whose message repeats the request's bearer token (as Meta's text for
+ * a malformed token can).
  * }
  */
 let config = {
@@ -261,6 +268,31 @@ function handleMessages(req, res, pnid, raw, t)
 			entry.code = 'garbage';
 			record(entry);
 			reply(res, 200, '<html>not json</html>', latency());
+			return;
+		}
+		if (action === 'nul' || action === 'bigcode' || action === 'echo_token')
+		{
+			const token = auth.replace(/^Bearer /, '');
+			const err = action === 'nul' ?
+				{ message: 'bad \u0000 byte', type: 'OAuthException', code: 100 } :
+				action === 'bigcode' ?
+				{ message: 'huge code', type: 'OAuthException', code: 3000000000 } :
+				{ message: 'Invalid OAuth access token - Cannot parse access token: ' + token +
+					' (app token EAAJforeignAppT0ken0123456789abc)',
+				  type: 'OAuthException', code: 190 };
+			entry.status = 400;
+			entry.code = action;
+			record(entry);
+			/* JSON.stringify would escape the NUL as \u0000 too */
+			reply(res, 400, JSON.stringify({ error: err }), latency());
+			return;
+		}
+		if (action === 'deep')
+		{
+			entry.status = 200;
+			entry.code = 'deep';
+			record(entry);
+			reply(res, 200, '['.repeat(200000) + ']'.repeat(200000), latency());
 			return;
 		}
 		if (action === 'http500')

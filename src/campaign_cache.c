@@ -1,0 +1,264 @@
+/*-------------------------------------------------------------------------
+ *
+ * campaign_cache.c
+ *		Per campaign: what a sender knows of the running set, the rows it
+ *		holds, and which campaigns want rows claimed.
+ *
+ * The running set (campaigns whose status is running and whose number is
+ * active) is read from the database at every refresh (db_cycle.c); between
+ * refreshes the sender works from this cache.  A campaign stays in the
+ * cache while it runs or while the sender still holds rows of it.  A claim
+ * that returns fewer rows than asked marks the campaign dry: it is not
+ * asked again until the next refresh, and once the sender holds none of
+ * its rows it is offered for completion.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "utils/hsearch.h"
+
+#include "sender.h"
+
+static HTAB *campaigns = NULL;
+
+/*
+ * Create the campaigns table (in sender_context).
+ */
+void
+campaigns_init(void)
+{
+	HASHCTL		ctl;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(CampaignState);
+	ctl.hcxt = sender_context;
+	campaigns = hash_create("wasend campaigns", 64, &ctl,
+							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+/*
+ * This sender's state for a campaign, or NULL.
+ */
+CampaignState *
+campaign_find(int64 campaign_id)
+{
+	return hash_search(campaigns, &campaign_id, HASH_FIND, NULL);
+}
+
+/*
+ * How many campaigns the cache holds (an upper bound for arrays).
+ */
+int
+campaigns_count(void)
+{
+	return (int) hash_get_num_entries(campaigns);
+}
+
+/*
+ * Find or create this sender's state for a campaign.
+ */
+static CampaignState *
+campaign_get(int64 campaign_id, int64 number_id)
+{
+	bool		found;
+	CampaignState *cs = hash_search(campaigns, &campaign_id, HASH_ENTER, &found);
+
+	if (!found)
+	{
+		cs->number_id = number_id;
+		cs->running = false;
+		cs->running_before = false;
+		cs->dry = false;
+		cs->lock_logged = false;
+		cs->held = 0;
+		cs->claim_after = 0;
+		memset(&cs->breaker, 0, sizeof(Breaker));
+	}
+	return cs;
+}
+
+/*
+ * Replace the running set with the one just read from the database.
+ */
+void
+campaigns_refresh(const RunningCampaign *rc, int n)
+{
+	HASH_SEQ_STATUS seq;
+	CampaignState *cs;
+	int			i;
+
+	numbers_begin_refresh();
+	hash_seq_init(&seq, campaigns);
+	while ((cs = hash_seq_search(&seq)) != NULL)
+	{
+		cs->running_before = cs->running;
+		cs->running = false;
+		cs->dry = false;
+		cs->claim_after = 0;	/* look again from the start each refresh */
+	}
+
+	for (i = 0; i < n; i++)
+	{
+		number_refresh(number_get(rc[i].number_id), rc[i].rate,
+					   rc[i].phone_number_id, rc[i].access_token);
+
+		cs = campaign_get(rc[i].campaign_id, rc[i].number_id);
+		if (!cs->running_before || cs->breaker.window != rc[i].error_window)
+			breaker_reset(&cs->breaker, rc[i].error_window, rc[i].error_threshold);	/* (re)started or resized */
+		cs->breaker.threshold = rc[i].error_threshold;
+		cs->running = true;
+		cs->number_id = rc[i].number_id;
+	}
+
+	/* forget campaigns that stopped and of which we hold nothing */
+	hash_seq_init(&seq, campaigns);
+	while ((cs = hash_seq_search(&seq)) != NULL)
+		if (!cs->running && cs->held == 0)
+		{
+			breaker_free(&cs->breaker);
+			hash_search(campaigns, &cs->campaign_id, HASH_REMOVE, NULL);
+		}
+}
+
+/*
+ * Count a row in or out of what this sender holds.
+ */
+void
+hold(int64 campaign_id, int delta)
+{
+	CampaignState *cs = campaign_find(campaign_id);
+
+	if (cs)
+		cs->held += delta;
+	held_total += delta;
+	pg_atomic_write_u32(&my_slot->held, held_total);
+}
+
+/*
+ * Does some running campaign want more rows claimed?  A number wants
+ * rows when its FIFO holds less than half of a claim's worth.
+ */
+bool
+campaigns_want_claim(void)
+{
+	HASH_SEQ_STATUS seq;
+	CampaignState *cs;
+	bool		want = false;
+
+	/* a claim costs a statement: not for a handful of rows */
+	if (wasend_max_inflight - held_total - results.n < Max(1, wasend_max_inflight / 20) ||
+		shutdown_requested)
+		return false;
+	hash_seq_init(&seq, campaigns);
+	while ((cs = hash_seq_search(&seq)) != NULL)
+	{
+		NumberState *ns;
+
+		if (!cs->running || cs->dry)
+			continue;
+		ns = number_find(cs->number_id);
+		if (ns && ns->active && ns->count * 2 < number_target(ns))
+		{
+			want = true;
+			hash_seq_term(&seq);
+			break;
+		}
+	}
+	return want;
+}
+
+/*
+ * Fill the arrays (room for campaigns_count() entries) with what to claim:
+ * per campaign, how many rows and the keyset cursor.  Returns how many
+ * campaigns ask.
+ */
+int
+campaigns_claim_request(int64 *ids, int32 *lims, int64 *after)
+{
+	HASH_SEQ_STATUS seq;
+	CampaignState *cs;
+	int			n = 0;
+	/* answers not yet recorded are rows still 'sending' in the table */
+	int			budget = wasend_max_inflight - held_total - results.n;
+
+	hash_seq_init(&seq, campaigns);
+	while ((cs = hash_seq_search(&seq)) != NULL)
+	{
+		NumberState *ns;
+		int			lim;
+
+		if (!cs->running || cs->dry || budget <= 0)
+			continue;
+		ns = number_find(cs->number_id);
+		if (ns == NULL || !ns->active)
+			continue;
+		lim = Min(number_target(ns) - ns->count, budget);
+		if (lim <= 0)
+			continue;
+		ids[n] = cs->campaign_id;
+		lims[n] = lim;
+		after[n] = cs->claim_after;
+		budget -= lim;
+		n++;
+	}
+	return n;
+}
+
+/*
+ * Take the rows a committed claim returned: queue them at their numbers,
+ * count them held, move the cursors, and mark dry the campaigns that gave
+ * fewer rows than asked.
+ */
+void
+campaigns_claimed(const int64 *ids, const int32 *lims, int n,
+				  const ClaimedRow *rows, int nrows)
+{
+	CampaignState *cs;
+	int			i;
+
+	for (i = 0; i < nrows; i++)
+	{
+		cs = campaign_find(rows[i].campaign_id);
+		if (cs == NULL)
+			elog(ERROR, "wasend: claimed a row of unknown campaign " INT64_FORMAT,
+				 rows[i].campaign_id);
+		cs->claim_after = Max(cs->claim_after, rows[i].id);
+		number_push(number_get(cs->number_id), &rows[i]);
+		hold(rows[i].campaign_id, 1);
+	}
+
+	for (i = 0; i < n; i++)
+	{
+		int			got = 0;
+		int			j;
+
+		for (j = 0; j < nrows; j++)
+			if (rows[j].campaign_id == ids[i])
+				got++;
+		if (got < lims[i] && (cs = campaign_find(ids[i])) != NULL)
+			cs->dry = true;
+	}
+}
+
+/*
+ * The running campaigns that ran dry and of which this sender holds
+ * nothing any more: if no other sender holds rows of them either, they are
+ * done.  (If two senders finish the last rows at the same moment, neither
+ * sees the other's commit; the next poll completes the campaign.)  ids has
+ * room for campaigns_count() entries.
+ */
+int
+campaigns_dry_done(int64 *ids)
+{
+	HASH_SEQ_STATUS seq;
+	CampaignState *cs;
+	int			n = 0;
+
+	hash_seq_init(&seq, campaigns);
+	while ((cs = hash_seq_search(&seq)) != NULL)
+		if (cs->running && cs->dry && cs->held == 0)
+			ids[n++] = cs->campaign_id;
+	return n;
+}

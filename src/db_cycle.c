@@ -1,0 +1,588 @@
+/*-------------------------------------------------------------------------
+ *
+ * db_cycle.c
+ *		A sender's database work: one short transaction per turn, each
+ *		step in a subtransaction, so that no data and no user can kill
+ *		the sender or make it wait.
+ *
+ * A cycle runs, in one transaction:
+ *
+ *	1. record: write the batch of answers in one statement;
+ *	2. refresh (when asked): start due campaigns, resume numbers, apply
+ *	   waiting statuses, re-read the running set;
+ *	3. release: give back rows of campaigns that stopped;
+ *	4. complete: campaigns that ran dry and of which nobody holds rows;
+ *	5. claim: more rows, in one statement.
+ *
+ * Every step runs in a subtransaction.  A step that fails rolls back alone
+ * and the sender carries on:
+ *
+ *	- An error that is about locks (lock_timeout, a deadlock, a
+ *	  serialization failure) is "try again on a later turn": the answers,
+ *	  rows to release or campaigns to complete stay where they are.  The
+ *	  statements skip rows other sessions hold (SKIP LOCKED), and the
+ *	  workers run with a short lock_timeout for the locks they cannot skip,
+ *	  so a user's open transaction never stops the event loop for long: curl
+ *	  keeps being driven, and answers that arrived are never turned into
+ *	  timeouts and duplicates.
+ *	- Any other error in the record is about the data: the batch is then
+ *	  recorded row by row, and a row whose answer still cannot be recorded
+ *	  fails as bad_response with the error (record_poison).  An answer can
+ *	  thus fail its own row, never the sender, and never strand a row.
+ *
+ * If the transaction as a whole fails (its commit, say), it is rolled back
+ * and nothing it did counts: the answers stay in the batch, the claimed
+ * rows were never taken into the FIFOs (they are only queued after the
+ * commit), and the next cycle waits a second.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "pgstat.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "sender.h"
+
+/* after a failed cycle, the next one waits this long, in us */
+#define CYCLE_BACKOFF_US		(1 * USECS_PER_SEC)
+
+/* after the record met a lock, it waits this long, in us */
+#define RECORD_LOCK_BACKOFF_US	(200 * 1000)
+
+int64		next_scheduled_start = 0;
+
+static int64 cycle_backoff_until = 0;
+static int64 record_backoff_until = 0;
+static bool complete_lock_logged = false;
+
+/* rows taken out of the FIFOs and not yet given back */
+static int64 *release_ids = NULL;
+static int64 *release_campaigns = NULL;
+static int	nrelease = 0;
+static int	release_cap = 0;
+
+/*
+ * No cycle runs before this time (monotonic us): a second after a failed
+ * one.
+ */
+int64
+db_cycle_not_before(void)
+{
+	return cycle_backoff_until;
+}
+
+/*
+ * The answers waiting in the batch are not written before this time
+ * (monotonic us): after a lock was in the way, the record waits a little.
+ */
+int64
+db_record_not_before(void)
+{
+	return record_backoff_until;
+}
+
+/*
+ * Errors that say "someone holds what you need": try again later.
+ */
+static bool
+is_transient(int sqlerrcode)
+{
+	return sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
+		sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
+		sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE ||
+		sqlerrcode == ERRCODE_QUERY_CANCELED;
+}
+
+/*
+ * Run fn(arg) in a subtransaction.  Returns 0 on success; otherwise the
+ * subtransaction is rolled back, the error is logged (a lock problem only
+ * at DEBUG1: it is routine) and its SQLSTATE returned, with its message
+ * in *message when asked for (allocated in the caller's context).
+ */
+static int
+run_step(const char *what, void (*fn) (void *), void *arg, char **message)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile int sqlerrcode = 0;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+
+		sqlerrcode = edata->sqlerrcode;
+		if (sqlerrcode == 0)
+			sqlerrcode = ERRCODE_INTERNAL_ERROR;
+		pg_atomic_fetch_add_u64(&my_slot->db_retries, 1);
+		ereport(is_transient(sqlerrcode) ? DEBUG1 : WARNING,
+				(errcode(sqlerrcode),
+				 errmsg("wasend sender: %s skipped: %s", what, edata->message),
+				 errdetail("The sender goes on; what was skipped is tried again or settled per row.")));
+		if (message != NULL)
+			*message = pstrdup(edata->message ? edata->message : "unknown error");
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	return sqlerrcode;
+}
+
+/* ---- record ---- */
+
+typedef struct RecordStep
+{
+	int		   *idx;
+	int			n;
+	RecordGroup *groups;
+	int			ngroups;
+} RecordStep;
+
+/*
+ * Step: write the answers idx[] of the batch.
+ */
+static void
+step_record(void *arg)
+{
+	RecordStep *r = arg;
+
+	r->ngroups = queue_record(&results, r->idx, r->n, wasend_max_attempts,
+							  my_token, &r->groups);
+}
+
+typedef struct PoisonStep
+{
+	int			i;
+	const char *message;
+	bool		done;
+} PoisonStep;
+
+/*
+ * Step: fail one row whose answer cannot be recorded.
+ */
+static void
+step_poison(void *arg)
+{
+	PoisonStep *p = arg;
+
+	p->done = queue_record_poison(DatumGetInt64(results.ids[p->i]), my_token,
+								  DatumGetTimestampTz(results.at[p->i]),
+								  p->message);
+}
+
+typedef struct BreakerStep
+{
+	CampaignState *cs;
+	bool		applied;
+} BreakerStep;
+
+/*
+ * Step: pause a campaign whose breaker tripped.
+ */
+static void
+step_breaker(void *arg)
+{
+	BreakerStep *b = arg;
+
+	b->applied = queue_trip_breaker(b->cs->campaign_id, b->cs->breaker.failures,
+									b->cs->breaker.window);
+}
+
+/*
+ * Act on what a record statement said: statistics, slowing numbers down,
+ * the circuit breaker.  Returns true when something was paused, so that
+ * every sender should look again.
+ */
+static bool
+apply_groups(const RecordGroup *groups, int n)
+{
+	int			i;
+	bool		paused = false;
+	uint64		sent = 0;
+	uint64		failed = 0;
+	int64		now = wasend_mono_us();
+
+	for (i = 0; i < n; i++)
+	{
+		CampaignState *cs = campaign_find(groups[i].campaign_id);
+
+		sent += groups[i].sent;
+		failed += groups[i].failed;
+		if (groups[i].slow_down > 0)
+			rate_gate_slow_down(groups[i].number_id, now);
+		if (groups[i].paused > 0)
+			paused = true;
+		if (cs != NULL && cs->running &&
+			breaker_add(&cs->breaker, groups[i].sent, groups[i].failed))
+		{
+			BreakerStep b = {cs, false};
+
+			if (run_step("pausing a campaign (circuit breaker)", step_breaker,
+						 &b, NULL) == 0 && b.applied)
+			{
+				ereport(LOG,
+						(errmsg("wasend paused campaign " INT64_FORMAT ": %d of its last %d results failed",
+								cs->campaign_id, cs->breaker.failures,
+								cs->breaker.window)));
+				cs->running = false;
+				paused = true;
+			}
+		}
+	}
+	pg_atomic_fetch_add_u64(&my_slot->sent, sent);
+	pg_atomic_fetch_add_u64(&my_slot->failed, failed);
+	return paused;
+}
+
+/*
+ * Write the batch of answers.  keep[i] is set for the answers that must
+ * wait for a later cycle (a lock was in the way).  Returns true when
+ * something was paused.
+ */
+static bool
+record_results(bool *keep)
+{
+	RecordStep r;
+	int			i;
+	int			err;
+	bool		paused = false;
+	int64		now = wasend_mono_us();
+
+	for (i = 0; i < results.n; i++)
+		keep[i] = true;
+	if (now < record_backoff_until)
+		return false;
+
+	r.idx = palloc(sizeof(int) * results.n);
+	for (i = 0; i < results.n; i++)
+		r.idx[i] = i;
+	r.n = results.n;
+	err = run_step("recording answers", step_record, &r, NULL);
+	if (err == 0)
+	{
+		for (i = 0; i < results.n; i++)
+			keep[i] = false;
+		return apply_groups(r.groups, r.ngroups);
+	}
+	if (is_transient(err))
+	{
+		/* somebody holds a row of the batch: all of it waits a little */
+		record_backoff_until = now + RECORD_LOCK_BACKOFF_US;
+		return false;
+	}
+
+	/* the data: record row by row, failing the rows that cannot be */
+	for (i = 0; i < results.n; i++)
+	{
+		RecordStep one;
+		char	   *message = NULL;
+
+		one.idx = &i;
+		one.n = 1;
+		err = run_step("recording an answer", step_record, &one, &message);
+		if (err == 0)
+		{
+			keep[i] = false;
+			paused |= apply_groups(one.groups, one.ngroups);
+		}
+		else if (!is_transient(err))
+		{
+			PoisonStep p = {i, message, false};
+
+			if (run_step("failing an unrecordable answer", step_poison, &p, NULL) == 0)
+			{
+				keep[i] = false;
+				if (p.done)
+				{
+					ereport(LOG,
+							(errmsg("wasend failed row " INT64_FORMAT " as bad_response: its answer could not be recorded: %s",
+									DatumGetInt64(results.ids[i]), message)));
+					pg_atomic_fetch_add_u64(&my_slot->failed, 1);
+				}
+			}
+		}
+	}
+	return paused;
+}
+
+/* ---- refresh ---- */
+
+typedef struct RefreshStep
+{
+	TimestampTz next_start;
+	RunningCampaign *rc;
+	int			n;
+	MemoryContext cxt;
+} RefreshStep;
+
+/*
+ * Step: start due campaigns, resume numbers, read the running set.
+ */
+static void
+step_refresh(void *arg)
+{
+	RefreshStep *r = arg;
+
+	r->next_start = queue_activate_scheduled();
+	r->n = queue_running_campaigns(&r->rc, r->cxt);
+}
+
+/*
+ * Step: apply status webhooks that waited for their wamid.
+ */
+static void
+step_pending(void *arg)
+{
+	queue_apply_pending_statuses();
+}
+
+/* ---- release, complete, claim ---- */
+
+/*
+ * Step: give back the rows on the release list.
+ */
+static void
+step_release(void *arg)
+{
+	queue_release(nrelease, release_ids, my_token);
+}
+
+typedef struct CompleteStep
+{
+	int64	   *ids;
+	int			n;
+	int			skipped;
+} CompleteStep;
+
+/*
+ * Step: complete the campaigns that ran dry.
+ */
+static void
+step_complete(void *arg)
+{
+	CompleteStep *c = arg;
+
+	queue_complete(c->n, c->ids, &c->skipped);
+}
+
+typedef struct ClaimStep
+{
+	int64	   *ids;
+	int32	   *lims;
+	int64	   *after;
+	int			n;
+	ClaimedRow *rows;
+	int			nrows;
+	MemoryContext cxt;
+} ClaimStep;
+
+/*
+ * Step: claim rows for the campaigns that want them.
+ */
+static void
+step_claim(void *arg)
+{
+	ClaimStep  *c = arg;
+
+	c->nrows = queue_claim(c->n, c->ids, c->lims, c->after, my_token,
+						   &c->rows, c->cxt);
+}
+
+/*
+ * Take the rows of stopped campaigns (all rows with release_all) out of
+ * the FIFOs onto the release list, and try to give the list back.
+ */
+static void
+release_rows(bool release_all)
+{
+	int			need = nrelease + held_total + 1;
+	int			i;
+
+	if (need > release_cap)
+	{
+		int			cap = Max(need, 64);
+
+		if (release_ids == NULL)
+		{
+			release_ids = MemoryContextAlloc(sender_context, sizeof(int64) * cap);
+			release_campaigns = MemoryContextAlloc(sender_context, sizeof(int64) * cap);
+		}
+		else
+		{
+			release_ids = repalloc(release_ids, sizeof(int64) * cap);
+			release_campaigns = repalloc(release_campaigns, sizeof(int64) * cap);
+		}
+		release_cap = cap;
+	}
+	nrelease += numbers_take_stopped(release_ids + nrelease,
+									 release_campaigns + nrelease, release_all);
+	if (nrelease == 0)
+		return;
+	if (run_step("giving rows back", step_release, NULL, NULL) != 0)
+		return;					/* still held; tried again next cycle */
+	for (i = 0; i < nrelease; i++)
+		hold(release_campaigns[i], -1);
+	nrelease = 0;
+}
+
+/*
+ * Try to complete the campaigns that ran dry.
+ */
+static void
+complete_campaigns(void)
+{
+	CompleteStep c;
+
+	c.ids = palloc(sizeof(int64) * Max(campaigns_count(), 1));
+	c.n = campaigns_dry_done(c.ids);
+	c.skipped = 0;
+	if (c.n == 0)
+		return;
+	if (run_step("completing campaigns", step_complete, &c, NULL) != 0)
+		return;
+	if (c.skipped > 0 && !complete_lock_logged)
+		ereport(LOG,
+				(errmsg("wasend: %d campaign(s) with nothing left to send are locked by another session; completing them is tried again later",
+						c.skipped)));
+	complete_lock_logged = c.skipped > 0;
+}
+
+/*
+ * One short transaction doing all pending database work.  Returns whether
+ * the running set was refreshed (when asked); a refresh that could not be
+ * done is asked for again by the caller.
+ */
+bool
+db_cycle(bool refresh, bool release_all)
+{
+	MemoryContext tmp;
+	MemoryContext old = CurrentMemoryContext;
+	volatile bool ok = false;
+	volatile bool refreshed = false;
+	volatile bool paused = false;
+	bool	   *keep;
+	ClaimStep	claim;
+
+	tmp = AllocSetContextCreate(TopMemoryContext, "wasend cycle",
+								ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(tmp);
+	keep = palloc0(sizeof(bool) * Max(results.n, 1));
+	memset(&claim, 0, sizeof(claim));
+	claim.cxt = tmp;
+
+	PG_TRY();
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, "wasend sender: claim/record");
+		MemoryContextSwitchTo(tmp);
+
+		if (!queue_extension_present())
+		{
+			/* nothing to do until CREATE EXTENSION; nothing can be held */
+			memset(keep, 0, sizeof(bool) * Max(results.n, 1));
+			refreshed = true;
+		}
+		else
+		{
+			queue_prepare();
+
+			if (results.n > 0)
+				paused = record_results(keep);
+
+			/* a pause we caused: re-read at once which campaigns may send */
+			if (refresh || paused)
+			{
+				RefreshStep r = {0, NULL, 0, tmp};
+
+				if (run_step("refreshing the running set", step_refresh, &r, NULL) == 0)
+				{
+					campaigns_refresh(r.rc, r.n);
+					next_scheduled_start = r.next_start == 0 ? 0 :
+						wasend_mono_us() + Max(r.next_start - GetCurrentTimestamp(), 0);
+					refreshed = true;
+				}
+				run_step("applying waiting statuses", step_pending, NULL, NULL);
+			}
+			else
+				refreshed = true;
+
+			release_rows(release_all);
+			complete_campaigns();
+
+			if (!release_all && campaigns_want_claim())
+			{
+				int			ncamp = Max(campaigns_count(), 1);
+
+				claim.ids = palloc(sizeof(int64) * ncamp);
+				claim.lims = palloc(sizeof(int32) * ncamp);
+				claim.after = palloc(sizeof(int64) * ncamp);
+				claim.n = campaigns_claim_request(claim.ids, claim.lims, claim.after);
+				if (claim.n > 0 &&
+					run_step("claiming rows", step_claim, &claim, NULL) != 0)
+					claim.nrows = -1;	/* nothing claimed, don't mark dry */
+			}
+		}
+
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(tmp);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		pg_atomic_fetch_add_u64(&my_slot->db_retries, 1);
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("wasend sender: database cycle failed: %s", edata->message),
+				 errdetail("Nothing of it counts; the sender tries again in a second.")));
+		cycle_backoff_until = wasend_mono_us() + CYCLE_BACKOFF_US;
+	}
+	PG_END_TRY();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	MemoryContextSwitchTo(tmp);
+
+	if (ok)
+	{
+		if (results.n > 0)
+			result_batch_keep(&results, keep);
+		results_have_error = false;
+		if (claim.n > 0 && claim.nrows >= 0)
+			campaigns_claimed(claim.ids, claim.lims, claim.n, claim.rows, claim.nrows);
+	}
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(tmp);
+
+	/* other senders must stop sending for what was paused */
+	if (ok && paused)
+		wasend_wake_senders();
+	return ok && refreshed;
+}

@@ -1,0 +1,271 @@
+/*-------------------------------------------------------------------------
+ *
+ * number_queue.c
+ *		Per phone number: the rows a sender claimed and has not sent yet,
+ *		and starting their requests as the rate gate allows.
+ *
+ * Each number has a FIFO (a ring buffer that grows) of claimed rows with
+ * their request bodies.  Every turn of the event loop, numbers_start_sends
+ * asks the shared rate gate (rate_gate.c) how many sends each number may
+ * start now and hands that many rows to the HTTP client.  Rows of
+ * campaigns that stopped (paused, cancelled) are taken out again by
+ * numbers_take_stopped, to be given back to the queue.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+
+#include "http_client.h"
+#include "sender.h"
+
+int			active_numbers = 0;	/* numbers sending, as of the last refresh */
+
+static HTAB *numbers = NULL;
+
+/*
+ * Create the numbers table (in sender_context).
+ */
+void
+numbers_init(void)
+{
+	HASHCTL		ctl;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(NumberState);
+	ctl.hcxt = sender_context;
+	numbers = hash_create("wasend numbers", 64, &ctl,
+						  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+/*
+ * Find or create this sender's state for a number.
+ */
+NumberState *
+number_get(int64 number_id)
+{
+	bool		found;
+	NumberState *ns = hash_search(numbers, &number_id, HASH_ENTER, &found);
+
+	if (!found)
+	{
+		ns->phone_number_id = NULL;
+		ns->access_token = NULL;
+		ns->url = NULL;
+		ns->rate = 1;
+		ns->active = false;
+		ns->cap = 64;
+		ns->rows = MemoryContextAlloc(sender_context, sizeof(PendingRow) * ns->cap);
+		ns->head = 0;
+		ns->count = 0;
+	}
+	return ns;
+}
+
+/*
+ * This sender's state for a number, or NULL.
+ */
+NumberState *
+number_find(int64 number_id)
+{
+	return hash_search(numbers, &number_id, HASH_FIND, NULL);
+}
+
+/*
+ * Before a refresh: no number is active until the running set says so.
+ */
+void
+numbers_begin_refresh(void)
+{
+	HASH_SEQ_STATUS seq;
+	NumberState *ns;
+
+	hash_seq_init(&seq, numbers);
+	while ((ns = hash_seq_search(&seq)) != NULL)
+		ns->active = false;
+	active_numbers = 0;
+}
+
+/*
+ * Replace a string owned by the sender if it changed.
+ */
+static void
+set_string(char **field, const char *value)
+{
+	if (*field != NULL && strcmp(*field, value) == 0)
+		return;
+	if (*field != NULL)
+		pfree(*field);
+	*field = MemoryContextStrdup(sender_context, value);
+}
+
+/*
+ * The request URL of a number: base/{phone_number_id}/messages, with
+ * appsecret_proof (hex HMAC-SHA256 of the token keyed with the app secret,
+ * see signature.c) when wasend.app_secret_file is set.  A secret file that
+ * cannot be used is reported (by path, never content) and the requests go
+ * without the proof: the API's answer then says what it thinks of that.
+ */
+static char *
+number_url(const char *phone_number_id, const char *token)
+{
+	char		proof[65];
+	const char *secret;
+	const char *error;
+
+	secret = wasend_secret(WASEND_SECRET_APP, &error);
+	if (error != NULL)
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("wasend sends without appsecret_proof: %s", error)));
+	if (secret == NULL)
+		return psprintf("%s/%s/messages", wasend_api_base_url, phone_number_id);
+	wasend_hmac_sha256_hex(secret, token, strlen(token), proof);
+	return psprintf("%s/%s/messages?appsecret_proof=%s",
+					wasend_api_base_url, phone_number_id, proof);
+}
+
+/*
+ * A number is in the running set: take its current rate, id and token.
+ */
+void
+number_refresh(NumberState *ns, int rate, const char *phone_number_id,
+			   const char *access_token)
+{
+	char	   *url;
+
+	if (!ns->active)
+		active_numbers++;
+	ns->active = true;
+	ns->rate = rate;
+	set_string(&ns->phone_number_id, phone_number_id);
+	set_string(&ns->access_token, access_token);
+	url = number_url(phone_number_id, access_token);
+	set_string(&ns->url, url);
+	pfree(url);
+}
+
+/*
+ * How many rows this sender should hold for a number: about one second of
+ * its rate, at most a batch, and a fair share of wasend.max_inflight among
+ * the numbers that are sending (otherwise the first numbers claimed would
+ * take the whole budget and the others would wait).
+ */
+int
+number_target(NumberState *ns)
+{
+	return Min(Min(wasend_batch_size, ns->rate),
+			   Max(1, wasend_max_inflight / Max(active_numbers, 1)));
+}
+
+/*
+ * Append a claimed row to its number's FIFO, growing the ring if needed.
+ */
+void
+number_push(NumberState *ns, const ClaimedRow *row)
+{
+	PendingRow *p;
+
+	if (ns->count == ns->cap)
+	{
+		PendingRow *grown = MemoryContextAlloc(sender_context,
+											   sizeof(PendingRow) * ns->cap * 2);
+		int			i;
+
+		for (i = 0; i < ns->count; i++)
+			grown[i] = ns->rows[(ns->head + i) % ns->cap];
+		pfree(ns->rows);
+		ns->rows = grown;
+		ns->head = 0;
+		ns->cap *= 2;
+	}
+	p = &ns->rows[(ns->head + ns->count) % ns->cap];
+	p->id = row->id;
+	p->campaign_id = row->campaign_id;
+	p->body = MemoryContextStrdup(sender_context, row->body);
+	ns->count++;
+}
+
+/*
+ * Remove, from every number's FIFO, the rows of campaigns that may no
+ * longer send (all rows with drop_all), and store their ids and campaigns
+ * in the caller's arrays (room for held_total entries), so that they can be
+ * given back.  They stay counted as held until they are.
+ */
+int
+numbers_take_stopped(int64 *ids, int64 *campaign_ids, bool drop_all)
+{
+	HASH_SEQ_STATUS seq;
+	NumberState *ns;
+	int			n = 0;
+
+	hash_seq_init(&seq, numbers);
+	while ((ns = hash_seq_search(&seq)) != NULL)
+	{
+		int			kept = 0;
+		int			i;
+
+		for (i = 0; i < ns->count; i++)
+		{
+			PendingRow row = ns->rows[(ns->head + i) % ns->cap];
+			CampaignState *cs = campaign_find(row.campaign_id);
+
+			if (drop_all || !ns->active || cs == NULL || !cs->running)
+			{
+				ids[n] = row.id;
+				campaign_ids[n] = row.campaign_id;
+				n++;
+				pfree(row.body);
+			}
+			else
+				ns->rows[(ns->head + kept++) % ns->cap] = row;
+		}
+		ns->count = kept;
+	}
+	return n;
+}
+
+/*
+ * Start as many requests as the rate gate allows.  Returns the earliest
+ * monotonic time at which the gate opens again for a number that still
+ * has rows waiting (0 if none waits).
+ */
+int64
+numbers_start_sends(int64 now)
+{
+	HASH_SEQ_STATUS seq;
+	NumberState *ns;
+	int64		wake = 0;
+	uint64		seqs[WASEND_MAX_RATE];
+
+	hash_seq_init(&seq, numbers);
+	while ((ns = hash_seq_search(&seq)) != NULL)
+	{
+		int			granted;
+		int			i;
+		int64		next;
+
+		if (ns->count == 0 || !ns->active || shutdown_requested)
+			continue;
+		granted = rate_gate_take(ns->number_id, ns->rate,
+								 Min(ns->count, WASEND_MAX_RATE), now,
+								 seqs, &next);
+		for (i = 0; i < granted; i++)
+		{
+			PendingRow *p = &ns->rows[ns->head];
+
+			http_start(ns->url, ns->access_token, p->body, p->id,
+					   p->campaign_id, ns->number_id, seqs[i]);
+			pfree(p->body);
+			ns->head = (ns->head + 1) % ns->cap;
+			ns->count--;
+		}
+		if (ns->count > 0 && (wake == 0 || next < wake))
+			wake = next;
+	}
+	pg_atomic_write_u32(&my_slot->inflight, http_inflight());
+	return wake;
+}

@@ -1,0 +1,125 @@
+/*-------------------------------------------------------------------------
+ *
+ * sender.h
+ *		What the parts of a sender share.
+ *
+ * A sender is one background worker made of five parts, one file each:
+ *
+ *	src/sender.c			the event loop: latch, curl's sockets, timers,
+ *							collecting answers, shutdown
+ *	src/number_queue.c		per phone number: the FIFO of claimed rows and
+ *							starting requests as the rate gate allows
+ *	src/campaign_cache.c	per campaign: what the sender knows of the
+ *							running set, rows held, claim requests
+ *	src/breaker.c			the circuit breaker of a campaign
+ *	src/db_cycle.c			the database cycle: one short transaction,
+ *							each step in a subtransaction, never waiting
+ *							on a user's lock, never dying of data
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef WASEND_SENDER_H
+#define WASEND_SENDER_H
+
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "queue.h"
+#include "wasend.h"
+
+/* A claimed row waiting for its turn at the rate gate. */
+typedef struct PendingRow
+{
+	int64		id;
+	int64		campaign_id;
+	char	   *body;
+} PendingRow;
+
+/* What this sender knows about one phone number. */
+typedef struct NumberState
+{
+	int64		number_id;		/* hash key */
+	char	   *phone_number_id;
+	char	   *access_token;
+	char	   *url;
+	int			rate;
+	bool		active;			/* has a running campaign, number active */
+	PendingRow *rows;			/* ring buffer of claimed, unsent rows */
+	int			head;
+	int			count;
+	int			cap;
+} NumberState;
+
+/* A campaign's circuit breaker: this sender's last `window` outcomes. */
+typedef struct Breaker
+{
+	double		threshold;		/* trips above this share of failures */
+	int			window;
+	bool	   *outcomes;		/* true = failed; ring of `window` entries */
+	int			pos;
+	int			filled;
+	int			failures;
+} Breaker;
+
+/* What this sender knows about one campaign. */
+typedef struct CampaignState
+{
+	int64		campaign_id;	/* hash key */
+	int64		number_id;
+	bool		running;		/* in the last refresh's running set */
+	bool		running_before; /* ... and in the one before */
+	bool		dry;			/* last claim found fewer rows than asked */
+	bool		lock_logged;	/* said that completing it waits on a lock */
+	int			held;			/* rows of it we hold (pending + in flight) */
+	int64		claim_after;	/* keyset cursor of claims; 0 after a refresh */
+	Breaker		breaker;
+} CampaignState;
+
+/* sender.c: the process-wide state of this sender */
+extern volatile sig_atomic_t shutdown_requested;
+extern MemoryContext sender_context;
+extern WasendSenderSlot *my_slot;
+extern int64 my_token;
+extern int	held_total;
+extern ResultBatch results;
+extern bool results_have_error;
+
+/* number_queue.c */
+extern int	active_numbers;
+extern void numbers_init(void);
+extern NumberState *number_get(int64 number_id);
+extern NumberState *number_find(int64 number_id);
+extern void numbers_begin_refresh(void);
+extern void number_refresh(NumberState *ns, int rate,
+						   const char *phone_number_id,
+						   const char *access_token);
+extern int	number_target(NumberState *ns);
+extern void number_push(NumberState *ns, const ClaimedRow *row);
+extern int	numbers_take_stopped(int64 *ids, int64 *campaign_ids, bool drop_all);
+extern int64 numbers_start_sends(int64 now);
+
+/* campaign_cache.c */
+extern void campaigns_init(void);
+extern CampaignState *campaign_find(int64 campaign_id);
+extern void campaigns_refresh(const RunningCampaign *rc, int n);
+extern void hold(int64 campaign_id, int delta);
+extern bool campaigns_want_claim(void);
+extern int	campaigns_claim_request(int64 *ids, int32 *lims, int64 *after);
+extern void campaigns_claimed(const int64 *ids, const int32 *lims, int n,
+							  const ClaimedRow *rows, int nrows);
+extern int	campaigns_dry_done(int64 *ids);
+extern int	campaigns_count(void);
+
+/* breaker.c */
+extern void breaker_reset(Breaker *b, int window, double threshold);
+extern void breaker_free(Breaker *b);
+extern bool breaker_add(Breaker *b, int64 sent, int64 failed);
+
+/* db_cycle.c */
+extern int64 next_scheduled_start;	/* monotonic us; 0 = none */
+extern bool db_cycle(bool refresh, bool release_all);
+extern int64 db_cycle_not_before(void);
+extern int64 db_record_not_before(void);
+
+#endif							/* WASEND_SENDER_H */

@@ -1,0 +1,144 @@
+# 018_user_locks.pl — a user's open transaction never makes a sender wait,
+# and never strands a row (issue 9, items 8 and 9).
+#
+# Item 8: a campaign is completed only when nothing is left, also while a
+# session is adding rows to it.  wasend_enqueue() holds a share lock on the
+# campaign until its transaction ends; the window is made deterministic:
+# the session holds the lock, uncommitted, while the senders drain the
+# campaign and try to complete it.  The senders must skip the locked
+# campaign (never wait on it, never complete it blindly); once the session
+# commits, its rows are sent and the campaign completes: 0 rows stranded.
+# Three rounds.
+#
+# Item 9: an answer that pauses the number (131048) arrives while a user
+# holds the number's row locked (FOR UPDATE) for longer than
+# wasend.request_timeout_ms.  Before, the record statement waited on that
+# lock; curl was not driven meanwhile, the answers that had arrived failed
+# as timeouts and were sent again.  Now the pause is skipped (the next such
+# answer pauses the number) and the sender goes on: 0 timeouts, 0 duplicate
+# sends, every row sent once.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+use WasendTest;
+
+my $mock = WasendTest::start_mock({
+	numbers => {
+		'18001' => { token => 'tok-18001', rate => 200 },
+		'18002' => { token => 'tok-18002', rate => 100 },
+	},
+	latency_ms => 300,
+	rules => [ { to => '^15591000150$', code => 131048, times => 1 } ],
+});
+my $node = WasendTest::new_node('locks', $mock,
+	'wasend.request_timeout_ms' => 1000);
+
+$node->safe_psql('postgres', q{
+	CREATE EXTENSION wasend;
+	SELECT wasend_add_number('18001', 'tok-18001', 200);
+	SELECT wasend_add_number('18002', 'tok-18002', 100);
+	UPDATE wasend.error_policy SET pause_for = '1 second' WHERE code = '131048';
+});
+$node->poll_query_until('postgres', q{SELECT count(*) = 2 FROM wasend_worker_stats()})
+  or die 'senders did not start';
+
+# a sender waiting on a heavyweight lock, as pg_stat_activity shows it
+my $sender_waits = q{
+	EXISTS (SELECT 1 FROM pg_stat_activity
+	         WHERE backend_type LIKE 'wasend sender%' AND wait_event_type = 'Lock')};
+
+# --- item 8: completion while rows are being added
+for my $round (1 .. 3)
+{
+	my $c = $node->safe_psql('postgres', qq{
+		SELECT wasend_pause_number(1, 'test: hold');
+		SELECT wasend_create_campaign('round $round', 1, '{"type":"text","text":{"body":"x"}}');});
+	my $base = 15590000000 + $round * 1000;
+	$node->safe_psql('postgres', qq{
+		SELECT wasend_enqueue($c, array_agg(($base + g)::text)) FROM generate_series(1, 20) g;
+		SELECT wasend_start_campaign($c);});
+
+	# a session adds 5 rows and keeps its transaction open
+	my $log_offset = -s $node->logfile;
+	my $s = $node->background_psql('postgres');
+	$s->query_safe(qq{BEGIN; SELECT wasend_enqueue($c, array_agg(($base + 100 + g)::text)) FROM generate_series(1, 5) g;});
+
+	# the number sends the 20 committed rows; the campaign runs dry and a
+	# sender tries to complete it while the session holds it
+	$node->safe_psql('postgres', 'SELECT wasend_resume_number(1)');
+	ok( $node->poll_query_until('postgres', qq{
+			SELECT count(*) = 20 FROM wasend.send_queue WHERE campaign_id = $c AND status = 'sent'}),
+		"round $round: the 20 committed rows are sent");
+	my $seen = 0;
+	for (1 .. 1800)
+	{
+		my $log = substr(slurp_file($node->logfile), $log_offset);
+		if ($log =~ /with nothing left to send are locked by another session/
+			|| $node->safe_psql('postgres', "SELECT $sender_waits") eq 't')
+		{
+			$seen = 1;
+			last;
+		}
+		usleep(100_000);
+	}
+	ok($seen, "round $round: a sender tried to complete the campaign while the session held it");
+	is($node->safe_psql('postgres', "SELECT $sender_waits"), 'f',
+		"round $round: no sender waits on the session's lock");
+	is($node->safe_psql('postgres', "SELECT status FROM wasend.campaigns WHERE id = $c"),
+		'running', "round $round: the campaign is not completed under the session's feet");
+
+	$s->query_safe('COMMIT');
+	$s->quit;
+	ok( $node->poll_query_until('postgres',
+			"SELECT status = 'completed' FROM wasend.campaigns WHERE id = $c"),
+		"round $round: the campaign completes after the session commits");
+	is($node->safe_psql('postgres', qq{
+		SELECT count(*) FILTER (WHERE status = 'sent'), count(*) FILTER (WHERE status IN ('ready', 'sending'))
+		  FROM wasend.send_queue WHERE campaign_id = $c}),
+		'25|0', "round $round: all 25 rows sent, 0 stranded");
+}
+
+# --- item 9: a pause from an answer while a user holds the number locked
+$node->safe_psql('postgres', q{
+	SELECT wasend_create_campaign('locked number', 2, '{"type":"text","text":{"body":"y"}}');
+	SELECT wasend_enqueue(4, array_agg((15591000000 + g)::text)) FROM generate_series(1, 300) g;});
+my $u = $node->background_psql('postgres');
+$u->query_safe('BEGIN; SELECT 1 FROM wasend.whatsapp_numbers WHERE id = 2 FOR UPDATE;');
+$node->safe_psql('postgres', 'SELECT wasend_start_campaign(4)');
+
+# hold the lock until the 131048 answer was handled and 100 more rows
+# went out, or (the old behaviour) a sender waited on it for 3 request
+# timeouts
+ok( $node->poll_query_until('postgres', qq{
+		SELECT (SELECT count(*) FROM wasend.send_queue WHERE campaign_id = 4 AND status = 'sent') >= 250
+		    OR EXISTS (SELECT 1 FROM pg_stat_activity
+		                WHERE backend_type LIKE 'wasend sender%' AND wait_event_type = 'Lock'
+		                  AND now() - query_start > interval '3 seconds')}),
+	'the campaign goes on while the number is locked');
+is($node->safe_psql('postgres', "SELECT $sender_waits"), 'f', 'no sender waits on the lock');
+$u->query_safe('COMMIT');
+$u->quit;
+ok( $node->poll_query_until('postgres',
+		q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 4}),
+	'the campaign completes');
+
+WasendTest::load_mock_log($node, $mock);
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FILTER (WHERE http_status = 200), count(DISTINCT recipient) FILTER (WHERE http_status = 200),
+	       count(*) FILTER (WHERE code = '131048')
+	  FROM mocklog WHERE recipient LIKE '1559100%'}),
+	'300|300|1', '300 recipients accepted once each; the 131048 answered once');
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FROM wasend.send_queue
+	 WHERE campaign_id = 4 AND (status <> 'sent' OR last_error_class = 'timeout' OR attempts <> 1)}),
+	'0', 'no row timed out or was sent twice: every row sent at its first attempt');
+my $a = WasendTest::account($node, 'mocklog');
+is($a->{duplicates}, 0, '0 duplicate sends in the whole run');
+
+WasendTest::stop_mock($mock);
+$node->stop;
+done_testing();
