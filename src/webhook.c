@@ -14,10 +14,15 @@
  *		 200 with C when T equals the token in wasend.webhook_verify_token_file,
  *		 else 403.
  *	POST the notification, signed with X-Hub-Signature-256:
- *		 413 over 3 MB, 401 without a signature, 403 with a wrong one,
- *		 400 when the body is not JSON (or not a WABA notification),
- *		 200 only after the payload is committed, 500 if it could not be
- *		 (Meta retries everything but a 200).
+ *		 from the headers alone, before any of the body is read:
+ *		 413 when Content-Length is over 3 MB, 401 without a well-formed
+ *		 signature ("sha256=" and 64 hex digits), 503 (Retry-After) when the
+ *		 body would not fit in wasend.webhook_max_buffer;
+ *		 then, once the body is in: 413 over 3 MB, 403 with a wrong
+ *		 signature, 400 when the body is not JSON (or not a WABA
+ *		 notification), 200 only after the payload is committed, 500 if it
+ *		 could not be, or if the app secret file cannot be used (Meta
+ *		 retries everything but a 200).
  *
  * Group commit: the callbacks only collect bodies and suspend their
  * connections.  After each pass of MHD_run(), every body collected in that
@@ -25,10 +30,19 @@
  * transaction; its commit is then answered to all of them.  Under load,
  * bodies pile up while a commit runs, so batches grow by themselves.  If
  * the group's transaction fails, each payload is retried in a transaction
- * of its own so one bad payload cannot sink the others.
+ * of its own so one bad payload cannot sink the others.  Everything a
+ * batch allocates lives in a memory context reset after the batch.
+ *
+ * Denial of service: nothing but a well-formed signature gets a body read;
+ * all bodies being received share one budget (wasend.webhook_max_buffer,
+ * counted in allocated bytes, reserved from Content-Length at the headers);
+ * every request has an absolute deadline (wasend.webhook_request_timeout)
+ * that the worker enforces itself, since libmicrohttpd only has an idle
+ * timeout that a byte every few seconds resets; connections are capped in
+ * all and, optionally, per client address.
  *
  * The MHD callbacks never ereport: they only malloc and copy.  Signature and
- * JSON checks and all database work happen outside MHD_run().
+ * JSON checks, logging and all database work happen outside MHD_run().
  *
  *-------------------------------------------------------------------------
  */
@@ -37,10 +51,14 @@
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "lib/ilist.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -59,21 +77,62 @@
 /* Meta's payloads reach 3 MB; anything larger is refused with 413. */
 #define MAX_BODY_BYTES		(3 * 1024 * 1024)
 
+/*
+ * Bodies up to this size may use all of wasend.webhook_max_buffer; larger
+ * ones only 7/8 of it, so that a flood of big bodies (which cannot be told
+ * from real ones before they are in) leaves room for ordinary
+ * notifications, which are a few kB.
+ */
+#define SMALL_BODY_BYTES	(64 * 1024)
+
+/* first allocation for a body sent without Content-Length (chunked) */
+#define CHUNKED_FIRST_BYTES (16 * 1024)
+
+/* "sha256=" and the 64 hex digits of an HMAC-SHA256 */
+#define SIGNATURE_LEN		(7 + 64)
+
 #if MHD_VERSION < 0x00097002
 typedef int MHD_Result_t;
 #else
 typedef enum MHD_Result MHD_Result_t;
 #endif
 
+/* Settings (see wasend_webhook_define_settings) */
+static int	webhook_max_buffer_kb = 32 * 1024;
+static int	webhook_request_timeout_ms = 10000;
+static int	webhook_max_connections = 1000;
+static int	webhook_max_connections_per_address = 0;
+
+struct WebhookRequest;
+
+/*
+ * One TCP connection, from accept to close (MHD's socket context).  Its
+ * clock starts at accept and again when a request on it ends, so a
+ * keep-alive connection's next request gets a deadline of its own.
+ */
+typedef struct WebhookConnection
+{
+	dlist_node	node;			/* in open_connections */
+	struct MHD_Connection *conn;
+	int64		started_ms;		/* monotonic ms the deadline counts from */
+	int			requests;		/* requests begun on this connection */
+	bool		cut;			/* shut down past its deadline */
+	struct WebhookRequest *req; /* request in progress, if any */
+} WebhookConnection;
+
 /* One request, from its first byte to its answer. */
 typedef struct WebhookRequest
 {
 	struct MHD_Connection *conn;
+	WebhookConnection *wconn;	/* NULL once the connection is gone */
 	bool		is_post;
+	size_t		declared;		/* Content-Length, 0 if none */
 	char	   *body;			/* malloc'd */
 	size_t		len;
-	size_t		cap;
+	size_t		cap;			/* allocated bytes of body */
+	size_t		charged;		/* bytes counted in buffered_bytes */
 	bool		too_big;
+	bool		over_budget;	/* did not fit in the buffer: 503 */
 	char	   *signature;		/* X-Hub-Signature-256, malloc'd */
 	bool		waiting;		/* suspended, in the batch */
 	int			status;			/* answer, once decided (0 = not yet) */
@@ -85,10 +144,86 @@ static struct MHD_Daemon *daemon_handle = NULL;
 static WebhookRequest *batch_head = NULL;
 static WebhookRequest *batch_tail = NULL;
 static int	batch_len = 0;
+static MemoryContext batch_cxt = NULL;
+static dlist_head open_connections = DLIST_STATIC_INIT(open_connections);
+
+/* bytes allocated or reserved for bodies, all connections together */
+static size_t buffered_bytes = 0;
+
+/* a verify token file problem seen in a callback, logged by the loop */
+static bool verify_token_checked = false;
+static char verify_token_problem[256];
 
 /*
- * Set the answer of a request (copying the text).  Not called from inside
- * MHD callbacks with anything that could fail but malloc.
+ * Milliseconds of CLOCK_MONOTONIC: deadlines must not move when the wall
+ * clock is set.  Safe inside MHD callbacks.
+ */
+static int64
+monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Let a request hold total bytes of body in all, if the shared budget
+ * allows it; charges the difference.  Large bodies may not take the last
+ * eighth of the budget (see SMALL_BODY_BYTES).  Never throws.
+ */
+static bool
+buffer_charge(WebhookRequest *req, size_t total)
+{
+	size_t		budget = (size_t) webhook_max_buffer_kb * 1024;
+	size_t		limit = total <= SMALL_BODY_BYTES ? budget : budget - budget / 8;
+
+	if (total <= req->charged)
+		return true;
+	if (buffered_bytes - req->charged + total > limit)
+		return false;
+	buffered_bytes += total - req->charged;
+	req->charged = total;
+	return true;
+}
+
+/*
+ * Free a request's body and give its bytes back to the shared budget: as
+ * soon as the body has been checked, and at the latest when the request
+ * ends however it ends.
+ */
+static void
+buffer_release(WebhookRequest *req)
+{
+	free(req->body);
+	req->body = NULL;
+	req->len = 0;
+	req->cap = 0;
+	buffered_bytes -= req->charged;
+	req->charged = 0;
+}
+
+/*
+ * Is this X-Hub-Signature-256 value shaped like one ("sha256=" and 64 hex
+ * digits)?  Anything else is refused from the headers, before the body.
+ */
+static bool
+signature_well_formed(const char *sig)
+{
+	int			i;
+
+	if (sig == NULL || strlen(sig) != SIGNATURE_LEN ||
+		pg_strncasecmp(sig, "sha256=", 7) != 0)
+		return false;
+	for (i = 7; i < SIGNATURE_LEN; i++)
+		if (!isxdigit((unsigned char) sig[i]))
+			return false;
+	return true;
+}
+
+/*
+ * Set the answer of a request (copying the text).  Safe inside MHD
+ * callbacks: it only mallocs.
  */
 static void
 set_answer(WebhookRequest *req, int status, const char *text)
@@ -99,7 +234,9 @@ set_answer(WebhookRequest *req, int status, const char *text)
 }
 
 /*
- * Queue a request's decided answer on its connection.
+ * Queue a request's decided answer on its connection.  A 503 says when to
+ * come back; an answer queued before the body was read also makes MHD
+ * close the connection after it, without reading the body.
  */
 static MHD_Result_t
 send_answer(struct MHD_Connection *conn, WebhookRequest *req)
@@ -115,13 +252,16 @@ send_answer(struct MHD_Connection *conn, WebhookRequest *req)
 	MHD_add_response_header(resp, "Content-Type",
 							req->status == 200 && req->is_post ?
 							"application/json" : "text/plain");
+	if (req->status == MHD_HTTP_SERVICE_UNAVAILABLE)
+		MHD_add_response_header(resp, "Retry-After", "1");
 	rc = MHD_queue_response(conn, req->status, resp);
 	MHD_destroy_response(resp);
 	return rc;
 }
 
 /*
- * GET: Meta's subscription handshake.
+ * GET: Meta's subscription handshake.  A problem with the verify token
+ * file is noted for the worker loop to log (callbacks must not ereport).
  */
 static void
 answer_verification(struct MHD_Connection *conn, WebhookRequest *req)
@@ -129,6 +269,15 @@ answer_verification(struct MHD_Connection *conn, WebhookRequest *req)
 	const char *mode = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "hub.mode");
 	const char *token = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "hub.verify_token");
 	const char *challenge = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "hub.challenge");
+	const char *error;
+
+	if (wasend_secret(WASEND_SECRET_VERIFY_TOKEN, &error) == NULL)
+		strlcpy(verify_token_problem,
+				error ? error : "wasend.webhook_verify_token_file is not set",
+				sizeof(verify_token_problem));
+	else
+		verify_token_problem[0] = '\0';
+	verify_token_checked = true;
 
 	if (mode != NULL && strcmp(mode, "subscribe") == 0 &&
 		token != NULL && challenge != NULL &&
@@ -136,6 +285,95 @@ answer_verification(struct MHD_Connection *conn, WebhookRequest *req)
 		set_answer(req, 200, challenge);
 	else
 		set_answer(req, 403, "verification failed");
+}
+
+/*
+ * The headers of a POST are in: decide what can be decided before reading
+ * the body.  Returns false when an answer was set (and the body must not
+ * be read).
+ */
+static bool
+admit_post(struct MHD_Connection *conn, WebhookRequest *req)
+{
+	const char *len_header;
+	const char *sig;
+
+	req->is_post = true;
+	len_header = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+											 MHD_HTTP_HEADER_CONTENT_LENGTH);
+	if (len_header != NULL)
+	{
+		unsigned long long declared = strtoull(len_header, NULL, 10);
+
+		if (declared > MAX_BODY_BYTES)
+		{
+			set_answer(req, 413, "payload too large");
+			return false;
+		}
+		req->declared = (size_t) declared;
+	}
+	sig = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Hub-Signature-256");
+	if (!signature_well_formed(sig))
+	{
+		set_answer(req, 401, "missing or malformed X-Hub-Signature-256");
+		return false;
+	}
+	if (req->wconn == NULL)
+	{
+		/* untracked (out of memory at accept): no deadline, so no body */
+		set_answer(req, 503, "webhook endpoint busy, retry later");
+		return false;
+	}
+	req->signature = strdup(sig);
+	if (req->signature == NULL ||
+		(req->declared > 0 && !buffer_charge(req, req->declared + 1)))
+	{
+		set_answer(req, 503, "webhook endpoint busy, retry later");
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Append a chunk of body, growing the buffer within the shared budget.
+ * What cannot be kept (over 3 MB, over the budget) is dropped, and the
+ * answer given once the body is complete.
+ */
+static void
+take_body(WebhookRequest *req, const char *data, size_t n)
+{
+	if (req->too_big || req->over_budget)
+		return;
+	if (req->len + n > MAX_BODY_BYTES)
+	{
+		req->too_big = true;
+		buffer_release(req);
+		return;
+	}
+	if (req->len + n + 1 > req->cap)
+	{
+		size_t		want = req->len + n + 1;
+		size_t		cap;
+		char	   *p;
+
+		if (req->declared > 0 && want <= req->declared + 1)
+			cap = req->declared + 1;
+		else
+			cap = Min(Max(Max(req->cap * 2, CHUNKED_FIRST_BYTES), want),
+					  MAX_BODY_BYTES + 1);
+		if (!buffer_charge(req, cap) ||
+			(p = realloc(req->body, cap)) == NULL)
+		{
+			req->over_budget = true;
+			buffer_release(req);
+			return;
+		}
+		req->body = p;
+		req->cap = cap;
+	}
+	memcpy(req->body + req->len, data, n);
+	req->len += n;
+	req->body[req->len] = '\0';
 }
 
 /*
@@ -151,12 +389,21 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 
 	if (req == NULL)
 	{
-		const char *len_header;
+		const union MHD_ConnectionInfo *ci;
 
 		req = calloc(1, sizeof(WebhookRequest));
 		if (req == NULL)
 			return MHD_NO;
 		req->conn = conn;
+		ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+		req->wconn = ci ? (WebhookConnection *) ci->socket_context : NULL;
+		if (req->wconn != NULL)
+		{
+			req->wconn->req = req;
+			/* a later request on a kept-alive connection: a new deadline */
+			if (req->wconn->requests++ > 0)
+				req->wconn->started_ms = monotonic_ms();
+		}
 		*con_cls = req;
 		if (strcmp(method, "GET") == 0)
 		{
@@ -168,21 +415,8 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 			set_answer(req, 405, "method not allowed");
 			return send_answer(conn, req);
 		}
-		req->is_post = true;
-		len_header = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-												 MHD_HTTP_HEADER_CONTENT_LENGTH);
-		if (len_header != NULL && strtoull(len_header, NULL, 10) > MAX_BODY_BYTES)
-		{
-			set_answer(req, 413, "payload too large");
+		if (!admit_post(conn, req))
 			return send_answer(conn, req);
-		}
-		{
-			const char *sig = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-														  "X-Hub-Signature-256");
-
-			if (sig != NULL)
-				req->signature = strdup(sig);
-		}
 		return MHD_YES;
 	}
 
@@ -191,27 +425,8 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 
 	if (*upload_data_size > 0)
 	{
-		size_t		n = *upload_data_size;
-
+		take_body(req, upload_data, *upload_data_size);
 		*upload_data_size = 0;
-		if (req->too_big || req->len + n > MAX_BODY_BYTES)
-		{
-			req->too_big = true;
-			return MHD_YES;		/* read and drop the rest */
-		}
-		if (req->len + n + 1 > req->cap)
-		{
-			size_t		cap = Max(req->cap * 2, req->len + n + 1);
-			char	   *p = realloc(req->body, cap);
-
-			if (p == NULL)
-				return MHD_NO;
-			req->body = p;
-			req->cap = cap;
-		}
-		memcpy(req->body + req->len, upload_data, n);
-		req->len += n;
-		req->body[req->len] = '\0';
 		return MHD_YES;
 	}
 
@@ -219,6 +434,11 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 	if (req->too_big)
 	{
 		set_answer(req, 413, "payload too large");
+		return send_answer(conn, req);
+	}
+	if (req->over_budget)
+	{
+		set_answer(req, 503, "webhook endpoint busy, retry later");
 		return send_answer(conn, req);
 	}
 	if (!req->waiting)
@@ -237,7 +457,8 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 }
 
 /*
- * MHD completion callback: the connection is done with the request.
+ * MHD completion callback: the connection is done with the request.  The
+ * connection's clock restarts for the next request it may carry.
  */
 static void
 on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -247,7 +468,12 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 	if (req == NULL)
 		return;
-	free(req->body);
+	if (req->wconn != NULL)
+	{
+		req->wconn->req = NULL;
+		req->wconn->started_ms = monotonic_ms();
+	}
+	buffer_release(req);
 	free(req->signature);
 	free(req->answer);
 	free(req);
@@ -255,14 +481,119 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 }
 
 /*
+ * MHD connection notifier: track every open connection with its accept
+ * time, so that the worker loop can enforce the absolute deadline.
+ */
+static void
+on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+			  enum MHD_ConnectionNotificationCode toe)
+{
+	WebhookConnection *wc = *socket_context;
+
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+	{
+		wc = calloc(1, sizeof(WebhookConnection));
+		*socket_context = wc;
+		if (wc == NULL)
+			return;				/* admit_post refuses its POSTs */
+		wc->conn = conn;
+		wc->started_ms = monotonic_ms();
+		dlist_push_tail(&open_connections, &wc->node);
+	}
+	else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && wc != NULL)
+	{
+		if (wc->req != NULL)
+			wc->req->wconn = NULL;
+		dlist_delete(&wc->node);
+		free(wc);
+		*socket_context = NULL;
+	}
+}
+
+/*
+ * Close every connection whose request has outlived
+ * wasend.webhook_request_timeout, however slowly it trickles: shutdown()
+ * of its socket makes epoll report it and MHD close it (and call the
+ * callbacks) in its next pass.  Requests waiting in the batch are left
+ * alone; they are about to be answered.  Returns the milliseconds until
+ * the next deadline, or -1 if no connection is open.
+ */
+static long
+cut_overdue_connections(void)
+{
+	int64		now = monotonic_ms();
+	int64		next = -1;
+	int			ncut = 0;
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &open_connections)
+	{
+		WebhookConnection *wc = dlist_container(WebhookConnection, node, iter.cur);
+		int64		due = wc->started_ms + webhook_request_timeout_ms;
+
+		if (wc->cut || (wc->req != NULL && wc->req->waiting))
+			continue;
+		if (now >= due)
+		{
+			const union MHD_ConnectionInfo *ci;
+
+			ci = MHD_get_connection_info(wc->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+			if (ci != NULL)
+				(void) shutdown(ci->connect_fd, SHUT_RDWR);
+			wc->cut = true;
+			ncut++;
+		}
+		else if (next < 0 || due - now < next)
+			next = due - now;
+	}
+	if (ncut > 0)
+		elog(DEBUG1, "wasend webhook: closed %d connection(s) past the %d ms deadline",
+			 ncut, webhook_request_timeout_ms);
+	return (long) next;
+}
+
+/*
+ * Log a problem with a secret file once, not at every request, and again
+ * only if it changes or comes back after being fixed.  problem NULL means
+ * the file is fine now.
+ */
+static void
+report_secret_problem(WasendSecret which, const char *problem)
+{
+	static char reported[2][256];
+	char	   *last = reported[which];
+
+	if (problem == NULL)
+	{
+		last[0] = '\0';
+		return;
+	}
+	if (strcmp(last, problem) == 0)
+		return;
+	strlcpy(last, problem, sizeof(reported[which]));
+	if (which == WASEND_SECRET_APP)
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("wasend webhook cannot verify signatures: %s", problem),
+				 errdetail("Signed POSTs are answered 500 (Meta retries them) until this is fixed."),
+				 errhint("Put the Meta app secret in a file owned by the server's user with mode 0600 or 0640, and set wasend.app_secret_file to its path.")));
+	else
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("wasend webhook cannot answer the subscription handshake: %s", problem),
+				 errhint("Put the verify token in a file owned by the server's user with mode 0600 or 0640, and set wasend.webhook_verify_token_file to its path.")));
+}
+
+/*
  * Apply some payloads in one transaction.  Returns false (the transaction
  * rolled back, the error logged) if any of them failed.  On success each
- * request gets a 200 with its counts.
+ * request gets a 200 with its counts.  Allocates in the caller's (batch)
+ * memory context.
  */
 static bool
 ingest_group(WebhookRequest **reqs, int n, int *sqlerrcode)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
+	MemoryContext cxt = CurrentMemoryContext;
 	volatile bool ok = false;
 	char	  **answers = palloc0(sizeof(char *) * n);
 
@@ -286,7 +617,7 @@ ingest_group(WebhookRequest **reqs, int n, int *sqlerrcode)
 									  1, argtypes, &arg, NULL, false, 1) != SPI_OK_SELECT)
 				elog(ERROR, "wasend: ingesting a webhook failed");
 			res = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-			answers[i] = MemoryContextStrdup(oldcxt, res ? res : "{}");
+			answers[i] = MemoryContextStrdup(cxt, res ? res : "{}");
 		}
 		SPI_finish();
 		PopActiveSnapshot();
@@ -297,7 +628,7 @@ ingest_group(WebhookRequest **reqs, int n, int *sqlerrcode)
 	{
 		ErrorData  *edata;
 
-		MemoryContextSwitchTo(oldcxt);
+		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		*sqlerrcode = edata->sqlerrcode;
 		EmitErrorReport();
@@ -306,8 +637,10 @@ ingest_group(WebhookRequest **reqs, int n, int *sqlerrcode)
 		AbortCurrentTransaction();
 	}
 	PG_END_TRY();
-	MemoryContextSwitchTo(oldcxt);
+	MemoryContextSwitchTo(cxt);
 	pgstat_report_activity(STATE_IDLE, NULL);
+	/* let autovacuum see this worker's updates (at most once a second) */
+	pgstat_report_stat(false);
 
 	if (ok)
 	{
@@ -320,21 +653,29 @@ ingest_group(WebhookRequest **reqs, int n, int *sqlerrcode)
 }
 
 /*
- * Answer every request collected in the last MHD_run pass.
+ * Answer every request collected in the last MHD_run pass.  All it and
+ * ingest_group allocate goes in batch_cxt, reset at the end.
  */
 static void
 process_batch(void)
 {
+	MemoryContext oldcxt = MemoryContextSwitchTo(batch_cxt);
 	WebhookRequest *req;
 	WebhookRequest **valid = palloc(sizeof(WebhookRequest *) * Max(batch_len, 1));
 	int			nvalid = 0;
 	int			i;
 	int			sqlerrcode = 0;
+	const char *error;
+	bool		have_secret;
+
+	have_secret = wasend_secret(WASEND_SECRET_APP, &error) != NULL;
+	report_secret_problem(WASEND_SECRET_APP, have_secret ? NULL :
+						  error ? error : "wasend.app_secret_file is not set");
 
 	for (req = batch_head; req != NULL; req = req->next)
 	{
-		if (req->signature == NULL)
-			set_answer(req, 401, "missing X-Hub-Signature-256");
+		if (!have_secret)
+			set_answer(req, 500, "webhook signatures cannot be verified now");
 		else if (!wasend_signature_matches(req->body ? req->body : "", req->len,
 										   req->signature))
 			set_answer(req, 403, "invalid signature");
@@ -369,10 +710,12 @@ process_batch(void)
 		req->waiting = false;
 		if (req->status == 0)
 			set_answer(req, 500, "internal error");
+		buffer_release(req);
 		MHD_resume_connection(req->conn);
 		req = next;
 	}
-	pfree(valid);
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(batch_cxt);
 }
 
 /*
@@ -381,6 +724,59 @@ process_batch(void)
 void
 wasend_webhook_define_settings(void)
 {
+	DefineCustomIntVariable("wasend.webhook_max_buffer",
+							"Memory for webhook bodies being received, all connections together.",
+							"A POST whose body would not fit is answered 503 with Retry-After. Bodies over 64 kB may use 7/8 of it.",
+							&webhook_max_buffer_kb,
+							32 * 1024, 4 * 1024, 4 * 1024 * 1024,
+							PGC_SIGHUP,
+							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wasend.webhook_request_timeout",
+							"Longest a webhook request may take, from its connection's accept to its answer.",
+							"Enforced however slowly the client sends; on a kept-alive connection, counted from the end of the previous request.",
+							&webhook_request_timeout_ms,
+							10000, 1000, 600000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wasend.webhook_max_connections",
+							"Most connections the webhook endpoint holds open at once.",
+							"Further connections wait in the listen queue.",
+							&webhook_max_connections,
+							1000, 1, 100000,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wasend.webhook_max_connections_per_address",
+							"Most connections the webhook endpoint holds open from one client address; 0 means no limit.",
+							"Behind a proxy every request comes from the proxy's address: leave it 0 there.",
+							&webhook_max_connections_per_address,
+							0, 0, 100000,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+}
+
+/*
+ * Raise the soft limit on open files towards the hard one, so that
+ * wasend.webhook_max_connections sockets fit beside the files PostgreSQL
+ * itself keeps open.
+ */
+static void
+raise_file_limit(void)
+{
+	struct rlimit rl;
+	rlim_t		want = (rlim_t) webhook_max_connections + 256;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
+		return;
+	rl.rlim_cur = (rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want) ? want : rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		elog(LOG, "wasend webhook: could not raise the open files limit: %m");
 }
 
 /*
@@ -408,14 +804,23 @@ wasend_webhook_main(Datum main_arg)
 				 errmsg("invalid wasend.webhook_address \"%s\"", wasend_webhook_address),
 				 errhint("Give an IPv4 address, e.g. 127.0.0.1 or 0.0.0.0.")));
 
+	raise_file_limit();
+	batch_cxt = AllocSetContextCreate(TopMemoryContext, "wasend webhook batch",
+									  ALLOCSET_DEFAULT_SIZES);
+
 	daemon_handle = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME,
 									 (uint16) wasend_webhook_port,
 									 NULL, NULL, &on_request, NULL,
 									 MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &addr,
-									 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) 10,
-									 MHD_OPTION_CONNECTION_LIMIT, (unsigned int) 1000,
-									 MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int) 0,
+									 /* idle timeout: a backstop to our deadline */
+									 MHD_OPTION_CONNECTION_TIMEOUT,
+									 (unsigned int) ((webhook_request_timeout_ms + 999) / 1000),
+									 MHD_OPTION_CONNECTION_LIMIT,
+									 (unsigned int) webhook_max_connections,
+									 MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+									 (unsigned int) webhook_max_connections_per_address,
 									 MHD_OPTION_NOTIFY_COMPLETED, &on_completed, NULL,
+									 MHD_OPTION_NOTIFY_CONNECTION, &on_connection, NULL,
 									 MHD_OPTION_END);
 	if (daemon_handle == NULL)
 		ereport(FATAL,
@@ -433,15 +838,24 @@ wasend_webhook_main(Datum main_arg)
 	elog(LOG, "wasend webhook listening on %s:%d", wasend_webhook_address,
 		 wasend_webhook_port);
 
-	while (!ShutdownRequestPending)
+	/*
+	 * One pass: take in what arrived, answer a batch if one is complete,
+	 * cut overdue connections, and wait only when no batch is pending.
+	 * Interrupts are checked at every pass, so SIGTERM and SIGHUP are seen
+	 * under a load that never lets the batch run dry.
+	 */
+	for (;;)
 	{
 		WaitEvent	events[3];
 		MHD_UNSIGNED_LONG_LONG mhd_timeout;
 		long		timeout = 1000;
+		long		next_deadline;
 		int			nev;
 		int			i;
 
 		CHECK_FOR_INTERRUPTS();
+		if (ShutdownRequestPending)
+			break;
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
@@ -449,14 +863,25 @@ wasend_webhook_main(Datum main_arg)
 		}
 
 		MHD_run(daemon_handle);
-		while (batch_head != NULL)
+		if (batch_head != NULL)
 		{
 			process_batch();
-			MHD_run(daemon_handle);		/* send the answers */
+			MHD_run(daemon_handle); /* send the answers */
 		}
+		if (verify_token_checked)
+		{
+			verify_token_checked = false;
+			report_secret_problem(WASEND_SECRET_VERIFY_TOKEN,
+								  verify_token_problem[0] ? verify_token_problem : NULL);
+		}
+		next_deadline = cut_overdue_connections();
+		if (batch_head != NULL)
+			continue;			/* bodies completed meanwhile: no wait */
 
 		if (MHD_get_timeout(daemon_handle, &mhd_timeout) == MHD_YES)
-			timeout = (long) Min(mhd_timeout, (MHD_UNSIGNED_LONG_LONG) 1000);
+			timeout = (long) Min(mhd_timeout, (MHD_UNSIGNED_LONG_LONG) timeout);
+		if (next_deadline >= 0)
+			timeout = Min(timeout, next_deadline + 1);
 		nev = WaitEventSetWait(wes, timeout, events, lengthof(events),
 							   PG_WAIT_EXTENSION);
 		for (i = 0; i < nev; i++)
