@@ -9,24 +9,50 @@
 # kept aside and applied once the wamid appears; an inbound STOP is stored
 # once and suppresses its sender, who is then skipped by wasend_enqueue;
 # a load run of 3 statuses per message, posted concurrently, leaves every
-# row read.
+# row read.  The app secret and the verify token come from files
+# (wasend.app_secret_file, wasend.webhook_verify_token_file): a file that
+# others may read, or that the server's user does not own, is refused with
+# a log line and an ERROR that name the path; a reload that points the
+# settings at new files rotates both; and the server log never contains
+# a secret or a token.
 use strict;
 use warnings;
 
+use Cwd;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Digest::SHA qw(hmac_sha256_hex);
+use Fcntl qw(O_WRONLY O_CREAT O_TRUNC);
 use IPC::Run;
 use Test::More;
+use Time::HiRes qw(time usleep);
 use WasendTest;
 
-my $secret = 'test-app-secret';
+# distinctive values, so that finding them in the server log means a leak
+my $secret = 'test-app-secret-' . int(rand(1e9));
+my $token = 'verify-me-' . int(rand(1e9));
+# absolute: the server resolves the files' paths from its data directory
+my $sdir = Cwd::abs_path(PostgreSQL::Test::Utils::tempdir());
+
+# a secret file as the server wants it: owned by us (the server's user), 0600
+sub write_secret
+{
+	my ($path, $value) = @_;
+	sysopen(my $fh, $path, O_WRONLY | O_CREAT | O_TRUNC, 0600) or die "$path: $!";
+	print $fh "$value\n";
+	close $fh;
+	chmod 0600, $path or die "chmod $path: $!";
+	return $path;
+}
+write_secret("$sdir/app_secret", $secret);
+write_secret("$sdir/verify_token", $token);
+
 my $mock = WasendTest::start_mock({ numbers => { '1201' => { token => 'tok', rate => 1000 } } });
 my $port = PostgreSQL::Test::Cluster::get_free_port();
 my $node = WasendTest::new_node('webhook', $mock,
-	'wasend.app_secret' => "'$secret'",
+	'wasend.app_secret_file' => "'$sdir/app_secret'",
 	'wasend.webhook_port' => $port,
-	'wasend.webhook_verify_token' => "'verify-me'");
+	'wasend.webhook_verify_token_file' => "'$sdir/verify_token'");
 my $url = "http://127.0.0.1:$port/webhook";
 
 $node->safe_psql('postgres', q{
@@ -85,10 +111,15 @@ my %wamid = map { my ($r, $w) = split /\|/; ($r => $w) } split /\n/,
 	$node->safe_psql('postgres', q{SELECT recipient::bigint - 15512000000, wa_message_id FROM wasend.send_queue});
 
 # --- handshake
-is(http("http://127.0.0.1:$port/webhook?hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge=1158201444"),
-	'1158201444 200', 'GET handshake answers the challenge');
-like(http("http://127.0.0.1:$port/webhook?hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=1"),
-	qr/ 403$/, 'a wrong verify token gets 403');
+sub handshake
+{
+	my ($t, $challenge) = @_;
+	return http("http://127.0.0.1:$port/webhook?hub.mode=subscribe&hub.verify_token=$t&hub.challenge=$challenge");
+}
+is(handshake($token, 1158201444), '1158201444 200', 'GET handshake answers the challenge');
+like(handshake('wrong', 1), qr/ 403$/, 'a wrong verify token gets 403');
+like(handshake(substr($token, 0, -1), 1), qr/ 403$/, 'so does the token less its last character');
+like(handshake($token . 'x', 1), qr/ 403$/, 'and the token with one more');
 
 # --- refusals change nothing
 my $before = $node->safe_psql('postgres', q{SELECT md5(string_agg(status, ',' ORDER BY id)) FROM wasend.send_queue});
@@ -163,6 +194,83 @@ like($node->safe_psql('postgres', "SELECT wasend_ingest_webhook('$p5', '$sig5')"
 	qr/"statuses_applied": 1/, 'SQL: a signed payload is applied');
 is(row(5), 'read|t|t|', 'row 5 read');
 
+# --- secret files the server refuses
+# wait_log($offset, $re): bounded wait for a line of the server log
+sub wait_log
+{
+	my ($offset, $re) = @_;
+	my $t0 = time;
+	while (time - $t0 < 30)
+	{
+		my $log = slurp_file($node->logfile, $offset);
+		return $1 if $log =~ /($re)/;
+		usleep(50_000);
+	}
+	return '';
+}
+my $p6 = payload([ { id => $wamid{6}, status => 'delivered', timestamp => '1700000006', recipient_id => '15512000006' } ]);
+my $sig6 = 'sha256=' . hmac_sha256_hex($p6, $secret);
+chmod 0644, "$sdir/app_secret" or die;
+my $offset = -s $node->logfile;
+like(post($p6), qr/ 500$/, 'app secret file readable by others: a signed POST is not accepted (500, Meta retries)');
+like(wait_log($offset, qr/WARNING: .*app_secret_file.*\n/), qr/wasend\.app_secret_file "\Q$sdir\E\/app_secret" gives others access/,
+	'and the server log names the file and what is wrong with it');
+$node->psql('postgres', "SELECT wasend_ingest_webhook('$p6', '$sig6')", stderr => \$stderr);
+like($stderr, qr/ERROR:  cannot verify webhook signatures: wasend\.app_secret_file "\Q$sdir\E\/app_secret" gives others access/,
+	'SQL: an ERROR that names the file');
+is(row(6), 'sent|f|f|', 'nothing applied');
+chmod 0640, "$sdir/app_secret" or die;
+like(post($p6), qr/"statuses_applied": 1.* 200$/, 'mode 0640 is accepted again at the next POST, no reload needed');
+
+chmod 0604, "$sdir/verify_token" or die;
+$offset = -s $node->logfile;
+like(handshake($token, 2), qr/ 403$/, 'verify token file readable by others: the handshake fails');
+like(wait_log($offset, qr/WARNING: .*verify_token_file.*\n/), qr/wasend\.webhook_verify_token_file "\Q$sdir\E\/verify_token" gives others access/,
+	'and the server log names that file');
+chmod 0600, "$sdir/verify_token" or die;
+is(handshake($token, 3), '3 200', 'mode 0600: the handshake works again');
+
+# a file the server's user does not own (and we cannot chown as that user)
+$node->append_conf('postgresql.conf', "wasend.app_secret_file = '/etc/passwd'\n");
+$offset = -s $node->logfile;
+$node->reload;
+my $p7 = payload([ { id => $wamid{7}, status => 'delivered', timestamp => '1700000007', recipient_id => '15512000007' } ]);
+my $t0 = time;
+my $answer = '';
+while (time - $t0 < 30)
+{
+	$answer = post($p7, 'sha256=' . hmac_sha256_hex($p7, $secret));
+	last if $answer =~ / 500$/;
+	usleep(50_000);
+}
+like($answer, qr/ 500$/, 'app secret file not owned by the server\'s user: refused after the reload');
+like(wait_log($offset, qr/WARNING: .*passwd.*\n/), qr{wasend\.app_secret_file "/etc/passwd" is not owned by the database server's user},
+	'and the log says so, naming the file');
+$node->psql('postgres', "SELECT wasend_ingest_webhook('$p7', 'sha256=" . ('2' x 64) . "')", stderr => \$stderr);
+like($stderr, qr{ERROR:  cannot verify webhook signatures: wasend\.app_secret_file "/etc/passwd" is not owned}, 'SQL: the same as an ERROR');
+
+# rotation: a reload points both settings at new files
+my $secret2 = 'test-app-secret-rotated-' . int(rand(1e9));
+my $token2 = 'verify-me-rotated-' . int(rand(1e9));
+write_secret("$sdir/app_secret2", $secret2);
+write_secret("$sdir/verify_token2", $token2);
+$node->append_conf('postgresql.conf',
+	"wasend.app_secret_file = '$sdir/app_secret2'\nwasend.webhook_verify_token_file = '$sdir/verify_token2'\n");
+$node->reload;
+$t0 = time;
+while (time - $t0 < 30)
+{
+	$answer = post($p7, 'sha256=' . hmac_sha256_hex($p7, $secret2));
+	last if $answer =~ / 200$/;
+	usleep(50_000);
+}
+like($answer, qr/"statuses_applied": 1.* 200$/, 'after a reload to new files, the new secret signs');
+like(post($p7, 'sha256=' . hmac_sha256_hex($p7, $secret)), qr/ 403$/, 'and the old one no longer does');
+is(handshake($token2, 4), '4 200', 'the new verify token answers the handshake');
+like(handshake($token, 5), qr/ 403$/, 'the old one gets 403');
+my $secret1 = $secret;
+$secret = $secret2;
+
 # --- load run: 3 statuses per message for the whole campaign, concurrently
 my $wamid_file = "$mock->{dir}/wamids.txt";
 open my $fh, '>', $wamid_file or die;
@@ -182,4 +290,14 @@ is($node->safe_psql('postgres', q{
 
 WasendTest::stop_mock($mock);
 $node->stop;
+
+# the whole server log: paths yes, secrets and tokens never
+my $log = slurp_file($node->logfile);
+for my $v ([ 'first app secret', $secret1 ], [ 'rotated app secret', $secret2 ],
+	[ 'first verify token', $token ], [ 'rotated verify token', $token2 ])
+{
+	unlike($log, qr/\Q$v->[1]\E/, "the server log never contains the $v->[0]");
+}
+like($log, qr/parameter "wasend\.app_secret_file" changed to "\Q$sdir\E\/app_secret2"/,
+	'(it does name the new file after the reload)');
 done_testing();
