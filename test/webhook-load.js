@@ -7,9 +7,11 @@
  *
  * Usage: node webhook-load.js --url http://127.0.0.1:PORT/ --secret S
  *          --wamids file (one wamid per line) [--per-payload 20]
- *          [--concurrency 32]
+ *          [--concurrency 32] [--local-address 127.0.0.3]
  * Prints one JSON line: payloads, statuses, seconds, statuses_per_sec,
- * latency_ms {median, p99, max}, http status counts.
+ * latency_ms {median, p99, max}, http status counts.  With --started-file
+ * F it writes F when the first answer arrives (a test's sign that the
+ * load is on).
  *
  * With --emit-sql FILE it posts nothing and writes instead one
  * SELECT wasend_ingest_webhook(body, signature) per payload, to measure the
@@ -79,6 +81,7 @@ const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
 const latencies = [];
 const codes = {};
 let next = 0;
+let started = false;
 
 function post(body)
 {
@@ -87,13 +90,18 @@ function post(body)
 		const t0 = process.hrtime.bigint();
 		const req = http.request({
 			host: url.hostname, port: url.port, path: url.pathname, method: 'POST',
-			agent: agent,
+			agent: agent, localAddress: args['local-address'],
 			headers: { 'Content-Type': 'application/json',
 					   'Content-Length': Buffer.byteLength(body),
 					   'X-Hub-Signature-256': sig },
 		}, (res) => {
 			res.resume();
 			res.on('end', () => {
+				if (args['started-file'] && !started)
+				{
+					started = true;
+					fs.writeFileSync(args['started-file'], '');
+				}
 				latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
 				codes[res.statusCode] = (codes[res.statusCode] || 0) + 1;
 				resolve(res.statusCode);
