@@ -205,24 +205,30 @@ my $wamids = "$dir/wamids.txt";
 open my $wf, '>', $wamids or die;
 print $wf map { "wamid.dos-$_\n" } 1001 .. 30000;
 close $wf;
-# start_load($secret, $tag): webhook-load.js in the background, from
-# 127.0.0.3 (64 connections: all that one address may have here), once
-# its first answer has arrived
+# start_load($secret, $tag): four webhook-load.js in the background, from
+# 127.0.0.3 to 127.0.0.6 with 64 connections each (all that one address
+# may have here), so that some body is always complete when a pass of the
+# worker's loop ends; returns once each has had its first answer
 sub start_load
 {
 	my ($s, $tag) = @_;
-	my $out = '';
-	my $started = "$dir/load-$tag.started";
-	my $h = IPC::Run::start([ 'node', "$root/test/webhook-load.js", '--url', $url, '--secret', $s,
-		'--wamids', $wamids, '--per-payload', 5, '--concurrency', 64, '--started-file', $started,
-		'--local-address', '127.0.0.3' ],
-		'>', \$out, '2>', "$dir/load-$tag.err", IPC::Run::timeout(600));
+	my @h;
+	for my $i (3 .. 6)
+	{
+		my $started = "$dir/load-$tag-$i.started";
+		push @h, IPC::Run::start([ 'node', "$root/test/webhook-load.js", '--url', $url, '--secret', $s,
+			'--wamids', $wamids, '--per-payload', 5, '--concurrency', 64, '--started-file', $started,
+			'--local-address', "127.0.0.$i" ],
+			'>', "$dir/load-$tag-$i.out", '2>', "$dir/load-$tag-$i.err", IPC::Run::timeout(600));
+	}
 	my $t = time;
-	usleep(20_000) until -f $started || time - $t > 60;
-	die "load $tag did not start" unless -f $started;
-	return ($h, \$out);
+	usleep(20_000) until !grep({ !-f "$dir/load-$tag-$_.started" } 3 .. 6) || time - $t > 60;
+	die "load $tag did not start" if grep { !-f "$dir/load-$tag-$_.started" } 3 .. 6;
+	return @h;
 }
-my ($load, $load_out) = start_load($secret, 'a');
+sub stop_load { for my $h (@_) { $h->kill_kill; $h->finish; } }
+
+my @load = start_load($secret, 'a');
 my $secret2 = 'dos-secret-rotated-' . int(rand(1e9));
 write_secret("$dir/app_secret2", $secret2);
 $node->append_conf('postgresql.conf', "wasend.app_secret_file = '$dir/app_secret2'\n");
@@ -240,21 +246,19 @@ while (time - $t_reload < 60)
 my $reload_secs = time - $t_reload;
 note(sprintf('answers to the POSTs signed with the new secret, by code: %s; the last took %.3f s',
 	encode_json(\%tries), $secs));
-my $load_running = $load->pumpable;
+my $load_running = !grep { !$_->pumpable } @load;
 ok($seen && $reload_secs < 10,
 	sprintf('under load, a reload takes effect: a POST signed with the new secret file got 200 after %.1f s', $reload_secs));
 ok($load_running, 'while the load was still running');
-$load->kill_kill;
-$load->finish;
+stop_load(@load);
 
-my ($load2, $load2_out) = start_load($secret2, 'b');
+@load = start_load($secret2, 'b');
 my $t_stop = time;
 $node->stop('fast');
 my $stop_secs = time - $t_stop;
-ok($load2->pumpable, 'a second load was still running when the server was stopped');
+ok(!grep({ !$_->pumpable } @load), 'a second load was still running when the server was stopped');
 ok($stop_secs < 10, sprintf('and the fast shutdown took %.1f s', $stop_secs));
-$load2->kill_kill;
-$load2->finish;
+stop_load(@load);
 
 WasendTest::stop_mock($mock);
 done_testing();
