@@ -8,9 +8,10 @@
  *   node webhook-attack.js probe --port P [--signature S] [--length N]
  *        [--wait-ms 5000]
  *     Sends the headers of a POST with Content-Length N (default
- *     3,000,000) and no body, and waits for an answer.  Prints
- *     {"status": 401, "ms": 3, "body_bytes_sent": 0, ...}, status null if
- *     none came.
+ *     3,000,000) and no body, and waits for an answer and for the server
+ *     to close the connection.  Prints {"status": 401, "answer_ms": 3,
+ *     "closed": "fin", "body_bytes_sent": 0, ...}: status null if no answer
+ *     came, closed false if the connection was still open after wait-ms.
  *
  *   node webhook-attack.js attack --port P --duration-ms D --deadline-ms T
  *        [--slow 500] [--slow-addresses 20] [--junk 300]
@@ -108,15 +109,21 @@ function probe()
 		t0 = now();
 		sock.write(headersOf(length, args.signature));
 	});
+	let answer = null;
 	sock.on('data', (d) => {
 		buf = Buffer.concat([buf, d]);
 		const head = parseHead(buf);
-		if (head)
-			finish({ status: head.status, headers: head.headers });
+		if (head && answer === null)
+			answer = { status: head.status, headers: head.headers, answer_ms: now() - t0 };
 	});
-	sock.on('error', (e) => finish({ status: null, error: e.code }));
-	sock.on('close', () => finish({ status: null, closed: true }));
-	setTimeout(() => finish({ status: null, timeout: true }), waitMs);
+	/* after its answer, the server should close the connection */
+	const closed = (how) => finish(answer ? Object.assign(answer, { closed: how }) :
+		{ status: null, closed: how });
+	sock.on('end', () => closed('fin'));
+	sock.on('error', (e) => closed(e.code));
+	sock.on('close', () => closed('close'));
+	setTimeout(() => finish(answer ? Object.assign(answer, { closed: false }) :
+		{ status: null, timeout: true }), waitMs);
 }
 
 /* --------------------------------------------------------------- attack */
