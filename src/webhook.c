@@ -107,8 +107,10 @@ struct WebhookRequest;
 
 /*
  * One TCP connection, from accept to close (MHD's socket context).  Its
- * clock starts at accept and again when a request on it ends, so a
- * keep-alive connection's next request gets a deadline of its own.
+ * deadline counts from accept; on a kept-alive connection, from the end of
+ * the previous request until the next one's headers are in, then from
+ * there, so each request gets a deadline of its own (and idling or slow
+ * headers at most one more).
  */
 typedef struct WebhookConnection
 {
