@@ -9,7 +9,7 @@ OBJS        = src/wasend.o src/launcher.o src/sender.o src/number_queue.o \
               src/http_client.o src/queue.o src/sql_api.o \
               src/signature.o src/secrets.o src/webhook.o
 DATA        = sql/wasend--$(EXTVERSION).sql
-REGRESS     = setup numbers campaigns enqueue transitions policy secrets webhooks progress
+REGRESS     = setup numbers campaigns enqueue transitions policy secrets webhooks progress grants restore hardening
 REGRESS_OPTS = --inputdir=sql --outputdir=test/out --temp-config=test/regress.conf
 
 PG_CONFIG  ?= pg_config
