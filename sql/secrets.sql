@@ -57,14 +57,73 @@ SET ROLE regress_wasend_admin;
 SELECT id, access_token FROM wasend.whatsapp_numbers ORDER BY id;
 SELECT wasend_update_number(1, 'rotated-token');
 RESET ROLE;
--- the app secret is superuser-only, and hidden from SHOW ALL
+-- the app secret and the verify token are never settings: the settings
+-- that held them in 0.1.0 are gone
 SET ROLE regress_wasend_admin;
 SHOW wasend.app_secret;
 SHOW wasend.webhook_verify_token;
 SELECT count(*) FROM pg_settings WHERE name IN ('wasend.app_secret', 'wasend.webhook_verify_token');
 RESET ROLE;
+-- they are files only the server's user can read; the settings name the
+-- files, and only superusers may set them
+\getenv builddir PG_ABS_BUILDDIR
+\set secret_file :builddir '/wasend_secrets_app_secret'
+\set token_file :builddir '/wasend_secrets_verify_token'
+\setenv WASEND_SECRET_FILE :secret_file
+\setenv WASEND_TOKEN_FILE :token_file
+\! umask 077 && printf 'regress-app-secret-value\n' > "$WASEND_SECRET_FILE" && printf 'regress-verify-token-value\n' > "$WASEND_TOKEN_FILE"
+ALTER SYSTEM SET wasend.app_secret_file = :'secret_file';
+ALTER SYSTEM SET wasend.webhook_verify_token_file = :'token_file';
+SELECT pg_reload_conf();
+-- wait (at most 10 s) until this session has reloaded the settings
+\set ECHO none
+\o /dev/null
+SELECT format('SELECT pg_sleep(0.01) WHERE current_setting(%L) IS DISTINCT FROM %L',
+              'wasend.webhook_verify_token_file', :'token_file')
+  FROM generate_series(1, 1000) \gexec
+\o
+\set ECHO all
+SELECT current_setting('wasend.app_secret_file') = :'secret_file' AS app_secret_file_set,
+       current_setting('wasend.webhook_verify_token_file') = :'token_file' AS verify_token_file_set;
+SET ROLE regress_wasend_admin;
+SET wasend.app_secret_file = '/tmp/mine';
+SHOW wasend.app_secret_file;
+SELECT name FROM pg_settings WHERE name ~ '^wasend\.(app_secret|webhook_verify_token)';
+RESET ROLE;
+-- members of pg_monitor and of pg_read_all_settings can read at most the
+-- paths: no setting holds a secret, and the files are not theirs to read
+CREATE ROLE regress_monitor LOGIN IN ROLE pg_monitor;
+CREATE ROLE regress_settings_reader LOGIN IN ROLE pg_read_all_settings;
+SET ROLE regress_monitor;
+SELECT name, setting IN (:'secret_file', :'token_file') AS shows_the_path
+  FROM pg_settings WHERE name ~ '^wasend\.(app_secret|webhook_verify_token)' ORDER BY name;
+SELECT count(*) AS settings_holding_a_secret FROM pg_settings
+ WHERE concat_ws(' ', setting, reset_val, boot_val) ~ 'regress-(app-secret|verify-token)-value';
+SELECT pg_read_file(:'secret_file');
+RESET ROLE;
+SET ROLE regress_settings_reader;
+SELECT name, setting IN (:'secret_file', :'token_file') AS shows_the_path
+  FROM pg_settings WHERE name ~ '^wasend\.(app_secret|webhook_verify_token)' ORDER BY name;
+SELECT count(*) AS settings_holding_a_secret FROM pg_settings
+ WHERE concat_ws(' ', setting, reset_val, boot_val) ~ 'regress-(app-secret|verify-token)-value';
+SELECT pg_read_file(:'token_file');
+RESET ROLE;
+-- not even a superuser finds the secrets in the settings
+SELECT count(*) AS settings_holding_a_secret FROM pg_settings
+ WHERE concat_ws(' ', setting, reset_val, boot_val) ~ 'regress-(app-secret|verify-token)-value';
+ALTER SYSTEM RESET wasend.app_secret_file;
+ALTER SYSTEM RESET wasend.webhook_verify_token_file;
+SELECT pg_reload_conf();
+\set ECHO none
+\o /dev/null
+SELECT 'SELECT pg_sleep(0.01) WHERE current_setting(''wasend.webhook_verify_token_file'') <> '''''
+  FROM generate_series(1, 1000) \gexec
+\o
+\set ECHO all
+\! rm -f "$WASEND_SECRET_FILE" "$WASEND_TOKEN_FILE"
 -- errors about a number never echo its token
 SELECT wasend_update_number(1, 'bad token with spaces');
 INSERT INTO wasend.whatsapp_numbers (phone_number_id, access_token, max_send_rate_per_sec)
 VALUES (NULL, 'tok-in-a-bad-row', 80);
-DROP ROLE regress_wasend_op, regress_wasend_view, regress_wasend_admin, regress_nobody;
+DROP ROLE regress_wasend_op, regress_wasend_view, regress_wasend_admin, regress_nobody,
+          regress_monitor, regress_settings_reader;

@@ -1,8 +1,8 @@
--- webhooks: wasend_ingest_webhook refuses to work without an app secret,
+-- webhooks: wasend_ingest_webhook refuses to work without an app secret file,
 -- and with bad input; nothing is applied (the TAP test 011 covers signed
 -- payloads and the HTTP endpoint)
 \set SHOW_CONTEXT never
-SHOW wasend.app_secret;
+SHOW wasend.app_secret_file;
 SELECT wasend_ingest_webhook('{"object":"whatsapp_business_account","entry":[]}',
                              'sha256=0000000000000000000000000000000000000000000000000000000000000000');
 SELECT wasend_ingest_webhook('{"object":"whatsapp_business_account","entry":[]}');
