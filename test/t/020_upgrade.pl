@@ -1,0 +1,202 @@
+# 020_upgrade.pl — ALTER EXTENSION wasend UPDATE from 0.1.0 gives exactly a
+# fresh 0.2.0 install.
+#
+# One cluster, two databases: "fresh" gets CREATE EXTENSION wasend (0.2.0),
+# "upgraded" gets 0.1.0 and then ALTER EXTENSION wasend UPDATE.  Compared:
+# pg_dump --schema-only of both (which shows only CREATE EXTENSION), the
+# same with --binary-upgrade (which dumps every member object: tables,
+# columns, constraints, indexes, triggers, functions with their SECURITY
+# and SET clauses, the view, comments, privileges and initial privileges;
+# only OIDs, LSNs and transaction ids are normalized away), and catalog
+# queries for the grants of the wasend roles, every function's security
+# and settings, and what pg_dump dumps (extconfig / extcondition).  A third
+# database, "upgraded_data", is upgraded with rows in it: claimed_by keeps
+# its values as bigint, stored tokens are redacted, and the error policy
+# rows users edited or added are marked as such (and dumped).
+use strict;
+use warnings;
+
+use IPC::Run;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use WasendTest;
+
+# no mock: no database here runs a campaign
+my $node = WasendTest::new_node('upgrade', { url => 'http://127.0.0.1:9/v21.0' },
+	'wasend.workers' => 0);
+
+$node->safe_psql('postgres', 'CREATE DATABASE fresh');
+$node->safe_psql('postgres', 'CREATE DATABASE upgraded');
+$node->safe_psql('postgres', 'CREATE DATABASE upgraded_data');
+
+$node->safe_psql('fresh', 'CREATE EXTENSION wasend');
+is($node->safe_psql('fresh', q{SELECT extversion FROM pg_extension WHERE extname = 'wasend'}),
+	'0.2.0', 'CREATE EXTENSION installs 0.2.0 by default');
+
+$node->safe_psql('upgraded', q{CREATE EXTENSION wasend VERSION '0.1.0'});
+is($node->safe_psql('upgraded', q{SELECT extversion FROM pg_extension WHERE extname = 'wasend'}),
+	'0.1.0', '0.1.0 is still installable');
+$node->safe_psql('upgraded', 'ALTER EXTENSION wasend UPDATE');
+is($node->safe_psql('upgraded', q{SELECT extversion FROM pg_extension WHERE extname = 'wasend'}),
+	'0.2.0', 'ALTER EXTENSION wasend UPDATE goes to 0.2.0');
+
+# pg_dump of one database, as text
+sub dump_of
+{
+	my ($db, @opts) = @_;
+	my ($out, $err);
+	IPC::Run::run([ 'pg_dump', '--schema-only', @opts, '-d', $node->connstr($db) ],
+		'>', \$out, '2>', \$err)
+	  or die "pg_dump $db failed: $err";
+	return $out;
+}
+
+# what differs between two databases by construction: the \restrict key of
+# pg_dump, and in --binary-upgrade mode the OIDs, relfilenodes, LSNs and
+# transaction ids it carries over
+sub normalize
+{
+	my ($text) = @_;
+	$text =~ s/^\\(un)?restrict \S+$/\\$1restrict KEY/mg;
+	$text =~ s/'[0-9]+'/'N'/g;
+	$text =~ s/'\{[0-9,]+\}'/'{OIDS}'/g;
+	$text =~ s/\b[0-9A-F]+\/[0-9A-F]+\b/LSN/g;
+	return $text;
+}
+
+# is() on two long texts, with a unified diff in the output when they differ
+sub same_text
+{
+	my ($got, $expected, $name) = @_;
+	if ($got eq $expected)
+	{
+		pass($name);
+		return;
+	}
+	my $dir = PostgreSQL::Test::Utils::tempdir();
+	PostgreSQL::Test::Utils::append_to_file("$dir/upgraded", $got);
+	PostgreSQL::Test::Utils::append_to_file("$dir/fresh", $expected);
+	my ($diff) = PostgreSQL::Test::Utils::run_command(
+		[ 'diff', '-u', "$dir/fresh", "$dir/upgraded" ]);
+	fail($name);
+	diag($diff);
+	return;
+}
+
+my $plain_fresh = dump_of('fresh');
+like($plain_fresh, qr/CREATE EXTENSION IF NOT EXISTS wasend/, 'the plain dump names the extension');
+same_text(normalize(dump_of('upgraded')), normalize($plain_fresh),
+	'pg_dump --schema-only: upgraded = fresh');
+
+my $bu_fresh = normalize(dump_of('fresh', '--binary-upgrade'));
+like($bu_fresh, qr/ALTER EXTENSION wasend ADD FUNCTION wasend\._redact\(msg text\)/,
+	'the binary-upgrade dump lists the extension\'s members');
+same_text(normalize(dump_of('upgraded', '--binary-upgrade')), $bu_fresh,
+	'pg_dump --schema-only --binary-upgrade: every member object, its privileges and comments: upgraded = fresh');
+
+# the catalog, query by query
+my %catalog = (
+	'table privileges of the wasend roles' => q{
+		SELECT grantee, table_schema, table_name, privilege_type, is_grantable
+		  FROM information_schema.role_table_grants
+		 WHERE grantee LIKE 'wasend\_%' ORDER BY 1, 2, 3, 4},
+	'column privileges of the wasend roles' => q{
+		SELECT grantee, table_schema, table_name, column_name, privilege_type
+		  FROM information_schema.column_privileges
+		 WHERE grantee LIKE 'wasend\_%' ORDER BY 1, 2, 3, 4, 5},
+	'routine privileges' => q{
+		SELECT grantee, routine_schema, routine_name, privilege_type
+		  FROM information_schema.routine_privileges
+		 WHERE routine_name LIKE '%wasend%' OR routine_schema = 'wasend' ORDER BY 1, 2, 3, 4},
+	'sequence privileges' => q{
+		SELECT c.relname, r.rolname, has_sequence_privilege(r.rolname, c.oid, 'USAGE, SELECT, UPDATE')
+		  FROM pg_class c CROSS JOIN pg_roles r
+		 WHERE c.relnamespace = 'wasend'::regnamespace AND c.relkind = 'S'
+		   AND r.rolname LIKE 'wasend\_%' ORDER BY 1, 2},
+	'every function: security, settings, volatility, body' => q{
+		SELECT p.oid::regprocedure, p.prosecdef, p.proconfig, p.provolatile, p.proparallel,
+		       p.proisstrict, l.lanname, md5(p.prosrc), p.proacl
+		  FROM pg_proc p
+		  JOIN pg_language l ON l.oid = p.prolang
+		  JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
+		 WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'wasend')
+		 ORDER BY p.oid::regprocedure::text},
+	'what pg_dump dumps (extconfig, extcondition)' => q{
+		SELECT extversion, extconfig::regclass[]::text[], extcondition
+		  FROM pg_extension WHERE extname = 'wasend'},
+	'columns' => q{
+		SELECT c.relname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod),
+		       a.attnotnull, pg_get_expr(ad.adbin, ad.adrelid), a.atthasmissing, a.attacl,
+		       col_description(c.oid, a.attnum)
+		  FROM pg_attribute a
+		  JOIN pg_class c ON c.oid = a.attrelid
+		  LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+		 WHERE c.relnamespace = 'wasend'::regnamespace AND a.attnum > 0
+		 ORDER BY 1, 2},
+	'relations, options and privileges' => q{
+		SELECT relname, relkind, reloptions, relacl, obj_description(oid, 'pg_class')
+		  FROM pg_class WHERE relnamespace = 'wasend'::regnamespace ORDER BY 1},
+	'constraints' => q{
+		SELECT conrelid::regclass, conname, pg_get_constraintdef(oid)
+		  FROM pg_constraint WHERE connamespace = 'wasend'::regnamespace
+		 ORDER BY conrelid::regclass::text, conname},
+	'triggers' => q{
+		SELECT tgrelid::regclass, tgname, pg_get_triggerdef(oid)
+		  FROM pg_trigger WHERE NOT tgisinternal
+		   AND tgrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'wasend'::regnamespace)
+		 ORDER BY tgrelid::regclass::text, tgname},
+	'view' => q{SELECT pg_get_viewdef('wasend.campaign_progress'::regclass)},
+	'initial privileges' => q{
+		SELECT i.classoid::regclass, i.objsubid, i.privtype, i.initprivs,
+		       CASE i.classoid WHEN 'pg_class'::regclass THEN i.objoid::regclass::text
+		                       WHEN 'pg_proc'::regclass THEN i.objoid::regprocedure::text
+		                       WHEN 'pg_namespace'::regclass THEN i.objoid::regnamespace::text END
+		  FROM pg_init_privs i
+		  JOIN pg_depend d ON d.classid = i.classoid AND d.objid = i.objoid AND d.deptype = 'e'
+		 WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'wasend')
+		 ORDER BY i.classoid::regclass::text, 5, i.objsubid},
+);
+for my $what (sort keys %catalog)
+{
+	my $fresh = $node->safe_psql('fresh', $catalog{$what});
+	isnt($fresh, '', "$what: not empty");
+	same_text($node->safe_psql('upgraded', $catalog{$what}), $fresh, "$what: upgraded = fresh");
+}
+
+# an upgrade with rows in the tables
+$node->safe_psql('upgraded_data', q{
+	CREATE EXTENSION wasend VERSION '0.1.0';
+	SELECT wasend_add_number('1001', 'tok-a', 80);
+	SELECT wasend_create_campaign('c', 1, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend_enqueue(1, ARRAY['15551400001', '15551400002', '15551400003']);
+	UPDATE wasend.send_queue SET status = 'sending', attempts = 1, claimed_at = now(), claimed_by = 2147483647
+	 WHERE recipient = '15551400001';
+	UPDATE wasend.send_queue SET status = 'failed', attempts = 1, failed_at = now(), last_error_class = 'api',
+	       last_error_code = 190, last_error = 'Invalid OAuth access token - Cannot parse access token EAAGm0PX4ZCpsBAKZCdeadbeef0123'
+	 WHERE recipient = '15551400002';
+	UPDATE wasend.error_policy SET backoff = '3 seconds' WHERE code = '131000';
+	INSERT INTO wasend.error_policy (code, action, description) VALUES ('131099', 'fail', 'added before the upgrade');
+	DELETE FROM wasend.error_policy WHERE code = '131047';
+	ALTER EXTENSION wasend UPDATE;
+});
+is($node->safe_psql('upgraded_data', q{
+	SELECT recipient, status, claimed_by, pg_typeof(claimed_by), last_error
+	  FROM wasend.send_queue ORDER BY recipient}),
+	"15551400001|sending|2147483647|bigint|\n"
+	  . "15551400002|failed||bigint|Invalid OAuth access token - Cannot parse access token [redacted token]\n"
+	  . "15551400003|ready||bigint|",
+	'claimed_by is bigint with its values kept; the stored token is redacted');
+is($node->safe_psql('upgraded_data', q{
+	SELECT origin, count(*), string_agg(code, ',' ORDER BY code) FILTER (WHERE origin <> 'builtin')
+	  FROM wasend.error_policy GROUP BY 1 ORDER BY 1}),
+	"added|1|131099\nbuiltin|138|\nedited|1|131000",
+	'error policy rows: an edited code is edited, an added code added, the rest built in');
+my ($data) = PostgreSQL::Test::Utils::run_command(
+	[ 'pg_dump', '--data-only', '-d', $node->connstr('upgraded_data') ]);
+my ($policy_rows) = $data =~ /^COPY wasend\.error_policy \(.*?\n(.*?)^\\\.$/ms;
+is(join(' ', sort map { (split /\t/)[0] } split /\n/, $policy_rows // ''), '131000 131099',
+	'pg_dump dumps the edited and the added error policy row, not the built-in ones');
+
+$node->stop;
+done_testing();
