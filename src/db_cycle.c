@@ -59,7 +59,6 @@ int64		next_scheduled_start = 0;
 
 static int64 cycle_backoff_until = 0;
 static int64 record_backoff_until = 0;
-static bool complete_lock_logged = false;
 
 /* rows taken out of the FIFOs and not yet given back */
 static int64 *release_ids = NULL;
@@ -371,7 +370,8 @@ typedef struct CompleteStep
 {
 	int64	   *ids;
 	int			n;
-	int			skipped;
+	int64	   *locked;
+	int			nlocked;
 } CompleteStep;
 
 /*
@@ -382,7 +382,7 @@ step_complete(void *arg)
 {
 	CompleteStep *c = arg;
 
-	queue_complete(c->n, c->ids, &c->skipped);
+	queue_complete(c->n, c->ids, c->locked, &c->nlocked);
 }
 
 typedef struct ClaimStep
@@ -452,19 +452,35 @@ static void
 complete_campaigns(void)
 {
 	CompleteStep c;
+	int			i;
 
 	c.ids = palloc(sizeof(int64) * Max(campaigns_count(), 1));
+	c.locked = palloc(sizeof(int64) * Max(campaigns_count(), 1));
 	c.n = campaigns_dry_done(c.ids);
-	c.skipped = 0;
+	c.nlocked = 0;
 	if (c.n == 0)
 		return;
 	if (run_step("completing campaigns", step_complete, &c, NULL) != 0)
 		return;
-	if (c.skipped > 0 && !complete_lock_logged)
-		ereport(LOG,
-				(errmsg("wasend: %d campaign(s) with nothing left to send are locked by another session; completing them is tried again later",
-						c.skipped)));
-	complete_lock_logged = c.skipped > 0;
+
+	/* say once per campaign that someone holds it (adding rows, say) */
+	for (i = 0; i < c.n; i++)
+	{
+		CampaignState *cs = campaign_find(c.ids[i]);
+		bool		was_locked = true;
+		int			j;
+
+		for (j = 0; j < c.nlocked; j++)
+			if (c.locked[j] == c.ids[i])
+				was_locked = false;
+		if (cs == NULL)
+			continue;
+		if (was_locked && !cs->lock_logged)
+			ereport(LOG,
+					(errmsg("wasend: campaign " INT64_FORMAT " has nothing left to send but is locked by another session (a user adding rows, or another sender completing it); completing it is tried again later",
+							c.ids[i])));
+		cs->lock_logged = was_locked;
+	}
 }
 
 /*
@@ -568,6 +584,8 @@ db_cycle(bool refresh, bool release_all)
 	}
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
+	/* background workers flush their statistics themselves (autovacuum) */
+	pgstat_report_stat(false);
 	MemoryContextSwitchTo(tmp);
 
 	if (ok)

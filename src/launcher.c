@@ -197,6 +197,7 @@ recover_orphans(void)
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
 	pgstat_report_activity(STATE_IDLE, NULL);
+	pgstat_report_stat(false);
 	return ok;
 }
 

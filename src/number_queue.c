@@ -112,15 +112,18 @@ set_string(char **field, const char *value)
 static char *
 number_url(const char *phone_number_id, const char *token)
 {
+	static char last_error[256] = "";
 	char		proof[65];
 	const char *secret;
 	const char *error;
 
+	/* say it once, and again only when the problem changes */
 	secret = wasend_secret(WASEND_SECRET_APP, &error);
-	if (error != NULL)
+	if (error != NULL && strcmp(error, last_error) != 0)
 		ereport(WARNING,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
 				 errmsg("wasend sends without appsecret_proof: %s", error)));
+	strlcpy(last_error, error ? error : "", sizeof(last_error));
 	if (secret == NULL)
 		return psprintf("%s/%s/messages", wasend_api_base_url, phone_number_id);
 	wasend_hmac_sha256_hex(secret, token, strlen(token), proof);

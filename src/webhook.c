@@ -796,6 +796,8 @@ wasend_webhook_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(wasend_database, NULL, 0);
 	pgstat_report_appname("wasend webhook");
+	/* pinned search_path; a user's lock costs a 500 (Meta retries), not a hang */
+	wasend_worker_session_setup("1s");
 
 	memset(&addr, 0, sizeof(addr));
 	addr.sin_family = AF_INET;

@@ -53,9 +53,18 @@ is($node->safe_psql('postgres', q{
 	SELECT code, count(*) FROM mocklog WHERE http_status <> 200 GROUP BY 1 ORDER BY 1}),
 	"130429|30\n131026|5\n131056|10\ndrop|10\nhang|10\nhttp500|10",
 	'the mock answered the scripted faults');
-is($a->{retried}, $node->safe_psql('postgres', q{
-	SELECT count(DISTINCT recipient) FROM mocklog WHERE http_status <> 200 AND code <> '131026'}),
-	"every row that met a retryable fault was retried ($a->{retried} rows)");
+# A fault is retried by wasend (attempts > 1) or, for a connection that
+# died before any answer, by libcurl itself within the same attempt (it
+# re-sends a request whose reused connection was closed under it): either
+# way the mock saw the recipient again and accepted it once.
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FROM (SELECT recipient FROM mocklog
+	                       WHERE http_status <> 200 AND code <> '131026' GROUP BY 1) f
+	  JOIN wasend.send_queue q USING (recipient)
+	 WHERE q.status <> 'sent'
+	    OR (SELECT count(*) FROM mocklog m WHERE m.recipient = f.recipient) < 2
+	    OR (SELECT count(*) FROM mocklog m WHERE m.recipient = f.recipient AND m.http_status = 200) <> 1}),
+	'0', "every row that met a retryable fault was sent again and accepted once ($a->{retried} retried by wasend)");
 is($node->safe_psql('postgres', q{
 	SELECT count(*) FROM wasend.send_queue q
 	 WHERE q.status = 'sent'

@@ -54,9 +54,9 @@ my $sender_waits = q{
 # --- item 8: completion while rows are being added
 for my $round (1 .. 3)
 {
+	$node->safe_psql('postgres', q{SELECT wasend_pause_number(1, 'test: hold')});
 	my $c = $node->safe_psql('postgres', qq{
-		SELECT wasend_pause_number(1, 'test: hold');
-		SELECT wasend_create_campaign('round $round', 1, '{"type":"text","text":{"body":"x"}}');});
+		SELECT wasend_create_campaign('round $round', 1, '{"type":"text","text":{"body":"x"}}')});
 	my $base = 15590000000 + $round * 1000;
 	$node->safe_psql('postgres', qq{
 		SELECT wasend_enqueue($c, array_agg(($base + g)::text)) FROM generate_series(1, 20) g;
@@ -77,7 +77,7 @@ for my $round (1 .. 3)
 	for (1 .. 1800)
 	{
 		my $log = substr(slurp_file($node->logfile), $log_offset);
-		if ($log =~ /with nothing left to send are locked by another session/
+		if ($log =~ /campaign $c has nothing left to send but is locked by another session/
 			|| $node->safe_psql('postgres', "SELECT $sender_waits") eq 't')
 		{
 			$seen = 1;

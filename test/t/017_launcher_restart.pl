@@ -1,0 +1,98 @@
+# 017_launcher_restart.pl — the launcher can be cancelled, terminated or
+# restarted mid-campaign without duplicating senders or messages (issue 9,
+# item 7).
+#
+# Before: pg_cancel_backend(launcher) made it error out and restart while
+# its senders kept running, and the new launcher started a second set in
+# the same slots (4 senders for wasend.workers = 2) and re-queued rows the
+# live senders were still sending; pg_terminate_backend(launcher) left no
+# launcher at all until the next server restart.
+#
+# Now: a cancel is ignored (same launcher pid); after a terminate the
+# postmaster starts a new launcher, which first stops the earlier
+# launcher's senders (they finish and record what is in flight) and then
+# starts its own.  At every point exactly wasend.workers senders run, and
+# the mock log shows every recipient accepted exactly once.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+use WasendTest;
+
+my $mock = WasendTest::start_mock({
+	numbers => { '17001' => { token => 'tok-17001', rate => 100 } },
+	latency_ms => 100,
+});
+my $node = WasendTest::new_node('launcher', $mock);
+
+$node->safe_psql('postgres', q{
+	CREATE EXTENSION wasend;
+	SELECT wasend_add_number('17001', 'tok-17001', 100);
+	SELECT wasend_create_campaign('restart', 1, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend_enqueue(1, array_agg((15517000000 + g)::text)) FROM generate_series(1, 1500) g;
+});
+$node->poll_query_until('postgres', q{SELECT count(*) = 2 FROM wasend_worker_stats()})
+  or die 'senders did not start';
+
+my $senders = q{SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'wasend sender%'};
+my $launcher = q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'wasend launcher'};
+# the most senders seen at once, sampled while the test waits
+my $max_senders = 0;
+my $sample = sub {
+	my $n = $node->safe_psql('postgres', $senders);
+	$max_senders = $n if $n > $max_senders;
+};
+
+$node->safe_psql('postgres', 'SELECT wasend_start_campaign(1)');
+$node->poll_query_until('postgres',
+	q{SELECT count(*) >= 200 FROM wasend.send_queue WHERE status = 'sent'})
+  or die 'campaign did not send';
+
+# --- cancel: ignored
+my $l1 = $node->safe_psql('postgres', $launcher);
+is($node->safe_psql('postgres', "SELECT pg_cancel_backend($l1)"), 't', 'cancel sent to the launcher');
+$node->poll_query_until('postgres',
+	q{SELECT count(*) >= 400 FROM wasend.send_queue WHERE status = 'sent'})
+  or die 'campaign stalled after the cancel';
+is($node->safe_psql('postgres', $launcher), $l1, 'the launcher ignored the cancel (same pid)');
+is($node->safe_psql('postgres', $senders), '2', 'still exactly 2 senders');
+
+# --- terminate: a new launcher replaces the senders
+my $old_senders = $node->safe_psql('postgres',
+	q{SELECT string_agg(pid::text, ',') FROM pg_stat_activity WHERE backend_type LIKE 'wasend sender%'});
+is($node->safe_psql('postgres', "SELECT pg_terminate_backend($l1)"), 't', 'terminate sent to the launcher');
+my $l2 = '';
+for (1 .. 600)
+{
+	$sample->();
+	$l2 = $node->safe_psql('postgres', $launcher);
+	last if $l2 ne '' && $l2 ne $l1
+	  && $node->safe_psql('postgres', qq{
+		SELECT count(*) = 2 AND count(*) FILTER (WHERE pid IN ($old_senders)) = 0
+		  FROM pg_stat_activity WHERE backend_type LIKE 'wasend sender%'}) eq 't';
+	usleep(100_000);
+}
+isnt($l2, '', 'a launcher runs again after pg_terminate_backend');
+isnt($l2, $l1, 'it is a new launcher');
+like(slurp_file($node->logfile), qr/stopping 2 sender\(s\) of an earlier launcher/,
+	'the new launcher stopped the earlier senders first');
+
+ok( $node->poll_query_until('postgres',
+		q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 1}),
+	'the campaign completes');
+$sample->();
+cmp_ok($max_senders, '<=', 2, "never more than 2 senders at once (most seen: $max_senders)");
+is($node->safe_psql('postgres', $senders), '2', 'exactly 2 senders at the end');
+
+WasendTest::load_mock_log($node, $mock);
+my $a = WasendTest::account($node, 'mocklog');
+is($a->{by_status}, 'sent=1500', 'all 1500 rows sent');
+is($a->{duplicates}, 0, '0 duplicates in the mock log');
+is($a->{uncertain}, 0, 'no row became uncertain: the senders stopped cleanly');
+
+WasendTest::stop_mock($mock);
+$node->stop;
+done_testing();
