@@ -381,29 +381,27 @@ queue_release(int n, const int64 *row_ids, int64 token)
 /*
  * Mark completed those of the given running campaigns that have nothing
  * left to send.  Only the campaigns whose row lock was free are looked at
- * (lock_done); the others are tried again on a later pass.  *skipped
- * receives how many were skipped because someone held them.  Returns how
- * many were completed.
+ * (lock_done); the others are tried again on a later pass.  locked[] (room
+ * for n) receives the ids of the campaigns that were locked and looked at,
+ * *nlocked their number.  Returns how many were completed.
  */
 int
-queue_complete(int n, const int64 *campaign_ids, int *skipped)
+queue_complete(int n, const int64 *campaign_ids, int64 *locked, int *nlocked_out)
 {
 	Datum		args[1];
-	int64	   *locked;
 	uint64		i;
 	int			nlocked;
 
-	*skipped = 0;
+	*nlocked_out = 0;
 	if (n == 0)
 		return 0;
 	args[0] = int8_array(n, campaign_ids);
 	if (SPI_execute_plan(plan_lock_done, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "wasend: locking campaigns failed");
 	nlocked = (int) SPI_processed;
-	*skipped = n - nlocked;
+	*nlocked_out = nlocked;
 	if (nlocked == 0)
 		return 0;
-	locked = palloc(sizeof(int64) * nlocked);
 	for (i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;

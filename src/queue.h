@@ -78,7 +78,8 @@ extern bool queue_trip_breaker(int64 campaign_id, int failures, int window);
 extern int64 queue_recover(int ntokens, const int64 *tokens,
 						   bool fail_uncertain, int max_attempts);
 extern void queue_release(int n, const int64 *row_ids, int64 token);
-extern int	queue_complete(int n, const int64 *campaign_ids, int *skipped);
+extern int	queue_complete(int n, const int64 *campaign_ids, int64 *locked,
+						   int *nlocked);
 
 extern bool wasend_text_is_json(const char *text, size_t len);
 extern void result_batch_init(ResultBatch *batch, int cap, MemoryContext parent);
