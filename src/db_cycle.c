@@ -508,11 +508,7 @@ db_cycle(bool refresh, bool release_all)
 
 	PG_TRY();
 	{
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, "wasend sender: claim/record");
+		wasend_begin_transaction("wasend sender: claim/record");
 		MemoryContextSwitchTo(tmp);
 
 		if (!queue_extension_present())
@@ -562,19 +558,13 @@ db_cycle(bool refresh, bool release_all)
 			}
 		}
 
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		wasend_commit_transaction();
 		ok = true;
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
+		ErrorData  *edata = wasend_abort_transaction(tmp);
 
-		MemoryContextSwitchTo(tmp);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
 		pg_atomic_fetch_add_u64(&my_slot->db_retries, 1);
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),

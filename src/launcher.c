@@ -157,11 +157,7 @@ recover_orphans(void)
 
 	PG_TRY();
 	{
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, "wasend launcher: settling orphaned rows");
+		wasend_begin_transaction("wasend launcher: settling orphaned rows");
 		if (queue_extension_present())
 		{
 			int64		n = queue_recover(nlive, tokens,
@@ -175,19 +171,13 @@ recover_orphans(void)
 								   wasend_on_uncertain == WASEND_UNCERTAIN_FAIL ?
 								   "failed" : "queued again")));
 		}
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		wasend_commit_transaction();
 		ok = true;
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
+		ErrorData  *edata = wasend_abort_transaction(cxt);
 
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),
 				 errmsg("wasend launcher could not settle orphaned rows: %s", edata->message),

@@ -73,9 +73,18 @@ SELECT c.id, n.id, n.phone_number_id, n.access_token, n.max_send_rate_per_sec,
 -- the index until then); the sender resets it at every refresh, so rows
 -- put back behind it (retries, released rows) are found within a second.
 -- $3 is the sender's claim token (random per sender start, see launcher.c).
+--
+-- A claim takes nothing of a campaign that is not running, or whose number
+-- is not active, as its own snapshot sees them: a pause that committed
+-- before the claim began stops it even if the sender has not refreshed
+-- its running set yet (one row per campaign asked for, not per row).
 WITH want AS (
-  SELECT * FROM unnest($1::bigint[], $2::int[], $4::bigint[])
-           AS w(campaign_id, lim, after_id)),
+  SELECT w.* FROM unnest($1::bigint[], $2::int[], $4::bigint[])
+                  AS w(campaign_id, lim, after_id)
+   WHERE EXISTS (SELECT 1 FROM wasend.campaigns c
+                   JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
+                  WHERE c.id = w.campaign_id AND c.status = 'running'
+                    AND n.status = 'active')),
  picked AS (
   SELECT p.ctid FROM want w CROSS JOIN LATERAL (
     SELECT q.ctid FROM wasend.send_queue q

@@ -13,13 +13,18 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "storage/ipc.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
 
 #include "wasend.h"
 
@@ -196,6 +201,50 @@ wasend_worker_session_setup(const char *lock_timeout)
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
 	SetConfigOption("lock_timeout", lock_timeout, PGC_SUSET, PGC_S_SESSION);
 	SetConfigOption("synchronous_commit", "local", PGC_SUSET, PGC_S_SESSION);
+}
+
+/*
+ * Start one of a worker's own transactions, with SPI connected and a
+ * snapshot, and say what it does in pg_stat_activity.
+ */
+void
+wasend_begin_transaction(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+/*
+ * Commit what wasend_begin_transaction started.
+ */
+void
+wasend_commit_transaction(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+/*
+ * In the PG_CATCH block around a worker's own transaction: take the error
+ * out of the error state, roll the transaction back, and return the error
+ * (allocated in cxt) for the caller to report as it sees fit.  The worker
+ * then goes on: no error of a worker's transaction ends the worker.
+ */
+ErrorData *
+wasend_abort_transaction(MemoryContext cxt)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	AbortCurrentTransaction();
+	MemoryContextSwitchTo(cxt);
+	return edata;
 }
 
 /*

@@ -33,6 +33,8 @@
 #include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/spin.h"
+#include "utils/elog.h"
+#include "utils/palloc.h"
 
 /* Upper bound of wasend.workers; shared memory holds this many slots. */
 #define WASEND_MAX_SENDERS		32
@@ -134,6 +136,9 @@ wasend_mono_us(void)
 /* wasend.c */
 extern void wasend_wake_senders(void);
 extern void wasend_worker_session_setup(const char *lock_timeout);
+extern void wasend_begin_transaction(const char *activity);
+extern void wasend_commit_transaction(void);
+extern ErrorData *wasend_abort_transaction(MemoryContext cxt);
 
 /* launcher.c */
 extern PGDLLEXPORT void wasend_launcher_main(Datum main_arg);

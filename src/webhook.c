@@ -604,11 +604,7 @@ ingest_group(WebhookRequest **reqs, int n, int *sqlerrcode)
 		int			i;
 		Oid			argtypes[1] = {TEXTOID};
 
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, "wasend webhook: ingest");
+		wasend_begin_transaction("wasend webhook: ingest");
 		for (i = 0; i < n; i++)
 		{
 			Datum		arg = PointerGetDatum(cstring_to_text_with_len(reqs[i]->body,
@@ -621,9 +617,7 @@ ingest_group(WebhookRequest **reqs, int n, int *sqlerrcode)
 			res = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 			answers[i] = MemoryContextStrdup(cxt, res ? res : "{}");
 		}
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		wasend_commit_transaction();
 		ok = true;
 	}
 	PG_CATCH();
@@ -631,12 +625,10 @@ ingest_group(WebhookRequest **reqs, int n, int *sqlerrcode)
 		ErrorData  *edata;
 
 		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		*sqlerrcode = edata->sqlerrcode;
 		EmitErrorReport();
-		FlushErrorState();
+		edata = wasend_abort_transaction(cxt);
+		*sqlerrcode = edata->sqlerrcode;
 		FreeErrorData(edata);
-		AbortCurrentTransaction();
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);

@@ -191,6 +191,64 @@ sub wait_quiet
 		  FROM wasend_worker_stats()});
 }
 
+# install_state_log($node): test-only triggers that log, in public, every
+# claim of a queue row (claim_log: the row, its campaign, and the snapshot
+# the claiming statement's trigger ran with) and every status change of a
+# campaign or number (state_log: what, id, status, the changing
+# transaction's id).  claims_seeing_pause_sql then tells, without any clock,
+# whether a claim saw a pause (and not the resume after it): a claim takes
+# nothing of a campaign that is not running or whose number is paused as
+# its snapshot sees them, so such claims must not exist.  (The trigger's
+# snapshot is taken a moment after the claim statement's: a pause that
+# commits inside that moment would be reported although the claim could not
+# see it; the window is the statement's own run time.)
+sub install_state_log
+{
+	my ($node) = @_;
+	$node->safe_psql('postgres', q{
+		CREATE TABLE public.claim_log (row_id bigint, campaign_id bigint, snap pg_snapshot);
+		CREATE TABLE public.state_log (what text, id bigint, status text, xid xid8,
+			seq bigserial);
+		CREATE FUNCTION public.log_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			INSERT INTO public.claim_log
+			VALUES (NEW.id, NEW.campaign_id, pg_catalog.pg_current_snapshot());
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER log_claim BEFORE UPDATE ON wasend.send_queue FOR EACH ROW
+			WHEN (NEW.status = 'sending' AND OLD.status IS DISTINCT FROM 'sending')
+			EXECUTE FUNCTION public.log_claim();
+		CREATE FUNCTION public.log_state() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			INSERT INTO public.state_log (what, id, status, xid)
+			VALUES (TG_TABLE_NAME, NEW.id, NEW.status, pg_catalog.pg_current_xact_id());
+			RETURN NULL;
+		END $$;
+		CREATE TRIGGER log_state AFTER UPDATE OF status ON wasend.campaigns FOR EACH ROW
+			WHEN (NEW.status IS DISTINCT FROM OLD.status) EXECUTE FUNCTION public.log_state();
+		CREATE TRIGGER log_state AFTER UPDATE OF status ON wasend.whatsapp_numbers FOR EACH ROW
+			WHEN (NEW.status IS DISTINCT FROM OLD.status) EXECUTE FUNCTION public.log_state();
+	});
+	return;
+}
+
+# claims_seeing_pause_sql($what, $id, $campaign): the number of claims of
+# the campaign's rows whose snapshot saw a pause of the campaign or number
+# ($what 'campaigns' or 'whatsapp_numbers', $id) but not the status change
+# that followed it.
+sub claims_seeing_pause_sql
+{
+	my ($what, $id, $campaign) = @_;
+	return qq{
+		SELECT count(*) FROM public.claim_log c
+		  JOIN public.state_log p ON p.what = '$what' AND p.id = $id AND p.status = 'paused'
+		 WHERE c.campaign_id = $campaign
+		   AND pg_visible_in_snapshot(p.xid, c.snap)
+		   AND NOT EXISTS (SELECT 1 FROM public.state_log r
+		                    WHERE r.what = p.what AND r.id = p.id AND r.seq > p.seq
+		                      AND pg_visible_in_snapshot(r.xid, c.snap))};
+}
+
 # max_window($node, $table): per phone number, the most requests accepted
 # in any window (t - 1000 ms, t] — the definition the mock enforces.
 sub max_window_sql
