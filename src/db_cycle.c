@@ -42,6 +42,7 @@
 #include "access/xact.h"
 #include "executor/spi.h"
 #include "pgstat.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
@@ -54,6 +55,9 @@
 
 /* after the record met a lock, it waits this long, in us */
 #define RECORD_LOCK_BACKOFF_US	(200 * 1000)
+
+/* lock_timeout of the record's halves when the whole batch met a lock */
+#define SHORT_LOCK_TIMEOUT		"10ms"
 
 int64		next_scheduled_start = 0;
 
@@ -99,13 +103,34 @@ is_transient(int sqlerrcode)
 }
 
 /*
+ * Errors that are about the data of an answer (or what a user's trigger
+ * made of it): the row that carries it can be failed.  Anything else (no
+ * memory, disk full, a read-only or dropped schema) says nothing about the
+ * row, which is then kept and tried again later.
+ */
+static bool
+is_data_error(int sqlerrcode)
+{
+	int			category = ERRCODE_TO_CATEGORY(sqlerrcode);
+
+	return category == ERRCODE_TO_CATEGORY(ERRCODE_DATA_EXCEPTION) ||
+		category == ERRCODE_TO_CATEGORY(ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION) ||
+		category == ERRCODE_TO_CATEGORY(ERRCODE_RAISE_EXCEPTION) ||
+		category == ERRCODE_TO_CATEGORY(ERRCODE_PROGRAM_LIMIT_EXCEEDED) ||
+		category == ERRCODE_TO_CATEGORY(ERRCODE_SQL_ROUTINE_EXCEPTION) ||
+		category == ERRCODE_TO_CATEGORY(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION) ||
+		category == ERRCODE_TO_CATEGORY(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION);
+}
+
+/*
  * Run fn(arg) in a subtransaction.  Returns 0 on success; otherwise the
- * subtransaction is rolled back, the error is logged (a lock problem only
- * at DEBUG1: it is routine) and its SQLSTATE returned, with its message
+ * subtransaction is rolled back, the error is logged (a lock problem, or
+ * with quiet, only at DEBUG1) and its SQLSTATE returned, with its message
  * in *message when asked for (allocated in the caller's context).
  */
 static int
-run_step(const char *what, void (*fn) (void *), void *arg, char **message)
+run_step(const char *what, void (*fn) (void *), void *arg, char **message,
+		 bool quiet)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -135,9 +160,10 @@ run_step(const char *what, void (*fn) (void *), void *arg, char **message)
 		if (sqlerrcode == 0)
 			sqlerrcode = ERRCODE_INTERNAL_ERROR;
 		pg_atomic_fetch_add_u64(&my_slot->db_retries, 1);
-		ereport(is_transient(sqlerrcode) ? DEBUG1 : WARNING,
+		ereport(quiet || is_transient(sqlerrcode) ? DEBUG1 : WARNING,
 				(errcode(sqlerrcode),
-				 errmsg("wasend sender: %s skipped: %s", what, edata->message),
+				 errmsg("wasend sender: %s skipped: %s", what,
+						edata->message ? edata->message : "unknown error"),
 				 errdetail("The sender goes on; what was skipped is tried again or settled per row.")));
 		if (message != NULL)
 			*message = pstrdup(edata->message ? edata->message : "unknown error");
@@ -153,6 +179,7 @@ typedef struct RecordStep
 {
 	int		   *idx;
 	int			n;
+	bool		short_lock;		/* wait at most SHORT_LOCK_TIMEOUT for a lock */
 	RecordGroup *groups;
 	int			ngroups;
 } RecordStep;
@@ -165,6 +192,11 @@ step_record(void *arg)
 {
 	RecordStep *r = arg;
 
+	/* local to the subtransaction: reverts when it ends */
+	if (r->short_lock)
+		(void) set_config_option("lock_timeout", SHORT_LOCK_TIMEOUT,
+								 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
+								 true, 0, false);
 	r->ngroups = queue_record(&results, r->idx, r->n, wasend_max_attempts,
 							  my_token, &r->groups);
 }
@@ -237,7 +269,7 @@ apply_groups(const RecordGroup *groups, int n)
 			BreakerStep b = {cs, false};
 
 			if (run_step("pausing a campaign (circuit breaker)", step_breaker,
-						 &b, NULL) == 0 && b.applied)
+						 &b, NULL, false) == 0 && b.applied)
 			{
 				ereport(LOG,
 						(errmsg("wasend paused campaign " INT64_FORMAT ": %d of its last %d results failed",
@@ -254,74 +286,89 @@ apply_groups(const RecordGroup *groups, int n)
 }
 
 /*
- * Write the batch of answers.  keep[i] is set for the answers that must
- * wait for a later cycle (a lock was in the way).  Returns true when
- * something was paused.
+ * Record the answers idx[0..n-1] of the batch, clearing their keep[].  When
+ * that fails on the data of an answer, the range is recorded in halves, and
+ * an answer that fails alone is failed as bad_response (record_poison): k
+ * bad answers among n cost about 2k log2(n) subtransactions, not n.  When
+ * it fails on a lock (a user holds one of the rows), the halves are tried
+ * too, each waiting at most SHORT_LOCK_TIMEOUT, so that only the rows
+ * someone holds wait for a later cycle, not the whole batch.  Any other
+ * error (no memory, a read-only database) keeps the range for a later
+ * cycle.  Either kind of waiting sets the record's back-off.  Returns true
+ * when something was paused.
+ */
+static bool
+record_range(int *idx, int n, bool *keep, bool first)
+{
+	RecordStep	r;
+	char	   *message = NULL;
+	int			err;
+	int			i;
+
+	r.idx = idx;
+	r.n = n;
+	r.short_lock = !first;
+	err = run_step(n == 1 ? "recording an answer" : "recording answers",
+				   step_record, &r, &message, !first);
+	if (err == 0)
+	{
+		for (i = 0; i < n; i++)
+			keep[idx[i]] = false;
+		return apply_groups(r.groups, r.ngroups);
+	}
+	if (!is_data_error(err) && !(is_transient(err) && n > 1))
+	{
+		/* a lock is short-lived; anything else gets a longer pause */
+		record_backoff_until = wasend_mono_us() +
+			(is_transient(err) ? RECORD_LOCK_BACKOFF_US : CYCLE_BACKOFF_US);
+		return false;
+	}
+	if (n > 1)
+	{
+		bool		paused = record_range(idx, n / 2, keep, false);
+
+		return record_range(idx + n / 2, n - n / 2, keep, false) || paused;
+	}
+	else
+	{
+		PoisonStep	p = {idx[0], message, false};
+
+		err = run_step("failing an unrecordable answer", step_poison, &p, NULL, false);
+		if (err != 0)
+		{
+			record_backoff_until = wasend_mono_us() + CYCLE_BACKOFF_US;
+			return false;
+		}
+		keep[idx[0]] = false;
+		if (p.done)
+		{
+			ereport(LOG,
+					(errmsg("wasend failed row " INT64_FORMAT " as bad_response: its answer could not be recorded: %s",
+							DatumGetInt64(results.ids[idx[0]]), message)));
+			pg_atomic_fetch_add_u64(&my_slot->failed, 1);
+		}
+		return false;
+	}
+}
+
+/*
+ * Write the batch of answers.  keep[i] stays set for the answers that
+ * must wait for a later cycle.  Returns true when something was paused.
  */
 static bool
 record_results(bool *keep)
 {
-	RecordStep r;
+	int		   *idx;
 	int			i;
-	int			err;
-	bool		paused = false;
-	int64		now = wasend_mono_us();
 
 	for (i = 0; i < results.n; i++)
 		keep[i] = true;
-	if (now < record_backoff_until)
+	if (wasend_mono_us() < record_backoff_until)
 		return false;
-
-	r.idx = palloc(sizeof(int) * results.n);
+	idx = palloc(sizeof(int) * results.n);
 	for (i = 0; i < results.n; i++)
-		r.idx[i] = i;
-	r.n = results.n;
-	err = run_step("recording answers", step_record, &r, NULL);
-	if (err == 0)
-	{
-		for (i = 0; i < results.n; i++)
-			keep[i] = false;
-		return apply_groups(r.groups, r.ngroups);
-	}
-	if (is_transient(err))
-	{
-		/* somebody holds a row of the batch: all of it waits a little */
-		record_backoff_until = now + RECORD_LOCK_BACKOFF_US;
-		return false;
-	}
-
-	/* the data: record row by row, failing the rows that cannot be */
-	for (i = 0; i < results.n; i++)
-	{
-		RecordStep one;
-		char	   *message = NULL;
-
-		one.idx = &i;
-		one.n = 1;
-		err = run_step("recording an answer", step_record, &one, &message);
-		if (err == 0)
-		{
-			keep[i] = false;
-			paused |= apply_groups(one.groups, one.ngroups);
-		}
-		else if (!is_transient(err))
-		{
-			PoisonStep p = {i, message, false};
-
-			if (run_step("failing an unrecordable answer", step_poison, &p, NULL) == 0)
-			{
-				keep[i] = false;
-				if (p.done)
-				{
-					ereport(LOG,
-							(errmsg("wasend failed row " INT64_FORMAT " as bad_response: its answer could not be recorded: %s",
-									DatumGetInt64(results.ids[i]), message)));
-					pg_atomic_fetch_add_u64(&my_slot->failed, 1);
-				}
-			}
-		}
-	}
-	return paused;
+		idx[i] = i;
+	return record_range(idx, results.n, keep, true);
 }
 
 /* ---- refresh ---- */
@@ -410,13 +457,14 @@ step_claim(void *arg)
 
 /*
  * Take the rows of stopped campaigns (all rows with release_all) out of
- * the FIFOs onto the release list, and try to give the list back.
+ * the FIFOs onto the release list, and try to give the list back.  Returns
+ * true when the list was given back; it is forgotten only once the
+ * transaction committed (release_done).
  */
-static void
+static bool
 release_rows(bool release_all)
 {
 	int			need = nrelease + held_total + 1;
-	int			i;
 
 	if (need > release_cap)
 	{
@@ -437,12 +485,32 @@ release_rows(bool release_all)
 	nrelease += numbers_take_stopped(release_ids + nrelease,
 									 release_campaigns + nrelease, release_all);
 	if (nrelease == 0)
-		return;
-	if (run_step("giving rows back", step_release, NULL, NULL) != 0)
-		return;					/* still held; tried again next cycle */
+		return false;
+	/* on failure the rows stay held and listed, tried again next cycle */
+	return run_step("giving rows back", step_release, NULL, NULL, false) == 0;
+}
+
+/*
+ * The release list was given back and committed: forget it.
+ */
+static void
+release_done(void)
+{
+	int			i;
+
 	for (i = 0; i < nrelease; i++)
 		hold(release_campaigns[i], -1);
 	nrelease = 0;
+}
+
+/*
+ * Has the sender nothing left to give back or record?  (For the end of a
+ * shutdown.)
+ */
+bool
+db_cycle_settled(void)
+{
+	return results.n == 0 && nrelease == 0 && held_total == 0;
 }
 
 /*
@@ -460,7 +528,7 @@ complete_campaigns(void)
 	c.nlocked = 0;
 	if (c.n == 0)
 		return;
-	if (run_step("completing campaigns", step_complete, &c, NULL) != 0)
+	if (run_step("completing campaigns", step_complete, &c, NULL, false) != 0)
 		return;
 
 	/* say once per campaign that someone holds it (adding rows, say) */
@@ -496,6 +564,7 @@ db_cycle(bool refresh, bool release_all)
 	volatile bool ok = false;
 	volatile bool refreshed = false;
 	volatile bool paused = false;
+	volatile bool released = false;
 	bool	   *keep;
 	ClaimStep	claim;
 
@@ -529,19 +598,19 @@ db_cycle(bool refresh, bool release_all)
 			{
 				RefreshStep r = {0, NULL, 0, tmp};
 
-				if (run_step("refreshing the running set", step_refresh, &r, NULL) == 0)
+				if (run_step("refreshing the running set", step_refresh, &r, NULL, false) == 0)
 				{
 					campaigns_refresh(r.rc, r.n);
 					next_scheduled_start = r.next_start == 0 ? 0 :
 						wasend_mono_us() + Max(r.next_start - GetCurrentTimestamp(), 0);
 					refreshed = true;
 				}
-				run_step("applying waiting statuses", step_pending, NULL, NULL);
+				run_step("applying waiting statuses", step_pending, NULL, NULL, false);
 			}
 			else
 				refreshed = true;
 
-			release_rows(release_all);
+			released = release_rows(release_all);
 			complete_campaigns();
 
 			if (!release_all && campaigns_want_claim())
@@ -553,7 +622,7 @@ db_cycle(bool refresh, bool release_all)
 				claim.after = palloc(sizeof(int64) * ncamp);
 				claim.n = campaigns_claim_request(claim.ids, claim.lims, claim.after);
 				if (claim.n > 0 &&
-					run_step("claiming rows", step_claim, &claim, NULL) != 0)
+					run_step("claiming rows", step_claim, &claim, NULL, false) != 0)
 					claim.nrows = -1;	/* nothing claimed, don't mark dry */
 			}
 		}
@@ -582,7 +651,10 @@ db_cycle(bool refresh, bool release_all)
 	{
 		if (results.n > 0)
 			result_batch_keep(&results, keep);
-		results_have_error = false;
+		if (results.n == 0)
+			results_have_error = false;
+		if (released)
+			release_done();
 		if (claim.n > 0 && claim.nrows >= 0)
 			campaigns_claimed(claim.ids, claim.lims, claim.n, claim.rows, claim.nrows);
 	}

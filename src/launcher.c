@@ -31,11 +31,14 @@
  * finds: it clears the slots' tokens (a sender that has not registered yet
  * then leaves at once), asks the registered ones to stop (SIGTERM: they
  * finish what is in flight, record it and give back the rest), waits for
- * them to exit, and only then settles orphans and starts its own senders.
+ * them to exit (however long that takes: their rows are theirs until they
+ * are gone), and only then settles orphans and starts its own senders.
  *
- * The launcher ignores query cancels (pg_cancel_backend): there is no
- * query of a user's to cancel, and an error would restart it.  Its own
- * errors (in the recovery statement, say) are caught and retried.  On
+ * A query cancel (pg_cancel_backend) only interrupts the launcher's own
+ * recovery statement, if one runs, and that error is caught and retried
+ * like any other; between transactions a cancel is dropped.  (SIGINT keeps
+ * PostgreSQL's handler: lock_timeout works by the backend sending itself
+ * SIGINT.)  On
  * SIGTERM it exits with code 1, so that the postmaster starts it again
  * unless the server is shutting down (pg_terminate_backend on it used to
  * leave no launcher at all).
@@ -64,13 +67,14 @@
 /* a sender that keeps dying is restarted at most this often, in us */
 #define RESTART_DELAY_US	(1000 * 1000)
 
-/* how long a new launcher waits for an earlier launcher's senders, in us */
-#define RETIRE_TIMEOUT_US	(30 * 1000 * 1000)
+/* a new launcher waiting for an earlier launcher's senders says so this often, in us */
+#define RETIRE_WARN_US		(30 * 1000 * 1000)
 
 /* after a failed recovery pass, try again this soon, in ms */
 #define RECOVER_RETRY_MS	1000
 
 static BackgroundWorkerHandle *handles[WASEND_MAX_SENDERS];
+static int64 tokens[WASEND_MAX_SENDERS];	/* the token each handle's sender got */
 static int64 last_start[WASEND_MAX_SENDERS];
 static bool recover_needed = true;
 
@@ -120,6 +124,7 @@ start_sender(int i)
 	SpinLockAcquire(&WasendState->mutex);
 	slot->token = token;
 	SpinLockRelease(&WasendState->mutex);
+	tokens[i] = token;
 
 	last_start[i] = wasend_mono_us();
 	if (!RegisterDynamicBackgroundWorker(&worker, &handles[i]))
@@ -201,7 +206,7 @@ retire_previous_senders(void)
 	pid_t		pids[WASEND_MAX_SENDERS];
 	int			n = 0;
 	int			i;
-	int64		deadline = wasend_mono_us() + RETIRE_TIMEOUT_US;
+	int64		warn_at = wasend_mono_us() + RETIRE_WARN_US;
 
 	SpinLockAcquire(&WasendState->mutex);
 	for (i = 0; i < WASEND_MAX_SENDERS; i++)
@@ -232,13 +237,16 @@ retire_previous_senders(void)
 		SpinLockRelease(&WasendState->mutex);
 		if (left == 0)
 			break;
-		if (wasend_mono_us() >= deadline)
+		if (wasend_mono_us() >= warn_at)
 		{
+			/* their rows are theirs until they are gone: keep waiting */
 			ereport(WARNING,
-					(errmsg("wasend launcher: %d sender(s) of an earlier launcher did not stop in time", left),
-					 errdetail("Their rows are settled as uncertain.")));
-			break;
+					(errcode(ERRCODE_OBJECT_IN_USE),
+					 errmsg("wasend launcher: %d sender(s) of an earlier launcher have not stopped yet", left),
+					 errhint("No sender starts until they are gone; see pg_stat_activity for \"wasend sender\" processes.")));
+			warn_at = wasend_mono_us() + RETIRE_WARN_US;
 		}
+		QueryCancelPending = false;	/* see the main loop */
 		CHECK_FOR_INTERRUPTS();
 		if (ShutdownRequestPending)
 			proc_exit(1);
@@ -270,11 +278,17 @@ supervise(void)
 		{
 			pfree(handles[i]);
 			handles[i] = NULL;
+			/*
+			 * Its token goes (its rows are orphans now).  Its pid and latch
+			 * it cleared itself at exit, and they are left alone here: a
+			 * slot still held by an earlier launcher's sender must stay
+			 * visible.
+			 */
 			SpinLockAcquire(&WasendState->mutex);
-			WasendState->senders[i].token = 0;
-			WasendState->senders[i].pid = 0;
-			WasendState->senders[i].latch = NULL;
+			if (WasendState->senders[i].token == tokens[i])
+				WasendState->senders[i].token = 0;
 			SpinLockRelease(&WasendState->mutex);
+			tokens[i] = 0;
 			recover_needed = true;
 		}
 	}
@@ -336,7 +350,6 @@ wasend_launcher_main(Datum main_arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
-	pqsignal(SIGINT, SIG_IGN);	/* see header: cancels are ignored */
 
 	BackgroundWorkerInitializeConnection(wasend_database, NULL, 0);
 	pgstat_report_appname("wasend launcher");
@@ -348,8 +361,9 @@ wasend_launcher_main(Datum main_arg)
 	SpinLockRelease(&WasendState->mutex);
 	before_shmem_exit(launcher_detach, 0);
 
-	elog(LOG, "wasend launcher started: %d sender(s) in database \"%s\"",
-		 wasend_workers, wasend_database);
+	ereport(LOG,
+			(errmsg("wasend launcher started: %d sender(s) in database \"%s\"",
+					wasend_workers, wasend_database)));
 
 	/* senders of an earlier launcher of this server must go first */
 	retire_previous_senders();
@@ -359,6 +373,14 @@ wasend_launcher_main(Datum main_arg)
 		long		wait_ms;
 		int			rc;
 
+		/*
+		 * A cancel (pg_cancel_backend) interrupts the recovery statement if
+		 * one runs, whose error is caught; between transactions there is
+		 * nothing to cancel, and it is dropped, as PostgresMain does between
+		 * commands.  SIGINT itself keeps PostgreSQL's handler, on which
+		 * lock_timeout depends.
+		 */
+		QueryCancelPending = false;
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{

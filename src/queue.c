@@ -85,19 +85,37 @@ queue_prepare(void)
 	Oid			breaker_types[3] = {INT8OID, INT4OID, INT4OID};
 	Oid			ids_type[1] = {INT8ARRAYOID};
 	Oid			release_types[2] = {INT8ARRAYOID, INT8OID};
+	SPIPlanPtr	plans[10];
 
-	if (plan_activate != NULL)
+	if (plan_complete != NULL)
 		return;
-	plan_activate = prepare(sql_activate, 0, NULL);
-	plan_running = prepare(sql_running, 0, NULL);
-	plan_claim = prepare(sql_claim, 4, claim_types);
-	plan_record = prepare(sql_record, 8, record_types);
-	plan_record_poison = prepare(sql_record_poison, 4, poison_types);
-	plan_breaker = prepare(sql_breaker, 3, breaker_types);
-	plan_pending = prepare(sql_pending, 0, NULL);
-	plan_release = prepare(sql_release, 2, release_types);
-	plan_lock_done = prepare(sql_lock_done, 1, ids_type);
-	plan_complete = prepare(sql_complete, 1, ids_type);
+
+	/*
+	 * Prepare all, then publish all: a failure (a lock_timeout while a user
+	 * holds a table lock, say) leaves nothing half prepared, and the next
+	 * cycle simply tries again.  (A plan kept by SPI_keepplan before the
+	 * failure is not freed; that happens at most once per failed attempt.)
+	 */
+	plans[0] = prepare(sql_activate, 0, NULL);
+	plans[1] = prepare(sql_running, 0, NULL);
+	plans[2] = prepare(sql_claim, 4, claim_types);
+	plans[3] = prepare(sql_record, 8, record_types);
+	plans[4] = prepare(sql_record_poison, 4, poison_types);
+	plans[5] = prepare(sql_breaker, 3, breaker_types);
+	plans[6] = prepare(sql_pending, 0, NULL);
+	plans[7] = prepare(sql_release, 2, release_types);
+	plans[8] = prepare(sql_lock_done, 1, ids_type);
+	plans[9] = prepare(sql_complete, 1, ids_type);
+	plan_activate = plans[0];
+	plan_running = plans[1];
+	plan_claim = plans[2];
+	plan_record = plans[3];
+	plan_record_poison = plans[4];
+	plan_breaker = plans[5];
+	plan_pending = plans[6];
+	plan_release = plans[7];
+	plan_lock_done = plans[8];
+	plan_complete = plans[9];
 }
 
 /*

@@ -41,10 +41,13 @@
  * operator) neither stalls the gate nor lets it burst.
  *
  * The table has WASEND_GATE_SLOTS entries.  An entry a number has not used
- * for EVICT_AFTER_US holds nothing the pacing still needs (its ring only
- * matters for one second), so it is given to the next new number; when
+ * for EVICT_AFTER_US (no grant, no request reaching the wire) holds nothing
+ * the pacing still needs, so it is given to the next new number; when
  * every entry is busy, a new number waits (take grants nothing and says
- * when to look again) rather than failing.
+ * when to look again) rather than failing.  Entries are found through a
+ * dense index (in use, number id, last use: 256 x 17 bytes, a few cache
+ * lines) so that the scan under the spinlock stays short; the 8 kB rings
+ * are touched only for the entry found.
  *
  *-------------------------------------------------------------------------
  */
@@ -63,8 +66,14 @@
 /* extra spacing the ring keeps between send k - R and send k, in us */
 #define MARGIN_US		10000
 
-/* an entry unused this long may be given to another number, in us */
-#define EVICT_AFTER_US	(2 * USECS_PER_SEC)
+/*
+ * An entry unused this long may be given to another number, in us: longer
+ * than any request of the number can still be on its way (a request times
+ * out after wasend.request_timeout_ms) plus the one second its ring must
+ * remember, so that no number loses a ring that still bounds its rate.
+ */
+#define EVICT_AFTER_US	((int64) wasend_request_timeout_ms * 1000 + \
+						 USECS_PER_SEC + MARGIN_US + 2 * USECS_PER_SEC)
 
 /* when the table is full of busy numbers, look again after this, in us */
 #define FULL_RETRY_US	10000
@@ -81,51 +90,56 @@
 #define RECOVERY_PER_SEC	0.05
 
 /*
- * Find the entry of a number, or with create, give it one: a free entry,
- * else the one idle longest if it has been idle for EVICT_AFTER_US.
- * Returns NULL when there is none.  Caller holds gate_mutex.  A linear
- * scan: 256 comparisons are cheaper than keeping a hash table with
- * deletions consistent in shared memory.
+ * Find the entry of a number and note its use at `now`, or with create,
+ * give it one: a free entry, else the one idle longest if it has been idle
+ * for EVICT_AFTER_US.  Returns NULL when there is none.  Caller holds
+ * gate_mutex.  A linear scan of the dense index: 256 comparisons over a
+ * few kB are cheaper than keeping a hash table with deletions consistent
+ * in shared memory.
  */
 static WasendGateSlot *
 gate_lookup(int64 number_id, bool create, int64 now)
 {
-	WasendGateSlot *free_slot = NULL;
-	WasendGateSlot *idlest = NULL;
+	WasendShared *st = WasendState;
+	int			free_slot = -1;
+	int			idlest = -1;
 	int			i;
+	WasendGateSlot *g;
 
 	for (i = 0; i < WASEND_GATE_SLOTS; i++)
 	{
-		WasendGateSlot *g = &WasendState->gate[i];
-
-		if (!g->in_use)
+		if (!st->gate_in_use[i])
 		{
-			if (free_slot == NULL)
-				free_slot = g;
+			if (free_slot < 0)
+				free_slot = i;
 			continue;
 		}
-		if (g->number_id == number_id)
-			return g;
-		if (idlest == NULL || g->last_used < idlest->last_used)
-			idlest = g;
+		if (st->gate_number[i] == number_id)
+		{
+			st->gate_last_used[i] = Max(st->gate_last_used[i], now);
+			return &st->gate[i];
+		}
+		if (idlest < 0 || st->gate_last_used[i] < st->gate_last_used[idlest])
+			idlest = i;
 	}
 	if (!create)
 		return NULL;
-	if (free_slot == NULL)
+	if (free_slot < 0)
 	{
-		if (idlest == NULL || idlest->last_used > now - EVICT_AFTER_US)
+		if (idlest < 0 || st->gate_last_used[idlest] > now - EVICT_AFTER_US)
 			return NULL;
 		free_slot = idlest;
 	}
-	free_slot->in_use = true;
-	free_slot->number_id = number_id;
-	free_slot->rate = 0;
-	free_slot->seq = 0;
-	free_slot->next_slot = 0;
-	free_slot->throttle = 1.0;
-	free_slot->throttle_at = 0;
-	free_slot->last_used = now;
-	return free_slot;
+	st->gate_in_use[free_slot] = true;
+	st->gate_number[free_slot] = number_id;
+	st->gate_last_used[free_slot] = now;
+	g = &st->gate[free_slot];
+	g->rate = 0;
+	g->seq = 0;
+	g->next_slot = 0;
+	g->throttle = 1.0;
+	g->throttle_at = 0;
+	return g;
 }
 
 /*
@@ -170,7 +184,6 @@ rate_gate_take(int64 number_id, int rate, int want, int64 now,
 		*next_slot = now + FULL_RETRY_US;
 		return 0;
 	}
-	g->last_used = now;
 	interval_us = (int64) ceil(1000000.0 /
 							   (rate * wasend_rate_headroom * current_throttle(g, now)));
 	if (g->rate != rate)

@@ -10,8 +10,10 @@
  * the server's operating system user and give "others" no access at all.
  *
  * The file is read when first needed and read again whenever its identity
- * (inode, size, owner, mode, modification time) or the setting changes, so a rotation
- * is picked up without a restart.  Nothing here ever logs or reports the
+ * (inode, size, owner, mode, modification and change times) or the setting
+ * changes, so a rotation is picked up without a restart.  Rotate by
+ * writing a new file and renaming it over the old one: a file rewritten in
+ * place can be read half written.  Nothing here ever logs or reports the
  * content of the file; errors name the setting and the path only.
  *
  * These functions never throw: the webhook worker and the senders call
@@ -40,6 +42,7 @@ typedef struct CachedSecret
 	mode_t		mode;
 	uid_t		uid;
 	struct timespec mtime;
+	struct timespec ctime;		/* changes on chmod/chown/write; unforgeable */
 	char	   *value;			/* malloc'd, NUL-terminated; NULL = none */
 	char		error[256];		/* why value is NULL, if it is */
 } CachedSecret;
@@ -98,6 +101,7 @@ cache_load(CachedSecret *c, const char *name, const char *path,
 	c->mode = st->st_mode;
 	c->uid = st->st_uid;
 	c->mtime = st->st_mtim;
+	c->ctime = st->st_ctim;
 
 	if (!S_ISREG(st->st_mode))
 	{
@@ -111,10 +115,10 @@ cache_load(CachedSecret *c, const char *name, const char *path,
 				 "%s \"%s\" is not owned by the database server's user", name, path);
 		return;
 	}
-	if (st->st_mode & S_IRWXO)
+	if (st->st_mode & (S_IRWXO | S_IWGRP))
 	{
 		snprintf(c->error, sizeof(c->error),
-				 "%s \"%s\" gives others access (chmod o-rwx, e.g. 0600 or 0640)",
+				 "%s \"%s\" gives others access or its group write access (chmod 0600 or 0640)",
 				 name, path);
 		return;
 	}
@@ -175,7 +179,8 @@ wasend_secret(WasendSecret which, const char **error)
 		return NULL;
 	}
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	/* O_NONBLOCK: a FIFO put there must not hang the worker (refused below) */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0 || fstat(fd, &st) != 0)
 	{
 		int			save_errno = errno;
@@ -195,7 +200,9 @@ wasend_secret(WasendSecret which, const char **error)
 		c->ino != st.st_ino || c->size != st.st_size ||
 		c->mode != st.st_mode || c->uid != st.st_uid ||
 		c->mtime.tv_sec != st.st_mtim.tv_sec ||
-		c->mtime.tv_nsec != st.st_mtim.tv_nsec)
+		c->mtime.tv_nsec != st.st_mtim.tv_nsec ||
+		c->ctime.tv_sec != st.st_ctim.tv_sec ||
+		c->ctime.tv_nsec != st.st_ctim.tv_nsec)
 		cache_load(c, name, path, &st, fd);
 	close(fd);
 

@@ -271,6 +271,37 @@ sender_still_mine(void)
 }
 
 /*
+ * The end of a shutdown: record the answers in hand and give back every
+ * row not sent, trying again (a lock, a failed cycle) until that is done
+ * or the drain time is up, then exit.  What is left then is settled by
+ * the launcher as uncertain.
+ */
+static void
+sender_finish(int64 drain_deadline)
+{
+	int64		deadline = Max(drain_deadline, wasend_mono_us()) + DRAIN_TIMEOUT_US;
+
+	for (;;)
+	{
+		QueryCancelPending = false;
+		collect_done();
+		if (db_cycle_settled() || wasend_mono_us() >= deadline)
+			break;
+		if (wasend_mono_us() >= Max(db_cycle_not_before(), db_record_not_before()))
+			db_cycle(false, true);
+		if (db_cycle_settled())
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 50, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	ereport(LOG,
+			(errmsg("wasend sender %d stopping (%d requests abandoned, %d answers unrecorded, %d rows held)",
+					sender_index + 1, http_inflight(), results.n, held_total)));
+	proc_exit(0);
+}
+
+/*
  * Entry point of a sender background worker.
  */
 void
@@ -285,8 +316,6 @@ wasend_sender_main(Datum main_arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, sender_sigterm);
 	BackgroundWorkerUnblockSignals();
-	/* a cancel must not abort the loop between transactions; see README */
-	pqsignal(SIGINT, SIG_IGN);
 
 	BackgroundWorkerInitializeConnection(wasend_database, NULL, 0);
 	pgstat_report_appname(MyBgworkerEntry->bgw_name);
@@ -307,8 +336,9 @@ wasend_sender_main(Datum main_arg)
 	my_slot = &WasendState->senders[sender_index];
 	if (!sender_register())
 	{
-		elog(LOG, "wasend sender %d exits: its launcher was replaced",
-			 sender_index + 1);
+		ereport(LOG,
+				(errmsg("wasend sender %d exits: its launcher was replaced",
+						sender_index + 1)));
 		proc_exit(0);
 	}
 	pg_atomic_write_u64(&my_slot->sent, 0);
@@ -333,7 +363,7 @@ wasend_sender_main(Datum main_arg)
 	AddWaitEventToSet(wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(wes, WL_SOCKET_READABLE, http_event_fd(), NULL, NULL);
 
-	elog(LOG, "wasend sender %d started", sender_index + 1);
+	ereport(LOG, (errmsg("wasend sender %d started", sender_index + 1)));
 
 	for (;;)
 	{
@@ -347,6 +377,15 @@ wasend_sender_main(Datum main_arg)
 		bool		refresh;
 		bool		flush;
 
+		/*
+		 * SIGINT keeps PostgreSQL's handler: lock_timeout works by the
+		 * backend sending itself SIGINT, and a cancel (pg_cancel_backend)
+		 * interrupts the statement in progress, whose error the cycle
+		 * catches.  A cancel that arrives between transactions has nothing
+		 * to cancel and is dropped here, as PostgresMain does between
+		 * commands, instead of ending the sender.
+		 */
+		QueryCancelPending = false;
 		CHECK_FOR_INTERRUPTS();
 
 		if (ConfigReloadPending)
@@ -360,8 +399,9 @@ wasend_sender_main(Datum main_arg)
 		}
 		if (!shutdown_requested && !sender_still_mine())
 		{
-			elog(LOG, "wasend sender %d stops: a new launcher took over",
-				 sender_index + 1);
+			ereport(LOG,
+					(errmsg("wasend sender %d stops: a new launcher took over",
+							sender_index + 1)));
 			shutdown_requested = true;
 		}
 
@@ -389,14 +429,7 @@ wasend_sender_main(Datum main_arg)
 
 		if (shutdown_requested &&
 			(http_inflight() == 0 || wasend_mono_us() >= drain_deadline))
-		{
-			collect_done();
-			if (results.n > 0)
-				db_cycle(false, true);
-			elog(LOG, "wasend sender %d stopping (%d requests abandoned, %d answers unrecorded)",
-				 sender_index + 1, http_inflight(), results.n);
-			proc_exit(0);
-		}
+			sender_finish(drain_deadline);
 
 		gate_wake = numbers_start_sends(wasend_mono_us());
 

@@ -121,5 +121,6 @@ extern int64 next_scheduled_start;	/* monotonic us; 0 = none */
 extern bool db_cycle(bool refresh, bool release_all);
 extern int64 db_cycle_not_before(void);
 extern int64 db_record_not_before(void);
+extern bool db_cycle_settled(void);
 
 #endif							/* WASEND_SENDER_H */

@@ -190,7 +190,10 @@ wasend_wake_senders(void)
  *	up quickly and is tried again on a later turn (see db_cycle.c);
  *	synchronous_commit = local: a commit never waits for a synchronous
  *	standby, during which curl would not be driven and answers that
- *	arrived would turn into timeouts and duplicates.
+ *	arrived would turn into timeouts and duplicates;
+ *	read committed, read-write, no statement_timeout: a database default
+ *	of repeatable read would give the completion check an old snapshot
+ *	(and strand rows), read-only would stop all work.
  *
  * PGC_S_SESSION outranks the database and role defaults, and still lets
  * functions' own SET clauses apply.
@@ -201,6 +204,11 @@ wasend_worker_session_setup(const char *lock_timeout)
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
 	SetConfigOption("lock_timeout", lock_timeout, PGC_SUSET, PGC_S_SESSION);
 	SetConfigOption("synchronous_commit", "local", PGC_SUSET, PGC_S_SESSION);
+	/* the cycle relies on a new snapshot per statement, and on writing */
+	SetConfigOption("default_transaction_isolation", "read committed",
+					PGC_SUSET, PGC_S_SESSION);
+	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_SESSION);
+	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_SESSION);
 }
 
 /*
@@ -239,11 +247,15 @@ wasend_abort_transaction(MemoryContext cxt)
 {
 	ErrorData  *edata;
 
+	HOLD_INTERRUPTS();
 	MemoryContextSwitchTo(cxt);
 	edata = CopyErrorData();
 	FlushErrorState();
 	AbortCurrentTransaction();
 	MemoryContextSwitchTo(cxt);
+	RESUME_INTERRUPTS();
+	if (edata->message == NULL)
+		edata->message = pstrdup("unknown error");
 	return edata;
 }
 

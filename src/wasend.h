@@ -91,9 +91,6 @@ typedef struct WasendSenderSlot
 /* One phone number's pacing state; see rate_gate.c.  Times: monotonic us. */
 typedef struct WasendGateSlot
 {
-	bool		in_use;			/* false: free (number_id means nothing) */
-	int64		number_id;
-	int64		last_used;		/* last grant asked for; idle entries go */
 	int			rate;			/* rate the ring was sized for */
 	uint64		seq;			/* sends granted so far */
 	int64		next_slot;		/* grid time of the next send */
@@ -113,7 +110,11 @@ typedef struct WasendShared
 
 	WasendSenderSlot senders[WASEND_MAX_SENDERS];
 
-	slock_t		gate_mutex;		/* protects gate[] */
+	slock_t		gate_mutex;		/* protects the gate_* arrays and gate[] */
+	/* dense index of gate[], scanned under gate_mutex (see rate_gate.c) */
+	bool		gate_in_use[WASEND_GATE_SLOTS];	/* false: free */
+	int64		gate_number[WASEND_GATE_SLOTS];	/* number id of the entry */
+	int64		gate_last_used[WASEND_GATE_SLOTS];	/* last grant or wire time */
 	WasendGateSlot gate[WASEND_GATE_SLOTS];
 } WasendShared;
 

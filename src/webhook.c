@@ -849,6 +849,8 @@ wasend_webhook_main(Datum main_arg)
 		int			nev;
 		int			i;
 
+		/* a cancel between transactions has nothing to cancel (see sender.c) */
+		QueryCancelPending = false;
 		CHECK_FOR_INTERRUPTS();
 		if (ShutdownRequestPending)
 			break;

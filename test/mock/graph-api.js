@@ -55,7 +55,10 @@ const port = parseInt(args.port || '18080', 10);
  *                "after": n (optional: let the first n matches through),
  *                "times": n (optional: then apply to n matches only),
  *                "action": "error" | "drop" | "hang" | "http500" | "garbage"
- *                          | "nul" | "bigcode" | "deep" | "echo_token" } ]
+ *                          | "nul" | "bigcode" | "deep" | "echo_token" | "hold" } ]
+ *
+ * "hold" keeps the request unanswered until POST /__mock/release, which
+ * answers every held request 200 (GET /__mock/held counts them).
  *
  * The hostile answers: "nul" is an error whose message holds \u0000 (valid
  * JSON that PostgreSQL's jsonb refuses), "bigcode" an error.code above
@@ -91,6 +94,7 @@ let seq = 0;
 const windows = new Map();	/* phone_number_id -> ring of accept times */
 const { performance } = require('perf_hooks');
 let connections = 0;
+let held = [];		/* answers of "hold" rules, waiting for /__mock/release */
 
 /* Wall-clock time in ms since the epoch, with sub-ms resolution. */
 function nowMs()
@@ -255,6 +259,21 @@ function handleMessages(req, res, pnid, raw, t)
 			req.socket.destroy();
 			return;
 		}
+		if (action === 'hold')
+		{
+			/* answered (200) only when the test posts /__mock/release */
+			held.push(() => {
+				entry.status = 200;
+				entry.code = 'held';
+				entry.wamid = 'wamid.MOCK' + pnid + '.held.' + seq.toString(36);
+				record(entry);
+				reply(res, 200, JSON.stringify({
+					messaging_product: 'whatsapp',
+					messages: [{ id: entry.wamid, message_status: 'accepted' }],
+				}), 0);
+			});
+			return;
+		}
 		if (action === 'hang')
 		{
 			entry.status = -2;
@@ -354,6 +373,15 @@ function handleControl(req, res, path, raw)
 		connections = 0;
 		windows.clear();
 		return reply(res, 200, '{"ok":true}', 0);
+	}
+	if (path === '/__mock/held')
+		return reply(res, 200, JSON.stringify({ held: held.length }), 0);
+	if (path === '/__mock/release' && req.method === 'POST')
+	{
+		const n = held.length;
+		held.forEach(f => f());
+		held = [];
+		return reply(res, 200, JSON.stringify({ released: n }), 0);
 	}
 	if (path === '/__mock/config' && req.method === 'POST')
 	{

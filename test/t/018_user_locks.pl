@@ -17,6 +17,12 @@
 # as timeouts and were sent again.  Now the pause is skipped (the next such
 # answer pauses the number) and the sender goes on: 0 timeouts, 0 duplicate
 # sends, every row sent once.
+#
+# Then a user holds a row that is 'sending' (its answer is held back by the
+# mock until the lock is taken): the other 199 rows of the campaign are
+# recorded meanwhile (before, one locked row kept its whole batch, and all
+# answers after it, from being recorded), and the held row is recorded
+# once the user commits.
 use strict;
 use warnings;
 
@@ -30,9 +36,13 @@ my $mock = WasendTest::start_mock({
 	numbers => {
 		'18001' => { token => 'tok-18001', rate => 200 },
 		'18002' => { token => 'tok-18002', rate => 100 },
+		'18003' => { token => 'tok-18003', rate => 100 },
 	},
 	latency_ms => 300,
-	rules => [ { to => '^15591000150$', code => 131048, times => 1 } ],
+	rules => [
+		{ to => '^15591000150$', code => 131048, times => 1 },
+		{ to => '^15592000010$', action => 'hold', times => 1 },
+	],
 });
 my $node = WasendTest::new_node('locks', $mock,
 	'wasend.request_timeout_ms' => 1000);
@@ -41,6 +51,7 @@ $node->safe_psql('postgres', q{
 	CREATE EXTENSION wasend;
 	SELECT wasend_add_number('18001', 'tok-18001', 200);
 	SELECT wasend_add_number('18002', 'tok-18002', 100);
+	SELECT wasend_add_number('18003', 'tok-18003', 100);
 	UPDATE wasend.error_policy SET pause_for = '1 second' WHERE code = '131048';
 });
 $node->poll_query_until('postgres', q{SELECT count(*) = 2 FROM wasend_worker_stats()})
@@ -126,6 +137,43 @@ ok( $node->poll_query_until('postgres',
 		q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 4}),
 	'the campaign completes');
 
+# --- a user holds a row that is being sent: only that row's record waits
+$node->safe_psql('postgres', q{
+	SELECT wasend_create_campaign('locked row', 3, '{"type":"text","text":{"body":"z"}}');
+	SELECT wasend_enqueue(5, array_agg((15592000000 + g)::text)) FROM generate_series(1, 200) g;
+	ALTER SYSTEM SET wasend.request_timeout_ms = '60s';
+	SELECT pg_reload_conf();
+	SELECT wasend_start_campaign(5);});
+# the mock holds the answer to 15592000010 until told; meanwhile the row is
+# 'sending', and a user locks it
+my $held = 0;
+for (1 .. 1800)
+{
+	$held = 1, last if WasendTest::mock_get($mock, '/__mock/held') =~ /"held":1/;
+	usleep(100_000);
+}
+ok($held && $node->safe_psql('postgres', q{
+		SELECT status FROM wasend.send_queue WHERE recipient = '15592000010'}) eq 'sending',
+	'the held row is sending, its request held by the mock');
+my $r = $node->background_psql('postgres');
+$r->query_safe(q{BEGIN; SELECT 1 FROM wasend.send_queue WHERE recipient = '15592000010' FOR UPDATE;});
+WasendTest::mock_post($mock, '/__mock/release');
+ok( $node->poll_query_until('postgres', q{
+		SELECT count(*) = 199 FROM wasend.send_queue
+		 WHERE campaign_id = 5 AND status = 'sent' AND recipient <> '15592000010'}),
+	'while the user holds one sending row, the 199 others are recorded sent');
+is($node->safe_psql('postgres', q{
+	SELECT status FROM wasend.send_queue WHERE recipient = '15592000010'}),
+	'sending', 'the held row waits for the user, still sending');
+$r->query_safe('COMMIT');
+$r->quit;
+ok( $node->poll_query_until('postgres',
+		q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 5}),
+	'once the user commits, its answer is recorded and the campaign completes');
+is($node->safe_psql('postgres', q{
+	SELECT status || ':' || attempts FROM wasend.send_queue WHERE recipient = '15592000010'}),
+	'sent:1', 'the held row is sent, at its first attempt');
+
 WasendTest::load_mock_log($node, $mock);
 is($node->safe_psql('postgres', q{
 	SELECT count(*) FILTER (WHERE http_status = 200), count(DISTINCT recipient) FILTER (WHERE http_status = 200),
@@ -136,6 +184,9 @@ is($node->safe_psql('postgres', q{
 	SELECT count(*) FROM wasend.send_queue
 	 WHERE campaign_id = 4 AND (status <> 'sent' OR last_error_class = 'timeout' OR attempts <> 1)}),
 	'0', 'no row timed out or was sent twice: every row sent at its first attempt');
+is($node->safe_psql('postgres', q{
+	SELECT count(*), count(DISTINCT recipient) FROM mocklog WHERE recipient LIKE '1559200%' AND http_status = 200}),
+	'200|200', 'the locked-row campaign: 200 recipients accepted once each');
 my $a = WasendTest::account($node, 'mocklog');
 is($a->{duplicates}, 0, '0 duplicate sends in the whole run');
 
