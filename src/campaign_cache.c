@@ -207,13 +207,37 @@ campaigns_claim_request(int64 *ids, int32 *lims, int64 *after)
 }
 
 /*
- * Take the rows a committed claim returned: queue them at their numbers,
- * count them held, move the cursors, and mark dry the campaigns that gave
- * fewer rows than asked.
+ * Mark dry the campaigns that a claim gave fewer rows than asked, right
+ * after the claim statement, so that completion can look at them in the
+ * same transaction.  (If the transaction then fails, a dry mark does no
+ * harm: the next refresh clears it.)
  */
 void
-campaigns_claimed(const int64 *ids, const int32 *lims, int n,
-				  const ClaimedRow *rows, int nrows)
+campaigns_mark_dry(const int64 *ids, const int32 *lims, int n,
+				   const ClaimedRow *rows, int nrows)
+{
+	CampaignState *cs;
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		int			got = 0;
+		int			j;
+
+		for (j = 0; j < nrows; j++)
+			if (rows[j].campaign_id == ids[i])
+				got++;
+		if (got < lims[i] && (cs = campaign_find(ids[i])) != NULL)
+			cs->dry = true;
+	}
+}
+
+/*
+ * Take the rows a committed claim returned: queue them at their numbers,
+ * count them held and move the cursors.
+ */
+void
+campaigns_claimed(const ClaimedRow *rows, int nrows)
 {
 	CampaignState *cs;
 	int			i;
@@ -227,18 +251,6 @@ campaigns_claimed(const int64 *ids, const int32 *lims, int n,
 		cs->claim_after = Max(cs->claim_after, rows[i].id);
 		number_push(number_get(cs->number_id), &rows[i]);
 		hold(rows[i].campaign_id, 1);
-	}
-
-	for (i = 0; i < n; i++)
-	{
-		int			got = 0;
-		int			j;
-
-		for (j = 0; j < nrows; j++)
-			if (rows[j].campaign_id == ids[i])
-				got++;
-		if (got < lims[i] && (cs = campaign_find(ids[i])) != NULL)
-			cs->dry = true;
 	}
 }
 

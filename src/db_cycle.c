@@ -11,8 +11,8 @@
  *	2. refresh (when asked): start due campaigns, resume numbers, apply
  *	   waiting statuses, re-read the running set;
  *	3. release: give back rows of campaigns that stopped;
- *	4. complete: campaigns that ran dry and of which nobody holds rows;
- *	5. claim: more rows, in one statement.
+ *	4. claim: more rows, in one statement;
+ *	5. complete: campaigns that ran dry and of which nobody holds rows.
  *
  * Every step runs in a subtransaction.  A step that fails rolls back alone
  * and the sender carries on:
@@ -522,6 +522,7 @@ complete_campaigns(void)
 	CompleteStep c;
 	int			i;
 
+	/* held counts only rows already queued; the statement checks the rest */
 	c.ids = palloc(sizeof(int64) * Max(campaigns_count(), 1));
 	c.locked = palloc(sizeof(int64) * Max(campaigns_count(), 1));
 	c.n = campaigns_dry_done(c.ids);
@@ -545,7 +546,7 @@ complete_campaigns(void)
 			continue;
 		if (was_locked && !cs->lock_logged)
 			ereport(LOG,
-					(errmsg("wasend: campaign " INT64_FORMAT " has nothing left to send but is locked by another session (a user adding rows, or another sender completing it); completing it is tried again later",
+					(errmsg("wasend: campaign " INT64_FORMAT " has nothing left to send but is locked by another session (a user adding rows, or another sender completing it) or no longer running; completing it is tried again later",
 							c.ids[i])));
 		cs->lock_logged = was_locked;
 	}
@@ -611,7 +612,6 @@ db_cycle(bool refresh, bool release_all)
 				refreshed = true;
 
 			released = release_rows(release_all);
-			complete_campaigns();
 
 			if (!release_all && campaigns_want_claim())
 			{
@@ -624,7 +624,19 @@ db_cycle(bool refresh, bool release_all)
 				if (claim.n > 0 &&
 					run_step("claiming rows", step_claim, &claim, NULL, false) != 0)
 					claim.nrows = -1;	/* nothing claimed, don't mark dry */
+				if (claim.n > 0 && claim.nrows >= 0)
+					campaigns_mark_dry(claim.ids, claim.lims, claim.n,
+									   claim.rows, claim.nrows);
 			}
+
+			/*
+			 * After the claim: a campaign it found dry is completed in this
+			 * very cycle (the completion sees this transaction's own claims,
+			 * so a campaign that just gave rows is not complete).  Before,
+			 * the refresh of the next cycle cleared the dry mark first, and
+			 * an idle campaign could stay running.
+			 */
+			complete_campaigns();
 		}
 
 		wasend_commit_transaction();
@@ -655,8 +667,8 @@ db_cycle(bool refresh, bool release_all)
 			results_have_error = false;
 		if (released)
 			release_done();
-		if (claim.n > 0 && claim.nrows >= 0)
-			campaigns_claimed(claim.ids, claim.lims, claim.n, claim.rows, claim.nrows);
+		if (claim.n > 0 && claim.nrows > 0)
+			campaigns_claimed(claim.rows, claim.nrows);
 	}
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(tmp);

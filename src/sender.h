@@ -106,8 +106,9 @@ extern void campaigns_refresh(const RunningCampaign *rc, int n);
 extern void hold(int64 campaign_id, int delta);
 extern bool campaigns_want_claim(void);
 extern int	campaigns_claim_request(int64 *ids, int32 *lims, int64 *after);
-extern void campaigns_claimed(const int64 *ids, const int32 *lims, int n,
-							  const ClaimedRow *rows, int nrows);
+extern void campaigns_mark_dry(const int64 *ids, const int32 *lims, int n,
+							   const ClaimedRow *rows, int nrows);
+extern void campaigns_claimed(const ClaimedRow *rows, int nrows);
 extern int	campaigns_dry_done(int64 *ids);
 extern int	campaigns_count(void);
 
