@@ -234,7 +234,9 @@ campaigns_mark_dry(const int64 *ids, const int32 *lims, int n,
 
 /*
  * Take the rows a committed claim returned: queue them at their numbers,
- * count them held and move the cursors.
+ * count them held and move the cursors.  A row without a body was not
+ * claimed for sending (it waits for a limit, or failed as suppressed):
+ * only the cursor moves past it.
  */
 void
 campaigns_claimed(const ClaimedRow *rows, int nrows)
@@ -249,6 +251,8 @@ campaigns_claimed(const ClaimedRow *rows, int nrows)
 			elog(ERROR, "wasend: claimed a row of unknown campaign " INT64_FORMAT,
 				 rows[i].campaign_id);
 		cs->claim_after = Max(cs->claim_after, rows[i].id);
+		if (rows[i].body == NULL)
+			continue;
 		number_push(number_get(cs->number_id), &rows[i]);
 		hold(rows[i].campaign_id, 1);
 	}

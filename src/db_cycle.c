@@ -402,6 +402,85 @@ step_pending(void *arg)
 	queue_apply_pending_statuses();
 }
 
+/* ---- the numbers' messaging limits, quality and health ---- */
+
+typedef struct LimitsStep
+{
+	const LimitsAnswer *a;
+	const char *message;
+	LimitsCheck *due;
+	int			ndue;
+	MemoryContext cxt;
+} LimitsStep;
+
+/*
+ * Step: store one limits answer and apply its rules.
+ */
+static void
+step_limits_apply(void *arg)
+{
+	LimitsStep *l = arg;
+
+	if (l->a->error != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not read the messaging limit of a number: %s", l->a->error)));
+	queue_limits_apply(l->a->number_id, l->a->http_status, l->a->body);
+}
+
+/*
+ * Step: note on the number that its limits could not be read.
+ */
+static void
+step_limits_failed(void *arg)
+{
+	LimitsStep *l = arg;
+
+	queue_limits_failed(l->a->number_id, l->message);
+}
+
+/*
+ * Step: take the numbers whose limits are due to be read.  If no answer
+ * is written before, they are due again after a request's time and a
+ * minute.
+ */
+static void
+step_limits_due(void *arg)
+{
+	LimitsStep *l = arg;
+
+	l->ndue = queue_limits_due(wasend_request_timeout_ms / 1000 + 60, &l->due, l->cxt);
+}
+
+/*
+ * Store the answers of the limits GETs.  An answer that cannot be used
+ * (an error, an unknown tier) leaves the number's values as they were
+ * and says why on the number (limits_error); a lock in the way drops the
+ * answer, and the number is read again soon.  Every answer is handled:
+ * the list is emptied once the transaction commits.
+ */
+static void
+store_limits_answers(void)
+{
+	int			i;
+
+	for (i = 0; i < nlimits_answers; i++)
+	{
+		LimitsStep	l = {&limits_answers[i], NULL, NULL, 0, NULL};
+		char	   *message = NULL;
+		int			err;
+
+		err = run_step("storing a number's messaging limit", step_limits_apply,
+					   &l, &message, false);
+		if (err != 0 && !is_transient(err))
+		{
+			l.message = message;
+			run_step("noting a failed read of a messaging limit", step_limits_failed,
+					 &l, NULL, false);
+		}
+	}
+}
+
 /* ---- release, complete, claim ---- */
 
 /*
@@ -568,6 +647,7 @@ db_cycle(bool refresh, bool release_all)
 	volatile bool released = false;
 	bool	   *keep;
 	ClaimStep	claim;
+	LimitsStep	limits;
 
 	tmp = AllocSetContextCreate(TopMemoryContext, "wasend cycle",
 								ALLOCSET_DEFAULT_SIZES);
@@ -575,6 +655,8 @@ db_cycle(bool refresh, bool release_all)
 	keep = palloc0(sizeof(bool) * Max(results.n, 1));
 	memset(&claim, 0, sizeof(claim));
 	claim.cxt = tmp;
+	memset(&limits, 0, sizeof(limits));
+	limits.cxt = tmp;
 
 	PG_TRY();
 	{
@@ -607,9 +689,18 @@ db_cycle(bool refresh, bool release_all)
 					refreshed = true;
 				}
 				run_step("applying waiting statuses", step_pending, NULL, NULL, false);
+
+				/* which numbers' limits are due to be read */
+				if (wasend_limits_refresh_interval > 0 && !release_all &&
+					run_step("listing numbers whose limits are due", step_limits_due,
+							 &limits, NULL, false) != 0)
+					limits.ndue = 0;
 			}
 			else
 				refreshed = true;
+
+			if (nlimits_answers > 0)
+				store_limits_answers();
 
 			released = release_rows(release_all);
 
@@ -669,6 +760,9 @@ db_cycle(bool refresh, bool release_all)
 			release_done();
 		if (claim.n > 0 && claim.nrows > 0)
 			campaigns_claimed(claim.rows, claim.nrows);
+		limits_answers_done();
+		if (limits.ndue > 0)
+			start_limits_reads(limits.due, limits.ndue);
 	}
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(tmp);

@@ -174,7 +174,8 @@ report_wired(void)
 
 		wired_list = req->next_wired;
 		req->next_wired = NULL;
-		rate_gate_on_wire(req->number_id, req->gate_seq, req->on_wire);
+		if (req->kind == HTTP_SEND)
+			rate_gate_on_wire(req->number_id, req->gate_seq, req->on_wire);
 	}
 }
 
@@ -382,23 +383,18 @@ request_alloc(void)
 }
 
 /*
- * Start one POST of a JSON body with a bearer token.  The request is owned
- * by the client until http_next_done() returns it.
+ * Set the options every request shares on a pooled handle: URL, bearer
+ * token, TLS, timeouts, the HTTP version, and our callbacks.  The request
+ * is not started.
  */
-HttpRequest *
-http_start(const char *url, const char *token, const char *body,
-		   int64 row_id, int64 campaign_id, int64 number_id, uint64 gate_seq)
+static void
+request_setup(HttpRequest *req, const char *url, const char *token,
+			  bool json_body)
 {
-	HttpRequest *req = request_alloc();
 	CURL	   *easy = req->easy;
 	struct curl_slist *h = NULL;
 	char	   *auth;
-	CURLMcode	mrc;
 
-	req->row_id = row_id;
-	req->campaign_id = campaign_id;
-	req->number_id = number_id;
-	req->gate_seq = gate_seq;
 	req->on_wire = 0;
 	req->next_wired = NULL;
 	req->resp_len = 0;
@@ -409,13 +405,15 @@ http_start(const char *url, const char *token, const char *body,
 	req->curl_code = 0;
 	req->errbuf[0] = '\0';
 	req->new_connections = 0;
-	req->body = MemoryContextStrdup(http_context, body);
 
 	auth = psprintf("Authorization: Bearer %s", token);
 	h = curl_slist_append(h, auth);
 	pfree(auth);
-	h = curl_slist_append(h, "Content-Type: application/json");
-	h = curl_slist_append(h, "Expect:");
+	if (json_body)
+	{
+		h = curl_slist_append(h, "Content-Type: application/json");
+		h = curl_slist_append(h, "Expect:");
+	}
 	if (h == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
@@ -425,9 +423,6 @@ http_start(const char *url, const char *token, const char *body,
 	curl_easy_reset(easy);
 	curl_easy_setopt(easy, CURLOPT_URL, url);
 	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, h);
-	curl_easy_setopt(easy, CURLOPT_POST, 1L);
-	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->body);
-	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long) strlen(req->body));
 	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_cb);
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
@@ -460,14 +455,68 @@ http_start(const char *url, const char *token, const char *body,
 #else
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
+}
 
-	mrc = curl_multi_add_handle(multi, easy);
+/*
+ * Hand a set-up request to curl.
+ */
+static void
+request_go(HttpRequest *req)
+{
+	CURLMcode	mrc;
+
+	mrc = curl_multi_add_handle(multi, req->easy);
 	if (mrc != CURLM_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_SYSTEM_ERROR),
 				 errmsg("could not start a request: %s", curl_multi_strerror(mrc))));
 	n_inflight++;
 	report_wired();
+}
+
+/*
+ * Start one POST of a JSON body with a bearer token.  The request is owned
+ * by the client until http_next_done() returns it.
+ */
+HttpRequest *
+http_start(const char *url, const char *token, const char *body,
+		   int64 row_id, int64 campaign_id, int64 number_id, uint64 gate_seq)
+{
+	HttpRequest *req = request_alloc();
+
+	req->kind = HTTP_SEND;
+	req->row_id = row_id;
+	req->campaign_id = campaign_id;
+	req->number_id = number_id;
+	req->gate_seq = gate_seq;
+	req->body = MemoryContextStrdup(http_context, body);
+	request_setup(req, url, token, true);
+	curl_easy_setopt(req->easy, CURLOPT_POST, 1L);
+	curl_easy_setopt(req->easy, CURLOPT_POSTFIELDS, req->body);
+	curl_easy_setopt(req->easy, CURLOPT_POSTFIELDSIZE, (long) strlen(req->body));
+	request_go(req);
+	return req;
+}
+
+/*
+ * Start one GET of a number's account fields (its messaging limit,
+ * quality and health).  It is no message: the rate gate does not count it
+ * (report_wired tells the gate about sends only).
+ */
+HttpRequest *
+http_start_get(const char *url, const char *token, int64 number_id)
+{
+	HttpRequest *req = request_alloc();
+
+	req->kind = HTTP_LIMITS;
+	req->row_id = 0;
+	req->campaign_id = 0;
+	req->number_id = number_id;
+	req->gate_seq = 0;
+	req->body = NULL;
+	request_setup(req, url, token, false);
+	curl_easy_setopt(req->easy, CURLOPT_HTTPGET, 1L);
+	request_go(req);
 	return req;
 }
 

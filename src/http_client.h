@@ -18,7 +18,8 @@ typedef struct HttpRequest
 	void	   *easy;			/* CURL *, reused across requests */
 	void	   *headers;		/* struct curl_slist *, owned */
 	char	   *body;			/* request body, owned */
-	int64		row_id;			/* wasend.send_queue.id */
+	int			kind;			/* HTTP_SEND or HTTP_LIMITS */
+	int64		row_id;			/* wasend.send_queue.id (HTTP_SEND) */
 	int64		campaign_id;
 	int64		number_id;
 	uint64		gate_seq;		/* the rate gate's sequence number */
@@ -42,6 +43,10 @@ typedef struct HttpRequest
 	struct HttpRequest *next_wired;
 } HttpRequest;
 
+/* What a request is for. */
+#define HTTP_SEND		0		/* POST of a message */
+#define HTTP_LIMITS		1		/* GET of a number's tier, quality, health */
+
 extern void http_init(void);
 extern void http_configure(void);
 extern void http_shutdown(void);
@@ -53,6 +58,8 @@ extern HttpRequest *http_start(const char *url, const char *token,
 							   const char *body, int64 row_id,
 							   int64 campaign_id, int64 number_id,
 							   uint64 gate_seq);
+extern HttpRequest *http_start_get(const char *url, const char *token,
+								   int64 number_id);
 extern HttpRequest *http_next_done(void);
 extern void http_release(HttpRequest *req);
 extern int	http_inflight(void);

@@ -78,6 +78,9 @@ static int64 tokens[WASEND_MAX_SENDERS];	/* the token each handle's sender got *
 static int64 last_start[WASEND_MAX_SENDERS];
 static bool recover_needed = true;
 
+/* the numbers' limits were marked due since this launcher started */
+static bool limits_marked = false;
+
 /*
  * A new claim token: random, positive, never 0.
  */
@@ -175,8 +178,12 @@ recover_orphans(void)
 						 errdetail("They are marked uncertain and were %s (wasend.on_uncertain; rows that had wasend.max_attempts attempts are failed).",
 								   wasend_on_uncertain == WASEND_UNCERTAIN_FAIL ?
 								   "failed" : "queued again")));
+			/* the senders read every number's tier, quality and health at start */
+			if (!limits_marked && wasend_limits_refresh_interval > 0)
+				queue_limits_all_due();
 		}
 		wasend_commit_transaction();
+		limits_marked = true;
 		ok = true;
 	}
 	PG_CATCH();

@@ -103,14 +103,14 @@ set_string(char **field, const char *value)
 }
 
 /*
- * The request URL of a number: base/{phone_number_id}/messages, with
+ * A Graph API URL of a number: base/{phone_number_id}{rest}, with
  * appsecret_proof (hex HMAC-SHA256 of the token keyed with the app secret,
  * see signature.c) when wasend.app_secret_file is set.  A secret file that
  * cannot be used is reported (by path, never content) and the requests go
  * without the proof: the API's answer then says what it thinks of that.
  */
 static char *
-number_url(const char *phone_number_id, const char *token)
+graph_url(const char *phone_number_id, const char *rest, const char *token)
 {
 	static char last_error[256] = "";
 	char		proof[65];
@@ -125,10 +125,32 @@ number_url(const char *phone_number_id, const char *token)
 				 errmsg("wasend sends without appsecret_proof: %s", error)));
 	strlcpy(last_error, error ? error : "", sizeof(last_error));
 	if (secret == NULL)
-		return psprintf("%s/%s/messages", wasend_api_base_url, phone_number_id);
+		return psprintf("%s/%s%s", wasend_api_base_url, phone_number_id, rest);
 	wasend_hmac_sha256_hex(secret, token, strlen(token), proof);
-	return psprintf("%s/%s/messages?appsecret_proof=%s",
-					wasend_api_base_url, phone_number_id, proof);
+	return psprintf("%s/%s%s%cappsecret_proof=%s",
+					wasend_api_base_url, phone_number_id, rest,
+					strchr(rest, '?') ? '&' : '?', proof);
+}
+
+/*
+ * The URL a number's messages are posted to: base/{phone_number_id}/messages.
+ */
+static char *
+number_url(const char *phone_number_id, const char *token)
+{
+	return graph_url(phone_number_id, "/messages", token);
+}
+
+/*
+ * The URL that reads a number's messaging limit, quality and health:
+ * base/{phone_number_id}?fields=..., with appsecret_proof as for sends.
+ */
+char *
+number_limits_url(const char *phone_number_id, const char *token)
+{
+	return graph_url(phone_number_id,
+					 "?fields=whatsapp_business_manager_messaging_limit,quality_rating,health_status,display_phone_number",
+					 token);
 }
 
 /*

@@ -30,6 +30,7 @@
 #include "utils/timestamp.h"
 
 #include "queue.h"
+#include "wasend.h"
 
 /* the statements, generated from src/queue.sql (see queue_sql.awk) */
 #include "queue_sql.h"
@@ -44,6 +45,9 @@ static SPIPlanPtr plan_lock_done = NULL;
 static SPIPlanPtr plan_complete = NULL;
 static SPIPlanPtr plan_breaker = NULL;
 static SPIPlanPtr plan_pending = NULL;
+static SPIPlanPtr plan_limits_due = NULL;
+static SPIPlanPtr plan_limits_apply = NULL;
+static SPIPlanPtr plan_limits_failed = NULL;
 
 /*
  * Is the extension installed in this database?  Senders start before
@@ -85,7 +89,11 @@ queue_prepare(void)
 	Oid			breaker_types[3] = {INT8OID, INT4OID, INT4OID};
 	Oid			ids_type[1] = {INT8ARRAYOID};
 	Oid			release_types[2] = {INT8ARRAYOID, INT8OID};
-	SPIPlanPtr	plans[10];
+	Oid			bool_type[1] = {BOOLOID};
+	Oid			int_type[1] = {INT4OID};
+	Oid			apply_types[3] = {INT8OID, INT4OID, TEXTOID};
+	Oid			failed_types[2] = {INT8OID, TEXTOID};
+	SPIPlanPtr	plans[13];
 
 	if (plan_complete != NULL)
 		return;
@@ -97,7 +105,7 @@ queue_prepare(void)
 	 * failure is not freed; that happens at most once per failed attempt.)
 	 */
 	plans[0] = prepare(sql_activate, 0, NULL);
-	plans[1] = prepare(sql_running, 0, NULL);
+	plans[1] = prepare(sql_running, 1, bool_type);
 	plans[2] = prepare(sql_claim, 4, claim_types);
 	plans[3] = prepare(sql_record, 8, record_types);
 	plans[4] = prepare(sql_record_poison, 4, poison_types);
@@ -106,6 +114,9 @@ queue_prepare(void)
 	plans[7] = prepare(sql_release, 2, release_types);
 	plans[8] = prepare(sql_lock_done, 1, ids_type);
 	plans[9] = prepare(sql_complete, 1, ids_type);
+	plans[10] = prepare(sql_limits_due, 1, int_type);
+	plans[11] = prepare(sql_limits_apply, 3, apply_types);
+	plans[12] = prepare(sql_limits_failed, 2, failed_types);
 	plan_activate = plans[0];
 	plan_running = plans[1];
 	plan_claim = plans[2];
@@ -115,6 +126,9 @@ queue_prepare(void)
 	plan_pending = plans[6];
 	plan_release = plans[7];
 	plan_lock_done = plans[8];
+	plan_limits_due = plans[10];
+	plan_limits_apply = plans[11];
+	plan_limits_failed = plans[12];
 	plan_complete = plans[9];
 }
 
@@ -159,8 +173,11 @@ queue_running_campaigns(RunningCampaign **out, MemoryContext cxt)
 {
 	uint64		i;
 	RunningCampaign *rc;
+	Datum		args[1];
 
-	if (SPI_execute_plan(plan_running, NULL, NULL, true, 0) != SPI_OK_SELECT)
+	/* while limits are read, a number waits for its first read */
+	args[0] = BoolGetDatum(wasend_limits_refresh_interval > 0);
+	if (SPI_execute_plan(plan_running, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "wasend: listing running campaigns failed");
 
 	rc = MemoryContextAllocZero(cxt, sizeof(RunningCampaign) * Max(SPI_processed, 1));
@@ -186,9 +203,92 @@ queue_running_campaigns(RunningCampaign **out, MemoryContext cxt)
 }
 
 /*
+ * Take up to 16 numbers whose messaging limit is due to be read (see
+ * limits_due in queue.sql); they are due again in resume_secs unless the
+ * answer is written first.  The result is allocated in cxt.
+ */
+int
+queue_limits_due(int resume_secs, LimitsCheck **out, MemoryContext cxt)
+{
+	Datum		args[1];
+	LimitsCheck *lc;
+	uint64		i;
+
+	args[0] = Int32GetDatum(resume_secs);
+	if (SPI_execute_plan(plan_limits_due, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "wasend: listing numbers whose limits are due failed");
+	lc = MemoryContextAllocZero(cxt, sizeof(LimitsCheck) * Max(SPI_processed, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		MemoryContext old;
+
+		lc[i].number_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		old = MemoryContextSwitchTo(cxt);
+		lc[i].phone_number_id = SPI_getvalue(tup, desc, 2);
+		lc[i].access_token = SPI_getvalue(tup, desc, 3);
+		MemoryContextSwitchTo(old);
+	}
+	*out = lc;
+	return (int) SPI_processed;
+}
+
+/*
+ * Store the answer to a number's limits GET (body NULL when none came);
+ * raises the error of wasend._apply_number_limits for an answer it cannot
+ * use.
+ */
+void
+queue_limits_apply(int64 number_id, long http_status, const char *body)
+{
+	Datum		args[3];
+	char		nulls[3] = {' ', ' ', ' '};
+
+	args[0] = Int64GetDatum(number_id);
+	args[1] = Int32GetDatum((int32) http_status);
+	if (body != NULL)
+		args[2] = CStringGetTextDatum(body);
+	else
+	{
+		args[2] = (Datum) 0;
+		nulls[2] = 'n';
+	}
+	if (SPI_execute_plan(plan_limits_apply, args, nulls, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "wasend: storing a number's limits failed");
+}
+
+/*
+ * A number's limits could not be read: say why on the number.
+ */
+void
+queue_limits_failed(int64 number_id, const char *message)
+{
+	Datum		args[2];
+
+	args[0] = Int64GetDatum(number_id);
+	args[1] = CStringGetTextDatum(message);
+	if (SPI_execute_plan(plan_limits_failed, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "wasend: noting a failed limits read failed");
+}
+
+/*
+ * The launcher starts the senders: every number's limits are read again.
+ * Runs in the launcher (plan not kept).
+ */
+void
+queue_limits_all_due(void)
+{
+	if (SPI_execute(sql_limits_all_due, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "wasend: marking numbers' limits due failed");
+}
+
+/*
  * Claim up to limits[i] rows of campaign_ids[i], marking them sending by
  * the sender whose claim token is given.  Returns the rows (allocated in
- * cxt).
+ * cxt); a row the claim decided not to send now (it waits for a limit, or
+ * its recipient is suppressed) comes back with a NULL body.
  */
 int
 queue_claim(int n, const int64 *campaign_ids, const int32 *limits,
@@ -209,7 +309,7 @@ queue_claim(int n, const int64 *campaign_ids, const int32 *limits,
 	args[2] = Int64GetDatum(token);
 	args[3] = int8_array(n, after_ids);
 
-	if (SPI_execute_plan(plan_claim, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+	if (SPI_execute_plan(plan_claim, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "wasend: claiming rows failed");
 
 	rows = MemoryContextAlloc(cxt, sizeof(ClaimedRow) * Max(SPI_processed, 1));

@@ -43,6 +43,14 @@ typedef struct ClaimedRow
 	char	   *body;
 } ClaimedRow;
 
+/* A number whose messaging limit, quality and health are due to be read. */
+typedef struct LimitsCheck
+{
+	int64		number_id;
+	char	   *phone_number_id;
+	char	   *access_token;
+} LimitsCheck;
+
 /* Outcomes waiting to be written by one set-based UPDATE. */
 typedef struct ResultBatch
 {
@@ -66,6 +74,10 @@ extern bool queue_extension_present(void);
 extern void queue_prepare(void);
 extern TimestampTz queue_activate_scheduled(void);
 extern int	queue_running_campaigns(RunningCampaign **out, MemoryContext cxt);
+extern int	queue_limits_due(int resume_secs, LimitsCheck **out, MemoryContext cxt);
+extern void queue_limits_apply(int64 number_id, long http_status, const char *body);
+extern void queue_limits_failed(int64 number_id, const char *message);
+extern void queue_limits_all_due(void);
 extern int	queue_claim(int n, const int64 *campaign_ids, const int32 *limits,
 						const int64 *after_ids, int64 token,
 						ClaimedRow **out, MemoryContext cxt);

@@ -46,12 +46,16 @@ SELECT (SELECT count(*) FROM started) + (SELECT count(*) FROM resumed),
          WHERE status = 'scheduled' AND start_at > now())
 
 -- name: running
--- Running campaigns whose number may send, with what sending needs.
+-- Running campaigns whose number may send, with what sending needs.  With
+-- limits reading on ($1), a number waits until its messaging limit was
+-- read once (or the read failed), so that no claim spends a budget it
+-- does not know.
 SELECT c.id, n.id, n.phone_number_id, n.access_token, n.max_send_rate_per_sec,
        c.error_threshold::float8, c.error_window
   FROM wasend.campaigns c
   JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
  WHERE c.status = 'running' AND n.status = 'active'
+   AND (n.limits_checked_at IS NOT NULL OR NOT $1)
 
 -- name: claim
 -- Claim up to lim ready rows of each campaign, oldest first, skipping rows
@@ -77,48 +81,181 @@ SELECT c.id, n.id, n.phone_number_id, n.access_token, n.max_send_rate_per_sec,
 -- A claim takes nothing of a campaign that is not running, or whose number
 -- is not active, as its own snapshot sees them: a pause that committed
 -- before the claim began stops it even if the sender has not refreshed
--- its running set yet (one row per campaign asked for, not per row).
+-- its running set yet (one row per campaign asked for, not per row).  Nor
+-- of a campaign that holds back (paced_until, see pacing); a campaign
+-- sending its first sample of a new template (sample_left) gets at most
+-- what is left of the sample.
+--
+-- Each picked row is then decided (Meta's account limits, README):
+--   suppressed       the recipient is suppressed (for marketing campaigns,
+--                    also by a marketing opt-out): the row fails, no request;
+--   frequency_cap    the campaign caps marketing messages per recipient and
+--                    the recipient had frequency_cap of them in
+--                    frequency_window (send_queue_recipient_idx): the row
+--                    waits until the oldest of them leaves the window;
+--   messaging_limit  the portfolio has a limit, the recipient costs a slot
+--                    (not messaged by the portfolio in 24 h, no inbound
+--                    message in 24 h) and the slots are spent: the row
+--                    waits until the oldest recipient leaves the window;
+--   busy             another sender holds the portfolio's budget right now
+--                    (SKIP LOCKED): the row is left alone, claimed later;
+--   send             claimed.
+-- Rows that wait or fail come back with a NULL body, so that the sender
+-- moves its cursor past them; only 'send' rows are sent.  The budget of
+-- each limited portfolio is counted under its wasend.portfolios row lock,
+-- so two senders never spend the same slot, and a recipient the claim
+-- starts is written to wasend.recipient_window in the same statement.
+-- Portfolios without a limit, campaigns without a cap: none of this
+-- touches a table but the suppressions' primary key.
 WITH want AS (
-  SELECT w.* FROM unnest($1::bigint[], $2::int[], $4::bigint[])
-                  AS w(campaign_id, lim, after_id)
-   WHERE EXISTS (SELECT 1 FROM wasend.campaigns c
-                   JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
-                  WHERE c.id = w.campaign_id AND c.status = 'running'
-                    AND n.status = 'active')),
- picked AS (
-  SELECT p.ctid FROM want w CROSS JOIN LATERAL (
-    SELECT q.ctid FROM wasend.send_queue q
+  SELECT w.campaign_id, w.after_id,
+         CASE WHEN c.sample_left IS NULL THEN w.lim ELSE least(w.lim, c.sample_left) END AS lim,
+         c.category = 'marketing' AS marketing, c.frequency_cap, c.frequency_window,
+         coalesce(n.business_id, 'number:' || n.id) AS portfolio, p.messaging_limit
+    FROM unnest($1::bigint[], $2::int[], $4::bigint[]) AS w(campaign_id, lim, after_id)
+    JOIN wasend.campaigns c ON c.id = w.campaign_id
+    JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
+    LEFT JOIN wasend.portfolios p ON p.portfolio = coalesce(n.business_id, 'number:' || n.id)
+   WHERE c.status = 'running' AND n.status = 'active'
+     AND (c.paced_until IS NULL OR c.paced_until <= now())),
+ picked AS MATERIALIZED (
+  SELECT p.ctid, p.id, p.recipient, w.campaign_id, w.marketing, w.frequency_cap,
+         w.frequency_window, w.portfolio, w.messaging_limit
+    FROM want w CROSS JOIN LATERAL (
+    SELECT q.ctid, q.id, q.recipient FROM wasend.send_queue q
      WHERE q.campaign_id = w.campaign_id AND q.id > w.after_id
        AND q.sent_at IS NULL AND q.failed_at IS NULL
        AND q.status = 'ready' AND q.next_attempt_at <= now()
      ORDER BY q.id LIMIT w.lim
-       FOR UPDATE SKIP LOCKED) p)
- UPDATE wasend.send_queue q
-    SET status = 'sending', attempts = q.attempts + 1,
-        claimed_at = now(), claimed_by = $3
-  WHERE q.ctid = ANY (ARRAY(SELECT ctid FROM picked))
- RETURNING q.id, q.campaign_id,
-   (coalesce(q.payload, (SELECT c.message FROM wasend.campaigns c
-                          WHERE c.id = q.campaign_id))
-    || jsonb_build_object(
-      'messaging_product', 'whatsapp', 'recipient_type', 'individual',
-      'to', q.recipient, 'biz_opaque_callback_data', 'wasend:' || q.id))::text
+       FOR UPDATE SKIP LOCKED) p),
+ budget AS MATERIALIZED (
+  SELECT b.portfolio, b.messaging_limit,
+         (SELECT count(*) FROM wasend.recipient_window r
+           WHERE r.portfolio = b.portfolio AND r.last_at > now() - interval '24 hours') AS used,
+         (SELECT min(r.last_at) FROM wasend.recipient_window r
+           WHERE r.portfolio = b.portfolio AND r.last_at > now() - interval '24 hours') AS oldest
+    FROM wasend.portfolios b
+   WHERE b.portfolio IN (SELECT k.portfolio FROM picked k WHERE k.messaging_limit IS NOT NULL)
+     FOR UPDATE SKIP LOCKED),
+ costed AS MATERIALIZED (
+  SELECT k.*,
+         EXISTS (SELECT 1 FROM wasend.suppressions s
+                  WHERE s.recipient = k.recipient AND (s.scope = 'all' OR k.marketing)) AS suppressed,
+         k.messaging_limit IS NOT NULL
+           AND EXISTS (SELECT 1 FROM wasend.recipient_window r
+                        WHERE r.portfolio = k.portfolio AND r.recipient = k.recipient
+                          AND r.last_at > now() - interval '24 hours') AS in_window,
+         k.messaging_limit IS NOT NULL
+           AND EXISTS (SELECT 1 FROM wasend.inbound_messages i
+                         JOIN wasend.whatsapp_numbers n2 ON n2.phone_number_id = i.phone_number_id
+                        WHERE i.from_number = k.recipient
+                          AND i.received_at > now() - interval '24 hours'
+                          AND coalesce(n2.business_id, 'number:' || n2.id) = k.portfolio) AS inbound,
+         f.cnt AS freq_used, f.oldest AS freq_oldest
+    FROM picked k
+    LEFT JOIN LATERAL (
+      SELECT count(*) AS cnt, min(coalesce(q2.sent_at, q2.claimed_at)) AS oldest
+        FROM wasend.send_queue q2 JOIN wasend.campaigns c2 ON c2.id = q2.campaign_id
+       WHERE k.frequency_cap IS NOT NULL AND k.marketing
+         AND q2.recipient = k.recipient AND c2.category = 'marketing'
+         AND q2.status IN ('sending', 'held', 'sent', 'delivered', 'read')
+         AND coalesce(q2.sent_at, q2.claimed_at) > now() - k.frequency_window) f ON true),
+ capped AS (
+  SELECT c.*,
+         c.frequency_cap IS NOT NULL AND c.marketing
+           AND c.freq_used + row_number() OVER (PARTITION BY c.recipient, c.frequency_cap IS NOT NULL
+                                                ORDER BY c.id) > c.frequency_cap AS over_cap,
+         c.messaging_limit IS NOT NULL AND NOT c.in_window AND NOT c.inbound AS costs
+    FROM costed c),
+ newr AS (
+  -- the recipients that cost a slot, per portfolio, in order of their first row
+  SELECT x.portfolio, x.recipient, row_number() OVER (PARTITION BY x.portfolio ORDER BY min(x.id)) AS rn
+    FROM capped x
+   WHERE x.costs AND NOT x.suppressed AND NOT x.over_cap
+   GROUP BY x.portfolio, x.recipient),
+ decided AS MATERIALIZED (
+  SELECT x.ctid, x.id, x.campaign_id, x.portfolio, x.recipient, x.messaging_limit, x.inbound,
+         CASE WHEN x.suppressed THEN 'suppressed'
+              WHEN x.over_cap THEN 'frequency_cap'
+              WHEN x.costs AND b.portfolio IS NULL THEN 'busy'
+              WHEN x.costs AND nr.rn > b.messaging_limit - b.used THEN 'messaging_limit'
+              ELSE 'send' END AS decision,
+         CASE WHEN x.over_cap
+              THEN greatest(x.freq_oldest + x.frequency_window, now() + interval '1 second')
+              ELSE greatest(coalesce(b.oldest + interval '24 hours', now() + interval '1 hour'),
+                            now() + interval '1 second') END AS wait_until
+    FROM capped x
+    LEFT JOIN budget b ON b.portfolio = x.portfolio
+    LEFT JOIN newr nr ON nr.portfolio = x.portfolio AND nr.recipient = x.recipient),
+ upd AS (
+  UPDATE wasend.send_queue q
+     SET status = CASE d.decision WHEN 'send' THEN 'sending'
+                                  WHEN 'suppressed' THEN 'failed' ELSE q.status END,
+         attempts = q.attempts + CASE WHEN d.decision = 'send' THEN 1 ELSE 0 END,
+         claimed_at = CASE WHEN d.decision = 'send' THEN now() ELSE q.claimed_at END,
+         claimed_by = CASE WHEN d.decision = 'send' THEN $3::bigint END,
+         failed_at = CASE WHEN d.decision = 'suppressed' THEN now() END,
+         last_error_class = CASE WHEN d.decision = 'suppressed' THEN 'suppressed'
+                                 ELSE q.last_error_class END,
+         last_error = CASE WHEN d.decision = 'suppressed'
+                           THEN 'recipient is suppressed (see wasend.suppressions)'
+                           ELSE q.last_error END,
+         waiting_for = CASE WHEN d.decision IN ('frequency_cap', 'messaging_limit') THEN d.decision END,
+         next_attempt_at = CASE WHEN d.decision IN ('frequency_cap', 'messaging_limit') THEN d.wait_until
+                                ELSE q.next_attempt_at END
+    FROM decided d
+   WHERE q.ctid = ANY (ARRAY(SELECT ctid FROM decided WHERE decision <> 'busy'))
+     AND d.id = q.id
+  RETURNING q.id, q.campaign_id, d.decision,
+    CASE WHEN d.decision = 'send' THEN
+     (coalesce(q.payload, (SELECT c.message FROM wasend.campaigns c
+                            WHERE c.id = q.campaign_id))
+      || jsonb_build_object(
+        'messaging_product', 'whatsapp', 'recipient_type', 'individual',
+        'to', q.recipient, 'biz_opaque_callback_data', 'wasend:' || q.id))::text END AS body),
+ win AS (
+  INSERT INTO wasend.recipient_window AS r (portfolio, recipient, last_at)
+  SELECT DISTINCT d.portfolio, d.recipient, now()
+    FROM decided d
+   WHERE d.decision = 'send' AND d.messaging_limit IS NOT NULL AND NOT d.inbound
+  ON CONFLICT (portfolio, recipient) DO UPDATE SET last_at = excluded.last_at),
+ sample AS (
+  -- pacing 'sample': count the sample down; once it is out, hold back
+  UPDATE wasend.campaigns c
+     SET sample_left = CASE WHEN c.sample_left - x.n > 0 THEN c.sample_left - x.n END,
+         paced_until = CASE WHEN c.sample_left - x.n <= 0 THEN now() + c.pacing_hold
+                            ELSE c.paced_until END
+    FROM (SELECT d.campaign_id, count(*) AS n FROM decided d
+           WHERE d.decision = 'send' GROUP BY 1) x
+   WHERE c.id = x.campaign_id AND c.sample_left IS NOT NULL)
+SELECT u.id, u.campaign_id, u.body FROM upd u
 
 -- name: record
 -- Write the outcomes of a batch and apply wasend.error_policy, all in one
 -- statement:
 --
---  - a 200 with a message id is sent, its wamid stored;
+--  - a 200 with a message id is sent, its wamid stored; if the answer's
+--    message_status is held_for_quality_assessment, the row is 'held'
+--    instead (its status webhook settles it), it goes to
+--    wasend.held_messages, and a campaign whose pacing is not 'off' holds
+--    back for pacing_hold (see _apply_statuses for the early release);
 --  - otherwise the error's key (the Graph API error.code, or the transport
 --    class the sender gives) picks a policy row ('*' when none matches):
 --    retry puts the row back to ready after
---    backoff * factor^(attempt-1), at most 24 hours, with +-20% jitter,
---    and fails it once wasend.max_attempts ($7) is reached; fail fails it;
+--    backoff * factor^(attempt-1), at most 24 hours (or the backoff, if
+--    longer), times a random factor in [1 - jitter, 1 + jitter], and
+--    fails it once wasend.max_attempts ($7) is reached, or at once if the
+--    policy says retry_once and the previous attempt had the same code
+--    (131049: one more try after 24 h); fail fails it;
 --    pause_number and pause_campaign put the row back to ready (the attempt
 --    does not count) and pause the number (for pause_for, or until
 --    resumed) or the campaign, with the reason stored.  A number or
 --    campaign row a user holds locked is not waited for: the pause is
---    skipped, and the next answer with that error pauses it.
+--    skipped, and the next answer with that error pauses it.  A campaign
+--    paused for a paused or disabled template (132015, 132016) is marked
+--    so (pause_rule 'template'): the template's APPROVED webhook resumes it;
+--  - a failure with 131050 suppresses the recipient for marketing
+--    campaigns, 131026 for every campaign.
 --
 -- Returns one row per (campaign, number) of the batch: rows sent, rows
 -- failed, answers asking to slow down, and how many numbers and campaigns
@@ -162,7 +299,8 @@ WITH r AS MATERIALIZED (
                     CASE WHEN r.http <> 200 THEN 'HTTP ' || r.http END,
                     'response without a message id'),
            'EA[A-Za-z0-9]{20,}', '[redacted token]', 'g') AS msg,
-         r.http = 200 AND r.j #>> '{messages,0,id}' IS NOT NULL AS ok
+         r.http = 200 AND r.j #>> '{messages,0,id}' IS NOT NULL AS ok,
+         r.j #>> '{messages,0,message_status}' = 'held_for_quality_assessment' AS held
     FROM r),
  k AS (
   SELECT v.*,
@@ -178,36 +316,43 @@ WITH r AS MATERIALIZED (
          coalesce(ep.backoff, dp.backoff, interval '2 seconds') AS backoff,
          coalesce(ep.backoff_factor, dp.backoff_factor, 2) AS factor,
          CASE WHEN ep.code IS NOT NULL THEN ep.pause_for ELSE dp.pause_for END AS pause_for,
-         coalesce(ep.slow_down, dp.slow_down, false) AS slow_down
+         coalesce(ep.slow_down, dp.slow_down, false) AS slow_down,
+         coalesce(ep.jitter, dp.jitter, 0.2) AS jitter,
+         coalesce(ep.retry_once, dp.retry_once, false) AS retry_once
     FROM k
     LEFT JOIN wasend.error_policy ep ON ep.code = k.key AND NOT k.ok
     LEFT JOIN wasend.error_policy dp ON dp.code = '*' AND ep.code IS NULL AND NOT k.ok),
  upd AS (
   UPDATE wasend.send_queue q
-     SET status = CASE WHEN w.ok THEN 'sent'
-                       WHEN w.action = 'retry' AND q.attempts < $7 THEN 'ready'
+     SET status = CASE WHEN w.ok AND coalesce(w.held, false) THEN 'held'
+                       WHEN w.ok THEN 'sent'
+                       WHEN w.action = 'retry' AND q.attempts < $7
+                       AND NOT (w.retry_once AND q.last_error_code IS NOT DISTINCT FROM w.code) THEN 'ready'
                        WHEN w.action IN ('pause_number', 'pause_campaign') THEN 'ready'
                        ELSE 'failed' END,
          wa_message_id = w.wamid,
          last_error_code = CASE WHEN w.ok THEN NULL ELSE w.code END,
          last_error_class = w.class,
          last_error = CASE WHEN w.ok THEN NULL ELSE w.msg END,
-         sent_at = CASE WHEN w.ok THEN w.at END,
-         failed_at = CASE WHEN w.ok OR (w.action = 'retry' AND q.attempts < $7)
+         sent_at = CASE WHEN w.ok AND NOT coalesce(w.held, false) THEN w.at END,
+         failed_at = CASE WHEN w.ok OR (w.action = 'retry' AND q.attempts < $7
+                       AND NOT (w.retry_once AND q.last_error_code IS NOT DISTINCT FROM w.code))
                                OR w.action IN ('pause_number', 'pause_campaign')
                           THEN NULL ELSE w.at END,
          next_attempt_at = CASE WHEN w.action = 'retry' AND q.attempts < $7
+                       AND NOT (w.retry_once AND q.last_error_code IS NOT DISTINCT FROM w.code)
               THEN w.at + make_interval(secs => least(
                      extract(epoch FROM w.backoff)::float8
                      * exp(least(ln(w.factor) * greatest(q.attempts - 1, 0), 20)),
-                     86400) * (0.8 + 0.4 * random()))
+                     greatest(86400, extract(epoch FROM w.backoff)::float8))
+                   * (1 - w.jitter + 2 * w.jitter * random()))
               ELSE q.next_attempt_at END,
          attempts = CASE WHEN w.action IN ('pause_number', 'pause_campaign')
                          THEN greatest(q.attempts - 1, 0) ELSE q.attempts END,
          claimed_by = NULL
     FROM w
    WHERE q.id = w.id AND q.claimed_by = w.owner
-  RETURNING q.campaign_id, q.status AS outcome, w.ok, w.slow_down,
+  RETURNING q.id, q.recipient, q.campaign_id, q.status AS outcome, w.ok, w.slow_down,
             w.action, w.key, w.msg, w.at, w.pause_for),
  pnx AS (
   SELECT DISTINCT ON (c.number_id) c.number_id, u.key, u.msg, u.at, u.pause_for
@@ -232,16 +377,41 @@ WITH r AS MATERIALIZED (
  pc AS (
   UPDATE wasend.campaigns c
      SET status = 'paused', paused_at = now(), updated_at = now(),
-         pause_reason = format('error %s: %s', x.key, x.msg)
+         pause_reason = format('error %s: %s', x.key, x.msg),
+         pause_rule = CASE WHEN x.key IN ('132015', '132016') THEN 'template' END
     FROM pcx x
    WHERE c.id = x.campaign_id AND c.status = 'running'
      AND c.id IN (SELECT l.id FROM wasend.campaigns l
                    WHERE l.id IN (SELECT campaign_id FROM pcx)
                      FOR UPDATE SKIP LOCKED)
   RETURNING c.id),
+ hm AS (
+  INSERT INTO wasend.held_messages (row_id, campaign_id, held_at)
+  SELECT u.id, u.campaign_id, u.at FROM upd u WHERE u.outcome = 'held'
+  ON CONFLICT (row_id) DO NOTHING),
+ paced AS (
+  -- pacing: Meta holds messages of the campaign; start no new rows until
+  -- they are settled, at most pacing_hold after the latest hold
+  UPDATE wasend.campaigns c
+     SET paced_until = greatest(c.paced_until, x.at + c.pacing_hold)
+    FROM (SELECT campaign_id, max(at) AS at FROM upd
+           WHERE outcome = 'held' GROUP BY 1) x
+   WHERE c.id = x.campaign_id AND c.pacing <> 'off'
+     AND c.id IN (SELECT l.id FROM wasend.campaigns l
+                   WHERE l.id IN (SELECT campaign_id FROM upd WHERE outcome = 'held')
+                     FOR UPDATE SKIP LOCKED)),
+ sup AS (
+  INSERT INTO wasend.suppressions AS x (recipient, reason, scope)
+  SELECT DISTINCT ON (u.recipient) u.recipient, format('message failed with %s', u.key),
+         CASE WHEN u.key = '131050' THEN 'marketing' ELSE 'all' END
+    FROM upd u
+   WHERE u.outcome = 'failed' AND u.key IN ('131050', '131026')
+   ORDER BY u.recipient, u.key
+  ON CONFLICT (recipient) DO UPDATE SET scope = 'all', reason = excluded.reason
+   WHERE excluded.scope = 'all' AND x.scope <> 'all'),
  g AS (
   SELECT u.campaign_id,
-         count(*) FILTER (WHERE u.outcome = 'sent') AS sent,
+         count(*) FILTER (WHERE u.outcome IN ('sent', 'held')) AS sent,
          count(*) FILTER (WHERE u.outcome = 'failed') AS failed,
          count(*) FILTER (WHERE u.slow_down AND NOT u.ok) AS slow
     FROM upd u GROUP BY 1)
@@ -338,3 +508,35 @@ WITH settled AS (
      AND (q.claimed_by IS NULL OR NOT (q.claimed_by = ANY ($1::bigint[])))
   RETURNING 1)
 SELECT count(*) FROM settled
+
+-- name: limits_due
+-- Numbers whose messaging limit, quality and health are due to be read
+-- (README, "Meta's account limits"): taken by one sender (SKIP LOCKED) and
+-- marked as being read, due again in $1 seconds in case this sender stops
+-- before the answer is written.  Returns what the GET needs.
+UPDATE wasend.whatsapp_numbers n
+   SET limits_due_at = now() + make_interval(secs => $1)
+ WHERE n.id IN (SELECT l.id FROM wasend.whatsapp_numbers l
+                 WHERE l.limits_due_at <= now()
+                 ORDER BY l.limits_due_at LIMIT 16
+                   FOR UPDATE SKIP LOCKED)
+RETURNING n.id, n.phone_number_id, n.access_token
+
+-- name: limits_apply
+-- Store an answer of the Graph API's phone number GET ($1 number, $2 HTTP
+-- status, $3 body) and apply its rules; raises an error for an answer it
+-- cannot use (see wasend._apply_number_limits).
+SELECT wasend._apply_number_limits($1, $2, $3)
+
+-- name: limits_failed
+-- The answer could not be used ($2 says why): keep the old values, read
+-- again in a minute.
+SELECT wasend._number_limits_failed($1, $2)
+
+-- name: limits_all_due
+-- The launcher starts the senders: every number is read again now.
+UPDATE wasend.whatsapp_numbers n
+   SET limits_due_at = '-infinity'
+ WHERE n.id IN (SELECT l.id FROM wasend.whatsapp_numbers l
+                 WHERE l.limits_due_at > '-infinity'
+                   FOR UPDATE SKIP LOCKED)

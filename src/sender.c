@@ -72,6 +72,8 @@ int64		my_token = 0;
 int			held_total = 0;
 ResultBatch results;
 bool		results_have_error = false;	/* a non-200 answer waits in results */
+LimitsAnswer limits_answers[MAX_LIMITS_ANSWERS];	/* answers of limits GETs */
+int			nlimits_answers = 0;
 
 static int	sender_index;
 static uint64 seen_generation = UINT64_MAX;
@@ -168,6 +170,70 @@ redact_token(const char *resp, const char *token)
 }
 
 /*
+ * Keep the answer of a limits GET for the next database cycle (the body
+ * with the number's token redacted).  If the list is full the answer is
+ * dropped: the number is due again soon anyway.
+ */
+static void
+collect_limits(HttpRequest *req)
+{
+	LimitsAnswer *a;
+	NumberState *ns = number_find(req->number_id);
+	const char *body = req->curl_code == 0 && !req->resp_too_big ? req->resp : NULL;
+
+	if (nlimits_answers >= MAX_LIMITS_ANSWERS)
+		return;
+	a = &limits_answers[nlimits_answers++];
+	a->number_id = req->number_id;
+	a->http_status = req->http_status;
+	if (body != NULL && ns != NULL)
+		body = redact_token(body, ns->access_token);
+	a->body = body ? MemoryContextStrdup(sender_context, body) : NULL;
+	a->error = req->curl_code != 0 || req->resp_too_big ?
+		MemoryContextStrdup(sender_context, req->errbuf) : NULL;
+	/* the connection it used is one of ours, like a send's */
+	if (req->new_connections > 0)
+		pg_atomic_fetch_add_u64(&my_slot->conns_opened, req->new_connections);
+}
+
+/*
+ * Forget the limits answers (after a cycle stored them).
+ */
+void
+limits_answers_done(void)
+{
+	int			i;
+
+	for (i = 0; i < nlimits_answers; i++)
+	{
+		if (limits_answers[i].body)
+			pfree(limits_answers[i].body);
+		if (limits_answers[i].error)
+			pfree(limits_answers[i].error);
+	}
+	nlimits_answers = 0;
+}
+
+/*
+ * Start the GETs of the numbers whose limits are due (their tokens are in
+ * lc, not necessarily in a NumberState: a number without a running
+ * campaign is read too).
+ */
+void
+start_limits_reads(const LimitsCheck *lc, int n)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		char	   *url = number_limits_url(lc[i].phone_number_id, lc[i].access_token);
+
+		http_start_get(url, lc[i].access_token, lc[i].number_id);
+		pfree(url);
+	}
+}
+
+/*
  * Move finished requests into the result batch and the statistics.
  */
 static void
@@ -182,6 +248,12 @@ collect_done(void)
 		const char *body = req->curl_code == 0 ? req->resp : NULL;
 		const char *redacted = body;
 
+		if (req->kind == HTTP_LIMITS)
+		{
+			collect_limits(req);
+			http_release(req);
+			continue;
+		}
 		if (req->curl_code != 0 || req->resp_too_big)
 		{
 			err = req->errbuf;

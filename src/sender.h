@@ -76,6 +76,17 @@ typedef struct CampaignState
 	Breaker		breaker;
 } CampaignState;
 
+/* An answer to a number's limits GET, waiting for the next cycle. */
+typedef struct LimitsAnswer
+{
+	int64		number_id;
+	long		http_status;	/* 0 when no HTTP answer came */
+	char	   *body;			/* NULL when none */
+	char	   *error;			/* transport error, or NULL */
+} LimitsAnswer;
+
+#define MAX_LIMITS_ANSWERS		64
+
 /* sender.c: the process-wide state of this sender */
 extern volatile sig_atomic_t shutdown_requested;
 extern MemoryContext sender_context;
@@ -84,6 +95,10 @@ extern int64 my_token;
 extern int	held_total;
 extern ResultBatch results;
 extern bool results_have_error;
+extern LimitsAnswer limits_answers[MAX_LIMITS_ANSWERS];
+extern int	nlimits_answers;
+extern void start_limits_reads(const LimitsCheck *lc, int n);
+extern void limits_answers_done(void);
 
 /* number_queue.c */
 extern int	active_numbers;
@@ -98,6 +113,7 @@ extern int	number_target(NumberState *ns);
 extern void number_push(NumberState *ns, const ClaimedRow *row);
 extern int	numbers_take_stopped(int64 *ids, int64 *campaign_ids, bool drop_all);
 extern int64 numbers_start_sends(int64 now);
+extern char *number_limits_url(const char *phone_number_id, const char *token);
 
 /* campaign_cache.c */
 extern void campaigns_init(void);

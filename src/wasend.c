@@ -42,6 +42,7 @@ int			wasend_request_timeout_ms = 10000;
 int			wasend_http_version = WASEND_HTTP_2;
 char	   *wasend_ca_file = NULL;
 int			wasend_max_attempts = 5;
+int			wasend_limits_refresh_interval = 900;
 int			wasend_on_uncertain = WASEND_UNCERTAIN_RETRY;
 char	   *wasend_app_secret_file = NULL;
 char	   *wasend_stop_keywords = NULL;
@@ -377,6 +378,15 @@ _PG_init(void)
 							5, 1, 100,
 							PGC_SIGHUP,
 							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wasend.limits_refresh_interval",
+							"Seconds between two reads of a number's messaging limit, quality and health from the Graph API; 0 turns reading them off.",
+							"They are also read when the senders start and soon after a webhook says they changed.  While reading is on, a number sends only once its limit was read (or the read failed).",
+							&wasend_limits_refresh_interval,
+							900, 0, 86400,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	DefineCustomEnumVariable("wasend.on_uncertain",

@@ -56,6 +56,7 @@ extern int	wasend_request_timeout_ms;
 extern int	wasend_http_version;
 extern char *wasend_ca_file;
 extern int	wasend_max_attempts;
+extern int	wasend_limits_refresh_interval;
 extern int	wasend_on_uncertain;
 extern char *wasend_app_secret_file;
 extern char *wasend_stop_keywords;

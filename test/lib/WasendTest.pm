@@ -152,7 +152,8 @@ sub new_node
 
 # load_mock_log($node, $mock, $table): copy the mock's request log into a
 # table (t_ms epoch milliseconds, phone_number_id, recipient, type,
-# http_status, code, wamid).
+# http_status, code, wamid): the messages in $table, the reads of the
+# numbers' account fields (GET, type 'GET') in ${table}_gets.
 sub load_mock_log
 {
 	my ($node, $mock, $table, %opts) = @_;
@@ -178,6 +179,11 @@ sub load_mock_log
 		  '-c', "COPY $table FROM STDIN WITH (FORMAT csv, HEADER true)" ],
 		'<', \$csv, '>', \$stdout, '2>', \$stderr);
 	die "loading mock log failed: $stderr" unless $ok;
+	$node->safe_psql('postgres', qq{
+		DROP TABLE IF EXISTS ${table}_gets;
+		CREATE TABLE ${table}_gets AS SELECT * FROM $table WHERE type = 'GET';
+		DELETE FROM $table WHERE type = 'GET';
+	});
 	return;
 }
 
@@ -261,6 +267,217 @@ sub max_window_sql
 		         RANGE BETWEEN 999.999 PRECEDING AND CURRENT ROW) AS n
 		    FROM $table WHERE http_status = 200) w
 		 GROUP BY 1 ORDER BY 1};
+}
+
+# mock_account($mock, $pnid, %state): change one number's account state in
+# the mock at run time (POST /__mock/account): tier, quality_rating,
+# can_send_message, display_phone_number; account_error => {http, code}
+# makes its GET fail, account_error => undef clears that.  Returns the
+# state now in effect (a hashref).
+sub mock_account
+{
+	my ($mock, $pnid, %state) = @_;
+	my $answer = decode_json(mock_post($mock, '/__mock/account', { pnid => "$pnid", %state }));
+	die "mock POST /__mock/account failed: " . encode_json($answer) unless $answer->{ok};
+	return $answer->{account};
+}
+
+# The JSON encoder of the webhook builders: canonical (sorted keys), so
+# that a payload's text, and its signature, are the same at every run.
+my $webhook_json = JSON::PP->new->canonical;
+
+# Webhook builders.  Meta's types are kept: ids, phone numbers and the
+# timestamps of statuses and messages are strings; error codes, template
+# ids and limits are numbers; billable is a JSON boolean.  Each wh_* sub
+# returns one change ({field => ..., value => {...}}) for webhook_body.
+
+# _wh_str($v) / _wh_num($v): $v as a JSON string / number.
+sub _wh_str { my ($v) = @_; return defined $v ? "$v" : undef; }
+sub _wh_num { my ($v) = @_; return defined $v ? 0 + $v : undef; }
+
+# _wh_num_or_str($v): a number when $v is an integer, else a string (for
+# limits that Meta gives as 2000 or as "TIER_2K").
+sub _wh_num_or_str
+{
+	my ($v) = @_;
+	return undef unless defined $v;
+	return $v =~ /^-?[0-9]+$/ ? 0 + $v : "$v";
+}
+
+# _wh_bool($v): JSON::PP::true or false; a string "false" or "0" is false.
+sub _wh_bool
+{
+	my ($v) = @_;
+	return (!$v || $v eq 'false') ? JSON::PP::false : JSON::PP::true;
+}
+
+# _wh_metadata(%a): the metadata of a "messages" change, from
+# phone_number_id and display_phone_number (both strings, '' if not given).
+sub _wh_metadata
+{
+	my (%a) = @_;
+	return {
+		display_phone_number => _wh_str($a{display_phone_number} // ''),
+		phone_number_id => _wh_str($a{phone_number_id} // ''),
+	};
+}
+
+# webhook_body(@changes): the JSON text of a Meta webhook POST holding the
+# given changes (from the wh_* builders, or any {field, value} hashrefs),
+# all in one entry of the WhatsApp Business Account "WABA1".
+sub webhook_body
+{
+	my (@changes) = @_;
+	return $webhook_json->encode({
+		object => 'whatsapp_business_account',
+		entry => [ { id => 'WABA1', changes => [@changes] } ],
+	});
+}
+
+# _wh_one_status(%s): one element of a "statuses" array: id (the wamid),
+# status, recipient_id, timestamp (default now, a string as Meta sends it),
+# optional pricing => {billable, pricing_model (default PMP), category,
+# type (default regular)}, optional errors => [{code, title, ...}]; any
+# other key (biz_opaque_callback_data, ...) is copied as given.
+sub _wh_one_status
+{
+	my (%s) = @_;
+	my %st = %s;
+	delete @st{qw(id status recipient_id timestamp pricing errors)};
+	$st{id} = _wh_str($s{id});
+	$st{status} = _wh_str($s{status});
+	$st{recipient_id} = _wh_str($s{recipient_id}) if defined $s{recipient_id};
+	$st{timestamp} = _wh_str($s{timestamp} // time());
+	if (my $p = $s{pricing})
+	{
+		my %pr = %$p;
+		$pr{billable} = _wh_bool($p->{billable}) if exists $p->{billable};
+		$pr{pricing_model} = _wh_str($p->{pricing_model} // 'PMP');
+		$pr{category} = _wh_str($p->{category}) if defined $p->{category};
+		$pr{type} = _wh_str($p->{type} // 'regular');
+		$st{pricing} = \%pr;
+	}
+	if (my $e = $s{errors})
+	{
+		$st{errors} = [ map {
+			my %er = %$_;
+			$er{code} = _wh_num($_->{code}) if defined $_->{code};
+			$er{title} = _wh_str($_->{title}) if defined $_->{title};
+			\%er;
+		} @$e ];
+	}
+	return \%st;
+}
+
+# wh_status(%a): a "messages" change with one status (the keys of
+# _wh_one_status), or with several: statuses => [{id, status, ...}, ...].
+# phone_number_id and display_phone_number go to the metadata.
+sub wh_status
+{
+	my (%a) = @_;
+	my @list = $a{statuses} ? @{ $a{statuses} } : (\%a);
+	my @statuses;
+	for my $s (@list)
+	{
+		my %one = %$s;
+		delete @one{qw(statuses phone_number_id display_phone_number)};
+		push @statuses, _wh_one_status(%one);
+	}
+	return { field => 'messages', value => {
+		messaging_product => 'whatsapp',
+		metadata => _wh_metadata(%a),
+		statuses => \@statuses } };
+}
+
+# wh_template_status(event => 'PAUSED', name => ..., language => ...,
+# reason => ...): a "message_template_status_update" change (template id 1,
+# reason 'NONE' unless given; other keys, e.g. message_template_category or
+# other_info, are copied as given).
+sub wh_template_status
+{
+	my (%a) = @_;
+	my %v = %a;
+	delete @v{qw(event name language reason id)};
+	$v{event} = _wh_str($a{event} // 'PAUSED');
+	$v{message_template_id} = _wh_num($a{id} // 1);
+	$v{message_template_name} = _wh_str($a{name});
+	$v{message_template_language} = _wh_str($a{language});
+	$v{reason} = _wh_str($a{reason} // 'NONE');
+	return { field => 'message_template_status_update', value => \%v };
+}
+
+# wh_quality_update(display_phone_number => ..., event => 'DOWNGRADE',
+# current_limit => 'TIER_250', old_limit => 'TIER_2K'): a
+# "phone_number_quality_update" change; limits not given are left out,
+# other keys (max_daily_conversations_per_business, ...) copied as given.
+sub wh_quality_update
+{
+	my (%a) = @_;
+	my %v = %a;
+	$v{display_phone_number} = _wh_str($a{display_phone_number} // '');
+	$v{event} = _wh_str($a{event} // 'DOWNGRADE');
+	$v{current_limit} = _wh_str($a{current_limit}) if defined $a{current_limit};
+	$v{old_limit} = _wh_str($a{old_limit}) if defined $a{old_limit};
+	return { field => 'phone_number_quality_update', value => \%v };
+}
+
+# wh_capability_update(max_daily_conversations_per_business => 250): a
+# "business_capability_update" change; the limit is a number (or a string
+# such as "TIER_2K" when given one), max_phone_numbers_per_business 2
+# unless given; other keys (max_daily_conversation_per_phone, ...) copied,
+# integers as numbers.
+sub wh_capability_update
+{
+	my (%a) = @_;
+	my %v = map { ($_ => _wh_num_or_str($a{$_})) } keys %a;
+	$v{max_phone_numbers_per_business} //= 2;
+	return { field => 'business_capability_update', value => \%v };
+}
+
+# wh_user_preferences(wa_id => ..., value => 'stop'|'resume',
+# phone_number_id => ..., display_phone_number => ..., timestamp => ...):
+# a user_preferences change: the user stopped or resumed marketing
+# messages.  Meta sends it with field "user_preferences"; field => ...
+# overrides that.
+sub wh_user_preferences
+{
+	my (%a) = @_;
+	my $value = $a{value} // 'stop';
+	my $wa_id = _wh_str($a{wa_id});
+	return { field => $a{field} // 'user_preferences', value => {
+		messaging_product => 'whatsapp',
+		metadata => _wh_metadata(%a),
+		contacts => [ { wa_id => $wa_id, profile => { name => 'X' } } ],
+		user_preferences => [ {
+			wa_id => $wa_id,
+			detail => "User requested to $value marketing messages",
+			category => _wh_str($a{category} // 'marketing_messages'),
+			value => _wh_str($value),
+			timestamp => _wh_num($a{timestamp} // time()),
+		} ] } };
+}
+
+my $wh_inbound_seq = 0;
+
+# wh_inbound(from => ..., phone_number_id => ..., body => 'hi', id => ...,
+# display_phone_number => ..., timestamp => ...): a "messages" change with
+# one inbound text message (id: a new wamid unless given).
+sub wh_inbound
+{
+	my (%a) = @_;
+	my $from = _wh_str($a{from});
+	my $id = $a{id} // sprintf('wamid.IN%d.%d.%d', time(), $$, ++$wh_inbound_seq);
+	return { field => 'messages', value => {
+		messaging_product => 'whatsapp',
+		metadata => _wh_metadata(%a),
+		contacts => [ { wa_id => $from, profile => { name => 'X' } } ],
+		messages => [ {
+			from => $from,
+			id => _wh_str($id),
+			timestamp => _wh_str($a{timestamp} // time()),
+			type => 'text',
+			text => { body => _wh_str($a{body} // 'hi') },
+		} ] } };
 }
 
 1;

@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 /*
- * test/mock/graph-api.js — a mock of the WhatsApp Cloud API send endpoint.
+ * test/mock/graph-api.js — a mock of the WhatsApp Cloud API send endpoint
+ * and of the phone number node's account state.
  *
  *   POST /{version}/{phone_number_id}/messages
+ *   GET  /{version}/{phone_number_id}?fields=...
  *
  * Used by wasend's tests, `make demo` and the benchmarks.  It behaves like
  * Meta's endpoint where that matters to a sender:
@@ -13,7 +15,14 @@
  *   - enforces each number's throughput limit over a sliding 1-second
  *     window and answers 130429 when a request would exceed it;
  *   - can add latency (mean ± jitter) and answer scripted faults;
- *   - logs every request so tests can assert on exactly what was sent.
+ *   - answers Meta's "held_for_quality_assessment" (template pacing) when
+ *     a rule says so;
+ *   - answers GETs of the phone number with its account state (messaging
+ *     limit tier, quality rating, health), which a test can change at run
+ *     time with POST /__mock/account;
+ *   - logs every request so tests can assert on exactly what was sent
+ *     (GETs too, with type "GET"; they do not count in the throughput
+ *     window).
  *
  * Configuration is a JSON file given with --config (see README in this
  * directory); control endpoints live under /__mock/.
@@ -47,7 +56,11 @@ const port = parseInt(args.port || '18080', 10);
 /*
  * config:
  * {
- *   "numbers": { "<phone_number_id>": { "token": "...", "rate": 80 } },
+ *   "numbers": { "<phone_number_id>": { "token": "...", "rate": 80,
+ *                  "account": { "tier": "TIER_250", "quality_rating": "GREEN",
+ *                               "can_send_message": "AVAILABLE",
+ *                               "display_phone_number": "15550001111" },
+ *                  "account_error": { "http": 400, "code": 80007 } } },
  *   "default_rate": 80,          // for numbers not listed (token not checked)
  *   "strict_numbers": false,     // true: unknown phone_number_id -> 100
  *   "latency_ms": 0, "jitter_ms": 0,
@@ -55,10 +68,27 @@ const port = parseInt(args.port || '18080', 10);
  *                "after": n (optional: let the first n matches through),
  *                "times": n (optional: then apply to n matches only),
  *                "action": "error" | "drop" | "hang" | "http500" | "garbage"
- *                          | "nul" | "bigcode" | "deep" | "echo_token" | "hold" } ]
+ *                          | "nul" | "bigcode" | "deep" | "echo_token" | "hold"
+ *                          | "held_quality" } ]
  *
  * "hold" keeps the request unanswered until POST /__mock/release, which
  * answers every held request 200 (GET /__mock/held counts them).
+ *
+ * "held_quality" answers 200 with a wamid like an accepted send (and counts
+ * in the throughput window like one; over the rate it is a 130429), but
+ * with "message_status": "held_for_quality_assessment" instead of
+ * "accepted", as Meta does for a template it is pacing.  Logged with code
+ * "held_quality".
+ *
+ * "account" is what GET /{version}/{phone_number_id} answers; every key is
+ * optional: tier (whatsapp_business_manager_messaging_limit, any string,
+ * default TIER_UNLIMITED), quality_rating (GREEN), can_send_message
+ * (health_status.can_send_message, AVAILABLE), display_phone_number
+ * ("1555" + the last 7 digits of the phone_number_id, zero-padded).
+ * "account_error" makes that GET fail with an error body of this code
+ * (default 100) and HTTP status (default 400).  POST /__mock/account
+ * {"pnid": "...", "tier": ..., ...} merges into one number's "account" at
+ * run time ("account_error": {...} or null sets or clears the error).
  *
  * The hostile answers: "nul" is an error whose message holds \u0000 (valid
  * JSON that PostgreSQL's jsonb refuses), "bigcode" an error.code above
@@ -150,6 +180,9 @@ const messages = {
 	190: 'Error validating access token: Session has expired',
 	131000: 'Something went wrong',
 	130403: 'Recipient blocked by the business',
+	4: 'Application request limit reached',
+	80007: 'There have been too many calls to this WhatsApp Business account.',
+	131009: 'Parameter value is not valid',
 };
 
 const logFd = args['log-file'] ? fs.openSync(args['log-file'], 'a') : null;
@@ -193,6 +226,34 @@ function latency()
 	return Math.max(0, config.latency_ms + (Math.random() * 2 - 1) * j);
 }
 
+/* Count connections that carried API requests (sends or GETs), not control calls. */
+function countConnection(req)
+{
+	if (!req.socket.wasendCounted)
+	{
+		req.socket.wasendCounted = true;
+		connections++;
+	}
+}
+
+/*
+ * A 200 answer to a send: a new wamid, logged with `code` ('' for a plain
+ * accepted message), and the given message_status.
+ */
+function accept(res, entry, pnid, to, t, code, status)
+{
+	entry.status = 200;
+	entry.code = code;
+	entry.wamid = 'wamid.MOCK' + pnid + '.' + seq.toString(36) + '.' +
+		Math.floor(t * 1000).toString(36);
+	record(entry);
+	reply(res, 200, JSON.stringify({
+		messaging_product: 'whatsapp',
+		contacts: [{ input: to, wa_id: to.replace(/^\+/, '') }],
+		messages: [{ id: entry.wamid, message_status: status }],
+	}), latency());
+}
+
 function handleMessages(req, res, pnid, raw, t)
 {
 	const entry = { t: t, pnid: pnid, to: '', type: '', status: 0, code: '', wamid: '' };
@@ -201,12 +262,7 @@ function handleMessages(req, res, pnid, raw, t)
 	let body;
 
 	seq++;
-	if (!req.socket.wasendCounted)
-	{
-		/* count connections that carried API requests, not control calls */
-		req.socket.wasendCounted = true;
-		connections++;
-	}
+	countConnection(req);
 	try
 	{
 		body = JSON.parse(raw);
@@ -322,6 +378,14 @@ function handleMessages(req, res, pnid, raw, t)
 			reply(res, 500, 'Internal Server Error', latency());
 			return;
 		}
+		if (action === 'held_quality')
+		{
+			/* accepted but held by Meta's template pacing: counts in the window */
+			if (!admit(pnid, (num && num.rate) || config.default_rate, t))
+				return fail(400, 130429);
+			return accept(res, entry, pnid, body.to, t, 'held_quality',
+				'held_for_quality_assessment');
+		}
 		return fail(r.http || 400, r.code);
 	}
 
@@ -329,15 +393,131 @@ function handleMessages(req, res, pnid, raw, t)
 	if (!admit(pnid, rate, t))
 		return fail(400, 130429);
 
+	accept(res, entry, pnid, body.to, t, '', 'accepted');
+}
+
+/*
+ * The account state of a number as GET /{phone_number_id} shows it: the
+ * defaults, overridden by config numbers[pnid].account.
+ */
+function accountState(pnid)
+{
+	const num = config.numbers[pnid];
+	const a = (num && num.account) || {};
+	const digits = pnid.replace(/[^0-9]/g, '');
+	return {
+		tier: a.tier !== undefined ? a.tier : 'TIER_UNLIMITED',
+		quality_rating: a.quality_rating !== undefined ? a.quality_rating : 'GREEN',
+		can_send_message: a.can_send_message !== undefined ? a.can_send_message : 'AVAILABLE',
+		display_phone_number: a.display_phone_number !== undefined ? a.display_phone_number :
+			'1555' + digits.slice(-7).padStart(7, '0'),
+	};
+}
+
+/*
+ * The fields of the phone number node the mock knows, computed from the
+ * account state.  health_status has Meta's shape: the overall verdict
+ * and one entity per checked object (here only the phone number).
+ */
+const accountFields = {
+	id: (pnid, a) => pnid,
+	display_phone_number: (pnid, a) => a.display_phone_number,
+	verified_name: (pnid, a) => 'Mock Business ' + pnid,
+	quality_rating: (pnid, a) => a.quality_rating,
+	whatsapp_business_manager_messaging_limit: (pnid, a) => a.tier,
+	messaging_limit_tier: (pnid, a) => a.tier,		/* deprecated by Meta */
+	throughput: (pnid, a) => ({ level: 'STANDARD' }),
+	health_status: (pnid, a) => {
+		const entity = { entity_type: 'PHONE_NUMBER', id: pnid, can_send_message: a.can_send_message };
+		if (a.can_send_message !== 'AVAILABLE')
+			entity.errors = [{
+				error_code: 141010,
+				error_description: 'The phone number cannot send messages (mock: ' + a.can_send_message + ').',
+				possible_solution: 'Check the number in WhatsApp Manager.',
+			}];
+		return { can_send_message: a.can_send_message, entities: [entity] };
+	},
+};
+
+/* Meta's fields when the request names none. */
+const defaultFields = ['verified_name', 'display_phone_number', 'quality_rating'];
+
+/*
+ * The field names of a `fields` parameter: comma-separated, where a field
+ * may carry a {sub,fields} selection (ignored: the whole field is answered).
+ */
+function parseFields(param)
+{
+	if (param === null || param === '')
+		return defaultFields;
+	let depth = 0;
+	let cur = '';
+	const out = [];
+	for (const c of param)
+	{
+		if (c === '{')
+			depth++;
+		else if (c === '}')
+			depth--;
+		else if (c === ',' && depth === 0)
+		{
+			out.push(cur.trim());
+			cur = '';
+		}
+		else if (depth === 0)
+			cur += c;
+	}
+	out.push(cur.trim());
+	return out.filter(f => f !== '');
+}
+
+/*
+ * GET /{version}/{phone_number_id}: the number's account state, only the
+ * fields asked for (plus id).  Tokens are checked like for a send; the
+ * request is logged with type "GET" and never counts in the throughput
+ * window.
+ */
+function handleAccount(req, res, pnid, query, t)
+{
+	const entry = { t: t, pnid: pnid, to: '', type: 'GET', status: 0, code: '', wamid: '' };
+	const num = config.numbers[pnid];
+	const auth = req.headers['authorization'] || '';
+
+	seq++;
+	countConnection(req);
+
+	const fail = (status, code, message, type) => {
+		entry.status = status;
+		entry.code = String(code);
+		record(entry);
+		reply(res, status, errorBody(code, message || messages[code] || 'Error', type), latency());
+	};
+
+	if (config.strict_numbers && !num)
+		return fail(400, 100, 'Unsupported get request. Object with ID \'' + pnid +
+			'\' does not exist, cannot be loaded due to missing permissions, or does not support this operation.',
+			'GraphMethodException');
+	if (num && num.token && auth !== 'Bearer ' + num.token)
+		return fail(401, 190);
+	if (!auth.startsWith('Bearer '))
+		return fail(401, 190);
+	if (num && num.account_error)
+		return fail(num.account_error.http || 400, num.account_error.code || 100);
+
+	const fields = parseFields(query.get('fields'));
+	for (const f of fields)
+		if (!accountFields[f])
+			return fail(400, 100, 'Tried accessing nonexisting field (' + f +
+				') on node type (WhatsAppBusinessPhoneNumber)');
+
+	const a = accountState(pnid);
+	const out = {};
+	for (const f of fields)
+		out[f] = accountFields[f](pnid, a);
+	out.id = pnid;
 	entry.status = 200;
-	entry.wamid = 'wamid.MOCK' + pnid + '.' + seq.toString(36) + '.' +
-		Math.floor(t * 1000).toString(36);
 	record(entry);
-	reply(res, 200, JSON.stringify({
-		messaging_product: 'whatsapp',
-		contacts: [{ input: body.to, wa_id: body.to.replace(/^\+/, '') }],
-		messages: [{ id: entry.wamid, message_status: 'accepted' }],
-	}), latency());
+	reply(res, 200, JSON.stringify(out), latency());
 }
 
 function logCsv()
@@ -348,17 +528,54 @@ function logCsv()
 	return lines.join('\n') + '\n';
 }
 
+/*
+ * Counts of the log.  requests, by_status and by_code count sends only;
+ * GETs of the account state are counted apart (gets, gets_by_status), so
+ * that a sender reading its limits does not change the send counts.
+ */
 function stats()
 {
 	const byStatus = {};
 	const byCode = {};
+	const getsByStatus = {};
+	let requests = 0;
+	let gets = 0;
 	for (const e of log)
 	{
+		if (e.type === 'GET')
+		{
+			gets++;
+			getsByStatus[e.status] = (getsByStatus[e.status] || 0) + 1;
+			continue;
+		}
+		requests++;
 		byStatus[e.status] = (byStatus[e.status] || 0) + 1;
 		if (e.code)
 			byCode[e.code] = (byCode[e.code] || 0) + 1;
 	}
-	return { requests: log.length, connections: connections, by_status: byStatus, by_code: byCode };
+	return { requests: requests, connections: connections, by_status: byStatus, by_code: byCode,
+		gets: gets, gets_by_status: getsByStatus };
+}
+
+/*
+ * POST /__mock/account: merge the body's account keys into one number's
+ * config (created if not listed); "account_error": {...} sets the GET's
+ * error, null clears it.  The rest of the config is untouched.
+ */
+function setAccount(body)
+{
+	if (!body || typeof body.pnid !== 'string' || body.pnid === '')
+		return false;
+	const num = config.numbers[body.pnid] || (config.numbers[body.pnid] = {});
+	num.account = Object.assign({}, num.account || {});
+	for (const k of ['tier', 'quality_rating', 'can_send_message', 'display_phone_number'])
+		if (body[k] !== undefined)
+			num.account[k] = body[k];
+	if (body.account_error === null)
+		delete num.account_error;
+	else if (body.account_error !== undefined)
+		num.account_error = body.account_error;
+	return true;
 }
 
 function handleControl(req, res, path, raw)
@@ -388,10 +605,26 @@ function handleControl(req, res, path, raw)
 		loadConfig(JSON.parse(raw));
 		return reply(res, 200, '{"ok":true}', 0);
 	}
+	if (path === '/__mock/account' && req.method === 'POST')
+	{
+		let body;
+		try
+		{
+			body = JSON.parse(raw);
+		}
+		catch (e)
+		{
+			body = null;
+		}
+		if (!setAccount(body))
+			return reply(res, 400, '{"error":"body must be {\\"pnid\\": \\"...\\", ...}"}', 0);
+		return reply(res, 200, JSON.stringify({ ok: true, account: accountState(body.pnid) }), 0);
+	}
 	reply(res, 404, '{"error":"not found"}', 0);
 }
 
 const route = /^\/v[0-9.]+\/([^/]+)\/messages$/;
+const nodeRoute = /^\/v[0-9.]+\/([^/]+)$/;
 
 function onRequest(req, res)
 {
@@ -403,6 +636,10 @@ function onRequest(req, res)
 		const path = req.url.split('?')[0];
 		if (path.startsWith('/__mock/'))
 			return handleControl(req, res, path, raw);
+		const n = nodeRoute.exec(path);
+		if (req.method === 'GET' && n)
+			return handleAccount(req, res, n[1],
+				new URL(req.url, 'http://mock').searchParams, t);
 		const m = route.exec(path);
 		if (req.method !== 'POST' || !m)
 		{
