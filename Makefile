@@ -10,7 +10,7 @@ OBJS        = src/wasend.o src/launcher.o src/sender.o src/number_queue.o \
               src/signature.o src/secrets.o src/webhook.o
 DATA        = sql/wasend--0.1.0.sql sql/wasend--0.2.0.sql sql/wasend--0.1.0--0.2.0.sql \
               sql/wasend--0.2.0--0.3.0.sql
-REGRESS     = setup numbers campaigns enqueue transitions policy secrets webhooks progress grants restore hardening
+REGRESS     = setup numbers campaigns enqueue transitions policy secrets webhooks progress grants restore hardening limits
 REGRESS_OPTS = --inputdir=sql --outputdir=test/out --temp-config=test/regress.conf
 
 PG_CONFIG  ?= pg_config

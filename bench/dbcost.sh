@@ -50,11 +50,16 @@ loop_sql() {
 	record=$(sed "s/'/''/g" "$WORK/sql_record.sql")
 	cat <<EOF
 DO \$\$
-DECLARE ids bigint[]; mx bigint := 0; n int;
+DECLARE ids bigint[]; mx bigint := 0; n int; r record;
 BEGIN
   FOR i IN 1..$1 LOOP
-    EXECUTE 'WITH x AS ($claim) SELECT array_agg(id), max(id), count(*) FROM x'
-      INTO ids, mx, n USING ARRAY[1::bigint], ARRAY[$BATCH], 4242, ARRAY[coalesce(mx, 0)];
+    -- the claim has data-modifying CTEs: it cannot be nested, so collect
+    -- its rows in a loop
+    ids := '{}'; n := 0;
+    FOR r IN EXECUTE '$claim'
+        USING ARRAY[1::bigint], ARRAY[$BATCH], 4242, ARRAY[coalesce(mx, 0)], ARRAY[]::text[] LOOP
+      ids := ids || r.id; mx := greatest(mx, r.id); n := n + 1;
+    END LOOP;
     COMMIT;
     EXECUTE '$record'
       USING ids, array_fill(200, ARRAY[n]),

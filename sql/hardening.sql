@@ -148,12 +148,12 @@ SELECT p.oid::regprocedure AS without_search_path, p.prosrc
 -- no function creates a temp table or names pg_temp, and every table or
 -- view of wasend is named with its schema
 SELECT p.oid::regprocedure AS suspicious, p.prosrc ~* '\mtemp(orary)?\s+table|\mpg_temp\M' AS temp,
-       p.prosrc ~ '(^|[^.[:alnum:]_])(whatsapp_numbers|campaigns|send_queue|error_policy|inbound_messages|pending_statuses|suppressions|campaign_progress)\M' AS unqualified
+       p.prosrc ~ '(^|[^.[:alnum:]_])(whatsapp_numbers|campaigns|send_queue|error_policy|inbound_messages|pending_statuses|suppressions|campaign_progress|portfolios|recipient_window|templates|held_messages|prices|campaign_report)\M' AS unqualified
   FROM pg_proc p
   JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
  WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'wasend')
    AND (p.prosrc ~* '\mtemp(orary)?\s+table|\mpg_temp\M'
-        OR p.prosrc ~ '(^|[^.[:alnum:]_])(whatsapp_numbers|campaigns|send_queue|error_policy|inbound_messages|pending_statuses|suppressions|campaign_progress)\M');
+        OR p.prosrc ~ '(^|[^.[:alnum:]_])(whatsapp_numbers|campaigns|send_queue|error_policy|inbound_messages|pending_statuses|suppressions|campaign_progress|portfolios|recipient_window|templates|held_messages|prices|campaign_report)\M');
 -- clean up
 DROP OWNED BY regress_hard_op;
 DROP ROLE regress_hard_op;

@@ -193,7 +193,8 @@ $$;
 -- numbers' limits (they should agree; the lowest is the safe one), NULL
 -- when every number is unlimited.  A number without business_id is a
 -- portfolio of its own, "number:<id>".  Kept by a trigger on the numbers;
--- not dumped (a restore's numbers make it again).
+-- not dumped (a restore's numbers make it again).  When a portfolio's
+-- limit rises, its rows waiting for the limit are tried again at once.
 CREATE TABLE wasend.portfolios (
     portfolio       text PRIMARY KEY,
     messaging_limit integer,
@@ -224,6 +225,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     k text;
+    old_limit integer;
+    new_limit integer;
 BEGIN
     FOREACH k IN ARRAY ARRAY[
         CASE WHEN TG_OP <> 'INSERT' THEN coalesce(OLD.business_id, 'number:' || OLD.id) END,
@@ -231,13 +234,28 @@ BEGIN
         CONTINUE WHEN k IS NULL;
         IF EXISTS (SELECT 1 FROM wasend.whatsapp_numbers n
                     WHERE coalesce(n.business_id, 'number:' || n.id) = k) THEN
-            INSERT INTO wasend.portfolios AS p (portfolio, messaging_limit)
-            SELECT k, min(n.messaging_limit)
+            SELECT p.messaging_limit INTO old_limit FROM wasend.portfolios p WHERE p.portfolio = k;
+            SELECT min(n.messaging_limit) INTO new_limit
               FROM wasend.whatsapp_numbers n
-             WHERE coalesce(n.business_id, 'number:' || n.id) = k
+             WHERE coalesce(n.business_id, 'number:' || n.id) = k;
+            INSERT INTO wasend.portfolios AS p (portfolio, messaging_limit)
+            VALUES (k, new_limit)
             ON CONFLICT (portfolio) DO UPDATE
                SET messaging_limit = excluded.messaging_limit, updated_at = now()
              WHERE p.messaging_limit IS DISTINCT FROM excluded.messaging_limit;
+            IF old_limit IS NOT NULL AND (new_limit IS NULL OR new_limit > old_limit) THEN
+                UPDATE wasend.send_queue q
+                   SET next_attempt_at = now()
+                  FROM wasend.campaigns c
+                  JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
+                 WHERE coalesce(n.business_id, 'number:' || n.id) = k
+                   AND c.status IN ('running', 'paused', 'scheduled')
+                   AND q.campaign_id = c.id
+                   AND q.sent_at IS NULL AND q.failed_at IS NULL
+                   AND q.status = 'ready' AND q.waiting_for = 'messaging_limit'
+                   AND q.next_attempt_at > now();
+                PERFORM wasend._wake_at_commit();
+            END IF;
         ELSE
             DELETE FROM wasend.portfolios p WHERE p.portfolio = k;
         END IF;
@@ -644,6 +662,15 @@ DECLARE
     c record;
 BEGIN
     c := wasend._campaign_for_update(campaign_id);
+    IF c.status = 'paused' AND c.pause_rule IS NOT NULL THEN
+        -- paused by a rule (template, quality): now by the user, so that
+        -- the rule's all-clear does not resume it
+        UPDATE wasend.campaigns
+           SET pause_rule = NULL, pause_reason = 'paused by ' || session_user || ' (was: ' || pause_reason || ')',
+               updated_at = now()
+         WHERE id = campaign_id;
+        RETURN;
+    END IF;
     IF c.status = 'paused' THEN
         RAISE NOTICE 'campaign % is already paused', campaign_id;
         RETURN;
@@ -790,17 +817,17 @@ BEGIN
            limits_checked_at = now(),
            limits_due_at = now() + make_interval(secs => wasend._limits_interval()),
            limits_error = NULL,
-           status = CASE WHEN health = 'BLOCKED' AND w.status = 'active' THEN 'paused'
+           status = CASE WHEN health = 'BLOCKED' AND (w.status = 'active' OR w.paused_until IS NOT NULL) THEN 'paused'
                          WHEN health IN ('AVAILABLE', 'LIMITED') AND w.pause_rule = 'health' THEN 'active'
                          ELSE w.status END,
-           pause_rule = CASE WHEN health = 'BLOCKED' AND w.status = 'active' THEN 'health'
+           pause_rule = CASE WHEN health = 'BLOCKED' AND (w.status = 'active' OR w.paused_until IS NOT NULL) THEN 'health'
                              WHEN health IN ('AVAILABLE', 'LIMITED') AND w.pause_rule = 'health' THEN NULL
                              ELSE w.pause_rule END,
-           pause_reason = CASE WHEN health = 'BLOCKED' AND w.status = 'active'
+           pause_reason = CASE WHEN health = 'BLOCKED' AND (w.status = 'active' OR w.paused_until IS NOT NULL)
                                     THEN 'health: health_status.can_send_message is BLOCKED'
                                WHEN health IN ('AVAILABLE', 'LIMITED') AND w.pause_rule = 'health' THEN NULL
                                ELSE w.pause_reason END,
-           paused_until = CASE WHEN health = 'BLOCKED' AND w.status = 'active' THEN NULL ELSE w.paused_until END
+           paused_until = CASE WHEN health = 'BLOCKED' AND (w.status = 'active' OR w.paused_until IS NOT NULL) THEN NULL ELSE w.paused_until END
      WHERE w.id = number_id;
 
     IF q = 'RED' AND n.quality_rating IS DISTINCT FROM 'RED' THEN
@@ -809,7 +836,7 @@ BEGIN
         PERFORM wasend._pause_for_quality(number_id,
             format('messaging limit of number %s lowered from %s to %s', n.phone_number_id, n.messaging_tier, tier));
     END IF;
-    IF health = 'BLOCKED' AND n.status = 'active' THEN
+    IF health = 'BLOCKED' AND (n.status = 'active' OR n.paused_until IS NOT NULL) THEN
         RAISE LOG 'wasend paused number %: health_status.can_send_message is BLOCKED', n.phone_number_id;
     END IF;
     PERFORM wasend._wake_at_commit();
@@ -836,13 +863,15 @@ $$;
 REVOKE ALL ON FUNCTION wasend._number_limits_failed(bigint, text) FROM PUBLIC;
 
 -- wasend.limits_refresh_interval in seconds (900 when the library is not
--- loaded, as in a session without shared_preload_libraries).
+-- loaded, as in a session without shared_preload_libraries); at least a
+-- minute.  The setting reads with its unit ("15min"), hence the interval.
 CREATE FUNCTION wasend._limits_interval() RETURNS integer
 LANGUAGE sql STABLE
 SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT greatest(coalesce(nullif(current_setting('wasend.limits_refresh_interval', true), '')::integer, 900), 60)
+    SELECT greatest(coalesce(extract(epoch FROM nullif(current_setting('wasend.limits_refresh_interval', true), '')::interval)::integer,
+                             900), 60)
 $$;
 REVOKE ALL ON FUNCTION wasend._limits_interval() FROM PUBLIC;
 
@@ -1183,12 +1212,12 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use the pricing category of the status webhooks: marketing, marketing_lite, utility, authentication, authentication_international or service.';
     END IF;
-    NEW.country_prefix := ltrim(coalesce(NEW.country_prefix, ''), '+');
-    IF NEW.country_prefix !~ '^[0-9]{0,6}$' THEN
+    IF coalesce(NEW.country_prefix, '') !~ '^\+?[0-9]{0,6}$' THEN
         RAISE EXCEPTION 'invalid country_prefix "%"', NEW.country_prefix
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Give the country calling code, e.g. 44 or 1 (digits only), or '''' for any country.';
     END IF;
+    NEW.country_prefix := ltrim(coalesce(NEW.country_prefix, ''), '+');
     IF NEW.price IS NULL OR NEW.price < 0 THEN
         RAISE EXCEPTION 'a price must be zero or more, not %', coalesce(NEW.price::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
@@ -1409,7 +1438,7 @@ BEGIN
     SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM ins), (SELECT count(*) FROM stop)
       INTO n_msgs, n_new, n_stop;
 
-    -- marketing opt-outs: stop suppresses for marketing campaigns, resume
+    -- marketing opt-outs: stop suppresses for marketing, resume
     -- lifts that (a suppression of scope all stays)
     WITH p AS (
         SELECT DISTINCT ON (ltrim(x ->> 'wa_id', '+')) ltrim(x ->> 'wa_id', '+') AS recipient,

@@ -38,6 +38,7 @@
 static SPIPlanPtr plan_activate = NULL;
 static SPIPlanPtr plan_running = NULL;
 static SPIPlanPtr plan_claim = NULL;
+static SPIPlanPtr plan_claim_lock = NULL;
 static SPIPlanPtr plan_record = NULL;
 static SPIPlanPtr plan_record_poison = NULL;
 static SPIPlanPtr plan_release = NULL;
@@ -82,7 +83,7 @@ prepare(const char *sql, int nargs, Oid *argtypes)
 void
 queue_prepare(void)
 {
-	Oid			claim_types[4] = {INT8ARRAYOID, INT4ARRAYOID, INT8OID, INT8ARRAYOID};
+	Oid			claim_types[5] = {INT8ARRAYOID, INT4ARRAYOID, INT8OID, INT8ARRAYOID, TEXTARRAYOID};
 	Oid			record_types[8] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
 	TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT4OID, INT8OID};
 	Oid			poison_types[4] = {INT8OID, INT8OID, TIMESTAMPTZOID, TEXTOID};
@@ -93,7 +94,7 @@ queue_prepare(void)
 	Oid			int_type[1] = {INT4OID};
 	Oid			apply_types[3] = {INT8OID, INT4OID, TEXTOID};
 	Oid			failed_types[2] = {INT8OID, TEXTOID};
-	SPIPlanPtr	plans[13];
+	SPIPlanPtr	plans[14];
 
 	if (plan_complete != NULL)
 		return;
@@ -106,7 +107,7 @@ queue_prepare(void)
 	 */
 	plans[0] = prepare(sql_activate, 0, NULL);
 	plans[1] = prepare(sql_running, 1, bool_type);
-	plans[2] = prepare(sql_claim, 4, claim_types);
+	plans[2] = prepare(sql_claim, 5, claim_types);
 	plans[3] = prepare(sql_record, 8, record_types);
 	plans[4] = prepare(sql_record_poison, 4, poison_types);
 	plans[5] = prepare(sql_breaker, 3, breaker_types);
@@ -117,6 +118,7 @@ queue_prepare(void)
 	plans[10] = prepare(sql_limits_due, 1, int_type);
 	plans[11] = prepare(sql_limits_apply, 3, apply_types);
 	plans[12] = prepare(sql_limits_failed, 2, failed_types);
+	plans[13] = prepare(sql_claim_lock, 1, ids_type);
 	plan_activate = plans[0];
 	plan_running = plans[1];
 	plan_claim = plans[2];
@@ -129,6 +131,7 @@ queue_prepare(void)
 	plan_limits_due = plans[10];
 	plan_limits_apply = plans[11];
 	plan_limits_failed = plans[12];
+	plan_claim_lock = plans[13];
 	plan_complete = plans[9];
 }
 
@@ -295,8 +298,9 @@ queue_claim(int n, const int64 *campaign_ids, const int32 *limits,
 			const int64 *after_ids, int64 token, ClaimedRow **out,
 			MemoryContext cxt)
 {
-	Datum		args[4];
+	Datum		args[5];
 	Datum	   *lims = palloc(sizeof(Datum) * Max(n, 1));
+	Datum	   *locked;
 	ClaimedRow *rows;
 	uint64		i;
 	int			j;
@@ -308,6 +312,19 @@ queue_claim(int n, const int64 *campaign_ids, const int32 *limits,
 											  TYPALIGN_INT));
 	args[2] = Int64GetDatum(token);
 	args[3] = int8_array(n, after_ids);
+
+	/* first the budgets: locked in a statement of their own (see claim_lock) */
+	if (SPI_execute_plan(plan_claim_lock, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "wasend: locking the messaging-limit budgets failed");
+	locked = palloc(sizeof(Datum) * Max(SPI_processed, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		locked[i] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+	}
+	args[4] = PointerGetDatum(construct_array(locked, (int) SPI_processed, TEXTOID, -1, false,
+											  TYPALIGN_INT));
 
 	if (SPI_execute_plan(plan_claim, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "wasend: claiming rows failed");

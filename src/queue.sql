@@ -49,13 +49,32 @@ SELECT (SELECT count(*) FROM started) + (SELECT count(*) FROM resumed),
 -- Running campaigns whose number may send, with what sending needs.  With
 -- limits reading on ($1), a number waits until its messaging limit was
 -- read once (or the read failed), so that no claim spends a budget it
--- does not know.
+-- does not know.  A campaign that holds back (pacing: paced_until) is not
+-- in the set, so that the rows a sender claimed for it and has not started
+-- are given back, as for a pause.
 SELECT c.id, n.id, n.phone_number_id, n.access_token, n.max_send_rate_per_sec,
        c.error_threshold::float8, c.error_window
   FROM wasend.campaigns c
   JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
  WHERE c.status = 'running' AND n.status = 'active'
    AND (n.limits_checked_at IS NOT NULL OR NOT $1)
+   AND (c.paced_until IS NULL OR c.paced_until <= now())
+
+-- name: claim_lock
+-- Before a claim: lock the limited portfolios of the campaigns it asks for
+-- (SKIP LOCKED: another sender is spending that budget right now).  In its
+-- own statement, so that the claim's snapshot, taken after the locks,
+-- sees every recipient the previous holder of a lock started: a count in
+-- the claim's own snapshot, taken before its lock, could miss a holder
+-- that committed in between and spend the same slots twice (seen: 300
+-- recipients started on a limit of 250 by two senders).
+SELECT p.portfolio FROM wasend.portfolios p
+ WHERE p.messaging_limit IS NOT NULL
+   AND p.portfolio IN (SELECT coalesce(n.business_id, 'number:' || n.id)
+                         FROM wasend.campaigns c
+                         JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
+                        WHERE c.id = ANY ($1::bigint[]))
+   FOR UPDATE OF p SKIP LOCKED
 
 -- name: claim
 -- Claim up to lim ready rows of each campaign, oldest first, skipping rows
@@ -102,20 +121,31 @@ SELECT c.id, n.id, n.phone_number_id, n.access_token, n.max_send_rate_per_sec,
 --   send             claimed.
 -- Rows that wait or fail come back with a NULL body, so that the sender
 -- moves its cursor past them; only 'send' rows are sent.  The budget of
--- each limited portfolio is counted under its wasend.portfolios row lock,
--- so two senders never spend the same slot, and a recipient the claim
+-- each limited portfolio is counted under its wasend.portfolios row lock
+-- (taken by claim_lock, just before), so two senders never spend the same
+-- slot, and a recipient the claim
 -- starts is written to wasend.recipient_window in the same statement.
+-- $5 are the limited portfolios whose lock this transaction holds
+-- (claim_lock); rows of the others that would cost a slot are 'busy'.
 -- Portfolios without a limit, campaigns without a cap: none of this
 -- touches a table but the suppressions' primary key.
-WITH want AS (
+WITH samp AS (
+  -- campaigns sending a first sample: locked, so that two senders never
+  -- both take what is left of it (a locked one gives nothing this time)
+  SELECT c.id, c.sample_left FROM wasend.campaigns c
+   WHERE c.id = ANY ($1::bigint[]) AND c.sample_left IS NOT NULL
+     FOR UPDATE SKIP LOCKED),
+ want AS (
   SELECT w.campaign_id, w.after_id,
-         CASE WHEN c.sample_left IS NULL THEN w.lim ELSE least(w.lim, c.sample_left) END AS lim,
+         CASE WHEN c.sample_left IS NULL THEN w.lim
+              ELSE coalesce(least(w.lim, s.sample_left), 0) END AS lim,
          c.category = 'marketing' AS marketing, c.frequency_cap, c.frequency_window,
          coalesce(n.business_id, 'number:' || n.id) AS portfolio, p.messaging_limit
     FROM unnest($1::bigint[], $2::int[], $4::bigint[]) AS w(campaign_id, lim, after_id)
     JOIN wasend.campaigns c ON c.id = w.campaign_id
     JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
     LEFT JOIN wasend.portfolios p ON p.portfolio = coalesce(n.business_id, 'number:' || n.id)
+    LEFT JOIN samp s ON s.id = c.id
    WHERE c.status = 'running' AND n.status = 'active'
      AND (c.paced_until IS NULL OR c.paced_until <= now())),
  picked AS MATERIALIZED (
@@ -135,8 +165,8 @@ WITH want AS (
          (SELECT min(r.last_at) FROM wasend.recipient_window r
            WHERE r.portfolio = b.portfolio AND r.last_at > now() - interval '24 hours') AS oldest
     FROM wasend.portfolios b
-   WHERE b.portfolio IN (SELECT k.portfolio FROM picked k WHERE k.messaging_limit IS NOT NULL)
-     FOR UPDATE SKIP LOCKED),
+   WHERE b.portfolio = ANY ($5::text[])
+     AND b.portfolio IN (SELECT k.portfolio FROM picked k WHERE k.messaging_limit IS NOT NULL)),
  costed AS MATERIALIZED (
   SELECT k.*,
          EXISTS (SELECT 1 FROM wasend.suppressions s
@@ -257,9 +287,9 @@ SELECT u.id, u.campaign_id, u.body FROM upd u
 --  - a failure with 131050 suppresses the recipient for marketing
 --    campaigns, 131026 for every campaign.
 --
--- Returns one row per (campaign, number) of the batch: rows sent, rows
--- failed, answers asking to slow down, and how many numbers and campaigns
--- the batch paused.
+-- Returns one row per (campaign, number) of the batch: rows sent (or
+-- held), rows failed, answers asking to slow down, and how many numbers
+-- and campaigns the batch paused or made hold back.
 --
 -- An error.code that is not a plain integer of at most 9 digits is no
 -- code at all (the answer is then a bad_response), so no answer can make
@@ -399,7 +429,8 @@ WITH r AS MATERIALIZED (
    WHERE c.id = x.campaign_id AND c.pacing <> 'off'
      AND c.id IN (SELECT l.id FROM wasend.campaigns l
                    WHERE l.id IN (SELECT campaign_id FROM upd WHERE outcome = 'held')
-                     FOR UPDATE SKIP LOCKED)),
+                     FOR UPDATE SKIP LOCKED)
+  RETURNING c.id),
  sup AS (
   INSERT INTO wasend.suppressions AS x (recipient, reason, scope)
   SELECT DISTINCT ON (u.recipient) u.recipient, format('message failed with %s', u.key),
@@ -416,7 +447,7 @@ WITH r AS MATERIALIZED (
          count(*) FILTER (WHERE u.slow_down AND NOT u.ok) AS slow
     FROM upd u GROUP BY 1)
 SELECT g.campaign_id, c.number_id, g.sent, g.failed, g.slow,
-       (SELECT count(*) FROM pn) + (SELECT count(*) FROM pc)
+       (SELECT count(*) FROM pn) + (SELECT count(*) FROM pc) + (SELECT count(*) FROM paced)
   FROM g JOIN wasend.campaigns c ON c.id = g.campaign_id
 
 -- name: record_poison
