@@ -1430,10 +1430,13 @@ BEGIN
         ON CONFLICT (wa_message_id) DO NOTHING
         RETURNING from_number, body),
     stop AS (
-        INSERT INTO wasend.suppressions (recipient, reason)
-        SELECT DISTINCT from_number, 'replied ' || upper(btrim(body))
+        -- a STOP reply stops every campaign, also for a recipient who had
+        -- only opted out of marketing
+        INSERT INTO wasend.suppressions AS x (recipient, reason)
+        SELECT DISTINCT ON (from_number) from_number, 'replied ' || upper(btrim(body))
           FROM ins WHERE upper(btrim(body)) = ANY (keywords)
-        ON CONFLICT DO NOTHING
+        ON CONFLICT (recipient) DO UPDATE SET scope = 'all', reason = excluded.reason
+         WHERE x.scope <> 'all'
         RETURNING 1)
     SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM ins), (SELECT count(*) FROM stop)
       INTO n_msgs, n_new, n_stop;

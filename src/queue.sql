@@ -131,14 +131,17 @@ SELECT p.portfolio FROM wasend.portfolios p
 -- touches a table but the suppressions' primary key.
 WITH samp AS (
   -- campaigns sending a first sample: locked, so that two senders never
-  -- both take what is left of it (a locked one gives nothing this time)
+  -- both take what is left of it.  The locked row is its latest version
+  -- (the statement's snapshot may be older): a campaign another sender
+  -- locks, or whose sample ran out since the snapshot, gives nothing now.
   SELECT c.id, c.sample_left FROM wasend.campaigns c
    WHERE c.id = ANY ($1::bigint[]) AND c.sample_left IS NOT NULL
      FOR UPDATE SKIP LOCKED),
  want AS (
   SELECT w.campaign_id, w.after_id,
          CASE WHEN c.sample_left IS NULL THEN w.lim
-              ELSE coalesce(least(w.lim, s.sample_left), 0) END AS lim,
+              WHEN s.sample_left IS NULL THEN 0
+              ELSE least(w.lim, s.sample_left) END AS lim,
          c.category = 'marketing' AS marketing, c.frequency_cap, c.frequency_window,
          coalesce(n.business_id, 'number:' || n.id) AS portfolio, p.messaging_limit
     FROM unnest($1::bigint[], $2::int[], $4::bigint[]) AS w(campaign_id, lim, after_id)

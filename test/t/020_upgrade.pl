@@ -1,7 +1,9 @@
-# 020_upgrade.pl — ALTER EXTENSION wasend UPDATE from 0.1.0 gives exactly a
-# fresh 0.2.0 install.
+# 020_upgrade.pl — ALTER EXTENSION wasend UPDATE from 0.1.0 (through 0.2.0)
+# gives exactly a fresh 0.3.0 install.  (A fresh install runs
+# wasend--0.2.0.sql and then wasend--0.2.0--0.3.0.sql, as contrib modules
+# do; the 0.1.0 path runs 0.1.0, 0.1.0--0.2.0 and 0.2.0--0.3.0.)
 #
-# One cluster, two databases: "fresh" gets CREATE EXTENSION wasend (0.2.0),
+# One cluster, two databases: "fresh" gets CREATE EXTENSION wasend (0.3.0),
 # "upgraded" gets 0.1.0 and then ALTER EXTENSION wasend UPDATE.  Compared:
 # pg_dump --schema-only of both (which shows only CREATE EXTENSION), the
 # same with --binary-upgrade (which dumps every member object: tables,
@@ -12,7 +14,11 @@
 # and settings, and what pg_dump dumps (extconfig / extcondition).  A third
 # database, "upgraded_data", is upgraded with rows in it: claimed_by keeps
 # its values as bigint, stored tokens are redacted, and the error policy
-# rows users edited or added are marked as such (and dumped).
+# rows users edited or added are marked as such (and dumped).  A fourth,
+# "from_020", gets 0.2.0 with rows and is updated to 0.3.0: campaigns get
+# their category, numbers their portfolio, suppressions the scope 'all',
+# the built-in 131049 rule its 24 h wait (an edited 131049 stays as the
+# user left it).
 use strict;
 use warnings;
 
@@ -32,14 +38,14 @@ $node->safe_psql('postgres', 'CREATE DATABASE upgraded_data');
 
 $node->safe_psql('fresh', 'CREATE EXTENSION wasend');
 is($node->safe_psql('fresh', q{SELECT extversion FROM pg_extension WHERE extname = 'wasend'}),
-	'0.2.0', 'CREATE EXTENSION installs 0.2.0 by default');
+	'0.3.0', 'CREATE EXTENSION installs 0.3.0 by default');
 
 $node->safe_psql('upgraded', q{CREATE EXTENSION wasend VERSION '0.1.0'});
 is($node->safe_psql('upgraded', q{SELECT extversion FROM pg_extension WHERE extname = 'wasend'}),
 	'0.1.0', '0.1.0 is still installable');
 $node->safe_psql('upgraded', 'ALTER EXTENSION wasend UPDATE');
 is($node->safe_psql('upgraded', q{SELECT extversion FROM pg_extension WHERE extname = 'wasend'}),
-	'0.2.0', 'ALTER EXTENSION wasend UPDATE goes to 0.2.0');
+	'0.3.0', 'ALTER EXTENSION wasend UPDATE goes to 0.3.0');
 
 # pg_dump of one database, as text
 sub dump_of
@@ -146,7 +152,8 @@ my %catalog = (
 		  FROM pg_trigger WHERE NOT tgisinternal
 		   AND tgrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'wasend'::regnamespace)
 		 ORDER BY tgrelid::regclass::text, tgname},
-	'view' => q{SELECT pg_get_viewdef('wasend.campaign_progress'::regclass)},
+	'views' => q{SELECT pg_get_viewdef('wasend.campaign_progress'::regclass),
+	                    pg_get_viewdef('wasend.campaign_report'::regclass)},
 	'initial privileges' => q{
 		SELECT i.classoid::regclass, i.objsubid, i.privtype, i.initprivs,
 		       CASE i.classoid WHEN 'pg_class'::regclass THEN i.objoid::regclass::text
@@ -198,5 +205,44 @@ my ($policy_rows) = $data =~ /^COPY wasend\.error_policy \(.*?\n(.*?)^\\\.$/ms;
 is(join(' ', sort map { (split /\t/)[0] } split /\n/, $policy_rows // ''), '131000 131099',
 	'pg_dump dumps the edited and the added error policy row, not the built-in ones');
 
+# 0.2.0 with rows, updated to 0.3.0
+$node->safe_psql('postgres', 'CREATE DATABASE from_020');
+$node->safe_psql('from_020', q{
+	CREATE EXTENSION wasend VERSION '0.2.0';
+	SELECT wasend_add_number('2001', 'tok-a', 80);
+	SELECT wasend_add_number('2002', 'tok-b', 80);
+	SELECT wasend_create_campaign('tpl', 1, '{"type":"template","template":{"name":"promo","language":{"code":"en_US"}}}');
+	SELECT wasend_create_campaign('txt', 2, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend_enqueue(1, ARRAY['15552000001', '15552000002']);
+	INSERT INTO wasend.suppressions (recipient, reason) VALUES ('15552000009', 'replied STOP');
+	UPDATE wasend.error_policy SET description = 'mine' WHERE code = '131050';
+	ALTER EXTENSION wasend UPDATE;
+});
+is($node->safe_psql('from_020', q{SELECT extversion FROM pg_extension WHERE extname = 'wasend'}),
+	'0.3.0', '0.2.0 updates to 0.3.0');
+is($node->safe_psql('from_020', q{
+	SELECT id, category, template_name, template_language, pacing, pause_on_quality
+	  FROM wasend.campaigns ORDER BY id}),
+	"1|marketing|promo|en_US|meta|t\n2|service|||meta|t",
+	'a template campaign becomes marketing, a text campaign service');
+is($node->safe_psql('from_020', q{SELECT portfolio, messaging_limit FROM wasend.portfolios ORDER BY 1}),
+	"number:1|\nnumber:2|", 'each number is a portfolio of its own, limit unknown');
+is($node->safe_psql('from_020', q{
+	SELECT phone_number_id, limits_due_at = '-infinity', limits_checked_at IS NULL
+	  FROM wasend.whatsapp_numbers ORDER BY 1}),
+	"2001|t|t\n2002|t|t", 'the numbers are due to be read');
+is($node->safe_psql('from_020', q{SELECT recipient, scope FROM wasend.suppressions}),
+	'15552000009|all', 'an old suppression holds for every campaign');
+is($node->safe_psql('from_020', q{
+	SELECT code, action, backoff, jitter, retry_once, origin FROM wasend.error_policy
+	 WHERE code IN ('131049', '131050') ORDER BY 1}),
+	"131049|retry|24:00:00|0|t|builtin\n131050|fail|00:00:02|0.2|f|edited",
+	'131049 waits 24 h and is tried once more; the edited 131050 row is kept');
+is($node->safe_psql('from_020', q{
+	SELECT status, count(*) FROM wasend.send_queue GROUP BY 1}),
+	'ready|2', 'the queue rows are kept');
+
 $node->stop;
+
 done_testing();
+
