@@ -216,6 +216,17 @@ CREATE INDEX recipient_window_last_idx ON wasend.recipient_window (portfolio, la
 COMMENT ON TABLE wasend.recipient_window IS
 'Per portfolio with a messaging limit: each recipient a message was started to, and when last (the 24 h window)';
 
+-- Locks the senders take so that claims that must see each other's rows
+-- run one after the other: 'frequency_cap', taken by every claim of a
+-- marketing campaign while a campaign with a frequency cap runs (see
+-- claim_lock in src/queue.sql).  Only the owner can lock a row here.
+CREATE TABLE wasend.claim_locks (
+    name            text PRIMARY KEY
+);
+INSERT INTO wasend.claim_locks VALUES ('frequency_cap');
+COMMENT ON TABLE wasend.claim_locks IS
+'internal: rows the senders lock so that some claims run one after the other';
+
 -- Recompute the portfolios a number belonged to and belongs to.  Runs as
 -- the owner: an admin writes numbers but not portfolios.
 CREATE FUNCTION wasend._portfolio_sync() RETURNS trigger
@@ -1646,6 +1657,7 @@ COMMENT ON VIEW wasend.campaign_report IS
 -- Privileges and what pg_dump dumps
 -- ---------------------------------------------------------------------
 
+REVOKE ALL ON wasend.claim_locks FROM PUBLIC;
 REVOKE ALL ON wasend.portfolios, wasend.recipient_window, wasend.templates,
               wasend.held_messages, wasend.prices, wasend.campaign_report FROM PUBLIC;
 GRANT SELECT ON wasend.portfolios, wasend.recipient_window, wasend.templates,

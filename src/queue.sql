@@ -68,12 +68,28 @@ SELECT c.id, n.id, n.phone_number_id, n.access_token, n.max_send_rate_per_sec,
 -- the claim's own snapshot, taken before its lock, could miss a holder
 -- that committed in between and spend the same slots twice (seen: 300
 -- recipients started on a limit of 250 by two senders).
+--
+-- The frequency cap is counted the same way: while a marketing campaign
+-- with a cap runs, every claim of a marketing campaign first takes the
+-- 'frequency_cap' lock (waiting for it: another sender holds it only for
+-- the rest of its short cycle; lock_timeout bounds the wait), so that no
+-- two claims count a recipient's messages without seeing each other's.
+WITH cap AS (
+  SELECT l.name FROM wasend.claim_locks l
+   WHERE l.name = 'frequency_cap'
+     AND EXISTS (SELECT 1 FROM wasend.campaigns c
+                  WHERE c.id = ANY ($1::bigint[]) AND c.category = 'marketing')
+     AND EXISTS (SELECT 1 FROM wasend.campaigns c
+                  WHERE c.status = 'running' AND c.frequency_cap IS NOT NULL
+                    AND c.category = 'marketing')
+     FOR UPDATE)
 SELECT p.portfolio FROM wasend.portfolios p
  WHERE p.messaging_limit IS NOT NULL
    AND p.portfolio IN (SELECT coalesce(n.business_id, 'number:' || n.id)
                          FROM wasend.campaigns c
                          JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
                         WHERE c.id = ANY ($1::bigint[]))
+   AND (SELECT count(*) FROM cap) >= 0
    FOR UPDATE OF p SKIP LOCKED
 
 -- name: claim
@@ -195,9 +211,12 @@ WITH samp AS (
          AND coalesce(q2.sent_at, q2.claimed_at) > now() - k.frequency_window) f ON true),
  capped AS (
   SELECT c.*,
+         -- the recipient's marketing messages: sent or claimed before
+         -- (freq_used), and this claim's marketing rows up to this one,
+         -- capped or not
          c.frequency_cap IS NOT NULL AND c.marketing
-           AND c.freq_used + row_number() OVER (PARTITION BY c.recipient, c.frequency_cap IS NOT NULL
-                                                ORDER BY c.id) > c.frequency_cap AS over_cap,
+           AND c.freq_used + count(*) FILTER (WHERE c.marketing)
+                               OVER (PARTITION BY c.recipient ORDER BY c.id) > c.frequency_cap AS over_cap,
          c.messaging_limit IS NOT NULL AND NOT c.in_window AND NOT c.inbound AS costs
     FROM costed c),
  newr AS (

@@ -194,6 +194,8 @@ collect_limits(HttpRequest *req)
 	/* the connection it used is one of ours, like a send's */
 	if (req->new_connections > 0)
 		pg_atomic_fetch_add_u64(&my_slot->conns_opened, req->new_connections);
+	else
+		pg_atomic_fetch_add_u64(&my_slot->conns_reused, 1);
 }
 
 /*

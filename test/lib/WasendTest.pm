@@ -17,6 +17,19 @@ use Time::HiRes qw(usleep);
 
 my $root = $ENV{WASEND_ROOT} or die "WASEND_ROOT is not set";
 
+# every mock started, stopped when the test ends (a test that dies on its
+# way, or never stops its mock, must not leave node processes behind)
+my @mocks;
+
+END
+{
+	local $?;
+	for my $h (@mocks)
+	{
+		eval { $h->kill_kill; $h->finish; };
+	}
+}
+
 # start_mock(\%config, %opts): start test/mock/graph-api.js; returns a
 # hashref with port, url (API base URL) and the IPC::Run handle.
 sub start_mock
@@ -32,6 +45,7 @@ sub start_mock
 		'--config', $cfg, '--ready-file', "$dir/ready",
 		'--log-file', "$dir/requests.csv");
 	my $h = IPC::Run::start(\@cmd, '>', "$dir/mock.out", '2>&1');
+	push @mocks, $h;
 	for (1 .. 200)
 	{
 		last if -f "$dir/ready";

@@ -107,7 +107,7 @@ my $stats = WasendTest::mock_stats($mock);
 is($node->safe_psql('postgres', q{
 	SELECT sum(sent), sum(failed), sum(connections_opened) + sum(connections_reused)
 	  FROM wasend_worker_stats()}),
-	'1100|0|1100', 'worker stats count every request');
+	'1100|0|1102', 'worker stats count every request (1,100 messages, 2 account reads)');
 is($node->safe_psql('postgres', q{SELECT sum(connections_opened) FROM wasend_worker_stats()}),
 	$stats->{connections},
 	"senders opened exactly the connections the mock saw ($stats->{connections} for 1100 requests)");
