@@ -11,7 +11,7 @@
 #   inbound     the same, every claimed recipient wrote in an hour ago.
 #
 # Each figure (claim_lock + claim) is the median of five claims, each rolled back, with the
-# senders' random_page_cost, on default durability settings.  Writes
+# senders' random_page_cost and jit = off, on default durability settings.  Writes
 # bench/results/budget.csv (case, window, ms, us_per_row) and prints each
 # figure.
 set -euo pipefail
@@ -56,7 +56,7 @@ EOF
 # time_claim CAMPAIGN: median ms of five claims of 500 rows, rolled back
 time_claim() {
 	{
-		echo "SET random_page_cost = 1.1;"
+		echo "SET random_page_cost = 1.1; SET jit = off;"
 		echo "PREPARE lock(bigint[]) AS $(cat "$WORK/claim_lock.sql");"
 		echo "PREPARE claim(bigint[], int[], int, bigint[], text[]) AS $(cat "$WORK/claim.sql");"
 		echo '\timing on'

@@ -3,7 +3,7 @@
 # senders' own claim statement (read out of src/queue.c, so always the
 # current one), 500 rows of one campaign, at 10k, 100k and 1M queued rows
 # (BENCH_BIG=1 adds 10M).  Each figure is the median of five claims, each
-# rolled back, with the senders' random_page_cost.  It must stay flat: the
+# rolled back, with the senders' random_page_cost and jit = off.  It must stay flat: the
 # claim reads send_queue_ready_idx from the campaign's first unsent row and
 # stops after 500.
 #
@@ -48,7 +48,7 @@ for n in $SIZES; do
 	have=$n
 	psql_ -c "VACUUM ANALYZE wasend.send_queue" >/dev/null
 	{
-		echo "SET random_page_cost = 1.1;"
+		echo "SET random_page_cost = 1.1; SET jit = off;"
 		echo "PREPARE claim(bigint[], int[], int, bigint[], text[]) AS $(cat "$WORK/claim.sql");"
 		echo '\timing on'
 		for _ in 1 2 3 4 5; do

@@ -49,6 +49,7 @@ loop_sql() {
 	claim=$(sed "s/'/''/g" "$WORK/sql_claim.sql")
 	record=$(sed "s/'/''/g" "$WORK/sql_record.sql")
 	cat <<EOF
+SET jit = off;
 DO \$\$
 DECLARE ids bigint[]; mx bigint := 0; n int; r record;
 BEGIN

@@ -17,6 +17,9 @@
 #             a 1M-message run
 #   claim     bench/claim.sh: time of one claim of 500 rows at 10k, 100k,
 #             1M queued rows (BENCH_BIG=1 adds 10M)
+#   budget    bench/budget.sh: what the messaging-limit budget costs a
+#             claim of 500 rows, unlimited and with 0 / 10k / 100k
+#             recipients in the 24 h window
 #   node      the seeds' recommended alternative (Node.js, p-limit(10),
 #             keep-alive agent, batched UPDATEs through pg) on the same
 #             nginx, database and rows, side by side with wasend
@@ -248,6 +251,10 @@ log "dbcost: claim + record by fillfactor (bench/dbcost.sh)"
 # ---------------------------------------------------------------- claim
 log "claim: one claim of 500 rows against a queue of growing size (bench/claim.sh)"
 "$ROOT/bench/claim.sh"
+
+# ---------------------------------------------------------------- budget
+log "budget: the messaging-limit budget's cost per claim (bench/budget.sh)"
+"$ROOT/bench/budget.sh"
 
 # ---------------------------------------------------------------- charts
 if command -v gnuplot >/dev/null; then

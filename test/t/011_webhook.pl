@@ -271,6 +271,27 @@ like(handshake($token, 5), qr/ 403$/, 'the old one gets 403');
 my $secret1 = $secret;
 $secret = $secret2;
 
+# --- the account webhooks of 0.3.0 go through the endpoint too: a template
+# status, a marketing opt-out, a capability and a quality update in one
+# signed POST
+my $acct = WasendTest::webhook_body(
+	WasendTest::wh_template_status(event => 'PAUSED', name => 'hook_tpl', language => 'en_US',
+		reason => 'LOW_QUALITY'),
+	WasendTest::wh_user_preferences(wa_id => '15512999001', value => 'stop'),
+	WasendTest::wh_capability_update(max_daily_conversations_per_business => 2000),
+	WasendTest::wh_quality_update(display_phone_number => '15550009999', event => 'UPGRADE',
+		current_limit => 'TIER_2K'));
+my $acct_answer = post($acct);
+like($acct_answer, qr/ 200$/, 'account webhooks through the endpoint: 200');
+like($acct_answer, qr/"account_updates": 3/, '... three account changes applied');
+like($acct_answer, qr/"preferences_applied": 1/, '... and the marketing opt-out');
+is($node->safe_psql('postgres', q{
+	SELECT (SELECT name || '|' || language || '|' || status || '|' || reason FROM wasend.templates
+	         WHERE name = 'hook_tpl'),
+	       (SELECT scope || '|' || reason FROM wasend.suppressions WHERE recipient = '15512999001')}),
+	'hook_tpl|en_US|PAUSED|LOW_QUALITY|marketing|user_preferences: stopped marketing messages',
+	'the endpoint stored the template status and the marketing opt-out');
+
 # --- load run: 3 statuses per message for the whole campaign, concurrently
 my $wamid_file = "$mock->{dir}/wamids.txt";
 open my $fh, '>', $wamid_file or die;
