@@ -9,7 +9,9 @@
  *
  *	1. record: write the batch of answers in one statement;
  *	2. refresh (when asked): start due campaigns, resume numbers, apply
- *	   waiting statuses, re-read the running set;
+ *	   waiting statuses, re-read the running set, take the numbers whose
+ *	   messaging limit, quality and health are due to be read (the GETs
+ *	   start after the commit); and store the answers of earlier reads;
  *	3. release: give back rows of campaigns that stopped;
  *	4. claim: more rows, in one statement;
  *	5. complete: campaigns that ran dry and of which nobody holds rows.

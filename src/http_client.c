@@ -15,6 +15,10 @@
  * registration errors, an oversize response) and return an error code to
  * curl; the sender reports after curl returns.
  *
+ * Two kinds of request share the pool: the POST of a message (paced by the
+ * rate gate) and the GET of a number's account fields (messaging limit,
+ * quality, health; not a message, so the gate does not count it).
+ *
  * Connections live in the multi handle's connection cache and are reused by
  * every request to the same host; easy handles are pooled too, so a steady
  * campaign allocates nothing per request but its body and headers.
