@@ -330,6 +330,39 @@ SELECT count(*) AS pending FROM wasend.pending_statuses;
 SELECT total, sent, delivered, by_pricing_category, billable, unpriced, estimated_cost
   FROM wasend.campaign_report WHERE campaign_id = :r;
 
+-- ---------------------------------------------------------------------
+-- 9. Review fixes
+-- ---------------------------------------------------------------------
+
+-- intervals beyond a year are refused (they overflowed a claim's timestamps)
+SELECT wasend_create_campaign('far', 1, '{"type":"text","text":{"body":"x"}}',
+                              frequency_cap => 1, frequency_window => '300000 years');
+SELECT wasend_update_campaign(1, pacing_hold => '2 years');
+-- a template name longer than Meta's 512 characters is ignored, and the
+-- status in the same payload is still applied
+SELECT wasend._ingest_verified('{"object":"whatsapp_business_account","entry":[{"id":"900","changes":[{"field":"message_template_status_update","value":{"event":"PAUSED","message_template_name":"' || repeat('n', 8000) || '","message_template_language":"en_US"}}]}]}') ->> 'account_updates' AS long_name_update;
+SELECT count(*) AS long_templates FROM wasend.templates WHERE length(name) > 512;
+-- rows waiting for a frequency cap are looked at again when the cap goes
+SELECT wasend_create_campaign('capped', 1, '{"type":"template","template":{"name":"cap","language":{"code":"en"}}}',
+                              frequency_cap => 1) AS cap \gset
+SELECT wasend_enqueue(:cap, ARRAY['15551490001']);
+UPDATE wasend.send_queue SET waiting_for = 'frequency_cap', next_attempt_at = now() + interval '6 days'
+ WHERE campaign_id = :cap;
+SELECT wasend_update_campaign(:cap, frequency_cap => 0);
+SELECT waiting_for, next_attempt_at <= now() AS due_now FROM wasend.send_queue WHERE campaign_id = :cap;
+-- a quality pause takes over a template pause: APPROVED does not resume it
+UPDATE wasend.campaigns SET status = 'running', pause_rule = NULL, pause_reason = NULL WHERE id = :cap;
+SELECT wasend._apply_template_status('{"event":"PAUSED","message_template_name":"cap","message_template_language":"en"}');
+SELECT wasend._pause_for_quality(1, 'test');
+SELECT wasend._apply_template_status('{"event":"APPROVED","message_template_name":"cap","message_template_language":"en"}');
+SELECT status, pause_rule, pause_reason FROM wasend.campaigns WHERE id = :cap;
+-- an UPGRADE of a number whose tier was never read pauses nothing
+UPDATE wasend.whatsapp_numbers SET messaging_tier = NULL, messaging_limit = NULL, messaging_limit_override = NULL,
+       display_phone_number = '15550009901' WHERE id = 1;
+UPDATE wasend.campaigns SET status = 'running', pause_rule = NULL, pause_reason = NULL WHERE id = :cap;
+SELECT wasend._apply_quality_update('{"display_phone_number":"15550009901","event":"UPGRADE","current_limit":"TIER_10K"}') AS paused;
+SELECT status FROM wasend.campaigns WHERE id = :cap;
+
 -- clean up
 DROP VIEW numbers, camps;
 DROP EXTENSION wasend;

@@ -240,26 +240,41 @@ DECLARE
     new_limit integer;
 BEGIN
     FOREACH k IN ARRAY ARRAY[
-        CASE WHEN TG_OP <> 'INSERT' THEN coalesce(OLD.business_id, 'number:' || OLD.id) END,
-        CASE WHEN TG_OP <> 'DELETE' THEN coalesce(NEW.business_id, 'number:' || NEW.id) END] LOOP
+        CASE WHEN TG_OP <> 'INSERT' THEN coalesce(OLD.business_id, 'number:' || OLD.id::text) END,
+        CASE WHEN TG_OP <> 'DELETE' THEN coalesce(NEW.business_id, 'number:' || NEW.id::text) END] LOOP
         CONTINUE WHEN k IS NULL;
         IF EXISTS (SELECT 1 FROM wasend.whatsapp_numbers n
-                    WHERE coalesce(n.business_id, 'number:' || n.id) = k) THEN
+                    WHERE coalesce(n.business_id, 'number:' || n.id::text) = k) THEN
             SELECT p.messaging_limit INTO old_limit FROM wasend.portfolios p WHERE p.portfolio = k;
             SELECT min(n.messaging_limit) INTO new_limit
               FROM wasend.whatsapp_numbers n
-             WHERE coalesce(n.business_id, 'number:' || n.id) = k;
+             WHERE coalesce(n.business_id, 'number:' || n.id::text) = k;
             INSERT INTO wasend.portfolios AS p (portfolio, messaging_limit)
             VALUES (k, new_limit)
             ON CONFLICT (portfolio) DO UPDATE
                SET messaging_limit = excluded.messaging_limit, updated_at = now()
              WHERE p.messaging_limit IS DISTINCT FROM excluded.messaging_limit;
+            IF old_limit IS NULL AND new_limit IS NOT NULL THEN
+                -- the portfolio gains a limit: the recipients it started
+                -- while it had none (or before 0.3.0) count from now on
+                INSERT INTO wasend.recipient_window AS r (portfolio, recipient, last_at)
+                SELECT k, q.recipient, max(coalesce(q.sent_at, q.claimed_at))
+                  FROM wasend.send_queue q
+                  JOIN wasend.campaigns c ON c.id = q.campaign_id
+                  JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
+                 WHERE coalesce(n.business_id, 'number:' || n.id::text) = k
+                   AND q.status IN ('sending', 'held', 'sent', 'delivered', 'read')
+                   AND coalesce(q.sent_at, q.claimed_at) > now() - interval '24 hours'
+                 GROUP BY q.recipient
+                ON CONFLICT (portfolio, recipient) DO UPDATE
+                   SET last_at = greatest(r.last_at, excluded.last_at);
+            END IF;
             IF old_limit IS NOT NULL AND (new_limit IS NULL OR new_limit > old_limit) THEN
                 UPDATE wasend.send_queue q
                    SET next_attempt_at = now()
                   FROM wasend.campaigns c
                   JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
-                 WHERE coalesce(n.business_id, 'number:' || n.id) = k
+                 WHERE coalesce(n.business_id, 'number:' || n.id::text) = k
                    AND c.status IN ('running', 'paused', 'scheduled')
                    AND q.campaign_id = c.id
                    AND q.sent_at IS NULL AND q.failed_at IS NULL
@@ -280,8 +295,10 @@ CREATE TRIGGER portfolio_sync
     AFTER INSERT OR DELETE OR UPDATE OF business_id, messaging_limit ON wasend.whatsapp_numbers
     FOR EACH ROW EXECUTE FUNCTION wasend._portfolio_sync();
 
+-- (id::text: text || bigint would let a better-matching ||(text, bigint)
+-- planted in public run here, as the superuser running the update)
 INSERT INTO wasend.portfolios (portfolio, messaging_limit)
-SELECT coalesce(n.business_id, 'number:' || n.id), min(n.messaging_limit)
+SELECT coalesce(n.business_id, 'number:' OPERATOR(pg_catalog.||) n.id::text), min(n.messaging_limit)
   FROM wasend.whatsapp_numbers n GROUP BY 1;
 
 -- Register a number (wasend_admin); business_id is its portfolio.  Takes
@@ -429,22 +446,32 @@ ALTER TABLE wasend.campaigns
     ADD COLUMN pacing_sample integer NOT NULL DEFAULT 1000
         CONSTRAINT campaigns_pacing_sample_check CHECK (pacing_sample > 0),
     ADD COLUMN pacing_hold interval NOT NULL DEFAULT '15 minutes'
-        CONSTRAINT campaigns_pacing_hold_check CHECK (pacing_hold > '0'::interval),
+        CONSTRAINT campaigns_pacing_hold_check
+        CHECK (pacing_hold > '0'::interval AND pacing_hold <= '1 year'::interval),
     ADD COLUMN paced_until timestamptz,
     ADD COLUMN sample_left integer,
     ADD COLUMN frequency_cap integer
         CONSTRAINT campaigns_frequency_cap_check CHECK (frequency_cap > 0),
     ADD COLUMN frequency_window interval NOT NULL DEFAULT '7 days'
-        CONSTRAINT campaigns_frequency_window_check CHECK (frequency_window > '0'::interval),
+        CONSTRAINT campaigns_frequency_window_check
+        CHECK (frequency_window > '0'::interval AND frequency_window <= '1 year'::interval),
     ADD COLUMN pause_rule text
         CONSTRAINT campaigns_pause_rule_check CHECK (pause_rule IN ('quality', 'template')),
-    ADD COLUMN template_name text GENERATED ALWAYS AS (message #>> '{template,name}') STORED,
-    ADD COLUMN template_language text GENERATED ALWAYS AS (message #>> '{template,language,code}') STORED;
+    -- the operators named with their schema and the paths typed: this
+    -- expression is bound now, with the script's search_path (the
+    -- extension's schema first), where an operator #>>(jsonb, text) that
+    -- someone planted in public would match an untyped literal better
+    -- (test/t/020_upgrade.pl plants one)
+    ADD COLUMN template_name text
+        GENERATED ALWAYS AS (message OPERATOR(pg_catalog.#>>) '{template,name}'::text[]) STORED,
+    ADD COLUMN template_language text
+        GENERATED ALWAYS AS (message OPERATOR(pg_catalog.#>>) '{template,language,code}'::text[]) STORED;
 CREATE INDEX campaigns_template_idx ON wasend.campaigns (template_name, template_language)
     WHERE template_name IS NOT NULL;
 -- campaigns made before 0.3.0: a template is presumed marketing (the
 -- strict choice), anything else is a service message
-UPDATE wasend.campaigns SET category = 'service' WHERE message ->> 'type' IS DISTINCT FROM 'template';
+UPDATE wasend.campaigns SET category = 'service'
+ WHERE (message OPERATOR(pg_catalog.->>) 'type'::text) IS DISTINCT FROM 'template'::text;
 COMMENT ON COLUMN wasend.campaigns.category IS
 'Meta''s template category: marketing (the rules of marketing messages apply), utility, authentication, or service (not a template)';
 COMMENT ON COLUMN wasend.campaigns.pacing IS
@@ -478,8 +505,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Give how many messages of a new template go out before the campaign waits for feedback, e.g. 1000.';
     END IF;
-    IF pacing_hold <= '0'::interval THEN
-        RAISE EXCEPTION 'pacing_hold must be positive, not %', pacing_hold
+    IF pacing_hold <= '0'::interval OR pacing_hold > '1 year'::interval THEN
+        RAISE EXCEPTION 'pacing_hold must be positive and at most a year, not %', pacing_hold
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Meta releases held messages after about 15 minutes; give e.g. ''15 minutes''.';
     END IF;
@@ -488,8 +515,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Give the most marketing messages one recipient may get per frequency_window, or NULL for no cap.';
     END IF;
-    IF frequency_window <= '0'::interval THEN
-        RAISE EXCEPTION 'frequency_window must be positive, not %', frequency_window
+    IF frequency_window <= '0'::interval OR frequency_window > '1 year'::interval THEN
+        RAISE EXCEPTION 'frequency_window must be positive and at most a year, not %', frequency_window
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Give the rolling window of the frequency cap, e.g. ''7 days''.';
     END IF;
@@ -595,6 +622,14 @@ BEGIN
            sample_left = CASE WHEN coalesce(wasend_update_campaign.pacing, x.pacing) = 'sample' THEN x.sample_left END,
            updated_at = now()
      WHERE x.id = campaign_id;
+    -- rows waiting for the old cap are looked at again under the new one
+    IF frequency_cap IS NOT NULL OR frequency_window IS NOT NULL OR category IS NOT NULL THEN
+        UPDATE wasend.send_queue q
+           SET next_attempt_at = now()
+         WHERE q.campaign_id = wasend_update_campaign.campaign_id
+           AND q.sent_at IS NULL AND q.failed_at IS NULL
+           AND q.status = 'ready' AND q.waiting_for = 'frequency_cap';
+    END IF;
     PERFORM wasend._wake_at_commit();
 END
 $$;
@@ -746,6 +781,13 @@ BEGIN
      WHERE c.number_id = _pause_for_quality.number_id AND c.status = 'running'
        AND c.category = 'marketing' AND c.pause_on_quality;
     GET DIAGNOSTICS n = ROW_COUNT;
+    -- a campaign paused for its template now waits for quality too: the
+    -- template's APPROVED must not resume it
+    UPDATE wasend.campaigns c
+       SET pause_rule = 'quality', updated_at = now(),
+           pause_reason = 'quality: ' || reason || ' (was: ' || coalesce(c.pause_reason, 'template') || ')'
+     WHERE c.number_id = _pause_for_quality.number_id AND c.status = 'paused'
+       AND c.pause_rule = 'template' AND c.category = 'marketing' AND c.pause_on_quality;
     IF n > 0 THEN
         RAISE LOG 'wasend paused % marketing campaign(s) of number %: %', n, number_id, reason;
         PERFORM wasend._wake_at_commit();
@@ -946,6 +988,11 @@ BEGIN
     IF nm IS NULL OR lang IS NULL OR ev IS NULL THEN
         RETURN 0;
     END IF;
+    IF length(nm) > 512 OR length(lang) > 64 OR length(ev) > 64 THEN
+        -- Meta's names are at most 512 characters: not a template update
+        RAISE WARNING 'wasend: message_template_status_update with a name of % characters ignored', length(nm);
+        RETURN 0;
+    END IF;
     INSERT INTO wasend.templates AS t (name, language, status, reason)
     VALUES (nm, lang, ev, why)
     ON CONFLICT (name, language) DO UPDATE
@@ -1015,10 +1062,13 @@ BEGIN
                    messaging_limit = coalesce(w.messaging_limit_override, lim)
              WHERE w.id = r.id;
         END IF;
+        -- lowered: Meta says DOWNGRADE, or a known tier goes down (an
+        -- unknown or unread tier going to any tier is no downgrade)
         IF ev = 'DOWNGRADE'
-           OR (known AND tier IS NOT NULL AND lim IS NOT NULL
-               AND (r.messaging_limit IS NULL OR lim < r.messaging_limit)
-               AND r.messaging_limit_override IS NULL) THEN
+           OR (known AND tier IS NOT NULL AND lim IS NOT NULL AND r.messaging_tier IS NOT NULL
+               AND (r.messaging_tier = 'TIER_UNLIMITED'
+                    OR lim < coalesce(CASE WHEN r.messaging_tier IN ('TIER_250', 'TIER_2K', 'TIER_10K', 'TIER_100K')
+                                           THEN wasend._tier_limit(r.messaging_tier) END, 0))) THEN
             n := n + wasend._pause_for_quality(r.id,
                 format('messaging limit of number %s lowered from %s to %s (phone_number_quality_update %s)',
                        r.phone_number_id, coalesce(r.messaging_tier, 'unknown'), coalesce(tier, 'unknown'),

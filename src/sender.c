@@ -39,6 +39,7 @@
 #include <curl/curl.h>
 
 #include "access/xlog.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -186,11 +187,24 @@ collect_limits(HttpRequest *req)
 	a = &limits_answers[nlimits_answers++];
 	a->number_id = req->number_id;
 	a->http_status = req->http_status;
+	a->error = req->curl_code != 0 || req->resp_too_big ?
+		MemoryContextStrdup(sender_context, req->errbuf) : NULL;
+
+	/*
+	 * An answer that is not valid in the database encoding (a proxy's
+	 * Latin-1 error page, say) must not reach a stored text: a dump would
+	 * not restore.  It is an error of its own instead.
+	 */
+	if (body != NULL && !pg_verifymbstr(body, (int) strlen(body), true))
+	{
+		body = NULL;
+		if (a->error == NULL)
+			a->error = MemoryContextStrdup(sender_context,
+										   "the answer is not valid in the database encoding");
+	}
 	if (body != NULL && ns != NULL)
 		body = redact_token(body, ns->access_token);
 	a->body = body ? MemoryContextStrdup(sender_context, body) : NULL;
-	a->error = req->curl_code != 0 || req->resp_too_big ?
-		MemoryContextStrdup(sender_context, req->errbuf) : NULL;
 	/* the connection it used is one of ours, like a send's */
 	if (req->new_connections > 0)
 		pg_atomic_fetch_add_u64(&my_slot->conns_opened, req->new_connections);

@@ -242,6 +242,69 @@ is($node->safe_psql('from_020', q{
 	SELECT status, count(*) FROM wasend.send_queue GROUP BY 1}),
 	'ready|2', 'the queue rows are kept');
 
+
+# Operators planted in public before CREATE EXTENSION and before an update
+# (any role can, in a database whose public schema still grants CREATE to
+# everybody, as before PostgreSQL 15): the extension script binds some
+# expressions with its own search_path, the extension's schema first, and
+# an operator that matches an untyped literal better (#>>(jsonb, text)) or
+# a bigint operand exactly (||(text, bigint)) would be bound instead of
+# pg_catalog's, and run as whoever runs the expression: the superuser
+# running the update, or every later campaign insert (generated column).
+# Each trap warns "TRAP" when it runs.
+$node->safe_psql('postgres', q{
+	CREATE ROLE mallory LOGIN;
+	CREATE DATABASE trapped;
+	CREATE DATABASE trapped_up;
+});
+for my $db (qw(trapped trapped_up))
+{
+	$node->safe_psql($db, q{GRANT CREATE ON SCHEMA public TO PUBLIC});
+	$node->safe_psql($db, q{CREATE EXTENSION wasend VERSION '0.2.0'}) if $db eq 'trapped_up';
+	$node->safe_psql($db, q{
+		SET ROLE mallory;
+		CREATE FUNCTION public.trap_path(jsonb, text) RETURNS text LANGUAGE plpgsql IMMUTABLE
+		AS $$ BEGIN RAISE WARNING 'TRAP #>> ran as %', current_user; RETURN NULL; END $$;
+		CREATE OPERATOR public.#>> (LEFTARG = jsonb, RIGHTARG = text, FUNCTION = public.trap_path);
+		CREATE FUNCTION public.trap_cat(text, bigint) RETURNS text LANGUAGE plpgsql IMMUTABLE
+		AS $$ BEGIN RAISE WARNING 'TRAP || ran as %', current_user; RETURN $1 || $2::text; END $$;
+		CREATE OPERATOR public.|| (LEFTARG = text, RIGHTARG = bigint, FUNCTION = public.trap_cat);
+		CREATE FUNCTION public.trap_get(jsonb, text) RETURNS text LANGUAGE plpgsql IMMUTABLE
+		AS $$ BEGIN RAISE WARNING 'TRAP ->> ran as %', current_user; RETURN NULL; END $$;
+		CREATE OPERATOR public.->> (LEFTARG = jsonb, RIGHTARG = text, FUNCTION = public.trap_get);
+	});
+	if ($db eq 'trapped_up')
+	{
+		$node->safe_psql($db, q{
+			SELECT wasend_add_number('3001', 'tok', 80);
+			SELECT wasend_create_campaign('t', 1, '{"type":"template","template":{"name":"promo","language":{"code":"en_US"}}}');
+			ALTER EXTENSION wasend UPDATE;
+		});
+	}
+	else
+	{
+		$node->safe_psql($db, q{CREATE EXTENSION wasend});
+	}
+	my ($out, $err) = ('', '');
+	$node->psql($db, q{
+		SELECT wasend_add_number('3002', 'tok', 80);
+		SELECT wasend_create_campaign('u', (SELECT max(id) FROM wasend.whatsapp_numbers),
+		                              '{"type":"template","template":{"name":"x","language":{"code":"en"}}}');
+		SELECT template_name, template_language FROM wasend.campaigns ORDER BY id DESC LIMIT 1},
+		stdout => \$out, stderr => \$err);
+	unlike($err, qr/WARNING:  TRAP/, "$db: no planted operator runs when campaigns are added");
+	is((split /\n/, $out)[-1], 'x|en', "$db: the template columns are computed by pg_catalog's #>>");
+	is($node->safe_psql($db, q{
+		SELECT count(*) FROM pg_depend d
+		 WHERE d.classid <> 'pg_operator'::regclass   -- (the traps' own operators)
+		   AND ((d.refclassid = 'pg_operator'::regclass
+		         AND d.refobjid IN (SELECT oid FROM pg_operator WHERE oprnamespace = 'public'::regnamespace))
+		        OR (d.refclassid = 'pg_proc'::regclass
+		            AND d.refobjid IN (SELECT oid FROM pg_proc WHERE proname LIKE 'trap\_%')))}),
+		'0', "$db: nothing of the extension depends on a planted operator");
+}
+unlike(slurp_file($node->logfile), qr/WARNING:  TRAP/, 'no trap ran during CREATE EXTENSION or the update');
+
 $node->stop;
 
 done_testing();
