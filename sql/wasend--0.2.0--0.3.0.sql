@@ -88,6 +88,24 @@ $$;
 REVOKE ALL ON FUNCTION wasend._tier_limit(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION wasend._raise_unknown_tier(text) FROM PUBLIC;
 
+-- Is new_tier lower than old_tier?  An unread tier (NULL) going to any
+-- tier, or any tier going to unlimited, is no downgrade.  Both tiers must
+-- be known ones (stored tiers are: they passed wasend._tier_limit).  The
+-- rule of the account read and of the phone_number_quality_update webhook.
+CREATE FUNCTION wasend._tier_lowered(old_tier text, new_tier text) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF old_tier IS NULL OR new_tier IS NULL OR new_tier = 'TIER_UNLIMITED' THEN
+        RETURN false;
+    END IF;
+    RETURN old_tier = 'TIER_UNLIMITED' OR wasend._tier_limit(new_tier) < wasend._tier_limit(old_tier);
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._tier_lowered(text, text) FROM PUBLIC;
+
 -- ---------------------------------------------------------------------
 -- Numbers: portfolio, tier, quality, health
 -- ---------------------------------------------------------------------
@@ -856,9 +874,7 @@ BEGIN
                   HINT = 'Known values of health_status.can_send_message: AVAILABLE, LIMITED, BLOCKED.';
     END IF;
     disp := nullif(regexp_replace(coalesce(j ->> 'display_phone_number', ''), '[^0-9]', '', 'g'), '');
-    lowered := tier IS NOT NULL AND n.messaging_tier IS NOT NULL AND tier <> n.messaging_tier
-               AND lim IS NOT NULL
-               AND (n.messaging_tier = 'TIER_UNLIMITED' OR lim < wasend._tier_limit(n.messaging_tier));
+    lowered := wasend._tier_lowered(n.messaging_tier, tier);
 
     UPDATE wasend.whatsapp_numbers w
        SET messaging_tier = coalesce(tier, w.messaging_tier),
@@ -1062,13 +1078,8 @@ BEGIN
                    messaging_limit = coalesce(w.messaging_limit_override, lim)
              WHERE w.id = r.id;
         END IF;
-        -- lowered: Meta says DOWNGRADE, or a known tier goes down (an
-        -- unknown or unread tier going to any tier is no downgrade)
-        IF ev = 'DOWNGRADE'
-           OR (known AND tier IS NOT NULL AND lim IS NOT NULL AND r.messaging_tier IS NOT NULL
-               AND (r.messaging_tier = 'TIER_UNLIMITED'
-                    OR lim < coalesce(CASE WHEN r.messaging_tier IN ('TIER_250', 'TIER_2K', 'TIER_10K', 'TIER_100K')
-                                           THEN wasend._tier_limit(r.messaging_tier) END, 0))) THEN
+        -- lowered: Meta says DOWNGRADE, or a known tier goes down
+        IF ev = 'DOWNGRADE' OR (known AND wasend._tier_lowered(r.messaging_tier, tier)) THEN
             n := n + wasend._pause_for_quality(r.id,
                 format('messaging limit of number %s lowered from %s to %s (phone_number_quality_update %s)',
                        r.phone_number_id, coalesce(r.messaging_tier, 'unknown'), coalesce(tier, 'unknown'),
