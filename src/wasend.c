@@ -87,12 +87,13 @@ check_api_base_url(char **newval, void **extra, GucSource source)
 }
 
 /*
- * Size of the shared state: one fixed struct, no variable part.
+ * Size of the shared state: one fixed struct, no variable part, and the
+ * metrics' struct (metrics.c).
  */
 static Size
 wasend_shmem_size(void)
 {
-	return MAXALIGN(sizeof(WasendShared));
+	return MAXALIGN(sizeof(WasendShared)) + wasend_metrics_shmem_size();
 }
 
 #if PG_VERSION_NUM >= 150000
@@ -122,7 +123,7 @@ wasend_shmem_startup(void)
 		prev_shmem_startup_hook();
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	WasendState = ShmemInitStruct("wasend", wasend_shmem_size(), &found);
+	WasendState = ShmemInitStruct("wasend", MAXALIGN(sizeof(WasendShared)), &found);
 	if (!found)
 	{
 		int			i;
@@ -146,6 +147,8 @@ wasend_shmem_startup(void)
 			pg_atomic_init_u64(&s->db_retries, 0);
 		}
 	}
+	/* the metrics' own struct ("wasend metrics"), see metrics.c */
+	wasend_metrics_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -451,6 +454,8 @@ _PG_init(void)
 
 	/* the webhook endpoint's own limits live with it, in webhook.c */
 	wasend_webhook_define_settings();
+	/* and the metrics endpoint's, in metrics.c */
+	wasend_metrics_define_settings();
 
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("wasend");
@@ -475,4 +480,5 @@ _PG_init(void)
 	register_static_worker("wasend launcher", "wasend_launcher_main");
 	if (wasend_webhook_port > 0)
 		register_static_worker("wasend webhook", "wasend_webhook_main");
+	wasend_metrics_register_worker();
 }

@@ -19,6 +19,7 @@
  * src/signature.c	HMAC-SHA256: webhook signatures, appsecret_proof
  * src/secrets.c		the app secret and verify token, read from files
  * src/webhook.c	the webhook bgworker (libmicrohttpd, group commit)
+ * src/metrics.c	the metrics bgworker: Prometheus text on wasend.metrics_port
  *
  *-------------------------------------------------------------------------
  */
@@ -176,6 +177,40 @@ extern void wasend_hmac_sha256_hex(const char *key, const char *data, size_t len
 extern bool wasend_signature_matches(const char *body, size_t len,
 									 const char *header);
 extern bool wasend_verify_token_matches(const char *given, size_t len);
+
+/*
+ * metrics.c: counters in shared memory, served in Prometheus text format by
+ * the "wasend metrics" worker when wasend.metrics_port is set.  The
+ * metrics_note_* functions are called by senders and the webhook worker:
+ * they never throw, never allocate, and cost one spinlock round; a number
+ * is identified by its Meta phone_number_id, so the same number used from
+ * two databases is one series.
+ */
+#define WASEND_METRICS_STATUSES	8	/* ready sending held sent delivered
+									 * read failed cancelled */
+typedef struct MetricsCampaign
+{
+	int64		campaign_id;
+	char		name[64];		/* truncated campaign name */
+	char		status[16];		/* campaign status: running, paused, ... */
+	int64		rows[WASEND_METRICS_STATUSES];	/* rows per row status */
+} MetricsCampaign;
+
+extern int	wasend_metrics_port;
+extern void wasend_metrics_define_settings(void);
+extern Size wasend_metrics_shmem_size(void);
+extern void wasend_metrics_shmem_init(void);
+extern void wasend_metrics_register_worker(void);
+extern PGDLLEXPORT void wasend_metrics_main(Datum main_arg);
+extern void metrics_note_answer(const char *phone_number_id, long http_status,
+								int64 latency_us);
+extern void metrics_note_error(const char *phone_number_id, const char *code,
+							   int64 count);
+extern void metrics_note_inflight(const char *phone_number_id, int delta);
+extern void metrics_note_pace(const char *phone_number_id, double per_sec);
+extern void metrics_note_webhook(int64 requests, int64 events);
+extern void metrics_publish_campaigns(Oid dboid, const char *dbname,
+									  const MetricsCampaign *campaigns, int n);
 
 /* sql_api.c */
 extern void wasend_xact_callback_init(void);
