@@ -74,6 +74,8 @@ campaign_get(int64 campaign_id, int64 number_id)
 		cs->lock_logged = false;
 		cs->held = 0;
 		cs->claim_after = 0;
+		cs->priority = 0;
+		cs->transactional = false;
 		memset(&cs->breaker, 0, sizeof(Breaker));
 	}
 	return cs;
@@ -110,6 +112,8 @@ campaigns_refresh(const RunningCampaign *rc, int n)
 		cs->breaker.threshold = rc[i].error_threshold;
 		cs->running = true;
 		cs->number_id = rc[i].number_id;
+		cs->priority = rc[i].priority;
+		cs->transactional = rc[i].transactional;
 	}
 
 	/* forget campaigns that stopped and of which we hold nothing */
@@ -146,10 +150,9 @@ campaigns_want_claim(void)
 	HASH_SEQ_STATUS seq;
 	CampaignState *cs;
 	bool		want = false;
+	int			budget = wasend_max_inflight - held_total - results.n;
 
-	/* a claim costs a statement: not for a handful of rows */
-	if (wasend_max_inflight - held_total - results.n < Max(1, wasend_max_inflight / 20) ||
-		shutdown_requested)
+	if (budget <= 0 || shutdown_requested)
 		return false;
 	hash_seq_init(&seq, campaigns);
 	while ((cs = hash_seq_search(&seq)) != NULL)
@@ -159,7 +162,17 @@ campaigns_want_claim(void)
 		if (!cs->running || cs->dry)
 			continue;
 		ns = number_find(cs->number_id);
-		if (ns && ns->active && ns->count * 2 < number_target(ns))
+		if (ns == NULL || !ns->active)
+			continue;
+		/*
+		 * A transactional lane that is not dry wants a claim whatever the
+		 * FIFO holds: its rows go ahead of it.  A campaign wants one when
+		 * its number's FIFO runs low, and a claim costs a statement: not
+		 * for a handful of rows.
+		 */
+		if (cs->transactional ||
+			(ns->count * 2 < number_target(ns) &&
+			 budget >= Max(1, wasend_max_inflight / 20)))
 		{
 			want = true;
 			hash_seq_term(&seq);
@@ -179,14 +192,40 @@ campaigns_claim_request(int64 *ids, int32 *lims, int64 *after)
 {
 	HASH_SEQ_STATUS seq;
 	CampaignState *cs;
+	NumberState *ns;
 	int			n = 0;
 	/* answers not yet recorded are rows still 'sending' in the table */
 	int			budget = wasend_max_inflight - held_total - results.n;
 
+	/* first pass: each number's highest priority, and how many have it */
+	numbers_reset_shares();
 	hash_seq_init(&seq, campaigns);
 	while ((cs = hash_seq_search(&seq)) != NULL)
 	{
-		NumberState *ns;
+		if (!cs->running || cs->dry || cs->transactional)
+			continue;
+		ns = number_find(cs->number_id);
+		if (ns == NULL || !ns->active)
+			continue;
+		if (ns->top_count == 0 || cs->priority > ns->top_priority)
+		{
+			ns->top_priority = cs->priority;
+			ns->top_count = 0;
+		}
+		if (cs->priority == ns->top_priority)
+			ns->top_count++;
+	}
+
+	/*
+	 * Second pass: a transactional lane asks for a batch whatever its
+	 * number's FIFO holds (its rows go to the front); the campaigns of a
+	 * number's highest priority share the room left in its FIFO equally,
+	 * so that they share the number's rate; lower priorities wait until
+	 * those run dry.
+	 */
+	hash_seq_init(&seq, campaigns);
+	while ((cs = hash_seq_search(&seq)) != NULL)
+	{
 		int			lim;
 
 		if (!cs->running || cs->dry || budget <= 0)
@@ -194,7 +233,16 @@ campaigns_claim_request(int64 *ids, int32 *lims, int64 *after)
 		ns = number_find(cs->number_id);
 		if (ns == NULL || !ns->active)
 			continue;
-		lim = Min(number_target(ns) - ns->count, budget);
+		if (cs->transactional)
+			lim = Min(wasend_batch_size, budget);
+		else if (cs->priority != ns->top_priority)
+			continue;
+		else
+		{
+			int			room = number_target(ns) - ns->count;
+
+			lim = Min((room + ns->top_count - 1) / Max(ns->top_count, 1), budget);
+		}
 		if (lim <= 0)
 			continue;
 		ids[n] = cs->campaign_id;
@@ -274,7 +322,7 @@ campaigns_dry_done(int64 *ids)
 
 	hash_seq_init(&seq, campaigns);
 	while ((cs = hash_seq_search(&seq)) != NULL)
-		if (cs->running && cs->dry && cs->held == 0)
-			ids[n++] = cs->campaign_id;
+		if (cs->running && cs->dry && cs->held == 0 && !cs->transactional)
+			ids[n++] = cs->campaign_id;	/* a lane never completes */
 	return n;
 }

@@ -242,6 +242,31 @@ step_breaker(void *arg)
 }
 
 /*
+ * Count a batch's error answers of a number in the metrics: errors is the
+ * record statement's "key=count,..." (keys are Graph API error codes or
+ * transport classes, which hold neither ',' nor '=').
+ */
+static void
+note_errors(const char *phone_number_id, const char *errors)
+{
+	char	   *copy = pstrdup(errors);
+	char	   *save = NULL;
+	char	   *pair;
+
+	for (pair = strtok_r(copy, ",", &save); pair != NULL;
+		 pair = strtok_r(NULL, ",", &save))
+	{
+		char	   *eq = strrchr(pair, '=');
+
+		if (eq == NULL)
+			continue;
+		*eq = '\0';
+		metrics_note_error(phone_number_id, pair, strtoll(eq + 1, NULL, 10));
+	}
+	pfree(copy);
+}
+
+/*
  * Act on what a record statement said: statistics, slowing numbers down,
  * the circuit breaker.  Returns true when something was paused, so that
  * every sender should look again.
@@ -261,8 +286,15 @@ apply_groups(const RecordGroup *groups, int n)
 
 		sent += groups[i].sent;
 		failed += groups[i].failed;
-		if (groups[i].slow_down > 0)
-			rate_gate_slow_down(groups[i].number_id, now);
+		if (groups[i].slow_down > 0 || groups[i].errors != NULL)
+		{
+			NumberState *ns = number_find(groups[i].number_id);
+
+			if (ns != NULL && groups[i].slow_down > 0)
+				rate_gate_slow_down(ns->gate_key, now);
+			if (ns != NULL && groups[i].errors != NULL)
+				note_errors(ns->phone_number_id, groups[i].errors);
+		}
 		if (groups[i].paused > 0)
 			paused = true;
 		if (cs != NULL && cs->running &&

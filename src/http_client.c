@@ -32,6 +32,7 @@
 
 #include <curl/curl.h>
 
+#include "miscadmin.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -179,7 +180,7 @@ report_wired(void)
 		wired_list = req->next_wired;
 		req->next_wired = NULL;
 		if (req->kind == HTTP_SEND)
-			rate_gate_on_wire(req->number_id, req->gate_seq, req->on_wire);
+			rate_gate_on_wire(req->gate_key, req->gate_seq, req->on_wire);
 	}
 }
 
@@ -484,7 +485,8 @@ request_go(HttpRequest *req)
  */
 HttpRequest *
 http_start(const char *url, const char *token, const char *body,
-		   int64 row_id, int64 campaign_id, int64 number_id, uint64 gate_seq)
+		   int64 row_id, int64 campaign_id, int64 number_id, int64 gate_key,
+		   uint64 gate_seq)
 {
 	HttpRequest *req = request_alloc();
 
@@ -492,6 +494,7 @@ http_start(const char *url, const char *token, const char *body,
 	req->row_id = row_id;
 	req->campaign_id = campaign_id;
 	req->number_id = number_id;
+	req->gate_key = gate_key;
 	req->gate_seq = gate_seq;
 	req->body = MemoryContextStrdup(http_context, body);
 	request_setup(req, url, token, true);
@@ -576,4 +579,70 @@ http_release(HttpRequest *req)
 	}
 	req->next_free = free_list;
 	free_list = req;
+}
+
+/*
+ * curl progress callback of http_post_once: a query cancel or a
+ * termination aborts the transfer.  It only looks at the flag; the
+ * interrupt itself is served after curl returns.
+ */
+static int
+interrupt_cb(void *clientp, curl_off_t dltotal, curl_off_t dlnow,
+			 curl_off_t ultotal, curl_off_t ulnow)
+{
+	return InterruptPending ? 1 : 0;
+}
+
+/*
+ * POST one body from a backend and wait for the answer (wasend_test_send).
+ * The same options as the senders' requests (TLS, CA file, HTTP version,
+ * timeout); curl is initialized in this backend on first use.  Returns the
+ * HTTP status and the answer (palloc'd); a transport error is reported as
+ * an ERROR after curl returned, a cancel as the cancel.
+ */
+void
+http_post_once(const char *url, const char *token, const char *body,
+			   long *http_status, char **answer)
+{
+	static bool curl_ready = false;
+	HttpRequest req;
+	CURLcode	rc;
+
+	if (!curl_ready)
+	{
+		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_SYSTEM_ERROR),
+					 errmsg("could not initialize libcurl")));
+		curl_ready = true;
+	}
+	memset(&req, 0, sizeof(req));
+	req.easy = curl_easy_init();
+	if (req.easy == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create a curl easy handle")));
+	request_setup(&req, url, token, true);
+	curl_easy_setopt(req.easy, CURLOPT_PREREQFUNCTION, NULL);
+	curl_easy_setopt(req.easy, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(req.easy, CURLOPT_XFERINFOFUNCTION, interrupt_cb);
+	curl_easy_setopt(req.easy, CURLOPT_POSTFIELDS, body);
+	curl_easy_setopt(req.easy, CURLOPT_POSTFIELDSIZE, (long) strlen(body));
+
+	rc = curl_easy_perform(req.easy);
+	curl_easy_getinfo(req.easy, CURLINFO_RESPONSE_CODE, http_status);
+	curl_slist_free_all((struct curl_slist *) req.headers);
+	curl_easy_cleanup(req.easy);
+	if (rc == CURLE_OK)
+		*answer = pstrdup(req.resp ? req.resp : "");
+	free(req.resp);
+	CHECK_FOR_INTERRUPTS();
+	if (rc != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("test send failed: %s", req.resp_too_big ?
+						"the answer was larger than 1 MB" :
+						(req.errbuf[0] ? req.errbuf : curl_easy_strerror(rc))),
+				 errhint("Check wasend.api_base_url (%s) and that the server can reach it.",
+						 wasend_api_base_url)));
 }

@@ -22,6 +22,7 @@ typedef struct HttpRequest
 	int64		row_id;			/* wasend.send_queue.id (HTTP_SEND) */
 	int64		campaign_id;
 	int64		number_id;
+	int64		gate_key;		/* the rate gate's key of the number */
 	uint64		gate_seq;		/* the rate gate's sequence number */
 	int64		on_wire;		/* when curl sent the request (monotonic us);
 								 * 0 = not yet */
@@ -57,11 +58,14 @@ extern void http_drive(bool socket_ready, bool timer_due);
 extern HttpRequest *http_start(const char *url, const char *token,
 							   const char *body, int64 row_id,
 							   int64 campaign_id, int64 number_id,
-							   uint64 gate_seq);
+							   int64 gate_key, uint64 gate_seq);
 extern HttpRequest *http_start_get(const char *url, const char *token,
 								   int64 number_id);
 extern HttpRequest *http_next_done(void);
 extern void http_release(HttpRequest *req);
 extern int	http_inflight(void);
+extern void http_post_once(const char *url, const char *token,
+						   const char *body, long *http_status,
+						   char **answer);
 
 #endif							/* WASEND_HTTP_CLIENT_H */

@@ -25,6 +25,9 @@ int			active_numbers = 0;	/* numbers sending, as of the last refresh */
 
 static HTAB *numbers = NULL;
 
+/* a number's current pace goes to the metrics at most this often, in us */
+#define PACE_NOTE_US	(500 * 1000)
+
 /*
  * Create the numbers table (in sender_context).
  */
@@ -56,6 +59,8 @@ number_get(int64 number_id)
 		ns->access_token = NULL;
 		ns->url = NULL;
 		ns->rate = 1;
+		ns->gate_key = 0;
+		ns->pace_noted_at = 0;
 		ns->active = false;
 		ns->cap = 64;
 		ns->rows = MemoryContextAlloc(sender_context, sizeof(PendingRow) * ns->cap);
@@ -135,7 +140,7 @@ graph_url(const char *phone_number_id, const char *rest, const char *token)
 /*
  * The URL a number's messages are posted to: base/{phone_number_id}/messages.
  */
-static char *
+char *
 number_url(const char *phone_number_id, const char *token)
 {
 	return graph_url(phone_number_id, "/messages", token);
@@ -167,6 +172,7 @@ number_refresh(NumberState *ns, int rate, const char *phone_number_id,
 	ns->active = true;
 	ns->rate = rate;
 	set_string(&ns->phone_number_id, phone_number_id);
+	ns->gate_key = rate_gate_key(phone_number_id);
 	set_string(&ns->access_token, access_token);
 	url = number_url(phone_number_id, access_token);
 	set_string(&ns->url, url);
@@ -187,12 +193,35 @@ number_target(NumberState *ns)
 }
 
 /*
- * Append a claimed row to its number's FIFO, growing the ring if needed.
+ * Before campaigns_claim_request: no number has a top priority yet.
+ */
+void
+numbers_reset_shares(void)
+{
+	HASH_SEQ_STATUS seq;
+	NumberState *ns;
+
+	hash_seq_init(&seq, numbers);
+	while ((ns = hash_seq_search(&seq)) != NULL)
+	{
+		ns->top_priority = 0;
+		ns->top_count = 0;
+	}
+}
+
+/*
+ * Add a claimed row to its number's FIFO, growing the ring if needed.  A
+ * campaign row goes to the back.  A wasend_send row (priority >= 0) goes
+ * to the front, behind the wasend_send rows already there of the same or
+ * a higher priority: it takes the number's next free slot of the rate
+ * gate, ahead of every campaign row this sender holds.
  */
 void
 number_push(NumberState *ns, const ClaimedRow *row)
 {
 	PendingRow *p;
+	int			pos;
+	int			k;
 
 	if (ns->count == ns->cap)
 	{
@@ -207,9 +236,20 @@ number_push(NumberState *ns, const ClaimedRow *row)
 		ns->head = 0;
 		ns->cap *= 2;
 	}
-	p = &ns->rows[(ns->head + ns->count) % ns->cap];
+	pos = ns->count;
+	if (row->priority >= 0)
+	{
+		pos = 0;
+		while (pos < ns->count &&
+			   ns->rows[(ns->head + pos) % ns->cap].priority >= row->priority)
+			pos++;
+		for (k = ns->count; k > pos; k--)
+			ns->rows[(ns->head + k) % ns->cap] = ns->rows[(ns->head + k - 1) % ns->cap];
+	}
+	p = &ns->rows[(ns->head + pos) % ns->cap];
 	p->id = row->id;
 	p->campaign_id = row->campaign_id;
+	p->priority = row->priority;
 	p->body = MemoryContextStrdup(sender_context, row->body);
 	ns->count++;
 }
@@ -275,7 +315,7 @@ numbers_start_sends(int64 now)
 
 		if (ns->count == 0 || !ns->active || shutdown_requested)
 			continue;
-		granted = rate_gate_take(ns->number_id, ns->rate,
+		granted = rate_gate_take(ns->gate_key, ns->rate,
 								 Min(ns->count, WASEND_MAX_RATE), now,
 								 seqs, &next);
 		for (i = 0; i < granted; i++)
@@ -283,10 +323,17 @@ numbers_start_sends(int64 now)
 			PendingRow *p = &ns->rows[ns->head];
 
 			http_start(ns->url, ns->access_token, p->body, p->id,
-					   p->campaign_id, ns->number_id, seqs[i]);
+					   p->campaign_id, ns->number_id, ns->gate_key, seqs[i]);
 			pfree(p->body);
 			ns->head = (ns->head + 1) % ns->cap;
 			ns->count--;
+		}
+		if (granted > 0)
+			metrics_note_inflight(ns->phone_number_id, granted);
+		if (now >= ns->pace_noted_at + PACE_NOTE_US)
+		{
+			metrics_note_pace(ns->phone_number_id, rate_gate_pace(ns->gate_key, ns->rate, now));
+			ns->pace_noted_at = now;
 		}
 		if (ns->count > 0 && (wake == 0 || next < wake))
 			wake = next;

@@ -196,6 +196,8 @@ queue_running_campaigns(RunningCampaign **out, MemoryContext cxt)
 		rc[i].rate = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
 		rc[i].error_threshold = DatumGetFloat8(SPI_getbinval(tup, desc, 6, &isnull));
 		rc[i].error_window = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
+		rc[i].priority = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
+		rc[i].transactional = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
 		old = MemoryContextSwitchTo(cxt);
 		rc[i].phone_number_id = SPI_getvalue(tup, desc, 3);
 		rc[i].access_token = SPI_getvalue(tup, desc, 4);
@@ -341,6 +343,9 @@ queue_claim(int n, const int64 *campaign_ids, const int32 *limits,
 		rows[i].campaign_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
 		old = MemoryContextSwitchTo(cxt);
 		rows[i].body = SPI_getvalue(tup, desc, 3);
+		rows[i].priority = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+		if (isnull)
+			rows[i].priority = -1;
 		MemoryContextSwitchTo(old);
 	}
 	*out = rows;
@@ -424,6 +429,7 @@ queue_record(ResultBatch *b, const int *idx, int n, int max_attempts,
 		groups[i].failed = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
 		groups[i].slow_down = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
 		groups[i].paused = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
+		groups[i].errors = SPI_getvalue(tup, desc, 7);
 	}
 	*out = groups;
 	return (int) SPI_processed;

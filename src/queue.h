@@ -22,6 +22,8 @@ typedef struct RunningCampaign
 	int			rate;			/* max_send_rate_per_sec */
 	double		error_threshold;	/* circuit breaker */
 	int			error_window;
+	int			priority;		/* 0-100: among a number's campaigns */
+	bool		transactional;	/* the number's wasend_send lane */
 } RunningCampaign;
 
 /* What one set-based write of results did, per (campaign, number). */
@@ -33,6 +35,8 @@ typedef struct RecordGroup
 	int64		failed;
 	int64		slow_down;		/* answers whose policy says slow down */
 	int64		paused;			/* numbers + campaigns the batch paused */
+	char	   *errors;			/* error answers by key: "131049=2,timeout=1",
+								 * or NULL */
 } RecordGroup;
 
 /* A row claimed for sending: its id and the request body jsonb built. */
@@ -41,6 +45,8 @@ typedef struct ClaimedRow
 	int64		id;
 	int64		campaign_id;
 	char	   *body;
+	int			priority;		/* a wasend_send row's priority; -1: a
+								 * campaign row */
 } ClaimedRow;
 
 /* A number whose messaging limit, quality and health are due to be read. */

@@ -51,14 +51,20 @@ SELECT (SELECT count(*) FROM started) + (SELECT count(*) FROM resumed),
 -- read once (or the read failed), so that no claim spends a budget it
 -- does not know.  A campaign that holds back (pacing: paced_until) is not
 -- in the set, so that the rows a sender claimed for it and has not started
--- are given back, as for a pause.
+-- are given back, as for a pause.  Nor is a campaign whose send window,
+-- in a fixed time zone, is closed now: its rows are left alone until it
+-- opens (rows windowed per recipient are decided one by one, see claim).
+-- The priority orders a number's campaigns in the sender (campaign_cache.c);
+-- a transactional lane (wasend_send) goes ahead of all of them.
 SELECT c.id, n.id, n.phone_number_id, n.access_token, n.max_send_rate_per_sec,
-       c.error_threshold::float8, c.error_window
+       c.error_threshold::float8, c.error_window, c.priority, c.kind = 'transactional'
   FROM wasend.campaigns c
   JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
  WHERE c.status = 'running' AND n.status = 'active'
    AND (n.limits_checked_at IS NOT NULL OR NOT $1)
    AND (c.paced_until IS NULL OR c.paced_until <= now())
+   AND (c.send_window_start IS NULL OR c.send_timezone = 'recipient' OR c.kind = 'transactional'
+        OR wasend._window_opens(c.send_window_start, c.send_window_end, c.send_timezone) IS NULL)
 
 -- name: claim_lock
 -- Before a claim: lock the limited portfolios of the campaigns it asks for
@@ -121,7 +127,13 @@ SELECT p.portfolio FROM wasend.portfolios p
 -- sending its first sample of a new template (sample_left) gets at most
 -- what is left of the sample.
 --
--- Each picked row is then decided (Meta's account limits, README):
+-- Each picked row is then decided (Meta's account limits and send
+-- windows, README):
+--   send_window      the campaign has a send window and it is closed in the
+--                    row's zone (_row_zone: the campaign's fixed zone, else
+--                    the row's timezone, else the main zone of the
+--                    recipient's country calling code): the row waits until
+--                    it opens (it never fails for it);
 --   suppressed       the recipient is suppressed (for marketing campaigns,
 --                    also by a marketing opt-out): the row fails, no request;
 --   frequency_cap    the campaign caps marketing messages per recipient and
@@ -159,7 +171,9 @@ WITH samp AS (
               WHEN s.sample_left IS NULL THEN 0
               ELSE least(w.lim, s.sample_left) END AS lim,
          c.category = 'marketing' AS marketing, c.frequency_cap, c.frequency_window,
-         coalesce(n.business_id, 'number:' || n.id) AS portfolio, p.messaging_limit
+         coalesce(n.business_id, 'number:' || n.id) AS portfolio, p.messaging_limit,
+         CASE WHEN c.kind = 'campaign' THEN c.send_window_start END AS window_start,
+         c.send_window_end AS window_end, c.send_timezone
     FROM unnest($1::bigint[], $2::int[], $4::bigint[]) AS w(campaign_id, lim, after_id)
     JOIN wasend.campaigns c ON c.id = w.campaign_id
     JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
@@ -169,9 +183,13 @@ WITH samp AS (
      AND (c.paced_until IS NULL OR c.paced_until <= now())),
  picked AS MATERIALIZED (
   SELECT p.ctid, p.id, p.recipient, w.campaign_id, w.marketing, w.frequency_cap,
-         w.frequency_window, w.portfolio, w.messaging_limit
+         w.frequency_window, w.portfolio, w.messaging_limit,
+         CASE WHEN w.window_start IS NOT NULL
+              THEN wasend._window_opens(w.window_start, w.window_end,
+                                        wasend._row_zone(w.send_timezone, p.timezone, p.recipient))
+         END AS window_opens
     FROM want w CROSS JOIN LATERAL (
-    SELECT q.ctid, q.id, q.recipient FROM wasend.send_queue q
+    SELECT q.ctid, q.id, q.recipient, q.timezone FROM wasend.send_queue q
      WHERE q.campaign_id = w.campaign_id AND q.id > w.after_id
        AND q.sent_at IS NULL AND q.failed_at IS NULL
        AND q.status = 'ready' AND q.next_attempt_at <= now()
@@ -215,7 +233,7 @@ WITH samp AS (
          -- (freq_used), and this claim's marketing rows up to this one,
          -- capped or not
          c.frequency_cap IS NOT NULL AND c.marketing
-           AND c.freq_used + count(*) FILTER (WHERE c.marketing)
+           AND c.freq_used + count(*) FILTER (WHERE c.marketing AND c.window_opens IS NULL)
                                OVER (PARTITION BY c.recipient ORDER BY c.id) > c.frequency_cap AS over_cap,
          c.messaging_limit IS NOT NULL AND NOT c.in_window AND NOT c.inbound AS costs
     FROM costed c),
@@ -223,16 +241,18 @@ WITH samp AS (
   -- the recipients that cost a slot, per portfolio, in order of their first row
   SELECT x.portfolio, x.recipient, row_number() OVER (PARTITION BY x.portfolio ORDER BY min(x.id)) AS rn
     FROM capped x
-   WHERE x.costs AND NOT x.suppressed AND NOT x.over_cap
+   WHERE x.costs AND NOT x.suppressed AND NOT x.over_cap AND x.window_opens IS NULL
    GROUP BY x.portfolio, x.recipient),
  decided AS MATERIALIZED (
   SELECT x.ctid, x.id, x.campaign_id, x.portfolio, x.recipient, x.messaging_limit, x.inbound,
-         CASE WHEN x.suppressed THEN 'suppressed'
+         CASE WHEN x.window_opens IS NOT NULL THEN 'send_window'
+              WHEN x.suppressed THEN 'suppressed'
               WHEN x.over_cap THEN 'frequency_cap'
               WHEN x.costs AND b.portfolio IS NULL THEN 'busy'
               WHEN x.costs AND nr.rn > b.messaging_limit - b.used THEN 'messaging_limit'
               ELSE 'send' END AS decision,
-         CASE WHEN x.over_cap
+         CASE WHEN x.window_opens IS NOT NULL THEN x.window_opens
+              WHEN x.over_cap
               THEN greatest(x.freq_oldest + x.frequency_window, now() + interval '1 second')
               ELSE greatest(coalesce(b.oldest + interval '24 hours', now() + interval '1 hour'),
                             now() + interval '1 second') END AS wait_until
@@ -252,13 +272,15 @@ WITH samp AS (
          last_error = CASE WHEN d.decision = 'suppressed'
                            THEN 'recipient is suppressed (see wasend.suppressions)'
                            ELSE q.last_error END,
-         waiting_for = CASE WHEN d.decision IN ('frequency_cap', 'messaging_limit') THEN d.decision END,
-         next_attempt_at = CASE WHEN d.decision IN ('frequency_cap', 'messaging_limit') THEN d.wait_until
+         waiting_for = CASE WHEN d.decision IN ('frequency_cap', 'messaging_limit', 'send_window')
+                            THEN d.decision END,
+         next_attempt_at = CASE WHEN d.decision IN ('frequency_cap', 'messaging_limit', 'send_window')
+                                THEN d.wait_until
                                 ELSE q.next_attempt_at END
     FROM decided d
    WHERE q.ctid = ANY (ARRAY(SELECT ctid FROM decided WHERE decision <> 'busy'))
      AND d.id = q.id
-  RETURNING q.id, q.campaign_id, d.decision,
+  RETURNING q.id, q.campaign_id, d.decision, q.priority,
     CASE WHEN d.decision = 'send' THEN
      (coalesce(q.payload, (SELECT c.message FROM wasend.campaigns c
                             WHERE c.id = q.campaign_id))
@@ -280,7 +302,7 @@ WITH samp AS (
     FROM (SELECT d.campaign_id, count(*) AS n FROM decided d
            WHERE d.decision = 'send' GROUP BY 1) x
    WHERE c.id = x.campaign_id AND c.sample_left IS NOT NULL)
-SELECT u.id, u.campaign_id, u.body FROM upd u
+SELECT u.id, u.campaign_id, u.body, u.priority FROM upd u
 
 -- name: record
 -- Write the outcomes of a batch and apply wasend.error_policy, all in one
@@ -469,7 +491,11 @@ WITH r AS MATERIALIZED (
          count(*) FILTER (WHERE u.slow_down AND NOT u.ok) AS slow
     FROM upd u GROUP BY 1)
 SELECT g.campaign_id, c.number_id, g.sent, g.failed, g.slow,
-       (SELECT count(*) FROM pn) + (SELECT count(*) FROM pc) + (SELECT count(*) FROM paced)
+       (SELECT count(*) FROM pn) + (SELECT count(*) FROM pc) + (SELECT count(*) FROM paced),
+       -- the error answers by key, "key=count,..." (for the metrics)
+       (SELECT string_agg(e.key || '=' || e.n, ',')
+          FROM (SELECT u.key, count(*) AS n FROM upd u
+                 WHERE u.campaign_id = g.campaign_id AND NOT u.ok GROUP BY 1) e)
   FROM g JOIN wasend.campaigns c ON c.id = g.campaign_id
 
 -- name: record_poison
@@ -510,10 +536,11 @@ SELECT id FROM wasend.campaigns
  ORDER BY id FOR UPDATE SKIP LOCKED
 
 -- name: complete
--- Complete those of the campaigns lock_done locked that have nothing left.
+-- Complete those of the campaigns lock_done locked that have nothing left
+-- (never a transactional lane: wasend_send keeps adding to it).
 UPDATE wasend.campaigns c
    SET status = 'completed', completed_at = now(), updated_at = now()
- WHERE c.id = ANY ($1::bigint[]) AND c.status = 'running'
+ WHERE c.id = ANY ($1::bigint[]) AND c.status = 'running' AND c.kind = 'campaign'
    AND NOT EXISTS (SELECT 1 FROM wasend.send_queue q
                     WHERE q.campaign_id = c.id
                       AND q.sent_at IS NULL AND q.failed_at IS NULL

@@ -55,6 +55,8 @@
 
 #include <math.h>
 
+#include "common/hashfn.h"
+
 #include "wasend.h"
 
 /*
@@ -98,7 +100,7 @@
  * in shared memory.
  */
 static WasendGateSlot *
-gate_lookup(int64 number_id, bool create, int64 now)
+gate_lookup(int64 key, bool create, int64 now)
 {
 	WasendShared *st = WasendState;
 	int			free_slot = -1;
@@ -114,7 +116,7 @@ gate_lookup(int64 number_id, bool create, int64 now)
 				free_slot = i;
 			continue;
 		}
-		if (st->gate_number[i] == number_id)
+		if (st->gate_number[i] == key)
 		{
 			st->gate_last_used[i] = Max(st->gate_last_used[i], now);
 			return &st->gate[i];
@@ -131,7 +133,7 @@ gate_lookup(int64 number_id, bool create, int64 now)
 		free_slot = idlest;
 	}
 	st->gate_in_use[free_slot] = true;
-	st->gate_number[free_slot] = number_id;
+	st->gate_number[free_slot] = key;
 	st->gate_last_used[free_slot] = now;
 	g = &st->gate[free_slot];
 	g->rate = 0;
@@ -140,6 +142,18 @@ gate_lookup(int64 number_id, bool create, int64 now)
 	g->throttle = 1.0;
 	g->throttle_at = 0;
 	return g;
+}
+
+/*
+ * The gate's key of a number: a hash of Meta's phone_number_id, not the
+ * row id of wasend.whatsapp_numbers, so that a number registered in two
+ * databases is paced as the one number Meta counts.
+ */
+int64
+rate_gate_key(const char *phone_number_id)
+{
+	return (int64) hash_bytes_extended((const unsigned char *) phone_number_id,
+									   (int) strlen(phone_number_id), 0);
 }
 
 /*
@@ -165,7 +179,7 @@ current_throttle(WasendGateSlot *g, int64 now)
  * open again, so the caller knows how long to sleep.  Never throws.
  */
 int
-rate_gate_take(int64 number_id, int rate, int want, int64 now,
+rate_gate_take(int64 key, int rate, int want, int64 now,
 			   uint64 *seqs, int64 *next_slot)
 {
 	WasendGateSlot *g;
@@ -176,7 +190,7 @@ rate_gate_take(int64 number_id, int rate, int want, int64 now,
 
 	rate = Max(1, Min(rate, WASEND_MAX_RATE));
 	SpinLockAcquire(&WasendState->gate_mutex);
-	g = gate_lookup(number_id, true, now);
+	g = gate_lookup(key, true, now);
 	if (g == NULL)
 	{
 		/* every entry is busy: wait for one to become idle */
@@ -219,12 +233,12 @@ rate_gate_take(int64 number_id, int rate, int want, int64 now,
  * its grant when a connection had to be opened first), in monotonic us.
  */
 void
-rate_gate_on_wire(int64 number_id, uint64 seq, int64 when)
+rate_gate_on_wire(int64 key, uint64 seq, int64 when)
 {
 	WasendGateSlot *g;
 
 	SpinLockAcquire(&WasendState->gate_mutex);
-	g = gate_lookup(number_id, false, when);
+	g = gate_lookup(key, false, when);
 	/* still in the ring (not yet overwritten by send seq + rate)? */
 	if (g != NULL && g->rate > 0 && seq < g->seq && g->seq - seq <= (uint64) g->rate &&
 		g->ring[seq % g->rate] < when)
@@ -236,16 +250,35 @@ rate_gate_on_wire(int64 number_id, uint64 seq, int64 when)
  * The number was told to slow down (130429): lower its pace.
  */
 void
-rate_gate_slow_down(int64 number_id, int64 now)
+rate_gate_slow_down(int64 key, int64 now)
 {
 	WasendGateSlot *g;
 
 	SpinLockAcquire(&WasendState->gate_mutex);
-	g = gate_lookup(number_id, false, now);
+	g = gate_lookup(key, false, now);
 	if (g != NULL)
 	{
 		g->throttle = Max(SLOW_FLOOR, current_throttle(g, now) * SLOW_FACTOR);
 		g->throttle_at = now;
 	}
 	SpinLockRelease(&WasendState->gate_mutex);
+}
+
+/*
+ * The pace a number is granted now, in messages per second: its rate
+ * times wasend.rate_headroom times what is left of a slow-down (for the
+ * metrics).
+ */
+double
+rate_gate_pace(int64 key, int rate, int64 now)
+{
+	WasendGateSlot *g;
+	double		t = 1.0;
+
+	SpinLockAcquire(&WasendState->gate_mutex);
+	g = gate_lookup(key, false, now);
+	if (g != NULL)
+		t = current_throttle(g, now);
+	SpinLockRelease(&WasendState->gate_mutex);
+	return rate * wasend_rate_headroom * t;
 }

@@ -263,6 +263,7 @@ collect_done(void)
 		const char *cls = NULL;
 		const char *body = req->curl_code == 0 ? req->resp : NULL;
 		const char *redacted = body;
+		NumberState *ns;
 
 		if (req->kind == HTTP_LIMITS)
 		{
@@ -275,11 +276,15 @@ collect_done(void)
 			err = req->errbuf;
 			cls = req->resp_too_big ? "bad_response" : transport_class(req->curl_code);
 		}
+		ns = number_find(req->number_id);
+		if (ns != NULL)
+		{
+			metrics_note_answer(ns->phone_number_id, req->http_status, req->latency_us);
+			metrics_note_inflight(ns->phone_number_id, -1);
+		}
 		/* an error may pause the number or campaign: record it at once */
 		if (err != NULL || req->http_status != 200)
 		{
-			NumberState *ns = number_find(req->number_id);
-
 			results_have_error = true;
 			if (ns != NULL)
 				redacted = redact_token(body, ns->access_token);

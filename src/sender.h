@@ -33,6 +33,7 @@ typedef struct PendingRow
 {
 	int64		id;
 	int64		campaign_id;
+	int			priority;		/* wasend_send row: 0-100; campaign row: -1 */
 	char	   *body;
 } PendingRow;
 
@@ -40,11 +41,16 @@ typedef struct PendingRow
 typedef struct NumberState
 {
 	int64		number_id;		/* hash key */
+	int64		gate_key;		/* rate_gate_key(phone_number_id) */
+	int64		pace_noted_at;	/* last metrics_note_pace, monotonic us */
 	char	   *phone_number_id;
 	char	   *access_token;
 	char	   *url;
 	int			rate;
 	bool		active;			/* has a running campaign, number active */
+	int			top_priority;	/* highest priority of its campaigns that
+								 * want rows (campaigns_claim_request) */
+	int			top_count;		/* how many of them have it */
 	PendingRow *rows;			/* ring buffer of claimed, unsent rows */
 	int			head;
 	int			count;
@@ -73,6 +79,8 @@ typedef struct CampaignState
 	bool		lock_logged;	/* said that completing it waits on a lock */
 	int			held;			/* rows of it we hold (pending + in flight) */
 	int64		claim_after;	/* keyset cursor of claims; 0 after a refresh */
+	int			priority;		/* campaigns.priority */
+	bool		transactional;	/* the number's wasend_send lane */
 	Breaker		breaker;
 } CampaignState;
 
@@ -111,8 +119,10 @@ extern void number_refresh(NumberState *ns, int rate,
 						   const char *access_token);
 extern int	number_target(NumberState *ns);
 extern void number_push(NumberState *ns, const ClaimedRow *row);
+extern void numbers_reset_shares(void);
 extern int	numbers_take_stopped(int64 *ids, int64 *campaign_ids, bool drop_all);
 extern int64 numbers_start_sends(int64 now);
+extern char *number_url(const char *phone_number_id, const char *token);
 extern char *number_limits_url(const char *phone_number_id, const char *token);
 
 /* campaign_cache.c */

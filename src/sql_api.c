@@ -18,13 +18,18 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/tuplestore.h"
 
+#include "http_client.h"
+#include "sender.h"
 #include "wasend.h"
 
 PG_FUNCTION_INFO_V1(wasend_wake_at_commit);
 PG_FUNCTION_INFO_V1(wasend_worker_stats);
+PG_FUNCTION_INFO_V1(wasend_http_post);
 
 /* set by wasend_wake_at_commit(), acted on by the transaction callback */
 static bool wake_pending = false;
@@ -155,4 +160,58 @@ wasend_worker_stats(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	PG_RETURN_VOID();
+}
+
+/*
+ * wasend._http_post(phone_number_id, access_token, rate, body): POST a
+ * message body to the number's /messages endpoint from this backend and
+ * return (http_status, answer).  Only wasend_test_send calls it (EXECUTE is
+ * revoked from PUBLIC).  The request first takes a slot of the number's
+ * shared rate gate, as a sender's would, so that a test send never pushes
+ * the number over its rate while its campaigns run; it waits for the slot
+ * on this backend's latch, and a cancel ends the wait.
+ */
+Datum
+wasend_http_post(PG_FUNCTION_ARGS)
+{
+	char	   *pnid = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *token = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	int32		rate = PG_GETARG_INT32(2);
+	char	   *body = text_to_cstring(PG_GETARG_TEXT_PP(3));
+	TupleDesc	tupdesc;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+	long		http_status = 0;
+	char	   *answer = NULL;
+	char	   *url;
+	int64		key = rate_gate_key(pnid);
+	uint64		seq = 0;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	if (WasendState != NULL)
+	{
+		for (;;)
+		{
+			int64		next;
+			int64		now = wasend_mono_us();
+
+			if (rate_gate_take(key, rate, 1, now, &seq, &next) == 1)
+				break;
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 Max(1, (next - now + 999) / 1000), PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+	}
+
+	url = number_url(pnid, token);
+	http_post_once(url, token, body, &http_status, &answer);
+	if (WasendState != NULL)
+		rate_gate_on_wire(key, seq, wasend_mono_us());
+
+	values[0] = Int32GetDatum((int32) http_status);
+	values[1] = CStringGetTextDatum(answer);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }

@@ -115,7 +115,7 @@ typedef struct WasendShared
 	slock_t		gate_mutex;		/* protects the gate_* arrays and gate[] */
 	/* dense index of gate[], scanned under gate_mutex (see rate_gate.c) */
 	bool		gate_in_use[WASEND_GATE_SLOTS];	/* false: free */
-	int64		gate_number[WASEND_GATE_SLOTS];	/* number id of the entry */
+	int64		gate_number[WASEND_GATE_SLOTS];	/* rate_gate_key of the entry */
 	int64		gate_last_used[WASEND_GATE_SLOTS];	/* last grant or wire time */
 	WasendGateSlot gate[WASEND_GATE_SLOTS];
 } WasendShared;
@@ -157,10 +157,12 @@ extern PGDLLEXPORT void wasend_sender_main(Datum main_arg);
 extern int64 wasend_new_token(void);
 
 /* rate_gate.c (times are wasend_mono_us()) */
-extern int	rate_gate_take(int64 number_id, int rate_per_sec, int want,
+extern int64 rate_gate_key(const char *phone_number_id);
+extern int	rate_gate_take(int64 key, int rate_per_sec, int want,
 						   int64 now, uint64 *seqs, int64 *next_slot);
-extern void rate_gate_on_wire(int64 number_id, uint64 seq, int64 when);
-extern void rate_gate_slow_down(int64 number_id, int64 now);
+extern void rate_gate_on_wire(int64 key, uint64 seq, int64 when);
+extern void rate_gate_slow_down(int64 key, int64 now);
+extern double rate_gate_pace(int64 key, int rate, int64 now);
 
 /* secrets.c */
 typedef enum WasendSecret
