@@ -1367,3 +1367,16 @@ SELECT c.id AS campaign_id,
          WHERE code IS NOT NULL) e ON true;
 COMMENT ON VIEW wasend.campaign_progress IS
 'Per campaign: rows by status, percent done, send rate over the last 10 s, ETA, errors by code, held messages, why ready rows wait, rows waiting for their send window, kind and priority';
+
+-- ---------------------------------------------------------------------
+-- Senders in this database
+-- ---------------------------------------------------------------------
+
+-- Once the CREATE EXTENSION (or update) that runs this script commits, the
+-- launcher looks at this database again and starts its senders (see
+-- src/launcher.c): every database that has the extension has senders.
+CREATE FUNCTION wasend._extension_created() RETURNS void
+AS 'MODULE_PATHNAME', 'wasend_announce_extension'
+LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION wasend._extension_created() FROM PUBLIC;
+SELECT wasend._extension_created();

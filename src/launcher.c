@@ -1,115 +1,146 @@
 /*-------------------------------------------------------------------------
  *
  * launcher.c
- *		The launcher background worker: starts and supervises the senders.
+ *		The launcher: finds the databases that have the extension and keeps
+ *		a supervisor running in each.
  *
  * The launcher is a static background worker registered at server start
  * with BgWorkerStart_RecoveryFinished, so it never runs on a standby and
- * starts by itself when a standby is promoted.  It keeps wasend.workers
- * sender workers alive (starting missing ones, stopping extra ones after a
- * reload) and is woken by the postmaster whenever one of them exits.
+ * starts by itself when a standby is promoted.  It connects to no database:
+ * it reads the shared catalog pg_database, as autovacuum's launcher does,
+ * and starts one supervisor (supervisor.c) per database that allows
+ * connections and is not a template.  A supervisor first looks whether its
+ * database has the extension; if not, it records that in its database slot
+ * (WASEND_DB_ABSENT) and leaves, and the launcher does not look again until
+ * a CREATE EXTENSION wasend commits somewhere (the extension's script calls
+ * wasend._extension_created(), which bumps extension_generation at commit
+ * and wakes the launcher) or the database is new.  So creating the
+ * extension in any database starts its senders within moments, with no
+ * setting to change and no restart; a database whose supervisor found
+ * the extension keeps it running, and restarts it a second after it
+ * exits.  At most MAX_STARTING supervisors start at once, so that a server
+ * with many databases does not use up max_worker_processes looking.
  *
- * It also settles the rows that senders leave behind when they die (killed,
- * crashed, or the server stopped in immediate mode): before it starts
- * senders, and whenever one has exited, rows still 'sending' under a claim
- * token that is not a live sender's are marked uncertain and, per
- * wasend.on_uncertain, queued again or failed.  A sender holds at most
- * wasend.max_inflight rows, so that is the most rows one death leaves
- * uncertain.
+ * The launcher looks at pg_database again every RESCAN_MS, and whenever it
+ * is woken (a supervisor exited, an extension was created, a database was
+ * dropped, renamed or copied).
  *
- * Claim tokens.  Before it starts sender i, the launcher draws a random
- * 63-bit token, stores it in slot i and passes it to the sender, which
- * stamps claimed_by with it.  The set of live senders is the set of tokens
- * in the slots: a sender still starting up already counts, a sender that
- * exited counts until the launcher has seen it exit, and no pid or clock
- * is compared, so a recycled pid or a step of the wall clock cannot make a
- * live sender's rows look orphaned.
+ * Database slots and sender slots live in shared memory (wasend.h), so a
+ * launcher that was terminated and started again finds the supervisors
+ * still running (their pids in the slots) and does not start a second set.
  *
- * A launcher can be restarted while its senders run (it was terminated,
- * or an error escaped): it has no handle on them and would start a second
- * set in the same slots.  So a launcher starts by retiring every sender it
- * finds: it clears the slots' tokens (a sender that has not registered yet
- * then leaves at once), asks the registered ones to stop (SIGTERM: they
- * finish what is in flight, record it and give back the rest), waits for
- * them to exit (however long that takes: their rows are theirs until they
- * are gone), and only then settles orphans and starts its own senders.
+ * DROP DATABASE, ALTER DATABASE ... RENAME and CREATE DATABASE ... TEMPLATE
+ * refuse to run while other sessions are connected to the database, and a
+ * supervisor and its senders are such sessions.  A ProcessUtility hook (in
+ * every backend: the library is preloaded) therefore holds the database
+ * (its slot's hold_until), asks its supervisor to stop (SIGTERM: it stops
+ * its senders, which finish what is in flight and give back the rest),
+ * waits for them to be gone, runs the command, and lifts the hold; the
+ * launcher starts the supervisor again if the database still exists.
  *
- * A query cancel (pg_cancel_backend) only interrupts the launcher's own
- * recovery statement, if one runs, and that error is caught and retried
- * like any other; between transactions a cancel is dropped.  (SIGINT keeps
- * PostgreSQL's handler: lock_timeout works by the backend sending itself
- * SIGINT.)  On
- * SIGTERM it exits with code 1, so that the postmaster starts it again
- * unless the server is shutting down (pg_terminate_backend on it used to
- * leave no launcher at all).
+ * On SIGTERM the launcher exits with code 1, so that the postmaster starts
+ * it again (unless the server is shutting down); supervisors keep running.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
-#include "executor/spi.h"
+#include "catalog/pg_database.h"
+#include "commands/dbcommands.h"
+#include "commands/defrem.h"
 #include "miscadmin.h"
+#include "nodes/parsenodes.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
+#include "tcop/utility.h"
 #include "utils/guc.h"
-#include "utils/snapmgr.h"
 #include "utils/memutils.h"
-#include "utils/timestamp.h"
+#include "utils/snapmgr.h"
 
-#include "queue.h"
 #include "wasend.h"
 
-/* a sender that keeps dying is restarted at most this often, in us */
+/* look at pg_database at least this often, in ms */
+#define RESCAN_MS			10000
+
+/* a supervisor that exited is started again after this, in us */
 #define RESTART_DELAY_US	(1000 * 1000)
 
-/* a new launcher waiting for an earlier launcher's senders says so this often, in us */
-#define RETIRE_WARN_US		(30 * 1000 * 1000)
+/* supervisors starting at once, at most */
+#define MAX_STARTING		4
 
-/* after a failed recovery pass, try again this soon, in ms */
-#define RECOVER_RETRY_MS	1000
+/* a DROP/RENAME/copy holds its database at most this long, in us */
+#define HOLD_US				((int64) 60 * 1000 * 1000)
 
-static BackgroundWorkerHandle *handles[WASEND_MAX_SENDERS];
-static int64 tokens[WASEND_MAX_SENDERS];	/* the token each handle's sender got */
-static int64 last_start[WASEND_MAX_SENDERS];
-static bool recover_needed = true;
+/* and waits at most this long for the supervisor and senders to go, in us */
+#define RELEASE_WAIT_US		((int64) 20 * 1000 * 1000)
 
-/* the numbers' limits were marked due since this launcher started */
-static bool limits_marked = false;
+/* A database as listed in pg_database. */
+typedef struct ListedDb
+{
+	Oid			oid;
+	char		name[NAMEDATALEN];
+} ListedDb;
+
+/* the supervisors this launcher started and has not seen exit */
+static BackgroundWorkerHandle *handles[WASEND_MAX_DATABASES];
+
+static ProcessUtility_hook_type prev_utility_hook = NULL;
 
 /*
- * A new claim token: random, positive, never 0.
+ * The databases a supervisor may run in: connections allowed, not a
+ * template, not half dropped.  Read from the shared catalog in a
+ * transaction of our own, as autovacuum's launcher does (we are connected
+ * to no database).
  */
-int64
-wasend_new_token(void)
+static int
+list_databases(ListedDb *out, int max)
 {
-	uint64		t = 0;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	int			n = 0;
 
-	while (t == 0)
+	StartTransactionCommand();
+	(void) GetTransactionSnapshot();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while (HeapTupleIsValid(tup = heap_getnext(scan, ForwardScanDirection)))
 	{
-		if (!pg_strong_random(&t, sizeof(t)))
-			ereport(ERROR,
-					(errcode(ERRCODE_INTERNAL_ERROR),
-					 errmsg("could not generate a random sender token")));
-		t &= INT64CONST(0x7FFFFFFFFFFFFFFF);
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+
+		if (!db->datallowconn || db->datistemplate || db->datconnlimit == -2)
+			continue;
+		if (n < max)
+		{
+			out[n].oid = db->oid;
+			strlcpy(out[n].name, NameStr(db->datname), NAMEDATALEN);
+			n++;
+		}
 	}
-	return (int64) t;
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+	return n;
 }
 
 /*
- * Start sender number i (0-based) as a dynamic background worker whose
- * exit wakes us, with a new claim token in its slot.
+ * Start the supervisor of database slot idx.  Returns false when no worker
+ * could be registered (max_worker_processes): the next pass tries again.
  */
-static void
-start_sender(int i)
+static bool
+start_supervisor(int idx, const char *dbname)
 {
 	BackgroundWorker worker;
-	WasendSenderSlot *slot = &WasendState->senders[i];
-	int64		token = wasend_new_token();
+	WasendDbSlot *db = &WasendState->databases[idx];
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
@@ -117,220 +148,163 @@ start_sender(int i)
 	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	worker.bgw_restart_time = BGW_NEVER_RESTART;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "wasend");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "wasend_sender_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "wasend sender %d", i + 1);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "wasend sender %d", i + 1);
-	worker.bgw_main_arg = Int32GetDatum(i);
-	memcpy(worker.bgw_extra, &token, sizeof(token));
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "wasend_supervisor_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "wasend supervisor (%s)", dbname);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "wasend supervisor");
+	worker.bgw_main_arg = Int32GetDatum(idx);
+	memcpy(worker.bgw_extra, &db->dboid, sizeof(Oid));
 	worker.bgw_notify_pid = MyProcPid;
 
-	SpinLockAcquire(&WasendState->mutex);
-	slot->token = token;
-	SpinLockRelease(&WasendState->mutex);
-	tokens[i] = token;
-
-	last_start[i] = wasend_mono_us();
-	if (!RegisterDynamicBackgroundWorker(&worker, &handles[i]))
+	if (!RegisterDynamicBackgroundWorker(&worker, &handles[idx]))
 	{
-		handles[i] = NULL;
-		SpinLockAcquire(&WasendState->mutex);
-		slot->token = 0;
-		SpinLockRelease(&WasendState->mutex);
-		ereport(WARNING,
-				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("wasend could not start sender %d", i + 1),
-				 errhint("Raise max_worker_processes: wasend needs one worker for its launcher and one per sender (wasend.workers).")));
-	}
-}
+		static int64 warned_at = 0;
 
-/*
- * Settle rows held by senders that are no longer running (see header).
- * Returns false, the error logged and the transaction rolled back, when
- * it could not (a lock, a dropped table): the caller tries again later.
- */
-static bool
-recover_orphans(void)
-{
-	int64		tokens[WASEND_MAX_SENDERS];
-	int			nlive = 0;
-	int			i;
-	MemoryContext cxt = CurrentMemoryContext;
-	volatile bool ok = false;
-
-	SpinLockAcquire(&WasendState->mutex);
-	for (i = 0; i < WASEND_MAX_SENDERS; i++)
-		if (WasendState->senders[i].token != 0)
-			tokens[nlive++] = WasendState->senders[i].token;
-	SpinLockRelease(&WasendState->mutex);
-
-	PG_TRY();
-	{
-		wasend_begin_transaction("wasend launcher: settling orphaned rows");
-		if (queue_extension_present())
+		handles[idx] = NULL;
+		if (wasend_mono_us() > warned_at + 60 * USECS_PER_SEC)
 		{
-			int64		n = queue_recover(nlive, tokens,
-										  wasend_on_uncertain == WASEND_UNCERTAIN_FAIL,
-										  wasend_max_attempts);
-
-			if (n > 0)
-				ereport(LOG,
-						(errmsg("wasend settled " INT64_FORMAT " rows left in flight by a stopped sender", n),
-						 errdetail("They are marked uncertain and were %s (wasend.on_uncertain; rows that had wasend.max_attempts attempts are failed).",
-								   wasend_on_uncertain == WASEND_UNCERTAIN_FAIL ?
-								   "failed" : "queued again")));
-			/* the senders read every number's tier, quality and health at start */
-			if (!limits_marked && wasend_limits_refresh_interval > 0)
-				queue_limits_all_due();
+			ereport(WARNING,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("wasend could not start a supervisor for database \"%s\"", dbname),
+					 errhint("Raise max_worker_processes: wasend needs one worker for its launcher, one supervisor per database and wasend.workers senders in each database that has the extension.")));
+			warned_at = wasend_mono_us();
 		}
-		wasend_commit_transaction();
-		limits_marked = true;
-		ok = true;
+		return false;
 	}
-	PG_CATCH();
-	{
-		ErrorData  *edata = wasend_abort_transaction(cxt);
-
-		ereport(WARNING,
-				(errcode(edata->sqlerrcode),
-				 errmsg("wasend launcher could not settle orphaned rows: %s", edata->message),
-				 errdetail("It tries again in a second.")));
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	pgstat_report_activity(STATE_IDLE, NULL);
-	pgstat_report_stat(false);
-	return ok;
+	return true;
 }
 
 /*
- * Stop the senders an earlier launcher left running (see header), and
- * wait until they are gone.
+ * One pass: match the database slots with pg_database and start the
+ * supervisors that are due.
  */
 static void
-retire_previous_senders(void)
+scan_databases(void)
 {
-	pid_t		pids[WASEND_MAX_SENDERS];
-	int			n = 0;
-	int			i;
-	int64		warn_at = wasend_mono_us() + RETIRE_WARN_US;
-
-	SpinLockAcquire(&WasendState->mutex);
-	for (i = 0; i < WASEND_MAX_SENDERS; i++)
-	{
-		WasendSenderSlot *slot = &WasendState->senders[i];
-
-		slot->token = 0;
-		if (slot->pid != 0)
-			pids[n++] = slot->pid;
-	}
-	SpinLockRelease(&WasendState->mutex);
-	if (n == 0)
-		return;
-
-	ereport(LOG,
-			(errmsg("wasend launcher: stopping %d sender(s) of an earlier launcher", n)));
-	for (i = 0; i < n; i++)
-		kill(pids[i], SIGTERM);
-
-	for (;;)
-	{
-		int			left = 0;
-
-		SpinLockAcquire(&WasendState->mutex);
-		for (i = 0; i < WASEND_MAX_SENDERS; i++)
-			if (WasendState->senders[i].pid != 0)
-				left++;
-		SpinLockRelease(&WasendState->mutex);
-		if (left == 0)
-			break;
-		if (wasend_mono_us() >= warn_at)
-		{
-			/* their rows are theirs until they are gone: keep waiting */
-			ereport(WARNING,
-					(errcode(ERRCODE_OBJECT_IN_USE),
-					 errmsg("wasend launcher: %d sender(s) of an earlier launcher have not stopped yet", left),
-					 errhint("No sender starts until they are gone; see pg_stat_activity for \"wasend sender\" processes.")));
-			warn_at = wasend_mono_us() + RETIRE_WARN_US;
-		}
-		QueryCancelPending = false;	/* see the main loop */
-		CHECK_FOR_INTERRUPTS();
-		if (ShutdownRequestPending)
-			proc_exit(1);
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 100, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-	}
-}
-
-/*
- * Make the running senders match wasend.workers.  Returns the longest the
- * launcher may sleep before it must look again (a sender waiting for its
- * restart delay, a recovery to retry), or -1.
- */
-static long
-supervise(void)
-{
-	int			i;
-	long		wait_ms = -1;
+	ListedDb   *dbs = palloc(sizeof(ListedDb) * WASEND_MAX_DATABASES * 4);
+	int			ndbs = list_databases(dbs, WASEND_MAX_DATABASES * 4);
+	uint64		gen = pg_atomic_read_u64(&WasendState->extension_generation);
 	int64		now = wasend_mono_us();
+	int			starting = 0;
+	int			i;
+	int			j;
+	bool		listed[WASEND_MAX_DATABASES];
 
-	/* first, forget the senders that exited: their rows are orphans now */
-	for (i = 0; i < WASEND_MAX_SENDERS; i++)
+	/* supervisors that exited (or never got going) */
+	for (i = 0; i < WASEND_MAX_DATABASES; i++)
 	{
 		pid_t		pid;
 
-		if (handles[i] != NULL &&
-			GetBackgroundWorkerPid(handles[i], &pid) == BGWH_STOPPED)
+		if (handles[i] == NULL)
+			continue;
+		if (GetBackgroundWorkerPid(handles[i], &pid) == BGWH_STOPPED)
 		{
+			WasendDbSlot *db = &WasendState->databases[i];
+
 			pfree(handles[i]);
 			handles[i] = NULL;
-			/*
-			 * Its token goes (its rows are orphans now).  Its pid and latch
-			 * it cleared itself at exit, and they are left alone here: a
-			 * slot still held by an earlier launcher's sender must stay
-			 * visible.
-			 */
 			SpinLockAcquire(&WasendState->mutex);
-			if (WasendState->senders[i].token == tokens[i])
-				WasendState->senders[i].token = 0;
+			if (db->pid == 0 && db->state == WASEND_DB_PROBING)
+				db->state = WASEND_DB_NEW;	/* it could not even look */
 			SpinLockRelease(&WasendState->mutex);
-			tokens[i] = 0;
-			recover_needed = true;
 		}
-	}
-	if (recover_needed)
-	{
-		recover_needed = !recover_orphans();
-		if (recover_needed)
-			wait_ms = RECOVER_RETRY_MS;
+		else
+			starting += (WasendState->databases[i].state == WASEND_DB_PROBING);
 	}
 
-	for (i = 0; i < WASEND_MAX_SENDERS; i++)
+	memset(listed, 0, sizeof(listed));
+	for (j = 0; j < ndbs; j++)
 	{
-		bool		alive = handles[i] != NULL;
+		int			idx = -1;
+		int			free_idx = -1;
+		bool		start = false;
 
-		if (i < wasend_workers && !alive)
+		SpinLockAcquire(&WasendState->mutex);
+		for (i = 0; i < WASEND_MAX_DATABASES; i++)
 		{
-			int64		due = last_start[i] + RESTART_DELAY_US;
-
-			if (last_start[i] == 0 || now >= due)
-				start_sender(i);
-			else
+			if (WasendState->databases[i].dboid == dbs[j].oid)
 			{
-				long		ms = (long) ((due - now) / 1000) + 1;
+				idx = i;
+				break;
+			}
+			if (free_idx < 0 && WasendState->databases[i].dboid == InvalidOid)
+				free_idx = i;
+		}
+		if (idx < 0 && free_idx >= 0)
+		{
+			WasendDbSlot *db = &WasendState->databases[free_idx];
 
-				if (wait_ms < 0 || ms < wait_ms)
-					wait_ms = ms;
+			idx = free_idx;
+			db->dboid = dbs[j].oid;
+			db->state = WASEND_DB_NEW;
+			db->pid = 0;
+			db->latch = NULL;
+			db->probed_generation = 0;
+			db->hold_until = 0;
+			db->last_start = 0;
+		}
+		if (idx >= 0)
+		{
+			WasendDbSlot *db = &WasendState->databases[idx];
+
+			listed[idx] = true;
+			if (db->pid == 0 && handles[idx] == NULL && now >= db->hold_until &&
+				starting < MAX_STARTING)
+			{
+				if (db->state == WASEND_DB_NEW)
+					start = true;
+				else if (db->state == WASEND_DB_ABSENT)
+					start = db->probed_generation != gen;
+				else		/* running or probing, and gone: restart */
+					start = now >= db->last_start + RESTART_DELAY_US;
+			}
+			if (start)
+			{
+				db->probed_generation = gen;
+				db->last_start = now;
+				if (db->state != WASEND_DB_RUNNING)
+					db->state = WASEND_DB_PROBING;
 			}
 		}
-		else if (i >= wasend_workers && alive)
+		SpinLockRelease(&WasendState->mutex);
+
+		if (idx < 0)
 		{
-			/* the handle stays, so that its rows are settled once it exits */
-			TerminateBackgroundWorker(handles[i]);
+			static int64 warned_at = 0;
+
+			if (now > warned_at + 60 * USECS_PER_SEC)
+				ereport(WARNING,
+						(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+						 errmsg("wasend keeps track of at most %d databases; \"%s\" is not looked at",
+								WASEND_MAX_DATABASES, dbs[j].name)));
+			warned_at = now;
+			continue;
+		}
+		if (start)
+		{
+			if (start_supervisor(idx, dbs[j].name))
+				starting++;
+			else
+			{
+				SpinLockAcquire(&WasendState->mutex);
+				if (WasendState->databases[idx].state == WASEND_DB_PROBING)
+					WasendState->databases[idx].state = WASEND_DB_NEW;
+				SpinLockRelease(&WasendState->mutex);
+			}
 		}
 	}
-	return wait_ms;
+
+	/* databases that are gone: their slots are free once nobody uses them */
+	SpinLockAcquire(&WasendState->mutex);
+	for (i = 0; i < WASEND_MAX_DATABASES; i++)
+	{
+		WasendDbSlot *db = &WasendState->databases[i];
+
+		if (db->dboid != InvalidOid && !listed[i] && db->pid == 0 &&
+			handles[i] == NULL && now >= db->hold_until)
+			db->dboid = InvalidOid;
+	}
+	SpinLockRelease(&WasendState->mutex);
+	pfree(dbs);
 }
 
 /*
@@ -358,9 +332,8 @@ wasend_launcher_main(Datum main_arg)
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 
-	BackgroundWorkerInitializeConnection(wasend_database, NULL, 0);
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 	pgstat_report_appname("wasend launcher");
-	wasend_worker_session_setup("1s");
 
 	SpinLockAcquire(&WasendState->mutex);
 	WasendState->launcher_pid = MyProcPid;
@@ -369,25 +342,13 @@ wasend_launcher_main(Datum main_arg)
 	before_shmem_exit(launcher_detach, 0);
 
 	ereport(LOG,
-			(errmsg("wasend launcher started: %d sender(s) in database \"%s\"",
-					wasend_workers, wasend_database)));
-
-	/* senders of an earlier launcher of this server must go first */
-	retire_previous_senders();
+			(errmsg("wasend launcher started: senders run in every database that has the extension (%d each)",
+					wasend_workers)));
 
 	while (!ShutdownRequestPending)
 	{
-		long		wait_ms;
 		int			rc;
 
-		/*
-		 * A cancel (pg_cancel_backend) interrupts the recovery statement if
-		 * one runs, whose error is caught; between transactions there is
-		 * nothing to cancel, and it is dropped, as PostgresMain does between
-		 * commands.  SIGINT itself keeps PostgreSQL's handler, on which
-		 * lock_timeout depends.
-		 */
-		QueryCancelPending = false;
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
@@ -395,16 +356,187 @@ wasend_launcher_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		wait_ms = supervise();
+		scan_databases();
+		pgstat_report_activity(STATE_IDLE, NULL);
 
-		rc = WaitLatch(MyLatch,
-					   WL_LATCH_SET | WL_EXIT_ON_PM_DEATH |
-					   (wait_ms >= 0 ? WL_TIMEOUT : 0),
-					   wait_ms, PG_WAIT_EXTENSION);
+		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					   RESCAN_MS, PG_WAIT_EXTENSION);
 		if (rc & WL_LATCH_SET)
 			ResetLatch(MyLatch);
 	}
 
 	/* code 1: the postmaster starts a launcher again unless it is stopping */
 	proc_exit(1);
+}
+
+/*
+ * A CREATE EXTENSION wasend committed (called from the commit callback,
+ * see sql_api.c): the launcher looks again at the databases where the
+ * extension was missing.
+ */
+void
+wasend_extension_created(void)
+{
+	Latch	   *latch;
+
+	if (WasendState == NULL)
+		return;
+	pg_atomic_fetch_add_u64(&WasendState->extension_generation, 1);
+	SpinLockAcquire(&WasendState->mutex);
+	latch = WasendState->launcher_latch;
+	SpinLockRelease(&WasendState->mutex);
+	if (latch != NULL)
+		SetLatch(latch);
+}
+
+/*
+ * Before a command that needs a database to itself: hold it (no
+ * supervisor starts), stop its supervisor and senders, and wait until they
+ * are gone (at most RELEASE_WAIT_US; the command then says who is still
+ * connected).  Returns the database held, or InvalidOid.
+ */
+static Oid
+release_database(const char *dbname)
+{
+	Oid			dboid;
+	int64		deadline = wasend_mono_us() + RELEASE_WAIT_US;
+	int			idx = -1;
+	int			i;
+
+	if (dbname == NULL || WasendState == NULL)
+		return InvalidOid;
+	dboid = get_database_oid(dbname, true);
+	if (!OidIsValid(dboid) || dboid == MyDatabaseId)
+		return InvalidOid;
+
+	for (;;)
+	{
+		pid_t		supervisor = 0;
+		int			left = 0;
+
+		SpinLockAcquire(&WasendState->mutex);
+		if (idx < 0)
+			for (i = 0; i < WASEND_MAX_DATABASES; i++)
+				if (WasendState->databases[i].dboid == dboid)
+					idx = i;
+		if (idx >= 0 && WasendState->databases[idx].dboid == dboid)
+		{
+			WasendState->databases[idx].hold_until = wasend_mono_us() + HOLD_US;
+			supervisor = WasendState->databases[idx].pid;
+		}
+		for (i = 0; i < WASEND_MAX_SENDERS; i++)
+			if (WasendState->senders[i].dboid == dboid && WasendState->senders[i].pid != 0)
+				left++;
+		SpinLockRelease(&WasendState->mutex);
+
+		if (idx < 0)
+			return InvalidOid;	/* the launcher never looked at it */
+		if (supervisor == 0 && left == 0)
+			break;
+		if (supervisor != 0)
+			kill(supervisor, SIGTERM);
+		if (wasend_mono_us() >= deadline)
+			break;
+		CHECK_FOR_INTERRUPTS();
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 10, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	return dboid;
+}
+
+/*
+ * Set the launcher's latch, if it runs.
+ */
+static void
+wake_launcher(void)
+{
+	Latch	   *latch;
+
+	SpinLockAcquire(&WasendState->mutex);
+	latch = WasendState->launcher_latch;
+	SpinLockRelease(&WasendState->mutex);
+	if (latch != NULL)
+		SetLatch(latch);
+}
+
+/*
+ * After the command: lift the hold and let the launcher look again.
+ */
+static void
+unhold_database(Oid dboid)
+{
+	Latch	   *latch;
+	int			i;
+
+	SpinLockAcquire(&WasendState->mutex);
+	for (i = 0; i < WASEND_MAX_DATABASES; i++)
+		if (WasendState->databases[i].dboid == dboid)
+			WasendState->databases[i].hold_until = 0;
+	latch = WasendState->launcher_latch;
+	SpinLockRelease(&WasendState->mutex);
+	if (latch != NULL)
+		SetLatch(latch);
+}
+
+/*
+ * ProcessUtility hook: release a database before DROP DATABASE, ALTER
+ * DATABASE ... RENAME and CREATE DATABASE ... TEMPLATE (see header).
+ */
+static void
+wasend_process_utility(PlannedStmt *pstmt, const char *queryString,
+					   bool readOnlyTree, ProcessUtilityContext context,
+					   ParamListInfo params, QueryEnvironment *queryEnv,
+					   DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *parsetree = pstmt->utilityStmt;
+	volatile Oid held = InvalidOid;
+	volatile bool created = false;
+
+	if (IsA(parsetree, DropdbStmt))
+		held = release_database(((DropdbStmt *) parsetree)->dbname);
+	else if (IsA(parsetree, RenameStmt) &&
+			 ((RenameStmt *) parsetree)->renameType == OBJECT_DATABASE)
+		held = release_database(((RenameStmt *) parsetree)->subname);
+	else if (IsA(parsetree, CreatedbStmt))
+	{
+		ListCell   *lc;
+
+		created = true;
+		foreach(lc, ((CreatedbStmt *) parsetree)->options)
+		{
+			DefElem    *opt = (DefElem *) lfirst(lc);
+
+			if (strcmp(opt->defname, "template") == 0 && opt->arg != NULL)
+				held = release_database(defGetString(opt));
+		}
+	}
+
+	PG_TRY();
+	{
+		if (prev_utility_hook)
+			prev_utility_hook(pstmt, queryString, readOnlyTree, context,
+							  params, queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+									params, queryEnv, dest, qc);
+	}
+	PG_FINALLY();
+	{
+		if (OidIsValid(held))
+			unhold_database(held);
+		else if (created)
+			wake_launcher();	/* a new database to look at */
+	}
+	PG_END_TRY();
+}
+
+/*
+ * Install the ProcessUtility hook (from _PG_init, when preloaded).
+ */
+void
+wasend_install_utility_hook(void)
+{
+	prev_utility_hook = ProcessUtility_hook;
+	ProcessUtility_hook = wasend_process_utility;
 }

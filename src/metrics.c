@@ -30,9 +30,9 @@
  *	nothing in flight if there is one); its counters restart from zero,
  *	which Prometheus treats as a counter reset.
  *
- *	campaigns: rows per campaign and row status, published by the launcher
- *	of each database every few seconds; a publication replaces what that
- *	database published before.  At most METRICS_DATABASES databases and
+ *	campaigns: rows per campaign and row status, published by wasend's
+ *	worker in each database every few seconds; a publication replaces what
+ *	that database published before.  At most METRICS_DATABASES databases and
  *	METRICS_CAMPAIGNS campaigns in all; a 17th database takes the place of
  *	the one that published longest ago, and campaigns beyond the capacity
  *	are left out.  A database that has not published for
@@ -413,8 +413,9 @@ metrics_note_answer(const char *phone_number_id, long http_status,
 /*
  * count answers of a number had this error code (Meta's code as text, or a
  * transport class such as "timeout").  A number keeps METRICS_CODES codes;
- * further codes, and codes too long to keep, count as "other".  130429
- * also counts as throttled.  Never throws, never allocates.
+ * further codes, codes too long to keep, and a code named "other" itself
+ * (which would make a second series of that label), count as "other".
+ * 130429 also counts as throttled.  Never throws, never allocates.
  */
 void
 metrics_note_error(const char *phone_number_id, const char *code, int64 count)
@@ -431,7 +432,8 @@ metrics_note_error(const char *phone_number_id, const char *code, int64 count)
 	now = wasend_mono_us();
 	if (code == NULL)
 		code = "";
-	keepable = code[0] != '\0' && strnlen(code, METRICS_CODE_LEN) < METRICS_CODE_LEN;
+	keepable = code[0] != '\0' && strnlen(code, METRICS_CODE_LEN) < METRICS_CODE_LEN &&
+		strcmp(code, "other") != 0;
 	throttled = strcmp(code, "130429") == 0;
 
 	SpinLockAcquire(&WasendMetrics->mutex);
@@ -836,11 +838,11 @@ format_metrics(StringInfo buf, MetricsSnapshot *snap)
 	}
 
 	append_family(buf, "wasend_webhook_requests_total", "counter",
-				  "HTTP requests received by the webhook endpoint.");
+				  "Webhook POSTs the webhook endpoint received in full and checked.");
 	appendStringInfo(buf, "wasend_webhook_requests_total " UINT64_FORMAT "\n",
 					 snap->webhook_requests);
 	append_family(buf, "wasend_webhook_events_total", "counter",
-				  "Events (statuses, messages, account updates) received by the webhook endpoint.");
+				  "Webhook notifications the webhook endpoint applied (one per POST body committed).");
 	appendStringInfo(buf, "wasend_webhook_events_total " UINT64_FORMAT "\n",
 					 snap->webhook_events);
 }

@@ -752,3 +752,39 @@ result_batch_add(ResultBatch *b, int64 row_id, int64 campaign_id,
 	b->n++;
 	MemoryContextSwitchTo(old);
 }
+
+/*
+ * Rows by status of recent campaigns, for the metrics (see
+ * campaign_metrics); at most max campaigns, in a palloc'd array.
+ */
+int
+queue_campaign_metrics(MetricsCampaign **out, int max)
+{
+	Datum		args[1];
+	Oid			types[1] = {INT4OID};
+	MetricsCampaign *mc;
+	uint64		i;
+
+	args[0] = Int32GetDatum(max);
+	if (SPI_execute_with_args(sql_campaign_metrics, 1, types, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "wasend: reading campaign metrics failed");
+	mc = palloc0(sizeof(MetricsCampaign) * Max(SPI_processed, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		char	   *v;
+		int			k;
+
+		mc[i].campaign_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		v = SPI_getvalue(tup, desc, 2);
+		strlcpy(mc[i].name, v ? v : "", sizeof(mc[i].name));
+		v = SPI_getvalue(tup, desc, 3);
+		strlcpy(mc[i].status, v ? v : "", sizeof(mc[i].status));
+		for (k = 0; k < WASEND_METRICS_STATUSES; k++)
+			mc[i].rows[k] = DatumGetInt64(SPI_getbinval(tup, desc, 4 + k, &isnull));
+	}
+	*out = mc;
+	return (int) SPI_processed;
+}

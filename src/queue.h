@@ -11,6 +11,7 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
+#include "wasend.h"
 
 /* A running campaign whose number may send, as the sender needs it. */
 typedef struct RunningCampaign
@@ -99,6 +100,7 @@ extern void queue_release(int n, const int64 *row_ids, int64 token);
 extern int	queue_complete(int n, const int64 *campaign_ids, int64 *locked,
 						   int *nlocked);
 
+extern int	queue_campaign_metrics(MetricsCampaign **out, int max);
 extern bool wasend_text_is_json(const char *text, size_t len);
 extern void result_batch_init(ResultBatch *batch, int cap, MemoryContext parent);
 extern void result_batch_reset(ResultBatch *batch);

@@ -620,3 +620,24 @@ UPDATE wasend.whatsapp_numbers n
  WHERE n.id IN (SELECT l.id FROM wasend.whatsapp_numbers l
                  WHERE l.limits_due_at > '-infinity'
                    FOR UPDATE SKIP LOCKED)
+
+-- name: campaign_metrics
+-- For the metrics endpoint (the supervisor, every few seconds when
+-- wasend.metrics_port is set): rows by status of the campaigns that are
+-- not finished, or finished within the hour, newest first, at most $1.
+SELECT c.id, left(c.name, 63), c.status,
+       count(q.id) FILTER (WHERE q.status = 'ready'),
+       count(q.id) FILTER (WHERE q.status = 'sending'),
+       count(q.id) FILTER (WHERE q.status = 'held'),
+       count(q.id) FILTER (WHERE q.status = 'sent'),
+       count(q.id) FILTER (WHERE q.status = 'delivered'),
+       count(q.id) FILTER (WHERE q.status = 'read'),
+       count(q.id) FILTER (WHERE q.status = 'failed'),
+       count(q.id) FILTER (WHERE q.status = 'cancelled')
+  FROM (SELECT x.id, x.name, x.status FROM wasend.campaigns x
+         WHERE x.status IN ('scheduled', 'running', 'paused')
+            OR x.updated_at > now() - interval '1 hour'
+         ORDER BY x.id DESC LIMIT $1) c
+  LEFT JOIN wasend.send_queue q ON q.campaign_id = c.id
+ GROUP BY c.id, c.name, c.status
+ ORDER BY c.id DESC

@@ -21,8 +21,8 @@
  * Rows are locked only inside step 2's transaction, never while HTTP is in
  * flight: a claimed row is marked 'sending' with this sender's claim token,
  * which is what makes it invisible to other senders.  The token is random
- * per sender start and given by the launcher (launcher.c); a sender whose
- * slot no longer carries its token (a new launcher took over) stops.
+ * per sender start and given by its supervisor (supervisor.c); a sender whose
+ * slot no longer carries its token (a new supervisor took over) stops.
  *
  * A control change (start, pause, resume, cancel, new rows) bumps a
  * generation counter in shared memory and sets this sender's latch at
@@ -76,7 +76,8 @@ bool		results_have_error = false;	/* a non-200 answer waits in results */
 LimitsAnswer limits_answers[MAX_LIMITS_ANSWERS];	/* answers of limits GETs */
 int			nlimits_answers = 0;
 
-static int	sender_index;
+static int	sender_index;		/* our slot in WasendState->senders */
+static Oid	my_dboid;
 static uint64 seen_generation = UINT64_MAX;
 static int64 next_poll = 0;
 
@@ -95,7 +96,7 @@ sender_sigterm(SIGNAL_ARGS)
 
 /*
  * Clear this sender's registration in its slot when the process exits.
- * The token stays: the launcher clears it once it has seen the exit and
+ * The token stays: the supervisor clears it once it has seen the exit and
  * settled what the sender left behind.
  */
 static void
@@ -328,8 +329,8 @@ sooner(long *timeout, long ms)
 }
 
 /*
- * Register in our slot, if it is still ours: the launcher gave the slot
- * our token before it started us.  A sender of an earlier launcher that
+ * Register in our slot, if it is still ours: the supervisor gave the slot
+ * our token before it started us.  A sender of an earlier supervisor that
  * starts late finds another token (or none) and leaves.
  */
 static bool
@@ -349,7 +350,7 @@ sender_register(void)
 }
 
 /*
- * Is our slot still ours?  A new launcher clears the tokens of the senders
+ * Is our slot still ours?  A new supervisor clears the tokens of the senders
  * it did not start, then asks them to stop.
  */
 static bool
@@ -367,7 +368,7 @@ sender_still_mine(void)
  * The end of a shutdown: record the answers in hand and give back every
  * row not sent, trying again (a lock, a failed cycle) until that is done
  * or the drain time is up, then exit.  What is left then is settled by
- * the launcher as uncertain.
+ * the supervisor as uncertain.
  */
 static void
 sender_finish(int64 drain_deadline)
@@ -405,12 +406,13 @@ wasend_sender_main(Datum main_arg)
 
 	sender_index = DatumGetInt32(main_arg);
 	memcpy(&my_token, MyBgworkerEntry->bgw_extra, sizeof(int64));
+	memcpy(&my_dboid, MyBgworkerEntry->bgw_extra + sizeof(int64), sizeof(Oid));
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, sender_sigterm);
 	BackgroundWorkerUnblockSignals();
 
-	BackgroundWorkerInitializeConnection(wasend_database, NULL, 0);
+	BackgroundWorkerInitializeConnectionByOid(my_dboid, InvalidOid, 0);
 	pgstat_report_appname(MyBgworkerEntry->bgw_name);
 
 	if (RecoveryInProgress())
@@ -430,7 +432,7 @@ wasend_sender_main(Datum main_arg)
 	if (!sender_register())
 	{
 		ereport(LOG,
-				(errmsg("wasend sender %d exits: its launcher was replaced",
+				(errmsg("wasend sender %d exits: its supervisor was replaced",
 						sender_index + 1)));
 		proc_exit(0);
 	}
@@ -493,7 +495,7 @@ wasend_sender_main(Datum main_arg)
 		if (!shutdown_requested && !sender_still_mine())
 		{
 			ereport(LOG,
-					(errmsg("wasend sender %d stops: a new launcher took over",
+					(errmsg("wasend sender %d stops: a new supervisor took over",
 							sender_index + 1)));
 			shutdown_requested = true;
 		}

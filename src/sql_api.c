@@ -30,9 +30,11 @@
 PG_FUNCTION_INFO_V1(wasend_wake_at_commit);
 PG_FUNCTION_INFO_V1(wasend_worker_stats);
 PG_FUNCTION_INFO_V1(wasend_http_post);
+PG_FUNCTION_INFO_V1(wasend_announce_extension);
 
 /* set by wasend_wake_at_commit(), acted on by the transaction callback */
 static bool wake_pending = false;
+static bool announce_pending = false;
 static bool callback_registered = false;
 
 /*
@@ -51,11 +53,17 @@ wasend_xact_callback(XactEvent event, void *arg)
 				wake_pending = false;
 				wasend_wake_senders();
 			}
+			if (announce_pending)
+			{
+				announce_pending = false;
+				wasend_extension_created();
+			}
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
 			wake_pending = false;
+			announce_pending = false;
 			break;
 		default:
 			break;
@@ -138,10 +146,10 @@ wasend_worker_stats(PG_FUNCTION_ARGS)
 		uint64		latency;
 
 		SpinLockAcquire(&WasendState->mutex);
-		pid = s->pid;
+		pid = s->dboid == MyDatabaseId ? s->pid : 0;
 		SpinLockRelease(&WasendState->mutex);
 		if (pid == 0)
-			continue;
+			continue;	/* no sender, or one of another database */
 
 		requests = pg_atomic_read_u64(&s->requests);
 		latency = pg_atomic_read_u64(&s->latency_us_sum);
@@ -214,4 +222,16 @@ wasend_http_post(PG_FUNCTION_ARGS)
 	values[0] = Int32GetDatum((int32) http_status);
 	values[1] = CStringGetTextDatum(answer);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
+}
+
+/*
+ * wasend._extension_created(): called by the extension's script, so that
+ * once CREATE EXTENSION commits, the launcher looks for the new database's
+ * extension and starts its senders (launcher.c).
+ */
+Datum
+wasend_announce_extension(PG_FUNCTION_ARGS)
+{
+	announce_pending = true;
+	PG_RETURN_VOID();
 }

@@ -132,6 +132,7 @@ wasend_shmem_startup(void)
 		SpinLockInit(&WasendState->mutex);
 		SpinLockInit(&WasendState->gate_mutex);
 		pg_atomic_init_u64(&WasendState->generation, 0);
+		pg_atomic_init_u64(&WasendState->extension_generation, 0);
 		for (i = 0; i < WASEND_MAX_SENDERS; i++)
 		{
 			WasendSenderSlot *s = &WasendState->senders[i];
@@ -153,16 +154,17 @@ wasend_shmem_startup(void)
 }
 
 /*
- * Wake every sender (and the launcher): bump the control generation so
- * senders re-read campaign and number states, then set their latches.
- * Called at the commit of a transaction that changed something they act
- * on; see sql_api.c.
+ * Wake the senders of this database (and its supervisor): bump the control
+ * generation so senders re-read campaign and number states, then set their
+ * latches.  Called at the commit of a transaction that changed something
+ * they act on; see sql_api.c.  (Senders of other databases see the bump
+ * at their next turn and refresh once: harmless.)
  */
 void
 wasend_wake_senders(void)
 {
 	int			i;
-	Latch	   *latches[WASEND_MAX_SENDERS + 1];
+	Latch	   *latches[WASEND_MAX_SENDERS + WASEND_MAX_DATABASES];
 	int			n = 0;
 
 	if (WasendState == NULL)
@@ -172,10 +174,13 @@ wasend_wake_senders(void)
 
 	SpinLockAcquire(&WasendState->mutex);
 	for (i = 0; i < WASEND_MAX_SENDERS; i++)
-		if (WasendState->senders[i].pid != 0 && WasendState->senders[i].latch)
+		if (WasendState->senders[i].pid != 0 && WasendState->senders[i].latch &&
+			WasendState->senders[i].dboid == MyDatabaseId)
 			latches[n++] = WasendState->senders[i].latch;
-	if (WasendState->launcher_latch)
-		latches[n++] = WasendState->launcher_latch;
+	for (i = 0; i < WASEND_MAX_DATABASES; i++)
+		if (WasendState->databases[i].dboid == MyDatabaseId &&
+			WasendState->databases[i].latch != NULL)
+			latches[n++] = WasendState->databases[i].latch;
 	SpinLockRelease(&WasendState->mutex);
 
 	for (i = 0; i < n; i++)
@@ -298,8 +303,8 @@ void
 _PG_init(void)
 {
 	DefineCustomStringVariable("wasend.database",
-							   "Database in which the wasend senders run.",
-							   "The extension must be created in this database.",
+							   "Database the webhook endpoint stores notifications in.",
+							   "Senders run in every database that has the extension; only the webhook endpoint (wasend.webhook_port) uses this one. Other databases take webhooks through wasend_ingest_webhook().",
 							   &wasend_database,
 							   "postgres",
 							   PGC_POSTMASTER,
@@ -307,10 +312,10 @@ _PG_init(void)
 							   NULL, NULL, NULL);
 
 	DefineCustomIntVariable("wasend.workers",
-							"Number of wasend sender background workers.",
-							"Each sender is a background worker and counts against max_worker_processes.",
+							"Number of wasend sender background workers in each database that has the extension.",
+							"Each sender is a background worker and counts against max_worker_processes, as do the launcher and one supervisor per such database.",
 							&wasend_workers,
-							2, 0, WASEND_MAX_SENDERS,
+							2, 0, WASEND_MAX_WORKERS,
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
@@ -478,6 +483,7 @@ _PG_init(void)
 	shmem_startup_hook = wasend_shmem_startup;
 
 	register_static_worker("wasend launcher", "wasend_launcher_main");
+	wasend_install_utility_hook();
 	if (wasend_webhook_port > 0)
 		register_static_worker("wasend webhook", "wasend_webhook_main");
 	wasend_metrics_register_worker();

@@ -10,7 +10,9 @@
  * records the results with set-based statements.
  *
  * src/wasend.c		module load, settings (GUCs), shared memory
- * src/launcher.c	the launcher bgworker: starts and supervises senders
+ * src/launcher.c	the launcher bgworker: finds the databases that have the
+ *					extension and starts a supervisor in each
+ * src/supervisor.c	a database's supervisor: starts and supervises its senders
  * src/sender.c		the sender bgworker's event loop
  * src/rate_gate.c	per-number send pacing shared by all senders
  * src/http_client.c	libcurl multi-socket client, pooled connections
@@ -37,8 +39,14 @@
 #include "utils/elog.h"
 #include "utils/palloc.h"
 
-/* Upper bound of wasend.workers; shared memory holds this many slots. */
-#define WASEND_MAX_SENDERS		32
+/* Upper bound of wasend.workers (per database). */
+#define WASEND_MAX_WORKERS		32
+
+/* Sender slots in shared memory, for all databases together. */
+#define WASEND_MAX_SENDERS		64
+
+/* Databases the launcher keeps track of (with or without the extension). */
+#define WASEND_MAX_DATABASES	64
 
 /* How many distinct phone numbers the rate gate can pace at once. */
 #define WASEND_GATE_SLOTS		256
@@ -74,6 +82,7 @@ extern char *wasend_webhook_verify_token_file;
 /* What each sender publishes about itself; read by wasend_worker_stats(). */
 typedef struct WasendSenderSlot
 {
+	Oid			dboid;			/* database of the sender; InvalidOid = free */
 	int64		token;			/* claim token the launcher gave this slot's
 								 * sender (claimed_by of its rows); 0 = no
 								 * sender started in this slot */
@@ -101,11 +110,36 @@ typedef struct WasendGateSlot
 	int64		ring[WASEND_MAX_RATE];	/* send seq at [seq % rate] */
 } WasendGateSlot;
 
+/* What the launcher knows of one database; see launcher.c. */
+#define WASEND_DB_NEW		0	/* not looked at yet */
+#define WASEND_DB_PROBING	1	/* a supervisor starts and looks */
+#define WASEND_DB_RUNNING	2	/* the extension is there: senders run */
+#define WASEND_DB_ABSENT	3	/* no extension (as of probed_generation) */
+
+typedef struct WasendDbSlot
+{
+	Oid			dboid;			/* InvalidOid = free slot */
+	int			state;			/* WASEND_DB_* */
+	pid_t		pid;			/* the database's supervisor, 0 = none */
+	Latch	   *latch;			/* its latch */
+	uint64		probed_generation;	/* extension_generation of the last look */
+	int64		hold_until;		/* no supervisor before (monotonic us): the
+								 * database is being dropped, renamed or
+								 * copied */
+	int64		last_start;		/* when a supervisor was last started */
+} WasendDbSlot;
+
 typedef struct WasendShared
 {
-	slock_t		mutex;			/* protects launcher fields, sender pids */
+	slock_t		mutex;			/* protects launcher fields, sender pids,
+								 * database slots */
 	pid_t		launcher_pid;
 	Latch	   *launcher_latch;
+
+	/* bumped at the commit of every CREATE EXTENSION wasend (launcher.c) */
+	pg_atomic_uint64 extension_generation;
+
+	WasendDbSlot databases[WASEND_MAX_DATABASES];
 
 	/* bumped at the commit of every control change (start, pause, ...) */
 	pg_atomic_uint64 generation;
@@ -145,6 +179,11 @@ extern ErrorData *wasend_abort_transaction(MemoryContext cxt);
 
 /* launcher.c */
 extern PGDLLEXPORT void wasend_launcher_main(Datum main_arg);
+extern void wasend_install_utility_hook(void);
+extern void wasend_extension_created(void);
+
+/* supervisor.c */
+extern PGDLLEXPORT void wasend_supervisor_main(Datum main_arg);
 
 /* webhook.c */
 extern PGDLLEXPORT void wasend_webhook_main(Datum main_arg);
@@ -153,7 +192,7 @@ extern void wasend_webhook_define_settings(void);
 /* sender.c */
 extern PGDLLEXPORT void wasend_sender_main(Datum main_arg);
 
-/* launcher.c: senders check their token against their slot */
+/* supervisor.c: senders check their token against their slot */
 extern int64 wasend_new_token(void);
 
 /* rate_gate.c (times are wasend_mono_us()) */

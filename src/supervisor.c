@@ -1,0 +1,651 @@
+/*-------------------------------------------------------------------------
+ *
+ * supervisor.c
+ *		A database's supervisor: starts and supervises its senders.
+ *
+ * The launcher (launcher.c) starts one supervisor in every database; the
+ * supervisor first looks whether the database has the extension and, if
+ * not, says so in its database slot and leaves.  Otherwise it keeps
+ * wasend.workers sender workers of that database alive (starting missing
+ * ones, stopping extra ones after a reload) and is woken by the postmaster
+ * whenever one of them exits.  It looks again every few seconds: once the
+ * extension is dropped, it stops its senders and leaves.
+ *
+ * Sender slots in shared memory are shared by all databases: a supervisor
+ * takes a free one (dboid = its database) for each sender it starts and
+ * gives it back once that sender is gone.
+ *
+ * It also settles the rows that senders leave behind when they die (killed,
+ * crashed, or the server stopped in immediate mode): before it starts
+ * senders, and whenever one has exited, rows still 'sending' under a claim
+ * token that is not a live sender's are marked uncertain and, per
+ * wasend.on_uncertain, queued again or failed.  A sender holds at most
+ * wasend.max_inflight rows, so that is the most rows one death leaves
+ * uncertain.
+ *
+ * Claim tokens.  Before it starts a sender, the supervisor draws a random
+ * 63-bit token, stores it in the sender's slot and passes it to the sender,
+ * which stamps claimed_by with it.  The set of live senders is the set of
+ * tokens in the slots: a sender still starting up already counts, a sender
+ * that exited counts until its supervisor has seen it exit, and no pid or
+ * clock is compared, so a recycled pid or a step of the wall clock cannot
+ * make a live sender's rows look orphaned.
+ *
+ * A supervisor can be restarted while senders of its database run (it
+ * exited on an error): it has no handle on them and would start a second
+ * set.  So a supervisor starts by retiring every sender of its database it
+ * finds: it clears their slots' tokens (a sender that has not registered
+ * yet then leaves at once), asks the registered ones to stop (SIGTERM:
+ * they finish what is in flight, record it and give back the rest), waits
+ * for them to exit (however long that takes: their rows are theirs until
+ * they are gone), and only then settles orphans and starts its own senders.
+ *
+ * A query cancel (pg_cancel_backend) only interrupts the supervisor's own
+ * recovery statement, if one runs, and that error is caught and retried
+ * like any other; between transactions a cancel is dropped.  (SIGINT keeps
+ * PostgreSQL's handler: lock_timeout works by the backend sending itself
+ * SIGINT.)  On SIGTERM (server shutdown, pg_terminate_backend, or a DROP
+ * DATABASE of its database, see launcher.c) it stops its senders, waits
+ * until they are gone and exits; the launcher starts it again unless the
+ * database is being dropped.
+ *
+ * When wasend.metrics_port is set it also publishes, every few seconds,
+ * each unfinished campaign's rows by status for the metrics (metrics.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "commands/dbcommands.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "utils/guc.h"
+#include "utils/snapmgr.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "queue.h"
+#include "wasend.h"
+
+/* a sender that keeps dying is restarted at most this often, in us */
+#define RESTART_DELAY_US	(1000 * 1000)
+
+/* a supervisor waiting for earlier senders says so this often, in us */
+#define RETIRE_WARN_US		(30 * 1000 * 1000)
+
+/* how often the supervisor looks whether the extension is still there, in us */
+#define PRESENCE_CHECK_US	(5 * 1000 * 1000)
+
+/* how often campaign rows are published for the metrics, in us */
+#define METRICS_PUBLISH_US	(5 * 1000 * 1000)
+
+/* after a failed recovery pass, try again this soon, in ms */
+#define RECOVER_RETRY_MS	1000
+
+/* per sender of this database (0 .. wasend.workers - 1) */
+static BackgroundWorkerHandle *handles[WASEND_MAX_WORKERS];
+static int	slot_of[WASEND_MAX_WORKERS];	/* its slot in WasendState->senders */
+static int64 tokens[WASEND_MAX_WORKERS];	/* the token each handle's sender got */
+static int64 last_start[WASEND_MAX_WORKERS];
+static bool recover_needed = true;
+
+/* this database's slot in WasendState->databases */
+static WasendDbSlot *my_db = NULL;
+static char *my_dbname = NULL;
+
+/* the numbers' limits were marked due since this supervisor started */
+static bool limits_marked = false;
+
+static int64 next_presence_check = 0;
+static int64 next_metrics_publish = 0;
+
+/*
+ * A new claim token: random, positive, never 0.
+ */
+int64
+wasend_new_token(void)
+{
+	uint64		t = 0;
+
+	while (t == 0)
+	{
+		if (!pg_strong_random(&t, sizeof(t)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not generate a random sender token")));
+		t &= INT64CONST(0x7FFFFFFFFFFFFFFF);
+	}
+	return (int64) t;
+}
+
+/*
+ * Start sender number i (0-based) of this database as a dynamic background
+ * worker whose exit wakes us, in a free sender slot, with a new claim token.
+ */
+static void
+start_sender(int i)
+{
+	BackgroundWorker worker;
+	WasendSenderSlot *slot = NULL;
+	int64		token = wasend_new_token();
+	int			k;
+
+	SpinLockAcquire(&WasendState->mutex);
+	for (k = 0; k < WASEND_MAX_SENDERS; k++)
+	{
+		WasendSenderSlot *s = &WasendState->senders[k];
+
+		if (s->dboid == InvalidOid && s->token == 0 && s->pid == 0)
+		{
+			slot = s;
+			slot->dboid = MyDatabaseId;
+			slot->token = token;
+			break;
+		}
+	}
+	SpinLockRelease(&WasendState->mutex);
+	last_start[i] = wasend_mono_us();
+	if (slot == NULL)
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("wasend could not start sender %d in database \"%s\": all %d sender slots are in use",
+						i + 1, my_dbname, WASEND_MAX_SENDERS),
+				 errhint("Lower wasend.workers: every database that has the extension runs that many senders.")));
+		return;
+	}
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
+		BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "wasend");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "wasend_sender_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "wasend sender %d (%s)", i + 1, my_dbname);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "wasend sender");
+	worker.bgw_main_arg = Int32GetDatum(k);
+	memcpy(worker.bgw_extra, &token, sizeof(token));
+	memcpy(worker.bgw_extra + sizeof(token), &MyDatabaseId, sizeof(Oid));
+	worker.bgw_notify_pid = MyProcPid;
+
+	slot_of[i] = k;
+	tokens[i] = token;
+	if (!RegisterDynamicBackgroundWorker(&worker, &handles[i]))
+	{
+		handles[i] = NULL;
+		tokens[i] = 0;
+		SpinLockAcquire(&WasendState->mutex);
+		slot->token = 0;
+		slot->dboid = InvalidOid;
+		SpinLockRelease(&WasendState->mutex);
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("wasend could not start sender %d in database \"%s\"", i + 1, my_dbname),
+				 errhint("Raise max_worker_processes: wasend needs one worker for its launcher, one supervisor per database with the extension, and wasend.workers senders in each.")));
+	}
+}
+
+/*
+ * Settle rows held by senders that are no longer running (see header).
+ * Returns false, the error logged and the transaction rolled back, when
+ * it could not (a lock, a dropped table): the caller tries again later.
+ */
+static bool
+recover_orphans(void)
+{
+	int64		tokens[WASEND_MAX_SENDERS];
+	int			nlive = 0;
+	int			i;
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool ok = false;
+
+	SpinLockAcquire(&WasendState->mutex);
+	for (i = 0; i < WASEND_MAX_SENDERS; i++)
+		if (WasendState->senders[i].token != 0)
+			tokens[nlive++] = WasendState->senders[i].token;
+	SpinLockRelease(&WasendState->mutex);
+
+	PG_TRY();
+	{
+		wasend_begin_transaction("wasend launcher: settling orphaned rows");
+		if (queue_extension_present())
+		{
+			int64		n = queue_recover(nlive, tokens,
+										  wasend_on_uncertain == WASEND_UNCERTAIN_FAIL,
+										  wasend_max_attempts);
+
+			if (n > 0)
+				ereport(LOG,
+						(errmsg("wasend settled " INT64_FORMAT " rows left in flight by a stopped sender", n),
+						 errdetail("They are marked uncertain and were %s (wasend.on_uncertain; rows that had wasend.max_attempts attempts are failed).",
+								   wasend_on_uncertain == WASEND_UNCERTAIN_FAIL ?
+								   "failed" : "queued again")));
+			/* the senders read every number's tier, quality and health at start */
+			if (!limits_marked && wasend_limits_refresh_interval > 0)
+				queue_limits_all_due();
+		}
+		wasend_commit_transaction();
+		limits_marked = true;
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata = wasend_abort_transaction(cxt);
+
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("wasend launcher could not settle orphaned rows: %s", edata->message),
+				 errdetail("It tries again in a second.")));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	pgstat_report_stat(false);
+	return ok;
+}
+
+/*
+ * Give a sender slot of this database back once its sender is gone.
+ * Caller holds WasendState->mutex.
+ */
+static void
+free_slot_locked(WasendSenderSlot *slot)
+{
+	if (slot->dboid == MyDatabaseId && slot->pid == 0)
+	{
+		slot->token = 0;
+		slot->dboid = InvalidOid;
+	}
+}
+
+/*
+ * Stop the senders of this database that an earlier supervisor left
+ * running (see header), and wait until they are gone; their slots are
+ * free then.
+ */
+static void
+retire_previous_senders(void)
+{
+	pid_t		pids[WASEND_MAX_SENDERS];
+	int			n = 0;
+	int			i;
+	int64		warn_at = wasend_mono_us() + RETIRE_WARN_US;
+
+	SpinLockAcquire(&WasendState->mutex);
+	for (i = 0; i < WASEND_MAX_SENDERS; i++)
+	{
+		WasendSenderSlot *slot = &WasendState->senders[i];
+
+		if (slot->dboid != MyDatabaseId)
+			continue;
+		slot->token = 0;
+		if (slot->pid != 0)
+			pids[n++] = slot->pid;
+		else
+			free_slot_locked(slot);
+	}
+	SpinLockRelease(&WasendState->mutex);
+	if (n == 0)
+		return;
+
+	ereport(LOG,
+			(errmsg("wasend supervisor of \"%s\": stopping %d sender(s) of an earlier supervisor",
+					my_dbname, n)));
+	for (i = 0; i < n; i++)
+		kill(pids[i], SIGTERM);
+
+	for (;;)
+	{
+		int			left = 0;
+
+		SpinLockAcquire(&WasendState->mutex);
+		for (i = 0; i < WASEND_MAX_SENDERS; i++)
+		{
+			WasendSenderSlot *slot = &WasendState->senders[i];
+
+			if (slot->dboid != MyDatabaseId)
+				continue;
+			if (slot->pid != 0)
+				left++;
+			else
+				free_slot_locked(slot);
+		}
+		SpinLockRelease(&WasendState->mutex);
+		if (left == 0)
+			break;
+		if (wasend_mono_us() >= warn_at)
+		{
+			/* their rows are theirs until they are gone: keep waiting */
+			ereport(WARNING,
+					(errcode(ERRCODE_OBJECT_IN_USE),
+					 errmsg("wasend supervisor of \"%s\": %d sender(s) of an earlier supervisor have not stopped yet",
+							my_dbname, left),
+					 errhint("No sender starts until they are gone; see pg_stat_activity for \"wasend sender\" processes.")));
+			warn_at = wasend_mono_us() + RETIRE_WARN_US;
+		}
+		QueryCancelPending = false;	/* see the main loop */
+		CHECK_FOR_INTERRUPTS();
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 100, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/*
+ * Forget the senders that exited: their tokens go (their rows are orphans
+ * now, settled by the next recovery pass) and their slots are free again.
+ * Returns how many are still running.
+ */
+static int
+reap_senders(void)
+{
+	int			i;
+	int			running = 0;
+
+	for (i = 0; i < WASEND_MAX_WORKERS; i++)
+	{
+		pid_t		pid;
+
+		if (handles[i] == NULL)
+			continue;
+		if (GetBackgroundWorkerPid(handles[i], &pid) == BGWH_STOPPED)
+		{
+			WasendSenderSlot *slot = &WasendState->senders[slot_of[i]];
+
+			pfree(handles[i]);
+			handles[i] = NULL;
+			SpinLockAcquire(&WasendState->mutex);
+			if (slot->token == tokens[i])
+				slot->token = 0;
+			free_slot_locked(slot);
+			SpinLockRelease(&WasendState->mutex);
+			tokens[i] = 0;
+			recover_needed = true;
+		}
+		else
+			running++;
+	}
+	return running;
+}
+
+/*
+ * Make the running senders match wasend.workers.  Returns the longest the
+ * supervisor may sleep before it must look again (a sender waiting for its
+ * restart delay, a recovery to retry), or -1.
+ */
+static long
+supervise(void)
+{
+	int			i;
+	long		wait_ms = -1;
+	int64		now = wasend_mono_us();
+
+	reap_senders();
+	if (recover_needed)
+	{
+		recover_needed = !recover_orphans();
+		if (recover_needed)
+			wait_ms = RECOVER_RETRY_MS;
+	}
+
+	for (i = 0; i < WASEND_MAX_WORKERS; i++)
+	{
+		bool		alive = handles[i] != NULL;
+
+		if (i < wasend_workers && !alive)
+		{
+			int64		due = last_start[i] + RESTART_DELAY_US;
+
+			if (last_start[i] == 0 || now >= due)
+				start_sender(i);
+			else
+			{
+				long		ms = (long) ((due - now) / 1000) + 1;
+
+				if (wait_ms < 0 || ms < wait_ms)
+					wait_ms = ms;
+			}
+		}
+		else if (i >= wasend_workers && alive)
+		{
+			/* the handle stays, so that its rows are settled once it exits */
+			TerminateBackgroundWorker(handles[i]);
+		}
+	}
+	return wait_ms;
+}
+
+/*
+ * Stop every sender this supervisor started and wait until they are gone
+ * (they finish what is in flight and give back the rest), then settle
+ * what they left.
+ */
+static void
+stop_senders(void)
+{
+	int			i;
+
+	for (i = 0; i < WASEND_MAX_WORKERS; i++)
+		if (handles[i] != NULL)
+			TerminateBackgroundWorker(handles[i]);
+	while (reap_senders() > 0)
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 100, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	if (recover_needed)
+		(void) recover_orphans();
+}
+
+/*
+ * Does this database (still) have the extension?  An error (a lock, a
+ * cancel) counts as yes: only a sure no stops the senders.
+ */
+static bool
+extension_here(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool present = true;
+
+	PG_TRY();
+	{
+		wasend_begin_transaction("wasend supervisor: looking for the extension");
+		present = queue_extension_present();
+		wasend_commit_transaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata = wasend_abort_transaction(cxt);
+
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return present;
+}
+
+/*
+ * Publish each unfinished (or recently finished) campaign's rows by status
+ * for the metrics endpoint.  Errors are logged and skipped: metrics never
+ * stop the supervisor.
+ */
+static void
+publish_campaign_metrics(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		MetricsCampaign *mc;
+		int			n;
+
+		wasend_begin_transaction("wasend supervisor: campaign metrics");
+		n = queue_campaign_metrics(&mc, 512);
+		metrics_publish_campaigns(MyDatabaseId, my_dbname, mc, n);
+		wasend_commit_transaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata = wasend_abort_transaction(cxt);
+
+		ereport(LOG,
+				(errmsg("wasend supervisor of \"%s\" could not read campaign metrics: %s",
+						my_dbname, edata->message)));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * Clear the supervisor's entry in its database slot at exit, and wake the
+ * launcher, which starts a new supervisor if the database still needs one.
+ */
+static void
+supervisor_detach(int code, Datum arg)
+{
+	Latch	   *launcher = NULL;
+
+	SpinLockAcquire(&WasendState->mutex);
+	if (my_db != NULL && my_db->pid == MyProcPid)
+	{
+		my_db->pid = 0;
+		my_db->latch = NULL;
+	}
+	launcher = WasendState->launcher_latch;
+	SpinLockRelease(&WasendState->mutex);
+	if (launcher != NULL)
+		SetLatch(launcher);
+}
+
+/*
+ * Say in our database slot what we found, under the mutex.
+ */
+static void
+set_db_state(int state)
+{
+	SpinLockAcquire(&WasendState->mutex);
+	if (my_db != NULL && my_db->dboid == MyDatabaseId)
+		my_db->state = state;
+	SpinLockRelease(&WasendState->mutex);
+}
+
+/*
+ * Entry point of a database's supervisor; main_arg is the index of its
+ * database slot.
+ */
+void
+wasend_supervisor_main(Datum main_arg)
+{
+	int			idx = DatumGetInt32(main_arg);
+	Oid			dboid;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+
+	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+	my_db = &WasendState->databases[idx];
+	SpinLockAcquire(&WasendState->mutex);
+	if (my_db->dboid != dboid || my_db->pid != 0)
+	{
+		/* the launcher gave the slot to another database meanwhile */
+		SpinLockRelease(&WasendState->mutex);
+		my_db = NULL;
+		proc_exit(0);
+	}
+	my_db->pid = MyProcPid;
+	my_db->latch = MyLatch;
+	SpinLockRelease(&WasendState->mutex);
+	before_shmem_exit(supervisor_detach, 0);
+
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	pgstat_report_appname("wasend supervisor");
+	wasend_worker_session_setup("1s");
+
+	StartTransactionCommand();
+	my_dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
+	CommitTransactionCommand();
+
+	if (!extension_here())
+	{
+		set_db_state(WASEND_DB_ABSENT);
+		proc_exit(0);
+	}
+	set_db_state(WASEND_DB_RUNNING);
+
+	ereport(LOG,
+			(errmsg("wasend supervisor started: %d sender(s) in database \"%s\"",
+					wasend_workers, my_dbname)));
+
+	/* senders of an earlier supervisor of this database must go first */
+	retire_previous_senders();
+
+	while (!ShutdownRequestPending)
+	{
+		long		wait_ms;
+		int			rc;
+		int64		now;
+
+		/*
+		 * A cancel (pg_cancel_backend) interrupts the recovery statement if
+		 * one runs, whose error is caught; between transactions there is
+		 * nothing to cancel, and it is dropped, as PostgresMain does between
+		 * commands.  SIGINT itself keeps PostgreSQL's handler, on which
+		 * lock_timeout depends.
+		 */
+		QueryCancelPending = false;
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		now = wasend_mono_us();
+		if (now >= next_presence_check)
+		{
+			next_presence_check = now + PRESENCE_CHECK_US;
+			if (!extension_here())
+			{
+				ereport(LOG,
+						(errmsg("wasend supervisor: the extension was dropped from database \"%s\", its senders stop",
+								my_dbname)));
+				stop_senders();
+				set_db_state(WASEND_DB_ABSENT);
+				proc_exit(0);
+			}
+		}
+		if (wasend_metrics_port > 0 && now >= next_metrics_publish)
+		{
+			next_metrics_publish = now + METRICS_PUBLISH_US;
+			publish_campaign_metrics();
+		}
+
+		wait_ms = supervise();
+		if (wait_ms < 0 || wait_ms > PRESENCE_CHECK_US / 1000)
+			wait_ms = PRESENCE_CHECK_US / 1000;
+
+		rc = WaitLatch(MyLatch,
+					   WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | WL_TIMEOUT,
+					   wait_ms, PG_WAIT_EXTENSION);
+		if (rc & WL_LATCH_SET)
+			ResetLatch(MyLatch);
+	}
+
+	/* SIGTERM: the senders go first, then we */
+	stop_senders();
+	proc_exit(0);
+}
