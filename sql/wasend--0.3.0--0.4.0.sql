@@ -86,11 +86,14 @@ CREATE TABLE wasend.country_zones (
     calling_code text PRIMARY KEY
         CONSTRAINT country_zones_calling_code_check CHECK (calling_code ~ '^[0-9]{1,7}$'),
     country     text NOT NULL,
-    zone        text NOT NULL
+    zone        text NOT NULL,
+    builtin     boolean NOT NULL DEFAULT true
 );
 COMMENT ON TABLE wasend.country_zones IS
 'Main IANA time zone per country calling code (longest prefix of the recipient wins); used for send windows when a row gives no timezone';
-SELECT pg_catalog.pg_extension_config_dump('wasend.country_zones', '');
+-- rows the extension ships are builtin; pg_dump keeps the ones users add
+-- (a changed builtin row comes back as shipped: add a longer prefix instead)
+SELECT pg_catalog.pg_extension_config_dump('wasend.country_zones', 'WHERE NOT builtin');
 REVOKE ALL ON wasend.country_zones FROM PUBLIC;
 GRANT SELECT ON wasend.country_zones TO wasend_viewer;
 GRANT INSERT, UPDATE, DELETE ON wasend.country_zones TO wasend_admin;
@@ -422,6 +425,7 @@ INSERT INTO wasend.country_zones (calling_code, country, zone) VALUES
   ('995', 'GE', 'Asia/Tbilisi'),
   ('996', 'KG', 'Asia/Bishkek'),
   ('998', 'UZ', 'Asia/Tashkent');
+ALTER TABLE wasend.country_zones ALTER COLUMN builtin SET DEFAULT false;
 
 -- ---------------------------------------------------------------------
 -- Time zones and windows
@@ -477,6 +481,8 @@ AS $$
       FROM (SELECT now() AT TIME ZONE coalesce(zone, 'UTC') AS t) l
 $$;
 REVOKE ALL ON FUNCTION wasend._window_opens(time, time, text) FROM PUBLIC;
+-- campaign_progress calls it with its reader's rights
+GRANT EXECUTE ON FUNCTION wasend._window_opens(time, time, text) TO wasend_viewer;
 
 -- The zone a row of a campaign is windowed in.
 CREATE FUNCTION wasend._row_zone(send_timezone text, row_timezone text, recipient text)
@@ -501,7 +507,7 @@ BEGIN
     IF priority IS NULL OR priority < 0 OR priority > 100 THEN
         RAISE EXCEPTION 'priority must be between 0 and 100, not %', coalesce(priority::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Between campaigns of one number the higher priority sends first; equal priorities share the rate.';
+                  HINT = 'Of two campaign rows of one number, the one of the higher priority goes first; equal priorities share the rate.';
     END IF;
     IF (w_start IS NULL) <> (w_end IS NULL) THEN
         RAISE EXCEPTION 'a send window needs both send_window_start and send_window_end'
@@ -586,7 +592,7 @@ BEGIN
         ELSIF NEW.priority IS NOT NULL THEN
             RAISE EXCEPTION 'only rows of a transactional campaign have a priority'
                 USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Send one message ahead of campaigns with wasend_send(); give a campaign a priority with wasend_update_campaign(id, priority => n).';
+                      HINT = 'Send one message ahead of campaign rows with wasend_send(); give a campaign a priority with wasend_update_campaign(id, priority => n).';
         END IF;
     END IF;
     IF TG_OP = 'INSERT' AND NEW.status = 'sending' THEN
@@ -718,7 +724,7 @@ BEGIN
     IF c.kind = 'transactional' AND (send_window_start IS NOT NULL OR send_window_end IS NOT NULL) THEN
         RAISE EXCEPTION 'campaign % is the transactional lane of its number: it has no send window', campaign_id
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'wasend_send messages go at once, whatever the hour; give campaigns a window instead.';
+                  HINT = 'wasend_send messages go at once, whatever the hour; set a window on a campaign of your own instead.';
     END IF;
     IF clear_send_window THEN
         ws := NULL;
@@ -819,6 +825,7 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
 DECLARE
     st text;
     k text;
@@ -1191,7 +1198,8 @@ GRANT EXECUTE ON FUNCTION wasend_dry_run(bigint) TO wasend_viewer;
 CREATE FUNCTION wasend._http_post(phone_number_id text, access_token text, rate integer, body text,
                                   OUT http_status integer, OUT answer text)
 AS 'MODULE_PATHNAME', 'wasend_http_post'
-LANGUAGE C VOLATILE STRICT;
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
 REVOKE ALL ON FUNCTION wasend._http_post(text, text, integer, text) FROM PUBLIC;
 
 -- Send a campaign's message to one recipient now, as the campaign would
@@ -1377,6 +1385,7 @@ COMMENT ON VIEW wasend.campaign_progress IS
 -- src/launcher.c): every database that has the extension has senders.
 CREATE FUNCTION wasend._extension_created() RETURNS void
 AS 'MODULE_PATHNAME', 'wasend_announce_extension'
-LANGUAGE C VOLATILE;
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
 REVOKE ALL ON FUNCTION wasend._extension_created() FROM PUBLIC;
 SELECT wasend._extension_created();

@@ -349,6 +349,12 @@ wasend_launcher_main(Datum main_arg)
 	{
 		int			rc;
 
+		/*
+		 * A cancel (pg_cancel_backend) has nothing to cancel here: the
+		 * launcher runs no user statement.  It is dropped, as PostgresMain
+		 * does between commands, instead of ending the launcher.
+		 */
+		QueryCancelPending = false;
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{

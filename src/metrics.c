@@ -36,7 +36,7 @@
  *	METRICS_CAMPAIGNS campaigns in all; a 17th database takes the place of
  *	the one that published longest ago, and campaigns beyond the capacity
  *	are left out.  A database that has not published for
- *	CAMPAIGNS_STALE_US is no longer shown (its launcher stopped, or the
+ *	CAMPAIGNS_STALE_US is no longer shown (its supervisor stopped, or the
  *	metrics were turned off there).  They have their own spinlock, so that
  *	a publication never holds up a sender.
  *
@@ -885,7 +885,11 @@ send_answer(struct MHD_Connection *conn, MetricsRequest *req)
 
 /*
  * MHD access handler.  GET (or HEAD) /metrics is suspended until the loop
- * has formatted the metrics; anything else gets 404 at once.  Only mallocs.
+ * has formatted the metrics; anything else gets 404.  A GET or HEAD is
+ * answered only once MHD has read the whole request (its second call), so
+ * that the connection can be kept alive; other methods are answered at
+ * once, without reading their body, and the connection is closed.  Only
+ * mallocs.
  */
 static MHD_Result_t
 on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -901,24 +905,30 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 			return MHD_NO;
 		req->conn = conn;
 		*con_cls = req;
-		if ((strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0) &&
-			strcmp(url, "/metrics") == 0)
-		{
-			if (pending_tail)
-				pending_tail->next = req;
-			else
-				pending_head = req;
-			pending_tail = req;
-			MHD_suspend_connection(conn);
+		if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
 			return MHD_YES;
-		}
 		req->status = MHD_HTTP_NOT_FOUND;
 		return send_answer(conn, req);
 	}
+	if (*upload_data_size > 0)
+	{
+		/* a body nobody asked for: drop it */
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
 	if (req->status != 0)
+		return send_answer(conn, req);	/* resumed, or decided before */
+	if (strcmp(url, "/metrics") != 0)
+	{
+		req->status = MHD_HTTP_NOT_FOUND;
 		return send_answer(conn, req);
-	/* a body nobody asked for: drop it */
-	*upload_data_size = 0;
+	}
+	if (pending_tail)
+		pending_tail->next = req;
+	else
+		pending_head = req;
+	pending_tail = req;
+	MHD_suspend_connection(conn);
 	return MHD_YES;
 }
 

@@ -779,7 +779,14 @@ queue_campaign_metrics(MetricsCampaign **out, int max)
 
 		mc[i].campaign_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		v = SPI_getvalue(tup, desc, 2);
-		strlcpy(mc[i].name, v ? v : "", sizeof(mc[i].name));
+		if (v != NULL)
+		{
+			/* cut at a character boundary */
+			int			len = pg_mbcliplen(v, strlen(v), sizeof(mc[i].name) - 1);
+
+			memcpy(mc[i].name, v, len);
+			mc[i].name[len] = '\0';
+		}
 		v = SPI_getvalue(tup, desc, 3);
 		strlcpy(mc[i].status, v ? v : "", sizeof(mc[i].status));
 		for (k = 0; k < WASEND_METRICS_STATUSES; k++)

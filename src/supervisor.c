@@ -170,7 +170,7 @@ start_sender(int i)
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "wasend");
 	snprintf(worker.bgw_function_name, BGW_MAXLEN, "wasend_sender_main");
 	snprintf(worker.bgw_name, BGW_MAXLEN, "wasend sender %d (%s)", i + 1, my_dbname);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "wasend sender");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "wasend sender %d", i + 1);
 	worker.bgw_main_arg = Int32GetDatum(k);
 	memcpy(worker.bgw_extra, &token, sizeof(token));
 	memcpy(worker.bgw_extra + sizeof(token), &MyDatabaseId, sizeof(Oid));
@@ -439,6 +439,8 @@ stop_senders(void)
 			TerminateBackgroundWorker(handles[i]);
 	while (reap_senders() > 0)
 	{
+		QueryCancelPending = false;	/* see the main loop */
+		CHECK_FOR_INTERRUPTS();
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 100, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);

@@ -22,7 +22,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cp -r "$ROOT/sql" "$ROOT/expected" "$ROOT/test" "$WORK/"
+cp -r "$ROOT/sql" "$ROOT/expected" "$ROOT/test" "$ROOT/contrib" "$WORK/"
 chown -R postgres: "$WORK"
 
 as_pg() {

@@ -29,8 +29,8 @@ $node->safe_psql('postgres', 'CREATE EXTENSION wasend');
 ok( $node->poll_query_until('postgres', q{
 		SELECT string_agg(backend_type, ',' ORDER BY backend_type)
 		  FROM pg_stat_activity WHERE backend_type LIKE 'wasend%'},
-		'wasend launcher,wasend sender 1,wasend sender 2'),
-	'launcher and two senders are named in pg_stat_activity');
+		'wasend launcher,wasend sender 1,wasend sender 2,wasend supervisor'),
+	'launcher, supervisor and two senders are named in pg_stat_activity');
 
 $node->safe_psql('postgres', q{
 	SELECT wasend_add_number('1001', 'tok-a', 100);

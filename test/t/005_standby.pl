@@ -44,8 +44,8 @@ is($standby->safe_psql('postgres', q{SELECT status FROM wasend.campaigns WHERE i
 
 $standby->promote;
 ok( $standby->poll_query_until('postgres',
-		q{SELECT count(*) = 3 FROM pg_stat_activity WHERE backend_type LIKE 'wasend%'}),
-	'after promotion the launcher and two senders start');
+		q{SELECT count(*) = 4 FROM pg_stat_activity WHERE backend_type LIKE 'wasend%'}),
+	'after promotion the launcher, the supervisor and two senders start');
 ok( $standby->poll_query_until('postgres',
 		q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 1}),
 	'the promoted standby finishes the campaign');

@@ -9,8 +9,10 @@
 # launcher at all until the next server restart.
 #
 # Now: a cancel is ignored (same launcher pid); after a terminate the
-# postmaster starts a new launcher, which first stops the earlier
-# launcher's senders (they finish and record what is in flight) and then
+# postmaster starts a new launcher, which adopts the database's running
+# supervisor (its pid is in shared memory) instead of starting a second one.
+# A terminated supervisor first stops its senders (they finish and record
+# what is in flight); the launcher then starts a new supervisor, which
 # starts its own.  At every point exactly wasend.workers senders run, and
 # the mock log shows every recipient accepted exactly once.
 use strict;
@@ -41,9 +43,12 @@ my $senders = q{SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'w
 my $launcher = q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'wasend launcher'};
 # the most senders seen at once, sampled while the test waits
 my $max_senders = 0;
+my $max_supervisors = 0;
 my $sample = sub {
-	my $n = $node->safe_psql('postgres', $senders);
+	my ($n, $s) = split /\|/, $node->safe_psql('postgres', qq{
+		SELECT ($senders), (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'wasend supervisor')});
 	$max_senders = $n if $n > $max_senders;
+	$max_supervisors = $s if $s > $max_supervisors;
 };
 
 $node->safe_psql('postgres', 'SELECT wasend_start_campaign(1)');
@@ -60,31 +65,50 @@ $node->poll_query_until('postgres',
 is($node->safe_psql('postgres', $launcher), $l1, 'the launcher ignored the cancel (same pid)');
 is($node->safe_psql('postgres', $senders), '2', 'still exactly 2 senders');
 
-# --- terminate: a new launcher replaces the senders
+# --- terminate the launcher: a new one adopts the running supervisor
+my $supervisor = q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'wasend supervisor'};
 my $old_senders = $node->safe_psql('postgres',
-	q{SELECT string_agg(pid::text, ',') FROM pg_stat_activity WHERE backend_type LIKE 'wasend sender%'});
+	q{SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity WHERE backend_type LIKE 'wasend sender%'});
+my $s1 = $node->safe_psql('postgres', $supervisor);
 is($node->safe_psql('postgres', "SELECT pg_terminate_backend($l1)"), 't', 'terminate sent to the launcher');
 my $l2 = '';
 for (1 .. 600)
 {
 	$sample->();
 	$l2 = $node->safe_psql('postgres', $launcher);
-	last if $l2 ne '' && $l2 ne $l1
+	last if $l2 ne '' && $l2 ne $l1;
+	usleep(100_000);
+}
+isnt($l2, '', 'a launcher runs again after pg_terminate_backend');
+isnt($l2, $l1, 'it is a new launcher');
+is($node->safe_psql('postgres', $supervisor), $s1, 'the supervisor kept running (adopted, not doubled)');
+is($node->safe_psql('postgres',
+		q{SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity WHERE backend_type LIKE 'wasend sender%'}),
+	$old_senders, 'the same two senders kept sending');
+
+# --- terminate the supervisor: it stops its senders, a new one starts new senders
+is($node->safe_psql('postgres', "SELECT pg_terminate_backend($s1)"), 't', 'terminate sent to the supervisor');
+my $s2 = '';
+for (1 .. 600)
+{
+	$sample->();
+	$s2 = $node->safe_psql('postgres', $supervisor);
+	last if $s2 ne '' && $s2 ne $s1
 	  && $node->safe_psql('postgres', qq{
 		SELECT count(*) = 2 AND count(*) FILTER (WHERE pid IN ($old_senders)) = 0
 		  FROM pg_stat_activity WHERE backend_type LIKE 'wasend sender%'}) eq 't';
 	usleep(100_000);
 }
-isnt($l2, '', 'a launcher runs again after pg_terminate_backend');
-isnt($l2, $l1, 'it is a new launcher');
-like(slurp_file($node->logfile), qr/stopping 2 sender\(s\) of an earlier launcher/,
-	'the new launcher stopped the earlier senders first');
+isnt($s2, $s1, 'the launcher started a new supervisor');
+like(slurp_file($node->logfile), qr/wasend sender \d stopping \(0 requests abandoned/,
+	'the old senders stopped cleanly, nothing abandoned');
 
 ok( $node->poll_query_until('postgres',
 		q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 1}),
 	'the campaign completes');
 $sample->();
 cmp_ok($max_senders, '<=', 2, "never more than 2 senders at once (most seen: $max_senders)");
+cmp_ok($max_supervisors, '<=', 1, "never more than 1 supervisor at once (most seen: $max_supervisors)");
 is($node->safe_psql('postgres', $senders), '2', 'exactly 2 senders at the end');
 
 WasendTest::load_mock_log($node, $mock);
