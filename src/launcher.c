@@ -62,7 +62,9 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/utility.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/varlena.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
@@ -96,8 +98,46 @@ static BackgroundWorkerHandle *handles[WASEND_MAX_DATABASES];
 static ProcessUtility_hook_type prev_utility_hook = NULL;
 
 /*
+ * Is the database named in wasend.databases ('*': every database)?
+ */
+static bool
+database_wanted(const char *name)
+{
+	char	   *copy;
+	List	   *names;
+	ListCell   *lc;
+	bool		wanted = false;
+
+	if (wasend_databases == NULL || strcmp(wasend_databases, "*") == 0)
+		return true;
+	copy = pstrdup(wasend_databases);
+	if (!SplitIdentifierString(copy, ',', &names))
+	{
+		static char *warned_for = NULL;
+
+		if (warned_for == NULL || strcmp(warned_for, wasend_databases) != 0)
+		{
+			ereport(WARNING,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("wasend.databases is not a list of database names: \"%s\"", wasend_databases),
+					 errhint("Give * or names separated by commas, e.g. app,reports; no senders run until it is fixed.")));
+			if (warned_for)
+				pfree(warned_for);
+			warned_for = MemoryContextStrdup(TopMemoryContext, wasend_databases);
+		}
+		return false;
+	}
+	foreach(lc, names)
+		if (strcmp((char *) lfirst(lc), name) == 0)
+			wanted = true;
+	list_free(names);
+	pfree(copy);
+	return wanted;
+}
+
+/*
  * The databases a supervisor may run in: connections allowed, not a
- * template, not half dropped.  Read from the shared catalog in a
+ * template, not half dropped, named in wasend.databases.  Read from the shared catalog in a
  * transaction of our own, as autovacuum's launcher does (we are connected
  * to no database).
  */
@@ -117,7 +157,8 @@ list_databases(ListedDb *out, int max)
 	{
 		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
 
-		if (!db->datallowconn || db->datistemplate || db->datconnlimit == -2)
+		if (!db->datallowconn || db->datistemplate || db->datconnlimit == -2 ||
+			!database_wanted(NameStr(db->datname)))
 			continue;
 		if (n < max)
 		{
@@ -293,17 +334,31 @@ scan_databases(void)
 		}
 	}
 
-	/* databases that are gone: their slots are free once nobody uses them */
-	SpinLockAcquire(&WasendState->mutex);
-	for (i = 0; i < WASEND_MAX_DATABASES; i++)
+	/*
+	 * Databases that are gone, or no longer in wasend.databases: their
+	 * supervisors are asked to stop (they stop their senders first), and
+	 * their slots are free once nobody uses them.
+	 */
 	{
-		WasendDbSlot *db = &WasendState->databases[i];
+		pid_t		stop[WASEND_MAX_DATABASES];
+		int			nstop = 0;
 
-		if (db->dboid != InvalidOid && !listed[i] && db->pid == 0 &&
-			handles[i] == NULL && now >= db->hold_until)
-			db->dboid = InvalidOid;
+		SpinLockAcquire(&WasendState->mutex);
+		for (i = 0; i < WASEND_MAX_DATABASES; i++)
+		{
+			WasendDbSlot *db = &WasendState->databases[i];
+
+			if (db->dboid == InvalidOid || listed[i])
+				continue;
+			if (db->pid != 0)
+				stop[nstop++] = db->pid;
+			else if (handles[i] == NULL && now >= db->hold_until)
+				db->dboid = InvalidOid;
+		}
+		SpinLockRelease(&WasendState->mutex);
+		for (i = 0; i < nstop; i++)
+			kill(stop[i], SIGTERM);
 	}
-	SpinLockRelease(&WasendState->mutex);
 	pfree(dbs);
 }
 

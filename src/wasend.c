@@ -33,6 +33,7 @@ PG_MODULE_MAGIC;
 void		_PG_init(void);
 
 char	   *wasend_database = NULL;
+char	   *wasend_databases = NULL;
 int			wasend_workers = 2;
 double		wasend_rate_headroom = 0.985;
 char	   *wasend_api_base_url = NULL;
@@ -308,6 +309,15 @@ _PG_init(void)
 							   &wasend_database,
 							   "postgres",
 							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("wasend.databases",
+							   "Databases whose senders run: * for every database that has the extension, or a comma-separated list of names.",
+							   "A database not listed keeps its queue; nothing in it is sent until it is listed again.",
+							   &wasend_databases,
+							   "*",
+							   PGC_SIGHUP,
 							   0,
 							   NULL, NULL, NULL);
 

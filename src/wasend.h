@@ -56,6 +56,7 @@
 
 /* Settings (see wasend.c and README.md). */
 extern char *wasend_database;
+extern char *wasend_databases;
 extern int	wasend_workers;
 extern double wasend_rate_headroom;
 extern char *wasend_api_base_url;
