@@ -615,6 +615,12 @@ BEGIN
 END
 $$;
 
+-- the check also runs when a row's timezone or priority changes
+DROP TRIGGER send_queue_check ON wasend.send_queue;
+CREATE TRIGGER send_queue_check
+    BEFORE INSERT OR UPDATE OF recipient, payload, campaign_id, timezone, priority ON wasend.send_queue
+    FOR EACH ROW EXECUTE FUNCTION wasend._send_queue_check();
+
 -- ---------------------------------------------------------------------
 -- Campaigns: priority and send window
 -- ---------------------------------------------------------------------
@@ -911,6 +917,7 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
 DECLARE
     n record;
     cid bigint;
@@ -976,7 +983,7 @@ GRANT EXECUTE ON FUNCTION wasend_send(bigint, text, jsonb, integer) TO wasend_op
 
 -- The outcome of one queued message (wasend_viewer): any row id, of
 -- wasend_send or of a campaign.
-CREATE FUNCTION wasend_send_status(id bigint)
+CREATE FUNCTION wasend_send_status(message_id bigint)
 RETURNS TABLE (id bigint, campaign_id bigint, recipient text, status text, attempts integer,
                wa_message_id text, error_code integer, error text, waiting_for text,
                next_attempt_at timestamptz, created_at timestamptz, sent_at timestamptz,
@@ -986,7 +993,7 @@ SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF wasend_send_status.id IS NULL THEN
+    IF message_id IS NULL THEN
         RAISE EXCEPTION 'id must not be null'
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'Pass the id wasend_send() returned.';
@@ -996,9 +1003,9 @@ BEGIN
            q.last_error_code, q.last_error, q.waiting_for,
            CASE WHEN q.status = 'ready' THEN greatest(q.next_attempt_at, q.created_at) END,
            q.created_at, q.sent_at, q.delivered_at, q.read_at, q.failed_at
-      FROM wasend.send_queue q WHERE q.id = wasend_send_status.id;
+      FROM wasend.send_queue q WHERE q.id = message_id;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'message % does not exist', wasend_send_status.id
+        RAISE EXCEPTION 'message % does not exist', message_id
             USING ERRCODE = 'no_data_found',
                   HINT = 'Pass the id wasend_send() returned; rows removed with their campaign are gone.';
     END IF;

@@ -1,9 +1,10 @@
-# 020_upgrade.pl — ALTER EXTENSION wasend UPDATE from 0.1.0 (through 0.2.0)
-# gives exactly a fresh 0.3.0 install.  (A fresh install runs
-# wasend--0.2.0.sql and then wasend--0.2.0--0.3.0.sql, as contrib modules
-# do; the 0.1.0 path runs 0.1.0, 0.1.0--0.2.0 and 0.2.0--0.3.0.)
+# 020_upgrade.pl — ALTER EXTENSION wasend UPDATE from 0.1.0 (through 0.2.0
+# and 0.3.0) gives exactly a fresh 0.4.0 install.  (A fresh install runs
+# wasend--0.2.0.sql and then the update scripts 0.2.0--0.3.0 and
+# 0.3.0--0.4.0, as contrib modules do; the 0.1.0 path runs 0.1.0 and every
+# update script.)
 #
-# One cluster, two databases: "fresh" gets CREATE EXTENSION wasend (0.3.0),
+# One cluster, two databases: "fresh" gets CREATE EXTENSION wasend (0.4.0),
 # "upgraded" gets 0.1.0 and then ALTER EXTENSION wasend UPDATE.  Compared:
 # pg_dump --schema-only of both (which shows only CREATE EXTENSION), the
 # same with --binary-upgrade (which dumps every member object: tables,
@@ -15,10 +16,12 @@
 # database, "upgraded_data", is upgraded with rows in it: claimed_by keeps
 # its values as bigint, stored tokens are redacted, and the error policy
 # rows users edited or added are marked as such (and dumped).  A fourth,
-# "from_020", gets 0.2.0 with rows and is updated to 0.3.0: campaigns get
+# "from_020", gets 0.2.0 with rows and is updated to 0.4.0: campaigns get
 # their category, numbers their portfolio, suppressions the scope 'all',
 # the built-in 131049 rule its 24 h wait (an edited 131049 stays as the
-# user left it).
+# user left it), and a campaign still takes a recipient once (0.4.0's
+# unique index replaces the constraint).  No supervisor runs in these
+# databases (wasend.databases), so nothing but the scripts touches them.
 use strict;
 use warnings;
 
@@ -30,7 +33,7 @@ use WasendTest;
 
 # no mock: no database here runs a campaign
 my $node = WasendTest::new_node('upgrade', { url => 'http://127.0.0.1:9/v21.0' },
-	'wasend.workers' => 0);
+	'wasend.workers' => 0, 'wasend.databases' => "'postgres'");
 
 $node->safe_psql('postgres', 'CREATE DATABASE fresh');
 $node->safe_psql('postgres', 'CREATE DATABASE upgraded');
@@ -38,14 +41,14 @@ $node->safe_psql('postgres', 'CREATE DATABASE upgraded_data');
 
 $node->safe_psql('fresh', 'CREATE EXTENSION wasend');
 is($node->safe_psql('fresh', q{SELECT extversion FROM pg_extension WHERE extname = 'wasend'}),
-	'0.3.0', 'CREATE EXTENSION installs 0.3.0 by default');
+	'0.4.0', 'CREATE EXTENSION installs 0.4.0 by default');
 
 $node->safe_psql('upgraded', q{CREATE EXTENSION wasend VERSION '0.1.0'});
 is($node->safe_psql('upgraded', q{SELECT extversion FROM pg_extension WHERE extname = 'wasend'}),
 	'0.1.0', '0.1.0 is still installable');
 $node->safe_psql('upgraded', 'ALTER EXTENSION wasend UPDATE');
 is($node->safe_psql('upgraded', q{SELECT extversion FROM pg_extension WHERE extname = 'wasend'}),
-	'0.3.0', 'ALTER EXTENSION wasend UPDATE goes to 0.3.0');
+	'0.4.0', 'ALTER EXTENSION wasend UPDATE goes to 0.4.0');
 
 # pg_dump of one database, as text
 sub dump_of
@@ -205,7 +208,7 @@ my ($policy_rows) = $data =~ /^COPY wasend\.error_policy \(.*?\n(.*?)^\\\.$/ms;
 is(join(' ', sort map { (split /\t/)[0] } split /\n/, $policy_rows // ''), '131000 131099',
 	'pg_dump dumps the edited and the added error policy row, not the built-in ones');
 
-# 0.2.0 with rows, updated to 0.3.0
+# 0.2.0 with rows, updated to 0.4.0
 $node->safe_psql('postgres', 'CREATE DATABASE from_020');
 $node->safe_psql('from_020', q{
 	CREATE EXTENSION wasend VERSION '0.2.0';
@@ -219,7 +222,7 @@ $node->safe_psql('from_020', q{
 	ALTER EXTENSION wasend UPDATE;
 });
 is($node->safe_psql('from_020', q{SELECT extversion FROM pg_extension WHERE extname = 'wasend'}),
-	'0.3.0', '0.2.0 updates to 0.3.0');
+	'0.4.0', '0.2.0 updates to 0.4.0');
 is($node->safe_psql('from_020', q{
 	SELECT id, category, template_name, template_language, pacing, pause_on_quality
 	  FROM wasend.campaigns ORDER BY id}),
@@ -241,6 +244,10 @@ is($node->safe_psql('from_020', q{
 is($node->safe_psql('from_020', q{
 	SELECT status, count(*) FROM wasend.send_queue GROUP BY 1}),
 	'ready|2', 'the queue rows are kept');
+is($node->safe_psql('from_020', q{SELECT wasend_enqueue(1, ARRAY['15552000001', '15552000003'])}),
+	'1', 'a recipient already queued is still skipped (the unique index of 0.4.0)');
+is($node->safe_psql('from_020', q{SELECT kind, priority, send_timezone FROM wasend.campaigns WHERE id = 1}),
+	'campaign|0|recipient', 'old campaigns are plain campaigns of priority 0, windowless');
 
 
 # Operators planted in public before CREATE EXTENSION and before an update

@@ -83,6 +83,11 @@ is($err, '', 'pg_restore reports no error');
 for my $t (qw(whatsapp_numbers campaigns send_queue error_policy inbound_messages pending_statuses suppressions))
 {
 	my $sql = "COPY (SELECT * FROM wasend.$t ORDER BY 1) TO STDOUT";
+	# B's supervisor starts with the restored extension and reads every
+	# number's account state again (as at every start): when it did is
+	# B's own, the rest must be A's
+	$sql = q{COPY (SELECT to_jsonb(n) - 'limits_checked_at' - 'limits_due_at' FROM wasend.whatsapp_numbers n ORDER BY id) TO STDOUT}
+	  if $t eq 'whatsapp_numbers';
 	my $rows_a = $node_a->safe_psql('postgres', $sql);
 	my $rows_b = $node_b->safe_psql('postgres', $sql);
 	my $n = () = $rows_a =~ /^/mg;

@@ -1,0 +1,206 @@
+# 027_lanes.pl — wasend_send jumps the queue, campaign priority, fair share
+# (issue 11, item 1).
+#
+#  1. wasend_send inside a transaction: nothing is sent while it is open
+#     (proven while another campaign completes, so the senders are
+#     claiming), nothing after a ROLLBACK, the message after the COMMIT;
+#     wasend_send_status reads the row.
+#  2. A number busy with a 400-row campaign at 20 msg/s: three wasend_send
+#     of priority 0, 50 and 100 committed together reach the mock
+#     consecutively, highest priority first, ahead of campaign rows that
+#     were claimed before them; the number's rate is never exceeded.
+#  3. Campaign priority: a priority-10 and a priority-0 campaign started
+#     together: no row of the lower one is claimed before the last row of
+#     the higher one.
+#  4. Equal priority: two campaigns of 150 rows share the rate: of the
+#     first 100 messages, each has between 35 and 65.
+#  5. Bad input: each refused with the error it should give, nothing
+#     queued.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+use lib "$ENV{WASEND_ROOT}/test/lib";
+use WasendTest;
+
+my $mock = WasendTest::start_mock({
+	numbers => {
+		'27001' => { token => 'tok-27001', rate => 20 },
+		'27002' => { token => 'tok-27002', rate => 20 },
+		'27003' => { token => 'tok-27003', rate => 20 },
+	},
+});
+my $node = WasendTest::new_node('lanes', $mock);
+
+$node->safe_psql('postgres', q{
+	CREATE EXTENSION wasend;
+	SELECT wasend_add_number('27001', 'tok-27001', 20);
+	SELECT wasend_add_number('27002', 'tok-27002', 20);
+	SELECT wasend_add_number('27003', 'tok-27003', 20);
+});
+
+# --- 1. transactional: after commit, never after rollback
+my $bg = $node->background_psql('postgres');
+$bg->query_safe(q{BEGIN});
+my $tx_id = $bg->query_safe(
+	q{SELECT wasend_send(1, '15550270001', '{"type":"text","text":{"body":"otp 1"}}')});
+like($tx_id, qr/^\d+$/, 'wasend_send returns the row id');
+# the senders are busy meanwhile: a small campaign goes out and completes
+$node->safe_psql('postgres', q{
+	SELECT wasend_create_campaign('busy', 2, '{"type":"text","text":{"body":"c"}}');
+	SELECT wasend_enqueue(1, array_agg((15550272000 + g)::text)) FROM generate_series(1, 20) g;
+	SELECT wasend_start_campaign(1);
+});
+ok($node->poll_query_until('postgres', q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 1}),
+	'a campaign completed while the transaction was open');
+WasendTest::load_mock_log($node, $mock, 'seen');
+is($node->safe_psql('postgres', q{SELECT count(*) FILTER (WHERE recipient = '15550270001') || '/' || count(*) FROM seen}),
+	'0/20', 'the uncommitted message was not sent (the 20 campaign rows were)');
+$bg->query_safe(q{ROLLBACK; BEGIN});
+$bg->query_safe(q{SELECT wasend_send(1, '15550270002', '{"type":"text","text":{"body":"rolled back"}}')});
+$bg->query_safe(q{ROLLBACK});
+$bg->query_safe(q{BEGIN});
+$tx_id = $bg->query_safe(
+	q{SELECT wasend_send(1, '15550270003', '{"type":"text","text":{"body":"otp 3"}}', priority => 5)});
+$bg->query_safe(q{COMMIT});
+$bg->quit;
+ok($node->poll_query_until('postgres',
+		"SELECT status = 'sent' FROM wasend_send_status($tx_id)"),
+	'the committed message is sent');
+is($node->safe_psql('postgres', qq{
+	SELECT s.recipient, s.attempts, s.wa_message_id IS NOT NULL, s.error_code IS NULL
+	  FROM wasend_send_status($tx_id) s}),
+	'15550270003|1|t|t', 'wasend_send_status: recipient, one attempt, wamid, no error');
+is($node->safe_psql('postgres', q{
+	SELECT kind, status, name, category FROM wasend.campaigns WHERE kind = 'transactional'}),
+	'transactional|running|transactional: 27001|utility',
+	'the number got its transactional lane, running');
+
+# --- 2. priority messages take the next slot of a busy number
+$node->safe_psql('postgres', q{
+	SELECT wasend_create_campaign('bulk', 1, '{"type":"text","text":{"body":"bulk"}}');
+	SELECT wasend_enqueue(3, array_agg((15550273000 + g)::text)) FROM generate_series(1, 400) g;
+	SELECT wasend_start_campaign(3);
+});
+$node->poll_query_until('postgres',
+	q{SELECT count(*) >= 60 FROM wasend.send_queue WHERE campaign_id = 3 AND status = 'sent'})
+  or die 'bulk campaign did not start';
+$node->safe_psql('postgres', q{
+	BEGIN;
+	SELECT wasend_send(1, '15550279000', '{"type":"text","text":{"body":"p0"}}', 0);
+	SELECT wasend_send(1, '15550279050', '{"type":"text","text":{"body":"p50"}}', 50);
+	SELECT wasend_send(1, '15550279100', '{"type":"text","text":{"body":"p100"}}', 100);
+	COMMIT;
+});
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) = 3 FROM wasend.send_queue
+	 WHERE recipient IN ('15550279000', '15550279050', '15550279100') AND status = 'sent'}),
+	'the three priority messages are sent');
+WasendTest::load_mock_log($node, $mock);
+$node->safe_psql('postgres', q{
+	CREATE TABLE arr AS
+	SELECT m.recipient, m.t_ms, row_number() OVER (ORDER BY m.t_ms, m.recipient) AS k
+	  FROM mocklog m WHERE m.phone_number_id = '27001' AND m.http_status = 200;
+});
+is($node->safe_psql('postgres', q{
+	SELECT string_agg(recipient, ',' ORDER BY k) FROM arr
+	 WHERE recipient IN ('15550279000', '15550279050', '15550279100')}),
+	'15550279100,15550279050,15550279000', 'they reached the API highest priority first');
+is($node->safe_psql('postgres', q{
+	SELECT max(k) - min(k) FROM arr
+	 WHERE recipient IN ('15550279000', '15550279050', '15550279100')}),
+	'2', 'back to back: no campaign row between them');
+cmp_ok($node->safe_psql('postgres', q{
+	SELECT count(*) FROM wasend.send_queue q JOIN arr a ON a.recipient = q.recipient
+	 WHERE q.campaign_id = 3
+	   AND q.claimed_at < (SELECT claimed_at FROM wasend.send_queue WHERE recipient = '15550279100')
+	   AND a.k > (SELECT k FROM arr WHERE recipient = '15550279100')}),
+	'>=', 1, 'campaign rows claimed before them were sent after them (they jumped the queue)');
+
+# --- 3. a higher-priority campaign goes first
+$node->safe_psql('postgres', q{
+	SELECT wasend_create_campaign('high', 3, '{"type":"text","text":{"body":"high"}}', priority => 10);
+	SELECT wasend_create_campaign('low', 3, '{"type":"text","text":{"body":"low"}}');
+	SELECT wasend_enqueue(4, array_agg((15550274000 + g)::text)) FROM generate_series(1, 120) g;
+	SELECT wasend_enqueue(5, array_agg((15550275000 + g)::text)) FROM generate_series(1, 60) g;
+	BEGIN;
+	SELECT wasend_start_campaign(5);
+	SELECT wasend_start_campaign(4);
+	COMMIT;
+});
+ok($node->poll_query_until('postgres',
+		q{SELECT bool_and(status = 'completed') FROM wasend.campaigns WHERE id IN (4, 5)}),
+	'both campaigns complete');
+is($node->safe_psql('postgres', q{
+	SELECT (SELECT min(claimed_at) FROM wasend.send_queue WHERE campaign_id = 5)
+	    >= (SELECT max(claimed_at) FROM wasend.send_queue WHERE campaign_id = 4)}),
+	't', 'no row of the priority-0 campaign was claimed before the last of the priority-10 one');
+
+# --- 4. equal priority shares the rate
+$node->safe_psql('postgres', q{
+	SELECT wasend_create_campaign('share a', 2, '{"type":"text","text":{"body":"a"}}');
+	SELECT wasend_create_campaign('share b', 2, '{"type":"text","text":{"body":"b"}}');
+	SELECT wasend_enqueue(6, array_agg((15550276000 + g)::text)) FROM generate_series(1, 150) g;
+	SELECT wasend_enqueue(7, array_agg((15550277000 + g)::text)) FROM generate_series(1, 150) g;
+	BEGIN;
+	SELECT wasend_start_campaign(6);
+	SELECT wasend_start_campaign(7);
+	COMMIT;
+});
+ok($node->poll_query_until('postgres',
+		q{SELECT bool_and(status = 'completed') FROM wasend.campaigns WHERE id IN (6, 7)}),
+	'both equal campaigns complete');
+WasendTest::load_mock_log($node, $mock);
+my ($na, $nb) = split /\|/, $node->safe_psql('postgres', q{
+	SELECT count(*) FILTER (WHERE recipient LIKE '1555027600%' OR recipient LIKE '155502761%'),
+	       count(*) FILTER (WHERE recipient LIKE '1555027700%' OR recipient LIKE '155502771%')
+	  FROM (SELECT recipient FROM mocklog
+	         WHERE phone_number_id = '27002' AND http_status = 200
+	           AND (recipient LIKE '155502760%' OR recipient LIKE '155502761%'
+	                OR recipient LIKE '155502770%' OR recipient LIKE '155502771%')
+	         ORDER BY t_ms LIMIT 100) f});
+ok($na >= 35 && $na <= 65 && $na + $nb == 100,
+	"equal priorities share the rate: first 100 messages $na / $nb");
+
+# --- every request once, and no number above its rate
+my $a = WasendTest::account($node, 'mocklog');
+is($a->{duplicates}, 0, 'no message was sent twice');
+my $max = $node->safe_psql('postgres', WasendTest::max_window_sql('mocklog'));
+for my $line (split /\n/, $max)
+{
+	my ($pnid, $n) = split /\|/, $line;
+	cmp_ok($n, '<=', 20, "number $pnid never above 20 messages in any second ($n)");
+}
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FROM mocklog WHERE recipient = '15550270002'}), '0',
+	'the rolled-back message never reached the API');
+
+# --- 5. bad input
+my ($ret, $out, $err);
+($ret, $out, $err) = $node->psql('postgres',
+	q{SELECT wasend_send(1, '15550270009', '{"type":"text"}', 101)});
+like($err, qr/priority must be between 0 and 100, not 101/, 'priority out of range refused');
+($ret, $out, $err) = $node->psql('postgres',
+	q{SELECT wasend_send(99, '15550270009', '{"type":"text"}')});
+like($err, qr/number 99 does not exist/, 'unknown number refused');
+($ret, $out, $err) = $node->psql('postgres',
+	q{SELECT wasend_send(1, 'call me', '{"type":"text"}')});
+like($err, qr/invalid recipient "call me"/, 'invalid recipient refused');
+($ret, $out, $err) = $node->psql('postgres',
+	q{SELECT wasend_send(1, '15550270009', '{"text":"no type"}')});
+like($err, qr/message/, 'a message without a type refused');
+($ret, $out, $err) = $node->psql('postgres',
+	q{SELECT wasend_cancel_campaign((SELECT id FROM wasend.campaigns WHERE kind = 'transactional' AND number_id = 1))});
+like($err, qr/it is the transactional lane of its number/, 'the lane cannot be cancelled');
+($ret, $out, $err) = $node->psql('postgres',
+	q{INSERT INTO wasend.send_queue (campaign_id, recipient, priority) VALUES (3, '15550270010', 5)});
+like($err, qr/only rows of a transactional campaign have a priority/, 'a campaign row with a priority refused');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM wasend.send_queue WHERE recipient IN ('15550270009', '15550270010')}),
+	'0', 'nothing was queued by the refused calls');
+
+WasendTest::stop_mock($mock);
+$node->stop;
+done_testing();
