@@ -312,12 +312,16 @@ numbers_start_sends(int64 now)
 		int			granted;
 		int			i;
 		int64		next;
+		int			npri = 0;
 
 		if (ns->count == 0 || !ns->active || shutdown_requested)
 			continue;
+		/* wasend_send rows at the front go first, with priority */
+		while (npri < ns->count && ns->rows[(ns->head + npri) % ns->cap].priority >= 0)
+			npri++;
 		granted = rate_gate_take(ns->gate_key, ns->rate,
-								 Min(ns->count, WASEND_MAX_RATE), now,
-								 seqs, &next);
+								 Min(npri > 0 ? npri : ns->count, WASEND_MAX_RATE), now,
+								 seqs, &next, npri > 0);
 		for (i = 0; i < granted; i++)
 		{
 			PendingRow *p = &ns->rows[ns->head];

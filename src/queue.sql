@@ -157,7 +157,18 @@ SELECT p.portfolio FROM wasend.portfolios p
 -- (claim_lock); rows of the others that would cost a slot are 'busy'.
 -- Portfolios without a limit, campaigns without a cap: none of this
 -- touches a table but the suppressions' primary key.
-WITH samp AS (
+WITH lane AS (
+  -- a transactional lane (wasend_send rows) is claimed by one sender at a
+  -- time, so that rows committed together stay together, in priority
+  -- order, in one sender's queue; a lane another sender is claiming gives
+  -- nothing now (its rows are in that claim).  An advisory lock, not a row
+  -- lock: wasend_send holds a share lock on the lane's row until its
+  -- caller commits, which must not hold the lane back.  The key's first
+  -- half is wasend's ('wsnd').
+  SELECT c.id FROM wasend.campaigns c
+   WHERE c.id = ANY ($1::bigint[]) AND c.kind = 'transactional'
+     AND pg_try_advisory_xact_lock(2004053604, hashint8(c.id))),
+ samp AS (
   -- campaigns sending a first sample: locked, so that two senders never
   -- both take what is left of it.  The locked row is its latest version
   -- (the statement's snapshot may be older): a campaign another sender
@@ -180,7 +191,8 @@ WITH samp AS (
     LEFT JOIN wasend.portfolios p ON p.portfolio = coalesce(n.business_id, 'number:' || n.id)
     LEFT JOIN samp s ON s.id = c.id
    WHERE c.status = 'running' AND n.status = 'active'
-     AND (c.paced_until IS NULL OR c.paced_until <= now())),
+     AND (c.paced_until IS NULL OR c.paced_until <= now())
+     AND (c.kind = 'campaign' OR c.id IN (SELECT l.id FROM lane l))),
  picked AS MATERIALIZED (
   SELECT p.ctid, p.id, p.recipient, w.campaign_id, w.marketing, w.frequency_cap,
          w.frequency_window, w.portfolio, w.messaging_limit,

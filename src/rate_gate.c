@@ -36,6 +36,16 @@
  * window into the next (stalls of 10-27 ms were measured on this project's
  * 2-core test VM, which shows ~10% steal time).
  *
+ * Priority.  A sender whose next rows of a number are wasend_send rows
+ * takes with priority; when some of them must wait for a later slot, the
+ * number is marked until PRIORITY_HOLD_US past that slot, and while the
+ * mark holds every other take of the number (another sender's campaign
+ * rows) grants nothing.  So a wasend_send row gets the number's next free
+ * slot whichever sender claimed it, not every other slot while other
+ * senders keep sending their campaign rows.  The mark lapses by itself: a
+ * sender that dies holding one blocks the number for at most one slot and
+ * PRIORITY_HOLD_US.
+ *
  * All times here are CLOCK_MONOTONIC microseconds (wasend_mono_us), shared
  * by every process of the machine: a step of the wall clock (NTP, an
  * operator) neither stalls the gate nor lets it burst.
@@ -76,6 +86,9 @@
  */
 #define EVICT_AFTER_US	((int64) wasend_request_timeout_ms * 1000 + \
 						 USECS_PER_SEC + MARGIN_US + 2 * USECS_PER_SEC)
+
+/* how long a priority take keeps other takes of the number waiting, in us */
+#define PRIORITY_HOLD_US	20000
 
 /* when the table is full of busy numbers, look again after this, in us */
 #define FULL_RETRY_US	10000
@@ -141,6 +154,7 @@ gate_lookup(int64 key, bool create, int64 now)
 	g->next_slot = 0;
 	g->throttle = 1.0;
 	g->throttle_at = 0;
+	g->priority_until = 0;
 	return g;
 }
 
@@ -176,11 +190,13 @@ current_throttle(WasendGateSlot *g, int64 now)
  * Returns how many sends may start now, and stores their sequence numbers
  * in seqs[] (the caller reports each one's wire time with
  * rate_gate_on_wire).  *next_slot receives the time at which the gate may
- * open again, so the caller knows how long to sleep.  Never throws.
+ * open again, so the caller knows how long to sleep.  With priority, the
+ * sends are wasend_send rows: other takes of the number wait meanwhile
+ * (see header).  Never throws.
  */
 int
 rate_gate_take(int64 key, int rate, int want, int64 now,
-			   uint64 *seqs, int64 *next_slot)
+			   uint64 *seqs, int64 *next_slot, bool priority)
 {
 	WasendGateSlot *g;
 	int64		interval_us;
@@ -196,6 +212,13 @@ rate_gate_take(int64 key, int rate, int want, int64 now,
 		/* every entry is busy: wait for one to become idle */
 		SpinLockRelease(&WasendState->gate_mutex);
 		*next_slot = now + FULL_RETRY_US;
+		return 0;
+	}
+	if (!priority && now < g->priority_until)
+	{
+		/* another sender's wasend_send rows go first */
+		*next_slot = g->priority_until;
+		SpinLockRelease(&WasendState->gate_mutex);
 		return 0;
 	}
 	interval_us = (int64) ceil(1000000.0 /
@@ -222,6 +245,10 @@ rate_gate_take(int64 key, int rate, int want, int64 now,
 		slot += interval_us;
 	}
 	g->next_slot = slot;
+	/* wasend_send rows still wait: the next slot is theirs */
+	if (priority && taken < want)
+		g->priority_until = Max(g->priority_until,
+								Max(slot, blocked_until) + PRIORITY_HOLD_US);
 	SpinLockRelease(&WasendState->gate_mutex);
 
 	*next_slot = Max(slot, blocked_until);

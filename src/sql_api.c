@@ -205,7 +205,7 @@ wasend_http_post(PG_FUNCTION_ARGS)
 			int64		next;
 			int64		now = wasend_mono_us();
 
-			if (rate_gate_take(key, rate, 1, now, &seq, &next) == 1)
+			if (rate_gate_take(key, rate, 1, now, &seq, &next, false) == 1)
 				break;
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 Max(1, (next - now + 999) / 1000), PG_WAIT_EXTENSION);

@@ -107,6 +107,8 @@ typedef struct WasendGateSlot
 	uint64		seq;			/* sends granted so far */
 	int64		next_slot;		/* grid time of the next send */
 	double		throttle;		/* pace factor after 130429s; 1 = none */
+	int64		priority_until; /* a sender holds wasend_send rows of the
+								 * number: other sends wait until then */
 	int64		throttle_at;	/* when throttle was last set */
 	int64		ring[WASEND_MAX_RATE];	/* send seq at [seq % rate] */
 } WasendGateSlot;
@@ -199,7 +201,8 @@ extern int64 wasend_new_token(void);
 /* rate_gate.c (times are wasend_mono_us()) */
 extern int64 rate_gate_key(const char *phone_number_id);
 extern int	rate_gate_take(int64 key, int rate_per_sec, int want,
-						   int64 now, uint64 *seqs, int64 *next_slot);
+						   int64 now, uint64 *seqs, int64 *next_slot,
+						   bool priority);
 extern void rate_gate_on_wire(int64 key, uint64 seq, int64 when);
 extern void rate_gate_slow_down(int64 key, int64 now);
 extern double rate_gate_pace(int64 key, int rate, int64 now);

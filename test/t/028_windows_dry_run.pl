@@ -82,6 +82,8 @@ my $tx = $node->safe_psql('postgres',
 	q{SELECT wasend_send(1, '15550283000', '{"type":"text","text":{"body":"now"}}')});
 ok($node->poll_query_until('postgres', "SELECT status = 'sent' FROM wasend_send_status($tx)"),
 	'a wasend_send on the same number goes at once, window or not');
+is($node->safe_psql('postgres', q{SELECT id FROM wasend.campaigns WHERE kind = 'transactional'}), '3',
+	'it made the number\'s lane, campaign 3 (the campaigns below are 4, 5 and 6)');
 WasendTest::load_mock_log($node, $mock, 'seen1');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM seen1 WHERE recipient LIKE '155502810%' OR recipient = '15550281010'}),
 	'0', 'no row of the closed window reached the API');
@@ -104,43 +106,43 @@ $node->safe_psql('postgres', qq{
 	SELECT wasend_create_campaign('per recipient', 1, '{"type":"text","text":{"body":"r"}}',
 	       send_window_start => '08:00', send_window_end => '16:00');
 	INSERT INTO wasend.send_queue (campaign_id, recipient, timezone) VALUES
-	  (3, '15550284001', '$open_zone'), (3, '15550284002', '$open_zone'),
-	  (3, '15550284003', '$closed_zone'), (3, '15550284004', '$closed_zone');
+	  (4, '15550284001', '$open_zone'), (4, '15550284002', '$open_zone'),
+	  (4, '15550284003', '$closed_zone'), (4, '15550284004', '$closed_zone');
 });
 my @derived;
 if ($in_cc ne '' && $out_cc ne '')
 {
 	@derived = ("${in_cc}5550101", "${out_cc}5550102");
 	$node->safe_psql('postgres', qq{
-		INSERT INTO wasend.send_queue (campaign_id, recipient) VALUES (3, '$derived[0]'), (3, '$derived[1]')});
+		INSERT INTO wasend.send_queue (campaign_id, recipient) VALUES (4, '$derived[0]'), (4, '$derived[1]')});
 }
-$node->safe_psql('postgres', q{SELECT wasend_start_campaign(3)});
+$node->safe_psql('postgres', q{SELECT wasend_start_campaign(4)});
 my $expect_sent = @derived ? 3 : 2;
 ok($node->poll_query_until('postgres', qq{
 	SELECT count(*) FILTER (WHERE status = 'sent') = $expect_sent
 	   AND count(*) FILTER (WHERE waiting_for = 'send_window') = $expect_sent
-	  FROM wasend.send_queue WHERE campaign_id = 3}),
+	  FROM wasend.send_queue WHERE campaign_id = 4}),
 	'the rows inside their window are sent, the others wait for it');
 is($node->safe_psql('postgres', q{
 	SELECT string_agg(recipient, ',' ORDER BY recipient) FROM wasend.send_queue
-	 WHERE campaign_id = 3 AND status = 'sent'}),
+	 WHERE campaign_id = 4 AND status = 'sent'}),
 	join(',', sort('15550284001', '15550284002', @derived ? ($derived[0]) : ())),
 	'exactly the rows whose local time is inside the window were sent');
 is($node->safe_psql('postgres', q{
 	SELECT bool_and(status = 'ready' AND waiting_for = 'send_window' AND next_attempt_at > now()
 	                AND next_attempt_at <= now() + interval '24 hours' AND failed_at IS NULL
 	                AND attempts = 0)
-	  FROM wasend.send_queue WHERE campaign_id = 3 AND status <> 'sent'}),
+	  FROM wasend.send_queue WHERE campaign_id = 4 AND status <> 'sent'}),
 	't', 'the others are ready, not failed, not tried, next attempt when their window opens');
 is($node->safe_psql('postgres', q{
 	SELECT count(*) FROM wasend.send_queue q
-	 WHERE q.campaign_id = 3 AND q.status = 'ready'
+	 WHERE q.campaign_id = 4 AND q.status = 'ready'
 	   AND abs(extract(epoch FROM q.next_attempt_at
 	           - wasend._window_opens('08:00', '16:00', wasend._row_zone('recipient', q.timezone, q.recipient)))) > 5}),
 	'0', 'each waits exactly until 08:00 in its own zone');
-is($node->safe_psql('postgres', q{SELECT waiting_window FROM wasend.campaign_progress WHERE campaign_id = 3}),
+is($node->safe_psql('postgres', q{SELECT waiting_window FROM wasend.campaign_progress WHERE campaign_id = 4}),
 	$expect_sent, 'campaign_progress counts them');
-is($node->safe_psql('postgres', q{SELECT wasend_wait(3, '1 second')}), 'running',
+is($node->safe_psql('postgres', q{SELECT wasend_wait(4, '1 second')}), 'running',
 	'wasend_wait gives up at its timeout and says running');
 
 # --- 3. dry run
@@ -149,13 +151,13 @@ $node->safe_psql('postgres', q{
 	SELECT wasend_update_number(3, messaging_limit => 2);
 	SELECT wasend_create_campaign('dry', 3, '{"type":"text","text":{"body":"d"}}');
 	INSERT INTO wasend.send_queue (campaign_id, recipient) VALUES
-	  (4, '15550285001'), (4, '15550285002'), (4, '15550285003'), (4, '15550285004'), (4, '999123456');
+	  (5, '15550285001'), (5, '15550285002'), (5, '15550285003'), (5, '15550285004'), (5, '999123456');
 	INSERT INTO wasend.suppressions (recipient, reason) VALUES ('15550285004', 'test');
 });
-is($node->safe_psql('postgres', q{SELECT * FROM wasend_dry_run(4)}),
+is($node->safe_psql('postgres', q{SELECT * FROM wasend_dry_run(5)}),
 	'2|1|0|0|0|1|1|00:00:01',
 	'dry run: 2 now, 1 over the messaging limit of 2, 1 suppressed, 1 invalid, about a second');
-is($node->safe_psql('postgres', q{SELECT status, count(*) FROM wasend.send_queue WHERE campaign_id = 4 GROUP BY 1}),
+is($node->safe_psql('postgres', q{SELECT status, count(*) FROM wasend.send_queue WHERE campaign_id = 5 GROUP BY 1}),
 	'ready|5', 'the dry run changed nothing');
 
 # --- 4. test send
@@ -171,9 +173,9 @@ is($node->safe_psql('postgres', q{
 is($node->safe_psql('postgres', q{SELECT count(*) FROM wasend.send_queue WHERE recipient = '15550286001'}),
 	'0', 'no queue row was made');
 $node->safe_psql('postgres', q{SELECT wasend_create_campaign('wrong token', 2, '{"type":"text","text":{"body":"t"}}')});
-my ($ret, $out, $err) = $node->psql('postgres', q{SELECT wasend_test_send(5, '15550286002') #>> '{error,code}'});
+my ($ret, $out, $err) = $node->psql('postgres', q{SELECT wasend_test_send(6, '15550286002') #>> '{error,code}'});
 is($out, '190', 'an API error comes back as the answer');
-like($err, qr/WARNING:  test send of campaign 5 to 15550286002 failed: HTTP 401/, 'with a WARNING saying so');
+like($err, qr/WARNING:  test send of campaign 6 to 15550286002 failed: HTTP 401/, 'with a WARNING saying so');
 ($ret, $out, $err) = $node->psql('postgres', q{SELECT wasend_test_send(2, '999123456')});
 like($err, qr/invalid recipient "999123456": no known country calling code/, 'an unknown country is refused');
 ($ret, $out, $err) = $node->psql('postgres', q{SELECT wasend_test_send(2, 'not a number')});
@@ -182,14 +184,14 @@ like($err, qr/invalid recipient "not a number"/, 'a malformed number is refused'
 like($err, qr/campaign 404 does not exist/, 'an unknown campaign is refused');
 
 # --- 5. wasend_wait refusals
-($ret, $out, $err) = $node->psql('postgres', q{SELECT wasend_wait(4, '1 second')});
-like($err, qr/campaign 4 is a draft: it will not end by itself/, 'waiting for a draft is refused');
+($ret, $out, $err) = $node->psql('postgres', q{SELECT wasend_wait(5, '1 second')});
+like($err, qr/campaign 5 is a draft: it will not end by itself/, 'waiting for a draft is refused');
 ($ret, $out, $err) = $node->psql('postgres',
 	q{BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT wasend_wait(1, '1 second'); COMMIT});
 like($err, qr/wasend_wait needs READ COMMITTED, not repeatable read/, 'REPEATABLE READ is refused');
 ($ret, $out, $err) = $node->psql('postgres',
-	q{BEGIN; SELECT wasend_start_campaign(4); SELECT wasend_wait(4, '1 second'); COMMIT});
-like($err, qr/campaign 4 was changed in this transaction, which has not committed/,
+	q{BEGIN; SELECT wasend_start_campaign(5); SELECT wasend_wait(5, '1 second'); COMMIT});
+like($err, qr/campaign 5 was changed in this transaction, which has not committed/,
 	'waiting for a start this transaction has not committed is refused');
 
 WasendTest::stop_mock($mock);
