@@ -105,7 +105,11 @@ SELECT count(*),
   FROM l;
 EOF
 IFS='|' read -r count p50 p95 p99 max maxwin refused <"$WORK/result.txt"
-echo "latency,$LATENCY_MS,$count,$p50,$p95,$p99,$max,$maxwin,$refused" >"$RES/priority.csv"
+# one line per mock latency: mock_latency_ms,sends,p50,p95,p99,max,max_per_second,refused
+touch "$RES/priority.csv"
+grep -v "^$LATENCY_MS," "$RES/priority.csv" >"$WORK/p.csv" || true
+echo "$LATENCY_MS,$count,$p50,$p95,$p99,$max,$maxwin,$refused" >>"$WORK/p.csv"
+sort -n "$WORK/p.csv" >"$RES/priority.csv"
 echo "wasend_send while a campaign holds the number at 200 msg/s (mock latency ${LATENCY_MS} ms):"
 echo "  $count sends; commit to API: p50 $p50 ms, p95 $p95 ms, p99 $p99 ms, max $max ms"
 echo "  most messages in any second: $maxwin (limit 200); refused (130429): $refused"

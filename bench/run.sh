@@ -20,6 +20,9 @@
 #   budget    bench/budget.sh: what the messaging-limit budget costs a
 #             claim of 500 rows, unlimited and with 0 / 10k / 100k
 #             recipients in the 24 h window
+#   priority  bench/priority.sh: commit-to-API latency of wasend_send
+#             while a campaign holds its number at 200 msg/s (mock answer
+#             latency 0 and 150 ms)
 #   node      the seeds' recommended alternative (Node.js, p-limit(10),
 #             keep-alive agent, batched UPDATEs through pg) on the same
 #             nginx, database and rows, side by side with wasend
@@ -255,6 +258,11 @@ log "claim: one claim of 500 rows against a queue of growing size (bench/claim.s
 # ---------------------------------------------------------------- budget
 log "budget: the messaging-limit budget's cost per claim (bench/budget.sh)"
 "$ROOT/bench/budget.sh"
+
+# ---------------------------------------------------------------- priority
+log "priority: wasend_send on a busy number (bench/priority.sh)"
+"$ROOT/bench/priority.sh"
+LATENCY_MS=150 "$ROOT/bench/priority.sh"
 
 # ---------------------------------------------------------------- charts
 if command -v gnuplot >/dev/null; then
