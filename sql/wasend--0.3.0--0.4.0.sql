@@ -1080,10 +1080,10 @@ BEGIN
             RETURN st;
         END IF;
         IF clock_timestamp() >= next_note THEN
-            SELECT v.percent_done, v.total, v.ready, v.rate_per_sec, v.eta INTO p
+            SELECT v.percent_done, v.total, v.ready + v.sending AS left_, v.rate_per_sec, v.eta INTO p
               FROM wasend.campaign_progress v WHERE v.campaign_id = wasend_wait.campaign_id;
             RAISE NOTICE 'campaign %: % %% done (% of % left), % msg/s, eta %',
-                         campaign_id, p.percent_done, p.ready, p.total, p.rate_per_sec,
+                         campaign_id, p.percent_done, p.left_, p.total, p.rate_per_sec,
                          coalesce(p.eta::text, 'unknown');
             next_note := clock_timestamp() + interval '10 s';
         END IF;

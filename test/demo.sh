@@ -51,19 +51,24 @@ EOF
 echo "   queued $TOTAL recipients; starting campaign 1"
 psql_ -qAt -c "SELECT wasend_start_campaign(1)" >/dev/null
 
-# one psql session for the progress line, not one process per refresh
+# what a script or cron job would do: block until the campaign ends
+psql_ -qAt -c "SELECT wasend_wait(1, '30 minutes')" >"$WORK/wait.out" 2>"$WORK/wait.notices" &
+WAIT_PID=$!
+
+# meanwhile, a live progress line: one psql session, not one process per refresh
 coproc PROGRESS { cluster_psql "$WORK" "$PGPORT" -qAt -F ' ' 2>&1; }
-while :; do
+while kill -0 "$WAIT_PID" 2>/dev/null; do
 	echo "SELECT status, sent + failed, total, rate_per_sec,
 	        coalesce(to_char(eta, 'MI:SS'), '--:--')
 	   FROM wasend.campaign_progress WHERE campaign_id = 1;" >&"${PROGRESS[1]}"
 	read -r -t 30 status done total rate eta <&"${PROGRESS[0]}" || break
 	printf '\r   %-9s %6s / %s sent   %7s msg/s   ETA %s ' "$status" "$done" "$total" "$rate" "$eta"
-	[ "$status" = completed ] && break
 	sleep 0.5
 done
 echo '\q' >&"${PROGRESS[1]}"
+wait "$WAIT_PID" || true
 echo
+echo "   SELECT wasend_wait(1, '30 minutes') returned: $(cat "$WORK/wait.out")"
 
 echo "== summary"
 psql_ -q <<'EOF'
