@@ -438,11 +438,22 @@ wasend_launcher_main(Datum main_arg)
 void
 wasend_extension_created(void)
 {
+	if (WasendState == NULL)
+		return;
+	pg_atomic_fetch_add_u64(&WasendState->extension_generation, 1);
+	wasend_wake_launcher();
+}
+
+/*
+ * Set the launcher's latch, if it runs: it looks at the databases again.
+ */
+void
+wasend_wake_launcher(void)
+{
 	Latch	   *latch;
 
 	if (WasendState == NULL)
 		return;
-	pg_atomic_fetch_add_u64(&WasendState->extension_generation, 1);
 	SpinLockAcquire(&WasendState->mutex);
 	latch = WasendState->launcher_latch;
 	SpinLockRelease(&WasendState->mutex);
@@ -507,37 +518,19 @@ release_database(const char *dbname)
 }
 
 /*
- * Set the launcher's latch, if it runs.
- */
-static void
-wake_launcher(void)
-{
-	Latch	   *latch;
-
-	SpinLockAcquire(&WasendState->mutex);
-	latch = WasendState->launcher_latch;
-	SpinLockRelease(&WasendState->mutex);
-	if (latch != NULL)
-		SetLatch(latch);
-}
-
-/*
  * After the command: lift the hold and let the launcher look again.
  */
 static void
 unhold_database(Oid dboid)
 {
-	Latch	   *latch;
 	int			i;
 
 	SpinLockAcquire(&WasendState->mutex);
 	for (i = 0; i < WASEND_MAX_DATABASES; i++)
 		if (WasendState->databases[i].dboid == dboid)
 			WasendState->databases[i].hold_until = 0;
-	latch = WasendState->launcher_latch;
 	SpinLockRelease(&WasendState->mutex);
-	if (latch != NULL)
-		SetLatch(latch);
+	wasend_wake_launcher();
 }
 
 /*
@@ -587,7 +580,7 @@ wasend_process_utility(PlannedStmt *pstmt, const char *queryString,
 		if (OidIsValid(held))
 			unhold_database(held);
 		else if (created)
-			wake_launcher();	/* a new database to look at */
+			wasend_wake_launcher();	/* a new database to look at */
 	}
 	PG_END_TRY();
 }

@@ -518,18 +518,14 @@ publish_campaign_metrics(void)
 static void
 supervisor_detach(int code, Datum arg)
 {
-	Latch	   *launcher = NULL;
-
 	SpinLockAcquire(&WasendState->mutex);
 	if (my_db != NULL && my_db->pid == MyProcPid)
 	{
 		my_db->pid = 0;
 		my_db->latch = NULL;
 	}
-	launcher = WasendState->launcher_latch;
 	SpinLockRelease(&WasendState->mutex);
-	if (launcher != NULL)
-		SetLatch(launcher);
+	wasend_wake_launcher();
 }
 
 /*

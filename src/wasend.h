@@ -184,6 +184,7 @@ extern ErrorData *wasend_abort_transaction(MemoryContext cxt);
 extern PGDLLEXPORT void wasend_launcher_main(Datum main_arg);
 extern void wasend_install_utility_hook(void);
 extern void wasend_extension_created(void);
+extern void wasend_wake_launcher(void);
 
 /* supervisor.c */
 extern PGDLLEXPORT void wasend_supervisor_main(Datum main_arg);
