@@ -56,6 +56,14 @@ SELECT send_window_start, send_window_end FROM wasend.campaigns WHERE id = 2;
 INSERT INTO wasend.send_queue (campaign_id, recipient, timezone) VALUES (1, '15550310001', 'Nowhere/City');
 INSERT INTO wasend.send_queue (campaign_id, recipient, timezone) VALUES (1, '15550310001', 'America/Chicago');
 UPDATE wasend.send_queue SET timezone = 'Bad/Zone' WHERE recipient = '15550310001';
+-- an abbreviation is not a zone: what it means depends on the session
+SET timezone_abbreviations = 'Australia';
+INSERT INTO wasend.send_queue (campaign_id, recipient, timezone) VALUES (1, '15550310011', 'SAT');
+SELECT wasend_create_campaign('w', 1, '{"type":"text"}', send_window_start => '09:00',
+                              send_window_end => '20:00', send_timezone => 'WST');
+RESET timezone_abbreviations;
+-- country_zones takes zone names only
+INSERT INTO wasend.country_zones (calling_code, country, zone) VALUES ('999', 'XX', 'Mars/Olympus');
 -- campaign rows carry no priority
 INSERT INTO wasend.send_queue (campaign_id, recipient, priority) VALUES (1, '15550310002', 1);
 
@@ -81,6 +89,9 @@ SELECT * FROM wasend_send_status(404);
 SELECT wasend_enqueue(3, ARRAY['15550310004']);
 SELECT wasend_cancel_campaign(3);
 SELECT wasend_update_campaign(3, send_window_start => '09:00', send_window_end => '10:00');
+-- a lane row needs its message
+INSERT INTO wasend.send_queue (campaign_id, recipient) VALUES (3, '15550310012');
+SELECT wasend_wait(3, '1 s');
 -- a campaign still takes a recipient once
 SELECT wasend_enqueue(1, ARRAY['15550310001', '15550310005']) AS added;
 INSERT INTO wasend.send_queue (campaign_id, recipient) VALUES (1, '15550310005');
@@ -91,6 +102,12 @@ SELECT * FROM wasend_dry_run(NULL);
 SELECT wasend_wait(404, '1 s');
 SELECT wasend_wait(1, '-1 s');
 SELECT wasend_wait(1, '1 s');
+BEGIN;
+SELECT wasend_start_campaign(1);
+SELECT wasend_wait(1, '1 s');
+ROLLBACK;
+-- this database is the one the extension was created in: it may send
+SELECT wasend_enable_sending() AS changed;
 -- dry run of campaign 1: two rows, both would go now
 SELECT * FROM wasend_dry_run(1);
 -- test send: bad input (nothing is sent)

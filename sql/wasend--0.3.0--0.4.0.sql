@@ -431,7 +431,17 @@ ALTER TABLE wasend.country_zones ALTER COLUMN builtin SET DEFAULT false;
 -- Time zones and windows
 -- ---------------------------------------------------------------------
 
--- Raise a clear error unless zone is a time zone PostgreSQL knows.
+-- Is zone a time zone name of the server's time zone database?  Not an
+-- abbreviation: those depend on the session's timezone_abbreviations,
+-- which the caller sets and the senders do not share (src/sql_api.c).
+CREATE FUNCTION wasend._is_zone_name(zone text) RETURNS boolean
+AS 'MODULE_PATHNAME', 'wasend_is_zone_name'
+LANGUAGE C STABLE STRICT
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION wasend._is_zone_name(text) FROM PUBLIC;
+
+-- Raise a clear error unless zone is a time zone name PostgreSQL knows.
+-- Every zone a claim uses passed here, so no claim fails on one.
 CREATE FUNCTION wasend._check_timezone(zone text, what text) RETURNS void
 LANGUAGE plpgsql STABLE
 SECURITY INVOKER
@@ -443,14 +453,29 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Give an IANA time zone name such as Europe/Berlin, see pg_timezone_names.';
     END IF;
-    PERFORM now() AT TIME ZONE zone;
-EXCEPTION WHEN invalid_parameter_value OR feature_not_supported THEN
-    RAISE EXCEPTION 'unknown time zone "%" (%)', zone, what
-        USING ERRCODE = 'invalid_parameter_value',
-              HINT = 'Give an IANA time zone name such as Europe/Berlin or America/Sao_Paulo, see SELECT name FROM pg_timezone_names.';
+    IF NOT wasend._is_zone_name(zone) THEN
+        RAISE EXCEPTION 'unknown time zone "%" (%)', zone, what
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give an IANA time zone name such as Europe/Berlin or America/Sao_Paulo (see SELECT name FROM pg_timezone_names), not an abbreviation.';
+    END IF;
 END
 $$;
 REVOKE ALL ON FUNCTION wasend._check_timezone(text, text) FROM PUBLIC;
+
+-- wasend.country_zones holds zone names only
+CREATE FUNCTION wasend._country_zone_check() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM wasend._check_timezone(NEW.zone, format('zone of calling code %s', NEW.calling_code));
+    RETURN NEW;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._country_zone_check() FROM PUBLIC;
+CREATE TRIGGER country_zone_check BEFORE INSERT OR UPDATE ON wasend.country_zones
+    FOR EACH ROW EXECUTE FUNCTION wasend._country_zone_check();
 
 -- The main time zone of a recipient's country calling code, or NULL: the
 -- longest of its first seven digits that wasend.country_zones knows.
@@ -573,9 +598,17 @@ BEGIN
     IF TG_OP = 'INSERT' OR NEW.campaign_id IS DISTINCT FROM OLD.campaign_id
        OR NEW.priority IS DISTINCT FROM OLD.priority THEN
         -- the share lock keeps a sender from completing the campaign while
-        -- rows are being added to it (see src/queue.sql, lock_done)
-        SELECT c.status, c.kind INTO st, k FROM wasend.campaigns c
-         WHERE c.id = NEW.campaign_id FOR SHARE;
+        -- rows are being added to it (see src/queue.sql, lock_done); a
+        -- transactional lane (rows with a priority) never completes and
+        -- takes no lock: wasend_send's transactions would queue up
+        -- multixacts on its row
+        IF NEW.priority IS NOT NULL THEN
+            SELECT c.status, c.kind INTO st, k FROM wasend.campaigns c
+             WHERE c.id = NEW.campaign_id;
+        ELSE
+            SELECT c.status, c.kind INTO st, k FROM wasend.campaigns c
+             WHERE c.id = NEW.campaign_id FOR SHARE;
+        END IF;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'campaign % does not exist', NEW.campaign_id
                 USING ERRCODE = 'foreign_key_violation',
@@ -589,6 +622,11 @@ BEGIN
         END IF;
         IF k = 'transactional' THEN
             NEW.priority := coalesce(NEW.priority, 0);
+            IF NEW.payload IS NULL THEN
+                RAISE EXCEPTION 'a row of a transactional lane needs its message in payload'
+                    USING ERRCODE = 'not_null_violation',
+                          HINT = 'Use wasend_send(number_id, recipient, message).';
+            END IF;
         ELSIF NEW.priority IS NOT NULL THEN
             RAISE EXCEPTION 'only rows of a transactional campaign have a priority'
                 USING ERRCODE = 'invalid_parameter_value',
@@ -965,6 +1003,9 @@ BEGIN
             SELECT c.id, c.status INTO cid, cst FROM wasend.campaigns c
              WHERE c.number_id = n.id AND c.kind = 'transactional';
         END IF;
+        -- the row the senders lock to claim the lane one at a time
+        -- (src/queue.sql, claim); owner-only, so nobody else can hold it
+        INSERT INTO wasend.claim_locks (name) VALUES ('lane:' || cid::text) ON CONFLICT DO NOTHING;
     END IF;
 
     INSERT INTO wasend.send_queue (campaign_id, recipient, payload, priority)
@@ -1022,8 +1063,9 @@ GRANT EXECUTE ON FUNCTION wasend_send_status(bigint) TO wasend_viewer;
 -- needs a person), or timeout passes; returns its status then
 -- (wasend_viewer).  Says how far it is every 10 s (NOTICE).  Needs READ
 -- COMMITTED, each look at the campaign being a new snapshot, and a
--- campaign this transaction has not changed: the senders cannot see an
--- uncommitted start.
+-- transaction that has changed nothing: the senders cannot see an
+-- uncommitted start.  Like any long statement, it holds back vacuum's
+-- horizon while it waits: give it a timeout that fits.
 CREATE FUNCTION wasend_wait(campaign_id bigint, timeout interval DEFAULT '1 hour')
 RETURNS text
 LANGUAGE plpgsql VOLATILE
@@ -1032,7 +1074,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     st text;
-    mine boolean;
+    k text;
     deadline timestamptz;
     next_note timestamptz;
     p record;
@@ -1053,17 +1095,23 @@ BEGIN
             USING ERRCODE = 'active_sql_transaction',
                   HINT = 'Its snapshot would never see the senders'' progress; call it outside that transaction.';
     END IF;
-    SELECT c.status, c.xmin::text::bigint = txid_current_if_assigned() % 4294967296
-      INTO st, mine FROM wasend.campaigns c WHERE c.id = campaign_id;
+    SELECT c.status, c.kind INTO st, k FROM wasend.campaigns c WHERE c.id = campaign_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'campaign % does not exist', campaign_id
             USING ERRCODE = 'no_data_found',
                   HINT = 'See SELECT id, name, status FROM wasend.campaigns.';
     END IF;
-    IF coalesce(mine, false) AND st IN ('running', 'scheduled') THEN
-        RAISE EXCEPTION 'campaign % was changed in this transaction, which has not committed', campaign_id
+    IF k = 'transactional' THEN
+        RAISE EXCEPTION 'campaign % is a transactional lane: it never ends', campaign_id
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'Wait for one message with wasend_send_status(id) instead.';
+    END IF;
+    IF txid_current_if_assigned() IS NOT NULL THEN
+        -- whatever it changed (a start, rows added) the senders cannot see
+        -- before it commits, and rows it added keep the campaign open
+        RAISE EXCEPTION 'wasend_wait cannot run in a transaction that has changed data'
             USING ERRCODE = 'active_sql_transaction',
-                  HINT = 'The senders cannot see it yet: commit, then call wasend_wait().';
+                  HINT = 'Commit first (a start or new rows are invisible to the senders until then), then call wasend_wait().';
     END IF;
     IF st = 'draft' THEN
         RAISE EXCEPTION 'campaign % is a draft: it will not end by itself', campaign_id
@@ -1262,13 +1310,23 @@ BEGIN
                      c.message)
             || jsonb_build_object('messaging_product', 'whatsapp', 'recipient_type', 'individual',
                                   'to', r, 'biz_opaque_callback_data', 'wasend:test:' || c.id::text);
+    IF pg_is_in_recovery() THEN
+        RAISE EXCEPTION 'a standby sends nothing'
+            USING ERRCODE = 'read_only_sql_transaction',
+                  HINT = 'Run the test send on the primary.';
+    END IF;
     res := wasend._http_post(n.phone_number_id, n.access_token, n.max_send_rate_per_sec, body::text);
+    -- Meta's text may quote the token: never hand it to the caller or the log
+    IF length(n.access_token) >= 8 THEN
+        res.answer := replace(res.answer, n.access_token, '[redacted token]');
+    END IF;
+    res.answer := wasend._redact(res.answer);
     BEGIN
         answer := res.answer::jsonb;
     EXCEPTION WHEN OTHERS THEN
         RAISE EXCEPTION 'the Graph API answered HTTP % with a body that is not JSON', res.http_status
             USING ERRCODE = 'invalid_text_representation',
-                  DETAIL = left(regexp_replace(res.answer, 'EA[A-Za-z0-9]{20,}', '<redacted>', 'g'), 200),
+                  DETAIL = left(res.answer, 200),
                   HINT = 'Check wasend.api_base_url.';
     END;
     IF res.http_status <> 200 THEN
@@ -1386,6 +1444,44 @@ COMMENT ON VIEW wasend.campaign_progress IS
 -- ---------------------------------------------------------------------
 -- Senders in this database
 -- ---------------------------------------------------------------------
+
+-- The database the extension was created in, as the senders know it: a
+-- copy (CREATE DATABASE ... TEMPLATE) has another oid, and its supervisor
+-- starts no sender until an admin says so with wasend_enable_sending(), so
+-- that a staging copy never messages production's recipients a second
+-- time.  Not dumped: a restore creates the extension anew, and sends.
+CREATE TABLE wasend.database_identity (
+    one         boolean PRIMARY KEY DEFAULT true CONSTRAINT database_identity_one CHECK (one),
+    dboid       oid NOT NULL,
+    enabled_at  timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO wasend.database_identity (dboid)
+SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database();
+COMMENT ON TABLE wasend.database_identity IS
+'the database whose senders may send: a copy of it starts none until wasend_enable_sending()';
+REVOKE ALL ON wasend.database_identity FROM PUBLIC;
+GRANT SELECT ON wasend.database_identity TO wasend_viewer;
+
+-- Let this database send although it is a copy of another (admin): its
+-- queue is its own now.  Returns whether anything changed.
+CREATE FUNCTION wasend_enable_sending() RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    mine oid := (SELECT d.oid FROM pg_database d WHERE d.datname = current_database());
+BEGIN
+    IF EXISTS (SELECT 1 FROM wasend.database_identity i WHERE i.dboid = mine) THEN
+        RETURN false;
+    END IF;
+    UPDATE wasend.database_identity SET dboid = mine, enabled_at = now();
+    PERFORM wasend._wake_at_commit();
+    RETURN true;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend_enable_sending() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wasend_enable_sending() TO wasend_admin;
 
 -- Once the CREATE EXTENSION (or update) that runs this script commits, the
 -- launcher looks at this database again and starts its senders (see

@@ -583,14 +583,17 @@ http_release(HttpRequest *req)
 
 /*
  * curl progress callback of http_post_once: a query cancel or a
- * termination aborts the transfer.  It only looks at the flag; the
- * interrupt itself is served after curl returns.
+ * termination aborts the transfer (not the other interrupts, such as a
+ * client connection check or a barrier, which do not end the statement:
+ * aborting on them would report a message as failed that may have been
+ * sent).  It only looks at the flags; the interrupt itself is served after
+ * curl returns.
  */
 static int
 interrupt_cb(void *clientp, curl_off_t dltotal, curl_off_t dlnow,
 			 curl_off_t ultotal, curl_off_t ulnow)
 {
-	return InterruptPending ? 1 : 0;
+	return (QueryCancelPending || ProcDiePending) ? 1 : 0;
 }
 
 /*

@@ -62,6 +62,7 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/varlena.h"
@@ -84,6 +85,9 @@
 
 /* and waits at most this long for the supervisor and senders to go, in us */
 #define RELEASE_WAIT_US		((int64) 20 * 1000 * 1000)
+
+/* the database a ProcessUtility hook is releasing, if any (see the hook) */
+static Oid	releasing_oid = InvalidOid;
 
 /* A database as listed in pg_database. */
 typedef struct ListedDb
@@ -313,11 +317,14 @@ scan_databases(void)
 			static int64 warned_at = 0;
 
 			if (now > warned_at + 60 * USECS_PER_SEC)
+			{
 				ereport(WARNING,
 						(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 						 errmsg("wasend keeps track of at most %d databases; \"%s\" is not looked at",
-								WASEND_MAX_DATABASES, dbs[j].name)));
-			warned_at = now;
+								WASEND_MAX_DATABASES, dbs[j].name),
+						 errhint("List the databases that send in wasend.databases.")));
+				warned_at = now;
+			}
 			continue;
 		}
 		if (start)
@@ -480,6 +487,14 @@ release_database(const char *dbname)
 	dboid = get_database_oid(dbname, true);
 	if (!OidIsValid(dboid) || dboid == MyDatabaseId)
 		return InvalidOid;
+	/*
+	 * Only for whoever may run the command: the owner of the database (or
+	 * a superuser).  Anybody else's command fails on its own permission
+	 * check, and must not stop the senders on its way.
+	 */
+	if (!pg_database_ownercheck(dboid, GetUserId()))
+		return InvalidOid;
+	releasing_oid = dboid;	/* lifted by the hook even if we are cancelled */
 
 	for (;;)
 	{
@@ -534,6 +549,20 @@ unhold_database(Oid dboid)
 }
 
 /*
+ * After the command, done or failed: lift the hold of the database it
+ * released, or wake the launcher for a database it created.
+ */
+static void
+after_utility(bool created)
+{
+	if (OidIsValid(releasing_oid))
+		unhold_database(releasing_oid);
+	else if (created)
+		wasend_wake_launcher();	/* a new database to look at */
+	releasing_oid = InvalidOid;
+}
+
+/*
  * ProcessUtility hook: release a database before DROP DATABASE, ALTER
  * DATABASE ... RENAME and CREATE DATABASE ... TEMPLATE (see header).
  */
@@ -544,30 +573,34 @@ wasend_process_utility(PlannedStmt *pstmt, const char *queryString,
 					   DestReceiver *dest, QueryCompletion *qc)
 {
 	Node	   *parsetree = pstmt->utilityStmt;
-	volatile Oid held = InvalidOid;
 	volatile bool created = false;
 
-	if (IsA(parsetree, DropdbStmt))
-		held = release_database(((DropdbStmt *) parsetree)->dbname);
-	else if (IsA(parsetree, RenameStmt) &&
-			 ((RenameStmt *) parsetree)->renameType == OBJECT_DATABASE)
-		held = release_database(((RenameStmt *) parsetree)->subname);
-	else if (IsA(parsetree, CreatedbStmt))
-	{
-		ListCell   *lc;
-
-		created = true;
-		foreach(lc, ((CreatedbStmt *) parsetree)->options)
-		{
-			DefElem    *opt = (DefElem *) lfirst(lc);
-
-			if (strcmp(opt->defname, "template") == 0 && opt->arg != NULL)
-				held = release_database(defGetString(opt));
-		}
-	}
-
+	releasing_oid = InvalidOid;
 	PG_TRY();
 	{
+		/*
+		 * DROP DATABASE and CREATE DATABASE cannot run in a transaction
+		 * block: then they fail by themselves, and nothing is released.
+		 */
+		if (IsA(parsetree, DropdbStmt) && !IsTransactionBlock())
+			(void) release_database(((DropdbStmt *) parsetree)->dbname);
+		else if (IsA(parsetree, RenameStmt) &&
+				 ((RenameStmt *) parsetree)->renameType == OBJECT_DATABASE)
+			(void) release_database(((RenameStmt *) parsetree)->subname);
+		else if (IsA(parsetree, CreatedbStmt) && !IsTransactionBlock())
+		{
+			ListCell   *lc;
+
+			created = true;
+			foreach(lc, ((CreatedbStmt *) parsetree)->options)
+			{
+				DefElem    *opt = (DefElem *) lfirst(lc);
+
+				if (strcmp(opt->defname, "template") == 0 && opt->arg != NULL)
+					(void) release_database(defGetString(opt));
+			}
+		}
+
 		if (prev_utility_hook)
 			prev_utility_hook(pstmt, queryString, readOnlyTree, context,
 							  params, queryEnv, dest, qc);
@@ -575,14 +608,13 @@ wasend_process_utility(PlannedStmt *pstmt, const char *queryString,
 			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
 									params, queryEnv, dest, qc);
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
-		if (OidIsValid(held))
-			unhold_database(held);
-		else if (created)
-			wasend_wake_launcher();	/* a new database to look at */
+		after_utility(created);
+		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	after_utility(created);
 }
 
 /*

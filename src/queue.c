@@ -61,6 +61,46 @@ queue_extension_present(void)
 }
 
 /*
+ * What the extension in database dboid (the current one) lets its senders
+ * do: DBSTATE_ABSENT (no extension), DBSTATE_IDLE with *why (an extension
+ * of another version than this library's, or a copy of another database,
+ * see wasend.database_identity), or DBSTATE_SEND.  In a transaction.
+ */
+int
+queue_database_state(Oid dboid, char **why)
+{
+	Datum		arg[1];
+	Oid			types[1] = {OIDOID};
+	bool		isnull;
+	char	   *version;
+
+	*why = NULL;
+	if (!queue_extension_present())
+		return DBSTATE_ABSENT;
+	if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'wasend'",
+					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		return DBSTATE_ABSENT;
+	version = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (version == NULL || strcmp(version, WASEND_VERSION) != 0)
+	{
+		*why = psprintf("the extension is version %s, the library %s",
+						version ? version : "?", WASEND_VERSION);
+		return DBSTATE_IDLE;
+	}
+	arg[0] = ObjectIdGetDatum(dboid);
+	if (SPI_execute_with_args("SELECT EXISTS (SELECT 1 FROM wasend.database_identity WHERE dboid = $1)",
+							  1, types, arg, NULL, true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "wasend: reading the database identity failed");
+	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+	{
+		*why = pstrdup("it is a copy of the database the extension was created in");
+		return DBSTATE_IDLE;
+	}
+	return DBSTATE_SEND;
+}
+
+/*
  * Prepare one statement and keep its plan for the life of the sender.
  */
 static SPIPlanPtr

@@ -101,6 +101,12 @@ extern int	queue_complete(int n, const int64 *campaign_ids, int64 *locked,
 						   int *nlocked);
 
 extern int	queue_campaign_metrics(MetricsCampaign **out, int max);
+
+/* what queue_database_state says of a database */
+#define DBSTATE_ABSENT	0
+#define DBSTATE_IDLE	1
+#define DBSTATE_SEND	2
+extern int	queue_database_state(Oid dboid, char **why);
 extern bool wasend_text_is_json(const char *text, size_t len);
 extern void result_batch_init(ResultBatch *batch, int cap, MemoryContext parent);
 extern void result_batch_reset(ResultBatch *batch);

@@ -161,13 +161,13 @@ WITH lane AS (
   -- a transactional lane (wasend_send rows) is claimed by one sender at a
   -- time, so that rows committed together stay together, in priority
   -- order, in one sender's queue; a lane another sender is claiming gives
-  -- nothing now (its rows are in that claim).  An advisory lock, not a row
-  -- lock: wasend_send holds a share lock on the lane's row until its
-  -- caller commits, which must not hold the lane back.  The key's first
-  -- half is wasend's ('wsnd').
-  SELECT c.id FROM wasend.campaigns c
-   WHERE c.id = ANY ($1::bigint[]) AND c.kind = 'transactional'
-     AND pg_try_advisory_xact_lock(2004053604, hashint8(c.id))),
+  -- nothing now (its rows are in that claim).  The lock is the lane's row
+  -- of wasend.claim_locks (made with the lane by wasend_send), which only
+  -- the extension's owner can lock: no user can hold the lane back.
+  SELECT l.name FROM wasend.claim_locks l
+   WHERE l.name IN (SELECT 'lane:' || c.id::text FROM wasend.campaigns c
+                     WHERE c.id = ANY ($1::bigint[]) AND c.kind = 'transactional')
+     FOR UPDATE SKIP LOCKED),
  samp AS (
   -- campaigns sending a first sample: locked, so that two senders never
   -- both take what is left of it.  The locked row is its latest version
@@ -192,7 +192,7 @@ WITH lane AS (
     LEFT JOIN samp s ON s.id = c.id
    WHERE c.status = 'running' AND n.status = 'active'
      AND (c.paced_until IS NULL OR c.paced_until <= now())
-     AND (c.kind = 'campaign' OR c.id IN (SELECT l.id FROM lane l))),
+     AND (c.kind = 'campaign' OR 'lane:' || c.id::text IN (SELECT l.name FROM lane l))),
  picked AS MATERIALIZED (
   SELECT p.ctid, p.id, p.recipient, w.campaign_id, w.marketing, w.frequency_cap,
          w.frequency_window, w.portfolio, w.messaging_limit,

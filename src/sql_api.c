@@ -19,6 +19,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "pgtime.h"
 #include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/tuplestore.h"
@@ -31,6 +32,7 @@ PG_FUNCTION_INFO_V1(wasend_wake_at_commit);
 PG_FUNCTION_INFO_V1(wasend_worker_stats);
 PG_FUNCTION_INFO_V1(wasend_http_post);
 PG_FUNCTION_INFO_V1(wasend_announce_extension);
+PG_FUNCTION_INFO_V1(wasend_is_zone_name);
 
 /* set by wasend_wake_at_commit(), acted on by the transaction callback */
 static bool wake_pending = false;
@@ -234,4 +236,21 @@ wasend_announce_extension(PG_FUNCTION_ARGS)
 {
 	announce_pending = true;
 	PG_RETURN_VOID();
+}
+
+/*
+ * wasend._is_zone_name(zone): is it a zone of the server's time zone
+ * database (pg_tzset)?  An abbreviation is not: what "EST" or "SAT" means
+ * depends on the session's timezone_abbreviations, which a user sets and
+ * the senders do not share, so a zone a user's session accepts could make
+ * every claim of the senders fail.
+ */
+Datum
+wasend_is_zone_name(PG_FUNCTION_ARGS)
+{
+	char	   *zone = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	if (strlen(zone) >= TZ_STRLEN_MAX)
+		PG_RETURN_BOOL(false);
+	PG_RETURN_BOOL(pg_tzset(zone) != NULL);
 }

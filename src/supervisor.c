@@ -450,19 +450,27 @@ stop_senders(void)
 }
 
 /*
- * Does this database (still) have the extension?  An error (a lock, a
- * cancel) counts as yes: only a sure no stops the senders.
+ * What the extension in this database allows (see queue_database_state):
+ * DBSTATE_ABSENT, DBSTATE_SEND, or DBSTATE_IDLE with *why set (palloc'd).
+ * An error (a lock, a cancel) keeps the last answer: only a sure answer
+ * changes what the senders do.
  */
-static bool
-extension_here(void)
+static int
+extension_here(char **why)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	volatile bool present = true;
+	static int	last = DBSTATE_SEND;
+	volatile int state = last;
 
+	*why = NULL;
 	PG_TRY();
 	{
+		char	   *reason = NULL;
+
 		wasend_begin_transaction("wasend supervisor: looking for the extension");
-		present = queue_extension_present();
+		state = queue_database_state(MyDatabaseId, &reason);
+		if (reason != NULL)
+			*why = MemoryContextStrdup(cxt, reason);
 		wasend_commit_transaction();
 	}
 	PG_CATCH();
@@ -474,7 +482,8 @@ extension_here(void)
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
 	pgstat_report_activity(STATE_IDLE, NULL);
-	return present;
+	last = state;
+	return state;
 }
 
 /*
@@ -549,6 +558,8 @@ wasend_supervisor_main(Datum main_arg)
 {
 	int			idx = DatumGetInt32(main_arg);
 	Oid			dboid;
+	char	   *idle_why = NULL;	/* why nothing is sent now, or NULL */
+	char	   *first_why;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
@@ -557,9 +568,13 @@ wasend_supervisor_main(Datum main_arg)
 	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
 	my_db = &WasendState->databases[idx];
 	SpinLockAcquire(&WasendState->mutex);
-	if (my_db->dboid != dboid || my_db->pid != 0)
+	if (my_db->dboid != dboid || my_db->pid != 0 ||
+		wasend_mono_us() < my_db->hold_until)
 	{
-		/* the launcher gave the slot to another database meanwhile */
+		/*
+		 * The launcher gave the slot to another database meanwhile, or the
+		 * database is being dropped, renamed or copied (launcher.c).
+		 */
 		SpinLockRelease(&WasendState->mutex);
 		my_db = NULL;
 		proc_exit(0);
@@ -577,7 +592,7 @@ wasend_supervisor_main(Datum main_arg)
 	my_dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
 	CommitTransactionCommand();
 
-	if (!extension_here())
+	if (extension_here(&first_why) == DBSTATE_ABSENT)
 	{
 		set_db_state(WASEND_DB_ABSENT);
 		proc_exit(0);
@@ -615,8 +630,12 @@ wasend_supervisor_main(Datum main_arg)
 		now = wasend_mono_us();
 		if (now >= next_presence_check)
 		{
+			int			st;
+			char	   *why;
+
 			next_presence_check = now + PRESENCE_CHECK_US;
-			if (!extension_here())
+			st = extension_here(&why);
+			if (st == DBSTATE_ABSENT)
 			{
 				ereport(LOG,
 						(errmsg("wasend supervisor: the extension was dropped from database \"%s\", its senders stop",
@@ -625,6 +644,23 @@ wasend_supervisor_main(Datum main_arg)
 				set_db_state(WASEND_DB_ABSENT);
 				proc_exit(0);
 			}
+			if (st == DBSTATE_IDLE && (idle_why == NULL || strcmp(why, idle_why) != 0))
+			{
+				/* say it once, and again when the reason changes */
+				ereport(WARNING,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("wasend sends nothing in database \"%s\": %s", my_dbname, why),
+						 errhint("%s", strstr(why, "version") ?
+								 "Run ALTER EXTENSION wasend UPDATE in that database." :
+								 "If this database is meant to send (its queue is its own), run SELECT wasend_enable_sending() in it as a wasend_admin.")));
+				stop_senders();
+			}
+			if (st == DBSTATE_SEND && idle_why != NULL)
+				ereport(LOG,
+						(errmsg("wasend supervisor: database \"%s\" sends again", my_dbname)));
+			if (idle_why != NULL)
+				pfree(idle_why);
+			idle_why = (st == DBSTATE_IDLE) ? MemoryContextStrdup(TopMemoryContext, why) : NULL;
 		}
 		if (wasend_metrics_port > 0 && now >= next_metrics_publish)
 		{
@@ -632,7 +668,7 @@ wasend_supervisor_main(Datum main_arg)
 			publish_campaign_metrics();
 		}
 
-		wait_ms = supervise();
+		wait_ms = idle_why != NULL ? -1 : supervise();
 		if (wait_ms < 0 || wait_ms > PRESENCE_CHECK_US / 1000)
 			wait_ms = PRESENCE_CHECK_US / 1000;
 

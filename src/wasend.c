@@ -224,6 +224,8 @@ wasend_worker_session_setup(const char *lock_timeout)
 	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_SESSION);
 	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_SESSION);
 	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_SESSION);
+	/* zones are checked as names (wasend._is_zone_name); abbreviations fixed */
+	SetConfigOption("timezone_abbreviations", "Default", PGC_SUSET, PGC_S_SESSION);
 }
 
 /*

@@ -46,7 +46,7 @@
 #define WASEND_MAX_SENDERS		64
 
 /* Databases the launcher keeps track of (with or without the extension). */
-#define WASEND_MAX_DATABASES	64
+#define WASEND_MAX_DATABASES	256
 
 /* How many distinct phone numbers the rate gate can pace at once. */
 #define WASEND_GATE_SLOTS		256
