@@ -220,11 +220,13 @@ start_supervisor(int idx, const char *dbname)
 
 /*
  * One pass: match the database slots with pg_database and start the
- * supervisors that are due.
+ * supervisors that are due.  Returns how soon (ms) a supervisor that is
+ * not due yet will be, at most RESCAN_MS.
  */
-static void
+static long
 scan_databases(void)
 {
+	long		wait_ms = RESCAN_MS;
 	ListedDb   *dbs = palloc(sizeof(ListedDb) * WASEND_MAX_DATABASES * 4);
 	int			ndbs = list_databases(dbs, WASEND_MAX_DATABASES * 4);
 	uint64		gen = pg_atomic_read_u64(&WasendState->extension_generation);
@@ -300,8 +302,14 @@ scan_databases(void)
 				else if (db->state == WASEND_DB_ABSENT)
 					start = db->probed_generation != gen;
 				else		/* running or probing, and gone: restart */
+				{
 					start = now >= db->last_start + RESTART_DELAY_US;
+					if (!start)
+						wait_ms = Min(wait_ms, (long) ((db->last_start + RESTART_DELAY_US - now) / 1000) + 1);
+				}
 			}
+			else if (db->pid == 0 && handles[idx] == NULL && now < db->hold_until)
+				wait_ms = Min(wait_ms, (long) ((db->hold_until - now) / 1000) + 1);
 			if (start)
 			{
 				db->probed_generation = gen;
@@ -367,6 +375,7 @@ scan_databases(void)
 			kill(stop[i], SIGTERM);
 	}
 	pfree(dbs);
+	return wait_ms;
 }
 
 /*
@@ -410,6 +419,7 @@ wasend_launcher_main(Datum main_arg)
 	while (!ShutdownRequestPending)
 	{
 		int			rc;
+		long		wait_ms;
 
 		/*
 		 * A cancel (pg_cancel_backend) has nothing to cancel here: the
@@ -424,11 +434,11 @@ wasend_launcher_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		scan_databases();
+		wait_ms = scan_databases();
 		pgstat_report_activity(STATE_IDLE, NULL);
 
 		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					   RESCAN_MS, PG_WAIT_EXTENSION);
+					   wait_ms, PG_WAIT_EXTENSION);
 		if (rc & WL_LATCH_SET)
 			ResetLatch(MyLatch);
 	}

@@ -191,7 +191,7 @@ like($err, qr/campaign 5 is a draft: it will not end by itself/, 'waiting for a 
 like($err, qr/wasend_wait needs READ COMMITTED, not repeatable read/, 'REPEATABLE READ is refused');
 ($ret, $out, $err) = $node->psql('postgres',
 	q{BEGIN; SELECT wasend_start_campaign(5); SELECT wasend_wait(5, '1 second'); COMMIT});
-like($err, qr/campaign 5 was changed in this transaction, which has not committed/,
+like($err, qr/wasend_wait cannot run in a transaction that has changed data/,
 	'waiting for a start this transaction has not committed is refused');
 
 WasendTest::stop_mock($mock);

@@ -14,7 +14,12 @@
 #  3. A database without the extension has no sender.
 #  4. wasend.databases = 'postgres' stops app's senders (its campaign
 #     waits, nothing lost); '*' brings them back and it completes.
-#  5. DROP DATABASE app works while its senders run (they are stopped
+#  5. A copy of app (CREATE DATABASE ... TEMPLATE app) has no sender
+#     until wasend_enable_sending(): a staging copy must not message
+#     app's recipients again; an extension of an older version has none
+#     until it is updated; a role that does not own app cannot stop its
+#     senders by trying to drop or rename it.
+#  6. DROP DATABASE app works while its senders run (they are stopped
 #     first), and DROP EXTENSION stops the senders of postgres.
 use strict;
 use warnings;
@@ -35,6 +40,8 @@ my $senders_in = sub {
 	return $node->safe_psql('postgres', qq{
 		SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'wasend sender%' AND datname = '$db'});
 };
+
+my ($ret, $out, $err);
 
 # --- 1. a new database, as a new user would
 $node->safe_psql('postgres', q{CREATE DATABASE app; CREATE DATABASE other});
@@ -118,7 +125,46 @@ $node->safe_psql('postgres', q{ALTER SYSTEM RESET wasend.databases; SELECT pg_re
 ok($node->poll_query_until('app', q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 3}),
 	'listed again, app\'s campaign completes');
 
-# --- 5. DROP DATABASE while it sends, DROP EXTENSION
+# --- 5. a copy of app sends nothing until an admin says so; nor does an
+# extension of another version; a role that may not drop app cannot stop
+# its senders by trying
+my $app_supervisor = q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'wasend supervisor' AND datname = 'app'};
+my $sup1 = $node->safe_psql('postgres', $app_supervisor);
+$node->safe_psql('postgres', q{CREATE ROLE nobody LOGIN});
+($ret, $out, $err) = $node->psql('postgres', q{SET ROLE nobody; DROP DATABASE app});
+like($err, qr/must be owner of database app/, 'a role that does not own app cannot drop it');
+($ret, $out, $err) = $node->psql('postgres', q{SET ROLE nobody; ALTER DATABASE app RENAME TO app_x});
+like($err, qr/must be owner of database app/, 'nor rename it');
+is($node->safe_psql('postgres', $app_supervisor), $sup1, 'and the attempts left app\'s supervisor alone');
+
+$node->safe_psql('postgres', q{CREATE DATABASE app_copy TEMPLATE app});
+ok($node->poll_query_until('postgres', q{SELECT count(*) > 0 FROM pg_stat_activity WHERE backend_type = 'wasend supervisor' AND datname = 'app'}),
+	'app\'s supervisor is back after the copy');
+$node->wait_for_log(qr/wasend sends nothing in database "app_copy": it is a copy of the database the extension was created in/);
+is($senders_in->('app_copy'), '0', 'the copy has no sender');
+is($node->safe_psql('app_copy', q{SELECT status, ready FROM wasend.campaign_progress WHERE campaign_id = 3}),
+	'completed|0', 'the copy holds app\'s campaigns as they were');
+$node->safe_psql('app_copy', q{
+	SELECT wasend_create_campaign('copy', 1, '{"type":"text","text":{"body":"c"}}');
+	SELECT wasend_enqueue(4, array_agg((15550297000 + g)::text)) FROM generate_series(1, 10) g;
+	SELECT wasend_start_campaign(4);
+});
+is($node->safe_psql('app_copy', q{SELECT wasend_enable_sending()}), 't', 'wasend_enable_sending: the copy may send now');
+ok($node->poll_query_until('app_copy', q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 4}),
+	'and its own campaign completes');
+$node->safe_psql('postgres', q{DROP DATABASE app_copy});
+
+$node->safe_psql('postgres', q{CREATE DATABASE old_version});
+$node->safe_psql('old_version', q{CREATE EXTENSION wasend VERSION '0.3.0'});
+$node->wait_for_log(qr/wasend sends nothing in database "old_version": the extension is version 0\.3\.0, the library 0\.4\.0/);
+is($senders_in->('old_version'), '0', 'an extension of an older version has no sender (and no error loop)');
+$node->safe_psql('old_version', q{ALTER EXTENSION wasend UPDATE});
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type LIKE 'wasend sender%' AND datname = 'old_version'}),
+	'updated, it gets its senders');
+$node->safe_psql('postgres', q{DROP DATABASE old_version});
+
+# --- 6. DROP DATABASE while it sends, DROP EXTENSION
 $node->safe_psql('app', q{
 	SELECT wasend_create_campaign('dropped', 1, '{"type":"text","text":{"body":"x"}}');
 	SELECT wasend_enqueue(4, array_agg((15550296000 + g)::text)) FROM generate_series(1, 400) g;
@@ -126,7 +172,7 @@ $node->safe_psql('app', q{
 });
 $node->poll_query_until('app', q{SELECT count(*) > 0 FROM wasend.send_queue WHERE campaign_id = 4 AND status = 'sent'})
   or die 'app did not start sending';
-my ($ret, $out, $err) = $node->psql('postgres', q{DROP DATABASE app});
+($ret, $out, $err) = $node->psql('postgres', q{DROP DATABASE app});
 is($ret, 0, 'DROP DATABASE app succeeds while its senders run') or diag($err);
 is($node->safe_psql('postgres', q{SELECT count(*) FROM pg_database WHERE datname = 'app'}), '0', 'app is gone');
 $node->safe_psql('postgres', q{DROP EXTENSION wasend CASCADE});
