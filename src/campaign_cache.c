@@ -197,16 +197,33 @@ campaigns_claim_request(int64 *ids, int32 *lims, int64 *after)
 	/* answers not yet recorded are rows still 'sending' in the table */
 	int			budget = wasend_max_inflight - held_total - results.n;
 
-	/* first pass: each number's highest priority, and how many have it */
+	/*
+	 * First pass: the transactional lanes ask for a batch each, whatever
+	 * their number's FIFO holds (their rows go to the front), before any
+	 * campaign takes the budget; and each number's highest priority among
+	 * its campaigns, and how many have it.
+	 */
 	numbers_reset_shares();
 	hash_seq_init(&seq, campaigns);
 	while ((cs = hash_seq_search(&seq)) != NULL)
 	{
-		if (!cs->running || cs->dry || cs->transactional)
+		if (!cs->running || cs->dry)
 			continue;
 		ns = number_find(cs->number_id);
 		if (ns == NULL || !ns->active)
 			continue;
+		if (cs->transactional)
+		{
+			if (budget > 0)
+			{
+				ids[n] = cs->campaign_id;
+				lims[n] = Min(wasend_batch_size, budget);
+				after[n] = cs->claim_after;
+				budget -= lims[n];
+				n++;
+			}
+			continue;
+		}
 		if (ns->top_count == 0 || cs->priority > ns->top_priority)
 		{
 			ns->top_priority = cs->priority;
@@ -217,25 +234,21 @@ campaigns_claim_request(int64 *ids, int32 *lims, int64 *after)
 	}
 
 	/*
-	 * Second pass: a transactional lane asks for a batch whatever its
-	 * number's FIFO holds (its rows go to the front); the campaigns of a
-	 * number's highest priority share the room left in its FIFO equally,
-	 * so that they share the number's rate; lower priorities wait until
-	 * those run dry.
+	 * Second pass: the campaigns of a number's highest priority share the
+	 * room left in its FIFO equally, so that they share the number's rate;
+	 * lower priorities wait until those run dry.
 	 */
 	hash_seq_init(&seq, campaigns);
 	while ((cs = hash_seq_search(&seq)) != NULL)
 	{
 		int			lim;
 
-		if (!cs->running || cs->dry || budget <= 0)
+		if (!cs->running || cs->dry || cs->transactional || budget <= 0)
 			continue;
 		ns = number_find(cs->number_id);
 		if (ns == NULL || !ns->active)
 			continue;
-		if (cs->transactional)
-			lim = Min(wasend_batch_size, budget);
-		else if (cs->priority != ns->top_priority)
+		if (cs->priority != ns->top_priority)
 			continue;
 		else
 		{
