@@ -382,7 +382,9 @@ bucket_of(int64 latency_us)
 
 /*
  * A sender got the answer of a send (http_status 0: a transport error, no
- * HTTP answer) after latency_us.  Never throws, never allocates.
+ * HTTP answer) after latency_us: the request is no longer in flight.  One
+ * spinlock round per answer, counting the answer and ending the request
+ * together.  Never throws, never allocates.
  */
 void
 metrics_note_answer(const char *phone_number_id, long http_status,
@@ -407,6 +409,7 @@ metrics_note_answer(const char *phone_number_id, long http_status,
 	n->by_class[cls]++;
 	n->buckets[bucket]++;
 	n->latency_us_sum += latency_us;
+	n->inflight = Max(n->inflight - 1, 0);
 	SpinLockRelease(&WasendMetrics->mutex);
 }
 
@@ -459,8 +462,8 @@ metrics_note_error(const char *phone_number_id, const char *code, int64 count)
 }
 
 /*
- * Requests of a number in flight changed by delta (+1 when one starts, -1
- * when it ends).  The gauge never goes below 0: a number whose entry was
+ * Requests of a number in flight changed by delta (+n when n start;
+ * metrics_note_answer ends each one).  The gauge never goes below 0: a number whose entry was
  * taken by another while it had requests in flight starts again from 0.
  * Never throws, never allocates.
  */

@@ -281,7 +281,6 @@ collect_done(void)
 		if (ns != NULL)
 		{
 			metrics_note_answer(ns->phone_number_id, req->http_status, req->latency_us);
-			metrics_note_inflight(ns->phone_number_id, -1);
 		}
 		/* an error may pause the number or campaign: record it at once */
 		if (err != NULL || req->http_status != 200)
