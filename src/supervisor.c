@@ -194,6 +194,67 @@ start_sender(int i)
 }
 
 /*
+ * Run work(arg) in a transaction of its own, as the supervisor's every
+ * database step does.  Returns NULL once it committed, or the error (the
+ * transaction rolled back; the caller reports it and frees it): a lock, a
+ * cancel or a dropped table never ends the supervisor.
+ */
+static ErrorData *
+in_transaction(const char *activity, void (*work) (void *arg), void *arg)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ErrorData  *volatile edata = NULL;
+
+	PG_TRY();
+	{
+		wasend_begin_transaction(activity);
+		work(arg);
+		wasend_commit_transaction();
+	}
+	PG_CATCH();
+	{
+		edata = wasend_abort_transaction(cxt);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return edata;
+}
+
+/* What recover_orphans hands its transaction. */
+typedef struct RecoverArgs
+{
+	int64		tokens[WASEND_MAX_SENDERS];
+	int			nlive;
+} RecoverArgs;
+
+/*
+ * recover_orphans' transaction: settle, and the first time, mark every
+ * number's limits due.
+ */
+static void
+recover_work(void *arg)
+{
+	RecoverArgs *ra = (RecoverArgs *) arg;
+	int64		n;
+
+	if (!queue_extension_present())
+		return;
+	n = queue_recover(ra->nlive, ra->tokens,
+					  wasend_on_uncertain == WASEND_UNCERTAIN_FAIL,
+					  wasend_max_attempts);
+	if (n > 0)
+		ereport(LOG,
+				(errmsg("wasend settled " INT64_FORMAT " rows left in flight by a stopped sender", n),
+				 errdetail("They are marked uncertain and were %s (wasend.on_uncertain; rows that had wasend.max_attempts attempts are failed).",
+						   wasend_on_uncertain == WASEND_UNCERTAIN_FAIL ?
+						   "failed" : "queued again")));
+	/* the senders read every number's tier, quality and health at start */
+	if (!limits_marked && wasend_limits_refresh_interval > 0)
+		queue_limits_all_due();
+}
+
+/*
  * Settle rows held by senders that are no longer running (see header).
  * Returns false, the error logged and the transaction rolled back, when
  * it could not (a lock, a dropped table): the caller tries again later.
@@ -201,56 +262,30 @@ start_sender(int i)
 static bool
 recover_orphans(void)
 {
-	int64		tokens[WASEND_MAX_SENDERS];
-	int			nlive = 0;
+	RecoverArgs ra;
+	ErrorData  *edata;
 	int			i;
-	MemoryContext cxt = CurrentMemoryContext;
-	volatile bool ok = false;
 
+	ra.nlive = 0;
 	SpinLockAcquire(&WasendState->mutex);
 	for (i = 0; i < WASEND_MAX_SENDERS; i++)
 		if (WasendState->senders[i].token != 0)
-			tokens[nlive++] = WasendState->senders[i].token;
+			ra.tokens[ra.nlive++] = WasendState->senders[i].token;
 	SpinLockRelease(&WasendState->mutex);
 
-	PG_TRY();
+	edata = in_transaction("wasend supervisor: settling orphaned rows", recover_work, &ra);
+	pgstat_report_stat(false);
+	if (edata != NULL)
 	{
-		wasend_begin_transaction("wasend launcher: settling orphaned rows");
-		if (queue_extension_present())
-		{
-			int64		n = queue_recover(nlive, tokens,
-										  wasend_on_uncertain == WASEND_UNCERTAIN_FAIL,
-										  wasend_max_attempts);
-
-			if (n > 0)
-				ereport(LOG,
-						(errmsg("wasend settled " INT64_FORMAT " rows left in flight by a stopped sender", n),
-						 errdetail("They are marked uncertain and were %s (wasend.on_uncertain; rows that had wasend.max_attempts attempts are failed).",
-								   wasend_on_uncertain == WASEND_UNCERTAIN_FAIL ?
-								   "failed" : "queued again")));
-			/* the senders read every number's tier, quality and health at start */
-			if (!limits_marked && wasend_limits_refresh_interval > 0)
-				queue_limits_all_due();
-		}
-		wasend_commit_transaction();
-		limits_marked = true;
-		ok = true;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata = wasend_abort_transaction(cxt);
-
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),
-				 errmsg("wasend launcher could not settle orphaned rows: %s", edata->message),
+				 errmsg("wasend supervisor could not settle orphaned rows: %s", edata->message),
 				 errdetail("It tries again in a second.")));
 		FreeErrorData(edata);
+		return false;
 	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	pgstat_report_activity(STATE_IDLE, NULL);
-	pgstat_report_stat(false);
-	return ok;
+	limits_marked = true;
+	return true;
 }
 
 /*
@@ -449,6 +484,28 @@ stop_senders(void)
 		(void) recover_orphans();
 }
 
+/* What extension_here hands its transaction, and gets back. */
+typedef struct StateArgs
+{
+	int			state;
+	char	   *why;
+	MemoryContext cxt;
+} StateArgs;
+
+/*
+ * extension_here's transaction.
+ */
+static void
+state_work(void *arg)
+{
+	StateArgs  *sa = (StateArgs *) arg;
+	char	   *reason = NULL;
+
+	sa->state = queue_database_state(MyDatabaseId, &reason);
+	if (reason != NULL)
+		sa->why = MemoryContextStrdup(sa->cxt, reason);
+}
+
 /*
  * What the extension in this database allows (see queue_database_state):
  * DBSTATE_ABSENT, DBSTATE_SEND, or DBSTATE_IDLE with *why set (palloc'd).
@@ -458,32 +515,36 @@ stop_senders(void)
 static int
 extension_here(char **why)
 {
-	MemoryContext cxt = CurrentMemoryContext;
 	static int	last = DBSTATE_SEND;
-	volatile int state = last;
+	StateArgs	sa;
+	ErrorData  *edata;
 
-	*why = NULL;
-	PG_TRY();
+	sa.state = last;
+	sa.why = NULL;
+	sa.cxt = CurrentMemoryContext;
+	edata = in_transaction("wasend supervisor: looking for the extension", state_work, &sa);
+	if (edata != NULL)
 	{
-		char	   *reason = NULL;
-
-		wasend_begin_transaction("wasend supervisor: looking for the extension");
-		state = queue_database_state(MyDatabaseId, &reason);
-		if (reason != NULL)
-			*why = MemoryContextStrdup(cxt, reason);
-		wasend_commit_transaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata = wasend_abort_transaction(cxt);
-
 		FreeErrorData(edata);
+		sa.state = last;	/* not a sure answer: keep the last one */
+		sa.why = NULL;
 	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	pgstat_report_activity(STATE_IDLE, NULL);
-	last = state;
-	return state;
+	last = sa.state;
+	*why = sa.why;
+	return sa.state;
+}
+
+/*
+ * publish_campaign_metrics' transaction.
+ */
+static void
+publish_work(void *arg)
+{
+	MetricsCampaign *mc;
+	int			n;
+
+	n = queue_campaign_metrics(&mc, 512);
+	metrics_publish_campaigns(MyDatabaseId, my_dbname, mc, n);
 }
 
 /*
@@ -494,30 +555,16 @@ extension_here(char **why)
 static void
 publish_campaign_metrics(void)
 {
-	MemoryContext cxt = CurrentMemoryContext;
+	ErrorData  *edata = in_transaction("wasend supervisor: campaign metrics",
+									   publish_work, NULL);
 
-	PG_TRY();
+	if (edata != NULL)
 	{
-		MetricsCampaign *mc;
-		int			n;
-
-		wasend_begin_transaction("wasend supervisor: campaign metrics");
-		n = queue_campaign_metrics(&mc, 512);
-		metrics_publish_campaigns(MyDatabaseId, my_dbname, mc, n);
-		wasend_commit_transaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata = wasend_abort_transaction(cxt);
-
 		ereport(LOG,
 				(errmsg("wasend supervisor of \"%s\" could not read campaign metrics: %s",
 						my_dbname, edata->message)));
 		FreeErrorData(edata);
 	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
 /*
