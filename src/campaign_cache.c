@@ -150,7 +150,7 @@ campaigns_want_claim(void)
 	HASH_SEQ_STATUS seq;
 	CampaignState *cs;
 	bool		want = false;
-	int			budget = wasend_max_inflight - held_total - results.n;
+	int			budget = sender_budget() - held_total - results.n;
 
 	if (budget <= 0 || shutdown_requested)
 		return false;
@@ -172,7 +172,7 @@ campaigns_want_claim(void)
 		 */
 		if (cs->transactional ||
 			(ns->count * 2 < number_target(ns) &&
-			 budget >= Max(1, wasend_max_inflight / 20)))
+			 budget >= Max(1, sender_budget() / 20)))
 		{
 			want = true;
 			hash_seq_term(&seq);
@@ -195,7 +195,7 @@ campaigns_claim_request(int64 *ids, int32 *lims, int64 *after)
 	NumberState *ns;
 	int			n = 0;
 	/* answers not yet recorded are rows still 'sending' in the table */
-	int			budget = wasend_max_inflight - held_total - results.n;
+	int			budget = sender_budget() - held_total - results.n;
 
 	/*
 	 * First pass: the transactional lanes ask for a batch each, whatever

@@ -470,6 +470,7 @@ request_go(HttpRequest *req)
 {
 	CURLMcode	mrc;
 
+	req->started = wasend_mono_us();
 	mrc = curl_multi_add_handle(multi, req->easy);
 	if (mrc != CURLM_OK)
 		ereport(ERROR,
@@ -528,6 +529,44 @@ http_start_get(const char *url, const char *token, int64 number_id)
 }
 
 /*
+ * The time the server says it spent on a request, from a Server-Timing
+ * header (W3C Server Timing: "name;dur=ms, ..."; the durations are added
+ * up), in us; -1 when the answer has none.  It lets the sender tell the
+ * latency it adds from the server's own.  Needs libcurl's header API
+ * (7.84); older versions report -1.
+ */
+static int64
+server_timing_us(CURL *easy)
+{
+#if LIBCURL_VERSION_NUM >= 0x075400
+	struct curl_header *h;
+	const char *p;
+	double		total = 0;
+	bool		found = false;
+
+	if (curl_easy_header(easy, "Server-Timing", 0, CURLH_HEADER, -1, &h) != CURLHE_OK)
+		return -1;
+	for (p = h->value; (p = strstr(p, "dur=")) != NULL;)
+	{
+		char	   *end;
+		double		ms;
+
+		p += 4;
+		ms = strtod(p, &end);
+		if (end != p && ms >= 0 && ms < 3600 * 1000.0)
+		{
+			total += ms;
+			found = true;
+		}
+		p = end;
+	}
+	return found ? (int64) (total * 1000.0) : -1;
+#else
+	return -1;
+#endif
+}
+
+/*
  * Return the next finished request with its outcome filled in, or NULL.
  */
 HttpRequest *
@@ -539,7 +578,6 @@ http_next_done(void)
 	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
 	{
 		HttpRequest *req;
-		curl_off_t	total_us = 0;
 
 		if (msg->msg != CURLMSG_DONE)
 			continue;
@@ -547,8 +585,8 @@ http_next_done(void)
 		req->curl_code = msg->data.result;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &req->http_status);
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_NUM_CONNECTS, &req->new_connections);
-		curl_easy_getinfo(msg->easy_handle, CURLINFO_TOTAL_TIME_T, &total_us);
-		req->latency_us = total_us;
+		req->latency_us = wasend_mono_us() - req->started;
+		req->server_us = server_timing_us(msg->easy_handle);
 		if (req->curl_code != CURLE_OK && req->errbuf[0] == '\0')
 			strlcpy(req->errbuf, curl_easy_strerror(req->curl_code), sizeof(req->errbuf));
 		if (req->resp_too_big)

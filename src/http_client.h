@@ -38,7 +38,10 @@ typedef struct HttpRequest
 	int			curl_code;		/* CURLcode; 0 on success */
 	char		errbuf[256];	/* curl's error text */
 	long		new_connections;	/* connections this request opened */
-	int64		latency_us;
+	int64		started;		/* handed to curl (monotonic us) */
+	int64		latency_us;		/* from started to the answer collected */
+	int64		server_us;		/* the server's own time from its
+								 * Server-Timing header; -1 if none */
 
 	struct HttpRequest *next_free;
 	struct HttpRequest *next_wired;

@@ -28,6 +28,15 @@ static HTAB *numbers = NULL;
 /* a number's current pace goes to the metrics at most this often, in us */
 #define PACE_NOTE_US	(500 * 1000)
 
+/* the latency assumed for a number until its first answers, in us */
+#define FIRST_LATENCY_US	(250 * 1000)
+
+/*
+ * What a number keeps in flight is its pace times its latency (Little's
+ * law) times this: room for answers slower than the average
+ */
+#define INFLIGHT_MARGIN		1.5
+
 /*
  * Create the numbers table (in sender_context).
  */
@@ -59,6 +68,7 @@ number_get(int64 number_id)
 		ns->access_token = NULL;
 		ns->url = NULL;
 		ns->rate = 1;
+		ns->latency_us = FIRST_LATENCY_US;
 		ns->gate_key = 0;
 		ns->pace_noted_at = 0;
 		ns->active = false;
@@ -190,6 +200,60 @@ number_target(NumberState *ns)
 {
 	return Min(Min(wasend_batch_size, ns->rate),
 			   Max(1, wasend_max_inflight / Max(active_numbers, 1)));
+}
+
+/*
+ * An answer of the number came back after latency_us: fold it into the
+ * number's moving average (weight 1/8, so a change of the API's latency
+ * shows within a few dozen answers and one slow answer does not).
+ */
+void
+number_note_latency(NumberState *ns, int64 latency_us)
+{
+	ns->latency_us += (Max(latency_us, 0) - ns->latency_us) / 8;
+}
+
+/*
+ * How many requests this sender should be able to keep in flight for a
+ * number so that the number's pace is never held back by waiting answers:
+ * by Little's law, pace times latency, with INFLIGHT_MARGIN.  The senders
+ * of a database share a number's pace at the gate, so each keeps its part,
+ * doubled: one sender alone (the others busy elsewhere) still fills it.
+ */
+static int
+number_inflight_need(NumberState *ns)
+{
+	double		pace = ns->rate * wasend_rate_headroom;
+	double		need = pace * (ns->latency_us / 1000000.0) * INFLIGHT_MARGIN;
+	int			senders = Max(wasend_workers, 1);
+
+	if (senders > 1)
+		need = need * 2 / senders;
+	return (int) Min(need + 1, (double) WASEND_MAX_INFLIGHT);
+}
+
+/*
+ * The most rows this sender holds at once (waiting in the FIFOs or in
+ * flight): for every number that sends, what its FIFO keeps
+ * (number_target) and what its latency needs in flight, never more than
+ * wasend.max_inflight.  So nobody has to tune wasend.max_inflight to the
+ * API's latency: it is the cap on memory and on what a crash leaves
+ * uncertain, not the working figure.
+ */
+int
+sender_budget(void)
+{
+	HASH_SEQ_STATUS seq;
+	NumberState *ns;
+	int64		total = 0;
+
+	hash_seq_init(&seq, numbers);
+	while ((ns = hash_seq_search(&seq)) != NULL)
+	{
+		if (ns->active)
+			total += number_target(ns) + number_inflight_need(ns);
+	}
+	return (int) Min(total, (int64) wasend_max_inflight);
 }
 
 /*

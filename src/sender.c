@@ -281,6 +281,7 @@ collect_done(void)
 		if (ns != NULL)
 		{
 			metrics_note_answer(ns->phone_number_id, req->http_status, req->latency_us);
+			number_note_latency(ns, req->latency_us);
 		}
 		/* an error may pause the number or campaign: record it at once */
 		if (err != NULL || req->http_status != 200)

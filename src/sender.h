@@ -47,6 +47,7 @@ typedef struct NumberState
 	char	   *access_token;
 	char	   *url;
 	int			rate;
+	int64		latency_us;		/* moving average of its requests' latency */
 	bool		active;			/* has a running campaign, number active */
 	int			top_priority;	/* highest priority of its campaigns that
 								 * want rows (campaigns_claim_request) */
@@ -118,6 +119,8 @@ extern void number_refresh(NumberState *ns, int rate,
 						   const char *phone_number_id,
 						   const char *access_token);
 extern int	number_target(NumberState *ns);
+extern void number_note_latency(NumberState *ns, int64 latency_us);
+extern int	sender_budget(void);
 extern void number_push(NumberState *ns, const ClaimedRow *row);
 extern void numbers_reset_shares(void);
 extern int	numbers_take_stopped(int64 *ids, int64 *campaign_ids, bool drop_all);

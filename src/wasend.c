@@ -361,9 +361,9 @@ _PG_init(void)
 
 	DefineCustomIntVariable("wasend.max_inflight",
 							"Most rows a sender holds at once (claimed or in flight).",
-							"This also bounds the rows whose outcome is unknown after a crash.",
+							"Below it each sender holds what its numbers' rates and measured latencies need (Little's law); this caps memory and the rows whose outcome is unknown after a crash.",
 							&wasend_max_inflight,
-							500, 1, 10000,
+							10000, 1, WASEND_MAX_INFLIGHT,
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);

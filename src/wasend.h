@@ -54,6 +54,9 @@
 /* Highest max_send_rate_per_sec Meta grants, and the gate's ring size. */
 #define WASEND_MAX_RATE			1000
 
+/* the largest wasend.max_inflight */
+#define WASEND_MAX_INFLIGHT		100000
+
 /* Settings (see wasend.c and README.md). */
 extern char *wasend_database;
 extern char *wasend_databases;

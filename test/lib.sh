@@ -111,17 +111,34 @@ mock_start() {
 # HTTP/2, certificate from make_certs DIR).  With "latency", each answer
 # waits 100-200 ms, uniformly in 16 steps picked by the id's first hex
 # digit (the echo module from Debian's libnginx-mod-http-echo sleeps
-# without blocking nginx).  With NGINX_ACCESS_LOG=FILE set, each request is
-# logged there as "connection-serial protocol request-id".
+# without blocking nginx); "latency:MIN:MAX" waits MIN-MAX ms instead.
+# The answer then says how long the server waited in a Server-Timing
+# header ("app;dur=MS"), as a server that reports its own time does.  With
+# NGINX_ACCESS_LOG=FILE set, each request is logged there as
+# "connection-serial protocol request-id".
 nginx_start() {
 	local dir=$1 port=$2 latency=${3:-}
 	local body='{"messaging_product":"whatsapp","contacts":[{"input":"x","wa_id":"x"}],"messages":[{"id":"wamid.$request_id","message_status":"accepted"}]}'
 	local handler="default_type application/json; return 200 '$body';"
 	local module=""
 	[ -f "$dir/server.pem" ] || make_certs "$dir"
+	local lmin=100 lmax=200 maps="" i ms
 	if [ -n "$latency" ]; then
 		module="load_module /usr/lib/nginx/modules/ngx_http_echo_module.so;"
-		handler="default_type application/json; echo_read_request_body; echo_sleep \$delay; echo '$body';"
+		handler="default_type application/json; add_header Server-Timing \"app;dur=\$delay_ms\" always; echo_read_request_body; echo_sleep \$delay; echo '$body';"
+		if [[ $latency == latency:* ]]; then
+			IFS=: read -r _ lmin lmax <<<"$latency"
+		fi
+		# 16 steps from lmin to lmax, picked by the request id's first digit
+		local m1="map \$request_id \$delay_ms {" m2="map \$request_id \$delay {" key
+		for i in 0 1 2 3 4 5 6 7 8 9 a b c d e f; do
+			ms=$((lmin + (lmax - lmin) * 16#$i / 15))
+			key="~^$i"
+			[ "$i" = f ] && key=default
+			m1="$m1 $key $ms;"
+			m2="$m2 $key $(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)));"
+		done
+		maps="$m1 } $m2 }"
 	fi
 	cat >"$dir/nginx.conf" <<NGINX
 $module
@@ -143,10 +160,7 @@ http {
   fastcgi_temp_path $dir/nginx-fastcgi;
   uwsgi_temp_path $dir/nginx-uwsgi;
   scgi_temp_path $dir/nginx-scgi;
-  map \$request_id \$delay {
-    ~^0 0.100; ~^1 0.107; ~^2 0.113; ~^3 0.120; ~^4 0.127; ~^5 0.133; ~^6 0.140; ~^7 0.147;
-    ~^8 0.153; ~^9 0.160; ~^a 0.167; ~^b 0.173; ~^c 0.180; ~^d 0.187; ~^e 0.193; default 0.200;
-  }
+  $maps
   server {
     listen 127.0.0.1:$port;
     listen 127.0.0.1:$((port + 1)) ssl http2;
