@@ -13,10 +13,11 @@
 #   LABEL   the row's name in the output (default: the settings)
 #
 # Prints one line: achieved msg/s, peak requests in flight, sender CPU per
-# message (us), the rest of PostgreSQL's CPU per message, nginx's CPU per
-# message, the latency the senders measured (p50/p99, wasend_worker_stats)
-# and the part of it wasend added (what they measured minus the server's
-# Server-Timing), and the senders' peak private memory.  With OUT=FILE the
+# message (us; a sender runs its own SQL, so this includes the claims and
+# records), the rest of PostgreSQL's CPU per message, nginx's CPU per
+# message, the latency the senders measured (p50/p99, wasend_worker_stats,
+# the worse sender's) and the part of it wasend added (what they measured
+# minus the server's Server-Timing), and the senders' peak private memory.  With OUT=FILE the
 # line is also appended to FILE as CSV.
 set -euo pipefail
 
@@ -96,9 +97,11 @@ read -r SENT MSGS <<<"$(psql_ -F ' ' -c "SELECT count(*), round(count(*) / extra
 US_SENDER=$(( (S1 - S0) * 1000000 / HZ / SENT ))
 US_PG=$(( (P1 - P0 - (S1 - S0)) * 1000000 / HZ / SENT ))
 US_NGINX=$(( (N1 - N0) * 1000000 / HZ / SENT ))
-LAT=$(psql_ -F ' ' -c "SELECT * FROM wasend_bench_latency()" 2>/dev/null ||
-	psql_ -F ' ' -c "SELECT 'mean', round(sum(mean_latency_ms * sent) / sum(sent)), '-', '-'
-	                    FROM wasend_worker_stats() WHERE sent > 0")
+# each sender's percentiles; the worse sender's are shown
+LAT=$(psql_ -F ' ' -c "SELECT round(max(latency_p50_ms)::numeric, 1), round(max(latency_p99_ms)::numeric, 1),
+                              coalesce(round(max(added_p50_ms)::numeric, 1)::text, '-'),
+                              coalesce(round(max(added_p99_ms)::numeric, 1)::text, '-')
+                         FROM wasend_worker_stats() WHERE sent > 0")
 read -r LAT_P50 LAT_P99 ADD_P50 ADD_P99 <<<"$LAT"
 printf '%s | %s msg/s | peak in flight %s | CPU us/msg: senders %s, postgres %s, nginx %s | latency p50 %s p99 %s ms | added p50 %s p99 %s ms | sender RSS %s MB\n' \
 	"$LABEL" "$MSGS" "$PEAK" "$US_SENDER" "$US_PG" "$US_NGINX" "$LAT_P50" "$LAT_P99" "$ADD_P50" "$ADD_P99" "$((RSS / 1024))"

@@ -162,7 +162,7 @@ campaigns_want_claim(void)
 		if (!cs->running || cs->dry)
 			continue;
 		ns = number_find(cs->number_id);
-		if (ns == NULL || !ns->active)
+		if (ns == NULL || !ns->active || !ns->mine)
 			continue;
 		/*
 		 * A transactional lane that is not dry wants a claim whatever the
@@ -210,7 +210,7 @@ campaigns_claim_request(int64 *ids, int32 *lims, int64 *after)
 		if (!cs->running || cs->dry)
 			continue;
 		ns = number_find(cs->number_id);
-		if (ns == NULL || !ns->active)
+		if (ns == NULL || !ns->active || !ns->mine)
 			continue;
 		if (cs->transactional)
 		{
@@ -246,7 +246,7 @@ campaigns_claim_request(int64 *ids, int32 *lims, int64 *after)
 		if (!cs->running || cs->dry || cs->transactional || budget <= 0)
 			continue;
 		ns = number_find(cs->number_id);
-		if (ns == NULL || !ns->active)
+		if (ns == NULL || !ns->active || !ns->mine)
 			continue;
 		if (cs->priority != ns->top_priority)
 			continue;

@@ -24,6 +24,8 @@
 int			active_numbers = 0;	/* numbers sending, as of the last refresh */
 
 static HTAB *numbers = NULL;
+static int	share_ordinal = 0;	/* sender_share, as of the last refresh */
+static int	share_count = 1;
 
 /* a number's current pace goes to the metrics at most this often, in us */
 #define PACE_NOTE_US	(500 * 1000)
@@ -100,8 +102,12 @@ numbers_begin_refresh(void)
 
 	hash_seq_init(&seq, numbers);
 	while ((ns = hash_seq_search(&seq)) != NULL)
+	{
 		ns->active = false;
+		ns->mine = false;
+	}
 	active_numbers = 0;
+	sender_share(&share_ordinal, &share_count);
 }
 
 /*
@@ -177,7 +183,9 @@ number_refresh(NumberState *ns, int rate, const char *phone_number_id,
 {
 	char	   *url;
 
-	if (!ns->active)
+	/* which sender claims the number's rows: see sender_share */
+	ns->mine = (ns->number_id % share_count) == share_ordinal;
+	if (!ns->active && ns->mine)
 		active_numbers++;
 	ns->active = true;
 	ns->rate = rate;
@@ -216,19 +224,15 @@ number_note_latency(NumberState *ns, int64 latency_us)
 /*
  * How many requests this sender should be able to keep in flight for a
  * number so that the number's pace is never held back by waiting answers:
- * by Little's law, pace times latency, with INFLIGHT_MARGIN.  The senders
- * of a database share a number's pace at the gate, so each keeps its part,
- * doubled: one sender alone (the others busy elsewhere) still fills it.
+ * by Little's law, pace times latency, with INFLIGHT_MARGIN.  One sender
+ * claims a number's rows (sender_share), so it is the whole pace.
  */
 static int
 number_inflight_need(NumberState *ns)
 {
 	double		pace = ns->rate * wasend_rate_headroom;
 	double		need = pace * (ns->latency_us / 1000000.0) * INFLIGHT_MARGIN;
-	int			senders = Max(wasend_workers, 1);
 
-	if (senders > 1)
-		need = need * 2 / senders;
 	return (int) Min(need + 1, (double) WASEND_MAX_INFLIGHT);
 }
 
@@ -250,7 +254,7 @@ sender_budget(void)
 	hash_seq_init(&seq, numbers);
 	while ((ns = hash_seq_search(&seq)) != NULL)
 	{
-		if (ns->active)
+		if (ns->active && ns->mine)
 			total += number_target(ns) + number_inflight_need(ns);
 	}
 	return (int) Min(total, (int64) wasend_max_inflight);
@@ -407,5 +411,6 @@ numbers_start_sends(int64 now)
 			wake = next;
 	}
 	pg_atomic_write_u32(&my_slot->inflight, http_inflight());
+	pg_atomic_write_u32(&my_slot->hold_target, sender_budget());
 	return wake;
 }

@@ -300,6 +300,9 @@ collect_done(void)
 		else
 			pg_atomic_fetch_add_u64(&my_slot->conns_reused, 1);
 		pg_atomic_fetch_add_u64(&my_slot->latency_us_sum, req->latency_us);
+		latency_note(my_slot->latency_hist, req->latency_us);
+		if (req->server_us >= 0)
+			latency_note(my_slot->added_hist, req->latency_us - req->server_us);
 		pg_atomic_fetch_add_u64(&my_slot->requests, 1);
 		hold(req->campaign_id, -1);
 		http_release(req);
@@ -347,6 +350,39 @@ sender_register(void)
 	}
 	SpinLockRelease(&WasendState->mutex);
 	return mine;
+}
+
+/*
+ * Which of its database's senders this one is (0-based, in slot order),
+ * and how many the database has: a started sender's slot carries its
+ * token.  Each phone number is claimed by one of them (number_refresh):
+ * two senders claiming the same campaigns walk past each other's rows in
+ * flight at every claim, hold twice what Little's law asks, and split a
+ * campaign's outcomes between two circuit breakers.  Read at every
+ * refresh, so when a sender stops the others take its numbers within a
+ * poll interval.
+ */
+void
+sender_share(int *ordinal, int *count)
+{
+	int			i;
+	int			n = 0;
+	int			me = 0;
+
+	SpinLockAcquire(&WasendState->mutex);
+	for (i = 0; i < WASEND_MAX_SENDERS; i++)
+	{
+		WasendSenderSlot *s = &WasendState->senders[i];
+
+		if (s->dboid != my_dboid || s->token == 0)
+			continue;
+		if (i < sender_index)
+			me++;
+		n++;
+	}
+	SpinLockRelease(&WasendState->mutex);
+	*ordinal = me;
+	*count = Max(n, 1);
 }
 
 /*
@@ -443,6 +479,8 @@ wasend_sender_main(Datum main_arg)
 	pg_atomic_write_u64(&my_slot->latency_us_sum, 0);
 	pg_atomic_write_u64(&my_slot->requests, 0);
 	pg_atomic_write_u64(&my_slot->db_retries, 0);
+	latency_reset(my_slot->latency_hist);
+	latency_reset(my_slot->added_hist);
 	before_shmem_exit(sender_detach, 0);
 
 	sender_context = AllocSetContextCreate(TopMemoryContext, "wasend sender",

@@ -49,6 +49,7 @@ typedef struct NumberState
 	int			rate;
 	int64		latency_us;		/* moving average of its requests' latency */
 	bool		active;			/* has a running campaign, number active */
+	bool		mine;			/* this sender claims its rows (sender_share) */
 	int			top_priority;	/* highest priority of its campaigns that
 								 * want rows (campaigns_claim_request) */
 	int			top_count;		/* how many of them have it */
@@ -107,10 +108,11 @@ extern bool results_have_error;
 extern LimitsAnswer limits_answers[MAX_LIMITS_ANSWERS];
 extern int	nlimits_answers;
 extern void start_limits_reads(const LimitsCheck *lc, int n);
+extern void sender_share(int *ordinal, int *count);
 extern void limits_answers_done(void);
 
 /* number_queue.c */
-extern int	active_numbers;
+extern int	active_numbers;	/* active numbers this sender claims for */
 extern void numbers_init(void);
 extern NumberState *number_get(int64 number_id);
 extern NumberState *number_find(int64 number_id);

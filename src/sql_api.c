@@ -105,7 +105,11 @@ wasend_wake_at_commit(PG_FUNCTION_ARGS)
 /*
  * wasend_worker_stats(): one row per running sender, read from shared
  * memory: requests in flight, rows held, rows sent and failed, connections
- * opened versus reused, mean request latency.
+ * opened versus reused, mean request latency; since 0.5.0 also the rows it
+ * means to hold (Little's law, number_queue.c) and the 50th and 99th
+ * percentiles of the request latency and of the part wasend added
+ * (latency.c).  A declaration of an older version asks for fewer columns:
+ * only those are filled.
  */
 Datum
 wasend_worker_stats(PG_FUNCTION_ARGS)
@@ -141,8 +145,10 @@ wasend_worker_stats(PG_FUNCTION_ARGS)
 	for (i = 0; i < WASEND_MAX_SENDERS; i++)
 	{
 		WasendSenderSlot *s = &WasendState->senders[i];
-		Datum		values[9];
-		bool		nulls[9] = {0};
+		Datum		values[14];
+		bool		nulls[14] = {0};
+		double		ms;
+		int			natts = rsinfo->setDesc->natts;
 		pid_t		pid;
 		uint64		requests;
 		uint64		latency;
@@ -167,6 +173,18 @@ wasend_worker_stats(PG_FUNCTION_ARGS)
 			values[8] = Float8GetDatum((double) latency / requests / 1000.0);
 		else
 			nulls[8] = true;
+		if (natts >= 14)
+		{
+			values[9] = Int32GetDatum(pg_atomic_read_u32(&s->hold_target));
+			nulls[10] = !latency_percentile(s->latency_hist, 0.50, &ms);
+			values[10] = Float8GetDatum(ms);
+			nulls[11] = !latency_percentile(s->latency_hist, 0.99, &ms);
+			values[11] = Float8GetDatum(ms);
+			nulls[12] = !latency_percentile(s->added_hist, 0.50, &ms);
+			values[12] = Float8GetDatum(ms);
+			nulls[13] = !latency_percentile(s->added_hist, 0.99, &ms);
+			values[13] = Float8GetDatum(ms);
+		}
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	PG_RETURN_VOID();

@@ -128,6 +128,7 @@ wasend_shmem_startup(void)
 	if (!found)
 	{
 		int			i;
+		int			j;
 
 		memset(WasendState, 0, sizeof(WasendShared));
 		SpinLockInit(&WasendState->mutex);
@@ -146,6 +147,12 @@ wasend_shmem_startup(void)
 			pg_atomic_init_u64(&s->conns_reused, 0);
 			pg_atomic_init_u64(&s->latency_us_sum, 0);
 			pg_atomic_init_u64(&s->requests, 0);
+			pg_atomic_init_u32(&s->hold_target, 0);
+			for (j = 0; j < WASEND_LATENCY_BUCKETS; j++)
+			{
+				pg_atomic_init_u64(&s->latency_hist[j], 0);
+				pg_atomic_init_u64(&s->added_hist[j], 0);
+			}
 			pg_atomic_init_u64(&s->db_retries, 0);
 		}
 	}

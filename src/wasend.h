@@ -22,6 +22,7 @@
  * src/secrets.c		the app secret and verify token, read from files
  * src/webhook.c	the webhook bgworker (libmicrohttpd, group commit)
  * src/metrics.c	the metrics bgworker: Prometheus text on wasend.metrics_port
+ * src/latency.c	the senders' latency histograms (wasend_worker_stats)
  *
  *-------------------------------------------------------------------------
  */
@@ -41,6 +42,9 @@
 
 /* Upper bound of wasend.workers (per database). */
 #define WASEND_MAX_WORKERS		32
+
+/* Buckets of a sender's latency histograms (latency.c). */
+#define WASEND_LATENCY_BUCKETS	37
 
 /* Sender slots in shared memory, for all databases together. */
 #define WASEND_MAX_SENDERS		64
@@ -101,6 +105,9 @@ typedef struct WasendSenderSlot
 	pg_atomic_uint64 conns_reused;	/* transfers that reused one */
 	pg_atomic_uint64 latency_us_sum;	/* sum of request latencies */
 	pg_atomic_uint64 requests;	/* completed requests */
+	pg_atomic_uint32 hold_target;	/* rows it means to hold (sender_budget) */
+	pg_atomic_uint64 latency_hist[WASEND_LATENCY_BUCKETS];	/* latency.c */
+	pg_atomic_uint64 added_hist[WASEND_LATENCY_BUCKETS];
 } WasendSenderSlot;
 
 /* One phone number's pacing state; see rate_gate.c.  Times: monotonic us. */
@@ -263,5 +270,10 @@ extern void metrics_publish_campaigns(Oid dboid, const char *dbname,
 
 /* sql_api.c */
 extern void wasend_xact_callback_init(void);
+
+/* latency.c */
+extern void latency_reset(pg_atomic_uint64 *hist);
+extern void latency_note(pg_atomic_uint64 *hist, int64 us);
+extern bool latency_percentile(pg_atomic_uint64 *hist, double q, double *ms);
 
 #endif							/* WASEND_H */

@@ -156,7 +156,7 @@ $node->safe_psql('postgres', q{DROP DATABASE app_copy});
 
 $node->safe_psql('postgres', q{CREATE DATABASE old_version});
 $node->safe_psql('old_version', q{CREATE EXTENSION wasend VERSION '0.3.0'});
-$node->wait_for_log(qr/wasend sends nothing in database "old_version": the extension is version 0\.3\.0, the library 0\.4\.0/);
+$node->wait_for_log(qr/wasend sends nothing in database "old_version": the extension is version 0\.3\.0, the library 0\.5\.0/);
 is($senders_in->('old_version'), '0', 'an extension of an older version has no sender (and no error loop)');
 $node->safe_psql('old_version', q{ALTER EXTENSION wasend UPDATE});
 ok($node->poll_query_until('postgres', q{
