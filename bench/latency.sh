@@ -36,7 +36,7 @@ D=$WORK/c
 cleanup() {
 	cluster_stop "$D"
 	nginx_stop "$WORK"
-	rm -rf "$WORK"
+	[ -n "${KEEP:-}" ] && cp "$D/server.log" /tmp/w12/last-server.log; rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

@@ -74,6 +74,7 @@ campaign_get(int64 campaign_id, int64 number_id)
 		cs->lock_logged = false;
 		cs->held = 0;
 		cs->claim_after = 0;
+		cs->rewind_until = 0;
 		cs->priority = 0;
 		cs->transactional = false;
 		memset(&cs->breaker, 0, sizeof(Breaker));
@@ -82,7 +83,41 @@ campaign_get(int64 campaign_id, int64 number_id)
 }
 
 /*
+ * Does the next refresh rewind every campaign's claim cursor?  The sender
+ * sets it when the refresh follows a control change (new rows, a resume:
+ * rows may now be ready behind a cursor) and every REWIND_EVERY polls.
+ */
+bool		refresh_rewinds = true;
+
+/* after an error answer, rewind the campaign's cursor this long, in us */
+#define REWIND_AFTER_ERROR_US	(30 * USECS_PER_SEC)
+
+/*
+ * An answer of the campaign was an error: its row may be put back to
+ * 'ready' behind the claim cursor, to be retried after its backoff.  Keep
+ * rewinding the cursor at every refresh for a while, so that the retry is
+ * found within a poll interval of being due.
+ */
+void
+campaign_note_error(int64 campaign_id)
+{
+	CampaignState *cs = campaign_find(campaign_id);
+
+	if (cs != NULL)
+		cs->rewind_until = wasend_mono_us() + REWIND_AFTER_ERROR_US;
+}
+
+/*
  * Replace the running set with the one just read from the database.
+ *
+ * The claim cursors: a claim walks send_queue_ready_idx from the
+ * campaign's cursor on, since every index entry behind it is of a row this
+ * sender claimed (in flight, or sent and dead until vacuum), so walking
+ * them again costs a heap visit each and finds nothing.  A row can come
+ * back behind the cursor only by a retry (after an error answer: see
+ * campaign_note_error), a release or a resume (a control change), or a
+ * row committed late with a lower id; so a cursor rewinds after those,
+ * and every REWIND_EVERY polls anyway, not at every poll.
  */
 void
 campaigns_refresh(const RunningCampaign *rc, int n)
@@ -90,6 +125,7 @@ campaigns_refresh(const RunningCampaign *rc, int n)
 	HASH_SEQ_STATUS seq;
 	CampaignState *cs;
 	int			i;
+	int64		now = wasend_mono_us();
 
 	numbers_begin_refresh();
 	hash_seq_init(&seq, campaigns);
@@ -98,7 +134,8 @@ campaigns_refresh(const RunningCampaign *rc, int n)
 		cs->running_before = cs->running;
 		cs->running = false;
 		cs->dry = false;
-		cs->claim_after = 0;	/* look again from the start each refresh */
+		if (refresh_rewinds || now < cs->rewind_until)
+			cs->claim_after = 0;
 	}
 
 	for (i = 0; i < n; i++)

@@ -50,6 +50,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "http_client.h"
 #include "sender.h"
 
 /* after a failed cycle, the next one waits this long, in us */
@@ -709,6 +710,7 @@ db_cycle(bool refresh, bool release_all)
 
 			if (results.n > 0)
 				paused = record_results(keep);
+			http_pump();
 
 			/* a pause we caused: re-read at once which campaigns may send */
 			if (refresh || paused)
@@ -737,6 +739,7 @@ db_cycle(bool refresh, bool release_all)
 				store_limits_answers();
 
 			released = release_rows(release_all);
+			http_pump();
 
 			if (!release_all && campaigns_want_claim())
 			{
@@ -761,6 +764,7 @@ db_cycle(bool refresh, bool release_all)
 			 * the refresh of the next cycle cleared the dry mark first, and
 			 * an idle campaign could stay running.
 			 */
+			http_pump();
 			complete_campaigns();
 		}
 

@@ -39,7 +39,8 @@ typedef struct HttpRequest
 	char		errbuf[256];	/* curl's error text */
 	long		new_connections;	/* connections this request opened */
 	int64		started;		/* handed to curl (monotonic us) */
-	int64		latency_us;		/* from started to the answer collected */
+	int64		latency_us;		/* from curl taking it to curl reading the
+								 * answer's last byte */
 	int64		server_us;		/* the server's own time from its
 								 * Server-Timing header; -1 if none */
 
@@ -58,6 +59,7 @@ extern int	http_event_fd(void);
 extern long http_timeout_ms(int64 now);
 extern bool http_timer_due(int64 now);
 extern void http_drive(bool socket_ready, bool timer_due);
+extern void http_pump(void);
 extern HttpRequest *http_start(const char *url, const char *token,
 							   const char *body, int64 row_id,
 							   int64 campaign_id, int64 number_id,

@@ -57,6 +57,9 @@
 /* how often an idle sender looks for work without being woken, in us */
 #define POLL_INTERVAL_US		(1000 * 1000)
 
+/* a refresh rewinds every claim cursor at least every this many polls */
+#define REWIND_EVERY			10
+
 /* longest a result waits before it is written, in us */
 #define FLUSH_DELAY_US			(20 * 1000)
 
@@ -287,6 +290,7 @@ collect_done(void)
 		if (err != NULL || req->http_status != 200)
 		{
 			results_have_error = true;
+			campaign_note_error(req->campaign_id);
 			if (ns != NULL)
 				redacted = redact_token(body, ns->access_token);
 		}
@@ -555,7 +559,13 @@ wasend_sender_main(Datum main_arg)
 			now >= db_cycle_not_before())
 		{
 			if (refresh)
+			{
+				static int	polls = 0;
+
 				next_poll = now + POLL_INTERVAL_US;
+				refresh_rewinds = generation != seen_generation ||
+					++polls % REWIND_EVERY == 0;
+			}
 			if (db_cycle(refresh, shutdown_requested) && refresh)
 				seen_generation = generation;
 		}

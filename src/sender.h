@@ -80,7 +80,10 @@ typedef struct CampaignState
 	bool		dry;			/* last claim found fewer rows than asked */
 	bool		lock_logged;	/* said that completing it waits on a lock */
 	int			held;			/* rows of it we hold (pending + in flight) */
-	int64		claim_after;	/* keyset cursor of claims; 0 after a refresh */
+	int64		claim_after;	/* keyset cursor of claims; see campaigns_refresh */
+	int64		rewind_until;	/* until then (monotonic us) every refresh
+								 * rewinds the cursor: an error answer may
+								 * have put a row back behind it */
 	int			priority;		/* campaigns.priority */
 	bool		transactional;	/* the number's wasend_send lane */
 	Breaker		breaker;
@@ -133,7 +136,9 @@ extern char *number_limits_url(const char *phone_number_id, const char *token);
 /* campaign_cache.c */
 extern void campaigns_init(void);
 extern CampaignState *campaign_find(int64 campaign_id);
+extern bool refresh_rewinds;
 extern void campaigns_refresh(const RunningCampaign *rc, int n);
+extern void campaign_note_error(int64 campaign_id);
 extern void hold(int64 campaign_id, int delta);
 extern bool campaigns_want_claim(void);
 extern int	campaigns_claim_request(int64 *ids, int32 *lims, int64 *after);
