@@ -18,7 +18,8 @@
 # message, the latency the senders measured (p50/p99, wasend_worker_stats,
 # the worse sender's) and the part of it wasend added (what they measured
 # minus the server's Server-Timing), and the senders' peak private memory.  With OUT=FILE the
-# line is also appended to FILE as CSV.
+# line is also appended to FILE as CSV.  With RSS_LOG=FILE, every sample
+# (4 a second) appends "unix-time senders'-RssAnon-MB rows-sent" to FILE.
 set -euo pipefail
 
 . "$(dirname "$0")/../test/lib.sh"
@@ -86,6 +87,7 @@ for _ in $(seq 1 7200); do
 		r=$((r + ${v:-0}))
 	done
 	[ "$r" -gt "$RSS" ] && RSS=$r
+	[ -n "${RSS_LOG:-}" ] && echo "$(date +%s.%N) $((r / 1024)) $(psql_ -c "SELECT coalesce(sum(sent), 0) FROM wasend_worker_stats()")" >>"$RSS_LOG"
 	[ "$(psql_ -c "SELECT count(*) FROM wasend.campaigns WHERE status IN ('running', 'scheduled')")" = 0 ] && break
 	sleep 0.25
 done

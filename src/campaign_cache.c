@@ -233,14 +233,31 @@ campaigns_claim_request(int64 *ids, int32 *lims, int64 *after)
 	int			n = 0;
 	/* answers not yet recorded are rows still 'sending' in the table */
 	int			budget = sender_budget() - held_total - results.n;
+	int			lane_budget;
+	int			campaigns_asking = 0;
 
 	/*
 	 * First pass: the transactional lanes ask for a batch each, whatever
 	 * their number's FIFO holds (their rows go to the front), before any
 	 * campaign takes the budget; and each number's highest priority among
-	 * its campaigns, and how many have it.
+	 * its campaigns, and how many have it.  When campaigns ask too, the
+	 * lanes ask for half the budget at most: the budget follows Little's
+	 * law (number_queue.c) and may be a few dozen rows, and a lane asking
+	 * for all of it would leave none to its number's campaigns in every
+	 * claim (a lane usually has nothing, and marks itself dry only once
+	 * the claim has run).
 	 */
 	numbers_reset_shares();
+	hash_seq_init(&seq, campaigns);
+	while ((cs = hash_seq_search(&seq)) != NULL)
+	{
+		if (!cs->running || cs->dry || cs->transactional)
+			continue;
+		ns = number_find(cs->number_id);
+		if (ns != NULL && ns->active && ns->mine)
+			campaigns_asking++;
+	}
+	lane_budget = campaigns_asking > 0 ? (budget + 1) / 2 : budget;
 	hash_seq_init(&seq, campaigns);
 	while ((cs = hash_seq_search(&seq)) != NULL)
 	{
@@ -251,12 +268,13 @@ campaigns_claim_request(int64 *ids, int32 *lims, int64 *after)
 			continue;
 		if (cs->transactional)
 		{
-			if (budget > 0)
+			if (lane_budget > 0)
 			{
 				ids[n] = cs->campaign_id;
-				lims[n] = Min(wasend_batch_size, budget);
+				lims[n] = Min(wasend_batch_size, lane_budget);
 				after[n] = cs->claim_after;
 				budget -= lims[n];
+				lane_budget -= lims[n];
 				n++;
 			}
 			continue;

@@ -59,6 +59,9 @@
 /* after the record met a lock, it waits this long, in us */
 #define RECORD_LOCK_BACKOFF_US	(200 * 1000)
 
+/* how often storing a limits answer may meet a lock before it is dropped */
+#define LIMITS_STORE_TRIES		10
+
 /* lock_timeout of the record's halves when the whole batch met a lock */
 #define SHORT_LOCK_TIMEOUT		"10ms"
 
@@ -505,6 +508,8 @@ store_limits_answers(void)
 		char	   *message = NULL;
 		int			err;
 
+		if (limits_answers[i].done || wasend_mono_us() < limits_answers[i].not_before)
+			continue;
 		err = run_step("storing a number's messaging limit", step_limits_apply,
 					   &l, &message, false);
 		if (err != 0 && !is_transient(err))
@@ -513,6 +518,16 @@ store_limits_answers(void)
 			run_step("noting a failed read of a messaging limit", step_limits_failed,
 					 &l, NULL, false);
 		}
+		/*
+		 * A user holding the number's row (a lock): try again in a second,
+		 * a few times, instead of dropping the answer and waiting for the
+		 * number to be due again (a minute and more, with the number not
+		 * sending meanwhile).
+		 */
+		if (err != 0 && is_transient(err) && ++limits_answers[i].tries < LIMITS_STORE_TRIES)
+			limits_answers[i].not_before = wasend_mono_us() + USECS_PER_SEC;
+		else
+			limits_answers[i].done = true;
 	}
 }
 

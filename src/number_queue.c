@@ -318,8 +318,40 @@ number_push(NumberState *ns, const ClaimedRow *row)
 	p->id = row->id;
 	p->campaign_id = row->campaign_id;
 	p->priority = row->priority;
+	p->refusals = 0;
 	p->body = MemoryContextStrdup(sender_context, row->body);
 	ns->count++;
+}
+
+/*
+ * Put a row refused with 130429 back at the front of its number's FIFO,
+ * behind the wasend_send rows waiting there, to go in the number's next
+ * gate slot (sender.c: a stray 130429 costs one slot, not a retry backoff
+ * and a database round trip).  The row is still held and still 'sending'
+ * with this sender's token.
+ */
+void
+number_requeue(NumberState *ns, int64 id, int64 campaign_id, int refusals,
+			   const char *body)
+{
+	ClaimedRow	row;
+	PendingRow	moved;
+	int			pos = 0;
+	int			k;
+
+	row.id = id;
+	row.campaign_id = campaign_id;
+	row.body = unconstify(char *, body);
+	row.priority = -1;
+	number_push(ns, &row);		/* at the back, growing the ring if needed */
+	moved = ns->rows[(ns->head + ns->count - 1) % ns->cap];
+	moved.refusals = refusals;
+	while (pos < ns->count - 1 &&
+		   ns->rows[(ns->head + pos) % ns->cap].priority >= 0)
+		pos++;
+	for (k = ns->count - 1; k > pos; k--)
+		ns->rows[(ns->head + k) % ns->cap] = ns->rows[(ns->head + k - 1) % ns->cap];
+	ns->rows[(ns->head + pos) % ns->cap] = moved;
 }
 
 /*
@@ -395,7 +427,7 @@ numbers_start_sends(int64 now)
 			PendingRow *p = &ns->rows[ns->head];
 
 			http_start(ns->url, ns->access_token, p->body, p->id,
-					   p->campaign_id, ns->number_id, ns->gate_key, seqs[i]);
+					   p->campaign_id, ns->number_id, ns->gate_key, seqs[i])->refusals = p->refusals;
 			pfree(p->body);
 			ns->head = (ns->head + 1) % ns->cap;
 			ns->count--;

@@ -9,7 +9,8 @@
  * of a number under that limit together:
  *
  * The grid paces.  Sends of a number take slots of a grid of interval
- * T = 1 s / (R * H), H being wasend.rate_headroom (default 0.985).  A slot
+ * T = 1 s / (R * H), H the headroom (at most wasend.rate_headroom, default
+ * 0.985; lower when the measured jitter asks, see below).  A slot
  * may be taken only once its time has come; a slot left unused for longer
  * than LATENESS is dropped (the grid moves up to now - LATENESS), and
  * lateness up to that is caught up at once, so a sender woken a little late
@@ -27,14 +28,23 @@
  * wire.  Any R + 1 consecutive sends then span more than a second, with
  * MARGIN to spare for the receiver's own scheduling jitter.
  *
- * With the default H, R sends on the grid span 1 s / H = 1015 ms, so the
- * ring binds only when a send reached the wire more than 5 ms after its
- * grant: in steady state the grid alone sets the pace, at 98.5% of the
- * rate.  The 15 ms the grid leaves free in every window is what absorbs
- * the receiver's clock jitter: a receiver that stalls for S ms stamps the
- * requests that queued meanwhile together, which can pull up to S / T requests of the previous
- * window into the next (stalls of 10-27 ms were measured on this project's
- * 2-core test VM, which shows ~10% steal time).
+ * The margin comes from what the senders measure.  Each answer's transit
+ * time (from the request reaching the wire to its answer, less the time
+ * the server says it spent in a Server-Timing header, see http_client.c)
+ * feeds an estimate of the number's delay variation: the interarrival
+ * jitter of RFC 3550 (J += (|D| - J) / 16, D the difference between two
+ * consecutive transit times).  Two requests sent a second apart can arrive
+ * that much closer together, so MARGIN is BASE_MARGIN (the receiver's own
+ * clock: a receiver that stalls for S ms stamps the requests that queued
+ * meanwhile together; stalls of 10-27 ms were measured on this project's
+ * 2-core test VM) plus J, at most MAX_MARGIN; and the grid's headroom is
+ * H = min(wasend.rate_headroom, 1 s / (1 s + MARGIN + GRID_SLACK)), so that
+ * R sends on the grid span the ring's bound with GRID_SLACK to spare and
+ * the grid, not the ring, sets the pace.  With no measured jitter that is
+ * 1 s / 1015 ms = 0.985, the default of wasend.rate_headroom; 20 ms of
+ * jitter make it 0.966.  An API that reports no Server-Timing counts its
+ * own processing time in the transit, so its spread shows as jitter:
+ * MAX_MARGIN bounds what that costs (H >= 0.966).
  *
  * Priority.  A sender whose next rows of a number are wasend_send rows
  * takes with priority; when some of them must wait for a later slot, the
@@ -75,8 +85,16 @@
  */
 #define LATENESS_US		20000
 
-/* extra spacing the ring keeps between send k - R and send k, in us */
-#define MARGIN_US		10000
+/*
+ * extra spacing the ring keeps between send k - R and send k, in us: the
+ * base for the receiver's clock, plus the measured jitter, at most
+ * MAX_MARGIN_US (see header)
+ */
+#define BASE_MARGIN_US	10000
+#define MAX_MARGIN_US	30000
+
+/* what the grid leaves free beyond the ring's margin, in us */
+#define GRID_SLACK_US	5000
 
 /*
  * An entry unused this long may be given to another number, in us: longer
@@ -85,7 +103,7 @@
  * remember, so that no number loses a ring that still bounds its rate.
  */
 #define EVICT_AFTER_US	((int64) wasend_request_timeout_ms * 1000 + \
-						 USECS_PER_SEC + MARGIN_US + 2 * USECS_PER_SEC)
+						 USECS_PER_SEC + MAX_MARGIN_US + 2 * USECS_PER_SEC)
 
 /* how long a priority take keeps other takes of the number waiting, in us */
 #define PRIORITY_HOLD_US	20000
@@ -98,8 +116,13 @@
  * outside wasend, an app sharing the number, Meta's own accounting): each
  * batch with such answers multiplies the pace by SLOW_FACTOR (never below
  * SLOW_FLOOR), and the pace climbs back by RECOVERY_PER_SEC of the rate per
- * second without them.
+ * second without them.  A single 130429 after none for SLOW_QUIET_US is
+ * more likely a receiver's hiccup than a number over its limit: it costs
+ * FIRST_SLOW_FACTOR only (5% of the pace, back within a second), so that a
+ * stray one does not cost a campaign seconds.
  */
+#define FIRST_SLOW_FACTOR	0.95
+#define SLOW_QUIET_US		(2 * USECS_PER_SEC)
 #define SLOW_FACTOR			0.75
 #define SLOW_FLOOR			0.1
 #define RECOVERY_PER_SEC	0.05
@@ -154,6 +177,9 @@ gate_lookup(int64 key, bool create, int64 now)
 	g->next_slot = 0;
 	g->throttle = 1.0;
 	g->throttle_at = 0;
+	g->slowed_at = 0;
+	g->jitter_us = 0;
+	g->last_transit_us = -1;
 	g->priority_until = 0;
 	return g;
 }
@@ -185,6 +211,29 @@ current_throttle(WasendGateSlot *g, int64 now)
 }
 
 /*
+ * The ring's margin of an entry now: BASE_MARGIN_US plus its measured
+ * jitter, at most MAX_MARGIN_US.  Caller holds gate_mutex.
+ */
+static int64
+entry_margin(WasendGateSlot *g)
+{
+	return Min(BASE_MARGIN_US + g->jitter_us, MAX_MARGIN_US);
+}
+
+/*
+ * The fraction of the rate the grid paces an entry at: wasend.rate_headroom,
+ * or less when the margin asks (see header).  Caller holds gate_mutex.
+ */
+static double
+entry_headroom(WasendGateSlot *g)
+{
+	double		derived = (double) USECS_PER_SEC /
+		(USECS_PER_SEC + entry_margin(g) + GRID_SLACK_US);
+
+	return Min(wasend_rate_headroom, derived);
+}
+
+/*
  * Take up to `want` send slots of a number at monotonic time `now`.
  *
  * Returns how many sends may start now, and stores their sequence numbers
@@ -203,6 +252,7 @@ rate_gate_take(int64 key, int rate, int want, int64 now,
 	int			taken = 0;
 	int64		slot;
 	int64		blocked_until = 0;
+	int64		margin;
 
 	rate = Max(1, Min(rate, WASEND_MAX_RATE));
 	SpinLockAcquire(&WasendState->gate_mutex);
@@ -222,7 +272,8 @@ rate_gate_take(int64 key, int rate, int want, int64 now,
 		return 0;
 	}
 	interval_us = (int64) ceil(1000000.0 /
-							   (rate * wasend_rate_headroom * current_throttle(g, now)));
+							   (rate * entry_headroom(g) * current_throttle(g, now)));
+	margin = entry_margin(g);
 	if (g->rate != rate)
 	{
 		/* new number or changed rate: the ring starts empty */
@@ -235,9 +286,9 @@ rate_gate_take(int64 key, int rate, int want, int64 now,
 	{
 		int64		kth_back = g->ring[g->seq % rate];
 
-		if (kth_back != 0 && kth_back + USECS_PER_SEC + MARGIN_US > now)
+		if (kth_back != 0 && kth_back + USECS_PER_SEC + margin > now)
 		{
-			blocked_until = kth_back + USECS_PER_SEC + MARGIN_US;
+			blocked_until = kth_back + USECS_PER_SEC + margin;
 			break;
 		}
 		g->ring[g->seq % rate] = now;
@@ -285,27 +336,77 @@ rate_gate_slow_down(int64 key, int64 now)
 	g = gate_lookup(key, false, now);
 	if (g != NULL)
 	{
-		g->throttle = Max(SLOW_FLOOR, current_throttle(g, now) * SLOW_FACTOR);
+		double		factor = g->slowed_at != 0 && now - g->slowed_at < SLOW_QUIET_US ?
+			SLOW_FACTOR : FIRST_SLOW_FACTOR;
+
+		g->throttle = Max(SLOW_FLOOR, current_throttle(g, now) * factor);
 		g->throttle_at = now;
+		g->slowed_at = now;
 	}
 	SpinLockRelease(&WasendState->gate_mutex);
 }
 
 /*
+ * An answer of the number came back: fold its transit time (see header)
+ * into the number's jitter estimate.  Never throws.
+ */
+void
+rate_gate_note_transit(int64 key, int64 transit_us)
+{
+	WasendGateSlot *g;
+
+	transit_us = Max(transit_us, 0);
+	SpinLockAcquire(&WasendState->gate_mutex);
+	g = gate_lookup(key, false, 0);
+	if (g != NULL)
+	{
+		if (g->last_transit_us >= 0)
+		{
+			int64		d = Abs(transit_us - g->last_transit_us);
+
+			g->jitter_us += (d - g->jitter_us) / 16;
+		}
+		g->last_transit_us = transit_us;
+	}
+	SpinLockRelease(&WasendState->gate_mutex);
+}
+
+/*
+ * The ring's margin of a number now, in us (for the metrics and stats).
+ */
+int64
+rate_gate_margin(int64 key, int64 now)
+{
+	WasendGateSlot *g;
+	int64		m = BASE_MARGIN_US;
+
+	SpinLockAcquire(&WasendState->gate_mutex);
+	g = gate_lookup(key, false, now);
+	if (g != NULL)
+		m = entry_margin(g);
+	SpinLockRelease(&WasendState->gate_mutex);
+	return m;
+}
+
+/*
  * The pace a number is granted now, in messages per second: its rate
- * times wasend.rate_headroom times what is left of a slow-down (for the
- * metrics).
+ * times its headroom (entry_headroom) times what is left of a slow-down
+ * (for the metrics).
  */
 double
 rate_gate_pace(int64 key, int rate, int64 now)
 {
 	WasendGateSlot *g;
 	double		t = 1.0;
+	double		h = wasend_rate_headroom;
 
 	SpinLockAcquire(&WasendState->gate_mutex);
 	g = gate_lookup(key, false, now);
 	if (g != NULL)
+	{
 		t = current_throttle(g, now);
+		h = entry_headroom(g);
+	}
 	SpinLockRelease(&WasendState->gate_mutex);
-	return rate * wasend_rate_headroom * t;
+	return rate * h * t;
 }

@@ -36,6 +36,8 @@
  */
 #include "postgres.h"
 
+#include <ctype.h>
+
 #include <curl/curl.h>
 
 #include "access/xlog.h"
@@ -65,6 +67,9 @@
 
 /* longest a stopping sender waits for requests in flight, in us */
 #define DRAIN_TIMEOUT_US		(5000 * 1000)
+
+/* a row refused with 130429 this many times in a row is recorded */
+#define MAX_REFUSALS			3
 
 /* the number's own token is redacted from error answers if this long */
 #define MIN_REDACTED_TOKEN		8
@@ -191,6 +196,9 @@ collect_limits(HttpRequest *req)
 	a = &limits_answers[nlimits_answers++];
 	a->number_id = req->number_id;
 	a->http_status = req->http_status;
+	a->tries = 0;
+	a->not_before = 0;
+	a->done = false;
 	a->error = req->curl_code != 0 || req->resp_too_big ?
 		MemoryContextStrdup(sender_context, req->errbuf) : NULL;
 
@@ -217,21 +225,45 @@ collect_limits(HttpRequest *req)
 }
 
 /*
- * Forget the limits answers (after a cycle stored them).
+ * Forget the limits answers a committed cycle stored (or gave up on); keep
+ * those whose storing met a user's lock, for a later cycle
+ * (store_limits_answers).
  */
 void
 limits_answers_done(void)
 {
 	int			i;
+	int			kept = 0;
 
 	for (i = 0; i < nlimits_answers; i++)
 	{
+		if (!limits_answers[i].done)
+		{
+			limits_answers[kept++] = limits_answers[i];
+			continue;
+		}
 		if (limits_answers[i].body)
 			pfree(limits_answers[i].body);
 		if (limits_answers[i].error)
 			pfree(limits_answers[i].error);
 	}
-	nlimits_answers = 0;
+	nlimits_answers = kept;
+}
+
+/*
+ * Is there a limits answer no cycle has tried to store yet?  The loop runs
+ * a cycle for it at once: a number does not send until its limit is
+ * stored, and the sender that read it may have nothing else to do.
+ */
+bool
+limits_answers_fresh(void)
+{
+	int			i;
+
+	for (i = 0; i < nlimits_answers; i++)
+		if (limits_answers[i].tries == 0 && !limits_answers[i].done)
+			return true;
+	return false;
 }
 
 /*
@@ -251,6 +283,36 @@ start_limits_reads(const LimitsCheck *lc, int n)
 		http_start_get(url, lc[i].access_token, lc[i].number_id);
 		pfree(url);
 	}
+}
+
+/*
+ * Is this answer Meta's 130429 (throughput limit reached)?  An error answer
+ * is {"error": {..., "code": 130429, ...}}; only non-200 answers are
+ * looked at, and only for a "code" key whose number is 130429 (a key
+ * "error_subcode" does not match: the quote before "code" is part of the
+ * pattern).
+ */
+static bool
+is_throughput_refusal(const HttpRequest *req)
+{
+	const char *p;
+
+	if (req->http_status == 200 || req->resp == NULL || req->resp_too_big)
+		return false;
+	for (p = req->resp; (p = strstr(p, "\"code\"")) != NULL;)
+	{
+		p += 6;
+		while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+			p++;
+		if (*p != ':')
+			continue;
+		p++;
+		while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+			p++;
+		if (strncmp(p, "130429", 6) == 0 && !isdigit((unsigned char) p[6]))
+			return true;
+	}
+	return false;
 }
 
 /*
@@ -285,7 +347,40 @@ collect_done(void)
 		{
 			metrics_note_answer(ns->phone_number_id, req->http_status, req->latency_us);
 			number_note_latency(ns, req->latency_us);
+			if (req->curl_code == 0)
+			{
+				/* wire to answer, less the server's own time: see rate_gate.c */
+				int64		wire = req->on_wire != 0 ? req->on_wire : req->started;
+
+				rate_gate_note_transit(ns->gate_key,
+									   req->started + req->latency_us - wire -
+									   Max(req->server_us, 0));
+			}
 		}
+		/*
+		 * A 130429 refused the message, so sending it again cannot
+		 * duplicate it: while the campaign may send, it goes again in
+		 * the number's next slot, still held, and the number slows down
+		 * (rate_gate.c).  Only a row refused MAX_REFUSALS times is
+		 * recorded (the error policy's retry with backoff, and the
+		 * metrics count it there).
+		 */
+		if (err == NULL && ns != NULL && ns->active && is_throughput_refusal(req) &&
+			req->refusals < MAX_REFUSALS)
+		{
+			CampaignState *cs = campaign_find(req->campaign_id);
+
+			if (cs != NULL && cs->running)
+			{
+				rate_gate_slow_down(ns->gate_key, wasend_mono_us());
+				metrics_note_error(ns->phone_number_id, "130429", 1);
+				number_requeue(ns, req->row_id, req->campaign_id,
+							   req->refusals + 1, req->body);
+				http_release(req);
+				continue;
+			}
+		}
+
 		/* an error may pause the number or campaign: record it at once */
 		if (err != NULL || req->http_status != 200)
 		{
@@ -555,7 +650,8 @@ wasend_sender_main(Datum main_arg)
 			(results_have_error || results.n * 2 >= results.cap || shutdown_requested ||
 			 now >= results.oldest + FLUSH_DELAY_US);
 
-		if ((refresh || flush || shutdown_requested || campaigns_want_claim()) &&
+		if ((refresh || flush || shutdown_requested || campaigns_want_claim() ||
+			 limits_answers_fresh()) &&
 			now >= db_cycle_not_before())
 		{
 			if (refresh)

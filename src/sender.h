@@ -34,6 +34,8 @@ typedef struct PendingRow
 	int64		id;
 	int64		campaign_id;
 	int			priority;		/* wasend_send row: 0-100; campaign row: -1 */
+	int			refusals;		/* 130429s it got in this sender (see
+								 * number_requeue) */
 	char	   *body;
 } PendingRow;
 
@@ -96,6 +98,9 @@ typedef struct LimitsAnswer
 	long		http_status;	/* 0 when no HTTP answer came */
 	char	   *body;			/* NULL when none */
 	char	   *error;			/* transport error, or NULL */
+	int			tries;			/* times storing it met a lock */
+	int64		not_before;		/* monotonic us: try again from then */
+	bool		done;			/* stored, or given up: forget it */
 } LimitsAnswer;
 
 #define MAX_LIMITS_ANSWERS		64
@@ -113,6 +118,7 @@ extern int	nlimits_answers;
 extern void start_limits_reads(const LimitsCheck *lc, int n);
 extern void sender_share(int *ordinal, int *count);
 extern void limits_answers_done(void);
+extern bool limits_answers_fresh(void);
 
 /* number_queue.c */
 extern int	active_numbers;	/* active numbers this sender claims for */
@@ -127,6 +133,8 @@ extern int	number_target(NumberState *ns);
 extern void number_note_latency(NumberState *ns, int64 latency_us);
 extern int	sender_budget(void);
 extern void number_push(NumberState *ns, const ClaimedRow *row);
+extern void number_requeue(NumberState *ns, int64 id, int64 campaign_id,
+						   int refusals, const char *body);
 extern void numbers_reset_shares(void);
 extern int	numbers_take_stopped(int64 *ids, int64 *campaign_ids, bool drop_all);
 extern int64 numbers_start_sends(int64 now);

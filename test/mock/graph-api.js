@@ -203,13 +203,24 @@ function record(entry)
 		fs.writeSync(logFd, csvLine(entry) + '\n');
 }
 
+/*
+ * Answer now, or after `delay` ms (latency_ms / jitter_ms).  A delayed
+ * answer says how long the mock held it in a Server-Timing header
+ * ("app;dur=ms", measured, not planned), as a server that reports its own
+ * time does: the sender tells its own latency from the server's with it.
+ */
 function reply(res, status, body, delay)
 {
+	const t0 = process.hrtime.bigint();
 	const send = () => {
-		res.writeHead(status, {
+		const headers = {
 			'Content-Type': 'application/json',
 			'Content-Length': Buffer.byteLength(body),
-		});
+		};
+		if (delay > 0)
+			headers['Server-Timing'] = 'app;dur=' +
+				(Number(process.hrtime.bigint() - t0) / 1e6).toFixed(3);
+		res.writeHead(status, headers);
 		res.end(body);
 	};
 	if (delay > 0)
