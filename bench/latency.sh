@@ -5,7 +5,8 @@
 # synchronous_commit on) and wasend's (no max_inflight, batch_size or
 # workers set) unless CONF adds lines.
 #
-#   DELAY   nginx's answer delay, "MIN:MAX" ms (uniform; default 100:200)
+#   DELAY   nginx's answer delay, "MIN:MAX" ms (uniform; default 100:200);
+#           0: nginx answers at once, over plain HTTP (the ceiling)
 #   HTTP    wasend.http_version: 2 (default) or 1.1
 #   NUMBERS, RATE, ROWS   default 10, 1000, 30000
 #   CONF    extra postgresql.conf lines, ";"-separated (labelled in the
@@ -29,7 +30,7 @@ NUMBERS=${NUMBERS:-10}
 RATE=${RATE:-1000}
 ROWS=${ROWS:-30000}
 CONF=${CONF:-}
-LABEL=${LABEL:-"delay ${DELAY} ms, HTTP/$HTTP${CONF:+, $CONF}"}
+LABEL=${LABEL:-"$NUMBERS x $RATE msg/s, delay ${DELAY} ms, HTTP/$HTTP${CONF:+, $CONF}"}
 WORK=$(mktemp -d /tmp/wasend-latency.XXXXXX)
 chmod 755 "$WORK"
 D=$WORK/c
@@ -52,12 +53,19 @@ cpu_of() {	# total CPU ticks of the given pids
 }
 
 NPORT=$(free_port_pair)
-nginx_start "$WORK" "$NPORT" "latency:$DELAY"
+if [ "$DELAY" = 0 ]; then
+	# the ceiling: canned answers at once, plain HTTP (HTTP/1.1)
+	nginx_start "$WORK" "$NPORT"
+	URL="http://127.0.0.1:$NPORT/v21.0"
+else
+	nginx_start "$WORK" "$NPORT" "latency:$DELAY"
+	URL="https://127.0.0.1:$((NPORT + 1))/v21.0"
+fi
 PORT=$(free_port)
 IFS=';' read -r -a EXTRA <<<"$CONF"
 # test/lib.sh's clusters run with fsync = off; the headline does not
 cluster_init "$D" "$PORT" "fsync = on" "synchronous_commit = on" \
-	"wasend.api_base_url = 'https://127.0.0.1:$((NPORT + 1))/v21.0'" \
+	"wasend.api_base_url = '$URL'" \
 	"wasend.ca_file = '$WORK/ca.pem'" "wasend.http_version = '$HTTP'" \
 	${EXTRA[@]+"${EXTRA[@]}"}
 cluster_start "$D"

@@ -23,6 +23,13 @@
 #   priority  bench/priority.sh: commit-to-API latency of wasend_send
 #             while a campaign holds its number at 200 msg/s (mock answer
 #             latency 0 and 150 ms)
+#   defaults  bench/latency.sh: the real-latency scenario (100-200 ms over
+#             TLS, HTTP/2 and HTTP/1.1; 250 ms; 500 ms; 10 numbers x 1,000
+#             msg/s) and the plain-HTTP ceiling (30 numbers), with
+#             PostgreSQL's and wasend's defaults: msg/s, CPU per message,
+#             added latency
+#   jitter    bench/jitter.sh: 10,000 messages at 200 msg/s on a strict
+#             receiver whose answers jitter 0-20 ms; the cost of one 130429
 #   node      the seeds' recommended alternative (Node.js, p-limit(10),
 #             keep-alive agent, batched UPDATEs through pg) on the same
 #             nginx, database and rows, side by side with wasend
@@ -247,6 +254,22 @@ latency_run 2
 H2_RATE=$LAT_RATE H2_PEAK=$LAT_PEAK H2_CONNS=$LAT_CONNS
 nginx_stop "$WORK/lat"
 
+# ---------------------------------------------------------------- defaults
+# bench/latency.sh: PostgreSQL's and wasend's defaults (fsync and
+# synchronous_commit on, nothing tuned), the headline of the README
+log "defaults: real latency, the ceiling, with nothing tuned (bench/latency.sh)"
+: >"$RES/defaults.csv"
+DEF_ROWS=${BENCH_DEFAULTS_ROWS:-30000}
+for spec in "100:200 2" "100:200 1.1" "250:250 2" "500:500 2"; do
+	read -r dl hv <<<"$spec"
+	DELAY=$dl HTTP=$hv ROWS=$DEF_ROWS OUT="$RES/defaults.csv" "$ROOT/bench/latency.sh"
+done
+DELAY=0 HTTP=1.1 NUMBERS=30 ROWS=${BENCH_CEILING_DEFAULT_ROWS:-100000} OUT="$RES/defaults.csv" "$ROOT/bench/latency.sh"
+
+# ---------------------------------------------------------------- jitter
+log "jitter: the rate on a strict receiver whose answers jitter 0-20 ms (bench/jitter.sh)"
+"$ROOT/bench/jitter.sh"
+
 # ---------------------------------------------------------------- dbcost
 log "dbcost: claim + record by fillfactor (bench/dbcost.sh)"
 "$ROOT/bench/dbcost.sh" 50 80 100
@@ -308,6 +331,18 @@ Machine: $MACHINE. Command: \`make bench\` ($(date -u +%Y-%m-%d)).
 | node alternative: $NODE_ROWS msgs, p-limit(10) + keep-alive + batched UPDATE, nginx | rate | ${NODE_RATE} msg/s ($NODE_OK rows sent) |
 | wasend, same rows and nginx | rate / ratio | ${WASEND_SIDE} msg/s / ${RATIO}x |
 | claim of 500 rows | ms at queue sizes | $(awk '{printf "%s rows: %s ms; ", $1, $2}' "$RES/claim_vs_queue.csv") |
+
+## With the defaults (bench/latency.sh; fsync and synchronous_commit on, nothing tuned)
+
+| scenario | msg/s | peak in flight | CPU us/msg: senders / other postgres / nginx | latency p50 / p99 ms | added p50 / p99 ms | sender RSS MB |
+| --- | --- | --- | --- | --- | --- | --- |
+$(awk -F, '{gsub(/"/, "", $1); printf "| %s | %s | %s | %s / %s / %s | %s / %s | %s / %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11}' "$RES/defaults.csv")
+
+## Jitter and a stray 130429 (bench/jitter.sh)
+
+| run | answer jitter ms | msg/s | wall s | 130429 | cost vs clean |
+| --- | --- | --- | --- | --- | --- |
+$(awk -F, '{printf "| %s | 0-%s | %s | %s | %s | %s%% |\n", $1, $2, $3, $4, $5, $6}' "$RES/jitter.csv")
 
 Charts: rate_per_second.png, ceiling_per_second.png, claim_vs_queue.png, sender_rss.png.
 

@@ -144,6 +144,9 @@ campaigns_refresh(const RunningCampaign *rc, int n)
 					   rc[i].phone_number_id, rc[i].access_token);
 
 		cs = campaign_get(rc[i].campaign_id, rc[i].number_id);
+		/* a number this sender just took over: its cursors start over */
+		if (number_find(rc[i].number_id)->mine && !number_find(rc[i].number_id)->was_mine)
+			cs->claim_after = 0;
 		if (!cs->running_before || cs->breaker.window != rc[i].error_window)
 			breaker_reset(&cs->breaker, rc[i].error_window, rc[i].error_threshold);	/* (re)started or resized */
 		cs->breaker.threshold = rc[i].error_threshold;
@@ -187,7 +190,8 @@ campaigns_want_claim(void)
 	HASH_SEQ_STATUS seq;
 	CampaignState *cs;
 	bool		want = false;
-	int			budget = sender_budget() - held_total - results.n;
+	int			target = sender_budget();
+	int			budget = target - held_total - results.n;
 
 	if (budget <= 0 || shutdown_requested)
 		return false;
@@ -209,7 +213,7 @@ campaigns_want_claim(void)
 		 */
 		if (cs->transactional ||
 			(ns->count * 2 < number_target(ns) &&
-			 budget >= Max(1, sender_budget() / 20)))
+			 budget >= Max(1, target / 20)))
 		{
 			want = true;
 			hash_seq_term(&seq);

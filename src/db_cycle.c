@@ -717,6 +717,7 @@ db_cycle(bool refresh, bool release_all)
 		{
 			/* nothing to do until CREATE EXTENSION; nothing can be held */
 			memset(keep, 0, sizeof(bool) * Max(results.n, 1));
+			limits_answers_mark(true);
 			refreshed = true;
 		}
 		else
@@ -791,6 +792,8 @@ db_cycle(bool refresh, bool release_all)
 		ErrorData  *edata = wasend_abort_transaction(tmp);
 
 		pg_atomic_fetch_add_u64(&my_slot->db_retries, 1);
+		/* what the cycle stored is rolled back: store it again next time */
+		limits_answers_mark(false);
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),
 				 errmsg("wasend sender: database cycle failed: %s", edata->message),

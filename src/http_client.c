@@ -28,6 +28,7 @@
 #include "postgres.h"
 
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -206,6 +207,16 @@ void
 http_configure(void)
 {
 	long		cap = wasend_max_inflight;
+	struct rlimit nofile;
+
+	/*
+	 * Each connection is a descriptor: never more than half of what the
+	 * process may open (PostgreSQL's own files take the rest; its file
+	 * cache closes files when it meets the limit, curl cannot).  Requests
+	 * beyond the pool wait in curl for a connection.
+	 */
+	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY)
+		cap = Min(cap, Max(16, (long) (nofile.rlim_cur / 2)));
 
 	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, cap);
 	if (use_http2())

@@ -25,6 +25,7 @@ typedef struct HttpRequest
 	int64		gate_key;		/* the rate gate's key of the number */
 	uint64		gate_seq;		/* the rate gate's sequence number */
 	int			refusals;		/* 130429s its row got before (HTTP_SEND) */
+	int			priority;		/* its row's priority (-1: campaign row) */
 	int64		on_wire;		/* when curl sent the request (monotonic us);
 								 * 0 = not yet */
 

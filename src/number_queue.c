@@ -34,6 +34,13 @@ static int	share_count = 1;
 #define FIRST_LATENCY_US	(250 * 1000)
 
 /*
+ * the most one answer adds to a number's latency average, in us: a number
+ * whose API stalls (answers after many seconds, timeouts) must not size
+ * its in flight to the stall and take the sender's whole budget
+ */
+#define MAX_LATENCY_SAMPLE_US	(2 * USECS_PER_SEC)
+
+/*
  * What a number keeps in flight is its pace times its latency (Little's
  * law) times this: room for answers slower than the average
  */
@@ -71,6 +78,9 @@ number_get(int64 number_id)
 		ns->url = NULL;
 		ns->rate = 1;
 		ns->latency_us = FIRST_LATENCY_US;
+		ns->inflight = 0;
+		ns->mine = false;
+		ns->was_mine = false;
 		ns->gate_key = 0;
 		ns->pace_noted_at = 0;
 		ns->active = false;
@@ -104,6 +114,7 @@ numbers_begin_refresh(void)
 	while ((ns = hash_seq_search(&seq)) != NULL)
 	{
 		ns->active = false;
+		ns->was_mine = ns->mine;
 		ns->mine = false;
 	}
 	active_numbers = 0;
@@ -211,6 +222,18 @@ number_target(NumberState *ns)
 }
 
 /*
+ * A request of the number is no longer in flight (its answer came back).
+ */
+void
+number_answered(int64 number_id)
+{
+	NumberState *ns = number_find(number_id);
+
+	if (ns != NULL && ns->inflight > 0)
+		ns->inflight--;
+}
+
+/*
  * An answer of the number came back after latency_us: fold it into the
  * number's moving average (weight 1/8, so a change of the API's latency
  * shows within a few dozen answers and one slow answer does not).
@@ -218,7 +241,8 @@ number_target(NumberState *ns)
 void
 number_note_latency(NumberState *ns, int64 latency_us)
 {
-	ns->latency_us += (Max(latency_us, 0) - ns->latency_us) / 8;
+	latency_us = Min(Max(latency_us, 0), MAX_LATENCY_SAMPLE_US);
+	ns->latency_us += (latency_us - ns->latency_us) / 8;
 }
 
 /*
@@ -227,7 +251,7 @@ number_note_latency(NumberState *ns, int64 latency_us)
  * by Little's law, pace times latency, with INFLIGHT_MARGIN.  One sender
  * claims a number's rows (sender_share), so it is the whole pace.
  */
-static int
+int
 number_inflight_need(NumberState *ns)
 {
 	double		pace = ns->rate * wasend_rate_headroom;
@@ -282,9 +306,10 @@ numbers_reset_shares(void)
  * campaign row goes to the back.  A wasend_send row (priority >= 0) goes
  * to the front, behind the wasend_send rows already there of the same or
  * a higher priority: it takes the number's next free slot of the rate
- * gate, ahead of every campaign row this sender holds.
+ * gate, ahead of every campaign row this sender holds.  Returns the row's
+ * place in the ring (valid until the next push).
  */
-void
+PendingRow *
 number_push(NumberState *ns, const ClaimedRow *row)
 {
 	PendingRow *p;
@@ -321,6 +346,7 @@ number_push(NumberState *ns, const ClaimedRow *row)
 	p->refusals = 0;
 	p->body = MemoryContextStrdup(sender_context, row->body);
 	ns->count++;
+	return p;
 }
 
 /*
@@ -331,8 +357,8 @@ number_push(NumberState *ns, const ClaimedRow *row)
  * with this sender's token.
  */
 void
-number_requeue(NumberState *ns, int64 id, int64 campaign_id, int refusals,
-			   const char *body)
+number_requeue(NumberState *ns, int64 id, int64 campaign_id, int priority,
+			   int refusals, const char *body)
 {
 	ClaimedRow	row;
 	PendingRow	moved;
@@ -342,7 +368,13 @@ number_requeue(NumberState *ns, int64 id, int64 campaign_id, int refusals,
 	row.id = id;
 	row.campaign_id = campaign_id;
 	row.body = unconstify(char *, body);
-	row.priority = -1;
+	row.priority = priority;
+	if (priority >= 0)
+	{
+		/* a wasend_send row goes where number_push puts it, in front */
+		number_push(ns, &row)->refusals = refusals;
+		return;
+	}
 	number_push(ns, &row);		/* at the back, growing the ring if needed */
 	moved = ns->rows[(ns->head + ns->count - 1) % ns->cap];
 	moved.refusals = refusals;
@@ -413,21 +445,35 @@ numbers_start_sends(int64 now)
 		int			i;
 		int64		next;
 		int			npri = 0;
+		int			room;
 
 		if (ns->count == 0 || !ns->active || shutdown_requested)
+			continue;
+		/*
+		 * never more in flight than Little's law asks for the number (so
+		 * that one number whose API stalls cannot take the sender's whole
+		 * budget): its answers make room, and wake the loop
+		 */
+		room = number_inflight_need(ns) - ns->inflight;
+		if (room <= 0)
 			continue;
 		/* wasend_send rows at the front go first, with priority */
 		while (npri < ns->count && ns->rows[(ns->head + npri) % ns->cap].priority >= 0)
 			npri++;
 		granted = rate_gate_take(ns->gate_key, ns->rate,
-								 Min(npri > 0 ? npri : ns->count, WASEND_MAX_RATE), now,
-								 seqs, &next, npri > 0);
+								 Min(Min(npri > 0 ? npri : ns->count, WASEND_MAX_RATE), room),
+								 now, seqs, &next, npri > 0);
 		for (i = 0; i < granted; i++)
 		{
 			PendingRow *p = &ns->rows[ns->head];
 
-			http_start(ns->url, ns->access_token, p->body, p->id,
-					   p->campaign_id, ns->number_id, ns->gate_key, seqs[i])->refusals = p->refusals;
+			HttpRequest *req = http_start(ns->url, ns->access_token, p->body, p->id,
+										  p->campaign_id, ns->number_id,
+										  ns->gate_key, seqs[i]);
+
+			req->refusals = p->refusals;
+			req->priority = p->priority;
+			ns->inflight++;
 			pfree(p->body);
 			ns->head = (ns->head + 1) % ns->cap;
 			ns->count--;

@@ -115,8 +115,11 @@ SELECT p.portfolio FROM wasend.portfolios p
 -- after_id ($4) is a keyset cursor: the highest id this sender claimed last
 -- time for the campaign.  Without it each claim would walk again over the
 -- index entries of every row claimed since the last vacuum (they stay in
--- the index until then); the sender resets it at every refresh, so rows
--- put back behind it (retries, released rows) are found within a second.
+-- the index until then); the sender resets it after a control change,
+-- after an error answer of the campaign (for 30 s), when it takes the
+-- number over, and every 10th refresh, so rows put back behind it
+-- (retries, released rows) are found within a second of being due, and
+-- any other within 10 s (campaign_cache.c).
 -- $3 is the sender's claim token (random per sender start, see launcher.c).
 --
 -- A claim takes nothing of a campaign that is not running, or whose number

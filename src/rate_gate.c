@@ -123,6 +123,13 @@
  */
 #define FIRST_SLOW_FACTOR	0.95
 #define SLOW_QUIET_US		(2 * USECS_PER_SEC)
+
+/*
+ * 130429s of one burst (the requests in flight when the receiver hiccuped)
+ * slow the number down once: later ones within this window are the same
+ * event
+ */
+#define SLOW_BURST_US		(100 * 1000)
 #define SLOW_FACTOR			0.75
 #define SLOW_FLOOR			0.1
 #define RECOVERY_PER_SEC	0.05
@@ -334,7 +341,7 @@ rate_gate_slow_down(int64 key, int64 now)
 
 	SpinLockAcquire(&WasendState->gate_mutex);
 	g = gate_lookup(key, false, now);
-	if (g != NULL)
+	if (g != NULL && (g->slowed_at == 0 || now - g->slowed_at >= SLOW_BURST_US))
 	{
 		double		factor = g->slowed_at != 0 && now - g->slowed_at < SLOW_QUIET_US ?
 			SLOW_FACTOR : FIRST_SLOW_FACTOR;
@@ -369,23 +376,6 @@ rate_gate_note_transit(int64 key, int64 transit_us)
 		g->last_transit_us = transit_us;
 	}
 	SpinLockRelease(&WasendState->gate_mutex);
-}
-
-/*
- * The ring's margin of a number now, in us (for the metrics and stats).
- */
-int64
-rate_gate_margin(int64 key, int64 now)
-{
-	WasendGateSlot *g;
-	int64		m = BASE_MARGIN_US;
-
-	SpinLockAcquire(&WasendState->gate_mutex);
-	g = gate_lookup(key, false, now);
-	if (g != NULL)
-		m = entry_margin(g);
-	SpinLockRelease(&WasendState->gate_mutex);
-	return m;
 }
 
 /*

@@ -68,7 +68,10 @@
 /* longest a stopping sender waits for requests in flight, in us */
 #define DRAIN_TIMEOUT_US		(5000 * 1000)
 
-/* a row refused with 130429 this many times in a row is recorded */
+/*
+ * a row refused with 130429 is sent again by the sender this many times;
+ * the next refusal is recorded (the error policy's retry)
+ */
 #define MAX_REFUSALS			3
 
 /* the number's own token is redacted from error answers if this long */
@@ -251,6 +254,19 @@ limits_answers_done(void)
 }
 
 /*
+ * Mark every limits answer done (nothing can store them: no extension) or
+ * not done (the cycle that stored them failed, so the store is undone).
+ */
+void
+limits_answers_mark(bool done)
+{
+	int			i;
+
+	for (i = 0; i < nlimits_answers; i++)
+		limits_answers[i].done = done;
+}
+
+/*
  * Is there a limits answer no cycle has tried to store yet?  The loop runs
  * a cycle for it at once: a number does not send until its limit is
  * stored, and the sender that read it may have nothing else to do.
@@ -361,12 +377,17 @@ collect_done(void)
 		 * A 130429 refused the message, so sending it again cannot
 		 * duplicate it: while the campaign may send, it goes again in
 		 * the number's next slot, still held, and the number slows down
-		 * (rate_gate.c).  Only a row refused MAX_REFUSALS times is
-		 * recorded (the error policy's retry with backoff, and the
-		 * metrics count it there).
+		 * (rate_gate.c).  It is sent again MAX_REFUSALS times; a
+		 * further refusal is recorded, and wasend.error_policy's row for
+		 * 130429 applies from then on (its retry with backoff, by
+		 * default).  A sender shutting down records it at once: it is
+		 * known unsent, so it must not be left to the supervisor as
+		 * uncertain.
 		 */
-		if (err == NULL && ns != NULL && ns->active && is_throughput_refusal(req) &&
-			req->refusals < MAX_REFUSALS)
+		if (ns != NULL)
+			number_answered(req->number_id);
+		if (err == NULL && ns != NULL && ns->active && !shutdown_requested &&
+			is_throughput_refusal(req) && req->refusals < MAX_REFUSALS)
 		{
 			CampaignState *cs = campaign_find(req->campaign_id);
 
@@ -374,7 +395,7 @@ collect_done(void)
 			{
 				rate_gate_slow_down(ns->gate_key, wasend_mono_us());
 				metrics_note_error(ns->phone_number_id, "130429", 1);
-				number_requeue(ns, req->row_id, req->campaign_id,
+				number_requeue(ns, req->row_id, req->campaign_id, req->priority,
 							   req->refusals + 1, req->body);
 				http_release(req);
 				continue;

@@ -50,6 +50,8 @@ typedef struct NumberState
 	char	   *url;
 	int			rate;
 	int64		latency_us;		/* moving average of its requests' latency */
+	int			inflight;		/* its requests in flight in this sender */
+	bool		was_mine;		/* mine as of the previous refresh */
 	bool		active;			/* has a running campaign, number active */
 	bool		mine;			/* this sender claims its rows (sender_share) */
 	int			top_priority;	/* highest priority of its campaigns that
@@ -119,6 +121,7 @@ extern void start_limits_reads(const LimitsCheck *lc, int n);
 extern void sender_share(int *ordinal, int *count);
 extern void limits_answers_done(void);
 extern bool limits_answers_fresh(void);
+extern void limits_answers_mark(bool done);
 
 /* number_queue.c */
 extern int	active_numbers;	/* active numbers this sender claims for */
@@ -132,9 +135,11 @@ extern void number_refresh(NumberState *ns, int rate,
 extern int	number_target(NumberState *ns);
 extern void number_note_latency(NumberState *ns, int64 latency_us);
 extern int	sender_budget(void);
-extern void number_push(NumberState *ns, const ClaimedRow *row);
+extern int	number_inflight_need(NumberState *ns);
+extern void number_answered(int64 number_id);
+extern PendingRow *number_push(NumberState *ns, const ClaimedRow *row);
 extern void number_requeue(NumberState *ns, int64 id, int64 campaign_id,
-						   int refusals, const char *body);
+						   int priority, int refusals, const char *body);
 extern void numbers_reset_shares(void);
 extern int	numbers_take_stopped(int64 *ids, int64 *campaign_ids, bool drop_all);
 extern int64 numbers_start_sends(int64 now);

@@ -139,6 +139,12 @@ wasend_worker_stats(PG_FUNCTION_ARGS)
 	}
 #endif
 
+	if (rsinfo->setDesc->natts != 9 && rsinfo->setDesc->natts != 14)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("wasend_worker_stats() is declared with %d columns, this library returns 9 or 14",
+						rsinfo->setDesc->natts),
+				 errhint("Run ALTER EXTENSION wasend UPDATE.")));
 	if (WasendState == NULL)
 		PG_RETURN_VOID();
 

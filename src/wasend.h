@@ -221,7 +221,6 @@ extern int	rate_gate_take(int64 key, int rate_per_sec, int want,
 extern void rate_gate_on_wire(int64 key, uint64 seq, int64 when);
 extern void rate_gate_slow_down(int64 key, int64 now);
 extern void rate_gate_note_transit(int64 key, int64 transit_us);
-extern int64 rate_gate_margin(int64 key, int64 now);
 extern double rate_gate_pace(int64 key, int rate, int64 now);
 
 /* secrets.c */
