@@ -362,7 +362,13 @@ collect_done(void)
 		if (ns != NULL)
 		{
 			metrics_note_answer(ns->phone_number_id, req->http_status, req->latency_us);
-			number_note_latency(ns, req->latency_us);
+			/*
+			 * Little's law counts how long a request holds its place in
+			 * flight here: until this collection, not only until curl
+			 * read the answer (the loop may have been in a database
+			 * cycle meanwhile)
+			 */
+			number_note_latency(ns, wasend_mono_us() - req->started);
 			if (req->curl_code == 0)
 			{
 				/* wire to answer, less the server's own time: see rate_gate.c */
