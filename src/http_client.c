@@ -27,7 +27,10 @@
  */
 #include "postgres.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -51,6 +54,10 @@ static int	n_inflight = 0;
 static HttpRequest *free_list = NULL;
 static HttpRequest *wired_list = NULL;	/* reached the wire, not yet told */
 static MemoryContext http_context = NULL;
+static uint64 answers = 0;		/* requests finished, for sampling */
+
+/* the connection's RTT variation is read for one answer in this many */
+#define RTTVAR_SAMPLE		8
 
 /*
  * curl socket callback: mirror curl's interest in a socket into our epoll
@@ -594,6 +601,29 @@ server_timing_us(CURL *easy)
 }
 
 /*
+ * The RTT variation (mean deviation, us) the kernel measured on the
+ * connection a request used, from TCP_INFO; -1 when unknown (the
+ * connection is gone, not TCP).  It is the delay spread of the path alone:
+ * TCP acknowledges segments whatever the server does with them, so the
+ * server's processing time does not show in it, nor does this sender's
+ * event loop (see rate_gate.c).
+ */
+static int64
+connection_rttvar_us(CURL *easy)
+{
+	curl_socket_t fd = CURL_SOCKET_BAD;
+	struct tcp_info ti;
+	socklen_t	len = sizeof(ti);
+
+	if (curl_easy_getinfo(easy, CURLINFO_ACTIVESOCKET, &fd) != CURLE_OK ||
+		fd == CURL_SOCKET_BAD)
+		return -1;
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0)
+		return -1;
+	return (int64) ti.tcpi_rttvar;
+}
+
+/*
  * Return the next finished request with its outcome filled in, or NULL.
  */
 HttpRequest *
@@ -622,6 +652,9 @@ http_next_done(void)
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_TOTAL_TIME_T, &total_us);
 		req->latency_us = Min((int64) total_us, wasend_mono_us() - req->started);
 		req->server_us = server_timing_us(msg->easy_handle);
+		/* one answer in RTTVAR_SAMPLE is enough to follow the path */
+		req->rttvar_us = (++answers % RTTVAR_SAMPLE) == 0 ?
+			connection_rttvar_us(msg->easy_handle) : -1;
 		if (req->curl_code != CURLE_OK && req->errbuf[0] == '\0')
 			strlcpy(req->errbuf, curl_easy_strerror(req->curl_code), sizeof(req->errbuf));
 		if (req->resp_too_big)

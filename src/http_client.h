@@ -45,6 +45,8 @@ typedef struct HttpRequest
 								 * answer's last byte */
 	int64		server_us;		/* the server's own time from its
 								 * Server-Timing header; -1 if none */
+	int64		rttvar_us;		/* the kernel's RTT variation of its
+								 * connection (TCP_INFO); -1 if unknown */
 
 	struct HttpRequest *next_free;
 	struct HttpRequest *next_wired;

@@ -47,6 +47,13 @@ static int	share_count = 1;
 #define INFLIGHT_MARGIN		1.5
 
 /*
+ * plus this much of its pace, in seconds: the average hides the moments
+ * the sender's loop is in a database cycle (an fsync'd commit), when
+ * answers wait to be collected and their places stay taken
+ */
+#define INFLIGHT_SLACK_SEC	0.05
+
+/*
  * Create the numbers table (in sender_context).
  */
 void
@@ -255,7 +262,8 @@ int
 number_inflight_need(NumberState *ns)
 {
 	double		pace = ns->rate * wasend_rate_headroom;
-	double		need = pace * (ns->latency_us / 1000000.0) * INFLIGHT_MARGIN;
+	double		need = pace * (ns->latency_us / 1000000.0 * INFLIGHT_MARGIN +
+							   INFLIGHT_SLACK_SEC);
 
 	return (int) Min(need + 1, (double) WASEND_MAX_INFLIGHT);
 }
@@ -450,11 +458,12 @@ numbers_start_sends(int64 now)
 		if (ns->count == 0 || !ns->active || shutdown_requested)
 			continue;
 		/*
-		 * never more in flight than Little's law asks for the number (so
-		 * that one number whose API stalls cannot take the sender's whole
-		 * budget): its answers make room, and wake the loop
+		 * never more in flight than twice what Little's law asks for the
+		 * number (so that one number whose API stalls cannot take the
+		 * sender's whole budget, while a slow turn of the loop does not
+		 * hold the number back): its answers make room, and wake the loop
 		 */
-		room = number_inflight_need(ns) - ns->inflight;
+		room = 2 * number_inflight_need(ns) - ns->inflight;
 		if (room <= 0)
 			continue;
 		/* wasend_send rows at the front go first, with priority */

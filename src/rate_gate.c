@@ -28,23 +28,26 @@
  * wire.  Any R + 1 consecutive sends then span more than a second, with
  * MARGIN to spare for the receiver's own scheduling jitter.
  *
- * The margin comes from what the senders measure.  Each answer's transit
- * time (from the request reaching the wire to its answer, less the time
- * the server says it spent in a Server-Timing header, see http_client.c)
- * feeds an estimate of the number's delay variation: the interarrival
- * jitter of RFC 3550 (J += (|D| - J) / 16, D the difference between two
- * consecutive transit times).  Two requests sent a second apart can arrive
- * that much closer together, so MARGIN is BASE_MARGIN (the receiver's own
- * clock: a receiver that stalls for S ms stamps the requests that queued
- * meanwhile together; stalls of 10-27 ms were measured on this project's
- * 2-core test VM) plus J, at most MAX_MARGIN; and the grid's headroom is
+ * The margin comes from what the senders measure: the delay spread of the
+ * path to the API.  The kernel measures it for every TCP connection (the
+ * RTT's mean deviation, tcpi_rttvar of TCP_INFO); a sender reads it on the
+ * connection of one answer in eight (http_client.c).  An RTT sample is
+ * inflated by the server's processing time when the server's ACK rides on
+ * its answer instead of going out at once, which happens on some
+ * connections and not others (measured: 0.02 ms on one loopback
+ * connection to the mock, 4-11 ms on those whose answers were delayed
+ * 0-20 ms); the path's own jitter shows on all of them.  So the number's
+ * jitter J is the least variation seen over the last JITTER_WINDOW_US.
+ * Two requests sent a second apart can arrive that much closer together,
+ * so MARGIN is BASE_MARGIN (the receiver's own clock: a receiver that
+ * stalls for S ms stamps the requests that queued meanwhile together;
+ * stalls of 10-27 ms were measured on this project's 2-core test VM) plus
+ * 2 J, at most MAX_MARGIN; and the grid's headroom is
  * H = min(wasend.rate_headroom, 1 s / (1 s + MARGIN + GRID_SLACK)), so that
  * R sends on the grid span the ring's bound with GRID_SLACK to spare and
- * the grid, not the ring, sets the pace.  With no measured jitter that is
- * 1 s / 1015 ms = 0.985, the default of wasend.rate_headroom; 20 ms of
- * jitter make it 0.966.  An API that reports no Server-Timing counts its
- * own processing time in the transit, so its spread shows as jitter:
- * MAX_MARGIN bounds what that costs (H >= 0.966).
+ * the grid, not the ring, sets the pace.  With no measured jitter (a local
+ * network) that is 1 s / 1015 ms = 0.985, the default of
+ * wasend.rate_headroom; 10 ms of jitter make it 0.966, the least.
  *
  * Priority.  A sender whose next rows of a number are wasend_send rows
  * takes with priority; when some of them must wait for a later slot, the
@@ -92,6 +95,9 @@
  */
 #define BASE_MARGIN_US	10000
 #define MAX_MARGIN_US	30000
+
+/* the number's jitter is the least RTT variation seen in this long, in us */
+#define JITTER_WINDOW_US	(10 * USECS_PER_SEC)
 
 /* what the grid leaves free beyond the ring's margin, in us */
 #define GRID_SLACK_US	5000
@@ -186,7 +192,8 @@ gate_lookup(int64 key, bool create, int64 now)
 	g->throttle_at = 0;
 	g->slowed_at = 0;
 	g->jitter_us = 0;
-	g->last_transit_us = -1;
+	g->jitter_window_min = -1;
+	g->jitter_window_at = now;
 	g->priority_until = 0;
 	return g;
 }
@@ -218,13 +225,13 @@ current_throttle(WasendGateSlot *g, int64 now)
 }
 
 /*
- * The ring's margin of an entry now: BASE_MARGIN_US plus its measured
- * jitter, at most MAX_MARGIN_US.  Caller holds gate_mutex.
+ * The ring's margin of an entry now: BASE_MARGIN_US plus twice its
+ * measured jitter, at most MAX_MARGIN_US.  Caller holds gate_mutex.
  */
 static int64
 entry_margin(WasendGateSlot *g)
 {
-	return Min(BASE_MARGIN_US + g->jitter_us, MAX_MARGIN_US);
+	return Min(BASE_MARGIN_US + 2 * g->jitter_us, MAX_MARGIN_US);
 }
 
 /*
@@ -354,26 +361,29 @@ rate_gate_slow_down(int64 key, int64 now)
 }
 
 /*
- * An answer of the number came back: fold its transit time (see header)
- * into the number's jitter estimate.  Never throws.
+ * An answer of the number came back on a connection whose RTT varies by
+ * rttvar_us (TCP_INFO): the number's jitter J becomes, every
+ * JITTER_WINDOW_US, the least such variation seen in the window (see the
+ * header for why the least).  Never throws.
  */
 void
-rate_gate_note_transit(int64 key, int64 transit_us)
+rate_gate_note_rttvar(int64 key, int64 rttvar_us, int64 now)
 {
 	WasendGateSlot *g;
 
-	transit_us = Max(transit_us, 0);
+	rttvar_us = Max(rttvar_us, 0);
 	SpinLockAcquire(&WasendState->gate_mutex);
-	g = gate_lookup(key, false, 0);
+	g = gate_lookup(key, false, now);
 	if (g != NULL)
 	{
-		if (g->last_transit_us >= 0)
+		if (g->jitter_window_min < 0 || rttvar_us < g->jitter_window_min)
+			g->jitter_window_min = rttvar_us;
+		if (now - g->jitter_window_at >= JITTER_WINDOW_US)
 		{
-			int64		d = Abs(transit_us - g->last_transit_us);
-
-			g->jitter_us += (d - g->jitter_us) / 16;
+			g->jitter_us = g->jitter_window_min;
+			g->jitter_window_min = -1;
+			g->jitter_window_at = now;
 		}
-		g->last_transit_us = transit_us;
 	}
 	SpinLockRelease(&WasendState->gate_mutex);
 }

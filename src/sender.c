@@ -369,15 +369,8 @@ collect_done(void)
 			 * cycle meanwhile)
 			 */
 			number_note_latency(ns, wasend_mono_us() - req->started);
-			if (req->curl_code == 0)
-			{
-				/* wire to answer, less the server's own time: see rate_gate.c */
-				int64		wire = req->on_wire != 0 ? req->on_wire : req->started;
-
-				rate_gate_note_transit(ns->gate_key,
-									   req->started + req->latency_us - wire -
-									   Max(req->server_us, 0));
-			}
+			if (req->rttvar_us >= 0)
+				rate_gate_note_rttvar(ns->gate_key, req->rttvar_us, wasend_mono_us());
 		}
 		/*
 		 * A 130429 refused the message, so sending it again cannot

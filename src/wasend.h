@@ -121,9 +121,10 @@ typedef struct WasendGateSlot
 								 * number: other sends wait until then */
 	int64		throttle_at;	/* when throttle was last set */
 	int64		slowed_at;		/* the last 130429 (rate_gate_slow_down) */
-	int64		jitter_us;		/* delay variation of the number's
-								 * requests (RFC 3550 estimator) */
-	int64		last_transit_us;	/* the last request's transit time */
+	int64		jitter_us;		/* RTT variation of the path to the
+								 * number's API (see rate_gate.c) */
+	int64		jitter_window_min;	/* least RTT variation seen since ... */
+	int64		jitter_window_at;	/* ... this time (monotonic us) */
 	int64		ring[WASEND_MAX_RATE];	/* send seq at [seq % rate] */
 } WasendGateSlot;
 
@@ -220,7 +221,7 @@ extern int	rate_gate_take(int64 key, int rate_per_sec, int want,
 						   bool priority);
 extern void rate_gate_on_wire(int64 key, uint64 seq, int64 when);
 extern void rate_gate_slow_down(int64 key, int64 now);
-extern void rate_gate_note_transit(int64 key, int64 transit_us);
+extern void rate_gate_note_rttvar(int64 key, int64 rttvar_us, int64 now);
 extern double rate_gate_pace(int64 key, int rate, int64 now);
 
 /* secrets.c */
