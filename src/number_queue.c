@@ -38,7 +38,7 @@ static int	share_count = 1;
  * whose API stalls (answers after many seconds, timeouts) must not size
  * its in flight to the stall and take the sender's whole budget
  */
-#define MAX_LATENCY_SAMPLE_US	(2 * USECS_PER_SEC)
+#define MAX_LATENCY_SAMPLE_US	(1 * USECS_PER_SEC)
 
 /*
  * What a number keeps in flight is its pace times its latency (Little's

@@ -363,12 +363,14 @@ collect_done(void)
 		{
 			metrics_note_answer(ns->phone_number_id, req->http_status, req->latency_us);
 			/*
-			 * Little's law counts how long a request holds its place in
-			 * flight here: until this collection, not only until curl
-			 * read the answer (the loop may have been in a database
-			 * cycle meanwhile)
+			 * Little's law takes the API's latency as curl saw it, not the
+			 * time until this collection: that one grows with the
+			 * sender's own load, and sizing in flight by it feeds back
+			 * (more in flight, more work per event, longer turns, more in
+			 * flight: a 1,000,000-message run ran up to the cap).  The
+			 * turns of the loop are INFLIGHT_SLACK_SEC's business.
 			 */
-			number_note_latency(ns, wasend_mono_us() - req->started);
+			number_note_latency(ns, req->latency_us);
 			if (req->rttvar_us >= 0)
 				rate_gate_note_rttvar(ns->gate_key, req->rttvar_us, wasend_mono_us());
 		}
