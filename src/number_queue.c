@@ -40,6 +40,9 @@ static int	share_count = 1;
  */
 #define MAX_LATENCY_SAMPLE_US	(1 * USECS_PER_SEC)
 
+/* the window of a number's least latency, in us (number_latency) */
+#define LATENCY_WINDOW_US		(5 * USECS_PER_SEC)
+
 /*
  * What a number keeps in flight is its pace times its latency (Little's
  * law) times this: room for answers slower than the average
@@ -85,6 +88,9 @@ number_get(int64 number_id)
 		ns->url = NULL;
 		ns->rate = 1;
 		ns->latency_us = FIRST_LATENCY_US;
+		ns->latency_floor_us = -1;
+		ns->window_min_us = -1;
+		ns->window_at = wasend_mono_us();
 		ns->inflight = 0;
 		ns->mine = false;
 		ns->was_mine = false;
@@ -243,13 +249,41 @@ number_answered(int64 number_id)
 /*
  * An answer of the number came back after latency_us: fold it into the
  * number's moving average (weight 1/8, so a change of the API's latency
- * shows within a few dozen answers and one slow answer does not).
+ * shows within a few dozen answers and one slow answer does not), and
+ * into the least latency of the current window (see number_latency).
  */
 void
-number_note_latency(NumberState *ns, int64 latency_us)
+number_note_latency(NumberState *ns, int64 latency_us, int64 now)
 {
 	latency_us = Min(Max(latency_us, 0), MAX_LATENCY_SAMPLE_US);
 	ns->latency_us += (latency_us - ns->latency_us) / 8;
+	if (ns->window_min_us < 0 || latency_us < ns->window_min_us)
+		ns->window_min_us = latency_us;
+	if (now - ns->window_at >= LATENCY_WINDOW_US)
+	{
+		ns->latency_floor_us = ns->window_min_us;
+		ns->window_min_us = -1;
+		ns->window_at = now;
+	}
+}
+
+/*
+ * The latency Little's law uses for a number: the moving average, but
+ * never more than twice the least latency of the last window.  A sender
+ * whose CPU cannot keep up reads answers late, so the latency it measures
+ * grows with what it has in flight; sizing in flight by that feeds back
+ * (more in flight, more work per socket event, later reads, more in
+ * flight: a 1,000,000-message run went up to wasend.max_inflight, 17,000
+ * requests, and 1.7 s of latency).  The least latency of a window is the
+ * API's own (some answer is always read at once), and twice it covers an
+ * API whose answers spread.
+ */
+static int64
+number_latency(NumberState *ns)
+{
+	if (ns->latency_floor_us <= 0)
+		return ns->latency_us;
+	return Min(ns->latency_us, 2 * ns->latency_floor_us);
 }
 
 /*
@@ -262,7 +296,7 @@ int
 number_inflight_need(NumberState *ns)
 {
 	double		pace = ns->rate * wasend_rate_headroom;
-	double		need = pace * (ns->latency_us / 1000000.0 * INFLIGHT_MARGIN +
+	double		need = pace * (number_latency(ns) / 1000000.0 * INFLIGHT_MARGIN +
 							   INFLIGHT_SLACK_SEC);
 
 	return (int) Min(need + 1, (double) WASEND_MAX_INFLIGHT);

@@ -370,7 +370,7 @@ collect_done(void)
 			 * flight: a 1,000,000-message run ran up to the cap).  The
 			 * turns of the loop are INFLIGHT_SLACK_SEC's business.
 			 */
-			number_note_latency(ns, req->latency_us);
+			number_note_latency(ns, req->latency_us, wasend_mono_us());
 			if (req->rttvar_us >= 0)
 				rate_gate_note_rttvar(ns->gate_key, req->rttvar_us, wasend_mono_us());
 		}

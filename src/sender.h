@@ -50,6 +50,10 @@ typedef struct NumberState
 	char	   *url;
 	int			rate;
 	int64		latency_us;		/* moving average of its requests' latency */
+	int64		latency_floor_us;	/* least latency of the last window; -1
+									 * before the first window ends */
+	int64		window_min_us;	/* least latency in the current window */
+	int64		window_at;		/* when it began (monotonic us) */
 	int			inflight;		/* its requests in flight in this sender */
 	bool		was_mine;		/* mine as of the previous refresh */
 	bool		active;			/* has a running campaign, number active */
@@ -133,7 +137,7 @@ extern void number_refresh(NumberState *ns, int rate,
 						   const char *phone_number_id,
 						   const char *access_token);
 extern int	number_target(NumberState *ns);
-extern void number_note_latency(NumberState *ns, int64 latency_us);
+extern void number_note_latency(NumberState *ns, int64 latency_us, int64 now);
 extern int	sender_budget(void);
 extern int	number_inflight_need(NumberState *ns);
 extern void number_answered(int64 number_id);
