@@ -38,7 +38,7 @@ int			wasend_workers = 2;
 double		wasend_rate_headroom = 0.985;
 char	   *wasend_api_base_url = NULL;
 int			wasend_batch_size = 200;
-int			wasend_max_inflight = 10000;
+int			wasend_max_inflight = 4000;
 int			wasend_request_timeout_ms = 10000;
 int			wasend_http_version = WASEND_HTTP_2;
 char	   *wasend_ca_file = NULL;
@@ -370,7 +370,7 @@ _PG_init(void)
 							"Most rows a sender holds at once (claimed or in flight).",
 							"Below it each sender holds what its numbers' rates and measured latencies need (Little's law); this caps memory and the rows whose outcome is unknown after a crash.",
 							&wasend_max_inflight,
-							10000, 1, WASEND_MAX_INFLIGHT,
+							4000, 1, WASEND_MAX_INFLIGHT,
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
