@@ -140,12 +140,13 @@ campaigns_refresh(const RunningCampaign *rc, int n)
 
 	for (i = 0; i < n; i++)
 	{
-		number_refresh(number_get(rc[i].number_id), rc[i].rate,
-					   rc[i].phone_number_id, rc[i].access_token);
+		NumberState *ns = number_get(rc[i].number_id);
+
+		number_refresh(ns, rc[i].rate, rc[i].phone_number_id, rc[i].access_token);
 
 		cs = campaign_get(rc[i].campaign_id, rc[i].number_id);
 		/* a number this sender just took over: its cursors start over */
-		if (number_find(rc[i].number_id)->mine && !number_find(rc[i].number_id)->was_mine)
+		if (ns->mine && !ns->was_mine)
 			cs->claim_after = 0;
 		if (!cs->running_before || cs->breaker.window != rc[i].error_window)
 			breaker_reset(&cs->breaker, rc[i].error_window, rc[i].error_threshold);	/* (re)started or resized */

@@ -646,8 +646,8 @@ http_next_done(void)
 		/*
 		 * From curl taking the request up to its reading the answer's
 		 * last byte (curl reads while the sender runs a database cycle:
-		 * see http_pump); never less than the time since the sender
-		 * handed it over, less its wait to be collected.
+		 * see http_pump), and never more than the time since the sender
+		 * handed it over.
 		 */
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_TOTAL_TIME_T, &total_us);
 		req->latency_us = Min((int64) total_us, wasend_mono_us() - req->started);

@@ -238,11 +238,9 @@ number_target(NumberState *ns)
  * A request of the number is no longer in flight (its answer came back).
  */
 void
-number_answered(int64 number_id)
+number_answered(NumberState *ns)
 {
-	NumberState *ns = number_find(number_id);
-
-	if (ns != NULL && ns->inflight > 0)
+	if (ns->inflight > 0)
 		ns->inflight--;
 }
 
@@ -344,15 +342,13 @@ numbers_reset_shares(void)
 }
 
 /*
- * Add a claimed row to its number's FIFO, growing the ring if needed.  A
- * campaign row goes to the back.  A wasend_send row (priority >= 0) goes
- * to the front, behind the wasend_send rows already there of the same or
- * a higher priority: it takes the number's next free slot of the rate
- * gate, ahead of every campaign row this sender holds.  Returns the row's
- * place in the ring (valid until the next push).
+ * Put a row into its number's FIFO, growing the ring if needed: at the
+ * back when ahead_of < 0, else in front of every row whose priority is
+ * below ahead_of (behind those at or above it).  Returns the row's place
+ * in the ring (valid until the next insertion).
  */
-PendingRow *
-number_push(NumberState *ns, const ClaimedRow *row)
+static PendingRow *
+fifo_insert(NumberState *ns, const ClaimedRow *row, int ahead_of)
 {
 	PendingRow *p;
 	int			pos;
@@ -372,11 +368,11 @@ number_push(NumberState *ns, const ClaimedRow *row)
 		ns->cap *= 2;
 	}
 	pos = ns->count;
-	if (row->priority >= 0)
+	if (ahead_of >= 0)
 	{
 		pos = 0;
 		while (pos < ns->count &&
-			   ns->rows[(ns->head + pos) % ns->cap].priority >= row->priority)
+			   ns->rows[(ns->head + pos) % ns->cap].priority >= ahead_of)
 			pos++;
 		for (k = ns->count; k > pos; k--)
 			ns->rows[(ns->head + k) % ns->cap] = ns->rows[(ns->head + k - 1) % ns->cap];
@@ -392,40 +388,37 @@ number_push(NumberState *ns, const ClaimedRow *row)
 }
 
 /*
- * Put a row refused with 130429 back at the front of its number's FIFO,
- * behind the wasend_send rows waiting there, to go in the number's next
- * gate slot (sender.c: a stray 130429 costs one slot, not a retry backoff
- * and a database round trip).  The row is still held and still 'sending'
- * with this sender's token.
+ * Add a claimed row to its number's FIFO.  A campaign row goes to the
+ * back.  A wasend_send row (priority >= 0) goes to the front, behind the
+ * wasend_send rows already there of the same or a higher priority: it
+ * takes the number's next free slot of the rate gate, ahead of every
+ * campaign row this sender holds.
+ */
+void
+number_push(NumberState *ns, const ClaimedRow *row)
+{
+	(void) fifo_insert(ns, row, row->priority);
+}
+
+/*
+ * Put a row refused with 130429 back at the front of its number's FIFO, to
+ * go in the number's next gate slot (sender.c: a stray 130429 costs one
+ * slot, not a retry backoff and a database round trip): a campaign row
+ * behind the wasend_send rows waiting there, a wasend_send row where
+ * number_push puts it.  The row is still held and still 'sending' with
+ * this sender's token.
  */
 void
 number_requeue(NumberState *ns, int64 id, int64 campaign_id, int priority,
 			   int refusals, const char *body)
 {
 	ClaimedRow	row;
-	PendingRow	moved;
-	int			pos = 0;
-	int			k;
 
 	row.id = id;
 	row.campaign_id = campaign_id;
 	row.body = unconstify(char *, body);
 	row.priority = priority;
-	if (priority >= 0)
-	{
-		/* a wasend_send row goes where number_push puts it, in front */
-		number_push(ns, &row)->refusals = refusals;
-		return;
-	}
-	number_push(ns, &row);		/* at the back, growing the ring if needed */
-	moved = ns->rows[(ns->head + ns->count - 1) % ns->cap];
-	moved.refusals = refusals;
-	while (pos < ns->count - 1 &&
-		   ns->rows[(ns->head + pos) % ns->cap].priority >= 0)
-		pos++;
-	for (k = ns->count - 1; k > pos; k--)
-		ns->rows[(ns->head + k) % ns->cap] = ns->rows[(ns->head + k - 1) % ns->cap];
-	ns->rows[(ns->head + pos) % ns->cap] = moved;
+	fifo_insert(ns, &row, Max(priority, 0))->refusals = refusals;
 }
 
 /*

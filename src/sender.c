@@ -361,7 +361,11 @@ collect_done(void)
 		ns = number_find(req->number_id);
 		if (ns != NULL)
 		{
+			int64		now = wasend_mono_us();
+
 			metrics_note_answer(ns->phone_number_id, req->http_status, req->latency_us);
+			number_answered(ns);
+
 			/*
 			 * Little's law takes the API's latency as curl saw it, not the
 			 * time until this collection: that one grows with the
@@ -370,9 +374,9 @@ collect_done(void)
 			 * flight: a 1,000,000-message run ran up to the cap).  The
 			 * turns of the loop are INFLIGHT_SLACK_SEC's business.
 			 */
-			number_note_latency(ns, req->latency_us, wasend_mono_us());
+			number_note_latency(ns, req->latency_us, now);
 			if (req->rttvar_us >= 0)
-				rate_gate_note_rttvar(ns->gate_key, req->rttvar_us, wasend_mono_us());
+				rate_gate_note_rttvar(ns->gate_key, req->rttvar_us, now);
 		}
 		/*
 		 * A 130429 refused the message, so sending it again cannot
@@ -385,8 +389,6 @@ collect_done(void)
 		 * known unsent, so it must not be left to the supervisor as
 		 * uncertain.
 		 */
-		if (ns != NULL)
-			number_answered(req->number_id);
 		if (err == NULL && ns != NULL && ns->active && !shutdown_requested &&
 			is_throughput_refusal(req) && req->refusals < MAX_REFUSALS)
 		{

@@ -140,8 +140,8 @@ extern int	number_target(NumberState *ns);
 extern void number_note_latency(NumberState *ns, int64 latency_us, int64 now);
 extern int	sender_budget(void);
 extern int	number_inflight_need(NumberState *ns);
-extern void number_answered(int64 number_id);
-extern PendingRow *number_push(NumberState *ns, const ClaimedRow *row);
+extern void number_answered(NumberState *ns);
+extern void number_push(NumberState *ns, const ClaimedRow *row);
 extern void number_requeue(NumberState *ns, int64 id, int64 campaign_id,
 						   int priority, int refusals, const char *body);
 extern void numbers_reset_shares(void);
