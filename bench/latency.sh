@@ -43,15 +43,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-cpu_of() {	# total CPU ticks of the given pids
-	local t=0 p
-	for p in "$@"; do
-		[ -r "/proc/$p/stat" ] || continue
-		t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-	done
-	echo "$t"
-}
-
 NPORT=$(free_port_pair)
 if [ "$DELAY" = 0 ]; then
 	# the ceiling: canned answers at once, plain HTTP (HTTP/1.1)

@@ -100,15 +100,6 @@ per_second() {
 	                  FROM wasend.send_queue WHERE sent_at IS NOT NULL GROUP BY date_trunc('second', sent_at) ORDER BY 1" >"$1"
 }
 
-cpu_of() {	# total CPU seconds of the given pids
-	local t=0 p
-	for p in "$@"; do
-		[ -r "/proc/$p/stat" ] || continue
-		t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-	done
-	echo "$t"
-}
-
 # ---------------------------------------------------------------- rate
 log "rate: 10,000 messages at 200 msg/s against the mock"
 MPORT=$(free_port)

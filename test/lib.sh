@@ -194,6 +194,18 @@ VACUUM ANALYZE wasend.send_queue;
 SQL
 }
 
+# cpu_of PID...: the CPU time (user + system) of the given processes, in
+# clock ticks (getconf CLK_TCK per second); gone processes count 0.  The
+# benchmarks' CPU per message.
+cpu_of() {
+	local t=0 p
+	for p in "$@"; do
+		[ -r "/proc/$p/stat" ] || continue
+		t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+	done
+	echo "$t"
+}
+
 # queue_sql NAME: print one of the statements the workers run, as SQL text:
 # the block "-- name: NAME" of src/queue.sql, the file the build also turns
 # into the senders' C strings (src/queue_sql.awk), so that the benchmarks
