@@ -27,6 +27,9 @@
  */
 #include "postgres.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
@@ -43,6 +46,9 @@
 #include "http_client.h"
 #include "wasend.h"
 
+/* pooled requests always kept, whatever the last period needed */
+#define POOL_KEEP_MIN			64
+
 /* A Graph API answer is a few hundred bytes; anything huge is an error. */
 #define MAX_RESPONSE_BYTES		(1024 * 1024)
 
@@ -52,6 +58,8 @@ static int64 timer_deadline = 0;	/* monotonic us from curl's timer callback; 0 =
 static int	socket_errno = 0;	/* first epoll_ctl failure, if any */
 static int	n_inflight = 0;
 static HttpRequest *free_list = NULL;
+static int	n_free = 0;			/* requests in free_list */
+static int	inflight_peak = 0;	/* the most in flight since the last trim */
 static HttpRequest *wired_list = NULL;	/* reached the wire, not yet told */
 static MemoryContext http_context = NULL;
 static uint64 answers = 0;		/* requests finished, for sampling */
@@ -407,6 +415,7 @@ request_alloc(void)
 	{
 		req = free_list;
 		free_list = req->next_free;
+		n_free--;
 		return req;
 	}
 
@@ -511,6 +520,7 @@ request_go(HttpRequest *req)
 				(errcode(ERRCODE_SYSTEM_ERROR),
 				 errmsg("could not start a request: %s", curl_multi_strerror(mrc))));
 	n_inflight++;
+	inflight_peak = Max(inflight_peak, n_inflight);
 	report_wired();
 }
 
@@ -685,6 +695,40 @@ http_release(HttpRequest *req)
 	}
 	req->next_free = free_list;
 	free_list = req;
+	n_free++;
+}
+
+/*
+ * Free the pooled requests that the last period did not need: more than
+ * POOL_KEEP_MIN, and more than its peak in flight less what is in flight
+ * now.  An easy handle keeps its buffers (about 40 kB), so a pool sized
+ * by one burst (a campaign's start, before the delivery check caps in
+ * flight) would keep the sender's memory at that burst for good.  The
+ * freed memory goes back to the system (malloc_trim).  Called by the
+ * sender every few seconds.
+ */
+void
+http_trim_pool(void)
+{
+	int			keep = Max(POOL_KEEP_MIN, inflight_peak - n_inflight);
+	int			freed = 0;
+
+	while (n_free > keep && free_list != NULL)
+	{
+		HttpRequest *req = free_list;
+
+		free_list = req->next_free;
+		n_free--;
+		curl_easy_cleanup(req->easy);
+		free(req->resp);
+		pfree(req);
+		freed++;
+	}
+	inflight_peak = n_inflight;
+#ifdef __GLIBC__
+	if (freed > 0)
+		malloc_trim(0);
+#endif
 }
 
 /*

@@ -72,6 +72,7 @@ extern HttpRequest *http_start_get(const char *url, const char *token,
 								   int64 number_id);
 extern HttpRequest *http_next_done(void);
 extern void http_release(HttpRequest *req);
+extern void http_trim_pool(void);
 extern int	http_inflight(void);
 extern void http_post_once(const char *url, const char *token,
 						   const char *body, long *http_status,

@@ -15,6 +15,8 @@
  */
 #include "postgres.h"
 
+#include <math.h>
+
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
@@ -42,6 +44,50 @@ static int	share_count = 1;
 
 /* the window of a number's least latency, in us (number_latency) */
 #define LATENCY_WINDOW_US		(5 * USECS_PER_SEC)
+
+/*
+ * A sender that waited less than this share of a second (BUSY_WINDOW_US)
+ * for events was busy all along: see numbers_note_idle
+ */
+#define BUSY_WINDOW_US			USECS_PER_SEC
+#define BUSY_IDLE_SHARE			0.05
+
+/* the sender's loop had no idle time in its last BUSY_WINDOW_US */
+static bool sender_busy = false;
+static int64 busy_window_at = 0;
+static int64 busy_window_idle = 0;
+
+/*
+ * The delivery check (sender_note_turn): over each BUSY_WINDOW_US, what
+ * the sender delivered (answers collected) and held in flight (the mean
+ * of its turns).  PLATEAU_WINDOWS windows back are kept.
+ */
+#define PLATEAU_WINDOWS		3
+/* in flight grew by this factor over PLATEAU_WINDOWS ... */
+#define PLATEAU_GROWTH		1.3
+/* ... and what was delivered by less than this one: a plateau */
+#define PLATEAU_GAIN		1.05
+/* the in flight cap of a plateau: what delivered as much, times this */
+#define PLATEAU_CAP_MARGIN	1.2
+/* a capped sender delivering less than this share of what it did then */
+#define CAP_LIFT_SHARE		0.5
+/* the least cap */
+#define PLATEAU_MIN_CAP		50
+
+typedef struct DeliveryWindow
+{
+	double		delivered;		/* answers per second */
+	double		inflight;		/* mean requests in flight */
+} DeliveryWindow;
+
+static DeliveryWindow windows[PLATEAU_WINDOWS + 1];
+static int	nwindows = 0;		/* windows filled, up to PLATEAU_WINDOWS + 1 */
+static int64 window_answers = 0;
+static double window_inflight_sum = 0;
+static int64 window_turns = 0;
+static int	delivery_cap = 0;	/* 0: none */
+static double cap_delivered = 0;	/* what it delivered when capped, a second */
+static double cap_pace = 0;		/* its numbers' pace then */
 
 /*
  * What a number keeps in flight is its pace times its latency (Little's
@@ -242,6 +288,7 @@ number_answered(NumberState *ns)
 {
 	if (ns->inflight > 0)
 		ns->inflight--;
+	window_answers++;
 }
 
 /*
@@ -254,6 +301,17 @@ void
 number_note_latency(NumberState *ns, int64 latency_us, int64 now)
 {
 	latency_us = Min(Max(latency_us, 0), MAX_LATENCY_SAMPLE_US);
+
+	/*
+	 * A busy sender reads its answers late: what it measures is its own
+	 * lateness as much as the API's, and in flight sized by it feeds back
+	 * (more in flight, more work, later reads, more in flight).  So while
+	 * the sender is busy its answers do not move the number's latency:
+	 * what it holds stays where it was when it last had time to spare,
+	 * and the pace it reaches is what its CPU delivers.
+	 */
+	if (sender_busy)
+		return;
 	ns->latency_us += (latency_us - ns->latency_us) / 8;
 	if (ns->window_min_us < 0 || latency_us < ns->window_min_us)
 		ns->window_min_us = latency_us;
@@ -263,6 +321,164 @@ number_note_latency(NumberState *ns, int64 latency_us, int64 now)
 		ns->window_min_us = -1;
 		ns->window_at = now;
 	}
+}
+
+/*
+ * The pace of the numbers this sender sends for, in messages per second:
+ * what it could deliver.  (Not only the numbers with rows held right now:
+ * a capped sender's queues run dry between claims.)
+ */
+static double
+sender_pace(void)
+{
+	HASH_SEQ_STATUS seq;
+	NumberState *ns;
+	double		pace = 0;
+
+	hash_seq_init(&seq, numbers);
+	while ((ns = hash_seq_search(&seq)) != NULL)
+	{
+		if (ns->active && ns->mine)
+			pace += ns->rate * wasend_rate_headroom;
+	}
+	return pace;
+}
+
+/*
+ * What the sender delivered a second over the last PLATEAU_WINDOWS
+ * windows, on average (one window is noisy: other work on the machine)
+ */
+static double
+recent_delivered(void)
+{
+	double		sum = 0;
+	int			n = Min(nwindows, PLATEAU_WINDOWS);
+	int			i;
+
+	for (i = 0; i < n; i++)
+		sum += windows[i].delivered;
+	return n > 0 ? sum / n : 0;
+}
+
+/*
+ * The delivery check, at the end of each window: does holding more in
+ * flight still deliver more?
+ *
+ * Little's law sizes in flight by the latency the sender measures.  When
+ * something else than in flight holds the pace back, a server that slows
+ * down with its load (or a CPU the sender shares with it), every request
+ * added waits longer, the latency grows with what is in flight, and
+ * Little's law asks for still more, up to wasend.max_inflight, without
+ * one answer more a second.  So a sender short of its pace whose in
+ * flight grew by PLATEAU_GROWTH over PLATEAU_WINDOWS windows while what it
+ * delivered did not grow by PLATEAU_GAIN caps what it holds in flight at
+ * what delivered as much then, with PLATEAU_CAP_MARGIN.  (The same test
+ * as TCP BBR's: more in flight without more delivered is a queue.)
+ *
+ * The cap goes when the sender reaches its pace, when its numbers' pace
+ * changes (a campaign starts or ends, a rate is changed), or when it
+ * delivers less than CAP_LIFT_SHARE of what it did when capped (the API
+ * itself got slower: Little's law must size again).  Nothing else lifts
+ * it.  Smaller falls come as often from the queue elsewhere growing, and
+ * lifting on them let in flight grow each time (seen: 736 -> 1,332 in
+ * 25 s); probing with 25% more every 10 s and keeping it when 10% more
+ * was delivered ran up to wasend.max_inflight in a 1,000,000-message run,
+ * because what is delivered swings by more than that from second to
+ * second on a busy machine.
+ */
+static void
+delivery_window_end(int64 elapsed_us, int64 now)
+{
+	DeliveryWindow w;
+	DeliveryWindow *old;
+	double		pace = sender_pace();
+
+	w.delivered = window_answers * (double) USECS_PER_SEC / elapsed_us;
+	w.inflight = window_turns > 0 ? window_inflight_sum / window_turns : 0;
+	window_answers = 0;
+	window_inflight_sum = 0;
+	window_turns = 0;
+
+	memmove(&windows[1], &windows[0], sizeof(DeliveryWindow) * PLATEAU_WINDOWS);
+	windows[0] = w;
+	if (nwindows <= PLATEAU_WINDOWS)
+		nwindows++;
+	old = &windows[PLATEAU_WINDOWS];
+
+	if (delivery_cap > 0)
+	{
+		const char *why = NULL;
+
+		if (w.delivered >= 0.95 * pace)
+			why = "it reaches its numbers' pace";
+		else if (fabs(pace - cap_pace) > 0.1 * cap_pace)
+			why = "its numbers' pace changed";
+		else if (nwindows > PLATEAU_WINDOWS &&
+				 recent_delivered() < CAP_LIFT_SHARE * cap_delivered)
+			why = "it delivers less than half of what it did";
+		if (why != NULL)
+		{
+			ereport(LOG,
+					(errmsg("wasend sender %d: in flight cap %d lifted: %s",
+							sender_index + 1, delivery_cap, why)));
+			delivery_cap = 0;
+			nwindows = 1;
+		}
+		return;
+	}
+
+	if (nwindows > PLATEAU_WINDOWS && w.delivered < 0.9 * pace &&
+		old->inflight > 0 && w.inflight >= PLATEAU_GROWTH * old->inflight &&
+		w.delivered <= PLATEAU_GAIN * old->delivered)
+	{
+		delivery_cap = Max((int) (old->inflight * PLATEAU_CAP_MARGIN), PLATEAU_MIN_CAP);
+		cap_delivered = recent_delivered();
+		cap_pace = pace;
+		nwindows = 1;
+		ereport(LOG,
+				(errmsg("wasend sender %d: in flight capped at %d: %.0f in flight delivered %.0f a second, %.0f deliver %.0f",
+						sender_index + 1, delivery_cap, old->inflight, old->delivered,
+						w.inflight, w.delivered),
+				 errdetail("More in flight no longer delivers more answers: the API, or the CPU, is the limit.")));
+	}
+}
+
+/*
+ * One turn of the sender's loop ended at now, after waiting idle_us for
+ * events.  Over each BUSY_WINDOW_US, a sender that waited less than
+ * BUSY_IDLE_SHARE of it is busy: its CPU, not the API, sets its pace, and
+ * number_note_latency stops answers from raising the latencies (one
+ * window of waiting again lifts that).  The window also feeds the
+ * delivery check (delivery_window_end).
+ */
+void
+sender_note_turn(int64 idle_us, int64 now)
+{
+	busy_window_idle += idle_us;
+	window_inflight_sum += http_inflight();
+	window_turns++;
+	if (busy_window_at == 0)
+		busy_window_at = now;
+	else if (now - busy_window_at >= BUSY_WINDOW_US)
+	{
+		bool		busy = busy_window_idle < BUSY_IDLE_SHARE * (now - busy_window_at);
+
+		if (busy != sender_busy)
+			elog(DEBUG1, "wasend sender is %s", busy ? "busy" : "no longer busy");
+		sender_busy = busy;
+		delivery_window_end(now - busy_window_at, now);
+		busy_window_idle = 0;
+		busy_window_at = now;
+	}
+}
+
+/*
+ * The in flight cap of the delivery check, 0 if none (for the statistics)
+ */
+int
+sender_delivery_cap(void)
+{
+	return delivery_cap;
 }
 
 /*
@@ -303,10 +519,11 @@ number_inflight_need(NumberState *ns)
 /*
  * The most rows this sender holds at once (waiting in the FIFOs or in
  * flight): for every number that sends, what its FIFO keeps
- * (number_target) and what its latency needs in flight, never more than
- * wasend.max_inflight.  So nobody has to tune wasend.max_inflight to the
- * API's latency: it is the cap on memory and on what a crash leaves
- * uncertain, not the working figure.
+ * (number_target) and what its latency needs in flight, in flight no more
+ * than the delivery check allows (delivery_window_end), and all of it
+ * never more than wasend.max_inflight.  So nobody has to tune
+ * wasend.max_inflight to the API's latency: it is the cap on memory and
+ * on what a crash leaves uncertain, not the working figure.
  */
 int
 sender_budget(void)
@@ -314,13 +531,19 @@ sender_budget(void)
 	HASH_SEQ_STATUS seq;
 	NumberState *ns;
 	int64		total = 0;
+	int64		targets = 0;
 
 	hash_seq_init(&seq, numbers);
 	while ((ns = hash_seq_search(&seq)) != NULL)
 	{
 		if (ns->active && ns->mine)
+		{
 			total += number_target(ns) + number_inflight_need(ns);
+			targets += number_target(ns);
+		}
 	}
+	if (delivery_cap > 0)
+		total = Min(total, targets + delivery_cap);
 	return (int) Min(total, (int64) wasend_max_inflight);
 }
 

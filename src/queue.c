@@ -8,9 +8,10 @@
  * campaigns at once (FOR UPDATE SKIP LOCKED, LIMIT per campaign); one writes
  * the outcomes of a batch of requests from parallel arrays
  * (UPDATE ... FROM unnest(...)).  Request bodies are built and responses
- * parsed by jsonb inside these statements; C never prints or parses JSON
- * beyond checking, with PostgreSQL's own JSON lexer, that a response is
- * JSON at all (so one garbage answer cannot abort a whole batch's cast).
+ * parsed by jsonb inside these statements; C never prints JSON, and reads
+ * it only with PostgreSQL's own JSON parser: to check that a response is
+ * JSON at all (so one garbage answer cannot abort a whole batch's cast),
+ * and to find an error answer's code (wasend_answer_error_code).
  *
  * Plans are prepared once per sender and kept; callers run these inside
  * their own transaction, with SPI connected.
@@ -742,6 +743,176 @@ wasend_text_is_json(const char *text, size_t len)
 	}
 	PG_END_TRY();
 	return ok;
+}
+
+/*
+ * Semantic actions of wasend_answer_error_code: follow the parser down to
+ * the number at error.code.  A key given twice counts by its last value,
+ * as jsonb keeps it, so that the sender and the record statement (which
+ * reads error.code through jsonb) never disagree about one answer.
+ */
+typedef struct ErrorCodeState
+{
+	int			depth;			/* objects and arrays open */
+	bool		in_error;		/* inside the top-level "error" object */
+	bool		at_code;		/* at the value of error.code */
+	bool		found;
+	int			code;
+} ErrorCodeState;
+
+#if PG_VERSION_NUM >= 160000
+#define JSON_ACTION_RESULT	JsonParseErrorType
+#define JSON_ACTION_DONE	return JSON_SUCCESS
+#else
+#define JSON_ACTION_RESULT	void
+#define JSON_ACTION_DONE	return
+#endif
+
+/* an object or array opens: one level deeper */
+static JSON_ACTION_RESULT
+ec_open(void *state)
+{
+	((ErrorCodeState *) state)->depth++;
+	JSON_ACTION_DONE;
+}
+
+/* an object or array closes; leaving the top-level "error" object */
+static JSON_ACTION_RESULT
+ec_close(void *state)
+{
+	ErrorCodeState *st = (ErrorCodeState *) state;
+
+	if (--st->depth == 1)
+		st->in_error = false;
+	JSON_ACTION_DONE;
+}
+
+/* a key: "error" at the top, "code" directly inside it */
+static JSON_ACTION_RESULT
+ec_field_start(void *state, char *fname, bool isnull)
+{
+	ErrorCodeState *st = (ErrorCodeState *) state;
+
+	if (st->depth == 1)
+	{
+		st->in_error = strcmp(fname, "error") == 0;
+		if (st->in_error)
+			st->found = false;	/* a later "error" replaces an earlier one */
+	}
+	else if (st->depth == 2 && st->in_error && strcmp(fname, "code") == 0)
+	{
+		st->at_code = true;
+		st->found = false;		/* a later "code" replaces an earlier one */
+	}
+	JSON_ACTION_DONE;
+}
+
+/* a key's value ends */
+static JSON_ACTION_RESULT
+ec_field_end(void *state, char *fname, bool isnull)
+{
+	ErrorCodeState *st = (ErrorCodeState *) state;
+
+	if (st->depth == 2)
+		st->at_code = false;
+	JSON_ACTION_DONE;
+}
+
+/*
+ * A scalar: the value of error.code counts if it is a number of at most
+ * 9 digits, the record statement's test (larger ones are no code of
+ * Meta's and would not fit an int)
+ */
+static JSON_ACTION_RESULT
+ec_scalar(void *state, char *token, JsonTokenType tokentype)
+{
+	ErrorCodeState *st = (ErrorCodeState *) state;
+
+	if (st->at_code && st->depth == 2 && tokentype == JSON_TOKEN_NUMBER)
+	{
+		const char *d = token[0] == '-' ? token + 1 : token;
+		size_t		n = strspn(d, "0123456789");
+
+		if (n >= 1 && n <= 9 && d[n] == '\0')
+		{
+			st->found = true;
+			st->code = pg_strtoint32(token);
+		}
+	}
+	JSON_ACTION_DONE;
+}
+
+/*
+ * The parse proper of wasend_answer_error_code; may throw.
+ */
+static bool
+answer_error_code_unguarded(const char *text, size_t len, int *code)
+{
+	JsonLexContext *lex;
+	JsonSemAction sem;
+	ErrorCodeState st;
+	JsonParseErrorType rc;
+
+#if PG_VERSION_NUM >= 170000
+	JsonLexContext lexbuf;
+
+	lex = makeJsonLexContextCstringLen(&lexbuf, unconstify(char *, text), len,
+									   GetDatabaseEncoding(), true);
+#else
+	lex = makeJsonLexContextCstringLen(unconstify(char *, text), len,
+									   GetDatabaseEncoding(), true);
+#endif
+	memset(&st, 0, sizeof(st));
+	memset(&sem, 0, sizeof(sem));
+	sem.semstate = &st;
+	sem.object_start = ec_open;
+	sem.object_end = ec_close;
+	sem.array_start = ec_open;
+	sem.array_end = ec_close;
+	sem.object_field_start = ec_field_start;
+	sem.object_field_end = ec_field_end;
+	sem.scalar = ec_scalar;
+	rc = pg_parse_json(lex, &sem);
+	if (rc != JSON_SUCCESS || !st.found)
+		return false;
+	*code = st.code;
+	return true;
+}
+
+/*
+ * The Graph API error code of an answer, {"error": {"code": N, ...}}, read
+ * with PostgreSQL's JSON parser: true and *code if the text is JSON in the
+ * database encoding with a number at error.code, false otherwise.  Like
+ * wasend_text_is_json it never throws (a deeply nested or huge answer is
+ * simply not one), and what it allocates is freed before it returns.  For
+ * the sender, before an answer reaches the record statement (a 130429 is
+ * sent again instead of recorded).
+ */
+bool
+wasend_answer_error_code(const char *text, size_t len, int *code)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	MemoryContext tmp;
+	volatile bool found = false;
+
+	if (text == NULL || len == 0 || !pg_verifymbstr(text, len, true))
+		return false;
+	tmp = AllocSetContextCreate(cxt, "wasend answer parse", ALLOCSET_SMALL_SIZES);
+	MemoryContextSwitchTo(tmp);
+	PG_TRY();
+	{
+		found = answer_error_code_unguarded(text, len, code);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(tmp);
+		FlushErrorState();
+		found = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	MemoryContextDelete(tmp);
+	return found;
 }
 
 /*

@@ -108,6 +108,7 @@ extern int	queue_campaign_metrics(MetricsCampaign **out, int max);
 #define DBSTATE_SEND	2
 extern int	queue_database_state(Oid dboid, char **why);
 extern bool wasend_text_is_json(const char *text, size_t len);
+extern bool wasend_answer_error_code(const char *text, size_t len, int *code);
 extern void result_batch_init(ResultBatch *batch, int cap, MemoryContext parent);
 extern void result_batch_reset(ResultBatch *batch);
 extern void result_batch_keep(ResultBatch *batch, const bool *keep);

@@ -68,6 +68,9 @@
 /* longest a stopping sender waits for requests in flight, in us */
 #define DRAIN_TIMEOUT_US		(5000 * 1000)
 
+/* how often the sender frees the pooled requests it did not need */
+#define POOL_TRIM_US			(10 * 1000 * 1000)
+
 /*
  * a row refused with 130429 is sent again by the sender this many times;
  * the next refusal is recorded (the error policy's retry)
@@ -87,7 +90,7 @@ bool		results_have_error = false;	/* a non-200 answer waits in results */
 LimitsAnswer limits_answers[MAX_LIMITS_ANSWERS];	/* answers of limits GETs */
 int			nlimits_answers = 0;
 
-static int	sender_index;		/* our slot in WasendState->senders */
+int			sender_index;		/* our slot in WasendState->senders */
 static Oid	my_dboid;
 static uint64 seen_generation = UINT64_MAX;
 static int64 next_poll = 0;
@@ -302,33 +305,20 @@ start_limits_reads(const LimitsCheck *lc, int n)
 }
 
 /*
- * Is this answer Meta's 130429 (throughput limit reached)?  An error answer
- * is {"error": {..., "code": 130429, ...}}; only non-200 answers are
- * looked at, and only for a "code" key whose number is 130429 (a key
- * "error_subcode" does not match: the quote before "code" is part of the
- * pattern).
+ * Is this answer Meta's 130429 (throughput limit reached)?  Only non-200
+ * answers are looked at, with PostgreSQL's JSON parser, for the number at
+ * error.code (wasend_answer_error_code): the same field the record
+ * statement reads.
  */
 static bool
 is_throughput_refusal(const HttpRequest *req)
 {
-	const char *p;
+	int			code;
 
 	if (req->http_status == 200 || req->resp == NULL || req->resp_too_big)
 		return false;
-	for (p = req->resp; (p = strstr(p, "\"code\"")) != NULL;)
-	{
-		p += 6;
-		while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
-			p++;
-		if (*p != ':')
-			continue;
-		p++;
-		while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
-			p++;
-		if (strncmp(p, "130429", 6) == 0 && !isdigit((unsigned char) p[6]))
-			return true;
-	}
-	return false;
+	return wasend_answer_error_code(req->resp, strlen(req->resp), &code) &&
+		code == 130429;
 }
 
 /*
@@ -562,6 +552,7 @@ wasend_sender_main(Datum main_arg)
 {
 	WaitEventSet *wes;
 	int64		drain_deadline = 0;
+	int64		next_pool_trim = 0;
 
 	sender_index = DatumGetInt32(main_arg);
 	memcpy(&my_token, MyBgworkerEntry->bgw_extra, sizeof(int64));
@@ -663,6 +654,11 @@ wasend_sender_main(Datum main_arg)
 
 		collect_done();
 		now = wasend_mono_us();
+		if (now >= next_pool_trim)
+		{
+			http_trim_pool();
+			next_pool_trim = now + POOL_TRIM_US;
+		}
 
 		if (shutdown_requested && drain_deadline == 0)
 			drain_deadline = now + DRAIN_TIMEOUT_US;
@@ -715,8 +711,14 @@ wasend_sender_main(Datum main_arg)
 		if (shutdown_requested)
 			sooner(&timeout, 100);
 
+		now = wasend_mono_us();
 		nev = WaitEventSetWait(wes, timeout, events, lengthof(events),
 							   PG_WAIT_EXTENSION);
+		{
+			int64		woke = wasend_mono_us();
+
+			sender_note_turn(woke - now, woke);
+		}
 		for (i = 0; i < nev; i++)
 		{
 			if (events[i].events & WL_LATCH_SET)

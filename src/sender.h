@@ -114,6 +114,7 @@ typedef struct LimitsAnswer
 /* sender.c: the process-wide state of this sender */
 extern volatile sig_atomic_t shutdown_requested;
 extern MemoryContext sender_context;
+extern int	sender_index;		/* this sender's slot, from 0 */
 extern WasendSenderSlot *my_slot;
 extern int64 my_token;
 extern int	held_total;
@@ -138,6 +139,8 @@ extern void number_refresh(NumberState *ns, int rate,
 						   const char *access_token);
 extern int	number_target(NumberState *ns);
 extern void number_note_latency(NumberState *ns, int64 latency_us, int64 now);
+extern void sender_note_turn(int64 idle_us, int64 now);
+extern int	sender_delivery_cap(void);
 extern int	sender_budget(void);
 extern int	number_inflight_need(NumberState *ns);
 extern void number_answered(NumberState *ns);

@@ -64,12 +64,15 @@ const port = parseInt(args.port || '18080', 10);
  *   "default_rate": 80,          // for numbers not listed (token not checked)
  *   "strict_numbers": false,     // true: unknown phone_number_id -> 100
  *   "latency_ms": 0, "jitter_ms": 0,
+ *   "capacity_per_sec": 0,       // > 0: answers leave at most this many a
+ *                                // second, in order (a server whose queue
+ *                                // grows with what it is sent)
  *   "rules": [ { "to": "regex", "code": 131026, "http": 400,
  *                "after": n (optional: let the first n matches through),
  *                "times": n (optional: then apply to n matches only),
  *                "action": "error" | "drop" | "hang" | "http500" | "garbage"
  *                          | "nul" | "bigcode" | "deep" | "echo_token" | "hold"
- *                          | "held_quality" } ]
+ *                          | "held_quality" | "decoy" } ]
  *
  * "hold" keeps the request unanswered until POST /__mock/release, which
  * answers every held request 200 (GET /__mock/held counts them).
@@ -94,7 +97,10 @@ const port = parseInt(args.port || '18080', 10);
  * JSON that PostgreSQL's jsonb refuses), "bigcode" an error.code above
  * 2^31, "deep" a 200 whose body is 200,000 nested arrays, "echo_token" a
  * 190 whose message repeats the request's bearer token (as Meta's text for
- * a malformed token can).
+ * a malformed token can).  "decoy" is an error of code r.code (default
+ * 131026) that also says 130429: as an earlier duplicate "code" key (JSON
+ * keeps the last one), in error_data.code and quoted in the message; it
+ * is no 130429 and must not be sent again.
  * }
  */
 let config = {
@@ -229,12 +235,21 @@ function reply(res, status, body, delay)
 		send();
 }
 
+let capacityFree = 0;	/* "capacity_per_sec": when the server is next free, ms */
+
 function latency()
 {
-	if (!config.latency_ms && !config.jitter_ms)
-		return 0;
 	const j = config.jitter_ms || 0;
-	return Math.max(0, config.latency_ms + (Math.random() * 2 - 1) * j);
+	const base = (!config.latency_ms && !j) ? 0 :
+		Math.max(0, config.latency_ms + (Math.random() * 2 - 1) * j);
+
+	if (!config.capacity_per_sec)
+		return base;
+	/* a server that answers at most capacity_per_sec a second, in order */
+	const now = performance.now();
+	const at = Math.max(now + base, capacityFree);
+	capacityFree = at + 1000 / config.capacity_per_sec;
+	return at - now;
 }
 
 /* Count connections that carried API requests (sends or GETs), not control calls. */
@@ -371,6 +386,22 @@ function handleMessages(req, res, pnid, raw, t)
 			record(entry);
 			/* JSON.stringify would escape the NUL as \u0000 too */
 			reply(res, 400, JSON.stringify({ error: err }), latency());
+			return;
+		}
+		if (action === 'decoy')
+		{
+			/*
+			 * an error whose code (r.code, default 131026) comes last: 130429
+			 * appears only as an earlier duplicate "code" (JSON keeps the
+			 * last), nested in error_data, and quoted in the message
+			 */
+			const code = r.code || 131026;
+			entry.status = 400;
+			entry.code = 'decoy';
+			record(entry);
+			reply(res, 400, '{"error":{"message":"not \\"code\\": 130429",' +
+				'"type":"OAuthException","code":130429,"error_data":{"code":130429},' +
+				'"code":' + code + '}}', latency());
 			return;
 		}
 		if (action === 'deep')

@@ -21,7 +21,10 @@
 #     itself: the mock saw it twice, the row is sent with 1 attempt and no
 #     error; one refused 4 times is recorded after the third resend (the
 #     error policy's retry) and sent then: 5 requests, 2 attempts.  No
-#     other recipient was sent twice.
+#     other recipient was sent twice;
+#   - an error answer that says 130429 everywhere but at error.code (an
+#     earlier duplicate "code", error_data.code, its message) is not sent
+#     again: one request, recorded as its real code.
 use strict;
 use warnings;
 
@@ -41,6 +44,7 @@ my $mock = WasendTest::start_mock({
 	rules => [
 		{ to => '^15591000007$', code => 130429, times => 1 },
 		{ to => '^15591000011$', code => 130429, times => 4 },
+		{ to => '^15591000013$', action => 'decoy', code => 131026 },
 	],
 });
 my $node = WasendTest::new_node('inflight', $mock);
@@ -90,10 +94,11 @@ is($node->safe_psql('postgres', q{
 
 # claimed_by is cleared once a row is recorded: the senders' own counts
 # show it.  Numbers 1 and 3 (odd ids) go to one sender, number 2 to the
-# other: 3,000 + 20 rows against 3,000.
+# other: 3,000 + 19 rows sent (the 20th, the decoy below, fails) against
+# 3,000.
 is($node->safe_psql('postgres', q{
 	SELECT string_agg(sent::text, ',' ORDER BY sent) FROM wasend_worker_stats()}),
-	'3000,3020', "each number's rows were sent by one sender, the numbers split between the two");
+	'3000,3019', "each number's rows were sent by one sender, the numbers split between the two");
 
 my ($lat, $added) = split /\|/, $node->safe_psql('postgres', q{
 	SELECT round(min(latency_p50_ms)), round(max(added_p50_ms)::numeric, 1)
@@ -115,6 +120,14 @@ is($node->safe_psql('postgres', q{
 	  FROM wasend.send_queue WHERE recipient IN ('15591000007', '15591000011')}),
 	'15591000007|sent|1|-,15591000011|sent|2|-',
 	'refused once: sent again by the sender (1 attempt); 4 times: recorded once, retried, sent');
+# an answer that says 130429 everywhere but at error.code (an earlier
+# duplicate key, error_data.code, the message) is no refusal: the sender
+# reads error.code as jsonb does (the last key) and records it
+is($node->safe_psql('postgres', q{
+	SELECT format('%s|%s|%s|%s', (SELECT count(*) FROM mocklog WHERE recipient = '15591000013'),
+	              status, attempts, last_error_code)
+	  FROM wasend.send_queue WHERE recipient = '15591000013'}),
+	'1|failed|1|131026', 'a decoy 130429 is not sent again: recorded as its real code, 131026');
 is($node->safe_psql('postgres', q{
 	SELECT count(*) FROM (SELECT recipient FROM mocklog WHERE code IS NULL OR code = ''
 	                       GROUP BY 1 HAVING count(*) > 1) x}),
