@@ -60,7 +60,7 @@ static int64 busy_window_idle = 0;
 /*
  * The delivery check (sender_note_turn): over each BUSY_WINDOW_US, what
  * the sender delivered (answers collected) and held in flight (the mean
- * of its turns).  PLATEAU_WINDOWS windows back are kept.
+ * over time).  PLATEAU_WINDOWS windows back are kept.
  */
 #define PLATEAU_WINDOWS		3
 /* in flight grew by this factor over PLATEAU_WINDOWS ... */
@@ -69,8 +69,9 @@ static int64 busy_window_idle = 0;
 #define PLATEAU_GAIN		1.05
 /* the in flight cap of a plateau: what delivered as much, times this */
 #define PLATEAU_CAP_MARGIN	1.2
-/* a capped sender delivering less than this share of what it did then */
-#define CAP_LIFT_SHARE		0.5
+/* a cap grows by CAP_STEP after this long */
+#define CAP_LIFETIME_US		(300 * USECS_PER_SEC)
+#define CAP_STEP			1.25
 /* the least cap */
 #define PLATEAU_MIN_CAP		50
 
@@ -83,10 +84,11 @@ typedef struct DeliveryWindow
 static DeliveryWindow windows[PLATEAU_WINDOWS + 1];
 static int	nwindows = 0;		/* windows filled, up to PLATEAU_WINDOWS + 1 */
 static int64 window_answers = 0;
-static double window_inflight_sum = 0;
-static int64 window_turns = 0;
+static double window_inflight_sum = 0;	/* in flight x us, over the turns */
+static int64 window_inflight_time = 0;
+static int64 last_turn_at = 0;
 static int	delivery_cap = 0;	/* 0: none */
-static double cap_delivered = 0;	/* what it delivered when capped, a second */
+static int64 cap_at = 0;		/* when it was capped */
 static double cap_pace = 0;		/* its numbers' pace then */
 
 /*
@@ -345,22 +347,6 @@ sender_pace(void)
 }
 
 /*
- * What the sender delivered a second over the last PLATEAU_WINDOWS
- * windows, on average (one window is noisy: other work on the machine)
- */
-static double
-recent_delivered(void)
-{
-	double		sum = 0;
-	int			n = Min(nwindows, PLATEAU_WINDOWS);
-	int			i;
-
-	for (i = 0; i < n; i++)
-		sum += windows[i].delivered;
-	return n > 0 ? sum / n : 0;
-}
-
-/*
  * The delivery check, at the end of each window: does holding more in
  * flight still deliver more?
  *
@@ -375,16 +361,15 @@ recent_delivered(void)
  * what delivered as much then, with PLATEAU_CAP_MARGIN.  (The same test
  * as TCP BBR's: more in flight without more delivered is a queue.)
  *
- * The cap goes when the sender reaches its pace, when its numbers' pace
- * changes (a campaign starts or ends, a rate is changed), or when it
- * delivers less than CAP_LIFT_SHARE of what it did when capped (the API
- * itself got slower: Little's law must size again).  Nothing else lifts
- * it.  Smaller falls come as often from the queue elsewhere growing, and
- * lifting on them let in flight grow each time (seen: 736 -> 1,332 in
- * 25 s); probing with 25% more every 10 s and keeping it when 10% more
- * was delivered ran up to wasend.max_inflight in a 1,000,000-message run,
- * because what is delivered swings by more than that from second to
- * second on a busy machine.
+ * The cap goes when the sender reaches its pace, or when its numbers'
+ * pace changes (a campaign starts or ends, a rate is changed).  Every
+ * CAP_LIFETIME_US it grows by CAP_STEP, so that a sender whose API got
+ * slower since regains its pace in steps.  Nothing else lifts it: what a
+ * sender delivers swings from one second to the next on a busy machine,
+ * and lifting the cap when that fell, probing with 25% more every 10 s
+ * and keeping it when 10% more was delivered, or lifting it every 5
+ * minutes to learn it again each let in flight grow, up to
+ * wasend.max_inflight in a 1,000,000-message run.
  */
 static void
 delivery_window_end(int64 elapsed_us, int64 now)
@@ -394,28 +379,25 @@ delivery_window_end(int64 elapsed_us, int64 now)
 	double		pace = sender_pace();
 
 	w.delivered = window_answers * (double) USECS_PER_SEC / elapsed_us;
-	w.inflight = window_turns > 0 ? window_inflight_sum / window_turns : 0;
+	w.inflight = window_inflight_time > 0 ? window_inflight_sum / window_inflight_time : 0;
 	window_answers = 0;
 	window_inflight_sum = 0;
-	window_turns = 0;
-
-	memmove(&windows[1], &windows[0], sizeof(DeliveryWindow) * PLATEAU_WINDOWS);
-	windows[0] = w;
-	if (nwindows <= PLATEAU_WINDOWS)
-		nwindows++;
-	old = &windows[PLATEAU_WINDOWS];
+	window_inflight_time = 0;
 
 	if (delivery_cap > 0)
 	{
 		const char *why = NULL;
 
-		if (w.delivered >= 0.95 * pace)
+		if (!sender_busy && w.delivered >= 0.95 * pace)
 			why = "it reaches its numbers' pace";
 		else if (fabs(pace - cap_pace) > 0.1 * cap_pace)
 			why = "its numbers' pace changed";
-		else if (nwindows > PLATEAU_WINDOWS &&
-				 recent_delivered() < CAP_LIFT_SHARE * cap_delivered)
-			why = "it delivers less than half of what it did";
+		else if (now - cap_at >= CAP_LIFETIME_US)
+		{
+			/* the API may have got slower since: allow a step more */
+			delivery_cap = (int) (delivery_cap * CAP_STEP);
+			cap_at = now;
+		}
 		if (why != NULL)
 		{
 			ereport(LOG,
@@ -427,18 +409,33 @@ delivery_window_end(int64 elapsed_us, int64 now)
 		return;
 	}
 
+	/*
+	 * A busy window says nothing of the API: the answers waited for the
+	 * sender (a long database cycle, a checkpoint's fsync), and what it
+	 * delivered swings from 0 to twice the rate (seen in a 1,000,000-
+	 * message run).  The busy rule covers those.
+	 */
+	if (sender_busy)
+		return;
+
+	memmove(&windows[1], &windows[0], sizeof(DeliveryWindow) * PLATEAU_WINDOWS);
+	windows[0] = w;
+	if (nwindows <= PLATEAU_WINDOWS)
+		nwindows++;
+	old = &windows[PLATEAU_WINDOWS];
+
 	if (nwindows > PLATEAU_WINDOWS && w.delivered < 0.9 * pace &&
 		old->inflight > 0 && w.inflight >= PLATEAU_GROWTH * old->inflight &&
 		w.delivered <= PLATEAU_GAIN * old->delivered)
 	{
 		delivery_cap = Max((int) (old->inflight * PLATEAU_CAP_MARGIN), PLATEAU_MIN_CAP);
-		cap_delivered = recent_delivered();
+		cap_at = now;
 		cap_pace = pace;
 		nwindows = 1;
 		ereport(LOG,
-				(errmsg("wasend sender %d: in flight capped at %d: %.0f in flight delivered %.0f a second, %.0f deliver %.0f",
-						sender_index + 1, delivery_cap, old->inflight, old->delivered,
-						w.inflight, w.delivered),
+				(errmsg("wasend sender %d: in flight capped at %d: in flight went from %.0f to %.0f, answers a second from %.0f to %.0f",
+						sender_index + 1, delivery_cap, old->inflight, w.inflight,
+						old->delivered, w.delivered),
 				 errdetail("More in flight no longer delivers more answers: the API, or the CPU, is the limit.")));
 	}
 }
@@ -455,8 +452,13 @@ void
 sender_note_turn(int64 idle_us, int64 now)
 {
 	busy_window_idle += idle_us;
-	window_inflight_sum += http_inflight();
-	window_turns++;
+	if (last_turn_at > 0 && now > last_turn_at)
+	{
+		/* the mean in flight is over time, not over turns */
+		window_inflight_sum += (double) http_inflight() * (now - last_turn_at);
+		window_inflight_time += now - last_turn_at;
+	}
+	last_turn_at = now;
 	if (busy_window_at == 0)
 		busy_window_at = now;
 	else if (now - busy_window_at >= BUSY_WINDOW_US)
@@ -470,15 +472,6 @@ sender_note_turn(int64 idle_us, int64 now)
 		busy_window_idle = 0;
 		busy_window_at = now;
 	}
-}
-
-/*
- * The in flight cap of the delivery check, 0 if none (for the statistics)
- */
-int
-sender_delivery_cap(void)
-{
-	return delivery_cap;
 }
 
 /*
@@ -714,6 +707,15 @@ numbers_start_sends(int64 now)
 		 * hold the number back): its answers make room, and wake the loop
 		 */
 		room = 2 * number_inflight_need(ns) - ns->inflight;
+
+		/*
+		 * and, under the delivery check's cap, no more than the number's
+		 * share of it by pace (a share, so that the numbers first in this
+		 * loop cannot take all the room their answers free)
+		 */
+		if (delivery_cap > 0 && cap_pace > 0)
+			room = Min(room, (int) ceil(delivery_cap * ns->rate * wasend_rate_headroom /
+										cap_pace) - ns->inflight);
 		if (room <= 0)
 			continue;
 		/* wasend_send rows at the front go first, with priority */

@@ -140,7 +140,6 @@ extern void number_refresh(NumberState *ns, int rate,
 extern int	number_target(NumberState *ns);
 extern void number_note_latency(NumberState *ns, int64 latency_us, int64 now);
 extern void sender_note_turn(int64 idle_us, int64 now);
-extern int	sender_delivery_cap(void);
 extern int	sender_budget(void);
 extern int	number_inflight_need(NumberState *ns);
 extern void number_answered(NumberState *ns);
