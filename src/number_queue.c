@@ -15,8 +15,6 @@
  */
 #include "postgres.h"
 
-#include <math.h>
-
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
@@ -47,7 +45,7 @@ static int	share_count = 1;
 
 /*
  * A sender that waited less than this share of a second (BUSY_WINDOW_US)
- * for events was busy all along: see numbers_note_idle
+ * for events was busy all along: see sender_note_turn
  */
 #define BUSY_WINDOW_US			USECS_PER_SEC
 #define BUSY_IDLE_SHARE			0.05
@@ -56,40 +54,6 @@ static int	share_count = 1;
 static bool sender_busy = false;
 static int64 busy_window_at = 0;
 static int64 busy_window_idle = 0;
-
-/*
- * The delivery check (sender_note_turn): over each BUSY_WINDOW_US, what
- * the sender delivered (answers collected) and held in flight (the mean
- * over time).  PLATEAU_WINDOWS windows back are kept.
- */
-#define PLATEAU_WINDOWS		3
-/* in flight grew by this factor over PLATEAU_WINDOWS ... */
-#define PLATEAU_GROWTH		1.3
-/* ... and what was delivered by less than this one: a plateau */
-#define PLATEAU_GAIN		1.05
-/* the in flight cap of a plateau: what delivered as much, times this */
-#define PLATEAU_CAP_MARGIN	1.2
-/* a cap grows by CAP_STEP after this long */
-#define CAP_LIFETIME_US		(300 * USECS_PER_SEC)
-#define CAP_STEP			1.25
-/* the least cap */
-#define PLATEAU_MIN_CAP		50
-
-typedef struct DeliveryWindow
-{
-	double		delivered;		/* answers per second */
-	double		inflight;		/* mean requests in flight */
-} DeliveryWindow;
-
-static DeliveryWindow windows[PLATEAU_WINDOWS + 1];
-static int	nwindows = 0;		/* windows filled, up to PLATEAU_WINDOWS + 1 */
-static int64 window_answers = 0;
-static double window_inflight_sum = 0;	/* in flight x us, over the turns */
-static int64 window_inflight_time = 0;
-static int64 last_turn_at = 0;
-static int	delivery_cap = 0;	/* 0: none */
-static int64 cap_at = 0;		/* when it was capped */
-static double cap_pace = 0;		/* its numbers' pace then */
 
 /*
  * What a number keeps in flight is its pace times its latency (Little's
@@ -290,7 +254,6 @@ number_answered(NumberState *ns)
 {
 	if (ns->inflight > 0)
 		ns->inflight--;
-	window_answers++;
 }
 
 /*
@@ -326,139 +289,16 @@ number_note_latency(NumberState *ns, int64 latency_us, int64 now)
 }
 
 /*
- * The pace of the numbers this sender sends for, in messages per second:
- * what it could deliver.  (Not only the numbers with rows held right now:
- * a capped sender's queues run dry between claims.)
- */
-static double
-sender_pace(void)
-{
-	HASH_SEQ_STATUS seq;
-	NumberState *ns;
-	double		pace = 0;
-
-	hash_seq_init(&seq, numbers);
-	while ((ns = hash_seq_search(&seq)) != NULL)
-	{
-		if (ns->active && ns->mine)
-			pace += ns->rate * wasend_rate_headroom;
-	}
-	return pace;
-}
-
-/*
- * The delivery check, at the end of each window: does holding more in
- * flight still deliver more?
- *
- * Little's law sizes in flight by the latency the sender measures.  When
- * something else than in flight holds the pace back, a server that slows
- * down with its load (or a CPU the sender shares with it), every request
- * added waits longer, the latency grows with what is in flight, and
- * Little's law asks for still more, up to wasend.max_inflight, without
- * one answer more a second.  So a sender short of its pace whose in
- * flight grew by PLATEAU_GROWTH over PLATEAU_WINDOWS windows while what it
- * delivered did not grow by PLATEAU_GAIN caps what it holds in flight at
- * what delivered as much then, with PLATEAU_CAP_MARGIN.  (The same test
- * as TCP BBR's: more in flight without more delivered is a queue.)
- *
- * The cap goes when the sender reaches its pace, or when its numbers'
- * pace changes (a campaign starts or ends, a rate is changed).  Every
- * CAP_LIFETIME_US it grows by CAP_STEP, so that a sender whose API got
- * slower since regains its pace in steps.  Nothing else lifts it: what a
- * sender delivers swings from one second to the next on a busy machine,
- * and lifting the cap when that fell, probing with 25% more every 10 s
- * and keeping it when 10% more was delivered, or lifting it every 5
- * minutes to learn it again each let in flight grow, up to
- * wasend.max_inflight in a 1,000,000-message run.
- */
-static void
-delivery_window_end(int64 elapsed_us, int64 now)
-{
-	DeliveryWindow w;
-	DeliveryWindow *old;
-	double		pace = sender_pace();
-
-	w.delivered = window_answers * (double) USECS_PER_SEC / elapsed_us;
-	w.inflight = window_inflight_time > 0 ? window_inflight_sum / window_inflight_time : 0;
-	window_answers = 0;
-	window_inflight_sum = 0;
-	window_inflight_time = 0;
-
-	if (delivery_cap > 0)
-	{
-		const char *why = NULL;
-
-		if (!sender_busy && w.delivered >= 0.95 * pace)
-			why = "it reaches its numbers' pace";
-		else if (fabs(pace - cap_pace) > 0.1 * cap_pace)
-			why = "its numbers' pace changed";
-		else if (now - cap_at >= CAP_LIFETIME_US)
-		{
-			/* the API may have got slower since: allow a step more */
-			delivery_cap = (int) (delivery_cap * CAP_STEP);
-			cap_at = now;
-		}
-		if (why != NULL)
-		{
-			ereport(LOG,
-					(errmsg("wasend sender %d: in flight cap %d lifted: %s",
-							sender_index + 1, delivery_cap, why)));
-			delivery_cap = 0;
-			nwindows = 1;
-		}
-		return;
-	}
-
-	/*
-	 * A busy window says nothing of the API: the answers waited for the
-	 * sender (a long database cycle, a checkpoint's fsync), and what it
-	 * delivered swings from 0 to twice the rate (seen in a 1,000,000-
-	 * message run).  The busy rule covers those.
-	 */
-	if (sender_busy)
-		return;
-
-	memmove(&windows[1], &windows[0], sizeof(DeliveryWindow) * PLATEAU_WINDOWS);
-	windows[0] = w;
-	if (nwindows <= PLATEAU_WINDOWS)
-		nwindows++;
-	old = &windows[PLATEAU_WINDOWS];
-
-	if (nwindows > PLATEAU_WINDOWS && w.delivered < 0.9 * pace &&
-		old->inflight > 0 && w.inflight >= PLATEAU_GROWTH * old->inflight &&
-		w.delivered <= PLATEAU_GAIN * old->delivered)
-	{
-		delivery_cap = Max((int) (old->inflight * PLATEAU_CAP_MARGIN), PLATEAU_MIN_CAP);
-		cap_at = now;
-		cap_pace = pace;
-		nwindows = 1;
-		ereport(LOG,
-				(errmsg("wasend sender %d: in flight capped at %d: in flight went from %.0f to %.0f, answers a second from %.0f to %.0f",
-						sender_index + 1, delivery_cap, old->inflight, w.inflight,
-						old->delivered, w.delivered),
-				 errdetail("More in flight no longer delivers more answers: the API, or the CPU, is the limit.")));
-	}
-}
-
-/*
  * One turn of the sender's loop ended at now, after waiting idle_us for
  * events.  Over each BUSY_WINDOW_US, a sender that waited less than
  * BUSY_IDLE_SHARE of it is busy: its CPU, not the API, sets its pace, and
- * number_note_latency stops answers from raising the latencies (one
- * window of waiting again lifts that).  The window also feeds the
- * delivery check (delivery_window_end).
+ * number_note_latency stops answers from moving the latencies (one
+ * window of waiting again lifts that).
  */
 void
 sender_note_turn(int64 idle_us, int64 now)
 {
 	busy_window_idle += idle_us;
-	if (last_turn_at > 0 && now > last_turn_at)
-	{
-		/* the mean in flight is over time, not over turns */
-		window_inflight_sum += (double) http_inflight() * (now - last_turn_at);
-		window_inflight_time += now - last_turn_at;
-	}
-	last_turn_at = now;
 	if (busy_window_at == 0)
 		busy_window_at = now;
 	else if (now - busy_window_at >= BUSY_WINDOW_US)
@@ -468,7 +308,6 @@ sender_note_turn(int64 idle_us, int64 now)
 		if (busy != sender_busy)
 			elog(DEBUG1, "wasend sender is %s", busy ? "busy" : "no longer busy");
 		sender_busy = busy;
-		delivery_window_end(now - busy_window_at, now);
 		busy_window_idle = 0;
 		busy_window_at = now;
 	}
@@ -512,11 +351,10 @@ number_inflight_need(NumberState *ns)
 /*
  * The most rows this sender holds at once (waiting in the FIFOs or in
  * flight): for every number that sends, what its FIFO keeps
- * (number_target) and what its latency needs in flight, in flight no more
- * than the delivery check allows (delivery_window_end), and all of it
- * never more than wasend.max_inflight.  So nobody has to tune
- * wasend.max_inflight to the API's latency: it is the cap on memory and
- * on what a crash leaves uncertain, not the working figure.
+ * (number_target) and what its latency needs in flight, never more than
+ * wasend.max_inflight.  So nobody has to tune wasend.max_inflight to the
+ * API's latency: it is the cap on memory and on what a crash leaves
+ * uncertain, not the working figure.
  */
 int
 sender_budget(void)
@@ -524,19 +362,13 @@ sender_budget(void)
 	HASH_SEQ_STATUS seq;
 	NumberState *ns;
 	int64		total = 0;
-	int64		targets = 0;
 
 	hash_seq_init(&seq, numbers);
 	while ((ns = hash_seq_search(&seq)) != NULL)
 	{
 		if (ns->active && ns->mine)
-		{
 			total += number_target(ns) + number_inflight_need(ns);
-			targets += number_target(ns);
-		}
 	}
-	if (delivery_cap > 0)
-		total = Min(total, targets + delivery_cap);
 	return (int) Min(total, (int64) wasend_max_inflight);
 }
 
@@ -707,15 +539,6 @@ numbers_start_sends(int64 now)
 		 * hold the number back): its answers make room, and wake the loop
 		 */
 		room = 2 * number_inflight_need(ns) - ns->inflight;
-
-		/*
-		 * and, under the delivery check's cap, no more than the number's
-		 * share of it by pace (a share, so that the numbers first in this
-		 * loop cannot take all the room their answers free)
-		 */
-		if (delivery_cap > 0 && cap_pace > 0)
-			room = Min(room, (int) ceil(delivery_cap * ns->rate * wasend_rate_headroom /
-										cap_pace) - ns->inflight);
 		if (room <= 0)
 			continue;
 		/* wasend_send rows at the front go first, with priority */

@@ -64,9 +64,6 @@ const port = parseInt(args.port || '18080', 10);
  *   "default_rate": 80,          // for numbers not listed (token not checked)
  *   "strict_numbers": false,     // true: unknown phone_number_id -> 100
  *   "latency_ms": 0, "jitter_ms": 0,
- *   "capacity_per_sec": 0,       // > 0: answers leave at most this many a
- *                                // second, in order (a server whose queue
- *                                // grows with what it is sent)
  *   "rules": [ { "to": "regex", "code": 131026, "http": 400,
  *                "after": n (optional: let the first n matches through),
  *                "times": n (optional: then apply to n matches only),
@@ -235,21 +232,12 @@ function reply(res, status, body, delay)
 		send();
 }
 
-let capacityFree = 0;	/* "capacity_per_sec": when the server is next free, ms */
-
 function latency()
 {
+	if (!config.latency_ms && !config.jitter_ms)
+		return 0;
 	const j = config.jitter_ms || 0;
-	const base = (!config.latency_ms && !j) ? 0 :
-		Math.max(0, config.latency_ms + (Math.random() * 2 - 1) * j);
-
-	if (!config.capacity_per_sec)
-		return base;
-	/* a server that answers at most capacity_per_sec a second, in order */
-	const now = performance.now();
-	const at = Math.max(now + base, capacityFree);
-	capacityFree = at + 1000 / config.capacity_per_sec;
-	return at - now;
+	return Math.max(0, config.latency_ms + (Math.random() * 2 - 1) * j);
 }
 
 /* Count connections that carried API requests (sends or GETs), not control calls. */
