@@ -702,8 +702,8 @@ http_release(HttpRequest *req)
  * Free the pooled requests that the last period did not need: more than
  * POOL_KEEP_MIN, and more than its peak in flight less what is in flight
  * now.  An easy handle keeps its buffers (about 40 kB), so a pool sized
- * by one burst (a campaign's start, before the delivery check caps in
- * flight) would keep the sender's memory at that burst for good.  The
+ * by one burst (a campaign's start, a stall of the API) would keep the
+ * sender's memory at that burst for good.  The
  * freed memory goes back to the system (malloc_trim).  Called by the
  * sender every few seconds.
  */

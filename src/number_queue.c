@@ -100,9 +100,7 @@ number_get(int64 number_id)
 		ns->url = NULL;
 		ns->rate = 1;
 		ns->latency_us = FIRST_LATENCY_US;
-		ns->latency_floor_us = -1;
-		ns->window_min_us = -1;
-		ns->window_at = wasend_mono_us();
+		wasend_window_min_init(&ns->latency_floor, wasend_mono_us());
 		ns->inflight = 0;
 		ns->mine = false;
 		ns->was_mine = false;
@@ -278,14 +276,7 @@ number_note_latency(NumberState *ns, int64 latency_us, int64 now)
 	if (sender_busy)
 		return;
 	ns->latency_us += (latency_us - ns->latency_us) / 8;
-	if (ns->window_min_us < 0 || latency_us < ns->window_min_us)
-		ns->window_min_us = latency_us;
-	if (now - ns->window_at >= LATENCY_WINDOW_US)
-	{
-		ns->latency_floor_us = ns->window_min_us;
-		ns->window_min_us = -1;
-		ns->window_at = now;
-	}
+	wasend_window_min_note(&ns->latency_floor, latency_us, now, LATENCY_WINDOW_US);
 }
 
 /*
@@ -327,9 +318,9 @@ sender_note_turn(int64 idle_us, int64 now)
 static int64
 number_latency(NumberState *ns)
 {
-	if (ns->latency_floor_us <= 0)
+	if (ns->latency_floor.last <= 0)
 		return ns->latency_us;
-	return Min(ns->latency_us, 2 * ns->latency_floor_us);
+	return Min(ns->latency_us, 2 * ns->latency_floor.last);
 }
 
 /*

@@ -191,9 +191,7 @@ gate_lookup(int64 key, bool create, int64 now)
 	g->throttle = 1.0;
 	g->throttle_at = 0;
 	g->slowed_at = 0;
-	g->jitter_us = 0;
-	g->jitter_window_min = -1;
-	g->jitter_window_at = now;
+	wasend_window_min_init(&g->jitter, now);
 	g->priority_until = 0;
 	return g;
 }
@@ -231,7 +229,7 @@ current_throttle(WasendGateSlot *g, int64 now)
 static int64
 entry_margin(WasendGateSlot *g)
 {
-	return Min(BASE_MARGIN_US + 2 * g->jitter_us, MAX_MARGIN_US);
+	return Min(BASE_MARGIN_US + 2 * Max(g->jitter.last, 0), MAX_MARGIN_US);
 }
 
 /*
@@ -375,16 +373,7 @@ rate_gate_note_rttvar(int64 key, int64 rttvar_us, int64 now)
 	SpinLockAcquire(&WasendState->gate_mutex);
 	g = gate_lookup(key, false, now);
 	if (g != NULL)
-	{
-		if (g->jitter_window_min < 0 || rttvar_us < g->jitter_window_min)
-			g->jitter_window_min = rttvar_us;
-		if (now - g->jitter_window_at >= JITTER_WINDOW_US)
-		{
-			g->jitter_us = g->jitter_window_min;
-			g->jitter_window_min = -1;
-			g->jitter_window_at = now;
-		}
-	}
+		wasend_window_min_note(&g->jitter, rttvar_us, now, JITTER_WINDOW_US);
 	SpinLockRelease(&WasendState->gate_mutex);
 }
 

@@ -90,7 +90,7 @@ bool		results_have_error = false;	/* a non-200 answer waits in results */
 LimitsAnswer limits_answers[MAX_LIMITS_ANSWERS];	/* answers of limits GETs */
 int			nlimits_answers = 0;
 
-int			sender_index;		/* our slot in WasendState->senders */
+static int	sender_index;		/* our slot in WasendState->senders */
 static Oid	my_dboid;
 static uint64 seen_generation = UINT64_MAX;
 static int64 next_poll = 0;

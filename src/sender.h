@@ -50,10 +50,7 @@ typedef struct NumberState
 	char	   *url;
 	int			rate;
 	int64		latency_us;		/* moving average of its requests' latency */
-	int64		latency_floor_us;	/* least latency of the last window; -1
-									 * before the first window ends */
-	int64		window_min_us;	/* least latency in the current window */
-	int64		window_at;		/* when it began (monotonic us) */
+	WasendWindowMin latency_floor;	/* least latency over a window */
 	int			inflight;		/* its requests in flight in this sender */
 	bool		was_mine;		/* mine as of the previous refresh */
 	bool		active;			/* has a running campaign, number active */
@@ -114,7 +111,6 @@ typedef struct LimitsAnswer
 /* sender.c: the process-wide state of this sender */
 extern volatile sig_atomic_t shutdown_requested;
 extern MemoryContext sender_context;
-extern int	sender_index;		/* this sender's slot, from 0 */
 extern WasendSenderSlot *my_slot;
 extern int64 my_token;
 extern int	held_total;

@@ -110,6 +110,47 @@ typedef struct WasendSenderSlot
 	pg_atomic_uint64 added_hist[WASEND_LATENCY_BUCKETS];
 } WasendSenderSlot;
 
+/*
+ * The least of a measurement over the last whole window: what a number's
+ * latency is at best (number_queue.c), and its path's RTT variation
+ * (rate_gate.c).  last is -1 before the first window ends.  Plain fields,
+ * so that it can live in shared memory under its owner's lock.
+ */
+typedef struct WasendWindowMin
+{
+	int64		last;			/* least of the last whole window */
+	int64		current;		/* least of the current one; -1: none yet */
+	int64		since;			/* when the current one began (monotonic us) */
+} WasendWindowMin;
+
+/*
+ * Start a window minimum at now, with nothing measured.
+ */
+static inline void
+wasend_window_min_init(WasendWindowMin *w, int64 now)
+{
+	w->last = -1;
+	w->current = -1;
+	w->since = now;
+}
+
+/*
+ * Fold value, measured at now, into the current window; a window of
+ * window_us that is over becomes the last one.
+ */
+static inline void
+wasend_window_min_note(WasendWindowMin *w, int64 value, int64 now, int64 window_us)
+{
+	if (w->current < 0 || value < w->current)
+		w->current = value;
+	if (now - w->since >= window_us)
+	{
+		w->last = w->current;
+		w->current = -1;
+		w->since = now;
+	}
+}
+
 /* One phone number's pacing state; see rate_gate.c.  Times: monotonic us. */
 typedef struct WasendGateSlot
 {
@@ -121,10 +162,9 @@ typedef struct WasendGateSlot
 								 * number: other sends wait until then */
 	int64		throttle_at;	/* when throttle was last set */
 	int64		slowed_at;		/* the last 130429 (rate_gate_slow_down) */
-	int64		jitter_us;		/* RTT variation of the path to the
-								 * number's API (see rate_gate.c) */
-	int64		jitter_window_min;	/* least RTT variation seen since ... */
-	int64		jitter_window_at;	/* ... this time (monotonic us) */
+	WasendWindowMin jitter;		/* RTT variation of the path to the
+								 * number's API, least over a window (see
+								 * rate_gate.c) */
 	int64		ring[WASEND_MAX_RATE];	/* send seq at [seq % rate] */
 } WasendGateSlot;
 
