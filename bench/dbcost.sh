@@ -15,6 +15,8 @@
 #                 and of its indexes before and after.
 #
 # Usage: bench/dbcost.sh [fillfactor...]   (default: 50 80 100)
+# DBCOST_EXTRA: SQL run once the queue is filled, to measure a variant of
+# the schema (e.g. an index dropped), never part of make bench.
 # Prints a Markdown table and writes it to bench/results/dbcost.md.
 set -euo pipefail
 
@@ -43,19 +45,19 @@ psql_() { cluster_psql "$D" "$PORT" -qAt "$@"; }
 queue_sql sql_claim >"$WORK/sql_claim.sql"
 queue_sql sql_record >"$WORK/sql_record.sql"
 
-# loop_sql N: a DO block claiming and recording N batches, committing each
+# loop_sql N: a DO block claiming and recording N batches, committing each.
+# The claim has data-modifying CTEs: it cannot be nested, so its rows are
+# collected in a loop.  No "--" comment inside: instructions() joins the
+# block into one line for single-user postgres.
 loop_sql() {
 	local claim record
 	claim=$(sed "s/'/''/g" "$WORK/sql_claim.sql")
 	record=$(sed "s/'/''/g" "$WORK/sql_record.sql")
 	cat <<EOF
-SET jit = off;
 DO \$\$
 DECLARE ids bigint[]; mx bigint := 0; n int; r record;
 BEGIN
   FOR i IN 1..$1 LOOP
-    -- the claim has data-modifying CTEs: it cannot be nested, so collect
-    -- its rows in a loop
     ids := '{}'; n := 0;
     FOR r IN EXECUTE '$claim'
         USING ARRAY[1::bigint], ARRAY[$BATCH], 4242, ARRAY[coalesce(mx, 0)], ARRAY[]::text[] LOOP
@@ -90,6 +92,7 @@ SELECT wasend_create_campaign('c', 1, '{"type":"text","text":{"body":"x"}}');
 INSERT INTO wasend.send_queue (campaign_id, recipient)
 SELECT 1, (15550000000 + g)::text FROM generate_series(1, $1) g;
 UPDATE wasend.campaigns SET status = 'running';
+${DBCOST_EXTRA:-}
 VACUUM ANALYZE wasend.send_queue;
 CHECKPOINT;
 SQL
@@ -103,7 +106,11 @@ sizes() {	# table MB, indexes MB
 # instructions per message for N loop iterations, minus the cost of none
 instructions() {
 	local iters=$1 out
-	loop_sql "$iters" | tr '\n' ' ' >"$WORK/loop.sql"
+	# single-user postgres runs each line as one statement: SET on its own
+	# (with the DO on one line it would be a transaction block, where the
+	# DO cannot COMMIT), the DO joined into one line
+	echo "SET jit = off;" >"$WORK/loop.sql"
+	loop_sql "$iters" | tr '\n' ' ' >>"$WORK/loop.sql"
 	echo >>"$WORK/loop.sql"
 	chmod 644 "$WORK/loop.sql"
 	chmod 777 "$WORK"
@@ -134,7 +141,7 @@ for ff in $FILLFACTORS; do
 	setup "$ROWS" "$ff"
 	read -r t0 x0 <<<"$(sizes)"
 	wal0=$(psql_ -c "SELECT pg_current_wal_lsn()")
-	loop_sql $((ROWS / BATCH)) >"$WORK/live.sql"
+	{ echo "SET jit = off;"; loop_sql $((ROWS / BATCH)); } >"$WORK/live.sql"
 	chmod 644 "$WORK/live.sql"
 	s=$(date +%s.%N)
 	psql_ -f "$WORK/live.sql"
