@@ -21,6 +21,7 @@
 # minus the server's Server-Timing), and the senders' peak private memory.  With OUT=FILE the
 # line is also appended to FILE as CSV.  With RSS_LOG=FILE, every sample
 # (4 a second) appends "unix-time senders'-RssAnon-MB rows-sent" to FILE.
+# With SERVER_LOG=FILE, the cluster's server log is copied to FILE at the end.
 set -euo pipefail
 
 . "$(dirname "$0")/../test/lib.sh"
@@ -38,7 +39,8 @@ D=$WORK/c
 cleanup() {
 	cluster_stop "$D"
 	nginx_stop "$WORK"
-	[ -n "${KEEP:-}" ] && cp "$D/server.log" /tmp/w12/last-server.log; rm -rf "$WORK"
+	if [ -n "${SERVER_LOG:-}" ]; then cp "$D/server.log" "$SERVER_LOG"; fi
+	rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
