@@ -39,7 +39,7 @@ D=$WORK/c
 cleanup() {
 	cluster_stop "$D"
 	nginx_stop "$WORK"
-	if [ -n "${SERVER_LOG:-}" ]; then cp "$D/server.log" "$SERVER_LOG"; fi
+	if [ -n "${SERVER_LOG:-}" ]; then cp "$D/server.log" "$SERVER_LOG" || true; fi
 	rm -rf "$WORK"
 }
 trap cleanup EXIT

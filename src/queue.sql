@@ -103,7 +103,12 @@ SELECT p.portfolio FROM wasend.portfolios p
 -- another sender holds, and build each request body: the row's payload or
 -- the campaign's message, plus the envelope fields.  Each campaign's rows
 -- come from send_queue_ready_idx in id order (LIMIT stops the scan; the
--- sent_at / failed_at conditions are that index's predicate).  Setting
+-- sent_at / failed_at conditions are that index's predicate).  A
+-- transactional lane's rows (wasend_send) come highest priority first,
+-- then by id, and without the cursor: a lane holds few ready rows, and
+-- when its share of the budget is smaller than what was committed
+-- together, the highest priorities must be the ones claimed (seen under
+-- a busy CPU: a budget of one row sent priorities 0, 50, 100 in id order).  Setting
 -- status = 'sending' touches no indexed column, so it is a HOT update when
 -- the page has room (see the fillfactor in the extension script).  The
 -- UPDATE finds the picked rows by ctid (a TID scan): they are locked, so
@@ -187,7 +192,7 @@ WITH lane AS (
          c.category = 'marketing' AS marketing, c.frequency_cap, c.frequency_window,
          coalesce(n.business_id, 'number:' || n.id) AS portfolio, p.messaging_limit,
          CASE WHEN c.kind = 'campaign' THEN c.send_window_start END AS window_start,
-         c.send_window_end AS window_end, c.send_timezone
+         c.send_window_end AS window_end, c.send_timezone, c.kind = 'transactional' AS lane
     FROM unnest($1::bigint[], $2::int[], $4::bigint[]) AS w(campaign_id, lim, after_id)
     JOIN wasend.campaigns c ON c.id = w.campaign_id
     JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
@@ -204,12 +209,21 @@ WITH lane AS (
                                         wasend._row_zone(w.send_timezone, p.timezone, p.recipient))
          END AS window_opens
     FROM want w CROSS JOIN LATERAL (
-    SELECT q.ctid, q.id, q.recipient, q.timezone FROM wasend.send_queue q
-     WHERE q.campaign_id = w.campaign_id AND q.id > w.after_id
-       AND q.sent_at IS NULL AND q.failed_at IS NULL
-       AND q.status = 'ready' AND q.next_attempt_at <= now()
-     ORDER BY q.id LIMIT w.lim
-       FOR UPDATE SKIP LOCKED) p),
+    SELECT c.* FROM (
+      SELECT q.ctid, q.id, q.recipient, q.timezone FROM wasend.send_queue q
+       WHERE NOT w.lane AND q.campaign_id = w.campaign_id AND q.id > w.after_id
+         AND q.sent_at IS NULL AND q.failed_at IS NULL
+         AND q.status = 'ready' AND q.next_attempt_at <= now()
+       ORDER BY q.id LIMIT w.lim
+         FOR UPDATE SKIP LOCKED) c
+    UNION ALL
+    SELECT l.* FROM (
+      SELECT q.ctid, q.id, q.recipient, q.timezone FROM wasend.send_queue q
+       WHERE w.lane AND q.campaign_id = w.campaign_id
+         AND q.sent_at IS NULL AND q.failed_at IS NULL
+         AND q.status = 'ready' AND q.next_attempt_at <= now()
+       ORDER BY q.priority DESC, q.id LIMIT w.lim
+         FOR UPDATE SKIP LOCKED) l) p),
  budget AS MATERIALIZED (
   SELECT b.portfolio, b.messaging_limit,
          (SELECT count(*) FROM wasend.recipient_window r

@@ -9,6 +9,9 @@
 #     of priority 0, 50 and 100 committed together reach the mock
 #     consecutively, highest priority first, ahead of campaign rows that
 #     were claimed before them; the number's rate is never exceeded.
+#     2b. The same with wasend.max_inflight = 2, so that the lane gets one
+#     row a claim: the rows are claimed one at a time, highest priority
+#     first (the claim orders a lane by priority, not by id).
 #  3. Campaign priority: a priority-10 and a priority-0 campaign started
 #     together: no row of the lower one is claimed before the last row of
 #     the higher one.
@@ -127,6 +130,44 @@ cmp_ok($node->safe_psql('postgres', qq{
 	   AND q.claimed_at < (SELECT claimed_at FROM wasend.send_queue WHERE recipient = '15550279100')
 	   AND a.k > (SELECT k FROM arr WHERE recipient = '15550279100')}),
 	'>=', 1, 'campaign rows claimed before them were sent after them (they jumped the queue)');
+
+# --- 2b. a lane claim smaller than what was committed together still
+# takes the highest priority first.  wasend.max_inflight = 2 leaves the
+# lane at most one row a claim while a campaign asks too (half the budget),
+# so the three rows are claimed one by one: the database's own claim times
+# show the order, whatever the machine's speed.  (Seen under a busy CPU
+# before the claim ordered a lane by priority: 0, 50, 100 in id order.)
+$node->safe_psql('postgres', q{ALTER SYSTEM SET wasend.max_inflight = 2});
+$node->safe_psql('postgres', q{SELECT pg_reload_conf()});
+my $bulk2 = $camp->('bulk2', 1);
+$node->safe_psql('postgres', qq{
+	SELECT wasend_enqueue($bulk2, array_agg((15550276000 + g)::text)) FROM generate_series(1, 100) g;
+	SELECT wasend_start_campaign($bulk2);
+});
+$node->poll_query_until('postgres',
+	qq{SELECT count(*) >= 10 FROM wasend.send_queue WHERE campaign_id = $bulk2 AND status = 'sent'})
+  or die 'bulk2 campaign did not start';
+$node->safe_psql('postgres', q{
+	BEGIN;
+	SELECT wasend_send(1, '15550278000', '{"type":"text","text":{"body":"q0"}}', 0);
+	SELECT wasend_send(1, '15550278050', '{"type":"text","text":{"body":"q50"}}', 50);
+	SELECT wasend_send(1, '15550278100', '{"type":"text","text":{"body":"q100"}}', 100);
+	COMMIT;
+});
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) = 3 FROM wasend.send_queue
+	 WHERE recipient IN ('15550278000', '15550278050', '15550278100') AND status = 'sent'}),
+	'a tight budget: the three priority messages are sent');
+is($node->safe_psql('postgres', q{
+	SELECT count(DISTINCT claimed_at) || ' claims: ' || string_agg(recipient, ',' ORDER BY claimed_at, priority DESC)
+	  FROM wasend.send_queue WHERE recipient IN ('15550278000', '15550278050', '15550278100')}),
+	'3 claims: 15550278100,15550278050,15550278000',
+	'a tight budget: claimed one at a time, highest priority first');
+ok($node->poll_query_until('postgres',
+	qq{SELECT status = 'completed' FROM wasend.campaigns WHERE id = $bulk2}),
+	'a tight budget: the campaign completes');
+$node->safe_psql('postgres', q{ALTER SYSTEM RESET wasend.max_inflight});
+$node->safe_psql('postgres', q{SELECT pg_reload_conf()});
 
 # --- 3. a higher-priority campaign goes first
 my $high = $camp->('high', 3, 'priority => 10');
