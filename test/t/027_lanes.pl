@@ -90,25 +90,38 @@ is($node->safe_psql('postgres', q{
 	'transactional|running|transactional: 27001|utility',
 	'the number got its transactional lane, running');
 
+# busy_then_trio(NAME, ROWS, FIRST, STARTED, PREFIX, WHAT): a campaign NAME
+# of ROWS rows (recipients FIRST + 1...) on number 1, and once STARTED of
+# them are sent, three wasend_send of priority 0, 50 and 100 (recipients
+# PREFIX000, PREFIX050, PREFIX100) committed together; waits until the
+# three are sent.  Returns the campaign's id.
+sub busy_then_trio
+{
+	my ($name, $rows, $first, $started, $prefix, $what) = @_;
+	my $id = $camp->($name, 1);
+	$node->safe_psql('postgres', qq{
+		SELECT wasend_enqueue($id, array_agg(($first + g)::text)) FROM generate_series(1, $rows) g;
+		SELECT wasend_start_campaign($id);
+	});
+	$node->poll_query_until('postgres',
+		qq{SELECT count(*) >= $started FROM wasend.send_queue WHERE campaign_id = $id AND status = 'sent'})
+	  or die "$name campaign did not start";
+	$node->safe_psql('postgres', qq{
+		BEGIN;
+		SELECT wasend_send(1, '${prefix}000', '{"type":"text","text":{"body":"p0"}}', 0);
+		SELECT wasend_send(1, '${prefix}050', '{"type":"text","text":{"body":"p50"}}', 50);
+		SELECT wasend_send(1, '${prefix}100', '{"type":"text","text":{"body":"p100"}}', 100);
+		COMMIT;
+	});
+	ok($node->poll_query_until('postgres', qq{
+		SELECT count(*) = 3 FROM wasend.send_queue
+		 WHERE recipient IN ('${prefix}000', '${prefix}050', '${prefix}100') AND status = 'sent'}),
+		$what);
+	return $id;
+}
+
 # --- 2. priority messages take the next slot of a busy number
-my $bulk = $camp->('bulk', 1);
-$node->safe_psql('postgres', qq{
-	SELECT wasend_enqueue($bulk, array_agg((15550273000 + g)::text)) FROM generate_series(1, 400) g;
-	SELECT wasend_start_campaign($bulk);
-});
-$node->poll_query_until('postgres',
-	qq{SELECT count(*) >= 60 FROM wasend.send_queue WHERE campaign_id = $bulk AND status = 'sent'})
-  or die 'bulk campaign did not start';
-$node->safe_psql('postgres', q{
-	BEGIN;
-	SELECT wasend_send(1, '15550279000', '{"type":"text","text":{"body":"p0"}}', 0);
-	SELECT wasend_send(1, '15550279050', '{"type":"text","text":{"body":"p50"}}', 50);
-	SELECT wasend_send(1, '15550279100', '{"type":"text","text":{"body":"p100"}}', 100);
-	COMMIT;
-});
-ok($node->poll_query_until('postgres', q{
-	SELECT count(*) = 3 FROM wasend.send_queue
-	 WHERE recipient IN ('15550279000', '15550279050', '15550279100') AND status = 'sent'}),
+my $bulk = busy_then_trio('bulk', 400, 15550273000, 60, '15550279',
 	'the three priority messages are sent');
 WasendTest::load_mock_log($node, $mock);
 $node->safe_psql('postgres', q{
@@ -139,24 +152,7 @@ cmp_ok($node->safe_psql('postgres', qq{
 # before the claim ordered a lane by priority: 0, 50, 100 in id order.)
 $node->safe_psql('postgres', q{ALTER SYSTEM SET wasend.max_inflight = 2});
 $node->safe_psql('postgres', q{SELECT pg_reload_conf()});
-my $bulk2 = $camp->('bulk2', 1);
-$node->safe_psql('postgres', qq{
-	SELECT wasend_enqueue($bulk2, array_agg((15550276000 + g)::text)) FROM generate_series(1, 100) g;
-	SELECT wasend_start_campaign($bulk2);
-});
-$node->poll_query_until('postgres',
-	qq{SELECT count(*) >= 10 FROM wasend.send_queue WHERE campaign_id = $bulk2 AND status = 'sent'})
-  or die 'bulk2 campaign did not start';
-$node->safe_psql('postgres', q{
-	BEGIN;
-	SELECT wasend_send(1, '15550278000', '{"type":"text","text":{"body":"q0"}}', 0);
-	SELECT wasend_send(1, '15550278050', '{"type":"text","text":{"body":"q50"}}', 50);
-	SELECT wasend_send(1, '15550278100', '{"type":"text","text":{"body":"q100"}}', 100);
-	COMMIT;
-});
-ok($node->poll_query_until('postgres', q{
-	SELECT count(*) = 3 FROM wasend.send_queue
-	 WHERE recipient IN ('15550278000', '15550278050', '15550278100') AND status = 'sent'}),
+my $bulk2 = busy_then_trio('bulk2', 100, 15550276000, 10, '15550278',
 	'a tight budget: the three priority messages are sent');
 is($node->safe_psql('postgres', q{
 	SELECT count(DISTINCT claimed_at) || ' claims: ' || string_agg(recipient, ',' ORDER BY claimed_at, priority DESC)
