@@ -684,65 +684,62 @@ result_batch_keep(ResultBatch *b, const bool *keep)
 }
 
 /*
- * The JSON check proper; may throw (stack depth, out of memory).
+ * Parse text as JSON in the database encoding with PostgreSQL's parser,
+ * running sem's actions: true if it is JSON.  The parser reports syntax
+ * errors by return code, but its recursion raises an ERROR on a deeply
+ * nested text (1 MB of "[" exhausts the stack check): that is caught here
+ * and the text is simply not JSON.  So this never throws, and callers
+ * outside a transaction (the webhook worker, a sender collecting answers)
+ * can use it on anything a client or the API sends.  The lexer and what
+ * the actions are given live in a context of their own, deleted before
+ * returning, also after an error.
  */
 static bool
-text_is_json_unguarded(const char *text, size_t len)
-{
-	JsonLexContext *lex;
-	JsonParseErrorType rc;
-
-#if PG_VERSION_NUM >= 170000
-	JsonLexContext lexbuf;
-
-	lex = makeJsonLexContextCstringLen(&lexbuf, unconstify(char *, text), len,
-									   GetDatabaseEncoding(), false);
-	rc = pg_parse_json(lex, &nullSemAction);
-	freeJsonLexContext(lex);
-#else
-	lex = makeJsonLexContextCstringLen(unconstify(char *, text), len,
-									   GetDatabaseEncoding(), false);
-	rc = pg_parse_json(lex, &nullSemAction);
-	/* the lexer keeps a StringInfo for error texts; free it and itself */
-	if (lex->strval != NULL)
-	{
-		pfree(lex->strval->data);
-		pfree(lex->strval);
-	}
-	pfree(lex);
-#endif
-	return rc == JSON_SUCCESS;
-}
-
-/*
- * Is this text valid in the database encoding and JSON?  Uses PostgreSQL's
- * JSON parser with no semantic actions.  It reports syntax errors by
- * return code, but its recursion raises an ERROR on a deeply nested text
- * (1 MB of "[" exhausts the stack check): that is caught here and the text
- * is simply not JSON.  So this never throws, and callers outside a
- * transaction (the webhook worker, a sender collecting answers) can use it
- * on anything a client or the API sends.
- */
-bool
-wasend_text_is_json(const char *text, size_t len)
+json_parse_guarded(const char *text, size_t len, JsonSemAction *sem,
+				   bool need_escapes)
 {
 	MemoryContext cxt = CurrentMemoryContext;
+	MemoryContext tmp;
 	volatile bool ok = false;
 
 	if (text == NULL || len == 0 || !pg_verifymbstr(text, len, true))
 		return false;
+	tmp = AllocSetContextCreate(cxt, "wasend JSON parse", ALLOCSET_SMALL_SIZES);
+	MemoryContextSwitchTo(tmp);
 	PG_TRY();
 	{
-		ok = text_is_json_unguarded(text, len);
+		JsonLexContext *lex;
+#if PG_VERSION_NUM >= 170000
+		JsonLexContext lexbuf;
+
+		lex = makeJsonLexContextCstringLen(&lexbuf, unconstify(char *, text), len,
+										   GetDatabaseEncoding(), need_escapes);
+#else
+		lex = makeJsonLexContextCstringLen(unconstify(char *, text), len,
+										   GetDatabaseEncoding(), need_escapes);
+#endif
+		ok = pg_parse_json(lex, sem) == JSON_SUCCESS;
 	}
 	PG_CATCH();
 	{
-		MemoryContextSwitchTo(cxt);
+		MemoryContextSwitchTo(tmp);
 		FlushErrorState();
 		ok = false;
 	}
 	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	MemoryContextDelete(tmp);
 	return ok;
+}
+
+/*
+ * Is this text valid in the database encoding and JSON?  PostgreSQL's
+ * JSON parser with no semantic actions; never throws (json_parse_guarded).
+ */
+bool
+wasend_text_is_json(const char *text, size_t len)
+{
+	return json_parse_guarded(text, len, &nullSemAction, false);
 }
 
 /*
@@ -843,43 +840,6 @@ ec_scalar(void *state, char *token, JsonTokenType tokentype)
 }
 
 /*
- * The parse proper of wasend_answer_error_code; may throw.
- */
-static bool
-answer_error_code_unguarded(const char *text, size_t len, int *code)
-{
-	JsonLexContext *lex;
-	JsonSemAction sem;
-	ErrorCodeState st;
-	JsonParseErrorType rc;
-
-#if PG_VERSION_NUM >= 170000
-	JsonLexContext lexbuf;
-
-	lex = makeJsonLexContextCstringLen(&lexbuf, unconstify(char *, text), len,
-									   GetDatabaseEncoding(), true);
-#else
-	lex = makeJsonLexContextCstringLen(unconstify(char *, text), len,
-									   GetDatabaseEncoding(), true);
-#endif
-	memset(&st, 0, sizeof(st));
-	memset(&sem, 0, sizeof(sem));
-	sem.semstate = &st;
-	sem.object_start = ec_open;
-	sem.object_end = ec_close;
-	sem.array_start = ec_open;
-	sem.array_end = ec_close;
-	sem.object_field_start = ec_field_start;
-	sem.object_field_end = ec_field_end;
-	sem.scalar = ec_scalar;
-	rc = pg_parse_json(lex, &sem);
-	if (rc != JSON_SUCCESS || !st.found)
-		return false;
-	*code = st.code;
-	return true;
-}
-
-/*
  * The Graph API error code of an answer, {"error": {"code": N, ...}}, read
  * with PostgreSQL's JSON parser: true and *code if the text is JSON in the
  * database encoding with a number at error.code, false otherwise.  Like
@@ -891,28 +851,23 @@ answer_error_code_unguarded(const char *text, size_t len, int *code)
 bool
 wasend_answer_error_code(const char *text, size_t len, int *code)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	MemoryContext tmp;
-	volatile bool found = false;
+	JsonSemAction sem;
+	ErrorCodeState st;
 
-	if (text == NULL || len == 0 || !pg_verifymbstr(text, len, true))
+	memset(&st, 0, sizeof(st));
+	memset(&sem, 0, sizeof(sem));
+	sem.semstate = &st;
+	sem.object_start = ec_open;
+	sem.object_end = ec_close;
+	sem.array_start = ec_open;
+	sem.array_end = ec_close;
+	sem.object_field_start = ec_field_start;
+	sem.object_field_end = ec_field_end;
+	sem.scalar = ec_scalar;
+	if (!json_parse_guarded(text, len, &sem, true) || !st.found)
 		return false;
-	tmp = AllocSetContextCreate(cxt, "wasend answer parse", ALLOCSET_SMALL_SIZES);
-	MemoryContextSwitchTo(tmp);
-	PG_TRY();
-	{
-		found = answer_error_code_unguarded(text, len, code);
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(tmp);
-		FlushErrorState();
-		found = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	MemoryContextDelete(tmp);
-	return found;
+	*code = st.code;
+	return true;
 }
 
 /*
