@@ -108,8 +108,11 @@ SELECT p.portfolio FROM wasend.portfolios p
 -- then by id, and without the cursor: a lane holds few ready rows, and
 -- when its share of the budget is smaller than what was committed
 -- together, the highest priorities must be the ones claimed (seen under
--- a busy CPU: a budget of one row sent priorities 0, 50, 100 in id order).  Setting
--- status = 'sending' touches no indexed column, so it is a HOT update when
+-- a busy CPU: a budget of one row sent priorities 0, 50, 100 in id
+-- order).  Two branches, each switched off for the other kind by a
+-- one-time filter, because one ORDER BY for both would cost a campaign
+-- its index-ordered scan that LIMIT stops: it would sort all its ready
+-- rows at every claim.  Setting status = 'sending' touches no indexed column, so it is a HOT update when
 -- the page has room (see the fillfactor in the extension script).  The
 -- UPDATE finds the picked rows by ctid (a TID scan): they are locked, so
 -- their ctid cannot change before it runs, and it saves a primary-key
