@@ -20,7 +20,8 @@
 # the worse sender's) and the part of it wasend added (what they measured
 # minus the server's Server-Timing), and the senders' peak private memory.  With OUT=FILE the
 # line is also appended to FILE as CSV.  With RSS_LOG=FILE, every sample
-# (4 a second) appends "unix-time senders'-RssAnon-MB rows-sent" to FILE.
+# (4 a second) appends "unix-time senders'-RssAnon-MB rows-sent
+# requests-in-flight" to FILE.
 # With SERVER_LOG=FILE, the cluster's server log is copied to FILE at the end.
 set -euo pipefail
 
@@ -88,7 +89,7 @@ for _ in $(seq 1 7200); do
 		r=$((r + ${v:-0}))
 	done
 	[ "$r" -gt "$RSS" ] && RSS=$r
-	[ -n "${RSS_LOG:-}" ] && echo "$(date +%s.%N) $((r / 1024)) $(psql_ -c "SELECT coalesce(sum(sent), 0) FROM wasend_worker_stats()")" >>"$RSS_LOG"
+	[ -n "${RSS_LOG:-}" ] && echo "$(date +%s.%N) $((r / 1024)) $(psql_ -c "SELECT coalesce(sum(sent), 0) FROM wasend_worker_stats()") ${f:-0}" >>"$RSS_LOG"
 	[ "$(psql_ -c "SELECT count(*) FROM wasend.campaigns WHERE status IN ('running', 'scheduled')")" = 0 ] && break
 	sleep 0.25
 done
