@@ -28,6 +28,11 @@
 #             msg/s) and the plain-HTTP ceiling (30 numbers), with
 #             PostgreSQL's and wasend's defaults: msg/s, CPU per message,
 #             added latency
+#   floor     bench/floor.sh: a bare libcurl client (bench/curlfloor.c)
+#             with the senders' options and no SQL, at the headline's
+#             rate over TLS HTTP/2 (its loop waking at every event, or
+#             once every 5 or 10 ms) and at the plain-HTTP ceiling: what
+#             libcurl alone costs per request on this machine
 #   jitter    bench/jitter.sh: 10,000 messages at 200 msg/s on a strict
 #             receiver whose answers jitter 0-20 ms; the cost of one 130429
 #   node      the seeds' recommended alternative (Node.js, p-limit(10),
@@ -257,6 +262,14 @@ for spec in "100:200 2" "100:200 1.1" "250:250 2" "500:500 2"; do
 done
 DELAY=0 HTTP=1.1 NUMBERS=30 ROWS=${BENCH_CEILING_DEFAULT_ROWS:-100000} OUT="$RES/defaults.csv" "$ROOT/bench/latency.sh"
 
+# ---------------------------------------------------------------- floor
+log "floor: libcurl alone, no SQL, at the headline's rate and the ceiling (bench/floor.sh)"
+: >"$RES/floor.csv"
+for t in 0 5 10; do
+	TICK=$t RATE=6000 ROWS=60000 OUT="$RES/floor.csv" LABEL="TLS HTTP/2, 100-200 ms, 6,000 req/s, wakes every ${t} ms" "$ROOT/bench/floor.sh"
+done
+DELAY=0 HTTP=1.1 MAXIN=128 RATE=40000 ROWS=100000 OUT="$RES/floor.csv" LABEL="plain HTTP/1.1, answers at once, 128 in flight a client" "$ROOT/bench/floor.sh"
+
 # ---------------------------------------------------------------- jitter
 log "jitter: the rate on a strict receiver whose answers jitter 0-20 ms (bench/jitter.sh)"
 "$ROOT/bench/jitter.sh"
@@ -328,6 +341,12 @@ Machine: $MACHINE. Command: \`make bench\` ($(date -u +%Y-%m-%d)).
 | scenario | msg/s | peak in flight | CPU us/msg: senders / other postgres / nginx | latency p50 / p99 ms | added p50 / p99 ms | sender RSS MB |
 | --- | --- | --- | --- | --- | --- | --- |
 $(awk -F, '{gsub(/"/, "", $1); printf "| %s | %s | %s | %s / %s / %s | %s / %s | %s / %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11}' "$RES/defaults.csv")
+
+## libcurl alone, no SQL (bench/floor.sh; two clients, as the two senders)
+
+| scenario | req/s | client CPU us/req | added p50 / p99 ms | nginx us/req |
+| --- | --- | --- | --- | --- |
+$(awk -F, '{gsub(/"/, "", $1); printf "| %s | %s | %s | %s / %s | %s |\n", $1, $2, $3, $4, $5, $6}' "$RES/floor.csv")
 
 ## Jitter and a stray 130429 (bench/jitter.sh)
 
