@@ -318,6 +318,17 @@ fi
 # ---------------------------------------------------------------- report
 RATIO=$(echo "scale=1; $WASEND_SIDE / $NODE_RATE" | bc)
 MACHINE="$(nproc) vCPU, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release; echo "$PRETTY_NAME"), PostgreSQL $(pg_config --version | awk '{print $2}'), $(curl --version | head -1 | awk '{print $1, $2}')"
+# csv_rows FILE FORMAT: each row of FILE (a quoted label that may hold
+# commas, then plain fields) as a markdown table row, in FORMAT's order
+csv_rows() {
+	awk -v fmt="$2" '{
+		lab = ""; rest = $0
+		if (match(rest, /^"[^"]*",/)) { lab = substr(rest, 2, RLENGTH - 3); rest = substr(rest, RLENGTH + 1) }
+		n = split(rest, f, ",")
+		printf fmt "\n", lab, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10]
+	}' "$1"
+}
+
 cat >"$RES/report.md" <<EOF
 # wasend benchmark
 
@@ -340,13 +351,13 @@ Machine: $MACHINE. Command: \`make bench\` ($(date -u +%Y-%m-%d)).
 
 | scenario | msg/s | peak in flight | CPU us/msg: senders / other postgres / nginx | latency p50 / p99 ms | added p50 / p99 ms | sender RSS MB |
 | --- | --- | --- | --- | --- | --- | --- |
-$(awk -F, '{gsub(/"/, "", $1); printf "| %s | %s | %s | %s / %s / %s | %s / %s | %s / %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11}' "$RES/defaults.csv")
+$(csv_rows "$RES/defaults.csv" '| %s | %s | %s | %s / %s / %s | %s / %s | %s / %s | %s |')
 
 ## libcurl alone, no SQL (bench/floor.sh; two clients, as the two senders)
 
 | scenario | req/s | client CPU us/req | added p50 / p99 ms | nginx us/req |
 | --- | --- | --- | --- | --- |
-$(awk -F, '{gsub(/"/, "", $1); printf "| %s | %s | %s | %s / %s | %s |\n", $1, $2, $3, $4, $5, $6}' "$RES/floor.csv")
+$(csv_rows "$RES/floor.csv" '| %s | %s | %s | %s / %s | %s |')
 
 ## Jitter and a stray 130429 (bench/jitter.sh)
 
