@@ -11,10 +11,14 @@
  * multi-socket interface driven from an epoll set, one
  * curl_multi_socket_action() per ready socket.  Easy handles are pooled.
  *
- * It prints its own CPU time per request (getrusage), the rate it
- * reached, the most requests it had in flight, and the latency it saw
- * (curl's total time) and how much of it was not the server's own wait
- * (the total less the answer's "Server-Timing: app;dur=MS"), p50 and p99.
+ * It prints its own CPU time per request (getrusage: handshakes
+ * included), the rate it reached, the most requests it had in flight,
+ * and the latency it saw and how much of it was not the server's own
+ * wait (the latency less the answer's "Server-Timing: app;dur=MS"), p50
+ * and p99.  The latency is taken as the sender takes it
+ * (src/http_client.c): curl's total time, or the time from start to
+ * collection if that is shorter.  Percentiles here are exact; the
+ * sender's come from a histogram (src/latency.c).
  * bench/floor.sh runs it against the same nginx as bench/latency.sh; what
  * it measures is what libcurl, OpenSSL and the kernel cost on this
  * machine, below which no sender built on libcurl can go.
@@ -27,7 +31,9 @@
  * MAX_INFLIGHT, no request starts while that many are in flight (and
  * HTTP/1.1 opens at most that many connections), as wasend.max_inflight
  * bounds a sender: the ceiling's scenario needs it, or an open-loop
- * client opens a connection per request.
+ * client opens a connection per request.  FLOOR_STREAMS in the
+ * environment sets the HTTP/2 streams a connection (default 1,000, as
+ * the senders).
  *
  * A benchmark tool, not part of the extension: plain C, no PostgreSQL.
  *
@@ -35,6 +41,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,7 +56,8 @@ typedef struct Req
 {
 	CURL	   *easy;
 	struct Req *next_free;
-	double		server_ms;		/* from Server-Timing; -1 = none */
+	double		server_ms;		/* sum of Server-Timing durations */
+	int			has_server;		/* a Server-Timing duration was seen */
 	long long	started_us;
 } Req;
 
@@ -81,6 +89,10 @@ socket_cb(CURL *e, curl_socket_t s, int what, void *u, void *sp)
 {
 	struct epoll_event ev = {0};
 
+	(void) e;
+	(void) u;
+	(void) sp;
+
 	ev.data.fd = s;
 	if (what == CURL_POLL_REMOVE)
 	{
@@ -102,6 +114,8 @@ socket_cb(CURL *e, curl_socket_t s, int what, void *u, void *sp)
 static int
 timer_cb(CURLM *m, long ms, void *u)
 {
+	(void) m;
+	(void) u;
 	timer_at = ms < 0 ? -1 : now_us() + ms * 1000;
 	return 0;
 }
@@ -112,26 +126,63 @@ timer_cb(CURLM *m, long ms, void *u)
 static size_t
 write_cb(char *p, size_t size, size_t n, void *u)
 {
+	(void) p;
+	(void) u;
 	return size * n;
 }
 
 /*
- * Pick the server's own wait out of "Server-Timing: app;dur=MS".
+ * Add up the server's own wait from "Server-Timing: app;dur=MS" headers
+ * (every dur= of every such header, as the sender does).  The header is
+ * not NUL-terminated: each value is copied out before strtod reads it.
  */
 static size_t
 header_cb(char *p, size_t size, size_t n, void *u)
 {
 	Req		   *r = u;
 	size_t		len = size * n;
+	char	   *end = p + len;
+	char	   *d;
 
-	if (len > 20 && strncasecmp(p, "server-timing:", 14) == 0)
+	if (len < 14 || strncasecmp(p, "server-timing:", 14) != 0)
+		return len;
+	while ((d = memmem(p, end - p, "dur=", 4)) != NULL)
 	{
-		char	   *d = memmem(p, len, "dur=", 4);
+		char		num[32];
+		size_t		k = 0;
 
-		if (d)
-			r->server_ms = strtod(d + 4, NULL);
+		d += 4;
+		while (d + k < end && k < sizeof(num) - 1 &&
+			   strchr("0123456789.", d[k]) != NULL)
+		{
+			num[k] = d[k];
+			k++;
+		}
+		num[k] = '\0';
+		if (k > 0)
+		{
+			r->server_ms += strtod(num, NULL);
+			r->has_server = 1;
+		}
+		p = d + k;
 	}
 	return len;
+}
+
+/*
+ * Allocate or die: a benchmark has nothing to fall back on.
+ */
+static void *
+xcalloc(size_t n, size_t size)
+{
+	void	   *p = calloc(n, size);
+
+	if (p == NULL)
+	{
+		perror("curlfloor: calloc");
+		exit(2);
+	}
+	return p;
 }
 
 /*
@@ -147,8 +198,13 @@ start(const char *url, const char *ca, int h2, struct curl_slist *hdrs,
 		free_list = r->next_free;
 	else
 	{
-		r = calloc(1, sizeof(Req));
+		r = xcalloc(1, sizeof(Req));
 		r->easy = curl_easy_init();
+		if (r->easy == NULL)
+		{
+			fprintf(stderr, "curlfloor: curl_easy_init failed\n");
+			exit(2);
+		}
 	}
 	curl_easy_reset(r->easy);
 	curl_easy_setopt(r->easy, CURLOPT_URL, url);
@@ -161,7 +217,8 @@ start(const char *url, const char *ca, int h2, struct curl_slist *hdrs,
 	curl_easy_setopt(r->easy, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, 30000L);
 	curl_easy_setopt(r->easy, CURLOPT_CAINFO, ca);
-	curl_easy_setopt(r->easy, CURLOPT_SSLVERSION, (long) CURL_SSLVERSION_TLSv1_2);
+	curl_easy_setopt(r->easy, CURLOPT_SSLVERSION,
+					 (long) CURL_SSLVERSION_TLSv1_2);
 	curl_easy_setopt(r->easy, CURLOPT_USERAGENT, "curlfloor");
 	curl_easy_setopt(r->easy, CURLOPT_HTTP_VERSION,
 					 h2 ? (long) CURL_HTTP_VERSION_2TLS : (long) CURL_HTTP_VERSION_1_1);
@@ -170,7 +227,8 @@ start(const char *url, const char *ca, int h2, struct curl_slist *hdrs,
 	curl_easy_setopt(r->easy, CURLOPT_POST, 1L);
 	curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, body);
 	curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE, (long) strlen(body));
-	r->server_ms = -1;
+	r->server_ms = 0;
+	r->has_server = 0;
 	r->started_us = now_us();
 	curl_multi_add_handle(multi, r->easy);
 	if (++inflight > peak)
@@ -191,6 +249,7 @@ collect(void)
 	{
 		Req		   *r;
 		long		code = 0;
+		curl_off_t	total = 0;
 		double		ms;
 
 		if (m->msg != CURLMSG_DONE)
@@ -199,9 +258,12 @@ collect(void)
 		curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &code);
 		if (m->data.result != CURLE_OK || code != 200)
 			nerr++;
+		curl_easy_getinfo(m->easy_handle, CURLINFO_TOTAL_TIME_T, &total);
 		ms = (now_us() - r->started_us) / 1000.0;
+		if (total > 0 && total / 1000.0 < ms)
+			ms = total / 1000.0;
 		lat[ndone++] = ms;
-		if (r->server_ms >= 0)
+		if (r->has_server)
 			added[nadded++] = ms - r->server_ms;
 		curl_multi_remove_handle(multi, m->easy_handle);
 		r->next_free = free_list;
@@ -223,17 +285,21 @@ cmp(const void *a, const void *b)
 }
 
 /*
- * The p-th percentile of n sorted values.
+ * The p-th percentile of n values (sorts them); NAN when there are none.
  */
 static double
 pct(double *v, int n, double p)
 {
 	if (n == 0)
-		return -1;
+		return NAN;
 	qsort(v, n, sizeof(double), cmp);
 	return v[(int) (p * (n - 1))];
 }
 
+/*
+ * Pace RATE requests a second until COUNT are answered, then print what
+ * they cost.  Exit status 1 if any failed, 2 on bad arguments.
+ */
 int
 main(int argc, char **argv)
 {
@@ -246,26 +312,42 @@ main(int argc, char **argv)
 
 	if (argc < 6 || argc > 8)
 	{
-		fprintf(stderr, "usage: curlfloor URL CAFILE HTTP(2|1.1) RATE COUNT [TICK_MS [MAX_INFLIGHT]]\n");
+		fprintf(stderr, "usage: curlfloor URL CAFILE HTTP(2|1.1) RATE COUNT"
+				" [TICK_MS [MAX_INFLIGHT]]\n");
 		return 2;
 	}
 	url = argv[1];
 	ca = argv[2];
+	if (strcmp(argv[3], "2") != 0 && strcmp(argv[3], "1.1") != 0)
+	{
+		fprintf(stderr, "curlfloor: HTTP must be 2 or 1.1, not \"%s\"\n", argv[3]);
+		return 2;
+	}
 	h2 = strcmp(argv[3], "2") == 0;
 	rate = atoi(argv[4]);
 	count = atoi(argv[5]);
+	if (rate <= 0 || count <= 0)
+	{
+		fprintf(stderr, "curlfloor: RATE and COUNT must be positive\n");
+		return 2;
+	}
 	tick_us = argc >= 7 ? atoll(argv[6]) * 1000 : 0;
 	max_inflight = argc >= 8 ? atoi(argv[7]) : 0;
 	/* a message body of the size the senders send */
 	body = "{\"messaging_product\":\"whatsapp\",\"recipient_type\":\"individual\","
 		"\"to\":\"15550001234\",\"type\":\"text\",\"text\":{\"body\":\"x\"},"
 		"\"biz_opaque_callback_data\":\"wasend:1:1234\"}";
-	lat = calloc(count, sizeof(double));
-	added = calloc(count, sizeof(double));
+	lat = xcalloc(count, sizeof(double));
+	added = xcalloc(count, sizeof(double));
 
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	multi = curl_multi_init();
 	epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (multi == NULL || epfd < 0)
+	{
+		fprintf(stderr, "curlfloor: cannot set up curl or epoll\n");
+		return 2;
+	}
 	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
 	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
 	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, 4000L);
@@ -298,18 +380,25 @@ main(int argc, char **argv)
 			start(url, ca, h2, hdrs, body);
 			started++;
 		}
-		/* new handles want curl's timer at once */
+		/*
+		 * New handles want curl's timer at once; in tick mode this is also
+		 * the pass that runs the 0 ms timers of the events just handled,
+		 * within the same wake.
+		 */
 		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
 		collect();
 
-		next_start = started < count ? t0 + (long long) started * 1000000 / rate : -1;
+		next_start = started < count ?
+			t0 + (long long) started * 1000000 / rate : -1;
 		now = now_us();
 		timeout = 1000;
 		if (timer_at >= 0)
-			timeout = timer_at <= now ? 0 : (int) ((timer_at - now + 999) / 1000);
+			timeout = timer_at <= now ? 0 :
+				(int) ((timer_at - now + 999) / 1000);
 		if (next_start >= 0)
 		{
-			int			t = next_start <= now ? 0 : (int) ((next_start - now + 999) / 1000);
+			int			t = next_start <= now ? 0 :
+				(int) ((next_start - now + 999) / 1000);
 
 			if (t < timeout)
 				timeout = t;
@@ -350,7 +439,9 @@ main(int argc, char **argv)
 	getrusage(RUSAGE_SELF, &ru);
 	cpu_us = ru.ru_utime.tv_sec * 1e6 + ru.ru_utime.tv_usec +
 		ru.ru_stime.tv_sec * 1e6 + ru.ru_stime.tv_usec;
-	printf("libcurl %s | %.0f req/s | peak in flight %d | CPU %.1f us/req | latency p50 %.1f p99 %.1f ms | added p50 %.1f p99 %.1f ms | errors %d\n",
+	printf("libcurl %s | %.0f req/s | peak in flight %d | CPU %.1f us/req"
+		   " | latency p50 %.1f p99 %.1f ms | added p50 %.1f p99 %.1f ms"
+		   " | errors %d\n",
 		   curl_version_info(CURLVERSION_NOW)->version,
 		   count / ((t1 - t0) / 1e6), peak, cpu_us / count,
 		   pct(lat, ndone, 0.5), pct(lat, ndone, 0.99),

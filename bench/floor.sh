@@ -16,6 +16,8 @@
 #   MAXIN   most requests in flight per client (default 0: no cap; the
 #           plain-HTTP ceiling needs one)
 #   CURL_LIBDIR  a directory with another libcurl.so.4 to load instead
+#   FLOOR_STREAMS  HTTP/2 streams a connection (default 1000, as the
+#           senders)
 #   LABEL   the row's name (default: the settings)
 #
 # Prints each client's line (libcurl's version, its rate, peak in flight,
@@ -23,7 +25,7 @@
 # wait, p50/p99), then nginx's CPU per request.  With OUT=FILE, one CSV
 # row is appended: label, requests a second of all clients, their mean
 # CPU per request, the worse client's added p50 and p99, nginx's CPU per
-# request.
+# request.  Exits 1 if a client saw a failed request.
 set -euo pipefail
 
 . "$(dirname "$0")/../test/lib.sh"
@@ -35,15 +37,17 @@ PROCS=${PROCS:-2}
 WORK=$(mktemp -d /tmp/wasend-floor.XXXXXX)
 chmod 755 "$WORK"
 
+pids=()
 cleanup() {
+	[ ${#pids[@]} -gt 0 ] && kill "${pids[@]}" 2>/dev/null
 	nginx_stop "$WORK"
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-gcc -O2 -Wall -Wextra -Wno-unused-parameter -o "$WORK/curlfloor" \
-	"$WASEND_ROOT/bench/curlfloor.c" $(pkg-config --cflags --libs libcurl)
+gcc -O2 -Wall -Wextra -o "$WORK/curlfloor" \
+	"$WASEND_ROOT/bench/curlfloor.c" $(pkg-config --cflags --libs libcurl) -lm
 
 NPORT=$(free_port_pair)
 if [ "$DELAY" = 0 ]; then
@@ -53,19 +57,24 @@ else
 	nginx_start "$WORK" "$NPORT" "latency:$DELAY"
 	URL="https://127.0.0.1:$((NPORT + 1))/v21.0/1/messages"
 fi
+# nginx's worker (the master forks it after writing its pid)
+NGINXP=
 for _ in $(seq 1 100); do
-	[ -s "$WORK/nginx.pid" ] && break
+	[ -s "$WORK/nginx.pid" ] && NGINXP=$(pgrep -P "$(cat "$WORK/nginx.pid")" | tr '\n' ' ' || true)
+	[ -n "$NGINXP" ] && break
 	sleep 0.05
 done
-NGINXP=$(pgrep -P "$(cat "$WORK/nginx.pid")" | tr '\n' ' ')
+[ -n "$NGINXP" ] || { echo "nginx did not start; see $WORK/nginx-error.log" >&2; exit 1; }
 N0=$(cpu_of $NGINXP)
-pids=()
+LIBPATH=${CURL_LIBDIR:+$CURL_LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}
+LIBPATH=${LIBPATH:-${LD_LIBRARY_PATH:-}}
 for i in $(seq 1 "$PROCS"); do
-	LD_LIBRARY_PATH=${CURL_LIBDIR:-} "$WORK/curlfloor" "$URL" "$WORK/ca.pem" "$HTTP" $((RATE / PROCS)) $((ROWS / PROCS)) ${TICK:-0} ${MAXIN:-0} >"$WORK/out.$i" &
+	LD_LIBRARY_PATH=$LIBPATH "$WORK/curlfloor" "$URL" "$WORK/ca.pem" "$HTTP" $((RATE / PROCS)) $((ROWS / PROCS)) ${TICK:-0} ${MAXIN:-0} >"$WORK/out.$i" &
 	pids+=($!)
 done
 rc=0
 for p in "${pids[@]}"; do wait "$p" || rc=1; done
+pids=()
 N1=$(cpu_of $NGINXP)
 HZ=$(getconf CLK_TCK)
 US_NGINX=$(( (N1 - N0) * 1000000 / HZ / ROWS ))
@@ -74,9 +83,16 @@ echo "floor: $LABEL, ROWS=$ROWS PROCS=$PROCS"
 for i in $(seq 1 "$PROCS"); do echo "  client $i: $(cat "$WORK/out.$i")"; done
 echo "  nginx: $US_NGINX us/req"
 if [ -n "${OUT:-}" ]; then
+	# added p50/p99: the worse client's; "-" when no answer carried
+	# Server-Timing (the plain-HTTP nginx does not send it)
 	cat "$WORK"/out.* | awk -F'|' -v label="$LABEL" -v ng="$US_NGINX" '
+		BEGIN { p50 = p99 = -1 }
 		{ rate += $2 + 0; split($4, c, " "); cpu += c[2]; n++
-		  split($6, a, " "); if (a[3] > p50) p50 = a[3]; if (a[5] > p99) p99 = a[5] }
-		END { printf "\"%s\",%d,%.0f,%.1f,%.1f,%s\n", label, rate, cpu / n, p50, p99, ng }' >>"$OUT"
+		  split($6, a, " ")
+		  if (a[3] ~ /^[0-9.]+$/ && a[3] + 0 > p50) p50 = a[3] + 0
+		  if (a[5] ~ /^[0-9.]+$/ && a[5] + 0 > p99) p99 = a[5] + 0 }
+		END { if (n == 0) exit 1
+		      printf "\"%s\",%d,%.0f,%s,%s,%s\n", label, rate, cpu / n,
+		             p50 < 0 ? "-" : sprintf("%.1f", p50), p99 < 0 ? "-" : sprintf("%.1f", p99), ng }' >>"$OUT"
 fi
 exit $rc

@@ -265,10 +265,17 @@ DELAY=0 HTTP=1.1 NUMBERS=30 ROWS=${BENCH_CEILING_DEFAULT_ROWS:-100000} OUT="$RES
 # ---------------------------------------------------------------- floor
 log "floor: libcurl alone, no SQL, at the headline's rate and the ceiling (bench/floor.sh)"
 : >"$RES/floor.csv"
+# a failed request makes floor.sh exit 1: reported, not fatal to the bench
 for t in 0 5 10; do
-	TICK=$t RATE=6000 ROWS=60000 OUT="$RES/floor.csv" LABEL="TLS HTTP/2, 100-200 ms, 6,000 req/s, wakes every ${t} ms" "$ROOT/bench/floor.sh"
+	wake="at most every $t ms"
+	[ "$t" = 0 ] && wake="at every event"
+	TICK=$t RATE=6000 ROWS=60000 OUT="$RES/floor.csv" \
+		LABEL="TLS HTTP/2, 100-200 ms, 6,000 req/s, the loop wakes $wake" \
+		"$ROOT/bench/floor.sh" || log "floor: a client saw failed requests (above)"
 done
-DELAY=0 HTTP=1.1 MAXIN=128 RATE=40000 ROWS=100000 OUT="$RES/floor.csv" LABEL="plain HTTP/1.1, answers at once, 128 in flight a client" "$ROOT/bench/floor.sh"
+DELAY=0 HTTP=1.1 MAXIN=128 RATE=11000 ROWS=100000 OUT="$RES/floor.csv" \
+	LABEL="plain HTTP/1.1, answers at once, 11,000 req/s, 128 in flight a client" \
+	"$ROOT/bench/floor.sh" || log "floor: a client saw failed requests (above)"
 
 # ---------------------------------------------------------------- jitter
 log "jitter: the rate on a strict receiver whose answers jitter 0-20 ms (bench/jitter.sh)"
