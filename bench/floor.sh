@@ -49,14 +49,8 @@ trap 'exit 130' INT TERM
 gcc -O2 -Wall -Wextra -o "$WORK/curlfloor" \
 	"$WASEND_ROOT/bench/curlfloor.c" $(pkg-config --cflags --libs libcurl) -lm
 
-NPORT=$(free_port_pair)
-if [ "$DELAY" = 0 ]; then
-	nginx_start "$WORK" "$NPORT"
-	URL="http://127.0.0.1:$NPORT/v21.0/1/messages"
-else
-	nginx_start "$WORK" "$NPORT" "latency:$DELAY"
-	URL="https://127.0.0.1:$((NPORT + 1))/v21.0/1/messages"
-fi
+nginx_delay_start "$WORK" "$DELAY"
+URL=$NGINX_API/1/messages
 # nginx's worker (the master forks it after writing its pid)
 NGINXP=
 for _ in $(seq 1 100); do

@@ -46,15 +46,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-NPORT=$(free_port_pair)
-if [ "$DELAY" = 0 ]; then
-	# the ceiling: canned answers at once, plain HTTP (HTTP/1.1)
-	nginx_start "$WORK" "$NPORT"
-	URL="http://127.0.0.1:$NPORT/v21.0"
-else
-	nginx_start "$WORK" "$NPORT" "latency:$DELAY"
-	URL="https://127.0.0.1:$((NPORT + 1))/v21.0"
-fi
+# DELAY=0, the ceiling: canned answers at once, plain HTTP (HTTP/1.1)
+nginx_delay_start "$WORK" "$DELAY"
+URL=$NGINX_API
 PORT=$(free_port)
 IFS=';' read -r -a EXTRA <<<"$CONF"
 # test/lib.sh's clusters run with fsync = off; the headline does not

@@ -173,6 +173,22 @@ NGINX
 	nginx -e "$dir/nginx-error.log" -c "$dir/nginx.conf"
 }
 
+# nginx_delay_start DIR DELAY: the benchmarks' nginx on a free port pair.
+# DELAY "MIN:MAX" ms: every send answered after MIN-MAX ms over TLS;
+# DELAY 0: canned answers at once over plain HTTP (the ceiling).  Sets
+# NGINX_API to the API base URL (".../v21.0") to use.
+nginx_delay_start() {
+	local dir=$1 delay=$2 port
+	port=$(free_port_pair)
+	if [ "$delay" = 0 ]; then
+		nginx_start "$dir" "$port"
+		NGINX_API="http://127.0.0.1:$port/v21.0"
+	else
+		nginx_start "$dir" "$port" "latency:$delay"
+		NGINX_API="https://127.0.0.1:$((port + 1))/v21.0"
+	fi
+}
+
 # nginx_stop DIR
 nginx_stop() {
 	[ -f "$1/nginx.pid" ] && kill "$(cat "$1/nginx.pid")" 2>/dev/null
