@@ -51,14 +51,7 @@ gcc -O2 -Wall -Wextra -o "$WORK/curlfloor" \
 
 nginx_delay_start "$WORK" "$DELAY"
 URL=$NGINX_API/1/messages
-# nginx's worker (the master forks it after writing its pid)
-NGINXP=
-for _ in $(seq 1 100); do
-	[ -s "$WORK/nginx.pid" ] && NGINXP=$(pgrep -P "$(cat "$WORK/nginx.pid")" | tr '\n' ' ' || true)
-	[ -n "$NGINXP" ] && break
-	sleep 0.05
-done
-[ -n "$NGINXP" ] || { echo "nginx did not start; see $WORK/nginx-error.log" >&2; exit 1; }
+NGINXP=$(nginx_workers "$WORK")
 N0=$(cpu_of $NGINXP)
 LIBPATH=${CURL_LIBDIR:+$CURL_LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}
 LIBPATH=${LIBPATH:-${LD_LIBRARY_PATH:-}}

@@ -69,7 +69,7 @@ for _ in $(seq 1 100); do
 done
 PM=$(head -1 "$D/data/postmaster.pid")
 SENDERS=$(psql_ -c "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE backend_type LIKE 'wasend sender%'")
-NGINXP=$(pgrep -P "$(cat "$WORK/nginx.pid")" | tr '\n' ' ')
+NGINXP=$(nginx_workers "$WORK")
 S0=$(cpu_of $SENDERS); P0=$(cpu_of $(pgrep -P "$PM")); N0=$(cpu_of $NGINXP)
 
 psql_ -c "SELECT wasend_start_campaign(g) FROM generate_series(1, $NUMBERS) g" >/dev/null

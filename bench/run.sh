@@ -145,7 +145,7 @@ for _ in $(seq 1 100); do	# the senders register shortly after start
 done
 SENDERS=$(psql_ -c "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE backend_type LIKE 'wasend sender%'")
 OTHERS=$(pgrep -P "$PM" | tr '\n' ' ')
-NGINXP=$(pgrep -P "$(cat "$WORK/nginx.pid")" | tr '\n' ' ')
+NGINXP=$(nginx_workers "$WORK")
 S0=$(cpu_of $SENDERS); P0=$(cpu_of $OTHERS); N0=$(cpu_of $NGINXP)
 T0=$(date +%s.%N)
 start_campaigns 20

@@ -189,6 +189,20 @@ nginx_delay_start() {
 	fi
 }
 
+# nginx_workers DIR: print the pids of the nginx started in DIR's worker
+# processes (the benchmarks count their CPU), waiting up to 5 s for the
+# master to fork them after it writes its pid file.
+nginx_workers() {
+	local w=""
+	for _ in $(seq 1 100); do
+		[ -s "$1/nginx.pid" ] && w=$(pgrep -P "$(cat "$1/nginx.pid")" | tr '\n' ' ' || true)
+		[ -n "$w" ] && { echo "$w"; return 0; }
+		sleep 0.05
+	done
+	echo "nginx in $1 has no worker; see $1/nginx-error.log" >&2
+	return 1
+}
+
 # nginx_stop DIR
 nginx_stop() {
 	[ -f "$1/nginx.pid" ] && kill "$(cat "$1/nginx.pid")" 2>/dev/null
