@@ -388,7 +388,13 @@ main(int argc, char **argv)
 		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
 		collect();
 
-		next_start = started < count ?
+		/*
+		 * The next start is a reason to wake only while a request may
+		 * start: at MAX_INFLIGHT only an answer frees a slot, and waking
+		 * for the start time would spin.
+		 */
+		next_start = started < count &&
+			(max_inflight == 0 || inflight < max_inflight) ?
 			t0 + (long long) started * 1000000 / rate : -1;
 		now = now_us();
 		timeout = 1000;
