@@ -2,14 +2,15 @@
 # the README's quick start; both install what is missing first.
 
 EXTENSION   = wasend
-EXTVERSION  = 0.5.0
+EXTVERSION  = 0.6.0
 MODULE_big  = wasend
 OBJS        = src/wasend.o src/launcher.o src/supervisor.o src/sender.o src/number_queue.o \
               src/campaign_cache.o src/breaker.o src/db_cycle.o src/rate_gate.o \
               src/http_client.o src/queue.o src/sql_api.o \
               src/signature.o src/secrets.o src/webhook.o src/metrics.o src/latency.o
 DATA        = sql/wasend--0.1.0.sql sql/wasend--0.2.0.sql sql/wasend--0.1.0--0.2.0.sql \
-              sql/wasend--0.2.0--0.3.0.sql sql/wasend--0.3.0--0.4.0.sql sql/wasend--0.4.0--0.5.0.sql
+              sql/wasend--0.2.0--0.3.0.sql sql/wasend--0.3.0--0.4.0.sql sql/wasend--0.4.0--0.5.0.sql \
+              sql/wasend--0.5.0--0.6.0.sql
 REGRESS     = setup numbers campaigns enqueue transitions policy secrets webhooks progress grants restore hardening limits lanes
 REGRESS_OPTS = --inputdir=sql --outputdir=test/out --temp-config=test/regress.conf
 

@@ -40,12 +40,12 @@ cluster_start "$D"
 psql_() { cluster_psql "$D" "$PORT" -qAt "$@"; }
 psql_ >/dev/null <<'EOF'
 CREATE EXTENSION wasend;
-SELECT wasend_add_number('5001', 'tok', 1000);
-SELECT wasend_add_number('5002', 'tok', 1000, business_id => '77');
+SELECT wasend.wasend_add_number('5001', 'tok', 1000);
+SELECT wasend.wasend_add_number('5002', 'tok', 1000, business_id => '77');
 UPDATE wasend.whatsapp_numbers SET limits_checked_at = now();
-SELECT wasend_update_number(2, messaging_limit => 200000);
-SELECT wasend_create_campaign('unlimited', 1, '{"type":"text","text":{"body":"x"}}');
-SELECT wasend_create_campaign('limited', 2, '{"type":"text","text":{"body":"x"}}');
+SELECT wasend.wasend_update_number(2, messaging_limit => 200000);
+SELECT wasend.wasend_create_campaign('unlimited', 1, '{"type":"text","text":{"body":"x"}}');
+SELECT wasend.wasend_create_campaign('limited', 2, '{"type":"text","text":{"body":"x"}}');
 UPDATE wasend.campaigns SET status = 'running';
 -- 2,000 rows per campaign: new recipients 1555700xxxxx
 INSERT INTO wasend.send_queue (campaign_id, recipient)

@@ -36,8 +36,8 @@ cluster_start "$D"
 psql_() { cluster_psql "$D" "$PORT" -qAt "$@"; }
 psql_ >/dev/null <<'EOF'
 CREATE EXTENSION wasend;
-SELECT wasend_add_number('4001', 'tok', 1000);
-SELECT wasend_create_campaign('claim', 1, '{"type":"text","text":{"body":"x"}}');
+SELECT wasend.wasend_add_number('4001', 'tok', 1000);
+SELECT wasend.wasend_create_campaign('claim', 1, '{"type":"text","text":{"body":"x"}}');
 UPDATE wasend.campaigns SET status = 'running';
 EOF
 : >"$RES/claim_vs_queue.csv"

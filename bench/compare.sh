@@ -59,7 +59,7 @@ CREATE EXTENSION wasend;
 $(seed_sql 1000 20 "$ROWS")
 CHECKPOINT;
 SQL
-		psql_ -c "SELECT wasend_start_campaign(g) FROM generate_series(1, 20) g" >/dev/null
+		psql_ -c "SELECT wasend.wasend_start_campaign(g) FROM generate_series(1, 20) g" >/dev/null
 		for _ in $(seq 1 2400); do	# bounded: 20 minutes
 			[ "$(psql_ -c "SELECT count(*) FROM wasend.campaigns WHERE status = 'running'")" = 0 ] && break
 			sleep 0.5

@@ -90,8 +90,8 @@ setup() {
 	psql_ >/dev/null <<SQL
 CREATE EXTENSION wasend;
 ALTER TABLE wasend.send_queue SET (fillfactor = $2);
-SELECT wasend_add_number('1', 'tok', 1000);
-SELECT wasend_create_campaign('c', 1, '{"type":"text","text":{"body":"x"}}');
+SELECT wasend.wasend_add_number('1', 'tok', 1000);
+SELECT wasend.wasend_create_campaign('c', 1, '{"type":"text","text":{"body":"x"}}');
 INSERT INTO wasend.send_queue (campaign_id, recipient)
 SELECT 1, (15550000000 + g)::text FROM generate_series(1, $1) g;
 UPDATE wasend.campaigns SET status = 'running';

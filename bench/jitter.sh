@@ -56,10 +56,10 @@ EOF
 	psql_() { cluster_psql "$D" "$port" -qAt "$@"; }
 	psql_ >/dev/null <<EOF
 CREATE EXTENSION wasend;
-SELECT wasend_add_number('9001', 'tok', 200);
-SELECT wasend_create_campaign('jitter', 1, '{"type":"text","text":{"body":"x"}}');
-SELECT wasend_enqueue(1, array_agg((15550000000 + g)::text ORDER BY g)) FROM generate_series(1, $ROWS) g;
-SELECT wasend_start_campaign(1);
+SELECT wasend.wasend_add_number('9001', 'tok', 200);
+SELECT wasend.wasend_create_campaign('jitter', 1, '{"type":"text","text":{"body":"x"}}');
+SELECT wasend.wasend_enqueue(1, array_agg((15550000000 + g)::text ORDER BY g)) FROM generate_series(1, $ROWS) g;
+SELECT wasend.wasend_start_campaign(1);
 EOF
 	for _ in $(seq 1 2400); do
 		[ "$(psql_ -c "SELECT status FROM wasend.campaigns WHERE id = 1")" = completed ] && break

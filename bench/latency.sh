@@ -72,10 +72,10 @@ SENDERS=$(psql_ -c "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHER
 NGINXP=$(nginx_workers "$WORK")
 S0=$(cpu_of $SENDERS); P0=$(cpu_of $(pgrep -P "$PM")); N0=$(cpu_of $NGINXP)
 
-psql_ -c "SELECT wasend_start_campaign(g) FROM generate_series(1, $NUMBERS) g" >/dev/null
+psql_ -c "SELECT wasend.wasend_start_campaign(g) FROM generate_series(1, $NUMBERS) g" >/dev/null
 PEAK=0 RSS=0
 for _ in $(seq 1 7200); do
-	f=$(psql_ -c "SELECT coalesce(sum(in_flight), 0) FROM wasend_worker_stats()")
+	f=$(psql_ -c "SELECT coalesce(sum(in_flight), 0) FROM wasend.wasend_worker_stats()")
 	[ "${f:-0}" -gt "$PEAK" ] && PEAK=$f
 	r=0
 	for p in $SENDERS; do
@@ -83,7 +83,7 @@ for _ in $(seq 1 7200); do
 		r=$((r + ${v:-0}))
 	done
 	[ "$r" -gt "$RSS" ] && RSS=$r
-	[ -n "${RSS_LOG:-}" ] && echo "$(date +%s.%N) $((r / 1024)) $(psql_ -c "SELECT coalesce(sum(sent), 0) FROM wasend_worker_stats()") ${f:-0}" >>"$RSS_LOG"
+	[ -n "${RSS_LOG:-}" ] && echo "$(date +%s.%N) $((r / 1024)) $(psql_ -c "SELECT coalesce(sum(sent), 0) FROM wasend.wasend_worker_stats()") ${f:-0}" >>"$RSS_LOG"
 	[ "$(psql_ -c "SELECT count(*) FROM wasend.campaigns WHERE status IN ('running', 'scheduled')")" = 0 ] && break
 	sleep 0.25
 done
@@ -99,7 +99,7 @@ US_NGINX=$(( (N1 - N0) * 1000000 / HZ / SENT ))
 LAT=$(psql_ -F ' ' -c "SELECT round(max(latency_p50_ms)::numeric, 1), round(max(latency_p99_ms)::numeric, 1),
                               coalesce(round(max(added_p50_ms)::numeric, 1)::text, '-'),
                               coalesce(round(max(added_p99_ms)::numeric, 1)::text, '-')
-                         FROM wasend_worker_stats() WHERE sent > 0" 2>/dev/null ||
+                         FROM wasend.wasend_worker_stats() WHERE sent > 0" 2>/dev/null ||
 	echo "- - - -")	# before 0.5.0: no percentiles
 read -r LAT_P50 LAT_P99 ADD_P50 ADD_P99 <<<"$LAT"
 printf '%s | %s msg/s | peak in flight %s | CPU us/msg: senders %s, postgres %s, nginx %s | latency p50 %s p99 %s ms | added p50 %s p99 %s ms | sender RSS %s MB\n' \

@@ -48,11 +48,11 @@ cluster_start "$D"
 psql_() { cluster_psql "$D" "$PORT" -qAt "$@"; }
 psql_ >/dev/null <<'EOF'
 CREATE EXTENSION wasend;
-SELECT wasend_add_number('9001', 'tok', 200);
-SELECT wasend_create_campaign('bulk', 1, '{"type":"text","text":{"body":"bulk"}}');
-SELECT wasend_enqueue(1, array_agg((15559000000 + g)::text)) FROM generate_series(1, 20000) g;
+SELECT wasend.wasend_add_number('9001', 'tok', 200);
+SELECT wasend.wasend_create_campaign('bulk', 1, '{"type":"text","text":{"body":"bulk"}}');
+SELECT wasend.wasend_enqueue(1, array_agg((15559000000 + g)::text)) FROM generate_series(1, 20000) g;
 CREATE TABLE bench_commits (recipient text PRIMARY KEY, committing_at timestamptz);
-SELECT wasend_start_campaign(1);
+SELECT wasend.wasend_start_campaign(1);
 EOF
 
 # wait (bounded) until the campaign runs at full rate
@@ -68,7 +68,7 @@ echo "campaign running: $n sent"
 	for i in $(seq 1 200); do
 		r=$((15559900000 + i))
 		echo "BEGIN;"
-		echo "SELECT wasend_send(1, '$r', '{\"type\":\"text\",\"text\":{\"body\":\"otp $i\"}}');"
+		echo "SELECT wasend.wasend_send(1, '$r', '{\"type\":\"text\",\"text\":{\"body\":\"otp $i\"}}');"
 		echo "INSERT INTO bench_commits VALUES ('$r', clock_timestamp());"
 		echo "COMMIT;"
 		echo "SELECT pg_sleep(0.05);"
@@ -83,7 +83,7 @@ for _ in $(seq 1 300); do
 	[ "$n" -eq 200 ] && break
 	sleep 0.1
 done
-psql_ -c "SELECT wasend_pause_campaign(1)" >/dev/null
+psql_ -c "SELECT wasend.wasend_pause_campaign(1)" >/dev/null
 
 curl -s "http://127.0.0.1:$MPORT/__mock/log" >"$WORK/mocklog.csv"
 chmod 644 "$WORK/mocklog.csv"

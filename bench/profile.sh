@@ -79,7 +79,7 @@ for _ in $(seq 1 600); do
 done
 [ -n "$SENDER" ] || { echo "the sender did not start" >&2; exit 1; }
 echo "== sending $ROWS messages (sender pid $SENDER)"
-psql_ -c "SELECT wasend_start_campaign(g) FROM generate_series(1, 20) g" >/dev/null
+psql_ -c "SELECT wasend.wasend_start_campaign(g) FROM generate_series(1, 20) g" >/dev/null
 for _ in $(seq 1 7200); do	# bounded: 1 hour
 	[ "$(psql_ -c "SELECT count(*) FROM wasend.campaigns WHERE status = 'running'")" = 0 ] && break
 	sleep 0.5

@@ -86,7 +86,7 @@ seed_campaigns() {
 
 # start_campaigns N: start campaigns 1 to N
 start_campaigns() {
-	psql_ -c "SELECT wasend_start_campaign(g) FROM generate_series(1, $1) g" >/dev/null
+	psql_ -c "SELECT wasend.wasend_start_campaign(g) FROM generate_series(1, $1) g" >/dev/null
 }
 
 # wait_done: until no campaign is running (bounded: 30 min)
@@ -112,10 +112,10 @@ echo '{"numbers": {"106540352242922": {"token": "tok", "rate": 200}}}' >"$WORK/m
 mock_start "$WORK" "$MPORT" "$WORK/mock.json"
 new_cluster c_rate "wasend.api_base_url = 'http://127.0.0.1:$MPORT/v21.0'"
 psql_ >/dev/null <<'EOF'
-SELECT wasend_add_number('106540352242922', 'tok', 200);
-SELECT wasend_create_campaign('rate', 1, '{"type":"text","text":{"body":"x"}}');
-SELECT wasend_enqueue(1, array_agg((15550000000 + g)::text)) FROM generate_series(1, 10000) g;
-SELECT wasend_start_campaign(1);
+SELECT wasend.wasend_add_number('106540352242922', 'tok', 200);
+SELECT wasend.wasend_create_campaign('rate', 1, '{"type":"text","text":{"body":"x"}}');
+SELECT wasend.wasend_enqueue(1, array_agg((15550000000 + g)::text)) FROM generate_series(1, 10000) g;
+SELECT wasend.wasend_start_campaign(1);
 EOF
 wait_done
 RATE_LINE=$(psql_ -F ' ' -c "SELECT round(extract(epoch FROM max(sent_at) - min(claimed_at))::numeric, 2),
@@ -199,8 +199,8 @@ log "node: the seeds' alternative vs wasend, $NODE_ROWS messages each, nginx"
 	(cd "$ROOT/bench/alt" && npm install --no-audit --no-fund))
 new_cluster c_node "wasend.api_base_url = 'http://127.0.0.1:$NPORT/v21.0'" "wasend.workers = 0"
 psql_ >/dev/null <<EOF
-SELECT wasend_add_number('2001', 'tok', 1000);
-SELECT wasend_create_campaign('node', 1, '{"type":"text","text":{"body":"x"}}');
+SELECT wasend.wasend_add_number('2001', 'tok', 1000);
+SELECT wasend.wasend_create_campaign('node', 1, '{"type":"text","text":{"body":"x"}}');
 INSERT INTO wasend.send_queue (campaign_id, recipient)
 SELECT 1, (15550000000 + g)::text FROM generate_series(1, $NODE_ROWS) g;
 UPDATE wasend.campaigns SET status = 'running';
@@ -235,13 +235,13 @@ latency_run() {
 	start_campaigns 10
 	LAT_PEAK=0
 	for _ in $(seq 1 3600); do
-		f=$(psql_ -c "SELECT coalesce(sum(in_flight), 0) FROM wasend_worker_stats()")
+		f=$(psql_ -c "SELECT coalesce(sum(in_flight), 0) FROM wasend.wasend_worker_stats()")
 		[ "${f:-0}" -gt "$LAT_PEAK" ] && LAT_PEAK=$f
 		[ "$(psql_ -c "SELECT count(*) FROM wasend.campaigns WHERE status = 'running'")" = 0 ] && break
 		sleep 0.5
 	done
 	LAT_RATE=$(psql_ -c "SELECT round(count(*) / extract(epoch FROM max(sent_at) - min(claimed_at))::numeric) FROM wasend.send_queue WHERE status = 'sent'")
-	LAT_CONNS=$(psql_ -c "SELECT sum(connections_opened) FROM wasend_worker_stats()")
+	LAT_CONNS=$(psql_ -c "SELECT sum(connections_opened) FROM wasend.wasend_worker_stats()")
 	drop_cluster
 }
 latency_run 1.1

@@ -46,8 +46,8 @@ psql_() { cluster_psql "$D" "$PORT" -qAt "$@"; }
 MESSAGES=$(((TOTAL + 2) / 3))
 psql_ >/dev/null <<SQL
 CREATE EXTENSION wasend;
-SELECT wasend_add_number('1401', 'tok', 1000);
-SELECT wasend_create_campaign('rss', 1, '{"type":"text","text":{"body":"x"}}');
+SELECT wasend.wasend_add_number('1401', 'tok', 1000);
+SELECT wasend.wasend_create_campaign('rss', 1, '{"type":"text","text":{"body":"x"}}');
 INSERT INTO wasend.send_queue (campaign_id, recipient, status, wa_message_id, sent_at)
 SELECT 1, (15514000000 + g)::text, 'sent', 'wamid.rss-' || g, now()
   FROM generate_series(1, $MESSAGES) g;

@@ -1,27 +1,27 @@
 -- enqueue: recipients are validated and normalized; duplicates are skipped;
 -- an invalid recipient rejects the whole call
 \set SHOW_CONTEXT never
-SELECT wasend_enqueue(1, ARRAY['15551230001', '+15551230002', '15551230003']);
-SELECT wasend_enqueue(1, ARRAY['15551230001', '+15551230004']);  -- 1 new, 1 already queued
-SELECT wasend_enqueue(1, ARRAY['15551230008', '15551230009', '+15551230009']);  -- twice in one call
+SELECT wasend.wasend_enqueue(1, ARRAY['15551230001', '+15551230002', '15551230003']);
+SELECT wasend.wasend_enqueue(1, ARRAY['15551230001', '+15551230004']);  -- 1 new, 1 already queued
+SELECT wasend.wasend_enqueue(1, ARRAY['15551230008', '15551230009', '+15551230009']);  -- twice in one call
 SELECT id, campaign_id, recipient, status, attempts FROM wasend.send_queue ORDER BY id;
 -- per-recipient payloads override the campaign's message
-SELECT wasend_enqueue(1, ARRAY['15551230005', '15551230006'],
+SELECT wasend.wasend_enqueue(1, ARRAY['15551230005', '15551230006'],
   ARRAY['{"type":"text","text":{"body":"Hi Ana"}}'::jsonb, NULL]);
 SELECT recipient, payload FROM wasend.send_queue WHERE recipient IN ('15551230005', '15551230006') ORDER BY 1;
 -- bad input: nothing of the call is kept
-SELECT wasend_enqueue(1, ARRAY['15551239001', '555-1234', '15551239002']);
-SELECT wasend_enqueue(1, ARRAY['15551239001', NULL]);
-SELECT wasend_enqueue(1, ARRAY['123456']);              -- too short
-SELECT wasend_enqueue(1, ARRAY['1234567890123456']);    -- too long
-SELECT wasend_enqueue(1, ARRAY['15551239001'], ARRAY['{"type":"text"}'::jsonb, '{"type":"text"}']);
-SELECT wasend_enqueue(1, ARRAY['15551239001'], ARRAY['[]'::jsonb]);
-SELECT wasend_enqueue(1, ARRAY[['15551239001'], ['15551239002']]);
-SELECT wasend_enqueue(1, NULL);
-SELECT wasend_enqueue(NULL, ARRAY['15551239001']);
-SELECT wasend_enqueue(42, ARRAY['15551239001']);
+SELECT wasend.wasend_enqueue(1, ARRAY['15551239001', '555-1234', '15551239002']);
+SELECT wasend.wasend_enqueue(1, ARRAY['15551239001', NULL]);
+SELECT wasend.wasend_enqueue(1, ARRAY['123456']);              -- too short
+SELECT wasend.wasend_enqueue(1, ARRAY['1234567890123456']);    -- too long
+SELECT wasend.wasend_enqueue(1, ARRAY['15551239001'], ARRAY['{"type":"text"}'::jsonb, '{"type":"text"}']);
+SELECT wasend.wasend_enqueue(1, ARRAY['15551239001'], ARRAY['[]'::jsonb]);
+SELECT wasend.wasend_enqueue(1, ARRAY[['15551239001'], ['15551239002']]);
+SELECT wasend.wasend_enqueue(1, NULL);
+SELECT wasend.wasend_enqueue(NULL, ARRAY['15551239001']);
+SELECT wasend.wasend_enqueue(42, ARRAY['15551239001']);
 SELECT count(*) AS rows_after_errors FROM wasend.send_queue;
-SELECT wasend_enqueue(1, '{}');  -- empty is fine: 0 rows
+SELECT wasend.wasend_enqueue(1, '{}');  -- empty is fine: 0 rows
 -- plain INSERT ... SELECT from a user's own table works and is validated
 CREATE TABLE contacts (name text, phone text);
 INSERT INTO contacts VALUES ('Ana', '+15551240001'), ('Bo', '15551240002'), ('Cy', '15551240003');

@@ -5,8 +5,8 @@
 -- supplies.
 \set SHOW_CONTEXT never
 CREATE EXTENSION wasend;
-SELECT wasend_add_number('1065400002', 'EAAG-grants-token', 80);
-SELECT wasend_create_campaign('grants', 1, '{"type":"text","text":{"body":"x"}}');
+SELECT wasend.wasend_add_number('1065400002', 'EAAG-grants-token', 80);
+SELECT wasend.wasend_create_campaign('grants', 1, '{"type":"text","text":{"body":"x"}}');
 CREATE ROLE regress_g_admin LOGIN IN ROLE wasend_admin;
 CREATE ROLE regress_g_op LOGIN IN ROLE wasend_operator;
 CREATE ROLE regress_g_view LOGIN IN ROLE wasend_viewer;

@@ -26,9 +26,9 @@ SELECT format('SELECT pg_sleep(0.01) WHERE current_setting(%L) IS DISTINCT FROM 
 \set ECHO all
 SELECT current_setting('wasend.app_secret_file') = :'secret_file' AS secret_file_set;
 -- two rows the signed body's statuses are for
-SELECT wasend_add_number('106540352242922', 'EAAG-token', 80);
-SELECT wasend_create_campaign('hardening', 1, '{"type":"text","text":{"body":"x"}}') AS ch \gset
-SELECT wasend_enqueue(:ch, ARRAY['15551290001', '15551290002']);
+SELECT wasend.wasend_add_number('106540352242922', 'EAAG-token', 80);
+SELECT wasend.wasend_create_campaign('hardening', 1, '{"type":"text","text":{"body":"x"}}') AS ch \gset
+SELECT wasend.wasend_enqueue(:ch, ARRAY['15551290001', '15551290002']);
 UPDATE wasend.send_queue SET status = 'sent', sent_at = now(), attempts = 1,
        wa_message_id = 'wamid.hard' || right(recipient, 1)
  WHERE campaign_id = :ch;
@@ -106,18 +106,18 @@ $$;
 CREATE OPERATOR public.|| (LEFTARG = text, RIGHTARG = name, FUNCTION = public.regress_cat);
 -- now the operator calls what it may call: a correctly signed webhook ...
 \set body '{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"phone_number_id":"106540352242922"},"statuses":[{"id":"wamid.hard1","status":"delivered","timestamp":"1700000000","recipient_id":"15551290001"},{"id":"wamid.hard2","status":"failed","timestamp":"1700000001","recipient_id":"15551290002","errors":[{"code":131026,"title":"Message undeliverable (token EAAGm0PX4ZCpsBAKZCdeadbeefdeadbeef0123)"}]},{"id":"wamid.hard9","status":"sent","timestamp":"1700000002","recipient_id":"15551290009"}]}}]}]}'
-SELECT wasend_ingest_webhook(:'body',
+SELECT wasend.wasend_ingest_webhook(:'body',
        'sha256=05d4247db8b3c369baaf114679161416f6660101a4dafd50ff1987e583a1adb6') AS ingested;
 -- ... and the campaign API, which fires the send_queue triggers
-SELECT wasend_create_campaign('by the operator', 1, '{"type":"text","text":{"body":"y"}}') AS co \gset
-SELECT wasend_enqueue(:co, ARRAY['15551290011'], ARRAY['{"type":"text","text":{"body":"z"}}'::jsonb]);
+SELECT wasend.wasend_create_campaign('by the operator', 1, '{"type":"text","text":{"body":"y"}}') AS co \gset
+SELECT wasend.wasend_enqueue(:co, ARRAY['15551290011'], ARRAY['{"type":"text","text":{"body":"z"}}'::jsonb]);
 INSERT INTO wasend.send_queue (campaign_id, recipient, payload)
 VALUES (:co, '15551290012', '{"type":"text","text":{"body":"z"}}');
-SELECT wasend_start_campaign(:co, '2100-01-01 00:00+00');
-SELECT wasend_pause_campaign(:co);
-SELECT wasend_resume_campaign(:co);
-SELECT wasend_cancel_campaign(:co);
-SELECT wasend_retry_failed(:ch);
+SELECT wasend.wasend_start_campaign(:co, '2100-01-01 00:00+00');
+SELECT wasend.wasend_pause_campaign(:co);
+SELECT wasend.wasend_resume_campaign(:co);
+SELECT wasend.wasend_cancel_campaign(:co);
+SELECT wasend.wasend_retry_failed(:ch);
 RESET ROLE;
 -- the operator is no superuser, and no trap ever ran
 SELECT rolsuper FROM pg_roles WHERE rolname = 'regress_hard_op';

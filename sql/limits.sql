@@ -27,9 +27,9 @@ SELECT id, name, category, status, pause_rule,
 
 -- a number of portfolio 900, and one without business_id (a portfolio of
 -- its own, "number:<id>"); a business_id that is not digits is refused
-SELECT wasend_add_number('1065400010', 'EAAG-limits-token', 80, business_id => '900');
-SELECT wasend_add_number('1065400011', 'EAAG-limits-token-2');
-SELECT wasend_add_number('1065400012', 'EAAG-limits-token-3', 80, business_id => '9x');
+SELECT wasend.wasend_add_number('1065400010', 'EAAG-limits-token', 80, business_id => '900');
+SELECT wasend.wasend_add_number('1065400011', 'EAAG-limits-token-2');
+SELECT wasend.wasend_add_number('1065400012', 'EAAG-limits-token-3', 80, business_id => '9x');
 SELECT * FROM numbers ORDER BY id;
 SELECT portfolio, messaging_limit FROM wasend.portfolios ORDER BY 1;
 -- the tiers as the Graph API names them, and their limits (unlimited is
@@ -58,21 +58,21 @@ SELECT limits_error, limits_due_at <= now() + interval '1 minute' AS read_again_
   FROM wasend.whatsapp_numbers WHERE id = 1;
 -- an override: a negative limit is refused; messaging_limit => 100 wins
 -- over the tier, also over a later answer (TIER_2K)
-SELECT wasend_update_number(1, messaging_limit => -5);
-SELECT wasend_update_number(1, messaging_limit => 100);
+SELECT wasend.wasend_update_number(1, messaging_limit => -5);
+SELECT wasend.wasend_update_number(1, messaging_limit => 100);
 SELECT * FROM numbers WHERE id = 1;
 SELECT portfolio, messaging_limit FROM wasend.portfolios ORDER BY 1;
 SELECT wasend._apply_number_limits(1, 200, '{"whatsapp_business_manager_messaging_limit":"TIER_2K","quality_rating":"GREEN","health_status":{"can_send_message":"AVAILABLE"},"display_phone_number":"15550001111"}');
 SELECT * FROM numbers WHERE id = 1;
 SELECT limits_error FROM wasend.whatsapp_numbers WHERE id = 1;
 -- reset_messaging_limit follows the tier again; both at once is an error
-SELECT wasend_update_number(1, reset_messaging_limit => true);
+SELECT wasend.wasend_update_number(1, reset_messaging_limit => true);
 SELECT * FROM numbers WHERE id = 1;
-SELECT wasend_update_number(1, messaging_limit => 300, reset_messaging_limit => true);
+SELECT wasend.wasend_update_number(1, messaging_limit => 300, reset_messaging_limit => true);
 SELECT portfolio, messaging_limit FROM wasend.portfolios ORDER BY 1;
 -- number 2 joins portfolio 900: its own portfolio goes, and 900's limit is
 -- the lowest known limit of its numbers
-SELECT wasend_update_number(2, business_id => '900');
+SELECT wasend.wasend_update_number(2, business_id => '900');
 SELECT portfolio, messaging_limit FROM wasend.portfolios ORDER BY 1;
 
 -- ---------------------------------------------------------------------
@@ -81,25 +81,25 @@ SELECT portfolio, messaging_limit FROM wasend.portfolios ORDER BY 1;
 
 -- three running campaigns on number 1, which its user paused: marketing,
 -- utility, and marketing that opted out of the quality rule
-SELECT wasend_pause_number(1, 'held for the limits test');
-SELECT wasend_create_campaign('quality marketing', 1,
+SELECT wasend.wasend_pause_number(1, 'held for the limits test');
+SELECT wasend.wasend_create_campaign('quality marketing', 1,
        '{"type":"template","template":{"name":"offer","language":{"code":"en"}}}') AS q1 \gset
-SELECT wasend_create_campaign('quality utility', 1,
+SELECT wasend.wasend_create_campaign('quality utility', 1,
        '{"type":"template","template":{"name":"receipt","language":{"code":"en"}}}',
        category => 'utility') AS q2 \gset
-SELECT wasend_create_campaign('quality exempt', 1,
+SELECT wasend.wasend_create_campaign('quality exempt', 1,
        '{"type":"template","template":{"name":"offer","language":{"code":"en"}}}',
        pause_on_quality => false) AS q3 \gset
-SELECT wasend_start_campaign(:q1);
-SELECT wasend_start_campaign(:q2);
-SELECT wasend_start_campaign(:q3);
+SELECT wasend.wasend_start_campaign(:q1);
+SELECT wasend.wasend_start_campaign(:q2);
+SELECT wasend.wasend_start_campaign(:q3);
 -- the rating turns RED: only the first one pauses; AVAILABLE does not
 -- resume the number its user paused
 SELECT wasend._apply_number_limits(1, 200, '{"whatsapp_business_manager_messaging_limit":"TIER_2K","quality_rating":"RED","health_status":{"can_send_message":"AVAILABLE"},"display_phone_number":"15550001111"}');
 SELECT * FROM camps WHERE id IN (:q1, :q2, :q3) ORDER BY id;
 SELECT * FROM numbers WHERE id = 1;
 -- still RED is no change: a resumed campaign stays running
-SELECT wasend_resume_campaign(:q1);
+SELECT wasend.wasend_resume_campaign(:q1);
 SELECT wasend._apply_number_limits(1, 200, '{"whatsapp_business_manager_messaging_limit":"TIER_2K","quality_rating":"RED","health_status":{"can_send_message":"AVAILABLE"},"display_phone_number":"15550001111"}');
 SELECT * FROM camps WHERE id IN (:q1, :q2, :q3) ORDER BY id;
 -- a phone_number_quality_update (found by the display number) lowers the
@@ -112,7 +112,7 @@ SELECT portfolio, messaging_limit FROM wasend.portfolios ORDER BY 1;
 SELECT limits_due_at <= now() + interval '1 minute' AS read_again_soon
   FROM wasend.whatsapp_numbers WHERE id = 1;
 -- an upgrade raises the tier and pauses nothing
-SELECT wasend_resume_campaign(:q1);
+SELECT wasend.wasend_resume_campaign(:q1);
 SELECT wasend._ingest_verified('{"object":"whatsapp_business_account","entry":[{"id":"900","time":1700000001,"changes":[{"field":"phone_number_quality_update","value":{"display_phone_number":"15550001111","event":"UPGRADE","current_limit":"TIER_10K"}}]}]}');
 SELECT * FROM camps WHERE id = :q1;
 SELECT * FROM numbers WHERE id = 1;
@@ -136,7 +136,7 @@ SELECT * FROM numbers WHERE id = 1;
 -- a row of the utility campaign waits for that budget (as a claim leaves
 -- it: ready, waiting_for messaging_limit, next_attempt_at the next slot)
 SELECT portfolio, messaging_limit FROM wasend.portfolios ORDER BY 1;
-SELECT wasend_enqueue(:q2, ARRAY['15551200001']);
+SELECT wasend.wasend_enqueue(:q2, ARRAY['15551200001']);
 UPDATE wasend.send_queue SET waiting_for = 'messaging_limit', next_attempt_at = now() + interval '10 hours'
  WHERE campaign_id = :q2;
 SELECT waiting LIKE 'messaging limit 250/24h, next slot at % (1 rows)' AS waiting_for_limit
@@ -154,16 +154,16 @@ SELECT waiting FROM wasend.campaign_progress WHERE campaign_id = :q2;
 
 -- promo (en_US): one campaign running, one its user paused; promo in
 -- another language is another template
-SELECT wasend_create_campaign('promo running', 1,
+SELECT wasend.wasend_create_campaign('promo running', 1,
        '{"type":"template","template":{"name":"promo","language":{"code":"en_US"}}}') AS t1 \gset
-SELECT wasend_create_campaign('promo paused by user', 1,
+SELECT wasend.wasend_create_campaign('promo paused by user', 1,
        '{"type":"template","template":{"name":"promo","language":{"code":"en_US"}}}') AS t2 \gset
-SELECT wasend_create_campaign('promo spanish', 1,
+SELECT wasend.wasend_create_campaign('promo spanish', 1,
        '{"type":"template","template":{"name":"promo","language":{"code":"es"}}}') AS t3 \gset
-SELECT wasend_start_campaign(:t1);
-SELECT wasend_start_campaign(:t2);
-SELECT wasend_start_campaign(:t3);
-SELECT wasend_pause_campaign(:t2);
+SELECT wasend.wasend_start_campaign(:t1);
+SELECT wasend.wasend_start_campaign(:t2);
+SELECT wasend.wasend_start_campaign(:t3);
+SELECT wasend.wasend_pause_campaign(:t2);
 SELECT id, name, template_name, template_language FROM wasend.campaigns
  WHERE id IN (:t1, :t2, :t3) ORDER BY id;
 -- PAUSED pauses the running campaign of that template, with Meta's reason
@@ -187,18 +187,18 @@ SELECT code, action, backoff, backoff_factor, jitter, retry_once, origin, descri
 -- a user stops marketing messages: suppressed for marketing only
 SELECT wasend._ingest_verified('{"object":"whatsapp_business_account","entry":[{"id":"900","changes":[{"field":"user_preferences","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550001111","phone_number_id":"1065400010"},"contacts":[{"wa_id":"15551300001","profile":{"name":"X"}}],"user_preferences":[{"wa_id":"15551300001","detail":"User requested to stop marketing messages","category":"marketing_messages","value":"stop","timestamp":1700000030}]}}]}]}');
 SELECT recipient, reason, scope FROM wasend.suppressions ORDER BY 1;
-SELECT wasend_create_campaign('opt-out marketing', 1, '{"type":"text","text":{"body":"sale"}}',
+SELECT wasend.wasend_create_campaign('opt-out marketing', 1, '{"type":"text","text":{"body":"sale"}}',
        category => 'marketing') AS m1 \gset
-SELECT wasend_create_campaign('opt-out utility', 1, '{"type":"text","text":{"body":"receipt"}}',
+SELECT wasend.wasend_create_campaign('opt-out utility', 1, '{"type":"text","text":{"body":"receipt"}}',
        category => 'utility') AS m2 \gset
-SELECT wasend_enqueue(:m1, ARRAY['15551300001', '15551300002']);
-SELECT wasend_enqueue(:m2, ARRAY['15551300001']);
+SELECT wasend.wasend_enqueue(:m1, ARRAY['15551300001', '15551300002']);
+SELECT wasend.wasend_enqueue(:m2, ARRAY['15551300001']);
 SELECT campaign_id, recipient FROM wasend.send_queue WHERE campaign_id IN (:m1, :m2) ORDER BY 1, 2;
 -- resume lifts the marketing suppression, not one of scope all
 INSERT INTO wasend.suppressions (recipient, reason) VALUES ('15551300003', 'replied STOP');
 SELECT wasend._ingest_verified('{"object":"whatsapp_business_account","entry":[{"id":"900","changes":[{"field":"user_preferences","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550001111","phone_number_id":"1065400010"},"user_preferences":[{"wa_id":"15551300001","category":"marketing_messages","value":"resume","timestamp":1700000040},{"wa_id":"15551300003","category":"marketing_messages","value":"resume","timestamp":1700000040}]}}]}]}');
 SELECT recipient, reason, scope FROM wasend.suppressions ORDER BY 1;
-SELECT wasend_enqueue(:m1, ARRAY['15551300001', '15551300003']);
+SELECT wasend.wasend_enqueue(:m1, ARRAY['15551300001', '15551300003']);
 SELECT campaign_id, recipient FROM wasend.send_queue WHERE campaign_id IN (:m1, :m2) ORDER BY 1, 2;
 
 -- ---------------------------------------------------------------------
@@ -206,34 +206,34 @@ SELECT campaign_id, recipient FROM wasend.send_queue WHERE campaign_id IN (:m1, 
 -- ---------------------------------------------------------------------
 
 -- bad options are refused with a hint
-SELECT wasend_create_campaign('bad', 1, '{"type":"text","text":{"body":"x"}}', category => 'promo');
-SELECT wasend_create_campaign('bad', 1, '{"type":"text","text":{"body":"x"}}', pacing => 'fast');
-SELECT wasend_create_campaign('bad', 1, '{"type":"text","text":{"body":"x"}}', frequency_cap => 0);
+SELECT wasend.wasend_create_campaign('bad', 1, '{"type":"text","text":{"body":"x"}}', category => 'promo');
+SELECT wasend.wasend_create_campaign('bad', 1, '{"type":"text","text":{"body":"x"}}', pacing => 'fast');
+SELECT wasend.wasend_create_campaign('bad', 1, '{"type":"text","text":{"body":"x"}}', frequency_cap => 0);
 -- the defaults: marketing for a template, service for anything else
-SELECT wasend_create_campaign('options', 1,
+SELECT wasend.wasend_create_campaign('options', 1,
        '{"type":"template","template":{"name":"weekly","language":{"code":"en"}}}') AS o1 \gset
-SELECT wasend_create_campaign('options text', 1, '{"type":"text","text":{"body":"x"}}') AS o2 \gset
+SELECT wasend.wasend_create_campaign('options text', 1, '{"type":"text","text":{"body":"x"}}') AS o2 \gset
 SELECT name, category, pause_on_quality, pacing, pacing_sample, pacing_hold, frequency_cap, frequency_window
   FROM wasend.campaigns WHERE id IN (:o1, :o2) ORDER BY id;
 -- wasend_update_campaign changes what it is given; frequency_cap => 0
 -- removes the cap; bad values are refused
-SELECT wasend_update_campaign(:o1, pacing => 'sample', frequency_cap => 3, frequency_window => '1 day');
+SELECT wasend.wasend_update_campaign(:o1, pacing => 'sample', frequency_cap => 3, frequency_window => '1 day');
 SELECT name, category, pause_on_quality, pacing, pacing_sample, pacing_hold, frequency_cap, frequency_window
   FROM wasend.campaigns WHERE id = :o1;
-SELECT wasend_update_campaign(:o1, frequency_cap => 0, pacing => 'off');
+SELECT wasend.wasend_update_campaign(:o1, frequency_cap => 0, pacing => 'off');
 SELECT name, category, pause_on_quality, pacing, pacing_sample, pacing_hold, frequency_cap, frequency_window
   FROM wasend.campaigns WHERE id = :o1;
-SELECT wasend_update_campaign(:o1, frequency_cap => -1);
-SELECT wasend_update_campaign(:o1, pacing => 'fast');
-SELECT wasend_update_campaign(:o1, category => 'promo');
+SELECT wasend.wasend_update_campaign(:o1, frequency_cap => -1);
+SELECT wasend.wasend_update_campaign(:o1, pacing => 'fast');
+SELECT wasend.wasend_update_campaign(:o1, category => 'promo');
 -- pacing 'sample': a template no earlier campaign started with begins with
 -- a sample of pacing_sample rows; a later campaign of it does not
-SELECT wasend_create_campaign('sample first', 1,
+SELECT wasend.wasend_create_campaign('sample first', 1,
        '{"type":"template","template":{"name":"fresh","language":{"code":"en"}}}', pacing => 'sample') AS s1 \gset
-SELECT wasend_create_campaign('sample second', 1,
+SELECT wasend.wasend_create_campaign('sample second', 1,
        '{"type":"template","template":{"name":"fresh","language":{"code":"en"}}}', pacing => 'sample') AS s2 \gset
-SELECT wasend_start_campaign(:s1);
-SELECT wasend_start_campaign(:s2);
+SELECT wasend.wasend_start_campaign(:s1);
+SELECT wasend.wasend_start_campaign(:s2);
 SELECT name, pacing, sample_left, paced_until FROM wasend.campaigns WHERE id IN (:s1, :s2) ORDER BY id;
 
 -- ---------------------------------------------------------------------
@@ -257,11 +257,11 @@ SELECT * FROM wasend.prices ORDER BY 1, 2;
 -- six rows: four sent (a UK and a US recipient, one free, one that will
 -- fail), one Meta holds for a quality assessment (the campaign holds back
 -- meanwhile), one still ready
-SELECT wasend_create_campaign('report', 1,
+SELECT wasend.wasend_create_campaign('report', 1,
        '{"type":"template","template":{"name":"report","language":{"code":"en_US"}}}') AS r \gset
-SELECT wasend_enqueue(:r, ARRAY['447700900001', '15551400002', '15551400003',
+SELECT wasend.wasend_enqueue(:r, ARRAY['447700900001', '15551400002', '15551400003',
                                 '15551400004', '15551400005', '15551400006']);
-SELECT wasend_start_campaign(:r);
+SELECT wasend.wasend_start_campaign(:r);
 UPDATE wasend.send_queue SET status = 'sent', sent_at = now(), attempts = 1,
        wa_message_id = 'wamid.r' || right(recipient, 1)
  WHERE campaign_id = :r AND right(recipient, 1) IN ('1', '2', '3', '4');
@@ -335,20 +335,20 @@ SELECT total, sent, delivered, by_pricing_category, billable, unpriced, estimate
 -- ---------------------------------------------------------------------
 
 -- intervals beyond a year are refused (they overflowed a claim's timestamps)
-SELECT wasend_create_campaign('far', 1, '{"type":"text","text":{"body":"x"}}',
+SELECT wasend.wasend_create_campaign('far', 1, '{"type":"text","text":{"body":"x"}}',
                               frequency_cap => 1, frequency_window => '300000 years');
-SELECT wasend_update_campaign(1, pacing_hold => '2 years');
+SELECT wasend.wasend_update_campaign(1, pacing_hold => '2 years');
 -- a template name longer than Meta's 512 characters is ignored, and the
 -- status in the same payload is still applied
 SELECT wasend._ingest_verified('{"object":"whatsapp_business_account","entry":[{"id":"900","changes":[{"field":"message_template_status_update","value":{"event":"PAUSED","message_template_name":"' || repeat('n', 8000) || '","message_template_language":"en_US"}}]}]}') ->> 'account_updates' AS long_name_update;
 SELECT count(*) AS long_templates FROM wasend.templates WHERE length(name) > 512;
 -- rows waiting for a frequency cap are looked at again when the cap goes
-SELECT wasend_create_campaign('capped', 1, '{"type":"template","template":{"name":"cap","language":{"code":"en"}}}',
+SELECT wasend.wasend_create_campaign('capped', 1, '{"type":"template","template":{"name":"cap","language":{"code":"en"}}}',
                               frequency_cap => 1) AS cap \gset
-SELECT wasend_enqueue(:cap, ARRAY['15551490001']);
+SELECT wasend.wasend_enqueue(:cap, ARRAY['15551490001']);
 UPDATE wasend.send_queue SET waiting_for = 'frequency_cap', next_attempt_at = now() + interval '6 days'
  WHERE campaign_id = :cap;
-SELECT wasend_update_campaign(:cap, frequency_cap => 0);
+SELECT wasend.wasend_update_campaign(:cap, frequency_cap => 0);
 SELECT waiting_for, next_attempt_at <= now() AS due_now FROM wasend.send_queue WHERE campaign_id = :cap;
 -- a quality pause takes over a template pause: APPROVED does not resume it
 UPDATE wasend.campaigns SET status = 'running', pause_rule = NULL, pause_reason = NULL WHERE id = :cap;

@@ -7,6 +7,6 @@ SELECT campaign_id, name, status, total, ready, sending, sent, failed, cancelled
        percent_done, rate_per_sec, errors_by_code
   FROM wasend.campaign_progress ORDER BY campaign_id;
 -- worker statistics have the documented columns
-SELECT * FROM wasend_worker_stats() WHERE false;
+SELECT * FROM wasend.wasend_worker_stats() WHERE false;
 DROP EXTENSION wasend;
 DROP TABLE contacts;

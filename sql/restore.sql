@@ -48,9 +48,9 @@ SELECT campaign_id, status, total, ready, sent, read, failed, cancelled, uncerta
 -- suppressed recipients are skipped
 INSERT INTO wasend.send_queue (campaign_id, recipient) VALUES (11, '15551310009');
 INSERT INTO wasend.send_queue (campaign_id, recipient) VALUES (12, '15551310009');
-SELECT wasend_enqueue(11, ARRAY['15551310009']);
+SELECT wasend.wasend_enqueue(11, ARRAY['15551310009']);
 INSERT INTO wasend.send_queue (campaign_id, recipient) VALUES (13, '+15551310003'), (13, '15551310009');
-SELECT wasend_enqueue(13, ARRAY['15551310003', '15551310010']);
+SELECT wasend.wasend_enqueue(13, ARRAY['15551310003', '15551310010']);
 SELECT id > 108 AS new_id, campaign_id, recipient, status FROM wasend.send_queue WHERE id NOT BETWEEN 101 AND 108 ORDER BY recipient;
 -- error policy: pg_dump keeps the rows users added or edited, not the
 -- built-in ones CREATE EXTENSION makes again

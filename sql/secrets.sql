@@ -27,14 +27,14 @@ SET ROLE regress_wasend_op;
 SELECT access_token FROM wasend.whatsapp_numbers;
 SELECT * FROM wasend.whatsapp_numbers;
 SELECT id, phone_number_id, status FROM wasend.whatsapp_numbers ORDER BY id;
-SELECT wasend_create_campaign('by operator', 1, '{"type":"text","text":{"body":"hi"}}') AS cop \gset
-SELECT wasend_enqueue(:cop, ARRAY['15551270001']);
+SELECT wasend.wasend_create_campaign('by operator', 1, '{"type":"text","text":{"body":"hi"}}') AS cop \gset
+SELECT wasend.wasend_enqueue(:cop, ARRAY['15551270001']);
 INSERT INTO wasend.send_queue (campaign_id, recipient) VALUES (:cop, '15551270002');
-SELECT wasend_start_campaign(:cop);
-SELECT wasend_pause_campaign(:cop);
+SELECT wasend.wasend_start_campaign(:cop);
+SELECT wasend.wasend_pause_campaign(:cop);
 SELECT campaign_id, status, total FROM wasend.campaign_progress WHERE campaign_id = :cop;
-SELECT wasend_add_number('9001', 'tok');
-SELECT wasend_update_number(1, 'stolen');
+SELECT wasend.wasend_add_number('9001', 'tok');
+SELECT wasend.wasend_update_number(1, 'stolen');
 UPDATE wasend.whatsapp_numbers SET access_token = 'x';
 DELETE FROM wasend.send_queue;
 SELECT wasend._wake_at_commit();
@@ -42,20 +42,20 @@ RESET ROLE;
 -- the viewer watches and cannot change anything
 SET ROLE regress_wasend_view;
 SELECT campaign_id, status, total FROM wasend.campaign_progress WHERE campaign_id = :cop;
-SELECT count(*) >= 0 AS can_see_stats FROM wasend_worker_stats();
+SELECT count(*) >= 0 AS can_see_stats FROM wasend.wasend_worker_stats();
 SELECT access_token FROM wasend.whatsapp_numbers;
-SELECT wasend_pause_campaign(:cop);
+SELECT wasend.wasend_pause_campaign(:cop);
 INSERT INTO wasend.send_queue (campaign_id, recipient) VALUES (:cop, '15551270003');
 RESET ROLE;
 -- a role outside wasend sees nothing
 SET ROLE regress_nobody;
 SELECT count(*) FROM wasend.campaigns;
-SELECT wasend_start_campaign(:cop);
+SELECT wasend.wasend_start_campaign(:cop);
 RESET ROLE;
 -- the admin reads and changes tokens
 SET ROLE regress_wasend_admin;
 SELECT id, access_token FROM wasend.whatsapp_numbers ORDER BY id;
-SELECT wasend_update_number(1, 'rotated-token');
+SELECT wasend.wasend_update_number(1, 'rotated-token');
 RESET ROLE;
 -- the app secret and the verify token are never settings: the settings
 -- that held them in 0.1.0 are gone
@@ -122,7 +122,7 @@ SELECT 'SELECT pg_sleep(0.01) WHERE current_setting(''wasend.webhook_verify_toke
 \set ECHO all
 \! rm -f "$WASEND_SECRET_FILE" "$WASEND_TOKEN_FILE"
 -- errors about a number never echo its token
-SELECT wasend_update_number(1, 'bad token with spaces');
+SELECT wasend.wasend_update_number(1, 'bad token with spaces');
 INSERT INTO wasend.whatsapp_numbers (phone_number_id, access_token, max_send_rate_per_sec)
 VALUES (NULL, 'tok-in-a-bad-row', 80);
 DROP ROLE regress_wasend_op, regress_wasend_view, regress_wasend_admin, regress_nobody,

@@ -6,7 +6,7 @@ SELECT n.nspname, c.relname, c.relkind
  ORDER BY 2;
 SELECT p.oid::regprocedure AS api
   FROM pg_proc p
- WHERE p.proname LIKE 'wasend\_%' AND p.pronamespace = 'public'::regnamespace
+ WHERE p.proname LIKE 'wasend\_%' AND p.pronamespace = 'wasend'::regnamespace
  ORDER BY p.oid::regprocedure::text;
 -- the settings are defined, with their documented defaults
 SELECT name, setting, unit, context FROM pg_settings

@@ -314,7 +314,7 @@ _PG_init(void)
 {
 	DefineCustomStringVariable("wasend.database",
 							   "Database the webhook endpoint stores notifications in.",
-							   "Senders run in every database that has the extension; only the webhook endpoint (wasend.webhook_port) uses this one. Other databases take webhooks through wasend_ingest_webhook().",
+							   "Senders run in every database that has the extension; only the webhook endpoint (wasend.webhook_port) uses this one. Other databases take webhooks through wasend.wasend_ingest_webhook().",
 							   &wasend_database,
 							   "postgres",
 							   PGC_POSTMASTER,

@@ -42,17 +42,17 @@ psql_() { cluster_psql "$WORK" "$PGPORT" "$@"; }
 
 psql_ -q >/dev/null <<EOF
 CREATE EXTENSION wasend;
-SELECT wasend_add_number('106540352242922', 'demo-token', $RATE);
-SELECT wasend_create_campaign('demo', 1,
+SELECT wasend.wasend_add_number('106540352242922', 'demo-token', $RATE);
+SELECT wasend.wasend_create_campaign('demo', 1,
   '{"type":"template","template":{"name":"hello_world","language":{"code":"en_US"}}}');
-SELECT wasend_enqueue(1, array_agg((15550000000 + g)::text))
+SELECT wasend.wasend_enqueue(1, array_agg((15550000000 + g)::text))
   FROM generate_series(1, $TOTAL) g;
 EOF
 echo "   queued $TOTAL recipients; starting campaign 1"
-psql_ -qAt -c "SELECT wasend_start_campaign(1)" >/dev/null
+psql_ -qAt -c "SELECT wasend.wasend_start_campaign(1)" >/dev/null
 
 # what a script or cron job would do: block until the campaign ends
-psql_ -qAt -c "SELECT wasend_wait(1, '30 minutes')" >"$WORK/wait.out" 2>"$WORK/wait.notices" &
+psql_ -qAt -c "SELECT wasend.wasend_wait(1, '30 minutes')" >"$WORK/wait.out" 2>"$WORK/wait.notices" &
 WAIT_PID=$!
 
 # meanwhile, a live progress line: one psql session, not one process per refresh
@@ -68,7 +68,7 @@ done
 echo '\q' >&"${PROGRESS[1]}"
 wait "$WAIT_PID" || true
 echo
-echo "   SELECT wasend_wait(1, '30 minutes') returned: $(cat "$WORK/wait.out")"
+echo "   SELECT wasend.wasend_wait(1, '30 minutes') returned: $(cat "$WORK/wait.out")"
 
 echo "== summary"
 psql_ -q <<'EOF'
@@ -80,7 +80,7 @@ SELECT count(*) AS messages,
 SELECT status, last_error_code, count(*) AS rows FROM wasend.send_queue GROUP BY 1, 2 ORDER BY 1, 2;
 SELECT sender, sent, failed, connections_opened, connections_reused,
        round(mean_latency_ms::numeric, 2) AS mean_latency_ms
-  FROM wasend_worker_stats() ORDER BY sender;
+  FROM wasend.wasend_worker_stats() ORDER BY sender;
 EOF
 echo -n "   mock Graph API saw: "
 curl -s --cacert "$WORK/ca.pem" "https://127.0.0.1:$MOCKPORT/__mock/stats"

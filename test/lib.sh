@@ -216,8 +216,8 @@ nginx_stop() {
 # the queue.  The benchmarks pipe it into their cluster's psql.
 seed_sql() {
 	cat <<SQL
-SELECT wasend_add_number(($1 + g)::text, 'tok', 1000) FROM generate_series(1, $2) g;
-SELECT wasend_create_campaign('c' || g, g, '{"type":"text","text":{"body":"x"}}') FROM generate_series(1, $2) g;
+SELECT wasend.wasend_add_number(($1 + g)::text, 'tok', 1000) FROM generate_series(1, $2) g;
+SELECT wasend.wasend_create_campaign('c' || g, g, '{"type":"text","text":{"body":"x"}}') FROM generate_series(1, $2) g;
 INSERT INTO wasend.send_queue (campaign_id, recipient)
 SELECT 1 + (g % $2), (15550000000 + g)::text FROM generate_series(1, $3) g;
 VACUUM ANALYZE wasend.send_queue;

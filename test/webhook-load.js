@@ -14,7 +14,7 @@
  * load is on).
  *
  * With --emit-sql FILE it posts nothing and writes instead one
- * SELECT wasend_ingest_webhook(body, signature) per payload, to measure the
+ * SELECT wasend.wasend_ingest_webhook(body, signature) per payload, to measure the
  * SQL function on the same payloads.
  */
 'use strict';
@@ -72,7 +72,7 @@ if (args['emit-sql'])
 {
 	const q = (t) => "'" + t.replace(/'/g, "''") + "'";
 	fs.writeFileSync(args['emit-sql'], payloads.map(
-		(b) => 'SELECT wasend_ingest_webhook(' + q(b) + ', ' + q(sign(b)) + ');').join('\n') + '\n');
+		(b) => 'SELECT wasend.wasend_ingest_webhook(' + q(b) + ', ' + q(sign(b)) + ');').join('\n') + '\n');
 	console.log(JSON.stringify({ payloads: payloads.length, statuses: statuses.length }));
 	process.exit(0);
 }

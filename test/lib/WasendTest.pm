@@ -208,7 +208,7 @@ sub wait_quiet
 	return $node->poll_query_until('postgres', q{
 		SELECT coalesce(sum(held), 0) = 0
 		       AND NOT EXISTS (SELECT 1 FROM wasend.send_queue WHERE status = 'sending')
-		  FROM wasend_worker_stats()});
+		  FROM wasend.wasend_worker_stats()});
 }
 
 # install_state_log($node): test-only triggers that log, in public, every

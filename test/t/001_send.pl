@@ -33,28 +33,28 @@ ok( $node->poll_query_until('postgres', q{
 	'launcher, supervisor and two senders are named in pg_stat_activity');
 
 $node->safe_psql('postgres', q{
-	SELECT wasend_add_number('1001', 'tok-a', 100);
-	SELECT wasend_add_number('1002', 'tok-b', 50);
-	SELECT wasend_create_campaign('a-template', 1,
+	SELECT wasend.wasend_add_number('1001', 'tok-a', 100);
+	SELECT wasend.wasend_add_number('1002', 'tok-b', 50);
+	SELECT wasend.wasend_create_campaign('a-template', 1,
 	  '{"type":"template","template":{"name":"hello_world","language":{"code":"en_US"}}}');
-	SELECT wasend_create_campaign('a-text', 1, '{"type":"text","text":{"body":"second campaign"}}');
-	SELECT wasend_create_campaign('b', 2, '{"type":"text","text":{"body":"number b"}}');
+	SELECT wasend.wasend_create_campaign('a-text', 1, '{"type":"text","text":{"body":"second campaign"}}');
+	SELECT wasend.wasend_create_campaign('b', 2, '{"type":"text","text":{"body":"number b"}}');
 	-- campaign 1: 600 recipients, every 100th with its own payload
-	SELECT wasend_enqueue(1, array_agg((15551000000 + g)::text ORDER BY g),
+	SELECT wasend.wasend_enqueue(1, array_agg((15551000000 + g)::text ORDER BY g),
 	                         array_agg(CASE WHEN g % 100 = 0
 	                                        THEN '{"type":"interactive","interactive":{"type":"button"}}'::jsonb
 	                                   END ORDER BY g))
 	  FROM generate_series(1, 600) g;
-	SELECT wasend_enqueue(2, array_agg((15552000000 + g)::text)) FROM generate_series(1, 300) g;
+	SELECT wasend.wasend_enqueue(2, array_agg((15552000000 + g)::text)) FROM generate_series(1, 300) g;
 	-- campaign 3 through a plain INSERT ... SELECT
 	CREATE TABLE contacts AS SELECT '+' || (15553000000 + g) AS phone FROM generate_series(1, 200) g;
 	INSERT INTO wasend.send_queue (campaign_id, recipient) SELECT 3, phone FROM contacts;
 });
 
 $node->safe_psql('postgres', q{
-	SELECT wasend_start_campaign(1);
-	SELECT wasend_start_campaign(2);
-	SELECT wasend_start_campaign(3);
+	SELECT wasend.wasend_start_campaign(1);
+	SELECT wasend.wasend_start_campaign(2);
+	SELECT wasend.wasend_start_campaign(3);
 });
 
 ok( $node->poll_query_until('postgres',
@@ -106,9 +106,9 @@ is($node->safe_psql('postgres', q{
 my $stats = WasendTest::mock_stats($mock);
 is($node->safe_psql('postgres', q{
 	SELECT sum(sent), sum(failed), sum(connections_opened) + sum(connections_reused)
-	  FROM wasend_worker_stats()}),
+	  FROM wasend.wasend_worker_stats()}),
 	'1100|0|1102', 'worker stats count every request (1,100 messages, 2 account reads)');
-is($node->safe_psql('postgres', q{SELECT sum(connections_opened) FROM wasend_worker_stats()}),
+is($node->safe_psql('postgres', q{SELECT sum(connections_opened) FROM wasend.wasend_worker_stats()}),
 	$stats->{connections},
 	"senders opened exactly the connections the mock saw ($stats->{connections} for 1100 requests)");
 cmp_ok($stats->{connections}, '<=', 20, 'connections are pooled and reused');

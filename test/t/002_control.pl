@@ -22,16 +22,16 @@ my $node = WasendTest::new_node('control', $mock);
 
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION wasend;
-	SELECT wasend_add_number('2001', 'tok', 50);
-	SELECT wasend_create_campaign('pause-me', 1, '{"type":"text","text":{"body":"1"}}');
-	SELECT wasend_create_campaign('cancel-me', 1, '{"type":"text","text":{"body":"2"}}');
-	SELECT wasend_create_campaign('later', 1, '{"type":"text","text":{"body":"3"}}');
-	SELECT wasend_enqueue(1, array_agg((15561000000 + g)::text)) FROM generate_series(1, 300) g;
-	SELECT wasend_enqueue(2, array_agg((15562000000 + g)::text)) FROM generate_series(1, 200) g;
-	SELECT wasend_enqueue(3, array_agg((15563000000 + g)::text)) FROM generate_series(1, 30) g;
+	SELECT wasend.wasend_add_number('2001', 'tok', 50);
+	SELECT wasend.wasend_create_campaign('pause-me', 1, '{"type":"text","text":{"body":"1"}}');
+	SELECT wasend.wasend_create_campaign('cancel-me', 1, '{"type":"text","text":{"body":"2"}}');
+	SELECT wasend.wasend_create_campaign('later', 1, '{"type":"text","text":{"body":"3"}}');
+	SELECT wasend.wasend_enqueue(1, array_agg((15561000000 + g)::text)) FROM generate_series(1, 300) g;
+	SELECT wasend.wasend_enqueue(2, array_agg((15562000000 + g)::text)) FROM generate_series(1, 200) g;
+	SELECT wasend.wasend_enqueue(3, array_agg((15563000000 + g)::text)) FROM generate_series(1, 30) g;
 });
 $node->poll_query_until('postgres',
-	q{SELECT count(*) = 2 FROM wasend_worker_stats()})
+	q{SELECT count(*) = 2 FROM wasend.wasend_worker_stats()})
   or die 'senders did not start';
 WasendTest::install_state_log($node);
 
@@ -39,7 +39,7 @@ WasendTest::install_state_log($node);
 # (How soon is a latency, measured by make demo and make bench; the test
 # only checks it is well within one poll interval.)
 my $t_start = $node->safe_psql('postgres', q{
-	SELECT wasend_start_campaign(1);
+	SELECT wasend.wasend_start_campaign(1);
 	SELECT extract(epoch FROM clock_timestamp()) * 1000;});
 $node->poll_query_until('postgres',
 	q{SELECT count(*) >= 100 FROM wasend.send_queue WHERE campaign_id = 1 AND status = 'sent'})
@@ -47,7 +47,7 @@ $node->poll_query_until('postgres',
 
 # --- pause while sending
 my $t_pause = $node->safe_psql('postgres', q{
-	SELECT wasend_pause_campaign(1);
+	SELECT wasend.wasend_pause_campaign(1);
 	SELECT extract(epoch FROM clock_timestamp()) * 1000;});
 ok(WasendTest::wait_quiet($node), 'senders hold nothing after the pause');
 WasendTest::load_mock_log($node, $mock);
@@ -73,7 +73,7 @@ is($node->safe_psql('postgres', q{
 	'0', 'rows given back by the pause keep attempts = 0');
 
 # --- resume: the campaign finishes, each row sent once
-$node->safe_psql('postgres', 'SELECT wasend_resume_campaign(1)');
+$node->safe_psql('postgres', 'SELECT wasend.wasend_resume_campaign(1)');
 ok( $node->poll_query_until('postgres',
 		q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 1}),
 	'resumed campaign completes');
@@ -88,11 +88,11 @@ is($node->safe_psql('postgres', q{
 	'300', 'every row of the resumed campaign has its wamid');
 
 # --- cancel while sending
-$node->safe_psql('postgres', 'SELECT wasend_start_campaign(2)');
+$node->safe_psql('postgres', 'SELECT wasend.wasend_start_campaign(2)');
 $node->poll_query_until('postgres',
 	q{SELECT count(*) >= 50 FROM wasend.send_queue WHERE campaign_id = 2 AND status = 'sent'})
   or die 'campaign 2 did not send';
-my $cancelled = $node->safe_psql('postgres', 'SELECT wasend_cancel_campaign(2)');
+my $cancelled = $node->safe_psql('postgres', 'SELECT wasend.wasend_cancel_campaign(2)');
 ok(WasendTest::wait_quiet($node), 'senders hold nothing after the cancel');
 WasendTest::load_mock_log($node, $mock);
 my ($sent2, $cancelled2, $other2, $mock2) = split /\|/, $node->safe_psql('postgres', q{
@@ -109,7 +109,7 @@ is($node->safe_psql('postgres', q{SELECT status FROM wasend.campaigns WHERE id =
 
 # --- schedule: nothing before start_at, then it runs by itself
 my $start_at = $node->safe_psql('postgres', q{
-	SELECT wasend_start_campaign(3, now() + interval '2 seconds');
+	SELECT wasend.wasend_start_campaign(3, now() + interval '2 seconds');
 	SELECT extract(epoch FROM start_at) * 1000 FROM wasend.campaigns WHERE id = 3;});
 is($node->safe_psql('postgres', q{SELECT status FROM wasend.campaigns WHERE id = 3}),
 	'scheduled', 'a future start_at makes the campaign scheduled');

@@ -46,31 +46,31 @@ my $node = WasendTest::new_node('responses', $mock, 'wasend.max_attempts' => 3);
 
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION wasend;
-	SELECT wasend_add_number('3001', 'good', 100);
-	SELECT wasend_add_number('3002', 'wrong-token', 100);
-	SELECT wasend_add_number('3003', 'good', 100);
-	SELECT wasend_add_number('3004', 'good', 100);
-	SELECT wasend_add_number('3005', 'good', 100);
+	SELECT wasend.wasend_add_number('3001', 'good', 100);
+	SELECT wasend.wasend_add_number('3002', 'wrong-token', 100);
+	SELECT wasend.wasend_add_number('3003', 'good', 100);
+	SELECT wasend.wasend_add_number('3004', 'good', 100);
+	SELECT wasend.wasend_add_number('3005', 'good', 100);
 	UPDATE wasend.error_policy SET pause_for = '2 seconds' WHERE code = '131048';
-	SELECT wasend_create_campaign('mixed', 1, '{"type":"text","text":{"body":"x"}}');
-	SELECT wasend_create_campaign('bad-token', 2, '{"type":"text","text":{"body":"x"}}');
-	SELECT wasend_create_campaign('bad-template', 3, '{"type":"template","template":{"name":"gone","language":{"code":"en"}}}');
-	SELECT wasend_enqueue(1, array_agg((15570000000 + g)::text)) FROM generate_series(1, 100) g;
-	SELECT wasend_enqueue(2, ARRAY['15579000001', '15579000002']);
-	SELECT wasend_enqueue(3, ARRAY['15578000001', '15578000002', '15578000003']);
-	SELECT wasend_create_campaign('spam-pause', 4, '{"type":"text","text":{"body":"x"}}');
-	SELECT wasend_create_campaign('breaker', 5, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend.wasend_create_campaign('mixed', 1, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend.wasend_create_campaign('bad-token', 2, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend.wasend_create_campaign('bad-template', 3, '{"type":"template","template":{"name":"gone","language":{"code":"en"}}}');
+	SELECT wasend.wasend_enqueue(1, array_agg((15570000000 + g)::text)) FROM generate_series(1, 100) g;
+	SELECT wasend.wasend_enqueue(2, ARRAY['15579000001', '15579000002']);
+	SELECT wasend.wasend_enqueue(3, ARRAY['15578000001', '15578000002', '15578000003']);
+	SELECT wasend.wasend_create_campaign('spam-pause', 4, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend.wasend_create_campaign('breaker', 5, '{"type":"text","text":{"body":"x"}}');
 	UPDATE wasend.campaigns SET error_window = 20 WHERE id = 5;
-	SELECT wasend_enqueue(4, array_agg((15577000000 + g)::text)) FROM generate_series(1, 40) g;
-	SELECT wasend_enqueue(5, array_agg((15576000000 + g)::text)) FROM generate_series(1, 300) g;
+	SELECT wasend.wasend_enqueue(4, array_agg((15577000000 + g)::text)) FROM generate_series(1, 40) g;
+	SELECT wasend.wasend_enqueue(5, array_agg((15576000000 + g)::text)) FROM generate_series(1, 300) g;
 });
 WasendTest::install_state_log($node);
 $node->safe_psql('postgres', q{
-	SELECT wasend_start_campaign(1);
-	SELECT wasend_start_campaign(2);
-	SELECT wasend_start_campaign(3);
-	SELECT wasend_start_campaign(4);
-	SELECT wasend_start_campaign(5);
+	SELECT wasend.wasend_start_campaign(1);
+	SELECT wasend.wasend_start_campaign(2);
+	SELECT wasend.wasend_start_campaign(3);
+	SELECT wasend.wasend_start_campaign(4);
+	SELECT wasend.wasend_start_campaign(5);
 });
 ok( $node->poll_query_until('postgres', q{
 		SELECT (SELECT status FROM wasend.campaigns WHERE id = 1) = 'completed'
@@ -122,7 +122,7 @@ cmp_ok($node->safe_psql('postgres',
 	'>', 0, 'the rest of its rows wait');
 
 # a person fixes the token: the campaign finishes
-$node->safe_psql('postgres', q{SELECT wasend_resume_number(2, 'expected-token')});
+$node->safe_psql('postgres', q{SELECT wasend.wasend_resume_number(2, 'expected-token')});
 ok( $node->poll_query_until('postgres',
 		q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 2}),
 	'resuming the number with the right token finishes campaign 2');

@@ -1,7 +1,7 @@
 # 004_pg_cron.pl — a campaign started by a pg_cron job.
 #
 # The recipe from the README: cron.schedule() runs
-# SELECT wasend_start_campaign(...) and the senders do the rest.  pg_cron
+# SELECT wasend.wasend_start_campaign(...) and the senders do the rest.  pg_cron
 # 1.4 (Debian's postgresql-15-cron) schedules by the minute, so this test
 # waits (bounded) for the next minute boundary.
 use strict;
@@ -23,10 +23,10 @@ my $node = WasendTest::new_node('cron', $mock,
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION pg_cron;
 	CREATE EXTENSION wasend;
-	SELECT wasend_add_number('4001', 'tok');
-	SELECT wasend_create_campaign('from cron', 1, '{"type":"text","text":{"body":"x"}}');
-	SELECT wasend_enqueue(1, array_agg((15580000000 + g)::text)) FROM generate_series(1, 40) g;
-	SELECT cron.schedule('wasend-campaign-1', '* * * * *', 'SELECT wasend_start_campaign(1)');
+	SELECT wasend.wasend_add_number('4001', 'tok');
+	SELECT wasend.wasend_create_campaign('from cron', 1, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend.wasend_enqueue(1, array_agg((15580000000 + g)::text)) FROM generate_series(1, 40) g;
+	SELECT cron.schedule('wasend-campaign-1', '* * * * *', 'SELECT wasend.wasend_start_campaign(1)');
 });
 is($node->safe_psql('postgres', q{SELECT status FROM wasend.campaigns WHERE id = 1}),
 	'draft', 'campaign waits for its cron job');
@@ -38,7 +38,7 @@ $node->safe_psql('postgres', q{SELECT cron.unschedule('wasend-campaign-1')});
 
 is($node->safe_psql('postgres', q{
 	SELECT status, command FROM cron.job_run_details ORDER BY start_time LIMIT 1}),
-	'succeeded|SELECT wasend_start_campaign(1)', 'cron ran wasend_start_campaign');
+	'succeeded|SELECT wasend.wasend_start_campaign(1)', 'cron ran wasend_start_campaign');
 
 my $stats = WasendTest::mock_stats($mock);
 is($stats->{requests}, 40, 'the mock received the campaign\'s 40 messages');

@@ -22,10 +22,10 @@ my $primary = WasendTest::new_node('primary', $dead,
 	init => { allows_streaming => 1 }, 'wasend.workers' => 0);
 $primary->safe_psql('postgres', q{
 	CREATE EXTENSION wasend;
-	SELECT wasend_add_number('5001', 'tok', 50);
-	SELECT wasend_create_campaign('failover', 1, '{"type":"text","text":{"body":"x"}}');
-	SELECT wasend_enqueue(1, array_agg((15590000000 + g)::text)) FROM generate_series(1, 60) g;
-	SELECT wasend_start_campaign(1);
+	SELECT wasend.wasend_add_number('5001', 'tok', 50);
+	SELECT wasend.wasend_create_campaign('failover', 1, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend.wasend_enqueue(1, array_agg((15590000000 + g)::text)) FROM generate_series(1, 60) g;
+	SELECT wasend.wasend_start_campaign(1);
 });
 $primary->backup('b');
 my $standby = PostgreSQL::Test::Cluster->new('standby');

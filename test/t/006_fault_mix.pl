@@ -32,10 +32,10 @@ my $node = WasendTest::new_node('faults', $mock,
 
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION wasend;
-	SELECT wasend_add_number('6001', 'tok', 200);
-	SELECT wasend_create_campaign('faults', 1, '{"type":"text","text":{"body":"x"}}');
-	SELECT wasend_enqueue(1, array_agg((15560000000 + g)::text)) FROM generate_series(1, 600) g;
-	SELECT wasend_start_campaign(1);
+	SELECT wasend.wasend_add_number('6001', 'tok', 200);
+	SELECT wasend.wasend_create_campaign('faults', 1, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend.wasend_enqueue(1, array_agg((15560000000 + g)::text)) FROM generate_series(1, 600) g;
+	SELECT wasend.wasend_start_campaign(1);
 });
 ok( $node->poll_query_until('postgres',
 		q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 1}),

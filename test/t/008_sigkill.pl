@@ -24,10 +24,10 @@ my $node = WasendTest::new_node('sigkill', $mock,
 
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION wasend;
-	SELECT wasend_add_number('8001', 'tok', 100);
-	SELECT wasend_create_campaign('kill', 1, '{"type":"text","text":{"body":"x"}}');
-	SELECT wasend_enqueue(1, array_agg((15580000000 + g)::text)) FROM generate_series(1, 600) g;
-	SELECT wasend_start_campaign(1);
+	SELECT wasend.wasend_add_number('8001', 'tok', 100);
+	SELECT wasend.wasend_create_campaign('kill', 1, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend.wasend_enqueue(1, array_agg((15580000000 + g)::text)) FROM generate_series(1, 600) g;
+	SELECT wasend.wasend_start_campaign(1);
 });
 
 for my $k (1 .. $kills)

@@ -17,10 +17,10 @@ my $node = WasendTest::new_node('immediate', $mock,
 
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION wasend;
-	SELECT wasend_add_number('9001', 'tok', 100);
-	SELECT wasend_create_campaign('restart', 1, '{"type":"text","text":{"body":"x"}}');
-	SELECT wasend_enqueue(1, array_agg((15590000000 + g)::text)) FROM generate_series(1, 400) g;
-	SELECT wasend_start_campaign(1);
+	SELECT wasend.wasend_add_number('9001', 'tok', 100);
+	SELECT wasend.wasend_create_campaign('restart', 1, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend.wasend_enqueue(1, array_agg((15590000000 + g)::text)) FROM generate_series(1, 400) g;
+	SELECT wasend.wasend_start_campaign(1);
 });
 $node->poll_query_until('postgres',
 	q{SELECT count(*) >= 150 FROM wasend.send_queue WHERE status = 'sent'})

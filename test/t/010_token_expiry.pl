@@ -15,10 +15,10 @@ my $node = WasendTest::new_node('token', $mock);
 
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION wasend;
-	SELECT wasend_add_number('1101', 'old-token', 100);
-	SELECT wasend_create_campaign('expiry', 1, '{"type":"text","text":{"body":"x"}}');
-	SELECT wasend_enqueue(1, array_agg((15510000000 + g)::text)) FROM generate_series(1, 500) g;
-	SELECT wasend_start_campaign(1);
+	SELECT wasend.wasend_add_number('1101', 'old-token', 100);
+	SELECT wasend.wasend_create_campaign('expiry', 1, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend.wasend_enqueue(1, array_agg((15510000000 + g)::text)) FROM generate_series(1, 500) g;
+	SELECT wasend.wasend_start_campaign(1);
 });
 $node->poll_query_until('postgres',
 	q{SELECT count(*) >= 150 FROM wasend.send_queue WHERE status = 'sent'})
@@ -40,7 +40,7 @@ is($node->safe_psql('postgres', q{
 	  FROM wasend.send_queue}),
 	'500|0', 'while paused: every row is sent or ready, none failed or stuck');
 
-$node->safe_psql('postgres', q{SELECT wasend_resume_number(1, 'new-token')});
+$node->safe_psql('postgres', q{SELECT wasend.wasend_resume_number(1, 'new-token')});
 ok( $node->poll_query_until('postgres',
 		q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 1}),
 	'resuming the number with the new token finishes the campaign');

@@ -57,10 +57,10 @@ my $url = "http://127.0.0.1:$port/webhook";
 
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION wasend;
-	SELECT wasend_add_number('1201', 'tok', 1000);
-	SELECT wasend_create_campaign('statuses', 1, '{"type":"text","text":{"body":"x"}}');
-	SELECT wasend_enqueue(1, array_agg((15512000000 + g)::text)) FROM generate_series(1, 1000) g;
-	SELECT wasend_start_campaign(1);
+	SELECT wasend.wasend_add_number('1201', 'tok', 1000);
+	SELECT wasend.wasend_create_campaign('statuses', 1, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend.wasend_enqueue(1, array_agg((15512000000 + g)::text)) FROM generate_series(1, 1000) g;
+	SELECT wasend.wasend_start_campaign(1);
 });
 ok( $node->poll_query_until('postgres',
 		q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'wasend webhook'}),
@@ -159,8 +159,8 @@ is($node->safe_psql('postgres', q{SELECT reason FROM wasend.suppressions WHERE r
 like(post(payload([ { id => 'wamid.not-yet', status => 'delivered', timestamp => '1700000009', recipient_id => '15519999999' } ])),
 	qr/"statuses_pending": 1.* 200$/, 'a status for an unknown wamid is kept aside');
 $node->safe_psql('postgres', q{
-	SELECT wasend_create_campaign('late', 1, '{"type":"text","text":{"body":"x"}}');
-	SELECT wasend_enqueue(2, ARRAY['15519999999']);
+	SELECT wasend.wasend_create_campaign('late', 1, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend.wasend_enqueue(2, ARRAY['15519999999']);
 	UPDATE wasend.send_queue SET status = 'sent', wa_message_id = 'wamid.not-yet', sent_at = now()
 	 WHERE recipient = '15519999999';
 });
@@ -178,8 +178,8 @@ is($node->safe_psql('postgres', q{SELECT from_number, type, body FROM wasend.inb
 	'15512000010|text| Stop ', 'wasend.inbound_messages holds the message');
 my ($stdout, $stderr);
 $node->psql('postgres', q{
-	SELECT wasend_create_campaign('after stop', 1, '{"type":"text","text":{"body":"x"}}');
-	SELECT wasend_enqueue(3, ARRAY['15512000010', '15512000011']);},
+	SELECT wasend.wasend_create_campaign('after stop', 1, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend.wasend_enqueue(3, ARRAY['15512000010', '15512000011']);},
 	stdout => \$stdout, stderr => \$stderr);
 like($stdout, qr/^3\n1$/, 'wasend_enqueue adds only the recipient who did not say STOP');
 like($stderr, qr/skipped 1 suppressed recipient/, 'and reports the one skipped');
@@ -187,10 +187,10 @@ like($stderr, qr/skipped 1 suppressed recipient/, 'and reports the one skipped')
 # --- the SQL function
 my $p5 = payload([ { id => $wamid{5}, status => 'read', timestamp => '1700000005', recipient_id => '15512000005' } ]);
 my $sig5 = 'sha256=' . hmac_sha256_hex($p5, $secret);
-$node->psql('postgres', "SELECT wasend_ingest_webhook('$p5', 'sha256=" . ('1' x 64) . "')", stderr => \$stderr);
+$node->psql('postgres', "SELECT wasend.wasend_ingest_webhook('$p5', 'sha256=" . ('1' x 64) . "')", stderr => \$stderr);
 like($stderr, qr/ERROR:  invalid webhook signature/, 'SQL: a wrong signature is an ERROR');
 is(row(5), 'sent|f|f|', 'and applies nothing');
-like($node->safe_psql('postgres', "SELECT wasend_ingest_webhook('$p5', '$sig5')"),
+like($node->safe_psql('postgres', "SELECT wasend.wasend_ingest_webhook('$p5', '$sig5')"),
 	qr/"statuses_applied": 1/, 'SQL: a signed payload is applied');
 is(row(5), 'read|t|t|', 'row 5 read');
 
@@ -215,7 +215,7 @@ my $offset = -s $node->logfile;
 like(post($p6), qr/ 500$/, 'app secret file readable by others: a signed POST is not accepted (500, Meta retries)');
 like(wait_log($offset, qr/WARNING: .*app_secret_file.*\n/), qr/wasend\.app_secret_file "\Q$sdir\E\/app_secret" gives others access/,
 	'and the server log names the file and what is wrong with it');
-$node->psql('postgres', "SELECT wasend_ingest_webhook('$p6', '$sig6')", stderr => \$stderr);
+$node->psql('postgres', "SELECT wasend.wasend_ingest_webhook('$p6', '$sig6')", stderr => \$stderr);
 like($stderr, qr/ERROR:  cannot verify webhook signatures: wasend\.app_secret_file "\Q$sdir\E\/app_secret" gives others access/,
 	'SQL: an ERROR that names the file');
 is(row(6), 'sent|f|f|', 'nothing applied');
@@ -246,7 +246,7 @@ while (time - $t0 < 30)
 like($answer, qr/ 500$/, 'app secret file not owned by the server\'s user: refused after the reload');
 like(wait_log($offset, qr/WARNING: .*passwd.*\n/), qr{wasend\.app_secret_file "/etc/passwd" is not owned by the database server's user},
 	'and the log says so, naming the file');
-$node->psql('postgres', "SELECT wasend_ingest_webhook('$p7', 'sha256=" . ('2' x 64) . "')", stderr => \$stderr);
+$node->psql('postgres', "SELECT wasend.wasend_ingest_webhook('$p7', 'sha256=" . ('2' x 64) . "')", stderr => \$stderr);
 like($stderr, qr{ERROR:  cannot verify webhook signatures: wasend\.app_secret_file "/etc/passwd" is not owned}, 'SQL: the same as an ERROR');
 
 # rotation: a reload points both settings at new files

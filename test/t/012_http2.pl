@@ -45,11 +45,11 @@ sub run_campaign
 {
 	my ($node, $first, $n) = @_;
 	my $id = $node->safe_psql('postgres', qq{
-		SELECT wasend_create_campaign('c$first', 1, '{"type":"text","text":{"body":"h2"}}');
+		SELECT wasend.wasend_create_campaign('c$first', 1, '{"type":"text","text":{"body":"h2"}}');
 	});
 	$node->safe_psql('postgres', qq{
-		SELECT wasend_enqueue($id, array_agg(($first + g)::text)) FROM generate_series(1, $n) g;
-		SELECT wasend_start_campaign($id);
+		SELECT wasend.wasend_enqueue($id, array_agg(($first + g)::text)) FROM generate_series(1, $n) g;
+		SELECT wasend.wasend_start_campaign($id);
 	});
 	ok($node->poll_query_until('postgres',
 			"SELECT status = 'completed' FROM wasend.campaigns WHERE id = $id"),
@@ -94,12 +94,12 @@ my $node = WasendTest::new_node('http2', { url => 'https://127.0.0.1:' . ($port 
 	'wasend.limits_refresh_interval' => 0);
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION wasend;
-	SELECT wasend_add_number('1001', 'tok', 1000);
+	SELECT wasend.wasend_add_number('1001', 'tok', 1000);
 });
 check_sent($node, 15550000000, 600, 'HTTP/2.0', 'https, http_version = 2');
 my ($conns, $opened) = split /\|/, $node->safe_psql('postgres', q{
 	SELECT (SELECT count(DISTINCT conn) FROM access),
-	       (SELECT sum(connections_opened) FROM wasend_worker_stats())});
+	       (SELECT sum(connections_opened) FROM wasend.wasend_worker_stats())});
 is($conns, $opened, 'connections nginx saw = connections the senders opened');
 cmp_ok($conns, '<=', 20, "requests were multiplexed: $conns connections for 600 requests");
 

@@ -60,8 +60,8 @@ my $url = "http://127.0.0.1:$port/webhook";
 # 30,000 messages already sent, for the statuses of the load phase
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION wasend;
-	SELECT wasend_add_number('1301', 'tok', 1000);
-	SELECT wasend_create_campaign('dos', 1, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend.wasend_add_number('1301', 'tok', 1000);
+	SELECT wasend.wasend_create_campaign('dos', 1, '{"type":"text","text":{"body":"x"}}');
 	INSERT INTO wasend.send_queue (campaign_id, recipient, status, wa_message_id, sent_at)
 	SELECT 1, (15513000000 + g)::text, 'sent', 'wamid.dos-' || g, now()
 	  FROM generate_series(1, 30000) g;

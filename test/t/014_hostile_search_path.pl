@@ -38,9 +38,9 @@ my $node = WasendTest::new_node('hostile', $mock,
 
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION wasend;
-	SELECT wasend_add_number('14001', 'tok-14001', 100);
-	SELECT wasend_create_campaign('hostile', 1, '{"type":"text","text":{"body":"x"}}');
-	SELECT wasend_enqueue(1, array_agg((15514000000 + g)::text)) FROM generate_series(1, 200) g;
+	SELECT wasend.wasend_add_number('14001', 'tok-14001', 100);
+	SELECT wasend.wasend_create_campaign('hostile', 1, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend.wasend_enqueue(1, array_agg((15514000000 + g)::text)) FROM generate_series(1, 200) g;
 
 	CREATE SEQUENCE public.trap;
 	CREATE SCHEMA evil;
@@ -64,7 +64,7 @@ $node->safe_psql('postgres', q{
 });
 # the workers connect afresh with the hostile default
 $node->restart;
-$node->poll_query_until('postgres', q{SELECT pg_catalog.count(*) OPERATOR(pg_catalog.=) 2 FROM wasend_worker_stats()})
+$node->poll_query_until('postgres', q{SELECT pg_catalog.count(*) OPERATOR(pg_catalog.=) 2 FROM wasend.wasend_worker_stats()})
   or die 'senders did not start';
 
 # the test's own sessions keep a harmless path (public holds no trap
@@ -77,7 +77,7 @@ my $trap = sub {
 };
 is($trap->(), '0', 'no trap called before the campaign');
 
-$node->safe_psql('postgres', $safe . 'SELECT wasend_start_campaign(1)');
+$node->safe_psql('postgres', $safe . 'SELECT wasend.wasend_start_campaign(1)');
 $node->poll_query_until('postgres', $safe . q{
 	SELECT count(*) >= 100 FROM wasend.send_queue WHERE status = 'sent'})
   or die 'campaign did not send';

@@ -44,21 +44,21 @@ my $mock = WasendTest::start_mock({
 });
 # log_statement = none: the test harness logs every statement by default,
 # and this test's own SQL names the tokens (a user's log_statement = all
-# logs their wasend_add_number() calls too; see README)
+# logs their wasend.wasend_add_number() calls too; see README)
 my $node = WasendTest::new_node('poison', $mock, 'wasend.max_attempts' => 100,
 	log_statement => 'none');
 
 $node->safe_psql('postgres', qq{
 	CREATE EXTENSION wasend;
-	SELECT wasend_add_number('15001', 'tok-number-a-0001', 100);
-	SELECT wasend_add_number('15002', '$ea_token', 100);
-	SELECT wasend_add_number('15003', '$plain_token', 100);
-	SELECT wasend_create_campaign('poison', 1, '{"type":"text","text":{"body":"x"}}');
-	SELECT wasend_create_campaign('echo-ea', 2, '{"type":"text","text":{"body":"x"}}');
-	SELECT wasend_create_campaign('echo-plain', 3, '{"type":"text","text":{"body":"x"}}');
-	SELECT wasend_enqueue(1, array_agg((15595000000 + g)::text)) FROM generate_series(1, 100) g;
-	SELECT wasend_enqueue(2, array_agg((15595100000 + g)::text)) FROM generate_series(1, 3) g;
-	SELECT wasend_enqueue(3, array_agg((15595200000 + g)::text)) FROM generate_series(1, 3) g;
+	SELECT wasend.wasend_add_number('15001', 'tok-number-a-0001', 100);
+	SELECT wasend.wasend_add_number('15002', '$ea_token', 100);
+	SELECT wasend.wasend_add_number('15003', '$plain_token', 100);
+	SELECT wasend.wasend_create_campaign('poison', 1, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend.wasend_create_campaign('echo-ea', 2, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend.wasend_create_campaign('echo-plain', 3, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend.wasend_enqueue(1, array_agg((15595000000 + g)::text)) FROM generate_series(1, 100) g;
+	SELECT wasend.wasend_enqueue(2, array_agg((15595100000 + g)::text)) FROM generate_series(1, 3) g;
+	SELECT wasend.wasend_enqueue(3, array_agg((15595200000 + g)::text)) FROM generate_series(1, 3) g;
 	UPDATE wasend.send_queue SET attempts = 98 WHERE recipient = '15595000017';
 
 	-- recording 15595000016 deadlocks once; recording 15595000015 as sent
@@ -78,7 +78,7 @@ $node->safe_psql('postgres', qq{
 	CREATE TRIGGER poison BEFORE UPDATE ON wasend.send_queue
 		FOR EACH ROW EXECUTE FUNCTION public.poison_trigger();
 });
-$node->poll_query_until('postgres', q{SELECT count(*) = 2 FROM wasend_worker_stats()})
+$node->poll_query_until('postgres', q{SELECT count(*) = 2 FROM wasend.wasend_worker_stats()})
   or die 'senders did not start';
 $node->safe_psql('postgres', 'CREATE ROLE spy LOGIN IN ROLE wasend_viewer');
 
@@ -105,9 +105,9 @@ my $pids_sql = q{SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_act
 my $pids = $node->safe_psql('postgres', $pids_sql);
 
 $node->safe_psql('postgres', q{
-	SELECT wasend_start_campaign(1);
-	SELECT wasend_start_campaign(2);
-	SELECT wasend_start_campaign(3);});
+	SELECT wasend.wasend_start_campaign(1);
+	SELECT wasend.wasend_start_campaign(2);
+	SELECT wasend.wasend_start_campaign(3);});
 
 # the echoes pause numbers 2 and 3 (190); a person resumes them
 ok( $node->poll_query_until('postgres', q{
@@ -120,7 +120,7 @@ like($reasons, qr/Cannot parse access token: \[redacted token\] \(app token \[re
 my $seen = viewer_text();
 like($seen, qr/\[redacted token\]/, 'a viewer sees the redacted error texts');
 unlike($seen, qr/\Q$ea_token\E|\Q$plain_token\E|EAAJforeign/, 'and no token');
-$node->safe_psql('postgres', q{SELECT wasend_resume_number(2); SELECT wasend_resume_number(3);});
+$node->safe_psql('postgres', q{SELECT wasend.wasend_resume_number(2); SELECT wasend.wasend_resume_number(3);});
 
 ok( $node->poll_query_until('postgres', q{
 		SELECT count(*) = 3 FROM wasend.campaigns WHERE status = 'completed'
@@ -162,8 +162,8 @@ is($a->{duplicates}, 0, 'no recipient accepted twice');
 # --- rows of a sender that is gone, already at max_attempts: failed
 $node->safe_psql('postgres', q{
 	DROP TRIGGER poison ON wasend.send_queue;
-	SELECT wasend_create_campaign('orphans', 1, '{"type":"text","text":{"body":"x"}}');
-	SELECT wasend_enqueue(4, ARRAY['15595300001', '15595300002']);
+	SELECT wasend.wasend_create_campaign('orphans', 1, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend.wasend_enqueue(4, ARRAY['15595300001', '15595300002']);
 	UPDATE wasend.send_queue SET status = 'sending', claimed_by = 4242, claimed_at = now(),
 	       attempts = CASE recipient WHEN '15595300001' THEN 100 ELSE 1 END
 	 WHERE campaign_id = 4;});

@@ -23,8 +23,8 @@ $node->safe_psql('postgres', q{
 	CREATE EXTENSION wasend;
 	INSERT INTO wasend.whatsapp_numbers (id, phone_number_id, access_token, max_send_rate_per_sec)
 	VALUES (0, '16000', 'tok', 80);
-	SELECT wasend_add_number((16000 + g)::text, 'tok', 80) FROM generate_series(1, 299) g;
-	SELECT wasend_create_campaign('n' || n.id, n.id, '{"type":"text","text":{"body":"x"}}')
+	SELECT wasend.wasend_add_number((16000 + g)::text, 'tok', 80) FROM generate_series(1, 299) g;
+	SELECT wasend.wasend_create_campaign('n' || n.id, n.id, '{"type":"text","text":{"body":"x"}}')
 	  FROM wasend.whatsapp_numbers n ORDER BY n.id;
 	INSERT INTO wasend.send_queue (campaign_id, recipient)
 	SELECT c.id, (15516000000 + c.id * 10 + k)::text
@@ -32,13 +32,13 @@ $node->safe_psql('postgres', q{
 });
 is($node->safe_psql('postgres', q{SELECT count(*), count(DISTINCT number_id) FROM wasend.campaigns}),
 	'300|300', '300 campaigns on 300 numbers, one with id 0');
-$node->poll_query_until('postgres', q{SELECT count(*) = 2 FROM wasend_worker_stats()})
+$node->poll_query_until('postgres', q{SELECT count(*) = 2 FROM wasend.wasend_worker_stats()})
   or die 'senders did not start';
 my $pids_sql = q{SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity
 	WHERE backend_type LIKE 'wasend sender%'};
 my $pids = $node->safe_psql('postgres', $pids_sql);
 
-$node->safe_psql('postgres', q{SELECT wasend_start_campaign(id) FROM wasend.campaigns});
+$node->safe_psql('postgres', q{SELECT wasend.wasend_start_campaign(id) FROM wasend.campaigns});
 ok( $node->poll_query_until('postgres', q{
 		SELECT count(*) = 300 FROM wasend.campaigns WHERE status = 'completed'}),
 	'all 300 campaigns complete');

@@ -32,11 +32,11 @@ my $node = WasendTest::new_node('launcher', $mock);
 
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION wasend;
-	SELECT wasend_add_number('17001', 'tok-17001', 100);
-	SELECT wasend_create_campaign('restart', 1, '{"type":"text","text":{"body":"x"}}');
-	SELECT wasend_enqueue(1, array_agg((15517000000 + g)::text)) FROM generate_series(1, 1500) g;
+	SELECT wasend.wasend_add_number('17001', 'tok-17001', 100);
+	SELECT wasend.wasend_create_campaign('restart', 1, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend.wasend_enqueue(1, array_agg((15517000000 + g)::text)) FROM generate_series(1, 1500) g;
 });
-$node->poll_query_until('postgres', q{SELECT count(*) = 2 FROM wasend_worker_stats()})
+$node->poll_query_until('postgres', q{SELECT count(*) = 2 FROM wasend.wasend_worker_stats()})
   or die 'senders did not start';
 
 my $senders = q{SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'wasend sender%'};
@@ -51,7 +51,7 @@ my $sample = sub {
 	$max_supervisors = $s if $s > $max_supervisors;
 };
 
-$node->safe_psql('postgres', 'SELECT wasend_start_campaign(1)');
+$node->safe_psql('postgres', 'SELECT wasend.wasend_start_campaign(1)');
 $node->poll_query_until('postgres',
 	q{SELECT count(*) >= 200 FROM wasend.send_queue WHERE status = 'sent'})
   or die 'campaign did not send';

@@ -2,7 +2,7 @@
 # and never strands a row (issue 9, items 8 and 9).
 #
 # Item 8: a campaign is completed only when nothing is left, also while a
-# session is adding rows to it.  wasend_enqueue() holds a share lock on the
+# session is adding rows to it.  wasend.wasend_enqueue() holds a share lock on the
 # campaign until its transaction ends; the window is made deterministic:
 # the session holds the lock, uncommitted, while the senders drain the
 # campaign and try to complete it.  The senders must skip the locked
@@ -49,12 +49,12 @@ my $node = WasendTest::new_node('locks', $mock,
 
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION wasend;
-	SELECT wasend_add_number('18001', 'tok-18001', 200);
-	SELECT wasend_add_number('18002', 'tok-18002', 100);
-	SELECT wasend_add_number('18003', 'tok-18003', 100);
+	SELECT wasend.wasend_add_number('18001', 'tok-18001', 200);
+	SELECT wasend.wasend_add_number('18002', 'tok-18002', 100);
+	SELECT wasend.wasend_add_number('18003', 'tok-18003', 100);
 	UPDATE wasend.error_policy SET pause_for = '1 second' WHERE code = '131048';
 });
-$node->poll_query_until('postgres', q{SELECT count(*) = 2 FROM wasend_worker_stats()})
+$node->poll_query_until('postgres', q{SELECT count(*) = 2 FROM wasend.wasend_worker_stats()})
   or die 'senders did not start';
 
 # a sender waiting on a heavyweight lock, as pg_stat_activity shows it
@@ -65,22 +65,22 @@ my $sender_waits = q{
 # --- item 8: completion while rows are being added
 for my $round (1 .. 3)
 {
-	$node->safe_psql('postgres', q{SELECT wasend_pause_number(1, 'test: hold')});
+	$node->safe_psql('postgres', q{SELECT wasend.wasend_pause_number(1, 'test: hold')});
 	my $c = $node->safe_psql('postgres', qq{
-		SELECT wasend_create_campaign('round $round', 1, '{"type":"text","text":{"body":"x"}}')});
+		SELECT wasend.wasend_create_campaign('round $round', 1, '{"type":"text","text":{"body":"x"}}')});
 	my $base = 15590000000 + $round * 1000;
 	$node->safe_psql('postgres', qq{
-		SELECT wasend_enqueue($c, array_agg(($base + g)::text)) FROM generate_series(1, 20) g;
-		SELECT wasend_start_campaign($c);});
+		SELECT wasend.wasend_enqueue($c, array_agg(($base + g)::text)) FROM generate_series(1, 20) g;
+		SELECT wasend.wasend_start_campaign($c);});
 
 	# a session adds 5 rows and keeps its transaction open
 	my $log_offset = -s $node->logfile;
 	my $s = $node->background_psql('postgres');
-	$s->query_safe(qq{BEGIN; SELECT wasend_enqueue($c, array_agg(($base + 100 + g)::text)) FROM generate_series(1, 5) g;});
+	$s->query_safe(qq{BEGIN; SELECT wasend.wasend_enqueue($c, array_agg(($base + 100 + g)::text)) FROM generate_series(1, 5) g;});
 
 	# the number sends the 20 committed rows; the campaign runs dry and a
 	# sender tries to complete it while the session holds it
-	$node->safe_psql('postgres', 'SELECT wasend_resume_number(1)');
+	$node->safe_psql('postgres', 'SELECT wasend.wasend_resume_number(1)');
 	ok( $node->poll_query_until('postgres', qq{
 			SELECT count(*) = 20 FROM wasend.send_queue WHERE campaign_id = $c AND status = 'sent'}),
 		"round $round: the 20 committed rows are sent");
@@ -115,11 +115,11 @@ for my $round (1 .. 3)
 
 # --- item 9: a pause from an answer while a user holds the number locked
 $node->safe_psql('postgres', q{
-	SELECT wasend_create_campaign('locked number', 2, '{"type":"text","text":{"body":"y"}}');
-	SELECT wasend_enqueue(4, array_agg((15591000000 + g)::text)) FROM generate_series(1, 300) g;});
+	SELECT wasend.wasend_create_campaign('locked number', 2, '{"type":"text","text":{"body":"y"}}');
+	SELECT wasend.wasend_enqueue(4, array_agg((15591000000 + g)::text)) FROM generate_series(1, 300) g;});
 my $u = $node->background_psql('postgres');
 $u->query_safe('BEGIN; SELECT 1 FROM wasend.whatsapp_numbers WHERE id = 2 FOR UPDATE;');
-$node->safe_psql('postgres', 'SELECT wasend_start_campaign(4)');
+$node->safe_psql('postgres', 'SELECT wasend.wasend_start_campaign(4)');
 
 # hold the lock until the 131048 answer was handled and 100 more rows
 # went out, or (the old behaviour) a sender waited on it for 3 request
@@ -139,11 +139,11 @@ ok( $node->poll_query_until('postgres',
 
 # --- a user holds a row that is being sent: only that row's record waits
 $node->safe_psql('postgres', q{
-	SELECT wasend_create_campaign('locked row', 3, '{"type":"text","text":{"body":"z"}}');
-	SELECT wasend_enqueue(5, array_agg((15592000000 + g)::text)) FROM generate_series(1, 200) g;
+	SELECT wasend.wasend_create_campaign('locked row', 3, '{"type":"text","text":{"body":"z"}}');
+	SELECT wasend.wasend_enqueue(5, array_agg((15592000000 + g)::text)) FROM generate_series(1, 200) g;
 	ALTER SYSTEM SET wasend.request_timeout_ms = '60s';
 	SELECT pg_reload_conf();
-	SELECT wasend_start_campaign(5);});
+	SELECT wasend.wasend_start_campaign(5);});
 # the mock holds the answer to 15592000010 until told; meanwhile the row is
 # 'sending', and a user locks it
 my $held = 0;

@@ -52,13 +52,13 @@ our $node;
 
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION wasend;
-	SELECT wasend_add_number('19001', 'tok-19001', 100);
-	SELECT wasend_create_campaign('clock', 1, '{"type":"text","text":{"body":"x"}}');
-	SELECT wasend_enqueue(1, array_agg((15519000000 + g)::text)) FROM generate_series(1, 800) g;
+	SELECT wasend.wasend_add_number('19001', 'tok-19001', 100);
+	SELECT wasend.wasend_create_campaign('clock', 1, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend.wasend_enqueue(1, array_agg((15519000000 + g)::text)) FROM generate_series(1, 800) g;
 });
-$node->poll_query_until('postgres', q{SELECT count(*) = 2 FROM wasend_worker_stats()})
+$node->poll_query_until('postgres', q{SELECT count(*) = 2 FROM wasend.wasend_worker_stats()})
   or die 'senders did not start';
-$node->safe_psql('postgres', 'SELECT wasend_start_campaign(1)');
+$node->safe_psql('postgres', 'SELECT wasend.wasend_start_campaign(1)');
 $node->poll_query_until('postgres',
 	q{SELECT count(*) >= 200 FROM wasend.send_queue WHERE status = 'sent'})
   or die 'campaign did not send';

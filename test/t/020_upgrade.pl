@@ -1,10 +1,10 @@
 # 020_upgrade.pl — ALTER EXTENSION wasend UPDATE from 0.1.0 (through 0.2.0
-# and 0.3.0) gives exactly a fresh 0.5.0 install.  (A fresh install runs
-# wasend--0.2.0.sql and then the update scripts 0.2.0--0.3.0 and
-# 0.3.0--0.4.0 and 0.4.0--0.5.0, as contrib modules do; the 0.1.0 path runs 0.1.0 and every
+# and 0.3.0) gives exactly a fresh 0.6.0 install.  (A fresh install runs
+# wasend--0.2.0.sql and then the update scripts 0.2.0--0.3.0,
+# 0.3.0--0.4.0, 0.4.0--0.5.0 and 0.5.0--0.6.0, as contrib modules do; the 0.1.0 path runs 0.1.0 and every
 # update script.)
 #
-# One cluster, two databases: "fresh" gets CREATE EXTENSION wasend (0.5.0),
+# One cluster, two databases: "fresh" gets CREATE EXTENSION wasend (0.6.0),
 # "upgraded" gets 0.1.0 and then ALTER EXTENSION wasend UPDATE.  Compared:
 # pg_dump --schema-only of both (which shows only CREATE EXTENSION), the
 # same with --binary-upgrade (which dumps every member object: tables,
@@ -16,7 +16,7 @@
 # database, "upgraded_data", is upgraded with rows in it: claimed_by keeps
 # its values as bigint, stored tokens are redacted, and the error policy
 # rows users edited or added are marked as such (and dumped).  A fourth,
-# "from_020", gets 0.2.0 with rows and is updated to 0.5.0: campaigns get
+# "from_020", gets 0.2.0 with rows and is updated to 0.6.0: campaigns get
 # their category, numbers their portfolio, suppressions the scope 'all',
 # the built-in 131049 rule its 24 h wait (an edited 131049 stays as the
 # user left it), and a campaign still takes a recipient once (0.4.0's
@@ -41,14 +41,14 @@ $node->safe_psql('postgres', 'CREATE DATABASE upgraded_data');
 
 $node->safe_psql('fresh', 'CREATE EXTENSION wasend');
 is($node->safe_psql('fresh', q{SELECT extversion FROM pg_extension WHERE extname = 'wasend'}),
-	'0.5.0', 'CREATE EXTENSION installs 0.5.0 by default');
+	'0.6.0', 'CREATE EXTENSION installs 0.6.0 by default');
 
 $node->safe_psql('upgraded', q{CREATE EXTENSION wasend VERSION '0.1.0'});
 is($node->safe_psql('upgraded', q{SELECT extversion FROM pg_extension WHERE extname = 'wasend'}),
 	'0.1.0', '0.1.0 is still installable');
 $node->safe_psql('upgraded', 'ALTER EXTENSION wasend UPDATE');
 is($node->safe_psql('upgraded', q{SELECT extversion FROM pg_extension WHERE extname = 'wasend'}),
-	'0.5.0', 'ALTER EXTENSION wasend UPDATE goes to 0.5.0');
+	'0.6.0', 'ALTER EXTENSION wasend UPDATE goes to 0.6.0');
 
 # pg_dump of one database, as text
 sub dump_of
@@ -208,7 +208,7 @@ my ($policy_rows) = $data =~ /^COPY wasend\.error_policy \(.*?\n(.*?)^\\\.$/ms;
 is(join(' ', sort map { (split /\t/)[0] } split /\n/, $policy_rows // ''), '131000 131099',
 	'pg_dump dumps the edited and the added error policy row, not the built-in ones');
 
-# 0.2.0 with rows, updated to 0.5.0
+# 0.2.0 with rows, updated to 0.6.0
 $node->safe_psql('postgres', 'CREATE DATABASE from_020');
 $node->safe_psql('from_020', q{
 	CREATE EXTENSION wasend VERSION '0.2.0';
@@ -222,7 +222,7 @@ $node->safe_psql('from_020', q{
 	ALTER EXTENSION wasend UPDATE;
 });
 is($node->safe_psql('from_020', q{SELECT extversion FROM pg_extension WHERE extname = 'wasend'}),
-	'0.5.0', '0.2.0 updates to 0.5.0');
+	'0.6.0', '0.2.0 updates to 0.6.0');
 is($node->safe_psql('from_020', q{
 	SELECT id, category, template_name, template_language, pacing, pause_on_quality
 	  FROM wasend.campaigns ORDER BY id}),
@@ -244,7 +244,7 @@ is($node->safe_psql('from_020', q{
 is($node->safe_psql('from_020', q{
 	SELECT status, count(*) FROM wasend.send_queue GROUP BY 1}),
 	'ready|2', 'the queue rows are kept');
-is($node->safe_psql('from_020', q{SELECT wasend_enqueue(1, ARRAY['15552000001', '15552000003'])}),
+is($node->safe_psql('from_020', q{SELECT wasend.wasend_enqueue(1, ARRAY['15552000001', '15552000003'])}),
 	'1', 'a recipient already queued is still skipped (the unique index of 0.4.0)');
 is($node->safe_psql('from_020', q{SELECT kind, priority, send_timezone FROM wasend.campaigns WHERE id = 1}),
 	'campaign|0|recipient', 'old campaigns are plain campaigns of priority 0, windowless');
@@ -294,8 +294,8 @@ for my $db (qw(trapped trapped_up))
 	}
 	my ($out, $err) = ('', '');
 	$node->psql($db, q{
-		SELECT wasend_add_number('3002', 'tok', 80);
-		SELECT wasend_create_campaign('u', (SELECT max(id) FROM wasend.whatsapp_numbers),
+		SELECT wasend.wasend_add_number('3002', 'tok', 80);
+		SELECT wasend.wasend_create_campaign('u', (SELECT max(id) FROM wasend.whatsapp_numbers),
 		                              '{"type":"template","template":{"name":"x","language":{"code":"en"}}}');
 		SELECT template_name, template_language FROM wasend.campaigns ORDER BY id DESC LIMIT 1},
 		stdout => \$out, stderr => \$err);

@@ -28,26 +28,26 @@ my $node_a = WasendTest::new_node('dump_a', $mock_a);
 
 $node_a->safe_psql('postgres', q{
 	CREATE EXTENSION wasend;
-	SELECT wasend_add_number('1001', 'tok-a', 200);
-	SELECT wasend_add_number('1002', 'tok-b', 50);
-	SELECT wasend_create_campaign('done', 1, '{"type":"text","text":{"body":"one"}}');
-	SELECT wasend_create_campaign('draft', 1, '{"type":"text","text":{"body":"two"}}');
-	SELECT wasend_create_campaign('halfway', 2, '{"type":"text","text":{"body":"three"}}');
-	SELECT wasend_enqueue(1, array_agg((15551500000 + g)::text ORDER BY g)) FROM generate_series(1, 300) g;
-	SELECT wasend_enqueue(2, array_agg((15551600000 + g)::text ORDER BY g),
+	SELECT wasend.wasend_add_number('1001', 'tok-a', 200);
+	SELECT wasend.wasend_add_number('1002', 'tok-b', 50);
+	SELECT wasend.wasend_create_campaign('done', 1, '{"type":"text","text":{"body":"one"}}');
+	SELECT wasend.wasend_create_campaign('draft', 1, '{"type":"text","text":{"body":"two"}}');
+	SELECT wasend.wasend_create_campaign('halfway', 2, '{"type":"text","text":{"body":"three"}}');
+	SELECT wasend.wasend_enqueue(1, array_agg((15551500000 + g)::text ORDER BY g)) FROM generate_series(1, 300) g;
+	SELECT wasend.wasend_enqueue(2, array_agg((15551600000 + g)::text ORDER BY g),
 	                         array_agg(CASE WHEN g % 50 = 0 THEN '{"type":"text","text":{"body":"own"}}'::jsonb END ORDER BY g))
 	  FROM generate_series(1, 200) g;
-	SELECT wasend_enqueue(3, array_agg((15551700000 + g)::text ORDER BY g)) FROM generate_series(1, 300) g;
-	SELECT wasend_start_campaign(1);
+	SELECT wasend.wasend_enqueue(3, array_agg((15551700000 + g)::text ORDER BY g)) FROM generate_series(1, 300) g;
+	SELECT wasend.wasend_start_campaign(1);
 });
 ok($node_a->poll_query_until('postgres', q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 1}),
 	'A: campaign 1 completed');
 
 # campaign 3 at 50 msg/s: pause it once about a third is sent
-$node_a->safe_psql('postgres', 'SELECT wasend_start_campaign(3)');
+$node_a->safe_psql('postgres', 'SELECT wasend.wasend_start_campaign(3)');
 ok($node_a->poll_query_until('postgres', q{SELECT count(*) >= 100 FROM wasend.send_queue WHERE campaign_id = 3 AND status = 'sent'}),
 	'A: campaign 3 is sending');
-$node_a->safe_psql('postgres', 'SELECT wasend_pause_campaign(3)');
+$node_a->safe_psql('postgres', 'SELECT wasend.wasend_pause_campaign(3)');
 ok(WasendTest::wait_quiet($node_a), 'A: no row held after the pause');
 my $sent_on_a = $node_a->safe_psql('postgres', q{SELECT count(*) FROM wasend.send_queue WHERE campaign_id = 3 AND status = 'sent'});
 cmp_ok($sent_on_a, '<', 300, "A: campaign 3 paused part-way ($sent_on_a of 300 sent)");
@@ -104,13 +104,13 @@ is($node_b->safe_psql('postgres', $progress), $node_a->safe_psql('postgres', $pr
 
 # new objects get fresh ids
 is($node_b->safe_psql('postgres', q{
-	SELECT wasend_create_campaign('after restore', 1, '{"type":"text","text":{"body":"four"}}');
-	SELECT wasend_enqueue(4, ARRAY['15551800001', '15551800002']);
+	SELECT wasend.wasend_create_campaign('after restore', 1, '{"type":"text","text":{"body":"four"}}');
+	SELECT wasend.wasend_enqueue(4, ARRAY['15551800001', '15551800002']);
 	SELECT min(id) > 800 AND max(id) = 802 FROM wasend.send_queue WHERE campaign_id = 4}),
 	"4\n2\nt", 'B: a new campaign and new rows get fresh ids');
 
 # sending continues on B
-$node_b->safe_psql('postgres', 'SELECT wasend_resume_campaign(3)');
+$node_b->safe_psql('postgres', 'SELECT wasend.wasend_resume_campaign(3)');
 ok($node_b->poll_query_until('postgres', q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 3}),
 	'B: the resumed campaign completes');
 is($node_b->safe_psql('postgres', q{SELECT status, count(*) FROM wasend.send_queue WHERE campaign_id = 3 GROUP BY 1}),

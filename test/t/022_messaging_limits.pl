@@ -63,8 +63,8 @@ my $msg = q{'{"type":"template","template":{"name":"promo","language":{"code":"e
 
 $node->safe_psql('postgres', qq{
 	CREATE EXTENSION wasend;
-	SELECT wasend_add_number('22001', 'tok-22001', 200, business_id => '7001');
-	SELECT wasend_add_number('22002', 'tok-22002', 200, business_id => '7002');
+	SELECT wasend.wasend_add_number('22001', 'tok-22001', 200, business_id => '7001');
+	SELECT wasend.wasend_add_number('22002', 'tok-22002', 200, business_id => '7002');
 });
 
 # --- 1. the tier is read, the budget holds ------------------------------
@@ -84,9 +84,9 @@ is($node->safe_psql('postgres', q{
 	'the display number is stored; the next read is due in 15 minutes');
 
 $node->safe_psql('postgres', qq{
-	SELECT wasend_create_campaign('a', 1, $msg);
-	SELECT wasend_enqueue(1, } . recipients('1555221', 1, 400) . q{);
-	SELECT wasend_start_campaign(1);
+	SELECT wasend.wasend_create_campaign('a', 1, $msg);
+	SELECT wasend.wasend_enqueue(1, } . recipients('1555221', 1, 400) . q{);
+	SELECT wasend.wasend_start_campaign(1);
 });
 $node->poll_query_until('postgres', q{
 	SELECT count(*) FILTER (WHERE status = 'sent') = 250
@@ -135,9 +135,9 @@ $node->safe_psql('postgres', q{
 	VALUES ('wamid.old', '155522200001', '22002', 'text', 'hi', now() - interval '25 hours', '{}');
 });
 $node->safe_psql('postgres', qq{
-	SELECT wasend_create_campaign('b', 2, $msg);
-	SELECT wasend_enqueue(2, } . recipients('1555222', 1, 400) . q{);
-	SELECT wasend_start_campaign(2);
+	SELECT wasend.wasend_create_campaign('b', 2, $msg);
+	SELECT wasend.wasend_enqueue(2, } . recipients('1555222', 1, 400) . q{);
+	SELECT wasend.wasend_start_campaign(2);
 });
 $node->poll_query_until('postgres', q{
 	SELECT count(*) FILTER (WHERE status = 'sent') = 350
@@ -158,19 +158,19 @@ is($node->safe_psql('postgres', q{
 
 # --- 3. the budget is the portfolio's ------------------------------------
 $node->safe_psql('postgres', q{
-	SELECT wasend_add_number('22003', 'tok-22003', 200, business_id => '7001');
+	SELECT wasend.wasend_add_number('22003', 'tok-22003', 200, business_id => '7001');
 });
 $node->poll_query_until('postgres', q{
 	SELECT messaging_limit = 250 FROM wasend.whatsapp_numbers WHERE phone_number_id = '22003'})
   or die 'number 22003 was not read';
 # 10 recipients campaign 1 reached, 5 new ones
 $node->safe_psql('postgres', qq{
-	SELECT wasend_create_campaign('c', 3, $msg);
-	SELECT wasend_enqueue(3, (SELECT array_agg(recipient) FROM (
+	SELECT wasend.wasend_create_campaign('c', 3, $msg);
+	SELECT wasend.wasend_enqueue(3, (SELECT array_agg(recipient) FROM (
 	    SELECT recipient FROM wasend.send_queue WHERE campaign_id = 1 AND status = 'sent'
 	     ORDER BY id LIMIT 10) x));
-	SELECT wasend_enqueue(3, } . recipients('1555223', 1, 5) . q{);
-	SELECT wasend_start_campaign(3);
+	SELECT wasend.wasend_enqueue(3, } . recipients('1555223', 1, 5) . q{);
+	SELECT wasend.wasend_start_campaign(3);
 });
 $node->poll_query_until('postgres', q{
 	SELECT count(*) FILTER (WHERE status = 'sent') = 10

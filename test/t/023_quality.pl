@@ -135,9 +135,9 @@ sub all_once
 
 $node->safe_psql('postgres', qq{
 	CREATE EXTENSION wasend;
-	SELECT wasend_add_number('$pnid{A}', 'tok-$pnid{A}', 20);
-	SELECT wasend_add_number('$pnid{B}', 'tok-$pnid{B}', 20);
-	SELECT wasend_add_number('$pnid{C}', 'tok-$pnid{C}', 20);
+	SELECT wasend.wasend_add_number('$pnid{A}', 'tok-$pnid{A}', 20);
+	SELECT wasend.wasend_add_number('$pnid{B}', 'tok-$pnid{B}', 20);
+	SELECT wasend.wasend_add_number('$pnid{C}', 'tok-$pnid{C}', 20);
 });
 $node->poll_query_until('postgres', q{
 	SELECT count(*) = 3 FROM wasend.whatsapp_numbers
@@ -150,16 +150,16 @@ $node->poll_query_until('postgres', q{
 # campaign 1 marketing (600 rows: it must not finish first), 2 utility,
 # 3 marketing without pause_on_quality
 $node->safe_psql('postgres', qq{
-	SELECT wasend_create_campaign('marketing', 1, $msg);
-	SELECT wasend_create_campaign('utility', 1, $msg, category => 'utility');
-	SELECT wasend_create_campaign('marketing, no quality pause', 1, $msg, pause_on_quality => false);
-	SELECT wasend_enqueue(1, } . recipients(1, 600) . qq{);
-	SELECT wasend_enqueue(2, } . recipients(2, 300) . qq{);
-	SELECT wasend_enqueue(3, } . recipients(3, 300) . q{);
+	SELECT wasend.wasend_create_campaign('marketing', 1, $msg);
+	SELECT wasend.wasend_create_campaign('utility', 1, $msg, category => 'utility');
+	SELECT wasend.wasend_create_campaign('marketing, no quality pause', 1, $msg, pause_on_quality => false);
+	SELECT wasend.wasend_enqueue(1, } . recipients(1, 600) . qq{);
+	SELECT wasend.wasend_enqueue(2, } . recipients(2, 300) . qq{);
+	SELECT wasend.wasend_enqueue(3, } . recipients(3, 300) . q{);
 	BEGIN;
-	SELECT wasend_start_campaign(1);
-	SELECT wasend_start_campaign(2);
-	SELECT wasend_start_campaign(3);
+	SELECT wasend.wasend_start_campaign(1);
+	SELECT wasend.wasend_start_campaign(2);
+	SELECT wasend.wasend_start_campaign(3);
 	COMMIT;
 });
 is($node->safe_psql('postgres', q{
@@ -224,9 +224,9 @@ is(all_once(3, $pnid{A}), '300|300|300|300|300|300',
 
 # --- 2. a phone_number_quality_update lowering the tier -------------------
 $node->safe_psql('postgres', qq{
-	SELECT wasend_create_campaign('b marketing', 2, $msg);
-	SELECT wasend_enqueue(4, } . recipients(4, 300) . q{);
-	SELECT wasend_start_campaign(4);
+	SELECT wasend.wasend_create_campaign('b marketing', 2, $msg);
+	SELECT wasend.wasend_enqueue(4, } . recipients(4, 300) . q{);
+	SELECT wasend.wasend_start_campaign(4);
 });
 wait_sending(4);
 # Meta now says TIER_2K too, when asked
@@ -284,7 +284,7 @@ is($node->safe_psql('postgres', q{SELECT status, pause_rule FROM wasend.campaign
 	is($bad, 0, 'campaign 4: each request is a row sent or failed with its wamid, and each such row a request');
 	cmp_ok($r, '<', 300, 'campaign 4 was paused before it had sent everything');
 }
-$node->safe_psql('postgres', q{SELECT wasend_resume_campaign(4)});
+$node->safe_psql('postgres', q{SELECT wasend.wasend_resume_campaign(4)});
 is($node->safe_psql('postgres', q{SELECT status, pause_rule, pause_reason FROM wasend.campaigns WHERE id = 4}),
 	'running||', 'resumed by the user: the rule and reason are cleared');
 $node->poll_query_until('postgres', q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 4})
@@ -296,9 +296,9 @@ is(all_once(4, $pnid{B}), '300|300|300|300|300|300',
 
 # --- 3. health: BLOCKED pauses the number, AVAILABLE resumes it -----------
 $node->safe_psql('postgres', qq{
-	SELECT wasend_create_campaign('c marketing', 3, $msg);
-	SELECT wasend_enqueue(5, } . recipients(5, 400) . q{);
-	SELECT wasend_start_campaign(5);
+	SELECT wasend.wasend_create_campaign('c marketing', 3, $msg);
+	SELECT wasend.wasend_enqueue(5, } . recipients(5, 400) . q{);
+	SELECT wasend.wasend_start_campaign(5);
 });
 wait_sending(5);
 WasendTest::mock_account($mock, $pnid{C}, can_send_message => 'BLOCKED');

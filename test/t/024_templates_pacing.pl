@@ -73,8 +73,8 @@ sub ingest
 
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION wasend;
-	SELECT wasend_add_number('24001', 'tok-24001', 20);
-	SELECT wasend_add_number('24002', 'tok-24002', 200);
+	SELECT wasend.wasend_add_number('24001', 'tok-24001', 20);
+	SELECT wasend.wasend_add_number('24002', 'tok-24002', 200);
 });
 WasendTest::install_state_log($node);
 # the claims' snapshots against the campaigns' paced_until changes
@@ -93,11 +93,11 @@ $node->safe_psql('postgres', q{
 
 # --- 1. template status ---------------------------------------------------
 $node->safe_psql('postgres', q{
-	SELECT wasend_create_campaign('promo en', 1, } . template('promo', 'en_US') . q{);
-	SELECT wasend_create_campaign('promo es', 2, } . template('promo', 'es') . q{);
-	SELECT wasend_enqueue(1, } . recipients('1555241', 1, 200) . q{);
-	SELECT wasend_enqueue(2, } . recipients('1555242', 1, 20) . q{);
-	SELECT wasend_start_campaign(1);
+	SELECT wasend.wasend_create_campaign('promo en', 1, } . template('promo', 'en_US') . q{);
+	SELECT wasend.wasend_create_campaign('promo es', 2, } . template('promo', 'es') . q{);
+	SELECT wasend.wasend_enqueue(1, } . recipients('1555241', 1, 200) . q{);
+	SELECT wasend.wasend_enqueue(2, } . recipients('1555242', 1, 20) . q{);
+	SELECT wasend.wasend_start_campaign(1);
 });
 $node->poll_query_until('postgres', q{
 	SELECT count(*) >= 20 FROM wasend.send_queue WHERE campaign_id = 1 AND status = 'sent'})
@@ -118,7 +118,7 @@ cmp_ok($sent_while_paused, '<', 200, "the pause stopped the campaign ($sent_whil
 is($node->safe_psql('postgres', WasendTest::claims_seeing_pause_sql('campaigns', 1, 1)), '0',
 	'no claim that saw the pause took a row');
 # the other language: not this template
-$node->safe_psql('postgres', 'SELECT wasend_start_campaign(2)');
+$node->safe_psql('postgres', 'SELECT wasend.wasend_start_campaign(2)');
 $node->poll_query_until('postgres', q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 2})
   or die 'campaign 2 did not complete: ' . state_of();
 pass('a campaign of the same template in another language runs while en_US is paused');
@@ -136,13 +136,13 @@ is($node->safe_psql('postgres', q{
 
 # --- 2. held for quality assessment, pacing 'meta' ------------------------
 $node->safe_psql('postgres', q{
-	SELECT wasend_create_campaign('held', 1, } . template('fresh', 'en_US') . q{);
-	SELECT wasend_create_campaign('no pacing', 2, } . template('fresh2', 'en_US') . q{,
+	SELECT wasend.wasend_create_campaign('held', 1, } . template('fresh', 'en_US') . q{);
+	SELECT wasend.wasend_create_campaign('no pacing', 2, } . template('fresh2', 'en_US') . q{,
 	                              pacing => 'off');
-	SELECT wasend_enqueue(3, } . recipients('1555243', 1, 100) . q{);
-	SELECT wasend_enqueue(4, } . recipients('1555244', 1, 50) . q{);
-	SELECT wasend_start_campaign(3);
-	SELECT wasend_start_campaign(4);
+	SELECT wasend.wasend_enqueue(3, } . recipients('1555243', 1, 100) . q{);
+	SELECT wasend.wasend_enqueue(4, } . recipients('1555244', 1, 50) . q{);
+	SELECT wasend.wasend_start_campaign(3);
+	SELECT wasend.wasend_start_campaign(4);
 });
 $node->poll_query_until('postgres', q{
 	SELECT count(*) = 1 FROM wasend.send_queue WHERE campaign_id = 3 AND status = 'held'})
@@ -211,11 +211,11 @@ is($node->safe_psql('postgres', q{
 
 # --- 3. pacing 'sample' ---------------------------------------------------
 $node->safe_psql('postgres', q{
-	SELECT wasend_create_campaign('sample', 2, } . template('brand_new', 'en_US') . q{);
-	SELECT wasend_update_campaign(5, pacing => 'sample', pacing_sample => 10,
+	SELECT wasend.wasend_create_campaign('sample', 2, } . template('brand_new', 'en_US') . q{);
+	SELECT wasend.wasend_update_campaign(5, pacing => 'sample', pacing_sample => 10,
 	                              pacing_hold => '3 seconds');
-	SELECT wasend_enqueue(5, } . recipients('1555245', 1, 60) . q{);
-	SELECT wasend_start_campaign(5);
+	SELECT wasend.wasend_enqueue(5, } . recipients('1555245', 1, 60) . q{);
+	SELECT wasend.wasend_start_campaign(5);
 });
 $node->poll_query_until('postgres', q{
 	SELECT paced_until IS NOT NULL AND sample_left IS NULL FROM wasend.campaigns WHERE id = 5})

@@ -40,12 +40,12 @@ my $recipients = join(', ', map { "'$_'" } @all);
 
 $node->safe_psql('postgres', qq{
 	CREATE EXTENSION wasend;
-	SELECT wasend_add_number('2501', 'tok-report', 100);
-	SELECT wasend_create_campaign('order updates', 1,
+	SELECT wasend.wasend_add_number('2501', 'tok-report', 100);
+	SELECT wasend.wasend_create_campaign('order updates', 1,
 	  '{"type":"template","template":{"name":"order_update","language":{"code":"en_US"}}}',
 	  category => 'utility');
-	SELECT wasend_enqueue(1, ARRAY[$recipients]);
-	SELECT wasend_start_campaign(1);
+	SELECT wasend.wasend_enqueue(1, ARRAY[$recipients]);
+	SELECT wasend.wasend_start_campaign(1);
 });
 
 # --- the senders send every row, once

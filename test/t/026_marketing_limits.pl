@@ -115,7 +115,7 @@ my $msg = q{'{"type":"template","template":{"name":"promo","language":{"code":"e
 
 $node->safe_psql('postgres', qq{
 	CREATE EXTENSION wasend;
-	SELECT wasend_add_number('$pnid', 'tok-$pnid', 50);
+	SELECT wasend.wasend_add_number('$pnid', 'tok-$pnid', 50);
 });
 $node->poll_query_until('postgres', q{
 	SELECT messaging_tier = 'TIER_UNLIMITED' AND messaging_limit IS NULL AND limits_error IS NULL
@@ -128,9 +128,9 @@ is($node->safe_psql('postgres', q{
 
 # --- 1. 131049 waits 24 h and is tried once more --------------------------
 $node->safe_psql('postgres', qq{
-	SELECT wasend_create_campaign('c131049', 1, $msg);
-	SELECT wasend_enqueue(1, } . arr(range(1, 1, 10)) . q{);
-	SELECT wasend_start_campaign(1);
+	SELECT wasend.wasend_create_campaign('c131049', 1, $msg);
+	SELECT wasend.wasend_enqueue(1, } . arr(range(1, 1, 10)) . q{);
+	SELECT wasend.wasend_start_campaign(1);
 });
 $node->poll_query_until('postgres', q{
 	SELECT count(*) FILTER (WHERE status = 'sent') = 8
@@ -190,11 +190,11 @@ is($node->safe_psql('postgres', qq{
 # --- 2. 131050 suppresses the recipient for marketing --------------------
 # campaign 3 (marketing) holds a row for p3 before p3's 131050
 $node->safe_psql('postgres', qq{
-	SELECT wasend_create_campaign('m1', 1, $msg);
-	SELECT wasend_create_campaign('m2', 1, $msg);
-	SELECT wasend_enqueue(2, } . arr($p3, range(2, 2, 5)) . qq{);
-	SELECT wasend_enqueue(3, } . arr($p3, range(3, 1, 3)) . q{);
-	SELECT wasend_start_campaign(2);
+	SELECT wasend.wasend_create_campaign('m1', 1, $msg);
+	SELECT wasend.wasend_create_campaign('m2', 1, $msg);
+	SELECT wasend.wasend_enqueue(2, } . arr($p3, range(2, 2, 5)) . qq{);
+	SELECT wasend.wasend_enqueue(3, } . arr($p3, range(3, 1, 3)) . q{);
+	SELECT wasend.wasend_start_campaign(2);
 });
 wait_completed(2);
 is($node->safe_psql('postgres', q{
@@ -210,7 +210,7 @@ is($node->safe_psql('postgres', qq{
 	SELECT status, count(*) FROM wasend.send_queue WHERE campaign_id = 3 GROUP BY 1}),
 	'ready|4', 'the second marketing campaign still has its row for the recipient (enqueued before)');
 
-$node->safe_psql('postgres', q{SELECT wasend_start_campaign(3)});
+$node->safe_psql('postgres', q{SELECT wasend.wasend_start_campaign(3)});
 wait_completed(3);
 is($node->safe_psql('postgres', q{
 	SELECT recipient, status, attempts, coalesce(last_error_code::text, '-'), last_error_class,
@@ -223,9 +223,9 @@ is($node->safe_psql('postgres', q{
 	'3', 'the other 3 were sent');
 
 $node->safe_psql('postgres', qq{
-	SELECT wasend_create_campaign('u1', 1, $msg, category => 'utility');
-	SELECT wasend_enqueue(4, } . arr($p3) . q{);
-	SELECT wasend_start_campaign(4);
+	SELECT wasend.wasend_create_campaign('u1', 1, $msg, category => 'utility');
+	SELECT wasend.wasend_enqueue(4, } . arr($p3) . q{);
+	SELECT wasend.wasend_start_campaign(4);
 });
 wait_completed(4);
 is($node->safe_psql('postgres', q{
@@ -242,13 +242,13 @@ is($node->safe_psql('postgres', qq{
 # --- 3. user_preferences stop / resume ------------------------------------
 # the number is paused: the campaigns run but nothing is claimed yet
 $node->safe_psql('postgres', qq{
-	SELECT wasend_pause_number(1);
-	SELECT wasend_create_campaign('m3', 1, $msg);
-	SELECT wasend_create_campaign('u2', 1, $msg, category => 'utility');
-	SELECT wasend_enqueue(5, } . arr($p4, range(5, 1, 3)) . qq{);
-	SELECT wasend_enqueue(6, } . arr($p4, range(6, 1, 1)) . q{);
-	SELECT wasend_start_campaign(5);
-	SELECT wasend_start_campaign(6);
+	SELECT wasend.wasend_pause_number(1);
+	SELECT wasend.wasend_create_campaign('m3', 1, $msg);
+	SELECT wasend.wasend_create_campaign('u2', 1, $msg, category => 'utility');
+	SELECT wasend.wasend_enqueue(5, } . arr($p4, range(5, 1, 3)) . qq{);
+	SELECT wasend.wasend_enqueue(6, } . arr($p4, range(6, 1, 1)) . q{);
+	SELECT wasend.wasend_start_campaign(5);
+	SELECT wasend.wasend_start_campaign(6);
 });
 is($node->safe_psql('postgres', qq{
 	SELECT c.id, c.status, q.status FROM wasend.send_queue q JOIN wasend.campaigns c ON c.id = q.campaign_id
@@ -261,7 +261,7 @@ is($node->safe_psql('postgres', qq{SELECT wasend._ingest_verified('$stop') ->> '
 is($node->safe_psql('postgres', qq{
 	SELECT scope, reason FROM wasend.suppressions WHERE recipient = '$p4'}),
 	'marketing|user_preferences: stopped marketing messages', 'the recipient is suppressed for marketing');
-$node->safe_psql('postgres', q{SELECT wasend_resume_number(1)});
+$node->safe_psql('postgres', q{SELECT wasend.wasend_resume_number(1)});
 wait_completed(5, 6);
 is($node->safe_psql('postgres', qq{
 	SELECT campaign_id, status, attempts, coalesce(last_error_class, '-') FROM wasend.send_queue
@@ -286,9 +286,9 @@ is($node->safe_psql('postgres', qq{SELECT wasend._ingest_verified('$resume') ->>
 is($node->safe_psql('postgres', qq{SELECT count(*) FROM wasend.suppressions WHERE recipient = '$p4'}),
 	'0', 'the marketing suppression is lifted');
 $node->safe_psql('postgres', qq{
-	SELECT wasend_create_campaign('m4', 1, $msg);
-	SELECT wasend_enqueue(7, } . arr($p4) . q{);
-	SELECT wasend_start_campaign(7);
+	SELECT wasend.wasend_create_campaign('m4', 1, $msg);
+	SELECT wasend.wasend_enqueue(7, } . arr($p4) . q{);
+	SELECT wasend.wasend_start_campaign(7);
 });
 wait_completed(7);
 is($node->safe_psql('postgres', q{SELECT status, attempts FROM wasend.send_queue WHERE campaign_id = 7}),
@@ -299,15 +299,15 @@ is(mock_seen($p4), '200: 200:', 'the mock saw the recipient a second time');
 # --- 4. frequency cap -------------------------------------------------------
 my @r = range(7, 1, 10);
 $node->safe_psql('postgres', qq{
-	SELECT wasend_create_campaign('w', 1, $msg);
-	SELECT wasend_enqueue(8, } . arr(@r[0 .. 4]) . q{);
-	SELECT wasend_start_campaign(8);
+	SELECT wasend.wasend_create_campaign('w', 1, $msg);
+	SELECT wasend.wasend_enqueue(8, } . arr(@r[0 .. 4]) . q{);
+	SELECT wasend.wasend_start_campaign(8);
 });
 wait_completed(8);
 $node->safe_psql('postgres', qq{
-	SELECT wasend_create_campaign('x', 1, $msg, frequency_cap => 1, frequency_window => '7 days');
-	SELECT wasend_enqueue(9, } . arr(@r) . q{);
-	SELECT wasend_start_campaign(9);
+	SELECT wasend.wasend_create_campaign('x', 1, $msg, frequency_cap => 1, frequency_window => '7 days');
+	SELECT wasend.wasend_enqueue(9, } . arr(@r) . q{);
+	SELECT wasend.wasend_start_campaign(9);
 });
 $node->poll_query_until('postgres', q{
 	SELECT count(*) FILTER (WHERE status = 'sent') = 5
@@ -342,9 +342,9 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM mocklog WHERE recipient L
 	'10', 'and nothing else for them');
 
 $node->safe_psql('postgres', qq{
-	SELECT wasend_create_campaign('u3', 1, $msg, category => 'utility', frequency_cap => 1);
-	SELECT wasend_enqueue(10, } . arr($r[0]) . q{);
-	SELECT wasend_start_campaign(10);
+	SELECT wasend.wasend_create_campaign('u3', 1, $msg, category => 'utility', frequency_cap => 1);
+	SELECT wasend.wasend_enqueue(10, } . arr($r[0]) . q{);
+	SELECT wasend.wasend_start_campaign(10);
 });
 wait_completed(10);
 is($node->safe_psql('postgres', q{
@@ -361,13 +361,13 @@ is($node->safe_psql('postgres', q{
 # recipients; W2's rows have the lower ids; started together
 my @s = range(8, 1, 20);
 $node->safe_psql('postgres', qq{
-	SELECT wasend_create_campaign('w2', 1, $msg);
-	SELECT wasend_create_campaign('x2', 1, $msg, frequency_cap => 1, frequency_window => '7 days');
-	SELECT wasend_enqueue(11, } . arr(@s) . qq{);
-	SELECT wasend_enqueue(12, } . arr(@s) . q{);
+	SELECT wasend.wasend_create_campaign('w2', 1, $msg);
+	SELECT wasend.wasend_create_campaign('x2', 1, $msg, frequency_cap => 1, frequency_window => '7 days');
+	SELECT wasend.wasend_enqueue(11, } . arr(@s) . qq{);
+	SELECT wasend.wasend_enqueue(12, } . arr(@s) . q{);
 	BEGIN;
-	SELECT wasend_start_campaign(11);
-	SELECT wasend_start_campaign(12);
+	SELECT wasend.wasend_start_campaign(11);
+	SELECT wasend.wasend_start_campaign(12);
 	COMMIT;
 });
 wait_completed(11);

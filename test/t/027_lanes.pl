@@ -40,16 +40,16 @@ my $node = WasendTest::new_node('lanes', $mock);
 
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION wasend;
-	SELECT wasend_add_number('27001', 'tok-27001', 20);
-	SELECT wasend_add_number('27002', 'tok-27002', 20);
-	SELECT wasend_add_number('27003', 'tok-27003', 20);
+	SELECT wasend.wasend_add_number('27001', 'tok-27001', 20);
+	SELECT wasend.wasend_add_number('27002', 'tok-27002', 20);
+	SELECT wasend.wasend_add_number('27003', 'tok-27003', 20);
 });
 
 # --- 1. transactional: after commit, never after rollback
 my $bg = $node->background_psql('postgres');
 $bg->query_safe(q{BEGIN});
 my $tx_id = $bg->query_safe(
-	q{SELECT wasend_send(1, '15550270001', '{"type":"text","text":{"body":"otp 1"}}')});
+	q{SELECT wasend.wasend_send(1, '15550270001', '{"type":"text","text":{"body":"otp 1"}}')});
 like($tx_id, qr/^\d+$/, 'wasend_send returns the row id');
 # the senders are busy meanwhile: a small campaign goes out and completes
 # campaign ids come from the calls: the open transaction's wasend_send
@@ -58,12 +58,12 @@ my $camp = sub {
 	my ($name, $number, @opts) = @_;
 	my $extra = join('', map { ", $_" } @opts);
 	return $node->safe_psql('postgres', qq{
-		SELECT wasend_create_campaign('$name', $number, '{"type":"text","text":{"body":"$name"}}'$extra)});
+		SELECT wasend.wasend_create_campaign('$name', $number, '{"type":"text","text":{"body":"$name"}}'$extra)});
 };
 my $busy = $camp->('busy', 2);
 $node->safe_psql('postgres', qq{
-	SELECT wasend_enqueue($busy, array_agg((15550272000 + g)::text)) FROM generate_series(1, 20) g;
-	SELECT wasend_start_campaign($busy);
+	SELECT wasend.wasend_enqueue($busy, array_agg((15550272000 + g)::text)) FROM generate_series(1, 20) g;
+	SELECT wasend.wasend_start_campaign($busy);
 });
 ok($node->poll_query_until('postgres', qq{SELECT status = 'completed' FROM wasend.campaigns WHERE id = $busy}),
 	'a campaign completed while the transaction was open');
@@ -71,19 +71,19 @@ WasendTest::load_mock_log($node, $mock, 'seen');
 is($node->safe_psql('postgres', q{SELECT count(*) FILTER (WHERE recipient = '15550270001') || '/' || count(*) FROM seen}),
 	'0/20', 'the uncommitted message was not sent (the 20 campaign rows were)');
 $bg->query_safe(q{ROLLBACK; BEGIN});
-$bg->query_safe(q{SELECT wasend_send(1, '15550270002', '{"type":"text","text":{"body":"rolled back"}}')});
+$bg->query_safe(q{SELECT wasend.wasend_send(1, '15550270002', '{"type":"text","text":{"body":"rolled back"}}')});
 $bg->query_safe(q{ROLLBACK});
 $bg->query_safe(q{BEGIN});
 $tx_id = $bg->query_safe(
-	q{SELECT wasend_send(1, '15550270003', '{"type":"text","text":{"body":"otp 3"}}', priority => 5)});
+	q{SELECT wasend.wasend_send(1, '15550270003', '{"type":"text","text":{"body":"otp 3"}}', priority => 5)});
 $bg->query_safe(q{COMMIT});
 $bg->quit;
 ok($node->poll_query_until('postgres',
-		"SELECT status = 'sent' FROM wasend_send_status($tx_id)"),
+		"SELECT status = 'sent' FROM wasend.wasend_send_status($tx_id)"),
 	'the committed message is sent');
 is($node->safe_psql('postgres', qq{
 	SELECT s.recipient, s.attempts, s.wa_message_id IS NOT NULL, s.error_code IS NULL
-	  FROM wasend_send_status($tx_id) s}),
+	  FROM wasend.wasend_send_status($tx_id) s}),
 	'15550270003|1|t|t', 'wasend_send_status: recipient, one attempt, wamid, no error');
 is($node->safe_psql('postgres', q{
 	SELECT kind, status, name, category FROM wasend.campaigns WHERE kind = 'transactional'}),
@@ -100,17 +100,17 @@ sub busy_then_trio
 	my ($name, $rows, $first, $started, $prefix, $what) = @_;
 	my $id = $camp->($name, 1);
 	$node->safe_psql('postgres', qq{
-		SELECT wasend_enqueue($id, array_agg(($first + g)::text)) FROM generate_series(1, $rows) g;
-		SELECT wasend_start_campaign($id);
+		SELECT wasend.wasend_enqueue($id, array_agg(($first + g)::text)) FROM generate_series(1, $rows) g;
+		SELECT wasend.wasend_start_campaign($id);
 	});
 	$node->poll_query_until('postgres',
 		qq{SELECT count(*) >= $started FROM wasend.send_queue WHERE campaign_id = $id AND status = 'sent'})
 	  or die "$name campaign did not start";
 	$node->safe_psql('postgres', qq{
 		BEGIN;
-		SELECT wasend_send(1, '${prefix}000', '{"type":"text","text":{"body":"p0"}}', 0);
-		SELECT wasend_send(1, '${prefix}050', '{"type":"text","text":{"body":"p50"}}', 50);
-		SELECT wasend_send(1, '${prefix}100', '{"type":"text","text":{"body":"p100"}}', 100);
+		SELECT wasend.wasend_send(1, '${prefix}000', '{"type":"text","text":{"body":"p0"}}', 0);
+		SELECT wasend.wasend_send(1, '${prefix}050', '{"type":"text","text":{"body":"p50"}}', 50);
+		SELECT wasend.wasend_send(1, '${prefix}100', '{"type":"text","text":{"body":"p100"}}', 100);
 		COMMIT;
 	});
 	ok($node->poll_query_until('postgres', qq{
@@ -169,11 +169,11 @@ $node->safe_psql('postgres', q{SELECT pg_reload_conf()});
 my $high = $camp->('high', 3, 'priority => 10');
 my $low = $camp->('low', 3);
 $node->safe_psql('postgres', qq{
-	SELECT wasend_enqueue($high, array_agg((15550274000 + g)::text)) FROM generate_series(1, 120) g;
-	SELECT wasend_enqueue($low, array_agg((15550275000 + g)::text)) FROM generate_series(1, 60) g;
+	SELECT wasend.wasend_enqueue($high, array_agg((15550274000 + g)::text)) FROM generate_series(1, 120) g;
+	SELECT wasend.wasend_enqueue($low, array_agg((15550275000 + g)::text)) FROM generate_series(1, 60) g;
 	BEGIN;
-	SELECT wasend_start_campaign($low);
-	SELECT wasend_start_campaign($high);
+	SELECT wasend.wasend_start_campaign($low);
+	SELECT wasend.wasend_start_campaign($high);
 	COMMIT;
 });
 ok($node->poll_query_until('postgres',
@@ -188,11 +188,11 @@ is($node->safe_psql('postgres', qq{
 my $sa = $camp->('share a', 2);
 my $sb = $camp->('share b', 2);
 $node->safe_psql('postgres', qq{
-	SELECT wasend_enqueue($sa, array_agg((15550276000 + g)::text)) FROM generate_series(1, 150) g;
-	SELECT wasend_enqueue($sb, array_agg((15550277000 + g)::text)) FROM generate_series(1, 150) g;
+	SELECT wasend.wasend_enqueue($sa, array_agg((15550276000 + g)::text)) FROM generate_series(1, 150) g;
+	SELECT wasend.wasend_enqueue($sb, array_agg((15550277000 + g)::text)) FROM generate_series(1, 150) g;
 	BEGIN;
-	SELECT wasend_start_campaign($sa);
-	SELECT wasend_start_campaign($sb);
+	SELECT wasend.wasend_start_campaign($sa);
+	SELECT wasend.wasend_start_campaign($sb);
 	COMMIT;
 });
 ok($node->poll_query_until('postgres',
@@ -225,19 +225,19 @@ is($node->safe_psql('postgres', q{
 # --- 5. bad input
 my ($ret, $out, $err);
 ($ret, $out, $err) = $node->psql('postgres',
-	q{SELECT wasend_send(1, '15550270009', '{"type":"text"}', 101)});
+	q{SELECT wasend.wasend_send(1, '15550270009', '{"type":"text"}', 101)});
 like($err, qr/priority must be between 0 and 100, not 101/, 'priority out of range refused');
 ($ret, $out, $err) = $node->psql('postgres',
-	q{SELECT wasend_send(99, '15550270009', '{"type":"text"}')});
+	q{SELECT wasend.wasend_send(99, '15550270009', '{"type":"text"}')});
 like($err, qr/number 99 does not exist/, 'unknown number refused');
 ($ret, $out, $err) = $node->psql('postgres',
-	q{SELECT wasend_send(1, 'call me', '{"type":"text"}')});
+	q{SELECT wasend.wasend_send(1, 'call me', '{"type":"text"}')});
 like($err, qr/invalid recipient "call me"/, 'invalid recipient refused');
 ($ret, $out, $err) = $node->psql('postgres',
-	q{SELECT wasend_send(1, '15550270009', '{"text":"no type"}')});
+	q{SELECT wasend.wasend_send(1, '15550270009', '{"text":"no type"}')});
 like($err, qr/message/, 'a message without a type refused');
 ($ret, $out, $err) = $node->psql('postgres',
-	q{SELECT wasend_cancel_campaign((SELECT id FROM wasend.campaigns WHERE kind = 'transactional' AND number_id = 1))});
+	q{SELECT wasend.wasend_cancel_campaign((SELECT id FROM wasend.campaigns WHERE kind = 'transactional' AND number_id = 1))});
 like($err, qr/it is the transactional lane of its number/, 'the lane cannot be cancelled');
 my $draft = $camp->('draft', 1);
 ($ret, $out, $err) = $node->psql('postgres',

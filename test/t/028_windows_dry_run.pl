@@ -53,8 +53,8 @@ sub zone_at_hour
 
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION wasend;
-	SELECT wasend_add_number('28001', 'tok-28001', 50);
-	SELECT wasend_add_number('28002', 'wrong-token', 50);
+	SELECT wasend.wasend_add_number('28001', 'tok-28001', 50);
+	SELECT wasend.wasend_add_number('28002', 'wrong-token', 50);
 });
 my $closed_zone = zone_at_hour(20);
 my $open_zone = zone_at_hour(12);
@@ -62,13 +62,13 @@ note("closed zone $closed_zone, open zone $open_zone");
 
 # --- 1. fixed zone, closed now
 $node->safe_psql('postgres', qq{
-	SELECT wasend_create_campaign('closed', 1, '{"type":"text","text":{"body":"w"}}',
+	SELECT wasend.wasend_create_campaign('closed', 1, '{"type":"text","text":{"body":"w"}}',
 	       send_window_start => '08:00', send_window_end => '16:00', send_timezone => '$closed_zone');
-	SELECT wasend_enqueue(1, array_agg((15550281000 + g)::text)) FROM generate_series(1, 10) g;
-	SELECT wasend_start_campaign(1);
-	SELECT wasend_create_campaign('probe', 1, '{"type":"text","text":{"body":"p"}}');
-	SELECT wasend_enqueue(2, array_agg((15550282000 + g)::text)) FROM generate_series(1, 10) g;
-	SELECT wasend_start_campaign(2);
+	SELECT wasend.wasend_enqueue(1, array_agg((15550281000 + g)::text)) FROM generate_series(1, 10) g;
+	SELECT wasend.wasend_start_campaign(1);
+	SELECT wasend.wasend_create_campaign('probe', 1, '{"type":"text","text":{"body":"p"}}');
+	SELECT wasend.wasend_enqueue(2, array_agg((15550282000 + g)::text)) FROM generate_series(1, 10) g;
+	SELECT wasend.wasend_start_campaign(2);
 });
 ok($node->poll_query_until('postgres', q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 2}),
 	'the probe campaign completed');
@@ -76,19 +76,19 @@ is($node->safe_psql('postgres', q{
 	SELECT status, ready, waiting_window, waiting ~ '^send window 08:00:00-16:00:00 ' FROM wasend.campaign_progress WHERE campaign_id = 1}),
 	'running|10|10|t', 'closed window: 10 rows ready, all waiting for the window, and why');
 is($node->safe_psql('postgres', q{
-	SELECT would_send_now, waiting_send_window, waiting_messaging_limit, suppressed, invalid FROM wasend_dry_run(1)}),
+	SELECT would_send_now, waiting_send_window, waiting_messaging_limit, suppressed, invalid FROM wasend.wasend_dry_run(1)}),
 	'0|10|0|0|0', 'the dry run says the same');
 my $tx = $node->safe_psql('postgres',
-	q{SELECT wasend_send(1, '15550283000', '{"type":"text","text":{"body":"now"}}')});
-ok($node->poll_query_until('postgres', "SELECT status = 'sent' FROM wasend_send_status($tx)"),
+	q{SELECT wasend.wasend_send(1, '15550283000', '{"type":"text","text":{"body":"now"}}')});
+ok($node->poll_query_until('postgres', "SELECT status = 'sent' FROM wasend.wasend_send_status($tx)"),
 	'a wasend_send on the same number goes at once, window or not');
 is($node->safe_psql('postgres', q{SELECT id FROM wasend.campaigns WHERE kind = 'transactional'}), '3',
 	'it made the number\'s lane, campaign 3 (the campaigns below are 4, 5 and 6)');
 WasendTest::load_mock_log($node, $mock, 'seen1');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM seen1 WHERE recipient LIKE '155502810%' OR recipient = '15550281010'}),
 	'0', 'no row of the closed window reached the API');
-$node->safe_psql('postgres', q{SELECT wasend_update_campaign(1, clear_send_window => true)});
-is($node->safe_psql('postgres', q{SELECT wasend_wait(1, '2 minutes')}), 'completed',
+$node->safe_psql('postgres', q{SELECT wasend.wasend_update_campaign(1, clear_send_window => true)});
+is($node->safe_psql('postgres', q{SELECT wasend.wasend_wait(1, '2 minutes')}), 'completed',
 	'wasend_wait returns completed once the window is cleared');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM wasend.send_queue WHERE campaign_id = 1 AND status = 'sent'}),
 	'10', 'all 10 sent');
@@ -103,7 +103,7 @@ my ($in_cc, $out_cc) = map {
 } ('10 AND 13', '19 AND 21');
 note("country inside: $in_cc, outside: $out_cc");
 $node->safe_psql('postgres', qq{
-	SELECT wasend_create_campaign('per recipient', 1, '{"type":"text","text":{"body":"r"}}',
+	SELECT wasend.wasend_create_campaign('per recipient', 1, '{"type":"text","text":{"body":"r"}}',
 	       send_window_start => '08:00', send_window_end => '16:00');
 	INSERT INTO wasend.send_queue (campaign_id, recipient, timezone) VALUES
 	  (4, '15550284001', '$open_zone'), (4, '15550284002', '$open_zone'),
@@ -116,7 +116,7 @@ if ($in_cc ne '' && $out_cc ne '')
 	$node->safe_psql('postgres', qq{
 		INSERT INTO wasend.send_queue (campaign_id, recipient) VALUES (4, '$derived[0]'), (4, '$derived[1]')});
 }
-$node->safe_psql('postgres', q{SELECT wasend_start_campaign(4)});
+$node->safe_psql('postgres', q{SELECT wasend.wasend_start_campaign(4)});
 my $expect_sent = @derived ? 3 : 2;
 ok($node->poll_query_until('postgres', qq{
 	SELECT count(*) FILTER (WHERE status = 'sent') = $expect_sent
@@ -142,19 +142,19 @@ is($node->safe_psql('postgres', q{
 	'0', 'each waits exactly until 08:00 in its own zone');
 is($node->safe_psql('postgres', q{SELECT waiting_window FROM wasend.campaign_progress WHERE campaign_id = 4}),
 	$expect_sent, 'campaign_progress counts them');
-is($node->safe_psql('postgres', q{SELECT wasend_wait(4, '1 second')}), 'running',
+is($node->safe_psql('postgres', q{SELECT wasend.wasend_wait(4, '1 second')}), 'running',
 	'wasend_wait gives up at its timeout and says running');
 
 # --- 3. dry run
 $node->safe_psql('postgres', q{
-	SELECT wasend_add_number('28003', 'tok-28003', 50);
-	SELECT wasend_update_number(3, messaging_limit => 2);
-	SELECT wasend_create_campaign('dry', 3, '{"type":"text","text":{"body":"d"}}');
+	SELECT wasend.wasend_add_number('28003', 'tok-28003', 50);
+	SELECT wasend.wasend_update_number(3, messaging_limit => 2);
+	SELECT wasend.wasend_create_campaign('dry', 3, '{"type":"text","text":{"body":"d"}}');
 	INSERT INTO wasend.send_queue (campaign_id, recipient) VALUES
 	  (5, '15550285001'), (5, '15550285002'), (5, '15550285003'), (5, '15550285004'), (5, '999123456');
 	INSERT INTO wasend.suppressions (recipient, reason) VALUES ('15550285004', 'test');
 });
-is($node->safe_psql('postgres', q{SELECT * FROM wasend_dry_run(5)}),
+is($node->safe_psql('postgres', q{SELECT * FROM wasend.wasend_dry_run(5)}),
 	'2|1|0|0|0|1|1|00:00:01',
 	'dry run: 2 now, 1 over the messaging limit of 2, 1 suppressed, 1 invalid, about a second');
 is($node->safe_psql('postgres', q{SELECT status, count(*) FROM wasend.send_queue WHERE campaign_id = 5 GROUP BY 1}),
@@ -163,7 +163,7 @@ is($node->safe_psql('postgres', q{SELECT status, count(*) FROM wasend.send_queue
 # --- 4. test send
 WasendTest::load_mock_log($node, $mock, 'before_test');
 my $answer = $node->safe_psql('postgres', q{
-	SELECT wasend_test_send(2, '+15550286001') #>> '{messages,0,id}' LIKE 'wamid.%'});
+	SELECT wasend.wasend_test_send(2, '+15550286001') #>> '{messages,0,id}' LIKE 'wamid.%'});
 is($answer, 't', 'wasend_test_send returns Meta\'s answer with the message id');
 WasendTest::load_mock_log($node, $mock, 'after_test');
 is($node->safe_psql('postgres', q{
@@ -172,25 +172,25 @@ is($node->safe_psql('postgres', q{
 	'1|1', 'the mock saw exactly that one request');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM wasend.send_queue WHERE recipient = '15550286001'}),
 	'0', 'no queue row was made');
-$node->safe_psql('postgres', q{SELECT wasend_create_campaign('wrong token', 2, '{"type":"text","text":{"body":"t"}}')});
-my ($ret, $out, $err) = $node->psql('postgres', q{SELECT wasend_test_send(6, '15550286002') #>> '{error,code}'});
+$node->safe_psql('postgres', q{SELECT wasend.wasend_create_campaign('wrong token', 2, '{"type":"text","text":{"body":"t"}}')});
+my ($ret, $out, $err) = $node->psql('postgres', q{SELECT wasend.wasend_test_send(6, '15550286002') #>> '{error,code}'});
 is($out, '190', 'an API error comes back as the answer');
 like($err, qr/WARNING:  test send of campaign 6 to 15550286002 failed: HTTP 401/, 'with a WARNING saying so');
-($ret, $out, $err) = $node->psql('postgres', q{SELECT wasend_test_send(2, '999123456')});
+($ret, $out, $err) = $node->psql('postgres', q{SELECT wasend.wasend_test_send(2, '999123456')});
 like($err, qr/invalid recipient "999123456": no known country calling code/, 'an unknown country is refused');
-($ret, $out, $err) = $node->psql('postgres', q{SELECT wasend_test_send(2, 'not a number')});
+($ret, $out, $err) = $node->psql('postgres', q{SELECT wasend.wasend_test_send(2, 'not a number')});
 like($err, qr/invalid recipient "not a number"/, 'a malformed number is refused');
-($ret, $out, $err) = $node->psql('postgres', q{SELECT wasend_test_send(404, '15550286003')});
+($ret, $out, $err) = $node->psql('postgres', q{SELECT wasend.wasend_test_send(404, '15550286003')});
 like($err, qr/campaign 404 does not exist/, 'an unknown campaign is refused');
 
 # --- 5. wasend_wait refusals
-($ret, $out, $err) = $node->psql('postgres', q{SELECT wasend_wait(5, '1 second')});
+($ret, $out, $err) = $node->psql('postgres', q{SELECT wasend.wasend_wait(5, '1 second')});
 like($err, qr/campaign 5 is a draft: it will not end by itself/, 'waiting for a draft is refused');
 ($ret, $out, $err) = $node->psql('postgres',
-	q{BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT wasend_wait(1, '1 second'); COMMIT});
+	q{BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT wasend.wasend_wait(1, '1 second'); COMMIT});
 like($err, qr/wasend_wait needs READ COMMITTED, not repeatable read/, 'REPEATABLE READ is refused');
 ($ret, $out, $err) = $node->psql('postgres',
-	q{BEGIN; SELECT wasend_start_campaign(5); SELECT wasend_wait(5, '1 second'); COMMIT});
+	q{BEGIN; SELECT wasend.wasend_start_campaign(5); SELECT wasend.wasend_wait(5, '1 second'); COMMIT});
 like($err, qr/wasend_wait cannot run in a transaction that has changed data/,
 	'waiting for a start this transaction has not committed is refused');
 

@@ -15,7 +15,7 @@
 #  4. wasend.databases = 'postgres' stops app's senders (its campaign
 #     waits, nothing lost); '*' brings them back and it completes.
 #  5. A copy of app (CREATE DATABASE ... TEMPLATE app) has no sender
-#     until wasend_enable_sending(): a staging copy must not message
+#     until wasend.wasend_enable_sending(): a staging copy must not message
 #     app's recipients again; an extension of an older version has none
 #     until it is updated; a role that does not own app cannot stop its
 #     senders by trying to drop or rename it.
@@ -47,10 +47,10 @@ my ($ret, $out, $err);
 $node->safe_psql('postgres', q{CREATE DATABASE app; CREATE DATABASE other});
 $node->safe_psql('app', q{
 	CREATE EXTENSION wasend;
-	SELECT wasend_add_number('29001', 'tok-29001', 20);
-	SELECT wasend_create_campaign('in app', 1, '{"type":"text","text":{"body":"app"}}');
-	SELECT wasend_enqueue(1, array_agg((15550291000 + g)::text)) FROM generate_series(1, 60) g;
-	SELECT wasend_start_campaign(1);
+	SELECT wasend.wasend_add_number('29001', 'tok-29001', 20);
+	SELECT wasend.wasend_create_campaign('in app', 1, '{"type":"text","text":{"body":"app"}}');
+	SELECT wasend.wasend_enqueue(1, array_agg((15550291000 + g)::text)) FROM generate_series(1, 60) g;
+	SELECT wasend.wasend_start_campaign(1);
 });
 is($node->safe_psql('postgres', q{SHOW wasend.database}), 'postgres', 'wasend.database is still postgres');
 ok($node->poll_query_until('app', q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 1}),
@@ -63,19 +63,19 @@ like(slurp_file($node->logfile), qr/wasend supervisor started: 2 sender\(s\) in 
 # --- 2. both databases, one phone number
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION wasend;
-	SELECT wasend_add_number('29001', 'tok-29001', 20);
-	SELECT wasend_create_campaign('in postgres', 1, '{"type":"text","text":{"body":"pg"}}');
-	SELECT wasend_enqueue(1, array_agg((15550292000 + g)::text)) FROM generate_series(1, 150) g;
+	SELECT wasend.wasend_add_number('29001', 'tok-29001', 20);
+	SELECT wasend.wasend_create_campaign('in postgres', 1, '{"type":"text","text":{"body":"pg"}}');
+	SELECT wasend.wasend_enqueue(1, array_agg((15550292000 + g)::text)) FROM generate_series(1, 150) g;
 });
-$node->poll_query_until('postgres', q{SELECT count(*) = 2 FROM wasend_worker_stats()})
+$node->poll_query_until('postgres', q{SELECT count(*) = 2 FROM wasend.wasend_worker_stats()})
   or die 'no senders in postgres';
 $node->safe_psql('app', q{
-	SELECT wasend_create_campaign('in app 2', 1, '{"type":"text","text":{"body":"app"}}');
-	SELECT wasend_enqueue(2, array_agg((15550293000 + g)::text)) FROM generate_series(1, 150) g;
+	SELECT wasend.wasend_create_campaign('in app 2', 1, '{"type":"text","text":{"body":"app"}}');
+	SELECT wasend.wasend_enqueue(2, array_agg((15550293000 + g)::text)) FROM generate_series(1, 150) g;
 });
 # started as close together as two sessions allow
-$node->safe_psql('postgres', q{SELECT wasend_start_campaign(1)});
-$node->safe_psql('app', q{SELECT wasend_start_campaign(2)});
+$node->safe_psql('postgres', q{SELECT wasend.wasend_start_campaign(1)});
+$node->safe_psql('app', q{SELECT wasend.wasend_start_campaign(2)});
 ok($node->poll_query_until('postgres', q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 1}),
 	'the campaign in postgres completes');
 ok($node->poll_query_until('app', q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 2}),
@@ -108,14 +108,14 @@ ok($node->poll_query_until('postgres', q{
 	SELECT count(*) = 0 FROM pg_stat_activity WHERE datname = 'app' AND backend_type LIKE 'wasend%'}),
 	'app\'s supervisor and senders stop once it is not listed');
 $node->safe_psql('app', q{
-	SELECT wasend_create_campaign('waits', 1, '{"type":"text","text":{"body":"w"}}');
-	SELECT wasend_enqueue(3, array_agg((15550294000 + g)::text)) FROM generate_series(1, 20) g;
-	SELECT wasend_start_campaign(3);
+	SELECT wasend.wasend_create_campaign('waits', 1, '{"type":"text","text":{"body":"w"}}');
+	SELECT wasend.wasend_enqueue(3, array_agg((15550294000 + g)::text)) FROM generate_series(1, 20) g;
+	SELECT wasend.wasend_start_campaign(3);
 });
 $node->safe_psql('postgres', q{
-	SELECT wasend_create_campaign('goes', 1, '{"type":"text","text":{"body":"g"}}');
-	SELECT wasend_enqueue(2, array_agg((15550295000 + g)::text)) FROM generate_series(1, 20) g;
-	SELECT wasend_start_campaign(2);
+	SELECT wasend.wasend_create_campaign('goes', 1, '{"type":"text","text":{"body":"g"}}');
+	SELECT wasend.wasend_enqueue(2, array_agg((15550295000 + g)::text)) FROM generate_series(1, 20) g;
+	SELECT wasend.wasend_start_campaign(2);
 });
 ok($node->poll_query_until('postgres', q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 2}),
 	'postgres still sends');
@@ -145,18 +145,18 @@ is($senders_in->('app_copy'), '0', 'the copy has no sender');
 is($node->safe_psql('app_copy', q{SELECT status, ready FROM wasend.campaign_progress WHERE campaign_id = 3}),
 	'completed|0', 'the copy holds app\'s campaigns as they were');
 $node->safe_psql('app_copy', q{
-	SELECT wasend_create_campaign('copy', 1, '{"type":"text","text":{"body":"c"}}');
-	SELECT wasend_enqueue(4, array_agg((15550297000 + g)::text)) FROM generate_series(1, 10) g;
-	SELECT wasend_start_campaign(4);
+	SELECT wasend.wasend_create_campaign('copy', 1, '{"type":"text","text":{"body":"c"}}');
+	SELECT wasend.wasend_enqueue(4, array_agg((15550297000 + g)::text)) FROM generate_series(1, 10) g;
+	SELECT wasend.wasend_start_campaign(4);
 });
-is($node->safe_psql('app_copy', q{SELECT wasend_enable_sending()}), 't', 'wasend_enable_sending: the copy may send now');
+is($node->safe_psql('app_copy', q{SELECT wasend.wasend_enable_sending()}), 't', 'wasend_enable_sending: the copy may send now');
 ok($node->poll_query_until('app_copy', q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 4}),
 	'and its own campaign completes');
 $node->safe_psql('postgres', q{DROP DATABASE app_copy});
 
 $node->safe_psql('postgres', q{CREATE DATABASE old_version});
 $node->safe_psql('old_version', q{CREATE EXTENSION wasend VERSION '0.3.0'});
-$node->wait_for_log(qr/wasend sends nothing in database "old_version": the extension is version 0\.3\.0, the library 0\.5\.0/);
+$node->wait_for_log(qr/wasend sends nothing in database "old_version": the extension is version 0\.3\.0, the library 0\.6\.0/);
 is($senders_in->('old_version'), '0', 'an extension of an older version has no sender (and no error loop)');
 $node->safe_psql('old_version', q{ALTER EXTENSION wasend UPDATE});
 ok($node->poll_query_until('postgres', q{
@@ -166,9 +166,9 @@ $node->safe_psql('postgres', q{DROP DATABASE old_version});
 
 # --- 6. DROP DATABASE while it sends, DROP EXTENSION
 $node->safe_psql('app', q{
-	SELECT wasend_create_campaign('dropped', 1, '{"type":"text","text":{"body":"x"}}');
-	SELECT wasend_enqueue(4, array_agg((15550296000 + g)::text)) FROM generate_series(1, 400) g;
-	SELECT wasend_start_campaign(4);
+	SELECT wasend.wasend_create_campaign('dropped', 1, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend.wasend_enqueue(4, array_agg((15550296000 + g)::text)) FROM generate_series(1, 400) g;
+	SELECT wasend.wasend_start_campaign(4);
 });
 $node->poll_query_until('app', q{SELECT count(*) > 0 FROM wasend.send_queue WHERE campaign_id = 4 AND status = 'sent'})
   or die 'app did not start sending';

@@ -229,11 +229,11 @@ my $cname = qq{m\xc3\xa9trics "q3" \\ promo\nline 2};
 (my $cname_sql = $cname) =~ s/'/''/g;
 $node->safe_psql('postgres', qq{
 	CREATE EXTENSION wasend;
-	SELECT wasend_add_number('$pnid', 'tok-$pnid', $rate);
-	SELECT wasend_create_campaign('$cname_sql', 1, '{"type":"text","text":{"body":"metrics"}}');
+	SELECT wasend.wasend_add_number('$pnid', 'tok-$pnid', $rate);
+	SELECT wasend.wasend_create_campaign('$cname_sql', 1, '{"type":"text","text":{"body":"metrics"}}');
 	INSERT INTO wasend.send_queue (campaign_id, recipient)
 	SELECT 1, (15553000000 + g)::text FROM generate_series(1, 30) g ORDER BY g;
-	SELECT wasend_start_campaign(1);
+	SELECT wasend.wasend_start_campaign(1);
 });
 $node->poll_query_until('postgres', q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 1})
   or die 'the campaign did not complete';

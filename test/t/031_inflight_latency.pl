@@ -51,20 +51,20 @@ my $node = WasendTest::new_node('inflight', $mock);
 
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION wasend;
-	SELECT wasend_add_number('3101', 'tok', 1000);
-	SELECT wasend_add_number('3102', 'tok', 1000);
-	SELECT wasend_add_number('3103', 'tok', 100);
-	SELECT wasend_create_campaign('a', 1, '{"type":"text","text":{"body":"x"}}');
-	SELECT wasend_create_campaign('b', 2, '{"type":"text","text":{"body":"x"}}');
-	SELECT wasend_create_campaign('refused', 3, '{"type":"text","text":{"body":"x"}}');
-	SELECT wasend_enqueue(1, array_agg((15590000000 + g)::text)) FROM generate_series(1, 3000) g;
-	SELECT wasend_enqueue(2, array_agg((15590100000 + g)::text)) FROM generate_series(1, 3000) g;
-	SELECT wasend_enqueue(3, array_agg((15591000000 + g)::text)) FROM generate_series(1, 20) g;
+	SELECT wasend.wasend_add_number('3101', 'tok', 1000);
+	SELECT wasend.wasend_add_number('3102', 'tok', 1000);
+	SELECT wasend.wasend_add_number('3103', 'tok', 100);
+	SELECT wasend.wasend_create_campaign('a', 1, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend.wasend_create_campaign('b', 2, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend.wasend_create_campaign('refused', 3, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend.wasend_enqueue(1, array_agg((15590000000 + g)::text)) FROM generate_series(1, 3000) g;
+	SELECT wasend.wasend_enqueue(2, array_agg((15590100000 + g)::text)) FROM generate_series(1, 3000) g;
+	SELECT wasend.wasend_enqueue(3, array_agg((15591000000 + g)::text)) FROM generate_series(1, 20) g;
 	CREATE TABLE polls (at timestamptz DEFAULT clock_timestamp(), sender int,
 	                    in_flight int, held int, hold_target int);
-	SELECT wasend_start_campaign(1);
-	SELECT wasend_start_campaign(2);
-	SELECT wasend_start_campaign(3);
+	SELECT wasend.wasend_start_campaign(1);
+	SELECT wasend.wasend_start_campaign(2);
+	SELECT wasend.wasend_start_campaign(3);
 });
 
 # poll the senders while the campaigns run (bounded)
@@ -75,7 +75,7 @@ sub poll_until_done
 	{
 		$node->safe_psql('postgres', q{
 			INSERT INTO polls (sender, in_flight, held, hold_target)
-			SELECT sender, in_flight, held, hold_target FROM wasend_worker_stats()});
+			SELECT sender, in_flight, held, hold_target FROM wasend.wasend_worker_stats()});
 		return 1 if $node->safe_psql('postgres',
 			"SELECT count(*) FROM wasend.campaigns WHERE id IN ($ids) AND status <> 'completed'") eq '0';
 		usleep(100_000);
@@ -97,12 +97,12 @@ is($node->safe_psql('postgres', q{
 # other: 3,000 + 19 rows sent (the 20th, the decoy below, fails) against
 # 3,000.
 is($node->safe_psql('postgres', q{
-	SELECT string_agg(sent::text, ',' ORDER BY sent) FROM wasend_worker_stats()}),
+	SELECT string_agg(sent::text, ',' ORDER BY sent) FROM wasend.wasend_worker_stats()}),
 	'3000,3019', "each number's rows were sent by one sender, the numbers split between the two");
 
 my ($lat, $added) = split /\|/, $node->safe_psql('postgres', q{
 	SELECT round(min(latency_p50_ms)), round(max(added_p50_ms)::numeric, 1)
-	  FROM wasend_worker_stats() WHERE sent > 0});
+	  FROM wasend.wasend_worker_stats() WHERE sent > 0});
 cmp_ok($lat, '>=', 600, 'latency_p50_ms is at least the mock answer delay');
 ok(defined $added && $added ne '' && $added < $lat,
 	"added_p50_ms ($added) is set from Server-Timing and below latency_p50_ms ($lat)");
@@ -138,14 +138,14 @@ $node->safe_psql('postgres', q{
 	ALTER SYSTEM SET wasend.max_inflight = 40;
 	SELECT pg_reload_conf();
 	TRUNCATE polls;
-	SELECT wasend_create_campaign('capped', 1, '{"type":"text","text":{"body":"x"}}');
-	SELECT wasend_enqueue(4, array_agg((15592000000 + g)::text)) FROM generate_series(1, 600) g;
+	SELECT wasend.wasend_create_campaign('capped', 1, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend.wasend_enqueue(4, array_agg((15592000000 + g)::text)) FROM generate_series(1, 600) g;
 });
 # a new backend sees 40 once the postmaster has reloaded, and it signals
 # the senders then: their next turn, before any claim, reads it too
 ok($node->poll_query_until('postgres', q{SELECT current_setting('wasend.max_inflight') = '40'}),
 	'the server took wasend.max_inflight = 40');
-$node->safe_psql('postgres', 'SELECT wasend_start_campaign(4)');
+$node->safe_psql('postgres', 'SELECT wasend.wasend_start_campaign(4)');
 ok(poll_until_done('4'), 'the capped campaign completes');
 is($node->safe_psql('postgres', q{
 	SELECT max(in_flight) <= 40 AND max(held) <= 40 AND max(hold_target) <= 40, count(*) > 0 FROM polls}),
