@@ -7,9 +7,12 @@
 CREATE EXTENSION wasend;
 SELECT wasend.wasend_add_number('1065400002', 'EAAG-grants-token', 80);
 SELECT wasend.wasend_create_campaign('grants', 1, '{"type":"text","text":{"body":"x"}}');
-CREATE ROLE regress_g_admin LOGIN IN ROLE wasend_admin;
-CREATE ROLE regress_g_op LOGIN IN ROLE wasend_operator;
-CREATE ROLE regress_g_view LOGIN IN ROLE wasend_viewer;
+CREATE ROLE regress_g_admin LOGIN;
+SELECT wasend.wasend_grant_access('regress_g_admin', 'admin');
+CREATE ROLE regress_g_op LOGIN;
+SELECT wasend.wasend_grant_access('regress_g_op', 'operator');
+CREATE ROLE regress_g_view LOGIN;
+SELECT wasend.wasend_grant_access('regress_g_view', 'viewer');
 -- table privileges granted to each role
 SELECT grantee, table_name, string_agg(privilege_type, ', ' ORDER BY privilege_type) AS privileges
   FROM information_schema.role_table_grants

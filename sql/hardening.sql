@@ -34,7 +34,8 @@ UPDATE wasend.send_queue SET status = 'sent', sent_at = now(), attempts = 1,
  WHERE campaign_id = :ch;
 -- the operator, in a database whose public schema everybody may write to
 -- (any database created before PostgreSQL 15)
-CREATE ROLE regress_hard_op LOGIN IN ROLE wasend_operator;
+CREATE ROLE regress_hard_op LOGIN;
+SELECT wasend.wasend_grant_access('regress_hard_op', 'operator');
 GRANT CREATE ON SCHEMA public TO regress_hard_op;
 CREATE TABLE public.regress_trap_log (trap text, ran_as name);
 GRANT SELECT, INSERT ON public.regress_trap_log TO PUBLIC;

@@ -54,7 +54,8 @@ SELECT wasend.wasend_enqueue(13, ARRAY['15551310003', '15551310010']);
 SELECT id > 108 AS new_id, campaign_id, recipient, status FROM wasend.send_queue WHERE id NOT BETWEEN 101 AND 108 ORDER BY recipient;
 -- error policy: pg_dump keeps the rows users added or edited, not the
 -- built-in ones CREATE EXTENSION makes again
-CREATE ROLE regress_r_admin LOGIN IN ROLE wasend_admin;
+CREATE ROLE regress_r_admin LOGIN;
+SELECT wasend.wasend_grant_access('regress_r_admin', 'admin');
 SET ROLE regress_r_admin;
 UPDATE wasend.error_policy SET backoff = '3 seconds' WHERE code = '131000';
 INSERT INTO wasend.error_policy (code, action, description) VALUES ('131099', 'fail', 'added by an admin');

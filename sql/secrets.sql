@@ -1,9 +1,12 @@
 -- secrets: tokens are readable only by wasend_admin (and superusers); the
 -- operator and viewer roles do their jobs through the API without them
 \set SHOW_CONTEXT never
-CREATE ROLE regress_wasend_op LOGIN IN ROLE wasend_operator;
-CREATE ROLE regress_wasend_view LOGIN IN ROLE wasend_viewer;
-CREATE ROLE regress_wasend_admin LOGIN IN ROLE wasend_admin;
+CREATE ROLE regress_wasend_op LOGIN;
+SELECT wasend.wasend_grant_access('regress_wasend_op', 'operator');
+CREATE ROLE regress_wasend_view LOGIN;
+SELECT wasend.wasend_grant_access('regress_wasend_view', 'viewer');
+CREATE ROLE regress_wasend_admin LOGIN;
+SELECT wasend.wasend_grant_access('regress_wasend_admin', 'admin');
 CREATE ROLE regress_nobody LOGIN;
 -- which columns named like a secret can each role read, in any table or view?
 SELECT r.rolname, c.table_name, c.column_name,

@@ -80,7 +80,7 @@ $node->safe_psql('postgres', qq{
 });
 $node->poll_query_until('postgres', q{SELECT count(*) = 2 FROM wasend.wasend_worker_stats()})
   or die 'senders did not start';
-$node->safe_psql('postgres', 'CREATE ROLE spy LOGIN IN ROLE wasend_viewer');
+$node->safe_psql('postgres', q{CREATE ROLE spy LOGIN; SELECT wasend.wasend_grant_access('spy', 'viewer')});
 
 # viewer_text(): everything a wasend_viewer member can read, as text
 sub viewer_text

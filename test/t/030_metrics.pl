@@ -370,7 +370,7 @@ SKIP:
 	skip "$queries is not in the test's copy of the tree", 1 unless -f $queries;
 	my $yaml = CPAN::Meta::YAML->read($queries)
 	  or die "$queries: " . CPAN::Meta::YAML->errstr;
-	$node->safe_psql('postgres', 'CREATE ROLE regress_scraper LOGIN IN ROLE wasend_viewer');
+	$node->safe_psql('postgres', q{CREATE ROLE regress_scraper LOGIN; SELECT wasend.wasend_grant_access('regress_scraper', 'viewer')});
 	for my $ns (sort keys %{ $yaml->[0] })
 	{
 		my $q = $yaml->[0]{$ns};
