@@ -287,3 +287,5 @@ BEGIN
     END IF;
 END
 $tell$;
+
+/* end of the section "A grant means one database": keep it the last of this file, so that it wraps the API functions as every section above leaves them */
