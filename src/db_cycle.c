@@ -31,6 +31,11 @@
  *	  recorded row by row, and a row whose answer still cannot be recorded
  *	  fails as bad_response with the error (record_poison).  An answer can
  *	  thus fail its own row, never the sender, and never strand a row.
+ *	- A data error in the read of the running set or in a claim is about
+ *	  one campaign's row (or rows): the read or claim is done in halves,
+ *	  and a campaign that fails alone is set aside for a back-off
+ *	  (set_aside), so one campaign never holds up the others, a number's
+ *	  lane included.
  *
  * If the transaction as a whole fails (its commit, say), it is rolled back
  * and nothing it did counts: the answers stay in the batch, the claimed
