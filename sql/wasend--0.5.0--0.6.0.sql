@@ -42,6 +42,574 @@ ALTER FUNCTION @extschema@.wasend_test_send(bigint, text) SET SCHEMA wasend;
 ALTER FUNCTION @extschema@.wasend_enable_sending() SET SCHEMA wasend;
 ALTER FUNCTION @extschema@.wasend_worker_stats() SET SCHEMA wasend;
 
+-- ---------------------------------------------------------------------
+-- One campaign's bad row holds up only that campaign
+-- ---------------------------------------------------------------------
+
+/*
+ * A value the senders' statements cannot use in one campaign's row (a
+ * send_timezone that is no time zone, a negative sample_left, written by
+ * a plain UPDATE) made every read of the running set, or every claim of
+ * the number's sender, fail: no campaign and no wasend_send of the
+ * database went out.  The senders now find the campaign at fault and set
+ * it aside for a back-off (src/db_cycle.c); campaign_faults says which,
+ * why and until when, and campaign_progress.waiting shows it.  Only the
+ * senders write it; wasend_viewer reads it.
+ *
+ * campaign_progress showed nothing at all when one campaign's fixed
+ * send_timezone was no time zone (_window_opens raised for the whole
+ * view): such a window is now not evaluated, and the senders' error says
+ * why the campaign waits.  _is_zone_name is granted to wasend_viewer for
+ * that, as _window_opens is.
+ */
+CREATE TABLE wasend.campaign_faults (
+    campaign_id bigint PRIMARY KEY,
+    error       text NOT NULL,
+    failed_at   timestamptz NOT NULL,
+    retry_at    timestamptz NOT NULL
+);
+COMMENT ON TABLE wasend.campaign_faults IS
+'Campaigns the senders set aside because a statement failed on their data (a row of the campaign, or of its rows): the error, and when they are tried again';
+GRANT SELECT ON wasend.campaign_faults TO wasend_viewer;
+GRANT EXECUTE ON FUNCTION wasend._is_zone_name(text) TO wasend_viewer;
+
+CREATE OR REPLACE VIEW wasend.campaign_progress AS
+SELECT c.id AS campaign_id,
+       c.name,
+       c.status,
+       coalesce(c.pause_reason, CASE WHEN n.status <> 'active' THEN 'number paused: ' || coalesce(n.pause_reason, '') END) AS pause_reason,
+       n.phone_number_id,
+       coalesce(s.total, 0) AS total,
+       coalesce(s.ready, 0) AS ready,
+       coalesce(s.sending, 0) AS sending,
+       coalesce(s.sent, 0) AS sent,
+       coalesce(s.delivered, 0) AS delivered,
+       coalesce(s.read, 0) AS read,
+       coalesce(s.failed, 0) AS failed,
+       coalesce(s.cancelled, 0) AS cancelled,
+       coalesce(s.uncertain, 0) AS uncertain,
+       CASE WHEN coalesce(s.total, 0) = 0 THEN 0
+            ELSE pg_catalog.round(100.0 * (s.total - s.ready - s.sending)::numeric / s.total::numeric, 1) END AS percent_done,
+       pg_catalog.round(coalesce(s.recent, 0)::numeric / r.window_s, 1) AS rate_per_sec,
+       CASE WHEN coalesce(s.recent, 0) > 0 AND s.ready + s.sending > 0
+            THEN pg_catalog.make_interval(secs => pg_catalog.round((s.ready + s.sending)::numeric / (s.recent::numeric / r.window_s))::double precision)
+       END AS eta,
+       e.errors_by_code,
+       coalesce(s.held, 0) AS held,
+       pg_catalog.concat_ws('; ',
+           CASE WHEN c.paced_until > pg_catalog.now()
+                THEN pg_catalog.format('pacing: %s held for a quality assessment, new rows wait until %s at the latest',
+                                       coalesce(s.held, 0), c.paced_until) END,
+           CASE WHEN s.wait_limit > 0
+                THEN pg_catalog.format('messaging limit %s/24h, next slot at %s (%s rows)',
+                                       coalesce(p.messaging_limit::text, 'unlimited'), s.wait_limit_next, s.wait_limit) END,
+           CASE WHEN s.wait_cap > 0
+                THEN pg_catalog.format('frequency cap %s per %s, next at %s (%s rows)',
+                                       c.frequency_cap, c.frequency_window, s.wait_cap_next, s.wait_cap) END,
+           CASE WHEN s.wait_131049 > 0
+                THEN pg_catalog.format('per-user marketing limit (131049), retry at %s (%s rows)',
+                                       s.wait_131049_next, s.wait_131049) END,
+           CASE WHEN w.opens IS NOT NULL AND s.ready > 0
+                THEN pg_catalog.format('send window %s-%s %s: opens at %s (%s rows)',
+                                       c.send_window_start, c.send_window_end, c.send_timezone, w.opens, s.ready)
+                WHEN s.wait_window > 0
+                THEN pg_catalog.format('send window %s-%s in the recipients'' time zones, next opens at %s (%s rows)',
+                                       c.send_window_start, c.send_window_end, s.wait_window_next, s.wait_window) END,
+           CASE WHEN f.campaign_id IS NOT NULL
+                THEN pg_catalog.format('set aside by the senders, tried again at %s: %s',
+                                       f.retry_at, f.error) END) AS waiting,
+       CASE WHEN w.opens IS NOT NULL THEN coalesce(s.ready, 0) ELSE coalesce(s.wait_window, 0) END AS waiting_window,
+       c.kind,
+       c.priority
+  FROM wasend.campaigns c
+  JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
+  LEFT JOIN wasend.portfolios p ON p.portfolio = coalesce(n.business_id, 'number:' || n.id::text)
+  LEFT JOIN LATERAL (
+        SELECT pg_catalog.count(*) AS total,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'ready') AS ready,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'sending') AS sending,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'sent') AS sent,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'delivered') AS delivered,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'read') AS read,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'failed') AS failed,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'cancelled') AS cancelled,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'held') AS held,
+               pg_catalog.count(*) FILTER (WHERE q.uncertain) AS uncertain,
+               pg_catalog.count(*) FILTER (WHERE coalesce(q.sent_at, q.failed_at) > pg_catalog.clock_timestamp() - interval '10 s') AS recent,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'ready' AND q.waiting_for = 'messaging_limit'
+                                             AND q.next_attempt_at > pg_catalog.now()) AS wait_limit,
+               pg_catalog.min(q.next_attempt_at) FILTER (WHERE q.status = 'ready' AND q.waiting_for = 'messaging_limit'
+                                                           AND q.next_attempt_at > pg_catalog.now()) AS wait_limit_next,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'ready' AND q.waiting_for = 'frequency_cap'
+                                             AND q.next_attempt_at > pg_catalog.now()) AS wait_cap,
+               pg_catalog.min(q.next_attempt_at) FILTER (WHERE q.status = 'ready' AND q.waiting_for = 'frequency_cap'
+                                                           AND q.next_attempt_at > pg_catalog.now()) AS wait_cap_next,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'ready' AND q.last_error_code = 131049
+                                             AND q.next_attempt_at > pg_catalog.now()) AS wait_131049,
+               pg_catalog.min(q.next_attempt_at) FILTER (WHERE q.status = 'ready' AND q.last_error_code = 131049
+                                                           AND q.next_attempt_at > pg_catalog.now()) AS wait_131049_next,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'ready' AND q.waiting_for = 'send_window'
+                                             AND q.next_attempt_at > pg_catalog.now()) AS wait_window,
+               pg_catalog.min(q.next_attempt_at) FILTER (WHERE q.status = 'ready' AND q.waiting_for = 'send_window'
+                                                           AND q.next_attempt_at > pg_catalog.now()) AS wait_window_next
+          FROM wasend.send_queue q WHERE q.campaign_id = c.id) s ON true
+  -- a window in a fixed zone holds back the whole campaign (src/queue.sql, running)
+  CROSS JOIN LATERAL (
+        SELECT CASE WHEN c.send_timezone <> 'recipient' AND c.kind = 'campaign'
+                         AND wasend._is_zone_name(c.send_timezone)
+                    THEN wasend._window_opens(c.send_window_start, c.send_window_end, c.send_timezone) END AS opens) w
+  -- a campaign the senders set aside (src/db_cycle.c, set_aside)
+  LEFT JOIN wasend.campaign_faults f
+         ON f.campaign_id = c.id AND c.status = 'running'
+        AND f.retry_at > pg_catalog.now() - interval '1 minute'
+  -- the rate is measured over the last 10 s, or since the start if sooner
+  CROSS JOIN LATERAL (
+        SELECT greatest(least(10.0, extract(epoch FROM pg_catalog.clock_timestamp() - c.started_at)), 1.0) AS window_s) r
+  LEFT JOIN LATERAL (
+        SELECT pg_catalog.jsonb_object_agg(code, cnt) AS errors_by_code
+          FROM (SELECT q.last_error_code::text AS code, pg_catalog.count(*) AS cnt
+                  FROM wasend.send_queue q
+                 WHERE q.campaign_id = c.id AND q.status = 'failed'
+                 GROUP BY 1) x
+         WHERE code IS NOT NULL) e ON true;
+COMMENT ON VIEW wasend.campaign_progress IS
+'Per campaign: rows by status, percent done, send rate over the last 10 s, ETA, errors by code, held messages, why ready rows wait (a campaign the senders set aside too), rows waiting for their send window, kind and priority';
+
+-- ---------------------------------------------------------------------
+-- Every column a role may write is checked, with the API's messages
+-- ---------------------------------------------------------------------
+
+/*
+ * A plain UPDATE by an administrator could write what the API refuses (a
+ * send_timezone with a typo, a negative sample_left), and one such row
+ * stopped every sender of the database.  The validation triggers now
+ * check every column wasend_admin may write (campaigns, whatsapp_numbers,
+ * error_policy, country_zones, prices, suppressions) and the four that
+ * wasend_operator may insert into send_queue, with the rules and messages
+ * of the API functions: an ERROR with a hint, before any constraint (a
+ * constraint's message has no hint, and its DETAIL would show the row).
+ * On an UPDATE only the columns that change are checked, so that the
+ * senders' own updates of a row never fail on an old value of another
+ * column.
+ *
+ * The trigger functions run as the caller, who must be able to run the
+ * checks they call: wasend_admin could not (its UPDATE of a campaign's
+ * message, or of a country's zone, failed with "permission denied for
+ * function"), and gets EXECUTE on them.  They are pure checks.
+ *
+ * Rows written before this version are not checked again: CHECK
+ * constraints cannot express these rules (a time zone name depends on the
+ * server's time zone database, which is not immutable).  The upgrade
+ * lists every existing row that breaks a rule in a WARNING and changes
+ * nothing; the senders set such a campaign aside (see campaign_faults
+ * above) until it is corrected.
+ */
+GRANT EXECUTE ON FUNCTION wasend._check_message(jsonb, text) TO wasend_admin;
+GRANT EXECUTE ON FUNCTION wasend._check_timezone(text, text) TO wasend_admin;
+GRANT EXECUTE ON FUNCTION wasend._check_campaign_options(text, text, integer, interval, integer, interval) TO wasend_admin;
+GRANT EXECUTE ON FUNCTION wasend._check_lane_options(integer, time, time, text) TO wasend_admin;
+GRANT EXECUTE ON FUNCTION wasend._normalize_recipient(text) TO wasend_admin;
+
+-- Refuse a campaign row the API would not write.  Returns the first
+-- problem as (SQLSTATE, message, hint), or NULL: the trigger raises it, the upgrade
+-- lists it.  c_old is NULL for a new row; otherwise only the columns that
+-- differ from it are checked.
+CREATE FUNCTION wasend._campaign_problem(c wasend.campaigns, c_old wasend.campaigns)
+RETURNS text[]
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ins boolean := c_old IS NULL;
+    e_state text;
+    e_msg text;
+    e_hint text;
+BEGIN
+    IF ins OR c.name IS DISTINCT FROM c_old.name THEN
+        IF c.name IS NULL OR btrim(c.name) = '' THEN
+            RETURN ARRAY['22023', 'campaign name must not be empty',
+                         'Give the campaign a name you will recognize in wasend.campaign_progress.'];
+        END IF;
+    END IF;
+    IF ins OR c.number_id IS DISTINCT FROM c_old.number_id THEN
+        IF c.number_id IS NULL THEN
+            RETURN ARRAY['22004', 'number id must not be null',
+                         'Pass the id returned by wasend_add_number().'];
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM wasend.whatsapp_numbers n WHERE n.id = c.number_id) THEN
+            RETURN ARRAY['23503', format('number %s does not exist', c.number_id),
+                         'Register the number first with wasend_add_number(); see SELECT id, phone_number_id FROM wasend.whatsapp_numbers.'];
+        END IF;
+    END IF;
+    IF ins OR c.status IS DISTINCT FROM c_old.status THEN
+        IF c.status IS NULL OR c.status NOT IN ('draft', 'scheduled', 'running', 'paused', 'completed', 'cancelled') THEN
+            RETURN ARRAY['22023', format('campaign status must be draft, scheduled, running, paused, completed or cancelled, not %s', coalesce(c.status, 'NULL')),
+                         'Use wasend_start_campaign(), wasend_pause_campaign(), wasend_resume_campaign() and wasend_cancel_campaign().'];
+        END IF;
+    END IF;
+    IF ins OR c.kind IS DISTINCT FROM c_old.kind THEN
+        IF c.kind IS NULL OR c.kind NOT IN ('campaign', 'transactional') THEN
+            RETURN ARRAY['22023', format('campaign kind must be campaign or transactional, not %s', coalesce(c.kind, 'NULL')),
+                         'A number''s transactional lane is made by wasend_send(); every other campaign is of kind campaign.'];
+        END IF;
+    END IF;
+    IF ins OR c.error_threshold IS DISTINCT FROM c_old.error_threshold THEN
+        IF c.error_threshold IS NULL OR NOT (c.error_threshold > 0 AND c.error_threshold <= 1) THEN
+            RETURN ARRAY['22023', format('error_threshold must be above 0 and at most 1, not %s', coalesce(c.error_threshold::text, 'NULL')),
+                         'It is the share of failed results that pauses the campaign, e.g. 0.05 for 5%.'];
+        END IF;
+    END IF;
+    IF ins OR c.error_window IS DISTINCT FROM c_old.error_window THEN
+        IF c.error_window IS NULL OR c.error_window NOT BETWEEN 10 AND 10000 THEN
+            RETURN ARRAY['22023', format('error_window must be between 10 and 10000, not %s', coalesce(c.error_window::text, 'NULL')),
+                         'It is how many of the last results the circuit breaker counts, e.g. 200.'];
+        END IF;
+    END IF;
+    IF ins OR c.pause_on_quality IS DISTINCT FROM c_old.pause_on_quality
+       OR c.pacing IS DISTINCT FROM c_old.pacing OR c.frequency_window IS DISTINCT FROM c_old.frequency_window
+       OR c.pacing_hold IS DISTINCT FROM c_old.pacing_hold OR c.pacing_sample IS DISTINCT FROM c_old.pacing_sample THEN
+        IF c.pause_on_quality IS NULL OR c.pacing IS NULL OR c.frequency_window IS NULL
+           OR c.pacing_hold IS NULL OR c.pacing_sample IS NULL THEN
+            RETURN ARRAY['22004', 'pause_on_quality, pacing, pacing_sample, pacing_hold and frequency_window must not be null',
+                         'Leave them out for the defaults (true, meta, 1000, 15 minutes, 7 days).'];
+        END IF;
+    END IF;
+    IF ins OR c.category IS DISTINCT FROM c_old.category THEN
+        IF c.category IS NULL THEN
+            RETURN ARRAY['22004', 'category must not be null',
+                         'Use the category Meta approved the template under: marketing, utility or authentication; service for a message that is not a template.'];
+        END IF;
+    END IF;
+    IF ins OR ROW(c.category, c.pacing, c.pacing_sample, c.pacing_hold, c.frequency_cap, c.frequency_window)
+              IS DISTINCT FROM
+              ROW(c_old.category, c_old.pacing, c_old.pacing_sample, c_old.pacing_hold, c_old.frequency_cap, c_old.frequency_window) THEN
+        BEGIN
+            PERFORM wasend._check_campaign_options(c.category, c.pacing, c.pacing_sample, c.pacing_hold,
+                                                   c.frequency_cap, c.frequency_window);
+        EXCEPTION WHEN invalid_parameter_value OR null_value_not_allowed THEN
+            GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_msg = MESSAGE_TEXT, e_hint = PG_EXCEPTION_HINT;
+            RETURN ARRAY[e_state, e_msg, e_hint];
+        END;
+    END IF;
+    IF ins OR c.sample_left IS DISTINCT FROM c_old.sample_left THEN
+        IF c.sample_left <= 0 THEN
+            RETURN ARRAY['22023', format('sample_left must be positive or NULL, not %s', c.sample_left),
+                         'It counts down the first sample of a new template (pacing sample); NULL sends without one.'];
+        END IF;
+    END IF;
+    IF ins OR c.pause_rule IS DISTINCT FROM c_old.pause_rule THEN
+        IF c.pause_rule NOT IN ('quality', 'template') THEN
+            RETURN ARRAY['22023', format('pause_rule must be quality, template or NULL, not %s', c.pause_rule),
+                         'It says which all-clear resumes a campaign the senders paused; NULL for one only a person resumes.'];
+        END IF;
+    END IF;
+    IF ins OR ROW(c.priority, c.send_window_start, c.send_window_end, c.send_timezone)
+              IS DISTINCT FROM
+              ROW(c_old.priority, c_old.send_window_start, c_old.send_window_end, c_old.send_timezone) THEN
+        BEGIN
+            PERFORM wasend._check_lane_options(c.priority, c.send_window_start, c.send_window_end, c.send_timezone);
+        EXCEPTION WHEN invalid_parameter_value OR null_value_not_allowed THEN
+            GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_msg = MESSAGE_TEXT, e_hint = PG_EXCEPTION_HINT;
+            RETURN ARRAY[e_state, e_msg, e_hint];
+        END;
+    END IF;
+    IF ins OR c.started_at IS DISTINCT FROM c_old.started_at OR c.created_at IS DISTINCT FROM c_old.created_at
+       OR c.updated_at IS DISTINCT FROM c_old.updated_at THEN
+        IF c.created_at IS NULL OR c.updated_at IS NULL THEN
+            RETURN ARRAY['22004', 'created_at and updated_at must not be null',
+                         'Leave them to wasend: updated_at = now() marks a change.'];
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._campaign_problem(wasend.campaigns, wasend.campaigns) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wasend._campaign_problem(wasend.campaigns, wasend.campaigns) TO wasend_admin;
+
+-- campaigns: the message as before, and every other column
+CREATE OR REPLACE FUNCTION wasend._campaign_check() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p text[];
+BEGIN
+    IF TG_OP = 'INSERT' OR NEW.message IS DISTINCT FROM OLD.message THEN
+        PERFORM wasend._check_message(NEW.message, 'campaign message');
+    END IF;
+    p := wasend._campaign_problem(NEW, OLD);
+    IF p IS NOT NULL THEN
+        RAISE EXCEPTION '%', p[2] USING ERRCODE = p[1], HINT = p[3];
+    END IF;
+    RETURN NEW;
+END
+$$;
+DROP TRIGGER campaign_check ON wasend.campaigns;
+CREATE TRIGGER campaign_check BEFORE INSERT OR UPDATE ON wasend.campaigns
+    FOR EACH ROW EXECUTE FUNCTION wasend._campaign_check();
+
+-- whatsapp_numbers: as before, and the columns the senders write from
+-- Meta's answers and the ones that must not be null (a NOT NULL
+-- constraint's DETAIL would show the row, token included)
+CREATE OR REPLACE FUNCTION wasend._number_check() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.phone_number_id IS NULL THEN
+        RAISE EXCEPTION 'phone_number_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Use the numeric Phone number ID from the WhatsApp Manager (API Setup).';
+    END IF;
+    IF NEW.phone_number_id !~ '^[0-9]{1,32}$' THEN
+        RAISE EXCEPTION 'invalid phone_number_id "%"', NEW.phone_number_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use the numeric Phone number ID from the WhatsApp Manager (API Setup), not the phone number itself.';
+    END IF;
+    IF NEW.access_token IS NULL THEN
+        RAISE EXCEPTION 'access token must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Give the system user access token of the WhatsApp Business account.';
+    END IF;
+    IF NEW.access_token !~ '^\S+$' OR length(NEW.access_token) > 4096 THEN
+        RAISE EXCEPTION 'invalid access token'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the system user access token, without "Bearer " or spaces.';
+    END IF;
+    IF NEW.max_send_rate_per_sec IS NULL OR NEW.max_send_rate_per_sec NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'max_send_rate_per_sec must be between 1 and 1000, not %',
+                        coalesce(NEW.max_send_rate_per_sec::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Meta allows 80 messages per second per number by default and up to 1000 after an upgrade.';
+    END IF;
+    IF NEW.status IS NULL OR NEW.status NOT IN ('active', 'paused') THEN
+        RAISE EXCEPTION 'number status must be active or paused, not %', coalesce(NEW.status, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use wasend_pause_number() and wasend_resume_number().';
+    END IF;
+    IF NEW.business_id IS NOT NULL AND NEW.business_id !~ '^[0-9]{1,32}$' THEN
+        RAISE EXCEPTION 'invalid business_id "%"', NEW.business_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use the numeric id of the business portfolio (Business Settings, Business info), or NULL.';
+    END IF;
+    IF NEW.messaging_limit_override < 0 OR NEW.messaging_limit < 0 THEN
+        RAISE EXCEPTION 'messaging_limit must not be negative, not %',
+                        coalesce(NEW.messaging_limit_override, NEW.messaging_limit)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the number of unique recipients the portfolio may reach in 24 h (e.g. 250, 2000), or reset_messaging_limit => true to follow Meta''s tier.';
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.quality_rating IS DISTINCT FROM OLD.quality_rating THEN
+        IF NEW.quality_rating NOT IN ('GREEN', 'YELLOW', 'RED', 'UNKNOWN') THEN
+            RAISE EXCEPTION 'quality_rating must be GREEN, YELLOW, RED, UNKNOWN or NULL, not %', NEW.quality_rating
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'The senders read it from the Graph API; leave it to them.';
+        END IF;
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.can_send_message IS DISTINCT FROM OLD.can_send_message THEN
+        IF NEW.can_send_message NOT IN ('AVAILABLE', 'LIMITED', 'BLOCKED') THEN
+            RAISE EXCEPTION 'can_send_message must be AVAILABLE, LIMITED, BLOCKED or NULL, not %', NEW.can_send_message
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'The senders read it from the Graph API; leave it to them.';
+        END IF;
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.pause_rule IS DISTINCT FROM OLD.pause_rule THEN
+        IF NEW.pause_rule <> 'health' THEN
+            RAISE EXCEPTION 'pause_rule of a number must be health or NULL, not %', NEW.pause_rule
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'health: the number''s health all-clear resumes it; NULL: only wasend_resume_number() does.';
+        END IF;
+    END IF;
+    IF NEW.limits_due_at IS NULL OR NEW.created_at IS NULL OR NEW.updated_at IS NULL THEN
+        RAISE EXCEPTION 'limits_due_at, created_at and updated_at of a number must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Set limits_due_at = now() to have its messaging limit read again soon; leave the others to wasend.';
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.phone_number_id IS DISTINCT FROM OLD.phone_number_id THEN
+        IF EXISTS (SELECT 1 FROM wasend.whatsapp_numbers n
+                    WHERE n.phone_number_id = NEW.phone_number_id AND n.id IS DISTINCT FROM NEW.id) THEN
+            RAISE EXCEPTION 'phone number id % is already registered', NEW.phone_number_id
+                USING ERRCODE = 'unique_violation',
+                      HINT = 'Use wasend_update_number() to change its token or rate.';
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- error_policy: the policy columns an administrator edits.  The backoff
+-- and pause are bounded so that no answer's retry time or pause can
+-- overflow (the record would fail on it).
+CREATE FUNCTION wasend._error_policy_check() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.code IS NULL OR NEW.code !~ '^(\*|-?[0-9]{1,9}|[a-z][a-z0-9_]{0,63})$' THEN
+        RAISE EXCEPTION 'invalid error policy code "%"', coalesce(NEW.code, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give a Graph API error code (e.g. 131056), a transport class (timeout, connect, reset, tls, http_5xx, bad_response, transport), or * for every other error.';
+    END IF;
+    IF NEW.action IS NULL OR NEW.action NOT IN ('retry', 'fail', 'pause_number', 'pause_campaign') THEN
+        RAISE EXCEPTION 'error policy action must be retry, fail, pause_number or pause_campaign, not %', coalesce(NEW.action, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'retry puts the row back after a backoff, fail fails it, pause_number and pause_campaign pause with the reason stored.';
+    END IF;
+    IF NEW.backoff IS NULL OR NEW.backoff < '0'::interval OR NEW.backoff > '1 year'::interval THEN
+        RAISE EXCEPTION 'backoff must be between 0 and a year, not %', coalesce(NEW.backoff::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the wait before the first retry, e.g. ''2 seconds''; later retries multiply it by backoff_factor, up to 24 hours.';
+    END IF;
+    IF NEW.backoff_factor IS NULL OR NEW.backoff_factor = 'NaN'::float8
+       OR NOT (NEW.backoff_factor BETWEEN 1 AND 1000) THEN
+        RAISE EXCEPTION 'backoff_factor must be between 1 and 1000, not %', coalesce(NEW.backoff_factor::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Each retry waits backoff_factor times longer than the one before, e.g. 2.';
+    END IF;
+    IF NEW.pause_for <= '0'::interval OR NEW.pause_for > '1 year'::interval THEN
+        RAISE EXCEPTION 'pause_for must be positive and at most a year, not %', NEW.pause_for
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give how long a pause_number lasts, e.g. ''10 minutes'', or NULL for a pause until a person resumes the number.';
+    END IF;
+    IF NEW.slow_down IS NULL OR NEW.retry_once IS NULL THEN
+        RAISE EXCEPTION 'slow_down and retry_once must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Give true or false.';
+    END IF;
+    IF NEW.jitter IS NULL OR NEW.jitter = 'NaN'::float8 OR NOT (NEW.jitter BETWEEN 0 AND 1) THEN
+        RAISE EXCEPTION 'jitter must be between 0 and 1, not %', coalesce(NEW.jitter::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the share by which a backoff may vary either way, e.g. 0.2 for 20%, or 0 for none.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._error_policy_check() FROM PUBLIC;
+-- named so that it fires before error_policy_track (triggers fire by name)
+CREATE TRIGGER error_policy_check BEFORE INSERT OR UPDATE ON wasend.error_policy
+    FOR EACH ROW EXECUTE FUNCTION wasend._error_policy_check();
+
+-- country_zones: the calling code and country too
+CREATE OR REPLACE FUNCTION wasend._country_zone_check() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.calling_code IS NULL OR NEW.calling_code !~ '^[0-9]{1,7}$' THEN
+        RAISE EXCEPTION 'invalid calling code "%"', coalesce(NEW.calling_code, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the country calling code in digits, e.g. 49 or 1.';
+    END IF;
+    IF NEW.country IS NULL OR btrim(NEW.country) = '' THEN
+        RAISE EXCEPTION 'the country of calling code % must not be empty', NEW.calling_code
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Give the country''s ISO code, e.g. DE.';
+    END IF;
+    IF NEW.builtin IS NULL THEN
+        RAISE EXCEPTION 'builtin must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Leave it out: a zone you add or change is not built in (false).';
+    END IF;
+    PERFORM wasend._check_timezone(NEW.zone, format('zone of calling code %s', NEW.calling_code));
+    RETURN NEW;
+END
+$$;
+
+-- prices: a price must be a finite number
+CREATE OR REPLACE FUNCTION wasend._price_check() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.category IS NULL OR btrim(NEW.category) = '' THEN
+        RAISE EXCEPTION 'a price needs a category'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Use the pricing category of the status webhooks: marketing, marketing_lite, utility, authentication, authentication_international or service.';
+    END IF;
+    IF NEW.category NOT IN ('marketing', 'marketing_lite', 'utility', 'authentication',
+                            'authentication_international', 'service', 'referral_conversion') THEN
+        RAISE EXCEPTION 'unknown pricing category "%"', NEW.category
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use the pricing category of the status webhooks: marketing, marketing_lite, utility, authentication, authentication_international or service.';
+    END IF;
+    IF coalesce(NEW.country_prefix, '') !~ '^\+?[0-9]{0,6}$' THEN
+        RAISE EXCEPTION 'invalid country_prefix "%"', NEW.country_prefix
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the country calling code, e.g. 44 or 1 (digits only), or '''' for any country.';
+    END IF;
+    NEW.country_prefix := ltrim(coalesce(NEW.country_prefix, ''), '+');
+    IF NEW.price IS NULL OR NEW.price < 0 OR NEW.price IN ('NaN', 'Infinity') THEN
+        RAISE EXCEPTION 'a price must be zero or more, not %', coalesce(NEW.price::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the price of one billable message in your currency, e.g. 0.0250.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- suppressions: reason and scope (the recipient is left as given: the
+-- webhook suppresses whatever sender Meta names, and a recipient that is
+-- no phone number matches no row)
+CREATE FUNCTION wasend._suppression_check() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.recipient IS NULL OR btrim(NEW.recipient) = '' THEN
+        RAISE EXCEPTION 'recipient must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Give the phone number in international format, e.g. 15551234567.';
+    END IF;
+    IF NEW.reason IS NULL OR btrim(NEW.reason) = '' THEN
+        RAISE EXCEPTION 'a suppression needs a reason'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Say why, e.g. ''asked by phone''.';
+    END IF;
+    IF NEW.scope IS NULL OR NEW.scope NOT IN ('all', 'marketing') THEN
+        RAISE EXCEPTION 'suppression scope must be all or marketing, not %', coalesce(NEW.scope, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'all: no campaign sends to the recipient; marketing: only a marketing campaign skips it.';
+    END IF;
+    IF NEW.created_at IS NULL THEN
+        RAISE EXCEPTION 'created_at must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Leave it out: it defaults to now().';
+    END IF;
+    RETURN NEW;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._suppression_check() FROM PUBLIC;
+CREATE TRIGGER suppression_check BEFORE INSERT OR UPDATE ON wasend.suppressions
+    FOR EACH ROW EXECUTE FUNCTION wasend._suppression_check();
+
+-- The rows written before that break a rule: listed, not changed.
+DO $$
+DECLARE
+    r record;
+    p text[];
+    m text;
+BEGIN
+    FOR r IN SELECT c FROM wasend.campaigns c ORDER BY c.id LOOP
+        BEGIN
+            PERFORM wasend._check_message((r.c).message, 'campaign message');
+            p := wasend._campaign_problem(r.c, NULL);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS m = MESSAGE_TEXT;
+            p := ARRAY[NULL, m];
+        END;
+        IF p IS NOT NULL THEN
+            RAISE WARNING 'campaign % breaks a rule of wasend 0.6.0: %', (r.c).id, p[2]
+                USING HINT = 'Correct it with an UPDATE or wasend_update_campaign(); until then the senders may set it aside (wasend.campaign_progress.waiting says why).';
+        END IF;
+    END LOOP;
+    FOR r IN SELECT c.calling_code, c.zone FROM wasend.country_zones c
+              WHERE NOT coalesce(wasend._is_zone_name(c.zone), false) ORDER BY 1 LOOP
+        RAISE WARNING 'country zone of calling code % is no time zone: %', r.calling_code, r.zone
+            USING HINT = 'Correct it with an UPDATE of wasend.country_zones.';
+    END LOOP;
+END
+$$;
+
 /*
  * A grant means one database.
  *

@@ -23,6 +23,27 @@
 static HTAB *campaigns = NULL;
 
 /*
+ * Campaigns set aside: a read of the running set or a claim failed on
+ * them (a value in their row, or in a row of theirs, that the statement
+ * cannot use).  Until retry_at the running set leaves them out, so that
+ * they hold up no other campaign; then they are tried again, and set
+ * aside for twice as long if they fail again.
+ */
+typedef struct CampaignFault
+{
+	int64		campaign_id;	/* hash key */
+	int64		retry_at;		/* monotonic us: left out until then */
+	int64		backoff;		/* us: how long the last failure set it aside */
+	int			step;			/* FAULT_REFRESH or FAULT_CLAIM */
+} CampaignFault;
+
+/* a campaign set aside the first time waits this long, in us, and at most */
+#define FAULT_FIRST_US	(5 * USECS_PER_SEC)
+#define FAULT_MAX_US	(60 * USECS_PER_SEC)
+
+static HTAB *faults = NULL;
+
+/*
  * Create the campaigns table (in sender_context).
  */
 void
@@ -36,6 +57,97 @@ campaigns_init(void)
 	ctl.hcxt = sender_context;
 	campaigns = hash_create("wasend campaigns", 64, &ctl,
 							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	ctl.entrysize = sizeof(CampaignFault);
+	faults = hash_create("wasend campaign faults", 16, &ctl,
+						 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+/*
+ * Set a campaign aside after a failure of step (FAULT_REFRESH or
+ * FAULT_CLAIM): for FAULT_FIRST_US the first time, twice as long at each
+ * failure after, at most FAULT_MAX_US.  It stops running in this sender
+ * at once (the rows it holds of it are given back).  Returns how long, in
+ * us.
+ */
+int64
+campaign_fault(int64 campaign_id, int step)
+{
+	bool		found;
+	CampaignFault *f = hash_search(faults, &campaign_id, HASH_ENTER, &found);
+	CampaignState *cs = campaign_find(campaign_id);
+
+	f->backoff = found ? Min(f->backoff * 2, FAULT_MAX_US) : FAULT_FIRST_US;
+	f->retry_at = wasend_mono_us() + f->backoff;
+	f->step = step;
+	if (cs != NULL)
+		cs->running = false;
+	return f->backoff;
+}
+
+/*
+ * Fill excl (room for campaign_faults_count() entries) with the campaigns
+ * set aside now.  Returns how many.
+ */
+int
+campaign_faults_excluded(int64 *excl)
+{
+	HASH_SEQ_STATUS seq;
+	CampaignFault *f;
+	int			n = 0;
+	int64		now = wasend_mono_us();
+
+	hash_seq_init(&seq, faults);
+	while ((f = hash_seq_search(&seq)) != NULL)
+		if (now < f->retry_at)
+			excl[n++] = f->campaign_id;
+	return n;
+}
+
+/*
+ * How many campaigns have a fault entry (an upper bound for arrays).
+ */
+int
+campaign_faults_count(void)
+{
+	return (int) hash_get_num_entries(faults);
+}
+
+/*
+ * The campaigns ids[0..n-1] went through step: those of them set aside
+ * for that step are forgotten, and listed in cleared (room for
+ * campaign_faults_count() entries) to be cleared in the table.  With
+ * FAULT_REFRESH and all, ids is the whole running set just read: a
+ * campaign set aside whose time is up and that is not in it stopped
+ * running, and is forgotten too.  Returns how many were listed.
+ */
+int
+campaign_faults_passed(const int64 *ids, int n, int step, bool all,
+					   int64 *cleared)
+{
+	HASH_SEQ_STATUS seq;
+	CampaignFault *f;
+	int			ncleared = 0;
+	int64		now = wasend_mono_us();
+	int			i;
+
+	if (hash_get_num_entries(faults) == 0)
+		return 0;
+	hash_seq_init(&seq, faults);
+	while ((f = hash_seq_search(&seq)) != NULL)
+	{
+		bool		in = false;
+
+		if (now < f->retry_at)
+			continue;
+		for (i = 0; i < n && !in; i++)
+			in = ids[i] == f->campaign_id;
+		if ((in && f->step == step) || (!in && all))
+		{
+			cleared[ncleared++] = f->campaign_id;
+			hash_search(faults, &f->campaign_id, HASH_REMOVE, NULL);
+		}
+	}
+	return ncleared;
 }
 
 /*

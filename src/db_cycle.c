@@ -31,6 +31,11 @@
  *	  recorded row by row, and a row whose answer still cannot be recorded
  *	  fails as bad_response with the error (record_poison).  An answer can
  *	  thus fail its own row, never the sender, and never strand a row.
+ *	- A data error in the read of the running set or in a claim is about
+ *	  one campaign's row (or rows): the read or claim is done in halves,
+ *	  and a campaign that fails alone is set aside for a back-off
+ *	  (set_aside), so one campaign never holds up the others, a number's
+ *	  lane included.
  *
  * If the transaction as a whole fails (its commit, say), it is rolled back
  * and nothing it did counts: the answers stay in the batch, the claimed
@@ -409,6 +414,89 @@ record_results(bool *keep)
 	return record_range(idx, results.n, keep, true);
 }
 
+/* ---- campaigns set aside ---- */
+
+typedef struct FaultStep
+{
+	int64		campaign_id;
+	const char *message;
+	int64		backoff;
+	int64	   *ids;
+	int			n;
+} FaultStep;
+
+/*
+ * Step: say on a campaign why it is set aside.
+ */
+static void
+step_fault_note(void *arg)
+{
+	FaultStep  *f = arg;
+
+	queue_fault_note(f->campaign_id, f->message, (double) f->backoff / USECS_PER_SEC);
+}
+
+/*
+ * Step: forget what was said of campaigns that went through again.
+ */
+static void
+step_fault_clear(void *arg)
+{
+	FaultStep  *f = arg;
+
+	queue_fault_clear(f->n, f->ids);
+}
+
+/*
+ * A statement failed on the data of this campaign alone: set it aside (it
+ * leaves the running set, its rows wait) for a back-off, say so once in
+ * the log and on the campaign.  The other campaigns go on.
+ */
+static void
+set_aside(int64 campaign_id, int step, const char *what, const char *message)
+{
+	FaultStep	f = {campaign_id, message, 0, NULL, 0};
+
+	f.backoff = campaign_fault(campaign_id, step);
+	ereport(WARNING,
+			(errcode(ERRCODE_DATA_EXCEPTION),
+			 errmsg("wasend sender: campaign " INT64_FORMAT " set aside for %d s: %s failed on it: %s",
+					campaign_id, (int) (f.backoff / USECS_PER_SEC), what, message),
+			 errdetail("Its rows wait; the other campaigns go on.  It is tried again then, and set aside twice as long each time it fails again, at most a minute."),
+			 errhint("Correct the campaign's row (or its rows); wasend.campaign_progress.waiting shows the error until it goes through.")));
+	run_step("noting a campaign set aside", step_fault_note, &f, NULL, false);
+}
+
+/*
+ * The campaigns ids[0..n-1] went through step: forget their faults (see
+ * campaign_faults_passed).
+ */
+static void
+faults_passed(const int64 *ids, int n, int step, bool all)
+{
+	FaultStep	f = {0, NULL, 0, NULL, 0};
+
+	if (campaign_faults_count() == 0)
+		return;
+	f.ids = palloc(sizeof(int64) * campaign_faults_count());
+	f.n = campaign_faults_passed(ids, n, step, all, f.ids);
+	if (f.n > 0)
+		run_step("clearing campaigns set aside", step_fault_clear, &f, NULL, false);
+}
+
+/*
+ * Log a step's failure as run_step does when not quiet: for the steps run
+ * quietly first, because a data error is then looked into per campaign.
+ */
+static void
+log_skipped(const char *what, int sqlerrcode, const char *message)
+{
+	ereport(is_transient(sqlerrcode) ? DEBUG1 : WARNING,
+			(errcode(sqlerrcode),
+			 errmsg("wasend sender: %s skipped: %s", what, message),
+			 errdetail("The sender goes on; what was skipped is tried again or settled per row.")));
+}
+
 /* ---- refresh ---- */
 
 typedef struct RefreshStep
@@ -416,19 +504,107 @@ typedef struct RefreshStep
 	TimestampTz next_start;
 	RunningCampaign *rc;
 	int			n;
+	int64	   *excl;			/* campaigns set aside */
+	int			nexcl;
+	int64	   *only;			/* read only these, unless NULL */
+	int			nonly;
 	MemoryContext cxt;
 } RefreshStep;
 
 /*
- * Step: start due campaigns, resume numbers, read the running set.
+ * Step: start due campaigns, resume numbers.
  */
 static void
-step_refresh(void *arg)
+step_activate(void *arg)
 {
 	RefreshStep *r = arg;
 
 	r->next_start = queue_activate_scheduled();
-	r->n = queue_running_campaigns(&r->rc, r->cxt);
+}
+
+/*
+ * Step: read the running set (or the part of it in r->only).
+ */
+static void
+step_running(void *arg)
+{
+	RefreshStep *r = arg;
+
+	r->n = queue_running_campaigns(r->nexcl, r->excl, r->nonly, r->only,
+								   &r->rc, r->cxt);
+}
+
+/*
+ * Step: list the ids the running set would hold.
+ */
+static void
+step_running_ids(void *arg)
+{
+	RefreshStep *r = arg;
+
+	r->nonly = queue_running_ids(r->nexcl, r->excl, &r->only, r->cxt);
+}
+
+/*
+ * Read the running set of the campaigns ids[0..n-1], in halves while it
+ * fails on the data, and set aside a campaign whose read fails alone: k
+ * such campaigns among n cost about 2k log2(n) reads.
+ */
+static void
+isolate_running(RefreshStep *r, int64 *ids, int n)
+{
+	char	   *message = NULL;
+	int			err;
+
+	r->only = ids;
+	r->nonly = n;
+	err = run_step("reading part of the running set", step_running, r, &message, true);
+	if (err == 0 || !is_data_error(err))
+		return;
+	if (n > 1)
+	{
+		isolate_running(r, ids, n / 2);
+		isolate_running(r, ids + n / 2, n - n / 2);
+	}
+	else
+		set_aside(ids[0], FAULT_REFRESH, "reading the running set", message);
+}
+
+/*
+ * Read the running set, without the campaigns set aside.  When the read
+ * fails on the data (a value in a campaign's row that it cannot use: a
+ * send_timezone that is no time zone, say), the campaign at fault is
+ * found (isolate_running) and set aside, and the set is read again
+ * without it: one bad campaign row never holds up the others.  Returns
+ * whether the set was read.
+ */
+static bool
+read_running(RefreshStep *r)
+{
+	char	   *message = NULL;
+	int			err;
+
+	r->excl = palloc(sizeof(int64) * Max(campaign_faults_count(), 1));
+	r->nexcl = campaign_faults_excluded(r->excl);
+	r->only = NULL;
+	r->nonly = 0;
+	err = run_step("refreshing the running set", step_running, r, &message, true);
+	if (err == 0)
+		return true;
+	if (!is_data_error(err))
+	{
+		log_skipped("refreshing the running set", err, message);
+		return false;
+	}
+	if (run_step("listing running campaigns", step_running_ids, r, NULL, false) != 0)
+		return false;
+	isolate_running(r, r->only, r->nonly);
+
+	r->excl = palloc(sizeof(int64) * Max(campaign_faults_count(), 1));
+	r->nexcl = campaign_faults_excluded(r->excl);
+	r->only = NULL;
+	r->nonly = 0;
+	return run_step("refreshing the running set", step_running, r, NULL, false) == 0;
 }
 
 /*
@@ -585,6 +761,96 @@ step_claim(void *arg)
 }
 
 /*
+ * Claim for the campaigns req[lo..lo+n-1], in halves while the claim
+ * fails on the data, and set aside a campaign whose claim fails alone.
+ * What went through is added to acc: its campaigns (for the dry marks)
+ * and its rows.
+ */
+static void
+claim_range(const ClaimStep *req, int lo, int n, ClaimStep *acc)
+{
+	ClaimStep	part;
+	char	   *message = NULL;
+	int			err;
+
+	memset(&part, 0, sizeof(part));
+	part.ids = req->ids + lo;
+	part.lims = req->lims + lo;
+	part.after = req->after + lo;
+	part.n = n;
+	part.cxt = req->cxt;
+	err = run_step("claiming rows of some campaigns", step_claim, &part, &message, true);
+	if (err == 0)
+	{
+		memcpy(acc->ids + acc->n, part.ids, sizeof(int64) * n);
+		memcpy(acc->lims + acc->n, part.lims, sizeof(int32) * n);
+		memcpy(acc->after + acc->n, part.after, sizeof(int64) * n);
+		acc->n += n;
+		if (part.nrows > 0)
+		{
+			acc->rows = acc->rows == NULL ?
+				MemoryContextAlloc(req->cxt, sizeof(ClaimedRow) * part.nrows) :
+				repalloc(acc->rows, sizeof(ClaimedRow) * (acc->nrows + part.nrows));
+			memcpy(acc->rows + acc->nrows, part.rows, sizeof(ClaimedRow) * part.nrows);
+			acc->nrows += part.nrows;
+		}
+		return;
+	}
+	if (!is_data_error(err))
+		return;					/* a lock, say: these wait for a later turn */
+	if (n > 1)
+	{
+		claim_range(req, lo, n / 2, acc);
+		claim_range(req, lo + n / 2, n - n / 2, acc);
+	}
+	else
+		set_aside(req->ids[lo], FAULT_CLAIM, "claiming rows", message);
+}
+
+/*
+ * Claim rows for the campaigns c asks for.  When the claim fails on the
+ * data (a value it cannot use in a campaign's row or in one of its rows:
+ * a negative sample_left, say), the campaign at fault is found by
+ * claiming in halves and set aside; the others' rows are claimed all the
+ * same, a number's lane included.  On return c->ids, lims and after hold
+ * only the campaigns whose claim went through (c->n of them), and c->rows
+ * what they gave.
+ */
+static void
+claim_rows(ClaimStep *c)
+{
+	ClaimStep	acc;
+	char	   *message = NULL;
+	int			err;
+
+	err = run_step("claiming rows", step_claim, c, &message, true);
+	if (err == 0)
+	{
+		faults_passed(c->ids, c->n, FAULT_CLAIM, false);
+		return;
+	}
+	c->nrows = 0;
+	if (!is_data_error(err))
+	{
+		log_skipped("claiming rows", err, message);
+		c->n = 0;				/* nothing claimed: mark none dry */
+		return;
+	}
+	memset(&acc, 0, sizeof(acc));
+	acc.ids = palloc(sizeof(int64) * c->n);
+	acc.lims = palloc(sizeof(int32) * c->n);
+	acc.after = palloc(sizeof(int64) * c->n);
+	claim_range(c, 0, c->n, &acc);
+	c->ids = acc.ids;
+	c->lims = acc.lims;
+	c->after = acc.after;
+	c->n = acc.n;
+	c->rows = acc.rows;
+	c->nrows = acc.nrows;
+	faults_passed(c->ids, c->n, FAULT_CLAIM, false);
+}
+
+/*
  * Take the rows of stopped campaigns (all rows with release_all) out of
  * the FIFOs onto the release list, and try to give the list back.  Returns
  * true when the list was given back; it is forgotten only once the
@@ -731,13 +997,22 @@ db_cycle(bool refresh, bool release_all)
 			/* a pause we caused: re-read at once which campaigns may send */
 			if (refresh || paused)
 			{
-				RefreshStep r = {0, NULL, 0, tmp};
+				RefreshStep r;
 
-				if (run_step("refreshing the running set", step_refresh, &r, NULL, false) == 0)
-				{
-					campaigns_refresh(r.rc, r.n);
+				memset(&r, 0, sizeof(r));
+				r.cxt = tmp;
+				if (run_step("starting scheduled campaigns", step_activate, &r, NULL, false) == 0)
 					next_scheduled_start = r.next_start == 0 ? 0 :
 						wasend_mono_us() + Max(r.next_start - GetCurrentTimestamp(), 0);
+				if (read_running(&r))
+				{
+					int64	   *ids = palloc(sizeof(int64) * Max(r.n, 1));
+					int			i;
+
+					campaigns_refresh(r.rc, r.n);
+					for (i = 0; i < r.n; i++)
+						ids[i] = r.rc[i].campaign_id;
+					faults_passed(ids, r.n, FAULT_REFRESH, true);
 					refreshed = true;
 				}
 				run_step("applying waiting statuses", step_pending, NULL, NULL, false);
@@ -765,10 +1040,10 @@ db_cycle(bool refresh, bool release_all)
 				claim.lims = palloc(sizeof(int32) * ncamp);
 				claim.after = palloc(sizeof(int64) * ncamp);
 				claim.n = campaigns_claim_request(claim.ids, claim.lims, claim.after);
-				if (claim.n > 0 &&
-					run_step("claiming rows", step_claim, &claim, NULL, false) != 0)
-					claim.nrows = -1;	/* nothing claimed, don't mark dry */
-				if (claim.n > 0 && claim.nrows >= 0)
+				if (claim.n > 0)
+					claim_rows(&claim);
+				/* only the campaigns whose claim went through */
+				if (claim.n > 0)
 					campaigns_mark_dry(claim.ids, claim.lims, claim.n,
 									   claim.rows, claim.nrows);
 			}

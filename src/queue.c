@@ -50,6 +50,9 @@ static SPIPlanPtr plan_pending = NULL;
 static SPIPlanPtr plan_limits_due = NULL;
 static SPIPlanPtr plan_limits_apply = NULL;
 static SPIPlanPtr plan_limits_failed = NULL;
+static SPIPlanPtr plan_running_ids = NULL;
+static SPIPlanPtr plan_fault_note = NULL;
+static SPIPlanPtr plan_fault_clear = NULL;
 
 /*
  * Is the extension installed in this database?  Senders start before
@@ -131,11 +134,12 @@ queue_prepare(void)
 	Oid			breaker_types[3] = {INT8OID, INT4OID, INT4OID};
 	Oid			ids_type[1] = {INT8ARRAYOID};
 	Oid			release_types[2] = {INT8ARRAYOID, INT8OID};
-	Oid			bool_type[1] = {BOOLOID};
 	Oid			int_type[1] = {INT4OID};
 	Oid			apply_types[3] = {INT8OID, INT4OID, TEXTOID};
 	Oid			failed_types[2] = {INT8OID, TEXTOID};
-	SPIPlanPtr	plans[14];
+	Oid			running_types[3] = {BOOLOID, INT8ARRAYOID, INT8ARRAYOID};
+	Oid			fault_types[3] = {INT8OID, TEXTOID, FLOAT8OID};
+	SPIPlanPtr	plans[17];
 
 	if (plan_complete != NULL)
 		return;
@@ -147,7 +151,7 @@ queue_prepare(void)
 	 * failure is not freed; that happens at most once per failed attempt.)
 	 */
 	plans[0] = prepare(sql_activate, 0, NULL);
-	plans[1] = prepare(sql_running, 1, bool_type);
+	plans[1] = prepare(sql_running, 3, running_types);
 	plans[2] = prepare(sql_claim, 5, claim_types);
 	plans[3] = prepare(sql_record, 8, record_types);
 	plans[4] = prepare(sql_record_poison, 4, poison_types);
@@ -160,6 +164,9 @@ queue_prepare(void)
 	plans[11] = prepare(sql_limits_apply, 3, apply_types);
 	plans[12] = prepare(sql_limits_failed, 2, failed_types);
 	plans[13] = prepare(sql_claim_lock, 1, ids_type);
+	plans[14] = prepare(sql_running_ids, 1, ids_type);
+	plans[15] = prepare(sql_fault_note, 3, fault_types);
+	plans[16] = prepare(sql_fault_clear, 1, ids_type);
 	plan_activate = plans[0];
 	plan_running = plans[1];
 	plan_claim = plans[2];
@@ -173,6 +180,9 @@ queue_prepare(void)
 	plan_limits_apply = plans[11];
 	plan_limits_failed = plans[12];
 	plan_claim_lock = plans[13];
+	plan_running_ids = plans[14];
+	plan_fault_note = plans[15];
+	plan_fault_clear = plans[16];
 	plan_complete = plans[9];
 }
 
@@ -209,19 +219,30 @@ queue_activate_scheduled(void)
 }
 
 /*
- * List the running campaigns whose number is active.  The result is
- * allocated in cxt.
+ * List the running campaigns whose number is active, but the nexcl ones
+ * in excl[], and only those in only[] when only is not NULL.  The result
+ * is allocated in cxt.
  */
 int
-queue_running_campaigns(RunningCampaign **out, MemoryContext cxt)
+queue_running_campaigns(int nexcl, const int64 *excl, int nonly, const int64 *only,
+						RunningCampaign **out, MemoryContext cxt)
 {
 	uint64		i;
 	RunningCampaign *rc;
-	Datum		args[1];
+	Datum		args[3];
+	char		nulls[3] = {' ', ' ', ' '};
 
 	/* while limits are read, a number waits for its first read */
 	args[0] = BoolGetDatum(wasend_limits_refresh_interval > 0);
-	if (SPI_execute_plan(plan_running, args, NULL, true, 0) != SPI_OK_SELECT)
+	args[1] = int8_array(nexcl, excl);
+	if (only != NULL)
+		args[2] = int8_array(nonly, only);
+	else
+	{
+		args[2] = (Datum) 0;
+		nulls[2] = 'n';
+	}
+	if (SPI_execute_plan(plan_running, args, nulls, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "wasend: listing running campaigns failed");
 
 	rc = MemoryContextAllocZero(cxt, sizeof(RunningCampaign) * Max(SPI_processed, 1));
@@ -246,6 +267,61 @@ queue_running_campaigns(RunningCampaign **out, MemoryContext cxt)
 	}
 	*out = rc;
 	return (int) SPI_processed;
+}
+
+/*
+ * The ids of the campaigns the running set would hold, but the nexcl ones
+ * in excl[], in *out (allocated in cxt).  Returns how many.
+ */
+int
+queue_running_ids(int nexcl, const int64 *excl, int64 **out, MemoryContext cxt)
+{
+	Datum		args[1];
+	int64	   *ids;
+	uint64		i;
+
+	args[0] = int8_array(nexcl, excl);
+	if (SPI_execute_plan(plan_running_ids, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "wasend: listing running campaigns failed");
+	ids = MemoryContextAlloc(cxt, sizeof(int64) * Max(SPI_processed, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	*out = ids;
+	return (int) SPI_processed;
+}
+
+/*
+ * Say on the campaign why the sender set it aside, and for how many
+ * seconds (wasend.campaign_faults, shown in campaign_progress.waiting).
+ */
+void
+queue_fault_note(int64 campaign_id, const char *error, double secs)
+{
+	Datum		args[3];
+
+	args[0] = Int64GetDatum(campaign_id);
+	args[1] = CStringGetTextDatum(error);
+	args[2] = Float8GetDatum(secs);
+	if (SPI_execute_plan(plan_fault_note, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "wasend: noting a campaign fault failed");
+}
+
+/*
+ * Forget what was said of campaigns set aside that went through again.
+ */
+void
+queue_fault_clear(int n, const int64 *campaign_ids)
+{
+	Datum		args[1];
+
+	args[0] = int8_array(n, campaign_ids);
+	if (SPI_execute_plan(plan_fault_clear, args, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "wasend: clearing campaign faults failed");
 }
 
 /*

@@ -80,7 +80,13 @@ typedef struct ResultBatch
 extern bool queue_extension_present(void);
 extern void queue_prepare(void);
 extern TimestampTz queue_activate_scheduled(void);
-extern int	queue_running_campaigns(RunningCampaign **out, MemoryContext cxt);
+extern int	queue_running_campaigns(int nexcl, const int64 *excl, int nonly,
+									const int64 *only, RunningCampaign **out,
+									MemoryContext cxt);
+extern int	queue_running_ids(int nexcl, const int64 *excl, int64 **out,
+							  MemoryContext cxt);
+extern void queue_fault_note(int64 campaign_id, const char *error, double secs);
+extern void queue_fault_clear(int n, const int64 *campaign_ids);
 extern int	queue_limits_due(int resume_secs, LimitsCheck **out, MemoryContext cxt);
 extern void queue_limits_apply(int64 number_id, long http_status, const char *body);
 extern void queue_limits_failed(int64 number_id, const char *message);

@@ -56,15 +56,51 @@ SELECT (SELECT count(*) FROM started) + (SELECT count(*) FROM resumed),
 -- opens (rows windowed per recipient are decided one by one, see claim).
 -- The priority orders a number's campaigns in the sender (campaign_cache.c);
 -- a transactional lane (wasend_send) goes ahead of all of them.
+--
+-- $2 leaves out the campaigns the sender set aside (a read or claim of
+-- theirs failed, see db_cycle.c); $3, when not NULL, reads only those
+-- campaigns: the sender reads the set in parts to find the campaign whose
+-- row makes the read fail.
 SELECT c.id, n.id, n.phone_number_id, n.access_token, n.max_send_rate_per_sec,
        c.error_threshold::float8, c.error_window, c.priority, c.kind = 'transactional'
   FROM wasend.campaigns c
   JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
  WHERE c.status = 'running' AND n.status = 'active'
+   AND NOT (c.id = ANY ($2::bigint[]))
+   AND ($3::bigint[] IS NULL OR c.id = ANY ($3::bigint[]))
    AND (n.limits_checked_at IS NOT NULL OR NOT $1)
    AND (c.paced_until IS NULL OR c.paced_until <= now())
    AND (c.send_window_start IS NULL OR c.send_timezone = 'recipient' OR c.kind = 'transactional'
         OR wasend._window_opens(c.send_window_start, c.send_window_end, c.send_timezone) IS NULL)
+
+-- name: running_ids
+-- The campaigns the running set would hold, by id only, for reading it in
+-- parts when the whole read failed: nothing here evaluates a value a user
+-- can write but the status and the ids.  $1 as in running's $2.
+SELECT c.id
+  FROM wasend.campaigns c
+  JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
+ WHERE c.status = 'running' AND n.status = 'active'
+   AND NOT (c.id = ANY ($1::bigint[]))
+ ORDER BY c.id
+
+-- name: fault_note
+-- A campaign the sender sets aside: say why and until when, for
+-- campaign_progress.waiting ($1 campaign, $2 the error, $3 seconds until
+-- it is tried again).  Faults of campaigns that stopped running long ago
+-- go at the same time.
+WITH gone AS (
+  DELETE FROM wasend.campaign_faults f
+   WHERE f.retry_at < now() - interval '1 day' AND f.campaign_id <> $1)
+INSERT INTO wasend.campaign_faults AS f (campaign_id, error, failed_at, retry_at)
+VALUES ($1, regexp_replace($2, 'EA[A-Za-z0-9]{20,}', '[redacted token]', 'g'),
+        now(), now() + make_interval(secs => $3))
+ON CONFLICT (campaign_id) DO UPDATE
+   SET error = excluded.error, failed_at = excluded.failed_at, retry_at = excluded.retry_at
+
+-- name: fault_clear
+-- Campaigns set aside that went through again.
+DELETE FROM wasend.campaign_faults f WHERE f.campaign_id = ANY ($1::bigint[])
 
 -- name: claim_lock
 -- Before a claim: lock the limited portfolios of the campaigns it asks for

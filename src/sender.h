@@ -163,6 +163,15 @@ extern void campaigns_claimed(const ClaimedRow *rows, int nrows);
 extern int	campaigns_dry_done(int64 *ids);
 extern int	campaigns_count(void);
 
+/* what failed on a campaign set aside (campaign_fault) */
+#define FAULT_REFRESH	1
+#define FAULT_CLAIM		2
+extern int64 campaign_fault(int64 campaign_id, int step);
+extern int	campaign_faults_excluded(int64 *excl);
+extern int	campaign_faults_count(void);
+extern int	campaign_faults_passed(const int64 *ids, int n, int step, bool all,
+								   int64 *cleared);
+
 /* breaker.c */
 extern void breaker_reset(Breaker *b, int window, double threshold);
 extern void breaker_free(Breaker *b);
