@@ -50,6 +50,7 @@ static SPIPlanPtr plan_pending = NULL;
 static SPIPlanPtr plan_limits_due = NULL;
 static SPIPlanPtr plan_limits_apply = NULL;
 static SPIPlanPtr plan_limits_failed = NULL;
+static SPIPlanPtr plan_token_refused = NULL;
 
 /*
  * Is the extension installed in this database?  Senders start before
@@ -135,7 +136,7 @@ queue_prepare(void)
 	Oid			int_type[1] = {INT4OID};
 	Oid			apply_types[3] = {INT8OID, INT4OID, TEXTOID};
 	Oid			failed_types[2] = {INT8OID, TEXTOID};
-	SPIPlanPtr	plans[14];
+	SPIPlanPtr	plans[15];
 
 	if (plan_complete != NULL)
 		return;
@@ -160,6 +161,7 @@ queue_prepare(void)
 	plans[11] = prepare(sql_limits_apply, 3, apply_types);
 	plans[12] = prepare(sql_limits_failed, 2, failed_types);
 	plans[13] = prepare(sql_claim_lock, 1, ids_type);
+	plans[14] = prepare(sql_token_refused, 2, failed_types);
 	plan_activate = plans[0];
 	plan_running = plans[1];
 	plan_claim = plans[2];
@@ -173,6 +175,7 @@ queue_prepare(void)
 	plan_limits_apply = plans[11];
 	plan_limits_failed = plans[12];
 	plan_claim_lock = plans[13];
+	plan_token_refused = plans[14];
 	plan_complete = plans[9];
 }
 
@@ -209,6 +212,41 @@ queue_activate_scheduled(void)
 }
 
 /*
+ * The token file of a number whose row has no token, copied into cxt; or
+ * NULL with *error saying why (by path, never content).
+ */
+static char *
+token_or_refuse(const char *phone_number_id, const char **error,
+				MemoryContext cxt)
+{
+	WasendTokenStatus status;
+	const char *token = wasend_number_token(phone_number_id, &status, error);
+
+	return token ? MemoryContextStrdup(cxt, token) : NULL;
+}
+
+/*
+ * A running number's token file cannot be used: pause the number with
+ * the reason (see token_refused in queue.sql), and say so in the log
+ * when this sender paused it.
+ */
+static void
+token_refused(int64 number_id, const char *phone_number_id, const char *error)
+{
+	Datum		args[2];
+
+	args[0] = Int64GetDatum(number_id);
+	args[1] = CStringGetTextDatum(error);
+	if (SPI_execute_plan(plan_token_refused, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "wasend: pausing a number whose token file is refused failed");
+	if (SPI_processed > 0)
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("wasend paused number %s: %s", phone_number_id, error),
+				 errhint("Fix the file, then resume the number with wasend.wasend_resume_number().")));
+}
+
+/*
  * List the running campaigns whose number is active.  The result is
  * allocated in cxt.
  */
@@ -216,6 +254,8 @@ int
 queue_running_campaigns(RunningCampaign **out, MemoryContext cxt)
 {
 	uint64		i;
+	uint64		kept;
+	int			n;
 	RunningCampaign *rc;
 	Datum		args[1];
 
@@ -244,8 +284,27 @@ queue_running_campaigns(RunningCampaign **out, MemoryContext cxt)
 		rc[i].access_token = SPI_getvalue(tup, desc, 4);
 		MemoryContextSwitchTo(old);
 	}
+	n = (int) SPI_processed;
+
+	/* numbers whose token is a file: read it, or leave the number out */
+	for (i = 0, kept = 0; i < n; i++)
+	{
+		if (rc[i].access_token == NULL)
+		{
+			const char *error;
+
+			rc[i].access_token = token_or_refuse(rc[i].phone_number_id,
+												 &error, cxt);
+			if (rc[i].access_token == NULL)
+			{
+				token_refused(rc[i].number_id, rc[i].phone_number_id, error);
+				continue;
+			}
+		}
+		rc[kept++] = rc[i];
+	}
 	*out = rc;
-	return (int) SPI_processed;
+	return kept;
 }
 
 /*
@@ -259,6 +318,8 @@ queue_limits_due(int resume_secs, LimitsCheck **out, MemoryContext cxt)
 	Datum		args[1];
 	LimitsCheck *lc;
 	uint64		i;
+	uint64		kept;
+	int			n;
 
 	args[0] = Int32GetDatum(resume_secs);
 	if (SPI_execute_plan(plan_limits_due, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
@@ -277,8 +338,31 @@ queue_limits_due(int resume_secs, LimitsCheck **out, MemoryContext cxt)
 		lc[i].access_token = SPI_getvalue(tup, desc, 3);
 		MemoryContextSwitchTo(old);
 	}
+	n = (int) SPI_processed;
+
+	/*
+	 * A number whose token file cannot be used is not read: its read
+	 * counts as failed, with the reason (so that it is not held up
+	 * waiting for a first read; the refresh pauses it if it sends).
+	 */
+	for (i = 0, kept = 0; i < n; i++)
+	{
+		if (lc[i].access_token == NULL)
+		{
+			const char *error;
+
+			lc[i].access_token = token_or_refuse(lc[i].phone_number_id,
+												 &error, cxt);
+			if (lc[i].access_token == NULL)
+			{
+				queue_limits_failed(lc[i].number_id, error);
+				continue;
+			}
+		}
+		lc[kept++] = lc[i];
+	}
 	*out = lc;
-	return (int) SPI_processed;
+	return kept;
 }
 
 /*
