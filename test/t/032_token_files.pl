@@ -165,6 +165,13 @@ write_token("$dir/3204", 'EAAGoutsideTheDatabaseDirectory000000');
 ($ret, $out, $err) = $node->psql('..', q{SELECT wasend.wasend_add_number('3204')});
 like($err, qr/ERROR: .*database name "\.\." cannot name a directory/,
 	'a database named ".." cannot reach files outside its directory');
+make_path("$dir/x");
+write_token("$dir/x/y", 'EAAGotherDatabaseDirectory00000000000');
+$node->safe_psql('postgres', q{CREATE DATABASE "x/y"});
+$node->safe_psql('x/y', q{CREATE EXTENSION wasend});
+($ret, $out, $err) = $node->psql('x/y', q{SELECT wasend.wasend_add_number('3204')});
+like($err, qr{ERROR: .*database name "x/y" cannot name a directory},
+	'nor can a database whose name holds a "/"');
 
 # nothing above wrote a file's token into the server log, though every
 # statement was logged
