@@ -354,6 +354,20 @@ wasend_number_token(const char *phone_number_id, WasendTokenStatus *status,
 		memset(&t->secret, 0, sizeof(t->secret));
 	value = secret_read(&t->secret, "access token file", path, error);
 	if (value == NULL)
+	{
 		*status = WASEND_TOKEN_BAD_FILE;
+		return NULL;
+	}
+
+	/* as in a row (^\S+$): a token goes into a header line as it is */
+	for (p = value; *p != '\0'; p++)
+		if ((unsigned char) *p <= ' ' || (unsigned char) *p == 0x7f)
+		{
+			*status = WASEND_TOKEN_BAD_FILE;
+			snprintf(problem, sizeof(problem),
+					 "access token file \"%s\" holds spaces or control characters", path);
+			*error = problem;
+			return NULL;
+		}
 	return value;
 }

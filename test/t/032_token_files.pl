@@ -158,6 +158,19 @@ like($err, qr/ERROR: .*access token file "\Q$dir\E\/postgres\/3299": No such fil
 is($node->safe_psql('postgres', q{SELECT count(*) FROM wasend.whatsapp_numbers WHERE phone_number_id = '3299'}),
 	'0', 'and not registered');
 
+# a database uses the files of its own directory only
+$node->safe_psql('postgres', q{CREATE DATABASE other});
+$node->safe_psql('other', q{CREATE EXTENSION wasend});
+($ret, $out, $err) = $node->psql('other', q{SELECT wasend.wasend_add_number('3201')});
+like($err, qr/ERROR: .*could not open access token file "\Q$dir\E\/other\/3201": No such file/,
+	'another database cannot use the file of a number of database postgres');
+
+# a token file with a space in it is refused (the token goes into a header)
+write_token("$dir/postgres/3205", "EAAGwith space");
+($ret, $out, $err) = $node->psql('postgres', q{SELECT wasend.wasend_add_number('3205')});
+like($err, qr/ERROR: .*access token file ".*3205" holds spaces or control characters/,
+	'a token file holding a space is refused');
+
 # a database whose name is not a plain directory name has no token files
 $node->safe_psql('postgres', q{CREATE DATABASE ".."});
 $node->safe_psql('..', q{CREATE EXTENSION wasend});
