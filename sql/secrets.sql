@@ -124,6 +124,81 @@ SELECT 'SELECT pg_sleep(0.01) WHERE current_setting(''wasend.webhook_verify_toke
 \o
 \set ECHO all
 \! rm -f "$WASEND_SECRET_FILE" "$WASEND_TOKEN_FILE"
+-- access tokens may be files in wasend.token_directory, which only
+-- superusers set: a token then never goes through a statement's text
+SET ROLE regress_wasend_admin;
+SET wasend.token_directory = '/etc';
+ALTER SYSTEM SET wasend.token_directory = '/etc';
+SHOW wasend.token_directory;
+-- without a token and without the directory, a number is refused
+SELECT wasend.wasend_add_number('9101');
+RESET ROLE;
+-- the directory is relative to the data directory here, so that the
+-- messages below do not depend on where the test runs
+SELECT current_setting('data_directory') || '/wasend_tokens' AS token_dir \gset
+\setenv WASEND_TOKEN_DIR :token_dir
+\! umask 077 && mkdir -p "$WASEND_TOKEN_DIR/regression"
+ALTER SYSTEM SET wasend.token_directory = 'wasend_tokens';
+SELECT pg_reload_conf();
+\set ECHO none
+\o /dev/null
+SELECT 'SELECT pg_sleep(0.01) WHERE current_setting(''wasend.token_directory'') <> ''wasend_tokens'''
+  FROM generate_series(1, 1000) \gexec
+\o
+\set ECHO all
+SET ROLE regress_wasend_admin;
+-- no file: refused by path, nothing registered
+SELECT wasend.wasend_add_number('9101', max_send_rate_per_sec => 50);
+-- a file others can read: refused by path, never by content
+\! umask 022 && printf 'regress-file-token-9101\n' > "$WASEND_TOKEN_DIR/regression/9101"
+SELECT wasend.wasend_add_number('9101', max_send_rate_per_sec => 50);
+-- a symbolic link (to a file of the server's) is not followed
+\! ln -s ../../postgresql.conf "$WASEND_TOKEN_DIR/regression/9102"
+SELECT wasend.wasend_add_number('9102');
+-- an empty file holds no token
+\! umask 077 && : > "$WASEND_TOKEN_DIR/regression/9103"
+SELECT wasend.wasend_add_number('9103');
+-- a phone number id names no other file: it is digits only
+SELECT wasend.wasend_add_number('../../postgresql.conf');
+SELECT wasend.wasend_add_number('9101/../9102');
+-- the file made private: the number is registered, its row has no token
+\! chmod 0600 "$WASEND_TOKEN_DIR/regression/9101"
+SELECT wasend.wasend_add_number('9101', max_send_rate_per_sec => 50) AS file_number \gset
+SELECT phone_number_id, access_token IS NULL AS token_is_its_file
+  FROM wasend.whatsapp_numbers WHERE id = :file_number;
+-- resuming a number whose file is refused is an ERROR; fixed, it resumes
+SELECT wasend.wasend_pause_number(:file_number);
+\! chmod 0644 "$WASEND_TOKEN_DIR/regression/9101"
+SELECT wasend.wasend_resume_number(:file_number);
+SELECT status FROM wasend.whatsapp_numbers WHERE id = :file_number;
+\! chmod 0600 "$WASEND_TOKEN_DIR/regression/9101"
+SELECT wasend.wasend_resume_number(:file_number);
+SELECT status FROM wasend.whatsapp_numbers WHERE id = :file_number;
+-- a number with a token in its row moves to its file by a plain UPDATE
+SELECT wasend.wasend_add_number('9104', 'regress-column-token') AS column_number \gset
+UPDATE wasend.whatsapp_numbers SET access_token = NULL WHERE id = :column_number;
+SELECT count(*) AS numbers_on_files FROM wasend.whatsapp_numbers WHERE access_token IS NULL;
+-- the internal functions that read a file are not the admin's to call
+SELECT wasend._check_token_file('9101');
+SELECT wasend._http_post('9101', NULL, 80, '{}');
+RESET ROLE;
+-- a pg_monitor member sees the directory's name, never a token
+SET ROLE regress_monitor;
+SELECT setting FROM pg_settings WHERE name = 'wasend.token_directory';
+SELECT count(*) AS settings_holding_a_token FROM pg_settings
+ WHERE concat_ws(' ', setting, reset_val, boot_val) ~ 'regress-file-token';
+SELECT pg_read_file('wasend_tokens/regression/9101');
+RESET ROLE;
+ALTER SYSTEM RESET wasend.token_directory;
+SELECT pg_reload_conf();
+\set ECHO none
+\o /dev/null
+SELECT 'SELECT pg_sleep(0.01) WHERE current_setting(''wasend.token_directory'') <> '''''
+  FROM generate_series(1, 1000) \gexec
+\o
+\set ECHO all
+\! rm -rf "$WASEND_TOKEN_DIR"
+DELETE FROM wasend.whatsapp_numbers WHERE access_token IS NULL;
 -- errors about a number never echo its token
 SELECT wasend.wasend_update_number(1, 'bad token with spaces');
 INSERT INTO wasend.whatsapp_numbers (phone_number_id, access_token, max_send_rate_per_sec)

@@ -354,6 +354,40 @@ CREATE TRIGGER campaign_check BEFORE INSERT OR UPDATE ON wasend.campaigns
 -- constraint's DETAIL would show the row, token included)
 CREATE OR REPLACE FUNCTION wasend._number_check() RETURNS trigger
 LANGUAGE plpgsql
+
+/*
+ * Access tokens from files, never in query text.
+ *
+ * A token given to wasend_add_number() stayed in pg_stat_activity.query
+ * of the calling session until its next statement, where every member of
+ * pg_monitor reads it (a psql variable is expanded into the text too).
+ * Since 0.6.0 a number's access_token may be NULL: its token is then the
+ * one line of the file <wasend.token_directory>/<database>/<phone_number_id>,
+ * which the senders, the limits reads and wasend_test_send read themselves
+ * (src/secrets.c), again whenever the file changes.  Only a superuser
+ * names the directory (a PGC_SIGHUP setting, like wasend.app_secret_file);
+ * the file must be owned by the server's user and give others no access,
+ * or it is refused by path, and a running number whose file is refused is
+ * paused with the reason.  The rest of the path is the database's name
+ * (so that a database cannot use another's tokens: the setting is the
+ * server's) and the digits of the number's id, so an administrator who is
+ * not a superuser can make the server read no other file.
+ *
+ * wasend_add_number() takes access_token DEFAULT NULL and, without one,
+ * checks the file (wasend._check_token_file: an ERROR with a hint, naming
+ * the file, never its content); so does wasend_resume_number() for a
+ * number without a token in its row.
+ */
+ALTER TABLE wasend.whatsapp_numbers ALTER COLUMN access_token DROP NOT NULL;
+COMMENT ON COLUMN wasend.whatsapp_numbers.access_token IS
+'the number''s access token; NULL: the file <wasend.token_directory>/<database>/<phone_number_id>';
+
+-- Numbers are validated by a trigger, not by CHECK alone: a constraint
+-- violation's DETAIL shows the whole row, token included (see 0.2.0).
+-- Since 0.6.0 access_token may be NULL.
+CREATE OR REPLACE FUNCTION wasend._number_check() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -372,6 +406,8 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'Give the system user access token of the WhatsApp Business account.';
     END IF;
+
+    -- a NULL token is the number's token file (wasend.token_directory)
     IF NEW.access_token !~ '^\S+$' OR length(NEW.access_token) > 4096 THEN
         RAISE EXCEPTION 'invalid access token'
             USING ERRCODE = 'invalid_parameter_value',
@@ -425,6 +461,7 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'Set limits_due_at = now() to have its messaging limit read again soon; leave the others to wasend.';
     END IF;
+
     IF TG_OP = 'INSERT' OR NEW.phone_number_id IS DISTINCT FROM OLD.phone_number_id THEN
         IF EXISTS (SELECT 1 FROM wasend.whatsapp_numbers n
                     WHERE n.phone_number_id = NEW.phone_number_id AND n.id IS DISTINCT FROM NEW.id) THEN
@@ -607,6 +644,77 @@ BEGIN
         RAISE WARNING 'country zone of calling code % is no time zone: %', r.calling_code, r.zone
             USING HINT = 'Correct it with an UPDATE of wasend.country_zones.';
     END LOOP;
+END
+$$;
+
+-- An ERROR, with a hint, if the number could not take its token from its
+-- file now (src/sql_api.c); never returns or shows the token.
+CREATE FUNCTION wasend._check_token_file(phone_number_id text) RETURNS void
+AS 'MODULE_PATHNAME', 'wasend_check_token_file'
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION wasend._check_token_file(text) FROM PUBLIC;
+
+-- A NULL access_token is the number's token file: _http_post reads it.
+ALTER FUNCTION wasend._http_post(text, text, integer, text) CALLED ON NULL INPUT;
+
+-- Register a number (wasend_admin); business_id is its portfolio.
+-- Without access_token the number's token is its file, which must be
+-- usable now.  A token given here shows in pg_stat_activity: an error
+-- raised inside must at least not log the calling statement
+-- (log_min_error_statement = panic).
+CREATE OR REPLACE FUNCTION wasend.wasend_add_number(phone_number_id text, access_token text DEFAULT NULL,
+                                                    max_send_rate_per_sec integer DEFAULT 80,
+                                                    business_id text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET log_min_error_statement = panic
+AS $$
+DECLARE
+    new_id bigint;
+BEGIN
+    -- validated by wasend._number_check, whose errors never show the token
+    INSERT INTO wasend.whatsapp_numbers (phone_number_id, access_token, max_send_rate_per_sec,
+                                         business_id)
+    VALUES (phone_number_id, access_token, max_send_rate_per_sec, business_id)
+    RETURNING id INTO new_id;
+    IF access_token IS NULL THEN
+        PERFORM wasend._check_token_file(phone_number_id);
+    END IF;
+    PERFORM wasend._wake_at_commit();
+    RETURN new_id;
+END
+$$;
+
+-- Resume a paused number, optionally with a new token (wasend_admin).  A
+-- number without a token in its row resumes only if its file is usable.
+CREATE OR REPLACE FUNCTION wasend.wasend_resume_number(number_id bigint, access_token text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET log_min_error_statement = panic
+AS $$
+DECLARE
+    n record;
+BEGIN
+    n := wasend._number_for_update(number_id);
+    IF n.status = 'active' AND access_token IS NULL THEN
+        RAISE NOTICE 'number % is already active', n.phone_number_id;
+        RETURN;
+    END IF;
+    IF wasend_resume_number.access_token IS NULL
+       AND (SELECT w.access_token IS NULL FROM wasend.whatsapp_numbers w WHERE w.id = number_id) THEN
+        PERFORM wasend._check_token_file(n.phone_number_id);
+    END IF;
+    UPDATE wasend.whatsapp_numbers w
+       SET status = 'active', pause_reason = NULL, paused_until = NULL, pause_rule = NULL,
+           updated_at = now(),
+           access_token = coalesce(wasend_resume_number.access_token, w.access_token)
+     WHERE w.id = number_id;
+    PERFORM wasend._wake_at_commit();
 END
 $$;
 

@@ -53,6 +53,7 @@ static SPIPlanPtr plan_limits_failed = NULL;
 static SPIPlanPtr plan_running_ids = NULL;
 static SPIPlanPtr plan_fault_note = NULL;
 static SPIPlanPtr plan_fault_clear = NULL;
+static SPIPlanPtr plan_token_refused = NULL;
 
 /*
  * Is the extension installed in this database?  Senders start before
@@ -139,7 +140,7 @@ queue_prepare(void)
 	Oid			failed_types[2] = {INT8OID, TEXTOID};
 	Oid			running_types[3] = {BOOLOID, INT8ARRAYOID, INT8ARRAYOID};
 	Oid			fault_types[3] = {INT8OID, TEXTOID, FLOAT8OID};
-	SPIPlanPtr	plans[17];
+	SPIPlanPtr	plans[18];
 
 	if (plan_complete != NULL)
 		return;
@@ -167,6 +168,7 @@ queue_prepare(void)
 	plans[14] = prepare(sql_running_ids, 1, ids_type);
 	plans[15] = prepare(sql_fault_note, 3, fault_types);
 	plans[16] = prepare(sql_fault_clear, 1, ids_type);
+	plans[17] = prepare(sql_token_refused, 2, failed_types);
 	plan_activate = plans[0];
 	plan_running = plans[1];
 	plan_claim = plans[2];
@@ -183,6 +185,7 @@ queue_prepare(void)
 	plan_running_ids = plans[14];
 	plan_fault_note = plans[15];
 	plan_fault_clear = plans[16];
+	plan_token_refused = plans[17];
 	plan_complete = plans[9];
 }
 
@@ -219,6 +222,41 @@ queue_activate_scheduled(void)
 }
 
 /*
+ * The token file of a number whose row has no token, copied into cxt; or
+ * NULL with *error saying why (by path, never content).
+ */
+static char *
+token_or_refuse(const char *phone_number_id, const char **error,
+				MemoryContext cxt)
+{
+	WasendTokenStatus status;
+	const char *token = wasend_number_token(phone_number_id, &status, error);
+
+	return token ? MemoryContextStrdup(cxt, token) : NULL;
+}
+
+/*
+ * A running number's token file cannot be used: pause the number with
+ * the reason (see token_refused in queue.sql), and say so in the log
+ * when this sender paused it.
+ */
+static void
+token_refused(int64 number_id, const char *phone_number_id, const char *error)
+{
+	Datum		args[2];
+
+	args[0] = Int64GetDatum(number_id);
+	args[1] = CStringGetTextDatum(error);
+	if (SPI_execute_plan(plan_token_refused, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "wasend: pausing a number whose token file is refused failed");
+	if (SPI_processed > 0)
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("wasend paused number %s: %s", phone_number_id, error),
+				 errhint("Fix the file, then resume the number with wasend.wasend_resume_number().")));
+}
+
+/*
  * List the running campaigns whose number is active, but the nexcl ones
  * in excl[], and only those in only[] when only is not NULL.  The result
  * is allocated in cxt.
@@ -228,6 +266,8 @@ queue_running_campaigns(int nexcl, const int64 *excl, int nonly, const int64 *on
 						RunningCampaign **out, MemoryContext cxt)
 {
 	uint64		i;
+	uint64		kept;
+	int			n;
 	RunningCampaign *rc;
 	Datum		args[3];
 	char		nulls[3] = {' ', ' ', ' '};
@@ -265,8 +305,27 @@ queue_running_campaigns(int nexcl, const int64 *excl, int nonly, const int64 *on
 		rc[i].access_token = SPI_getvalue(tup, desc, 4);
 		MemoryContextSwitchTo(old);
 	}
+	n = (int) SPI_processed;
+
+	/* numbers whose token is a file: read it, or leave the number out */
+	for (i = 0, kept = 0; i < n; i++)
+	{
+		if (rc[i].access_token == NULL)
+		{
+			const char *error;
+
+			rc[i].access_token = token_or_refuse(rc[i].phone_number_id,
+												 &error, cxt);
+			if (rc[i].access_token == NULL)
+			{
+				token_refused(rc[i].number_id, rc[i].phone_number_id, error);
+				continue;
+			}
+		}
+		rc[kept++] = rc[i];
+	}
 	*out = rc;
-	return (int) SPI_processed;
+	return kept;
 }
 
 /*
@@ -335,6 +394,8 @@ queue_limits_due(int resume_secs, LimitsCheck **out, MemoryContext cxt)
 	Datum		args[1];
 	LimitsCheck *lc;
 	uint64		i;
+	uint64		kept;
+	int			n;
 
 	args[0] = Int32GetDatum(resume_secs);
 	if (SPI_execute_plan(plan_limits_due, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
@@ -353,8 +414,31 @@ queue_limits_due(int resume_secs, LimitsCheck **out, MemoryContext cxt)
 		lc[i].access_token = SPI_getvalue(tup, desc, 3);
 		MemoryContextSwitchTo(old);
 	}
+	n = (int) SPI_processed;
+
+	/*
+	 * A number whose token file cannot be used is not read: its read
+	 * counts as failed, with the reason (so that it is not held up
+	 * waiting for a first read; the refresh pauses it if it sends).
+	 */
+	for (i = 0, kept = 0; i < n; i++)
+	{
+		if (lc[i].access_token == NULL)
+		{
+			const char *error;
+
+			lc[i].access_token = token_or_refuse(lc[i].phone_number_id,
+												 &error, cxt);
+			if (lc[i].access_token == NULL)
+			{
+				queue_limits_failed(lc[i].number_id, error);
+				continue;
+			}
+		}
+		lc[kept++] = lc[i];
+	}
 	*out = lc;
-	return (int) SPI_processed;
+	return kept;
 }
 
 /*

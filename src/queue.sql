@@ -55,7 +55,9 @@ SELECT (SELECT count(*) FROM started) + (SELECT count(*) FROM resumed),
 -- in a fixed time zone, is closed now: its rows are left alone until it
 -- opens (rows windowed per recipient are decided one by one, see claim).
 -- The priority orders a number's campaigns in the sender (campaign_cache.c);
--- a transactional lane (wasend_send) goes ahead of all of them.
+-- a transactional lane (wasend_send) goes ahead of all of them.  A NULL
+-- access_token is the number's token file, which the sender reads itself
+-- (queue.c): its content is never in a statement.
 --
 -- $2 leaves out the campaigns the sender set aside (a read or claim of
 -- theirs failed, see db_cycle.c); $3, when not NULL, reads only those
@@ -656,6 +658,21 @@ WITH settled AS (
      AND (q.claimed_by IS NULL OR NOT (q.claimed_by = ANY ($1::bigint[])))
   RETURNING 1)
 SELECT count(*) FROM settled
+
+-- name: token_refused
+-- A number whose token is its file (access_token NULL) and whose file
+-- cannot be used ($1 the number, $2 why, by path): paused with that
+-- reason until a person resumes it, as after a 190.  SKIP LOCKED: a user
+-- holding the row is not waited for (the next refresh tries again; until
+-- then no sender sends for the number).  Returns the phone number id when
+-- this statement paused it.
+UPDATE wasend.whatsapp_numbers n
+   SET status = 'paused', pause_reason = $2, paused_until = NULL, pause_rule = NULL,
+       updated_at = now()
+ WHERE n.id IN (SELECT l.id FROM wasend.whatsapp_numbers l
+                 WHERE l.id = $1 AND l.status = 'active' AND l.access_token IS NULL
+                   FOR UPDATE SKIP LOCKED)
+RETURNING n.phone_number_id
 
 -- name: limits_due
 -- Numbers whose messaging limit, quality and health are due to be read

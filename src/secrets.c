@@ -16,9 +16,23 @@
  * place can be read half written.  Nothing here ever logs or reports the
  * content of the file; errors name the setting and the path only.
  *
- * These functions never throw: the webhook worker and the senders call
- * them outside transactions.  Callers decide how to report the error text
- * they get back.
+ * Access tokens may live in files too (wasend.token_directory): a number
+ * whose access_token is NULL uses <directory>/<database>/<phone_number_id>,
+ * under the same rules and cached the same way, one entry per number.
+ * Nobody but a superuser names the directory; the rest of the path is the
+ * current database's name (which must be a plain directory name, so that
+ * no database reaches another's files or anything outside the directory)
+ * and the digits of a phone number id.  An administrator who is not a
+ * superuser thus chooses at most which of those files is used, never any
+ * other file of the server, and the content goes only into the
+ * Authorization header of requests to wasend.api_base_url, which only a
+ * superuser sets.
+ *
+ * These functions report problems as text and do not raise errors: the
+ * webhook worker and the senders call wasend_secret outside transactions.
+ * Callers decide how to report the error text they get back.
+ * (wasend_number_token looks up the database's name once, and so must
+ * first be called in a transaction.)
  *
  *-------------------------------------------------------------------------
  */
@@ -27,6 +41,11 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "miscadmin.h"
+#include "commands/dbcommands.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
 
 #include "wasend.h"
 
@@ -48,6 +67,18 @@ typedef struct CachedSecret
 } CachedSecret;
 
 static CachedSecret cache[2];
+
+/* a phone number id is 1-32 digits (see wasend.whatsapp_numbers) */
+#define MAX_PNID_LEN	32
+
+/* the cached token file of one number */
+typedef struct CachedToken
+{
+	char		pnid[MAX_PNID_LEN + 1];	/* hash key */
+	CachedSecret secret;
+} CachedToken;
+
+static HTAB *token_cache = NULL;
 
 /*
  * The setting's name and value for a secret.
@@ -156,28 +187,19 @@ cache_load(CachedSecret *c, const char *name, const char *path,
 }
 
 /*
- * The secret's value, or NULL.  When NULL is returned and *error is set,
- * the setting names a file that cannot be used, and *error says why
- * (without the secret); when *error is NULL the setting is empty.  The
- * returned string stays valid until the next call for the same secret.
+ * The content of the file at path, through cache c: read again only when
+ * the file's identity or the path changed.  NULL with *error set (the
+ * reason, naming the file by name and path, never its content) when the
+ * file cannot be used.
  */
-const char *
-wasend_secret(WasendSecret which, const char **error)
+static const char *
+secret_read(CachedSecret *c, const char *name, const char *path,
+			const char **error)
 {
-	CachedSecret *c = &cache[which];
-	const char *name;
-	const char *path;
 	struct stat st;
 	int			fd;
 
 	*error = NULL;
-	secret_setting(which, &name, &path);
-	if (path == NULL || path[0] == '\0')
-	{
-		cache_clear(c);
-		c->path[0] = '\0';
-		return NULL;
-	}
 
 	/* O_NONBLOCK: a FIFO put there must not hang the worker (refused below) */
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
@@ -209,4 +231,143 @@ wasend_secret(WasendSecret which, const char **error)
 	if (c->value == NULL)
 		*error = c->error;
 	return c->value;
+}
+
+/*
+ * The secret's value, or NULL.  When NULL is returned and *error is set,
+ * the setting names a file that cannot be used, and *error says why
+ * (without the secret); when *error is NULL the setting is empty.  The
+ * returned string stays valid until the next call for the same secret.
+ */
+const char *
+wasend_secret(WasendSecret which, const char **error)
+{
+	CachedSecret *c = &cache[which];
+	const char *name;
+	const char *path;
+
+	*error = NULL;
+	secret_setting(which, &name, &path);
+	if (path == NULL || path[0] == '\0')
+	{
+		cache_clear(c);
+		c->path[0] = '\0';
+		return NULL;
+	}
+	return secret_read(c, name, path, error);
+}
+
+/*
+ * The current database's name, and whether it can name a directory of
+ * wasend.token_directory: not empty, not "." or "..", no "/".  Looked up
+ * once (a database is renamed only while nobody is connected to it); the
+ * first call must be in a transaction.
+ */
+static bool
+token_database(const char **name)
+{
+	static char dbname[NAMEDATALEN] = "";
+	static bool looked_up = false;
+
+	if (!looked_up)
+	{
+		char	   *db = get_database_name(MyDatabaseId);
+
+		if (db != NULL)
+			strlcpy(dbname, db, sizeof(dbname));
+		looked_up = true;
+	}
+	*name = dbname;
+	return !(dbname[0] == '\0' || strcmp(dbname, ".") == 0 ||
+			 strcmp(dbname, "..") == 0 || strchr(dbname, '/') != NULL);
+}
+
+/*
+ * The access token of a number whose access_token is NULL: the one line
+ * of <wasend.token_directory>/<database>/<phone_number_id>, read again
+ * whenever the file changes.  NULL when there is none, with *status
+ * saying why and *error the reason in words (by path, never content).
+ * The returned string stays valid until the next call for the same
+ * number.
+ */
+const char *
+wasend_number_token(const char *phone_number_id, WasendTokenStatus *status,
+					const char **error)
+{
+	static char problem[256];
+	const char *db;
+	const char *p;
+	char		path[MAXPGPATH];
+	CachedToken *t;
+	const char *value;
+	bool		found;
+
+	*status = WASEND_TOKEN_OK;
+	*error = NULL;
+	if (wasend_token_directory == NULL || wasend_token_directory[0] == '\0')
+	{
+		*status = WASEND_TOKEN_NO_DIRECTORY;
+		*error = "the number has no access token and wasend.token_directory is not set";
+		return NULL;
+	}
+
+	/* only digits name a file: nothing like "../x" */
+	for (p = phone_number_id; *p != '\0'; p++)
+		if (*p < '0' || *p > '9')
+			break;
+	if (*p != '\0' || p == phone_number_id || p - phone_number_id > MAX_PNID_LEN)
+	{
+		*status = WASEND_TOKEN_BAD_NAME;
+		*error = "a phone number id that is not 1 to 32 digits names no access token file";
+		return NULL;
+	}
+	if (!token_database(&db))
+	{
+		*status = WASEND_TOKEN_BAD_NAME;
+		snprintf(problem, sizeof(problem),
+				 "database name \"%s\" cannot name a directory of wasend.token_directory",
+				 db);
+		*error = problem;
+		return NULL;
+	}
+	if (snprintf(path, sizeof(path), "%s/%s/%s", wasend_token_directory, db,
+				 phone_number_id) >= (int) sizeof(path))
+	{
+		*status = WASEND_TOKEN_BAD_NAME;
+		*error = "the path of the access token file is too long";
+		return NULL;
+	}
+
+	if (token_cache == NULL)
+	{
+		HASHCTL		ctl;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = MAX_PNID_LEN + 1;
+		ctl.entrysize = sizeof(CachedToken);
+		ctl.hcxt = TopMemoryContext;
+		token_cache = hash_create("wasend token files", 16, &ctl,
+								  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	}
+	t = hash_search(token_cache, phone_number_id, HASH_ENTER, &found);
+	if (!found)
+		memset(&t->secret, 0, sizeof(t->secret));
+	value = secret_read(&t->secret, "access token file", path, error);
+	if (value == NULL)
+	{
+		*status = WASEND_TOKEN_BAD_FILE;
+		return NULL;
+	}
+
+	/* as in a row (^\S+$): a token goes into a header line as it is */
+	for (p = value; *p != '\0'; p++)
+		if ((unsigned char) *p <= ' ' || (unsigned char) *p == 0x7f)
+		{
+			*status = WASEND_TOKEN_BAD_FILE;
+			snprintf(problem, sizeof(problem),
+					 "access token file \"%s\" holds spaces or control characters", path);
+			*error = problem;
+			return NULL;
+		}
+	return value;
 }

@@ -163,8 +163,8 @@ transport_class(int curl_code)
  * text for a malformed token can echo it), or the answer itself when it
  * does not contain it.  The copy is palloc'd.
  */
-static const char *
-redact_token(const char *resp, const char *token)
+const char *
+wasend_redact_token(const char *resp, const char *token)
 {
 	StringInfoData buf;
 	size_t		tlen;
@@ -221,7 +221,7 @@ collect_limits(HttpRequest *req)
 										   "the answer is not valid in the database encoding");
 	}
 	if (body != NULL && ns != NULL)
-		body = redact_token(body, ns->access_token);
+		body = wasend_redact_token(body, ns->access_token);
 	a->body = body ? MemoryContextStrdup(sender_context, body) : NULL;
 	/* the connection it used is one of ours, like a send's */
 	if (req->new_connections > 0)
@@ -401,7 +401,7 @@ collect_done(void)
 			results_have_error = true;
 			campaign_note_error(req->campaign_id);
 			if (ns != NULL)
-				redacted = redact_token(body, ns->access_token);
+				redacted = wasend_redact_token(body, ns->access_token);
 		}
 		result_batch_add(&results, req->row_id, req->campaign_id,
 						 req->http_status, redacted, err, cls,

@@ -34,6 +34,7 @@ PG_FUNCTION_INFO_V1(wasend_http_post);
 PG_FUNCTION_INFO_V1(wasend_announce_extension);
 PG_FUNCTION_INFO_V1(wasend_is_zone_name);
 PG_FUNCTION_INFO_V1(wasend_session_role);
+PG_FUNCTION_INFO_V1(wasend_check_token_file);
 
 /* set by wasend_wake_at_commit(), acted on by the transaction callback */
 static bool wake_pending = false;
@@ -198,9 +199,56 @@ wasend_worker_stats(PG_FUNCTION_ARGS)
 }
 
 /*
+ * The token file of a number, or an ERROR saying why it cannot be used
+ * (by path, never content), with a hint for each case.
+ */
+static const char *
+token_from_file(const char *phone_number_id)
+{
+	WasendTokenStatus status;
+	const char *error;
+	const char *token = wasend_number_token(phone_number_id, &status, &error);
+
+	if (token != NULL)
+		return token;
+	if (status == WASEND_TOKEN_NO_DIRECTORY)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("access token must not be null while wasend.token_directory is not set"),
+				 errhint("Have a superuser set wasend.token_directory and write the number's token into <directory>/<database>/<phone_number_id>; see README \"Roles and secrets\".")));
+	if (status == WASEND_TOKEN_BAD_NAME)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_NAME),
+				 errmsg("%s", error),
+				 errhint("Token files are named <directory>/<database>/<phone_number_id>: rename the database, or give this number its token another way.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_CONFIG_FILE_ERROR),
+			 errmsg("%s", error),
+			 errhint("Write the number's token on one line into that file as the database server's operating system user, readable by that user only (umask 077), and rename it into place.")));
+	return NULL;				/* not reached */
+}
+
+/*
+ * wasend._check_token_file(phone_number_id): an ERROR, with a hint, if
+ * the number could not take its token from its file now.  Never returns
+ * or shows the token.  The functions that register or resume a number
+ * without a token call it (EXECUTE is revoked from PUBLIC).
+ */
+Datum
+wasend_check_token_file(PG_FUNCTION_ARGS)
+{
+	char	   *pnid = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	(void) token_from_file(pnid);
+	PG_RETURN_VOID();
+}
+
+/*
  * wasend._http_post(phone_number_id, access_token, rate, body): POST a
  * message body to the number's /messages endpoint from this backend and
- * return (http_status, answer).  Only wasend_test_send calls it (EXECUTE is
+ * return (http_status, answer).  A NULL access_token is the number's token
+ * file (an ERROR if it cannot be used); the answer then comes back with
+ * that token redacted.  Only wasend_test_send calls it (EXECUTE is
  * revoked from PUBLIC).  The request first takes a slot of the number's
  * shared rate gate, as a sender's would, so that a test send never pushes
  * the number over its rate while its campaigns run; it waits for the slot
@@ -209,21 +257,31 @@ wasend_worker_stats(PG_FUNCTION_ARGS)
 Datum
 wasend_http_post(PG_FUNCTION_ARGS)
 {
-	char	   *pnid = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	char	   *token = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	int32		rate = PG_GETARG_INT32(2);
-	char	   *body = text_to_cstring(PG_GETARG_TEXT_PP(3));
+	char	   *pnid;
+	const char *token;
+	int32		rate;
+	char	   *body;
 	TupleDesc	tupdesc;
 	Datum		values[2];
 	bool		nulls[2] = {false, false};
 	long		http_status = 0;
 	char	   *answer = NULL;
 	char	   *url;
-	int64		key = rate_gate_key(pnid);
+	int64		key;
 	uint64		seq = 0;
+	bool		from_file = PG_ARGISNULL(1);
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
+		elog(ERROR, "wasend._http_post: only the access token may be null");
+	pnid = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	rate = PG_GETARG_INT32(2);
+	body = text_to_cstring(PG_GETARG_TEXT_PP(3));
+	key = rate_gate_key(pnid);
+	/* a NULL token: the number's token file (checked before any wait) */
+	token = from_file ? pstrdup(token_from_file(pnid)) :
+		text_to_cstring(PG_GETARG_TEXT_PP(1));
 
 	if (WasendState != NULL)
 	{
@@ -246,6 +304,9 @@ wasend_http_post(PG_FUNCTION_ARGS)
 	if (WasendState != NULL)
 		rate_gate_on_wire(key, seq, wasend_mono_us());
 
+	/* the caller redacts a token it passed; this one it never saw */
+	if (from_file)
+		answer = unconstify(char *, wasend_redact_token(answer, token));
 	values[0] = Int32GetDatum((int32) http_status);
 	values[1] = CStringGetTextDatum(answer);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));

@@ -50,6 +50,7 @@ char	   *wasend_stop_keywords = NULL;
 int			wasend_webhook_port = 0;
 char	   *wasend_webhook_address = NULL;
 char	   *wasend_webhook_verify_token_file = NULL;
+char	   *wasend_token_directory = NULL;
 
 WasendShared *WasendState = NULL;
 
@@ -471,6 +472,15 @@ _PG_init(void)
 							   "File holding the verify token of Meta's webhook subscription handshake (hub.verify_token).",
 							   "The file must be owned by the server's user and give others no access. Only superusers can set this.",
 							   &wasend_webhook_verify_token_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("wasend.token_directory",
+							   "Directory of the access token files: <directory>/<database>/<phone_number_id>, used by numbers whose access_token is NULL.",
+							   "Each file must be owned by the server's user and give others no access. Only superusers can set this.",
+							   &wasend_token_directory,
 							   "",
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY,

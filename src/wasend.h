@@ -80,6 +80,7 @@ extern char *wasend_stop_keywords;
 extern int	wasend_webhook_port;
 extern char *wasend_webhook_address;
 extern char *wasend_webhook_verify_token_file;
+extern char *wasend_token_directory;
 
 #define WASEND_UNCERTAIN_RETRY	0
 #define WASEND_UNCERTAIN_FAIL	1
@@ -272,6 +273,23 @@ typedef enum WasendSecret
 } WasendSecret;
 
 extern const char *wasend_secret(WasendSecret which, const char **error);
+
+/* why wasend_number_token() gave no token */
+typedef enum WasendTokenStatus
+{
+	WASEND_TOKEN_OK = 0,
+	WASEND_TOKEN_NO_DIRECTORY,	/* wasend.token_directory is empty */
+	WASEND_TOKEN_BAD_NAME,		/* the database's or number's name cannot
+								 * name a file */
+	WASEND_TOKEN_BAD_FILE		/* the file is missing or refused */
+} WasendTokenStatus;
+
+extern const char *wasend_number_token(const char *phone_number_id,
+									   WasendTokenStatus *status,
+									   const char **error);
+
+/* sender.c */
+extern const char *wasend_redact_token(const char *resp, const char *token);
 
 /* signature.c */
 extern void wasend_hmac_sha256_hex(const char *key, const char *data, size_t len,
