@@ -354,40 +354,6 @@ CREATE TRIGGER campaign_check BEFORE INSERT OR UPDATE ON wasend.campaigns
 -- constraint's DETAIL would show the row, token included)
 CREATE OR REPLACE FUNCTION wasend._number_check() RETURNS trigger
 LANGUAGE plpgsql
-
-/*
- * Access tokens from files, never in query text.
- *
- * A token given to wasend_add_number() stayed in pg_stat_activity.query
- * of the calling session until its next statement, where every member of
- * pg_monitor reads it (a psql variable is expanded into the text too).
- * Since 0.6.0 a number's access_token may be NULL: its token is then the
- * one line of the file <wasend.token_directory>/<database>/<phone_number_id>,
- * which the senders, the limits reads and wasend_test_send read themselves
- * (src/secrets.c), again whenever the file changes.  Only a superuser
- * names the directory (a PGC_SIGHUP setting, like wasend.app_secret_file);
- * the file must be owned by the server's user and give others no access,
- * or it is refused by path, and a running number whose file is refused is
- * paused with the reason.  The rest of the path is the database's name
- * (so that a database cannot use another's tokens: the setting is the
- * server's) and the digits of the number's id, so an administrator who is
- * not a superuser can make the server read no other file.
- *
- * wasend_add_number() takes access_token DEFAULT NULL and, without one,
- * checks the file (wasend._check_token_file: an ERROR with a hint, naming
- * the file, never its content); so does wasend_resume_number() for a
- * number without a token in its row.
- */
-ALTER TABLE wasend.whatsapp_numbers ALTER COLUMN access_token DROP NOT NULL;
-COMMENT ON COLUMN wasend.whatsapp_numbers.access_token IS
-'the number''s access token; NULL: the file <wasend.token_directory>/<database>/<phone_number_id>';
-
--- Numbers are validated by a trigger, not by CHECK alone: a constraint
--- violation's DETAIL shows the whole row, token included (see 0.2.0).
--- Since 0.6.0 access_token may be NULL.
-CREATE OR REPLACE FUNCTION wasend._number_check() RETURNS trigger
-LANGUAGE plpgsql
-SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -406,8 +372,6 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'Give the system user access token of the WhatsApp Business account.';
     END IF;
-
-    -- a NULL token is the number's token file (wasend.token_directory)
     IF NEW.access_token !~ '^\S+$' OR length(NEW.access_token) > 4096 THEN
         RAISE EXCEPTION 'invalid access token'
             USING ERRCODE = 'invalid_parameter_value',
@@ -461,7 +425,6 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'Set limits_due_at = now() to have its messaging limit read again soon; leave the others to wasend.';
     END IF;
-
     IF TG_OP = 'INSERT' OR NEW.phone_number_id IS DISTINCT FROM OLD.phone_number_id THEN
         IF EXISTS (SELECT 1 FROM wasend.whatsapp_numbers n
                     WHERE n.phone_number_id = NEW.phone_number_id AND n.id IS DISTINCT FROM NEW.id) THEN
@@ -644,6 +607,92 @@ BEGIN
         RAISE WARNING 'country zone of calling code % is no time zone: %', r.calling_code, r.zone
             USING HINT = 'Correct it with an UPDATE of wasend.country_zones.';
     END LOOP;
+END
+$$;
+
+/*
+ * Access tokens from files, never in query text.
+ *
+ * A token given to wasend_add_number() stayed in pg_stat_activity.query
+ * of the calling session until its next statement, where every member of
+ * pg_monitor reads it (a psql variable is expanded into the text too).
+ * Since 0.6.0 a number's access_token may be NULL: its token is then the
+ * one line of the file <wasend.token_directory>/<database>/<phone_number_id>,
+ * which the senders, the limits reads and wasend_test_send read themselves
+ * (src/secrets.c), again whenever the file changes.  Only a superuser
+ * names the directory (a PGC_SIGHUP setting, like wasend.app_secret_file);
+ * the file must be owned by the server's user and give others no access,
+ * or it is refused by path, and a running number whose file is refused is
+ * paused with the reason.  The rest of the path is the database's name
+ * (so that a database cannot use another's tokens: the setting is the
+ * server's) and the digits of the number's id, so an administrator who is
+ * not a superuser can make the server read no other file.
+ *
+ * wasend_add_number() takes access_token DEFAULT NULL and, without one,
+ * checks the file (wasend._check_token_file: an ERROR with a hint, naming
+ * the file, never its content); so does wasend_resume_number() for a
+ * number without a token in its row.
+ */
+ALTER TABLE wasend.whatsapp_numbers ALTER COLUMN access_token DROP NOT NULL;
+COMMENT ON COLUMN wasend.whatsapp_numbers.access_token IS
+'the number''s access token; NULL: the file <wasend.token_directory>/<database>/<phone_number_id>';
+
+-- Numbers are validated by a trigger, not by CHECK alone: a constraint
+-- violation's DETAIL shows the whole row, token included (see 0.2.0).
+-- Since 0.6.0 access_token may be NULL.
+CREATE OR REPLACE FUNCTION wasend._number_check() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.phone_number_id IS NULL THEN
+        RAISE EXCEPTION 'phone_number_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Use the numeric Phone number ID from the WhatsApp Manager (API Setup).';
+    END IF;
+    IF NEW.phone_number_id !~ '^[0-9]{1,32}$' THEN
+        RAISE EXCEPTION 'invalid phone_number_id "%"', NEW.phone_number_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use the numeric Phone number ID from the WhatsApp Manager (API Setup), not the phone number itself.';
+    END IF;
+    -- a NULL token is the number's token file (wasend.token_directory)
+    IF NEW.access_token !~ '^\S+$' OR length(NEW.access_token) > 4096 THEN
+        RAISE EXCEPTION 'invalid access token'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the system user access token, without "Bearer " or spaces.';
+    END IF;
+    IF NEW.max_send_rate_per_sec IS NULL OR NEW.max_send_rate_per_sec NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'max_send_rate_per_sec must be between 1 and 1000, not %',
+                        coalesce(NEW.max_send_rate_per_sec::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Meta allows 80 messages per second per number by default and up to 1000 after an upgrade.';
+    END IF;
+    IF NEW.status IS NULL OR NEW.status NOT IN ('active', 'paused') THEN
+        RAISE EXCEPTION 'number status must be active or paused, not %', coalesce(NEW.status, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use wasend_pause_number() and wasend_resume_number().';
+    END IF;
+    IF NEW.business_id IS NOT NULL AND NEW.business_id !~ '^[0-9]{1,32}$' THEN
+        RAISE EXCEPTION 'invalid business_id "%"', NEW.business_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use the numeric id of the business portfolio (Business Settings, Business info), or NULL.';
+    END IF;
+    IF NEW.messaging_limit_override < 0 OR NEW.messaging_limit < 0 THEN
+        RAISE EXCEPTION 'messaging_limit must not be negative, not %',
+                        coalesce(NEW.messaging_limit_override, NEW.messaging_limit)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the number of unique recipients the portfolio may reach in 24 h (e.g. 250, 2000), or reset_messaging_limit => true to follow Meta''s tier.';
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.phone_number_id IS DISTINCT FROM OLD.phone_number_id THEN
+        IF EXISTS (SELECT 1 FROM wasend.whatsapp_numbers n
+                    WHERE n.phone_number_id = NEW.phone_number_id AND n.id IS DISTINCT FROM NEW.id) THEN
+            RAISE EXCEPTION 'phone number id % is already registered', NEW.phone_number_id
+                USING ERRCODE = 'unique_violation',
+                      HINT = 'Use wasend_update_number() to change its token or rate.';
+        END IF;
+    END IF;
+    RETURN NEW;
 END
 $$;
 
