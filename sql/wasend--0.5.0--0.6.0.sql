@@ -367,11 +367,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use the numeric Phone number ID from the WhatsApp Manager (API Setup), not the phone number itself.';
     END IF;
-    IF NEW.access_token IS NULL THEN
-        RAISE EXCEPTION 'access token must not be null'
-            USING ERRCODE = 'null_value_not_allowed',
-                  HINT = 'Give the system user access token of the WhatsApp Business account.';
-    END IF;
+    -- a NULL token is the number's token file (wasend.token_directory,
+    -- see below: the column may be NULL since 0.6.0)
     IF NEW.access_token !~ '^\S+$' OR length(NEW.access_token) > 4096 THEN
         RAISE EXCEPTION 'invalid access token'
             USING ERRCODE = 'invalid_parameter_value',
@@ -636,65 +633,6 @@ $$;
 ALTER TABLE wasend.whatsapp_numbers ALTER COLUMN access_token DROP NOT NULL;
 COMMENT ON COLUMN wasend.whatsapp_numbers.access_token IS
 'the number''s access token; NULL: the file <wasend.token_directory>/<database>/<phone_number_id>';
-
--- Numbers are validated by a trigger, not by CHECK alone: a constraint
--- violation's DETAIL shows the whole row, token included (see 0.2.0).
--- Since 0.6.0 access_token may be NULL.
-CREATE OR REPLACE FUNCTION wasend._number_check() RETURNS trigger
-LANGUAGE plpgsql
-SECURITY INVOKER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF NEW.phone_number_id IS NULL THEN
-        RAISE EXCEPTION 'phone_number_id must not be null'
-            USING ERRCODE = 'null_value_not_allowed',
-                  HINT = 'Use the numeric Phone number ID from the WhatsApp Manager (API Setup).';
-    END IF;
-    IF NEW.phone_number_id !~ '^[0-9]{1,32}$' THEN
-        RAISE EXCEPTION 'invalid phone_number_id "%"', NEW.phone_number_id
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Use the numeric Phone number ID from the WhatsApp Manager (API Setup), not the phone number itself.';
-    END IF;
-    -- a NULL token is the number's token file (wasend.token_directory)
-    IF NEW.access_token !~ '^\S+$' OR length(NEW.access_token) > 4096 THEN
-        RAISE EXCEPTION 'invalid access token'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Give the system user access token, without "Bearer " or spaces.';
-    END IF;
-    IF NEW.max_send_rate_per_sec IS NULL OR NEW.max_send_rate_per_sec NOT BETWEEN 1 AND 1000 THEN
-        RAISE EXCEPTION 'max_send_rate_per_sec must be between 1 and 1000, not %',
-                        coalesce(NEW.max_send_rate_per_sec::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Meta allows 80 messages per second per number by default and up to 1000 after an upgrade.';
-    END IF;
-    IF NEW.status IS NULL OR NEW.status NOT IN ('active', 'paused') THEN
-        RAISE EXCEPTION 'number status must be active or paused, not %', coalesce(NEW.status, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Use wasend_pause_number() and wasend_resume_number().';
-    END IF;
-    IF NEW.business_id IS NOT NULL AND NEW.business_id !~ '^[0-9]{1,32}$' THEN
-        RAISE EXCEPTION 'invalid business_id "%"', NEW.business_id
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Use the numeric id of the business portfolio (Business Settings, Business info), or NULL.';
-    END IF;
-    IF NEW.messaging_limit_override < 0 OR NEW.messaging_limit < 0 THEN
-        RAISE EXCEPTION 'messaging_limit must not be negative, not %',
-                        coalesce(NEW.messaging_limit_override, NEW.messaging_limit)
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Give the number of unique recipients the portfolio may reach in 24 h (e.g. 250, 2000), or reset_messaging_limit => true to follow Meta''s tier.';
-    END IF;
-    IF TG_OP = 'INSERT' OR NEW.phone_number_id IS DISTINCT FROM OLD.phone_number_id THEN
-        IF EXISTS (SELECT 1 FROM wasend.whatsapp_numbers n
-                    WHERE n.phone_number_id = NEW.phone_number_id AND n.id IS DISTINCT FROM NEW.id) THEN
-            RAISE EXCEPTION 'phone number id % is already registered', NEW.phone_number_id
-                USING ERRCODE = 'unique_violation',
-                      HINT = 'Use wasend_update_number() to change its token or rate.';
-        END IF;
-    END IF;
-    RETURN NEW;
-END
-$$;
 
 -- An ERROR, with a hint, if the number could not take its token from its
 -- file now (src/sql_api.c); never returns or shows the token.

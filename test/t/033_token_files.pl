@@ -49,7 +49,8 @@ my $node = WasendTest::new_node('tokfiles', $mock,
 
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION wasend;
-	CREATE ROLE tok_admin LOGIN IN ROLE wasend_admin;
+	CREATE ROLE tok_admin LOGIN;
+	SELECT wasend.wasend_grant_access('tok_admin', 'admin');
 	CREATE ROLE tok_monitor LOGIN IN ROLE pg_monitor;
 });
 
