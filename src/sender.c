@@ -568,21 +568,11 @@ wasend_sender_main(Datum main_arg)
 	pqsignal(SIGTERM, sender_sigterm);
 	BackgroundWorkerUnblockSignals();
 
-	BackgroundWorkerInitializeConnectionByOid(my_dboid, InvalidOid, 0);
+	wasend_worker_connect(NULL, my_dboid, "100ms", true);
 	pgstat_report_appname(MyBgworkerEntry->bgw_name);
 
 	if (RecoveryInProgress())
 		proc_exit(0);			/* a standby never sends */
-
-	wasend_worker_session_setup("100ms");
-
-	/*
-	 * The part of the queue the claims touch is hot in shared buffers; with
-	 * the default random_page_cost the planner prefers walking the primary
-	 * key in id order (the heap is perfectly correlated with id) over
-	 * send_queue_ready_idx, and then filters past every row already sent.
-	 */
-	SetConfigOption("random_page_cost", "1.1", PGC_USERSET, PGC_S_SESSION);
 
 	my_slot = &WasendState->senders[sender_index];
 	if (!sender_register())
