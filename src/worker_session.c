@@ -91,6 +91,25 @@ capture_server_settings(void)
 }
 
 /*
+ * Forget the captured values once the session is set up.
+ */
+static void
+forget_server_settings(void)
+{
+	int			i;
+
+	for (i = 0; i < nserver_settings; i++)
+	{
+		pfree(server_settings[i].name);
+		if (server_settings[i].value)
+			pfree(server_settings[i].value);
+	}
+	pfree(server_settings);
+	server_settings = NULL;
+	nserver_settings = 0;
+}
+
+/*
  * The value the server gave this worker for a setting, or NULL.
  */
 static const ServerSetting *
@@ -234,6 +253,7 @@ wasend_worker_connect(const char *dbname, Oid dboid, const char *lock_timeout,
 	if (sender)
 		pin("random_page_cost", "1.1", ERROR);
 	CommitTransactionCommand();
+	forget_server_settings();
 
 	if (ignored.len > 0)
 		ereport(LOG,
