@@ -431,6 +431,29 @@ request_alloc(void)
 }
 
 /*
+ * Keep a copy of the bearer token a request carries: an error answer may
+ * quote it, and the sender redacts it with the token the request was sent
+ * with, whatever the number's state is by the time the answer comes (a
+ * limits read of a number without a campaign has none; a token changed
+ * meanwhile is another).  The buffer stays with the pooled request.
+ */
+static void
+request_keep_token(HttpRequest *req, const char *token)
+{
+	size_t		len = strlen(token);
+
+	if (req->token_cap <= len)
+	{
+		if (req->token)
+			pfree(req->token);
+		req->token_cap = Max(len + 1, 256);
+		req->token = MemoryContextAlloc(http_context != NULL ? http_context : CurrentMemoryContext,
+										req->token_cap);
+	}
+	memcpy(req->token, token, len + 1);
+}
+
+/*
  * Set the options every request shares on a pooled handle: URL, bearer
  * token, TLS, timeouts, the HTTP version, and our callbacks.  The request
  * is not started.
@@ -453,6 +476,7 @@ request_setup(HttpRequest *req, const char *url, const char *token,
 	req->curl_code = 0;
 	req->errbuf[0] = '\0';
 	req->new_connections = 0;
+	request_keep_token(req, token);
 
 	auth = psprintf("Authorization: Bearer %s", token);
 	h = curl_slist_append(h, auth);
@@ -721,6 +745,8 @@ http_trim_pool(void)
 		n_free--;
 		curl_easy_cleanup(req->easy);
 		free(req->resp);
+		if (req->token)
+			pfree(req->token);
 		pfree(req);
 		freed++;
 	}
@@ -789,6 +815,8 @@ http_post_once(const char *url, const char *token, const char *body,
 	if (rc == CURLE_OK)
 		*answer = pstrdup(req.resp ? req.resp : "");
 	free(req.resp);
+	if (req.token)
+		pfree(req.token);
 	CHECK_FOR_INTERRUPTS();
 	if (rc != CURLE_OK)
 		ereport(ERROR,

@@ -18,6 +18,9 @@ typedef struct HttpRequest
 	void	   *easy;			/* CURL *, reused across requests */
 	void	   *headers;		/* struct curl_slist *, owned */
 	char	   *body;			/* request body, owned */
+	char	   *token;			/* the bearer token it carries, for
+								 * redacting its answer (owned, reused) */
+	size_t		token_cap;
 	int			kind;			/* HTTP_SEND or HTTP_LIMITS */
 	int64		row_id;			/* wasend.send_queue.id (HTTP_SEND) */
 	int64		campaign_id;

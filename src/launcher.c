@@ -403,7 +403,7 @@ wasend_launcher_main(Datum main_arg)
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 
-	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	wasend_worker_connect(NULL, InvalidOid, NULL, false);
 	pgstat_report_appname("wasend launcher");
 
 	SpinLockAcquire(&WasendState->mutex);

@@ -159,9 +159,9 @@ transport_class(int curl_code)
 }
 
 /*
- * An error answer with the number's own access token replaced (Meta's
- * text for a malformed token can echo it), or the answer itself when it
- * does not contain it.  The copy is palloc'd.
+ * An error answer with the access token its request carried replaced, as
+ * Meta's text for a malformed token can echo it; the answer itself when it
+ * does not contain the token.  The copy is palloc'd.
  */
 const char *
 wasend_redact_token(const char *resp, const char *token)
@@ -187,14 +187,15 @@ wasend_redact_token(const char *resp, const char *token)
 
 /*
  * Keep the answer of a limits GET for the next database cycle (the body
- * with the number's token redacted).  If the list is full the answer is
- * dropped: the number is due again soon anyway.
+ * with the token the GET carried redacted: the number may have no state in
+ * this sender, when it has no running campaign or is read for the first
+ * time).  If the list is full the answer is dropped: the number is due
+ * again soon anyway.
  */
 static void
 collect_limits(HttpRequest *req)
 {
 	LimitsAnswer *a;
-	NumberState *ns = number_find(req->number_id);
 	const char *body = req->curl_code == 0 && !req->resp_too_big ? req->resp : NULL;
 
 	if (nlimits_answers >= MAX_LIMITS_ANSWERS)
@@ -220,9 +221,15 @@ collect_limits(HttpRequest *req)
 			a->error = MemoryContextStrdup(sender_context,
 										   "the answer is not valid in the database encoding");
 	}
-	if (body != NULL && ns != NULL)
-		body = wasend_redact_token(body, ns->access_token);
-	a->body = body ? MemoryContextStrdup(sender_context, body) : NULL;
+	a->body = NULL;
+	if (body != NULL)
+	{
+		const char *redacted = wasend_redact_token(body, req->token);
+
+		a->body = MemoryContextStrdup(sender_context, redacted);
+		if (redacted != body)
+			pfree(unconstify(char *, redacted));
+	}
 	/* the connection it used is one of ours, like a send's */
 	if (req->new_connections > 0)
 		pg_atomic_fetch_add_u64(&my_slot->conns_opened, req->new_connections);
@@ -400,8 +407,7 @@ collect_done(void)
 		{
 			results_have_error = true;
 			campaign_note_error(req->campaign_id);
-			if (ns != NULL)
-				redacted = wasend_redact_token(body, ns->access_token);
+			redacted = wasend_redact_token(body, req->token);
 		}
 		result_batch_add(&results, req->row_id, req->campaign_id,
 						 req->http_status, redacted, err, cls,
@@ -562,21 +568,11 @@ wasend_sender_main(Datum main_arg)
 	pqsignal(SIGTERM, sender_sigterm);
 	BackgroundWorkerUnblockSignals();
 
-	BackgroundWorkerInitializeConnectionByOid(my_dboid, InvalidOid, 0);
+	wasend_worker_connect(NULL, my_dboid, "100ms", true);
 	pgstat_report_appname(MyBgworkerEntry->bgw_name);
 
 	if (RecoveryInProgress())
 		proc_exit(0);			/* a standby never sends */
-
-	wasend_worker_session_setup("100ms");
-
-	/*
-	 * The part of the queue the claims touch is hot in shared buffers; with
-	 * the default random_page_cost the planner prefers walking the primary
-	 * key in id order (the heap is perfectly correlated with id) over
-	 * send_queue_ready_idx, and then filters past every row already sent.
-	 */
-	SetConfigOption("random_page_cost", "1.1", PGC_USERSET, PGC_S_SESSION);
 
 	my_slot = &WasendState->senders[sender_index];
 	if (!sender_register())

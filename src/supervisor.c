@@ -631,9 +631,8 @@ wasend_supervisor_main(Datum main_arg)
 	SpinLockRelease(&WasendState->mutex);
 	before_shmem_exit(supervisor_detach, 0);
 
-	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	wasend_worker_connect(NULL, dboid, "1s", false);
 	pgstat_report_appname("wasend supervisor");
-	wasend_worker_session_setup("1s");
 
 	StartTransactionCommand();
 	my_dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));

@@ -197,46 +197,6 @@ wasend_wake_senders(void)
 }
 
 /*
- * Settings every wasend worker pins for its own session, whatever the
- * database, the role or postgresql.conf say:
- *
- *	search_path = pg_catalog, pg_temp: the workers run as superuser, so no
- *	function or operator they call may resolve through public, a schema
- *	named in ALTER DATABASE/ROLE ... SET search_path, or pg_temp (every
- *	wasend object is schema-qualified);
- *	lock_timeout: a statement that would wait on a lock a user holds gives
- *	up quickly and is tried again on a later turn (see db_cycle.c);
- *	synchronous_commit = local: a commit never waits for a synchronous
- *	standby, during which curl would not be driven and answers that
- *	arrived would turn into timeouts and duplicates;
- *	read committed, read-write, no statement_timeout: a database default
- *	of repeatable read would give the completion check an old snapshot
- *	(and strand rows), read-only would stop all work;
- *	jit = off: the workers' statements run in milliseconds, and their
- *	estimated cost over a large queue crosses jit_above_cost, so JIT
- *	compiled every claim (1.7 s per claim at 1M queued rows, against
- *	9 ms without, bench/claim.sh).
- *
- * PGC_S_SESSION outranks the database and role defaults, and still lets
- * functions' own SET clauses apply.
- */
-void
-wasend_worker_session_setup(const char *lock_timeout)
-{
-	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
-	SetConfigOption("lock_timeout", lock_timeout, PGC_SUSET, PGC_S_SESSION);
-	SetConfigOption("synchronous_commit", "local", PGC_SUSET, PGC_S_SESSION);
-	/* the cycle relies on a new snapshot per statement, and on writing */
-	SetConfigOption("default_transaction_isolation", "read committed",
-					PGC_SUSET, PGC_S_SESSION);
-	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_SESSION);
-	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_SESSION);
-	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_SESSION);
-	/* zones are checked as names (wasend._is_zone_name); abbreviations fixed */
-	SetConfigOption("timezone_abbreviations", "Default", PGC_SUSET, PGC_S_SESSION);
-}
-
-/*
  * Start one of a worker's own transactions, with SPI connected and a
  * snapshot, and say what it does in pg_stat_activity.
  */

@@ -231,10 +231,13 @@ wasend_mono_us(void)
 
 /* wasend.c */
 extern void wasend_wake_senders(void);
-extern void wasend_worker_session_setup(const char *lock_timeout);
 extern void wasend_begin_transaction(const char *activity);
 extern void wasend_commit_transaction(void);
 extern ErrorData *wasend_abort_transaction(MemoryContext cxt);
+
+/* worker_session.c */
+extern void wasend_worker_connect(const char *dbname, Oid dboid,
+								  const char *lock_timeout, bool sender);
 
 /* launcher.c */
 extern PGDLLEXPORT void wasend_launcher_main(Datum main_arg);

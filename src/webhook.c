@@ -788,10 +788,9 @@ wasend_webhook_main(Datum main_arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(wasend_database, NULL, 0);
+	/* a user's lock costs a 500 (Meta retries), not a hang: lock_timeout */
+	wasend_worker_connect(wasend_database, InvalidOid, "1s", false);
 	pgstat_report_appname("wasend webhook");
-	/* pinned search_path; a user's lock costs a 500 (Meta retries), not a hang */
-	wasend_worker_session_setup("1s");
 
 	memset(&addr, 0, sizeof(addr));
 	addr.sin_family = AF_INET;

@@ -86,7 +86,8 @@ const port = parseInt(args.port || '18080', 10);
  * (health_status.can_send_message, AVAILABLE), display_phone_number
  * ("1555" + the last 7 digits of the phone_number_id, zero-padded).
  * "account_error" makes that GET fail with an error body of this code
- * (default 100) and HTTP status (default 400).  POST /__mock/account
+ * (default 100) and HTTP status (default 400); with "echo_token": true its
+ * message repeats the request's bearer token.  POST /__mock/account
  * {"pnid": "...", "tier": ..., ...} merges into one number's "account" at
  * run time ("account_error": {...} or null sets or clears the error).
  *
@@ -532,7 +533,10 @@ function handleAccount(req, res, pnid, query, t)
 	if (!auth.startsWith('Bearer '))
 		return fail(401, 190);
 	if (num && num.account_error)
-		return fail(num.account_error.http || 400, num.account_error.code || 100);
+		return fail(num.account_error.http || 400, num.account_error.code || 100,
+			num.account_error.echo_token ?
+			'Invalid OAuth access token - Cannot parse access token: ' + auth.replace(/^Bearer /, '') :
+			undefined);
 
 	const fields = parseFields(query.get('fields'));
 	for (const f of fields)

@@ -9,14 +9,17 @@
 # attempt 99 of 100 (4 s x 4^98 overflowed the backoff).  A trigger makes
 # recording one row raise a deadlock once, and another row's record fail
 # always.  Two numbers get a 190 whose message echoes their own token, one
-# shaped like a Meta token (EA...), one not.  Rows left 'sending' by a
+# shaped like a Meta token (EA...), one not; a fourth number, without a
+# campaign, has its account read answered with an error that echoes its
+# token (not EA-shaped).  Rows left 'sending' by a
 # sender that no longer exists, already at max_attempts, are failed by the
 # launcher's recovery instead of being queued again forever.
 #
 # Expected: the sender and launcher pids never change; the poison rows are
 # failed as bad_response, the deadlocked row is sent, the overflowing row
 # waits at most the 24 h cap; every other row is sent once; neither token
-# appears in the server log or in anything a wasend_viewer can read.
+# appears in the server log or in anything a wasend_viewer can read
+# (limits_error included).
 use strict;
 use warnings;
 
@@ -27,11 +30,14 @@ use WasendTest;
 
 my $ea_token = 'EAAGm0ckT0kenValue1234567890abcdXYZ';
 my $plain_token = 'plain-secret-token-of-number-c';
+my $limits_token = 'plain-limits-token-of-number-d';
 my $mock = WasendTest::start_mock({
 	numbers => {
 		'15001' => { token => 'tok-number-a-0001', rate => 100 },
 		'15002' => { token => $ea_token, rate => 100 },
 		'15003' => { token => $plain_token, rate => 100 },
+		'15004' => { token => $limits_token, rate => 100,
+			account_error => { http => 400, code => 190, echo_token => 1 } },
 	},
 	rules => [
 		{ to => '^15595000011$', action => 'nul' },
@@ -53,6 +59,7 @@ $node->safe_psql('postgres', qq{
 	SELECT wasend.wasend_add_number('15001', 'tok-number-a-0001', 100);
 	SELECT wasend.wasend_add_number('15002', '$ea_token', 100);
 	SELECT wasend.wasend_add_number('15003', '$plain_token', 100);
+	SELECT wasend.wasend_add_number('15004', '$limits_token', 100);
 	SELECT wasend.wasend_create_campaign('poison', 1, '{"type":"text","text":{"body":"x"}}');
 	SELECT wasend.wasend_create_campaign('echo-ea', 2, '{"type":"text","text":{"body":"x"}}');
 	SELECT wasend.wasend_create_campaign('echo-plain', 3, '{"type":"text","text":{"body":"x"}}');
@@ -96,7 +103,7 @@ sub viewer_text
 		$text .= $node->safe_psql('postgres', "SET ROLE spy; SELECT string_agg(x::text, ' ') FROM $t x");
 	}
 	$text .= $node->safe_psql('postgres', q{
-		SET ROLE spy; SELECT string_agg(concat_ws(' ', id, phone_number_id, status, pause_reason), ' ')
+		SET ROLE spy; SELECT string_agg(concat_ws(' ', id, phone_number_id, status, pause_reason, limits_error), ' ')
 		  FROM wasend.whatsapp_numbers});
 	return $text;
 }
@@ -121,6 +128,17 @@ my $seen = viewer_text();
 like($seen, qr/\[redacted token\]/, 'a viewer sees the redacted error texts');
 unlike($seen, qr/\Q$ea_token\E|\Q$plain_token\E|EAAJforeign/, 'and no token');
 $node->safe_psql('postgres', q{SELECT wasend.wasend_resume_number(2); SELECT wasend.wasend_resume_number(3);});
+
+# the account read of a number without a campaign fails with its token
+# quoted: limits_error keeps the text, the token redacted
+ok( $node->poll_query_until('postgres', q{
+		SELECT limits_error IS NOT NULL FROM wasend.whatsapp_numbers WHERE id = 4}),
+	'the failed account read is noted on the number');
+my $limits_error = $node->safe_psql('postgres',
+	q{SET ROLE spy; SELECT limits_error FROM wasend.whatsapp_numbers WHERE id = 4});
+like($limits_error, qr/Cannot parse access token: \[redacted token\]/,
+	'limits_error keeps the text with the number\'s own (non-EA) token redacted');
+unlike($limits_error, qr/\Q$limits_token\E/, 'and a viewer reading it sees no token');
 
 ok( $node->poll_query_until('postgres', q{
 		SELECT count(*) = 3 FROM wasend.campaigns WHERE status = 'completed'
@@ -184,9 +202,13 @@ is($node->safe_psql('postgres', q{
 my $log = slurp_file($node->logfile);
 unlike($log, qr/\Q$ea_token\E/, 'the EA-shaped token is not in the server log');
 unlike($log, qr/\Q$plain_token\E/, 'the plain token is not in the server log');
+like($log, qr/could not read the messaging limit of number 15004/,
+	'the failed account read is in the server log');
+unlike($log, qr/\Q$limits_token\E/, 'the token its account read echoed is not in the server log');
 $seen = viewer_text();
 cmp_ok(length($seen), '>', 1000, 'the viewer reads the tables (' . length($seen) . ' bytes)');
-unlike($seen, qr/\Q$ea_token\E|\Q$plain_token\E|EAAJforeign/, 'no token in anything a viewer can read');
+unlike($seen, qr/\Q$ea_token\E|\Q$plain_token\E|\Q$limits_token\E|EAAJforeign/,
+	'no token in anything a viewer can read');
 
 WasendTest::stop_mock($mock);
 $node->stop;
