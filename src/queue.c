@@ -47,6 +47,7 @@ static SPIPlanPtr plan_lock_done = NULL;
 static SPIPlanPtr plan_complete = NULL;
 static SPIPlanPtr plan_breaker = NULL;
 static SPIPlanPtr plan_pending = NULL;
+static SPIPlanPtr plan_pending_recorded = NULL;
 static SPIPlanPtr plan_limits_due = NULL;
 static SPIPlanPtr plan_limits_apply = NULL;
 static SPIPlanPtr plan_limits_failed = NULL;
@@ -135,7 +136,7 @@ queue_prepare(void)
 	Oid			int_type[1] = {INT4OID};
 	Oid			apply_types[3] = {INT8OID, INT4OID, TEXTOID};
 	Oid			failed_types[2] = {INT8OID, TEXTOID};
-	SPIPlanPtr	plans[14];
+	SPIPlanPtr	plans[15];
 
 	if (plan_complete != NULL)
 		return;
@@ -160,6 +161,7 @@ queue_prepare(void)
 	plans[11] = prepare(sql_limits_apply, 3, apply_types);
 	plans[12] = prepare(sql_limits_failed, 2, failed_types);
 	plans[13] = prepare(sql_claim_lock, 1, ids_type);
+	plans[14] = prepare(sql_pending_recorded, 1, ids_type);
 	plan_activate = plans[0];
 	plan_running = plans[1];
 	plan_claim = plans[2];
@@ -173,6 +175,7 @@ queue_prepare(void)
 	plan_limits_apply = plans[11];
 	plan_limits_failed = plans[12];
 	plan_claim_lock = plans[13];
+	plan_pending_recorded = plans[14];
 	plan_complete = plans[9];
 }
 
@@ -503,6 +506,25 @@ queue_apply_pending_statuses(void)
 {
 	if (SPI_execute_plan(plan_pending, NULL, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "wasend: applying pending statuses failed");
+}
+
+/*
+ * Apply the status webhooks that waited for the wamids of the rows
+ * idx[0..n-1] of a batch, just recorded.
+ */
+void
+queue_apply_pending_recorded(ResultBatch *b, const int *idx, int n)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * Max(n, 1));
+	Datum		arg;
+	int			j;
+
+	for (j = 0; j < n; j++)
+		ids[j] = b->ids[idx[j]];
+	arg = PointerGetDatum(construct_array(ids, n, INT8OID, 8,
+										  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	if (SPI_execute_plan(plan_pending_recorded, &arg, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "wasend: applying the statuses of recorded messages failed");
 }
 
 /*

@@ -202,7 +202,7 @@ is(row(8) . ' ' . row(9) . ' ' . row(4), 'failed|f|f| sent|f|f| delivered|t|f|',
 	'the 11-digit code is no code, the NaN status is refused, the ordinary one applies');
 is($node->safe_psql('postgres', q{
 	SELECT body || '|' || (sent_at IS NULL) FROM wasend.inbound_messages WHERE wa_message_id = 'wamid.in-when'}),
-	'hello|t', 'a message with a timestamp of Infinity is stored, without a time');
+	'hello|true', 'a message with a timestamp of Infinity is stored, without a time');
 
 # --- the SQL function
 my $p5 = payload([ { id => $wamid{5}, status => 'read', timestamp => '1700000005', recipient_id => '15512000005' } ]);
