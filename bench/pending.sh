@@ -45,7 +45,7 @@ UPDATE wasend.send_queue SET status = 'sent', sent_at = now() - interval '1 hour
 UPDATE wasend.campaigns SET status = 'completed', completed_at = now();
 INSERT INTO wasend.pending_statuses (wa_message_id, status, at, recipient, received_at)
 SELECT 'wamid.foreign.' || g, 'delivered', now() - g * interval '1 second',
-       (15560000000 + g)::text, now() - g * (interval '7 days' / $PENDING)
+       (15560000000 + g)::text, now() - g * (interval '7 days' / greatest($PENDING, 1))
   FROM generate_series(1, $PENDING) g;
 EOF
 if [ "$(psql_ -c "SELECT count(*) FROM pg_attribute WHERE attrelid = 'wasend.pending_statuses'::regclass
