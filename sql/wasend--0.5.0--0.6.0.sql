@@ -257,12 +257,19 @@ BEGIN
          WHERE c.known AND p.wa_message_id = c.wa_message_id AND p.status = c.status
         RETURNING p.*),
     later AS (
+        -- a checked_xmax beyond this snapshot's came with a dump of
+        -- another cluster: checked again, from here
         UPDATE wasend.pending_statuses p
-           SET checked_xmax = coalesce(c.checked_xmax, pg_snapshot_xmax(pg_current_snapshot())),
+           SET checked_xmax = CASE WHEN c.checked_xmax IS NULL
+                                     OR c.checked_xmax > pg_snapshot_xmax(pg_current_snapshot())
+                                   THEN pg_snapshot_xmax(pg_current_snapshot())
+                                   ELSE c.checked_xmax END,
                settled = c.checked_xmax IS NOT NULL
+                         AND c.checked_xmax <= pg_snapshot_xmax(pg_current_snapshot())
           FROM c
          WHERE NOT c.known AND p.wa_message_id = c.wa_message_id AND p.status = c.status
            AND (c.checked_xmax IS NULL
+                OR c.checked_xmax > pg_snapshot_xmax(pg_current_snapshot())
                 OR pg_snapshot_xmin(pg_current_snapshot()) >= c.checked_xmax))
     SELECT jsonb_agg(jsonb_build_object('id', wa_message_id, 'status', status,
                                         'timestamp', extract(epoch FROM coalesce(at, received_at)),
