@@ -12,7 +12,7 @@ OBJS        = src/wasend.o src/launcher.o src/supervisor.o src/sender.o src/numb
 DATA        = sql/wasend--0.1.0.sql sql/wasend--0.2.0.sql sql/wasend--0.1.0--0.2.0.sql \
               sql/wasend--0.2.0--0.3.0.sql sql/wasend--0.3.0--0.4.0.sql sql/wasend--0.4.0--0.5.0.sql \
               sql/wasend--0.5.0--0.6.0.sql
-REGRESS     = setup numbers campaigns enqueue transitions policy secrets webhooks progress grants restore hardening limits lanes constraints access
+REGRESS     = setup numbers campaigns enqueue transitions policy secrets webhooks progress grants restore hardening limits lanes constraints access statuses
 REGRESS_OPTS = --inputdir=sql --outputdir=test/out --temp-config=test/regress.conf
 
 PG_CONFIG  ?= pg_config

@@ -289,9 +289,11 @@ SELECT recipient, status, sent_at IS NOT NULL AS sent, delivered_at IS NOT NULL 
        read_at IS NOT NULL AS read, last_error_code AS code,
        pricing_billable AS billable, pricing_model AS model, pricing_category AS category, pricing_type AS type
   FROM wasend.send_queue WHERE campaign_id = :r ORDER BY recipient;
--- the held row is sent as of its sent status; it left held_messages and
--- the campaign no longer holds back
-SELECT status, sent_at = to_timestamp(1700000106) AS sent_at_from_status
+-- the held row is sent as of its sent status (1700000106, long ago:
+-- clamped to 30 days before now); it left held_messages and the campaign
+-- no longer holds back
+SELECT status, sent_at BETWEEN now() - interval '30 days 1 minute' AND now() - interval '29 days'
+       AS sent_at_from_status
   FROM wasend.send_queue WHERE wa_message_id = 'wamid.r5';
 SELECT (SELECT count(*) FROM wasend.held_messages) AS held_messages, paced_until IS NULL AS not_paced
   FROM wasend.campaigns WHERE id = :r;

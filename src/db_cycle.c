@@ -212,6 +212,17 @@ step_record(void *arg)
 							  my_token, &r->groups);
 }
 
+/*
+ * Step: apply the statuses that waited for the wamids just recorded.
+ */
+static void
+step_pending_recorded(void *arg)
+{
+	RecordStep *r = arg;
+
+	queue_apply_pending_recorded(&results, r->idx, r->n);
+}
+
 typedef struct PoisonStep
 {
 	int			i;
@@ -357,6 +368,9 @@ record_range(int *idx, int n, bool *keep, bool first)
 	{
 		for (i = 0; i < n; i++)
 			keep[idx[i]] = false;
+		/* a failure here loses nothing: the statuses keep waiting */
+		run_step("applying statuses that waited for these answers",
+				 step_pending_recorded, &r, NULL, false);
 		return apply_groups(r.groups, r.ngroups);
 	}
 	if (!is_data_error(err) && !(is_transient(err) && n > 1))

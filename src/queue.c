@@ -47,6 +47,7 @@ static SPIPlanPtr plan_lock_done = NULL;
 static SPIPlanPtr plan_complete = NULL;
 static SPIPlanPtr plan_breaker = NULL;
 static SPIPlanPtr plan_pending = NULL;
+static SPIPlanPtr plan_pending_recorded = NULL;
 static SPIPlanPtr plan_limits_due = NULL;
 static SPIPlanPtr plan_limits_apply = NULL;
 static SPIPlanPtr plan_limits_failed = NULL;
@@ -140,7 +141,7 @@ queue_prepare(void)
 	Oid			failed_types[2] = {INT8OID, TEXTOID};
 	Oid			running_types[3] = {BOOLOID, INT8ARRAYOID, INT8ARRAYOID};
 	Oid			fault_types[3] = {INT8OID, TEXTOID, FLOAT8OID};
-	SPIPlanPtr	plans[18];
+	SPIPlanPtr	plans[19];
 
 	if (plan_complete != NULL)
 		return;
@@ -169,6 +170,7 @@ queue_prepare(void)
 	plans[15] = prepare(sql_fault_note, 3, fault_types);
 	plans[16] = prepare(sql_fault_clear, 1, ids_type);
 	plans[17] = prepare(sql_token_refused, 2, failed_types);
+	plans[18] = prepare(sql_pending_recorded, 1, ids_type);
 	plan_activate = plans[0];
 	plan_running = plans[1];
 	plan_claim = plans[2];
@@ -186,6 +188,7 @@ queue_prepare(void)
 	plan_fault_note = plans[15];
 	plan_fault_clear = plans[16];
 	plan_token_refused = plans[17];
+	plan_pending_recorded = plans[18];
 	plan_complete = plans[9];
 }
 
@@ -663,6 +666,25 @@ queue_apply_pending_statuses(void)
 {
 	if (SPI_execute_plan(plan_pending, NULL, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "wasend: applying pending statuses failed");
+}
+
+/*
+ * Apply the status webhooks that waited for the wamids of the rows
+ * idx[0..n-1] of a batch, just recorded.
+ */
+void
+queue_apply_pending_recorded(ResultBatch *b, const int *idx, int n)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * Max(n, 1));
+	Datum		arg;
+	int			j;
+
+	for (j = 0; j < n; j++)
+		ids[j] = b->ids[idx[j]];
+	arg = PointerGetDatum(construct_array(ids, n, INT8OID, 8,
+										  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	if (SPI_execute_plan(plan_pending_recorded, &arg, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "wasend: applying the statuses of recorded messages failed");
 }
 
 /*

@@ -99,6 +99,7 @@ extern int	queue_record(ResultBatch *batch, const int *idx, int n,
 extern bool queue_record_poison(int64 row_id, int64 token, TimestampTz at,
 								const char *error);
 extern void queue_apply_pending_statuses(void);
+extern void queue_apply_pending_recorded(ResultBatch *batch, const int *idx, int n);
 extern bool queue_trip_breaker(int64 campaign_id, int failures, int window);
 extern int64 queue_recover(int ntokens, const int64 *tokens,
 						   bool fail_uncertain, int max_attempts);

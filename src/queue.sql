@@ -618,9 +618,22 @@ UPDATE wasend.campaigns c
 
 -- name: pending
 -- Statuses that arrived before their send's commit wait in
--- wasend.pending_statuses; apply those whose wamid is now known.
+-- wasend.pending_statuses; expire old ones and check the unsettled ones,
+-- whose status transaction may have missed a record running at the same
+-- time (see wasend._apply_pending_statuses()).  Settled ones cost nothing.
 SELECT wasend._apply_pending_statuses()
  WHERE EXISTS (SELECT 1 FROM wasend.pending_statuses)
+
+-- name: pending_recorded
+-- After a record: apply the waiting statuses of the wamids it stored ($1
+-- the batch's row ids), looked up by send_queue's and
+-- pending_statuses' primary keys; nothing is called when none waits.
+SELECT wasend._apply_pending_statuses(array_agg(q.wa_message_id))
+  FROM wasend.send_queue q
+ WHERE q.id = ANY ($1::bigint[]) AND q.wa_message_id IS NOT NULL
+   AND EXISTS (SELECT 1 FROM wasend.pending_statuses p
+                WHERE p.wa_message_id = q.wa_message_id)
+HAVING count(*) > 0
 
 -- name: breaker
 -- The circuit breaker pauses a campaign, saying why; not if a user holds

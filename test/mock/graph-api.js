@@ -336,7 +336,8 @@ function handleMessages(req, res, pnid, raw, t)
 			held.push(() => {
 				entry.status = 200;
 				entry.code = 'held';
-				entry.wamid = 'wamid.MOCK' + pnid + '.held.' + seq.toString(36);
+				entry.wamid = typeof r.wamid === 'string' ? r.wamid :
+					'wamid.MOCK' + pnid + '.held.' + seq.toString(36);
 				record(entry);
 				reply(res, 200, JSON.stringify({
 					messaging_product: 'whatsapp',

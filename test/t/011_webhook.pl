@@ -156,14 +156,17 @@ is($node->safe_psql('postgres', q{SELECT reason FROM wasend.suppressions WHERE r
 	'message failed with 131026', 'and suppresses the recipient');
 
 # --- a status that arrives before its send commits
-like(post(payload([ { id => 'wamid.not-yet', status => 'delivered', timestamp => '1700000009', recipient_id => '15519999999' } ])),
-	qr/"statuses_pending": 1.* 200$/, 'a status for an unknown wamid is kept aside');
 $node->safe_psql('postgres', q{
 	SELECT wasend.wasend_create_campaign('late', 1, '{"type":"text","text":{"body":"x"}}');
 	SELECT wasend.wasend_enqueue(2, ARRAY['15519999999']);
-	UPDATE wasend.send_queue SET status = 'sent', wa_message_id = 'wamid.not-yet', sent_at = now()
-	 WHERE recipient = '15519999999';
 });
+my $late = $node->background_psql('postgres');
+$late->query_safe(q{BEGIN; UPDATE wasend.send_queue SET status = 'sent', wa_message_id = 'wamid.not-yet', sent_at = now()
+	 WHERE recipient = '15519999999';});
+like(post(payload([ { id => 'wamid.not-yet', status => 'delivered', timestamp => '1700000009', recipient_id => '15519999999' } ])),
+	qr/"statuses_pending": 1.* 200$/, 'a status for a wamid not committed yet is kept aside');
+$late->query_safe('COMMIT');
+$late->quit;
 ok( $node->poll_query_until('postgres',
 		q{SELECT status = 'delivered' FROM wasend.send_queue WHERE wa_message_id = 'wamid.not-yet'}),
 	'once the wamid is committed, the kept status is applied');
@@ -183,6 +186,23 @@ $node->psql('postgres', q{
 	stdout => \$stdout, stderr => \$stderr);
 like($stdout, qr/^3\n1$/, 'wasend_enqueue adds only the recipient who did not say STOP');
 like($stderr, qr/skipped 1 suppressed recipient/, 'and reports the one skipped');
+
+# --- hostile values cost their own status, never the payload (Meta retries a 500 for days)
+like(post(payload([
+		{ id => $wamid{8}, status => 'failed', timestamp => '' . int(time()), recipient_id => '15512000008',
+		  errors => [ { code => 12345678901, title => 'eleven digits' } ] },
+		{ id => $wamid{9}, status => 'delivered', timestamp => 'NaN', recipient_id => '15512000009' },
+		{ id => 'wamid.elsewhere-11', status => 'sent', timestamp => 'yesterday', recipient_id => '15519999911' },
+		{ id => $wamid{4}, status => 'delivered', timestamp => '' . int(time()), recipient_id => '15512000004' } ],
+	[ { from => '15512000012', id => 'wamid.in-when', timestamp => 'Infinity', type => 'text',
+		text => { body => 'hello' } } ])),
+	qr/"messages_stored": 1, "statuses_applied": 2.*"statuses_refused": 2.* 200$/,
+	'a payload with an 11-digit error code and garbage timestamps: 200, the rest applied');
+is(row(8) . ' ' . row(9) . ' ' . row(4), 'failed|f|f| sent|f|f| delivered|t|f|',
+	'the 11-digit code is no code, the NaN status is refused, the ordinary one applies');
+is($node->safe_psql('postgres', q{
+	SELECT body || '|' || (sent_at IS NULL) FROM wasend.inbound_messages WHERE wa_message_id = 'wamid.in-when'}),
+	'hello|true', 'a message with a timestamp of Infinity is stored, without a time');
 
 # --- the SQL function
 my $p5 = payload([ { id => $wamid{5}, status => 'read', timestamp => '1700000005', recipient_id => '15512000005' } ]);

@@ -88,6 +88,11 @@ for my $t (qw(whatsapp_numbers campaigns send_queue error_policy inbound_message
 	# B's own, the rest must be A's
 	$sql = q{COPY (SELECT to_jsonb(n) - 'limits_checked_at' - 'limits_due_at' FROM wasend.whatsapp_numbers n ORDER BY id) TO STDOUT}
 	  if $t eq 'whatsapp_numbers';
+	# whether the senders still check a waiting status is each cluster's
+	# own (transaction ids of its own)
+	$sql = q{COPY (SELECT to_jsonb(p) - 'checked_xmax' - 'settled' FROM wasend.pending_statuses p
+	               ORDER BY wa_message_id, status) TO STDOUT}
+	  if $t eq 'pending_statuses';
 	my $rows_a = $node_a->safe_psql('postgres', $sql);
 	my $rows_b = $node_b->safe_psql('postgres', $sql);
 	my $n = () = $rows_a =~ /^/mg;

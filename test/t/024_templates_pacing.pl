@@ -188,15 +188,16 @@ is($node->safe_psql('postgres', q{
 # the status webhooks settle the held messages: one sent, one failed
 my ($w5, $w6) = split /\n/, $node->safe_psql('postgres', q{
 	SELECT wa_message_id FROM wasend.send_queue WHERE status = 'held' ORDER BY recipient});
+my $ts = time() - 100;
 ingest(WasendTest::wh_status(statuses => [
-	{ id => $w5, status => 'sent', recipient_id => '155524300005', timestamp => '1900000000' },
-	{ id => $w6, status => 'failed', recipient_id => '155524400005', timestamp => '1900000001',
+	{ id => $w5, status => 'sent', recipient_id => '155524300005', timestamp => $ts },
+	{ id => $w6, status => 'failed', recipient_id => '155524400005', timestamp => $ts + 1,
 	  errors => [ { code => 131049, title => 'This message was not delivered to maintain healthy ecosystem engagement.' } ] } ]));
 is($node->safe_psql('postgres', q{
 	SELECT recipient, status, extract(epoch FROM sent_at), extract(epoch FROM failed_at), last_error_code
 	  FROM wasend.send_queue WHERE recipient IN ('155524300005', '155524400005')
 	 ORDER BY 1}),
-	"155524300005|sent|1900000000.000000||\n155524400005|failed||1900000001.000000|131049",
+	"155524300005|sent|$ts.000000||\n155524400005|failed||" . ($ts + 1) . ".000000|131049",
 	'the sent status settles a held row, the failed status fails the other');
 is($node->safe_psql('postgres', q{
 	SELECT paced_until IS NULL, (SELECT count(*) FROM wasend.held_messages WHERE campaign_id = 3)
