@@ -114,15 +114,36 @@ RESET ROLE;
 SELECT max_send_rate_per_sec, status FROM wasend.whatsapp_numbers;
 SELECT count(*) FROM wasend.send_queue;
 SELECT count(*) FROM wasend.suppressions;
--- a SECURITY DEFINER function of a role that has access lends it to no
--- session that has none: the check is on the session's role
+-- the role calling is the current role: a SECURITY DEFINER function of a
+-- role without access here refuses whoever calls it, bob included
+SELECT wasend.wasend_grant_access('regress_bob', 'operator');
 CREATE FUNCTION public.regress_via_definer() RETURNS bigint LANGUAGE sql SECURITY DEFINER
     AS $$ SELECT wasend.wasend_send(1, '15551290204', '{"type":"text","text":{"body":"d"}}') $$;
-ALTER FUNCTION public.regress_via_definer() OWNER TO regress_bob;
-SELECT wasend.wasend_grant_access('regress_bob', 'operator');
-SET ROLE regress_alice;
+ALTER FUNCTION public.regress_via_definer() OWNER TO regress_alice;
+SET ROLE regress_bob;
 SELECT public.regress_via_definer();
 RESET ROLE;
+-- nor do the function bodies and their gates answer her directly, whatever
+-- her cluster role lets her execute
+SET ROLE regress_alice;
+SELECT wasend_impl.gate_wasend_send(1, '15551290205', '{"type":"text","text":{"body":"g"}}', 0);
+SELECT wasend_impl.wasend_send(1, '15551290205', '{"type":"text","text":{"body":"g"}}', 0);
+SELECT wasend._api_enter('operator');
+SELECT wasend._api_consume('viewer');
+RESET ROLE;
+-- who has access here is not hers to know
+SET ROLE regress_alice;
+SELECT * FROM wasend.database_access;
+SELECT wasend._may('viewer');
+RESET ROLE;
+SET ROLE regress_bob;
+SELECT wasend._may('viewer') AS viewer, wasend._may('operator') AS operator, wasend._may('admin') AS admin;
+-- even with access, a gate called without its wrapper refuses
+SELECT wasend_impl.gate_wasend_send(1, '15551290206', '{"type":"text","text":{"body":"g"}}', 0);
+SELECT wasend._api_enter('operator');
+SELECT wasend_impl.gate_wasend_cancel_campaign(1);
+RESET ROLE;
+SELECT count(*) AS sent_by_them FROM wasend.send_queue WHERE recipient IN ('15551290204', '15551290205', '15551290206');
 -- bad grants change nothing
 SELECT wasend.wasend_grant_access('regress_alice', 'owner');
 SELECT wasend.wasend_grant_access('regress_nobody_here', 'viewer');

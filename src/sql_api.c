@@ -33,7 +33,6 @@ PG_FUNCTION_INFO_V1(wasend_worker_stats);
 PG_FUNCTION_INFO_V1(wasend_http_post);
 PG_FUNCTION_INFO_V1(wasend_announce_extension);
 PG_FUNCTION_INFO_V1(wasend_is_zone_name);
-PG_FUNCTION_INFO_V1(wasend_session_role);
 PG_FUNCTION_INFO_V1(wasend_check_token_file);
 
 /* set by wasend_wake_at_commit(), acted on by the transaction callback */
@@ -339,17 +338,4 @@ wasend_is_zone_name(PG_FUNCTION_ARGS)
 	if (strlen(zone) >= TZ_STRLEN_MAX)
 		PG_RETURN_BOOL(false);
 	PG_RETURN_BOOL(pg_tzset(zone) != NULL);
-}
-
-/*
- * wasend._session_role(): the role the session acts as, as SET ROLE left it
- * (GetOuterUserId), whatever SECURITY DEFINER function is running.  The API
- * functions run as the extension's owner, so current_user inside them says
- * nothing about who called; this is the role whose access to this
- * database they check (wasend._require_access).
- */
-Datum
-wasend_session_role(PG_FUNCTION_ARGS)
-{
-	PG_RETURN_OID(GetOuterUserId());
 }

@@ -198,8 +198,18 @@ is($node->safe_psql('postgres', q{
 	'15595300001:failed:uncertain,15595300002:not failed',
 	'an uncertain row at max_attempts is failed, the other is queued again');
 
+# --- a call refused for want of access in this database is not logged
+# with its statement: the token it carries stays out of the log
+$node->safe_psql('postgres', q{CREATE ROLE stranger LOGIN; GRANT wasend_admin TO stranger});
+my ($refused_ret, $refused_out, $refused_err) = $node->psql('postgres',
+	q{SELECT wasend.wasend_add_number('15099', 'EAAGrefusedTokenOfAStranger15099', 80)},
+	extra_params => [ '-U', 'stranger' ]);
+like($refused_err, qr/permission denied: role stranger has no wasend admin access in database postgres/,
+	'a member of wasend_admin without access in this database is refused');
+
 # --- no token in the server log or anywhere a viewer can read
 my $log = slurp_file($node->logfile);
+unlike($log, qr/EAAGrefusedTokenOfAStranger15099/, 'the refused call\'s token is not in the server log');
 unlike($log, qr/\Q$ea_token\E/, 'the EA-shaped token is not in the server log');
 unlike($log, qr/\Q$plain_token\E/, 'the plain token is not in the server log');
 like($log, qr/could not read the messaging limit of number 15004/,
