@@ -80,7 +80,18 @@ SELECT c.id, n.id, n.phone_number_id, n.access_token, n.max_send_rate_per_sec,
 -- 'frequency_cap' lock (waiting for it: another sender holds it only for
 -- the rest of its short cycle; lock_timeout bounds the wait), so that no
 -- two claims count a recipient's messages without seeing each other's.
-WITH cap AS (
+--
+-- It also makes the wasend.claim_locks row of each transactional lane
+-- asked for, when the row is missing, so that the claim can lock it: the
+-- row is not in a dump (a restored database has none), nor made for a
+-- lane inserted by hand.  An existing row costs one index probe, and a
+-- row another sender has locked is not waited for.
+WITH lanes AS (
+  INSERT INTO wasend.claim_locks (name)
+  SELECT 'lane:' || c.id::text FROM wasend.campaigns c
+   WHERE c.id = ANY ($1::bigint[]) AND c.kind = 'transactional'
+  ON CONFLICT (name) DO NOTHING),
+ cap AS (
   SELECT l.name FROM wasend.claim_locks l
    WHERE l.name = 'frequency_cap'
      AND EXISTS (SELECT 1 FROM wasend.campaigns c
@@ -173,8 +184,9 @@ WITH lane AS (
   -- time, so that rows committed together stay together, in priority
   -- order, in one sender's queue; a lane another sender is claiming gives
   -- nothing now (its rows are in that claim).  The lock is the lane's row
-  -- of wasend.claim_locks (made with the lane by wasend_send), which only
-  -- the extension's owner can lock: no user can hold the lane back.
+  -- of wasend.claim_locks, which claim_lock makes when it is missing (a
+  -- restored database, a lane inserted by hand), and which only the
+  -- extension's owner can lock: no user can hold the lane back.
   SELECT l.name FROM wasend.claim_locks l
    WHERE l.name IN (SELECT 'lane:' || c.id::text FROM wasend.campaigns c
                      WHERE c.id = ANY ($1::bigint[]) AND c.kind = 'transactional')
