@@ -565,6 +565,7 @@ typedef struct ClaimStep
 {
 	int64	   *ids;
 	int32	   *lims;
+	int32	   *scans;
 	int64	   *after;
 	int			n;
 	ClaimedRow *rows;
@@ -580,7 +581,7 @@ step_claim(void *arg)
 {
 	ClaimStep  *c = arg;
 
-	c->nrows = queue_claim(c->n, c->ids, c->lims, c->after, my_token,
+	c->nrows = queue_claim(c->n, c->ids, c->lims, c->scans, c->after, my_token,
 						   &c->rows, c->cxt);
 }
 
@@ -763,13 +764,15 @@ db_cycle(bool refresh, bool release_all)
 
 				claim.ids = palloc(sizeof(int64) * ncamp);
 				claim.lims = palloc(sizeof(int32) * ncamp);
+				claim.scans = palloc(sizeof(int32) * ncamp);
 				claim.after = palloc(sizeof(int64) * ncamp);
-				claim.n = campaigns_claim_request(claim.ids, claim.lims, claim.after);
+				claim.n = campaigns_claim_request(claim.ids, claim.lims, claim.scans,
+												  claim.after);
 				if (claim.n > 0 &&
 					run_step("claiming rows", step_claim, &claim, NULL, false) != 0)
 					claim.nrows = -1;	/* nothing claimed, don't mark dry */
 				if (claim.n > 0 && claim.nrows >= 0)
-					campaigns_mark_dry(claim.ids, claim.lims, claim.n,
+					campaigns_mark_dry(claim.ids, claim.lims, claim.scans, claim.n,
 									   claim.rows, claim.nrows);
 			}
 
