@@ -58,12 +58,12 @@ time_claim() {
 	{
 		echo "SET random_page_cost = 1.1; SET jit = off;"
 		echo "PREPARE lock(bigint[]) AS $(cat "$WORK/claim_lock.sql");"
-		echo "PREPARE claim(bigint[], int[], int, bigint[], text[]) AS $(cat "$WORK/claim.sql");"
+		echo "PREPARE claim(bigint[], int[], int, bigint[], text[], int[]) AS $(cat "$WORK/claim.sql");"
 		echo '\timing on'
 		for _ in 1 2 3 4 5; do
 			echo "BEGIN;"
 			echo "EXECUTE lock('{$1}');"
-			echo "EXECUTE claim('{$1}', '{500}', 1, '{0}', '$2');"
+			echo "EXECUTE claim('{$1}', '{500}', 1, '{0}', '$2', '{500}');"
 			echo "ROLLBACK;"
 		done
 	} >"$WORK/run.sql"

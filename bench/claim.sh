@@ -49,11 +49,11 @@ for n in $SIZES; do
 	psql_ -c "VACUUM ANALYZE wasend.send_queue" >/dev/null
 	{
 		echo "SET random_page_cost = 1.1; SET jit = off;"
-		echo "PREPARE claim(bigint[], int[], int, bigint[], text[]) AS $(cat "$WORK/claim.sql");"
+		echo "PREPARE claim(bigint[], int[], int, bigint[], text[], int[]) AS $(cat "$WORK/claim.sql");"
 		echo '\timing on'
 		for _ in 1 2 3 4 5; do
 			echo "BEGIN;"
-			echo "EXECUTE claim('{1}', '{500}', 1, '{0}', '{}');"
+			echo "EXECUTE claim('{1}', '{500}', 1, '{0}', '{}', '{500}');"
 			echo "ROLLBACK;"
 		done
 	} >"$WORK/run.sql"

@@ -63,7 +63,7 @@ BEGIN
   FOR i IN 1..$1 LOOP
     ids := '{}'; n := 0;
     FOR r IN EXECUTE '$claim'
-        USING ARRAY[1::bigint], ARRAY[$BATCH], 4242, ARRAY[coalesce(mx, 0)], ARRAY[]::text[] LOOP
+        USING ARRAY[1::bigint], ARRAY[$BATCH], 4242, ARRAY[coalesce(mx, 0)], ARRAY[]::text[], ARRAY[$BATCH] LOOP
       ids := ids || r.id; mx := greatest(mx, r.id); n := n + 1;
     END LOOP;
     COMMIT;

@@ -1132,6 +1132,22 @@ END
 $$;
 
 /*
+ * The claim reads only rows that are due.
+ *
+ * send_queue_ready_idx was (campaign_id, id): a claim walked a campaign's
+ * rows in id order and filtered out those whose next_attempt_at was still
+ * to come, so rows that wait (a closed send window, a spent messaging
+ * limit, a frequency cap, a retry's backoff) were read again at every
+ * claim, and rows that could go waited behind them.  With next_attempt_at
+ * in the index, a claim reads a range that ends at now(): waiting rows
+ * cost nothing until they are due (src/queue.sql, claim).  The claim still
+ * sets status alone when it claims a row, so that update stays HOT.
+ */
+DROP INDEX wasend.send_queue_ready_idx;
+CREATE INDEX send_queue_ready_idx ON wasend.send_queue (campaign_id, next_attempt_at, id)
+    WHERE sent_at IS NULL AND failed_at IS NULL;
+
+/*
  * A grant means one database.
  *
  * wasend_viewer, wasend_operator and wasend_admin are roles of the whole

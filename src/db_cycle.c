@@ -755,6 +755,7 @@ typedef struct ClaimStep
 {
 	int64	   *ids;
 	int32	   *lims;
+	int32	   *scans;
 	int64	   *after;
 	int			n;
 	ClaimedRow *rows;
@@ -770,7 +771,7 @@ step_claim(void *arg)
 {
 	ClaimStep  *c = arg;
 
-	c->nrows = queue_claim(c->n, c->ids, c->lims, c->after, my_token,
+	c->nrows = queue_claim(c->n, c->ids, c->lims, c->scans, c->after, my_token,
 						   &c->rows, c->cxt);
 }
 
@@ -790,6 +791,7 @@ claim_range(const ClaimStep *req, int lo, int n, ClaimStep *acc)
 	memset(&part, 0, sizeof(part));
 	part.ids = req->ids + lo;
 	part.lims = req->lims + lo;
+	part.scans = req->scans + lo;
 	part.after = req->after + lo;
 	part.n = n;
 	part.cxt = req->cxt;
@@ -798,6 +800,7 @@ claim_range(const ClaimStep *req, int lo, int n, ClaimStep *acc)
 	{
 		memcpy(acc->ids + acc->n, part.ids, sizeof(int64) * n);
 		memcpy(acc->lims + acc->n, part.lims, sizeof(int32) * n);
+		memcpy(acc->scans + acc->n, part.scans, sizeof(int32) * n);
 		memcpy(acc->after + acc->n, part.after, sizeof(int64) * n);
 		acc->n += n;
 		if (part.nrows > 0)
@@ -826,7 +829,7 @@ claim_range(const ClaimStep *req, int lo, int n, ClaimStep *acc)
  * data (a value it cannot use in a campaign's row or in one of its rows:
  * a negative sample_left, say), the campaign at fault is found by
  * claiming in halves and set aside; the others' rows are claimed all the
- * same, a number's lane included.  On return c->ids, lims and after hold
+ * same, a number's lane included.  On return c->ids, lims, scans and after hold
  * only the campaigns whose claim went through (c->n of them), and c->rows
  * what they gave.
  */
@@ -853,10 +856,12 @@ claim_rows(ClaimStep *c)
 	memset(&acc, 0, sizeof(acc));
 	acc.ids = palloc(sizeof(int64) * c->n);
 	acc.lims = palloc(sizeof(int32) * c->n);
+	acc.scans = palloc(sizeof(int32) * c->n);
 	acc.after = palloc(sizeof(int64) * c->n);
 	claim_range(c, 0, c->n, &acc);
 	c->ids = acc.ids;
 	c->lims = acc.lims;
+	c->scans = acc.scans;
 	c->after = acc.after;
 	c->n = acc.n;
 	c->rows = acc.rows;
@@ -1052,13 +1057,15 @@ db_cycle(bool refresh, bool release_all)
 
 				claim.ids = palloc(sizeof(int64) * ncamp);
 				claim.lims = palloc(sizeof(int32) * ncamp);
+				claim.scans = palloc(sizeof(int32) * ncamp);
 				claim.after = palloc(sizeof(int64) * ncamp);
-				claim.n = campaigns_claim_request(claim.ids, claim.lims, claim.after);
+				claim.n = campaigns_claim_request(claim.ids, claim.lims, claim.scans,
+												  claim.after);
 				if (claim.n > 0)
 					claim_rows(&claim);
 				/* only the campaigns whose claim went through */
 				if (claim.n > 0)
-					campaigns_mark_dry(claim.ids, claim.lims, claim.n,
+					campaigns_mark_dry(claim.ids, claim.lims, claim.scans, claim.n,
 									   claim.rows, claim.nrows);
 			}
 

@@ -457,6 +457,7 @@ number_requeue(NumberState *ns, int64 id, int64 campaign_id, int priority,
 	row.campaign_id = campaign_id;
 	row.body = unconstify(char *, body);
 	row.priority = priority;
+	row.advance = 0;
 	fifo_insert(ns, &row, Max(priority, 0))->refusals = refusals;
 }
 

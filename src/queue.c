@@ -129,7 +129,8 @@ prepare(const char *sql, int nargs, Oid *argtypes)
 void
 queue_prepare(void)
 {
-	Oid			claim_types[5] = {INT8ARRAYOID, INT4ARRAYOID, INT8OID, INT8ARRAYOID, TEXTARRAYOID};
+	Oid			claim_types[6] = {INT8ARRAYOID, INT4ARRAYOID, INT8OID, INT8ARRAYOID, TEXTARRAYOID,
+	INT4ARRAYOID};
 	Oid			record_types[8] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
 	TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT4OID, INT8OID};
 	Oid			poison_types[4] = {INT8OID, INT8OID, TIMESTAMPTZOID, TEXTOID};
@@ -154,7 +155,7 @@ queue_prepare(void)
 	 */
 	plans[0] = prepare(sql_activate, 0, NULL);
 	plans[1] = prepare(sql_running, 3, running_types);
-	plans[2] = prepare(sql_claim, 5, claim_types);
+	plans[2] = prepare(sql_claim, 6, claim_types);
 	plans[3] = prepare(sql_record, 8, record_types);
 	plans[4] = prepare(sql_record_poison, 4, poison_types);
 	plans[5] = prepare(sql_breaker, 3, breaker_types);
@@ -495,26 +496,33 @@ queue_limits_all_due(void)
 
 /*
  * Claim up to limits[i] rows of campaign_ids[i], marking them sending by
- * the sender whose claim token is given.  Returns the rows (allocated in
- * cxt); a row the claim decided not to send now (it waits for a limit, or
- * its recipient is suppressed) comes back with a NULL body.
+ * the sender whose claim token is given, looking at up to scans[i] due
+ * rows to find them.  Returns the rows (allocated in cxt); a row the claim
+ * decided not to send now (it waits for a limit, or its recipient is
+ * suppressed) comes back with a NULL body.
  */
 int
 queue_claim(int n, const int64 *campaign_ids, const int32 *limits,
-			const int64 *after_ids, int64 token, ClaimedRow **out,
-			MemoryContext cxt)
+			const int32 *scans, const int64 *after_ids, int64 token,
+			ClaimedRow **out, MemoryContext cxt)
 {
-	Datum		args[5];
+	Datum		args[6];
 	Datum	   *lims = palloc(sizeof(Datum) * Max(n, 1));
+	Datum	   *looks = palloc(sizeof(Datum) * Max(n, 1));
 	Datum	   *locked;
 	ClaimedRow *rows;
 	uint64		i;
 	int			j;
 
 	for (j = 0; j < n; j++)
+	{
 		lims[j] = Int32GetDatum(limits[j]);
+		looks[j] = Int32GetDatum(scans[j]);
+	}
 	args[0] = int8_array(n, campaign_ids);
 	args[1] = PointerGetDatum(construct_array(lims, n, INT4OID, 4, true,
+											  TYPALIGN_INT));
+	args[5] = PointerGetDatum(construct_array(looks, n, INT4OID, 4, true,
 											  TYPALIGN_INT));
 	args[2] = Int64GetDatum(token);
 	args[3] = int8_array(n, after_ids);
@@ -550,6 +558,9 @@ queue_claim(int n, const int64 *campaign_ids, const int32 *limits,
 		rows[i].priority = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
 		if (isnull)
 			rows[i].priority = -1;
+		rows[i].advance = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
+		if (isnull)
+			rows[i].advance = 0;
 		MemoryContextSwitchTo(old);
 	}
 	*out = rows;

@@ -48,6 +48,8 @@ typedef struct ClaimedRow
 	char	   *body;
 	int			priority;		/* a wasend_send row's priority; -1: a
 								 * campaign row */
+	int64		advance;		/* the claim cursor may move up to this id;
+								 * 0: it stays (see claim in queue.sql) */
 } ClaimedRow;
 
 /* A number whose messaging limit, quality and health are due to be read. */
@@ -92,7 +94,7 @@ extern void queue_limits_apply(int64 number_id, long http_status, const char *bo
 extern void queue_limits_failed(int64 number_id, const char *message);
 extern void queue_limits_all_due(void);
 extern int	queue_claim(int n, const int64 *campaign_ids, const int32 *limits,
-						const int64 *after_ids, int64 token,
+						const int32 *scans, const int64 *after_ids, int64 token,
 						ClaimedRow **out, MemoryContext cxt);
 extern int	queue_record(ResultBatch *batch, const int *idx, int n,
 						 int max_attempts, int64 token, RecordGroup **out);

@@ -118,7 +118,18 @@ DELETE FROM wasend.campaign_faults f WHERE f.campaign_id = ANY ($1::bigint[])
 -- 'frequency_cap' lock (waiting for it: another sender holds it only for
 -- the rest of its short cycle; lock_timeout bounds the wait), so that no
 -- two claims count a recipient's messages without seeing each other's.
-WITH cap AS (
+--
+-- It also makes the wasend.claim_locks row of each transactional lane
+-- asked for, when the row is missing, so that the claim can lock it: the
+-- row is not in a dump (a restored database has none), nor made for a
+-- lane inserted by hand.  An existing row costs one index probe, and a
+-- row another sender has locked is not waited for.
+WITH lanes AS (
+  INSERT INTO wasend.claim_locks (name)
+  SELECT 'lane:' || c.id::text FROM wasend.campaigns c
+   WHERE c.id = ANY ($1::bigint[]) AND c.kind = 'transactional'
+  ON CONFLICT (name) DO NOTHING),
+ cap AS (
   SELECT l.name FROM wasend.claim_locks l
    WHERE l.name = 'frequency_cap'
      AND EXISTS (SELECT 1 FROM wasend.campaigns c
@@ -137,35 +148,50 @@ SELECT p.portfolio FROM wasend.portfolios p
    FOR UPDATE OF p SKIP LOCKED
 
 -- name: claim
--- Claim up to lim ready rows of each campaign, oldest first, skipping rows
+-- Claim up to lim ready rows of each campaign that are due, skipping rows
 -- another sender holds, and build each request body: the row's payload or
--- the campaign's message, plus the envelope fields.  Each campaign's rows
--- come from send_queue_ready_idx in id order (LIMIT stops the scan; the
--- sent_at / failed_at conditions are that index's predicate).  A
--- transactional lane's rows (wasend_send) come highest priority first,
--- then by id, and without the cursor: a lane holds few ready rows, and
--- when its share of the budget is smaller than what was committed
--- together, the highest priorities must be the ones claimed (seen under
--- a busy CPU: a budget of one row sent priorities 0, 50, 100 in id
--- order).  Two branches, each switched off for the other kind by a
--- one-time filter, because one ORDER BY for both would cost a campaign
--- its index-ordered scan that LIMIT stops: it would sort all its ready
--- rows at every claim.  Setting status = 'sending' touches no indexed column, so it is a HOT update when
--- the page has room (see the fillfactor in the extension script).  The
--- UPDATE finds the picked rows by ctid (a TID scan): they are locked, so
--- their ctid cannot change before it runs, and it saves a primary-key
--- descent and heap visit per row (measured with callgrind: see
--- bench/profile.sh).  A campaign paused meanwhile is caught by the
+-- the campaign's message, plus the envelope fields.  Rows come from
+-- send_queue_ready_idx (campaign_id, next_attempt_at, id), whose predicate
+-- is the sent_at / failed_at conditions, always as a range that ends at
+-- now(): a row that waits (next_attempt_at in the future: a send window,
+-- a limit, a cap, a retry's backoff) is never read until it is due, so a
+-- million waiting rows cost a claim nothing.  A campaign's rows come in two
+-- parts: first those that have a due time (they waited or were retried),
+-- earliest due first, then those never looked at ('-infinity', the
+-- default), in id order from the keyset cursor on; LIMIT stops each scan.
+-- A transactional lane's rows (wasend_send) come highest priority first,
+-- then by id, and without the cursor: a lane holds few due rows, and when
+-- its share of the budget is smaller than what was committed together,
+-- the highest priorities must be the ones claimed (seen under a busy CPU:
+-- a budget of one row sent priorities 0, 50, 100 in id order).  The
+-- branches are switched off for the other kind by a one-time filter,
+-- because one ORDER BY for both would cost a campaign its index-ordered
+-- scan that LIMIT stops: it would sort all its due rows at every claim.
+-- Setting status = 'sending' touches no indexed column, so it is a HOT
+-- update when the page has room (see the fillfactor in the extension
+-- script).  The UPDATE finds the picked rows by ctid (a TID scan): they
+-- are locked, so their ctid cannot change before it runs, and it saves a
+-- primary-key descent and heap visit per row (measured with callgrind:
+-- see bench/profile.sh).  A campaign paused meanwhile is caught by the
 -- sender's next refresh, which releases rows.
 --
--- after_id ($4) is a keyset cursor: the highest id this sender claimed last
--- time for the campaign.  Without it each claim would walk again over the
--- index entries of every row claimed since the last vacuum (they stay in
--- the index until then); the sender resets it after a control change,
--- after an error answer of the campaign (for 30 s), when it takes the
--- number over, and every 10th refresh, so rows put back behind it
--- (retries, released rows) are found within a second of being due, and
--- any other within 10 s (campaign_cache.c).
+-- scan ($6, at least lim) is how many due rows of the campaign the claim
+-- may look at: rows that must wait are decided (pushed to when they may
+-- go) however many there are before the first rows that may go, up to
+-- scan, while at most lim rows are claimed for sending; rows that may go
+-- beyond lim are left as they are ('later').  The sender asks for more
+-- than lim only after a claim of the campaign found rows that wait
+-- (campaign_cache.c), so a campaign whose rows all go looks at lim rows.
+--
+-- after_id ($4) is a keyset cursor over the rows never looked at: the
+-- highest id this sender decided last time for the campaign, below any
+-- row it left ('later', 'busy'), returned as advance.  Without it each
+-- claim would walk again over the index entries of every row claimed
+-- since the last vacuum (they stay in the index until then); the sender
+-- resets it after a control change, when it takes the number over, and
+-- every 10th refresh, so rows put back behind it (released rows, rows
+-- committed late) are found within 10 s (campaign_cache.c).  Retried and
+-- waiting rows have a due time and are found without the cursor.
 -- $3 is the sender's claim token (random per sender start, see launcher.c).
 --
 -- A claim takes nothing of a campaign that is not running, or whose number
@@ -192,16 +218,22 @@ SELECT p.portfolio FROM wasend.portfolios p
 --   messaging_limit  the portfolio has a limit, the recipient costs a slot
 --                    (not messaged by the portfolio in 24 h, no inbound
 --                    message in 24 h) and the slots are spent: the row
---                    waits until the oldest recipient leaves the window;
+--                    waits until a slot frees for it: the n-th recipient
+--                    over the limit in this claim until the n-th oldest
+--                    recipient of the window leaves it (past the newest:
+--                    24 h after that slot is taken again), so that the
+--                    waiting rows come due a few at a time as slots free,
+--                    not all at once at every slot;
 --   busy             another sender holds the portfolio's budget right now
 --                    (SKIP LOCKED): the row is left alone, claimed later;
---   send             claimed.
--- Rows that wait or fail come back with a NULL body, so that the sender
--- moves its cursor past them; only 'send' rows are sent.  The budget of
--- each limited portfolio is counted under its wasend.portfolios row lock
--- (taken by claim_lock, just before), so two senders never spend the same
--- slot, and a recipient the claim
--- starts is written to wasend.recipient_window in the same statement.
+--   send             claimed, up to lim rows of the campaign in order;
+--   later            it may go, but lim rows of the campaign were claimed
+--                    before it: left alone, claimed by a next claim.
+-- Rows that wait or fail come back with a NULL body; only 'send' rows are
+-- sent.  The budget of each limited portfolio is counted under its
+-- wasend.portfolios row lock (taken by claim_lock, just before), so two
+-- senders never spend the same slot, and a recipient the claim starts is
+-- written to wasend.recipient_window in the same statement.
 -- $5 are the limited portfolios whose lock this transaction holds
 -- (claim_lock); rows of the others that would cost a slot are 'busy'.
 -- Portfolios without a limit, campaigns without a cap: none of this
@@ -211,8 +243,9 @@ WITH lane AS (
   -- time, so that rows committed together stay together, in priority
   -- order, in one sender's queue; a lane another sender is claiming gives
   -- nothing now (its rows are in that claim).  The lock is the lane's row
-  -- of wasend.claim_locks (made with the lane by wasend_send), which only
-  -- the extension's owner can lock: no user can hold the lane back.
+  -- of wasend.claim_locks, which claim_lock makes when it is missing (a
+  -- restored database, a lane inserted by hand), and which only the
+  -- extension's owner can lock: no user can hold the lane back.
   SELECT l.name FROM wasend.claim_locks l
    WHERE l.name IN (SELECT 'lane:' || c.id::text FROM wasend.campaigns c
                      WHERE c.id = ANY ($1::bigint[]) AND c.kind = 'transactional')
@@ -225,8 +258,8 @@ WITH lane AS (
   SELECT c.id, c.sample_left FROM wasend.campaigns c
    WHERE c.id = ANY ($1::bigint[]) AND c.sample_left IS NOT NULL
      FOR UPDATE SKIP LOCKED),
- want AS (
-  SELECT w.campaign_id, w.after_id,
+ want0 AS (
+  SELECT w.campaign_id, w.after_id, w.scan,
          CASE WHEN c.sample_left IS NULL THEN w.lim
               WHEN s.sample_left IS NULL THEN 0
               ELSE least(w.lim, s.sample_left) END AS lim,
@@ -234,7 +267,7 @@ WITH lane AS (
          coalesce(n.business_id, 'number:' || n.id) AS portfolio, p.messaging_limit,
          CASE WHEN c.kind = 'campaign' THEN c.send_window_start END AS window_start,
          c.send_window_end AS window_end, c.send_timezone, c.kind = 'transactional' AS lane
-    FROM unnest($1::bigint[], $2::int[], $4::bigint[]) AS w(campaign_id, lim, after_id)
+    FROM unnest($1::bigint[], $2::int[], $4::bigint[], $6::int[]) AS w(campaign_id, lim, after_id, scan)
     JOIN wasend.campaigns c ON c.id = w.campaign_id
     JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
     LEFT JOIN wasend.portfolios p ON p.portfolio = coalesce(n.business_id, 'number:' || n.id)
@@ -242,35 +275,53 @@ WITH lane AS (
    WHERE c.status = 'running' AND n.status = 'active'
      AND (c.paced_until IS NULL OR c.paced_until <= now())
      AND (c.kind = 'campaign' OR 'lane:' || c.id::text IN (SELECT l.name FROM lane l))),
+ want AS (
+  SELECT w.*, CASE WHEN w.lim <= 0 THEN 0 ELSE greatest(w.scan, w.lim) END AS look
+    FROM want0 w),
  picked AS MATERIALIZED (
-  SELECT p.ctid, p.id, p.recipient, w.campaign_id, w.marketing, w.frequency_cap,
+  SELECT p.ctid, p.id, p.recipient, p.fresh,
+         row_number() OVER (PARTITION BY w.campaign_id
+                            ORDER BY p.part, p.due, p.priority DESC, p.id) AS ord,
+         w.campaign_id, w.lim, w.marketing, w.frequency_cap,
          w.frequency_window, w.portfolio, w.messaging_limit,
          CASE WHEN w.window_start IS NOT NULL
               THEN wasend._window_opens(w.window_start, w.window_end,
                                         wasend._row_zone(w.send_timezone, p.timezone, p.recipient))
          END AS window_opens
     FROM want w CROSS JOIN LATERAL (
-    SELECT c.* FROM (
-      SELECT q.ctid, q.id, q.recipient, q.timezone FROM wasend.send_queue q
-       WHERE NOT w.lane AND q.campaign_id = w.campaign_id AND q.id > w.after_id
-         AND q.sent_at IS NULL AND q.failed_at IS NULL
-         AND q.status = 'ready' AND q.next_attempt_at <= now()
-       ORDER BY q.id LIMIT w.lim
-         FOR UPDATE SKIP LOCKED) c
-    UNION ALL
-    SELECT l.* FROM (
-      SELECT q.ctid, q.id, q.recipient, q.timezone FROM wasend.send_queue q
-       WHERE w.lane AND q.campaign_id = w.campaign_id
-         AND q.sent_at IS NULL AND q.failed_at IS NULL
-         AND q.status = 'ready' AND q.next_attempt_at <= now()
-       ORDER BY q.priority DESC, q.id LIMIT w.lim
-         FOR UPDATE SKIP LOCKED) l) p),
+    SELECT x.* FROM (
+      SELECT a.* FROM (
+        SELECT q.ctid, q.id, q.recipient, q.timezone, 1 AS part, q.next_attempt_at AS due,
+               0 AS priority, false AS fresh
+          FROM wasend.send_queue q
+         WHERE NOT w.lane AND q.campaign_id = w.campaign_id
+           AND q.next_attempt_at > '-infinity' AND q.next_attempt_at <= now()
+           AND q.sent_at IS NULL AND q.failed_at IS NULL AND q.status = 'ready'
+         ORDER BY q.next_attempt_at, q.id LIMIT w.look
+           FOR UPDATE SKIP LOCKED) a
+      UNION ALL
+      SELECT f.* FROM (
+        SELECT q.ctid, q.id, q.recipient, q.timezone, 2, q.next_attempt_at, 0, true
+          FROM wasend.send_queue q
+         WHERE NOT w.lane AND q.campaign_id = w.campaign_id
+           AND q.next_attempt_at = '-infinity' AND q.id > w.after_id
+           AND q.sent_at IS NULL AND q.failed_at IS NULL AND q.status = 'ready'
+         ORDER BY q.id LIMIT w.look
+           FOR UPDATE SKIP LOCKED) f
+      UNION ALL
+      SELECT l.* FROM (
+        SELECT q.ctid, q.id, q.recipient, q.timezone, 3, '-infinity'::timestamptz, q.priority, false
+          FROM wasend.send_queue q
+         WHERE w.lane AND q.campaign_id = w.campaign_id
+           AND q.next_attempt_at <= now()
+           AND q.sent_at IS NULL AND q.failed_at IS NULL AND q.status = 'ready'
+         ORDER BY q.priority DESC, q.id LIMIT w.look
+           FOR UPDATE SKIP LOCKED) l) x
+     LIMIT w.look) p),
  budget AS MATERIALIZED (
   SELECT b.portfolio, b.messaging_limit,
          (SELECT count(*) FROM wasend.recipient_window r
-           WHERE r.portfolio = b.portfolio AND r.last_at > now() - interval '24 hours') AS used,
-         (SELECT min(r.last_at) FROM wasend.recipient_window r
-           WHERE r.portfolio = b.portfolio AND r.last_at > now() - interval '24 hours') AS oldest
+           WHERE r.portfolio = b.portfolio AND r.last_at > now() - interval '24 hours') AS used
     FROM wasend.portfolios b
    WHERE b.portfolio = ANY ($5::text[])
      AND b.portfolio IN (SELECT k.portfolio FROM picked k WHERE k.messaging_limit IS NOT NULL)),
@@ -304,31 +355,64 @@ WITH lane AS (
          -- capped or not
          c.frequency_cap IS NOT NULL AND c.marketing
            AND c.freq_used + count(*) FILTER (WHERE c.marketing AND c.window_opens IS NULL)
-                               OVER (PARTITION BY c.recipient ORDER BY c.id) > c.frequency_cap AS over_cap,
+                               OVER (PARTITION BY c.recipient ORDER BY c.campaign_id, c.ord) > c.frequency_cap AS over_cap,
          c.messaging_limit IS NOT NULL AND NOT c.in_window AND NOT c.inbound AS costs
     FROM costed c),
  newr AS (
   -- the recipients that cost a slot, per portfolio, in order of their first row
-  SELECT x.portfolio, x.recipient, row_number() OVER (PARTITION BY x.portfolio ORDER BY min(x.id)) AS rn
+  SELECT x.portfolio, x.recipient,
+         row_number() OVER (PARTITION BY x.portfolio ORDER BY min(x.campaign_id), min(x.ord)) AS rn
     FROM capped x
    WHERE x.costs AND NOT x.suppressed AND NOT x.over_cap AND x.window_opens IS NULL
    GROUP BY x.portfolio, x.recipient),
- decided AS MATERIALIZED (
+ slots AS MATERIALIZED (
+  -- when each slot of a limited portfolio frees, oldest first (read only
+  -- when a row waits for the limit)
+  SELECT r.portfolio, array_agg(r.last_at + interval '24 hours' ORDER BY r.last_at) AS frees
+    FROM wasend.recipient_window r
+   WHERE r.portfolio IN (SELECT b.portfolio FROM budget b)
+     AND r.last_at > now() - interval '24 hours'
+   GROUP BY r.portfolio),
+ judged AS (
   SELECT x.ctid, x.id, x.campaign_id, x.portfolio, x.recipient, x.messaging_limit, x.inbound,
+         x.fresh, x.ord, x.lim,
          CASE WHEN x.window_opens IS NOT NULL THEN 'send_window'
               WHEN x.suppressed THEN 'suppressed'
               WHEN x.over_cap THEN 'frequency_cap'
               WHEN x.costs AND b.portfolio IS NULL THEN 'busy'
               WHEN x.costs AND nr.rn > b.messaging_limit - b.used THEN 'messaging_limit'
-              ELSE 'send' END AS decision,
+              ELSE 'send' END AS verdict,
          CASE WHEN x.window_opens IS NOT NULL THEN x.window_opens
               WHEN x.over_cap
               THEN greatest(x.freq_oldest + x.frequency_window, now() + interval '1 second')
-              ELSE greatest(coalesce(b.oldest + interval '24 hours', now() + interval '1 hour'),
-                            now() + interval '1 second') END AS wait_until
+              WHEN x.costs AND nr.rn > b.messaging_limit - b.used
+              THEN greatest(coalesce(
+                     (SELECT CASE WHEN nr.rn + b.used - b.messaging_limit <= array_length(s.frees, 1)
+                                  THEN s.frees[(nr.rn + b.used - b.messaging_limit)::int]
+                                  ELSE s.frees[least(nr.rn + b.used - b.messaging_limit
+                                                     - array_length(s.frees, 1),
+                                                     array_length(s.frees, 1))::int]
+                                       + interval '24 hours' END
+                        FROM slots s WHERE s.portfolio = x.portfolio),
+                     now() + interval '1 hour'),
+                   now() + interval '1 second') END AS wait_until
     FROM capped x
     LEFT JOIN budget b ON b.portfolio = x.portfolio
     LEFT JOIN newr nr ON nr.portfolio = x.portfolio AND nr.recipient = x.recipient),
+ ranked AS (
+  SELECT j.*,
+         CASE WHEN j.verdict = 'send'
+               AND count(*) FILTER (WHERE j.verdict = 'send')
+                     OVER (PARTITION BY j.campaign_id ORDER BY j.ord) > j.lim
+              THEN 'later' ELSE j.verdict END AS decision
+    FROM judged j),
+ decided AS MATERIALIZED (
+  -- stop: the first row never looked at before that this claim leaves
+  -- (the cursor stays below it)
+  SELECT r.*,
+         min(r.id) FILTER (WHERE r.fresh AND r.decision IN ('busy', 'later'))
+           OVER (PARTITION BY r.campaign_id) AS stop
+    FROM ranked r),
  upd AS (
   UPDATE wasend.send_queue q
      SET status = CASE d.decision WHEN 'send' THEN 'sending'
@@ -348,7 +432,7 @@ WITH lane AS (
                                 THEN d.wait_until
                                 ELSE q.next_attempt_at END
     FROM decided d
-   WHERE q.ctid = ANY (ARRAY(SELECT ctid FROM decided WHERE decision <> 'busy'))
+   WHERE q.ctid = ANY (ARRAY(SELECT ctid FROM decided WHERE decision NOT IN ('busy', 'later')))
      AND d.id = q.id
   RETURNING q.id, q.campaign_id, d.decision, q.priority,
     CASE WHEN d.decision = 'send' THEN
@@ -356,7 +440,8 @@ WITH lane AS (
                             WHERE c.id = q.campaign_id))
       || jsonb_build_object(
         'messaging_product', 'whatsapp', 'recipient_type', 'individual',
-        'to', q.recipient, 'biz_opaque_callback_data', 'wasend:' || q.id))::text END AS body),
+        'to', q.recipient, 'biz_opaque_callback_data', 'wasend:' || q.id))::text END AS body,
+    CASE WHEN d.fresh AND (d.stop IS NULL OR d.id < d.stop) THEN d.id END AS advance),
  win AS (
   INSERT INTO wasend.recipient_window AS r (portfolio, recipient, last_at)
   SELECT DISTINCT d.portfolio, d.recipient, now()
@@ -372,7 +457,7 @@ WITH lane AS (
     FROM (SELECT d.campaign_id, count(*) AS n FROM decided d
            WHERE d.decision = 'send' GROUP BY 1) x
    WHERE c.id = x.campaign_id AND c.sample_left IS NOT NULL)
-SELECT u.id, u.campaign_id, u.body, u.priority FROM upd u
+SELECT u.id, u.campaign_id, u.body, u.priority, u.advance FROM upd u
 
 -- name: record
 -- Write the outcomes of a batch and apply wasend.error_policy, all in one

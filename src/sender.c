@@ -706,6 +706,10 @@ wasend_sender_main(Datum main_arg)
 		}
 		if (shutdown_requested)
 			sooner(&timeout, 100);
+		/* a claim found only rows that wait: the next one at once */
+		if (!shutdown_requested && campaigns_claim_again() &&
+			wasend_mono_us() >= db_cycle_not_before())
+			sooner(&timeout, 0);
 
 		now = wasend_mono_us();
 		nev = WaitEventSetWait(wes, timeout, events, lengthof(events),

@@ -91,6 +91,11 @@ typedef struct CampaignState
 								 * have put a row back behind it */
 	int			priority;		/* campaigns.priority */
 	bool		transactional;	/* the number's wasend_send lane */
+	int			scan_extra;		/* due rows a claim looks at beyond what it
+								 * asks for: rows of it were found waiting */
+	bool		claim_again;	/* its last claim looked at all it might and
+								 * found only rows that wait: claim again
+								 * now, not at the next poll */
 	Breaker		breaker;
 } CampaignState;
 
@@ -156,8 +161,11 @@ extern void campaigns_refresh(const RunningCampaign *rc, int n);
 extern void campaign_note_error(int64 campaign_id);
 extern void hold(int64 campaign_id, int delta);
 extern bool campaigns_want_claim(void);
-extern int	campaigns_claim_request(int64 *ids, int32 *lims, int64 *after);
-extern void campaigns_mark_dry(const int64 *ids, const int32 *lims, int n,
+extern int	campaigns_claim_request(int64 *ids, int32 *lims, int32 *scans,
+									int64 *after);
+extern bool campaigns_claim_again(void);
+extern void campaigns_mark_dry(const int64 *ids, const int32 *lims,
+							   const int32 *scans, int n,
 							   const ClaimedRow *rows, int nrows);
 extern void campaigns_claimed(const ClaimedRow *rows, int nrows);
 extern int	campaigns_dry_done(int64 *ids);

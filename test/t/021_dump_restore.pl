@@ -9,6 +9,11 @@
 # mock).  Every wasend table and sequence of B equals A's; a new campaign
 # and new rows get fresh ids; resumed on B, the paused campaign completes,
 # and no recipient was sent to twice across A's and B's mock logs.
+#
+# Transactional lanes survive it too: number 1's lane (made by wasend_send
+# on A, which sent one message, then paused with two more queued) resumes
+# on B and sends them and one queued on B; a lane an admin inserted by
+# hand on B for number 2 sends what wasend_send queues in it.
 use strict;
 use warnings;
 
@@ -43,6 +48,17 @@ $node_a->safe_psql('postgres', q{
 ok($node_a->poll_query_until('postgres', q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 1}),
 	'A: campaign 1 completed');
 
+# number 1's transactional lane (campaign 4): one message sent on A, two
+# queued behind a pause of the lane
+$node_a->safe_psql('postgres', q{SELECT wasend.wasend_send(1, '15551900001', '{"type":"text","text":{"body":"lane 1"}}')});
+ok($node_a->poll_query_until('postgres', q{SELECT status = 'sent' FROM wasend.send_queue WHERE recipient = '15551900001'}),
+	'A: a wasend_send message is sent');
+$node_a->safe_psql('postgres', q{
+	SELECT wasend.wasend_pause_campaign(4);
+	SELECT wasend.wasend_send(1, '15551900002', '{"type":"text","text":{"body":"lane 2"}}');
+	SELECT wasend.wasend_send(1, '15551900003', '{"type":"text","text":{"body":"lane 3"}}', priority => 7);
+});
+
 # campaign 3 at 50 msg/s: pause it once about a third is sent
 $node_a->safe_psql('postgres', 'SELECT wasend.wasend_start_campaign(3)');
 ok($node_a->poll_query_until('postgres', q{SELECT count(*) >= 100 FROM wasend.send_queue WHERE campaign_id = 3 AND status = 'sent'}),
@@ -52,7 +68,7 @@ ok(WasendTest::wait_quiet($node_a), 'A: no row held after the pause');
 my $sent_on_a = $node_a->safe_psql('postgres', q{SELECT count(*) FROM wasend.send_queue WHERE campaign_id = 3 AND status = 'sent'});
 cmp_ok($sent_on_a, '<', 300, "A: campaign 3 paused part-way ($sent_on_a of 300 sent)");
 is($node_a->safe_psql('postgres', q{SELECT status, count(*) FROM wasend.send_queue GROUP BY 1 ORDER BY 1}),
-	"ready|" . (500 - $sent_on_a) . "\nsent|" . (300 + $sent_on_a),
+	"ready|" . (502 - $sent_on_a) . "\nsent|" . (301 + $sent_on_a),
 	'A: every row is ready or sent');
 
 # the rest of what a database holds: policy edits, a STOP (the recipient is
@@ -110,9 +126,31 @@ is($node_b->safe_psql('postgres', $progress), $node_a->safe_psql('postgres', $pr
 # new objects get fresh ids
 is($node_b->safe_psql('postgres', q{
 	SELECT wasend.wasend_create_campaign('after restore', 1, '{"type":"text","text":{"body":"four"}}');
-	SELECT wasend.wasend_enqueue(4, ARRAY['15551800001', '15551800002']);
-	SELECT min(id) > 800 AND max(id) = 802 FROM wasend.send_queue WHERE campaign_id = 4}),
-	"4\n2\nt", 'B: a new campaign and new rows get fresh ids');
+	SELECT wasend.wasend_enqueue(5, ARRAY['15551800001', '15551800002']);
+	SELECT min(id) > 803 AND max(id) = 805 FROM wasend.send_queue WHERE campaign_id = 5}),
+	"5\n2\nt", 'B: a new campaign and new rows get fresh ids');
+
+# the lanes on B: number 1's restored lane, resumed, sends what A queued
+# and a message queued on B; a lane an admin inserts by hand for number 2
+# sends what wasend_send puts in it
+$node_b->safe_psql('postgres', q{
+	SELECT wasend.wasend_resume_campaign(4);
+	SELECT wasend.wasend_send(1, '15551900004', '{"type":"text","text":{"body":"lane 4"}}');
+	INSERT INTO wasend.campaigns (name, number_id, message, category, kind, status, started_at, pacing, priority)
+	VALUES ('lane by hand', 2, '{"type":"text","text":{"body":"unused"}}', 'utility', 'transactional',
+	        'running', now(), 'off', 100);
+	SELECT wasend.wasend_send(2, '15551900005', '{"type":"text","text":{"body":"lane 5"}}');
+});
+ok($node_b->poll_query_until('postgres', q{
+	SELECT count(*) = 5 FROM wasend.send_queue WHERE recipient LIKE '155519000%' AND status = 'sent'}),
+	'B: every wasend_send message is sent, in the restored lane and in a lane inserted by hand')
+  or diag($node_b->safe_psql('postgres', q{
+	SELECT id, campaign_id, recipient, status FROM wasend.send_queue WHERE recipient LIKE '155519000%' ORDER BY id}));
+is($node_b->safe_psql('postgres', q{
+	SELECT string_agg(recipient || ':' || status, ' ' ORDER BY recipient) FROM wasend.send_queue
+	 WHERE recipient LIKE '155519000%'}),
+	'15551900001:sent 15551900002:sent 15551900003:sent 15551900004:sent 15551900005:sent',
+	'B: the message A sent stays sent, the other four are sent');
 
 # sending continues on B
 $node_b->safe_psql('postgres', 'SELECT wasend.wasend_resume_campaign(3)');
@@ -126,8 +164,8 @@ is($node_b->safe_psql('postgres', q{SELECT id, status FROM wasend.campaigns WHER
 WasendTest::load_mock_log($node_b, $mock_a, 'mock_a');
 WasendTest::load_mock_log($node_b, $mock_b, 'mock_b');
 is($node_b->safe_psql('postgres', q{SELECT count(*), count(*) FILTER (WHERE http_status = 200) FROM mock_b}),
-	(300 - $sent_on_a) . '|' . (300 - $sent_on_a),
-	'B\'s mock saw exactly the rows A had not sent');
+	(304 - $sent_on_a) . '|' . (304 - $sent_on_a),
+	'B\'s mock saw exactly the rows A had not sent (and B\'s four lane messages)');
 is($node_b->safe_psql('postgres', q{
 	SELECT count(*) FROM (SELECT phone_number_id, recipient
 	                        FROM (SELECT * FROM mock_a UNION ALL SELECT * FROM mock_b) m
@@ -137,8 +175,8 @@ is($node_b->safe_psql('postgres', q{
 	SELECT count(*) FROM wasend.send_queue q
 	  JOIN (SELECT * FROM mock_a UNION ALL SELECT * FROM mock_b) m
 	    ON m.recipient = q.recipient AND m.wamid = q.wa_message_id
-	 WHERE q.campaign_id IN (1, 3)}),
-	'600', 'B: each sent row holds the wamid one of the mocks returned for it');
+	 WHERE q.campaign_id IN (1, 3, 4, 6)}),
+	'605', 'B: each sent row holds the wamid one of the mocks returned for it');
 
 WasendTest::stop_mock($mock_a);
 WasendTest::stop_mock($mock_b);
