@@ -3,9 +3,10 @@
 # Three campaigns and the transactional lane on one number.  A superuser,
 # with the validation triggers switched off (session_replication_role =
 # replica), plants in campaign A a send_timezone that is no time zone
-# (a typo: 'America/Sao Paulo') and in campaign B sample_left = -1: the
-# first makes the senders' read of the running set fail, the second
-# every claim that asks B for rows.
+# (a typo: 'America/Sao Paulo') and in campaign B, which has a send
+# window in each recipient's zone, rows whose zone is no time zone: the
+# first makes the senders' read of the running set fail, the second every
+# claim that asks B for rows.
 #
 # Expected: campaign C on the same number completes and a wasend_send on
 # the number's lane is sent, promptly; A and B send nothing, and
@@ -75,7 +76,8 @@ $node->safe_psql('postgres', qq{
 	SELECT wasend.wasend_start_campaign($id{c});
 	SET LOCAL session_replication_role = replica;
 	UPDATE wasend.campaigns SET send_timezone = 'America/Sao Paulo' WHERE id = $id{a};
-	UPDATE wasend.campaigns SET sample_left = -1 WHERE id = $id{b};
+	UPDATE wasend.campaigns SET send_window_start = '00:00', send_window_end = '23:59:59' WHERE id = $id{b};
+	UPDATE wasend.send_queue SET timezone = 'Mars/Olympus_Mons' WHERE campaign_id = $id{b};
 	COMMIT;
 });
 my $t0 = time;
@@ -95,7 +97,7 @@ is($node->safe_psql('postgres', qq{
 ok(poll(qq{SELECT waiting LIKE '%time zone%America/Sao Paulo%'
              FROM wasend.campaign_progress WHERE campaign_id = $id{a}}, 30),
 	'campaign_progress.waiting says why A waits');
-ok(poll(qq{SELECT waiting LIKE '%LIMIT must not be negative%'
+ok(poll(qq{SELECT waiting LIKE '%Mars/Olympus_Mons%'
              FROM wasend.campaign_progress WHERE campaign_id = $id{b}}, 30),
 	'campaign_progress.waiting says why B waits');
 note(($node->psql('postgres', q{SELECT campaign_id, status, waiting FROM wasend.campaign_progress ORDER BY 1}))[1]);
@@ -111,7 +113,7 @@ for my $line (split /\n/, $log)
 	next unless $line =~ /\[(\d+)\].*WARNING/;
 	my $pid = $1;
 	$warn_a{$pid}++ if $line =~ m{America/Sao Paulo};
-	$warn_b{$pid}++ if $line =~ m{LIMIT must not be negative};
+	$warn_b{$pid}++ if $line =~ m{Mars/Olympus_Mons};
 }
 note('warnings about A by pid: ' . join(', ', map { "$_=$warn_a{$_}" } sort keys %warn_a));
 note('warnings about B by pid: ' . join(', ', map { "$_=$warn_b{$_}" } sort keys %warn_b));
@@ -124,7 +126,7 @@ ok(!grep({ $_ > 3 } values %warn_b), 'each sender logs B at most once per back-o
 # fix both rows: they resume by themselves
 $node->safe_psql('postgres', qq{
 	UPDATE wasend.campaigns SET send_timezone = 'America/Sao_Paulo' WHERE id = $id{a};
-	UPDATE wasend.campaigns SET sample_left = NULL WHERE id = $id{b};
+	UPDATE wasend.send_queue SET timezone = NULL WHERE campaign_id = $id{b};
 });
 ok(poll(qq{SELECT bool_and(status = 'completed') FROM wasend.campaigns WHERE id IN ($id{a}, $id{b})}, 120),
 	'once fixed, A and B resume and complete');
