@@ -1148,6 +1148,103 @@ CREATE INDEX send_queue_ready_idx ON wasend.send_queue (campaign_id, next_attemp
     WHERE sent_at IS NULL AND failed_at IS NULL;
 
 /*
+ * Applying a number's limits answer locks its row FOR NO KEY UPDATE, not
+ * FOR UPDATE: a user adding campaigns holds FOR KEY SHARE on the numbers
+ * they reference (the foreign key), which FOR UPDATE waits for and FOR NO
+ * KEY UPDATE does not.  With FOR UPDATE, a sender applying the answers of
+ * many numbers in one cycle waited up to its lock_timeout on each number
+ * such a user held, while holding the numbers it had applied: the user's
+ * statement waited on the sender long enough for PostgreSQL's deadlock
+ * check, which ended it.
+ */
+CREATE OR REPLACE FUNCTION wasend._apply_number_limits(number_id bigint, http integer, answer text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n record;
+    j jsonb;
+    tier text;
+    lim integer;
+    q text;
+    health text;
+    disp text;
+    lowered boolean := false;
+BEGIN
+    SELECT * INTO n FROM wasend.whatsapp_numbers w WHERE w.id = number_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    BEGIN
+        j := answer::jsonb;
+    EXCEPTION WHEN OTHERS THEN
+        j := NULL;
+    END;
+    IF http IS DISTINCT FROM 200 OR jsonb_typeof(j) IS DISTINCT FROM 'object' OR j ? 'error' THEN
+        RAISE EXCEPTION 'could not read the messaging limit of number %: %', n.phone_number_id,
+                        wasend._redact(coalesce(j #>> '{error,message}',
+                                                'HTTP ' || coalesce(http::text, 'none') || ', ' || left(coalesce(answer, 'no answer'), 200)))
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The number keeps its previous limit, quality and health; wasend reads them again in a minute.';
+    END IF;
+    tier := j ->> 'whatsapp_business_manager_messaging_limit';
+    IF tier IS NOT NULL THEN
+        lim := wasend._tier_limit(tier);
+    END IF;
+    q := j ->> 'quality_rating';
+    IF q IS NOT NULL AND q NOT IN ('GREEN', 'YELLOW', 'RED', 'UNKNOWN') THEN
+        RAISE EXCEPTION 'unknown quality rating "%" for number %', q, n.phone_number_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Known ratings: GREEN, YELLOW, RED, UNKNOWN.';
+    END IF;
+    health := j #>> '{health_status,can_send_message}';
+    IF health IS NOT NULL AND health NOT IN ('AVAILABLE', 'LIMITED', 'BLOCKED') THEN
+        RAISE EXCEPTION 'unknown health status "%" for number %', health, n.phone_number_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Known values of health_status.can_send_message: AVAILABLE, LIMITED, BLOCKED.';
+    END IF;
+    disp := nullif(regexp_replace(coalesce(j ->> 'display_phone_number', ''), '[^0-9]', '', 'g'), '');
+    lowered := wasend._tier_lowered(n.messaging_tier, tier);
+
+    UPDATE wasend.whatsapp_numbers w
+       SET messaging_tier = coalesce(tier, w.messaging_tier),
+           messaging_limit = CASE WHEN w.messaging_limit_override IS NOT NULL THEN w.messaging_limit_override
+                                  WHEN tier IS NOT NULL THEN lim ELSE w.messaging_limit END,
+           quality_rating = coalesce(q, w.quality_rating),
+           can_send_message = coalesce(health, w.can_send_message),
+           display_phone_number = coalesce(disp, w.display_phone_number),
+           limits_checked_at = now(),
+           limits_due_at = now() + make_interval(secs => wasend._limits_interval()),
+           limits_error = NULL,
+           status = CASE WHEN health = 'BLOCKED' AND (w.status = 'active' OR w.paused_until IS NOT NULL) THEN 'paused'
+                         WHEN health IN ('AVAILABLE', 'LIMITED') AND w.pause_rule = 'health' THEN 'active'
+                         ELSE w.status END,
+           pause_rule = CASE WHEN health = 'BLOCKED' AND (w.status = 'active' OR w.paused_until IS NOT NULL) THEN 'health'
+                             WHEN health IN ('AVAILABLE', 'LIMITED') AND w.pause_rule = 'health' THEN NULL
+                             ELSE w.pause_rule END,
+           pause_reason = CASE WHEN health = 'BLOCKED' AND (w.status = 'active' OR w.paused_until IS NOT NULL)
+                                    THEN 'health: health_status.can_send_message is BLOCKED'
+                               WHEN health IN ('AVAILABLE', 'LIMITED') AND w.pause_rule = 'health' THEN NULL
+                               ELSE w.pause_reason END,
+           paused_until = CASE WHEN health = 'BLOCKED' AND (w.status = 'active' OR w.paused_until IS NOT NULL) THEN NULL ELSE w.paused_until END
+     WHERE w.id = number_id;
+
+    IF q = 'RED' AND n.quality_rating IS DISTINCT FROM 'RED' THEN
+        PERFORM wasend._pause_for_quality(number_id, 'quality rating of number ' || n.phone_number_id || ' is RED');
+    ELSIF lowered THEN
+        PERFORM wasend._pause_for_quality(number_id,
+            format('messaging limit of number %s lowered from %s to %s', n.phone_number_id, n.messaging_tier, tier));
+    END IF;
+    IF health = 'BLOCKED' AND (n.status = 'active' OR n.paused_until IS NOT NULL) THEN
+        RAISE LOG 'wasend paused number %: health_status.can_send_message is BLOCKED', n.phone_number_id;
+    END IF;
+    PERFORM wasend._wake_at_commit();
+END
+$$;
+
+/*
  * A grant means one database.
  *
  * wasend_viewer, wasend_operator and wasend_admin are roles of the whole
