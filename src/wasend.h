@@ -22,6 +22,7 @@
  * src/secrets.c		the app secret and verify token, read from files
  * src/webhook.c	the webhook bgworker (libmicrohttpd, group commit)
  * src/metrics.c	the metrics bgworker: Prometheus text on wasend.metrics_port
+ * src/http_server.c	the endpoints' shared connection deadlines (libmicrohttpd)
  * src/latency.c	the senders' latency histograms (wasend_worker_stats)
  *
  *-------------------------------------------------------------------------
