@@ -93,7 +93,7 @@ const port = parseInt(args.port || '18080', 10);
  *
  * The hostile answers: "nul" is an error whose message holds \u0000 (valid
  * JSON that PostgreSQL's jsonb refuses), "bigcode" an error.code above
- * 2^31, "deep" a 200 whose body is 200,000 nested arrays, "echo_token" a
+ * 2^31, "deep" a 200 whose body is 30,000 nested arrays (60 kB), "echo_token" a
  * 190 whose message repeats the request's bearer token (as Meta's text for
  * a malformed token can).  "decoy" is an error of code r.code (default
  * 131026) that also says 130429: as an earlier duplicate "code" key (JSON
@@ -400,7 +400,8 @@ function handleMessages(req, res, pnid, raw, t)
 			entry.status = 200;
 			entry.code = 'deep';
 			record(entry);
-			reply(res, 200, '['.repeat(200000) + ']'.repeat(200000), latency());
+			/* 60 kB: under the 64 kB a sender keeps of an answer */
+			reply(res, 200, '['.repeat(30000) + ']'.repeat(30000), latency());
 			return;
 		}
 		if (action === 'big')
