@@ -8,7 +8,7 @@ OBJS        = src/wasend.o src/launcher.o src/supervisor.o src/sender.o src/numb
               src/campaign_cache.o src/breaker.o src/db_cycle.o src/rate_gate.o \
               src/http_client.o src/queue.o src/sql_api.o src/access.o \
               src/signature.o src/secrets.o src/webhook.o src/metrics.o src/latency.o \
-              src/worker_session.o
+              src/worker_session.o src/http_server.o
 DATA        = sql/wasend--0.1.0.sql sql/wasend--0.2.0.sql sql/wasend--0.1.0--0.2.0.sql \
               sql/wasend--0.2.0--0.3.0.sql sql/wasend--0.3.0--0.4.0.sql sql/wasend--0.4.0--0.5.0.sql \
               sql/wasend--0.5.0--0.6.0.sql

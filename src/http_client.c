@@ -49,8 +49,15 @@
 /* pooled requests always kept, whatever the last period needed */
 #define POOL_KEEP_MIN			64
 
-/* A Graph API answer is a few hundred bytes; anything huge is an error. */
-#define MAX_RESPONSE_BYTES		(1024 * 1024)
+/*
+ * A Graph API answer is a few hundred bytes; one over 64 kB is an error
+ * (bad_response), and no more of it is kept: with wasend.max_inflight
+ * requests in flight, a sender holds at most that many such buffers.  The
+ * headers of an answer are capped the same way (curl itself keeps them
+ * until the handle's next request).
+ */
+#define MAX_RESPONSE_BYTES		(64 * 1024)
+#define MAX_HEADER_BYTES		(32 * 1024)
 
 static CURLM *multi = NULL;
 static int	epoll_fd = -1;
@@ -159,6 +166,26 @@ write_cb(char *data, size_t size, size_t nmemb, void *userp)
 	memcpy(req->resp + req->resp_len, data, n);
 	req->resp_len += n;
 	req->resp[req->resp_len] = '\0';
+	return n;
+}
+
+/*
+ * curl header callback: count the answer's header bytes, and make curl
+ * fail the transfer (returning less than it was given) once they pass
+ * MAX_HEADER_BYTES.  Never throws.
+ */
+static size_t
+header_cb(char *data, size_t size, size_t nmemb, void *userp)
+{
+	HttpRequest *req = (HttpRequest *) userp;
+	size_t		n = size * nmemb;
+
+	req->header_bytes += n;
+	if (req->header_bytes > MAX_HEADER_BYTES)
+	{
+		req->resp_too_big = true;
+		return 0;
+	}
 	return n;
 }
 
@@ -469,6 +496,7 @@ request_setup(HttpRequest *req, const char *url, const char *token,
 	req->on_wire = 0;
 	req->next_wired = NULL;
 	req->resp_len = 0;
+	req->header_bytes = 0;
 	req->resp_too_big = false;
 	if (req->resp)
 		req->resp[0] = '\0';
@@ -497,6 +525,8 @@ request_setup(HttpRequest *req, const char *url, const char *token,
 	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, h);
 	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_cb);
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
+	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, header_cb);
+	curl_easy_setopt(easy, CURLOPT_HEADERDATA, req);
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
 	curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, prereq_cb);
 	curl_easy_setopt(easy, CURLOPT_PREREQDATA, req);
@@ -692,7 +722,8 @@ http_next_done(void)
 		if (req->curl_code != CURLE_OK && req->errbuf[0] == '\0')
 			strlcpy(req->errbuf, curl_easy_strerror(req->curl_code), sizeof(req->errbuf));
 		if (req->resp_too_big)
-			strlcpy(req->errbuf, "response larger than 1 MB", sizeof(req->errbuf));
+			strlcpy(req->errbuf, "answer larger than 64 kB (or its headers than 32 kB)",
+					sizeof(req->errbuf));
 		curl_multi_remove_handle(multi, msg->easy_handle);
 		n_inflight--;
 		return req;
@@ -711,7 +742,7 @@ http_release(HttpRequest *req)
 	if (req->body)
 		pfree(req->body);
 	req->body = NULL;
-	if (req->resp_cap > 64 * 1024)
+	if (req->resp_cap > 4 * 1024)
 	{
 		free(req->resp);
 		req->resp = NULL;
@@ -822,7 +853,7 @@ http_post_once(const char *url, const char *token, const char *body,
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("test send failed: %s", req.resp_too_big ?
-						"the answer was larger than 1 MB" :
+						"the answer was larger than 64 kB (or its headers than 32 kB)" :
 						(req.errbuf[0] ? req.errbuf : curl_easy_strerror(rc))),
 				 errhint("Check wasend.api_base_url (%s) and that the server can reach it.",
 						 wasend_api_base_url)));

@@ -36,7 +36,8 @@ typedef struct HttpRequest
 	char	   *resp;
 	size_t		resp_len;
 	size_t		resp_cap;
-	bool		resp_too_big;
+	size_t		header_bytes;	/* of the answer's headers, so far */
+	bool		resp_too_big;	/* answer or headers over the cap */
 
 	/* outcome, valid after http_next_done() returned the request */
 	long		http_status;	/* 0 when no HTTP answer came */

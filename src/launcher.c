@@ -11,15 +11,22 @@
  * and starts one supervisor (supervisor.c) per database that allows
  * connections and is not a template.  A supervisor first looks whether its
  * database has the extension; if not, it records that in its database slot
- * (WASEND_DB_ABSENT) and leaves, and the launcher does not look again until
- * a CREATE EXTENSION wasend commits somewhere (the extension's script calls
- * wasend._extension_created(), which bumps extension_generation at commit
- * and wakes the launcher) or the database is new.  So creating the
- * extension in any database starts its senders within moments, with no
- * setting to change and no restart; a database whose supervisor found
- * the extension keeps it running, and restarts it a second after it
- * exits.  At most MAX_STARTING supervisors start at once, so that a server
- * with many databases does not use up max_worker_processes looking.
+ * (WASEND_DB_ABSENT) and leaves, and the launcher gives the slot back and
+ * remembers the database as absent in its own memory: the
+ * WASEND_MAX_DATABASES shared slots are held only by databases that have
+ * the extension and by those being looked at, so a role that may create
+ * databases cannot fill them with empty ones.  A CREATE EXTENSION wasend
+ * that commits (the extension's script calls wasend._extension_created())
+ * takes a slot for its own database at once, ahead of any database waiting
+ * to be looked at, and wakes the launcher; only when no slot is free does
+ * it bump extension_generation, and the launcher looks again at every
+ * database it remembers as absent.  So creating the extension in any
+ * database starts its senders within moments, with no setting to change
+ * and no restart; a database whose supervisor found the extension keeps
+ * it running, and restarts it a second after it exits.  At most
+ * MAX_STARTING supervisors start at once, so that a server with many
+ * databases does not use up max_worker_processes looking, and a database
+ * not looked at yet takes a slot only when its look starts.
  *
  * The launcher looks at pg_database again every RESCAN_MS, and whenever it
  * is woken (a supervisor exited, an extension was created, a database was
@@ -65,6 +72,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/hsearch.h"
 #include "utils/varlena.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -98,6 +106,21 @@ typedef struct ListedDb
 
 /* the supervisors this launcher started and has not seen exit */
 static BackgroundWorkerHandle *handles[WASEND_MAX_DATABASES];
+
+/*
+ * A database the launcher looked at and found without the extension: it
+ * holds no shared slot, and is not looked at again unless the generation
+ * moves (see wasend_extension_created).
+ */
+typedef struct AbsentDb
+{
+	Oid			oid;			/* hash key */
+	uint64		generation;		/* extension_generation of the look */
+	uint64		listed_pass;	/* the last pass that listed it */
+} AbsentDb;
+
+static HTAB *absent_dbs = NULL;
+static uint64 pass_no = 0;
 
 static ProcessUtility_hook_type prev_utility_hook = NULL;
 
@@ -141,17 +164,20 @@ database_wanted(const char *name)
 
 /*
  * The databases a supervisor may run in: connections allowed, not a
- * template, not half dropped, named in wasend.databases.  Read from the shared catalog in a
- * transaction of our own, as autovacuum's launcher does (we are connected
- * to no database).
+ * template, not half dropped, named in wasend.databases, all of them
+ * (palloc'd into *outp).  Read from the shared catalog in a transaction
+ * of our own, as autovacuum's launcher does (we are connected to no
+ * database).
  */
 static int
-list_databases(ListedDb *out, int max)
+list_databases(ListedDb **outp)
 {
 	Relation	rel;
 	TableScanDesc scan;
 	HeapTuple	tup;
 	int			n = 0;
+	int			max = 64;
+	ListedDb   *out = palloc(sizeof(ListedDb) * max);
 
 	StartTransactionCommand();
 	(void) GetTransactionSnapshot();
@@ -164,16 +190,19 @@ list_databases(ListedDb *out, int max)
 		if (!db->datallowconn || db->datistemplate || db->datconnlimit == -2 ||
 			!database_wanted(NameStr(db->datname)))
 			continue;
-		if (n < max)
+		if (n == max)
 		{
-			out[n].oid = db->oid;
-			strlcpy(out[n].name, NameStr(db->datname), NAMEDATALEN);
-			n++;
+			max *= 2;
+			out = repalloc(out, sizeof(ListedDb) * max);
 		}
+		out[n].oid = db->oid;
+		strlcpy(out[n].name, NameStr(db->datname), NAMEDATALEN);
+		n++;
 	}
 	table_endscan(scan);
 	table_close(rel, AccessShareLock);
 	CommitTransactionCommand();
+	*outp = out;
 	return n;
 }
 
@@ -219,22 +248,171 @@ start_supervisor(int idx, const char *dbname)
 }
 
 /*
+ * Order ListedDb by oid (for bsearch).
+ */
+static int
+listed_cmp(const void *a, const void *b)
+{
+	Oid			x = ((const ListedDb *) a)->oid;
+	Oid			y = ((const ListedDb *) b)->oid;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/*
+ * Is database oid among the ndbs listed (sorted by oid)?
+ */
+static bool
+is_listed(const ListedDb *dbs, int ndbs, Oid oid)
+{
+	ListedDb	key;
+
+	key.oid = oid;
+	return bsearch(&key, dbs, ndbs, sizeof(ListedDb), listed_cmp) != NULL;
+}
+
+/*
+ * Remember that database oid was found without the extension, as of
+ * extension generation gen.  Launcher-local memory: such a database holds
+ * no shared slot.
+ */
+static void
+remember_absent(Oid oid, uint64 gen)
+{
+	AbsentDb   *a;
+
+	if (absent_dbs == NULL)
+	{
+		HASHCTL		ctl;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(AbsentDb);
+		absent_dbs = hash_create("wasend databases without the extension", 256,
+								 &ctl, HASH_ELEM | HASH_BLOBS);
+	}
+	a = (AbsentDb *) hash_search(absent_dbs, &oid, HASH_ENTER, NULL);
+	a->generation = gen;
+	a->listed_pass = pass_no;
+}
+
+/*
+ * Was database oid found without the extension, and has no CREATE
+ * EXTENSION asked for a new look at every such database since (gen)?
+ */
+static bool
+known_absent(Oid oid, uint64 gen)
+{
+	AbsentDb   *a;
+
+	if (absent_dbs == NULL)
+		return false;
+	a = (AbsentDb *) hash_search(absent_dbs, &oid, HASH_FIND, NULL);
+	if (a == NULL)
+		return false;
+	a->listed_pass = pass_no;
+	return a->generation == gen;
+}
+
+/*
+ * Forget the databases no longer listed (dropped, or left out of
+ * wasend.databases) and those that have a slot now.
+ */
+static void
+prune_absent(void)
+{
+	HASH_SEQ_STATUS seq;
+	AbsentDb   *a;
+
+	if (absent_dbs == NULL)
+		return;
+	hash_seq_init(&seq, absent_dbs);
+	while ((a = (AbsentDb *) hash_seq_search(&seq)) != NULL)
+		if (a->listed_pass != pass_no)
+			(void) hash_search(absent_dbs, &a->oid, HASH_REMOVE, NULL);
+}
+
+/*
+ * Give back the slots of the databases found without the extension, and
+ * remember them in launcher-local memory instead; one that a CREATE
+ * EXTENSION asked to be looked at again while it was being looked at
+ * (recheck) keeps its slot and is looked at again.
+ */
+static void
+release_absent_slots(int64 now)
+{
+	Oid			oids[WASEND_MAX_DATABASES];
+	uint64		gens[WASEND_MAX_DATABASES];
+	int			n = 0;
+	int			i;
+
+	SpinLockAcquire(&WasendState->mutex);
+	for (i = 0; i < WASEND_MAX_DATABASES; i++)
+	{
+		WasendDbSlot *db = &WasendState->databases[i];
+
+		if (db->dboid == InvalidOid || db->state != WASEND_DB_ABSENT ||
+			db->pid != 0 || handles[i] != NULL || now < db->hold_until)
+			continue;
+		if (db->recheck)
+		{
+			db->recheck = false;
+			db->state = WASEND_DB_NEW;
+			continue;
+		}
+		oids[n] = db->dboid;
+		gens[n] = db->probed_generation;
+		n++;
+		db->dboid = InvalidOid;
+	}
+	SpinLockRelease(&WasendState->mutex);
+	for (i = 0; i < n; i++)
+		remember_absent(oids[i], gens[i]);
+}
+
+/*
+ * Say, at most once a minute, that a database cannot be looked at because
+ * every slot is taken.
+ */
+static void
+warn_slots_full(const char *dbname, int64 now)
+{
+	static int64 warned_at = 0;
+
+	if (warned_at != 0 && now < warned_at + 60 * USECS_PER_SEC)
+		return;
+	ereport(WARNING,
+			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+			 errmsg("wasend keeps track of at most %d databases that have the extension or are being looked at; \"%s\" is not looked at",
+					WASEND_MAX_DATABASES, dbname),
+			 errhint("List the databases that send in wasend.databases.")));
+	warned_at = now;
+}
+
+/*
  * One pass: match the database slots with pg_database and start the
- * supervisors that are due.  Returns how soon (ms) a supervisor that is
- * not due yet will be, at most RESCAN_MS.
+ * supervisors that are due.  Databases that have a slot come first (those
+ * with the extension, and one whose CREATE EXTENSION just took a slot);
+ * then databases not looked at yet, each taking a free slot only when its
+ * look can start.  Returns how soon (ms) a supervisor that is not due yet
+ * will be, at most RESCAN_MS.
  */
 static long
 scan_databases(void)
 {
 	long		wait_ms = RESCAN_MS;
-	ListedDb   *dbs = palloc(sizeof(ListedDb) * WASEND_MAX_DATABASES * 4);
-	int			ndbs = list_databases(dbs, WASEND_MAX_DATABASES * 4);
+	ListedDb   *dbs;
+	int			ndbs = list_databases(&dbs);
 	uint64		gen = pg_atomic_read_u64(&WasendState->extension_generation);
 	int64		now = wasend_mono_us();
 	int			starting = 0;
 	int			i;
 	int			j;
+	int			phase;
 	bool		listed[WASEND_MAX_DATABASES];
+
+	pass_no++;
+	qsort(dbs, ndbs, sizeof(ListedDb), listed_cmp);
 
 	/* supervisors that exited (or never got going) */
 	for (i = 0; i < WASEND_MAX_DATABASES; i++)
@@ -257,102 +435,120 @@ scan_databases(void)
 		else
 			starting += (WasendState->databases[i].state == WASEND_DB_PROBING);
 	}
+	release_absent_slots(now);
 
 	memset(listed, 0, sizeof(listed));
-	for (j = 0; j < ndbs; j++)
-	{
-		int			idx = -1;
-		int			free_idx = -1;
-		bool		start = false;
-
-		SpinLockAcquire(&WasendState->mutex);
-		for (i = 0; i < WASEND_MAX_DATABASES; i++)
+	for (phase = 0; phase < 2; phase++)
+		for (j = 0; j < ndbs; j++)
 		{
-			if (WasendState->databases[i].dboid == dbs[j].oid)
+			int			idx = -1;
+			int			free_idx = -1;
+			bool		start = false;
+			bool		full = false;
+
+			/*
+			 * Phase 1, a database not looked at yet (or looked at before a
+			 * CREATE EXTENSION that found no free slot): it takes a slot
+			 * only when its look starts now.
+			 */
+			if (phase == 1 &&
+				(known_absent(dbs[j].oid, gen) || starting >= MAX_STARTING))
+				continue;
+
+			SpinLockAcquire(&WasendState->mutex);
+			for (i = 0; i < WASEND_MAX_DATABASES; i++)
 			{
-				idx = i;
-				break;
-			}
-			if (free_idx < 0 && WasendState->databases[i].dboid == InvalidOid)
-				free_idx = i;
-		}
-		if (idx < 0 && free_idx >= 0)
-		{
-			WasendDbSlot *db = &WasendState->databases[free_idx];
-
-			idx = free_idx;
-			db->dboid = dbs[j].oid;
-			db->state = WASEND_DB_NEW;
-			db->pid = 0;
-			db->latch = NULL;
-			db->probed_generation = 0;
-			db->hold_until = 0;
-			db->last_start = 0;
-		}
-		if (idx >= 0)
-		{
-			WasendDbSlot *db = &WasendState->databases[idx];
-
-			listed[idx] = true;
-			if (db->pid == 0 && handles[idx] == NULL && now >= db->hold_until &&
-				starting < MAX_STARTING)
-			{
-				if (db->state == WASEND_DB_NEW)
-					start = true;
-				else if (db->state == WASEND_DB_ABSENT)
-					start = db->probed_generation != gen;
-				else		/* running or probing, and gone: restart */
+				if (WasendState->databases[i].dboid == dbs[j].oid)
 				{
-					start = now >= db->last_start + RESTART_DELAY_US;
-					if (!start)
-						wait_ms = Min(wait_ms, (long) ((db->last_start + RESTART_DELAY_US - now) / 1000) + 1);
+					idx = i;
+					break;
+				}
+				if (free_idx < 0 && WasendState->databases[i].dboid == InvalidOid)
+					free_idx = i;
+			}
+			if (phase == 0 ? idx < 0 : idx >= 0)
+			{
+				/* phase 0: those with a slot; phase 1: those without */
+				SpinLockRelease(&WasendState->mutex);
+				continue;
+			}
+			if (phase == 1)
+			{
+				if (free_idx < 0)
+					full = true;
+				else
+				{
+					WasendDbSlot *db = &WasendState->databases[free_idx];
+
+					idx = free_idx;
+					db->dboid = dbs[j].oid;
+					db->state = WASEND_DB_NEW;
+					db->pid = 0;
+					db->latch = NULL;
+					db->probed_generation = 0;
+					db->hold_until = 0;
+					db->last_start = 0;
+					db->recheck = false;
 				}
 			}
-			else if (db->pid == 0 && handles[idx] == NULL && now < db->hold_until)
-				wait_ms = Min(wait_ms, (long) ((db->hold_until - now) / 1000) + 1);
+			if (idx >= 0)
+			{
+				WasendDbSlot *db = &WasendState->databases[idx];
+
+				listed[idx] = true;
+				if (db->pid == 0 && handles[idx] == NULL && now >= db->hold_until &&
+					starting < MAX_STARTING)
+				{
+					if (db->state == WASEND_DB_NEW)
+						start = true;
+					else if (db->state == WASEND_DB_ABSENT)
+						start = db->probed_generation != gen || db->recheck;
+					else	/* running or probing, and gone: restart */
+					{
+						start = now >= db->last_start + RESTART_DELAY_US;
+						if (!start)
+							wait_ms = Min(wait_ms, (long) ((db->last_start + RESTART_DELAY_US - now) / 1000) + 1);
+					}
+				}
+				else if (db->pid == 0 && handles[idx] == NULL && now < db->hold_until)
+					wait_ms = Min(wait_ms, (long) ((db->hold_until - now) / 1000) + 1);
+				if (start)
+				{
+					db->probed_generation = gen;
+					db->last_start = now;
+					db->recheck = false;
+					if (db->state != WASEND_DB_RUNNING)
+						db->state = WASEND_DB_PROBING;
+				}
+			}
+			SpinLockRelease(&WasendState->mutex);
+
+			if (full)
+			{
+				warn_slots_full(dbs[j].name, now);
+				continue;
+			}
 			if (start)
 			{
-				db->probed_generation = gen;
-				db->last_start = now;
-				if (db->state != WASEND_DB_RUNNING)
-					db->state = WASEND_DB_PROBING;
+				if (start_supervisor(idx, dbs[j].name))
+					starting++;
+				else
+				{
+					SpinLockAcquire(&WasendState->mutex);
+					if (WasendState->databases[idx].state == WASEND_DB_PROBING)
+						WasendState->databases[idx].state = WASEND_DB_NEW;
+					SpinLockRelease(&WasendState->mutex);
+				}
 			}
 		}
-		SpinLockRelease(&WasendState->mutex);
-
-		if (idx < 0)
-		{
-			static int64 warned_at = 0;
-
-			if (now > warned_at + 60 * USECS_PER_SEC)
-			{
-				ereport(WARNING,
-						(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-						 errmsg("wasend keeps track of at most %d databases; \"%s\" is not looked at",
-								WASEND_MAX_DATABASES, dbs[j].name),
-						 errhint("List the databases that send in wasend.databases.")));
-				warned_at = now;
-			}
-			continue;
-		}
-		if (start)
-		{
-			if (start_supervisor(idx, dbs[j].name))
-				starting++;
-			else
-			{
-				SpinLockAcquire(&WasendState->mutex);
-				if (WasendState->databases[idx].state == WASEND_DB_PROBING)
-					WasendState->databases[idx].state = WASEND_DB_NEW;
-				SpinLockRelease(&WasendState->mutex);
-			}
-		}
-	}
+	prune_absent();
 
 	/*
 	 * Databases that are gone, or no longer in wasend.databases: their
 	 * supervisors are asked to stop (they stop their senders first), and
-	 * their slots are free once nobody uses them.
+	 * their slots are free once nobody uses them.  A database listed but
+	 * not matched in the loop (its CREATE EXTENSION took a slot meanwhile)
+	 * keeps its slot.
 	 */
 	{
 		pid_t		stop[WASEND_MAX_DATABASES];
@@ -363,7 +559,8 @@ scan_databases(void)
 		{
 			WasendDbSlot *db = &WasendState->databases[i];
 
-			if (db->dboid == InvalidOid || listed[i])
+			if (db->dboid == InvalidOid || listed[i] ||
+				is_listed(dbs, ndbs, db->dboid))
 				continue;
 			if (db->pid != 0)
 				stop[nstop++] = db->pid;
@@ -448,16 +645,58 @@ wasend_launcher_main(Datum main_arg)
 }
 
 /*
- * A CREATE EXTENSION wasend committed (called from the commit callback,
- * see sql_api.c): the launcher looks again at the databases where the
- * extension was missing.
+ * A CREATE EXTENSION wasend committed in this database (called from the
+ * commit callback, see sql_api.c): take a slot for it, so that the
+ * launcher looks at it first, whatever waits to be looked at; only when
+ * every slot is taken, let the launcher look again at every database where
+ * the extension was missing.
  */
 void
 wasend_extension_created(void)
 {
+	bool		done = false;
+	int			free_idx = -1;
+	int			i;
+
 	if (WasendState == NULL)
 		return;
-	pg_atomic_fetch_add_u64(&WasendState->extension_generation, 1);
+	SpinLockAcquire(&WasendState->mutex);
+	for (i = 0; i < WASEND_MAX_DATABASES; i++)
+	{
+		WasendDbSlot *db = &WasendState->databases[i];
+
+		if (db->dboid == MyDatabaseId)
+		{
+			/* a look that may have come before this commit: look again */
+			if (db->state == WASEND_DB_ABSENT)
+				db->state = WASEND_DB_NEW;
+			else if (db->state == WASEND_DB_PROBING)
+				db->recheck = true;
+			done = true;
+			break;
+		}
+		if (free_idx < 0 && db->dboid == InvalidOid)
+			free_idx = i;
+	}
+	if (!done && free_idx >= 0)
+	{
+		WasendDbSlot *db = &WasendState->databases[free_idx];
+
+		db->dboid = MyDatabaseId;
+		db->state = WASEND_DB_NEW;
+		db->pid = 0;
+		db->latch = NULL;
+		db->probed_generation = 0;
+		db->hold_until = 0;
+		db->last_start = 0;
+		db->recheck = false;
+		done = true;
+	}
+	SpinLockRelease(&WasendState->mutex);
+
+	/* no slot free: the launcher looks again at every database */
+	if (!done)
+		pg_atomic_fetch_add_u64(&WasendState->extension_generation, 1);
 	wasend_wake_launcher();
 }
 

@@ -19,6 +19,16 @@
  * formats them once into a StringInfo for all the scrapes of that pass,
  * and resumes them with a malloc'd copy of the text.
  *
+ * Denial of service: as on the webhook endpoint (http_server.c), every
+ * request has an absolute deadline (wasend.metrics_request_timeout) that
+ * the worker enforces itself, since libmicrohttpd's idle timeout is reset
+ * by every byte: clients that trickle their headers cannot hold the
+ * MAX_CONNECTIONS connections for longer than that, and a scrape waits at
+ * most about one deadline in the listen queue.  Nothing a client sends is
+ * kept but its headers (libmicrohttpd's per-connection memory pool); a
+ * body is dropped as it comes.  Each answer is one copy of the text, whose
+ * size the fixed tables bound.
+ *
  * Shared memory ("wasend metrics", only when wasend.metrics_port is set):
  *
  *	numbers: WASEND_GATE_SLOTS entries keyed by Meta's phone_number_id (at
@@ -70,6 +80,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
+#include "http_server.h"
 #include "wasend.h"
 
 #if MHD_VERSION < 0x00097002
@@ -102,9 +113,6 @@ typedef enum MHD_Result MHD_Result_t;
 
 /* most scrapes connected at once; more wait in the listen queue */
 #define MAX_CONNECTIONS		32
-
-/* idle timeout of a scrape's connection, in seconds */
-#define CONNECTION_TIMEOUT_S	10
 
 /* upper bounds of the latency buckets, in us; the last bucket is +Inf */
 static const int64 bucket_bound_us[] = {
@@ -212,6 +220,7 @@ typedef struct MetricsRequest
 } MetricsRequest;
 
 int			wasend_metrics_port = 0;
+static int	metrics_request_timeout_ms = 5000;
 
 static WasendMetricsShared *WasendMetrics = NULL;
 
@@ -220,6 +229,7 @@ static MetricsRequest *pending_head = NULL;
 static MetricsRequest *pending_tail = NULL;
 static MetricsSnapshot *snapshot = NULL;
 static MemoryContext scrape_cxt = NULL;
+static WasendHttpServer server;
 
 /*
  * Define wasend.metrics_port (called from _PG_init, preloaded or not).
@@ -234,6 +244,15 @@ wasend_metrics_define_settings(void)
 							0, 0, 65535,
 							PGC_POSTMASTER,
 							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wasend.metrics_request_timeout",
+							"Longest a metrics request may take, from its connection's accept to its answer.",
+							"Enforced however slowly the client sends; on a kept-alive connection, counted from the end of the previous request.",
+							&metrics_request_timeout_ms,
+							5000, 1000, 600000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 }
 
@@ -907,6 +926,8 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 		if (req == NULL)
 			return MHD_NO;
 		req->conn = conn;
+		/* a later request on a kept-alive connection: a new deadline */
+		(void) wasend_http_request_begins(conn);
 		*con_cls = req;
 		if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
 			return MHD_YES;
@@ -947,6 +968,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 	if (req == NULL)
 		return;
+	wasend_http_request_ends(conn);
 	free(req->body);
 	free(req);
 	*con_cls = NULL;
@@ -1055,15 +1077,19 @@ wasend_metrics_main(Datum main_arg)
 	snapshot = MemoryContextAllocZero(TopMemoryContext, sizeof(MetricsSnapshot));
 
 	fd = listen_on_loopback();
+	wasend_http_server_init(&server, "wasend metrics", &metrics_request_timeout_ms);
 	daemon_handle = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME,
 									 (uint16) wasend_metrics_port,
 									 NULL, NULL, &on_request, NULL,
 									 MHD_OPTION_LISTEN_SOCKET, fd,
+									 /* idle timeout: a backstop to our deadline */
 									 MHD_OPTION_CONNECTION_TIMEOUT,
-									 (unsigned int) CONNECTION_TIMEOUT_S,
+									 (unsigned int) ((metrics_request_timeout_ms + 999) / 1000),
 									 MHD_OPTION_CONNECTION_LIMIT,
 									 (unsigned int) MAX_CONNECTIONS,
 									 MHD_OPTION_NOTIFY_COMPLETED, &on_completed, NULL,
+									 MHD_OPTION_NOTIFY_CONNECTION,
+									 &wasend_http_notify_connection, &server,
 									 MHD_OPTION_END);
 	if (daemon_handle == NULL)
 		ereport(FATAL,
@@ -1090,6 +1116,7 @@ wasend_metrics_main(Datum main_arg)
 		WaitEvent	events[3];
 		MHD_UNSIGNED_LONG_LONG mhd_timeout;
 		long		timeout = 1000;
+		long		next_deadline;
 		int			nev;
 		int			i;
 
@@ -1108,11 +1135,14 @@ wasend_metrics_main(Datum main_arg)
 			answer_pending();
 			MHD_run(daemon_handle); /* send the answers */
 		}
+		next_deadline = wasend_http_cut_overdue(&server);
 		if (pending_head != NULL)
 			continue;			/* more scrapes came in meanwhile */
 
 		if (MHD_get_timeout(daemon_handle, &mhd_timeout) == MHD_YES)
 			timeout = (long) Min(mhd_timeout, (MHD_UNSIGNED_LONG_LONG) timeout);
+		if (next_deadline >= 0)
+			timeout = Min(timeout, next_deadline + 1);
 		nev = WaitEventSetWait(wes, timeout, events, lengthof(events),
 							   PG_WAIT_EXTENSION);
 		for (i = 0; i < nev; i++)

@@ -22,6 +22,7 @@
  * src/secrets.c		the app secret and verify token, read from files
  * src/webhook.c	the webhook bgworker (libmicrohttpd, group commit)
  * src/metrics.c	the metrics bgworker: Prometheus text on wasend.metrics_port
+ * src/http_server.c	the endpoints' shared connection deadlines (libmicrohttpd)
  * src/latency.c	the senders' latency histograms (wasend_worker_stats)
  *
  *-------------------------------------------------------------------------
@@ -173,7 +174,8 @@ typedef struct WasendGateSlot
 #define WASEND_DB_NEW		0	/* not looked at yet */
 #define WASEND_DB_PROBING	1	/* a supervisor starts and looks */
 #define WASEND_DB_RUNNING	2	/* the extension is there: senders run */
-#define WASEND_DB_ABSENT	3	/* no extension (as of probed_generation) */
+#define WASEND_DB_ABSENT	3	/* no extension (as of probed_generation);
+								 * the launcher gives the slot back */
 
 typedef struct WasendDbSlot
 {
@@ -186,6 +188,8 @@ typedef struct WasendDbSlot
 								 * database is being dropped, renamed or
 								 * copied */
 	int64		last_start;		/* when a supervisor was last started */
+	bool		recheck;		/* a CREATE EXTENSION committed while it was
+								 * being looked at: look again */
 } WasendDbSlot;
 
 typedef struct WasendShared

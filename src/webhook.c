@@ -37,9 +37,10 @@
  * all bodies being received share one budget (wasend.webhook_max_buffer,
  * counted in allocated bytes, reserved from Content-Length at the headers);
  * every request has an absolute deadline (wasend.webhook_request_timeout)
- * that the worker enforces itself, since libmicrohttpd only has an idle
- * timeout that a byte every few seconds resets; connections are capped in
- * all and, optionally, per client address.
+ * that the worker enforces itself (http_server.c, shared with the metrics
+ * endpoint), since libmicrohttpd only has an idle timeout that a byte
+ * every few seconds resets; connections are capped in all and,
+ * optionally, per client address.
  *
  * The MHD callbacks never ereport: they only malloc and copy.  Signature and
  * JSON checks, logging and all database work happen outside MHD_run().
@@ -53,12 +54,10 @@
 #include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <time.h>
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
-#include "lib/ilist.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -71,6 +70,7 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
+#include "http_server.h"
 #include "queue.h"
 #include "wasend.h"
 
@@ -103,30 +103,11 @@ static int	webhook_request_timeout_ms = 10000;
 static int	webhook_max_connections = 1000;
 static int	webhook_max_connections_per_address = 0;
 
-struct WebhookRequest;
-
-/*
- * One TCP connection, from accept to close (MHD's socket context).  Its
- * deadline counts from accept; on a kept-alive connection, from the end of
- * the previous request until the next one's headers are in, then from
- * there, so each request gets a deadline of its own (and idling or slow
- * headers at most one more).
- */
-typedef struct WebhookConnection
-{
-	dlist_node	node;			/* in open_connections */
-	struct MHD_Connection *conn;
-	int64		started_ms;		/* monotonic ms the deadline counts from */
-	int			requests;		/* requests begun on this connection */
-	bool		cut;			/* shut down past its deadline */
-	struct WebhookRequest *req; /* request in progress, if any */
-} WebhookConnection;
-
 /* One request, from its first byte to its answer. */
 typedef struct WebhookRequest
 {
 	struct MHD_Connection *conn;
-	WebhookConnection *wconn;	/* NULL once the connection is gone */
+	bool		tracked;		/* its connection has a deadline */
 	bool		is_post;
 	size_t		declared;		/* Content-Length, 0 if none */
 	char	   *body;			/* malloc'd */
@@ -147,7 +128,7 @@ static WebhookRequest *batch_head = NULL;
 static WebhookRequest *batch_tail = NULL;
 static int	batch_len = 0;
 static MemoryContext batch_cxt = NULL;
-static dlist_head open_connections = DLIST_STATIC_INIT(open_connections);
+static WasendHttpServer server;
 
 /* bytes allocated or reserved for bodies, all connections together */
 static size_t buffered_bytes = 0;
@@ -155,19 +136,6 @@ static size_t buffered_bytes = 0;
 /* a verify token file problem seen in a callback, logged by the loop */
 static bool verify_token_checked = false;
 static char verify_token_problem[256];
-
-/*
- * Milliseconds of CLOCK_MONOTONIC: deadlines must not move when the wall
- * clock is set.  Safe inside MHD callbacks.
- */
-static int64
-monotonic_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /*
  * Let a request hold total bytes of body in all, if the shared budget
@@ -320,7 +288,7 @@ admit_post(struct MHD_Connection *conn, WebhookRequest *req)
 		set_answer(req, 401, "missing or malformed X-Hub-Signature-256");
 		return false;
 	}
-	if (req->wconn == NULL)
+	if (!req->tracked)
 	{
 		/* untracked (out of memory at accept): no deadline, so no body */
 		set_answer(req, 503, "webhook endpoint busy, retry later");
@@ -391,21 +359,12 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 
 	if (req == NULL)
 	{
-		const union MHD_ConnectionInfo *ci;
-
 		req = calloc(1, sizeof(WebhookRequest));
 		if (req == NULL)
 			return MHD_NO;
 		req->conn = conn;
-		ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-		req->wconn = ci ? (WebhookConnection *) ci->socket_context : NULL;
-		if (req->wconn != NULL)
-		{
-			req->wconn->req = req;
-			/* a later request on a kept-alive connection: a new deadline */
-			if (req->wconn->requests++ > 0)
-				req->wconn->started_ms = monotonic_ms();
-		}
+		/* a later request on a kept-alive connection: a new deadline */
+		req->tracked = wasend_http_request_begins(conn);
 		*con_cls = req;
 		if (strcmp(method, "GET") == 0)
 		{
@@ -453,6 +412,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 			batch_head = req;
 		batch_tail = req;
 		batch_len++;
+		wasend_http_hold(conn, true);	/* about to be answered: not cut */
 		MHD_suspend_connection(conn);
 	}
 	return MHD_YES;
@@ -470,88 +430,12 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 	if (req == NULL)
 		return;
-	if (req->wconn != NULL)
-	{
-		req->wconn->req = NULL;
-		req->wconn->started_ms = monotonic_ms();
-	}
+	wasend_http_request_ends(conn);
 	buffer_release(req);
 	free(req->signature);
 	free(req->answer);
 	free(req);
 	*con_cls = NULL;
-}
-
-/*
- * MHD connection notifier: track every open connection with its accept
- * time, so that the worker loop can enforce the absolute deadline.
- */
-static void
-on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
-			  enum MHD_ConnectionNotificationCode toe)
-{
-	WebhookConnection *wc = *socket_context;
-
-	if (toe == MHD_CONNECTION_NOTIFY_STARTED)
-	{
-		wc = calloc(1, sizeof(WebhookConnection));
-		*socket_context = wc;
-		if (wc == NULL)
-			return;				/* admit_post refuses its POSTs */
-		wc->conn = conn;
-		wc->started_ms = monotonic_ms();
-		dlist_push_tail(&open_connections, &wc->node);
-	}
-	else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && wc != NULL)
-	{
-		if (wc->req != NULL)
-			wc->req->wconn = NULL;
-		dlist_delete(&wc->node);
-		free(wc);
-		*socket_context = NULL;
-	}
-}
-
-/*
- * Close every connection whose request has outlived
- * wasend.webhook_request_timeout, however slowly it trickles: shutdown()
- * of its socket makes epoll report it and MHD close it (and call the
- * callbacks) in its next pass.  Requests waiting in the batch are left
- * alone; they are about to be answered.  Returns the milliseconds until
- * the next deadline, or -1 if no connection is open.
- */
-static long
-cut_overdue_connections(void)
-{
-	int64		now = monotonic_ms();
-	int64		next = -1;
-	int			ncut = 0;
-	dlist_iter	iter;
-
-	dlist_foreach(iter, &open_connections)
-	{
-		WebhookConnection *wc = dlist_container(WebhookConnection, node, iter.cur);
-		int64		due = wc->started_ms + webhook_request_timeout_ms;
-
-		if (wc->cut || (wc->req != NULL && wc->req->waiting))
-			continue;
-		if (now >= due)
-		{
-			const union MHD_ConnectionInfo *ci;
-
-			ci = MHD_get_connection_info(wc->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-			if (ci != NULL)
-				(void) shutdown(ci->connect_fd, SHUT_RDWR);
-			wc->cut = true;
-			ncut++;
-		}
-		else if (next < 0 || due - now < next)
-			next = due - now;
-	}
-	if (ncut > 0)
-		elog(DEBUG1, "wasend webhook: closed %d connection(s) past the %d ms deadline",
-			 ncut, webhook_request_timeout_ms);
-	return (long) next;
 }
 
 /*
@@ -707,6 +591,7 @@ process_batch(void)
 		if (req->status == 0)
 			set_answer(req, 500, "internal error");
 		buffer_release(req);
+		wasend_http_hold(req->conn, false);
 		MHD_resume_connection(req->conn);
 		req = next;
 	}
@@ -802,6 +687,7 @@ wasend_webhook_main(Datum main_arg)
 				 errhint("Give an IPv4 address, e.g. 127.0.0.1 or 0.0.0.0.")));
 
 	raise_file_limit();
+	wasend_http_server_init(&server, "wasend webhook", &webhook_request_timeout_ms);
 	batch_cxt = AllocSetContextCreate(TopMemoryContext, "wasend webhook batch",
 									  ALLOCSET_DEFAULT_SIZES);
 
@@ -817,7 +703,8 @@ wasend_webhook_main(Datum main_arg)
 									 MHD_OPTION_PER_IP_CONNECTION_LIMIT,
 									 (unsigned int) webhook_max_connections_per_address,
 									 MHD_OPTION_NOTIFY_COMPLETED, &on_completed, NULL,
-									 MHD_OPTION_NOTIFY_CONNECTION, &on_connection, NULL,
+									 MHD_OPTION_NOTIFY_CONNECTION,
+									 &wasend_http_notify_connection, &server,
 									 MHD_OPTION_END);
 	if (daemon_handle == NULL)
 		ereport(FATAL,
@@ -873,7 +760,7 @@ wasend_webhook_main(Datum main_arg)
 			report_secret_problem(WASEND_SECRET_VERIFY_TOKEN,
 								  verify_token_problem[0] ? verify_token_problem : NULL);
 		}
-		next_deadline = cut_overdue_connections();
+		next_deadline = wasend_http_cut_overdue(&server);
 		if (batch_head != NULL)
 			continue;			/* bodies completed meanwhile: no wait */
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /*
  * test/webhook-attack.js — denial-of-service clients against the wasend
- * webhook endpoint, for test/t/013_webhook_dos.pl.  Raw TCP (node's net
+ * webhook endpoint, for test/t/013_webhook_dos.pl (and its slow clients
+ * against the metrics endpoint, for test/t/030_metrics.pl).  Raw TCP (node's net
  * module), so that every byte and every timestamp is the client's own.
  *
  * Usage:
@@ -17,12 +18,14 @@
  *        [--slow 500] [--slow-addresses 20] [--junk 300]
  *        [--junk-addresses 10] [--junk-bytes 3000000]
  *        [--per-address N] [--interval-ms 1000] [--ready-file F]
+ *        [--slow-kind headers|body]
  *     For D ms:
  *       slow clients (from 127.0.0.2 ...): half send a request line and
  *         then one header byte every interval, never finishing the
  *         headers; half send complete headers (a well-formed but wrong
  *         X-Hub-Signature-256, Content-Length 1000) and then one body byte
- *         every interval.  When the server closes one, it reconnects.
+ *         every interval (--slow-kind: all of one kind).  When the
+ *         server closes one, it reconnects.
  *       junk posts (from the next addresses): each loops on a POST of
  *         --junk-bytes, alternately unsigned and with a well-formed but
  *         wrong signature, written as fast as the server takes it.
@@ -138,6 +141,7 @@ function attack()
 	const junkBytes = parseInt(args['junk-bytes'] || '3000000', 10);
 	const perAddress = parseInt(args['per-address'] || '0', 10);
 	const interval = parseInt(args['interval-ms'] || '1000', 10);
+	const slowKind = args['slow-kind'] || null;
 	const giveUp = deadline + 15000;
 	const junkBody = Buffer.alloc(junkBytes, 'x');
 	const t0 = now();
@@ -213,7 +217,7 @@ function attack()
 	async function slowClient(i)
 	{
 		const address = '127.0.0.' + (2 + (i % slowAddrs));
-		const kind = i % 2 === 0 ? 'headers' : 'body';
+		const kind = slowKind || (i % 2 === 0 ? 'headers' : 'body');
 		let first = true;
 		while (!stopping)
 		{

@@ -69,7 +69,8 @@ const port = parseInt(args.port || '18080', 10);
  *                "times": n (optional: then apply to n matches only),
  *                "action": "error" | "drop" | "hang" | "http500" | "garbage"
  *                          | "nul" | "bigcode" | "deep" | "echo_token" | "hold"
- *                          | "held_quality" | "decoy" } ]
+ *                          | "held_quality" | "decoy" | "big",
+ *                "bytes": n, "hold_ms": n (for "big") } ]
  *
  * "hold" keeps the request unanswered until POST /__mock/release, which
  * answers every held request 200 (GET /__mock/held counts them).
@@ -93,12 +94,14 @@ const port = parseInt(args.port || '18080', 10);
  *
  * The hostile answers: "nul" is an error whose message holds \u0000 (valid
  * JSON that PostgreSQL's jsonb refuses), "bigcode" an error.code above
- * 2^31, "deep" a 200 whose body is 200,000 nested arrays, "echo_token" a
+ * 2^31, "deep" a 200 whose body is 30,000 nested arrays (60 kB), "echo_token" a
  * 190 whose message repeats the request's bearer token (as Meta's text for
  * a malformed token can).  "decoy" is an error of code r.code (default
  * 131026) that also says 130429: as an earlier duplicate "code" key (JSON
  * keeps the last one), in error_data.code and quoted in the message; it
- * is no 130429 and must not be sent again.
+ * is no 130429 and must not be sent again.  "big" answers 200 with a
+ * wamid and a body padded to r.bytes (default 1,000,000): all but its last
+ * 16 bytes at once, the rest after r.hold_ms (default 2000).
  * }
  */
 let config = {
@@ -399,7 +402,33 @@ function handleMessages(req, res, pnid, raw, t)
 			entry.status = 200;
 			entry.code = 'deep';
 			record(entry);
-			reply(res, 200, '['.repeat(200000) + ']'.repeat(200000), latency());
+			/* 60 kB: under the 64 kB a sender keeps of an answer */
+			reply(res, 200, '['.repeat(30000) + ']'.repeat(30000), latency());
+			return;
+		}
+		if (action === 'big')
+		{
+			/*
+			 * 200 with a wamid, padded to r.bytes (default 1,000,000): all
+			 * but its last bytes at once, the end after r.hold_ms (default
+			 * 2000), so that a client holds the part it read meanwhile
+			 */
+			const bytes = r.bytes || 1000000;
+			entry.status = 200;
+			entry.code = 'big';
+			entry.wamid = 'wamid.MOCK' + pnid + '.big.' + seq.toString(36);
+			record(entry);
+			const head = '{"messaging_product":"whatsapp","messages":[{"id":"' + entry.wamid +
+				'","message_status":"accepted"}],"padding":"';
+			const tail = '"}';
+			const body = head + 'x'.repeat(Math.max(0, bytes - head.length - tail.length)) + tail;
+			res.on('error', () => {});
+			req.socket.on('error', () => {});
+			res.writeHead(200, { 'Content-Type': 'application/json',
+								 'Content-Length': Buffer.byteLength(body) });
+			res.write(body.slice(0, body.length - 16));
+			setTimeout(() => { if (!res.destroyed) res.end(body.slice(body.length - 16)); },
+				r.hold_ms !== undefined ? r.hold_ms : 2000);
 			return;
 		}
 		if (action === 'http500')

@@ -20,7 +20,11 @@
 #     invalid, estimated duration; exact figures.
 #  4. wasend_test_send: Meta's answer comes back, the mock saw exactly one
 #     request, no queue row was made; an API error comes back as the answer
-#     with a WARNING; bad recipients are refused.
+#     with a WARNING; bad recipients are refused.  A test send spends the
+#     messaging limit as a send does: a new recipient takes a slot in
+#     wasend.recipient_window, one already in the window costs nothing
+#     again, and with no slot left (a limit of 0, or the last slot spent)
+#     it is an ERROR with a hint and no request reaches the API.
 #  5. wasend_wait: a timeout returns the status then; drafts and
 #     REPEATABLE READ are refused.
 use strict;
@@ -182,6 +186,38 @@ like($err, qr/invalid recipient "999123456": no known country calling code/, 'an
 like($err, qr/invalid recipient "not a number"/, 'a malformed number is refused');
 ($ret, $out, $err) = $node->psql('postgres', q{SELECT wasend.wasend_test_send(404, '15550286003')});
 like($err, qr/campaign 404 does not exist/, 'an unknown campaign is refused');
+
+# a test send spends the messaging limit: number 4 has a limit of 0,
+# number 5 a limit of 1
+$node->safe_psql('postgres', q{
+	SELECT wasend.wasend_add_number('28004', 'tok-28004', 50);
+	SELECT wasend.wasend_update_number(4, messaging_limit => 0);
+	SELECT wasend.wasend_create_campaign('limit 0', 4, '{"type":"text","text":{"body":"z"}}');
+	SELECT wasend.wasend_add_number('28005', 'tok-28005', 50);
+	SELECT wasend.wasend_update_number(5, messaging_limit => 1);
+	SELECT wasend.wasend_create_campaign('limit 1', 5, '{"type":"text","text":{"body":"o"}}');
+});
+my $requests = WasendTest::mock_stats($mock)->{requests};
+($ret, $out, $err) = $node->psql('postgres', q{SELECT wasend.wasend_test_send(7, '15550287001')});
+like($err, qr/ERROR:  the messaging limit of number 28004 is spent: 0 of 0 recipients in 24 hours/,
+	'a test send past a messaging limit of 0 is an ERROR');
+like($err, qr/HINT:  .*messaging limit/, 'with a hint');
+is(WasendTest::mock_stats($mock)->{requests}, $requests, 'and no request reached the API');
+is($node->safe_psql('postgres', q{
+	SELECT wasend.wasend_test_send(8, '15550287002') #>> '{messages,0,id}' LIKE 'wamid.%'}),
+	't', 'a test send to a new recipient within the limit goes');
+is($node->safe_psql('postgres', q{SELECT portfolio, recipient, last_at > now() - interval '1 minute' FROM wasend.recipient_window}),
+	'number:5|15550287002|t', 'and takes that recipient\'s slot in wasend.recipient_window, as a send would');
+is($node->safe_psql('postgres', q{
+	SELECT wasend.wasend_test_send(8, '15550287002') #>> '{messages,0,id}' LIKE 'wamid.%'}),
+	't', 'a second test send to the same recipient costs nothing and goes');
+$requests = WasendTest::mock_stats($mock)->{requests};
+($ret, $out, $err) = $node->psql('postgres', q{SELECT wasend.wasend_test_send(8, '15550287003')});
+like($err, qr/ERROR:  the messaging limit of number 28005 is spent: 1 of 1 recipients in 24 hours/,
+	'a test send to a second new recipient past the limit of 1 is an ERROR');
+is(WasendTest::mock_stats($mock)->{requests}, $requests, 'and no request reached the API');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM wasend.recipient_window}), '1',
+	'the refused test send took no slot');
 
 # --- 5. wasend_wait refusals
 ($ret, $out, $err) = $node->psql('postgres', q{SELECT wasend.wasend_wait(5, '1 second')});

@@ -16,7 +16,8 @@
 #     waits, nothing lost); '*' brings them back and it completes.
 #  5. A copy of app (CREATE DATABASE ... TEMPLATE app) has no sender
 #     until wasend.wasend_enable_sending(): a staging copy must not message
-#     app's recipients again; an extension of an older version has none
+#     app's recipients again, not even by wasend_test_send (an ERROR with
+#     a hint, no request reaches the API); an extension of an older version has none
 #     until it is updated; a role that does not own app cannot stop its
 #     senders by trying to drop or rename it.
 #  6. DROP DATABASE app works while its senders run (they are stopped
@@ -149,7 +150,16 @@ $node->safe_psql('app_copy', q{
 	SELECT wasend.wasend_enqueue(4, array_agg((15550297000 + g)::text)) FROM generate_series(1, 10) g;
 	SELECT wasend.wasend_start_campaign(4);
 });
+my $requests = WasendTest::mock_stats($mock)->{requests};
+($ret, $out, $err) = $node->psql('app_copy', q{SELECT wasend.wasend_test_send(4, '15550297099')});
+like($err, qr/ERROR:  wasend sends nothing from database "app_copy": it is a copy of the database the extension was created in/,
+	'a test send in the copy is an ERROR');
+like($err, qr/HINT:  .*SELECT wasend\.wasend_enable_sending\(\)/, 'whose hint names wasend_enable_sending');
+is(WasendTest::mock_stats($mock)->{requests}, $requests, 'and no request reached the API');
 is($node->safe_psql('app_copy', q{SELECT wasend.wasend_enable_sending()}), 't', 'wasend_enable_sending: the copy may send now');
+is($node->safe_psql('app_copy', q{
+	SELECT wasend.wasend_test_send(4, '15550297099') #>> '{messages,0,id}' LIKE 'wamid.%'}),
+	't', 'and a test send goes from it');
 ok($node->poll_query_until('app_copy', q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 4}),
 	'and its own campaign completes');
 $node->safe_psql('postgres', q{DROP DATABASE app_copy});

@@ -17,8 +17,12 @@
 # wasend_campaign_rows matches the queue row for row, with the campaign's
 # name (quote, backslash, newline, UTF-8) escaped and read back intact;
 # the queries of contrib/postgres_exporter run as a wasend_viewer member;
-# a reload keeps the endpoint up; a port in use is logged naming
-# wasend.metrics_port.  No fixed sleeps: every wait is a bounded poll.
+# a reload keeps the endpoint up; with 40 slow clients holding more
+# connections than the endpoint takes at once (trickling a header byte a
+# second, reconnecting when cut), a scrape is still answered within the
+# request deadline (wasend.metrics_request_timeout) plus slack, and every
+# slow connection is cut at its deadline, never before; a port in use is
+# logged naming wasend.metrics_port.  No fixed sleeps: every wait is a bounded poll.
 use strict;
 use warnings;
 
@@ -28,6 +32,8 @@ use Digest::SHA qw(hmac_sha256_hex);
 use Fcntl qw(O_WRONLY O_CREAT O_TRUNC);
 use HTTP::Tiny;
 use IO::Socket::INET;
+use IPC::Run;
+use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -37,6 +43,8 @@ use WasendTest;
 my $pnid = '30001';
 my $rate = 200;
 my $timeout = $PostgreSQL::Test::Utils::timeout_default;
+my $deadline_ms = 2000;		# wasend.metrics_request_timeout here
+my $slack_ms = 4000;		# a busy machine's delay on top of a deadline
 
 # the app secret the webhook endpoint verifies signatures with
 my $secret = 'metrics-secret-' . int(rand(1e9));
@@ -60,6 +68,7 @@ my $node = WasendTest::new_node('metrics', $mock,
 	'wasend.metrics_port' => $mport,
 	'wasend.webhook_port' => $wport,
 	'wasend.app_secret_file' => "'$sdir/app_secret'",
+	'wasend.metrics_request_timeout' => "'${deadline_ms}ms'",
 	# no account reads: the mock sees only sends
 	'wasend.limits_refresh_interval' => 0);
 
@@ -393,6 +402,51 @@ $m = poll_metrics('after a reload', sub {
 	return (val($m, 'wasend_sends_total', number => $pnid) // '') eq $requests ? '' : 'no sends';
 });
 is(val($m, 'wasend_sends_total', number => $pnid), $requests, 'after a reload (SIGHUP) it still serves the counters');
+
+# --- slow clients cannot hold the scrapes back ----------------------------------
+# 40 connections trickle a header byte a second, more than the 32 the
+# endpoint serves at once: without a deadline they hold every slot for as
+# long as they trickle (each byte resets libmicrohttpd's idle timeout), and
+# a scrape waits in the listen queue.  With it, a scrape waits at most one
+# deadline, and the slow ones go at theirs (a reconnected one queues behind
+# the scrape).
+{
+	my $root = $ENV{WASEND_ROOT};
+	my $dir = PostgreSQL::Test::Utils::tempdir();
+	my $ready = "$dir/slow.ready";
+	my $duration_ms = 3 * $deadline_ms + 2 * $slack_ms;
+	my $out;
+	my $attack = IPC::Run::start([ 'node', "$root/test/webhook-attack.js", 'attack',
+		'--port', $mport, '--duration-ms', $duration_ms, '--deadline-ms', $deadline_ms,
+		'--slow', 40, '--slow-addresses', 4, '--slow-kind', 'headers', '--junk', 0,
+		'--interval-ms', 500, '--ready-file', $ready ],
+		'>', \$out, '2>', "$dir/slow.err", IPC::Run::timeout($duration_ms / 1000 + 120));
+	my $t0 = time;
+	usleep(50_000) until -f $ready || time - $t0 > 60;
+	ok(-f $ready, '40 slow clients connected to the metrics port');
+	my $scrape_http = HTTP::Tiny->new(timeout => $duration_ms / 1000 + 30);
+	my $t1 = time;
+	my $sr = $scrape_http->get("$base/metrics");
+	my $took_ms = int((time - $t1) * 1000);
+	ok($sr->{status} == 200 && $took_ms <= $deadline_ms + $slack_ms,
+		"a scrape during the slow clients is answered 200 within the ${deadline_ms} ms deadline + ${slack_ms} ms ($sr->{status} in $took_ms ms)");
+	$attack->finish;
+	my $res = decode_json($out);
+	my $slow = $res->{slow};
+	note('slow clients: ' . JSON::PP->new->canonical->encode($slow));
+	ok(!$slow->{ends}{survived}, "no slow connection outlived its deadline + 15 s");
+	is($slow->{closed_before_deadline}, 0, "no slow connection was cut before the ${deadline_ms} ms deadline");
+	ok(($slow->{closed_at_or_after_deadline} // 0) >= 40,
+		'every slow client was cut at least once (' . ($slow->{closed_at_or_after_deadline} // 0) . ' cuts)');
+	# one that waited in the listen queue for a free slot gets its deadline
+	# from the accept: at most two deadlines from its connect()
+	ok(defined $slow->{closed_ms} && $slow->{closed_ms}{max} <= 2 * $deadline_ms + $slack_ms,
+		'every cut came within two deadlines + ' . $slack_ms . ' ms of its connect (latest: '
+		  . ($slow->{closed_ms}{max} // 'none') . ' ms)');
+	ok(!%{ $slow->{status} }, 'no slow client got an answer');
+	$r = $http->get("$base/metrics");
+	is($r->{status}, 200, 'after the slow clients the endpoint answers at once');
+}
 
 # --- a port in use is said, naming the setting ------------------------------------
 my $node2 = WasendTest::new_node('metrics_busy', $mock, 'wasend.metrics_port' => $mport);
