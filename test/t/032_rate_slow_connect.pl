@@ -16,6 +16,12 @@
 # nothing (0 x 130429); in no window (t - 1000 ms, t] did more than 50
 # sends of the number arrive; and the stall did happen (150 connections
 # held).
+#
+# Then the next 50 connections stall 20 s (requests time out after 30 s
+# here): the number's sender has 50 sends granted and none written (the
+# gate grants no more), and is terminated while they wait.  It stops after
+# its drain with them still unwritten; they count as written then, so the
+# number is not blocked: a new campaign on it completes, every row sent.
 use strict;
 use warnings;
 
@@ -37,7 +43,9 @@ my $node = WasendTest::new_node('slowconnect', $mock,
 	'wasend.http_version' => "'1.1'",
 	'wasend.ca_file' => "'$mock->{ca_file}'",
 	# the account reads are not what this is about
-	'wasend.limits_refresh_interval' => 0);
+	'wasend.limits_refresh_interval' => 0,
+	# longer than a stalled connection set-up (below) takes
+	'wasend.request_timeout_ms' => 30000);
 
 $node->safe_psql('postgres', 'CREATE DATABASE other');
 for my $db ('postgres', 'other')
@@ -90,6 +98,38 @@ is($node->safe_psql('postgres', q{
 		SELECT count(*) FROM (SELECT recipient FROM mocklog WHERE http_status = 200
 		                       GROUP BY 1 HAVING count(*) > 1) d}),
 	0, 'no recipient was accepted twice');
+
+# a sender that exits with grants still unwritten leaves none behind
+WasendTest::mock_post($mock, '/__mock/config',
+	{ connect_delay_ms => 20000, connect_delay_count => 50 });
+$node->safe_psql('postgres', q{
+	SELECT wasend.wasend_create_campaign('stuck', 1, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend.wasend_enqueue(2, array_agg((15570000000 + g)::text)) FROM generate_series(1, 100) g;
+	SELECT wasend.wasend_start_campaign(2);
+});
+ok($node->poll_query_until('postgres',
+		q{SELECT sum(in_flight) = 50 FROM wasend.wasend_worker_stats()}),
+	'50 sends granted, stalled in their connection set-up');
+my $pids = $node->safe_psql('postgres', q{
+	SELECT string_agg(pid::text, ',') FROM pg_stat_activity
+	 WHERE backend_type LIKE 'wasend sender%' AND datname = 'postgres'});
+$node->safe_psql('postgres', qq{SELECT pg_terminate_backend(pid) FROM unnest('{$pids}'::int[]) pid});
+ok($node->poll_query_until('postgres', qq{
+		SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = ANY ('{$pids}'::int[])}),
+	'the senders stopped');
+$node->safe_psql('postgres', q{
+	SELECT wasend.wasend_create_campaign('after', 1, '{"type":"text","text":{"body":"x"}}');
+	SELECT wasend.wasend_enqueue(3, array_agg((15580000000 + g)::text)) FROM generate_series(1, 50) g;
+	SELECT wasend.wasend_start_campaign(3);
+});
+ok($node->poll_query_until('postgres',
+		q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 3}),
+	'a new campaign on the number completes after the senders left grants unwritten');
+is($node->safe_psql('postgres', q{
+		SELECT count(*) FROM wasend.send_queue WHERE campaign_id = 3 AND status = 'sent'}),
+	50, 'every row of it was sent');
+like(slurp_file($node->logfile), qr/wasend sender \d+ stopping \([1-9]\d* requests abandoned/,
+	'a sender stopped with requests abandoned');
 
 $node->stop;
 done_testing();
