@@ -175,8 +175,6 @@ prereq_cb(void *clientp, char *primary_ip, char *local_ip,
 {
 	HttpRequest *req = (HttpRequest *) clientp;
 
-	if (req->on_wire == 0)
-		req->on_wire = wasend_mono_us();
 	req->writes++;
 	if (!req->in_wired_list)
 	{
@@ -457,7 +455,6 @@ request_setup(HttpRequest *req, const char *url, const char *token,
 	struct curl_slist *h = NULL;
 	char	   *auth;
 
-	req->on_wire = 0;
 	req->writes = 0;
 	req->writes_reported = 0;
 	req->in_wired_list = false;

@@ -25,8 +25,6 @@ typedef struct HttpRequest
 	int64		gate_key;		/* the rate gate's key of the number */
 	int			refusals;		/* 130429s its row got before (HTTP_SEND) */
 	int			priority;		/* its row's priority (-1: campaign row) */
-	int64		on_wire;		/* when curl first began writing it
-								 * (monotonic us); 0 = not yet */
 	int			writes;			/* times curl began writing it (prereq_cb) */
 	int			writes_reported;	/* of those, told to the rate gate */
 	bool		in_wired_list;	/* waits in report_wired's list */
