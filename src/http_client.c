@@ -191,8 +191,10 @@ header_cb(char *data, size_t size, size_t nmemb, void *userp)
 
 /*
  * curl pre-request callback: the request is about to be written on an
- * established (or reused) connection.  Note the time; the rate gate is told
- * after curl returns (see report_wired), since callbacks stay trivial.
+ * established (or reused) connection, which curl does before it returns.
+ * Note it; the rate gate is told after curl returns (see report_wired),
+ * since callbacks stay trivial.  libcurl calls it again when it sends the
+ * request again on a new connection (a reused one closed first).
  */
 static int
 prereq_cb(void *clientp, char *primary_ip, char *local_ip,
@@ -200,9 +202,10 @@ prereq_cb(void *clientp, char *primary_ip, char *local_ip,
 {
 	HttpRequest *req = (HttpRequest *) clientp;
 
-	if (req->on_wire == 0)
+	req->writes++;
+	if (!req->in_wired_list)
 	{
-		req->on_wire = wasend_mono_us();
+		req->in_wired_list = true;
 		req->next_wired = wired_list;
 		wired_list = req;
 	}
@@ -210,20 +213,29 @@ prereq_cb(void *clientp, char *primary_ip, char *local_ip,
 }
 
 /*
- * Tell the rate gate when the requests collected by prereq_cb reached the
- * wire.
+ * Tell the rate gate about the requests prereq_cb saw being written: curl
+ * has returned, so they are written by now (rate_gate.c counts a send from
+ * its grant until then, and for a second and its margin after).  The first
+ * write of a send settles its grant; a write again counts too.
  */
 static void
 report_wired(void)
 {
+	int64		now = wired_list != NULL ? wasend_mono_us() : 0;
+
 	while (wired_list != NULL)
 	{
 		HttpRequest *req = wired_list;
 
 		wired_list = req->next_wired;
 		req->next_wired = NULL;
-		if (req->kind == HTTP_SEND)
-			rate_gate_on_wire(req->gate_key, req->gate_seq, req->on_wire);
+		req->in_wired_list = false;
+		while (req->writes_reported < req->writes)
+		{
+			if (req->kind == HTTP_SEND)
+				rate_gate_on_wire(req->gate_key, now, req->writes_reported == 0);
+			req->writes_reported++;
+		}
 	}
 }
 
@@ -493,7 +505,9 @@ request_setup(HttpRequest *req, const char *url, const char *token,
 	struct curl_slist *h = NULL;
 	char	   *auth;
 
-	req->on_wire = 0;
+	req->writes = 0;
+	req->writes_reported = 0;
+	req->in_wired_list = false;
 	req->next_wired = NULL;
 	req->resp_len = 0;
 	req->header_bytes = 0;
@@ -584,8 +598,7 @@ request_go(HttpRequest *req)
  */
 HttpRequest *
 http_start(const char *url, const char *token, const char *body,
-		   int64 row_id, int64 campaign_id, int64 number_id, int64 gate_key,
-		   uint64 gate_seq)
+		   int64 row_id, int64 campaign_id, int64 number_id, int64 gate_key)
 {
 	HttpRequest *req = request_alloc();
 
@@ -594,7 +607,6 @@ http_start(const char *url, const char *token, const char *body,
 	req->campaign_id = campaign_id;
 	req->number_id = number_id;
 	req->gate_key = gate_key;
-	req->gate_seq = gate_seq;
 	req->body = MemoryContextStrdup(http_context, body);
 	request_setup(req, url, token, true);
 	curl_easy_setopt(req->easy, CURLOPT_POST, 1L);
@@ -618,7 +630,6 @@ http_start_get(const char *url, const char *token, int64 number_id)
 	req->row_id = 0;
 	req->campaign_id = 0;
 	req->number_id = number_id;
-	req->gate_seq = 0;
 	req->body = NULL;
 	request_setup(req, url, token, false);
 	curl_easy_setopt(req->easy, CURLOPT_HTTPGET, 1L);
@@ -696,6 +707,8 @@ http_next_done(void)
 	CURLMsg    *msg;
 	int			left;
 
+	/* every write curl made so far is the gate's before any send ends */
+	report_wired();
 	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
 	{
 		HttpRequest *req;
@@ -726,6 +739,9 @@ http_next_done(void)
 					sizeof(req->errbuf));
 		curl_multi_remove_handle(multi, msg->easy_handle);
 		n_inflight--;
+		/* a send that never reached the wire no longer counts */
+		if (req->kind == HTTP_SEND && req->writes == 0)
+			rate_gate_unsent(req->gate_key);
 		return req;
 	}
 	return NULL;

@@ -26,11 +26,11 @@ typedef struct HttpRequest
 	int64		campaign_id;
 	int64		number_id;
 	int64		gate_key;		/* the rate gate's key of the number */
-	uint64		gate_seq;		/* the rate gate's sequence number */
 	int			refusals;		/* 130429s its row got before (HTTP_SEND) */
 	int			priority;		/* its row's priority (-1: campaign row) */
-	int64		on_wire;		/* when curl sent the request (monotonic us);
-								 * 0 = not yet */
+	int			writes;			/* times curl began writing it (prereq_cb) */
+	int			writes_reported;	/* of those, told to the rate gate */
+	bool		in_wired_list;	/* waits in report_wired's list */
 
 	/* response, filled by curl's write callback (malloc'd, not palloc'd) */
 	char	   *resp;
@@ -71,7 +71,7 @@ extern void http_pump(void);
 extern HttpRequest *http_start(const char *url, const char *token,
 							   const char *body, int64 row_id,
 							   int64 campaign_id, int64 number_id,
-							   int64 gate_key, uint64 gate_seq);
+							   int64 gate_key);
 extern HttpRequest *http_start_get(const char *url, const char *token,
 								   int64 number_id);
 extern HttpRequest *http_next_done(void);

@@ -511,7 +511,6 @@ numbers_start_sends(int64 now)
 	HASH_SEQ_STATUS seq;
 	NumberState *ns;
 	int64		wake = 0;
-	uint64		seqs[WASEND_MAX_RATE];
 
 	hash_seq_init(&seq, numbers);
 	while ((ns = hash_seq_search(&seq)) != NULL)
@@ -538,14 +537,14 @@ numbers_start_sends(int64 now)
 			npri++;
 		granted = rate_gate_take(ns->gate_key, ns->rate,
 								 Min(Min(npri > 0 ? npri : ns->count, WASEND_MAX_RATE), room),
-								 now, seqs, &next, npri > 0);
+								 now, &next, npri > 0);
 		for (i = 0; i < granted; i++)
 		{
 			PendingRow *p = &ns->rows[ns->head];
 
 			HttpRequest *req = http_start(ns->url, ns->access_token, p->body, p->id,
 										  p->campaign_id, ns->number_id,
-										  ns->gate_key, seqs[i]);
+										  ns->gate_key);
 
 			req->refusals = p->refusals;
 			req->priority = p->priority;

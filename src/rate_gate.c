@@ -5,8 +5,8 @@
  *
  * Meta limits each phone number to max_send_rate_per_sec (R) messages in
  * any one-second window and answers 130429 beyond it.  Two mechanisms, both
- * in shared memory behind one spinlock, keep every sender of every campaign
- * of a number under that limit together:
+ * in shared memory behind one lock, keep every sender of every campaign
+ * of a number, in every database, under that limit together:
  *
  * The grid paces.  Sends of a number take slots of a grid of interval
  * T = 1 s / (R * H), H the headroom (at most wasend.rate_headroom, default
@@ -16,17 +16,34 @@
  * lateness up to that is caught up at once, so a sender woken a little late
  * still sends at H of the rate.  Any window [a, a + 1 s) then holds sends
  * of at most ceil((1 s + LATENESS) / T) slots, 1.02 * H * R: the grid alone
- * is not a hard bound, the ring below is.
+ * is not a hard bound, the window count below is.
  *
- * The ring makes it exact.  What Meta counts is when a request arrives, and
- * a request that must first open a connection (TCP, TLS) reaches the wire
- * later than its slot, while later requests on warm connections do not: the
- * window seen by the server is compressed.  So the gate also remembers, in a
- * ring of R entries, when each of the last R sends of the number reached
- * the wire (curl's pre-request callback reports it, see http_client.c), and
- * grants send k only at least 1 s + MARGIN after send k - R reached the
- * wire.  Any R + 1 consecutive sends then span more than a second, with
- * MARGIN to spare for the receiver's own scheduling jitter.
+ * The window count makes it exact.  What Meta counts is when a request
+ * arrives, and a request that must first open a connection (TCP, TLS)
+ * reaches the wire later than its grant, by as long as the set-up takes
+ * (seconds, on a bad path), while requests granted after it on warm
+ * connections do not: without care they land together.  So a send counts
+ * in its number's window from its grant, when it may first reach the
+ * API, until it is known to have been written (the sender tells the gate
+ * once curl returns from writing it, see http_client.c) and then for a
+ * window W more; a send that failed before it was written (no
+ * connection) stops counting then.  The gate keeps, per number, how many
+ * sends are granted and not yet known written (pending, of every process
+ * sharing the number) and the times of the last WASEND_MAX_RATE writes
+ * (in order, never decreasing: a write reported late is stamped no earlier
+ * than the last one, which only makes it count longer).  A send is granted
+ * only while pending plus the writes of the last W stay below R, that is,
+ * while the (R - pending)-th last write is that old.  However long a
+ * set-up takes and whenever each request lands within its span, no window
+ * of W then holds more than R arrivals.  W is 1 s / H - GRID_SLACK (H the
+ * grid's headroom, below), the time R sends take on the grid less its
+ * slack: at least 1 s + MARGIN, for the path's and the receiver's
+ * jitter, and more when wasend.rate_headroom leaves more of each second
+ * free (1.106 s at 0.90), so that the headroom absorbs the receiver's
+ * jitter after a stall as it does while the grid paces.  A grant no process will report (its
+ * process ended) is settled by that process on its way out (it counts as
+ * written then); a crash that skips that resets the whole gate, since
+ * PostgreSQL reinitializes shared memory after one.
  *
  * The margin comes from what the senders measure: the delay spread of the
  * path to the API.  The kernel measures it for every TCP connection (the
@@ -44,10 +61,11 @@
  * stalls of 10-27 ms were measured on this project's 2-core test VM) plus
  * 2 J, at most MAX_MARGIN; and the grid's headroom is
  * H = min(wasend.rate_headroom, 1 s / (1 s + MARGIN + GRID_SLACK)), so that
- * R sends on the grid span the ring's bound with GRID_SLACK to spare and
- * the grid, not the ring, sets the pace.  With no measured jitter (a local
- * network) that is 1 s / 1015 ms = 0.985, the default of
- * wasend.rate_headroom; 10 ms of jitter make it 0.966, the least.
+ * R sends on the grid span the window's bound with GRID_SLACK to spare and
+ * the grid, not the window count, sets the pace while requests go out at
+ * once.  With no measured jitter (a local network) that is
+ * 1 s / 1015 ms = 0.985, the default of wasend.rate_headroom; 10 ms of
+ * jitter make it 0.966, the least.
  *
  * Priority.  A sender whose next rows of a number are wasend_send rows
  * takes with priority; when some of them must wait for a later slot, the
@@ -64,13 +82,14 @@
  * operator) neither stalls the gate nor lets it burst.
  *
  * The table has WASEND_GATE_SLOTS entries.  An entry a number has not used
- * for EVICT_AFTER_US (no grant, no request reaching the wire) holds nothing
- * the pacing still needs, so it is given to the next new number; when
- * every entry is busy, a new number waits (take grants nothing and says
- * when to look again) rather than failing.  Entries are found through a
- * dense index (in use, number id, last use: 256 x 17 bytes, a few cache
- * lines) so that the scan under the spinlock stays short; the 8 kB rings
- * are touched only for the entry found.
+ * for EVICT_AFTER_US (no grant, no request reaching the wire) and with no
+ * send pending holds nothing the pacing still needs, so it is given to the
+ * next new number; when every entry is busy, a new number waits (take
+ * grants nothing and says when to look again) rather than failing.
+ * Entries are found through a dense index (in use, number id, last use:
+ * 256 x 17 bytes, a few cache lines); the 8 kB write rings are touched
+ * only for the entry found.  gate_lock is an LWLock: the scan and a
+ * batch of grants are loops, too long for a spinlock.
  *
  *-------------------------------------------------------------------------
  */
@@ -79,6 +98,7 @@
 #include <math.h>
 
 #include "common/hashfn.h"
+#include "storage/ipc.h"
 
 #include "wasend.h"
 
@@ -89,8 +109,8 @@
 #define LATENESS_US		20000
 
 /*
- * extra spacing the ring keeps between send k - R and send k, in us: the
- * base for the receiver's clock, plus the measured jitter, at most
+ * how much longer than 1 s a write counts in its number's window, in us:
+ * the base for the receiver's clock, plus the measured jitter, at most
  * MAX_MARGIN_US (see header)
  */
 #define BASE_MARGIN_US	10000
@@ -99,14 +119,14 @@
 /* the number's jitter is the least RTT variation seen in this long, in us */
 #define JITTER_WINDOW_US	(10 * USECS_PER_SEC)
 
-/* what the grid leaves free beyond the ring's margin, in us */
+/* what the grid leaves free beyond the window's margin, in us */
 #define GRID_SLACK_US	5000
 
 /*
- * An entry unused this long may be given to another number, in us: longer
- * than any request of the number can still be on its way (a request times
- * out after wasend.request_timeout_ms) plus the one second its ring must
- * remember, so that no number loses a ring that still bounds its rate.
+ * An entry unused this long, and with no send pending, may be given to
+ * another number, in us: far longer than the 1 s + margin its writes
+ * count, and than any request of the number can still be on its way (a
+ * request times out after wasend.request_timeout_ms).
  */
 #define EVICT_AFTER_US	((int64) wasend_request_timeout_ms * 1000 + \
 						 USECS_PER_SEC + MAX_MARGIN_US + 2 * USECS_PER_SEC)
@@ -116,6 +136,20 @@
 
 /* when the table is full of busy numbers, look again after this, in us */
 #define FULL_RETRY_US	10000
+
+/*
+ * when R sends of a number are granted and none is known written yet, look
+ * again after this, in us: those of other processes do not wake this one
+ */
+#define PENDING_RETRY_US	10000
+
+/*
+ * This process's grants not yet reported written or unsent, per gate
+ * entry (an entry with any is never given to another number): what it
+ * settles on its way out (release_mine).
+ */
+static int	my_pending[WASEND_GATE_SLOTS];
+static bool release_registered = false;
 
 /*
  * 130429 means the number is over its limit in Meta's eyes (another sender
@@ -143,13 +177,13 @@
 /*
  * Find the entry of a number and note its use at `now`, or with create,
  * give it one: a free entry, else the one idle longest if it has been idle
- * for EVICT_AFTER_US.  Returns NULL when there is none.  Caller holds
- * gate_mutex.  A linear scan of the dense index: 256 comparisons over a
- * few kB are cheaper than keeping a hash table with deletions consistent
- * in shared memory.
+ * for EVICT_AFTER_US and has no send pending.  Returns NULL when there is
+ * none.  Caller holds gate_lock.  A linear scan of the dense index: 256
+ * comparisons over a few kB are cheaper than keeping a hash table with
+ * deletions consistent in shared memory.
  */
 static WasendGateSlot *
-gate_lookup(int64 key, bool create, int64 now)
+gate_lookup(int64 key, bool create, int64 now, int *index)
 {
 	WasendShared *st = WasendState;
 	int			free_slot = -1;
@@ -168,9 +202,11 @@ gate_lookup(int64 key, bool create, int64 now)
 		if (st->gate_number[i] == key)
 		{
 			st->gate_last_used[i] = Max(st->gate_last_used[i], now);
+			*index = i;
 			return &st->gate[i];
 		}
-		if (idlest < 0 || st->gate_last_used[i] < st->gate_last_used[idlest])
+		if ((idlest < 0 || st->gate_last_used[i] < st->gate_last_used[idlest]) &&
+			st->gate[i].pending == 0)
 			idlest = i;
 	}
 	if (!create)
@@ -185,15 +221,65 @@ gate_lookup(int64 key, bool create, int64 now)
 	st->gate_number[free_slot] = key;
 	st->gate_last_used[free_slot] = now;
 	g = &st->gate[free_slot];
-	g->rate = 0;
-	g->seq = 0;
 	g->next_slot = 0;
 	g->throttle = 1.0;
 	g->throttle_at = 0;
 	g->slowed_at = 0;
 	wasend_window_min_init(&g->jitter, now);
 	g->priority_until = 0;
+	g->pending = 0;
+	g->writes = 0;
+	*index = free_slot;
 	return g;
+}
+
+/*
+ * Record a write of a number's send at `when`: the last writes stay in
+ * order, so one reported after a later one is stamped as late as that one
+ * (it counts a little longer, never shorter).  Caller holds gate_lock.
+ */
+static void
+note_write(WasendGateSlot *g, int64 when)
+{
+	if (g->writes > 0)
+		when = Max(when, g->wrote[(g->writes - 1) % WASEND_MAX_RATE]);
+	g->wrote[g->writes % WASEND_MAX_RATE] = when;
+	g->writes++;
+}
+
+/*
+ * On this process's way out (before_shmem_exit): the sends it was granted
+ * and never reported count as written now, which is no earlier than they
+ * could have been (its sockets close as it exits).  So a process that
+ * ends with requests in flight, or that an error ended between a grant
+ * and its request, leaves no grant behind.
+ */
+static void
+release_mine(int code, Datum arg)
+{
+	int64		now = wasend_mono_us();
+	int			i;
+
+	if (WasendState == NULL)
+		return;
+	if (LWLockHeldByMe(WasendState->gate_lock))
+		LWLockRelease(WasendState->gate_lock);
+	LWLockAcquire(WasendState->gate_lock, LW_EXCLUSIVE);
+	for (i = 0; i < WASEND_GATE_SLOTS; i++)
+	{
+		WasendGateSlot *g = &WasendState->gate[i];
+
+		if (my_pending[i] == 0)
+			continue;
+		g->pending = Max(0, g->pending - my_pending[i]);
+		while (my_pending[i] > 0)
+		{
+			note_write(g, now);
+			my_pending[i]--;
+		}
+		WasendState->gate_last_used[i] = Max(WasendState->gate_last_used[i], now);
+	}
+	LWLockRelease(WasendState->gate_lock);
 }
 
 /*
@@ -210,7 +296,7 @@ rate_gate_key(const char *phone_number_id)
 
 /*
  * The slot's pace factor now, after the recovery since it was last set.
- * Caller holds gate_mutex.
+ * Caller holds gate_lock.
  */
 static double
 current_throttle(WasendGateSlot *g, int64 now)
@@ -223,8 +309,8 @@ current_throttle(WasendGateSlot *g, int64 now)
 }
 
 /*
- * The ring's margin of an entry now: BASE_MARGIN_US plus twice its
- * measured jitter, at most MAX_MARGIN_US.  Caller holds gate_mutex.
+ * The window's margin of an entry now: BASE_MARGIN_US plus twice its
+ * measured jitter, at most MAX_MARGIN_US.  Caller holds gate_lock.
  */
 static int64
 entry_margin(WasendGateSlot *g)
@@ -234,7 +320,7 @@ entry_margin(WasendGateSlot *g)
 
 /*
  * The fraction of the rate the grid paces an entry at: wasend.rate_headroom,
- * or less when the margin asks (see header).  Caller holds gate_mutex.
+ * or less when the margin asks (see header).  Caller holds gate_lock.
  */
 static double
 entry_headroom(WasendGateSlot *g)
@@ -248,31 +334,38 @@ entry_headroom(WasendGateSlot *g)
 /*
  * Take up to `want` send slots of a number at monotonic time `now`.
  *
- * Returns how many sends may start now, and stores their sequence numbers
- * in seqs[] (the caller reports each one's wire time with
- * rate_gate_on_wire).  *next_slot receives the time at which the gate may
- * open again, so the caller knows how long to sleep.  With priority, the
- * sends are wasend_send rows: other takes of the number wait meanwhile
- * (see header).  Never throws.
+ * Returns how many sends may start now.  Each one granted counts in the
+ * number's window until the caller reports it written (rate_gate_on_wire)
+ * or unsent (rate_gate_unsent); one this process never reports is settled
+ * when it exits.  *next_slot receives the time at which the gate may open
+ * again, so the caller knows how long to sleep.  With priority, the sends
+ * are wasend_send rows: other takes of the number wait meanwhile (see
+ * header).  Never throws (but for registering its exit callback, once).
  */
 int
 rate_gate_take(int64 key, int rate, int want, int64 now,
-			   uint64 *seqs, int64 *next_slot, bool priority)
+			   int64 *next_slot, bool priority)
 {
 	WasendGateSlot *g;
 	int64		interval_us;
 	int			taken = 0;
 	int64		slot;
 	int64		blocked_until = 0;
-	int64		margin;
+	int64		window;
+	int			index;
 
+	if (!release_registered)
+	{
+		before_shmem_exit(release_mine, 0);
+		release_registered = true;
+	}
 	rate = Max(1, Min(rate, WASEND_MAX_RATE));
-	SpinLockAcquire(&WasendState->gate_mutex);
-	g = gate_lookup(key, true, now);
+	LWLockAcquire(WasendState->gate_lock, LW_EXCLUSIVE);
+	g = gate_lookup(key, true, now, &index);
 	if (g == NULL)
 	{
 		/* every entry is busy: wait for one to become idle */
-		SpinLockRelease(&WasendState->gate_mutex);
+		LWLockRelease(WasendState->gate_lock);
 		*next_slot = now + FULL_RETRY_US;
 		return 0;
 	}
@@ -280,60 +373,103 @@ rate_gate_take(int64 key, int rate, int want, int64 now,
 	{
 		/* another sender's wasend_send rows go first */
 		*next_slot = g->priority_until;
-		SpinLockRelease(&WasendState->gate_mutex);
+		LWLockRelease(WasendState->gate_lock);
 		return 0;
 	}
 	interval_us = (int64) ceil(1000000.0 /
 							   (rate * entry_headroom(g) * current_throttle(g, now)));
-	margin = entry_margin(g);
-	if (g->rate != rate)
-	{
-		/* new number or changed rate: the ring starts empty */
-		memset(g->ring, 0, sizeof(int64) * rate);
-		g->rate = rate;
-	}
+	/* W: at least 1 s + margin, since H <= 1 s / (1 s + margin + slack) */
+	window = (int64) (USECS_PER_SEC / entry_headroom(g)) - GRID_SLACK_US;
 
 	slot = Max(g->next_slot, now - LATENESS_US);
 	while (taken < want && slot <= now)
 	{
-		int64		kth_back = g->ring[g->seq % rate];
+		/*
+		 * With this one, pending + the writes of the last window must not
+		 * exceed the rate: fewer than `room` of those writes may be recent
+		 */
+		int			room = rate - g->pending;
+		int64		last;
 
-		if (kth_back != 0 && kth_back + USECS_PER_SEC + margin > now)
+		if (room <= 0)
 		{
-			blocked_until = kth_back + USECS_PER_SEC + margin;
+			/* R sends on their way, none known written yet */
+			blocked_until = now + PENDING_RETRY_US;
 			break;
 		}
-		g->ring[g->seq % rate] = now;
-		seqs[taken++] = g->seq++;
+		if (g->writes >= (uint64) room)
+		{
+			/* the room-th last write: the writes are in order */
+			last = g->wrote[(g->writes - room) % WASEND_MAX_RATE];
+			if (last + window > now)
+			{
+				blocked_until = last + window;
+				break;
+			}
+		}
+		g->pending++;
+		taken++;
 		slot += interval_us;
 	}
 	g->next_slot = slot;
+	my_pending[index] += taken;
 	/* wasend_send rows still wait: the next slot is theirs */
 	if (priority && taken < want)
 		g->priority_until = Max(g->priority_until,
 								Max(slot, blocked_until) + PRIORITY_HOLD_US);
-	SpinLockRelease(&WasendState->gate_mutex);
+	LWLockRelease(WasendState->gate_lock);
 
 	*next_slot = Max(slot, blocked_until);
 	return taken;
 }
 
 /*
- * Record when send `seq` of a number actually reached the wire (later than
- * its grant when a connection had to be opened first), in monotonic us.
+ * A request of the number is known to have been written by `when`
+ * (monotonic us): it counts in the number's window until when + W (see
+ * header).  With granted, it is the first write of a send this process was
+ * granted, which stops being pending; without, it is a write no grant
+ * covered (libcurl sending a request again on a new connection after a
+ * reused one closed), counted all the same.  Never throws.
  */
 void
-rate_gate_on_wire(int64 key, uint64 seq, int64 when)
+rate_gate_on_wire(int64 key, int64 when, bool granted)
 {
 	WasendGateSlot *g;
+	int			index;
 
-	SpinLockAcquire(&WasendState->gate_mutex);
-	g = gate_lookup(key, false, when);
-	/* still in the ring (not yet overwritten by send seq + rate)? */
-	if (g != NULL && g->rate > 0 && seq < g->seq && g->seq - seq <= (uint64) g->rate &&
-		g->ring[seq % g->rate] < when)
-		g->ring[seq % g->rate] = when;
-	SpinLockRelease(&WasendState->gate_mutex);
+	LWLockAcquire(WasendState->gate_lock, LW_EXCLUSIVE);
+	g = gate_lookup(key, true, when, &index);
+	if (g != NULL)
+	{
+		note_write(g, when);
+		if (granted && my_pending[index] > 0)
+		{
+			my_pending[index]--;
+			g->pending--;
+		}
+	}
+	LWLockRelease(WasendState->gate_lock);
+}
+
+/*
+ * A send this process was granted failed before any of it was written (no
+ * connection could be made): it never reached the API, so it stops
+ * counting.  Never throws.
+ */
+void
+rate_gate_unsent(int64 key)
+{
+	WasendGateSlot *g;
+	int			index;
+
+	LWLockAcquire(WasendState->gate_lock, LW_EXCLUSIVE);
+	g = gate_lookup(key, false, wasend_mono_us(), &index);
+	if (g != NULL && my_pending[index] > 0)
+	{
+		my_pending[index]--;
+		g->pending--;
+	}
+	LWLockRelease(WasendState->gate_lock);
 }
 
 /*
@@ -343,9 +479,10 @@ void
 rate_gate_slow_down(int64 key, int64 now)
 {
 	WasendGateSlot *g;
+	int			index;
 
-	SpinLockAcquire(&WasendState->gate_mutex);
-	g = gate_lookup(key, false, now);
+	LWLockAcquire(WasendState->gate_lock, LW_EXCLUSIVE);
+	g = gate_lookup(key, false, now, &index);
 	if (g != NULL && (g->slowed_at == 0 || now - g->slowed_at >= SLOW_BURST_US))
 	{
 		double		factor = g->slowed_at != 0 && now - g->slowed_at < SLOW_QUIET_US ?
@@ -355,7 +492,7 @@ rate_gate_slow_down(int64 key, int64 now)
 		g->throttle_at = now;
 		g->slowed_at = now;
 	}
-	SpinLockRelease(&WasendState->gate_mutex);
+	LWLockRelease(WasendState->gate_lock);
 }
 
 /*
@@ -368,13 +505,14 @@ void
 rate_gate_note_rttvar(int64 key, int64 rttvar_us, int64 now)
 {
 	WasendGateSlot *g;
+	int			index;
 
 	rttvar_us = Max(rttvar_us, 0);
-	SpinLockAcquire(&WasendState->gate_mutex);
-	g = gate_lookup(key, false, now);
+	LWLockAcquire(WasendState->gate_lock, LW_EXCLUSIVE);
+	g = gate_lookup(key, false, now, &index);
 	if (g != NULL)
 		wasend_window_min_note(&g->jitter, rttvar_us, now, JITTER_WINDOW_US);
-	SpinLockRelease(&WasendState->gate_mutex);
+	LWLockRelease(WasendState->gate_lock);
 }
 
 /*
@@ -386,16 +524,17 @@ double
 rate_gate_pace(int64 key, int rate, int64 now)
 {
 	WasendGateSlot *g;
+	int			index;
 	double		t = 1.0;
 	double		h = wasend_rate_headroom;
 
-	SpinLockAcquire(&WasendState->gate_mutex);
-	g = gate_lookup(key, false, now);
+	LWLockAcquire(WasendState->gate_lock, LW_EXCLUSIVE);
+	g = gate_lookup(key, false, now, &index);
 	if (g != NULL)
 	{
 		t = current_throttle(g, now);
 		h = entry_headroom(g);
 	}
-	SpinLockRelease(&WasendState->gate_mutex);
+	LWLockRelease(WasendState->gate_lock);
 	return rate * h * t;
 }

@@ -267,7 +267,6 @@ wasend_http_post(PG_FUNCTION_ARGS)
 	char	   *answer = NULL;
 	char	   *url;
 	int64		key;
-	uint64		seq = 0;
 	bool		from_file = PG_ARGISNULL(1);
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
@@ -289,7 +288,7 @@ wasend_http_post(PG_FUNCTION_ARGS)
 			int64		next;
 			int64		now = wasend_mono_us();
 
-			if (rate_gate_take(key, rate, 1, now, &seq, &next, false) == 1)
+			if (rate_gate_take(key, rate, 1, now, &next, false) == 1)
 				break;
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 Max(1, (next - now + 999) / 1000), PG_WAIT_EXTENSION);
@@ -298,10 +297,22 @@ wasend_http_post(PG_FUNCTION_ARGS)
 		}
 	}
 
+	/*
+	 * The send counts in the number's window until the request is over
+	 * (written, or failed), since curl_easy_perform does not say when it
+	 * wrote it; an error counts it as written then too.
+	 */
 	url = number_url(pnid, token);
-	http_post_once(url, token, body, &http_status, &answer);
-	if (WasendState != NULL)
-		rate_gate_on_wire(key, seq, wasend_mono_us());
+	PG_TRY();
+	{
+		http_post_once(url, token, body, &http_status, &answer);
+	}
+	PG_FINALLY();
+	{
+		if (WasendState != NULL)
+			rate_gate_on_wire(key, wasend_mono_us(), true);
+	}
+	PG_END_TRY();
 
 	/* the caller redacts a token it passed; this one it never saw */
 	if (from_file)

@@ -109,6 +109,7 @@ wasend_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(wasend_shmem_size());
+	RequestNamedLWLockTranche(WASEND_GATE_TRANCHE, 1);
 }
 #endif
 
@@ -133,7 +134,7 @@ wasend_shmem_startup(void)
 
 		memset(WasendState, 0, sizeof(WasendShared));
 		SpinLockInit(&WasendState->mutex);
-		SpinLockInit(&WasendState->gate_mutex);
+		WasendState->gate_lock = &(GetNamedLWLockTranche(WASEND_GATE_TRANCHE))->lock;
 		pg_atomic_init_u64(&WasendState->generation, 0);
 		pg_atomic_init_u64(&WasendState->extension_generation, 0);
 		for (i = 0; i < WASEND_MAX_SENDERS; i++)
@@ -467,6 +468,7 @@ _PG_init(void)
 	shmem_request_hook = wasend_shmem_request;
 #else
 	RequestAddinShmemSpace(wasend_shmem_size());
+	RequestNamedLWLockTranche(WASEND_GATE_TRANCHE, 1);
 #endif
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = wasend_shmem_startup;

@@ -37,6 +37,7 @@
 #include "datatype/timestamp.h"
 #include "port/atomics.h"
 #include "storage/latch.h"
+#include "storage/lwlock.h"
 #include "storage/spin.h"
 #include "utils/elog.h"
 #include "utils/palloc.h"
@@ -156,8 +157,6 @@ wasend_window_min_note(WasendWindowMin *w, int64 value, int64 now, int64 window_
 /* One phone number's pacing state; see rate_gate.c.  Times: monotonic us. */
 typedef struct WasendGateSlot
 {
-	int			rate;			/* rate the ring was sized for */
-	uint64		seq;			/* sends granted so far */
 	int64		next_slot;		/* grid time of the next send */
 	double		throttle;		/* pace factor after 130429s; 1 = none */
 	int64		priority_until; /* a sender holds wasend_send rows of the
@@ -167,7 +166,12 @@ typedef struct WasendGateSlot
 	WasendWindowMin jitter;		/* RTT variation of the path to the
 								 * number's API, least over a window (see
 								 * rate_gate.c) */
-	int64		ring[WASEND_MAX_RATE];	/* send seq at [seq % rate] */
+	int			pending;		/* sends granted and not yet known written
+								 * (or known unsent), all processes */
+	uint64		writes;			/* writes recorded so far */
+	int64		wrote[WASEND_MAX_RATE];	/* the last writes' times, at
+										 * [writes % WASEND_MAX_RATE],
+										 * never decreasing */
 } WasendGateSlot;
 
 /* What the launcher knows of one database; see launcher.c. */
@@ -192,6 +196,9 @@ typedef struct WasendDbSlot
 								 * being looked at: look again */
 } WasendDbSlot;
 
+/* the LWLock tranche of the rate gate's lock (gate_lock) */
+#define WASEND_GATE_TRANCHE		"wasend rate gate"
+
 typedef struct WasendShared
 {
 	slock_t		mutex;			/* protects launcher fields, sender pids,
@@ -209,8 +216,13 @@ typedef struct WasendShared
 
 	WasendSenderSlot senders[WASEND_MAX_SENDERS];
 
-	slock_t		gate_mutex;		/* protects the gate_* arrays and gate[] */
-	/* dense index of gate[], scanned under gate_mutex (see rate_gate.c) */
+	/*
+	 * Protects the gate_* arrays and gate[].  An LWLock, not a spinlock: the
+	 * holder scans the 256-entry index and grants up to a batch of sends in
+	 * a loop, far more than the few instructions a spinlock may cover.
+	 */
+	LWLock	   *gate_lock;
+	/* dense index of gate[], scanned under gate_lock (see rate_gate.c) */
 	bool		gate_in_use[WASEND_GATE_SLOTS];	/* false: free */
 	int64		gate_number[WASEND_GATE_SLOTS];	/* rate_gate_key of the entry */
 	int64		gate_last_used[WASEND_GATE_SLOTS];	/* last grant or wire time */
@@ -265,9 +277,10 @@ extern int64 wasend_new_token(void);
 /* rate_gate.c (times are wasend_mono_us()) */
 extern int64 rate_gate_key(const char *phone_number_id);
 extern int	rate_gate_take(int64 key, int rate_per_sec, int want,
-						   int64 now, uint64 *seqs, int64 *next_slot,
+						   int64 now, int64 *next_slot,
 						   bool priority);
-extern void rate_gate_on_wire(int64 key, uint64 seq, int64 when);
+extern void rate_gate_on_wire(int64 key, int64 when, bool granted);
+extern void rate_gate_unsent(int64 key);
 extern void rate_gate_slow_down(int64 key, int64 now);
 extern void rate_gate_note_rttvar(int64 key, int64 rttvar_us, int64 now);
 extern double rate_gate_pace(int64 key, int rate, int64 now);

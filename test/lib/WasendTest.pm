@@ -7,6 +7,7 @@ package WasendTest;
 use strict;
 use warnings;
 
+use Cwd qw(abs_path);
 use File::Temp qw(tempdir);
 use IPC::Run;
 use JSON::PP;
@@ -31,11 +32,13 @@ END
 }
 
 # start_mock(\%config, %opts): start test/mock/graph-api.js; returns a
-# hashref with port, url (API base URL) and the IPC::Run handle.
+# hashref with port, url (API base URL) and the IPC::Run handle.  With
+# tls => 1 the mock speaks HTTPS with a certificate of a private CA (test
+# lib.sh's make_certs), whose file is ca_file: point wasend.ca_file at it.
 sub start_mock
 {
 	my ($config, %opts) = @_;
-	my $dir = PostgreSQL::Test::Utils::tempdir();
+	my $dir = abs_path(PostgreSQL::Test::Utils::tempdir());
 	my $port = $opts{port} // PostgreSQL::Test::Cluster::get_free_port();
 	my $cfg = "$dir/mock.json";
 	open my $fh, '>', $cfg or die "$cfg: $!";
@@ -44,6 +47,15 @@ sub start_mock
 	my @cmd = ('node', "$root/test/mock/graph-api.js", '--port', $port,
 		'--config', $cfg, '--ready-file', "$dir/ready",
 		'--log-file', "$dir/requests.csv");
+	my $scheme = 'http';
+	if ($opts{tls})
+	{
+		system('bash', '-c', '. "$1/test/lib.sh" && make_certs "$2"',
+			'make_certs', $root, $dir) == 0
+		  or die "could not make the mock's certificates";
+		push @cmd, '--tls-cert', "$dir/server.pem", '--tls-key', "$dir/server.key";
+		$scheme = 'https';
+	}
 	my $h = IPC::Run::start(\@cmd, '>', "$dir/mock.out", '2>&1');
 	push @mocks, $h;
 	for (1 .. 200)
@@ -54,7 +66,9 @@ sub start_mock
 	die "mock Graph API did not start" unless -f "$dir/ready";
 	return {
 		port => $port,
-		url => "http://127.0.0.1:$port/v21.0",
+		url => "$scheme://127.0.0.1:$port/v21.0",
+		control => "$scheme://127.0.0.1:$port",
+		ca_file => $opts{tls} ? "$dir/ca.pem" : undef,
 		handle => $h,
 		dir => $dir,
 		log_file => "$dir/requests.csv",
@@ -115,7 +129,8 @@ sub account
 sub mock_get
 {
 	my ($mock, $path) = @_;
-	my $out = `curl -s --max-time 10 http://127.0.0.1:$mock->{port}$path`;
+	my $ca = $mock->{ca_file} ? "--cacert $mock->{ca_file}" : '';
+	my $out = `curl -s --max-time 10 $ca $mock->{control}$path`;
 	die "mock GET $path failed" if $? != 0;
 	return $out;
 }
@@ -124,7 +139,8 @@ sub mock_post
 {
 	my ($mock, $path, $body) = @_;
 	my $json = encode_json($body // {});
-	my $out = `curl -s --max-time 10 -X POST -d '$json' http://127.0.0.1:$mock->{port}$path`;
+	my $ca = $mock->{ca_file} ? "--cacert $mock->{ca_file}" : '';
+	my $out = `curl -s --max-time 10 $ca -X POST -d '$json' $mock->{control}$path`;
 	die "mock POST $path failed" if $? != 0;
 	return $out;
 }

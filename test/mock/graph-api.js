@@ -36,6 +36,7 @@
 const http = require('http');
 const https = require('https');
 const fs = require('fs');
+const net = require('net');
 
 function parseArgs(argv)
 {
@@ -64,6 +65,10 @@ const port = parseInt(args.port || '18080', 10);
  *   "default_rate": 80,          // for numbers not listed (token not checked)
  *   "strict_numbers": false,     // true: unknown phone_number_id -> 100
  *   "latency_ms": 0, "jitter_ms": 0,
+ *   "strict_rate": false,        // true: every send counts in the window
+ *   "requests_per_connection": 0, // n: close a connection after n requests
+ *   "connect_delay_ms": 0, "connect_delay_count": 0,
+ *                                // hold the next count new connections
  *   "rules": [ { "to": "regex", "code": 131026, "http": 400,
  *                "after": n (optional: let the first n matches through),
  *                "times": n (optional: then apply to n matches only),
@@ -92,6 +97,20 @@ const port = parseInt(args.port || '18080', 10);
  * {"pnid": "...", "tier": ..., ...} merges into one number's "account" at
  * run time ("account_error": {...} or null sets or clears the error).
  *
+ * "strict_rate" makes the throughput window count every send that
+ * arrives, refused ones included: a send is answered 130429 when `rate`
+ * sends of its number arrived in the second before it, so any window
+ * (t - 1000 ms, t] with more than `rate` arrivals shows as 130429s (the
+ * default window counts accepted sends only, and so never holds more
+ * than `rate` of them, however many arrived).
+ *
+ * "connect_delay_ms" / "connect_delay_count": each of the next count new
+ * connections (counted from when the config naming them is loaded) waits
+ * that long before the server reads it: its TLS handshake, or its first
+ * request, takes that much longer, as on a path whose connection set-ups
+ * stall.  "requests_per_connection": n closes each connection after its
+ * n-th answer (Connection: close), so that every n requests need a new one.
+ *
  * The hostile answers: "nul" is an error whose message holds \u0000 (valid
  * JSON that PostgreSQL's jsonb refuses), "bigcode" an error.code above
  * 2^31, "deep" a 200 whose body is 30,000 nested arrays (60 kB), "echo_token" a
@@ -113,9 +132,17 @@ let config = {
 	rules: [],
 };
 
+/* connections still to hold back (connect_delay_count), and those held */
+let delayLeft = 0;
+let delayedConnections = 0;
+
 function loadConfig(obj)
 {
 	config = Object.assign({}, config, obj);
+	if (obj.connect_delay_count !== undefined)
+		delayLeft = obj.connect_delay_count;
+	if (typeof server !== 'undefined')
+		server.maxRequestsPerSocket = config.requests_per_connection || 0;
 	config.rules = (config.rules || []).map(r => Object.assign({}, r, {
 		re: new RegExp(r.to || '.*'),
 		hits: 0,
@@ -141,7 +168,10 @@ function nowMs()
 
 /*
  * Sliding-window limiter: a request is accepted when fewer than `rate`
- * requests of this number were accepted in (now - 1000 ms, now].
+ * requests of this number were accepted in (now - 1000 ms, now].  With
+ * strict_rate every request counts, refused ones too: a request is
+ * accepted when fewer than `rate` requests of the number arrived in that
+ * window before it.
  */
 function admit(pnid, rate, t)
 {
@@ -159,7 +189,11 @@ function admit(pnid, rate, t)
 		w.head = 0;
 	}
 	if (w.times.length - w.head >= rate)
+	{
+		if (config.strict_rate)
+			w.times.push(t);
 		return false;
+	}
 	w.times.push(t);
 	return true;
 }
@@ -618,7 +652,7 @@ function stats()
 			byCode[e.code] = (byCode[e.code] || 0) + 1;
 	}
 	return { requests: requests, connections: connections, by_status: byStatus, by_code: byCode,
-		gets: gets, gets_by_status: getsByStatus };
+		gets: gets, gets_by_status: getsByStatus, delayed_connections: delayedConnections };
 }
 
 /*
@@ -652,6 +686,7 @@ function handleControl(req, res, path, raw)
 	{
 		log = [];
 		connections = 0;
+		delayedConnections = 0;
 		windows.clear();
 		return reply(res, 200, '{"ok":true}', 0);
 	}
@@ -714,7 +749,7 @@ function onRequest(req, res)
 	});
 }
 
-let server;
+var server;
 if (args['tls-cert'])
 	server = https.createServer({
 		cert: fs.readFileSync(args['tls-cert']),
@@ -724,9 +759,30 @@ else
 	server = http.createServer(onRequest);
 server.keepAliveTimeout = 60000;
 server.headersTimeout = 65000;
-server.maxRequestsPerSocket = 0;
+server.maxRequestsPerSocket = config.requests_per_connection || 0;
 
-server.listen(port, '127.0.0.1', () => {
+/*
+ * The port is a plain TCP listener that hands each connection to the
+ * server, at once or, for the next connect_delay_count connections, after
+ * connect_delay_ms: until then nothing of it is read, so the client's TLS
+ * handshake (or first request) waits.
+ */
+const front = net.createServer({ pauseOnConnect: true }, sock => {
+	const go = () => {
+		server.emit('connection', sock);
+		sock.resume();
+	};
+	if (delayLeft > 0 && config.connect_delay_ms > 0)
+	{
+		delayLeft--;
+		delayedConnections++;
+		setTimeout(go, config.connect_delay_ms);
+	}
+	else
+		go();
+});
+
+front.listen(port, '127.0.0.1', () => {
 	if (args['ready-file'])
 		fs.writeFileSync(args['ready-file'], String(process.pid));
 	process.stdout.write('mock graph api listening on ' + port + '\n');
