@@ -138,6 +138,7 @@ SELECT wasend._may('viewer');
 RESET ROLE;
 SET ROLE regress_bob;
 SELECT wasend._may('viewer') AS viewer, wasend._may('operator') AS operator, wasend._may('admin') AS admin;
+SELECT wasend._may('owner');
 -- even with access, a gate called without its wrapper refuses
 SELECT wasend_impl.gate_wasend_send(1, '15551290206', '{"type":"text","text":{"body":"g"}}', 0);
 SELECT wasend._api_enter('operator');

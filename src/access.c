@@ -59,8 +59,9 @@ static int	armed_level = 0;
 static bool callbacks_registered = false;
 
 /*
- * Level number of a level name (1 = viewer ... 3 = admin); an unknown name
- * is a bug of the caller (the SQL scripts), hence elog.
+ * Level number of a level name (1 = viewer ... 3 = admin).  The functions
+ * that take one may be called by hand, so an unknown name is a user's
+ * error.
  */
 static int
 level_of(const char *name)
@@ -70,7 +71,10 @@ level_of(const char *name)
 	for (i = 0; i < lengthof(access_levels); i++)
 		if (strcmp(name, access_levels[i]) == 0)
 			return i + 1;
-	elog(ERROR, "wasend: unknown access level \"%s\"", name);
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unknown wasend access level \"%s\"", name),
+			 errhint("The levels are viewer, operator and admin.")));
 	return 0;					/* keep compiler quiet */
 }
 
