@@ -1,5 +1,5 @@
 # 014_hostile_search_path.pl — the workers run superuser SQL, and neither a
-# schema nor a setting a user controls reaches it (issue 9, item 3).
+# schema nor a setting a user controls reaches it.
 #
 # The database's search_path is set to "evil, pg_catalog, public"; schema
 # evil shadows now(), random(), exp(), ln() and the bigint "=" operator, and
