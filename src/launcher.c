@@ -125,6 +125,23 @@ static uint64 pass_no = 0;
 static ProcessUtility_hook_type prev_utility_hook = NULL;
 
 /*
+ * Give a free database slot to dboid, as a database not looked at yet.
+ * The caller holds WasendState->mutex.
+ */
+static void
+slot_take(WasendDbSlot *db, Oid dboid)
+{
+	db->dboid = dboid;
+	db->state = WASEND_DB_NEW;
+	db->pid = 0;
+	db->latch = NULL;
+	db->probed_generation = 0;
+	db->hold_until = 0;
+	db->last_start = 0;
+	db->recheck = false;
+}
+
+/*
  * Is the database named in wasend.databases ('*': every database)?
  */
 static bool
@@ -478,17 +495,8 @@ scan_databases(void)
 					full = true;
 				else
 				{
-					WasendDbSlot *db = &WasendState->databases[free_idx];
-
 					idx = free_idx;
-					db->dboid = dbs[j].oid;
-					db->state = WASEND_DB_NEW;
-					db->pid = 0;
-					db->latch = NULL;
-					db->probed_generation = 0;
-					db->hold_until = 0;
-					db->last_start = 0;
-					db->recheck = false;
+					slot_take(&WasendState->databases[free_idx], dbs[j].oid);
 				}
 			}
 			if (idx >= 0)
@@ -680,16 +688,7 @@ wasend_extension_created(void)
 	}
 	if (!done && free_idx >= 0)
 	{
-		WasendDbSlot *db = &WasendState->databases[free_idx];
-
-		db->dboid = MyDatabaseId;
-		db->state = WASEND_DB_NEW;
-		db->pid = 0;
-		db->latch = NULL;
-		db->probed_generation = 0;
-		db->hold_until = 0;
-		db->last_start = 0;
-		db->recheck = false;
+		slot_take(&WasendState->databases[free_idx], MyDatabaseId);
 		done = true;
 	}
 	SpinLockRelease(&WasendState->mutex);
