@@ -1,7 +1,7 @@
 #!/bin/bash
-# bench/budget.sh — what the messaging-limit budget costs a claim (issue
-# 10, rule 1): the senders' own claim_lock + claim statements (read out of
-# src/queue.sql), 500 rows of one campaign, for
+# bench/budget.sh — what the messaging-limit budget costs a claim: the
+# senders' own claim_lock + claim statements (read out of src/queue.sql),
+# 500 rows of one campaign, for
 #
 #   unlimited   the number's portfolio has no limit: no budget work;
 #   limited     a limit of 200,000 with W recipients already in the 24 h

@@ -2,7 +2,7 @@
 # bench/compare.sh — the ceiling scenario for several builds, interleaved,
 # so that a before/after figure on this noisy VM compares like with like.
 #
-# Usage: bench/compare.sh [-n ROUNDS] REV...   (e.g. 074fba0 HEAD)
+# Usage: bench/compare.sh [-n ROUNDS] REV...   (e.g. main HEAD)
 #
 # Each REV is checked out into a temporary git worktree and built once.
 # Then, ROUNDS times (default 2), for each REV in turn: install it, run

@@ -100,7 +100,7 @@ LAT=$(psql_ -F ' ' -c "SELECT round(max(latency_p50_ms)::numeric, 1), round(max(
                               coalesce(round(max(added_p50_ms)::numeric, 1)::text, '-'),
                               coalesce(round(max(added_p99_ms)::numeric, 1)::text, '-')
                          FROM wasend.wasend_worker_stats() WHERE sent > 0" 2>/dev/null ||
-	echo "- - - -")	# before 0.5.0: no percentiles
+	echo "- - - -")	# an install older than 0.5.0 has no percentiles
 read -r LAT_P50 LAT_P99 ADD_P50 ADD_P99 <<<"$LAT"
 printf '%s | %s msg/s | peak in flight %s | CPU us/msg: senders %s, postgres %s, nginx %s | latency p50 %s p99 %s ms | added p50 %s p99 %s ms | sender RSS %s MB\n' \
 	"$LABEL" "$MSGS" "$PEAK" "$US_SENDER" "$US_PG" "$US_NGINX" "$LAT_P50" "$LAT_P99" "$ADD_P50" "$ADD_P99" "$((RSS / 1024))"

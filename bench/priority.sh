@@ -1,6 +1,6 @@
 #!/bin/bash
 # bench/priority.sh — how soon a wasend_send reaches the API while a bulk
-# campaign holds its number at the number's limit (issue 11, item 1).
+# campaign holds its number at the number's limit.
 #
 # One number at 200 msg/s, a 20,000-row campaign sending on it.  Once the
 # campaign runs at full rate, one session makes 200 wasend_send calls

@@ -35,9 +35,10 @@
 #             libcurl alone costs per request on this machine
 #   jitter    bench/jitter.sh: 10,000 messages at 200 msg/s on a strict
 #             receiver whose answers jitter 0-20 ms; the cost of one 130429
-#   node      the seeds' recommended alternative (Node.js, p-limit(10),
-#             keep-alive agent, batched UPDATEs through pg) on the same
-#             nginx, database and rows, side by side with wasend
+#   node      the usual alternative, a Node.js sender (bench/alt:
+#             p-limit(10), keep-alive agent, batched UPDATEs through pg)
+#             on the same nginx, database and rows, side by side with
+#             wasend
 # Writes bench/results/report.md, *.csv and PNG charts (gnuplot), and prints
 # the summary table.
 set -euo pipefail
@@ -194,7 +195,7 @@ per_second "$RES/ceiling_per_second.csv"
 drop_cluster
 
 # ---------------------------------------------------------------- node
-log "node: the seeds' alternative vs wasend, $NODE_ROWS messages each, nginx"
+log "node: the Node.js alternative vs wasend, $NODE_ROWS messages each, nginx"
 (cd "$ROOT/bench/alt" && [ -d node_modules ] || npm install --silent --no-audit --no-fund >/dev/null 2>&1 ||
 	(cd "$ROOT/bench/alt" && npm install --no-audit --no-fund))
 new_cluster c_node "wasend.api_base_url = 'http://127.0.0.1:$NPORT/v21.0'" "wasend.workers = 0"

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /*
- * bench/alt/sender.js — the alternative wasend is measured against: what the
- * seed notes recommend for a Node.js sender.  Claim 100 rows with FOR
+ * bench/alt/sender.js — the alternative wasend is measured against: the
+ * usual way to write a Node.js sender.  Claim 100 rows with FOR
  * UPDATE SKIP LOCKED, send them with p-limit(10) through a keep-alive
  * agent, record the batch with one UPDATE ... FROM unnest, repeat.
  *

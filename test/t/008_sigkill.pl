@@ -1,10 +1,11 @@
 # 008_sigkill.pl — fault test 3: a sender is killed with SIGKILL
 # mid-campaign, three times.
 #
-# Each kill makes the postmaster restart every backend; the launcher then
-# settles the rows left 'sending' (marked uncertain, queued again) and the
-# campaign continues by itself.  Account: 0 lost; uncertain rows and
-# duplicates within kills x senders x in-flight cap.
+# Each kill makes the postmaster restart every backend; the database's
+# supervisor then settles the rows left 'sending' (marked uncertain, queued
+# again) before it starts its senders, and the campaign continues by
+# itself.  Account: 0 lost; uncertain rows and duplicates within kills x
+# senders x in-flight cap.
 use strict;
 use warnings;
 
@@ -61,7 +62,7 @@ is($node->safe_psql('postgres', q{
 	  JOIN wasend.send_queue q USING (recipient) WHERE NOT q.uncertain}),
 	'0', 'every recipient accepted twice is marked uncertain');
 like(PostgreSQL::Test::Utils::slurp_file($node->logfile),
-	qr/wasend settled \d+ rows left in flight by a stopped sender/, 'the launcher logged what it settled');
+	qr/wasend settled \d+ rows left in flight by a stopped sender/, 'the supervisor logged what it settled');
 
 WasendTest::stop_mock($mock);
 $node->stop;

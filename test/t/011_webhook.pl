@@ -291,7 +291,7 @@ like(handshake($token, 5), qr/ 403$/, 'the old one gets 403');
 my $secret1 = $secret;
 $secret = $secret2;
 
-# --- the account webhooks of 0.3.0 go through the endpoint too: a template
+# --- the account webhooks go through the endpoint too: a template
 # status, a marketing opt-out, a capability and a quality update in one
 # signed POST
 my $acct = WasendTest::webhook_body(

@@ -26,14 +26,15 @@
 # exit_on_error = on, and a reload adds statement_timeout = 1 ms and
 # default_transaction_read_only = on to it.
 #
-# Then the launcher, the senders (claim, record with retries and a pause,
-# release, complete, recovery after a sender exits), the webhook worker (a
-# signed status) and a second campaign with three poison answers (an
-# error holding \u0000, an error.code above 2^31, 200,000 nested arrays)
-# all run.  Expected: every worker logs the settings it ignores, the
-# campaigns are sent exactly as usual, the poison rows fail as
-# bad_response, no worker process is replaced during the poison campaign,
-# no recipient is accepted twice, and the trap sequence was never called.
+# Then the launcher, the supervisor (settling the rows of a sender that
+# exits), the senders (claim, record with retries and a pause, release,
+# complete), the webhook worker (a signed status) and a second campaign
+# with three poison answers (an error holding \u0000, an error.code above
+# 2^31, 30,000 nested arrays) all run.  Expected: every worker logs the
+# settings it ignores, the campaigns are sent exactly as usual, the poison
+# rows fail as bad_response, no worker process is replaced during the
+# poison campaign, no recipient is accepted twice, and the trap sequence
+# was never called.
 use strict;
 use warnings;
 
@@ -181,7 +182,8 @@ $node->safe_psql('postgres', 'SELECT wasend.wasend_start_campaign(1)');
 ok( $node->poll_query_until('postgres', q{
 		SELECT count(*) >= 100 FROM wasend.send_queue WHERE status = 'sent'}),
 	'the campaign sends');
-# a sender exits: it gives its rows back, the launcher settles and restarts
+# a sender exits: it gives its rows back, the supervisor settles any left
+# and starts a new sender
 $node->safe_psql('postgres', q{
 	SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'wasend sender 1'});
 ok( $node->poll_query_until('postgres', q{

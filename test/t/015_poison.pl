@@ -1,19 +1,19 @@
 # 015_poison.pl — no answer from the API and no SQL error kills a sender or
-# strands a row (issue 9, item 10), token-shaped text never reaches what a
-# viewer can read (item 4), and a deeply nested answer is just a bad one
-# (item 6).
+# strands a row, token-shaped text never reaches what a viewer can read,
+# and a deeply nested answer is just a bad one.
 #
 # The mock answers, for single recipients among 100: an error whose message
 # holds \u0000 (valid JSON that jsonb refuses: the batch's cast fails), an
-# error.code above 2^31, 200,000 nested arrays, and a 131056 on a row at
-# attempt 99 of 100 (4 s x 4^98 overflowed the backoff).  A trigger makes
-# recording one row raise a deadlock once, and another row's record fail
-# always.  Two numbers get a 190 whose message echoes their own token, one
-# shaped like a Meta token (EA...), one not; a fourth number, without a
-# campaign, has its account read answered with an error that echoes its
-# token (not EA-shaped).  Rows left 'sending' by a
-# sender that no longer exists, already at max_attempts, are failed by the
-# launcher's recovery instead of being queued again forever.
+# error.code above 2^31, 30,000 nested arrays (60 kB), and a 131056 on a
+# row at attempt 99 of 100 (4 s x 4^98: a backoff that must be capped, not
+# overflow).  A trigger makes recording one row raise a deadlock once, and
+# another row's record fail always.  Two numbers get a 190 whose message
+# echoes their own token, one shaped like a Meta token (EA...), one not; a
+# fourth number, without a campaign, has its account read answered with an
+# error that echoes its token (not EA-shaped).  Rows left 'sending' by a
+# sender that no longer exists, already at max_attempts, are failed when
+# the database's supervisor settles them (src/supervisor.c), instead of
+# being queued again forever.
 #
 # Expected: the sender and launcher pids never change; the poison rows are
 # failed as bad_response, the deadlocked row is sent, the overflowing row
@@ -185,12 +185,13 @@ $node->safe_psql('postgres', q{
 	UPDATE wasend.send_queue SET status = 'sending', claimed_by = 4242, claimed_at = now(),
 	       attempts = CASE recipient WHEN '15595300001' THEN 100 ELSE 1 END
 	 WHERE campaign_id = 4;});
-# a sender's exit makes the launcher settle orphans
+# a sender's exit makes its database's supervisor settle the rows whose
+# claim token is no live sender's (4242 is none)
 $node->safe_psql('postgres', q{
 	SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'wasend sender 2'});
 ok( $node->poll_query_until('postgres', q{
 		SELECT count(*) = 2 FROM wasend.send_queue WHERE campaign_id = 4 AND uncertain}),
-	'the launcher settles the orphaned rows');
+	'the supervisor settles the orphaned rows');
 is($node->safe_psql('postgres', q{
 	SELECT string_agg(recipient || ':' || CASE WHEN status = 'failed' THEN 'failed:' || last_error_class
 	                                           ELSE 'not failed' END, ',' ORDER BY recipient)

@@ -1,13 +1,14 @@
-# 016_many_numbers.pl — the rate gate paces any number of phone numbers
-# (issue 9, item 11).
+# 016_many_numbers.pl — the rate gate paces any number of phone numbers.
 #
-# The gate has 256 entries in shared memory.  Before, they were never
-# freed: the 257th number used since the server started made every sender
-# fail and restart in a loop (300 numbers x 3 rows sent 0 of 900), and a
-# number with id 0 looked like an empty entry.  Now idle entries are given
-# to new numbers, and when all are busy a number waits for one, never an
-# error.  300 numbers (one of them id 0) with 3 rows each: all 900 sent,
-# each recipient once, the senders never restarted.
+# The gate has 256 entries in shared memory.  An entry whose number has not
+# used it for a while, with no send pending, is given to a new number, and
+# when every entry is busy a number waits for one, never an error (entries
+# that were never freed would make every sender fail and restart in a loop
+# from the 257th number used since the server started); whether an entry
+# is in use is kept apart from its number id, so a number with id 0 is not
+# taken for an empty entry.  300 numbers (one of them id 0) with 3 rows
+# each: all 900 sent, each recipient once, number 0's rows among them, the
+# senders never restarted, and no gate error in the log.
 use strict;
 use warnings;
 

@@ -1,20 +1,18 @@
 # 017_launcher_restart.pl — the launcher can be cancelled, terminated or
-# restarted mid-campaign without duplicating senders or messages (issue 9,
-# item 7).
+# restarted mid-campaign without duplicating senders or messages.
 #
-# Before: pg_cancel_backend(launcher) made it error out and restart while
-# its senders kept running, and the new launcher started a second set in
-# the same slots (4 senders for wasend.workers = 2) and re-queued rows the
-# live senders were still sending; pg_terminate_backend(launcher) left no
-# launcher at all until the next server restart.
-#
-# Now: a cancel is ignored (same launcher pid); after a terminate the
-# postmaster starts a new launcher, which adopts the database's running
-# supervisor (its pid is in shared memory) instead of starting a second one.
-# A terminated supervisor first stops its senders (they finish and record
-# what is in flight); the launcher then starts a new supervisor, which
-# starts its own.  At every point exactly wasend.workers senders run, and
-# the mock log shows every recipient accepted exactly once.
+# A cancel (pg_cancel_backend) is ignored: the launcher keeps its pid.
+# After a terminate (pg_terminate_backend) the postmaster starts a new
+# launcher (the server is never left without one until its next restart),
+# which adopts the database's running supervisor (its pid is in shared
+# memory) instead of starting a second one: a second set of senders in the
+# same slots (4 senders for wasend.workers = 2) would re-queue rows the
+# live senders were still sending.  A terminated supervisor first stops
+# its senders (they finish and record what is in flight); the launcher
+# then starts a new supervisor, which starts its own.  Never more than
+# wasend.workers senders, nor more than one supervisor, run at once (and
+# exactly wasend.workers after each step); the mock log shows every
+# recipient accepted exactly once, and no row becomes uncertain.
 use strict;
 use warnings;
 

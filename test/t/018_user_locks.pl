@@ -1,28 +1,28 @@
 # 018_user_locks.pl — a user's open transaction never makes a sender wait,
-# and never strands a row (issue 9, items 8 and 9).
+# and never strands a row.
 #
-# Item 8: a campaign is completed only when nothing is left, also while a
-# session is adding rows to it.  wasend.wasend_enqueue() holds a share lock on the
-# campaign until its transaction ends; the window is made deterministic:
-# the session holds the lock, uncommitted, while the senders drain the
-# campaign and try to complete it.  The senders must skip the locked
-# campaign (never wait on it, never complete it blindly); once the session
-# commits, its rows are sent and the campaign completes: 0 rows stranded.
-# Three rounds.
+# 1. A campaign is completed only when nothing is left, also while a
+# session is adding rows to it.  wasend.wasend_enqueue() holds a share lock
+# on the campaign until its transaction ends; the window is made
+# deterministic: the session holds the lock, uncommitted, while the senders
+# drain the campaign and try to complete it.  The senders must skip the
+# locked campaign (never wait on it, never complete it blindly); once the
+# session commits, its rows are sent and the campaign completes: 0 rows
+# stranded.  Three rounds.
 #
-# Item 9: an answer that pauses the number (131048) arrives while a user
-# holds the number's row locked (FOR UPDATE) for longer than
-# wasend.request_timeout_ms.  Before, the record statement waited on that
-# lock; curl was not driven meanwhile, the answers that had arrived failed
-# as timeouts and were sent again.  Now the pause is skipped (the next such
-# answer pauses the number) and the sender goes on: 0 timeouts, 0 duplicate
-# sends, every row sent once.
+# 2. An answer that pauses the number (131048) arrives while a user holds
+# the number's row locked (FOR UPDATE) for longer than
+# wasend.request_timeout_ms.  The pause is skipped (the next such answer
+# pauses the number) and the sender goes on, driving curl meanwhile: a
+# record statement that waited on the lock would leave the answers that
+# had arrived to fail as timeouts and be sent again.  0 timeouts, 0
+# duplicate sends, every row sent once.
 #
-# Then a user holds a row that is 'sending' (its answer is held back by the
+# 3. A user holds a row that is 'sending' (its answer is held back by the
 # mock until the lock is taken): the other 199 rows of the campaign are
-# recorded meanwhile (before, one locked row kept its whole batch, and all
-# answers after it, from being recorded), and the held row is recorded
-# once the user commits.
+# recorded meanwhile (one locked row does not keep its whole batch, nor
+# the answers after it, from being recorded), and the held row is
+# recorded once the user commits.
 use strict;
 use warnings;
 
@@ -62,7 +62,7 @@ my $sender_waits = q{
 	EXISTS (SELECT 1 FROM pg_stat_activity
 	         WHERE backend_type LIKE 'wasend sender%' AND wait_event_type = 'Lock')};
 
-# --- item 8: completion while rows are being added
+# --- 1. completion while rows are being added
 for my $round (1 .. 3)
 {
 	$node->safe_psql('postgres', q{SELECT wasend.wasend_pause_number(1, 'test: hold')});
@@ -113,7 +113,7 @@ for my $round (1 .. 3)
 		'25|0', "round $round: all 25 rows sent, 0 stranded");
 }
 
-# --- item 9: a pause from an answer while a user holds the number locked
+# --- 2. a pause from an answer while a user holds the number locked
 $node->safe_psql('postgres', q{
 	SELECT wasend.wasend_create_campaign('locked number', 2, '{"type":"text","text":{"body":"y"}}');
 	SELECT wasend.wasend_enqueue(4, array_agg((15591000000 + g)::text)) FROM generate_series(1, 300) g;});
@@ -122,8 +122,8 @@ $u->query_safe('BEGIN; SELECT 1 FROM wasend.whatsapp_numbers WHERE id = 2 FOR UP
 $node->safe_psql('postgres', 'SELECT wasend.wasend_start_campaign(4)');
 
 # hold the lock until the 131048 answer was handled and 100 more rows
-# went out, or (the old behaviour) a sender waited on it for 3 request
-# timeouts
+# went out, or until a sender has waited on it for 3 s (3 request
+# timeouts: the failure this test catches)
 ok( $node->poll_query_until('postgres', qq{
 		SELECT (SELECT count(*) FROM wasend.send_queue WHERE campaign_id = 4 AND status = 'sent') >= 250
 		    OR EXISTS (SELECT 1 FROM pg_stat_activity
@@ -137,7 +137,7 @@ ok( $node->poll_query_until('postgres',
 		q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 4}),
 	'the campaign completes');
 
-# --- a user holds a row that is being sent: only that row's record waits
+# --- 3. a user holds a row that is being sent: only that row's record waits
 $node->safe_psql('postgres', q{
 	SELECT wasend.wasend_create_campaign('locked row', 3, '{"type":"text","text":{"body":"z"}}');
 	SELECT wasend.wasend_enqueue(5, array_agg((15592000000 + g)::text)) FROM generate_series(1, 200) g;

@@ -1,19 +1,19 @@
 # 019_clock_step.pl — a step of the wall clock neither stalls the senders
-# nor makes a live sender's rows look orphaned (issue 9, item 12).
+# nor makes a live sender's rows look orphaned.
 #
 # The server runs under libfaketime (Debian's faketime), which fakes the
 # wall clock only (FAKETIME_DONT_FAKE_MONOTONIC=1) and reads its offset from
 # a file on every call, so the test can step the clock of every server
 # process at once.  Mid-campaign the wall clock steps back one hour; then
-# a sender is made to exit, so that the launcher settles orphans while the
-# other sender still has rows in flight.
+# a sender is made to exit, so that the database's supervisor settles
+# orphans while the other sender still has rows in flight.
 #
-# Before: the rate gate paced by the wall clock (its next slot, one hour
-# ahead now, stalled every number), and a row belonged to a live sender
-# only if claimed after that sender's start time, so the rows the living
-# sender claimed after the step were taken for orphans and sent again.
-# Now: pacing and deadlines use CLOCK_MONOTONIC and ownership is a random
-# token per sender start.  Expected: the campaign completes; no recipient
+# Pacing and deadlines use CLOCK_MONOTONIC (a rate gate paced by the wall
+# clock would find its next slot an hour ahead and stall every number),
+# and a row belongs to a live sender by the random claim token drawn at
+# that sender's start (were ownership "claimed after the sender started",
+# the rows the living sender claimed after the step would be taken for
+# orphans and sent again).  Expected: the campaign completes; no recipient
 # is accepted twice; no row became uncertain; the number's rate held.
 use strict;
 use warnings;
@@ -73,7 +73,7 @@ cmp_ok($before - $after, '>=', 3500, 'the server\'s wall clock stepped back an h
 $node->poll_query_until('postgres',
 	q{SELECT count(*) >= 400 FROM wasend.send_queue WHERE status = 'sent'})
   or die 'the senders stalled after the clock step';
-# a sender exits while the other sends: the launcher settles orphans now
+# a sender exits while the other sends: the supervisor settles orphans now
 $node->safe_psql('postgres', q{
 	SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'wasend sender 2'});
 ok( $node->poll_query_until('postgres',

@@ -1,8 +1,8 @@
-# 020_upgrade.pl — ALTER EXTENSION wasend UPDATE from 0.1.0 (through 0.2.0
-# and 0.3.0) gives exactly a fresh 0.6.0 install.  (A fresh install runs
-# wasend--0.2.0.sql and then the update scripts 0.2.0--0.3.0,
-# 0.3.0--0.4.0, 0.4.0--0.5.0 and 0.5.0--0.6.0, as contrib modules do; the 0.1.0 path runs 0.1.0 and every
-# update script.)
+# 020_upgrade.pl — ALTER EXTENSION wasend UPDATE from 0.1.0 (through 0.2.0,
+# 0.3.0, 0.4.0 and 0.5.0) gives exactly a fresh 0.6.0 install.  (A fresh
+# install runs wasend--0.2.0.sql and then the update scripts 0.2.0--0.3.0,
+# 0.3.0--0.4.0, 0.4.0--0.5.0 and 0.5.0--0.6.0, as contrib modules do; the
+# 0.1.0 path runs 0.1.0 and every update script.)
 #
 # One cluster, two databases: "fresh" gets CREATE EXTENSION wasend (0.6.0),
 # "upgraded" gets 0.1.0 and then ALTER EXTENSION wasend UPDATE.  Compared:

@@ -1,6 +1,6 @@
 # 022_messaging_limits.pl — the messaging limit (tier) of a business
 # portfolio: the senders read it from the Graph API and never start a
-# message to a new unique recipient beyond it (issue 10, rule 1).
+# message to a new unique recipient beyond it.
 #
 #   1. The tier is read when a number appears (the mock logs one GET per
 #      number) and the number sends only once it is known.  400 recipients

@@ -1,5 +1,5 @@
 # 023_quality.pl — quality rating and number health pause what they must,
-# with real senders against the mock Graph API (issue 10, rule 2).
+# with real senders against the mock Graph API.
 #
 # Three numbers (TIER_10K, GREEN, AVAILABLE), each sending at 20 messages a
 # second with 40 ms of mock latency, so that campaigns are still running

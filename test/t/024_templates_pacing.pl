@@ -1,4 +1,5 @@
-# 024_templates_pacing.pl — template status and pacing (issue 10, rule 3).
+# 024_templates_pacing.pl — template status and pacing, with real senders
+# against the mock Graph API.
 #
 #   1. A message_template_status_update PAUSED pauses every running
 #      campaign whose message is that template (name and language), with

@@ -1,5 +1,5 @@
-# 025_report.pl — pricing and the campaign report (Meta's account limits,
-# rule 5), with real senders against the mock Graph API.
+# 025_report.pl — pricing and the campaign report (docs/account-limits.md,
+# "Cost and the funnel"), with real senders against the mock Graph API.
 #
 # One number, one utility campaign of 6 recipients (two +44, four +1),
 # sent by the senders.  Proves: the mock received exactly one request per

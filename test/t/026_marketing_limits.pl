@@ -1,5 +1,5 @@
 # 026_marketing_limits.pl — the per-user marketing rules, with real senders
-# against the mock Graph API (issue 10, rule 4).  One number, unlimited
+# against the mock Graph API.  One number, unlimited
 # tier; every request the mock saw is compared with the rows.
 #
 #   1. 131049 (per-user marketing limit): the row goes back to ready,

@@ -1,5 +1,5 @@
 # 028_windows_dry_run.pl — send windows, wasend_dry_run, wasend_test_send
-# and wasend_wait against real senders (issue 11, items 2, 3 and 5).
+# and wasend_wait against real senders.
 #
 # The windows are built from the clock at test time, never from the hour
 # the test happens to run at: a zone is chosen (Etc/GMT offsets, or a

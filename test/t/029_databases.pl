@@ -1,9 +1,7 @@
-# 029_databases.pl — senders run in every database that has the extension
-# (issue 11, item 6).
-#
-# Before: CREATE EXTENSION wasend in a database other than wasend.database
-# succeeded, and a started campaign there stayed 'running', 0%, forever,
-# without a word in the log.
+# 029_databases.pl — senders run in every database that has the extension,
+# not only in wasend.database (the webhook endpoint's database): a
+# campaign started in another database must not stay 'running', 0%,
+# forever, without a word in the log.
 #
 #  1. The extension created in a new database "app" (wasend.database is
 #     still postgres): a supervisor and senders start there without a

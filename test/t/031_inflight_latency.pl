@@ -1,5 +1,5 @@
-# 031_inflight_latency.pl — what the senders size from what they measure
-# (0.5.0): in flight by Little's law, one sender per number, the latency
+# 031_inflight_latency.pl — what the senders size from what they measure:
+# in flight by Little's law, one sender per number, the latency
 # histograms, and a 130429 sent again at once.
 #
 # Proves, against the mock answering every request after 600 ms (which it
