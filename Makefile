@@ -43,6 +43,9 @@ EXTRA_CLEAN = src/queue_sql.h
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifneq ($(PGXS),)
 include $(PGXS)
+# installcheck: the regression tests name their database (test/sql/secrets.sql
+# and access.sql), as test/run-tests.sh runs them
+CONTRIB_TESTDB = regression
 endif
 
 # PGXS does not track header dependencies: every object depends on them all.
