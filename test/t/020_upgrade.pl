@@ -80,7 +80,9 @@ is($node->safe_psql('upgraded_020', q{SELECT extversion FROM pg_extension WHERE 
 	}
 	$rest =~ s/^-- ---- sql\/src\/\S+\.sql$//mg;
 	$rest =~ s/\A-- wasend--0\.6\.0\.sql: made by make .*$//m;
-	is($rest =~ s/\s+//gr, '', 'the installed script holds nothing but the topic sources');
+	my $left = $rest =~ s/\s+/ /gr;
+	$left =~ s/^ | $//g;
+	is(substr($left, 0, 200), '', 'the installed script holds nothing but the topic sources');
 }
 
 # pg_dump of one database, as text
