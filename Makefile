@@ -9,11 +9,20 @@ OBJS        = src/wasend.o src/launcher.o src/supervisor.o src/sender.o src/numb
               src/http_client.o src/queue.o src/sql_api.o src/access.o \
               src/signature.o src/secrets.o src/webhook.o src/metrics.o src/latency.o \
               src/worker_session.o src/http_server.o
-DATA        = sql/wasend--0.1.0.sql sql/wasend--0.2.0.sql sql/wasend--0.1.0--0.2.0.sql \
-              sql/wasend--0.2.0--0.3.0.sql sql/wasend--0.3.0--0.4.0.sql sql/wasend--0.4.0--0.5.0.sql \
-              sql/wasend--0.5.0--0.6.0.sql
+# The install script of the current version is built from the topic
+# sources in sql/src/, concatenated in this order (sql/README.md).
+SQL_SRC     = sql/src/00_schemas_roles.sql sql/src/01_helpers.sql sql/src/02_numbers.sql \
+              sql/src/03_campaigns.sql sql/src/04_queue_lanes.sql sql/src/05_error_policy.sql \
+              sql/src/06_webhooks_statuses.sql sql/src/07_limits_portfolios.sql \
+              sql/src/08_senders.sql sql/src/09_views.sql sql/src/10_dump.sql sql/src/11_access.sql
+DATA_built  = sql/$(EXTENSION)--$(EXTVERSION).sql
+# Frozen: the old base scripts and every update script.
+DATA        = sql/updates/wasend--0.1.0.sql sql/updates/wasend--0.2.0.sql \
+              sql/updates/wasend--0.1.0--0.2.0.sql sql/updates/wasend--0.2.0--0.3.0.sql \
+              sql/updates/wasend--0.3.0--0.4.0.sql sql/updates/wasend--0.4.0--0.5.0.sql \
+              sql/updates/wasend--0.5.0--0.6.0.sql
 REGRESS     = setup numbers campaigns enqueue transitions policy secrets webhooks progress grants restore hardening limits lanes constraints access statuses
-REGRESS_OPTS = --inputdir=sql --outputdir=test/out --temp-config=test/regress.conf
+REGRESS_OPTS = --inputdir=test --outputdir=test/out --temp-config=test/regress.conf
 
 PG_CONFIG  ?= pg_config
 
@@ -34,10 +43,18 @@ EXTRA_CLEAN = src/queue_sql.h
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifneq ($(PGXS),)
 include $(PGXS)
+# installcheck: the regression tests name their database (test/sql/secrets.sql
+# and access.sql), as test/run-tests.sh runs them
+CONTRIB_TESTDB = regression
 endif
 
 # PGXS does not track header dependencies: every object depends on them all.
 $(OBJS): $(wildcard src/*.h)
+
+sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_SRC)
+	@echo '-- $(EXTENSION)--$(EXTVERSION).sql: made by make from sql/src/ (Makefile: SQL_SRC); edit those, see sql/README.md' > $@.tmp
+	@for f in $(SQL_SRC); do printf '\n-- ---- %s\n\n' "$$f"; cat "$$f"; done >> $@.tmp
+	@mv $@.tmp $@
 
 # The workers' statements live in src/queue.sql; the build makes them C.
 src/queue_sql.h: src/queue.sql src/queue_sql.awk

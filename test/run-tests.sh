@@ -1,6 +1,7 @@
 #!/bin/bash
 # test/run-tests.sh — what `make test` runs after building and installing:
-#   1. pg_regress on a temporary instance (the SQL surface);
+#   1. pg_regress on a temporary instance (the SQL surface): test/sql/*.sql
+#      against test/expected/*.out, as `make installcheck` runs them;
 #   2. the TAP integration tests in test/t/ (real senders against the mock
 #      Graph API, on throwaway clusters).
 # Runs as the postgres user in a scratch copy (initdb refuses root).
@@ -22,7 +23,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cp -r "$ROOT/sql" "$ROOT/expected" "$ROOT/test" "$ROOT/contrib" "$WORK/"
+cp -r "$ROOT/sql" "$ROOT/test" "$ROOT/contrib" "$WORK/"
 chown -R postgres: "$WORK"
 
 as_pg() {
@@ -33,7 +34,7 @@ regress_tests=$(sed -n 's/^REGRESS *= *//p' "$ROOT/Makefile")
 echo "== pg_regress: $regress_tests"
 if ! (cd "$WORK" && as_pg "$PGXS_DIR/src/test/regress/pg_regress" \
 	--temp-instance="$WORK/tmp_regress" --bindir="$PGBIN" \
-	--inputdir=. --outputdir=out --temp-config=test/regress.conf \
+	--inputdir=test --outputdir=out --temp-config=test/regress.conf \
 	$regress_tests); then
 	status=1
 	cat "$WORK/out/regression.diffs" 2>/dev/null

@@ -1,21 +1,27 @@
-# 020_upgrade.pl — ALTER EXTENSION wasend UPDATE from 0.1.0 (through 0.2.0,
-# 0.3.0, 0.4.0 and 0.5.0) gives exactly a fresh 0.6.0 install.  (A fresh
-# install runs wasend--0.2.0.sql and then the update scripts 0.2.0--0.3.0,
-# 0.3.0--0.4.0, 0.4.0--0.5.0 and 0.5.0--0.6.0, as contrib modules do; the
-# 0.1.0 path runs 0.1.0 and every update script.)
+# 020_upgrade.pl — CREATE EXTENSION wasend and ALTER EXTENSION wasend
+# UPDATE from every old base version give exactly the same 0.6.0.
+# A fresh install runs wasend--0.6.0.sql, which make builds from the topic
+# sources in sql/src/ (sql/README.md); an update from 0.1.0 runs
+# wasend--0.1.0.sql and every update script in sql/updates/, one from 0.2.0
+# wasend--0.2.0.sql and the update scripts from 0.2.0--0.3.0 on.  A topic
+# source that says something the update scripts do not (or the reverse)
+# makes the databases differ here; and the installed script is checked to
+# be made of the current topic sources, so that the comparison is of them.
 #
-# One cluster, two databases: "fresh" gets CREATE EXTENSION wasend (0.6.0),
-# "upgraded" gets 0.1.0 and then ALTER EXTENSION wasend UPDATE.  Compared:
-# pg_dump --schema-only of both (which shows only CREATE EXTENSION), the
-# same with --binary-upgrade (which dumps every member object: tables,
-# columns, constraints, indexes, triggers, functions with their SECURITY
-# and SET clauses, the view, comments, privileges and initial privileges;
-# only OIDs, LSNs and transaction ids are normalized away), and catalog
-# queries for the grants of the wasend roles, every function's security
-# and settings, and what pg_dump dumps (extconfig / extcondition).  A third
+# One cluster: "fresh" gets CREATE EXTENSION wasend (0.6.0), "upgraded"
+# gets 0.1.0 and "upgraded_020" 0.2.0, each then ALTER EXTENSION wasend
+# UPDATE.  Compared with fresh, for both: pg_dump --schema-only (which
+# shows only CREATE EXTENSION), the same with --binary-upgrade (which
+# dumps every member object: tables, columns with their missing values,
+# constraints, indexes, triggers, functions with their SECURITY and SET
+# clauses, the views, comments, privileges and initial privileges; only
+# OIDs, LSNs and transaction ids are normalized away), catalog queries for
+# the grants of the wasend roles, every function's security and settings,
+# and what pg_dump dumps (extconfig / extcondition), and the rows the
+# extension ships (error policy, country zones, claim locks).  A further
 # database, "upgraded_data", is upgraded with rows in it: claimed_by keeps
 # its values as bigint, stored tokens are redacted, and the error policy
-# rows users edited or added are marked as such (and dumped).  A fourth,
+# rows users edited or added are marked as such (and dumped).  Another,
 # "from_020", gets 0.2.0 with rows and is updated to 0.6.0: campaigns get
 # their category, numbers their portfolio, suppressions the scope 'all',
 # the built-in 131049 rule its 24 h wait (an edited 131049 stays as the
@@ -38,6 +44,7 @@ my $node = WasendTest::new_node('upgrade', { url => 'http://127.0.0.1:9/v21.0' }
 $node->safe_psql('postgres', 'CREATE DATABASE fresh');
 $node->safe_psql('postgres', 'CREATE DATABASE upgraded');
 $node->safe_psql('postgres', 'CREATE DATABASE upgraded_data');
+$node->safe_psql('postgres', 'CREATE DATABASE upgraded_020');
 
 $node->safe_psql('fresh', 'CREATE EXTENSION wasend');
 is($node->safe_psql('fresh', q{SELECT extversion FROM pg_extension WHERE extname = 'wasend'}),
@@ -49,6 +56,34 @@ is($node->safe_psql('upgraded', q{SELECT extversion FROM pg_extension WHERE extn
 $node->safe_psql('upgraded', 'ALTER EXTENSION wasend UPDATE');
 is($node->safe_psql('upgraded', q{SELECT extversion FROM pg_extension WHERE extname = 'wasend'}),
 	'0.6.0', 'ALTER EXTENSION wasend UPDATE goes to 0.6.0');
+$node->safe_psql('upgraded_020', q{CREATE EXTENSION wasend VERSION '0.2.0'});
+$node->safe_psql('upgraded_020', 'ALTER EXTENSION wasend UPDATE');
+is($node->safe_psql('upgraded_020', q{SELECT extversion FROM pg_extension WHERE extname = 'wasend'}),
+	'0.6.0', 'ALTER EXTENSION wasend UPDATE goes from 0.2.0 to 0.6.0');
+
+# The installed wasend--0.6.0.sql is made of the topic sources of this
+# tree and nothing else: each source's text is in it once, and what is
+# left is make's one header line and one marker line per source.
+{
+	my $sharedir = `pg_config --sharedir`;
+	chomp $sharedir;
+	my $script = slurp_file("$sharedir/extension/wasend--0.6.0.sql");
+	my @sources = sort glob("$ENV{WASEND_ROOT}/sql/src/*.sql");
+	cmp_ok(scalar(@sources), '>', 5, 'the topic sources are there');
+	my $rest = $script;
+	for my $f (@sources)
+	{
+		my $text = slurp_file($f);
+		my $count = () = $script =~ /\Q$text\E/g;
+		is($count, 1, "the installed script holds sql/src/" . (split m{/}, $f)[-1] . " once, as it is");
+		$rest =~ s/\Q$text\E//;
+	}
+	$rest =~ s/^-- ---- sql\/src\/\S+\.sql$//mg;
+	$rest =~ s/\A-- wasend--0\.6\.0\.sql: made by make .*$//m;
+	my $left = $rest =~ s/\s+/ /gr;
+	$left =~ s/^ | $//g;
+	is(substr($left, 0, 200), '', 'the installed script holds nothing but the topic sources');
+}
 
 # pg_dump of one database, as text
 sub dump_of
@@ -93,16 +128,21 @@ sub same_text
 	return;
 }
 
+my @upgraded = ('upgraded', 'upgraded_020');
 my $plain_fresh = dump_of('fresh');
 like($plain_fresh, qr/CREATE EXTENSION IF NOT EXISTS wasend/, 'the plain dump names the extension');
-same_text(normalize(dump_of('upgraded')), normalize($plain_fresh),
-	'pg_dump --schema-only: upgraded = fresh');
-
 my $bu_fresh = normalize(dump_of('fresh', '--binary-upgrade'));
 like($bu_fresh, qr/ALTER EXTENSION wasend ADD FUNCTION wasend\._redact\(msg text\)/,
 	'the binary-upgrade dump lists the extension\'s members');
-same_text(normalize(dump_of('upgraded', '--binary-upgrade')), $bu_fresh,
-	'pg_dump --schema-only --binary-upgrade: every member object, its privileges and comments: upgraded = fresh');
+like($bu_fresh, qr/binary_upgrade_set_missing_value/,
+	'the binary-upgrade dump carries the missing values of added columns');
+for my $db (@upgraded)
+{
+	same_text(normalize(dump_of($db)), normalize($plain_fresh),
+		"pg_dump --schema-only: $db = fresh");
+	same_text(normalize(dump_of($db, '--binary-upgrade')), $bu_fresh,
+		"pg_dump --schema-only --binary-upgrade: every member object, its privileges and comments: $db = fresh");
+}
 
 # the catalog, query by query
 my %catalog = (
@@ -157,6 +197,12 @@ my %catalog = (
 		 ORDER BY tgrelid::regclass::text, tgname},
 	'views' => q{SELECT pg_get_viewdef('wasend.campaign_progress'::regclass),
 	                    pg_get_viewdef('wasend.campaign_report'::regclass)},
+	'rows the extension ships: error policy' => q{
+		SELECT p::text FROM wasend.error_policy p ORDER BY code},
+	'rows the extension ships: country zones' => q{
+		SELECT z::text FROM wasend.country_zones z ORDER BY calling_code},
+	'rows the extension ships: claim locks' => q{
+		SELECT l::text FROM wasend.claim_locks l ORDER BY name},
 	'initial privileges' => q{
 		SELECT i.classoid::regclass, i.objsubid, i.privtype, i.initprivs,
 		       CASE i.classoid WHEN 'pg_class'::regclass THEN i.objoid::regclass::text
@@ -171,7 +217,7 @@ for my $what (sort keys %catalog)
 {
 	my $fresh = $node->safe_psql('fresh', $catalog{$what});
 	isnt($fresh, '', "$what: not empty");
-	same_text($node->safe_psql('upgraded', $catalog{$what}), $fresh, "$what: upgraded = fresh");
+	same_text($node->safe_psql($_, $catalog{$what}), $fresh, "$what: $_ = fresh") for @upgraded;
 }
 
 # an upgrade with rows in the tables

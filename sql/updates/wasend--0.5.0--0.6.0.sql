@@ -1,10 +1,10 @@
 /*
  * wasend--0.5.0--0.6.0.sql — 0.6.0: the API in schema wasend.
  *
- * As before, there is no wasend--0.6.0.sql: CREATE EXTENSION wasend
- * installs 0.2.0 and runs the update scripts (test/t/020_upgrade.pl
- * compares a fresh install with an updated one).  The security rules of
- * wasend--0.2.0.sql hold here too.
+ * CREATE EXTENSION wasend runs wasend--0.6.0.sql, which make builds from
+ * sql/src/; every change here is made there too (sql/README.md), and
+ * test/t/020_upgrade.pl compares a fresh install with an updated one.
+ * The security rules of sql/src/00_schemas_roles.sql hold here too.
  *
  * The functions a user calls lived in the extension's schema, public by
  * default.  Since PostgreSQL 15 public belongs to the database's owner,
