@@ -50,8 +50,16 @@ COMMENT ON SCHEMA wasend IS 'wasend: WhatsApp Cloud API campaigns sent from Post
 --
 -- The API functions run as the extension owner, so the roles need little
 -- direct access to the tables; what they get is granted with each table
--- and function below, and nobody but wasend_admin (and superusers) can
--- read access_token.
+-- and function below.  wasend_viewer reads every table but the tokens;
+-- wasend_operator adds recipients (send_queue: campaign_id, recipient,
+-- payload and timezone only, so that nobody can queue a row as already
+-- sent, claimed by a sender, or under an id of its choosing);
+-- wasend_admin also edits numbers (tokens included), campaigns, the error
+-- policy and suppressions, and deletes old rows.  Nobody but wasend_admin
+-- (and superusers) can read access_token.  No role gets TRIGGER, TRUNCATE
+-- or REFERENCES, nor anything on the sequences (an identity column needs
+-- none).  A role reaches wasend only in the databases whose access list
+-- names it (the access control section, the last one).
 -- ---------------------------------------------------------------------
 
 DO $$

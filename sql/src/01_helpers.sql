@@ -99,11 +99,9 @@ COMMENT ON FUNCTION wasend._redact(text) IS
 'internal: text with anything shaped like a Meta access token replaced by [redacted token]';
 REVOKE ALL ON FUNCTION wasend._redact(text) FROM PUBLIC;
 
--- Order of statuses: a row only moves forward.  failed overrides sent only.
---
--- Order of statuses: a row only moves forward.  'held' (accepted, held by
--- Meta for a quality assessment) comes before sent; failed overrides sent
--- and held only.
+-- The order of statuses: a row only moves forward.  'held' (accepted,
+-- held by Meta for a quality assessment) comes before sent; failed
+-- overrides sent and held only.
 CREATE FUNCTION wasend._status_rank(status text) RETURNS int
 LANGUAGE sql IMMUTABLE
 SECURITY INVOKER

@@ -1,15 +1,6 @@
 -- ---------------------------------------------------------------------
 -- Numbers and their tokens
--- Roles (cluster-wide: made by the first CREATE EXTENSION, kept by DROP
--- EXTENSION) and what they get on the tables, granted with each table:
--- wasend_viewer reads every table but the tokens; wasend_operator adds
--- recipients (send_queue: campaign_id, recipient, payload and timezone
--- only, so that nobody can queue a row as already sent, claimed by a
--- sender, or under an id of its choosing); wasend_admin also edits
--- numbers (tokens included), campaigns, the error policy and
--- suppressions, and deletes old rows.  No role gets TRIGGER, TRUNCATE or
--- REFERENCES, nor anything on the sequences (an identity column needs
--- none).
+-- (what each role gets on the tables: see the roles, in the first section)
 -- ---------------------------------------------------------------------
 
 CREATE TABLE wasend.whatsapp_numbers (
@@ -42,9 +33,9 @@ CREATE TABLE wasend.whatsapp_numbers (
     display_phone_number    text,
     limits_checked_at       timestamptz
 );
--- Added as in the update scripts (after the column with a default), so
--- that a fresh install's catalog is the one an update leaves: a column
--- added with a default keeps it as the value of older rows
+-- Added by ALTER TABLE, from the first column with a default on, so that
+-- a fresh install's catalog equals an updated one's: a column added with
+-- a default keeps it as the value of older rows
 -- (pg_attribute.atthasmissing), and test/t/020_upgrade.pl compares.
 ALTER TABLE wasend.whatsapp_numbers
     ADD COLUMN limits_due_at timestamptz NOT NULL DEFAULT '-infinity',
@@ -128,15 +119,13 @@ END
 $$;
 REVOKE ALL ON FUNCTION wasend._tier_lowered(text, text) FROM PUBLIC;
 
--- Numbers are validated by a trigger rather than by CHECK or NOT NULL
--- alone: a constraint violation's DETAIL shows the whole row, token included,
--- in the error and the server log; this trigger's errors never do.  It
--- runs as the writer: only wasend_admin, the owner and superusers can
--- write numbers, and they can read them.
---
--- whatsapp_numbers: as before, and the columns the senders write from
--- Meta's answers and the ones that must not be null (a NOT NULL
--- constraint's DETAIL would show the row, token included)
+-- Validates every number written: the columns an admin writes, the ones
+-- the senders write from Meta's answers, and the ones that must not be
+-- null.  A trigger rather than CHECK or NOT NULL constraints alone: a
+-- constraint violation's DETAIL shows the whole row, token included, in
+-- the error and the server log; this trigger's errors never do.  It runs
+-- as the writer: only wasend_admin, the owner and superusers can write
+-- numbers, and they can read them.
 CREATE FUNCTION wasend._number_check() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -290,6 +279,11 @@ $$;
 REVOKE ALL ON FUNCTION wasend.wasend_add_number(text, text, integer, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION wasend.wasend_add_number(text, text, integer, text) TO wasend_admin;
 
+-- Change a number's token, rate, portfolio or messaging limit
+-- (wasend_admin); messaging_limit overrides Meta's tier,
+-- reset_messaging_limit follows the tier again, and the two together are
+-- refused.  A token given here shows in pg_stat_activity, hence
+-- log_min_error_statement = panic (see wasend_add_number).
 CREATE FUNCTION wasend.wasend_update_number(number_id bigint, access_token text DEFAULT NULL,
                                      max_send_rate_per_sec integer DEFAULT NULL,
                                      business_id text DEFAULT NULL,
@@ -365,11 +359,10 @@ $$;
 REVOKE ALL ON FUNCTION wasend.wasend_pause_number(bigint, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION wasend.wasend_pause_number(bigint, text) TO wasend_admin;
 
--- Resume a paused number, optionally with a new token (wasend_admin).
--- Takes a token (see wasend_add_number).
---
 -- Resume a paused number, optionally with a new token (wasend_admin).  A
--- number without a token in its row resumes only if its file is usable.
+-- number without a token in its row resumes only if its token file is
+-- usable.  A token given here shows in pg_stat_activity, hence
+-- log_min_error_statement = panic (see wasend_add_number).
 CREATE FUNCTION wasend.wasend_resume_number(number_id bigint, access_token text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql

@@ -46,7 +46,7 @@ CREATE TABLE wasend.campaigns (
     pause_rule      text
         CONSTRAINT campaigns_pause_rule_check CHECK (pause_rule IN ('quality', 'template')),
     -- the operators named with their schema and the paths typed: this
-    -- expression is bound now, with the script's search_path (the
+    -- expression is bound while this script runs, with its search_path (the
     -- extension's schema first), where an operator #>>(jsonb, text) that
     -- someone planted in public would match an untyped literal better
     -- (test/t/020_upgrade.pl plants one)
@@ -55,10 +55,10 @@ CREATE TABLE wasend.campaigns (
     template_language text
         GENERATED ALWAYS AS (message OPERATOR(pg_catalog.#>>) '{template,language,code}'::text[]) STORED
 );
--- lanes: kind, priority, send window.  Added as in the update scripts
--- (from the first column with a default on), so that a fresh install's
--- catalog is the one an update leaves (pg_attribute.atthasmissing;
--- test/t/020_upgrade.pl compares).
+-- lanes: kind, priority, send window.  Added by ALTER TABLE, from the
+-- first column with a default on, so that a fresh install's catalog
+-- equals an updated one's (pg_attribute.atthasmissing: see
+-- wasend.whatsapp_numbers; test/t/020_upgrade.pl compares).
 ALTER TABLE wasend.campaigns
     ADD COLUMN kind text NOT NULL DEFAULT 'campaign'
         CONSTRAINT campaigns_kind_check CHECK (kind IN ('campaign', 'transactional')),
@@ -195,8 +195,8 @@ REVOKE ALL ON FUNCTION wasend._check_lane_options(integer, time, time, text) FRO
 GRANT EXECUTE ON FUNCTION wasend._check_lane_options(integer, time, time, text) TO wasend_admin;
 
 -- Refuse a campaign row the API would not write.  Returns the first
--- problem as (SQLSTATE, message, hint), or NULL: the trigger raises it, the upgrade
--- lists it.  c_old is NULL for a new row; otherwise only the columns that
+-- problem as (SQLSTATE, message, hint), or NULL, for wasend._campaign_check
+-- to raise.  c_old is NULL for a new row; otherwise only the columns that
 -- differ from it are checked.
 CREATE FUNCTION wasend._campaign_problem(c wasend.campaigns, c_old wasend.campaigns)
 RETURNS text[]
@@ -311,10 +311,9 @@ $$;
 REVOKE ALL ON FUNCTION wasend._campaign_problem(wasend.campaigns, wasend.campaigns) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION wasend._campaign_problem(wasend.campaigns, wasend.campaigns) TO wasend_admin;
 
--- A campaign's message must be a message object.  A pure check: it runs
--- as the writer.
---
--- campaigns: the message as before, and every other column
+-- Validates every campaign row written: its message must be a message
+-- object, and every other column must be one the API would write
+-- (wasend._campaign_problem).  A pure check: it runs as the writer.
 CREATE FUNCTION wasend._campaign_check() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -362,6 +361,8 @@ END
 $$;
 REVOKE ALL ON FUNCTION wasend._campaign_for_update(bigint) FROM PUBLIC;
 
+-- Create a campaign in draft (wasend_operator).  Without a category, a
+-- template is marketing and any other message service.
 CREATE FUNCTION wasend.wasend_create_campaign(name text, number_id bigint, message jsonb,
                                        category text DEFAULT NULL,
                                        pause_on_quality boolean DEFAULT true,
@@ -419,6 +420,9 @@ REVOKE ALL ON FUNCTION wasend.wasend_create_campaign(text, bigint, jsonb, text, 
 GRANT EXECUTE ON FUNCTION wasend.wasend_create_campaign(text, bigint, jsonb, text, boolean, text, integer, interval,
                                                  integer, time, time, text) TO wasend_operator;
 
+-- Change the options of a campaign (wasend_operator), checked as
+-- wasend_create_campaign checks them.  A completed or cancelled campaign
+-- is refused, and so is a send window for a transactional lane.
 CREATE FUNCTION wasend.wasend_update_campaign(campaign_id bigint,
                                        category text DEFAULT NULL,
                                        pause_on_quality boolean DEFAULT NULL,
@@ -518,9 +522,6 @@ REVOKE ALL ON FUNCTION wasend.wasend_update_campaign(bigint, text, boolean, text
 GRANT EXECUTE ON FUNCTION wasend.wasend_update_campaign(bigint, text, boolean, text, integer, interval, integer, interval,
                                                  integer, time, time, text, boolean) TO wasend_operator;
 
--- draft -> running, or scheduled if start_at is in the future
--- (wasend_operator).
---
 -- draft -> running, or scheduled if start_at is in the future
 -- (wasend_operator).  With pacing 'sample', a template no earlier campaign
 -- used starts with a sample of pacing_sample rows.
@@ -655,10 +656,9 @@ $$;
 REVOKE ALL ON FUNCTION wasend.wasend_resume_campaign(bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION wasend.wasend_resume_campaign(bigint) TO wasend_operator;
 
--- -> cancelled; returns the rows cancelled at once (wasend_operator).
---
--- A transactional lane is never cancelled (wasend_send would have nowhere
--- to put its messages); otherwise as before.
+-- -> cancelled; returns the rows cancelled at once (wasend_operator).  A
+-- transactional lane is refused: it is never cancelled, or wasend_send
+-- would have nowhere to put its messages.
 CREATE FUNCTION wasend.wasend_cancel_campaign(campaign_id bigint) RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER

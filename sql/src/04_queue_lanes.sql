@@ -478,9 +478,9 @@ AS $$
 $$;
 REVOKE ALL ON FUNCTION wasend._row_zone(text, text, text) FROM PUBLIC;
 
--- wasend.country_zones holds zone names only
---
--- country_zones: the calling code and country too
+-- Validates every row of wasend.country_zones: a calling code of 1 to 7
+-- digits, a country, builtin set, and a zone that is a time zone name
+-- PostgreSQL knows (so that no claim fails on it).
 CREATE FUNCTION wasend._country_zone_check() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -515,22 +515,22 @@ CREATE TRIGGER country_zone_check BEFORE INSERT OR UPDATE ON wasend.country_zone
 -- campaign must not be completed or cancelled, and a suppressed recipient
 -- is skipped (counted, and reported once per statement by
 -- _send_queue_wake).  Such a row is ready to send and its created_at is
--- this transaction's: users can write only campaign_id, recipient and
--- payload, so every row they add is one.  A row that carries a state of
--- its own, or a created_at from before, was copied from an existing queue
--- (pg_restore's COPY of a dump, run by a superuser): it keeps its state,
--- so that a dump of a completed campaign restores, and only its recipient,
--- payload and campaign are checked.  A row copied while a sender held it
--- (status 'sending': that sender is gone) is settled as the launcher
--- settles a stopped sender's rows: its outcome is unknown.
+-- this transaction's: users can write only campaign_id, recipient,
+-- payload and timezone, so every row they add is one.  A row that carries
+-- a state of its own, or a created_at from before, was copied from an
+-- existing queue (pg_restore's COPY of a dump, run by a superuser): it
+-- keeps its state, so that a dump of a completed campaign restores, and
+-- only its recipient, payload and campaign are checked.  A row copied
+-- while a sender held it (status 'sending': that sender is gone) is
+-- settled as the launcher settles a stopped sender's rows: its outcome is
+-- unknown.
+--
+-- Rows of a transactional campaign carry a priority (0 when none is
+-- given), rows of other campaigns none.  A row's timezone must be a name
+-- PostgreSQL knows, so that no claim fails on it.
 --
 -- Runs as the owner: an operator's plain INSERT needs the campaign row
 -- lock below, which a viewer's SELECT does not give.
---
--- Checks and normalizes every row written to wasend.send_queue (see
--- 0.2.0 and 0.3.0).  Rows of a transactional campaign carry a priority
--- (0 when none is given), rows of other campaigns none; a row's timezone
--- must be one PostgreSQL knows, so that no claim fails on it.
 CREATE FUNCTION wasend._send_queue_check() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -650,10 +650,9 @@ CREATE TRIGGER send_queue_wake
     FOR EACH STATEMENT EXECUTE FUNCTION wasend._send_queue_wake();
 
 -- Queue recipients, with optional per-recipient payloads; returns the rows
--- added (wasend_operator).
---
--- wasend_enqueue: as in 0.2.0, the conflict target is now the unique
--- index of campaign rows; the transactional lane takes wasend_send only.
+-- added (wasend_operator).  A recipient already queued in the campaign is
+-- skipped (the conflict target is the unique index of campaign rows).  A
+-- transactional lane is refused: it takes wasend_send only.
 CREATE FUNCTION wasend.wasend_enqueue(campaign_id bigint, recipients text[],
                                           payloads jsonb[] DEFAULT NULL)
 RETURNS bigint
@@ -1050,15 +1049,14 @@ REVOKE ALL ON FUNCTION wasend._http_post(text, text, integer, text) FROM PUBLIC;
 -- row, no messaging-limit slot, no campaign state; the request takes the
 -- number's next free rate slot like any other.
 --
--- A test send went out from a copy of the database (CREATE DATABASE ...
--- TEMPLATE, which holds production's tokens), whose senders send nothing
--- until wasend_enable_sending(); and past the portfolio's messaging
--- limit, even a limit of 0.  Now it is an ERROR with a hint in a copy, and
--- a test send spends the limit as a send does: under the portfolio's row
--- lock (the lock the senders' claims take), a recipient that costs a slot
--- (not in wasend.recipient_window, no inbound message in 24 h) takes one,
--- and with none left it is an ERROR with a hint.  The slot is written in
--- the caller's transaction, before the request.
+-- It is refused (an ERROR with a hint) in a copy of the database (CREATE
+-- DATABASE ... TEMPLATE, which holds production's tokens) until
+-- wasend_enable_sending(), as the copy's senders send nothing.  It spends
+-- the portfolio's messaging limit as a send does: under the portfolio's
+-- row lock (the lock the senders' claims take), a recipient that costs a
+-- slot (not in wasend.recipient_window, no inbound message in 24 h) takes
+-- one, and with none left it is refused.  The slot is written in the
+-- caller's transaction, before the request.
 CREATE FUNCTION wasend.wasend_test_send(campaign_id bigint, recipient text)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE

@@ -7,7 +7,7 @@
 -- transport; '*' is the rule for any code not listed.
 --
 -- origin says where a row comes from: 'builtin' as the extension ships it,
--- 'edited' a built-in code changed since, 'added' a code added.  pg_dump
+-- 'edited' a built-in code a user changed, 'added' a code a user added.  pg_dump
 -- dumps the edited and added rows only (CREATE EXTENSION makes the
 -- built-in rows again on restore), and _error_policy_track keeps origin
 -- up to date; nobody but superusers can write origin itself.  The default
@@ -26,9 +26,9 @@ CREATE TABLE wasend.error_policy (
     origin          text NOT NULL DEFAULT 'builtin'
                     CHECK (origin IN ('builtin', 'edited', 'added'))
 );
--- retry_once and jitter are added as in the update scripts, so that a
--- fresh install's catalog is the one an update leaves
--- (pg_attribute.atthasmissing; test/t/020_upgrade.pl compares).
+-- retry_once and jitter are added by ALTER TABLE, so that a fresh
+-- install's catalog equals an updated one's (pg_attribute.atthasmissing:
+-- see wasend.whatsapp_numbers; test/t/020_upgrade.pl compares).
 ALTER TABLE wasend.error_policy
     ADD COLUMN retry_once boolean NOT NULL DEFAULT false,
     ADD COLUMN jitter double precision NOT NULL DEFAULT 0.2
@@ -96,7 +96,7 @@ INSERT INTO wasend.error_policy (code, action, backoff, backoff_factor, pause_fo
                                  retry_once, jitter) VALUES
     ('131049', 'retry', '24 hours', 1, NULL, false, 'per-user marketing limit: wait 24 hours, try once more',
      true, 0);
--- from now on, a row someone inserts is one they added
+-- every row inserted after the shipped ones is one a user added
 ALTER TABLE wasend.error_policy ALTER COLUMN origin SET DEFAULT 'added';
 
 -- Keeps wasend.error_policy.origin right, so that pg_dump dumps what
@@ -105,10 +105,8 @@ ALTER TABLE wasend.error_policy ALTER COLUMN origin SET DEFAULT 'added';
 -- that says it is not 'added' comes from a restore (users cannot write
 -- origin): if its code exists, made by CREATE EXTENSION, the row replaces
 -- it instead of failing on the primary key.  A user's INSERT of an
--- existing code still fails.  Runs as the writer.
---
--- Keeps wasend.error_policy.origin right (see 0.2.0); the new columns
--- count as edits too.
+-- existing code still fails.  A change of any policy column counts as an
+-- edit.  Runs as the writer.
 CREATE FUNCTION wasend._error_policy_track() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY INVOKER
@@ -149,9 +147,9 @@ CREATE TRIGGER error_policy_track
     BEFORE INSERT OR UPDATE ON wasend.error_policy
     FOR EACH ROW EXECUTE FUNCTION wasend._error_policy_track();
 
--- error_policy: the policy columns an administrator edits.  The backoff
--- and pause are bounded so that no answer's retry time or pause can
--- overflow (the record would fail on it).
+-- Validates the policy columns an administrator edits.  The backoff and
+-- pause are bounded so that no answer's retry time or pause can overflow
+-- (the record would fail on it).
 CREATE FUNCTION wasend._error_policy_check() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp

@@ -14,7 +14,7 @@ CREATE TABLE wasend.inbound_messages (
     received_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
     raw             jsonb NOT NULL
 );
--- the new columns' inbound lookups: was the recipient in touch in 24 h?
+-- the 24 h window's lookup: did the recipient write in the last 24 h?
 CREATE INDEX inbound_messages_from_idx ON wasend.inbound_messages (from_number, received_at);
 COMMENT ON TABLE wasend.inbound_messages IS
 'Messages users sent to the business, from webhooks; de-duplicated by wamid';
@@ -25,7 +25,10 @@ GRANT SELECT ON wasend.inbound_messages TO wasend_viewer;
 GRANT DELETE ON wasend.inbound_messages TO wasend_admin;
 
 -- Statuses whose wamid is not (yet) on a row: a webhook can arrive before
--- the send's own commit.  Applied as soon as the wamid appears.
+-- the send's own commit.  Applied as soon as the wamid appears: by the
+-- record of that wamid, or by the senders' refresh
+-- (wasend._apply_pending_statuses), which settles a status once no record
+-- that was running when it arrived is left (checked_xmax, settled).
 CREATE TABLE wasend.pending_statuses (
     wa_message_id   text NOT NULL,
     status          text NOT NULL,
@@ -37,8 +40,8 @@ CREATE TABLE wasend.pending_statuses (
     pricing         jsonb,
     PRIMARY KEY (wa_message_id, status)
 );
--- added as in the update scripts (pg_attribute.atthasmissing: see
--- wasend.error_policy)
+-- added by ALTER TABLE, so that a fresh install's catalog equals an
+-- updated one's (pg_attribute.atthasmissing: see wasend.whatsapp_numbers)
 ALTER TABLE wasend.pending_statuses
     ADD COLUMN checked_xmax xid8,
     ADD COLUMN settled boolean NOT NULL DEFAULT false;
@@ -61,8 +64,8 @@ CREATE TABLE wasend.suppressions (
     reason          text NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
--- added as in the update scripts (pg_attribute.atthasmissing: see
--- wasend.error_policy)
+-- added by ALTER TABLE, so that a fresh install's catalog equals an
+-- updated one's (pg_attribute.atthasmissing: see wasend.whatsapp_numbers)
 ALTER TABLE wasend.suppressions
     ADD COLUMN scope text NOT NULL DEFAULT 'all'
         CONSTRAINT suppressions_scope_check CHECK (scope IN ('all', 'marketing'));
@@ -74,9 +77,9 @@ REVOKE ALL ON wasend.suppressions FROM PUBLIC;
 GRANT SELECT ON wasend.suppressions TO wasend_viewer;
 GRANT INSERT, UPDATE, DELETE ON wasend.suppressions TO wasend_admin;
 
--- suppressions: reason and scope (the recipient is left as given: the
--- webhook suppresses whatever sender Meta names, and a recipient that is
--- no phone number matches no row)
+-- Validates every suppression's reason and scope.  The recipient is left
+-- as given: the webhook suppresses whatever sender Meta names, and a
+-- recipient that is no phone number matches no row.
 CREATE FUNCTION wasend._suppression_check() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -124,9 +127,9 @@ REVOKE ALL ON wasend.prices FROM PUBLIC;
 GRANT SELECT ON wasend.prices TO wasend_viewer;
 GRANT INSERT, UPDATE, DELETE ON wasend.prices TO wasend_admin;
 
--- Prices are checked by a trigger so that a bad row gets a clear error.
---
--- prices: a price must be a finite number
+-- Validates every price: a known category, a calling code prefix, and a
+-- finite price of zero or more.  A trigger, so that a bad row gets a
+-- clear error.
 CREATE FUNCTION wasend._price_check() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -175,23 +178,22 @@ COMMENT ON FUNCTION wasend._verify_signature(text, text) IS
 REVOKE ALL ON FUNCTION wasend._verify_signature(text, text) FROM PUBLIC;
 
 -- Apply the statuses of one payload: one set-based UPDATE, statuses whose
--- wamid is unknown kept aside, recipients whose message failed with
--- 131050 / 131026 suppressed.  Returns {applied, ignored, pending}.
+-- wamid is unknown kept aside (only statuses wasend knows wait for their
+-- wamid), recipients whose message failed with 131050 / 131026
+-- suppressed.  Returns {applied, ignored, pending, refused}.
+--
+-- Each status is parsed on its own, so that none can fail the others: its
+-- time through _webhook_time (refused when NULL), its wamid at most 512
+-- characters (refused otherwise), errors[0].code only when a plain
+-- integer of at most 9 digits.  The error title is stored through
+-- wasend._redact.
 --
 -- One statement, no temporary table: the statuses are parsed once, in a
--- materialized CTE, and every step reads that.  (0.1.0 kept them in a temp
--- table it created "if not exists" and then truncated and filled, as
--- superuser; an operator's own temp table of that name, with a trigger,
--- made the operator a superuser.)  The error title is stored through
--- wasend._redact.  Runs as its caller: wasend_ingest_webhook (as the
--- owner), the webhook worker and the senders.
---
--- Apply the statuses of one payload (see 0.3.0).  New in 0.6.0: each
--- status is parsed on its own, so that none can fail the others: its time
--- through _webhook_time (refused when NULL), its wamid at most 512
--- characters (refused otherwise), errors[0].code only when a plain integer
--- of at most 9 digits; only statuses wasend knows wait for their wamid.
--- Returns applied, ignored, pending and refused.
+-- materialized CTE, and every step reads that.  A temporary table would
+-- be a hole: a caller's own temp table of that name, with a trigger,
+-- would run the trigger with the rights of whoever fills it (the owner,
+-- for wasend_ingest_webhook).  Runs as its caller: wasend_ingest_webhook
+-- (as the owner), the webhook worker and the senders.
 CREATE FUNCTION wasend._apply_statuses(st jsonb) RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY INVOKER
@@ -296,17 +298,15 @@ END
 $$;
 REVOKE ALL ON FUNCTION wasend._apply_statuses(jsonb) FROM PUBLIC;
 
--- Apply the statuses kept aside whose wamid has appeared since (called by
--- the senders every second and by every ingest).  Runs as its caller.
---
--- The senders' refresh: expire waiting statuses older than 7 days (at most
--- 1,000 a call), and check the unsettled ones (at most 1,000 a call, the
--- oldest first; rows another sender is checking are skipped) against
--- send_queue: a status whose wamid is there is applied; one whose wamid is
--- not gets checked_xmax the first time, and is settled once every
--- transaction below it has ended (see the header of this section).
--- Relies on READ COMMITTED in the senders (a new snapshot per statement).
--- Returns how many statuses it applied.
+-- The senders' refresh of the statuses kept aside (every second): expire
+-- waiting statuses older than 7 days (at most 1,000 a call), and check
+-- the unsettled ones (at most 1,000 a call, the oldest first; rows another
+-- sender is checking are skipped) against send_queue: a status whose
+-- wamid is there is applied; one whose wamid is not gets checked_xmax the
+-- first time, and is settled once every transaction below it has ended
+-- (see wasend.pending_statuses).  Relies on READ COMMITTED in the senders
+-- (a new snapshot per statement).  Runs as its caller.  Returns how many
+-- statuses it applied.
 CREATE FUNCTION wasend._apply_pending_statuses() RETURNS bigint
 LANGUAGE plpgsql
 SECURITY INVOKER
@@ -399,17 +399,17 @@ REVOKE ALL ON FUNCTION wasend._apply_pending_statuses(text[]) FROM PUBLIC;
 
 -- The body of wasend_ingest_webhook once the signature is checked; the
 -- webhook worker calls it for payloads it verified itself.  Runs as its
--- caller.  Inbound messages are stored as the user wrote them (they are
--- a customer's words, not an error of Meta's): nothing is redacted there.
+-- caller.
 --
--- The body of wasend_ingest_webhook once the signature is checked (see
--- 0.3.0).  New in 0.6.0: no payload joins the waiting statuses (the
--- senders apply them, see above); a status or message is refused, or its
--- time clamped, on its own (_apply_statuses, _webhook_time); a message
--- whose id is over 512 characters or whose sender is over 64 is not one of
--- Meta's and is skipped; should the statuses still fail on their data,
--- they are applied one by one and only the failing one is refused; an
--- account change that fails on its data is skipped with a WARNING.
+-- No payload waits for the statuses kept aside: the senders apply them
+-- (see above).  A status or message is refused, or its time clamped, on
+-- its own (_apply_statuses, _webhook_time); a message whose id is over
+-- 512 characters or whose sender is over 64 is not one of Meta's and is
+-- skipped; should the statuses still fail on their data, they are applied
+-- one by one and only the failing one is refused; an account change that
+-- fails on its data is skipped with a WARNING.  Inbound messages are
+-- stored as the user wrote them (they are a customer's words, not an
+-- error of Meta's): nothing is redacted there.
 CREATE FUNCTION wasend._ingest_verified(raw_body text) RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY INVOKER

@@ -1,9 +1,9 @@
 -- ---------------------------------------------------------------------
 -- What pg_dump dumps
--- In the order the update scripts registered the tables
--- (pg_extension.extconfig; test/t/020_upgrade.pl compares);
--- wasend.database_access is registered with it, in the access control
--- section.
+-- Registered in the order an updated database has them in
+-- pg_extension.extconfig, so that a fresh install's catalog equals an
+-- updated one's (test/t/020_upgrade.pl compares); wasend.database_access
+-- is registered with its table, in the access control section.
 -- ---------------------------------------------------------------------
 
 -- What pg_dump dumps of the extension's data.  pg_restore loads the tables

@@ -2,13 +2,13 @@
  * A grant means one database.
  *
  * wasend_viewer, wasend_operator and wasend_admin are roles of the whole
- * cluster: a member of wasend_operator granted for one database could read
- * the queue and send with the numbers of every other database that has
- * the extension.  Since 0.6.0 each database keeps its own list,
- * wasend.database_access (role name, access level), and a role reaches
- * wasend in a database only when the list gives it (or a role it is a
- * member of) that level there; superusers always may.  src/access.c reads
- * the list and explains the checks.
+ * cluster: by its membership alone, a member of wasend_operator granted
+ * for one database would read the queue and send with the numbers of
+ * every other database that has the extension.  So each database keeps
+ * its own list, wasend.database_access (role name, access level), and a
+ * role reaches wasend in a database only when the list gives it (or a
+ * role it is a member of) that level there; superusers always may.
+ * src/access.c reads the list and explains the checks.
  *
  * - Every API function checks the role calling it (the current role, as
  *   PostgreSQL's own privileges do: a SECURITY DEFINER function of
@@ -35,10 +35,6 @@
  *   off the list (the cluster role stays: other databases may list it).
  *   Access follows the role's name, as a dump restores it: a role renamed
  *   loses it.
- *
- * An updated database lists nobody: roles granted wasend roles before
- * 0.6.0 have no access in it until an admin or superuser grants it (the
- * update says which roles those are).
  */
 
 CREATE TABLE wasend.database_access (
