@@ -7,8 +7,11 @@
 #     wasend_send_status reads the row.
 #  2. A number busy with a 400-row campaign at 20 msg/s: three wasend_send
 #     of priority 0, 50 and 100 committed together reach the mock
-#     consecutively, highest priority first, ahead of campaign rows that
-#     were claimed before them; the number's rate is never exceeded.
+#     consecutively, highest priority first, ahead of every campaign row
+#     the sender held waiting for the rate when they were claimed (a
+#     trigger on their claim notes how many; the scenario is run again,
+#     at most three times, if there were none); the number's rate is never
+#     exceeded.
 #     2b. The same with wasend.max_inflight = 2, so that the lane gets one
 #     row a claim: the rows are claimed one at a time, highest priority
 #     first (the claim orders a lane by priority, not by id).
@@ -90,22 +93,29 @@ is($node->safe_psql('postgres', q{
 	'transactional|running|transactional: 27001|utility',
 	'the number got its transactional lane, running');
 
-# busy_then_trio(NAME, ROWS, FIRST, STARTED, PREFIX, WHAT): a campaign NAME
-# of ROWS rows (recipients FIRST + 1...) on number 1, and once STARTED of
-# them are sent, three wasend_send of priority 0, 50 and 100 (recipients
-# PREFIX000, PREFIX050, PREFIX100) committed together; waits until the
-# three are sent.  Returns the campaign's id.
-sub busy_then_trio
+# busy_campaign(NAME, ROWS, FIRST): a campaign NAME of ROWS rows
+# (recipients FIRST + 1...) on number 1, started.  Returns its id.
+sub busy_campaign
 {
-	my ($name, $rows, $first, $started, $prefix, $what) = @_;
+	my ($name, $rows, $first) = @_;
 	my $id = $camp->($name, 1);
 	$node->safe_psql('postgres', qq{
 		SELECT wasend.wasend_enqueue($id, array_agg(($first + g)::text)) FROM generate_series(1, $rows) g;
 		SELECT wasend.wasend_start_campaign($id);
 	});
+	return $id;
+}
+
+# trio(ID, STARTED, PREFIX, WHAT): once STARTED rows of campaign ID are
+# sent, three wasend_send of priority 0, 50 and 100 (recipients PREFIX000,
+# PREFIX050, PREFIX100) committed together; waits until the three are
+# sent.
+sub trio
+{
+	my ($id, $started, $prefix, $what) = @_;
 	$node->poll_query_until('postgres',
 		qq{SELECT count(*) >= $started FROM wasend.send_queue WHERE campaign_id = $id AND status = 'sent'})
-	  or die "$name campaign did not start";
+	  or die "campaign $id did not send $started rows";
 	$node->safe_psql('postgres', qq{
 		BEGIN;
 		SELECT wasend.wasend_send(1, '${prefix}000', '{"type":"text","text":{"body":"p0"}}', 0);
@@ -117,32 +127,87 @@ sub busy_then_trio
 		SELECT count(*) = 3 FROM wasend.send_queue
 		 WHERE recipient IN ('${prefix}000', '${prefix}050', '${prefix}100') AND status = 'sent'}),
 		$what);
+	return;
+}
+
+# busy_then_trio(NAME, ROWS, FIRST, STARTED, PREFIX, WHAT): busy_campaign,
+# then trio once STARTED of its rows are sent.  Returns the campaign's id.
+sub busy_then_trio
+{
+	my ($name, $rows, $first, $started, $prefix, $what) = @_;
+	my $id = busy_campaign($name, $rows, $first);
+	trio($id, $started, $prefix, $what);
 	return $id;
 }
 
 # --- 2. priority messages take the next slot of a busy number
-my $bulk = busy_then_trio('bulk', 400, 15550273000, 60, '15550279',
-	'the three priority messages are sent');
+# Whether there is a queue to jump depends on what the sender holds when
+# the three are claimed: rows it claimed before, waiting in its queue for
+# the number's rate.  A trigger on the claim of a wasend_send row runs in
+# the sender, in the claim's statement, and notes that: the rows the
+# sender holds that are not in flight (wasend_worker_stats), all of the
+# campaign's (the trio's own rows are queued after the claim commits).
+$node->safe_psql('postgres', q{
+	CREATE TABLE lane_claims (recipient text, waiting int);
+	CREATE FUNCTION note_lane_claim() RETURNS trigger LANGUAGE plpgsql
+	SET search_path = pg_catalog, pg_temp AS $$
+	BEGIN
+		INSERT INTO public.lane_claims
+		SELECT NEW.recipient, s.held - s.in_flight
+		  FROM wasend.wasend_worker_stats() s WHERE s.pid = pg_backend_pid();
+		RETURN NULL;
+	END $$;
+	CREATE TRIGGER note_lane_claim AFTER UPDATE ON wasend.send_queue FOR EACH ROW
+	 WHEN (NEW.priority IS NOT NULL AND NEW.status = 'sending' AND OLD.status <> 'sending')
+	 EXECUTE FUNCTION note_lane_claim();
+});
+my $bulk = busy_campaign('bulk', 400, 15550273000);
+my ($p, $waiting);
+for my $try (1 .. 3)
+{
+	# a sender that claimed just in time holds nothing to jump: again,
+	# with new recipients, further on in the same campaign
+	$p = $try == 1 ? '15550279' : "1555029$try";
+	trio($bulk, 60 * $try, $p, 'the three priority messages are sent');
+	$waiting = $node->safe_psql('postgres',
+		qq{SELECT coalesce(max(waiting), 0) FROM lane_claims WHERE recipient = '${p}100'});
+	last if $waiting > 0;
+	diag("try $try: the sender held no campaign row waiting when the three were claimed");
+}
+$node->safe_psql('postgres', q{DROP TRIGGER note_lane_claim ON wasend.send_queue});
+cmp_ok($waiting, '>', 0,
+	'the sender held campaign rows waiting for the rate when the three were claimed');
+# every row claimed before them has reached the mock once it is recorded
+# sent (the mock logs a request before it answers): only then is the
+# mock's log read, or the rows that went after them would not be in it
+ok($node->poll_query_until('postgres', qq{
+	SELECT count(*) = 0 FROM wasend.send_queue
+	 WHERE campaign_id = $bulk AND status = 'sending'
+	   AND claimed_at < (SELECT claimed_at FROM wasend.send_queue WHERE recipient = '${p}100')}),
+	'the campaign rows claimed before them are all sent');
 WasendTest::load_mock_log($node, $mock);
 $node->safe_psql('postgres', q{
 	CREATE TABLE arr AS
 	SELECT m.recipient, m.t_ms, row_number() OVER (ORDER BY m.t_ms, m.recipient) AS k
 	  FROM mocklog m WHERE m.phone_number_id = '27001' AND m.http_status = 200;
 });
-is($node->safe_psql('postgres', q{
+is($node->safe_psql('postgres', qq{
 	SELECT string_agg(recipient, ',' ORDER BY k) FROM arr
-	 WHERE recipient IN ('15550279000', '15550279050', '15550279100')}),
-	'15550279100,15550279050,15550279000', 'they reached the API highest priority first');
-is($node->safe_psql('postgres', q{
+	 WHERE recipient IN ('${p}000', '${p}050', '${p}100')}),
+	"${p}100,${p}050,${p}000", 'they reached the API highest priority first');
+is($node->safe_psql('postgres', qq{
 	SELECT max(k) - min(k) FROM arr
-	 WHERE recipient IN ('15550279000', '15550279050', '15550279100')}),
+	 WHERE recipient IN ('${p}000', '${p}050', '${p}100')}),
 	'2', 'back to back: no campaign row between them');
-cmp_ok($node->safe_psql('postgres', qq{
+# each row the sender held waiting went after them; rows in flight when
+# they were claimed may arrive after them too
+my $jumped = $node->safe_psql('postgres', qq{
 	SELECT count(*) FROM wasend.send_queue q JOIN arr a ON a.recipient = q.recipient
 	 WHERE q.campaign_id = $bulk
-	   AND q.claimed_at < (SELECT claimed_at FROM wasend.send_queue WHERE recipient = '15550279100')
-	   AND a.k > (SELECT k FROM arr WHERE recipient = '15550279100')}),
-	'>=', 1, 'campaign rows claimed before them were sent after them (they jumped the queue)');
+	   AND q.claimed_at < (SELECT claimed_at FROM wasend.send_queue WHERE recipient = '${p}100')
+	   AND a.k > (SELECT k FROM arr WHERE recipient = '${p}100')});
+cmp_ok($jumped, '>=', $waiting,
+	"every campaign row the sender held waiting when they were claimed was sent after them (they jumped the queue: $jumped rows, $waiting waiting)");
 
 # --- 2b. a lane claim smaller than what was committed together still
 # takes the highest priority first.  wasend.max_inflight = 2 leaves the
