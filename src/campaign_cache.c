@@ -47,14 +47,14 @@ static HTAB *faults = NULL;
  * Create the campaigns table (in sender_context).
  */
 void
-campaigns_init(void)
+wasend_campaigns_init(void)
 {
 	HASHCTL		ctl;
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(CampaignState);
-	ctl.hcxt = sender_context;
+	ctl.hcxt = wasend_sender_context;
 	campaigns = hash_create("wasend campaigns", 64, &ctl,
 							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	ctl.entrysize = sizeof(CampaignFault);
@@ -70,11 +70,11 @@ campaigns_init(void)
  * us.
  */
 int64
-campaign_fault(int64 campaign_id, int step)
+wasend_campaign_fault(int64 campaign_id, int step)
 {
 	bool		found;
 	CampaignFault *f = hash_search(faults, &campaign_id, HASH_ENTER, &found);
-	CampaignState *cs = campaign_find(campaign_id);
+	CampaignState *cs = wasend_campaign_find(campaign_id);
 
 	f->backoff = found ? Min(f->backoff * 2, FAULT_MAX_US) : FAULT_FIRST_US;
 	f->retry_at = wasend_mono_us() + f->backoff;
@@ -85,11 +85,11 @@ campaign_fault(int64 campaign_id, int step)
 }
 
 /*
- * Fill excl (room for campaign_faults_count() entries) with the campaigns
+ * Fill excl (room for wasend_campaign_faults_count() entries) with the campaigns
  * set aside now.  Returns how many.
  */
 int
-campaign_faults_excluded(int64 *excl)
+wasend_campaign_faults_excluded(int64 *excl)
 {
 	HASH_SEQ_STATUS seq;
 	CampaignFault *f;
@@ -107,7 +107,7 @@ campaign_faults_excluded(int64 *excl)
  * How many campaigns have a fault entry (an upper bound for arrays).
  */
 int
-campaign_faults_count(void)
+wasend_campaign_faults_count(void)
 {
 	return (int) hash_get_num_entries(faults);
 }
@@ -115,13 +115,13 @@ campaign_faults_count(void)
 /*
  * The campaigns ids[0..n-1] went through step: those of them set aside
  * for that step are forgotten, and listed in cleared (room for
- * campaign_faults_count() entries) to be cleared in the table.  With
+ * wasend_campaign_faults_count() entries) to be cleared in the table.  With
  * FAULT_REFRESH and all, ids is the whole running set just read: a
  * campaign set aside whose time is up and that is not in it stopped
  * running, and is forgotten too.  Returns how many were listed.
  */
 int
-campaign_faults_passed(const int64 *ids, int n, int step, bool all,
+wasend_campaign_faults_passed(const int64 *ids, int n, int step, bool all,
 					   int64 *cleared)
 {
 	HASH_SEQ_STATUS seq;
@@ -154,7 +154,7 @@ campaign_faults_passed(const int64 *ids, int n, int step, bool all,
  * This sender's state for a campaign, or NULL.
  */
 CampaignState *
-campaign_find(int64 campaign_id)
+wasend_campaign_find(int64 campaign_id)
 {
 	return hash_search(campaigns, &campaign_id, HASH_FIND, NULL);
 }
@@ -163,7 +163,7 @@ campaign_find(int64 campaign_id)
  * How many campaigns the cache holds (an upper bound for arrays).
  */
 int
-campaigns_count(void)
+wasend_campaigns_count(void)
 {
 	return (int) hash_get_num_entries(campaigns);
 }
@@ -201,7 +201,7 @@ campaign_get(int64 campaign_id, int64 number_id)
  * sets it when the refresh follows a control change (new rows, a resume:
  * rows may now be ready behind a cursor) and every REWIND_EVERY polls.
  */
-bool		refresh_rewinds = true;
+bool		wasend_refresh_rewinds = true;
 
 /* after an error answer, rewind the campaign's cursor this long, in us */
 #define REWIND_AFTER_ERROR_US	(30 * USECS_PER_SEC)
@@ -222,9 +222,9 @@ bool		refresh_rewinds = true;
  * found within a poll interval of being due.
  */
 void
-campaign_note_error(int64 campaign_id)
+wasend_campaign_note_error(int64 campaign_id)
 {
-	CampaignState *cs = campaign_find(campaign_id);
+	CampaignState *cs = wasend_campaign_find(campaign_id);
 
 	if (cs != NULL)
 		cs->rewind_until = wasend_mono_us() + REWIND_AFTER_ERROR_US;
@@ -246,36 +246,36 @@ campaign_note_error(int64 campaign_id)
  * campaign_note_error, is kept for a row put back by a pause.)
  */
 void
-campaigns_refresh(const RunningCampaign *rc, int n)
+wasend_campaigns_refresh(const RunningCampaign *rc, int n)
 {
 	HASH_SEQ_STATUS seq;
 	CampaignState *cs;
 	int			i;
 	int64		now = wasend_mono_us();
 
-	numbers_begin_refresh();
+	wasend_numbers_begin_refresh();
 	hash_seq_init(&seq, campaigns);
 	while ((cs = hash_seq_search(&seq)) != NULL)
 	{
 		cs->running_before = cs->running;
 		cs->running = false;
 		cs->dry = false;
-		if (refresh_rewinds || now < cs->rewind_until)
+		if (wasend_refresh_rewinds || now < cs->rewind_until)
 			cs->claim_after = 0;
 	}
 
 	for (i = 0; i < n; i++)
 	{
-		NumberState *ns = number_get(rc[i].number_id);
+		NumberState *ns = wasend_number_get(rc[i].number_id);
 
-		number_refresh(ns, rc[i].rate, rc[i].phone_number_id, rc[i].access_token);
+		wasend_number_refresh(ns, rc[i].rate, rc[i].phone_number_id, rc[i].access_token);
 
 		cs = campaign_get(rc[i].campaign_id, rc[i].number_id);
 		/* a number this sender just took over: its cursors start over */
 		if (ns->mine && !ns->was_mine)
 			cs->claim_after = 0;
 		if (!cs->running_before || cs->breaker.window != rc[i].error_window)
-			breaker_reset(&cs->breaker, rc[i].error_window, rc[i].error_threshold);	/* (re)started or resized */
+			wasend_breaker_reset(&cs->breaker, rc[i].error_window, rc[i].error_threshold);	/* (re)started or resized */
 		cs->breaker.threshold = rc[i].error_threshold;
 		cs->running = true;
 		cs->number_id = rc[i].number_id;
@@ -288,7 +288,7 @@ campaigns_refresh(const RunningCampaign *rc, int n)
 	while ((cs = hash_seq_search(&seq)) != NULL)
 		if (!cs->running && cs->held == 0)
 		{
-			breaker_free(&cs->breaker);
+			wasend_breaker_free(&cs->breaker);
 			hash_search(campaigns, &cs->campaign_id, HASH_REMOVE, NULL);
 		}
 }
@@ -297,14 +297,14 @@ campaigns_refresh(const RunningCampaign *rc, int n)
  * Count a row in or out of what this sender holds.
  */
 void
-hold(int64 campaign_id, int delta)
+wasend_hold(int64 campaign_id, int delta)
 {
-	CampaignState *cs = campaign_find(campaign_id);
+	CampaignState *cs = wasend_campaign_find(campaign_id);
 
 	if (cs)
 		cs->held += delta;
-	held_total += delta;
-	pg_atomic_write_u32(&my_slot->held, held_total);
+	wasend_held_total += delta;
+	pg_atomic_write_u32(&wasend_my_slot->held, wasend_held_total);
 }
 
 /*
@@ -312,15 +312,15 @@ hold(int64 campaign_id, int delta)
  * rows when its FIFO holds less than half of a claim's worth.
  */
 bool
-campaigns_want_claim(void)
+wasend_campaigns_want_claim(void)
 {
 	HASH_SEQ_STATUS seq;
 	CampaignState *cs;
 	bool		want = false;
-	int			target = sender_budget();
-	int			budget = target - held_total - results.n;
+	int			target = wasend_sender_budget();
+	int			budget = target - wasend_held_total - wasend_results.n;
 
-	if (budget <= 0 || shutdown_requested)
+	if (budget <= 0 || wasend_shutdown_requested)
 		return false;
 	hash_seq_init(&seq, campaigns);
 	while ((cs = hash_seq_search(&seq)) != NULL)
@@ -329,7 +329,7 @@ campaigns_want_claim(void)
 
 		if (!cs->running || cs->dry)
 			continue;
-		ns = number_find(cs->number_id);
+		ns = wasend_number_find(cs->number_id);
 		if (ns == NULL || !ns->active || !ns->mine)
 			continue;
 		/*
@@ -339,7 +339,7 @@ campaigns_want_claim(void)
 		 * for a handful of rows.
 		 */
 		if (cs->transactional ||
-			(ns->count * 2 < number_target(ns) &&
+			(ns->count * 2 < wasend_number_target(ns) &&
 			 budget >= Max(1, target / 20)))
 		{
 			want = true;
@@ -351,19 +351,19 @@ campaigns_want_claim(void)
 }
 
 /*
- * Fill the arrays (room for campaigns_count() entries) with what to claim:
+ * Fill the arrays (room for wasend_campaigns_count() entries) with what to claim:
  * per campaign, how many rows, how many due rows to look at for them, and
  * the keyset cursor.  Returns how many campaigns ask.
  */
 int
-campaigns_claim_request(int64 *ids, int32 *lims, int32 *scans, int64 *after)
+wasend_campaigns_claim_request(int64 *ids, int32 *lims, int32 *scans, int64 *after)
 {
 	HASH_SEQ_STATUS seq;
 	CampaignState *cs;
 	NumberState *ns;
 	int			n = 0;
 	/* answers not yet recorded are rows still 'sending' in the table */
-	int			budget = sender_budget() - held_total - results.n;
+	int			budget = wasend_sender_budget() - wasend_held_total - wasend_results.n;
 	int			lane_budget;
 	int			campaigns_asking = 0;
 
@@ -378,13 +378,13 @@ campaigns_claim_request(int64 *ids, int32 *lims, int32 *scans, int64 *after)
 	 * claim (a lane usually has nothing, and marks itself dry only once
 	 * the claim has run).
 	 */
-	numbers_reset_shares();
+	wasend_numbers_reset_shares();
 	hash_seq_init(&seq, campaigns);
 	while ((cs = hash_seq_search(&seq)) != NULL)
 	{
 		if (!cs->running || cs->dry || cs->transactional)
 			continue;
-		ns = number_find(cs->number_id);
+		ns = wasend_number_find(cs->number_id);
 		if (ns != NULL && ns->active && ns->mine)
 			campaigns_asking++;
 	}
@@ -394,7 +394,7 @@ campaigns_claim_request(int64 *ids, int32 *lims, int32 *scans, int64 *after)
 	{
 		if (!cs->running || cs->dry)
 			continue;
-		ns = number_find(cs->number_id);
+		ns = wasend_number_find(cs->number_id);
 		if (ns == NULL || !ns->active || !ns->mine)
 			continue;
 		if (cs->transactional)
@@ -433,14 +433,14 @@ campaigns_claim_request(int64 *ids, int32 *lims, int32 *scans, int64 *after)
 
 		if (!cs->running || cs->dry || cs->transactional || budget <= 0)
 			continue;
-		ns = number_find(cs->number_id);
+		ns = wasend_number_find(cs->number_id);
 		if (ns == NULL || !ns->active || !ns->mine)
 			continue;
 		if (cs->priority != ns->top_priority)
 			continue;
 		else
 		{
-			int			room = number_target(ns) - ns->count;
+			int			room = wasend_number_target(ns) - ns->count;
 
 			lim = Min((room + ns->top_count - 1) / Max(ns->top_count, 1), budget);
 		}
@@ -469,7 +469,7 @@ campaigns_claim_request(int64 *ids, int32 *lims, int32 *scans, int64 *after)
  * behind those that wait.
  */
 void
-campaigns_mark_dry(const int64 *ids, const int32 *lims, const int32 *scans,
+wasend_campaigns_mark_dry(const int64 *ids, const int32 *lims, const int32 *scans,
 				   int n, const ClaimedRow *rows, int nrows)
 {
 	CampaignState *cs;
@@ -488,7 +488,7 @@ campaigns_mark_dry(const int64 *ids, const int32 *lims, const int32 *scans,
 				if (rows[j].body != NULL)
 					sends++;
 			}
-		if ((cs = campaign_find(ids[i])) == NULL)
+		if ((cs = wasend_campaign_find(ids[i])) == NULL)
 			continue;
 		if (sends < lims[i] && got < scans[i])
 			cs->dry = true;
@@ -510,7 +510,7 @@ campaigns_mark_dry(const int64 *ids, const int32 *lims, const int32 *scans,
  * never spins on a claim it would not run.
  */
 bool
-campaigns_claim_again(void)
+wasend_campaigns_claim_again(void)
 {
 	HASH_SEQ_STATUS seq;
 	CampaignState *cs;
@@ -524,7 +524,7 @@ campaigns_claim_again(void)
 			hash_seq_term(&seq);
 			break;
 		}
-	return again && campaigns_want_claim();
+	return again && wasend_campaigns_want_claim();
 }
 
 /*
@@ -535,22 +535,22 @@ campaigns_claim_again(void)
  * cursor moves past it.
  */
 void
-campaigns_claimed(const ClaimedRow *rows, int nrows)
+wasend_campaigns_claimed(const ClaimedRow *rows, int nrows)
 {
 	CampaignState *cs;
 	int			i;
 
 	for (i = 0; i < nrows; i++)
 	{
-		cs = campaign_find(rows[i].campaign_id);
+		cs = wasend_campaign_find(rows[i].campaign_id);
 		if (cs == NULL)
 			elog(ERROR, "wasend: claimed a row of unknown campaign " INT64_FORMAT,
 				 rows[i].campaign_id);
 		cs->claim_after = Max(cs->claim_after, rows[i].advance);
 		if (rows[i].body == NULL)
 			continue;
-		number_push(number_get(cs->number_id), &rows[i]);
-		hold(rows[i].campaign_id, 1);
+		wasend_number_push(wasend_number_get(cs->number_id), &rows[i]);
+		wasend_hold(rows[i].campaign_id, 1);
 	}
 }
 
@@ -559,10 +559,10 @@ campaigns_claimed(const ClaimedRow *rows, int nrows)
  * nothing any more: if no other sender holds rows of them either, they are
  * done.  (If two senders finish the last rows at the same moment, neither
  * sees the other's commit; the next poll completes the campaign.)  ids has
- * room for campaigns_count() entries.
+ * room for wasend_campaigns_count() entries.
  */
 int
-campaigns_dry_done(int64 *ids)
+wasend_campaigns_dry_done(int64 *ids)
 {
 	HASH_SEQ_STATUS seq;
 	CampaignState *cs;

@@ -70,7 +70,7 @@
 /* lock_timeout of the record's halves when the whole batch met a lock */
 #define SHORT_LOCK_TIMEOUT		"10ms"
 
-int64		next_scheduled_start = 0;
+int64		wasend_next_scheduled_start = 0;
 
 static int64 cycle_backoff_until = 0;
 static int64 record_backoff_until = 0;
@@ -86,7 +86,7 @@ static int	release_cap = 0;
  * one.
  */
 int64
-db_cycle_not_before(void)
+wasend_db_cycle_not_before(void)
 {
 	return cycle_backoff_until;
 }
@@ -96,7 +96,7 @@ db_cycle_not_before(void)
  * (monotonic us): after a lock was in the way, the record waits a little.
  */
 int64
-db_record_not_before(void)
+wasend_db_record_not_before(void)
 {
 	return record_backoff_until;
 }
@@ -170,7 +170,7 @@ run_step(const char *what, void (*fn) (void *), void *arg, char **message,
 		sqlerrcode = edata->sqlerrcode;
 		if (sqlerrcode == 0)
 			sqlerrcode = ERRCODE_INTERNAL_ERROR;
-		pg_atomic_fetch_add_u64(&my_slot->db_retries, 1);
+		pg_atomic_fetch_add_u64(&wasend_my_slot->db_retries, 1);
 		ereport(quiet || is_transient(sqlerrcode) ? DEBUG1 : WARNING,
 				(errcode(sqlerrcode),
 				 errmsg("wasend sender: %s skipped: %s", what,
@@ -208,8 +208,8 @@ step_record(void *arg)
 		(void) set_config_option("lock_timeout", SHORT_LOCK_TIMEOUT,
 								 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
 								 true, 0, false);
-	r->ngroups = queue_record(&results, r->idx, r->n, wasend_max_attempts,
-							  my_token, &r->groups);
+	r->ngroups = wasend_queue_record(&wasend_results, r->idx, r->n, wasend_max_attempts,
+							  wasend_my_token, &r->groups);
 }
 
 /*
@@ -220,7 +220,7 @@ step_pending_recorded(void *arg)
 {
 	RecordStep *r = arg;
 
-	queue_apply_pending_recorded(&results, r->idx, r->n);
+	wasend_queue_apply_pending_recorded(&wasend_results, r->idx, r->n);
 }
 
 typedef struct PoisonStep
@@ -238,8 +238,8 @@ step_poison(void *arg)
 {
 	PoisonStep *p = arg;
 
-	p->done = queue_record_poison(DatumGetInt64(results.ids[p->i]), my_token,
-								  DatumGetTimestampTz(results.at[p->i]),
+	p->done = wasend_queue_record_poison(DatumGetInt64(wasend_results.ids[p->i]), wasend_my_token,
+								  DatumGetTimestampTz(wasend_results.at[p->i]),
 								  p->message);
 }
 
@@ -257,7 +257,7 @@ step_breaker(void *arg)
 {
 	BreakerStep *b = arg;
 
-	b->applied = queue_trip_breaker(b->cs->campaign_id, b->cs->breaker.failures,
+	b->applied = wasend_queue_trip_breaker(b->cs->campaign_id, b->cs->breaker.failures,
 									b->cs->breaker.window);
 }
 
@@ -281,7 +281,7 @@ note_errors(const char *phone_number_id, const char *errors)
 		if (eq == NULL)
 			continue;
 		*eq = '\0';
-		metrics_note_error(phone_number_id, pair, strtoll(eq + 1, NULL, 10));
+		wasend_metrics_note_error(phone_number_id, pair, strtoll(eq + 1, NULL, 10));
 	}
 	pfree(copy);
 }
@@ -302,23 +302,23 @@ apply_groups(const RecordGroup *groups, int n)
 
 	for (i = 0; i < n; i++)
 	{
-		CampaignState *cs = campaign_find(groups[i].campaign_id);
+		CampaignState *cs = wasend_campaign_find(groups[i].campaign_id);
 
 		sent += groups[i].sent;
 		failed += groups[i].failed;
 		if (groups[i].slow_down > 0 || groups[i].errors != NULL)
 		{
-			NumberState *ns = number_find(groups[i].number_id);
+			NumberState *ns = wasend_number_find(groups[i].number_id);
 
 			if (ns != NULL && groups[i].slow_down > 0)
-				rate_gate_slow_down(ns->gate_key, now);
+				wasend_rate_gate_slow_down(ns->gate_key, now);
 			if (ns != NULL && groups[i].errors != NULL)
 				note_errors(ns->phone_number_id, groups[i].errors);
 		}
 		if (groups[i].paused > 0)
 			paused = true;
 		if (cs != NULL && cs->running &&
-			breaker_add(&cs->breaker, groups[i].sent, groups[i].failed))
+			wasend_breaker_add(&cs->breaker, groups[i].sent, groups[i].failed))
 		{
 			BreakerStep b = {cs, false};
 
@@ -334,8 +334,8 @@ apply_groups(const RecordGroup *groups, int n)
 			}
 		}
 	}
-	pg_atomic_fetch_add_u64(&my_slot->sent, sent);
-	pg_atomic_fetch_add_u64(&my_slot->failed, failed);
+	pg_atomic_fetch_add_u64(&wasend_my_slot->sent, sent);
+	pg_atomic_fetch_add_u64(&wasend_my_slot->failed, failed);
 	return paused;
 }
 
@@ -401,8 +401,8 @@ record_range(int *idx, int n, bool *keep, bool first)
 		{
 			ereport(LOG,
 					(errmsg("wasend failed row " INT64_FORMAT " as bad_response: its answer could not be recorded: %s",
-							DatumGetInt64(results.ids[idx[0]]), message)));
-			pg_atomic_fetch_add_u64(&my_slot->failed, 1);
+							DatumGetInt64(wasend_results.ids[idx[0]]), message)));
+			pg_atomic_fetch_add_u64(&wasend_my_slot->failed, 1);
 		}
 		return false;
 	}
@@ -418,14 +418,14 @@ record_results(bool *keep)
 	int		   *idx;
 	int			i;
 
-	for (i = 0; i < results.n; i++)
+	for (i = 0; i < wasend_results.n; i++)
 		keep[i] = true;
 	if (wasend_mono_us() < record_backoff_until)
 		return false;
-	idx = palloc(sizeof(int) * results.n);
-	for (i = 0; i < results.n; i++)
+	idx = palloc(sizeof(int) * wasend_results.n);
+	for (i = 0; i < wasend_results.n; i++)
 		idx[i] = i;
-	return record_range(idx, results.n, keep, true);
+	return record_range(idx, wasend_results.n, keep, true);
 }
 
 /* ---- campaigns set aside ---- */
@@ -447,7 +447,7 @@ step_fault_note(void *arg)
 {
 	FaultStep  *f = arg;
 
-	queue_fault_note(f->campaign_id, f->message, (double) f->backoff / USECS_PER_SEC);
+	wasend_queue_fault_note(f->campaign_id, f->message, (double) f->backoff / USECS_PER_SEC);
 }
 
 /*
@@ -458,7 +458,7 @@ step_fault_clear(void *arg)
 {
 	FaultStep  *f = arg;
 
-	queue_fault_clear(f->n, f->ids);
+	wasend_queue_fault_clear(f->n, f->ids);
 }
 
 /*
@@ -471,7 +471,7 @@ set_aside(int64 campaign_id, int step, const char *what, const char *message)
 {
 	FaultStep	f = {campaign_id, message, 0, NULL, 0};
 
-	f.backoff = campaign_fault(campaign_id, step);
+	f.backoff = wasend_campaign_fault(campaign_id, step);
 	ereport(WARNING,
 			(errcode(ERRCODE_DATA_EXCEPTION),
 			 errmsg("wasend sender: campaign " INT64_FORMAT " set aside for %d s: %s failed on it: %s",
@@ -490,10 +490,10 @@ faults_passed(const int64 *ids, int n, int step, bool all)
 {
 	FaultStep	f = {0, NULL, 0, NULL, 0};
 
-	if (campaign_faults_count() == 0)
+	if (wasend_campaign_faults_count() == 0)
 		return;
-	f.ids = palloc(sizeof(int64) * campaign_faults_count());
-	f.n = campaign_faults_passed(ids, n, step, all, f.ids);
+	f.ids = palloc(sizeof(int64) * wasend_campaign_faults_count());
+	f.n = wasend_campaign_faults_passed(ids, n, step, all, f.ids);
 	if (f.n > 0)
 		run_step("clearing campaigns set aside", step_fault_clear, &f, NULL, false);
 }
@@ -533,7 +533,7 @@ step_activate(void *arg)
 {
 	RefreshStep *r = arg;
 
-	r->next_start = queue_activate_scheduled();
+	r->next_start = wasend_queue_activate_scheduled();
 }
 
 /*
@@ -544,7 +544,7 @@ step_running(void *arg)
 {
 	RefreshStep *r = arg;
 
-	r->n = queue_running_campaigns(r->nexcl, r->excl, r->nonly, r->only,
+	r->n = wasend_queue_running_campaigns(r->nexcl, r->excl, r->nonly, r->only,
 								   &r->rc, r->cxt);
 }
 
@@ -556,7 +556,7 @@ step_running_ids(void *arg)
 {
 	RefreshStep *r = arg;
 
-	r->nonly = queue_running_ids(r->nexcl, r->excl, &r->only, r->cxt);
+	r->nonly = wasend_queue_running_ids(r->nexcl, r->excl, &r->only, r->cxt);
 }
 
 /*
@@ -598,8 +598,8 @@ read_running(RefreshStep *r)
 	char	   *message = NULL;
 	int			err;
 
-	r->excl = palloc(sizeof(int64) * Max(campaign_faults_count(), 1));
-	r->nexcl = campaign_faults_excluded(r->excl);
+	r->excl = palloc(sizeof(int64) * Max(wasend_campaign_faults_count(), 1));
+	r->nexcl = wasend_campaign_faults_excluded(r->excl);
 	r->only = NULL;
 	r->nonly = 0;
 	err = run_step("refreshing the running set", step_running, r, &message, true);
@@ -614,8 +614,8 @@ read_running(RefreshStep *r)
 		return false;
 	isolate_running(r, r->only, r->nonly);
 
-	r->excl = palloc(sizeof(int64) * Max(campaign_faults_count(), 1));
-	r->nexcl = campaign_faults_excluded(r->excl);
+	r->excl = palloc(sizeof(int64) * Max(wasend_campaign_faults_count(), 1));
+	r->nexcl = wasend_campaign_faults_excluded(r->excl);
 	r->only = NULL;
 	r->nonly = 0;
 	return run_step("refreshing the running set", step_running, r, NULL, false) == 0;
@@ -627,7 +627,7 @@ read_running(RefreshStep *r)
 static void
 step_pending(void *arg)
 {
-	queue_apply_pending_statuses();
+	wasend_queue_apply_pending_statuses();
 }
 
 /* ---- the numbers' messaging limits, quality and health ---- */
@@ -653,7 +653,7 @@ step_limits_apply(void *arg)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("could not read the messaging limit of a number: %s", l->a->error)));
-	queue_limits_apply(l->a->number_id, l->a->http_status, l->a->body);
+	wasend_queue_limits_apply(l->a->number_id, l->a->http_status, l->a->body);
 }
 
 /*
@@ -664,7 +664,7 @@ step_limits_failed(void *arg)
 {
 	LimitsStep *l = arg;
 
-	queue_limits_failed(l->a->number_id, l->message);
+	wasend_queue_limits_failed(l->a->number_id, l->message);
 }
 
 /*
@@ -677,7 +677,7 @@ step_limits_due(void *arg)
 {
 	LimitsStep *l = arg;
 
-	l->ndue = queue_limits_due(wasend_request_timeout_ms / 1000 + 60, &l->due, l->cxt);
+	l->ndue = wasend_queue_limits_due(wasend_request_timeout_ms / 1000 + 60, &l->due, l->cxt);
 }
 
 /*
@@ -692,13 +692,13 @@ store_limits_answers(void)
 {
 	int			i;
 
-	for (i = 0; i < nlimits_answers; i++)
+	for (i = 0; i < wasend_nlimits_answers; i++)
 	{
-		LimitsStep	l = {&limits_answers[i], NULL, NULL, 0, NULL};
+		LimitsStep	l = {&wasend_limits_answers[i], NULL, NULL, 0, NULL};
 		char	   *message = NULL;
 		int			err;
 
-		if (limits_answers[i].done || wasend_mono_us() < limits_answers[i].not_before)
+		if (wasend_limits_answers[i].done || wasend_mono_us() < wasend_limits_answers[i].not_before)
 			continue;
 		err = run_step("storing a number's messaging limit", step_limits_apply,
 					   &l, &message, false);
@@ -714,10 +714,10 @@ store_limits_answers(void)
 		 * number to be due again (a minute and more, with the number not
 		 * sending meanwhile).
 		 */
-		if (err != 0 && is_transient(err) && ++limits_answers[i].tries < LIMITS_STORE_TRIES)
-			limits_answers[i].not_before = wasend_mono_us() + USECS_PER_SEC;
+		if (err != 0 && is_transient(err) && ++wasend_limits_answers[i].tries < LIMITS_STORE_TRIES)
+			wasend_limits_answers[i].not_before = wasend_mono_us() + USECS_PER_SEC;
 		else
-			limits_answers[i].done = true;
+			wasend_limits_answers[i].done = true;
 	}
 }
 
@@ -729,7 +729,7 @@ store_limits_answers(void)
 static void
 step_release(void *arg)
 {
-	queue_release(nrelease, release_ids, my_token);
+	wasend_queue_release(nrelease, release_ids, wasend_my_token);
 }
 
 typedef struct CompleteStep
@@ -748,7 +748,7 @@ step_complete(void *arg)
 {
 	CompleteStep *c = arg;
 
-	queue_complete(c->n, c->ids, c->locked, &c->nlocked);
+	wasend_queue_complete(c->n, c->ids, c->locked, &c->nlocked);
 }
 
 typedef struct ClaimStep
@@ -771,7 +771,7 @@ step_claim(void *arg)
 {
 	ClaimStep  *c = arg;
 
-	c->nrows = queue_claim(c->n, c->ids, c->lims, c->scans, c->after, my_token,
+	c->nrows = wasend_queue_claim(c->n, c->ids, c->lims, c->scans, c->after, wasend_my_token,
 						   &c->rows, c->cxt);
 }
 
@@ -878,7 +878,7 @@ claim_rows(ClaimStep *c)
 static bool
 release_rows(bool release_all)
 {
-	int			need = nrelease + held_total + 1;
+	int			need = nrelease + wasend_held_total + 1;
 
 	if (need > release_cap)
 	{
@@ -886,8 +886,8 @@ release_rows(bool release_all)
 
 		if (release_ids == NULL)
 		{
-			release_ids = MemoryContextAlloc(sender_context, sizeof(int64) * cap);
-			release_campaigns = MemoryContextAlloc(sender_context, sizeof(int64) * cap);
+			release_ids = MemoryContextAlloc(wasend_sender_context, sizeof(int64) * cap);
+			release_campaigns = MemoryContextAlloc(wasend_sender_context, sizeof(int64) * cap);
 		}
 		else
 		{
@@ -896,7 +896,7 @@ release_rows(bool release_all)
 		}
 		release_cap = cap;
 	}
-	nrelease += numbers_take_stopped(release_ids + nrelease,
+	nrelease += wasend_numbers_take_stopped(release_ids + nrelease,
 									 release_campaigns + nrelease, release_all);
 	if (nrelease == 0)
 		return false;
@@ -913,7 +913,7 @@ release_done(void)
 	int			i;
 
 	for (i = 0; i < nrelease; i++)
-		hold(release_campaigns[i], -1);
+		wasend_hold(release_campaigns[i], -1);
 	nrelease = 0;
 }
 
@@ -922,9 +922,9 @@ release_done(void)
  * shutdown.)
  */
 bool
-db_cycle_settled(void)
+wasend_db_cycle_settled(void)
 {
-	return results.n == 0 && nrelease == 0 && held_total == 0;
+	return wasend_results.n == 0 && nrelease == 0 && wasend_held_total == 0;
 }
 
 /*
@@ -937,9 +937,9 @@ complete_campaigns(void)
 	int			i;
 
 	/* held counts only rows already queued; the statement checks the rest */
-	c.ids = palloc(sizeof(int64) * Max(campaigns_count(), 1));
-	c.locked = palloc(sizeof(int64) * Max(campaigns_count(), 1));
-	c.n = campaigns_dry_done(c.ids);
+	c.ids = palloc(sizeof(int64) * Max(wasend_campaigns_count(), 1));
+	c.locked = palloc(sizeof(int64) * Max(wasend_campaigns_count(), 1));
+	c.n = wasend_campaigns_dry_done(c.ids);
 	c.nlocked = 0;
 	if (c.n == 0)
 		return;
@@ -949,7 +949,7 @@ complete_campaigns(void)
 	/* say once per campaign that someone holds it (adding rows, say) */
 	for (i = 0; i < c.n; i++)
 	{
-		CampaignState *cs = campaign_find(c.ids[i]);
+		CampaignState *cs = wasend_campaign_find(c.ids[i]);
 		bool		was_locked = true;
 		int			j;
 
@@ -972,7 +972,7 @@ complete_campaigns(void)
  * done is asked for again by the caller.
  */
 bool
-db_cycle(bool refresh, bool release_all)
+wasend_db_cycle(bool refresh, bool release_all)
 {
 	MemoryContext tmp;
 	MemoryContext old = CurrentMemoryContext;
@@ -987,7 +987,7 @@ db_cycle(bool refresh, bool release_all)
 	tmp = AllocSetContextCreate(TopMemoryContext, "wasend cycle",
 								ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(tmp);
-	keep = palloc0(sizeof(bool) * Max(results.n, 1));
+	keep = palloc0(sizeof(bool) * Max(wasend_results.n, 1));
 	memset(&claim, 0, sizeof(claim));
 	claim.cxt = tmp;
 	memset(&limits, 0, sizeof(limits));
@@ -998,20 +998,20 @@ db_cycle(bool refresh, bool release_all)
 		wasend_begin_transaction("wasend sender: claim/record");
 		MemoryContextSwitchTo(tmp);
 
-		if (!queue_extension_present())
+		if (!wasend_queue_extension_present())
 		{
 			/* nothing to do until CREATE EXTENSION; nothing can be held */
-			memset(keep, 0, sizeof(bool) * Max(results.n, 1));
-			limits_answers_mark(true);
+			memset(keep, 0, sizeof(bool) * Max(wasend_results.n, 1));
+			wasend_limits_answers_mark(true);
 			refreshed = true;
 		}
 		else
 		{
-			queue_prepare();
+			wasend_queue_prepare();
 
-			if (results.n > 0)
+			if (wasend_results.n > 0)
 				paused = record_results(keep);
-			http_pump();
+			wasend_http_pump();
 
 			/* a pause we caused: re-read at once which campaigns may send */
 			if (refresh || paused)
@@ -1021,14 +1021,14 @@ db_cycle(bool refresh, bool release_all)
 				memset(&r, 0, sizeof(r));
 				r.cxt = tmp;
 				if (run_step("starting scheduled campaigns", step_activate, &r, NULL, false) == 0)
-					next_scheduled_start = r.next_start == 0 ? 0 :
+					wasend_next_scheduled_start = r.next_start == 0 ? 0 :
 						wasend_mono_us() + Max(r.next_start - GetCurrentTimestamp(), 0);
 				if (read_running(&r))
 				{
 					int64	   *ids = palloc(sizeof(int64) * Max(r.n, 1));
 					int			i;
 
-					campaigns_refresh(r.rc, r.n);
+					wasend_campaigns_refresh(r.rc, r.n);
 					for (i = 0; i < r.n; i++)
 						ids[i] = r.rc[i].campaign_id;
 					faults_passed(ids, r.n, FAULT_REFRESH, true);
@@ -1045,27 +1045,27 @@ db_cycle(bool refresh, bool release_all)
 			else
 				refreshed = true;
 
-			if (nlimits_answers > 0)
+			if (wasend_nlimits_answers > 0)
 				store_limits_answers();
 
 			released = release_rows(release_all);
-			http_pump();
+			wasend_http_pump();
 
-			if (!release_all && campaigns_want_claim())
+			if (!release_all && wasend_campaigns_want_claim())
 			{
-				int			ncamp = Max(campaigns_count(), 1);
+				int			ncamp = Max(wasend_campaigns_count(), 1);
 
 				claim.ids = palloc(sizeof(int64) * ncamp);
 				claim.lims = palloc(sizeof(int32) * ncamp);
 				claim.scans = palloc(sizeof(int32) * ncamp);
 				claim.after = palloc(sizeof(int64) * ncamp);
-				claim.n = campaigns_claim_request(claim.ids, claim.lims, claim.scans,
+				claim.n = wasend_campaigns_claim_request(claim.ids, claim.lims, claim.scans,
 												  claim.after);
 				if (claim.n > 0)
 					claim_rows(&claim);
 				/* only the campaigns whose claim went through */
 				if (claim.n > 0)
-					campaigns_mark_dry(claim.ids, claim.lims, claim.scans, claim.n,
+					wasend_campaigns_mark_dry(claim.ids, claim.lims, claim.scans, claim.n,
 									   claim.rows, claim.nrows);
 			}
 
@@ -1076,7 +1076,7 @@ db_cycle(bool refresh, bool release_all)
 			 * the refresh of the next cycle cleared the dry mark first, and
 			 * an idle campaign could stay running.
 			 */
-			http_pump();
+			wasend_http_pump();
 			complete_campaigns();
 		}
 
@@ -1087,9 +1087,9 @@ db_cycle(bool refresh, bool release_all)
 	{
 		ErrorData  *edata = wasend_abort_transaction(tmp);
 
-		pg_atomic_fetch_add_u64(&my_slot->db_retries, 1);
+		pg_atomic_fetch_add_u64(&wasend_my_slot->db_retries, 1);
 		/* what the cycle stored is rolled back: store it again next time */
-		limits_answers_mark(false);
+		wasend_limits_answers_mark(false);
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),
 				 errmsg("wasend sender: database cycle failed: %s", edata->message),
@@ -1104,17 +1104,17 @@ db_cycle(bool refresh, bool release_all)
 
 	if (ok)
 	{
-		if (results.n > 0)
-			result_batch_keep(&results, keep);
-		if (results.n == 0)
-			results_have_error = false;
+		if (wasend_results.n > 0)
+			wasend_result_batch_keep(&wasend_results, keep);
+		if (wasend_results.n == 0)
+			wasend_results_have_error = false;
 		if (released)
 			release_done();
 		if (claim.n > 0 && claim.nrows > 0)
-			campaigns_claimed(claim.rows, claim.nrows);
-		limits_answers_done();
+			wasend_campaigns_claimed(claim.rows, claim.nrows);
+		wasend_limits_answers_done();
 		if (limits.ndue > 0)
-			start_limits_reads(limits.due, limits.ndue);
+			wasend_start_limits_reads(limits.due, limits.ndue);
 	}
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(tmp);

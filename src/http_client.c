@@ -7,7 +7,7 @@
  * The sender's event loop waits on its latch and on curl's sockets at once.
  * curl tells us which sockets to watch through the socket callback; we keep
  * them in an epoll set of our own whose descriptor the sender adds to its
- * WaitEventSet.  When that descriptor is readable, http_drive() collects the
+ * WaitEventSet.  When that descriptor is readable, wasend_http_drive() collects the
  * ready sockets and hands them to curl_multi_socket_action().  curl's timer
  * callback gives the longest the sender may sleep.
  *
@@ -233,7 +233,7 @@ report_wired(void)
 		while (req->writes_reported < req->writes)
 		{
 			if (req->kind == HTTP_SEND)
-				rate_gate_on_wire(req->gate_key, now, req->writes_reported == 0);
+				wasend_rate_gate_on_wire(req->gate_key, now, req->writes_reported == 0);
 			req->writes_reported++;
 		}
 	}
@@ -258,7 +258,7 @@ use_http2(void)
  * after every configuration reload.
  */
 void
-http_configure(void)
+wasend_http_configure(void)
 {
 	long		cap = wasend_max_inflight;
 	struct rlimit nofile;
@@ -291,7 +291,7 @@ http_configure(void)
  * never in the postmaster.
  */
 void
-http_init(void)
+wasend_http_init(void)
 {
 	CURLcode	rc;
 
@@ -318,14 +318,14 @@ http_init(void)
 	http_context = AllocSetContextCreate(TopMemoryContext,
 										 "wasend http",
 										 ALLOCSET_DEFAULT_SIZES);
-	http_configure();
+	wasend_http_configure();
 }
 
 /*
  * Release everything; requests still in flight are abandoned.
  */
 void
-http_shutdown(void)
+wasend_http_shutdown(void)
 {
 	if (multi)
 		curl_multi_cleanup(multi);
@@ -339,7 +339,7 @@ http_shutdown(void)
  * The descriptor the sender waits on for socket activity.
  */
 int
-http_event_fd(void)
+wasend_http_event_fd(void)
 {
 	return epoll_fd;
 }
@@ -349,7 +349,7 @@ http_event_fd(void)
  * no timer.
  */
 long
-http_timeout_ms(int64 now)
+wasend_http_timeout_ms(int64 now)
 {
 	if (timer_deadline == 0)
 		return -1;
@@ -362,16 +362,16 @@ http_timeout_ms(int64 now)
  * Has curl's timer expired?
  */
 bool
-http_timer_due(int64 now)
+wasend_http_timer_due(int64 now)
 {
 	return timer_deadline != 0 && timer_deadline <= now;
 }
 
 /*
- * Number of requests started and not yet returned by http_next_done().
+ * Number of requests started and not yet returned by wasend_http_next_done().
  */
 int
-http_inflight(void)
+wasend_http_inflight(void)
 {
 	return n_inflight;
 }
@@ -380,7 +380,7 @@ http_inflight(void)
  * Let curl make progress: on ready sockets and/or an expired timer.
  */
 void
-http_drive(bool socket_ready, bool timer_due)
+wasend_http_drive(bool socket_ready, bool timer_due)
 {
 	int			running;
 
@@ -434,11 +434,11 @@ http_drive(bool socket_ready, bool timer_due)
  * callbacks touch only the request and the rate gate.
  */
 void
-http_pump(void)
+wasend_http_pump(void)
 {
 	if (multi == NULL)
 		return;
-	http_drive(true, http_timer_due(wasend_mono_us()));
+	wasend_http_drive(true, wasend_http_timer_due(wasend_mono_us()));
 }
 
 /*
@@ -594,10 +594,10 @@ request_go(HttpRequest *req)
 
 /*
  * Start one POST of a JSON body with a bearer token.  The request is owned
- * by the client until http_next_done() returns it.
+ * by the client until wasend_http_next_done() returns it.
  */
 HttpRequest *
-http_start(const char *url, const char *token, const char *body,
+wasend_http_start(const char *url, const char *token, const char *body,
 		   int64 row_id, int64 campaign_id, int64 number_id, int64 gate_key)
 {
 	HttpRequest *req = request_alloc();
@@ -622,7 +622,7 @@ http_start(const char *url, const char *token, const char *body,
  * (report_wired tells the gate about sends only).
  */
 HttpRequest *
-http_start_get(const char *url, const char *token, int64 number_id)
+wasend_http_start_get(const char *url, const char *token, int64 number_id)
 {
 	HttpRequest *req = request_alloc();
 
@@ -702,7 +702,7 @@ connection_rttvar_us(CURL *easy)
  * Return the next finished request with its outcome filled in, or NULL.
  */
 HttpRequest *
-http_next_done(void)
+wasend_http_next_done(void)
 {
 	CURLMsg    *msg;
 	int			left;
@@ -741,7 +741,7 @@ http_next_done(void)
 		n_inflight--;
 		/* a send that never reached the wire no longer counts */
 		if (req->kind == HTTP_SEND && req->writes == 0)
-			rate_gate_unsent(req->gate_key);
+			wasend_rate_gate_unsent(req->gate_key);
 		return req;
 	}
 	return NULL;
@@ -751,7 +751,7 @@ http_next_done(void)
  * Give a finished request back to the pool.
  */
 void
-http_release(HttpRequest *req)
+wasend_http_release(HttpRequest *req)
 {
 	curl_slist_free_all((struct curl_slist *) req->headers);
 	req->headers = NULL;
@@ -779,7 +779,7 @@ http_release(HttpRequest *req)
  * sender every few seconds.
  */
 void
-http_trim_pool(void)
+wasend_http_trim_pool(void)
 {
 	int			keep = Max(POOL_KEEP_MIN, inflight_peak - n_inflight);
 	int			freed = 0;
@@ -827,7 +827,7 @@ interrupt_cb(void *clientp, curl_off_t dltotal, curl_off_t dlnow,
  * an ERROR after curl returned, a cancel as the cancel.
  */
 void
-http_post_once(const char *url, const char *token, const char *body,
+wasend_http_post_once(const char *url, const char *token, const char *body,
 			   long *http_status, char **answer)
 {
 	static bool curl_ready = false;

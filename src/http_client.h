@@ -39,7 +39,7 @@ typedef struct HttpRequest
 	size_t		header_bytes;	/* of the answer's headers, so far */
 	bool		resp_too_big;	/* answer or headers over the cap */
 
-	/* outcome, valid after http_next_done() returned the request */
+	/* outcome, valid after wasend_http_next_done() returned the request */
 	long		http_status;	/* 0 when no HTTP answer came */
 	int			curl_code;		/* CURLcode; 0 on success */
 	char		errbuf[256];	/* curl's error text */
@@ -60,25 +60,25 @@ typedef struct HttpRequest
 #define HTTP_SEND		0		/* POST of a message */
 #define HTTP_LIMITS		1		/* GET of a number's tier, quality, health */
 
-extern void http_init(void);
-extern void http_configure(void);
-extern void http_shutdown(void);
-extern int	http_event_fd(void);
-extern long http_timeout_ms(int64 now);
-extern bool http_timer_due(int64 now);
-extern void http_drive(bool socket_ready, bool timer_due);
-extern void http_pump(void);
-extern HttpRequest *http_start(const char *url, const char *token,
+extern void wasend_http_init(void);
+extern void wasend_http_configure(void);
+extern void wasend_http_shutdown(void);
+extern int	wasend_http_event_fd(void);
+extern long wasend_http_timeout_ms(int64 now);
+extern bool wasend_http_timer_due(int64 now);
+extern void wasend_http_drive(bool socket_ready, bool timer_due);
+extern void wasend_http_pump(void);
+extern HttpRequest *wasend_http_start(const char *url, const char *token,
 							   const char *body, int64 row_id,
 							   int64 campaign_id, int64 number_id,
 							   int64 gate_key);
-extern HttpRequest *http_start_get(const char *url, const char *token,
+extern HttpRequest *wasend_http_start_get(const char *url, const char *token,
 								   int64 number_id);
-extern HttpRequest *http_next_done(void);
-extern void http_release(HttpRequest *req);
-extern void http_trim_pool(void);
-extern int	http_inflight(void);
-extern void http_post_once(const char *url, const char *token,
+extern HttpRequest *wasend_http_next_done(void);
+extern void wasend_http_release(HttpRequest *req);
+extern void wasend_http_trim_pool(void);
+extern int	wasend_http_inflight(void);
+extern void wasend_http_post_once(const char *url, const char *token,
 						   const char *body, long *http_status,
 						   char **answer);
 

@@ -231,7 +231,7 @@ static bool
 start_supervisor(int idx, const char *dbname)
 {
 	BackgroundWorker worker;
-	WasendDbSlot *db = &WasendState->databases[idx];
+	WasendDbSlot *db = &wasend_state->databases[idx];
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
@@ -363,10 +363,10 @@ release_absent_slots(int64 now)
 	int			n = 0;
 	int			i;
 
-	SpinLockAcquire(&WasendState->mutex);
+	SpinLockAcquire(&wasend_state->mutex);
 	for (i = 0; i < WASEND_MAX_DATABASES; i++)
 	{
-		WasendDbSlot *db = &WasendState->databases[i];
+		WasendDbSlot *db = &wasend_state->databases[i];
 
 		if (db->dboid == InvalidOid || db->state != WASEND_DB_ABSENT ||
 			db->pid != 0 || handles[i] != NULL || now < db->hold_until)
@@ -382,7 +382,7 @@ release_absent_slots(int64 now)
 		n++;
 		db->dboid = InvalidOid;
 	}
-	SpinLockRelease(&WasendState->mutex);
+	SpinLockRelease(&wasend_state->mutex);
 	for (i = 0; i < n; i++)
 		remember_absent(oids[i], gens[i]);
 }
@@ -420,7 +420,7 @@ scan_databases(void)
 	long		wait_ms = RESCAN_MS;
 	ListedDb   *dbs;
 	int			ndbs = list_databases(&dbs);
-	uint64		gen = pg_atomic_read_u64(&WasendState->extension_generation);
+	uint64		gen = pg_atomic_read_u64(&wasend_state->extension_generation);
 	int64		now = wasend_mono_us();
 	int			starting = 0;
 	int			i;
@@ -440,17 +440,17 @@ scan_databases(void)
 			continue;
 		if (GetBackgroundWorkerPid(handles[i], &pid) == BGWH_STOPPED)
 		{
-			WasendDbSlot *db = &WasendState->databases[i];
+			WasendDbSlot *db = &wasend_state->databases[i];
 
 			pfree(handles[i]);
 			handles[i] = NULL;
-			SpinLockAcquire(&WasendState->mutex);
+			SpinLockAcquire(&wasend_state->mutex);
 			if (db->pid == 0 && db->state == WASEND_DB_PROBING)
 				db->state = WASEND_DB_NEW;	/* it could not even look */
-			SpinLockRelease(&WasendState->mutex);
+			SpinLockRelease(&wasend_state->mutex);
 		}
 		else
-			starting += (WasendState->databases[i].state == WASEND_DB_PROBING);
+			starting += (wasend_state->databases[i].state == WASEND_DB_PROBING);
 	}
 	release_absent_slots(now);
 
@@ -472,21 +472,21 @@ scan_databases(void)
 				(known_absent(dbs[j].oid, gen) || starting >= MAX_STARTING))
 				continue;
 
-			SpinLockAcquire(&WasendState->mutex);
+			SpinLockAcquire(&wasend_state->mutex);
 			for (i = 0; i < WASEND_MAX_DATABASES; i++)
 			{
-				if (WasendState->databases[i].dboid == dbs[j].oid)
+				if (wasend_state->databases[i].dboid == dbs[j].oid)
 				{
 					idx = i;
 					break;
 				}
-				if (free_idx < 0 && WasendState->databases[i].dboid == InvalidOid)
+				if (free_idx < 0 && wasend_state->databases[i].dboid == InvalidOid)
 					free_idx = i;
 			}
 			if (phase == 0 ? idx < 0 : idx >= 0)
 			{
 				/* phase 0: those with a slot; phase 1: those without */
-				SpinLockRelease(&WasendState->mutex);
+				SpinLockRelease(&wasend_state->mutex);
 				continue;
 			}
 			if (phase == 1)
@@ -496,12 +496,12 @@ scan_databases(void)
 				else
 				{
 					idx = free_idx;
-					slot_take(&WasendState->databases[free_idx], dbs[j].oid);
+					slot_take(&wasend_state->databases[free_idx], dbs[j].oid);
 				}
 			}
 			if (idx >= 0)
 			{
-				WasendDbSlot *db = &WasendState->databases[idx];
+				WasendDbSlot *db = &wasend_state->databases[idx];
 
 				listed[idx] = true;
 				if (db->pid == 0 && handles[idx] == NULL && now >= db->hold_until &&
@@ -529,7 +529,7 @@ scan_databases(void)
 						db->state = WASEND_DB_PROBING;
 				}
 			}
-			SpinLockRelease(&WasendState->mutex);
+			SpinLockRelease(&wasend_state->mutex);
 
 			if (full)
 			{
@@ -542,10 +542,10 @@ scan_databases(void)
 					starting++;
 				else
 				{
-					SpinLockAcquire(&WasendState->mutex);
-					if (WasendState->databases[idx].state == WASEND_DB_PROBING)
-						WasendState->databases[idx].state = WASEND_DB_NEW;
-					SpinLockRelease(&WasendState->mutex);
+					SpinLockAcquire(&wasend_state->mutex);
+					if (wasend_state->databases[idx].state == WASEND_DB_PROBING)
+						wasend_state->databases[idx].state = WASEND_DB_NEW;
+					SpinLockRelease(&wasend_state->mutex);
 				}
 			}
 		}
@@ -562,10 +562,10 @@ scan_databases(void)
 		pid_t		stop[WASEND_MAX_DATABASES];
 		int			nstop = 0;
 
-		SpinLockAcquire(&WasendState->mutex);
+		SpinLockAcquire(&wasend_state->mutex);
 		for (i = 0; i < WASEND_MAX_DATABASES; i++)
 		{
-			WasendDbSlot *db = &WasendState->databases[i];
+			WasendDbSlot *db = &wasend_state->databases[i];
 
 			if (db->dboid == InvalidOid || listed[i] ||
 				is_listed(dbs, ndbs, db->dboid))
@@ -575,7 +575,7 @@ scan_databases(void)
 			else if (handles[i] == NULL && now >= db->hold_until)
 				db->dboid = InvalidOid;
 		}
-		SpinLockRelease(&WasendState->mutex);
+		SpinLockRelease(&wasend_state->mutex);
 		for (i = 0; i < nstop; i++)
 			kill(stop[i], SIGTERM);
 	}
@@ -589,13 +589,13 @@ scan_databases(void)
 static void
 launcher_detach(int code, Datum arg)
 {
-	SpinLockAcquire(&WasendState->mutex);
-	if (WasendState->launcher_pid == MyProcPid)
+	SpinLockAcquire(&wasend_state->mutex);
+	if (wasend_state->launcher_pid == MyProcPid)
 	{
-		WasendState->launcher_pid = 0;
-		WasendState->launcher_latch = NULL;
+		wasend_state->launcher_pid = 0;
+		wasend_state->launcher_latch = NULL;
 	}
-	SpinLockRelease(&WasendState->mutex);
+	SpinLockRelease(&wasend_state->mutex);
 }
 
 /*
@@ -611,10 +611,10 @@ wasend_launcher_main(Datum main_arg)
 	wasend_worker_connect(NULL, InvalidOid, NULL, false);
 	pgstat_report_appname("wasend launcher");
 
-	SpinLockAcquire(&WasendState->mutex);
-	WasendState->launcher_pid = MyProcPid;
-	WasendState->launcher_latch = MyLatch;
-	SpinLockRelease(&WasendState->mutex);
+	SpinLockAcquire(&wasend_state->mutex);
+	wasend_state->launcher_pid = MyProcPid;
+	wasend_state->launcher_latch = MyLatch;
+	SpinLockRelease(&wasend_state->mutex);
 	before_shmem_exit(launcher_detach, 0);
 
 	ereport(LOG,
@@ -666,12 +666,12 @@ wasend_extension_created(void)
 	int			free_idx = -1;
 	int			i;
 
-	if (WasendState == NULL)
+	if (wasend_state == NULL)
 		return;
-	SpinLockAcquire(&WasendState->mutex);
+	SpinLockAcquire(&wasend_state->mutex);
 	for (i = 0; i < WASEND_MAX_DATABASES; i++)
 	{
-		WasendDbSlot *db = &WasendState->databases[i];
+		WasendDbSlot *db = &wasend_state->databases[i];
 
 		if (db->dboid == MyDatabaseId)
 		{
@@ -688,14 +688,14 @@ wasend_extension_created(void)
 	}
 	if (!done && free_idx >= 0)
 	{
-		slot_take(&WasendState->databases[free_idx], MyDatabaseId);
+		slot_take(&wasend_state->databases[free_idx], MyDatabaseId);
 		done = true;
 	}
-	SpinLockRelease(&WasendState->mutex);
+	SpinLockRelease(&wasend_state->mutex);
 
 	/* no slot free: the launcher looks again at every database */
 	if (!done)
-		pg_atomic_fetch_add_u64(&WasendState->extension_generation, 1);
+		pg_atomic_fetch_add_u64(&wasend_state->extension_generation, 1);
 	wasend_wake_launcher();
 }
 
@@ -707,11 +707,11 @@ wasend_wake_launcher(void)
 {
 	Latch	   *latch;
 
-	if (WasendState == NULL)
+	if (wasend_state == NULL)
 		return;
-	SpinLockAcquire(&WasendState->mutex);
-	latch = WasendState->launcher_latch;
-	SpinLockRelease(&WasendState->mutex);
+	SpinLockAcquire(&wasend_state->mutex);
+	latch = wasend_state->launcher_latch;
+	SpinLockRelease(&wasend_state->mutex);
 	if (latch != NULL)
 		SetLatch(latch);
 }
@@ -730,7 +730,7 @@ release_database(const char *dbname)
 	int			idx = -1;
 	int			i;
 
-	if (dbname == NULL || WasendState == NULL)
+	if (dbname == NULL || wasend_state == NULL)
 		return InvalidOid;
 	dboid = get_database_oid(dbname, true);
 	if (!OidIsValid(dboid) || dboid == MyDatabaseId)
@@ -749,20 +749,20 @@ release_database(const char *dbname)
 		pid_t		supervisor = 0;
 		int			left = 0;
 
-		SpinLockAcquire(&WasendState->mutex);
+		SpinLockAcquire(&wasend_state->mutex);
 		if (idx < 0)
 			for (i = 0; i < WASEND_MAX_DATABASES; i++)
-				if (WasendState->databases[i].dboid == dboid)
+				if (wasend_state->databases[i].dboid == dboid)
 					idx = i;
-		if (idx >= 0 && WasendState->databases[idx].dboid == dboid)
+		if (idx >= 0 && wasend_state->databases[idx].dboid == dboid)
 		{
-			WasendState->databases[idx].hold_until = wasend_mono_us() + HOLD_US;
-			supervisor = WasendState->databases[idx].pid;
+			wasend_state->databases[idx].hold_until = wasend_mono_us() + HOLD_US;
+			supervisor = wasend_state->databases[idx].pid;
 		}
 		for (i = 0; i < WASEND_MAX_SENDERS; i++)
-			if (WasendState->senders[i].dboid == dboid && WasendState->senders[i].pid != 0)
+			if (wasend_state->senders[i].dboid == dboid && wasend_state->senders[i].pid != 0)
 				left++;
-		SpinLockRelease(&WasendState->mutex);
+		SpinLockRelease(&wasend_state->mutex);
 
 		if (idx < 0)
 			return InvalidOid;	/* the launcher never looked at it */
@@ -788,11 +788,11 @@ unhold_database(Oid dboid)
 {
 	int			i;
 
-	SpinLockAcquire(&WasendState->mutex);
+	SpinLockAcquire(&wasend_state->mutex);
 	for (i = 0; i < WASEND_MAX_DATABASES; i++)
-		if (WasendState->databases[i].dboid == dboid)
-			WasendState->databases[i].hold_until = 0;
-	SpinLockRelease(&WasendState->mutex);
+		if (wasend_state->databases[i].dboid == dboid)
+			wasend_state->databases[i].hold_until = 0;
+	SpinLockRelease(&wasend_state->mutex);
 	wasend_wake_launcher();
 }
 

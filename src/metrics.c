@@ -406,7 +406,7 @@ bucket_of(int64 latency_us)
  * together.  Never throws, never allocates.
  */
 void
-metrics_note_answer(const char *phone_number_id, long http_status,
+wasend_metrics_note_answer(const char *phone_number_id, long http_status,
 					int64 latency_us)
 {
 	MetricsKey	key;
@@ -440,7 +440,7 @@ metrics_note_answer(const char *phone_number_id, long http_status,
  * 130429 also counts as throttled.  Never throws, never allocates.
  */
 void
-metrics_note_error(const char *phone_number_id, const char *code, int64 count)
+wasend_metrics_note_error(const char *phone_number_id, const char *code, int64 count)
 {
 	MetricsKey	key;
 	MetricsNumber *n;
@@ -487,7 +487,7 @@ metrics_note_error(const char *phone_number_id, const char *code, int64 count)
  * Never throws, never allocates.
  */
 void
-metrics_note_inflight(const char *phone_number_id, int delta)
+wasend_metrics_note_inflight(const char *phone_number_id, int delta)
 {
 	MetricsKey	key;
 	MetricsNumber *n;
@@ -510,7 +510,7 @@ metrics_note_inflight(const char *phone_number_id, int delta)
  * never allocates.
  */
 void
-metrics_note_pace(const char *phone_number_id, double per_sec)
+wasend_metrics_note_pace(const char *phone_number_id, double per_sec)
 {
 	MetricsKey	key;
 	MetricsNumber *n;
@@ -533,7 +533,7 @@ metrics_note_pace(const char *phone_number_id, double per_sec)
  * throws, never allocates.
  */
 void
-metrics_note_webhook(int64 requests, int64 events)
+wasend_metrics_note_webhook(int64 requests, int64 events)
 {
 	if (WasendMetrics == NULL)
 		return;
@@ -549,7 +549,7 @@ metrics_note_webhook(int64 requests, int64 events)
  * by the other databases are left out.  Never throws, never allocates.
  */
 void
-metrics_publish_campaigns(Oid dboid, const char *dbname,
+wasend_metrics_publish_campaigns(Oid dboid, const char *dbname,
 						  const MetricsCampaign *campaigns, int n)
 {
 	WasendMetricsShared *m = WasendMetrics;

@@ -21,7 +21,7 @@
 #include "http_client.h"
 #include "sender.h"
 
-int			active_numbers = 0;	/* numbers sending, as of the last refresh */
+int			wasend_active_numbers = 0;	/* numbers sending, as of the last refresh */
 
 static HTAB *numbers = NULL;
 static int	share_ordinal = 0;	/* sender_share, as of the last refresh */
@@ -72,14 +72,14 @@ static int64 busy_window_idle = 0;
  * Create the numbers table (in sender_context).
  */
 void
-numbers_init(void)
+wasend_numbers_init(void)
 {
 	HASHCTL		ctl;
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(NumberState);
-	ctl.hcxt = sender_context;
+	ctl.hcxt = wasend_sender_context;
 	numbers = hash_create("wasend numbers", 64, &ctl,
 						  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 }
@@ -88,7 +88,7 @@ numbers_init(void)
  * Find or create this sender's state for a number.
  */
 NumberState *
-number_get(int64 number_id)
+wasend_number_get(int64 number_id)
 {
 	bool		found;
 	NumberState *ns = hash_search(numbers, &number_id, HASH_ENTER, &found);
@@ -108,7 +108,7 @@ number_get(int64 number_id)
 		ns->pace_noted_at = 0;
 		ns->active = false;
 		ns->cap = 64;
-		ns->rows = MemoryContextAlloc(sender_context, sizeof(PendingRow) * ns->cap);
+		ns->rows = MemoryContextAlloc(wasend_sender_context, sizeof(PendingRow) * ns->cap);
 		ns->head = 0;
 		ns->count = 0;
 	}
@@ -119,7 +119,7 @@ number_get(int64 number_id)
  * This sender's state for a number, or NULL.
  */
 NumberState *
-number_find(int64 number_id)
+wasend_number_find(int64 number_id)
 {
 	return hash_search(numbers, &number_id, HASH_FIND, NULL);
 }
@@ -128,7 +128,7 @@ number_find(int64 number_id)
  * Before a refresh: no number is active until the running set says so.
  */
 void
-numbers_begin_refresh(void)
+wasend_numbers_begin_refresh(void)
 {
 	HASH_SEQ_STATUS seq;
 	NumberState *ns;
@@ -140,8 +140,8 @@ numbers_begin_refresh(void)
 		ns->was_mine = ns->mine;
 		ns->mine = false;
 	}
-	active_numbers = 0;
-	sender_share(&share_ordinal, &share_count);
+	wasend_active_numbers = 0;
+	wasend_sender_share(&share_ordinal, &share_count);
 }
 
 /*
@@ -154,7 +154,7 @@ set_string(char **field, const char *value)
 		return;
 	if (*field != NULL)
 		pfree(*field);
-	*field = MemoryContextStrdup(sender_context, value);
+	*field = MemoryContextStrdup(wasend_sender_context, value);
 }
 
 /*
@@ -191,7 +191,7 @@ graph_url(const char *phone_number_id, const char *rest, const char *token)
  * The URL a number's messages are posted to: base/{phone_number_id}/messages.
  */
 char *
-number_url(const char *phone_number_id, const char *token)
+wasend_number_url(const char *phone_number_id, const char *token)
 {
 	return graph_url(phone_number_id, "/messages", token);
 }
@@ -201,7 +201,7 @@ number_url(const char *phone_number_id, const char *token)
  * base/{phone_number_id}?fields=..., with appsecret_proof as for sends.
  */
 char *
-number_limits_url(const char *phone_number_id, const char *token)
+wasend_number_limits_url(const char *phone_number_id, const char *token)
 {
 	return graph_url(phone_number_id,
 					 "?fields=whatsapp_business_manager_messaging_limit,quality_rating,health_status,display_phone_number",
@@ -212,7 +212,7 @@ number_limits_url(const char *phone_number_id, const char *token)
  * A number is in the running set: take its current rate, id and token.
  */
 void
-number_refresh(NumberState *ns, int rate, const char *phone_number_id,
+wasend_number_refresh(NumberState *ns, int rate, const char *phone_number_id,
 			   const char *access_token)
 {
 	char	   *url;
@@ -220,13 +220,13 @@ number_refresh(NumberState *ns, int rate, const char *phone_number_id,
 	/* which sender claims the number's rows: see sender_share */
 	ns->mine = (ns->number_id % share_count) == share_ordinal;
 	if (!ns->active && ns->mine)
-		active_numbers++;
+		wasend_active_numbers++;
 	ns->active = true;
 	ns->rate = rate;
 	set_string(&ns->phone_number_id, phone_number_id);
-	ns->gate_key = rate_gate_key(phone_number_id);
+	ns->gate_key = wasend_rate_gate_key(phone_number_id);
 	set_string(&ns->access_token, access_token);
-	url = number_url(phone_number_id, access_token);
+	url = wasend_number_url(phone_number_id, access_token);
 	set_string(&ns->url, url);
 	pfree(url);
 }
@@ -238,17 +238,17 @@ number_refresh(NumberState *ns, int rate, const char *phone_number_id,
  * take the whole budget and the others would wait).
  */
 int
-number_target(NumberState *ns)
+wasend_number_target(NumberState *ns)
 {
 	return Min(Min(wasend_batch_size, ns->rate),
-			   Max(1, wasend_max_inflight / Max(active_numbers, 1)));
+			   Max(1, wasend_max_inflight / Max(wasend_active_numbers, 1)));
 }
 
 /*
  * A request of the number is no longer in flight (its answer came back).
  */
 void
-number_answered(NumberState *ns)
+wasend_number_answered(NumberState *ns)
 {
 	if (ns->inflight > 0)
 		ns->inflight--;
@@ -261,7 +261,7 @@ number_answered(NumberState *ns)
  * into the least latency of the current window (see number_latency).
  */
 void
-number_note_latency(NumberState *ns, int64 latency_us, int64 now)
+wasend_number_note_latency(NumberState *ns, int64 latency_us, int64 now)
 {
 	latency_us = Min(Max(latency_us, 0), MAX_LATENCY_SAMPLE_US);
 
@@ -287,7 +287,7 @@ number_note_latency(NumberState *ns, int64 latency_us, int64 now)
  * window of waiting again lifts that).
  */
 void
-sender_note_turn(int64 idle_us, int64 now)
+wasend_sender_note_turn(int64 idle_us, int64 now)
 {
 	busy_window_idle += idle_us;
 	if (busy_window_at == 0)
@@ -330,7 +330,7 @@ number_latency(NumberState *ns)
  * claims a number's rows (sender_share), so it is the whole pace.
  */
 int
-number_inflight_need(NumberState *ns)
+wasend_number_inflight_need(NumberState *ns)
 {
 	double		pace = ns->rate * wasend_rate_headroom;
 	double		need = pace * (number_latency(ns) / 1000000.0 * INFLIGHT_MARGIN +
@@ -348,7 +348,7 @@ number_inflight_need(NumberState *ns)
  * uncertain, not the working figure.
  */
 int
-sender_budget(void)
+wasend_sender_budget(void)
 {
 	HASH_SEQ_STATUS seq;
 	NumberState *ns;
@@ -358,7 +358,7 @@ sender_budget(void)
 	while ((ns = hash_seq_search(&seq)) != NULL)
 	{
 		if (ns->active && ns->mine)
-			total += number_target(ns) + number_inflight_need(ns);
+			total += wasend_number_target(ns) + wasend_number_inflight_need(ns);
 	}
 	return (int) Min(total, (int64) wasend_max_inflight);
 }
@@ -367,7 +367,7 @@ sender_budget(void)
  * Before campaigns_claim_request: no number has a top priority yet.
  */
 void
-numbers_reset_shares(void)
+wasend_numbers_reset_shares(void)
 {
 	HASH_SEQ_STATUS seq;
 	NumberState *ns;
@@ -395,7 +395,7 @@ fifo_insert(NumberState *ns, const ClaimedRow *row, int ahead_of)
 
 	if (ns->count == ns->cap)
 	{
-		PendingRow *grown = MemoryContextAlloc(sender_context,
+		PendingRow *grown = MemoryContextAlloc(wasend_sender_context,
 											   sizeof(PendingRow) * ns->cap * 2);
 		int			i;
 
@@ -421,7 +421,7 @@ fifo_insert(NumberState *ns, const ClaimedRow *row, int ahead_of)
 	p->campaign_id = row->campaign_id;
 	p->priority = row->priority;
 	p->refusals = 0;
-	p->body = MemoryContextStrdup(sender_context, row->body);
+	p->body = MemoryContextStrdup(wasend_sender_context, row->body);
 	ns->count++;
 	return p;
 }
@@ -434,7 +434,7 @@ fifo_insert(NumberState *ns, const ClaimedRow *row, int ahead_of)
  * campaign row this sender holds.
  */
 void
-number_push(NumberState *ns, const ClaimedRow *row)
+wasend_number_push(NumberState *ns, const ClaimedRow *row)
 {
 	(void) fifo_insert(ns, row, row->priority);
 }
@@ -448,7 +448,7 @@ number_push(NumberState *ns, const ClaimedRow *row)
  * this sender's token.
  */
 void
-number_requeue(NumberState *ns, int64 id, int64 campaign_id, int priority,
+wasend_number_requeue(NumberState *ns, int64 id, int64 campaign_id, int priority,
 			   int refusals, const char *body)
 {
 	ClaimedRow	row;
@@ -468,7 +468,7 @@ number_requeue(NumberState *ns, int64 id, int64 campaign_id, int priority,
  * given back.  They stay counted as held until they are.
  */
 int
-numbers_take_stopped(int64 *ids, int64 *campaign_ids, bool drop_all)
+wasend_numbers_take_stopped(int64 *ids, int64 *campaign_ids, bool drop_all)
 {
 	HASH_SEQ_STATUS seq;
 	NumberState *ns;
@@ -483,7 +483,7 @@ numbers_take_stopped(int64 *ids, int64 *campaign_ids, bool drop_all)
 		for (i = 0; i < ns->count; i++)
 		{
 			PendingRow row = ns->rows[(ns->head + i) % ns->cap];
-			CampaignState *cs = campaign_find(row.campaign_id);
+			CampaignState *cs = wasend_campaign_find(row.campaign_id);
 
 			if (drop_all || !ns->active || cs == NULL || !cs->running)
 			{
@@ -506,7 +506,7 @@ numbers_take_stopped(int64 *ids, int64 *campaign_ids, bool drop_all)
  * has rows waiting (0 if none waits).
  */
 int64
-numbers_start_sends(int64 now)
+wasend_numbers_start_sends(int64 now)
 {
 	HASH_SEQ_STATUS seq;
 	NumberState *ns;
@@ -521,7 +521,7 @@ numbers_start_sends(int64 now)
 		int			npri = 0;
 		int			room;
 
-		if (ns->count == 0 || !ns->active || shutdown_requested)
+		if (ns->count == 0 || !ns->active || wasend_shutdown_requested)
 			continue;
 		/*
 		 * never more in flight than twice what Little's law asks for the
@@ -529,20 +529,20 @@ numbers_start_sends(int64 now)
 		 * sender's whole budget, while a slow turn of the loop does not
 		 * hold the number back): its answers make room, and wake the loop
 		 */
-		room = 2 * number_inflight_need(ns) - ns->inflight;
+		room = 2 * wasend_number_inflight_need(ns) - ns->inflight;
 		if (room <= 0)
 			continue;
 		/* wasend_send rows at the front go first, with priority */
 		while (npri < ns->count && ns->rows[(ns->head + npri) % ns->cap].priority >= 0)
 			npri++;
-		granted = rate_gate_take(ns->gate_key, ns->rate,
+		granted = wasend_rate_gate_take(ns->gate_key, ns->rate,
 								 Min(Min(npri > 0 ? npri : ns->count, WASEND_MAX_RATE), room),
 								 now, &next, npri > 0);
 		for (i = 0; i < granted; i++)
 		{
 			PendingRow *p = &ns->rows[ns->head];
 
-			HttpRequest *req = http_start(ns->url, ns->access_token, p->body, p->id,
+			HttpRequest *req = wasend_http_start(ns->url, ns->access_token, p->body, p->id,
 										  p->campaign_id, ns->number_id,
 										  ns->gate_key);
 
@@ -554,16 +554,16 @@ numbers_start_sends(int64 now)
 			ns->count--;
 		}
 		if (granted > 0)
-			metrics_note_inflight(ns->phone_number_id, granted);
+			wasend_metrics_note_inflight(ns->phone_number_id, granted);
 		if (now >= ns->pace_noted_at + PACE_NOTE_US)
 		{
-			metrics_note_pace(ns->phone_number_id, rate_gate_pace(ns->gate_key, ns->rate, now));
+			wasend_metrics_note_pace(ns->phone_number_id, wasend_rate_gate_pace(ns->gate_key, ns->rate, now));
 			ns->pace_noted_at = now;
 		}
 		if (ns->count > 0 && (wake == 0 || next < wake))
 			wake = next;
 	}
-	pg_atomic_write_u32(&my_slot->inflight, http_inflight());
-	pg_atomic_write_u32(&my_slot->hold_target, sender_budget());
+	pg_atomic_write_u32(&wasend_my_slot->inflight, wasend_http_inflight());
+	pg_atomic_write_u32(&wasend_my_slot->hold_target, wasend_sender_budget());
 	return wake;
 }

@@ -61,7 +61,7 @@ static SPIPlanPtr plan_token_refused = NULL;
  * CREATE EXTENSION and must survive DROP EXTENSION.
  */
 bool
-queue_extension_present(void)
+wasend_queue_extension_present(void)
 {
 	return OidIsValid(get_extension_oid("wasend", true));
 }
@@ -73,7 +73,7 @@ queue_extension_present(void)
  * see wasend.database_identity), or DBSTATE_SEND.  In a transaction.
  */
 int
-queue_database_state(Oid dboid, char **why)
+wasend_queue_database_state(Oid dboid, char **why)
 {
 	Datum		arg[1];
 	Oid			types[1] = {OIDOID};
@@ -81,7 +81,7 @@ queue_database_state(Oid dboid, char **why)
 	char	   *version;
 
 	*why = NULL;
-	if (!queue_extension_present())
+	if (!wasend_queue_extension_present())
 		return DBSTATE_ABSENT;
 	if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'wasend'",
 					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
@@ -127,7 +127,7 @@ prepare(const char *sql, int nargs, Oid *argtypes)
  * the extension is dropped and created again.
  */
 void
-queue_prepare(void)
+wasend_queue_prepare(void)
 {
 	Oid			claim_types[6] = {INT8ARRAYOID, INT4ARRAYOID, INT8OID, INT8ARRAYOID, TEXTARRAYOID,
 	INT4ARRAYOID};
@@ -214,7 +214,7 @@ int8_array(int n, const int64 *values)
  * or 0 if none is waiting.
  */
 TimestampTz
-queue_activate_scheduled(void)
+wasend_queue_activate_scheduled(void)
 {
 	bool		isnull;
 	Datum		next;
@@ -266,7 +266,7 @@ token_refused(int64 number_id, const char *phone_number_id, const char *error)
  * is allocated in cxt.
  */
 int
-queue_running_campaigns(int nexcl, const int64 *excl, int nonly, const int64 *only,
+wasend_queue_running_campaigns(int nexcl, const int64 *excl, int nonly, const int64 *only,
 						RunningCampaign **out, MemoryContext cxt)
 {
 	uint64		i;
@@ -337,7 +337,7 @@ queue_running_campaigns(int nexcl, const int64 *excl, int nonly, const int64 *on
  * in excl[], in *out (allocated in cxt).  Returns how many.
  */
 int
-queue_running_ids(int nexcl, const int64 *excl, int64 **out, MemoryContext cxt)
+wasend_queue_running_ids(int nexcl, const int64 *excl, int64 **out, MemoryContext cxt)
 {
 	Datum		args[1];
 	int64	   *ids;
@@ -363,7 +363,7 @@ queue_running_ids(int nexcl, const int64 *excl, int64 **out, MemoryContext cxt)
  * seconds (wasend.campaign_faults, shown in campaign_progress.waiting).
  */
 void
-queue_fault_note(int64 campaign_id, const char *error, double secs)
+wasend_queue_fault_note(int64 campaign_id, const char *error, double secs)
 {
 	Datum		args[3];
 
@@ -378,7 +378,7 @@ queue_fault_note(int64 campaign_id, const char *error, double secs)
  * Forget what was said of campaigns set aside that went through again.
  */
 void
-queue_fault_clear(int n, const int64 *campaign_ids)
+wasend_queue_fault_clear(int n, const int64 *campaign_ids)
 {
 	Datum		args[1];
 
@@ -393,7 +393,7 @@ queue_fault_clear(int n, const int64 *campaign_ids)
  * answer is written first.  The result is allocated in cxt.
  */
 int
-queue_limits_due(int resume_secs, LimitsCheck **out, MemoryContext cxt)
+wasend_queue_limits_due(int resume_secs, LimitsCheck **out, MemoryContext cxt)
 {
 	Datum		args[1];
 	LimitsCheck *lc;
@@ -435,7 +435,7 @@ queue_limits_due(int resume_secs, LimitsCheck **out, MemoryContext cxt)
 												 &error, cxt);
 			if (lc[i].access_token == NULL)
 			{
-				queue_limits_failed(lc[i].number_id, error);
+				wasend_queue_limits_failed(lc[i].number_id, error);
 				continue;
 			}
 		}
@@ -451,7 +451,7 @@ queue_limits_due(int resume_secs, LimitsCheck **out, MemoryContext cxt)
  * use.
  */
 void
-queue_limits_apply(int64 number_id, long http_status, const char *body)
+wasend_queue_limits_apply(int64 number_id, long http_status, const char *body)
 {
 	Datum		args[3];
 	char		nulls[3] = {' ', ' ', ' '};
@@ -473,7 +473,7 @@ queue_limits_apply(int64 number_id, long http_status, const char *body)
  * A number's limits could not be read: say why on the number.
  */
 void
-queue_limits_failed(int64 number_id, const char *message)
+wasend_queue_limits_failed(int64 number_id, const char *message)
 {
 	Datum		args[2];
 
@@ -488,7 +488,7 @@ queue_limits_failed(int64 number_id, const char *message)
  * Runs in the launcher (plan not kept).
  */
 void
-queue_limits_all_due(void)
+wasend_queue_limits_all_due(void)
 {
 	if (SPI_execute(sql_limits_all_due, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "wasend: marking numbers' limits due failed");
@@ -502,7 +502,7 @@ queue_limits_all_due(void)
  * suppressed) comes back with a NULL body.
  */
 int
-queue_claim(int n, const int64 *campaign_ids, const int32 *limits,
+wasend_queue_claim(int n, const int64 *campaign_ids, const int32 *limits,
 			const int32 *scans, const int64 *after_ids, int64 token,
 			ClaimedRow **out, MemoryContext cxt)
 {
@@ -573,7 +573,7 @@ queue_claim(int n, const int64 *campaign_ids, const int32 *limits,
  * (allocated in the caller's context).  The batch itself is not changed.
  */
 int
-queue_record(ResultBatch *b, const int *idx, int n, int max_attempts,
+wasend_queue_record(ResultBatch *b, const int *idx, int n, int max_attempts,
 			 int64 token, RecordGroup **out)
 {
 	Datum		args[8];
@@ -656,7 +656,7 @@ queue_record(ResultBatch *b, const int *idx, int n, int max_attempts,
  * still this sender's.
  */
 bool
-queue_record_poison(int64 row_id, int64 token, TimestampTz at, const char *error)
+wasend_queue_record_poison(int64 row_id, int64 token, TimestampTz at, const char *error)
 {
 	Datum		args[4];
 
@@ -673,7 +673,7 @@ queue_record_poison(int64 row_id, int64 token, TimestampTz at, const char *error
  * Apply the status webhooks that were waiting for their wamid.
  */
 void
-queue_apply_pending_statuses(void)
+wasend_queue_apply_pending_statuses(void)
 {
 	if (SPI_execute_plan(plan_pending, NULL, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "wasend: applying pending statuses failed");
@@ -684,7 +684,7 @@ queue_apply_pending_statuses(void)
  * idx[0..n-1] of a batch, just recorded.
  */
 void
-queue_apply_pending_recorded(ResultBatch *b, const int *idx, int n)
+wasend_queue_apply_pending_recorded(ResultBatch *b, const int *idx, int n)
 {
 	Datum	   *ids = palloc(sizeof(Datum) * Max(n, 1));
 	Datum		arg;
@@ -704,7 +704,7 @@ queue_apply_pending_recorded(ResultBatch *b, const int *idx, int n)
  * user holds it locked).
  */
 bool
-queue_trip_breaker(int64 campaign_id, int failures, int window)
+wasend_queue_trip_breaker(int64 campaign_id, int failures, int window)
 {
 	Datum		args[3];
 
@@ -721,7 +721,7 @@ queue_trip_breaker(int64 campaign_id, int failures, int window)
  * Runs in the launcher, whose plan is not kept: it runs rarely.
  */
 int64
-queue_recover(int ntokens, const int64 *tokens, bool fail_uncertain,
+wasend_queue_recover(int ntokens, const int64 *tokens, bool fail_uncertain,
 			  int max_attempts)
 {
 	Datum		args[3];
@@ -741,7 +741,7 @@ queue_recover(int ntokens, const int64 *tokens, bool fail_uncertain,
  * Put rows this sender claimed and never sent back (see release).
  */
 void
-queue_release(int n, const int64 *row_ids, int64 token)
+wasend_queue_release(int n, const int64 *row_ids, int64 token)
 {
 	Datum		args[2];
 
@@ -761,7 +761,7 @@ queue_release(int n, const int64 *row_ids, int64 token)
  * *nlocked their number.  Returns how many were completed.
  */
 int
-queue_complete(int n, const int64 *campaign_ids, int64 *locked, int *nlocked_out)
+wasend_queue_complete(int n, const int64 *campaign_ids, int64 *locked, int *nlocked_out)
 {
 	Datum		args[1];
 	uint64		i;
@@ -794,7 +794,7 @@ queue_complete(int n, const int64 *campaign_ids, int64 *locked, int *nlocked_out
  * Create an empty result batch with room for cap outcomes.
  */
 void
-result_batch_init(ResultBatch *b, int cap, MemoryContext parent)
+wasend_result_batch_init(ResultBatch *b, int cap, MemoryContext parent)
 {
 	memset(b, 0, sizeof(*b));
 	b->cxt = AllocSetContextCreate(parent, "wasend results",
@@ -816,7 +816,7 @@ result_batch_init(ResultBatch *b, int cap, MemoryContext parent)
  * Make room for cap outcomes (after wasend.max_inflight was raised).
  */
 void
-result_batch_grow(ResultBatch *b, int cap)
+wasend_result_batch_grow(ResultBatch *b, int cap)
 {
 	if (cap <= b->cap)
 		return;
@@ -837,7 +837,7 @@ result_batch_grow(ResultBatch *b, int cap)
  * Forget the outcomes once written.
  */
 void
-result_batch_reset(ResultBatch *b)
+wasend_result_batch_reset(ResultBatch *b)
 {
 	b->n = 0;
 	b->oldest = 0;
@@ -849,7 +849,7 @@ result_batch_reset(ResultBatch *b)
  * are, in the batch's context, which is reset once the batch is empty).
  */
 void
-result_batch_keep(ResultBatch *b, const bool *keep)
+wasend_result_batch_keep(ResultBatch *b, const bool *keep)
 {
 	int			i;
 	int			n = 0;
@@ -871,7 +871,7 @@ result_batch_keep(ResultBatch *b, const bool *keep)
 		n++;
 	}
 	if (n == 0)
-		result_batch_reset(b);
+		wasend_result_batch_reset(b);
 	else
 		b->n = n;
 }
@@ -1068,7 +1068,7 @@ wasend_answer_error_code(const char *text, size_t len, int *code)
  * the jsonb cast and reported as an error text instead.
  */
 void
-result_batch_add(ResultBatch *b, int64 row_id, int64 campaign_id,
+wasend_result_batch_add(ResultBatch *b, int64 row_id, int64 campaign_id,
 				 long http_status, const char *body, const char *error,
 				 const char *error_class, TimestampTz at, int64 mono_now)
 {
@@ -1117,7 +1117,7 @@ result_batch_add(ResultBatch *b, int64 row_id, int64 campaign_id,
  * campaign_metrics); at most max campaigns, in a palloc'd array.
  */
 int
-queue_campaign_metrics(MetricsCampaign **out, int max)
+wasend_queue_campaign_metrics(MetricsCampaign **out, int max)
 {
 	Datum		args[1];
 	Oid			types[1] = {INT4OID};

@@ -185,7 +185,7 @@ static bool release_registered = false;
 static WasendGateSlot *
 gate_lookup(int64 key, bool create, int64 now, int *index)
 {
-	WasendShared *st = WasendState;
+	WasendShared *st = wasend_state;
 	int			free_slot = -1;
 	int			idlest = -1;
 	int			i;
@@ -260,14 +260,14 @@ release_mine(int code, Datum arg)
 	int64		now = wasend_mono_us();
 	int			i;
 
-	if (WasendState == NULL)
+	if (wasend_state == NULL)
 		return;
-	if (LWLockHeldByMe(WasendState->gate_lock))
-		LWLockRelease(WasendState->gate_lock);
-	LWLockAcquire(WasendState->gate_lock, LW_EXCLUSIVE);
+	if (LWLockHeldByMe(wasend_state->gate_lock))
+		LWLockRelease(wasend_state->gate_lock);
+	LWLockAcquire(wasend_state->gate_lock, LW_EXCLUSIVE);
 	for (i = 0; i < WASEND_GATE_SLOTS; i++)
 	{
-		WasendGateSlot *g = &WasendState->gate[i];
+		WasendGateSlot *g = &wasend_state->gate[i];
 
 		if (my_pending[i] == 0)
 			continue;
@@ -277,9 +277,9 @@ release_mine(int code, Datum arg)
 			note_write(g, now);
 			my_pending[i]--;
 		}
-		WasendState->gate_last_used[i] = Max(WasendState->gate_last_used[i], now);
+		wasend_state->gate_last_used[i] = Max(wasend_state->gate_last_used[i], now);
 	}
-	LWLockRelease(WasendState->gate_lock);
+	LWLockRelease(wasend_state->gate_lock);
 }
 
 /*
@@ -288,7 +288,7 @@ release_mine(int code, Datum arg)
  * databases is paced as the one number Meta counts.
  */
 int64
-rate_gate_key(const char *phone_number_id)
+wasend_rate_gate_key(const char *phone_number_id)
 {
 	return (int64) hash_bytes_extended((const unsigned char *) phone_number_id,
 									   (int) strlen(phone_number_id), 0);
@@ -343,7 +343,7 @@ entry_headroom(WasendGateSlot *g)
  * header).  Never throws (but for registering its exit callback, once).
  */
 int
-rate_gate_take(int64 key, int rate, int want, int64 now,
+wasend_rate_gate_take(int64 key, int rate, int want, int64 now,
 			   int64 *next_slot, bool priority)
 {
 	WasendGateSlot *g;
@@ -360,12 +360,12 @@ rate_gate_take(int64 key, int rate, int want, int64 now,
 		release_registered = true;
 	}
 	rate = Max(1, Min(rate, WASEND_MAX_RATE));
-	LWLockAcquire(WasendState->gate_lock, LW_EXCLUSIVE);
+	LWLockAcquire(wasend_state->gate_lock, LW_EXCLUSIVE);
 	g = gate_lookup(key, true, now, &index);
 	if (g == NULL)
 	{
 		/* every entry is busy: wait for one to become idle */
-		LWLockRelease(WasendState->gate_lock);
+		LWLockRelease(wasend_state->gate_lock);
 		*next_slot = now + FULL_RETRY_US;
 		return 0;
 	}
@@ -373,7 +373,7 @@ rate_gate_take(int64 key, int rate, int want, int64 now,
 	{
 		/* another sender's wasend_send rows go first */
 		*next_slot = g->priority_until;
-		LWLockRelease(WasendState->gate_lock);
+		LWLockRelease(wasend_state->gate_lock);
 		return 0;
 	}
 	interval_us = (int64) ceil(1000000.0 /
@@ -417,7 +417,7 @@ rate_gate_take(int64 key, int rate, int want, int64 now,
 	if (priority && taken < want)
 		g->priority_until = Max(g->priority_until,
 								Max(slot, blocked_until) + PRIORITY_HOLD_US);
-	LWLockRelease(WasendState->gate_lock);
+	LWLockRelease(wasend_state->gate_lock);
 
 	*next_slot = Max(slot, blocked_until);
 	return taken;
@@ -432,12 +432,12 @@ rate_gate_take(int64 key, int rate, int want, int64 now,
  * reused one closed), counted all the same.  Never throws.
  */
 void
-rate_gate_on_wire(int64 key, int64 when, bool granted)
+wasend_rate_gate_on_wire(int64 key, int64 when, bool granted)
 {
 	WasendGateSlot *g;
 	int			index;
 
-	LWLockAcquire(WasendState->gate_lock, LW_EXCLUSIVE);
+	LWLockAcquire(wasend_state->gate_lock, LW_EXCLUSIVE);
 	g = gate_lookup(key, true, when, &index);
 	if (g != NULL)
 	{
@@ -448,7 +448,7 @@ rate_gate_on_wire(int64 key, int64 when, bool granted)
 			g->pending--;
 		}
 	}
-	LWLockRelease(WasendState->gate_lock);
+	LWLockRelease(wasend_state->gate_lock);
 }
 
 /*
@@ -457,31 +457,31 @@ rate_gate_on_wire(int64 key, int64 when, bool granted)
  * counting.  Never throws.
  */
 void
-rate_gate_unsent(int64 key)
+wasend_rate_gate_unsent(int64 key)
 {
 	WasendGateSlot *g;
 	int			index;
 
-	LWLockAcquire(WasendState->gate_lock, LW_EXCLUSIVE);
+	LWLockAcquire(wasend_state->gate_lock, LW_EXCLUSIVE);
 	g = gate_lookup(key, false, wasend_mono_us(), &index);
 	if (g != NULL && my_pending[index] > 0)
 	{
 		my_pending[index]--;
 		g->pending--;
 	}
-	LWLockRelease(WasendState->gate_lock);
+	LWLockRelease(wasend_state->gate_lock);
 }
 
 /*
  * The number was told to slow down (130429): lower its pace.
  */
 void
-rate_gate_slow_down(int64 key, int64 now)
+wasend_rate_gate_slow_down(int64 key, int64 now)
 {
 	WasendGateSlot *g;
 	int			index;
 
-	LWLockAcquire(WasendState->gate_lock, LW_EXCLUSIVE);
+	LWLockAcquire(wasend_state->gate_lock, LW_EXCLUSIVE);
 	g = gate_lookup(key, false, now, &index);
 	if (g != NULL && (g->slowed_at == 0 || now - g->slowed_at >= SLOW_BURST_US))
 	{
@@ -492,7 +492,7 @@ rate_gate_slow_down(int64 key, int64 now)
 		g->throttle_at = now;
 		g->slowed_at = now;
 	}
-	LWLockRelease(WasendState->gate_lock);
+	LWLockRelease(wasend_state->gate_lock);
 }
 
 /*
@@ -502,17 +502,17 @@ rate_gate_slow_down(int64 key, int64 now)
  * header for why the least).  Never throws.
  */
 void
-rate_gate_note_rttvar(int64 key, int64 rttvar_us, int64 now)
+wasend_rate_gate_note_rttvar(int64 key, int64 rttvar_us, int64 now)
 {
 	WasendGateSlot *g;
 	int			index;
 
 	rttvar_us = Max(rttvar_us, 0);
-	LWLockAcquire(WasendState->gate_lock, LW_EXCLUSIVE);
+	LWLockAcquire(wasend_state->gate_lock, LW_EXCLUSIVE);
 	g = gate_lookup(key, false, now, &index);
 	if (g != NULL)
 		wasend_window_min_note(&g->jitter, rttvar_us, now, JITTER_WINDOW_US);
-	LWLockRelease(WasendState->gate_lock);
+	LWLockRelease(wasend_state->gate_lock);
 }
 
 /*
@@ -521,20 +521,20 @@ rate_gate_note_rttvar(int64 key, int64 rttvar_us, int64 now)
  * (for the metrics).
  */
 double
-rate_gate_pace(int64 key, int rate, int64 now)
+wasend_rate_gate_pace(int64 key, int rate, int64 now)
 {
 	WasendGateSlot *g;
 	int			index;
 	double		t = 1.0;
 	double		h = wasend_rate_headroom;
 
-	LWLockAcquire(WasendState->gate_lock, LW_EXCLUSIVE);
+	LWLockAcquire(wasend_state->gate_lock, LW_EXCLUSIVE);
 	g = gate_lookup(key, false, now, &index);
 	if (g != NULL)
 	{
 		t = current_throttle(g, now);
 		h = entry_headroom(g);
 	}
-	LWLockRelease(WasendState->gate_lock);
+	LWLockRelease(wasend_state->gate_lock);
 	return rate * h * t;
 }

@@ -80,15 +80,15 @@
 /* the number's own token is redacted from error answers if this long */
 #define MIN_REDACTED_TOKEN		8
 
-volatile sig_atomic_t shutdown_requested = false;
-MemoryContext sender_context = NULL;
-WasendSenderSlot *my_slot = NULL;
-int64		my_token = 0;
-int			held_total = 0;
-ResultBatch results;
-bool		results_have_error = false;	/* a non-200 answer waits in results */
-LimitsAnswer limits_answers[MAX_LIMITS_ANSWERS];	/* answers of limits GETs */
-int			nlimits_answers = 0;
+volatile sig_atomic_t wasend_shutdown_requested = false;
+MemoryContext wasend_sender_context = NULL;
+WasendSenderSlot *wasend_my_slot = NULL;
+int64		wasend_my_token = 0;
+int			wasend_held_total = 0;
+ResultBatch wasend_results;
+bool		wasend_results_have_error = false;	/* a non-200 answer waits in results */
+LimitsAnswer wasend_limits_answers[MAX_LIMITS_ANSWERS];	/* answers of limits GETs */
+int			wasend_nlimits_answers = 0;
 
 static int	sender_index;		/* our slot in WasendState->senders */
 static Oid	my_dboid;
@@ -103,7 +103,7 @@ sender_sigterm(SIGNAL_ARGS)
 {
 	int			save_errno = errno;
 
-	shutdown_requested = true;
+	wasend_shutdown_requested = true;
 	SetLatch(MyLatch);
 	errno = save_errno;
 }
@@ -116,16 +116,16 @@ sender_sigterm(SIGNAL_ARGS)
 static void
 sender_detach(int code, Datum arg)
 {
-	SpinLockAcquire(&WasendState->mutex);
-	if (my_slot->pid == MyProcPid)
+	SpinLockAcquire(&wasend_state->mutex);
+	if (wasend_my_slot->pid == MyProcPid)
 	{
-		my_slot->pid = 0;
-		my_slot->latch = NULL;
+		wasend_my_slot->pid = 0;
+		wasend_my_slot->latch = NULL;
 	}
-	SpinLockRelease(&WasendState->mutex);
-	pg_atomic_write_u32(&my_slot->inflight, 0);
-	pg_atomic_write_u32(&my_slot->held, 0);
-	http_shutdown();
+	SpinLockRelease(&wasend_state->mutex);
+	pg_atomic_write_u32(&wasend_my_slot->inflight, 0);
+	pg_atomic_write_u32(&wasend_my_slot->held, 0);
+	wasend_http_shutdown();
 }
 
 /*
@@ -198,16 +198,16 @@ collect_limits(HttpRequest *req)
 	LimitsAnswer *a;
 	const char *body = req->curl_code == 0 && !req->resp_too_big ? req->resp : NULL;
 
-	if (nlimits_answers >= MAX_LIMITS_ANSWERS)
+	if (wasend_nlimits_answers >= MAX_LIMITS_ANSWERS)
 		return;
-	a = &limits_answers[nlimits_answers++];
+	a = &wasend_limits_answers[wasend_nlimits_answers++];
 	a->number_id = req->number_id;
 	a->http_status = req->http_status;
 	a->tries = 0;
 	a->not_before = 0;
 	a->done = false;
 	a->error = req->curl_code != 0 || req->resp_too_big ?
-		MemoryContextStrdup(sender_context, req->errbuf) : NULL;
+		MemoryContextStrdup(wasend_sender_context, req->errbuf) : NULL;
 
 	/*
 	 * An answer that is not valid in the database encoding (a proxy's
@@ -218,7 +218,7 @@ collect_limits(HttpRequest *req)
 	{
 		body = NULL;
 		if (a->error == NULL)
-			a->error = MemoryContextStrdup(sender_context,
+			a->error = MemoryContextStrdup(wasend_sender_context,
 										   "the answer is not valid in the database encoding");
 	}
 	a->body = NULL;
@@ -226,15 +226,15 @@ collect_limits(HttpRequest *req)
 	{
 		const char *redacted = wasend_redact_token(body, req->token);
 
-		a->body = MemoryContextStrdup(sender_context, redacted);
+		a->body = MemoryContextStrdup(wasend_sender_context, redacted);
 		if (redacted != body)
 			pfree(unconstify(char *, redacted));
 	}
 	/* the connection it used is one of ours, like a send's */
 	if (req->new_connections > 0)
-		pg_atomic_fetch_add_u64(&my_slot->conns_opened, req->new_connections);
+		pg_atomic_fetch_add_u64(&wasend_my_slot->conns_opened, req->new_connections);
 	else
-		pg_atomic_fetch_add_u64(&my_slot->conns_reused, 1);
+		pg_atomic_fetch_add_u64(&wasend_my_slot->conns_reused, 1);
 }
 
 /*
@@ -243,24 +243,24 @@ collect_limits(HttpRequest *req)
  * (store_limits_answers).
  */
 void
-limits_answers_done(void)
+wasend_limits_answers_done(void)
 {
 	int			i;
 	int			kept = 0;
 
-	for (i = 0; i < nlimits_answers; i++)
+	for (i = 0; i < wasend_nlimits_answers; i++)
 	{
-		if (!limits_answers[i].done)
+		if (!wasend_limits_answers[i].done)
 		{
-			limits_answers[kept++] = limits_answers[i];
+			wasend_limits_answers[kept++] = wasend_limits_answers[i];
 			continue;
 		}
-		if (limits_answers[i].body)
-			pfree(limits_answers[i].body);
-		if (limits_answers[i].error)
-			pfree(limits_answers[i].error);
+		if (wasend_limits_answers[i].body)
+			pfree(wasend_limits_answers[i].body);
+		if (wasend_limits_answers[i].error)
+			pfree(wasend_limits_answers[i].error);
 	}
-	nlimits_answers = kept;
+	wasend_nlimits_answers = kept;
 }
 
 /*
@@ -268,12 +268,12 @@ limits_answers_done(void)
  * not done (the cycle that stored them failed, so the store is undone).
  */
 void
-limits_answers_mark(bool done)
+wasend_limits_answers_mark(bool done)
 {
 	int			i;
 
-	for (i = 0; i < nlimits_answers; i++)
-		limits_answers[i].done = done;
+	for (i = 0; i < wasend_nlimits_answers; i++)
+		wasend_limits_answers[i].done = done;
 }
 
 /*
@@ -282,12 +282,12 @@ limits_answers_mark(bool done)
  * stored, and the sender that read it may have nothing else to do.
  */
 bool
-limits_answers_fresh(void)
+wasend_limits_answers_fresh(void)
 {
 	int			i;
 
-	for (i = 0; i < nlimits_answers; i++)
-		if (limits_answers[i].tries == 0 && !limits_answers[i].done)
+	for (i = 0; i < wasend_nlimits_answers; i++)
+		if (wasend_limits_answers[i].tries == 0 && !wasend_limits_answers[i].done)
 			return true;
 	return false;
 }
@@ -298,15 +298,15 @@ limits_answers_fresh(void)
  * campaign is read too).
  */
 void
-start_limits_reads(const LimitsCheck *lc, int n)
+wasend_start_limits_reads(const LimitsCheck *lc, int n)
 {
 	int			i;
 
 	for (i = 0; i < n; i++)
 	{
-		char	   *url = number_limits_url(lc[i].phone_number_id, lc[i].access_token);
+		char	   *url = wasend_number_limits_url(lc[i].phone_number_id, lc[i].access_token);
 
-		http_start_get(url, lc[i].access_token, lc[i].number_id);
+		wasend_http_start_get(url, lc[i].access_token, lc[i].number_id);
 		pfree(url);
 	}
 }
@@ -336,7 +336,7 @@ collect_done(void)
 {
 	HttpRequest *req;
 
-	while (results.n < results.cap && (req = http_next_done()) != NULL)
+	while (wasend_results.n < wasend_results.cap && (req = wasend_http_next_done()) != NULL)
 	{
 		const char *err = NULL;
 		const char *cls = NULL;
@@ -347,7 +347,7 @@ collect_done(void)
 		if (req->kind == HTTP_LIMITS)
 		{
 			collect_limits(req);
-			http_release(req);
+			wasend_http_release(req);
 			continue;
 		}
 		if (req->curl_code != 0 || req->resp_too_big)
@@ -355,13 +355,13 @@ collect_done(void)
 			err = req->errbuf;
 			cls = req->resp_too_big ? "bad_response" : transport_class(req->curl_code);
 		}
-		ns = number_find(req->number_id);
+		ns = wasend_number_find(req->number_id);
 		if (ns != NULL)
 		{
 			int64		now = wasend_mono_us();
 
-			metrics_note_answer(ns->phone_number_id, req->http_status, req->latency_us);
-			number_answered(ns);
+			wasend_metrics_note_answer(ns->phone_number_id, req->http_status, req->latency_us);
+			wasend_number_answered(ns);
 
 			/*
 			 * Little's law takes the API's latency as curl saw it, not the
@@ -371,9 +371,9 @@ collect_done(void)
 			 * flight: a 1,000,000-message run ran up to the cap).  The
 			 * turns of the loop are INFLIGHT_SLACK_SEC's business.
 			 */
-			number_note_latency(ns, req->latency_us, now);
+			wasend_number_note_latency(ns, req->latency_us, now);
 			if (req->rttvar_us >= 0)
-				rate_gate_note_rttvar(ns->gate_key, req->rttvar_us, now);
+				wasend_rate_gate_note_rttvar(ns->gate_key, req->rttvar_us, now);
 		}
 		/*
 		 * A 130429 refused the message, so sending it again cannot
@@ -386,18 +386,18 @@ collect_done(void)
 		 * known unsent, so it must not be left to the supervisor as
 		 * uncertain.
 		 */
-		if (err == NULL && ns != NULL && ns->active && !shutdown_requested &&
+		if (err == NULL && ns != NULL && ns->active && !wasend_shutdown_requested &&
 			is_throughput_refusal(req) && req->refusals < MAX_REFUSALS)
 		{
-			CampaignState *cs = campaign_find(req->campaign_id);
+			CampaignState *cs = wasend_campaign_find(req->campaign_id);
 
 			if (cs != NULL && cs->running)
 			{
-				rate_gate_slow_down(ns->gate_key, wasend_mono_us());
-				metrics_note_error(ns->phone_number_id, "130429", 1);
-				number_requeue(ns, req->row_id, req->campaign_id, req->priority,
+				wasend_rate_gate_slow_down(ns->gate_key, wasend_mono_us());
+				wasend_metrics_note_error(ns->phone_number_id, "130429", 1);
+				wasend_number_requeue(ns, req->row_id, req->campaign_id, req->priority,
 							   req->refusals + 1, req->body);
-				http_release(req);
+				wasend_http_release(req);
 				continue;
 			}
 		}
@@ -405,28 +405,28 @@ collect_done(void)
 		/* an error may pause the number or campaign: record it at once */
 		if (err != NULL || req->http_status != 200)
 		{
-			results_have_error = true;
-			campaign_note_error(req->campaign_id);
+			wasend_results_have_error = true;
+			wasend_campaign_note_error(req->campaign_id);
 			redacted = wasend_redact_token(body, req->token);
 		}
-		result_batch_add(&results, req->row_id, req->campaign_id,
+		wasend_result_batch_add(&wasend_results, req->row_id, req->campaign_id,
 						 req->http_status, redacted, err, cls,
 						 GetCurrentTimestamp(), wasend_mono_us());
 		if (redacted != body)
 			pfree(unconstify(char *, redacted));
 		if (req->new_connections > 0)
-			pg_atomic_fetch_add_u64(&my_slot->conns_opened, req->new_connections);
+			pg_atomic_fetch_add_u64(&wasend_my_slot->conns_opened, req->new_connections);
 		else
-			pg_atomic_fetch_add_u64(&my_slot->conns_reused, 1);
-		pg_atomic_fetch_add_u64(&my_slot->latency_us_sum, req->latency_us);
-		latency_note(my_slot->latency_hist, req->latency_us);
+			pg_atomic_fetch_add_u64(&wasend_my_slot->conns_reused, 1);
+		pg_atomic_fetch_add_u64(&wasend_my_slot->latency_us_sum, req->latency_us);
+		wasend_latency_note(wasend_my_slot->latency_hist, req->latency_us);
 		if (req->server_us >= 0)
-			latency_note(my_slot->added_hist, req->latency_us - req->server_us);
-		pg_atomic_fetch_add_u64(&my_slot->requests, 1);
-		hold(req->campaign_id, -1);
-		http_release(req);
+			wasend_latency_note(wasend_my_slot->added_hist, req->latency_us - req->server_us);
+		pg_atomic_fetch_add_u64(&wasend_my_slot->requests, 1);
+		wasend_hold(req->campaign_id, -1);
+		wasend_http_release(req);
 	}
-	pg_atomic_write_u32(&my_slot->inflight, http_inflight());
+	pg_atomic_write_u32(&wasend_my_slot->inflight, wasend_http_inflight());
 }
 
 /*
@@ -460,14 +460,14 @@ sender_register(void)
 {
 	bool		mine;
 
-	SpinLockAcquire(&WasendState->mutex);
-	mine = my_slot->token == my_token && my_token != 0 && my_slot->pid == 0;
+	SpinLockAcquire(&wasend_state->mutex);
+	mine = wasend_my_slot->token == wasend_my_token && wasend_my_token != 0 && wasend_my_slot->pid == 0;
 	if (mine)
 	{
-		my_slot->pid = MyProcPid;
-		my_slot->latch = MyLatch;
+		wasend_my_slot->pid = MyProcPid;
+		wasend_my_slot->latch = MyLatch;
 	}
-	SpinLockRelease(&WasendState->mutex);
+	SpinLockRelease(&wasend_state->mutex);
 	return mine;
 }
 
@@ -482,16 +482,16 @@ sender_register(void)
  * poll interval.
  */
 void
-sender_share(int *ordinal, int *count)
+wasend_sender_share(int *ordinal, int *count)
 {
 	int			i;
 	int			n = 0;
 	int			me = 0;
 
-	SpinLockAcquire(&WasendState->mutex);
+	SpinLockAcquire(&wasend_state->mutex);
 	for (i = 0; i < WASEND_MAX_SENDERS; i++)
 	{
-		WasendSenderSlot *s = &WasendState->senders[i];
+		WasendSenderSlot *s = &wasend_state->senders[i];
 
 		if (s->dboid != my_dboid || s->token == 0)
 			continue;
@@ -499,7 +499,7 @@ sender_share(int *ordinal, int *count)
 			me++;
 		n++;
 	}
-	SpinLockRelease(&WasendState->mutex);
+	SpinLockRelease(&wasend_state->mutex);
 	*ordinal = me;
 	*count = Max(n, 1);
 }
@@ -513,9 +513,9 @@ sender_still_mine(void)
 {
 	bool		mine;
 
-	SpinLockAcquire(&WasendState->mutex);
-	mine = my_slot->token == my_token;
-	SpinLockRelease(&WasendState->mutex);
+	SpinLockAcquire(&wasend_state->mutex);
+	mine = wasend_my_slot->token == wasend_my_token;
+	SpinLockRelease(&wasend_state->mutex);
 	return mine;
 }
 
@@ -534,11 +534,11 @@ sender_finish(int64 drain_deadline)
 	{
 		QueryCancelPending = false;
 		collect_done();
-		if (db_cycle_settled() || wasend_mono_us() >= deadline)
+		if (wasend_db_cycle_settled() || wasend_mono_us() >= deadline)
 			break;
-		if (wasend_mono_us() >= Max(db_cycle_not_before(), db_record_not_before()))
-			db_cycle(false, true);
-		if (db_cycle_settled())
+		if (wasend_mono_us() >= Max(wasend_db_cycle_not_before(), wasend_db_record_not_before()))
+			wasend_db_cycle(false, true);
+		if (wasend_db_cycle_settled())
 			break;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 50, PG_WAIT_EXTENSION);
@@ -546,7 +546,7 @@ sender_finish(int64 drain_deadline)
 	}
 	ereport(LOG,
 			(errmsg("wasend sender %d stopping (%d requests abandoned, %d answers unrecorded, %d rows held)",
-					sender_index + 1, http_inflight(), results.n, held_total)));
+					sender_index + 1, wasend_http_inflight(), wasend_results.n, wasend_held_total)));
 	proc_exit(0);
 }
 
@@ -561,7 +561,7 @@ wasend_sender_main(Datum main_arg)
 	int64		next_pool_trim = 0;
 
 	sender_index = DatumGetInt32(main_arg);
-	memcpy(&my_token, MyBgworkerEntry->bgw_extra, sizeof(int64));
+	memcpy(&wasend_my_token, MyBgworkerEntry->bgw_extra, sizeof(int64));
 	memcpy(&my_dboid, MyBgworkerEntry->bgw_extra + sizeof(int64), sizeof(Oid));
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -574,7 +574,7 @@ wasend_sender_main(Datum main_arg)
 	if (RecoveryInProgress())
 		proc_exit(0);			/* a standby never sends */
 
-	my_slot = &WasendState->senders[sender_index];
+	wasend_my_slot = &wasend_state->senders[sender_index];
 	if (!sender_register())
 	{
 		ereport(LOG,
@@ -582,29 +582,29 @@ wasend_sender_main(Datum main_arg)
 						sender_index + 1)));
 		proc_exit(0);
 	}
-	pg_atomic_write_u64(&my_slot->sent, 0);
-	pg_atomic_write_u64(&my_slot->failed, 0);
-	pg_atomic_write_u64(&my_slot->conns_opened, 0);
-	pg_atomic_write_u64(&my_slot->conns_reused, 0);
-	pg_atomic_write_u64(&my_slot->latency_us_sum, 0);
-	pg_atomic_write_u64(&my_slot->requests, 0);
-	pg_atomic_write_u64(&my_slot->db_retries, 0);
-	latency_reset(my_slot->latency_hist);
-	latency_reset(my_slot->added_hist);
+	pg_atomic_write_u64(&wasend_my_slot->sent, 0);
+	pg_atomic_write_u64(&wasend_my_slot->failed, 0);
+	pg_atomic_write_u64(&wasend_my_slot->conns_opened, 0);
+	pg_atomic_write_u64(&wasend_my_slot->conns_reused, 0);
+	pg_atomic_write_u64(&wasend_my_slot->latency_us_sum, 0);
+	pg_atomic_write_u64(&wasend_my_slot->requests, 0);
+	pg_atomic_write_u64(&wasend_my_slot->db_retries, 0);
+	wasend_latency_reset(wasend_my_slot->latency_hist);
+	wasend_latency_reset(wasend_my_slot->added_hist);
 	before_shmem_exit(sender_detach, 0);
 
-	sender_context = AllocSetContextCreate(TopMemoryContext, "wasend sender",
+	wasend_sender_context = AllocSetContextCreate(TopMemoryContext, "wasend sender",
 										   ALLOCSET_DEFAULT_SIZES);
-	numbers_init();
-	campaigns_init();
-	result_batch_init(&results, wasend_max_inflight, sender_context);
+	wasend_numbers_init();
+	wasend_campaigns_init();
+	wasend_result_batch_init(&wasend_results, wasend_max_inflight, wasend_sender_context);
 
-	http_init();
+	wasend_http_init();
 
 	wes = CreateWaitEventSet(TopMemoryContext, 3);
 	AddWaitEventToSet(wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	AddWaitEventToSet(wes, WL_SOCKET_READABLE, http_event_fd(), NULL, NULL);
+	AddWaitEventToSet(wes, WL_SOCKET_READABLE, wasend_http_event_fd(), NULL, NULL);
 
 	ereport(LOG, (errmsg("wasend sender %d started", sender_index + 1)));
 
@@ -635,80 +635,80 @@ wasend_sender_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
-			http_configure();
+			wasend_http_configure();
 			/* a larger max_inflight needs a larger result batch */
-			result_batch_grow(&results, wasend_max_inflight);
+			wasend_result_batch_grow(&wasend_results, wasend_max_inflight);
 			seen_generation = UINT64_MAX;	/* URLs may have changed */
 		}
-		if (!shutdown_requested && !sender_still_mine())
+		if (!wasend_shutdown_requested && !sender_still_mine())
 		{
 			ereport(LOG,
 					(errmsg("wasend sender %d stops: a new supervisor took over",
 							sender_index + 1)));
-			shutdown_requested = true;
+			wasend_shutdown_requested = true;
 		}
 
 		collect_done();
 		now = wasend_mono_us();
 		if (now >= next_pool_trim)
 		{
-			http_trim_pool();
+			wasend_http_trim_pool();
 			next_pool_trim = now + POOL_TRIM_US;
 		}
 
-		if (shutdown_requested && drain_deadline == 0)
+		if (wasend_shutdown_requested && drain_deadline == 0)
 			drain_deadline = now + DRAIN_TIMEOUT_US;
 
-		generation = pg_atomic_read_u64(&WasendState->generation);
+		generation = pg_atomic_read_u64(&wasend_state->generation);
 		refresh = generation != seen_generation || now >= next_poll ||
-			(next_scheduled_start != 0 && now >= next_scheduled_start);
-		flush = results.n > 0 && now >= db_record_not_before() &&
-			(results_have_error || results.n * 2 >= results.cap || shutdown_requested ||
-			 now >= results.oldest + FLUSH_DELAY_US);
+			(wasend_next_scheduled_start != 0 && now >= wasend_next_scheduled_start);
+		flush = wasend_results.n > 0 && now >= wasend_db_record_not_before() &&
+			(wasend_results_have_error || wasend_results.n * 2 >= wasend_results.cap || wasend_shutdown_requested ||
+			 now >= wasend_results.oldest + FLUSH_DELAY_US);
 
-		if ((refresh || flush || shutdown_requested || campaigns_want_claim() ||
-			 limits_answers_fresh()) &&
-			now >= db_cycle_not_before())
+		if ((refresh || flush || wasend_shutdown_requested || wasend_campaigns_want_claim() ||
+			 wasend_limits_answers_fresh()) &&
+			now >= wasend_db_cycle_not_before())
 		{
 			if (refresh)
 			{
 				static int	polls = 0;
 
 				next_poll = now + POLL_INTERVAL_US;
-				refresh_rewinds = generation != seen_generation ||
+				wasend_refresh_rewinds = generation != seen_generation ||
 					++polls % REWIND_EVERY == 0;
 			}
-			if (db_cycle(refresh, shutdown_requested) && refresh)
+			if (wasend_db_cycle(refresh, wasend_shutdown_requested) && refresh)
 				seen_generation = generation;
 		}
 
-		if (shutdown_requested &&
-			(http_inflight() == 0 || wasend_mono_us() >= drain_deadline))
+		if (wasend_shutdown_requested &&
+			(wasend_http_inflight() == 0 || wasend_mono_us() >= drain_deadline))
 			sender_finish(drain_deadline);
 
-		gate_wake = numbers_start_sends(wasend_mono_us());
+		gate_wake = wasend_numbers_start_sends(wasend_mono_us());
 
 		/* how long may we sleep? */
 		now = wasend_mono_us();
-		sooner(&timeout, http_timeout_ms(now));
+		sooner(&timeout, wasend_http_timeout_ms(now));
 		if (gate_wake != 0)
 			sooner(&timeout, ms_until(now, gate_wake));
 		{
 			/* when the next database cycle is due, never before it may run */
 			int64		db_due = next_poll;
 
-			if (results.n > 0)
-				db_due = Min(db_due, Max(results.oldest + FLUSH_DELAY_US,
-										 db_record_not_before()));
-			if (next_scheduled_start != 0)
-				db_due = Min(db_due, next_scheduled_start);
-			sooner(&timeout, ms_until(now, Max(db_due, db_cycle_not_before())));
+			if (wasend_results.n > 0)
+				db_due = Min(db_due, Max(wasend_results.oldest + FLUSH_DELAY_US,
+										 wasend_db_record_not_before()));
+			if (wasend_next_scheduled_start != 0)
+				db_due = Min(db_due, wasend_next_scheduled_start);
+			sooner(&timeout, ms_until(now, Max(db_due, wasend_db_cycle_not_before())));
 		}
-		if (shutdown_requested)
+		if (wasend_shutdown_requested)
 			sooner(&timeout, 100);
 		/* a claim found only rows that wait: the next one at once */
-		if (!shutdown_requested && campaigns_claim_again() &&
-			wasend_mono_us() >= db_cycle_not_before())
+		if (!wasend_shutdown_requested && wasend_campaigns_claim_again() &&
+			wasend_mono_us() >= wasend_db_cycle_not_before())
 			sooner(&timeout, 0);
 
 		now = wasend_mono_us();
@@ -717,16 +717,16 @@ wasend_sender_main(Datum main_arg)
 		{
 			int64		woke = wasend_mono_us();
 
-			sender_note_turn(woke - now, woke);
+			wasend_sender_note_turn(woke - now, woke);
 		}
 		for (i = 0; i < nev; i++)
 		{
 			if (events[i].events & WL_LATCH_SET)
 				ResetLatch(MyLatch);
 			if (events[i].events & WL_SOCKET_READABLE)
-				http_drive(true, false);
+				wasend_http_drive(true, false);
 		}
-		if (http_timer_due(wasend_mono_us()))
-			http_drive(false, true);
+		if (wasend_http_timer_due(wasend_mono_us()))
+			wasend_http_drive(false, true);
 	}
 }

@@ -114,82 +114,82 @@ typedef struct LimitsAnswer
 #define MAX_LIMITS_ANSWERS		64
 
 /* sender.c: the process-wide state of this sender */
-extern volatile sig_atomic_t shutdown_requested;
-extern MemoryContext sender_context;
-extern WasendSenderSlot *my_slot;
-extern int64 my_token;
-extern int	held_total;
-extern ResultBatch results;
-extern bool results_have_error;
-extern LimitsAnswer limits_answers[MAX_LIMITS_ANSWERS];
-extern int	nlimits_answers;
-extern void start_limits_reads(const LimitsCheck *lc, int n);
-extern void sender_share(int *ordinal, int *count);
-extern void limits_answers_done(void);
-extern bool limits_answers_fresh(void);
-extern void limits_answers_mark(bool done);
+extern volatile sig_atomic_t wasend_shutdown_requested;
+extern MemoryContext wasend_sender_context;
+extern WasendSenderSlot *wasend_my_slot;
+extern int64 wasend_my_token;
+extern int	wasend_held_total;
+extern ResultBatch wasend_results;
+extern bool wasend_results_have_error;
+extern LimitsAnswer wasend_limits_answers[MAX_LIMITS_ANSWERS];
+extern int	wasend_nlimits_answers;
+extern void wasend_start_limits_reads(const LimitsCheck *lc, int n);
+extern void wasend_sender_share(int *ordinal, int *count);
+extern void wasend_limits_answers_done(void);
+extern bool wasend_limits_answers_fresh(void);
+extern void wasend_limits_answers_mark(bool done);
 
 /* number_queue.c */
-extern int	active_numbers;	/* active numbers this sender claims for */
-extern void numbers_init(void);
-extern NumberState *number_get(int64 number_id);
-extern NumberState *number_find(int64 number_id);
-extern void numbers_begin_refresh(void);
-extern void number_refresh(NumberState *ns, int rate,
+extern int	wasend_active_numbers;	/* active numbers this sender claims for */
+extern void wasend_numbers_init(void);
+extern NumberState *wasend_number_get(int64 number_id);
+extern NumberState *wasend_number_find(int64 number_id);
+extern void wasend_numbers_begin_refresh(void);
+extern void wasend_number_refresh(NumberState *ns, int rate,
 						   const char *phone_number_id,
 						   const char *access_token);
-extern int	number_target(NumberState *ns);
-extern void number_note_latency(NumberState *ns, int64 latency_us, int64 now);
-extern void sender_note_turn(int64 idle_us, int64 now);
-extern int	sender_budget(void);
-extern int	number_inflight_need(NumberState *ns);
-extern void number_answered(NumberState *ns);
-extern void number_push(NumberState *ns, const ClaimedRow *row);
-extern void number_requeue(NumberState *ns, int64 id, int64 campaign_id,
+extern int	wasend_number_target(NumberState *ns);
+extern void wasend_number_note_latency(NumberState *ns, int64 latency_us, int64 now);
+extern void wasend_sender_note_turn(int64 idle_us, int64 now);
+extern int	wasend_sender_budget(void);
+extern int	wasend_number_inflight_need(NumberState *ns);
+extern void wasend_number_answered(NumberState *ns);
+extern void wasend_number_push(NumberState *ns, const ClaimedRow *row);
+extern void wasend_number_requeue(NumberState *ns, int64 id, int64 campaign_id,
 						   int priority, int refusals, const char *body);
-extern void numbers_reset_shares(void);
-extern int	numbers_take_stopped(int64 *ids, int64 *campaign_ids, bool drop_all);
-extern int64 numbers_start_sends(int64 now);
-extern char *number_url(const char *phone_number_id, const char *token);
-extern char *number_limits_url(const char *phone_number_id, const char *token);
+extern void wasend_numbers_reset_shares(void);
+extern int	wasend_numbers_take_stopped(int64 *ids, int64 *campaign_ids, bool drop_all);
+extern int64 wasend_numbers_start_sends(int64 now);
+extern char *wasend_number_url(const char *phone_number_id, const char *token);
+extern char *wasend_number_limits_url(const char *phone_number_id, const char *token);
 
 /* campaign_cache.c */
-extern void campaigns_init(void);
-extern CampaignState *campaign_find(int64 campaign_id);
-extern bool refresh_rewinds;
-extern void campaigns_refresh(const RunningCampaign *rc, int n);
-extern void campaign_note_error(int64 campaign_id);
-extern void hold(int64 campaign_id, int delta);
-extern bool campaigns_want_claim(void);
-extern int	campaigns_claim_request(int64 *ids, int32 *lims, int32 *scans,
+extern void wasend_campaigns_init(void);
+extern CampaignState *wasend_campaign_find(int64 campaign_id);
+extern bool wasend_refresh_rewinds;
+extern void wasend_campaigns_refresh(const RunningCampaign *rc, int n);
+extern void wasend_campaign_note_error(int64 campaign_id);
+extern void wasend_hold(int64 campaign_id, int delta);
+extern bool wasend_campaigns_want_claim(void);
+extern int	wasend_campaigns_claim_request(int64 *ids, int32 *lims, int32 *scans,
 									int64 *after);
-extern bool campaigns_claim_again(void);
-extern void campaigns_mark_dry(const int64 *ids, const int32 *lims,
+extern bool wasend_campaigns_claim_again(void);
+extern void wasend_campaigns_mark_dry(const int64 *ids, const int32 *lims,
 							   const int32 *scans, int n,
 							   const ClaimedRow *rows, int nrows);
-extern void campaigns_claimed(const ClaimedRow *rows, int nrows);
-extern int	campaigns_dry_done(int64 *ids);
-extern int	campaigns_count(void);
+extern void wasend_campaigns_claimed(const ClaimedRow *rows, int nrows);
+extern int	wasend_campaigns_dry_done(int64 *ids);
+extern int	wasend_campaigns_count(void);
 
 /* what failed on a campaign set aside (campaign_fault) */
 #define FAULT_REFRESH	1
 #define FAULT_CLAIM		2
-extern int64 campaign_fault(int64 campaign_id, int step);
-extern int	campaign_faults_excluded(int64 *excl);
-extern int	campaign_faults_count(void);
-extern int	campaign_faults_passed(const int64 *ids, int n, int step, bool all,
+extern int64 wasend_campaign_fault(int64 campaign_id, int step);
+extern int	wasend_campaign_faults_excluded(int64 *excl);
+extern int	wasend_campaign_faults_count(void);
+extern int	wasend_campaign_faults_passed(const int64 *ids, int n, int step, bool all,
 								   int64 *cleared);
 
 /* breaker.c */
-extern void breaker_reset(Breaker *b, int window, double threshold);
-extern void breaker_free(Breaker *b);
-extern bool breaker_add(Breaker *b, int64 sent, int64 failed);
+extern void wasend_breaker_reset(Breaker *b, int window, double threshold);
+extern void wasend_breaker_free(Breaker *b);
+extern bool wasend_breaker_add(Breaker *b, int64 sent, int64 failed);
 
 /* db_cycle.c */
-extern int64 next_scheduled_start;	/* monotonic us; 0 = none */
-extern bool db_cycle(bool refresh, bool release_all);
-extern int64 db_cycle_not_before(void);
-extern int64 db_record_not_before(void);
-extern bool db_cycle_settled(void);
+extern int64 wasend_next_scheduled_start;	/* monotonic us; 0 = none */
+extern bool wasend_db_cycle(bool refresh, bool release_all);
+extern int64 wasend_db_cycle_not_before(void);
+extern int64 wasend_db_record_not_before(void);
+extern bool wasend_db_cycle_settled(void);
 
 #endif							/* WASEND_SENDER_H */

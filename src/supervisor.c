@@ -137,10 +137,10 @@ start_sender(int i)
 	int64		token = wasend_new_token();
 	int			k;
 
-	SpinLockAcquire(&WasendState->mutex);
+	SpinLockAcquire(&wasend_state->mutex);
 	for (k = 0; k < WASEND_MAX_SENDERS; k++)
 	{
-		WasendSenderSlot *s = &WasendState->senders[k];
+		WasendSenderSlot *s = &wasend_state->senders[k];
 
 		if (s->dboid == InvalidOid && s->token == 0 && s->pid == 0)
 		{
@@ -150,7 +150,7 @@ start_sender(int i)
 			break;
 		}
 	}
-	SpinLockRelease(&WasendState->mutex);
+	SpinLockRelease(&wasend_state->mutex);
 	last_start[i] = wasend_mono_us();
 	if (slot == NULL)
 	{
@@ -182,10 +182,10 @@ start_sender(int i)
 	{
 		handles[i] = NULL;
 		tokens[i] = 0;
-		SpinLockAcquire(&WasendState->mutex);
+		SpinLockAcquire(&wasend_state->mutex);
 		slot->token = 0;
 		slot->dboid = InvalidOid;
-		SpinLockRelease(&WasendState->mutex);
+		SpinLockRelease(&wasend_state->mutex);
 		ereport(WARNING,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("wasend could not start sender %d in database \"%s\"", i + 1, my_dbname),
@@ -238,9 +238,9 @@ recover_work(void *arg)
 	RecoverArgs *ra = (RecoverArgs *) arg;
 	int64		n;
 
-	if (!queue_extension_present())
+	if (!wasend_queue_extension_present())
 		return;
-	n = queue_recover(ra->nlive, ra->tokens,
+	n = wasend_queue_recover(ra->nlive, ra->tokens,
 					  wasend_on_uncertain == WASEND_UNCERTAIN_FAIL,
 					  wasend_max_attempts);
 	if (n > 0)
@@ -251,7 +251,7 @@ recover_work(void *arg)
 						   "failed" : "queued again")));
 	/* the senders read every number's tier, quality and health at start */
 	if (!limits_marked && wasend_limits_refresh_interval > 0)
-		queue_limits_all_due();
+		wasend_queue_limits_all_due();
 }
 
 /*
@@ -267,11 +267,11 @@ recover_orphans(void)
 	int			i;
 
 	ra.nlive = 0;
-	SpinLockAcquire(&WasendState->mutex);
+	SpinLockAcquire(&wasend_state->mutex);
 	for (i = 0; i < WASEND_MAX_SENDERS; i++)
-		if (WasendState->senders[i].token != 0)
-			ra.tokens[ra.nlive++] = WasendState->senders[i].token;
-	SpinLockRelease(&WasendState->mutex);
+		if (wasend_state->senders[i].token != 0)
+			ra.tokens[ra.nlive++] = wasend_state->senders[i].token;
+	SpinLockRelease(&wasend_state->mutex);
 
 	edata = in_transaction("wasend supervisor: settling orphaned rows", recover_work, &ra);
 	pgstat_report_stat(false);
@@ -315,10 +315,10 @@ retire_previous_senders(void)
 	int			i;
 	int64		warn_at = wasend_mono_us() + RETIRE_WARN_US;
 
-	SpinLockAcquire(&WasendState->mutex);
+	SpinLockAcquire(&wasend_state->mutex);
 	for (i = 0; i < WASEND_MAX_SENDERS; i++)
 	{
-		WasendSenderSlot *slot = &WasendState->senders[i];
+		WasendSenderSlot *slot = &wasend_state->senders[i];
 
 		if (slot->dboid != MyDatabaseId)
 			continue;
@@ -328,7 +328,7 @@ retire_previous_senders(void)
 		else
 			free_slot_locked(slot);
 	}
-	SpinLockRelease(&WasendState->mutex);
+	SpinLockRelease(&wasend_state->mutex);
 	if (n == 0)
 		return;
 
@@ -342,10 +342,10 @@ retire_previous_senders(void)
 	{
 		int			left = 0;
 
-		SpinLockAcquire(&WasendState->mutex);
+		SpinLockAcquire(&wasend_state->mutex);
 		for (i = 0; i < WASEND_MAX_SENDERS; i++)
 		{
-			WasendSenderSlot *slot = &WasendState->senders[i];
+			WasendSenderSlot *slot = &wasend_state->senders[i];
 
 			if (slot->dboid != MyDatabaseId)
 				continue;
@@ -354,7 +354,7 @@ retire_previous_senders(void)
 			else
 				free_slot_locked(slot);
 		}
-		SpinLockRelease(&WasendState->mutex);
+		SpinLockRelease(&wasend_state->mutex);
 		if (left == 0)
 			break;
 		if (wasend_mono_us() >= warn_at)
@@ -394,15 +394,15 @@ reap_senders(void)
 			continue;
 		if (GetBackgroundWorkerPid(handles[i], &pid) == BGWH_STOPPED)
 		{
-			WasendSenderSlot *slot = &WasendState->senders[slot_of[i]];
+			WasendSenderSlot *slot = &wasend_state->senders[slot_of[i]];
 
 			pfree(handles[i]);
 			handles[i] = NULL;
-			SpinLockAcquire(&WasendState->mutex);
+			SpinLockAcquire(&wasend_state->mutex);
 			if (slot->token == tokens[i])
 				slot->token = 0;
 			free_slot_locked(slot);
-			SpinLockRelease(&WasendState->mutex);
+			SpinLockRelease(&wasend_state->mutex);
 			tokens[i] = 0;
 			recover_needed = true;
 		}
@@ -501,7 +501,7 @@ state_work(void *arg)
 	StateArgs  *sa = (StateArgs *) arg;
 	char	   *reason = NULL;
 
-	sa->state = queue_database_state(MyDatabaseId, &reason);
+	sa->state = wasend_queue_database_state(MyDatabaseId, &reason);
 	if (reason != NULL)
 		sa->why = MemoryContextStrdup(sa->cxt, reason);
 }
@@ -543,8 +543,8 @@ publish_work(void *arg)
 	MetricsCampaign *mc;
 	int			n;
 
-	n = queue_campaign_metrics(&mc, 512);
-	metrics_publish_campaigns(MyDatabaseId, my_dbname, mc, n);
+	n = wasend_queue_campaign_metrics(&mc, 512);
+	wasend_metrics_publish_campaigns(MyDatabaseId, my_dbname, mc, n);
 }
 
 /*
@@ -574,13 +574,13 @@ publish_campaign_metrics(void)
 static void
 supervisor_detach(int code, Datum arg)
 {
-	SpinLockAcquire(&WasendState->mutex);
+	SpinLockAcquire(&wasend_state->mutex);
 	if (my_db != NULL && my_db->pid == MyProcPid)
 	{
 		my_db->pid = 0;
 		my_db->latch = NULL;
 	}
-	SpinLockRelease(&WasendState->mutex);
+	SpinLockRelease(&wasend_state->mutex);
 	wasend_wake_launcher();
 }
 
@@ -590,10 +590,10 @@ supervisor_detach(int code, Datum arg)
 static void
 set_db_state(int state)
 {
-	SpinLockAcquire(&WasendState->mutex);
+	SpinLockAcquire(&wasend_state->mutex);
 	if (my_db != NULL && my_db->dboid == MyDatabaseId)
 		my_db->state = state;
-	SpinLockRelease(&WasendState->mutex);
+	SpinLockRelease(&wasend_state->mutex);
 }
 
 /*
@@ -613,8 +613,8 @@ wasend_supervisor_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 
 	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
-	my_db = &WasendState->databases[idx];
-	SpinLockAcquire(&WasendState->mutex);
+	my_db = &wasend_state->databases[idx];
+	SpinLockAcquire(&wasend_state->mutex);
 	if (my_db->dboid != dboid || my_db->pid != 0 ||
 		wasend_mono_us() < my_db->hold_until)
 	{
@@ -622,13 +622,13 @@ wasend_supervisor_main(Datum main_arg)
 		 * The launcher gave the slot to another database meanwhile, or the
 		 * database is being dropped, renamed or copied (launcher.c).
 		 */
-		SpinLockRelease(&WasendState->mutex);
+		SpinLockRelease(&wasend_state->mutex);
 		my_db = NULL;
 		proc_exit(0);
 	}
 	my_db->pid = MyProcPid;
 	my_db->latch = MyLatch;
-	SpinLockRelease(&WasendState->mutex);
+	SpinLockRelease(&wasend_state->mutex);
 	before_shmem_exit(supervisor_detach, 0);
 
 	wasend_worker_connect(NULL, dboid, "1s", false);

@@ -52,7 +52,7 @@ char	   *wasend_webhook_address = NULL;
 char	   *wasend_webhook_verify_token_file = NULL;
 char	   *wasend_token_directory = NULL;
 
-WasendShared *WasendState = NULL;
+WasendShared *wasend_state = NULL;
 
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 #if PG_VERSION_NUM >= 150000
@@ -126,20 +126,20 @@ wasend_shmem_startup(void)
 		prev_shmem_startup_hook();
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	WasendState = ShmemInitStruct("wasend", MAXALIGN(sizeof(WasendShared)), &found);
+	wasend_state = ShmemInitStruct("wasend", MAXALIGN(sizeof(WasendShared)), &found);
 	if (!found)
 	{
 		int			i;
 		int			j;
 
-		memset(WasendState, 0, sizeof(WasendShared));
-		SpinLockInit(&WasendState->mutex);
-		WasendState->gate_lock = &(GetNamedLWLockTranche(WASEND_GATE_TRANCHE))->lock;
-		pg_atomic_init_u64(&WasendState->generation, 0);
-		pg_atomic_init_u64(&WasendState->extension_generation, 0);
+		memset(wasend_state, 0, sizeof(WasendShared));
+		SpinLockInit(&wasend_state->mutex);
+		wasend_state->gate_lock = &(GetNamedLWLockTranche(WASEND_GATE_TRANCHE))->lock;
+		pg_atomic_init_u64(&wasend_state->generation, 0);
+		pg_atomic_init_u64(&wasend_state->extension_generation, 0);
 		for (i = 0; i < WASEND_MAX_SENDERS; i++)
 		{
-			WasendSenderSlot *s = &WasendState->senders[i];
+			WasendSenderSlot *s = &wasend_state->senders[i];
 
 			pg_atomic_init_u32(&s->inflight, 0);
 			pg_atomic_init_u32(&s->held, 0);
@@ -177,21 +177,21 @@ wasend_wake_senders(void)
 	Latch	   *latches[WASEND_MAX_SENDERS + WASEND_MAX_DATABASES];
 	int			n = 0;
 
-	if (WasendState == NULL)
+	if (wasend_state == NULL)
 		return;
 
-	pg_atomic_fetch_add_u64(&WasendState->generation, 1);
+	pg_atomic_fetch_add_u64(&wasend_state->generation, 1);
 
-	SpinLockAcquire(&WasendState->mutex);
+	SpinLockAcquire(&wasend_state->mutex);
 	for (i = 0; i < WASEND_MAX_SENDERS; i++)
-		if (WasendState->senders[i].pid != 0 && WasendState->senders[i].latch &&
-			WasendState->senders[i].dboid == MyDatabaseId)
-			latches[n++] = WasendState->senders[i].latch;
+		if (wasend_state->senders[i].pid != 0 && wasend_state->senders[i].latch &&
+			wasend_state->senders[i].dboid == MyDatabaseId)
+			latches[n++] = wasend_state->senders[i].latch;
 	for (i = 0; i < WASEND_MAX_DATABASES; i++)
-		if (WasendState->databases[i].dboid == MyDatabaseId &&
-			WasendState->databases[i].latch != NULL)
-			latches[n++] = WasendState->databases[i].latch;
-	SpinLockRelease(&WasendState->mutex);
+		if (wasend_state->databases[i].dboid == MyDatabaseId &&
+			wasend_state->databases[i].latch != NULL)
+			latches[n++] = wasend_state->databases[i].latch;
+	SpinLockRelease(&wasend_state->mutex);
 
 	for (i = 0; i < n; i++)
 		SetLatch(latches[i]);

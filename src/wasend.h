@@ -229,7 +229,7 @@ typedef struct WasendShared
 	WasendGateSlot gate[WASEND_GATE_SLOTS];
 } WasendShared;
 
-extern WasendShared *WasendState;
+extern WasendShared *wasend_state;
 
 /*
  * Microseconds of CLOCK_MONOTONIC: what the workers pace and schedule by.
@@ -275,15 +275,15 @@ extern PGDLLEXPORT void wasend_sender_main(Datum main_arg);
 extern int64 wasend_new_token(void);
 
 /* rate_gate.c (times are wasend_mono_us()) */
-extern int64 rate_gate_key(const char *phone_number_id);
-extern int	rate_gate_take(int64 key, int rate_per_sec, int want,
+extern int64 wasend_rate_gate_key(const char *phone_number_id);
+extern int	wasend_rate_gate_take(int64 key, int rate_per_sec, int want,
 						   int64 now, int64 *next_slot,
 						   bool priority);
-extern void rate_gate_on_wire(int64 key, int64 when, bool granted);
-extern void rate_gate_unsent(int64 key);
-extern void rate_gate_slow_down(int64 key, int64 now);
-extern void rate_gate_note_rttvar(int64 key, int64 rttvar_us, int64 now);
-extern double rate_gate_pace(int64 key, int rate, int64 now);
+extern void wasend_rate_gate_on_wire(int64 key, int64 when, bool granted);
+extern void wasend_rate_gate_unsent(int64 key);
+extern void wasend_rate_gate_slow_down(int64 key, int64 now);
+extern void wasend_rate_gate_note_rttvar(int64 key, int64 rttvar_us, int64 now);
+extern double wasend_rate_gate_pace(int64 key, int rate, int64 now);
 
 /* secrets.c */
 typedef enum WasendSecret
@@ -342,22 +342,22 @@ extern Size wasend_metrics_shmem_size(void);
 extern void wasend_metrics_shmem_init(void);
 extern void wasend_metrics_register_worker(void);
 extern PGDLLEXPORT void wasend_metrics_main(Datum main_arg);
-extern void metrics_note_answer(const char *phone_number_id, long http_status,
+extern void wasend_metrics_note_answer(const char *phone_number_id, long http_status,
 								int64 latency_us);
-extern void metrics_note_error(const char *phone_number_id, const char *code,
+extern void wasend_metrics_note_error(const char *phone_number_id, const char *code,
 							   int64 count);
-extern void metrics_note_inflight(const char *phone_number_id, int delta);
-extern void metrics_note_pace(const char *phone_number_id, double per_sec);
-extern void metrics_note_webhook(int64 requests, int64 events);
-extern void metrics_publish_campaigns(Oid dboid, const char *dbname,
+extern void wasend_metrics_note_inflight(const char *phone_number_id, int delta);
+extern void wasend_metrics_note_pace(const char *phone_number_id, double per_sec);
+extern void wasend_metrics_note_webhook(int64 requests, int64 events);
+extern void wasend_metrics_publish_campaigns(Oid dboid, const char *dbname,
 									  const MetricsCampaign *campaigns, int n);
 
 /* sql_api.c */
 extern void wasend_xact_callback_init(void);
 
 /* latency.c */
-extern void latency_reset(pg_atomic_uint64 *hist);
-extern void latency_note(pg_atomic_uint64 *hist, int64 us);
-extern bool latency_percentile(pg_atomic_uint64 *hist, double q, double *ms);
+extern void wasend_latency_reset(pg_atomic_uint64 *hist);
+extern void wasend_latency_note(pg_atomic_uint64 *hist, int64 us);
+extern bool wasend_latency_percentile(pg_atomic_uint64 *hist, double q, double *ms);
 
 #endif							/* WASEND_H */

@@ -526,7 +526,7 @@ ingest_group(WebhookRequest **reqs, int n, int *sqlerrcode)
 
 		for (i = 0; i < n; i++)
 			set_answer(reqs[i], 200, answers[i]);
-		metrics_note_webhook(0, n);
+		wasend_metrics_note_webhook(0, n);
 	}
 	return ok;
 }
@@ -547,7 +547,7 @@ process_batch(void)
 	const char *error;
 	bool		have_secret;
 
-	metrics_note_webhook(batch_len, 0);
+	wasend_metrics_note_webhook(batch_len, 0);
 	have_secret = wasend_secret(WASEND_SECRET_APP, &error) != NULL;
 	report_secret_problem(WASEND_SECRET_APP, have_secret ? NULL :
 						  error ? error : "wasend.app_secret_file is not set");
