@@ -45,7 +45,6 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 
-#include "wasend.h"
 
 PG_FUNCTION_INFO_V1(wasend_access_may);
 PG_FUNCTION_INFO_V1(wasend_access_enter);

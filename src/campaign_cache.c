@@ -19,6 +19,9 @@
 #include "utils/hsearch.h"
 
 #include "sender.h"
+#include "clock.h"
+#include "queue.h"
+#include "settings.h"
 
 static HTAB *campaigns = NULL;
 

@@ -57,6 +57,13 @@
 
 #include "http_client.h"
 #include "sender.h"
+#include "clock.h"
+#include "metrics.h"
+#include "queue.h"
+#include "rate_gate.h"
+#include "settings.h"
+#include "shmem.h"
+#include "worker.h"
 
 /* after a failed cycle, the next one waits this long, in us */
 #define CYCLE_BACKOFF_US		(1 * USECS_PER_SEC)

@@ -44,7 +44,9 @@
 #include "utils/timestamp.h"
 
 #include "http_client.h"
-#include "wasend.h"
+#include "clock.h"
+#include "rate_gate.h"
+#include "settings.h"
 
 /* pooled requests always kept, whatever the last period needed */
 #define POOL_KEEP_MIN			64

@@ -23,7 +23,7 @@
  */
 #include "postgres.h"
 
-#include "wasend.h"
+#include "latency.h"
 
 /* upper bounds of the buckets, in us; the last bucket is unbounded */
 static const int64 latency_bound_us[WASEND_LATENCY_BUCKETS - 1] = {

@@ -77,7 +77,13 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
-#include "wasend.h"
+#include "clock.h"
+#include "launcher.h"
+#include "settings.h"
+#include "shmem.h"
+#include "supervisor.h"
+#include "worker.h"
+#include "worker_session.h"
 
 /* look at pg_database at least this often, in ms */
 #define RESCAN_MS			10000
@@ -123,23 +129,6 @@ static HTAB *absent_dbs = NULL;
 static uint64 pass_no = 0;
 
 static ProcessUtility_hook_type prev_utility_hook = NULL;
-
-/*
- * Give a free database slot to dboid, as a database not looked at yet.
- * The caller holds WasendState->mutex.
- */
-static void
-slot_take(WasendDbSlot *db, Oid dboid)
-{
-	db->dboid = dboid;
-	db->state = WASEND_DB_NEW;
-	db->pid = 0;
-	db->latch = NULL;
-	db->probed_generation = 0;
-	db->hold_until = 0;
-	db->last_start = 0;
-	db->recheck = false;
-}
 
 /*
  * Is the database named in wasend.databases ('*': every database)?
@@ -363,7 +352,7 @@ release_absent_slots(int64 now)
 	int			n = 0;
 	int			i;
 
-	SpinLockAcquire(&wasend_state->mutex);
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 	for (i = 0; i < WASEND_MAX_DATABASES; i++)
 	{
 		WasendDbSlot *db = &wasend_state->databases[i];
@@ -382,7 +371,7 @@ release_absent_slots(int64 now)
 		n++;
 		db->dboid = InvalidOid;
 	}
-	SpinLockRelease(&wasend_state->mutex);
+	LWLockRelease(wasend_state->lock);
 	for (i = 0; i < n; i++)
 		remember_absent(oids[i], gens[i]);
 }
@@ -444,10 +433,10 @@ scan_databases(void)
 
 			pfree(handles[i]);
 			handles[i] = NULL;
-			SpinLockAcquire(&wasend_state->mutex);
+			LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 			if (db->pid == 0 && db->state == WASEND_DB_PROBING)
 				db->state = WASEND_DB_NEW;	/* it could not even look */
-			SpinLockRelease(&wasend_state->mutex);
+			LWLockRelease(wasend_state->lock);
 		}
 		else
 			starting += (wasend_state->databases[i].state == WASEND_DB_PROBING);
@@ -472,7 +461,7 @@ scan_databases(void)
 				(known_absent(dbs[j].oid, gen) || starting >= MAX_STARTING))
 				continue;
 
-			SpinLockAcquire(&wasend_state->mutex);
+			LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 			for (i = 0; i < WASEND_MAX_DATABASES; i++)
 			{
 				if (wasend_state->databases[i].dboid == dbs[j].oid)
@@ -486,7 +475,7 @@ scan_databases(void)
 			if (phase == 0 ? idx < 0 : idx >= 0)
 			{
 				/* phase 0: those with a slot; phase 1: those without */
-				SpinLockRelease(&wasend_state->mutex);
+				LWLockRelease(wasend_state->lock);
 				continue;
 			}
 			if (phase == 1)
@@ -496,7 +485,7 @@ scan_databases(void)
 				else
 				{
 					idx = free_idx;
-					slot_take(&wasend_state->databases[free_idx], dbs[j].oid);
+					wasend_db_slot_take(&wasend_state->databases[free_idx], dbs[j].oid);
 				}
 			}
 			if (idx >= 0)
@@ -529,7 +518,7 @@ scan_databases(void)
 						db->state = WASEND_DB_PROBING;
 				}
 			}
-			SpinLockRelease(&wasend_state->mutex);
+			LWLockRelease(wasend_state->lock);
 
 			if (full)
 			{
@@ -542,10 +531,10 @@ scan_databases(void)
 					starting++;
 				else
 				{
-					SpinLockAcquire(&wasend_state->mutex);
+					LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 					if (wasend_state->databases[idx].state == WASEND_DB_PROBING)
 						wasend_state->databases[idx].state = WASEND_DB_NEW;
-					SpinLockRelease(&wasend_state->mutex);
+					LWLockRelease(wasend_state->lock);
 				}
 			}
 		}
@@ -562,7 +551,7 @@ scan_databases(void)
 		pid_t		stop[WASEND_MAX_DATABASES];
 		int			nstop = 0;
 
-		SpinLockAcquire(&wasend_state->mutex);
+		LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 		for (i = 0; i < WASEND_MAX_DATABASES; i++)
 		{
 			WasendDbSlot *db = &wasend_state->databases[i];
@@ -575,7 +564,7 @@ scan_databases(void)
 			else if (handles[i] == NULL && now >= db->hold_until)
 				db->dboid = InvalidOid;
 		}
-		SpinLockRelease(&wasend_state->mutex);
+		LWLockRelease(wasend_state->lock);
 		for (i = 0; i < nstop; i++)
 			kill(stop[i], SIGTERM);
 	}
@@ -589,13 +578,13 @@ scan_databases(void)
 static void
 launcher_detach(int code, Datum arg)
 {
-	SpinLockAcquire(&wasend_state->mutex);
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 	if (wasend_state->launcher_pid == MyProcPid)
 	{
 		wasend_state->launcher_pid = 0;
 		wasend_state->launcher_latch = NULL;
 	}
-	SpinLockRelease(&wasend_state->mutex);
+	LWLockRelease(wasend_state->lock);
 }
 
 /*
@@ -604,17 +593,15 @@ launcher_detach(int code, Datum arg)
 void
 wasend_launcher_main(Datum main_arg)
 {
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
-	BackgroundWorkerUnblockSignals();
+	wasend_worker_signals();
 
 	wasend_worker_connect(NULL, InvalidOid, NULL, false);
 	pgstat_report_appname("wasend launcher");
 
-	SpinLockAcquire(&wasend_state->mutex);
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 	wasend_state->launcher_pid = MyProcPid;
 	wasend_state->launcher_latch = MyLatch;
-	SpinLockRelease(&wasend_state->mutex);
+	LWLockRelease(wasend_state->lock);
 	before_shmem_exit(launcher_detach, 0);
 
 	ereport(LOG,
@@ -626,18 +613,7 @@ wasend_launcher_main(Datum main_arg)
 		int			rc;
 		long		wait_ms;
 
-		/*
-		 * A cancel (pg_cancel_backend) has nothing to cancel here: the
-		 * launcher runs no user statement.  It is dropped, as PostgresMain
-		 * does between commands, instead of ending the launcher.
-		 */
-		QueryCancelPending = false;
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
+		wasend_worker_interrupts();
 
 		wait_ms = scan_databases();
 		pgstat_report_activity(STATE_IDLE, NULL);
@@ -652,69 +628,6 @@ wasend_launcher_main(Datum main_arg)
 	proc_exit(1);
 }
 
-/*
- * A CREATE EXTENSION wasend committed in this database (called from the
- * commit callback, see sql_api.c): take a slot for it, so that the
- * launcher looks at it first, whatever waits to be looked at; only when
- * every slot is taken, let the launcher look again at every database where
- * the extension was missing.
- */
-void
-wasend_extension_created(void)
-{
-	bool		done = false;
-	int			free_idx = -1;
-	int			i;
-
-	if (wasend_state == NULL)
-		return;
-	SpinLockAcquire(&wasend_state->mutex);
-	for (i = 0; i < WASEND_MAX_DATABASES; i++)
-	{
-		WasendDbSlot *db = &wasend_state->databases[i];
-
-		if (db->dboid == MyDatabaseId)
-		{
-			/* a look that may have come before this commit: look again */
-			if (db->state == WASEND_DB_ABSENT)
-				db->state = WASEND_DB_NEW;
-			else if (db->state == WASEND_DB_PROBING)
-				db->recheck = true;
-			done = true;
-			break;
-		}
-		if (free_idx < 0 && db->dboid == InvalidOid)
-			free_idx = i;
-	}
-	if (!done && free_idx >= 0)
-	{
-		slot_take(&wasend_state->databases[free_idx], MyDatabaseId);
-		done = true;
-	}
-	SpinLockRelease(&wasend_state->mutex);
-
-	/* no slot free: the launcher looks again at every database */
-	if (!done)
-		pg_atomic_fetch_add_u64(&wasend_state->extension_generation, 1);
-	wasend_wake_launcher();
-}
-
-/*
- * Set the launcher's latch, if it runs: it looks at the databases again.
- */
-void
-wasend_wake_launcher(void)
-{
-	Latch	   *latch;
-
-	if (wasend_state == NULL)
-		return;
-	SpinLockAcquire(&wasend_state->mutex);
-	latch = wasend_state->launcher_latch;
-	SpinLockRelease(&wasend_state->mutex);
-	if (latch != NULL)
-		SetLatch(latch);
-}
 
 /*
  * Before a command that needs a database to itself: hold it (no
@@ -749,7 +662,7 @@ release_database(const char *dbname)
 		pid_t		supervisor = 0;
 		int			left = 0;
 
-		SpinLockAcquire(&wasend_state->mutex);
+		LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 		if (idx < 0)
 			for (i = 0; i < WASEND_MAX_DATABASES; i++)
 				if (wasend_state->databases[i].dboid == dboid)
@@ -762,7 +675,7 @@ release_database(const char *dbname)
 		for (i = 0; i < WASEND_MAX_SENDERS; i++)
 			if (wasend_state->senders[i].dboid == dboid && wasend_state->senders[i].pid != 0)
 				left++;
-		SpinLockRelease(&wasend_state->mutex);
+		LWLockRelease(wasend_state->lock);
 
 		if (idx < 0)
 			return InvalidOid;	/* the launcher never looked at it */
@@ -788,11 +701,11 @@ unhold_database(Oid dboid)
 {
 	int			i;
 
-	SpinLockAcquire(&wasend_state->mutex);
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 	for (i = 0; i < WASEND_MAX_DATABASES; i++)
 		if (wasend_state->databases[i].dboid == dboid)
 			wasend_state->databases[i].hold_until = 0;
-	SpinLockRelease(&wasend_state->mutex);
+	LWLockRelease(wasend_state->lock);
 	wasend_wake_launcher();
 }
 

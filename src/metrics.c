@@ -71,17 +71,22 @@
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "port/atomics.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/shmem.h"
+#include "storage/spin.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
 #include "http_server.h"
-#include "wasend.h"
+#include "clock.h"
+#include "metrics.h"
+#include "rate_gate.h"
+#include "settings.h"
 
 #if MHD_VERSION < 0x00097002
 typedef int MHD_Result_t;
@@ -219,8 +224,6 @@ typedef struct MetricsRequest
 	struct MetricsRequest *next;	/* in the pending list while suspended */
 } MetricsRequest;
 
-int			wasend_metrics_port = 0;
-static int	metrics_request_timeout_ms = 5000;
 
 static WasendMetricsShared *WasendMetrics = NULL;
 
@@ -230,31 +233,6 @@ static MetricsRequest *pending_tail = NULL;
 static MetricsSnapshot *snapshot = NULL;
 static MemoryContext scrape_cxt = NULL;
 static WasendHttpServer server;
-
-/*
- * Define wasend.metrics_port (called from _PG_init, preloaded or not).
- */
-void
-wasend_metrics_define_settings(void)
-{
-	DefineCustomIntVariable("wasend.metrics_port",
-							"TCP port of the wasend metrics endpoint on 127.0.0.1; 0 turns it off.",
-							"The worker \"wasend metrics\" serves GET /metrics in the Prometheus text format, on 127.0.0.1 only (the address is fixed: put a proxy in front to scrape it from elsewhere).",
-							&wasend_metrics_port,
-							0, 0, 65535,
-							PGC_POSTMASTER,
-							0,
-							NULL, NULL, NULL);
-
-	DefineCustomIntVariable("wasend.metrics_request_timeout",
-							"Longest a metrics request may take, from its connection's accept to its answer.",
-							"Enforced however slowly the client sends; on a kept-alive connection, counted from the end of the previous request.",
-							&metrics_request_timeout_ms,
-							5000, 1000, 600000,
-							PGC_SIGHUP,
-							GUC_UNIT_MS,
-							NULL, NULL, NULL);
-}
 
 /*
  * Shared memory the metrics need: none while they are off.
@@ -1077,14 +1055,14 @@ wasend_metrics_main(Datum main_arg)
 	snapshot = MemoryContextAllocZero(TopMemoryContext, sizeof(MetricsSnapshot));
 
 	fd = listen_on_loopback();
-	wasend_http_server_init(&server, "wasend metrics", &metrics_request_timeout_ms);
+	wasend_http_server_init(&server, "wasend metrics", &wasend_metrics_request_timeout_ms);
 	daemon_handle = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME,
 									 (uint16) wasend_metrics_port,
 									 NULL, NULL, &on_request, NULL,
 									 MHD_OPTION_LISTEN_SOCKET, fd,
 									 /* idle timeout: a backstop to our deadline */
 									 MHD_OPTION_CONNECTION_TIMEOUT,
-									 (unsigned int) ((metrics_request_timeout_ms + 999) / 1000),
+									 (unsigned int) ((wasend_metrics_request_timeout_ms + 999) / 1000),
 									 MHD_OPTION_CONNECTION_LIMIT,
 									 (unsigned int) MAX_CONNECTIONS,
 									 MHD_OPTION_NOTIFY_COMPLETED, &on_completed, NULL,

@@ -20,6 +20,13 @@
 
 #include "http_client.h"
 #include "sender.h"
+#include "clock.h"
+#include "metrics.h"
+#include "queue.h"
+#include "rate_gate.h"
+#include "secrets.h"
+#include "settings.h"
+#include "signature.h"
 
 int			wasend_active_numbers = 0;	/* numbers sending, as of the last refresh */
 

@@ -31,7 +31,9 @@
 #include "utils/timestamp.h"
 
 #include "queue.h"
-#include "wasend.h"
+#include "metrics.h"
+#include "secrets.h"
+#include "settings.h"
 
 /* the statements, generated from src/queue.sql (see queue_sql.awk) */
 #include "queue_sql.h"

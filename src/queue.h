@@ -11,7 +11,9 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
-#include "wasend.h"
+#include "utils/palloc.h"
+
+#include "metrics.h"
 
 /* A running campaign whose number may send, as the sender needs it. */
 typedef struct RunningCampaign

@@ -98,9 +98,56 @@
 #include <math.h>
 
 #include "common/hashfn.h"
+#include "datatype/timestamp.h"
 #include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
 
-#include "wasend.h"
+#include "clock.h"
+#include "rate_gate.h"
+#include "settings.h"
+
+/* the LWLock tranche of the gate's lock */
+#define WASEND_GATE_TRANCHE		"wasend rate gate"
+
+/* One phone number's pacing state.  Times: monotonic us. */
+typedef struct WasendGateSlot
+{
+	int64		next_slot;		/* grid time of the next send */
+	double		throttle;		/* pace factor after 130429s; 1 = none */
+	int64		priority_until; /* a sender holds wasend_send rows of the
+								 * number: other sends wait until then */
+	int64		throttle_at;	/* when throttle was last set */
+	int64		slowed_at;		/* the last 130429 (rate_gate_slow_down) */
+	WasendWindowMin jitter;		/* RTT variation of the path to the
+								 * number's API, least over a window */
+	int			pending;		/* sends granted and not yet known written
+								 * (or known unsent), all processes */
+	uint64		writes;			/* writes recorded so far */
+	int64		wrote[WASEND_MAX_RATE];	/* the last writes' times, at
+										 * [writes % WASEND_MAX_RATE],
+										 * never decreasing */
+} WasendGateSlot;
+
+/*
+ * The gate's shared struct.  Every field but lock is read and written
+ * under lock, by any process that sends (senders, a backend's test send).
+ * An LWLock, not a spinlock: the holder scans the 256-entry index and
+ * grants up to a batch of sends in a loop, far more than the few
+ * instructions a spinlock may cover.
+ */
+typedef struct WasendGateShared
+{
+	LWLock	   *lock;
+	/* dense index of gate[], scanned under lock */
+	bool		gate_in_use[WASEND_GATE_SLOTS];	/* false: free */
+	int64		gate_number[WASEND_GATE_SLOTS];	/* rate_gate_key of the entry */
+	int64		gate_last_used[WASEND_GATE_SLOTS];	/* last grant or wire time */
+	WasendGateSlot gate[WASEND_GATE_SLOTS];
+} WasendGateShared;
+
+/* NULL until attached, and when wasend was not preloaded */
+static WasendGateShared *gate_state = NULL;
 
 /*
  * longest a free grid slot waits for a sender before it is dropped, in us:
@@ -185,7 +232,7 @@ static bool release_registered = false;
 static WasendGateSlot *
 gate_lookup(int64 key, bool create, int64 now, int *index)
 {
-	WasendShared *st = wasend_state;
+	WasendGateShared *st = gate_state;
 	int			free_slot = -1;
 	int			idlest = -1;
 	int			i;
@@ -260,14 +307,14 @@ release_mine(int code, Datum arg)
 	int64		now = wasend_mono_us();
 	int			i;
 
-	if (wasend_state == NULL)
+	if (gate_state == NULL)
 		return;
-	if (LWLockHeldByMe(wasend_state->gate_lock))
-		LWLockRelease(wasend_state->gate_lock);
-	LWLockAcquire(wasend_state->gate_lock, LW_EXCLUSIVE);
+	if (LWLockHeldByMe(gate_state->lock))
+		LWLockRelease(gate_state->lock);
+	LWLockAcquire(gate_state->lock, LW_EXCLUSIVE);
 	for (i = 0; i < WASEND_GATE_SLOTS; i++)
 	{
-		WasendGateSlot *g = &wasend_state->gate[i];
+		WasendGateSlot *g = &gate_state->gate[i];
 
 		if (my_pending[i] == 0)
 			continue;
@@ -277,9 +324,45 @@ release_mine(int code, Datum arg)
 			note_write(g, now);
 			my_pending[i]--;
 		}
-		wasend_state->gate_last_used[i] = Max(wasend_state->gate_last_used[i], now);
+		gate_state->gate_last_used[i] = Max(gate_state->gate_last_used[i], now);
 	}
-	LWLockRelease(wasend_state->gate_lock);
+	LWLockRelease(gate_state->lock);
+}
+
+/*
+ * Size of the gate's shared struct.
+ */
+Size
+wasend_rate_gate_shmem_size(void)
+{
+	return MAXALIGN(sizeof(WasendGateShared));
+}
+
+/*
+ * Ask for the gate's LWLock (from the shmem request hook).
+ */
+void
+wasend_rate_gate_request_locks(void)
+{
+	RequestNamedLWLockTranche(WASEND_GATE_TRANCHE, 1);
+}
+
+/*
+ * Create or attach to the gate's shared struct (from the shmem startup
+ * hook, which holds AddinShmemInitLock).
+ */
+void
+wasend_rate_gate_shmem_init(void)
+{
+	bool		found;
+
+	gate_state = ShmemInitStruct("wasend rate gate",
+								 MAXALIGN(sizeof(WasendGateShared)), &found);
+	if (!found)
+	{
+		memset(gate_state, 0, sizeof(WasendGateShared));
+		gate_state->lock = &(GetNamedLWLockTranche(WASEND_GATE_TRANCHE))->lock;
+	}
 }
 
 /*
@@ -360,12 +443,12 @@ wasend_rate_gate_take(int64 key, int rate, int want, int64 now,
 		release_registered = true;
 	}
 	rate = Max(1, Min(rate, WASEND_MAX_RATE));
-	LWLockAcquire(wasend_state->gate_lock, LW_EXCLUSIVE);
+	LWLockAcquire(gate_state->lock, LW_EXCLUSIVE);
 	g = gate_lookup(key, true, now, &index);
 	if (g == NULL)
 	{
 		/* every entry is busy: wait for one to become idle */
-		LWLockRelease(wasend_state->gate_lock);
+		LWLockRelease(gate_state->lock);
 		*next_slot = now + FULL_RETRY_US;
 		return 0;
 	}
@@ -373,7 +456,7 @@ wasend_rate_gate_take(int64 key, int rate, int want, int64 now,
 	{
 		/* another sender's wasend_send rows go first */
 		*next_slot = g->priority_until;
-		LWLockRelease(wasend_state->gate_lock);
+		LWLockRelease(gate_state->lock);
 		return 0;
 	}
 	interval_us = (int64) ceil(1000000.0 /
@@ -417,7 +500,7 @@ wasend_rate_gate_take(int64 key, int rate, int want, int64 now,
 	if (priority && taken < want)
 		g->priority_until = Max(g->priority_until,
 								Max(slot, blocked_until) + PRIORITY_HOLD_US);
-	LWLockRelease(wasend_state->gate_lock);
+	LWLockRelease(gate_state->lock);
 
 	*next_slot = Max(slot, blocked_until);
 	return taken;
@@ -437,7 +520,7 @@ wasend_rate_gate_on_wire(int64 key, int64 when, bool granted)
 	WasendGateSlot *g;
 	int			index;
 
-	LWLockAcquire(wasend_state->gate_lock, LW_EXCLUSIVE);
+	LWLockAcquire(gate_state->lock, LW_EXCLUSIVE);
 	g = gate_lookup(key, true, when, &index);
 	if (g != NULL)
 	{
@@ -448,7 +531,7 @@ wasend_rate_gate_on_wire(int64 key, int64 when, bool granted)
 			g->pending--;
 		}
 	}
-	LWLockRelease(wasend_state->gate_lock);
+	LWLockRelease(gate_state->lock);
 }
 
 /*
@@ -462,14 +545,14 @@ wasend_rate_gate_unsent(int64 key)
 	WasendGateSlot *g;
 	int			index;
 
-	LWLockAcquire(wasend_state->gate_lock, LW_EXCLUSIVE);
+	LWLockAcquire(gate_state->lock, LW_EXCLUSIVE);
 	g = gate_lookup(key, false, wasend_mono_us(), &index);
 	if (g != NULL && my_pending[index] > 0)
 	{
 		my_pending[index]--;
 		g->pending--;
 	}
-	LWLockRelease(wasend_state->gate_lock);
+	LWLockRelease(gate_state->lock);
 }
 
 /*
@@ -481,7 +564,7 @@ wasend_rate_gate_slow_down(int64 key, int64 now)
 	WasendGateSlot *g;
 	int			index;
 
-	LWLockAcquire(wasend_state->gate_lock, LW_EXCLUSIVE);
+	LWLockAcquire(gate_state->lock, LW_EXCLUSIVE);
 	g = gate_lookup(key, false, now, &index);
 	if (g != NULL && (g->slowed_at == 0 || now - g->slowed_at >= SLOW_BURST_US))
 	{
@@ -492,7 +575,7 @@ wasend_rate_gate_slow_down(int64 key, int64 now)
 		g->throttle_at = now;
 		g->slowed_at = now;
 	}
-	LWLockRelease(wasend_state->gate_lock);
+	LWLockRelease(gate_state->lock);
 }
 
 /*
@@ -508,11 +591,11 @@ wasend_rate_gate_note_rttvar(int64 key, int64 rttvar_us, int64 now)
 	int			index;
 
 	rttvar_us = Max(rttvar_us, 0);
-	LWLockAcquire(wasend_state->gate_lock, LW_EXCLUSIVE);
+	LWLockAcquire(gate_state->lock, LW_EXCLUSIVE);
 	g = gate_lookup(key, false, now, &index);
 	if (g != NULL)
 		wasend_window_min_note(&g->jitter, rttvar_us, now, JITTER_WINDOW_US);
-	LWLockRelease(wasend_state->gate_lock);
+	LWLockRelease(gate_state->lock);
 }
 
 /*
@@ -528,13 +611,13 @@ wasend_rate_gate_pace(int64 key, int rate, int64 now)
 	double		t = 1.0;
 	double		h = wasend_rate_headroom;
 
-	LWLockAcquire(wasend_state->gate_lock, LW_EXCLUSIVE);
+	LWLockAcquire(gate_state->lock, LW_EXCLUSIVE);
 	g = gate_lookup(key, false, now, &index);
 	if (g != NULL)
 	{
 		t = current_throttle(g, now);
 		h = entry_headroom(g);
 	}
-	LWLockRelease(wasend_state->gate_lock);
+	LWLockRelease(gate_state->lock);
 	return rate * h * t;
 }

@@ -47,7 +47,8 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
-#include "wasend.h"
+#include "secrets.h"
+#include "settings.h"
 
 /* a Meta app secret is 32 hex digits; a verify token is the user's choice */
 #define MAX_SECRET_BYTES	4096

@@ -55,6 +55,14 @@
 
 #include "http_client.h"
 #include "sender.h"
+#include "clock.h"
+#include "latency.h"
+#include "metrics.h"
+#include "queue.h"
+#include "rate_gate.h"
+#include "settings.h"
+#include "shmem.h"
+#include "worker_session.h"
 
 /* how often an idle sender looks for work without being woken, in us */
 #define POLL_INTERVAL_US		(1000 * 1000)
@@ -116,13 +124,13 @@ sender_sigterm(SIGNAL_ARGS)
 static void
 sender_detach(int code, Datum arg)
 {
-	SpinLockAcquire(&wasend_state->mutex);
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 	if (wasend_my_slot->pid == MyProcPid)
 	{
 		wasend_my_slot->pid = 0;
 		wasend_my_slot->latch = NULL;
 	}
-	SpinLockRelease(&wasend_state->mutex);
+	LWLockRelease(wasend_state->lock);
 	pg_atomic_write_u32(&wasend_my_slot->inflight, 0);
 	pg_atomic_write_u32(&wasend_my_slot->held, 0);
 	wasend_http_shutdown();
@@ -460,14 +468,14 @@ sender_register(void)
 {
 	bool		mine;
 
-	SpinLockAcquire(&wasend_state->mutex);
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 	mine = wasend_my_slot->token == wasend_my_token && wasend_my_token != 0 && wasend_my_slot->pid == 0;
 	if (mine)
 	{
 		wasend_my_slot->pid = MyProcPid;
 		wasend_my_slot->latch = MyLatch;
 	}
-	SpinLockRelease(&wasend_state->mutex);
+	LWLockRelease(wasend_state->lock);
 	return mine;
 }
 
@@ -488,7 +496,7 @@ wasend_sender_share(int *ordinal, int *count)
 	int			n = 0;
 	int			me = 0;
 
-	SpinLockAcquire(&wasend_state->mutex);
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 	for (i = 0; i < WASEND_MAX_SENDERS; i++)
 	{
 		WasendSenderSlot *s = &wasend_state->senders[i];
@@ -499,7 +507,7 @@ wasend_sender_share(int *ordinal, int *count)
 			me++;
 		n++;
 	}
-	SpinLockRelease(&wasend_state->mutex);
+	LWLockRelease(wasend_state->lock);
 	*ordinal = me;
 	*count = Max(n, 1);
 }
@@ -513,9 +521,9 @@ sender_still_mine(void)
 {
 	bool		mine;
 
-	SpinLockAcquire(&wasend_state->mutex);
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 	mine = wasend_my_slot->token == wasend_my_token;
-	SpinLockRelease(&wasend_state->mutex);
+	LWLockRelease(wasend_state->lock);
 	return mine;
 }
 

@@ -25,8 +25,11 @@
 
 #include <signal.h>
 
+#include "fmgr.h"
+
+#include "clock.h"
 #include "queue.h"
-#include "wasend.h"
+#include "shmem.h"
 
 /* A claimed row waiting for its turn at the rate gate. */
 typedef struct PendingRow
@@ -112,6 +115,10 @@ typedef struct LimitsAnswer
 } LimitsAnswer;
 
 #define MAX_LIMITS_ANSWERS		64
+
+/* sender.c */
+extern PGDLLEXPORT void wasend_sender_main(Datum main_arg);
+extern const char *wasend_redact_token(const char *resp, const char *token);
 
 /* sender.c: the process-wide state of this sender */
 extern volatile sig_atomic_t wasend_shutdown_requested;

@@ -26,7 +26,12 @@
 
 #include "http_client.h"
 #include "sender.h"
-#include "wasend.h"
+#include "clock.h"
+#include "latency.h"
+#include "rate_gate.h"
+#include "secrets.h"
+#include "shmem.h"
+#include "sql_api.h"
 
 PG_FUNCTION_INFO_V1(wasend_wake_at_commit);
 PG_FUNCTION_INFO_V1(wasend_worker_stats);
@@ -160,9 +165,9 @@ wasend_worker_stats(PG_FUNCTION_ARGS)
 		uint64		requests;
 		uint64		latency;
 
-		SpinLockAcquire(&wasend_state->mutex);
+		LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 		pid = s->dboid == MyDatabaseId ? s->pid : 0;
-		SpinLockRelease(&wasend_state->mutex);
+		LWLockRelease(wasend_state->lock);
 		if (pid == 0)
 			continue;	/* no sender, or one of another database */
 

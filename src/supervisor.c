@@ -72,7 +72,14 @@
 #include "utils/timestamp.h"
 
 #include "queue.h"
-#include "wasend.h"
+#include "clock.h"
+#include "metrics.h"
+#include "sender.h"
+#include "settings.h"
+#include "shmem.h"
+#include "supervisor.h"
+#include "worker.h"
+#include "worker_session.h"
 
 /* a sender that keeps dying is restarted at most this often, in us */
 #define RESTART_DELAY_US	(1000 * 1000)
@@ -109,8 +116,8 @@ static int64 next_metrics_publish = 0;
 /*
  * A new claim token: random, positive, never 0.
  */
-int64
-wasend_new_token(void)
+static int64
+new_token(void)
 {
 	uint64		t = 0;
 
@@ -134,10 +141,10 @@ start_sender(int i)
 {
 	BackgroundWorker worker;
 	WasendSenderSlot *slot = NULL;
-	int64		token = wasend_new_token();
+	int64		token = new_token();
 	int			k;
 
-	SpinLockAcquire(&wasend_state->mutex);
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 	for (k = 0; k < WASEND_MAX_SENDERS; k++)
 	{
 		WasendSenderSlot *s = &wasend_state->senders[k];
@@ -150,7 +157,7 @@ start_sender(int i)
 			break;
 		}
 	}
-	SpinLockRelease(&wasend_state->mutex);
+	LWLockRelease(wasend_state->lock);
 	last_start[i] = wasend_mono_us();
 	if (slot == NULL)
 	{
@@ -182,10 +189,10 @@ start_sender(int i)
 	{
 		handles[i] = NULL;
 		tokens[i] = 0;
-		SpinLockAcquire(&wasend_state->mutex);
+		LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 		slot->token = 0;
 		slot->dboid = InvalidOid;
-		SpinLockRelease(&wasend_state->mutex);
+		LWLockRelease(wasend_state->lock);
 		ereport(WARNING,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("wasend could not start sender %d in database \"%s\"", i + 1, my_dbname),
@@ -267,11 +274,11 @@ recover_orphans(void)
 	int			i;
 
 	ra.nlive = 0;
-	SpinLockAcquire(&wasend_state->mutex);
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 	for (i = 0; i < WASEND_MAX_SENDERS; i++)
 		if (wasend_state->senders[i].token != 0)
 			ra.tokens[ra.nlive++] = wasend_state->senders[i].token;
-	SpinLockRelease(&wasend_state->mutex);
+	LWLockRelease(wasend_state->lock);
 
 	edata = in_transaction("wasend supervisor: settling orphaned rows", recover_work, &ra);
 	pgstat_report_stat(false);
@@ -315,7 +322,7 @@ retire_previous_senders(void)
 	int			i;
 	int64		warn_at = wasend_mono_us() + RETIRE_WARN_US;
 
-	SpinLockAcquire(&wasend_state->mutex);
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 	for (i = 0; i < WASEND_MAX_SENDERS; i++)
 	{
 		WasendSenderSlot *slot = &wasend_state->senders[i];
@@ -328,7 +335,7 @@ retire_previous_senders(void)
 		else
 			free_slot_locked(slot);
 	}
-	SpinLockRelease(&wasend_state->mutex);
+	LWLockRelease(wasend_state->lock);
 	if (n == 0)
 		return;
 
@@ -342,7 +349,7 @@ retire_previous_senders(void)
 	{
 		int			left = 0;
 
-		SpinLockAcquire(&wasend_state->mutex);
+		LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 		for (i = 0; i < WASEND_MAX_SENDERS; i++)
 		{
 			WasendSenderSlot *slot = &wasend_state->senders[i];
@@ -354,7 +361,7 @@ retire_previous_senders(void)
 			else
 				free_slot_locked(slot);
 		}
-		SpinLockRelease(&wasend_state->mutex);
+		LWLockRelease(wasend_state->lock);
 		if (left == 0)
 			break;
 		if (wasend_mono_us() >= warn_at)
@@ -398,11 +405,11 @@ reap_senders(void)
 
 			pfree(handles[i]);
 			handles[i] = NULL;
-			SpinLockAcquire(&wasend_state->mutex);
+			LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 			if (slot->token == tokens[i])
 				slot->token = 0;
 			free_slot_locked(slot);
-			SpinLockRelease(&wasend_state->mutex);
+			LWLockRelease(wasend_state->lock);
 			tokens[i] = 0;
 			recover_needed = true;
 		}
@@ -574,13 +581,13 @@ publish_campaign_metrics(void)
 static void
 supervisor_detach(int code, Datum arg)
 {
-	SpinLockAcquire(&wasend_state->mutex);
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 	if (my_db != NULL && my_db->pid == MyProcPid)
 	{
 		my_db->pid = 0;
 		my_db->latch = NULL;
 	}
-	SpinLockRelease(&wasend_state->mutex);
+	LWLockRelease(wasend_state->lock);
 	wasend_wake_launcher();
 }
 
@@ -590,10 +597,10 @@ supervisor_detach(int code, Datum arg)
 static void
 set_db_state(int state)
 {
-	SpinLockAcquire(&wasend_state->mutex);
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 	if (my_db != NULL && my_db->dboid == MyDatabaseId)
 		my_db->state = state;
-	SpinLockRelease(&wasend_state->mutex);
+	LWLockRelease(wasend_state->lock);
 }
 
 /*
@@ -608,13 +615,11 @@ wasend_supervisor_main(Datum main_arg)
 	char	   *idle_why = NULL;	/* why nothing is sent now, or NULL */
 	char	   *first_why;
 
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
-	BackgroundWorkerUnblockSignals();
+	wasend_worker_signals();
 
 	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
 	my_db = &wasend_state->databases[idx];
-	SpinLockAcquire(&wasend_state->mutex);
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 	if (my_db->dboid != dboid || my_db->pid != 0 ||
 		wasend_mono_us() < my_db->hold_until)
 	{
@@ -622,13 +627,13 @@ wasend_supervisor_main(Datum main_arg)
 		 * The launcher gave the slot to another database meanwhile, or the
 		 * database is being dropped, renamed or copied (launcher.c).
 		 */
-		SpinLockRelease(&wasend_state->mutex);
+		LWLockRelease(wasend_state->lock);
 		my_db = NULL;
 		proc_exit(0);
 	}
 	my_db->pid = MyProcPid;
 	my_db->latch = MyLatch;
-	SpinLockRelease(&wasend_state->mutex);
+	LWLockRelease(wasend_state->lock);
 	before_shmem_exit(supervisor_detach, 0);
 
 	wasend_worker_connect(NULL, dboid, "1s", false);
@@ -658,20 +663,7 @@ wasend_supervisor_main(Datum main_arg)
 		int			rc;
 		int64		now;
 
-		/*
-		 * A cancel (pg_cancel_backend) interrupts the recovery statement if
-		 * one runs, whose error is caught; between transactions there is
-		 * nothing to cancel, and it is dropped, as PostgresMain does between
-		 * commands.  SIGINT itself keeps PostgreSQL's handler, on which
-		 * lock_timeout depends.
-		 */
-		QueryCancelPending = false;
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
+		wasend_worker_interrupts();
 
 		now = wasend_mono_us();
 		if (now >= next_presence_check)

@@ -72,7 +72,13 @@
 
 #include "http_server.h"
 #include "queue.h"
-#include "wasend.h"
+#include "metrics.h"
+#include "secrets.h"
+#include "settings.h"
+#include "signature.h"
+#include "webhook.h"
+#include "worker.h"
+#include "worker_session.h"
 
 /* Meta's payloads reach 3 MB; anything larger is refused with 413. */
 #define MAX_BODY_BYTES		(3 * 1024 * 1024)
@@ -96,12 +102,6 @@ typedef int MHD_Result_t;
 #else
 typedef enum MHD_Result MHD_Result_t;
 #endif
-
-/* Settings (see wasend_webhook_define_settings) */
-static int	webhook_max_buffer_kb = 32 * 1024;
-static int	webhook_request_timeout_ms = 10000;
-static int	webhook_max_connections = 1000;
-static int	webhook_max_connections_per_address = 0;
 
 /* One request, from its first byte to its answer. */
 typedef struct WebhookRequest
@@ -145,7 +145,7 @@ static char verify_token_problem[256];
 static bool
 buffer_charge(WebhookRequest *req, size_t total)
 {
-	size_t		budget = (size_t) webhook_max_buffer_kb * 1024;
+	size_t		budget = (size_t) wasend_webhook_max_buffer_kb * 1024;
 	size_t		limit = total <= SMALL_BODY_BYTES ? budget : budget - budget / 8;
 
 	if (total <= req->charged)
@@ -600,49 +600,6 @@ process_batch(void)
 }
 
 /*
- * Define the settings of the webhook endpoint (called from _PG_init).
- */
-void
-wasend_webhook_define_settings(void)
-{
-	DefineCustomIntVariable("wasend.webhook_max_buffer",
-							"Memory for webhook bodies being received, all connections together.",
-							"A POST whose body would not fit is answered 503 with Retry-After. Bodies over 64 kB may use 7/8 of it.",
-							&webhook_max_buffer_kb,
-							32 * 1024, 4 * 1024, 4 * 1024 * 1024,
-							PGC_SIGHUP,
-							GUC_UNIT_KB,
-							NULL, NULL, NULL);
-
-	DefineCustomIntVariable("wasend.webhook_request_timeout",
-							"Longest a webhook request may take, from its connection's accept to its answer.",
-							"Enforced however slowly the client sends; on a kept-alive connection, counted from the end of the previous request.",
-							&webhook_request_timeout_ms,
-							10000, 1000, 600000,
-							PGC_SIGHUP,
-							GUC_UNIT_MS,
-							NULL, NULL, NULL);
-
-	DefineCustomIntVariable("wasend.webhook_max_connections",
-							"Most connections the webhook endpoint holds open at once.",
-							"Further connections wait in the listen queue.",
-							&webhook_max_connections,
-							1000, 1, 100000,
-							PGC_POSTMASTER,
-							0,
-							NULL, NULL, NULL);
-
-	DefineCustomIntVariable("wasend.webhook_max_connections_per_address",
-							"Most connections the webhook endpoint holds open from one client address; 0 means no limit.",
-							"Behind a proxy every request comes from the proxy's address: leave it 0 there.",
-							&webhook_max_connections_per_address,
-							0, 0, 100000,
-							PGC_POSTMASTER,
-							0,
-							NULL, NULL, NULL);
-}
-
-/*
  * Raise the soft limit on open files towards the hard one, so that
  * wasend.webhook_max_connections sockets fit beside the files PostgreSQL
  * itself keeps open.
@@ -651,7 +608,7 @@ static void
 raise_file_limit(void)
 {
 	struct rlimit rl;
-	rlim_t		want = (rlim_t) webhook_max_connections + 256;
+	rlim_t		want = (rlim_t) wasend_webhook_max_connections + 256;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
 		return;
@@ -687,7 +644,7 @@ wasend_webhook_main(Datum main_arg)
 				 errhint("Give an IPv4 address, e.g. 127.0.0.1 or 0.0.0.0.")));
 
 	raise_file_limit();
-	wasend_http_server_init(&server, "wasend webhook", &webhook_request_timeout_ms);
+	wasend_http_server_init(&server, "wasend webhook", &wasend_webhook_request_timeout_ms);
 	batch_cxt = AllocSetContextCreate(TopMemoryContext, "wasend webhook batch",
 									  ALLOCSET_DEFAULT_SIZES);
 
@@ -697,11 +654,11 @@ wasend_webhook_main(Datum main_arg)
 									 MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &addr,
 									 /* idle timeout: a backstop to our deadline */
 									 MHD_OPTION_CONNECTION_TIMEOUT,
-									 (unsigned int) ((webhook_request_timeout_ms + 999) / 1000),
+									 (unsigned int) ((wasend_webhook_request_timeout_ms + 999) / 1000),
 									 MHD_OPTION_CONNECTION_LIMIT,
-									 (unsigned int) webhook_max_connections,
+									 (unsigned int) wasend_webhook_max_connections,
 									 MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-									 (unsigned int) webhook_max_connections_per_address,
+									 (unsigned int) wasend_webhook_max_connections_per_address,
 									 MHD_OPTION_NOTIFY_COMPLETED, &on_completed, NULL,
 									 MHD_OPTION_NOTIFY_CONNECTION,
 									 &wasend_http_notify_connection, &server,

@@ -40,7 +40,7 @@
 #include "utils/guc_tables.h"
 #include "utils/memutils.h"
 
-#include "wasend.h"
+#include "worker_session.h"
 
 /* a setting's value as the server gave it to the worker, before connecting */
 typedef struct ServerSetting
