@@ -2,51 +2,14 @@
  *
  * launcher.c
  *		The launcher: finds the databases that have the extension and keeps
- *		a supervisor running in each.
+ *		a supervisor running in each; and the ProcessUtility hook that
+ *		releases a database before DROP, RENAME or a copy of it.
  *
- * The launcher is a static background worker registered at server start
- * with BgWorkerStart_RecoveryFinished, so it never runs on a standby and
- * starts by itself when a standby is promoted.  It connects to no database:
- * it reads the shared catalog pg_database, as autovacuum's launcher does,
- * and starts one supervisor (supervisor.c) per database that allows
- * connections and is not a template.  A supervisor first looks whether its
- * database has the extension; if not, it records that in its database slot
- * (WASEND_DB_ABSENT) and leaves, and the launcher gives the slot back and
- * remembers the database as absent in its own memory: the
- * WASEND_MAX_DATABASES shared slots are held only by databases that have
- * the extension and by those being looked at, so a role that may create
- * databases cannot fill them with empty ones.  A CREATE EXTENSION wasend
- * that commits (the extension's script calls wasend._extension_created())
- * takes a slot for its own database at once, ahead of any database waiting
- * to be looked at, and wakes the launcher; only when no slot is free does
- * it bump extension_generation, and the launcher looks again at every
- * database it remembers as absent.  So creating the extension in any
- * database starts its senders within moments, with no setting to change
- * and no restart; a database whose supervisor found the extension keeps
- * it running, and restarts it a second after it exits.  At most
- * MAX_STARTING supervisors start at once, so that a server with many
- * databases does not use up max_worker_processes looking, and a database
- * not looked at yet takes a slot only when its look starts.
- *
- * The launcher looks at pg_database again every RESCAN_MS, and whenever it
- * is woken (a supervisor exited, an extension was created, a database was
- * dropped, renamed or copied).
- *
- * Database slots and sender slots live in shared memory (wasend.h), so a
- * launcher that was terminated and started again finds the supervisors
- * still running (their pids in the slots) and does not start a second set.
- *
- * DROP DATABASE, ALTER DATABASE ... RENAME and CREATE DATABASE ... TEMPLATE
- * refuse to run while other sessions are connected to the database, and a
- * supervisor and its senders are such sessions.  A ProcessUtility hook (in
- * every backend: the library is preloaded) therefore holds the database
- * (its slot's hold_until), asks its supervisor to stop (SIGTERM: it stops
- * its senders, which finish what is in flight and give back the rest),
- * waits for them to be gone, runs the command, and lifts the hold; the
- * launcher starts the supervisor again if the database still exists.
- *
- * On SIGTERM the launcher exits with code 1, so that the postmaster starts
- * it again (unless the server is shutting down); supervisors keep running.
+ * The constraint: the WASEND_MAX_DATABASES shared slots are held only by
+ * databases that have the extension and those being looked at (at most
+ * MAX_STARTING at once), so empty databases cannot fill them; each slot
+ * moves through WasendDbState (shmem.h), one function per transition.
+ * The full description: docs/internals/launcher.md.
  *
  *-------------------------------------------------------------------------
  */
@@ -67,11 +30,9 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
-#include "storage/proc.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/varlena.h"
 #include "utils/memutils.h"
@@ -81,7 +42,6 @@
 #include "launcher.h"
 #include "settings.h"
 #include "shmem.h"
-#include "supervisor.h"
 #include "worker.h"
 #include "worker_session.h"
 

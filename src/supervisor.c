@@ -1,56 +1,13 @@
 /*-------------------------------------------------------------------------
  *
  * supervisor.c
- *		A database's supervisor: starts and supervises its senders.
+ *		A database's supervisor: starts and supervises its senders, and
+ *		settles the rows that dead senders leave in flight.
  *
- * The launcher (launcher.c) starts one supervisor in every database; the
- * supervisor first looks whether the database has the extension and, if
- * not, says so in its database slot and leaves.  Otherwise it keeps
- * wasend.workers sender workers of that database alive (starting missing
- * ones, stopping extra ones after a reload) and is woken by the postmaster
- * whenever one of them exits.  It looks again every few seconds: once the
- * extension is dropped, it stops its senders and leaves.
- *
- * Sender slots in shared memory are shared by all databases: a supervisor
- * takes a free one (dboid = its database) for each sender it starts and
- * gives it back once that sender is gone.
- *
- * It also settles the rows that senders leave behind when they die (killed,
- * crashed, or the server stopped in immediate mode): before it starts
- * senders, and whenever one has exited, rows still 'sending' under a claim
- * token that is not a live sender's are marked uncertain and, per
- * wasend.on_uncertain, queued again or failed.  A sender holds at most
- * wasend.max_inflight rows, so that is the most rows one death leaves
- * uncertain.
- *
- * Claim tokens.  Before it starts a sender, the supervisor draws a random
- * 63-bit token, stores it in the sender's slot and passes it to the sender,
- * which stamps claimed_by with it.  The set of live senders is the set of
- * tokens in the slots: a sender still starting up already counts, a sender
- * that exited counts until its supervisor has seen it exit, and no pid or
- * clock is compared, so a recycled pid or a step of the wall clock cannot
- * make a live sender's rows look orphaned.
- *
- * A supervisor can be restarted while senders of its database run (it
- * exited on an error): it has no handle on them and would start a second
- * set.  So a supervisor starts by retiring every sender of its database it
- * finds: it clears their slots' tokens (a sender that has not registered
- * yet then leaves at once), asks the registered ones to stop (SIGTERM:
- * they finish what is in flight, record it and give back the rest), waits
- * for them to exit (however long that takes: their rows are theirs until
- * they are gone), and only then settles orphans and starts its own senders.
- *
- * A query cancel (pg_cancel_backend) only interrupts the supervisor's own
- * recovery statement, if one runs, and that error is caught and retried
- * like any other; between transactions a cancel is dropped.  (SIGINT keeps
- * PostgreSQL's handler: lock_timeout works by the backend sending itself
- * SIGINT.)  On SIGTERM (server shutdown, pg_terminate_backend, or a DROP
- * DATABASE of its database, see launcher.c) it stops its senders, waits
- * until they are gone and exits; the launcher starts it again unless the
- * database is being dropped.
- *
- * When wasend.metrics_port is set it also publishes, every few seconds,
- * each unfinished campaign's rows by status for the metrics (metrics.c).
+ * The constraint: live senders are the claim tokens in the sender slots,
+ * never pids or clocks, and a supervisor starts no sender of its own
+ * before every sender of an earlier supervisor of its database is gone.
+ * The full description: docs/internals/supervisor.md.
  *
  *-------------------------------------------------------------------------
  */
@@ -65,16 +22,12 @@
 #include "commands/dbcommands.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
-#include "storage/proc.h"
-#include "utils/guc.h"
 #include "utils/snapmgr.h"
 #include "utils/memutils.h"
-#include "utils/timestamp.h"
 
 #include "queue.h"
 #include "clock.h"
 #include "metrics.h"
-#include "sender.h"
 #include "settings.h"
 #include "shmem.h"
 #include "supervisor.h"
