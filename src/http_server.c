@@ -78,11 +78,11 @@ conn_entry(struct MHD_Connection *conn)
  */
 static void
 notify_connection(void *cls, struct MHD_Connection *conn,
-							  void **socket_context,
-							  enum MHD_ConnectionNotificationCode toe)
+				  void **socket_context,
+				  enum MHD_ConnectionNotificationCode toe)
 {
 	HttpServer *srv = (HttpServer *) cls;
-	HttpConn *hc = *socket_context;
+	HttpConn   *hc = *socket_context;
 
 	if (toe == MHD_CONNECTION_NOTIFY_STARTED)
 	{
@@ -111,7 +111,7 @@ notify_connection(void *cls, struct MHD_Connection *conn,
 bool
 wasend_http_request_begins(struct MHD_Connection *conn)
 {
-	HttpConn *hc = conn_entry(conn);
+	HttpConn   *hc = conn_entry(conn);
 
 	if (hc == NULL)
 		return false;
@@ -127,7 +127,7 @@ wasend_http_request_begins(struct MHD_Connection *conn)
 void
 wasend_http_request_ends(struct MHD_Connection *conn)
 {
-	HttpConn *hc = conn_entry(conn);
+	HttpConn   *hc = conn_entry(conn);
 
 	if (hc == NULL)
 		return;
@@ -142,7 +142,7 @@ wasend_http_request_ends(struct MHD_Connection *conn)
 void
 wasend_http_hold(struct MHD_Connection *conn, bool held)
 {
-	HttpConn *hc = conn_entry(conn);
+	HttpConn   *hc = conn_entry(conn);
 
 	if (hc != NULL)
 		hc->held = held;
@@ -166,7 +166,7 @@ cut_overdue(HttpServer *srv)
 
 	dlist_foreach(iter, &srv->conns)
 	{
-		HttpConn *hc = dlist_container(HttpConn, node, iter.cur);
+		HttpConn   *hc = dlist_container(HttpConn, node, iter.cur);
 		int64		due = hc->started_ms + timeout_ms;
 
 		if (hc->cut || hc->held)
