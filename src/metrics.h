@@ -15,7 +15,7 @@
  * Counters in shared memory, served in Prometheus text format by
  * the "wasend metrics" worker when wasend.metrics_port is set.  The
  * metrics_note_* functions are called by senders and the webhook worker:
- * they never throw, never allocate, and cost one spinlock round; a number
+ * they never throw, never allocate, and cost one LWLock round; a number
  * is identified by its Meta phone_number_id, so the same number used from
  * two databases is one series.
  */
@@ -31,7 +31,7 @@ typedef struct MetricsCampaign
 
 extern Size wasend_metrics_shmem_size(void);
 extern void wasend_metrics_shmem_init(void);
-extern void wasend_metrics_register_worker(void);
+extern void wasend_metrics_request_locks(void);
 extern PGDLLEXPORT void wasend_metrics_main(Datum main_arg);
 extern void wasend_metrics_note_answer(const char *phone_number_id, long http_status,
 								int64 latency_us);

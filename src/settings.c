@@ -72,11 +72,10 @@ check_api_base_url(char **newval, void **extra, GucSource source)
 }
 
 /*
- * Define every wasend.* setting and reserve the prefix, so that a typo in
- * a wasend.* name is reported.  Called from _PG_init.
+ * Which databases send, with how many senders, how fast, how much at once.
  */
-void
-wasend_define_settings(void)
+static void
+define_worker_settings(void)
 {
 	DefineCustomStringVariable("wasend.database",
 							   "Database the webhook endpoint stores notifications in.",
@@ -149,7 +148,14 @@ wasend_define_settings(void)
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
+}
 
+/*
+ * How the senders talk to the API, retry, settle and stop.
+ */
+static void
+define_delivery_settings(void)
+{
 	DefineCustomEnumVariable("wasend.http_version",
 							 "HTTP version the senders use: 1.1 (pooled keep-alive connections) or 2 (multiplexed).",
 							 "HTTP/2 is used over https only; plain http URLs always get HTTP/1.1.",
@@ -214,7 +220,14 @@ wasend_define_settings(void)
 							   PGC_SUSET,
 							   0,
 							   NULL, NULL, NULL);
+}
 
+/*
+ * The webhook endpoint and the secrets it and the senders read.
+ */
+static void
+define_webhook_settings(void)
+{
 	DefineCustomIntVariable("wasend.webhook_port",
 							"TCP port of the wasend webhook endpoint; 0 turns it off.",
 							"The worker \"wasend webhook\" serves Meta's status and message webhooks there.",
@@ -287,7 +300,14 @@ wasend_define_settings(void)
 							PGC_POSTMASTER,
 							0,
 							NULL, NULL, NULL);
+}
 
+/*
+ * The metrics endpoint.
+ */
+static void
+define_metrics_settings(void)
+{
 	/* the metrics endpoint */
 	DefineCustomIntVariable("wasend.metrics_port",
 							"TCP port of the wasend metrics endpoint on 127.0.0.1; 0 turns it off.",
@@ -306,6 +326,19 @@ wasend_define_settings(void)
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
+}
+
+/*
+ * Define every wasend.* setting and reserve the prefix, so that a typo in
+ * a wasend.* name is reported.  Called from _PG_init.
+ */
+void
+wasend_define_settings(void)
+{
+	define_worker_settings();
+	define_delivery_settings();
+	define_webhook_settings();
+	define_metrics_settings();
 
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("wasend");

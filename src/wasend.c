@@ -26,7 +26,6 @@
 #include "shmem.h"
 #include "sql_api.h"
 #include "worker.h"
-#include "webhook.h"
 
 PG_MODULE_MAGIC;
 
@@ -49,6 +48,7 @@ request_shmem(void)
 									wasend_metrics_shmem_size()));
 	wasend_shmem_request_locks();
 	wasend_rate_gate_request_locks();
+	wasend_metrics_request_locks();
 }
 
 #if PG_VERSION_NUM >= 150000
@@ -83,6 +83,21 @@ wasend_shmem_startup(void)
 }
 
 /*
+ * Register one of the static workers, restarted by the postmaster.
+ */
+static void
+register_static_worker(const char *name, const char *function, bool database)
+{
+	WasendWorkerSpec spec;
+
+	memset(&spec, 0, sizeof(spec));
+	spec.name = name;
+	spec.function = function;
+	spec.database = database;
+	(void) wasend_register_worker(&spec, NULL);
+}
+
+/*
  * Module load: define the settings; when preloaded, also reserve shared
  * memory and register the launcher.
  */
@@ -105,9 +120,11 @@ _PG_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = wasend_shmem_startup;
 
-	wasend_register_static_worker("wasend launcher", "wasend_launcher_main");
+	register_static_worker("wasend launcher", "wasend_launcher_main", true);
 	wasend_install_utility_hook();
 	if (wasend_webhook_port > 0)
-		wasend_register_static_worker("wasend webhook", "wasend_webhook_main");
-	wasend_metrics_register_worker();
+		register_static_worker("wasend webhook", "wasend_webhook_main", true);
+	/* the metrics worker needs shared memory only */
+	if (wasend_metrics_port > 0)
+		register_static_worker("wasend metrics", "wasend_metrics_main", false);
 }
