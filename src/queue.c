@@ -30,6 +30,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "graph_api.h"
 #include "queue.h"
 #include "metrics.h"
 #include "secrets.h"
@@ -879,190 +880,14 @@ wasend_result_batch_keep(ResultBatch *b, const bool *keep)
 }
 
 /*
- * Parse text as JSON in the database encoding with PostgreSQL's parser,
- * running sem's actions: true if it is JSON.  The parser reports syntax
- * errors by return code, but its recursion raises an ERROR on a deeply
- * nested text (1 MB of "[" exhausts the stack check): that is caught here
- * and the text is simply not JSON.  So this never throws, and callers
- * outside a transaction (the webhook worker, a sender collecting answers)
- * can use it on anything a client or the API sends.  The lexer and what
- * the actions are given live in a context of their own, deleted before
- * returning, also after an error.
- */
-static bool
-json_parse_guarded(const char *text, size_t len, JsonSemAction *sem,
-				   bool need_escapes)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	MemoryContext tmp;
-	volatile bool ok = false;
-
-	if (text == NULL || len == 0 || !pg_verifymbstr(text, len, true))
-		return false;
-	tmp = AllocSetContextCreate(cxt, "wasend JSON parse", ALLOCSET_SMALL_SIZES);
-	MemoryContextSwitchTo(tmp);
-	PG_TRY();
-	{
-		JsonLexContext *lex;
-#if PG_VERSION_NUM >= 170000
-		JsonLexContext lexbuf;
-
-		lex = makeJsonLexContextCstringLen(&lexbuf, unconstify(char *, text), len,
-										   GetDatabaseEncoding(), need_escapes);
-#else
-		lex = makeJsonLexContextCstringLen(unconstify(char *, text), len,
-										   GetDatabaseEncoding(), need_escapes);
-#endif
-		ok = pg_parse_json(lex, sem) == JSON_SUCCESS;
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(tmp);
-		FlushErrorState();
-		ok = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	MemoryContextDelete(tmp);
-	return ok;
-}
-
-/*
  * Is this text valid in the database encoding and JSON?  PostgreSQL's
- * JSON parser with no semantic actions; never throws (json_parse_guarded).
+ * JSON parser with no semantic actions; never throws
+ * (wasend_json_parse_guarded).
  */
 bool
 wasend_text_is_json(const char *text, size_t len)
 {
-	return json_parse_guarded(text, len, &nullSemAction, false);
-}
-
-/*
- * Semantic actions of wasend_answer_error_code: follow the parser down to
- * the number at error.code.  A key given twice counts by its last value,
- * as jsonb keeps it, so that the sender and the record statement (which
- * reads error.code through jsonb) never disagree about one answer.
- */
-typedef struct ErrorCodeState
-{
-	int			depth;			/* objects and arrays open */
-	bool		in_error;		/* inside the top-level "error" object */
-	bool		at_code;		/* at the value of error.code */
-	bool		found;
-	int			code;
-} ErrorCodeState;
-
-#if PG_VERSION_NUM >= 160000
-#define JSON_ACTION_RESULT	JsonParseErrorType
-#define JSON_ACTION_DONE	return JSON_SUCCESS
-#else
-#define JSON_ACTION_RESULT	void
-#define JSON_ACTION_DONE	return
-#endif
-
-/* an object or array opens: one level deeper */
-static JSON_ACTION_RESULT
-ec_open(void *state)
-{
-	((ErrorCodeState *) state)->depth++;
-	JSON_ACTION_DONE;
-}
-
-/* an object or array closes; leaving the top-level "error" object */
-static JSON_ACTION_RESULT
-ec_close(void *state)
-{
-	ErrorCodeState *st = (ErrorCodeState *) state;
-
-	if (--st->depth == 1)
-		st->in_error = false;
-	JSON_ACTION_DONE;
-}
-
-/* a key: "error" at the top, "code" directly inside it */
-static JSON_ACTION_RESULT
-ec_field_start(void *state, char *fname, bool isnull)
-{
-	ErrorCodeState *st = (ErrorCodeState *) state;
-
-	if (st->depth == 1)
-	{
-		st->in_error = strcmp(fname, "error") == 0;
-		if (st->in_error)
-			st->found = false;	/* a later "error" replaces an earlier one */
-	}
-	else if (st->depth == 2 && st->in_error && strcmp(fname, "code") == 0)
-	{
-		st->at_code = true;
-		st->found = false;		/* a later "code" replaces an earlier one */
-	}
-	JSON_ACTION_DONE;
-}
-
-/* a key's value ends */
-static JSON_ACTION_RESULT
-ec_field_end(void *state, char *fname, bool isnull)
-{
-	ErrorCodeState *st = (ErrorCodeState *) state;
-
-	if (st->depth == 2)
-		st->at_code = false;
-	JSON_ACTION_DONE;
-}
-
-/*
- * A scalar: the value of error.code counts if it is a number of at most
- * 9 digits, the record statement's test (larger ones are no code of
- * Meta's and would not fit an int)
- */
-static JSON_ACTION_RESULT
-ec_scalar(void *state, char *token, JsonTokenType tokentype)
-{
-	ErrorCodeState *st = (ErrorCodeState *) state;
-
-	if (st->at_code && st->depth == 2 && tokentype == JSON_TOKEN_NUMBER)
-	{
-		const char *d = token[0] == '-' ? token + 1 : token;
-		size_t		n = strspn(d, "0123456789");
-
-		if (n >= 1 && n <= 9 && d[n] == '\0')
-		{
-			st->found = true;
-			st->code = pg_strtoint32(token);
-		}
-	}
-	JSON_ACTION_DONE;
-}
-
-/*
- * The Graph API error code of an answer, {"error": {"code": N, ...}}, read
- * with PostgreSQL's JSON parser: true and *code if the text is JSON in the
- * database encoding with a number at error.code, false otherwise.  Like
- * wasend_text_is_json it never throws (a deeply nested or huge answer is
- * simply not one), and what it allocates is freed before it returns.  For
- * the sender, before an answer reaches the record statement (a 130429 is
- * sent again instead of recorded).
- */
-bool
-wasend_answer_error_code(const char *text, size_t len, int *code)
-{
-	JsonSemAction sem;
-	ErrorCodeState st;
-
-	memset(&st, 0, sizeof(st));
-	memset(&sem, 0, sizeof(sem));
-	sem.semstate = &st;
-	sem.object_start = ec_open;
-	sem.object_end = ec_close;
-	sem.array_start = ec_open;
-	sem.array_end = ec_close;
-	sem.object_field_start = ec_field_start;
-	sem.object_field_end = ec_field_end;
-	sem.scalar = ec_scalar;
-	if (!json_parse_guarded(text, len, &sem, true) || !st.found)
-		return false;
-	*code = st.code;
-	return true;
+	return wasend_json_parse_guarded(text, len, &nullSemAction, false);
 }
 
 /*

@@ -119,7 +119,7 @@ extern int	wasend_queue_campaign_metrics(MetricsCampaign **out, int max);
 #define DBSTATE_SEND	2
 extern int	wasend_queue_database_state(Oid dboid, char **why);
 extern bool wasend_text_is_json(const char *text, size_t len);
-extern bool wasend_answer_error_code(const char *text, size_t len, int *code);
+
 extern void wasend_result_batch_init(ResultBatch *batch, int cap, MemoryContext parent);
 extern void wasend_result_batch_reset(ResultBatch *batch);
 extern void wasend_result_batch_keep(ResultBatch *batch, const bool *keep);
