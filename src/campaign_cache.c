@@ -1,16 +1,16 @@
 /*-------------------------------------------------------------------------
  *
  * campaign_cache.c
- *		Per campaign: what a sender knows of the running set, the rows it
- *		holds, and which campaigns want rows claimed.
+ *		Per campaign: what a sender knows of the running set, its claim
+ *		cursors, the rows it holds, and the campaigns set aside.
  *
- * The running set (campaigns whose status is running and whose number is
- * active) is read from the database at every refresh (db_cycle.c); between
- * refreshes the sender works from this cache.  A campaign stays in the
- * cache while it runs or while the sender still holds rows of it.  A claim
- * that returns fewer rows than asked marks the campaign dry: it is not
- * asked again until the next refresh, and once the sender holds none of
- * its rows it is offered for completion.
+ * The running set is read from the database at every refresh (db_cycle.c,
+ * through claim_plan.c); between refreshes the sender works from this
+ * cache.  A campaign stays in the cache while it runs or while the sender
+ * still holds rows of it.  A claim that returns fewer rows than asked
+ * marks the campaign dry: it is not asked again until the next refresh,
+ * and once the sender holds none of its rows it is offered for
+ * completion.  It knows nothing of the numbers' FIFOs.
  *
  *-------------------------------------------------------------------------
  */

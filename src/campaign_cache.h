@@ -26,7 +26,8 @@ typedef struct CampaignState
 	bool		dry;			/* last claim found fewer rows than asked */
 	bool		lock_logged;	/* said that completing it waits on a lock */
 	int			held;			/* rows of it we hold (pending + in flight) */
-	int64		claim_after;	/* keyset cursor of claims; see campaigns_refresh */
+	int64		claim_after;	/* keyset cursor of claims; see
+								 * campaigns_begin_refresh */
 	int64		rewind_until;	/* until then (monotonic us) every refresh
 								 * rewinds the cursor: an error answer may
 								 * have put a row back behind it */

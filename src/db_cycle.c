@@ -1,46 +1,12 @@
 /*-------------------------------------------------------------------------
  *
  * db_cycle.c
- *		A sender's database work: one short transaction per turn, each
- *		step in a subtransaction, so that no data and no user can kill
- *		the sender or make it wait.
+ *		A sender's database work: one short transaction per turn (record,
+ *		refresh, store limits, release, claim, complete) that returns what
+ *		it decided.
  *
- * A cycle runs, in one transaction:
- *
- *	1. record: write the batch of answers in one statement;
- *	2. refresh (when asked): start due campaigns, resume numbers, apply
- *	   waiting statuses, re-read the running set, take the numbers whose
- *	   messaging limit, quality and health are due to be read (the GETs
- *	   start after the commit); and store the answers of earlier reads;
- *	3. release: give back rows of campaigns that stopped;
- *	4. claim: more rows, in one statement;
- *	5. complete: campaigns that ran dry and of which nobody holds rows.
- *
- * Every step runs in a subtransaction.  A step that fails rolls back alone
- * and the sender carries on:
- *
- *	- An error that is about locks (lock_timeout, a deadlock, a
- *	  serialization failure) is "try again on a later turn": the answers,
- *	  rows to release or campaigns to complete stay where they are.  The
- *	  statements skip rows other sessions hold (SKIP LOCKED), and the
- *	  workers run with a short lock_timeout for the locks they cannot skip,
- *	  so a user's open transaction never stops the event loop for long: curl
- *	  keeps being driven, and answers that arrived are never turned into
- *	  timeouts and duplicates.
- *	- Any other error in the record is about the data: the batch is then
- *	  recorded row by row, and a row whose answer still cannot be recorded
- *	  fails as bad_response with the error (record_poison).  An answer can
- *	  thus fail its own row, never the sender, and never strand a row.
- *	- A data error in the read of the running set or in a claim is about
- *	  one campaign's row (or rows): the read or claim is done in halves,
- *	  and a campaign that fails alone is set aside for a back-off
- *	  (set_aside), so one campaign never holds up the others, a number's
- *	  lane included.
- *
- * If the transaction as a whole fails (its commit, say), it is rolled back
- * and nothing it did counts: the answers stay in the batch, the claimed
- * rows were never taken into the FIFOs (they are only queued after the
- * commit), and the next cycle waits a second.
+ * Each step runs in a subtransaction, so that no data and no user's lock
+ * can kill the sender or make it wait.  See docs/internals/db_cycle.md.
  *
  *-------------------------------------------------------------------------
  */
@@ -256,28 +222,17 @@ step_breaker(void *arg)
 }
 
 /*
- * Count a batch's error answers of a number in the metrics: errors is the
- * record statement's "key=count,..." (keys are Graph API error codes or
- * transport classes, which hold neither ',' nor '=').
+ * Count a batch's error answers of a number in the metrics, by key (Graph
+ * API error codes or transport classes).
  */
 static void
-note_errors(const char *phone_number_id, const char *errors)
+note_errors(const char *phone_number_id, const RecordGroup *group)
 {
-	char	   *copy = pstrdup(errors);
-	char	   *save = NULL;
-	char	   *pair;
+	int			i;
 
-	for (pair = strtok_r(copy, ",", &save); pair != NULL;
-		 pair = strtok_r(NULL, ",", &save))
-	{
-		char	   *eq = strrchr(pair, '=');
-
-		if (eq == NULL)
-			continue;
-		*eq = '\0';
-		wasend_metrics_note_error(phone_number_id, pair, strtoll(eq + 1, NULL, 10));
-	}
-	pfree(copy);
+	for (i = 0; i < group->nerrors; i++)
+		wasend_metrics_note_error(phone_number_id, group->error_keys[i],
+								  group->error_counts[i]);
 }
 
 /*
@@ -300,14 +255,14 @@ apply_groups(Cycle *cy, const RecordGroup *groups, int n)
 
 		sent += groups[i].sent;
 		failed += groups[i].failed;
-		if (groups[i].slow_down > 0 || groups[i].errors != NULL)
+		if (groups[i].slow_down > 0 || groups[i].nerrors > 0)
 		{
 			NumberState *ns = wasend_number_find(groups[i].number_id);
 
 			if (ns != NULL && groups[i].slow_down > 0)
 				wasend_rate_gate_slow_down(ns->gate_key, now);
-			if (ns != NULL && groups[i].errors != NULL)
-				note_errors(ns->phone_number_id, groups[i].errors);
+			if (ns != NULL && groups[i].nerrors > 0)
+				note_errors(ns->phone_number_id, &groups[i]);
 		}
 		if (groups[i].paused > 0)
 			paused = true;

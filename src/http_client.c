@@ -4,25 +4,9 @@
  *		libcurl multi-socket client for one sender: pooled keep-alive
  *		connections (or HTTP/2 multiplexing), bounded in-flight requests.
  *
- * The sender's event loop waits on its latch and on curl's sockets at once.
- * curl tells us which sockets to watch through the socket callback; we keep
- * them in an epoll set of our own whose descriptor the sender adds to its
- * WaitEventSet.  When that descriptor is readable, wasend_http_drive() collects the
- * ready sockets and hands them to curl_multi_socket_action().  curl's timer
- * callback gives the longest the sender may sleep.
- *
- * The callbacks never ereport: they only record what went wrong (socket
- * registration errors, an oversize response) and return an error code to
- * curl; the sender reports after curl returns.
- *
- * Two kinds of request share the pool: the POST of a message (whose owner
- * is told when it reaches the wire, and when it ends unsent: the sender
- * paces by it) and the GET of a number's account fields (messaging limit,
- * quality, health; not a message, so nobody is told).
- *
- * Connections live in the multi handle's connection cache and are reused by
- * every request to the same host; easy handles are pooled too, so a steady
- * campaign allocates nothing per request but its body and headers.
+ * A leaf: it tells its owner through callbacks when a send reaches the
+ * wire or ends unsent, and its curl callbacks never ereport.  See
+ * docs/internals/http_client.md.
  *
  *-------------------------------------------------------------------------
  */

@@ -9,7 +9,8 @@
  * asks the shared rate gate (rate_gate.c) how many sends each number may
  * start now and hands that many rows to the HTTP client.  Rows of
  * campaigns that stopped (paused, cancelled) are taken out again by
- * numbers_take_stopped, to be given back to the queue.
+ * numbers_take_stopped, to be given back to the queue.  It knows nothing
+ * of campaigns: whether a campaign still sends is the caller's answer.
  *
  *-------------------------------------------------------------------------
  */
@@ -50,7 +51,7 @@ static int	share_count = 1;
 
 /*
  * A sender that waited less than this share of a second (BUSY_WINDOW_US)
- * for events was busy all along: see sender_note_turn
+ * for events was busy all along: see numbers_note_turn
  */
 #define BUSY_WINDOW_US			USECS_PER_SEC
 #define BUSY_IDLE_SHARE			0.05

@@ -1,20 +1,13 @@
 /*-------------------------------------------------------------------------
  *
  * queue.c
- *		The SQL a sender runs: claim a batch, record a batch of results,
- *		release rows of paused campaigns, complete finished campaigns.
+ *		The SQL a sender runs (src/queue.sql): claim a batch, record a
+ *		batch of results, release rows of paused campaigns, complete
+ *		finished campaigns.
  *
- * Every statement is set-based: one claims a batch of rows for several
- * campaigns at once (FOR UPDATE SKIP LOCKED, LIMIT per campaign); one writes
- * the outcomes of a batch of requests from parallel arrays
- * (UPDATE ... FROM unnest(...)).  Request bodies are built and responses
- * parsed by jsonb inside these statements; C never prints JSON, and reads
- * it only with PostgreSQL's own JSON parser: to check that a response is
- * JSON at all (so one garbage answer cannot abort a whole batch's cast),
- * and to find an error answer's code (wasend_answer_error_code).
- *
- * Plans are prepared once per sender and kept; callers run these inside
- * their own transaction, with SPI connected.
+ * Every statement is set-based and prepared once per sender; callers run
+ * them inside their own transaction, with SPI connected.  See
+ * docs/internals/queue.md.
  *
  *-------------------------------------------------------------------------
  */
@@ -75,7 +68,7 @@ wasend_queue_extension_present(void)
  * of another version than this library's, or a copy of another database,
  * see wasend.database_identity), or DBSTATE_SEND.  In a transaction.
  */
-int
+QueueDatabaseState
 wasend_queue_database_state(Oid dboid, char **why)
 {
 	Datum		arg[1];
@@ -571,6 +564,41 @@ wasend_queue_claim(int n, const int64 *campaign_ids, const int32 *limits,
 }
 
 /*
+ * Read a record row's error answers by key (columns 7 and 8: keys text[],
+ * counts bigint[], both NULL when there are none) into group, allocated
+ * in the caller's context.
+ */
+static void
+record_errors(RecordGroup *group, HeapTuple tup, TupleDesc desc)
+{
+	bool		keys_null;
+	bool		counts_null;
+	Datum		keys = SPI_getbinval(tup, desc, 7, &keys_null);
+	Datum		counts = SPI_getbinval(tup, desc, 8, &counts_null);
+	Datum	   *key_values;
+	Datum	   *count_values;
+	int			nkeys;
+	int			ncounts;
+	int			i;
+
+	group->nerrors = 0;
+	if (keys_null || counts_null)
+		return;
+	deconstruct_array(DatumGetArrayTypeP(keys), TEXTOID, -1, false,
+					  TYPALIGN_INT, &key_values, NULL, &nkeys);
+	deconstruct_array(DatumGetArrayTypeP(counts), INT8OID, 8, FLOAT8PASSBYVAL,
+					  TYPALIGN_DOUBLE, &count_values, NULL, &ncounts);
+	group->nerrors = Min(nkeys, ncounts);
+	group->error_keys = palloc(sizeof(char *) * Max(group->nerrors, 1));
+	group->error_counts = palloc(sizeof(int64) * Max(group->nerrors, 1));
+	for (i = 0; i < group->nerrors; i++)
+	{
+		group->error_keys[i] = TextDatumGetCString(key_values[i]);
+		group->error_counts[i] = DatumGetInt64(count_values[i]);
+	}
+}
+
+/*
  * Write the outcomes of some entries of a batch (idx[0..n-1]) in one
  * statement.  Returns one RecordGroup per (campaign, number) in *out
  * (allocated in the caller's context).  The batch itself is not changed.
@@ -647,7 +675,7 @@ wasend_queue_record(ResultBatch *b, const int *idx, int n, int max_attempts,
 		groups[i].failed = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
 		groups[i].slow_down = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
 		groups[i].paused = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
-		groups[i].errors = SPI_getvalue(tup, desc, 7);
+		record_errors(&groups[i], tup, desc);
 	}
 	*out = groups;
 	return (int) SPI_processed;

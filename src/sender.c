@@ -1,36 +1,13 @@
 /*-------------------------------------------------------------------------
  *
  * sender.c
- *		The sender background worker's event loop: claim, send at the
- *		number's rate, record.
+ *		The sender background worker: the Sender that owns its state, and
+ *		its event loop (collect answers, run the database cycle, start the
+ *		sends the rate gate allows, sleep on latch, sockets and timers).
  *
- * Each turn of the loop a sender:
- *
- *	1. collects finished requests into a result batch;
- *	2. when there is database work (results to write, rows running low, a
- *	   control change, the periodic poll), runs one short transaction
- *	   (db_cycle.c) that records the results, re-reads which campaigns may
- *	   send, gives back rows of campaigns paused meanwhile, completes
- *	   campaigns with nothing left and claims more rows;
- *	3. starts as many requests as the shared rate gate allows for each
- *	   number with rows waiting (number_queue.c, rate_gate.c);
- *	4. sleeps on its latch, postmaster death and curl's sockets together,
- *	   for no longer than curl's timer, the next gate slot, the result
- *	   flush deadline or the poll interval allow.
- *
- * Rows are locked only inside step 2's transaction, never while HTTP is in
- * flight: a claimed row is marked 'sending' with this sender's claim token,
- * which is what makes it invisible to other senders.  The token is random
- * per sender start and given by its supervisor (supervisor.c); a sender whose
- * slot no longer carries its token (a new supervisor took over) stops.
- *
- * A control change (start, pause, resume, cancel, new rows) bumps a
- * generation counter in shared memory and sets this sender's latch at
- * commit, so a start sends within milliseconds and a pause stops new sends
- * as soon as the next turn sees it.
- *
- * Every deadline of the loop is on the monotonic clock (wasend_mono_us), so
- * a step of the wall clock neither stalls a sender nor makes it spin.
+ * A row is locked only inside the database cycle's transaction, never
+ * while HTTP is in flight, and every deadline is on the monotonic clock.
+ * See docs/internals/sender.md.
  *
  *-------------------------------------------------------------------------
  */
