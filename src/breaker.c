@@ -15,19 +15,21 @@
 
 #include "utils/memutils.h"
 
-#include "sender.h"
+#include "breaker.h"
 
 /*
- * Start a breaker afresh with the given window and threshold.
+ * Start a breaker afresh with the given window and threshold; its ring
+ * lives in cxt (the sender's context).
  */
 void
-wasend_breaker_reset(Breaker *b, int window, double threshold)
+wasend_breaker_reset(Breaker *b, int window, double threshold,
+					 MemoryContext cxt)
 {
 	wasend_breaker_free(b);
 	b->window = Max(window, 0);
 	b->threshold = threshold;
 	if (b->window > 0)
-		b->outcomes = MemoryContextAllocZero(wasend_sender_context,
+		b->outcomes = MemoryContextAllocZero(cxt,
 											 sizeof(bool) * b->window);
 	b->pos = b->filled = b->failures = 0;
 }

@@ -4,24 +4,9 @@
  *		libcurl multi-socket client for one sender: pooled keep-alive
  *		connections (or HTTP/2 multiplexing), bounded in-flight requests.
  *
- * The sender's event loop waits on its latch and on curl's sockets at once.
- * curl tells us which sockets to watch through the socket callback; we keep
- * them in an epoll set of our own whose descriptor the sender adds to its
- * WaitEventSet.  When that descriptor is readable, wasend_http_drive() collects the
- * ready sockets and hands them to curl_multi_socket_action().  curl's timer
- * callback gives the longest the sender may sleep.
- *
- * The callbacks never ereport: they only record what went wrong (socket
- * registration errors, an oversize response) and return an error code to
- * curl; the sender reports after curl returns.
- *
- * Two kinds of request share the pool: the POST of a message (paced by the
- * rate gate) and the GET of a number's account fields (messaging limit,
- * quality, health; not a message, so the gate does not count it).
- *
- * Connections live in the multi handle's connection cache and are reused by
- * every request to the same host; easy handles are pooled too, so a steady
- * campaign allocates nothing per request but its body and headers.
+ * A leaf: it tells its owner through callbacks when a send reaches the
+ * wire or ends unsent, and its curl callbacks never ereport.  See
+ * docs/internals/http_client.md.
  *
  *-------------------------------------------------------------------------
  */
@@ -45,7 +30,6 @@
 
 #include "http_client.h"
 #include "clock.h"
-#include "rate_gate.h"
 #include "settings.h"
 
 /* pooled requests always kept, whatever the last period needed */
@@ -71,6 +55,8 @@ static int	n_free = 0;			/* requests in free_list */
 static int	inflight_peak = 0;	/* the most in flight since the last trim */
 static HttpRequest *wired_list = NULL;	/* reached the wire, not yet told */
 static MemoryContext http_context = NULL;
+static WasendHttpOnWire on_wire_cb = NULL;	/* the owner's callbacks */
+static WasendHttpUnsent unsent_cb = NULL;
 static uint64 answers = 0;		/* requests finished, for sampling */
 
 /* the connection's RTT variation is read for one answer in this many */
@@ -194,7 +180,7 @@ header_cb(char *data, size_t size, size_t nmemb, void *userp)
 /*
  * curl pre-request callback: the request is about to be written on an
  * established (or reused) connection, which curl does before it returns.
- * Note it; the rate gate is told after curl returns (see report_wired),
+ * Note it; the owner is told after curl returns (see report_wired),
  * since callbacks stay trivial.  libcurl calls it again when it sends the
  * request again on a new connection (a reused one closed first).
  */
@@ -215,10 +201,10 @@ prereq_cb(void *clientp, char *primary_ip, char *local_ip,
 }
 
 /*
- * Tell the rate gate about the requests prereq_cb saw being written: curl
- * has returned, so they are written by now (rate_gate.c counts a send from
- * its grant until then, and for a second and its margin after).  The first
- * write of a send settles its grant; a write again counts too.
+ * Tell the owner about the sends prereq_cb saw being written: curl has
+ * returned, so they are written by now.  Every write is told, the first
+ * one marked (the sender's rate gate settles a send's grant at its first
+ * write and counts a write again too).
  */
 static void
 report_wired(void)
@@ -235,7 +221,7 @@ report_wired(void)
 		while (req->writes_reported < req->writes)
 		{
 			if (req->kind == HTTP_SEND)
-				wasend_rate_gate_on_wire(req->gate_key, now, req->writes_reported == 0);
+				on_wire_cb(req->owner_key, now, req->writes_reported == 0);
 			req->writes_reported++;
 		}
 	}
@@ -289,13 +275,16 @@ wasend_http_configure(void)
 }
 
 /*
- * Set up curl for this process.  curl_global_init runs here, in the worker,
- * never in the postmaster.
+ * Set up curl for this process, with the owner's callbacks for its sends.
+ * curl_global_init runs here, in the worker, never in the postmaster.
  */
 void
-wasend_http_init(void)
+wasend_http_init(WasendHttpOnWire on_wire, WasendHttpUnsent unsent)
 {
 	CURLcode	rc;
+
+	on_wire_cb = on_wire;
+	unsent_cb = unsent;
 
 	rc = curl_global_init(CURL_GLOBAL_DEFAULT);
 	if (rc != CURLE_OK)
@@ -433,7 +422,8 @@ wasend_http_drive(bool socket_ready, bool timer_due)
  * that arrived and write what it can, without waiting, so that a cycle's
  * statements do not add their whole time to every request in flight (the
  * answers are collected after the cycle).  Safe inside a transaction: the
- * callbacks touch only the request and the rate gate.
+ * callbacks touch only the request and the owner's callbacks run after
+ * curl returns.
  */
 void
 wasend_http_pump(void)
@@ -600,7 +590,7 @@ request_go(HttpRequest *req)
  */
 HttpRequest *
 wasend_http_start(const char *url, const char *token, const char *body,
-		   int64 row_id, int64 campaign_id, int64 number_id, int64 gate_key)
+		   int64 row_id, int64 campaign_id, int64 number_id, int64 owner_key)
 {
 	HttpRequest *req = request_alloc();
 
@@ -608,7 +598,7 @@ wasend_http_start(const char *url, const char *token, const char *body,
 	req->row_id = row_id;
 	req->campaign_id = campaign_id;
 	req->number_id = number_id;
-	req->gate_key = gate_key;
+	req->owner_key = owner_key;
 	req->body = MemoryContextStrdup(http_context, body);
 	request_setup(req, url, token, true);
 	curl_easy_setopt(req->easy, CURLOPT_POST, 1L);
@@ -620,8 +610,8 @@ wasend_http_start(const char *url, const char *token, const char *body,
 
 /*
  * Start one GET of a number's account fields (its messaging limit,
- * quality and health).  It is no message: the rate gate does not count it
- * (report_wired tells the gate about sends only).
+ * quality and health).  It is no message: the owner's callbacks are not
+ * told about it (report_wired tells about sends only).
  */
 HttpRequest *
 wasend_http_start_get(const char *url, const char *token, int64 number_id)
@@ -709,7 +699,7 @@ wasend_http_next_done(void)
 	CURLMsg    *msg;
 	int			left;
 
-	/* every write curl made so far is the gate's before any send ends */
+	/* every write curl made so far is told before any send ends */
 	report_wired();
 	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
 	{
@@ -743,7 +733,7 @@ wasend_http_next_done(void)
 		n_inflight--;
 		/* a send that never reached the wire no longer counts */
 		if (req->kind == HTTP_SEND && req->writes == 0)
-			wasend_rate_gate_unsent(req->gate_key);
+			unsent_cb(req->owner_key);
 		return req;
 	}
 	return NULL;

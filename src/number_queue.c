@@ -9,7 +9,8 @@
  * asks the shared rate gate (rate_gate.c) how many sends each number may
  * start now and hands that many rows to the HTTP client.  Rows of
  * campaigns that stopped (paused, cancelled) are taken out again by
- * numbers_take_stopped, to be given back to the queue.
+ * numbers_take_stopped, to be given back to the queue.  It knows nothing
+ * of campaigns: whether a campaign still sends is the caller's answer.
  *
  *-------------------------------------------------------------------------
  */
@@ -18,19 +19,17 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
-#include "http_client.h"
-#include "sender.h"
 #include "clock.h"
+#include "graph_api.h"
+#include "http_client.h"
 #include "metrics.h"
-#include "queue.h"
+#include "number_queue.h"
 #include "rate_gate.h"
-#include "secrets.h"
 #include "settings.h"
-#include "signature.h"
 
-int			wasend_active_numbers = 0;	/* numbers sending, as of the last refresh */
-
+static MemoryContext numbers_context = NULL;	/* the sender's */
 static HTAB *numbers = NULL;
+static int	active_numbers = 0; /* numbers sending, as of the last refresh */
 static int	share_ordinal = 0;	/* sender_share, as of the last refresh */
 static int	share_count = 1;
 
@@ -52,7 +51,7 @@ static int	share_count = 1;
 
 /*
  * A sender that waited less than this share of a second (BUSY_WINDOW_US)
- * for events was busy all along: see sender_note_turn
+ * for events was busy all along: see numbers_note_turn
  */
 #define BUSY_WINDOW_US			USECS_PER_SEC
 #define BUSY_IDLE_SHARE			0.05
@@ -76,17 +75,18 @@ static int64 busy_window_idle = 0;
 #define INFLIGHT_SLACK_SEC	0.05
 
 /*
- * Create the numbers table (in sender_context).
+ * Create the numbers table; it and the FIFOs live in cxt.
  */
 void
-wasend_numbers_init(void)
+wasend_numbers_init(MemoryContext cxt)
 {
 	HASHCTL		ctl;
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(NumberState);
-	ctl.hcxt = wasend_sender_context;
+	numbers_context = cxt;
+	ctl.hcxt = cxt;
 	numbers = hash_create("wasend numbers", 64, &ctl,
 						  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 }
@@ -115,7 +115,7 @@ wasend_number_get(int64 number_id)
 		ns->pace_noted_at = 0;
 		ns->active = false;
 		ns->cap = 64;
-		ns->rows = MemoryContextAlloc(wasend_sender_context, sizeof(PendingRow) * ns->cap);
+		ns->rows = MemoryContextAlloc(numbers_context, sizeof(PendingRow) * ns->cap);
 		ns->head = 0;
 		ns->count = 0;
 	}
@@ -133,9 +133,11 @@ wasend_number_find(int64 number_id)
 
 /*
  * Before a refresh: no number is active until the running set says so.
+ * This sender is share_ordinal of its database's share_count senders
+ * (see sender_share in db_cycle.c).
  */
 void
-wasend_numbers_begin_refresh(void)
+wasend_numbers_begin_refresh(int ordinal, int count)
 {
 	HASH_SEQ_STATUS seq;
 	NumberState *ns;
@@ -147,8 +149,9 @@ wasend_numbers_begin_refresh(void)
 		ns->was_mine = ns->mine;
 		ns->mine = false;
 	}
-	wasend_active_numbers = 0;
-	wasend_sender_share(&share_ordinal, &share_count);
+	active_numbers = 0;
+	share_ordinal = ordinal;
+	share_count = count;
 }
 
 /*
@@ -161,58 +164,7 @@ set_string(char **field, const char *value)
 		return;
 	if (*field != NULL)
 		pfree(*field);
-	*field = MemoryContextStrdup(wasend_sender_context, value);
-}
-
-/*
- * A Graph API URL of a number: base/{phone_number_id}{rest}, with
- * appsecret_proof (hex HMAC-SHA256 of the token keyed with the app secret,
- * see signature.c) when wasend.app_secret_file is set.  A secret file that
- * cannot be used is reported (by path, never content) and the requests go
- * without the proof: the API's answer then says what it thinks of that.
- */
-static char *
-graph_url(const char *phone_number_id, const char *rest, const char *token)
-{
-	static char last_error[256] = "";
-	char		proof[65];
-	const char *secret;
-	const char *error;
-
-	/* say it once, and again only when the problem changes */
-	secret = wasend_secret(WASEND_SECRET_APP, &error);
-	if (error != NULL && strcmp(error, last_error) != 0)
-		ereport(WARNING,
-				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("wasend sends without appsecret_proof: %s", error)));
-	strlcpy(last_error, error ? error : "", sizeof(last_error));
-	if (secret == NULL)
-		return psprintf("%s/%s%s", wasend_api_base_url, phone_number_id, rest);
-	wasend_hmac_sha256_hex(secret, token, strlen(token), proof);
-	return psprintf("%s/%s%s%cappsecret_proof=%s",
-					wasend_api_base_url, phone_number_id, rest,
-					strchr(rest, '?') ? '&' : '?', proof);
-}
-
-/*
- * The URL a number's messages are posted to: base/{phone_number_id}/messages.
- */
-char *
-wasend_number_url(const char *phone_number_id, const char *token)
-{
-	return graph_url(phone_number_id, "/messages", token);
-}
-
-/*
- * The URL that reads a number's messaging limit, quality and health:
- * base/{phone_number_id}?fields=..., with appsecret_proof as for sends.
- */
-char *
-wasend_number_limits_url(const char *phone_number_id, const char *token)
-{
-	return graph_url(phone_number_id,
-					 "?fields=whatsapp_business_manager_messaging_limit,quality_rating,health_status,display_phone_number",
-					 token);
+	*field = MemoryContextStrdup(numbers_context, value);
 }
 
 /*
@@ -227,13 +179,13 @@ wasend_number_refresh(NumberState *ns, int rate, const char *phone_number_id,
 	/* which sender claims the number's rows: see sender_share */
 	ns->mine = (ns->number_id % share_count) == share_ordinal;
 	if (!ns->active && ns->mine)
-		wasend_active_numbers++;
+		active_numbers++;
 	ns->active = true;
 	ns->rate = rate;
 	set_string(&ns->phone_number_id, phone_number_id);
 	ns->gate_key = wasend_rate_gate_key(phone_number_id);
 	set_string(&ns->access_token, access_token);
-	url = wasend_number_url(phone_number_id, access_token);
+	url = wasend_graph_number_url(phone_number_id, access_token);
 	set_string(&ns->url, url);
 	pfree(url);
 }
@@ -248,7 +200,7 @@ int
 wasend_number_target(NumberState *ns)
 {
 	return Min(Min(wasend_batch_size, ns->rate),
-			   Max(1, wasend_max_inflight / Max(wasend_active_numbers, 1)));
+			   Max(1, wasend_max_inflight / Max(active_numbers, 1)));
 }
 
 /*
@@ -294,7 +246,7 @@ wasend_number_note_latency(NumberState *ns, int64 latency_us, int64 now)
  * window of waiting again lifts that).
  */
 void
-wasend_sender_note_turn(int64 idle_us, int64 now)
+wasend_numbers_note_turn(int64 idle_us, int64 now)
 {
 	busy_window_idle += idle_us;
 	if (busy_window_at == 0)
@@ -355,7 +307,7 @@ wasend_number_inflight_need(NumberState *ns)
  * uncertain, not the working figure.
  */
 int
-wasend_sender_budget(void)
+wasend_numbers_budget(void)
 {
 	HASH_SEQ_STATUS seq;
 	NumberState *ns;
@@ -368,23 +320,6 @@ wasend_sender_budget(void)
 			total += wasend_number_target(ns) + wasend_number_inflight_need(ns);
 	}
 	return (int) Min(total, (int64) wasend_max_inflight);
-}
-
-/*
- * Before campaigns_claim_request: no number has a top priority yet.
- */
-void
-wasend_numbers_reset_shares(void)
-{
-	HASH_SEQ_STATUS seq;
-	NumberState *ns;
-
-	hash_seq_init(&seq, numbers);
-	while ((ns = hash_seq_search(&seq)) != NULL)
-	{
-		ns->top_priority = 0;
-		ns->top_count = 0;
-	}
 }
 
 /*
@@ -402,7 +337,7 @@ fifo_insert(NumberState *ns, const ClaimedRow *row, int ahead_of)
 
 	if (ns->count == ns->cap)
 	{
-		PendingRow *grown = MemoryContextAlloc(wasend_sender_context,
+		PendingRow *grown = MemoryContextAlloc(numbers_context,
 											   sizeof(PendingRow) * ns->cap * 2);
 		int			i;
 
@@ -428,7 +363,7 @@ fifo_insert(NumberState *ns, const ClaimedRow *row, int ahead_of)
 	p->campaign_id = row->campaign_id;
 	p->priority = row->priority;
 	p->refusals = 0;
-	p->body = MemoryContextStrdup(wasend_sender_context, row->body);
+	p->body = MemoryContextStrdup(numbers_context, row->body);
 	ns->count++;
 	return p;
 }
@@ -470,12 +405,14 @@ wasend_number_requeue(NumberState *ns, int64 id, int64 campaign_id, int priority
 
 /*
  * Remove, from every number's FIFO, the rows of campaigns that may no
- * longer send (all rows with drop_all), and store their ids and campaigns
- * in the caller's arrays (room for held_total entries), so that they can be
- * given back.  They stay counted as held until they are.
+ * longer send (sends says which may; all rows with drop_all), and store
+ * their ids and campaigns in the caller's arrays (room for every row
+ * held), so that they can be given back.  They stay counted as held until
+ * they are.
  */
 int
-wasend_numbers_take_stopped(int64 *ids, int64 *campaign_ids, bool drop_all)
+wasend_numbers_take_stopped(int64 *ids, int64 *campaign_ids,
+							WasendCampaignSends sends, bool drop_all)
 {
 	HASH_SEQ_STATUS seq;
 	NumberState *ns;
@@ -490,9 +427,8 @@ wasend_numbers_take_stopped(int64 *ids, int64 *campaign_ids, bool drop_all)
 		for (i = 0; i < ns->count; i++)
 		{
 			PendingRow row = ns->rows[(ns->head + i) % ns->cap];
-			CampaignState *cs = wasend_campaign_find(row.campaign_id);
 
-			if (drop_all || !ns->active || cs == NULL || !cs->running)
+			if (drop_all || !ns->active || !sends(row.campaign_id))
 			{
 				ids[n] = row.id;
 				campaign_ids[n] = row.campaign_id;
@@ -508,12 +444,12 @@ wasend_numbers_take_stopped(int64 *ids, int64 *campaign_ids, bool drop_all)
 }
 
 /*
- * Start as many requests as the rate gate allows.  Returns the earliest
- * monotonic time at which the gate opens again for a number that still
- * has rows waiting (0 if none waits).
+ * Start as many requests as the rate gate allows (none while the sender
+ * is stopping).  Returns the earliest monotonic time at which the gate
+ * opens again for a number that still has rows waiting (0 if none waits).
  */
 int64
-wasend_numbers_start_sends(int64 now)
+wasend_numbers_start_sends(int64 now, bool stopping)
 {
 	HASH_SEQ_STATUS seq;
 	NumberState *ns;
@@ -528,7 +464,7 @@ wasend_numbers_start_sends(int64 now)
 		int			npri = 0;
 		int			room;
 
-		if (ns->count == 0 || !ns->active || wasend_shutdown_requested)
+		if (ns->count == 0 || !ns->active || stopping)
 			continue;
 		/*
 		 * never more in flight than twice what Little's law asks for the
@@ -570,7 +506,5 @@ wasend_numbers_start_sends(int64 now)
 		if (ns->count > 0 && (wake == 0 || next < wake))
 			wake = next;
 	}
-	pg_atomic_write_u32(&wasend_my_slot->inflight, wasend_http_inflight());
-	pg_atomic_write_u32(&wasend_my_slot->hold_target, wasend_sender_budget());
 	return wake;
 }

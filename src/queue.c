@@ -1,20 +1,13 @@
 /*-------------------------------------------------------------------------
  *
  * queue.c
- *		The SQL a sender runs: claim a batch, record a batch of results,
- *		release rows of paused campaigns, complete finished campaigns.
+ *		The SQL a sender runs (src/queue.sql): claim a batch, record a
+ *		batch of results, release rows of paused campaigns, complete
+ *		finished campaigns.
  *
- * Every statement is set-based: one claims a batch of rows for several
- * campaigns at once (FOR UPDATE SKIP LOCKED, LIMIT per campaign); one writes
- * the outcomes of a batch of requests from parallel arrays
- * (UPDATE ... FROM unnest(...)).  Request bodies are built and responses
- * parsed by jsonb inside these statements; C never prints JSON, and reads
- * it only with PostgreSQL's own JSON parser: to check that a response is
- * JSON at all (so one garbage answer cannot abort a whole batch's cast),
- * and to find an error answer's code (wasend_answer_error_code).
- *
- * Plans are prepared once per sender and kept; callers run these inside
- * their own transaction, with SPI connected.
+ * Every statement is set-based and prepared once per sender; callers run
+ * them inside their own transaction, with SPI connected.  See
+ * docs/internals/queue.md.
  *
  *-------------------------------------------------------------------------
  */
@@ -30,6 +23,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "graph_api.h"
 #include "queue.h"
 #include "metrics.h"
 #include "secrets.h"
@@ -74,7 +68,7 @@ wasend_queue_extension_present(void)
  * of another version than this library's, or a copy of another database,
  * see wasend.database_identity), or DBSTATE_SEND.  In a transaction.
  */
-int
+QueueDatabaseState
 wasend_queue_database_state(Oid dboid, char **why)
 {
 	Datum		arg[1];
@@ -570,6 +564,41 @@ wasend_queue_claim(int n, const int64 *campaign_ids, const int32 *limits,
 }
 
 /*
+ * Read a record row's error answers by key (columns 7 and 8: keys text[],
+ * counts bigint[], both NULL when there are none) into group, allocated
+ * in the caller's context.
+ */
+static void
+record_errors(RecordGroup *group, HeapTuple tup, TupleDesc desc)
+{
+	bool		keys_null;
+	bool		counts_null;
+	Datum		keys = SPI_getbinval(tup, desc, 7, &keys_null);
+	Datum		counts = SPI_getbinval(tup, desc, 8, &counts_null);
+	Datum	   *key_values;
+	Datum	   *count_values;
+	int			nkeys;
+	int			ncounts;
+	int			i;
+
+	group->nerrors = 0;
+	if (keys_null || counts_null)
+		return;
+	deconstruct_array(DatumGetArrayTypeP(keys), TEXTOID, -1, false,
+					  TYPALIGN_INT, &key_values, NULL, &nkeys);
+	deconstruct_array(DatumGetArrayTypeP(counts), INT8OID, 8, FLOAT8PASSBYVAL,
+					  TYPALIGN_DOUBLE, &count_values, NULL, &ncounts);
+	group->nerrors = Min(nkeys, ncounts);
+	group->error_keys = palloc(sizeof(char *) * Max(group->nerrors, 1));
+	group->error_counts = palloc(sizeof(int64) * Max(group->nerrors, 1));
+	for (i = 0; i < group->nerrors; i++)
+	{
+		group->error_keys[i] = TextDatumGetCString(key_values[i]);
+		group->error_counts[i] = DatumGetInt64(count_values[i]);
+	}
+}
+
+/*
  * Write the outcomes of some entries of a batch (idx[0..n-1]) in one
  * statement.  Returns one RecordGroup per (campaign, number) in *out
  * (allocated in the caller's context).  The batch itself is not changed.
@@ -646,7 +675,7 @@ wasend_queue_record(ResultBatch *b, const int *idx, int n, int max_attempts,
 		groups[i].failed = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
 		groups[i].slow_down = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
 		groups[i].paused = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
-		groups[i].errors = SPI_getvalue(tup, desc, 7);
+		record_errors(&groups[i], tup, desc);
 	}
 	*out = groups;
 	return (int) SPI_processed;
@@ -879,190 +908,14 @@ wasend_result_batch_keep(ResultBatch *b, const bool *keep)
 }
 
 /*
- * Parse text as JSON in the database encoding with PostgreSQL's parser,
- * running sem's actions: true if it is JSON.  The parser reports syntax
- * errors by return code, but its recursion raises an ERROR on a deeply
- * nested text (1 MB of "[" exhausts the stack check): that is caught here
- * and the text is simply not JSON.  So this never throws, and callers
- * outside a transaction (the webhook worker, a sender collecting answers)
- * can use it on anything a client or the API sends.  The lexer and what
- * the actions are given live in a context of their own, deleted before
- * returning, also after an error.
- */
-static bool
-json_parse_guarded(const char *text, size_t len, JsonSemAction *sem,
-				   bool need_escapes)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	MemoryContext tmp;
-	volatile bool ok = false;
-
-	if (text == NULL || len == 0 || !pg_verifymbstr(text, len, true))
-		return false;
-	tmp = AllocSetContextCreate(cxt, "wasend JSON parse", ALLOCSET_SMALL_SIZES);
-	MemoryContextSwitchTo(tmp);
-	PG_TRY();
-	{
-		JsonLexContext *lex;
-#if PG_VERSION_NUM >= 170000
-		JsonLexContext lexbuf;
-
-		lex = makeJsonLexContextCstringLen(&lexbuf, unconstify(char *, text), len,
-										   GetDatabaseEncoding(), need_escapes);
-#else
-		lex = makeJsonLexContextCstringLen(unconstify(char *, text), len,
-										   GetDatabaseEncoding(), need_escapes);
-#endif
-		ok = pg_parse_json(lex, sem) == JSON_SUCCESS;
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(tmp);
-		FlushErrorState();
-		ok = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	MemoryContextDelete(tmp);
-	return ok;
-}
-
-/*
  * Is this text valid in the database encoding and JSON?  PostgreSQL's
- * JSON parser with no semantic actions; never throws (json_parse_guarded).
+ * JSON parser with no semantic actions; never throws
+ * (wasend_json_parse_guarded).
  */
 bool
 wasend_text_is_json(const char *text, size_t len)
 {
-	return json_parse_guarded(text, len, &nullSemAction, false);
-}
-
-/*
- * Semantic actions of wasend_answer_error_code: follow the parser down to
- * the number at error.code.  A key given twice counts by its last value,
- * as jsonb keeps it, so that the sender and the record statement (which
- * reads error.code through jsonb) never disagree about one answer.
- */
-typedef struct ErrorCodeState
-{
-	int			depth;			/* objects and arrays open */
-	bool		in_error;		/* inside the top-level "error" object */
-	bool		at_code;		/* at the value of error.code */
-	bool		found;
-	int			code;
-} ErrorCodeState;
-
-#if PG_VERSION_NUM >= 160000
-#define JSON_ACTION_RESULT	JsonParseErrorType
-#define JSON_ACTION_DONE	return JSON_SUCCESS
-#else
-#define JSON_ACTION_RESULT	void
-#define JSON_ACTION_DONE	return
-#endif
-
-/* an object or array opens: one level deeper */
-static JSON_ACTION_RESULT
-ec_open(void *state)
-{
-	((ErrorCodeState *) state)->depth++;
-	JSON_ACTION_DONE;
-}
-
-/* an object or array closes; leaving the top-level "error" object */
-static JSON_ACTION_RESULT
-ec_close(void *state)
-{
-	ErrorCodeState *st = (ErrorCodeState *) state;
-
-	if (--st->depth == 1)
-		st->in_error = false;
-	JSON_ACTION_DONE;
-}
-
-/* a key: "error" at the top, "code" directly inside it */
-static JSON_ACTION_RESULT
-ec_field_start(void *state, char *fname, bool isnull)
-{
-	ErrorCodeState *st = (ErrorCodeState *) state;
-
-	if (st->depth == 1)
-	{
-		st->in_error = strcmp(fname, "error") == 0;
-		if (st->in_error)
-			st->found = false;	/* a later "error" replaces an earlier one */
-	}
-	else if (st->depth == 2 && st->in_error && strcmp(fname, "code") == 0)
-	{
-		st->at_code = true;
-		st->found = false;		/* a later "code" replaces an earlier one */
-	}
-	JSON_ACTION_DONE;
-}
-
-/* a key's value ends */
-static JSON_ACTION_RESULT
-ec_field_end(void *state, char *fname, bool isnull)
-{
-	ErrorCodeState *st = (ErrorCodeState *) state;
-
-	if (st->depth == 2)
-		st->at_code = false;
-	JSON_ACTION_DONE;
-}
-
-/*
- * A scalar: the value of error.code counts if it is a number of at most
- * 9 digits, the record statement's test (larger ones are no code of
- * Meta's and would not fit an int)
- */
-static JSON_ACTION_RESULT
-ec_scalar(void *state, char *token, JsonTokenType tokentype)
-{
-	ErrorCodeState *st = (ErrorCodeState *) state;
-
-	if (st->at_code && st->depth == 2 && tokentype == JSON_TOKEN_NUMBER)
-	{
-		const char *d = token[0] == '-' ? token + 1 : token;
-		size_t		n = strspn(d, "0123456789");
-
-		if (n >= 1 && n <= 9 && d[n] == '\0')
-		{
-			st->found = true;
-			st->code = pg_strtoint32(token);
-		}
-	}
-	JSON_ACTION_DONE;
-}
-
-/*
- * The Graph API error code of an answer, {"error": {"code": N, ...}}, read
- * with PostgreSQL's JSON parser: true and *code if the text is JSON in the
- * database encoding with a number at error.code, false otherwise.  Like
- * wasend_text_is_json it never throws (a deeply nested or huge answer is
- * simply not one), and what it allocates is freed before it returns.  For
- * the sender, before an answer reaches the record statement (a 130429 is
- * sent again instead of recorded).
- */
-bool
-wasend_answer_error_code(const char *text, size_t len, int *code)
-{
-	JsonSemAction sem;
-	ErrorCodeState st;
-
-	memset(&st, 0, sizeof(st));
-	memset(&sem, 0, sizeof(sem));
-	sem.semstate = &st;
-	sem.object_start = ec_open;
-	sem.object_end = ec_close;
-	sem.array_start = ec_open;
-	sem.array_end = ec_close;
-	sem.object_field_start = ec_field_start;
-	sem.object_field_end = ec_field_end;
-	sem.scalar = ec_scalar;
-	if (!json_parse_guarded(text, len, &sem, true) || !st.found)
-		return false;
-	*code = st.code;
-	return true;
+	return wasend_json_parse_guarded(text, len, &nullSemAction, false);
 }
 
 /*

@@ -38,8 +38,10 @@ typedef struct RecordGroup
 	int64		failed;
 	int64		slow_down;		/* answers whose policy says slow down */
 	int64		paused;			/* numbers + campaigns the batch paused */
-	char	   *errors;			/* error answers by key: "131049=2,timeout=1",
-								 * or NULL */
+	int			nerrors;		/* error answers by key: how many keys */
+	char	  **error_keys;		/* Graph API error codes or transport
+								 * classes */
+	int64	   *error_counts;	/* answers with each key */
 } RecordGroup;
 
 /* A row claimed for sending: its id and the request body jsonb built. */
@@ -114,12 +116,15 @@ extern int	wasend_queue_complete(int n, const int64 *campaign_ids, int64 *locked
 extern int	wasend_queue_campaign_metrics(MetricsCampaign **out, int max);
 
 /* what queue_database_state says of a database */
-#define DBSTATE_ABSENT	0
-#define DBSTATE_IDLE	1
-#define DBSTATE_SEND	2
-extern int	wasend_queue_database_state(Oid dboid, char **why);
+typedef enum QueueDatabaseState
+{
+	DBSTATE_ABSENT = 0,			/* no extension */
+	DBSTATE_IDLE = 1,			/* the extension, but nothing may send */
+	DBSTATE_SEND = 2			/* senders have work */
+} QueueDatabaseState;
+extern QueueDatabaseState wasend_queue_database_state(Oid dboid, char **why);
 extern bool wasend_text_is_json(const char *text, size_t len);
-extern bool wasend_answer_error_code(const char *text, size_t len, int *code);
+
 extern void wasend_result_batch_init(ResultBatch *batch, int cap, MemoryContext parent);
 extern void wasend_result_batch_reset(ResultBatch *batch);
 extern void wasend_result_batch_keep(ResultBatch *batch, const bool *keep);

@@ -1,95 +1,12 @@
 /*-------------------------------------------------------------------------
  *
  * rate_gate.c
- *		Per-phone-number send pacing, shared by all senders.
+ *		Per-phone-number send pacing, shared by all senders: a grid of
+ *		slots that paces, and a count of the last second's writes that
+ *		keeps every window under the number's rate.
  *
- * Meta limits each phone number to max_send_rate_per_sec (R) messages in
- * any one-second window and answers 130429 beyond it.  Two mechanisms, both
- * in shared memory behind one lock, keep every sender of every campaign
- * of a number, in every database, under that limit together:
- *
- * The grid paces.  Sends of a number take slots of a grid of interval
- * T = 1 s / (R * H), H the headroom (at most wasend.rate_headroom, default
- * 0.985; lower when the measured jitter asks, see below).  A slot
- * may be taken only once its time has come; a slot left unused for longer
- * than LATENESS is dropped (the grid moves up to now - LATENESS), and
- * lateness up to that is caught up at once, so a sender woken a little late
- * still sends at H of the rate.  Any window [a, a + 1 s) then holds sends
- * of at most ceil((1 s + LATENESS) / T) slots, 1.02 * H * R: the grid alone
- * is not a hard bound, the window count below is.
- *
- * The window count makes it exact.  What Meta counts is when a request
- * arrives, and a request that must first open a connection (TCP, TLS)
- * reaches the wire later than its grant, by as long as the set-up takes
- * (seconds, on a bad path), while requests granted after it on warm
- * connections do not: without care they land together.  So a send counts
- * in its number's window from its grant, when it may first reach the
- * API, until it is known to have been written (the sender tells the gate
- * once curl returns from writing it, see http_client.c) and then for a
- * window W more; a send that failed before it was written (no
- * connection) stops counting then.  The gate keeps, per number, how many
- * sends are granted and not yet known written (pending, of every process
- * sharing the number) and the times of the last WASEND_MAX_RATE writes
- * (in order, never decreasing: a write reported late is stamped no earlier
- * than the last one, which only makes it count longer).  A send is granted
- * only while pending plus the writes of the last W stay below R, that is,
- * while the (R - pending)-th last write is that old.  However long a
- * set-up takes and whenever each request lands within its span, no window
- * of W then holds more than R arrivals.  W is 1 s / H - GRID_SLACK (H the
- * grid's headroom, below), the time R sends take on the grid less its
- * slack: at least 1 s + MARGIN, for the path's and the receiver's
- * jitter, and more when wasend.rate_headroom leaves more of each second
- * free (1.106 s at 0.90), so that the headroom absorbs the receiver's
- * jitter after a stall as it does while the grid paces.  A grant no process will report (its
- * process ended) is settled by that process on its way out (it counts as
- * written then); a crash that skips that resets the whole gate, since
- * PostgreSQL reinitializes shared memory after one.
- *
- * The margin comes from what the senders measure: the delay spread of the
- * path to the API.  The kernel measures it for every TCP connection (the
- * RTT's mean deviation, tcpi_rttvar of TCP_INFO); a sender reads it on the
- * connection of one answer in eight (http_client.c).  An RTT sample is
- * inflated by the server's processing time when the server's ACK rides on
- * its answer instead of going out at once, which happens on some
- * connections and not others (measured: 0.02 ms on one loopback
- * connection to the mock, 4-11 ms on those whose answers were delayed
- * 0-20 ms); the path's own jitter shows on all of them.  So the number's
- * jitter J is the least variation seen over the last JITTER_WINDOW_US.
- * Two requests sent a second apart can arrive that much closer together,
- * so MARGIN is BASE_MARGIN (the receiver's own clock: a receiver that
- * stalls for S ms stamps the requests that queued meanwhile together;
- * stalls of 10-27 ms were measured on this project's 2-core test VM) plus
- * 2 J, at most MAX_MARGIN; and the grid's headroom is
- * H = min(wasend.rate_headroom, 1 s / (1 s + MARGIN + GRID_SLACK)), so that
- * R sends on the grid span the window's bound with GRID_SLACK to spare and
- * the grid, not the window count, sets the pace while requests go out at
- * once.  With no measured jitter (a local network) that is
- * 1 s / 1015 ms = 0.985, the default of wasend.rate_headroom; 10 ms of
- * jitter make it 0.966, the least.
- *
- * Priority.  A sender whose next rows of a number are wasend_send rows
- * takes with priority; when some of them must wait for a later slot, the
- * number is marked until PRIORITY_HOLD_US past that slot, and while the
- * mark holds every other take of the number (another sender's campaign
- * rows) grants nothing.  So a wasend_send row gets the number's next free
- * slot whichever sender claimed it, not every other slot while other
- * senders keep sending their campaign rows.  The mark lapses by itself: a
- * sender that dies holding one blocks the number for at most one slot and
- * PRIORITY_HOLD_US.
- *
- * All times here are CLOCK_MONOTONIC microseconds (wasend_mono_us), shared
- * by every process of the machine: a step of the wall clock (NTP, an
- * operator) neither stalls the gate nor lets it burst.
- *
- * The table has WASEND_GATE_SLOTS entries.  An entry a number has not used
- * for EVICT_AFTER_US (no grant, no request reaching the wire) and with no
- * send pending holds nothing the pacing still needs, so it is given to the
- * next new number; when every entry is busy, a new number waits (take
- * grants nothing and says when to look again) rather than failing.
- * Entries are found through a dense index (in use, number id, last use:
- * 256 x 17 bytes, a few cache lines); the 8 kB write rings are touched
- * only for the entry found.  gate_lock is an LWLock: the scan and a
- * batch of grants are loops, too long for a spinlock.
+ * One table in shared memory behind one LWLock, on the monotonic clock,
+ * for every sender of every database.  See docs/internals/rate_gate.md.
  *
  *-------------------------------------------------------------------------
  */

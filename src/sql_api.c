@@ -25,7 +25,7 @@
 #include "utils/tuplestore.h"
 
 #include "http_client.h"
-#include "sender.h"
+#include "graph_api.h"
 #include "clock.h"
 #include "latency.h"
 #include "rate_gate.h"
@@ -307,7 +307,7 @@ wasend_http_post(PG_FUNCTION_ARGS)
 	 * (written, or failed), since curl_easy_perform does not say when it
 	 * wrote it; an error counts it as written then too.
 	 */
-	url = wasend_number_url(pnid, token);
+	url = wasend_graph_number_url(pnid, token);
 	PG_TRY();
 	{
 		wasend_http_post_once(url, token, body, &http_status, &answer);
