@@ -4,8 +4,8 @@
 EXTENSION   = wasend
 EXTVERSION  = 0.6.0
 MODULE_big  = wasend
-OBJS        = src/wasend.o src/launcher.o src/supervisor.o src/sender.o src/number_queue.o \
-              src/campaign_cache.o src/breaker.o src/db_cycle.o src/rate_gate.o \
+OBJS        = src/wasend.o src/settings.o src/shmem.o src/worker.o src/launcher.o src/supervisor.o src/sender.o src/number_queue.o \
+              src/campaign_cache.o src/claim_plan.o src/breaker.o src/db_cycle.o src/limits_reader.o src/graph_api.o src/rate_gate.o \
               src/http_client.o src/queue.o src/sql_api.o src/access.o \
               src/signature.o src/secrets.o src/webhook.o src/metrics.o src/latency.o \
               src/worker_session.o src/http_server.o

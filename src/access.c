@@ -4,31 +4,10 @@
  *		Who may use wasend in this database: the checks behind the API
  *		wrappers and the row level security of wasend's tables.
  *
- * The roles wasend_viewer, wasend_operator and wasend_admin belong to the
- * whole cluster; each database lists in wasend.database_access the roles
- * that may use wasend there, and at which level.  This file answers "may
- * the current role use wasend at this level here?" (wasend._may) for the
- * tables' policies, and guards the API functions:
- *
- *	wasend.wasend_x (SECURITY INVOKER)
- *		calls wasend._api_enter(level): the role calling the API is the
- *		current role, so a SECURITY DEFINER function of somebody else's
- *		runs with its owner's access, as PostgreSQL's own privileges do;
- *		on success it arms a one-shot pass for that level;
- *	wasend_impl.gate_wasend_x (SECURITY DEFINER, executable by the level's
- *	role)
- *		calls wasend._api_consume(level), which refuses unless the pass
- *		was armed for at least that level, and disarms it; then
- *	wasend_impl.wasend_x (the function's body, owner only).
- *
- * So a gate called directly, by a role whose cluster role lets it execute
- * the gate but who has no access in this database, is refused.  The pass
- * lives only between the two calls: it is disarmed when consumed and at the
- * end of every (sub)transaction.
- *
- * The list is read as the bootstrap superuser: the roles themselves cannot
- * read it (it tells who has access), and row level security on it would
- * otherwise call back into this check.
+ * The constraint: an API gate passes only after the SECURITY INVOKER
+ * wrapper armed a one-shot pass for its level in the same transaction;
+ * wasend.database_access is read as the bootstrap superuser.  The full
+ * description: docs/internals/access.md.
  *
  *-------------------------------------------------------------------------
  */
@@ -45,7 +24,6 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 
-#include "wasend.h"
 
 PG_FUNCTION_INFO_V1(wasend_access_may);
 PG_FUNCTION_INFO_V1(wasend_access_enter);

@@ -15,19 +15,21 @@
 
 #include "utils/memutils.h"
 
-#include "sender.h"
+#include "breaker.h"
 
 /*
- * Start a breaker afresh with the given window and threshold.
+ * Start a breaker afresh with the given window and threshold; its ring
+ * lives in cxt (the sender's context).
  */
 void
-breaker_reset(Breaker *b, int window, double threshold)
+wasend_breaker_reset(Breaker *b, int window, double threshold,
+					 MemoryContext cxt)
 {
-	breaker_free(b);
+	wasend_breaker_free(b);
 	b->window = Max(window, 0);
 	b->threshold = threshold;
 	if (b->window > 0)
-		b->outcomes = MemoryContextAllocZero(sender_context,
+		b->outcomes = MemoryContextAllocZero(cxt,
 											 sizeof(bool) * b->window);
 	b->pos = b->filled = b->failures = 0;
 }
@@ -36,7 +38,7 @@ breaker_reset(Breaker *b, int window, double threshold)
  * Release a breaker's memory.
  */
 void
-breaker_free(Breaker *b)
+wasend_breaker_free(Breaker *b)
 {
 	if (b->outcomes != NULL)
 		pfree(b->outcomes);
@@ -48,7 +50,7 @@ breaker_free(Breaker *b)
  * Add final outcomes to the window; true if the breaker trips.
  */
 bool
-breaker_add(Breaker *b, int64 sent, int64 failed)
+wasend_breaker_add(Breaker *b, int64 sent, int64 failed)
 {
 	int64		i;
 

@@ -1,16 +1,16 @@
 /*-------------------------------------------------------------------------
  *
  * campaign_cache.c
- *		Per campaign: what a sender knows of the running set, the rows it
- *		holds, and which campaigns want rows claimed.
+ *		Per campaign: what a sender knows of the running set, its claim
+ *		cursors, the rows it holds, and the campaigns set aside.
  *
- * The running set (campaigns whose status is running and whose number is
- * active) is read from the database at every refresh (db_cycle.c); between
- * refreshes the sender works from this cache.  A campaign stays in the
- * cache while it runs or while the sender still holds rows of it.  A claim
- * that returns fewer rows than asked marks the campaign dry: it is not
- * asked again until the next refresh, and once the sender holds none of
- * its rows it is offered for completion.
+ * The running set is read from the database at every refresh (db_cycle.c,
+ * through claim_plan.c); between refreshes the sender works from this
+ * cache.  A campaign stays in the cache while it runs or while the sender
+ * still holds rows of it.  A claim that returns fewer rows than asked
+ * marks the campaign dry: it is not asked again until the next refresh,
+ * and once the sender holds none of its rows it is offered for
+ * completion.  It knows nothing of the numbers' FIFOs.
  *
  *-------------------------------------------------------------------------
  */
@@ -18,9 +18,13 @@
 
 #include "utils/hsearch.h"
 
-#include "sender.h"
+#include "campaign_cache.h"
+#include "clock.h"
 
+static MemoryContext campaigns_context = NULL;	/* the sender's */
 static HTAB *campaigns = NULL;
+static int	held_total = 0;		/* rows held, of all campaigns */
+static pg_atomic_uint32 *held_gauge = NULL; /* where held_total is published */
 
 /*
  * Campaigns set aside: a read of the running set or a claim failed on
@@ -34,7 +38,7 @@ typedef struct CampaignFault
 	int64		campaign_id;	/* hash key */
 	int64		retry_at;		/* monotonic us: left out until then */
 	int64		backoff;		/* us: how long the last failure set it aside */
-	int			step;			/* FAULT_REFRESH or FAULT_CLAIM */
+	CampaignFaultStep step;
 } CampaignFault;
 
 /* a campaign set aside the first time waits this long, in us, and at most */
@@ -44,17 +48,20 @@ typedef struct CampaignFault
 static HTAB *faults = NULL;
 
 /*
- * Create the campaigns table (in sender_context).
+ * Create the campaigns table in cxt; the rows held are published in
+ * *gauge (the sender's slot).
  */
 void
-campaigns_init(void)
+wasend_campaigns_init(MemoryContext cxt, pg_atomic_uint32 *gauge)
 {
 	HASHCTL		ctl;
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(CampaignState);
-	ctl.hcxt = sender_context;
+	campaigns_context = cxt;
+	held_gauge = gauge;
+	ctl.hcxt = cxt;
 	campaigns = hash_create("wasend campaigns", 64, &ctl,
 							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	ctl.entrysize = sizeof(CampaignFault);
@@ -70,11 +77,11 @@ campaigns_init(void)
  * us.
  */
 int64
-campaign_fault(int64 campaign_id, int step)
+wasend_campaign_fault(int64 campaign_id, CampaignFaultStep step)
 {
 	bool		found;
 	CampaignFault *f = hash_search(faults, &campaign_id, HASH_ENTER, &found);
-	CampaignState *cs = campaign_find(campaign_id);
+	CampaignState *cs = wasend_campaign_find(campaign_id);
 
 	f->backoff = found ? Min(f->backoff * 2, FAULT_MAX_US) : FAULT_FIRST_US;
 	f->retry_at = wasend_mono_us() + f->backoff;
@@ -85,11 +92,11 @@ campaign_fault(int64 campaign_id, int step)
 }
 
 /*
- * Fill excl (room for campaign_faults_count() entries) with the campaigns
+ * Fill excl (room for wasend_campaign_faults_count() entries) with the campaigns
  * set aside now.  Returns how many.
  */
 int
-campaign_faults_excluded(int64 *excl)
+wasend_campaign_faults_excluded(int64 *excl)
 {
 	HASH_SEQ_STATUS seq;
 	CampaignFault *f;
@@ -107,7 +114,7 @@ campaign_faults_excluded(int64 *excl)
  * How many campaigns have a fault entry (an upper bound for arrays).
  */
 int
-campaign_faults_count(void)
+wasend_campaign_faults_count(void)
 {
 	return (int) hash_get_num_entries(faults);
 }
@@ -115,14 +122,14 @@ campaign_faults_count(void)
 /*
  * The campaigns ids[0..n-1] went through step: those of them set aside
  * for that step are forgotten, and listed in cleared (room for
- * campaign_faults_count() entries) to be cleared in the table.  With
+ * wasend_campaign_faults_count() entries) to be cleared in the table.  With
  * FAULT_REFRESH and all, ids is the whole running set just read: a
  * campaign set aside whose time is up and that is not in it stopped
  * running, and is forgotten too.  Returns how many were listed.
  */
 int
-campaign_faults_passed(const int64 *ids, int n, int step, bool all,
-					   int64 *cleared)
+wasend_campaign_faults_passed(const int64 *ids, int n, CampaignFaultStep step,
+							  bool all, int64 *cleared)
 {
 	HASH_SEQ_STATUS seq;
 	CampaignFault *f;
@@ -154,16 +161,37 @@ campaign_faults_passed(const int64 *ids, int n, int step, bool all,
  * This sender's state for a campaign, or NULL.
  */
 CampaignState *
-campaign_find(int64 campaign_id)
+wasend_campaign_find(int64 campaign_id)
 {
 	return hash_search(campaigns, &campaign_id, HASH_FIND, NULL);
+}
+
+/*
+ * May the rows held of this campaign still be sent?  (It is in the
+ * running set.)
+ */
+bool
+wasend_campaign_sends(int64 campaign_id)
+{
+	CampaignState *cs = wasend_campaign_find(campaign_id);
+
+	return cs != NULL && cs->running;
+}
+
+/*
+ * Start a scan of every campaign in the cache (hash_seq_search).
+ */
+void
+wasend_campaigns_scan(HASH_SEQ_STATUS *seq)
+{
+	hash_seq_init(seq, campaigns);
 }
 
 /*
  * How many campaigns the cache holds (an upper bound for arrays).
  */
 int
-campaigns_count(void)
+wasend_campaigns_count(void)
 {
 	return (int) hash_get_num_entries(campaigns);
 }
@@ -196,13 +224,6 @@ campaign_get(int64 campaign_id, int64 number_id)
 	return cs;
 }
 
-/*
- * Does the next refresh rewind every campaign's claim cursor?  The sender
- * sets it when the refresh follows a control change (new rows, a resume:
- * rows may now be ready behind a cursor) and every REWIND_EVERY polls.
- */
-bool		refresh_rewinds = true;
-
 /* after an error answer, rewind the campaign's cursor this long, in us */
 #define REWIND_AFTER_ERROR_US	(30 * USECS_PER_SEC)
 
@@ -222,16 +243,18 @@ bool		refresh_rewinds = true;
  * found within a poll interval of being due.
  */
 void
-campaign_note_error(int64 campaign_id)
+wasend_campaign_note_error(int64 campaign_id)
 {
-	CampaignState *cs = campaign_find(campaign_id);
+	CampaignState *cs = wasend_campaign_find(campaign_id);
 
 	if (cs != NULL)
 		cs->rewind_until = wasend_mono_us() + REWIND_AFTER_ERROR_US;
 }
 
 /*
- * Replace the running set with the one just read from the database.
+ * A refresh begins: no campaign runs until the running set says so.  With
+ * rewinds every claim cursor starts over, else only those of campaigns
+ * with a recent error answer.
  *
  * The claim cursors: a claim walks the rows of a campaign never looked at
  * (send_queue_ready_idx, next_attempt_at '-infinity') from the campaign's
@@ -241,54 +264,66 @@ campaign_note_error(int64 campaign_id)
  * back behind the cursor with its next_attempt_at unchanged only by a
  * release or a resume (a control change), or be committed late with a
  * lower id; so a cursor rewinds after those, and every REWIND_EVERY polls
- * anyway, not at every poll.  (Retried and waiting rows have a due time
- * and are found without the cursor; the rewind after an error answer,
- * campaign_note_error, is kept for a row put back by a pause.)
+ * anyway (sender.c), not at every poll.  (Retried and waiting rows have a
+ * due time and are found without the cursor; the rewind after an error
+ * answer, campaign_note_error, is kept for a row put back by a pause.)
  */
 void
-campaigns_refresh(const RunningCampaign *rc, int n)
+wasend_campaigns_begin_refresh(bool rewinds)
 {
 	HASH_SEQ_STATUS seq;
 	CampaignState *cs;
-	int			i;
 	int64		now = wasend_mono_us();
 
-	numbers_begin_refresh();
 	hash_seq_init(&seq, campaigns);
 	while ((cs = hash_seq_search(&seq)) != NULL)
 	{
 		cs->running_before = cs->running;
 		cs->running = false;
 		cs->dry = false;
-		if (refresh_rewinds || now < cs->rewind_until)
+		if (rewinds || now < cs->rewind_until)
 			cs->claim_after = 0;
 	}
+}
 
-	for (i = 0; i < n; i++)
-	{
-		NumberState *ns = number_get(rc[i].number_id);
+/*
+ * A campaign of the running set just read: it runs, with its values.
+ * When its number was just taken over by this sender, its cursor starts
+ * over.
+ */
+CampaignState *
+wasend_campaign_refresh(const RunningCampaign *rc, bool number_taken_over)
+{
+	CampaignState *cs = campaign_get(rc->campaign_id, rc->number_id);
 
-		number_refresh(ns, rc[i].rate, rc[i].phone_number_id, rc[i].access_token);
+	if (number_taken_over)
+		cs->claim_after = 0;
+	if (!cs->running_before || cs->breaker.window != rc->error_window)
+		wasend_breaker_reset(&cs->breaker, rc->error_window, rc->error_threshold,
+							 campaigns_context);	/* (re)started or resized */
+	cs->breaker.threshold = rc->error_threshold;
+	cs->running = true;
+	cs->number_id = rc->number_id;
+	cs->priority = rc->priority;
+	cs->transactional = rc->transactional;
+	return cs;
+}
 
-		cs = campaign_get(rc[i].campaign_id, rc[i].number_id);
-		/* a number this sender just took over: its cursors start over */
-		if (ns->mine && !ns->was_mine)
-			cs->claim_after = 0;
-		if (!cs->running_before || cs->breaker.window != rc[i].error_window)
-			breaker_reset(&cs->breaker, rc[i].error_window, rc[i].error_threshold);	/* (re)started or resized */
-		cs->breaker.threshold = rc[i].error_threshold;
-		cs->running = true;
-		cs->number_id = rc[i].number_id;
-		cs->priority = rc[i].priority;
-		cs->transactional = rc[i].transactional;
-	}
+/*
+ * The refresh is done: forget campaigns that stopped and of which we hold
+ * nothing.
+ */
+void
+wasend_campaigns_end_refresh(void)
+{
+	HASH_SEQ_STATUS seq;
+	CampaignState *cs;
 
-	/* forget campaigns that stopped and of which we hold nothing */
 	hash_seq_init(&seq, campaigns);
 	while ((cs = hash_seq_search(&seq)) != NULL)
 		if (!cs->running && cs->held == 0)
 		{
-			breaker_free(&cs->breaker);
+			wasend_breaker_free(&cs->breaker);
 			hash_search(campaigns, &cs->campaign_id, HASH_REMOVE, NULL);
 		}
 }
@@ -297,164 +332,23 @@ campaigns_refresh(const RunningCampaign *rc, int n)
  * Count a row in or out of what this sender holds.
  */
 void
-hold(int64 campaign_id, int delta)
+wasend_hold(int64 campaign_id, int delta)
 {
-	CampaignState *cs = campaign_find(campaign_id);
+	CampaignState *cs = wasend_campaign_find(campaign_id);
 
 	if (cs)
 		cs->held += delta;
 	held_total += delta;
-	pg_atomic_write_u32(&my_slot->held, held_total);
+	pg_atomic_write_u32(held_gauge, held_total);
 }
 
 /*
- * Does some running campaign want more rows claimed?  A number wants
- * rows when its FIFO holds less than half of a claim's worth.
- */
-bool
-campaigns_want_claim(void)
-{
-	HASH_SEQ_STATUS seq;
-	CampaignState *cs;
-	bool		want = false;
-	int			target = sender_budget();
-	int			budget = target - held_total - results.n;
-
-	if (budget <= 0 || shutdown_requested)
-		return false;
-	hash_seq_init(&seq, campaigns);
-	while ((cs = hash_seq_search(&seq)) != NULL)
-	{
-		NumberState *ns;
-
-		if (!cs->running || cs->dry)
-			continue;
-		ns = number_find(cs->number_id);
-		if (ns == NULL || !ns->active || !ns->mine)
-			continue;
-		/*
-		 * A transactional lane that is not dry wants a claim whatever the
-		 * FIFO holds: its rows go ahead of it.  A campaign wants one when
-		 * its number's FIFO runs low, and a claim costs a statement: not
-		 * for a handful of rows.
-		 */
-		if (cs->transactional ||
-			(ns->count * 2 < number_target(ns) &&
-			 budget >= Max(1, target / 20)))
-		{
-			want = true;
-			hash_seq_term(&seq);
-			break;
-		}
-	}
-	return want;
-}
-
-/*
- * Fill the arrays (room for campaigns_count() entries) with what to claim:
- * per campaign, how many rows, how many due rows to look at for them, and
- * the keyset cursor.  Returns how many campaigns ask.
+ * How many rows this sender holds (pending and in flight).
  */
 int
-campaigns_claim_request(int64 *ids, int32 *lims, int32 *scans, int64 *after)
+wasend_campaigns_held(void)
 {
-	HASH_SEQ_STATUS seq;
-	CampaignState *cs;
-	NumberState *ns;
-	int			n = 0;
-	/* answers not yet recorded are rows still 'sending' in the table */
-	int			budget = sender_budget() - held_total - results.n;
-	int			lane_budget;
-	int			campaigns_asking = 0;
-
-	/*
-	 * First pass: the transactional lanes ask for a batch each, whatever
-	 * their number's FIFO holds (their rows go to the front), before any
-	 * campaign takes the budget; and each number's highest priority among
-	 * its campaigns, and how many have it.  When campaigns ask too, the
-	 * lanes ask for half the budget at most: the budget follows Little's
-	 * law (number_queue.c) and may be a few dozen rows, and a lane asking
-	 * for all of it would leave none to its number's campaigns in every
-	 * claim (a lane usually has nothing, and marks itself dry only once
-	 * the claim has run).
-	 */
-	numbers_reset_shares();
-	hash_seq_init(&seq, campaigns);
-	while ((cs = hash_seq_search(&seq)) != NULL)
-	{
-		if (!cs->running || cs->dry || cs->transactional)
-			continue;
-		ns = number_find(cs->number_id);
-		if (ns != NULL && ns->active && ns->mine)
-			campaigns_asking++;
-	}
-	lane_budget = campaigns_asking > 0 ? (budget + 1) / 2 : budget;
-	hash_seq_init(&seq, campaigns);
-	while ((cs = hash_seq_search(&seq)) != NULL)
-	{
-		if (!cs->running || cs->dry)
-			continue;
-		ns = number_find(cs->number_id);
-		if (ns == NULL || !ns->active || !ns->mine)
-			continue;
-		if (cs->transactional)
-		{
-			if (lane_budget > 0)
-			{
-				ids[n] = cs->campaign_id;
-				lims[n] = Min(wasend_batch_size, lane_budget);
-				scans[n] = lims[n] + cs->scan_extra;
-				cs->claim_again = false;
-				after[n] = cs->claim_after;
-				budget -= lims[n];
-				lane_budget -= lims[n];
-				n++;
-			}
-			continue;
-		}
-		if (ns->top_count == 0 || cs->priority > ns->top_priority)
-		{
-			ns->top_priority = cs->priority;
-			ns->top_count = 0;
-		}
-		if (cs->priority == ns->top_priority)
-			ns->top_count++;
-	}
-
-	/*
-	 * Second pass: the campaigns of a number's highest priority share the
-	 * room left in its FIFO equally, so that they share the number's rate;
-	 * lower priorities wait until those run dry.
-	 */
-	hash_seq_init(&seq, campaigns);
-	while ((cs = hash_seq_search(&seq)) != NULL)
-	{
-		int			lim;
-
-		if (!cs->running || cs->dry || cs->transactional || budget <= 0)
-			continue;
-		ns = number_find(cs->number_id);
-		if (ns == NULL || !ns->active || !ns->mine)
-			continue;
-		if (cs->priority != ns->top_priority)
-			continue;
-		else
-		{
-			int			room = number_target(ns) - ns->count;
-
-			lim = Min((room + ns->top_count - 1) / Max(ns->top_count, 1), budget);
-		}
-		if (lim <= 0)
-			continue;
-		ids[n] = cs->campaign_id;
-		lims[n] = lim;
-		scans[n] = lim + cs->scan_extra;
-		cs->claim_again = false;
-		after[n] = cs->claim_after;
-		budget -= lim;
-		n++;
-	}
-	return n;
+	return held_total;
 }
 
 /*
@@ -469,7 +363,7 @@ campaigns_claim_request(int64 *ids, int32 *lims, int32 *scans, int64 *after)
  * behind those that wait.
  */
 void
-campaigns_mark_dry(const int64 *ids, const int32 *lims, const int32 *scans,
+wasend_campaigns_mark_dry(const int64 *ids, const int32 *lims, const int32 *scans,
 				   int n, const ClaimedRow *rows, int nrows)
 {
 	CampaignState *cs;
@@ -488,7 +382,7 @@ campaigns_mark_dry(const int64 *ids, const int32 *lims, const int32 *scans,
 				if (rows[j].body != NULL)
 					sends++;
 			}
-		if ((cs = campaign_find(ids[i])) == NULL)
+		if ((cs = wasend_campaign_find(ids[i])) == NULL)
 			continue;
 		if (sends < lims[i] && got < scans[i])
 			cs->dry = true;
@@ -505,12 +399,11 @@ campaigns_mark_dry(const int64 *ids, const int32 *lims, const int32 *scans,
 }
 
 /*
- * Does a campaign want to be claimed again at once (campaigns_mark_dry)?
- * Only while it may be claimed (campaigns_want_claim), so that the sender
- * never spins on a claim it would not run.
+ * Does a running campaign want to be claimed again at once
+ * (campaigns_mark_dry)?
  */
 bool
-campaigns_claim_again(void)
+wasend_campaigns_claim_again(void)
 {
 	HASH_SEQ_STATUS seq;
 	CampaignState *cs;
@@ -524,34 +417,28 @@ campaigns_claim_again(void)
 			hash_seq_term(&seq);
 			break;
 		}
-	return again && campaigns_want_claim();
+	return again;
 }
 
 /*
- * Take the rows a committed claim returned: queue them at their numbers,
- * count them held and move the cursors (up to each row's advance: not past
- * a row the claim left for later).  A row without a body was not claimed
- * for sending (it waits for a limit, or failed as suppressed): only the
- * cursor moves past it.
+ * A committed claim returned this row: move its campaign's cursor (up to
+ * the row's advance: not past a row the claim left for later) and, when
+ * the row was claimed for sending (it has a body), count it held.  A row
+ * without a body waits for a limit, or failed as suppressed: only the
+ * cursor moves past it.  Returns the campaign.
  */
-void
-campaigns_claimed(const ClaimedRow *rows, int nrows)
+CampaignState *
+wasend_campaign_claimed_row(const ClaimedRow *row)
 {
-	CampaignState *cs;
-	int			i;
+	CampaignState *cs = wasend_campaign_find(row->campaign_id);
 
-	for (i = 0; i < nrows; i++)
-	{
-		cs = campaign_find(rows[i].campaign_id);
-		if (cs == NULL)
-			elog(ERROR, "wasend: claimed a row of unknown campaign " INT64_FORMAT,
-				 rows[i].campaign_id);
-		cs->claim_after = Max(cs->claim_after, rows[i].advance);
-		if (rows[i].body == NULL)
-			continue;
-		number_push(number_get(cs->number_id), &rows[i]);
-		hold(rows[i].campaign_id, 1);
-	}
+	if (cs == NULL)
+		elog(ERROR, "wasend: claimed a row of unknown campaign " INT64_FORMAT,
+			 row->campaign_id);
+	cs->claim_after = Max(cs->claim_after, row->advance);
+	if (row->body != NULL)
+		wasend_hold(row->campaign_id, 1);
+	return cs;
 }
 
 /*
@@ -559,10 +446,10 @@ campaigns_claimed(const ClaimedRow *rows, int nrows)
  * nothing any more: if no other sender holds rows of them either, they are
  * done.  (If two senders finish the last rows at the same moment, neither
  * sees the other's commit; the next poll completes the campaign.)  ids has
- * room for campaigns_count() entries.
+ * room for wasend_campaigns_count() entries.
  */
 int
-campaigns_dry_done(int64 *ids)
+wasend_campaigns_dry_done(int64 *ids)
 {
 	HASH_SEQ_STATUS seq;
 	CampaignState *cs;

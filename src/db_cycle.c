@@ -1,46 +1,12 @@
 /*-------------------------------------------------------------------------
  *
  * db_cycle.c
- *		A sender's database work: one short transaction per turn, each
- *		step in a subtransaction, so that no data and no user can kill
- *		the sender or make it wait.
+ *		A sender's database work: one short transaction per turn (record,
+ *		refresh, store limits, release, claim, complete) that returns what
+ *		it decided.
  *
- * A cycle runs, in one transaction:
- *
- *	1. record: write the batch of answers in one statement;
- *	2. refresh (when asked): start due campaigns, resume numbers, apply
- *	   waiting statuses, re-read the running set, take the numbers whose
- *	   messaging limit, quality and health are due to be read (the GETs
- *	   start after the commit); and store the answers of earlier reads;
- *	3. release: give back rows of campaigns that stopped;
- *	4. claim: more rows, in one statement;
- *	5. complete: campaigns that ran dry and of which nobody holds rows.
- *
- * Every step runs in a subtransaction.  A step that fails rolls back alone
- * and the sender carries on:
- *
- *	- An error that is about locks (lock_timeout, a deadlock, a
- *	  serialization failure) is "try again on a later turn": the answers,
- *	  rows to release or campaigns to complete stay where they are.  The
- *	  statements skip rows other sessions hold (SKIP LOCKED), and the
- *	  workers run with a short lock_timeout for the locks they cannot skip,
- *	  so a user's open transaction never stops the event loop for long: curl
- *	  keeps being driven, and answers that arrived are never turned into
- *	  timeouts and duplicates.
- *	- Any other error in the record is about the data: the batch is then
- *	  recorded row by row, and a row whose answer still cannot be recorded
- *	  fails as bad_response with the error (record_poison).  An answer can
- *	  thus fail its own row, never the sender, and never strand a row.
- *	- A data error in the read of the running set or in a claim is about
- *	  one campaign's row (or rows): the read or claim is done in halves,
- *	  and a campaign that fails alone is set aside for a back-off
- *	  (set_aside), so one campaign never holds up the others, a number's
- *	  lane included.
- *
- * If the transaction as a whole fails (its commit, say), it is rolled back
- * and nothing it did counts: the answers stay in the batch, the claimed
- * rows were never taken into the FIFOs (they are only queued after the
- * commit), and the next cycle waits a second.
+ * Each step runs in a subtransaction, so that no data and no user's lock
+ * can kill the sender or make it wait.  See docs/internals/db_cycle.md.
  *
  *-------------------------------------------------------------------------
  */
@@ -49,14 +15,27 @@
 #include "access/xact.h"
 #include "executor/spi.h"
 #include "pgstat.h"
+#include "postmaster/interrupt.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "campaign_cache.h"
+#include "claim_plan.h"
+#include "clock.h"
+#include "db_cycle.h"
 #include "http_client.h"
+#include "limits_reader.h"
+#include "metrics.h"
+#include "number_queue.h"
+#include "queue.h"
+#include "rate_gate.h"
 #include "sender.h"
+#include "settings.h"
+#include "shmem.h"
+#include "worker.h"
 
 /* after a failed cycle, the next one waits this long, in us */
 #define CYCLE_BACKOFF_US		(1 * USECS_PER_SEC)
@@ -70,36 +49,13 @@
 /* lock_timeout of the record's halves when the whole batch met a lock */
 #define SHORT_LOCK_TIMEOUT		"10ms"
 
-int64		next_scheduled_start = 0;
-
-static int64 cycle_backoff_until = 0;
-static int64 record_backoff_until = 0;
-
-/* rows taken out of the FIFOs and not yet given back */
-static int64 *release_ids = NULL;
-static int64 *release_campaigns = NULL;
-static int	nrelease = 0;
-static int	release_cap = 0;
-
-/*
- * No cycle runs before this time (monotonic us): a second after a failed
- * one.
- */
-int64
-db_cycle_not_before(void)
+/* One cycle's work: its sender, what it decides, its memory. */
+typedef struct Cycle
 {
-	return cycle_backoff_until;
-}
-
-/*
- * The answers waiting in the batch are not written before this time
- * (monotonic us): after a lock was in the way, the record waits a little.
- */
-int64
-db_record_not_before(void)
-{
-	return record_backoff_until;
-}
+	Sender	   *s;
+	DbCycleOutcome out;
+	MemoryContext cxt;			/* deleted when the cycle ends */
+} Cycle;
 
 /*
  * Errors that say "someone holds what you need": try again later.
@@ -140,8 +96,8 @@ is_data_error(int sqlerrcode)
  * in *message when asked for (allocated in the caller's context).
  */
 static int
-run_step(const char *what, void (*fn) (void *), void *arg, char **message,
-		 bool quiet)
+run_step(Cycle *cy, const char *what, void (*fn) (void *), void *arg,
+		 char **message, bool quiet)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -170,7 +126,7 @@ run_step(const char *what, void (*fn) (void *), void *arg, char **message,
 		sqlerrcode = edata->sqlerrcode;
 		if (sqlerrcode == 0)
 			sqlerrcode = ERRCODE_INTERNAL_ERROR;
-		pg_atomic_fetch_add_u64(&my_slot->db_retries, 1);
+		pg_atomic_fetch_add_u64(&cy->s->slot->db_retries, 1);
 		ereport(quiet || is_transient(sqlerrcode) ? DEBUG1 : WARNING,
 				(errcode(sqlerrcode),
 				 errmsg("wasend sender: %s skipped: %s", what,
@@ -188,6 +144,7 @@ run_step(const char *what, void (*fn) (void *), void *arg, char **message,
 
 typedef struct RecordStep
 {
+	Sender	   *s;
 	int		   *idx;
 	int			n;
 	bool		short_lock;		/* wait at most SHORT_LOCK_TIMEOUT for a lock */
@@ -208,8 +165,9 @@ step_record(void *arg)
 		(void) set_config_option("lock_timeout", SHORT_LOCK_TIMEOUT,
 								 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
 								 true, 0, false);
-	r->ngroups = queue_record(&results, r->idx, r->n, wasend_max_attempts,
-							  my_token, &r->groups);
+	r->ngroups = wasend_queue_record(&r->s->results, r->idx, r->n,
+									 wasend_max_attempts, r->s->token,
+									 &r->groups);
 }
 
 /*
@@ -220,11 +178,12 @@ step_pending_recorded(void *arg)
 {
 	RecordStep *r = arg;
 
-	queue_apply_pending_recorded(&results, r->idx, r->n);
+	wasend_queue_apply_pending_recorded(&r->s->results, r->idx, r->n);
 }
 
 typedef struct PoisonStep
 {
+	Sender	   *s;
 	int			i;
 	const char *message;
 	bool		done;
@@ -238,9 +197,10 @@ step_poison(void *arg)
 {
 	PoisonStep *p = arg;
 
-	p->done = queue_record_poison(DatumGetInt64(results.ids[p->i]), my_token,
-								  DatumGetTimestampTz(results.at[p->i]),
-								  p->message);
+	p->done = wasend_queue_record_poison(DatumGetInt64(p->s->results.ids[p->i]),
+										 p->s->token,
+										 DatumGetTimestampTz(p->s->results.at[p->i]),
+										 p->message);
 }
 
 typedef struct BreakerStep
@@ -257,33 +217,22 @@ step_breaker(void *arg)
 {
 	BreakerStep *b = arg;
 
-	b->applied = queue_trip_breaker(b->cs->campaign_id, b->cs->breaker.failures,
+	b->applied = wasend_queue_trip_breaker(b->cs->campaign_id, b->cs->breaker.failures,
 									b->cs->breaker.window);
 }
 
 /*
- * Count a batch's error answers of a number in the metrics: errors is the
- * record statement's "key=count,..." (keys are Graph API error codes or
- * transport classes, which hold neither ',' nor '=').
+ * Count a batch's error answers of a number in the metrics, by key (Graph
+ * API error codes or transport classes).
  */
 static void
-note_errors(const char *phone_number_id, const char *errors)
+note_errors(const char *phone_number_id, const RecordGroup *group)
 {
-	char	   *copy = pstrdup(errors);
-	char	   *save = NULL;
-	char	   *pair;
+	int			i;
 
-	for (pair = strtok_r(copy, ",", &save); pair != NULL;
-		 pair = strtok_r(NULL, ",", &save))
-	{
-		char	   *eq = strrchr(pair, '=');
-
-		if (eq == NULL)
-			continue;
-		*eq = '\0';
-		metrics_note_error(phone_number_id, pair, strtoll(eq + 1, NULL, 10));
-	}
-	pfree(copy);
+	for (i = 0; i < group->nerrors; i++)
+		wasend_metrics_note_error(phone_number_id, group->error_keys[i],
+								  group->error_counts[i]);
 }
 
 /*
@@ -292,7 +241,7 @@ note_errors(const char *phone_number_id, const char *errors)
  * every sender should look again.
  */
 static bool
-apply_groups(const RecordGroup *groups, int n)
+apply_groups(Cycle *cy, const RecordGroup *groups, int n)
 {
 	int			i;
 	bool		paused = false;
@@ -302,27 +251,27 @@ apply_groups(const RecordGroup *groups, int n)
 
 	for (i = 0; i < n; i++)
 	{
-		CampaignState *cs = campaign_find(groups[i].campaign_id);
+		CampaignState *cs = wasend_campaign_find(groups[i].campaign_id);
 
 		sent += groups[i].sent;
 		failed += groups[i].failed;
-		if (groups[i].slow_down > 0 || groups[i].errors != NULL)
+		if (groups[i].slow_down > 0 || groups[i].nerrors > 0)
 		{
-			NumberState *ns = number_find(groups[i].number_id);
+			NumberState *ns = wasend_number_find(groups[i].number_id);
 
 			if (ns != NULL && groups[i].slow_down > 0)
-				rate_gate_slow_down(ns->gate_key, now);
-			if (ns != NULL && groups[i].errors != NULL)
-				note_errors(ns->phone_number_id, groups[i].errors);
+				wasend_rate_gate_slow_down(ns->gate_key, now);
+			if (ns != NULL && groups[i].nerrors > 0)
+				note_errors(ns->phone_number_id, &groups[i]);
 		}
 		if (groups[i].paused > 0)
 			paused = true;
 		if (cs != NULL && cs->running &&
-			breaker_add(&cs->breaker, groups[i].sent, groups[i].failed))
+			wasend_breaker_add(&cs->breaker, groups[i].sent, groups[i].failed))
 		{
 			BreakerStep b = {cs, false};
 
-			if (run_step("pausing a campaign (circuit breaker)", step_breaker,
+			if (run_step(cy, "pausing a campaign (circuit breaker)", step_breaker,
 						 &b, NULL, false) == 0 && b.applied)
 			{
 				ereport(LOG,
@@ -334,8 +283,8 @@ apply_groups(const RecordGroup *groups, int n)
 			}
 		}
 	}
-	pg_atomic_fetch_add_u64(&my_slot->sent, sent);
-	pg_atomic_fetch_add_u64(&my_slot->failed, failed);
+	pg_atomic_fetch_add_u64(&cy->s->slot->sent, sent);
+	pg_atomic_fetch_add_u64(&cy->s->slot->failed, failed);
 	return paused;
 }
 
@@ -352,48 +301,49 @@ apply_groups(const RecordGroup *groups, int n)
  * when something was paused.
  */
 static bool
-record_range(int *idx, int n, bool *keep, bool first)
+record_range(Cycle *cy, int *idx, int n, bool *keep, bool first)
 {
 	RecordStep	r;
 	char	   *message = NULL;
 	int			err;
 	int			i;
 
+	r.s = cy->s;
 	r.idx = idx;
 	r.n = n;
 	r.short_lock = !first;
-	err = run_step(n == 1 ? "recording an answer" : "recording answers",
+	err = run_step(cy, n == 1 ? "recording an answer" : "recording answers",
 				   step_record, &r, &message, !first);
 	if (err == 0)
 	{
 		for (i = 0; i < n; i++)
 			keep[idx[i]] = false;
 		/* a failure here loses nothing: the statuses keep waiting */
-		run_step("applying statuses that waited for these answers",
+		run_step(cy, "applying statuses that waited for these answers",
 				 step_pending_recorded, &r, NULL, false);
-		return apply_groups(r.groups, r.ngroups);
+		return apply_groups(cy, r.groups, r.ngroups);
 	}
 	if (!is_data_error(err) && !(is_transient(err) && n > 1))
 	{
 		/* a lock is short-lived; anything else gets a longer pause */
-		record_backoff_until = wasend_mono_us() +
+		cy->out.record_not_before = wasend_mono_us() +
 			(is_transient(err) ? RECORD_LOCK_BACKOFF_US : CYCLE_BACKOFF_US);
 		return false;
 	}
 	if (n > 1)
 	{
-		bool		paused = record_range(idx, n / 2, keep, false);
+		bool		paused = record_range(cy, idx, n / 2, keep, false);
 
-		return record_range(idx + n / 2, n - n / 2, keep, false) || paused;
+		return record_range(cy, idx + n / 2, n - n / 2, keep, false) || paused;
 	}
 	else
 	{
-		PoisonStep	p = {idx[0], message, false};
+		PoisonStep	p = {cy->s, idx[0], message, false};
 
-		err = run_step("failing an unrecordable answer", step_poison, &p, NULL, false);
+		err = run_step(cy, "failing an unrecordable answer", step_poison, &p, NULL, false);
 		if (err != 0)
 		{
-			record_backoff_until = wasend_mono_us() + CYCLE_BACKOFF_US;
+			cy->out.record_not_before = wasend_mono_us() + CYCLE_BACKOFF_US;
 			return false;
 		}
 		keep[idx[0]] = false;
@@ -401,8 +351,8 @@ record_range(int *idx, int n, bool *keep, bool first)
 		{
 			ereport(LOG,
 					(errmsg("wasend failed row " INT64_FORMAT " as bad_response: its answer could not be recorded: %s",
-							DatumGetInt64(results.ids[idx[0]]), message)));
-			pg_atomic_fetch_add_u64(&my_slot->failed, 1);
+							DatumGetInt64(cy->s->results.ids[idx[0]]), message)));
+			pg_atomic_fetch_add_u64(&cy->s->slot->failed, 1);
 		}
 		return false;
 	}
@@ -413,19 +363,20 @@ record_range(int *idx, int n, bool *keep, bool first)
  * must wait for a later cycle.  Returns true when something was paused.
  */
 static bool
-record_results(bool *keep)
+record_results(Cycle *cy, bool *keep)
 {
+	int			n = cy->s->results.n;
 	int		   *idx;
 	int			i;
 
-	for (i = 0; i < results.n; i++)
+	for (i = 0; i < n; i++)
 		keep[i] = true;
-	if (wasend_mono_us() < record_backoff_until)
+	if (wasend_mono_us() < cy->out.record_not_before)
 		return false;
-	idx = palloc(sizeof(int) * results.n);
-	for (i = 0; i < results.n; i++)
+	idx = palloc(sizeof(int) * n);
+	for (i = 0; i < n; i++)
 		idx[i] = i;
-	return record_range(idx, results.n, keep, true);
+	return record_range(cy, idx, n, keep, true);
 }
 
 /* ---- campaigns set aside ---- */
@@ -447,7 +398,7 @@ step_fault_note(void *arg)
 {
 	FaultStep  *f = arg;
 
-	queue_fault_note(f->campaign_id, f->message, (double) f->backoff / USECS_PER_SEC);
+	wasend_queue_fault_note(f->campaign_id, f->message, (double) f->backoff / USECS_PER_SEC);
 }
 
 /*
@@ -458,7 +409,7 @@ step_fault_clear(void *arg)
 {
 	FaultStep  *f = arg;
 
-	queue_fault_clear(f->n, f->ids);
+	wasend_queue_fault_clear(f->n, f->ids);
 }
 
 /*
@@ -467,18 +418,19 @@ step_fault_clear(void *arg)
  * the log and on the campaign.  The other campaigns go on.
  */
 static void
-set_aside(int64 campaign_id, int step, const char *what, const char *message)
+set_aside(Cycle *cy, int64 campaign_id, CampaignFaultStep step, const char *what,
+		  const char *message)
 {
 	FaultStep	f = {campaign_id, message, 0, NULL, 0};
 
-	f.backoff = campaign_fault(campaign_id, step);
+	f.backoff = wasend_campaign_fault(campaign_id, step);
 	ereport(WARNING,
 			(errcode(ERRCODE_DATA_EXCEPTION),
 			 errmsg("wasend sender: campaign " INT64_FORMAT " set aside for %d s: %s failed on it: %s",
 					campaign_id, (int) (f.backoff / USECS_PER_SEC), what, message),
 			 errdetail("Its rows wait; the other campaigns go on.  It is tried again then, and set aside twice as long each time it fails again, at most a minute."),
 			 errhint("Correct the campaign's row (or its rows); wasend.campaign_progress.waiting shows the error until it goes through.")));
-	run_step("noting a campaign set aside", step_fault_note, &f, NULL, false);
+	run_step(cy, "noting a campaign set aside", step_fault_note, &f, NULL, false);
 }
 
 /*
@@ -486,16 +438,16 @@ set_aside(int64 campaign_id, int step, const char *what, const char *message)
  * campaign_faults_passed).
  */
 static void
-faults_passed(const int64 *ids, int n, int step, bool all)
+faults_passed(Cycle *cy, const int64 *ids, int n, CampaignFaultStep step, bool all)
 {
 	FaultStep	f = {0, NULL, 0, NULL, 0};
 
-	if (campaign_faults_count() == 0)
+	if (wasend_campaign_faults_count() == 0)
 		return;
-	f.ids = palloc(sizeof(int64) * campaign_faults_count());
-	f.n = campaign_faults_passed(ids, n, step, all, f.ids);
+	f.ids = palloc(sizeof(int64) * wasend_campaign_faults_count());
+	f.n = wasend_campaign_faults_passed(ids, n, step, all, f.ids);
 	if (f.n > 0)
-		run_step("clearing campaigns set aside", step_fault_clear, &f, NULL, false);
+		run_step(cy, "clearing campaigns set aside", step_fault_clear, &f, NULL, false);
 }
 
 /*
@@ -533,7 +485,7 @@ step_activate(void *arg)
 {
 	RefreshStep *r = arg;
 
-	r->next_start = queue_activate_scheduled();
+	r->next_start = wasend_queue_activate_scheduled();
 }
 
 /*
@@ -544,7 +496,7 @@ step_running(void *arg)
 {
 	RefreshStep *r = arg;
 
-	r->n = queue_running_campaigns(r->nexcl, r->excl, r->nonly, r->only,
+	r->n = wasend_queue_running_campaigns(r->nexcl, r->excl, r->nonly, r->only,
 								   &r->rc, r->cxt);
 }
 
@@ -556,7 +508,7 @@ step_running_ids(void *arg)
 {
 	RefreshStep *r = arg;
 
-	r->nonly = queue_running_ids(r->nexcl, r->excl, &r->only, r->cxt);
+	r->nonly = wasend_queue_running_ids(r->nexcl, r->excl, &r->only, r->cxt);
 }
 
 /*
@@ -565,23 +517,23 @@ step_running_ids(void *arg)
  * such campaigns among n cost about 2k log2(n) reads.
  */
 static void
-isolate_running(RefreshStep *r, int64 *ids, int n)
+isolate_running(Cycle *cy, RefreshStep *r, int64 *ids, int n)
 {
 	char	   *message = NULL;
 	int			err;
 
 	r->only = ids;
 	r->nonly = n;
-	err = run_step("reading part of the running set", step_running, r, &message, true);
+	err = run_step(cy, "reading part of the running set", step_running, r, &message, true);
 	if (err == 0 || !is_data_error(err))
 		return;
 	if (n > 1)
 	{
-		isolate_running(r, ids, n / 2);
-		isolate_running(r, ids + n / 2, n - n / 2);
+		isolate_running(cy, r, ids, n / 2);
+		isolate_running(cy, r, ids + n / 2, n - n / 2);
 	}
 	else
-		set_aside(ids[0], FAULT_REFRESH, "reading the running set", message);
+		set_aside(cy, ids[0], FAULT_REFRESH, "reading the running set", message);
 }
 
 /*
@@ -593,16 +545,16 @@ isolate_running(RefreshStep *r, int64 *ids, int n)
  * whether the set was read.
  */
 static bool
-read_running(RefreshStep *r)
+read_running(Cycle *cy, RefreshStep *r)
 {
 	char	   *message = NULL;
 	int			err;
 
-	r->excl = palloc(sizeof(int64) * Max(campaign_faults_count(), 1));
-	r->nexcl = campaign_faults_excluded(r->excl);
+	r->excl = palloc(sizeof(int64) * Max(wasend_campaign_faults_count(), 1));
+	r->nexcl = wasend_campaign_faults_excluded(r->excl);
 	r->only = NULL;
 	r->nonly = 0;
-	err = run_step("refreshing the running set", step_running, r, &message, true);
+	err = run_step(cy, "refreshing the running set", step_running, r, &message, true);
 	if (err == 0)
 		return true;
 	if (!is_data_error(err))
@@ -610,15 +562,15 @@ read_running(RefreshStep *r)
 		log_skipped("refreshing the running set", err, message);
 		return false;
 	}
-	if (run_step("listing running campaigns", step_running_ids, r, NULL, false) != 0)
+	if (run_step(cy, "listing running campaigns", step_running_ids, r, NULL, false) != 0)
 		return false;
-	isolate_running(r, r->only, r->nonly);
+	isolate_running(cy, r, r->only, r->nonly);
 
-	r->excl = palloc(sizeof(int64) * Max(campaign_faults_count(), 1));
-	r->nexcl = campaign_faults_excluded(r->excl);
+	r->excl = palloc(sizeof(int64) * Max(wasend_campaign_faults_count(), 1));
+	r->nexcl = wasend_campaign_faults_excluded(r->excl);
 	r->only = NULL;
 	r->nonly = 0;
-	return run_step("refreshing the running set", step_running, r, NULL, false) == 0;
+	return run_step(cy, "refreshing the running set", step_running, r, NULL, false) == 0;
 }
 
 /*
@@ -627,7 +579,7 @@ read_running(RefreshStep *r)
 static void
 step_pending(void *arg)
 {
-	queue_apply_pending_statuses();
+	wasend_queue_apply_pending_statuses();
 }
 
 /* ---- the numbers' messaging limits, quality and health ---- */
@@ -653,7 +605,7 @@ step_limits_apply(void *arg)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("could not read the messaging limit of a number: %s", l->a->error)));
-	queue_limits_apply(l->a->number_id, l->a->http_status, l->a->body);
+	wasend_queue_limits_apply(l->a->number_id, l->a->http_status, l->a->body);
 }
 
 /*
@@ -664,7 +616,7 @@ step_limits_failed(void *arg)
 {
 	LimitsStep *l = arg;
 
-	queue_limits_failed(l->a->number_id, l->message);
+	wasend_queue_limits_failed(l->a->number_id, l->message);
 }
 
 /*
@@ -677,7 +629,7 @@ step_limits_due(void *arg)
 {
 	LimitsStep *l = arg;
 
-	l->ndue = queue_limits_due(wasend_request_timeout_ms / 1000 + 60, &l->due, l->cxt);
+	l->ndue = wasend_queue_limits_due(wasend_request_timeout_ms / 1000 + 60, &l->due, l->cxt);
 }
 
 /*
@@ -688,24 +640,26 @@ step_limits_due(void *arg)
  * the list is emptied once the transaction commits.
  */
 static void
-store_limits_answers(void)
+store_limits_answers(Cycle *cy)
 {
+	LimitsReader *lr = &cy->s->limits;
 	int			i;
 
-	for (i = 0; i < nlimits_answers; i++)
+	for (i = 0; i < lr->n; i++)
 	{
-		LimitsStep	l = {&limits_answers[i], NULL, NULL, 0, NULL};
+		LimitsAnswer *a = &lr->answers[i];
+		LimitsStep	l = {a, NULL, NULL, 0, NULL};
 		char	   *message = NULL;
 		int			err;
 
-		if (limits_answers[i].done || wasend_mono_us() < limits_answers[i].not_before)
+		if (a->done || wasend_mono_us() < a->not_before)
 			continue;
-		err = run_step("storing a number's messaging limit", step_limits_apply,
+		err = run_step(cy, "storing a number's messaging limit", step_limits_apply,
 					   &l, &message, false);
 		if (err != 0 && !is_transient(err))
 		{
 			l.message = message;
-			run_step("noting a failed read of a messaging limit", step_limits_failed,
+			run_step(cy, "noting a failed read of a messaging limit", step_limits_failed,
 					 &l, NULL, false);
 		}
 		/*
@@ -714,10 +668,10 @@ store_limits_answers(void)
 		 * number to be due again (a minute and more, with the number not
 		 * sending meanwhile).
 		 */
-		if (err != 0 && is_transient(err) && ++limits_answers[i].tries < LIMITS_STORE_TRIES)
-			limits_answers[i].not_before = wasend_mono_us() + USECS_PER_SEC;
+		if (err != 0 && is_transient(err) && ++a->tries < LIMITS_STORE_TRIES)
+			a->not_before = wasend_mono_us() + USECS_PER_SEC;
 		else
-			limits_answers[i].done = true;
+			a->done = true;
 	}
 }
 
@@ -729,7 +683,9 @@ store_limits_answers(void)
 static void
 step_release(void *arg)
 {
-	queue_release(nrelease, release_ids, my_token);
+	Sender	   *s = arg;
+
+	wasend_queue_release(s->nrelease, s->release_ids, s->token);
 }
 
 typedef struct CompleteStep
@@ -748,7 +704,7 @@ step_complete(void *arg)
 {
 	CompleteStep *c = arg;
 
-	queue_complete(c->n, c->ids, c->locked, &c->nlocked);
+	wasend_queue_complete(c->n, c->ids, c->locked, &c->nlocked);
 }
 
 typedef struct ClaimStep
@@ -758,6 +714,7 @@ typedef struct ClaimStep
 	int32	   *scans;
 	int64	   *after;
 	int			n;
+	int64		token;
 	ClaimedRow *rows;
 	int			nrows;
 	MemoryContext cxt;
@@ -771,8 +728,8 @@ step_claim(void *arg)
 {
 	ClaimStep  *c = arg;
 
-	c->nrows = queue_claim(c->n, c->ids, c->lims, c->scans, c->after, my_token,
-						   &c->rows, c->cxt);
+	c->nrows = wasend_queue_claim(c->n, c->ids, c->lims, c->scans, c->after,
+								  c->token, &c->rows, c->cxt);
 }
 
 /*
@@ -782,7 +739,7 @@ step_claim(void *arg)
  * and its rows.
  */
 static void
-claim_range(const ClaimStep *req, int lo, int n, ClaimStep *acc)
+claim_range(Cycle *cy, const ClaimStep *req, int lo, int n, ClaimStep *acc)
 {
 	ClaimStep	part;
 	char	   *message = NULL;
@@ -794,8 +751,9 @@ claim_range(const ClaimStep *req, int lo, int n, ClaimStep *acc)
 	part.scans = req->scans + lo;
 	part.after = req->after + lo;
 	part.n = n;
+	part.token = req->token;
 	part.cxt = req->cxt;
-	err = run_step("claiming rows of some campaigns", step_claim, &part, &message, true);
+	err = run_step(cy, "claiming rows of some campaigns", step_claim, &part, &message, true);
 	if (err == 0)
 	{
 		memcpy(acc->ids + acc->n, part.ids, sizeof(int64) * n);
@@ -817,11 +775,11 @@ claim_range(const ClaimStep *req, int lo, int n, ClaimStep *acc)
 		return;					/* a lock, say: these wait for a later turn */
 	if (n > 1)
 	{
-		claim_range(req, lo, n / 2, acc);
-		claim_range(req, lo + n / 2, n - n / 2, acc);
+		claim_range(cy, req, lo, n / 2, acc);
+		claim_range(cy, req, lo + n / 2, n - n / 2, acc);
 	}
 	else
-		set_aside(req->ids[lo], FAULT_CLAIM, "claiming rows", message);
+		set_aside(cy, req->ids[lo], FAULT_CLAIM, "claiming rows", message);
 }
 
 /*
@@ -834,16 +792,16 @@ claim_range(const ClaimStep *req, int lo, int n, ClaimStep *acc)
  * what they gave.
  */
 static void
-claim_rows(ClaimStep *c)
+claim_rows(Cycle *cy, ClaimStep *c)
 {
 	ClaimStep	acc;
 	char	   *message = NULL;
 	int			err;
 
-	err = run_step("claiming rows", step_claim, c, &message, true);
+	err = run_step(cy, "claiming rows", step_claim, c, &message, true);
 	if (err == 0)
 	{
-		faults_passed(c->ids, c->n, FAULT_CLAIM, false);
+		faults_passed(cy, c->ids, c->n, FAULT_CLAIM, false);
 		return;
 	}
 	c->nrows = 0;
@@ -858,7 +816,7 @@ claim_rows(ClaimStep *c)
 	acc.lims = palloc(sizeof(int32) * c->n);
 	acc.scans = palloc(sizeof(int32) * c->n);
 	acc.after = palloc(sizeof(int64) * c->n);
-	claim_range(c, 0, c->n, &acc);
+	claim_range(cy, c, 0, c->n, &acc);
 	c->ids = acc.ids;
 	c->lims = acc.lims;
 	c->scans = acc.scans;
@@ -866,261 +824,351 @@ claim_rows(ClaimStep *c)
 	c->n = acc.n;
 	c->rows = acc.rows;
 	c->nrows = acc.nrows;
-	faults_passed(c->ids, c->n, FAULT_CLAIM, false);
+	faults_passed(cy, c->ids, c->n, FAULT_CLAIM, false);
 }
 
 /*
  * Take the rows of stopped campaigns (all rows with release_all) out of
- * the FIFOs onto the release list, and try to give the list back.  Returns
- * true when the list was given back; it is forgotten only once the
+ * the FIFOs onto the sender's release list, and try to give the list back.
+ * Returns true when the list was given back; it is forgotten only once the
  * transaction committed (release_done).
  */
 static bool
-release_rows(bool release_all)
+release_rows(Cycle *cy, bool release_all)
 {
-	int			need = nrelease + held_total + 1;
+	Sender	   *s = cy->s;
+	int			need = s->nrelease + wasend_campaigns_held() + 1;
 
-	if (need > release_cap)
+	if (need > s->release_cap)
 	{
 		int			cap = Max(need, 64);
 
-		if (release_ids == NULL)
+		if (s->release_ids == NULL)
 		{
-			release_ids = MemoryContextAlloc(sender_context, sizeof(int64) * cap);
-			release_campaigns = MemoryContextAlloc(sender_context, sizeof(int64) * cap);
+			s->release_ids = MemoryContextAlloc(s->cxt, sizeof(int64) * cap);
+			s->release_campaigns = MemoryContextAlloc(s->cxt, sizeof(int64) * cap);
 		}
 		else
 		{
-			release_ids = repalloc(release_ids, sizeof(int64) * cap);
-			release_campaigns = repalloc(release_campaigns, sizeof(int64) * cap);
+			s->release_ids = repalloc(s->release_ids, sizeof(int64) * cap);
+			s->release_campaigns = repalloc(s->release_campaigns, sizeof(int64) * cap);
 		}
-		release_cap = cap;
+		s->release_cap = cap;
 	}
-	nrelease += numbers_take_stopped(release_ids + nrelease,
-									 release_campaigns + nrelease, release_all);
-	if (nrelease == 0)
+	s->nrelease += wasend_claim_take_stopped(s->release_ids + s->nrelease,
+											 s->release_campaigns + s->nrelease,
+											 release_all);
+	if (s->nrelease == 0)
 		return false;
 	/* on failure the rows stay held and listed, tried again next cycle */
-	return run_step("giving rows back", step_release, NULL, NULL, false) == 0;
+	return run_step(cy, "giving rows back", step_release, s, NULL, false) == 0;
 }
 
 /*
  * The release list was given back and committed: forget it.
  */
 static void
-release_done(void)
+release_done(Sender *s)
 {
 	int			i;
 
-	for (i = 0; i < nrelease; i++)
-		hold(release_campaigns[i], -1);
-	nrelease = 0;
+	for (i = 0; i < s->nrelease; i++)
+		wasend_hold(s->release_campaigns[i], -1);
+	s->nrelease = 0;
 }
 
 /*
- * Has the sender nothing left to give back or record?  (For the end of a
- * shutdown.)
- */
-bool
-db_cycle_settled(void)
-{
-	return results.n == 0 && nrelease == 0 && held_total == 0;
-}
-
-/*
- * Try to complete the campaigns that ran dry.
+ * Say once per campaign that completing it waits on someone who holds it
+ * (a user adding rows, say): those of ids[0..n-1] that are not in
+ * completed[0..ncompleted-1].
  */
 static void
-complete_campaigns(void)
+log_locked_completions(const int64 *ids, int n, const int64 *completed,
+					   int ncompleted)
 {
-	CompleteStep c;
 	int			i;
 
-	/* held counts only rows already queued; the statement checks the rest */
-	c.ids = palloc(sizeof(int64) * Max(campaigns_count(), 1));
-	c.locked = palloc(sizeof(int64) * Max(campaigns_count(), 1));
-	c.n = campaigns_dry_done(c.ids);
-	c.nlocked = 0;
-	if (c.n == 0)
-		return;
-	if (run_step("completing campaigns", step_complete, &c, NULL, false) != 0)
-		return;
-
-	/* say once per campaign that someone holds it (adding rows, say) */
-	for (i = 0; i < c.n; i++)
+	for (i = 0; i < n; i++)
 	{
-		CampaignState *cs = campaign_find(c.ids[i]);
+		CampaignState *cs = wasend_campaign_find(ids[i]);
 		bool		was_locked = true;
 		int			j;
 
-		for (j = 0; j < c.nlocked; j++)
-			if (c.locked[j] == c.ids[i])
+		for (j = 0; j < ncompleted; j++)
+			if (completed[j] == ids[i])
 				was_locked = false;
 		if (cs == NULL)
 			continue;
 		if (was_locked && !cs->lock_logged)
 			ereport(LOG,
 					(errmsg("wasend: campaign " INT64_FORMAT " has nothing left to send but is locked by another session (a user adding rows, or another sender completing it) or no longer running; completing it is tried again later",
-							c.ids[i])));
+							ids[i])));
 		cs->lock_logged = was_locked;
 	}
 }
 
 /*
- * One short transaction doing all pending database work.  Returns whether
- * the running set was refreshed (when asked); a refresh that could not be
- * done is asked for again by the caller.
+ * Try to complete the campaigns that ran dry.
  */
-bool
-db_cycle(bool refresh, bool release_all)
+static void
+complete_campaigns(Cycle *cy)
 {
-	MemoryContext tmp;
-	MemoryContext old = CurrentMemoryContext;
-	volatile bool ok = false;
-	volatile bool refreshed = false;
-	volatile bool paused = false;
-	volatile bool released = false;
-	bool	   *keep;
+	CompleteStep c;
+
+	/* held counts only rows already queued; the statement checks the rest */
+	c.ids = palloc(sizeof(int64) * Max(wasend_campaigns_count(), 1));
+	c.locked = palloc(sizeof(int64) * Max(wasend_campaigns_count(), 1));
+	c.n = wasend_campaigns_dry_done(c.ids);
+	c.nlocked = 0;
+	if (c.n == 0)
+		return;
+	if (run_step(cy, "completing campaigns", step_complete, &c, NULL, false) != 0)
+		return;
+	log_locked_completions(c.ids, c.n, c.locked, c.nlocked);
+}
+
+/*
+ * Which of its database's senders this one is (0-based, in slot order),
+ * and how many the database has: a started sender's slot carries its
+ * token.  Each phone number is claimed by one of them (number_refresh):
+ * two senders claiming the same campaigns walk past each other's rows in
+ * flight at every claim, hold twice what Little's law asks, and split a
+ * campaign's outcomes between two circuit breakers.  Read at every
+ * refresh, so when a sender stops the others take its numbers within a
+ * poll interval.
+ */
+static void
+sender_share(const Sender *s, int *ordinal, int *count)
+{
+	int			i;
+	int			n = 0;
+	int			me = 0;
+
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
+	for (i = 0; i < WASEND_MAX_SENDERS; i++)
+	{
+		WasendSenderSlot *slot = &wasend_state->senders[i];
+
+		if (slot->dboid != s->dboid || slot->token == 0)
+			continue;
+		if (i < s->index)
+			me++;
+		n++;
+	}
+	LWLockRelease(wasend_state->lock);
+	*ordinal = me;
+	*count = Max(n, 1);
+}
+
+/*
+ * The refresh of a cycle: start scheduled campaigns, re-read the running
+ * set (setting aside a campaign that makes it fail), apply waiting
+ * statuses, and list the numbers whose limits are due (none when the
+ * sender gives everything back).  Returns whether the running set was read.
+ */
+static bool
+cycle_refresh(Cycle *cy, bool release_all, LimitsStep *limits)
+{
+	RefreshStep r;
+	bool		refreshed = false;
+
+	memset(&r, 0, sizeof(r));
+	r.cxt = cy->cxt;
+	if (run_step(cy, "starting scheduled campaigns", step_activate, &r, NULL, false) == 0)
+		cy->out.next_scheduled_start = r.next_start == 0 ? 0 :
+			wasend_mono_us() + Max(r.next_start - GetCurrentTimestamp(), 0);
+	if (read_running(cy, &r))
+	{
+		int64	   *ids = palloc(sizeof(int64) * Max(r.n, 1));
+		int			ordinal;
+		int			count;
+		int			i;
+
+		sender_share(cy->s, &ordinal, &count);
+		wasend_claim_plan_refresh(r.rc, r.n, cy->s->rewinds, ordinal, count);
+		for (i = 0; i < r.n; i++)
+			ids[i] = r.rc[i].campaign_id;
+		faults_passed(cy, ids, r.n, FAULT_REFRESH, true);
+		refreshed = true;
+	}
+	run_step(cy, "applying waiting statuses", step_pending, NULL, NULL, false);
+
+	/* which numbers' limits are due to be read */
+	if (wasend_limits_refresh_interval > 0 && !release_all &&
+		run_step(cy, "listing numbers whose limits are due", step_limits_due,
+				 limits, NULL, false) != 0)
+		limits->ndue = 0;
+	return refreshed;
+}
+
+/*
+ * The claim of a cycle: plan it, claim (setting aside a campaign that
+ * makes it fail), and mark dry the campaigns whose claim went through
+ * with fewer rows than asked.
+ */
+static void
+cycle_claim(Cycle *cy, ClaimStep *claim)
+{
+	int			ncamp = Max(wasend_campaigns_count(), 1);
+	ClaimRequest req;
+
+	req.ids = claim->ids = palloc(sizeof(int64) * ncamp);
+	req.lims = claim->lims = palloc(sizeof(int32) * ncamp);
+	req.scans = claim->scans = palloc(sizeof(int32) * ncamp);
+	req.after = claim->after = palloc(sizeof(int64) * ncamp);
+	claim->n = wasend_claim_plan(&req, cy->s->results.n);
+	if (claim->n > 0)
+		claim_rows(cy, claim);
+	/* only the campaigns whose claim went through */
+	if (claim->n > 0)
+		wasend_campaigns_mark_dry(claim->ids, claim->lims, claim->scans, claim->n,
+								  claim->rows, claim->nrows);
+}
+
+/* What the steps of one cycle's transaction did, for after the commit. */
+typedef struct CycleWork
+{
+	bool	   *keep;			/* answers that wait for a later cycle */
+	bool		refreshed;
+	bool		paused;			/* something was paused: wake every sender */
+	bool		released;		/* the release list was given back */
 	ClaimStep	claim;
 	LimitsStep	limits;
+} CycleWork;
 
-	tmp = AllocSetContextCreate(TopMemoryContext, "wasend cycle",
-								ALLOCSET_DEFAULT_SIZES);
-	MemoryContextSwitchTo(tmp);
-	keep = palloc0(sizeof(bool) * Max(results.n, 1));
-	memset(&claim, 0, sizeof(claim));
-	claim.cxt = tmp;
-	memset(&limits, 0, sizeof(limits));
-	limits.cxt = tmp;
+/*
+ * The steps of a cycle, inside its transaction, with the extension there:
+ * record, refresh, store limits, release, claim, complete.
+ */
+static void
+cycle_steps(Cycle *cy, CycleWork *w, bool refresh, bool release_all)
+{
+	wasend_queue_prepare();
+
+	if (cy->s->results.n > 0)
+		w->paused = record_results(cy, w->keep);
+	wasend_http_pump();
+
+	/* a pause we caused: re-read at once which campaigns may send */
+	if (refresh || w->paused)
+		w->refreshed = cycle_refresh(cy, release_all, &w->limits);
+	else
+		w->refreshed = true;
+
+	if (cy->s->limits.n > 0)
+		store_limits_answers(cy);
+
+	w->released = release_rows(cy, release_all);
+	wasend_http_pump();
+
+	if (!release_all && wasend_claim_wanted(cy->s->results.n, ShutdownRequestPending))
+		cycle_claim(cy, &w->claim);
+
+	/*
+	 * After the claim: a campaign it found dry is completed in this very
+	 * cycle (the completion sees this transaction's own claims, so a
+	 * campaign that just gave rows is not complete).  Before, the refresh
+	 * of the next cycle cleared the dry mark first, and an idle campaign
+	 * could stay running.
+	 */
+	wasend_http_pump();
+	complete_campaigns(cy);
+}
+
+/*
+ * The cycle committed: drop the answers it recorded, forget the rows it
+ * gave back, queue the rows it claimed, forget the limits answers it
+ * stored and start the reads of the limits due.
+ */
+static void
+cycle_committed(Cycle *cy, CycleWork *w)
+{
+	Sender	   *s = cy->s;
+
+	if (s->results.n > 0)
+		wasend_result_batch_keep(&s->results, w->keep);
+	if (s->results.n == 0)
+		s->results_have_error = false;
+	if (w->released)
+		release_done(s);
+	if (w->claim.n > 0 && w->claim.nrows > 0)
+		wasend_claim_take(w->claim.rows, w->claim.nrows);
+	wasend_limits_forget_done(&s->limits);
+	if (w->limits.ndue > 0)
+		wasend_limits_start_reads(w->limits.due, w->limits.ndue);
+}
+
+/*
+ * One short transaction doing all pending database work.  Returns what it
+ * decided; its refreshed says whether the running set was read (when
+ * asked): a refresh that could not be done is asked for again by the
+ * caller.
+ */
+DbCycleOutcome
+wasend_db_cycle(Sender *s, bool refresh, bool release_all)
+{
+	MemoryContext old = CurrentMemoryContext;
+	volatile bool ok = false;
+	Cycle		cy;
+	CycleWork	w;
+
+	cy.s = s;
+	cy.out = s->cycle;
+	cy.out.refreshed = false;
+	cy.cxt = AllocSetContextCreate(TopMemoryContext, "wasend cycle",
+								   ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(cy.cxt);
+	memset(&w, 0, sizeof(w));
+	w.keep = palloc0(sizeof(bool) * Max(s->results.n, 1));
+	w.claim.token = s->token;
+	w.claim.cxt = cy.cxt;
+	w.limits.cxt = cy.cxt;
 
 	PG_TRY();
 	{
 		wasend_begin_transaction("wasend sender: claim/record");
-		MemoryContextSwitchTo(tmp);
+		MemoryContextSwitchTo(cy.cxt);
 
-		if (!queue_extension_present())
+		if (!wasend_queue_extension_present())
 		{
 			/* nothing to do until CREATE EXTENSION; nothing can be held */
-			memset(keep, 0, sizeof(bool) * Max(results.n, 1));
-			limits_answers_mark(true);
-			refreshed = true;
+			memset(w.keep, 0, sizeof(bool) * Max(s->results.n, 1));
+			wasend_limits_mark(&s->limits, true);
+			w.refreshed = true;
 		}
 		else
-		{
-			queue_prepare();
-
-			if (results.n > 0)
-				paused = record_results(keep);
-			http_pump();
-
-			/* a pause we caused: re-read at once which campaigns may send */
-			if (refresh || paused)
-			{
-				RefreshStep r;
-
-				memset(&r, 0, sizeof(r));
-				r.cxt = tmp;
-				if (run_step("starting scheduled campaigns", step_activate, &r, NULL, false) == 0)
-					next_scheduled_start = r.next_start == 0 ? 0 :
-						wasend_mono_us() + Max(r.next_start - GetCurrentTimestamp(), 0);
-				if (read_running(&r))
-				{
-					int64	   *ids = palloc(sizeof(int64) * Max(r.n, 1));
-					int			i;
-
-					campaigns_refresh(r.rc, r.n);
-					for (i = 0; i < r.n; i++)
-						ids[i] = r.rc[i].campaign_id;
-					faults_passed(ids, r.n, FAULT_REFRESH, true);
-					refreshed = true;
-				}
-				run_step("applying waiting statuses", step_pending, NULL, NULL, false);
-
-				/* which numbers' limits are due to be read */
-				if (wasend_limits_refresh_interval > 0 && !release_all &&
-					run_step("listing numbers whose limits are due", step_limits_due,
-							 &limits, NULL, false) != 0)
-					limits.ndue = 0;
-			}
-			else
-				refreshed = true;
-
-			if (nlimits_answers > 0)
-				store_limits_answers();
-
-			released = release_rows(release_all);
-			http_pump();
-
-			if (!release_all && campaigns_want_claim())
-			{
-				int			ncamp = Max(campaigns_count(), 1);
-
-				claim.ids = palloc(sizeof(int64) * ncamp);
-				claim.lims = palloc(sizeof(int32) * ncamp);
-				claim.scans = palloc(sizeof(int32) * ncamp);
-				claim.after = palloc(sizeof(int64) * ncamp);
-				claim.n = campaigns_claim_request(claim.ids, claim.lims, claim.scans,
-												  claim.after);
-				if (claim.n > 0)
-					claim_rows(&claim);
-				/* only the campaigns whose claim went through */
-				if (claim.n > 0)
-					campaigns_mark_dry(claim.ids, claim.lims, claim.scans, claim.n,
-									   claim.rows, claim.nrows);
-			}
-
-			/*
-			 * After the claim: a campaign it found dry is completed in this
-			 * very cycle (the completion sees this transaction's own claims,
-			 * so a campaign that just gave rows is not complete).  Before,
-			 * the refresh of the next cycle cleared the dry mark first, and
-			 * an idle campaign could stay running.
-			 */
-			http_pump();
-			complete_campaigns();
-		}
+			cycle_steps(&cy, &w, refresh, release_all);
 
 		wasend_commit_transaction();
 		ok = true;
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata = wasend_abort_transaction(tmp);
+		ErrorData  *edata = wasend_abort_transaction(cy.cxt);
 
-		pg_atomic_fetch_add_u64(&my_slot->db_retries, 1);
+		pg_atomic_fetch_add_u64(&s->slot->db_retries, 1);
 		/* what the cycle stored is rolled back: store it again next time */
-		limits_answers_mark(false);
+		wasend_limits_mark(&s->limits, false);
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),
 				 errmsg("wasend sender: database cycle failed: %s", edata->message),
 				 errdetail("Nothing of it counts; the sender tries again in a second.")));
-		cycle_backoff_until = wasend_mono_us() + CYCLE_BACKOFF_US;
+		cy.out.not_before = wasend_mono_us() + CYCLE_BACKOFF_US;
 	}
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
 	/* background workers flush their statistics themselves (autovacuum) */
 	pgstat_report_stat(false);
-	MemoryContextSwitchTo(tmp);
+	MemoryContextSwitchTo(cy.cxt);
 
 	if (ok)
-	{
-		if (results.n > 0)
-			result_batch_keep(&results, keep);
-		if (results.n == 0)
-			results_have_error = false;
-		if (released)
-			release_done();
-		if (claim.n > 0 && claim.nrows > 0)
-			campaigns_claimed(claim.rows, claim.nrows);
-		limits_answers_done();
-		if (limits.ndue > 0)
-			start_limits_reads(limits.due, limits.ndue);
-	}
+		cycle_committed(&cy, &w);
 	MemoryContextSwitchTo(old);
-	MemoryContextDelete(tmp);
+	MemoryContextDelete(cy.cxt);
 
 	/* other senders must stop sending for what was paused */
-	if (ok && paused)
+	if (ok && w.paused)
 		wasend_wake_senders();
-	return ok && refreshed;
+	cy.out.refreshed = ok && w.refreshed;
+	return cy.out;
 }

@@ -4,24 +4,9 @@
  *		libcurl multi-socket client for one sender: pooled keep-alive
  *		connections (or HTTP/2 multiplexing), bounded in-flight requests.
  *
- * The sender's event loop waits on its latch and on curl's sockets at once.
- * curl tells us which sockets to watch through the socket callback; we keep
- * them in an epoll set of our own whose descriptor the sender adds to its
- * WaitEventSet.  When that descriptor is readable, http_drive() collects the
- * ready sockets and hands them to curl_multi_socket_action().  curl's timer
- * callback gives the longest the sender may sleep.
- *
- * The callbacks never ereport: they only record what went wrong (socket
- * registration errors, an oversize response) and return an error code to
- * curl; the sender reports after curl returns.
- *
- * Two kinds of request share the pool: the POST of a message (paced by the
- * rate gate) and the GET of a number's account fields (messaging limit,
- * quality, health; not a message, so the gate does not count it).
- *
- * Connections live in the multi handle's connection cache and are reused by
- * every request to the same host; easy handles are pooled too, so a steady
- * campaign allocates nothing per request but its body and headers.
+ * A leaf: it tells its owner through callbacks when a send reaches the
+ * wire or ends unsent, and its curl callbacks never ereport.  See
+ * docs/internals/http_client.md.
  *
  *-------------------------------------------------------------------------
  */
@@ -44,7 +29,8 @@
 #include "utils/timestamp.h"
 
 #include "http_client.h"
-#include "wasend.h"
+#include "clock.h"
+#include "settings.h"
 
 /* pooled requests always kept, whatever the last period needed */
 #define POOL_KEEP_MIN			64
@@ -69,6 +55,8 @@ static int	n_free = 0;			/* requests in free_list */
 static int	inflight_peak = 0;	/* the most in flight since the last trim */
 static HttpRequest *wired_list = NULL;	/* reached the wire, not yet told */
 static MemoryContext http_context = NULL;
+static WasendHttpOnWire on_wire_cb = NULL;	/* the owner's callbacks */
+static WasendHttpUnsent unsent_cb = NULL;
 static uint64 answers = 0;		/* requests finished, for sampling */
 
 /* the connection's RTT variation is read for one answer in this many */
@@ -192,7 +180,7 @@ header_cb(char *data, size_t size, size_t nmemb, void *userp)
 /*
  * curl pre-request callback: the request is about to be written on an
  * established (or reused) connection, which curl does before it returns.
- * Note it; the rate gate is told after curl returns (see report_wired),
+ * Note it; the owner is told after curl returns (see report_wired),
  * since callbacks stay trivial.  libcurl calls it again when it sends the
  * request again on a new connection (a reused one closed first).
  */
@@ -213,10 +201,10 @@ prereq_cb(void *clientp, char *primary_ip, char *local_ip,
 }
 
 /*
- * Tell the rate gate about the requests prereq_cb saw being written: curl
- * has returned, so they are written by now (rate_gate.c counts a send from
- * its grant until then, and for a second and its margin after).  The first
- * write of a send settles its grant; a write again counts too.
+ * Tell the owner about the sends prereq_cb saw being written: curl has
+ * returned, so they are written by now.  Every write is told, the first
+ * one marked (the sender's rate gate settles a send's grant at its first
+ * write and counts a write again too).
  */
 static void
 report_wired(void)
@@ -233,7 +221,7 @@ report_wired(void)
 		while (req->writes_reported < req->writes)
 		{
 			if (req->kind == HTTP_SEND)
-				rate_gate_on_wire(req->gate_key, now, req->writes_reported == 0);
+				on_wire_cb(req->owner_key, now, req->writes_reported == 0);
 			req->writes_reported++;
 		}
 	}
@@ -258,7 +246,7 @@ use_http2(void)
  * after every configuration reload.
  */
 void
-http_configure(void)
+wasend_http_configure(void)
 {
 	long		cap = wasend_max_inflight;
 	struct rlimit nofile;
@@ -287,13 +275,16 @@ http_configure(void)
 }
 
 /*
- * Set up curl for this process.  curl_global_init runs here, in the worker,
- * never in the postmaster.
+ * Set up curl for this process, with the owner's callbacks for its sends.
+ * curl_global_init runs here, in the worker, never in the postmaster.
  */
 void
-http_init(void)
+wasend_http_init(WasendHttpOnWire on_wire, WasendHttpUnsent unsent)
 {
 	CURLcode	rc;
+
+	on_wire_cb = on_wire;
+	unsent_cb = unsent;
 
 	rc = curl_global_init(CURL_GLOBAL_DEFAULT);
 	if (rc != CURLE_OK)
@@ -318,14 +309,14 @@ http_init(void)
 	http_context = AllocSetContextCreate(TopMemoryContext,
 										 "wasend http",
 										 ALLOCSET_DEFAULT_SIZES);
-	http_configure();
+	wasend_http_configure();
 }
 
 /*
  * Release everything; requests still in flight are abandoned.
  */
 void
-http_shutdown(void)
+wasend_http_shutdown(void)
 {
 	if (multi)
 		curl_multi_cleanup(multi);
@@ -339,7 +330,7 @@ http_shutdown(void)
  * The descriptor the sender waits on for socket activity.
  */
 int
-http_event_fd(void)
+wasend_http_event_fd(void)
 {
 	return epoll_fd;
 }
@@ -349,7 +340,7 @@ http_event_fd(void)
  * no timer.
  */
 long
-http_timeout_ms(int64 now)
+wasend_http_timeout_ms(int64 now)
 {
 	if (timer_deadline == 0)
 		return -1;
@@ -362,16 +353,16 @@ http_timeout_ms(int64 now)
  * Has curl's timer expired?
  */
 bool
-http_timer_due(int64 now)
+wasend_http_timer_due(int64 now)
 {
 	return timer_deadline != 0 && timer_deadline <= now;
 }
 
 /*
- * Number of requests started and not yet returned by http_next_done().
+ * Number of requests started and not yet returned by wasend_http_next_done().
  */
 int
-http_inflight(void)
+wasend_http_inflight(void)
 {
 	return n_inflight;
 }
@@ -380,7 +371,7 @@ http_inflight(void)
  * Let curl make progress: on ready sockets and/or an expired timer.
  */
 void
-http_drive(bool socket_ready, bool timer_due)
+wasend_http_drive(bool socket_ready, bool timer_due)
 {
 	int			running;
 
@@ -431,14 +422,15 @@ http_drive(bool socket_ready, bool timer_due)
  * that arrived and write what it can, without waiting, so that a cycle's
  * statements do not add their whole time to every request in flight (the
  * answers are collected after the cycle).  Safe inside a transaction: the
- * callbacks touch only the request and the rate gate.
+ * callbacks touch only the request and the owner's callbacks run after
+ * curl returns.
  */
 void
-http_pump(void)
+wasend_http_pump(void)
 {
 	if (multi == NULL)
 		return;
-	http_drive(true, http_timer_due(wasend_mono_us()));
+	wasend_http_drive(true, wasend_http_timer_due(wasend_mono_us()));
 }
 
 /*
@@ -594,11 +586,11 @@ request_go(HttpRequest *req)
 
 /*
  * Start one POST of a JSON body with a bearer token.  The request is owned
- * by the client until http_next_done() returns it.
+ * by the client until wasend_http_next_done() returns it.
  */
 HttpRequest *
-http_start(const char *url, const char *token, const char *body,
-		   int64 row_id, int64 campaign_id, int64 number_id, int64 gate_key)
+wasend_http_start(const char *url, const char *token, const char *body,
+		   int64 row_id, int64 campaign_id, int64 number_id, int64 owner_key)
 {
 	HttpRequest *req = request_alloc();
 
@@ -606,7 +598,7 @@ http_start(const char *url, const char *token, const char *body,
 	req->row_id = row_id;
 	req->campaign_id = campaign_id;
 	req->number_id = number_id;
-	req->gate_key = gate_key;
+	req->owner_key = owner_key;
 	req->body = MemoryContextStrdup(http_context, body);
 	request_setup(req, url, token, true);
 	curl_easy_setopt(req->easy, CURLOPT_POST, 1L);
@@ -618,11 +610,11 @@ http_start(const char *url, const char *token, const char *body,
 
 /*
  * Start one GET of a number's account fields (its messaging limit,
- * quality and health).  It is no message: the rate gate does not count it
- * (report_wired tells the gate about sends only).
+ * quality and health).  It is no message: the owner's callbacks are not
+ * told about it (report_wired tells about sends only).
  */
 HttpRequest *
-http_start_get(const char *url, const char *token, int64 number_id)
+wasend_http_start_get(const char *url, const char *token, int64 number_id)
 {
 	HttpRequest *req = request_alloc();
 
@@ -702,12 +694,12 @@ connection_rttvar_us(CURL *easy)
  * Return the next finished request with its outcome filled in, or NULL.
  */
 HttpRequest *
-http_next_done(void)
+wasend_http_next_done(void)
 {
 	CURLMsg    *msg;
 	int			left;
 
-	/* every write curl made so far is the gate's before any send ends */
+	/* every write curl made so far is told before any send ends */
 	report_wired();
 	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
 	{
@@ -741,7 +733,7 @@ http_next_done(void)
 		n_inflight--;
 		/* a send that never reached the wire no longer counts */
 		if (req->kind == HTTP_SEND && req->writes == 0)
-			rate_gate_unsent(req->gate_key);
+			unsent_cb(req->owner_key);
 		return req;
 	}
 	return NULL;
@@ -751,7 +743,7 @@ http_next_done(void)
  * Give a finished request back to the pool.
  */
 void
-http_release(HttpRequest *req)
+wasend_http_release(HttpRequest *req)
 {
 	curl_slist_free_all((struct curl_slist *) req->headers);
 	req->headers = NULL;
@@ -779,7 +771,7 @@ http_release(HttpRequest *req)
  * sender every few seconds.
  */
 void
-http_trim_pool(void)
+wasend_http_trim_pool(void)
 {
 	int			keep = Max(POOL_KEEP_MIN, inflight_peak - n_inflight);
 	int			freed = 0;
@@ -827,7 +819,7 @@ interrupt_cb(void *clientp, curl_off_t dltotal, curl_off_t dlnow,
  * an ERROR after curl returned, a cancel as the cancel.
  */
 void
-http_post_once(const char *url, const char *token, const char *body,
+wasend_http_post_once(const char *url, const char *token, const char *body,
 			   long *http_status, char **answer)
 {
 	static bool curl_ready = false;

@@ -8,9 +8,22 @@
 #ifndef WASEND_HTTP_CLIENT_H
 #define WASEND_HTTP_CLIENT_H
 
-#include "postgres.h"
-
 #include "datatype/timestamp.h"
+
+/* What a request is for. */
+typedef enum HttpKind
+{
+	HTTP_SEND,					/* POST of a message */
+	HTTP_LIMITS					/* GET of a number's tier, quality, health */
+} HttpKind;
+
+/*
+ * What the owner of the sends is told (the sender wires it to the rate
+ * gate): a send reached the wire (first: its first write), and a send
+ * ended without ever reaching it.  Called outside curl, never for a GET.
+ */
+typedef void (*WasendHttpOnWire) (int64 owner_key, int64 when, bool first);
+typedef void (*WasendHttpUnsent) (int64 owner_key);
 
 /* One request in flight, and its outcome once done. */
 typedef struct HttpRequest
@@ -21,15 +34,16 @@ typedef struct HttpRequest
 	char	   *token;			/* the bearer token it carries, for
 								 * redacting its answer (owned, reused) */
 	size_t		token_cap;
-	int			kind;			/* HTTP_SEND or HTTP_LIMITS */
+	HttpKind	kind;
 	int64		row_id;			/* wasend.send_queue.id (HTTP_SEND) */
 	int64		campaign_id;
 	int64		number_id;
-	int64		gate_key;		/* the rate gate's key of the number */
+	int64		owner_key;		/* the caller's key for its callbacks (a
+								 * send's: its number's rate gate key) */
 	int			refusals;		/* 130429s its row got before (HTTP_SEND) */
 	int			priority;		/* its row's priority (-1: campaign row) */
 	int			writes;			/* times curl began writing it (prereq_cb) */
-	int			writes_reported;	/* of those, told to the rate gate */
+	int			writes_reported;	/* of those, told to the caller */
 	bool		in_wired_list;	/* waits in report_wired's list */
 
 	/* response, filled by curl's write callback (malloc'd, not palloc'd) */
@@ -39,7 +53,7 @@ typedef struct HttpRequest
 	size_t		header_bytes;	/* of the answer's headers, so far */
 	bool		resp_too_big;	/* answer or headers over the cap */
 
-	/* outcome, valid after http_next_done() returned the request */
+	/* outcome, valid after wasend_http_next_done() returned the request */
 	long		http_status;	/* 0 when no HTTP answer came */
 	int			curl_code;		/* CURLcode; 0 on success */
 	char		errbuf[256];	/* curl's error text */
@@ -56,29 +70,25 @@ typedef struct HttpRequest
 	struct HttpRequest *next_wired;
 } HttpRequest;
 
-/* What a request is for. */
-#define HTTP_SEND		0		/* POST of a message */
-#define HTTP_LIMITS		1		/* GET of a number's tier, quality, health */
-
-extern void http_init(void);
-extern void http_configure(void);
-extern void http_shutdown(void);
-extern int	http_event_fd(void);
-extern long http_timeout_ms(int64 now);
-extern bool http_timer_due(int64 now);
-extern void http_drive(bool socket_ready, bool timer_due);
-extern void http_pump(void);
-extern HttpRequest *http_start(const char *url, const char *token,
+extern void wasend_http_init(WasendHttpOnWire on_wire, WasendHttpUnsent unsent);
+extern void wasend_http_configure(void);
+extern void wasend_http_shutdown(void);
+extern int	wasend_http_event_fd(void);
+extern long wasend_http_timeout_ms(int64 now);
+extern bool wasend_http_timer_due(int64 now);
+extern void wasend_http_drive(bool socket_ready, bool timer_due);
+extern void wasend_http_pump(void);
+extern HttpRequest *wasend_http_start(const char *url, const char *token,
 							   const char *body, int64 row_id,
 							   int64 campaign_id, int64 number_id,
-							   int64 gate_key);
-extern HttpRequest *http_start_get(const char *url, const char *token,
+							   int64 owner_key);
+extern HttpRequest *wasend_http_start_get(const char *url, const char *token,
 								   int64 number_id);
-extern HttpRequest *http_next_done(void);
-extern void http_release(HttpRequest *req);
-extern void http_trim_pool(void);
-extern int	http_inflight(void);
-extern void http_post_once(const char *url, const char *token,
+extern HttpRequest *wasend_http_next_done(void);
+extern void wasend_http_release(HttpRequest *req);
+extern void wasend_http_trim_pool(void);
+extern int	wasend_http_inflight(void);
+extern void wasend_http_post_once(const char *url, const char *token,
 						   const char *body, long *http_status,
 						   char **answer);
 

@@ -23,7 +23,7 @@
  */
 #include "postgres.h"
 
-#include "wasend.h"
+#include "latency.h"
 
 /* upper bounds of the buckets, in us; the last bucket is unbounded */
 static const int64 latency_bound_us[WASEND_LATENCY_BUCKETS - 1] = {
@@ -40,7 +40,7 @@ StaticAssertDecl(lengthof(latency_bound_us) == WASEND_LATENCY_BUCKETS - 1,
  * Zero a histogram (at sender start).
  */
 void
-latency_reset(pg_atomic_uint64 *hist)
+wasend_latency_reset(pg_atomic_uint64 *hist)
 {
 	int			i;
 
@@ -53,7 +53,7 @@ latency_reset(pg_atomic_uint64 *hist)
  * that reports more time than the request took, clocks apart).
  */
 void
-latency_note(pg_atomic_uint64 *hist, int64 us)
+wasend_latency_note(pg_atomic_uint64 *hist, int64 us)
 {
 	int			lo = 0;
 	int			hi = WASEND_LATENCY_BUCKETS - 1;
@@ -77,7 +77,7 @@ latency_note(pg_atomic_uint64 *hist, int64 us)
  * the unbounded last bucket reads as that bucket's lower bound.
  */
 bool
-latency_percentile(pg_atomic_uint64 *hist, double q, double *ms)
+wasend_latency_percentile(pg_atomic_uint64 *hist, double q, double *ms)
 {
 	uint64		counts[WASEND_LATENCY_BUCKETS];
 	uint64		total = 0;

@@ -2,51 +2,14 @@
  *
  * launcher.c
  *		The launcher: finds the databases that have the extension and keeps
- *		a supervisor running in each.
+ *		a supervisor running in each; and the ProcessUtility hook that
+ *		releases a database before DROP, RENAME or a copy of it.
  *
- * The launcher is a static background worker registered at server start
- * with BgWorkerStart_RecoveryFinished, so it never runs on a standby and
- * starts by itself when a standby is promoted.  It connects to no database:
- * it reads the shared catalog pg_database, as autovacuum's launcher does,
- * and starts one supervisor (supervisor.c) per database that allows
- * connections and is not a template.  A supervisor first looks whether its
- * database has the extension; if not, it records that in its database slot
- * (WASEND_DB_ABSENT) and leaves, and the launcher gives the slot back and
- * remembers the database as absent in its own memory: the
- * WASEND_MAX_DATABASES shared slots are held only by databases that have
- * the extension and by those being looked at, so a role that may create
- * databases cannot fill them with empty ones.  A CREATE EXTENSION wasend
- * that commits (the extension's script calls wasend._extension_created())
- * takes a slot for its own database at once, ahead of any database waiting
- * to be looked at, and wakes the launcher; only when no slot is free does
- * it bump extension_generation, and the launcher looks again at every
- * database it remembers as absent.  So creating the extension in any
- * database starts its senders within moments, with no setting to change
- * and no restart; a database whose supervisor found the extension keeps
- * it running, and restarts it a second after it exits.  At most
- * MAX_STARTING supervisors start at once, so that a server with many
- * databases does not use up max_worker_processes looking, and a database
- * not looked at yet takes a slot only when its look starts.
- *
- * The launcher looks at pg_database again every RESCAN_MS, and whenever it
- * is woken (a supervisor exited, an extension was created, a database was
- * dropped, renamed or copied).
- *
- * Database slots and sender slots live in shared memory (wasend.h), so a
- * launcher that was terminated and started again finds the supervisors
- * still running (their pids in the slots) and does not start a second set.
- *
- * DROP DATABASE, ALTER DATABASE ... RENAME and CREATE DATABASE ... TEMPLATE
- * refuse to run while other sessions are connected to the database, and a
- * supervisor and its senders are such sessions.  A ProcessUtility hook (in
- * every backend: the library is preloaded) therefore holds the database
- * (its slot's hold_until), asks its supervisor to stop (SIGTERM: it stops
- * its senders, which finish what is in flight and give back the rest),
- * waits for them to be gone, runs the command, and lifts the hold; the
- * launcher starts the supervisor again if the database still exists.
- *
- * On SIGTERM the launcher exits with code 1, so that the postmaster starts
- * it again (unless the server is shutting down); supervisors keep running.
+ * The constraint: the WASEND_MAX_DATABASES shared slots are held only by
+ * databases that have the extension and those being looked at (at most
+ * MAX_STARTING at once), so empty databases cannot fill them; each slot
+ * moves through WasendDbState (shmem.h), one function per transition.
+ * The full description: docs/internals/launcher.md.
  *
  *-------------------------------------------------------------------------
  */
@@ -67,17 +30,20 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
-#include "storage/proc.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/varlena.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
-#include "wasend.h"
+#include "clock.h"
+#include "launcher.h"
+#include "settings.h"
+#include "shmem.h"
+#include "worker.h"
+#include "worker_session.h"
 
 /* look at pg_database at least this often, in ms */
 #define RESCAN_MS			10000
@@ -124,22 +90,11 @@ static uint64 pass_no = 0;
 
 static ProcessUtility_hook_type prev_utility_hook = NULL;
 
-/*
- * Give a free database slot to dboid, as a database not looked at yet.
- * The caller holds WasendState->mutex.
- */
-static void
-slot_take(WasendDbSlot *db, Oid dboid)
-{
-	db->dboid = dboid;
-	db->state = WASEND_DB_NEW;
-	db->pid = 0;
-	db->latch = NULL;
-	db->probed_generation = 0;
-	db->hold_until = 0;
-	db->last_start = 0;
-	db->recheck = false;
-}
+/* warnings said once per value, or once a minute */
+static WasendWarnState databases_warned;	/* wasend.databases unusable */
+static WasendWarnState workers_warned;	/* max_worker_processes reached */
+static WasendWarnState slots_warned;	/* every database slot taken */
+#define WARN_INTERVAL_US	(60 * USECS_PER_SEC)
 
 /*
  * Is the database named in wasend.databases ('*': every database)?
@@ -157,18 +112,11 @@ database_wanted(const char *name)
 	copy = pstrdup(wasend_databases);
 	if (!SplitIdentifierString(copy, ',', &names))
 	{
-		static char *warned_for = NULL;
-
-		if (warned_for == NULL || strcmp(warned_for, wasend_databases) != 0)
-		{
+		if (wasend_warn_changed(&databases_warned, wasend_databases))
 			ereport(WARNING,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("wasend.databases is not a list of database names: \"%s\"", wasend_databases),
 					 errhint("Give * or names separated by commas, e.g. app,reports; no senders run until it is fixed.")));
-			if (warned_for)
-				pfree(warned_for);
-			warned_for = MemoryContextStrdup(TopMemoryContext, wasend_databases);
-		}
 		return false;
 	}
 	foreach(lc, names)
@@ -230,38 +178,26 @@ list_databases(ListedDb **outp)
 static bool
 start_supervisor(int idx, const char *dbname)
 {
-	BackgroundWorker worker;
-	WasendDbSlot *db = &WasendState->databases[idx];
+	WasendWorkerSpec spec;
+	char		name[BGW_MAXLEN];
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
-		BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "wasend");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "wasend_supervisor_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "wasend supervisor (%s)", dbname);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "wasend supervisor");
-	worker.bgw_main_arg = Int32GetDatum(idx);
-	memcpy(worker.bgw_extra, &db->dboid, sizeof(Oid));
-	worker.bgw_notify_pid = MyProcPid;
-
-	if (!RegisterDynamicBackgroundWorker(&worker, &handles[idx]))
-	{
-		static int64 warned_at = 0;
-
-		handles[idx] = NULL;
-		if (wasend_mono_us() > warned_at + 60 * USECS_PER_SEC)
-		{
-			ereport(WARNING,
-					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-					 errmsg("wasend could not start a supervisor for database \"%s\"", dbname),
-					 errhint("Raise max_worker_processes: wasend needs one worker for its launcher, one supervisor per database and wasend.workers senders in each database that has the extension.")));
-			warned_at = wasend_mono_us();
-		}
-		return false;
-	}
-	return true;
+	snprintf(name, sizeof(name), "wasend supervisor (%s)", dbname);
+	memset(&spec, 0, sizeof(spec));
+	spec.name = name;
+	spec.type = "wasend supervisor";
+	spec.function = "wasend_supervisor_main";
+	spec.database = true;
+	spec.arg = Int32GetDatum(idx);
+	spec.extra = &wasend_state->databases[idx].dboid;
+	spec.extra_len = sizeof(Oid);
+	if (wasend_register_worker(&spec, &handles[idx]))
+		return true;
+	if (wasend_warn_due(&workers_warned, WARN_INTERVAL_US))
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("wasend could not start a supervisor for database \"%s\"", dbname),
+				 errhint("Raise max_worker_processes: wasend needs one worker for its launcher, one supervisor per database and wasend.workers senders in each database that has the extension.")));
+	return false;
 }
 
 /*
@@ -363,10 +299,10 @@ release_absent_slots(int64 now)
 	int			n = 0;
 	int			i;
 
-	SpinLockAcquire(&WasendState->mutex);
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 	for (i = 0; i < WASEND_MAX_DATABASES; i++)
 	{
-		WasendDbSlot *db = &WasendState->databases[i];
+		WasendDbSlot *db = &wasend_state->databases[i];
 
 		if (db->dboid == InvalidOid || db->state != WASEND_DB_ABSENT ||
 			db->pid != 0 || handles[i] != NULL || now < db->hold_until)
@@ -382,7 +318,7 @@ release_absent_slots(int64 now)
 		n++;
 		db->dboid = InvalidOid;
 	}
-	SpinLockRelease(&WasendState->mutex);
+	LWLockRelease(wasend_state->lock);
 	for (i = 0; i < n; i++)
 		remember_absent(oids[i], gens[i]);
 }
@@ -392,18 +328,235 @@ release_absent_slots(int64 now)
  * every slot is taken.
  */
 static void
-warn_slots_full(const char *dbname, int64 now)
+warn_slots_full(const char *dbname)
 {
-	static int64 warned_at = 0;
-
-	if (warned_at != 0 && now < warned_at + 60 * USECS_PER_SEC)
+	if (!wasend_warn_due(&slots_warned, WARN_INTERVAL_US))
 		return;
 	ereport(WARNING,
 			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 			 errmsg("wasend keeps track of at most %d databases that have the extension or are being looked at; \"%s\" is not looked at",
 					WASEND_MAX_DATABASES, dbname),
 			 errhint("List the databases that send in wasend.databases.")));
-	warned_at = now;
+}
+
+/* What one pass of scan_databases works with. */
+typedef struct ScanPass
+{
+	ListedDb   *dbs;			/* pg_database, sorted by oid */
+	int			ndbs;
+	uint64		gen;			/* extension_generation at the pass */
+	int64		now;
+	int			starting;		/* supervisors starting (probing) now */
+	long		wait_ms;		/* how soon the next pass is due */
+	bool		listed[WASEND_MAX_DATABASES];	/* slots matched this pass */
+} ScanPass;
+
+/*
+ * Transition PROBING -> NEW: the supervisor of slot idx exited before it
+ * could look, or could not be started; the database is looked at again.
+ */
+static void
+probe_failed(int idx)
+{
+	WasendDbSlot *db = &wasend_state->databases[idx];
+
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
+	if (db->pid == 0 && db->state == WASEND_DB_PROBING)
+		db->state = WASEND_DB_NEW;
+	LWLockRelease(wasend_state->lock);
+}
+
+/*
+ * Forget the supervisors that exited (or never got going).  Returns how
+ * many of those still running are probing.
+ */
+static int
+reap_supervisors(void)
+{
+	int			starting = 0;
+	int			i;
+
+	for (i = 0; i < WASEND_MAX_DATABASES; i++)
+	{
+		pid_t		pid;
+
+		if (handles[i] == NULL)
+			continue;
+		if (GetBackgroundWorkerPid(handles[i], &pid) == BGWH_STOPPED)
+		{
+			pfree(handles[i]);
+			handles[i] = NULL;
+			probe_failed(i);
+		}
+		else
+			starting += (wasend_state->databases[i].state == WASEND_DB_PROBING);
+	}
+	return starting;
+}
+
+/*
+ * The slot of database oid, or -1; *free_idx gets the first free slot (-1:
+ * none).  Caller holds wasend_state->lock.
+ */
+static int
+find_slot(Oid oid, int *free_idx)
+{
+	int			i;
+
+	*free_idx = -1;
+	for (i = 0; i < WASEND_MAX_DATABASES; i++)
+	{
+		if (wasend_state->databases[i].dboid == oid)
+			return i;
+		if (*free_idx < 0 && wasend_state->databases[i].dboid == InvalidOid)
+			*free_idx = i;
+	}
+	return -1;
+}
+
+/*
+ * Is the supervisor of slot idx due to start now?  Not while one runs or
+ * is being started, while the database is held, or while MAX_STARTING
+ * start; then by state: NEW starts, ABSENT starts again once a CREATE
+ * EXTENSION asked for it, and a RUNNING or PROBING one that is gone
+ * restarts after RESTART_DELAY_US.  Notes in sp->wait_ms when a start
+ * that is not due yet will be.  Caller holds wasend_state->lock.
+ */
+static bool
+slot_due(ScanPass *sp, int idx)
+{
+	WasendDbSlot *db = &wasend_state->databases[idx];
+	int64		restart_at = db->last_start + RESTART_DELAY_US;
+
+	if (db->pid != 0 || handles[idx] != NULL)
+		return false;
+	if (sp->now < db->hold_until)
+	{
+		sp->wait_ms = Min(sp->wait_ms, (long) ((db->hold_until - sp->now) / 1000) + 1);
+		return false;
+	}
+	if (sp->starting >= MAX_STARTING)
+		return false;
+	switch (db->state)
+	{
+		case WASEND_DB_NEW:
+			return true;
+		case WASEND_DB_ABSENT:
+			return db->probed_generation != sp->gen || db->recheck;
+		case WASEND_DB_RUNNING:
+		case WASEND_DB_PROBING:
+			break;
+	}
+	/* running or probing, and gone: restart */
+	if (sp->now >= restart_at)
+		return true;
+	sp->wait_ms = Min(sp->wait_ms, (long) ((restart_at - sp->now) / 1000) + 1);
+	return false;
+}
+
+/*
+ * Transition to PROBING (a RUNNING one stays RUNNING): its supervisor
+ * starts now, as of this extension generation.  Caller holds
+ * wasend_state->lock.
+ */
+static void
+slot_starts(ScanPass *sp, int idx)
+{
+	WasendDbSlot *db = &wasend_state->databases[idx];
+
+	db->probed_generation = sp->gen;
+	db->last_start = sp->now;
+	db->recheck = false;
+	if (db->state != WASEND_DB_RUNNING)
+		db->state = WASEND_DB_PROBING;
+}
+
+/*
+ * Match one listed database with its slot and start its supervisor if it
+ * is due.  with_slot: the first round, databases that have a slot; else
+ * the second, a database not looked at yet (or looked at before a CREATE
+ * EXTENSION that found no free slot), which takes a free slot only when
+ * its look starts now.
+ */
+static void
+visit_database(ScanPass *sp, const ListedDb *d, bool with_slot)
+{
+	int			idx;
+	int			free_idx;
+	bool		start = false;
+	bool		full = false;
+
+	if (!with_slot &&
+		(known_absent(d->oid, sp->gen) || sp->starting >= MAX_STARTING))
+		return;
+
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
+	idx = find_slot(d->oid, &free_idx);
+	if (with_slot ? idx < 0 : idx >= 0)
+	{
+		LWLockRelease(wasend_state->lock);
+		return;
+	}
+	if (!with_slot)
+	{
+		if (free_idx < 0)
+			full = true;
+		else
+		{
+			idx = free_idx;
+			wasend_db_slot_take(&wasend_state->databases[free_idx], d->oid);
+		}
+	}
+	if (idx >= 0)
+	{
+		sp->listed[idx] = true;
+		start = slot_due(sp, idx);
+		if (start)
+			slot_starts(sp, idx);
+	}
+	LWLockRelease(wasend_state->lock);
+
+	if (full)
+		warn_slots_full(d->name);
+	else if (start)
+	{
+		if (start_supervisor(idx, d->name))
+			sp->starting++;
+		else
+			probe_failed(idx);
+	}
+}
+
+/*
+ * Databases that are gone, or no longer in wasend.databases: their
+ * supervisors are asked to stop (they stop their senders first), and
+ * their slots are free once nobody uses them.  A database listed but not
+ * matched in this pass (its CREATE EXTENSION took a slot meanwhile) keeps
+ * its slot.
+ */
+static void
+stop_unlisted(ScanPass *sp)
+{
+	pid_t		stop[WASEND_MAX_DATABASES];
+	int			nstop = 0;
+	int			i;
+
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
+	for (i = 0; i < WASEND_MAX_DATABASES; i++)
+	{
+		WasendDbSlot *db = &wasend_state->databases[i];
+
+		if (db->dboid == InvalidOid || sp->listed[i] ||
+			is_listed(sp->dbs, sp->ndbs, db->dboid))
+			continue;
+		if (db->pid != 0)
+			stop[nstop++] = db->pid;
+		else if (handles[i] == NULL && sp->now >= db->hold_until)
+			db->dboid = InvalidOid;
+	}
+	LWLockRelease(wasend_state->lock);
+	for (i = 0; i < nstop; i++)
+		kill(stop[i], SIGTERM);
 }
 
 /*
@@ -417,170 +570,30 @@ warn_slots_full(const char *dbname, int64 now)
 static long
 scan_databases(void)
 {
-	long		wait_ms = RESCAN_MS;
-	ListedDb   *dbs;
-	int			ndbs = list_databases(&dbs);
-	uint64		gen = pg_atomic_read_u64(&WasendState->extension_generation);
-	int64		now = wasend_mono_us();
-	int			starting = 0;
-	int			i;
+	ScanPass	sp;
 	int			j;
-	int			phase;
-	bool		listed[WASEND_MAX_DATABASES];
+
+	memset(&sp, 0, sizeof(sp));
+	sp.wait_ms = RESCAN_MS;
+	sp.ndbs = list_databases(&sp.dbs);
+	sp.gen = pg_atomic_read_u64(&wasend_state->extension_generation);
+	sp.now = wasend_mono_us();
 
 	pass_no++;
-	qsort(dbs, ndbs, sizeof(ListedDb), listed_cmp);
+	qsort(sp.dbs, sp.ndbs, sizeof(ListedDb), listed_cmp);
 
-	/* supervisors that exited (or never got going) */
-	for (i = 0; i < WASEND_MAX_DATABASES; i++)
-	{
-		pid_t		pid;
+	sp.starting = reap_supervisors();
+	release_absent_slots(sp.now);
 
-		if (handles[i] == NULL)
-			continue;
-		if (GetBackgroundWorkerPid(handles[i], &pid) == BGWH_STOPPED)
-		{
-			WasendDbSlot *db = &WasendState->databases[i];
-
-			pfree(handles[i]);
-			handles[i] = NULL;
-			SpinLockAcquire(&WasendState->mutex);
-			if (db->pid == 0 && db->state == WASEND_DB_PROBING)
-				db->state = WASEND_DB_NEW;	/* it could not even look */
-			SpinLockRelease(&WasendState->mutex);
-		}
-		else
-			starting += (WasendState->databases[i].state == WASEND_DB_PROBING);
-	}
-	release_absent_slots(now);
-
-	memset(listed, 0, sizeof(listed));
-	for (phase = 0; phase < 2; phase++)
-		for (j = 0; j < ndbs; j++)
-		{
-			int			idx = -1;
-			int			free_idx = -1;
-			bool		start = false;
-			bool		full = false;
-
-			/*
-			 * Phase 1, a database not looked at yet (or looked at before a
-			 * CREATE EXTENSION that found no free slot): it takes a slot
-			 * only when its look starts now.
-			 */
-			if (phase == 1 &&
-				(known_absent(dbs[j].oid, gen) || starting >= MAX_STARTING))
-				continue;
-
-			SpinLockAcquire(&WasendState->mutex);
-			for (i = 0; i < WASEND_MAX_DATABASES; i++)
-			{
-				if (WasendState->databases[i].dboid == dbs[j].oid)
-				{
-					idx = i;
-					break;
-				}
-				if (free_idx < 0 && WasendState->databases[i].dboid == InvalidOid)
-					free_idx = i;
-			}
-			if (phase == 0 ? idx < 0 : idx >= 0)
-			{
-				/* phase 0: those with a slot; phase 1: those without */
-				SpinLockRelease(&WasendState->mutex);
-				continue;
-			}
-			if (phase == 1)
-			{
-				if (free_idx < 0)
-					full = true;
-				else
-				{
-					idx = free_idx;
-					slot_take(&WasendState->databases[free_idx], dbs[j].oid);
-				}
-			}
-			if (idx >= 0)
-			{
-				WasendDbSlot *db = &WasendState->databases[idx];
-
-				listed[idx] = true;
-				if (db->pid == 0 && handles[idx] == NULL && now >= db->hold_until &&
-					starting < MAX_STARTING)
-				{
-					if (db->state == WASEND_DB_NEW)
-						start = true;
-					else if (db->state == WASEND_DB_ABSENT)
-						start = db->probed_generation != gen || db->recheck;
-					else	/* running or probing, and gone: restart */
-					{
-						start = now >= db->last_start + RESTART_DELAY_US;
-						if (!start)
-							wait_ms = Min(wait_ms, (long) ((db->last_start + RESTART_DELAY_US - now) / 1000) + 1);
-					}
-				}
-				else if (db->pid == 0 && handles[idx] == NULL && now < db->hold_until)
-					wait_ms = Min(wait_ms, (long) ((db->hold_until - now) / 1000) + 1);
-				if (start)
-				{
-					db->probed_generation = gen;
-					db->last_start = now;
-					db->recheck = false;
-					if (db->state != WASEND_DB_RUNNING)
-						db->state = WASEND_DB_PROBING;
-				}
-			}
-			SpinLockRelease(&WasendState->mutex);
-
-			if (full)
-			{
-				warn_slots_full(dbs[j].name, now);
-				continue;
-			}
-			if (start)
-			{
-				if (start_supervisor(idx, dbs[j].name))
-					starting++;
-				else
-				{
-					SpinLockAcquire(&WasendState->mutex);
-					if (WasendState->databases[idx].state == WASEND_DB_PROBING)
-						WasendState->databases[idx].state = WASEND_DB_NEW;
-					SpinLockRelease(&WasendState->mutex);
-				}
-			}
-		}
+	for (j = 0; j < sp.ndbs; j++)
+		visit_database(&sp, &sp.dbs[j], true);
+	for (j = 0; j < sp.ndbs; j++)
+		visit_database(&sp, &sp.dbs[j], false);
 	prune_absent();
 
-	/*
-	 * Databases that are gone, or no longer in wasend.databases: their
-	 * supervisors are asked to stop (they stop their senders first), and
-	 * their slots are free once nobody uses them.  A database listed but
-	 * not matched in the loop (its CREATE EXTENSION took a slot meanwhile)
-	 * keeps its slot.
-	 */
-	{
-		pid_t		stop[WASEND_MAX_DATABASES];
-		int			nstop = 0;
-
-		SpinLockAcquire(&WasendState->mutex);
-		for (i = 0; i < WASEND_MAX_DATABASES; i++)
-		{
-			WasendDbSlot *db = &WasendState->databases[i];
-
-			if (db->dboid == InvalidOid || listed[i] ||
-				is_listed(dbs, ndbs, db->dboid))
-				continue;
-			if (db->pid != 0)
-				stop[nstop++] = db->pid;
-			else if (handles[i] == NULL && now >= db->hold_until)
-				db->dboid = InvalidOid;
-		}
-		SpinLockRelease(&WasendState->mutex);
-		for (i = 0; i < nstop; i++)
-			kill(stop[i], SIGTERM);
-	}
-	pfree(dbs);
-	return wait_ms;
+	stop_unlisted(&sp);
+	pfree(sp.dbs);
+	return sp.wait_ms;
 }
 
 /*
@@ -589,13 +602,13 @@ scan_databases(void)
 static void
 launcher_detach(int code, Datum arg)
 {
-	SpinLockAcquire(&WasendState->mutex);
-	if (WasendState->launcher_pid == MyProcPid)
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
+	if (wasend_state->launcher_pid == MyProcPid)
 	{
-		WasendState->launcher_pid = 0;
-		WasendState->launcher_latch = NULL;
+		wasend_state->launcher_pid = 0;
+		wasend_state->launcher_latch = NULL;
 	}
-	SpinLockRelease(&WasendState->mutex);
+	LWLockRelease(wasend_state->lock);
 }
 
 /*
@@ -604,17 +617,15 @@ launcher_detach(int code, Datum arg)
 void
 wasend_launcher_main(Datum main_arg)
 {
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
-	BackgroundWorkerUnblockSignals();
+	wasend_worker_signals();
 
 	wasend_worker_connect(NULL, InvalidOid, NULL, false);
 	pgstat_report_appname("wasend launcher");
 
-	SpinLockAcquire(&WasendState->mutex);
-	WasendState->launcher_pid = MyProcPid;
-	WasendState->launcher_latch = MyLatch;
-	SpinLockRelease(&WasendState->mutex);
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
+	wasend_state->launcher_pid = MyProcPid;
+	wasend_state->launcher_latch = MyLatch;
+	LWLockRelease(wasend_state->lock);
 	before_shmem_exit(launcher_detach, 0);
 
 	ereport(LOG,
@@ -626,18 +637,7 @@ wasend_launcher_main(Datum main_arg)
 		int			rc;
 		long		wait_ms;
 
-		/*
-		 * A cancel (pg_cancel_backend) has nothing to cancel here: the
-		 * launcher runs no user statement.  It is dropped, as PostgresMain
-		 * does between commands, instead of ending the launcher.
-		 */
-		QueryCancelPending = false;
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
+		wasend_worker_interrupts();
 
 		wait_ms = scan_databases();
 		pgstat_report_activity(STATE_IDLE, NULL);
@@ -652,69 +652,6 @@ wasend_launcher_main(Datum main_arg)
 	proc_exit(1);
 }
 
-/*
- * A CREATE EXTENSION wasend committed in this database (called from the
- * commit callback, see sql_api.c): take a slot for it, so that the
- * launcher looks at it first, whatever waits to be looked at; only when
- * every slot is taken, let the launcher look again at every database where
- * the extension was missing.
- */
-void
-wasend_extension_created(void)
-{
-	bool		done = false;
-	int			free_idx = -1;
-	int			i;
-
-	if (WasendState == NULL)
-		return;
-	SpinLockAcquire(&WasendState->mutex);
-	for (i = 0; i < WASEND_MAX_DATABASES; i++)
-	{
-		WasendDbSlot *db = &WasendState->databases[i];
-
-		if (db->dboid == MyDatabaseId)
-		{
-			/* a look that may have come before this commit: look again */
-			if (db->state == WASEND_DB_ABSENT)
-				db->state = WASEND_DB_NEW;
-			else if (db->state == WASEND_DB_PROBING)
-				db->recheck = true;
-			done = true;
-			break;
-		}
-		if (free_idx < 0 && db->dboid == InvalidOid)
-			free_idx = i;
-	}
-	if (!done && free_idx >= 0)
-	{
-		slot_take(&WasendState->databases[free_idx], MyDatabaseId);
-		done = true;
-	}
-	SpinLockRelease(&WasendState->mutex);
-
-	/* no slot free: the launcher looks again at every database */
-	if (!done)
-		pg_atomic_fetch_add_u64(&WasendState->extension_generation, 1);
-	wasend_wake_launcher();
-}
-
-/*
- * Set the launcher's latch, if it runs: it looks at the databases again.
- */
-void
-wasend_wake_launcher(void)
-{
-	Latch	   *latch;
-
-	if (WasendState == NULL)
-		return;
-	SpinLockAcquire(&WasendState->mutex);
-	latch = WasendState->launcher_latch;
-	SpinLockRelease(&WasendState->mutex);
-	if (latch != NULL)
-		SetLatch(latch);
-}
 
 /*
  * Before a command that needs a database to itself: hold it (no
@@ -730,7 +667,7 @@ release_database(const char *dbname)
 	int			idx = -1;
 	int			i;
 
-	if (dbname == NULL || WasendState == NULL)
+	if (dbname == NULL || wasend_state == NULL)
 		return InvalidOid;
 	dboid = get_database_oid(dbname, true);
 	if (!OidIsValid(dboid) || dboid == MyDatabaseId)
@@ -749,20 +686,20 @@ release_database(const char *dbname)
 		pid_t		supervisor = 0;
 		int			left = 0;
 
-		SpinLockAcquire(&WasendState->mutex);
+		LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 		if (idx < 0)
 			for (i = 0; i < WASEND_MAX_DATABASES; i++)
-				if (WasendState->databases[i].dboid == dboid)
+				if (wasend_state->databases[i].dboid == dboid)
 					idx = i;
-		if (idx >= 0 && WasendState->databases[idx].dboid == dboid)
+		if (idx >= 0 && wasend_state->databases[idx].dboid == dboid)
 		{
-			WasendState->databases[idx].hold_until = wasend_mono_us() + HOLD_US;
-			supervisor = WasendState->databases[idx].pid;
+			wasend_state->databases[idx].hold_until = wasend_mono_us() + HOLD_US;
+			supervisor = wasend_state->databases[idx].pid;
 		}
 		for (i = 0; i < WASEND_MAX_SENDERS; i++)
-			if (WasendState->senders[i].dboid == dboid && WasendState->senders[i].pid != 0)
+			if (wasend_state->senders[i].dboid == dboid && wasend_state->senders[i].pid != 0)
 				left++;
-		SpinLockRelease(&WasendState->mutex);
+		LWLockRelease(wasend_state->lock);
 
 		if (idx < 0)
 			return InvalidOid;	/* the launcher never looked at it */
@@ -788,11 +725,11 @@ unhold_database(Oid dboid)
 {
 	int			i;
 
-	SpinLockAcquire(&WasendState->mutex);
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 	for (i = 0; i < WASEND_MAX_DATABASES; i++)
-		if (WasendState->databases[i].dboid == dboid)
-			WasendState->databases[i].hold_until = 0;
-	SpinLockRelease(&WasendState->mutex);
+		if (wasend_state->databases[i].dboid == dboid)
+			wasend_state->databases[i].hold_until = 0;
+	LWLockRelease(wasend_state->lock);
 	wasend_wake_launcher();
 }
 

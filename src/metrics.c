@@ -2,64 +2,20 @@
  *
  * metrics.c
  *		Counters of the senders and the webhook endpoint in shared memory,
- *		served in the Prometheus text format by the "wasend metrics" worker.
+ *		served in the Prometheus text format by the "wasend metrics" worker
+ *		(GET /metrics on 127.0.0.1:wasend.metrics_port, http_server.c).
  *
- * When wasend.metrics_port is set, a static background worker "wasend
- * metrics" (shared memory only, no database connection) serves
- *
- *	GET /metrics	200, Content-Type: text/plain; version=0.0.4
- *	anything else	404
- *
- * on 127.0.0.1 only: the counters name phone numbers and campaigns, and the
- * endpoint has no authentication, so it is not offered to the network (put
- * a proxy in front to expose it).  libmicrohttpd runs in its epoll mode,
- * driven from the worker's WaitEventSet, as in webhook.c: no MHD thread.
- * The MHD callbacks never ereport and never palloc: a scrape is suspended,
- * and after each MHD_run() pass the worker copies the shared counters,
- * formats them once into a StringInfo for all the scrapes of that pass,
- * and resumes them with a malloc'd copy of the text.
- *
- * Denial of service: as on the webhook endpoint (http_server.c), every
- * request has an absolute deadline (wasend.metrics_request_timeout) that
- * the worker enforces itself, since libmicrohttpd's idle timeout is reset
- * by every byte: clients that trickle their headers cannot hold the
- * MAX_CONNECTIONS connections for longer than that, and a scrape waits at
- * most about one deadline in the listen queue.  Nothing a client sends is
- * kept but its headers (libmicrohttpd's per-connection memory pool); a
- * body is dropped as it comes.  Each answer is one copy of the text, whose
- * size the fixed tables bound.
- *
- * Shared memory ("wasend metrics", only when wasend.metrics_port is set):
- *
- *	numbers: WASEND_GATE_SLOTS entries keyed by Meta's phone_number_id (at
- *	most 63 bytes of it), so the same number used from two databases is one
- *	series.  The senders update them at up to a few thousand calls per
- *	second, each call one round of one spinlock; a dense array of the keys'
- *	hashes keeps the scan under the lock within a few cache lines.  When
- *	the table is full, a new number takes the entry idle longest (one with
- *	nothing in flight if there is one); its counters restart from zero,
- *	which Prometheus treats as a counter reset.
- *
- *	campaigns: rows per campaign and row status, published by wasend's
- *	worker in each database every few seconds; a publication replaces what
- *	that database published before.  At most METRICS_DATABASES databases and
- *	METRICS_CAMPAIGNS campaigns in all; a 17th database takes the place of
- *	the one that published longest ago, and campaigns beyond the capacity
- *	are left out.  A database that has not published for
- *	CAMPAIGNS_STALE_US is no longer shown (its supervisor stopped, or the
- *	metrics were turned off there).  They have their own spinlock, so that
- *	a publication never holds up a sender.
- *
- *	webhook: two atomic counters.
- *
- * Without wasend.metrics_port (or without shared_preload_libraries) there
- * is no such memory, and the metrics_note_* functions return at once.
+ * The constraint: the senders note every answer here, thousands of times
+ * a second, so a note is one short round of one LWLock and never throws
+ * or allocates; a scrape copies the counters entry by entry and formats
+ * them outside any lock.  Without wasend.metrics_port there is no such
+ * memory and every note returns at once.  The full description:
+ * docs/internals/metrics.md.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
 #include <math.h>
 #include <microhttpd.h>
@@ -71,23 +27,18 @@
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
-#include "pgstat.h"
-#include "postmaster/bgworker.h"
-#include "postmaster/interrupt.h"
+#include "port/atomics.h"
 #include "storage/ipc.h"
-#include "storage/latch.h"
 #include "storage/shmem.h"
-#include "utils/guc.h"
+#include "storage/lwlock.h"
 #include "utils/memutils.h"
 
 #include "http_server.h"
-#include "wasend.h"
-
-#if MHD_VERSION < 0x00097002
-typedef int MHD_Result_t;
-#else
-typedef enum MHD_Result MHD_Result_t;
-#endif
+#include "clock.h"
+#include "metrics.h"
+#include "rate_gate.h"
+#include "settings.h"
+#include "worker.h"
 
 /* numbers the table holds at once */
 #define METRICS_NUMBERS		WASEND_GATE_SLOTS
@@ -107,6 +58,9 @@ typedef enum MHD_Result MHD_Result_t;
 
 /* a database's campaigns not republished for this long are not shown */
 #define CAMPAIGNS_STALE_US	(60 * USECS_PER_SEC)
+
+/* the LWLock tranche of numbers_lock and campaigns_lock */
+#define METRICS_TRANCHE		"wasend metrics"
 
 /* HTTP status classes: none (transport error), 1xx ... 5xx */
 #define METRICS_CLASSES		6
@@ -173,16 +127,32 @@ typedef struct MetricsDatabase
 
 typedef struct WasendMetricsShared
 {
-	slock_t		mutex;			/* protects nnumbers, number_hash, numbers */
+	/*
+	 * numbers_lock protects nnumbers, number_hash and numbers; the senders
+	 * (wasend_metrics_note_*) write them in exclusive mode, the metrics
+	 * worker copies them in shared mode, one entry per round.  An LWLock,
+	 * not a spinlock: a note scans up to METRICS_NUMBERS hashes and, when
+	 * the table is full, every entry for the one idle longest; a copy
+	 * moves a whole MetricsNumber.
+	 */
+	LWLock	   *numbers_lock;
 	int			nnumbers;		/* entries in use: [0, nnumbers) */
 	uint32		number_hash[METRICS_NUMBERS];	/* hash of each entry's key */
 	MetricsNumber numbers[METRICS_NUMBERS];
 
+	/* atomics: the webhook worker adds, the metrics worker reads */
 	pg_atomic_uint64 webhook_requests;
 	pg_atomic_uint64 webhook_events;
 
-	slock_t		campaign_mutex; /* protects databases, campaign_db,
-								 * campaigns */
+	/*
+	 * campaigns_lock protects databases, campaign_db and campaigns; each
+	 * database's supervisor writes them in exclusive mode
+	 * (wasend_metrics_publish_campaigns), the metrics worker copies them in
+	 * shared mode.  Its own lock, so that a publication never holds up a
+	 * sender; an LWLock: a publication scans and rewrites all
+	 * METRICS_CAMPAIGNS entries.
+	 */
+	LWLock	   *campaigns_lock;
 	MetricsDatabase databases[METRICS_DATABASES];
 	int16		campaign_db[METRICS_CAMPAIGNS]; /* index in databases, -1:
 												 * free */
@@ -219,8 +189,6 @@ typedef struct MetricsRequest
 	struct MetricsRequest *next;	/* in the pending list while suspended */
 } MetricsRequest;
 
-int			wasend_metrics_port = 0;
-static int	metrics_request_timeout_ms = 5000;
 
 static WasendMetricsShared *WasendMetrics = NULL;
 
@@ -229,32 +197,6 @@ static MetricsRequest *pending_head = NULL;
 static MetricsRequest *pending_tail = NULL;
 static MetricsSnapshot *snapshot = NULL;
 static MemoryContext scrape_cxt = NULL;
-static WasendHttpServer server;
-
-/*
- * Define wasend.metrics_port (called from _PG_init, preloaded or not).
- */
-void
-wasend_metrics_define_settings(void)
-{
-	DefineCustomIntVariable("wasend.metrics_port",
-							"TCP port of the wasend metrics endpoint on 127.0.0.1; 0 turns it off.",
-							"The worker \"wasend metrics\" serves GET /metrics in the Prometheus text format, on 127.0.0.1 only (the address is fixed: put a proxy in front to scrape it from elsewhere).",
-							&wasend_metrics_port,
-							0, 0, 65535,
-							PGC_POSTMASTER,
-							0,
-							NULL, NULL, NULL);
-
-	DefineCustomIntVariable("wasend.metrics_request_timeout",
-							"Longest a metrics request may take, from its connection's accept to its answer.",
-							"Enforced however slowly the client sends; on a kept-alive connection, counted from the end of the previous request.",
-							&metrics_request_timeout_ms,
-							5000, 1000, 600000,
-							PGC_SIGHUP,
-							GUC_UNIT_MS,
-							NULL, NULL, NULL);
-}
 
 /*
  * Shared memory the metrics need: none while they are off.
@@ -265,6 +207,17 @@ wasend_metrics_shmem_size(void)
 	if (wasend_metrics_port <= 0)
 		return 0;
 	return MAXALIGN(sizeof(WasendMetricsShared));
+}
+
+/*
+ * Ask for the metrics' two LWLocks (from the shmem request hook): none
+ * while the metrics are off.
+ */
+void
+wasend_metrics_request_locks(void)
+{
+	if (wasend_metrics_port > 0)
+		RequestNamedLWLockTranche(METRICS_TRANCHE, 2);
 }
 
 /*
@@ -282,38 +235,17 @@ wasend_metrics_shmem_init(void)
 									MAXALIGN(sizeof(WasendMetricsShared)), &found);
 	if (!found)
 	{
+		LWLockPadded *locks = GetNamedLWLockTranche(METRICS_TRANCHE);
 		int			i;
 
 		memset(WasendMetrics, 0, sizeof(WasendMetricsShared));
-		SpinLockInit(&WasendMetrics->mutex);
-		SpinLockInit(&WasendMetrics->campaign_mutex);
+		WasendMetrics->numbers_lock = &locks[0].lock;
+		WasendMetrics->campaigns_lock = &locks[1].lock;
 		pg_atomic_init_u64(&WasendMetrics->webhook_requests, 0);
 		pg_atomic_init_u64(&WasendMetrics->webhook_events, 0);
 		for (i = 0; i < METRICS_CAMPAIGNS; i++)
 			WasendMetrics->campaign_db[i] = -1;
 	}
-}
-
-/*
- * Register the "wasend metrics" worker when wasend.metrics_port is set
- * (called from _PG_init while preloading).  It needs shared memory only.
- */
-void
-wasend_metrics_register_worker(void)
-{
-	BackgroundWorker worker;
-
-	if (wasend_metrics_port <= 0)
-		return;
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 5;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "wasend");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "wasend_metrics_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "wasend metrics");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "wasend metrics");
-	RegisterBackgroundWorker(&worker);
 }
 
 /*
@@ -335,7 +267,7 @@ make_key(const char *pnid, MetricsKey *key)
  * Find the entry of a number and note its use at `now`; with create, give
  * it one if it has none: a free entry, else the one idle longest, with
  * nothing in flight if possible.  Returns NULL only without create.
- * Caller holds the mutex.
+ * Caller holds numbers_lock in exclusive mode.
  */
 static MetricsNumber *
 number_lookup(const MetricsKey *key, bool create, int64 now)
@@ -402,11 +334,11 @@ bucket_of(int64 latency_us)
 /*
  * A sender got the answer of a send (http_status 0: a transport error, no
  * HTTP answer) after latency_us: the request is no longer in flight.  One
- * spinlock round per answer, counting the answer and ending the request
+ * LWLock round per answer, counting the answer and ending the request
  * together.  Never throws, never allocates.
  */
 void
-metrics_note_answer(const char *phone_number_id, long http_status,
+wasend_metrics_note_answer(const char *phone_number_id, long http_status,
 					int64 latency_us)
 {
 	MetricsKey	key;
@@ -422,14 +354,14 @@ metrics_note_answer(const char *phone_number_id, long http_status,
 	bucket = bucket_of(latency_us);
 	cls = (http_status >= 100 && http_status < 600) ? (int) (http_status / 100) : 0;
 
-	SpinLockAcquire(&WasendMetrics->mutex);
+	LWLockAcquire(WasendMetrics->numbers_lock, LW_EXCLUSIVE);
 	n = number_lookup(&key, true, now);
 	n->sends++;
 	n->by_class[cls]++;
 	n->buckets[bucket]++;
 	n->latency_us_sum += latency_us;
 	n->inflight = Max(n->inflight - 1, 0);
-	SpinLockRelease(&WasendMetrics->mutex);
+	LWLockRelease(WasendMetrics->numbers_lock);
 }
 
 /*
@@ -440,7 +372,7 @@ metrics_note_answer(const char *phone_number_id, long http_status,
  * 130429 also counts as throttled.  Never throws, never allocates.
  */
 void
-metrics_note_error(const char *phone_number_id, const char *code, int64 count)
+wasend_metrics_note_error(const char *phone_number_id, const char *code, int64 count)
 {
 	MetricsKey	key;
 	MetricsNumber *n;
@@ -458,7 +390,7 @@ metrics_note_error(const char *phone_number_id, const char *code, int64 count)
 		strcmp(code, "other") != 0;
 	throttled = strcmp(code, "130429") == 0;
 
-	SpinLockAcquire(&WasendMetrics->mutex);
+	LWLockAcquire(WasendMetrics->numbers_lock, LW_EXCLUSIVE);
 	n = number_lookup(&key, true, now);
 	if (throttled)
 		n->throttled += count;
@@ -477,7 +409,7 @@ metrics_note_error(const char *phone_number_id, const char *code, int64 count)
 	}
 	else
 		n->other_errors += count;
-	SpinLockRelease(&WasendMetrics->mutex);
+	LWLockRelease(WasendMetrics->numbers_lock);
 }
 
 /*
@@ -487,7 +419,7 @@ metrics_note_error(const char *phone_number_id, const char *code, int64 count)
  * Never throws, never allocates.
  */
 void
-metrics_note_inflight(const char *phone_number_id, int delta)
+wasend_metrics_note_inflight(const char *phone_number_id, int delta)
 {
 	MetricsKey	key;
 	MetricsNumber *n;
@@ -497,11 +429,11 @@ metrics_note_inflight(const char *phone_number_id, int delta)
 		return;
 	now = wasend_mono_us();
 
-	SpinLockAcquire(&WasendMetrics->mutex);
+	LWLockAcquire(WasendMetrics->numbers_lock, LW_EXCLUSIVE);
 	n = number_lookup(&key, delta > 0, now);
 	if (n != NULL)
 		n->inflight = Max(n->inflight + delta, 0);
-	SpinLockRelease(&WasendMetrics->mutex);
+	LWLockRelease(WasendMetrics->numbers_lock);
 }
 
 /*
@@ -510,7 +442,7 @@ metrics_note_inflight(const char *phone_number_id, int delta)
  * never allocates.
  */
 void
-metrics_note_pace(const char *phone_number_id, double per_sec)
+wasend_metrics_note_pace(const char *phone_number_id, double per_sec)
 {
 	MetricsKey	key;
 	MetricsNumber *n;
@@ -522,10 +454,10 @@ metrics_note_pace(const char *phone_number_id, double per_sec)
 	if (isnan(per_sec) || isinf(per_sec) || per_sec < 0)
 		per_sec = 0;
 
-	SpinLockAcquire(&WasendMetrics->mutex);
+	LWLockAcquire(WasendMetrics->numbers_lock, LW_EXCLUSIVE);
 	n = number_lookup(&key, true, now);
 	n->pace = per_sec;
-	SpinLockRelease(&WasendMetrics->mutex);
+	LWLockRelease(WasendMetrics->numbers_lock);
 }
 
 /*
@@ -533,7 +465,7 @@ metrics_note_pace(const char *phone_number_id, double per_sec)
  * throws, never allocates.
  */
 void
-metrics_note_webhook(int64 requests, int64 events)
+wasend_metrics_note_webhook(int64 requests, int64 events)
 {
 	if (WasendMetrics == NULL)
 		return;
@@ -549,7 +481,7 @@ metrics_note_webhook(int64 requests, int64 events)
  * by the other databases are left out.  Never throws, never allocates.
  */
 void
-metrics_publish_campaigns(Oid dboid, const char *dbname,
+wasend_metrics_publish_campaigns(Oid dboid, const char *dbname,
 						  const MetricsCampaign *campaigns, int n)
 {
 	WasendMetricsShared *m = WasendMetrics;
@@ -567,7 +499,7 @@ metrics_publish_campaigns(Oid dboid, const char *dbname,
 	strlcpy(name, dbname ? dbname : "", sizeof(name));
 	now = wasend_mono_us();
 
-	SpinLockAcquire(&m->campaign_mutex);
+	LWLockAcquire(m->campaigns_lock, LW_EXCLUSIVE);
 	for (i = 0; i < METRICS_DATABASES; i++)
 	{
 		if (m->databases[i].dboid == dboid)
@@ -601,13 +533,14 @@ metrics_publish_campaigns(Oid dboid, const char *dbname,
 		c->status[sizeof(c->status) - 1] = '\0';
 		m->campaign_db[i] = (int16) db;
 	}
-	SpinLockRelease(&m->campaign_mutex);
+	LWLockRelease(m->campaigns_lock);
 }
 
 /*
  * Copy what a scrape shows from shared memory: each number's entry under
- * one short round of the spinlock (the senders wait at most for one entry's
- * copy), then the campaigns of the databases that published recently.
+ * one short round of numbers_lock in shared mode (the senders wait at most
+ * for one entry's copy), then the campaigns of the databases that
+ * published recently.
  */
 static void
 take_snapshot(MetricsSnapshot *snap)
@@ -618,19 +551,19 @@ take_snapshot(MetricsSnapshot *snap)
 	int			n;
 	int			i;
 
-	SpinLockAcquire(&m->mutex);
+	LWLockAcquire(m->numbers_lock, LW_SHARED);
 	n = m->nnumbers;
-	SpinLockRelease(&m->mutex);
+	LWLockRelease(m->numbers_lock);
 	for (i = 0; i < n; i++)
 	{
-		SpinLockAcquire(&m->mutex);
+		LWLockAcquire(m->numbers_lock, LW_SHARED);
 		memcpy(&snap->numbers[i], &m->numbers[i], sizeof(MetricsNumber));
-		SpinLockRelease(&m->mutex);
+		LWLockRelease(m->numbers_lock);
 	}
 	snap->nnumbers = n;
 
 	snap->ncampaigns = 0;
-	SpinLockAcquire(&m->campaign_mutex);
+	LWLockAcquire(m->campaigns_lock, LW_SHARED);
 	for (i = 0; i < METRICS_DATABASES; i++)
 		fresh[i] = OidIsValid(m->databases[i].dboid) &&
 			m->databases[i].published_at > now - CAMPAIGNS_STALE_US;
@@ -645,7 +578,7 @@ take_snapshot(MetricsSnapshot *snap)
 			   METRICS_KEY_LEN);
 		snap->ncampaigns++;
 	}
-	SpinLockRelease(&m->campaign_mutex);
+	LWLockRelease(m->campaigns_lock);
 
 	snap->webhook_requests = pg_atomic_read_u64(&m->webhook_requests);
 	snap->webhook_events = pg_atomic_read_u64(&m->webhook_events);
@@ -737,20 +670,14 @@ append_double(StringInfo buf, double v)
 }
 
 /*
- * Format a snapshot in the Prometheus text format 0.0.4: every family's
- * HELP and TYPE lines, then its samples, all samples of a family together.
+ * Append the per-number counters of the answers: sends, HTTP status
+ * classes, error codes and throttling.
  */
 static void
-format_metrics(StringInfo buf, MetricsSnapshot *snap)
+format_send_counters(StringInfo buf, const MetricsSnapshot *snap)
 {
 	int			i;
 	int			j;
-
-	qsort(snap->numbers, snap->nnumbers, sizeof(MetricsNumber), number_cmp);
-
-	append_family(buf, "wasend_up", "gauge",
-				  "1 while the wasend metrics worker serves this endpoint.");
-	appendStringInfoString(buf, "wasend_up 1\n");
 
 	append_family(buf, "wasend_sends_total", "counter",
 				  "Send requests answered, per phone number id (transport errors included).");
@@ -776,7 +703,7 @@ format_metrics(StringInfo buf, MetricsSnapshot *snap)
 				  "Send errors by Meta error code or transport class (other: codes beyond the 16 kept per number).");
 	for (i = 0; i < snap->nnumbers; i++)
 	{
-		MetricsNumber *n = &snap->numbers[i];
+		const MetricsNumber *n = &snap->numbers[i];
 
 		for (j = 0; j < n->ncodes; j++)
 		{
@@ -799,6 +726,15 @@ format_metrics(StringInfo buf, MetricsSnapshot *snap)
 		append_number_sample(buf, "wasend_throttled_total", &snap->numbers[i]);
 		appendStringInfo(buf, "} " INT64_FORMAT "\n", snap->numbers[i].throttled);
 	}
+}
+
+/*
+ * Append the per-number gauges: requests in flight and pace.
+ */
+static void
+format_number_gauges(StringInfo buf, const MetricsSnapshot *snap)
+{
+	int			i;
 
 	append_family(buf, "wasend_inflight", "gauge",
 				  "Send requests in flight now.");
@@ -816,12 +752,22 @@ format_metrics(StringInfo buf, MetricsSnapshot *snap)
 		appendStringInfoString(buf, "} ");
 		append_double(buf, snap->numbers[i].pace);
 	}
+}
+
+/*
+ * Append the per-number histogram of the send requests' durations.
+ */
+static void
+format_durations(StringInfo buf, const MetricsSnapshot *snap)
+{
+	int			i;
+	int			j;
 
 	append_family(buf, "wasend_request_duration_seconds", "histogram",
 				  "Time from the start of a send request to its answer.");
 	for (i = 0; i < snap->nnumbers; i++)
 	{
-		MetricsNumber *n = &snap->numbers[i];
+		const MetricsNumber *n = &snap->numbers[i];
 		int64		cumulative = 0;
 
 		for (j = 0; j < METRICS_BUCKETS; j++)
@@ -838,12 +784,23 @@ format_metrics(StringInfo buf, MetricsSnapshot *snap)
 		append_number_sample(buf, "wasend_request_duration_seconds_count", n);
 		appendStringInfo(buf, "} " INT64_FORMAT "\n", cumulative);
 	}
+}
+
+/*
+ * Append the campaigns' rows by row status, as their databases published
+ * them.
+ */
+static void
+format_campaigns(StringInfo buf, const MetricsSnapshot *snap)
+{
+	int			i;
+	int			j;
 
 	append_family(buf, "wasend_campaign_rows", "gauge",
 				  "Queue rows of a campaign by row status, as its database last published them.");
 	for (i = 0; i < snap->ncampaigns; i++)
 	{
-		MetricsCampaign *c = &snap->campaigns[i];
+		const MetricsCampaign *c = &snap->campaigns[i];
 
 		for (j = 0; j < WASEND_METRICS_STATUSES; j++)
 		{
@@ -858,7 +815,14 @@ format_metrics(StringInfo buf, MetricsSnapshot *snap)
 							 row_status[j], c->rows[j]);
 		}
 	}
+}
 
+/*
+ * Append the webhook endpoint's counters.
+ */
+static void
+format_webhook(StringInfo buf, const MetricsSnapshot *snap)
+{
 	append_family(buf, "wasend_webhook_requests_total", "counter",
 				  "Webhook POSTs the webhook endpoint received in full and checked.");
 	appendStringInfo(buf, "wasend_webhook_requests_total " UINT64_FORMAT "\n",
@@ -867,6 +831,26 @@ format_metrics(StringInfo buf, MetricsSnapshot *snap)
 				  "Webhook notifications the webhook endpoint applied (one per POST body committed).");
 	appendStringInfo(buf, "wasend_webhook_events_total " UINT64_FORMAT "\n",
 					 snap->webhook_events);
+}
+
+/*
+ * Format a snapshot in the Prometheus text format 0.0.4: every family's
+ * HELP and TYPE lines, then its samples, all samples of a family together.
+ */
+static void
+format_metrics(StringInfo buf, MetricsSnapshot *snap)
+{
+	qsort(snap->numbers, snap->nnumbers, sizeof(MetricsNumber), number_cmp);
+
+	append_family(buf, "wasend_up", "gauge",
+				  "1 while the wasend metrics worker serves this endpoint.");
+	appendStringInfoString(buf, "wasend_up 1\n");
+
+	format_send_counters(buf, snap);
+	format_number_gauges(buf, snap);
+	format_durations(buf, snap);
+	format_campaigns(buf, snap);
+	format_webhook(buf, snap);
 }
 
 /*
@@ -1052,19 +1036,23 @@ listen_on_loopback(void)
 }
 
 /*
+ * Are scrapes suspended, waiting for answer_pending()?
+ */
+static bool
+scrapes_pending(void)
+{
+	return pending_head != NULL;
+}
+
+/*
  * Entry point of the metrics worker.
  */
 void
 wasend_metrics_main(Datum main_arg)
 {
-	struct MHD_Daemon *daemon_handle;
-	const union MHD_DaemonInfo *info;
-	WaitEventSet *wes;
-	int			fd;
+	WasendHttpEndpoint ep;
 
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
-	BackgroundWorkerUnblockSignals();
+	wasend_worker_signals();
 
 	if (WasendMetrics == NULL)
 		ereport(FATAL,
@@ -1076,86 +1064,20 @@ wasend_metrics_main(Datum main_arg)
 									   ALLOCSET_DEFAULT_SIZES);
 	snapshot = MemoryContextAllocZero(TopMemoryContext, sizeof(MetricsSnapshot));
 
-	fd = listen_on_loopback();
-	wasend_http_server_init(&server, "wasend metrics", &metrics_request_timeout_ms);
-	daemon_handle = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME,
-									 (uint16) wasend_metrics_port,
-									 NULL, NULL, &on_request, NULL,
-									 MHD_OPTION_LISTEN_SOCKET, fd,
-									 /* idle timeout: a backstop to our deadline */
-									 MHD_OPTION_CONNECTION_TIMEOUT,
-									 (unsigned int) ((metrics_request_timeout_ms + 999) / 1000),
-									 MHD_OPTION_CONNECTION_LIMIT,
-									 (unsigned int) MAX_CONNECTIONS,
-									 MHD_OPTION_NOTIFY_COMPLETED, &on_completed, NULL,
-									 MHD_OPTION_NOTIFY_CONNECTION,
-									 &wasend_http_notify_connection, &server,
-									 MHD_OPTION_END);
-	if (daemon_handle == NULL)
-		ereport(FATAL,
-				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("wasend metrics could not start its HTTP server on 127.0.0.1 port %d (wasend.metrics_port)",
-						wasend_metrics_port),
-				 errhint("Check the server log for earlier errors; set wasend.metrics_port to 0 to turn the metrics off.")));
-	info = MHD_get_daemon_info(daemon_handle, MHD_DAEMON_INFO_EPOLL_FD);
-
-	wes = CreateWaitEventSet(TopMemoryContext, 3);
-	AddWaitEventToSet(wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-	AddWaitEventToSet(wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	AddWaitEventToSet(wes, WL_SOCKET_READABLE, info->epoll_fd, NULL, NULL);
-
-	elog(LOG, "wasend metrics listening on 127.0.0.1:%d", wasend_metrics_port);
-
-	/*
-	 * One pass: take in what arrived, answer the scrapes it brought, and
-	 * wait.  No scrape is left suspended at the end of a pass, so the
-	 * daemon can be stopped whenever the loop exits.
-	 */
-	for (;;)
-	{
-		WaitEvent	events[3];
-		MHD_UNSIGNED_LONG_LONG mhd_timeout;
-		long		timeout = 1000;
-		long		next_deadline;
-		int			nev;
-		int			i;
-
-		CHECK_FOR_INTERRUPTS();
-		if (ShutdownRequestPending)
-			break;
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
-
-		MHD_run(daemon_handle);
-		if (pending_head != NULL)
-		{
-			answer_pending();
-			MHD_run(daemon_handle); /* send the answers */
-		}
-		next_deadline = wasend_http_cut_overdue(&server);
-		if (pending_head != NULL)
-			continue;			/* more scrapes came in meanwhile */
-
-		if (MHD_get_timeout(daemon_handle, &mhd_timeout) == MHD_YES)
-			timeout = (long) Min(mhd_timeout, (MHD_UNSIGNED_LONG_LONG) timeout);
-		if (next_deadline >= 0)
-			timeout = Min(timeout, next_deadline + 1);
-		nev = WaitEventSetWait(wes, timeout, events, lengthof(events),
-							   PG_WAIT_EXTENSION);
-		for (i = 0; i < nev; i++)
-			if (events[i].events & WL_LATCH_SET)
-				ResetLatch(MyLatch);
-	}
-
-	/* MHD must not be stopped with a connection suspended */
-	if (pending_head != NULL)
-	{
-		answer_pending();
-		MHD_run(daemon_handle);
-	}
-	MHD_stop_daemon(daemon_handle);
+	memset(&ep, 0, sizeof(ep));
+	ep.name = "wasend metrics";
+	ep.where = psprintf("127.0.0.1:%d", wasend_metrics_port);
+	ep.listen_fd = listen_on_loopback();
+	ep.port = (uint16) wasend_metrics_port;
+	ep.timeout_ms = &wasend_metrics_request_timeout_ms;
+	ep.max_connections = MAX_CONNECTIONS;
+	ep.start_error = psprintf("wasend metrics could not start its HTTP server on 127.0.0.1 port %d (wasend.metrics_port)",
+							  wasend_metrics_port);
+	ep.start_hint = "Check the server log for earlier errors; set wasend.metrics_port to 0 to turn the metrics off.";
+	ep.on_request = &on_request;
+	ep.on_completed = &on_completed;
+	ep.pending = scrapes_pending;
+	ep.answer = answer_pending;
+	wasend_http_serve(&ep);
 	proc_exit(0);
 }

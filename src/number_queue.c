@@ -9,7 +9,8 @@
  * asks the shared rate gate (rate_gate.c) how many sends each number may
  * start now and hands that many rows to the HTTP client.  Rows of
  * campaigns that stopped (paused, cancelled) are taken out again by
- * numbers_take_stopped, to be given back to the queue.
+ * numbers_take_stopped, to be given back to the queue.  It knows nothing
+ * of campaigns: whether a campaign still sends is the caller's answer.
  *
  *-------------------------------------------------------------------------
  */
@@ -18,12 +19,17 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
+#include "clock.h"
+#include "graph_api.h"
 #include "http_client.h"
-#include "sender.h"
+#include "metrics.h"
+#include "number_queue.h"
+#include "rate_gate.h"
+#include "settings.h"
 
-int			active_numbers = 0;	/* numbers sending, as of the last refresh */
-
+static MemoryContext numbers_context = NULL;	/* the sender's */
 static HTAB *numbers = NULL;
+static int	active_numbers = 0; /* numbers sending, as of the last refresh */
 static int	share_ordinal = 0;	/* sender_share, as of the last refresh */
 static int	share_count = 1;
 
@@ -45,7 +51,7 @@ static int	share_count = 1;
 
 /*
  * A sender that waited less than this share of a second (BUSY_WINDOW_US)
- * for events was busy all along: see sender_note_turn
+ * for events was busy all along: see numbers_note_turn
  */
 #define BUSY_WINDOW_US			USECS_PER_SEC
 #define BUSY_IDLE_SHARE			0.05
@@ -69,17 +75,18 @@ static int64 busy_window_idle = 0;
 #define INFLIGHT_SLACK_SEC	0.05
 
 /*
- * Create the numbers table (in sender_context).
+ * Create the numbers table; it and the FIFOs live in cxt.
  */
 void
-numbers_init(void)
+wasend_numbers_init(MemoryContext cxt)
 {
 	HASHCTL		ctl;
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(NumberState);
-	ctl.hcxt = sender_context;
+	numbers_context = cxt;
+	ctl.hcxt = cxt;
 	numbers = hash_create("wasend numbers", 64, &ctl,
 						  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 }
@@ -88,7 +95,7 @@ numbers_init(void)
  * Find or create this sender's state for a number.
  */
 NumberState *
-number_get(int64 number_id)
+wasend_number_get(int64 number_id)
 {
 	bool		found;
 	NumberState *ns = hash_search(numbers, &number_id, HASH_ENTER, &found);
@@ -108,7 +115,7 @@ number_get(int64 number_id)
 		ns->pace_noted_at = 0;
 		ns->active = false;
 		ns->cap = 64;
-		ns->rows = MemoryContextAlloc(sender_context, sizeof(PendingRow) * ns->cap);
+		ns->rows = MemoryContextAlloc(numbers_context, sizeof(PendingRow) * ns->cap);
 		ns->head = 0;
 		ns->count = 0;
 	}
@@ -119,16 +126,18 @@ number_get(int64 number_id)
  * This sender's state for a number, or NULL.
  */
 NumberState *
-number_find(int64 number_id)
+wasend_number_find(int64 number_id)
 {
 	return hash_search(numbers, &number_id, HASH_FIND, NULL);
 }
 
 /*
  * Before a refresh: no number is active until the running set says so.
+ * This sender is share_ordinal of its database's share_count senders
+ * (see sender_share in db_cycle.c).
  */
 void
-numbers_begin_refresh(void)
+wasend_numbers_begin_refresh(int ordinal, int count)
 {
 	HASH_SEQ_STATUS seq;
 	NumberState *ns;
@@ -141,7 +150,8 @@ numbers_begin_refresh(void)
 		ns->mine = false;
 	}
 	active_numbers = 0;
-	sender_share(&share_ordinal, &share_count);
+	share_ordinal = ordinal;
+	share_count = count;
 }
 
 /*
@@ -154,65 +164,14 @@ set_string(char **field, const char *value)
 		return;
 	if (*field != NULL)
 		pfree(*field);
-	*field = MemoryContextStrdup(sender_context, value);
-}
-
-/*
- * A Graph API URL of a number: base/{phone_number_id}{rest}, with
- * appsecret_proof (hex HMAC-SHA256 of the token keyed with the app secret,
- * see signature.c) when wasend.app_secret_file is set.  A secret file that
- * cannot be used is reported (by path, never content) and the requests go
- * without the proof: the API's answer then says what it thinks of that.
- */
-static char *
-graph_url(const char *phone_number_id, const char *rest, const char *token)
-{
-	static char last_error[256] = "";
-	char		proof[65];
-	const char *secret;
-	const char *error;
-
-	/* say it once, and again only when the problem changes */
-	secret = wasend_secret(WASEND_SECRET_APP, &error);
-	if (error != NULL && strcmp(error, last_error) != 0)
-		ereport(WARNING,
-				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("wasend sends without appsecret_proof: %s", error)));
-	strlcpy(last_error, error ? error : "", sizeof(last_error));
-	if (secret == NULL)
-		return psprintf("%s/%s%s", wasend_api_base_url, phone_number_id, rest);
-	wasend_hmac_sha256_hex(secret, token, strlen(token), proof);
-	return psprintf("%s/%s%s%cappsecret_proof=%s",
-					wasend_api_base_url, phone_number_id, rest,
-					strchr(rest, '?') ? '&' : '?', proof);
-}
-
-/*
- * The URL a number's messages are posted to: base/{phone_number_id}/messages.
- */
-char *
-number_url(const char *phone_number_id, const char *token)
-{
-	return graph_url(phone_number_id, "/messages", token);
-}
-
-/*
- * The URL that reads a number's messaging limit, quality and health:
- * base/{phone_number_id}?fields=..., with appsecret_proof as for sends.
- */
-char *
-number_limits_url(const char *phone_number_id, const char *token)
-{
-	return graph_url(phone_number_id,
-					 "?fields=whatsapp_business_manager_messaging_limit,quality_rating,health_status,display_phone_number",
-					 token);
+	*field = MemoryContextStrdup(numbers_context, value);
 }
 
 /*
  * A number is in the running set: take its current rate, id and token.
  */
 void
-number_refresh(NumberState *ns, int rate, const char *phone_number_id,
+wasend_number_refresh(NumberState *ns, int rate, const char *phone_number_id,
 			   const char *access_token)
 {
 	char	   *url;
@@ -224,9 +183,9 @@ number_refresh(NumberState *ns, int rate, const char *phone_number_id,
 	ns->active = true;
 	ns->rate = rate;
 	set_string(&ns->phone_number_id, phone_number_id);
-	ns->gate_key = rate_gate_key(phone_number_id);
+	ns->gate_key = wasend_rate_gate_key(phone_number_id);
 	set_string(&ns->access_token, access_token);
-	url = number_url(phone_number_id, access_token);
+	url = wasend_graph_number_url(phone_number_id, access_token);
 	set_string(&ns->url, url);
 	pfree(url);
 }
@@ -238,7 +197,7 @@ number_refresh(NumberState *ns, int rate, const char *phone_number_id,
  * take the whole budget and the others would wait).
  */
 int
-number_target(NumberState *ns)
+wasend_number_target(NumberState *ns)
 {
 	return Min(Min(wasend_batch_size, ns->rate),
 			   Max(1, wasend_max_inflight / Max(active_numbers, 1)));
@@ -248,7 +207,7 @@ number_target(NumberState *ns)
  * A request of the number is no longer in flight (its answer came back).
  */
 void
-number_answered(NumberState *ns)
+wasend_number_answered(NumberState *ns)
 {
 	if (ns->inflight > 0)
 		ns->inflight--;
@@ -261,7 +220,7 @@ number_answered(NumberState *ns)
  * into the least latency of the current window (see number_latency).
  */
 void
-number_note_latency(NumberState *ns, int64 latency_us, int64 now)
+wasend_number_note_latency(NumberState *ns, int64 latency_us, int64 now)
 {
 	latency_us = Min(Max(latency_us, 0), MAX_LATENCY_SAMPLE_US);
 
@@ -287,7 +246,7 @@ number_note_latency(NumberState *ns, int64 latency_us, int64 now)
  * window of waiting again lifts that).
  */
 void
-sender_note_turn(int64 idle_us, int64 now)
+wasend_numbers_note_turn(int64 idle_us, int64 now)
 {
 	busy_window_idle += idle_us;
 	if (busy_window_at == 0)
@@ -330,7 +289,7 @@ number_latency(NumberState *ns)
  * claims a number's rows (sender_share), so it is the whole pace.
  */
 int
-number_inflight_need(NumberState *ns)
+wasend_number_inflight_need(NumberState *ns)
 {
 	double		pace = ns->rate * wasend_rate_headroom;
 	double		need = pace * (number_latency(ns) / 1000000.0 * INFLIGHT_MARGIN +
@@ -348,7 +307,7 @@ number_inflight_need(NumberState *ns)
  * uncertain, not the working figure.
  */
 int
-sender_budget(void)
+wasend_numbers_budget(void)
 {
 	HASH_SEQ_STATUS seq;
 	NumberState *ns;
@@ -358,26 +317,9 @@ sender_budget(void)
 	while ((ns = hash_seq_search(&seq)) != NULL)
 	{
 		if (ns->active && ns->mine)
-			total += number_target(ns) + number_inflight_need(ns);
+			total += wasend_number_target(ns) + wasend_number_inflight_need(ns);
 	}
 	return (int) Min(total, (int64) wasend_max_inflight);
-}
-
-/*
- * Before campaigns_claim_request: no number has a top priority yet.
- */
-void
-numbers_reset_shares(void)
-{
-	HASH_SEQ_STATUS seq;
-	NumberState *ns;
-
-	hash_seq_init(&seq, numbers);
-	while ((ns = hash_seq_search(&seq)) != NULL)
-	{
-		ns->top_priority = 0;
-		ns->top_count = 0;
-	}
 }
 
 /*
@@ -395,7 +337,7 @@ fifo_insert(NumberState *ns, const ClaimedRow *row, int ahead_of)
 
 	if (ns->count == ns->cap)
 	{
-		PendingRow *grown = MemoryContextAlloc(sender_context,
+		PendingRow *grown = MemoryContextAlloc(numbers_context,
 											   sizeof(PendingRow) * ns->cap * 2);
 		int			i;
 
@@ -421,7 +363,7 @@ fifo_insert(NumberState *ns, const ClaimedRow *row, int ahead_of)
 	p->campaign_id = row->campaign_id;
 	p->priority = row->priority;
 	p->refusals = 0;
-	p->body = MemoryContextStrdup(sender_context, row->body);
+	p->body = MemoryContextStrdup(numbers_context, row->body);
 	ns->count++;
 	return p;
 }
@@ -434,7 +376,7 @@ fifo_insert(NumberState *ns, const ClaimedRow *row, int ahead_of)
  * campaign row this sender holds.
  */
 void
-number_push(NumberState *ns, const ClaimedRow *row)
+wasend_number_push(NumberState *ns, const ClaimedRow *row)
 {
 	(void) fifo_insert(ns, row, row->priority);
 }
@@ -448,7 +390,7 @@ number_push(NumberState *ns, const ClaimedRow *row)
  * this sender's token.
  */
 void
-number_requeue(NumberState *ns, int64 id, int64 campaign_id, int priority,
+wasend_number_requeue(NumberState *ns, int64 id, int64 campaign_id, int priority,
 			   int refusals, const char *body)
 {
 	ClaimedRow	row;
@@ -463,12 +405,14 @@ number_requeue(NumberState *ns, int64 id, int64 campaign_id, int priority,
 
 /*
  * Remove, from every number's FIFO, the rows of campaigns that may no
- * longer send (all rows with drop_all), and store their ids and campaigns
- * in the caller's arrays (room for held_total entries), so that they can be
- * given back.  They stay counted as held until they are.
+ * longer send (sends says which may; all rows with drop_all), and store
+ * their ids and campaigns in the caller's arrays (room for every row
+ * held), so that they can be given back.  They stay counted as held until
+ * they are.
  */
 int
-numbers_take_stopped(int64 *ids, int64 *campaign_ids, bool drop_all)
+wasend_numbers_take_stopped(int64 *ids, int64 *campaign_ids,
+							WasendCampaignSends sends, bool drop_all)
 {
 	HASH_SEQ_STATUS seq;
 	NumberState *ns;
@@ -483,9 +427,8 @@ numbers_take_stopped(int64 *ids, int64 *campaign_ids, bool drop_all)
 		for (i = 0; i < ns->count; i++)
 		{
 			PendingRow row = ns->rows[(ns->head + i) % ns->cap];
-			CampaignState *cs = campaign_find(row.campaign_id);
 
-			if (drop_all || !ns->active || cs == NULL || !cs->running)
+			if (drop_all || !ns->active || !sends(row.campaign_id))
 			{
 				ids[n] = row.id;
 				campaign_ids[n] = row.campaign_id;
@@ -501,12 +444,12 @@ numbers_take_stopped(int64 *ids, int64 *campaign_ids, bool drop_all)
 }
 
 /*
- * Start as many requests as the rate gate allows.  Returns the earliest
- * monotonic time at which the gate opens again for a number that still
- * has rows waiting (0 if none waits).
+ * Start as many requests as the rate gate allows (none while the sender
+ * is stopping).  Returns the earliest monotonic time at which the gate
+ * opens again for a number that still has rows waiting (0 if none waits).
  */
 int64
-numbers_start_sends(int64 now)
+wasend_numbers_start_sends(int64 now, bool stopping)
 {
 	HASH_SEQ_STATUS seq;
 	NumberState *ns;
@@ -521,7 +464,7 @@ numbers_start_sends(int64 now)
 		int			npri = 0;
 		int			room;
 
-		if (ns->count == 0 || !ns->active || shutdown_requested)
+		if (ns->count == 0 || !ns->active || stopping)
 			continue;
 		/*
 		 * never more in flight than twice what Little's law asks for the
@@ -529,20 +472,20 @@ numbers_start_sends(int64 now)
 		 * sender's whole budget, while a slow turn of the loop does not
 		 * hold the number back): its answers make room, and wake the loop
 		 */
-		room = 2 * number_inflight_need(ns) - ns->inflight;
+		room = 2 * wasend_number_inflight_need(ns) - ns->inflight;
 		if (room <= 0)
 			continue;
 		/* wasend_send rows at the front go first, with priority */
 		while (npri < ns->count && ns->rows[(ns->head + npri) % ns->cap].priority >= 0)
 			npri++;
-		granted = rate_gate_take(ns->gate_key, ns->rate,
+		granted = wasend_rate_gate_take(ns->gate_key, ns->rate,
 								 Min(Min(npri > 0 ? npri : ns->count, WASEND_MAX_RATE), room),
 								 now, &next, npri > 0);
 		for (i = 0; i < granted; i++)
 		{
 			PendingRow *p = &ns->rows[ns->head];
 
-			HttpRequest *req = http_start(ns->url, ns->access_token, p->body, p->id,
+			HttpRequest *req = wasend_http_start(ns->url, ns->access_token, p->body, p->id,
 										  p->campaign_id, ns->number_id,
 										  ns->gate_key);
 
@@ -554,16 +497,14 @@ numbers_start_sends(int64 now)
 			ns->count--;
 		}
 		if (granted > 0)
-			metrics_note_inflight(ns->phone_number_id, granted);
+			wasend_metrics_note_inflight(ns->phone_number_id, granted);
 		if (now >= ns->pace_noted_at + PACE_NOTE_US)
 		{
-			metrics_note_pace(ns->phone_number_id, rate_gate_pace(ns->gate_key, ns->rate, now));
+			wasend_metrics_note_pace(ns->phone_number_id, wasend_rate_gate_pace(ns->gate_key, ns->rate, now));
 			ns->pace_noted_at = now;
 		}
 		if (ns->count > 0 && (wake == 0 || next < wake))
 			wake = next;
 	}
-	pg_atomic_write_u32(&my_slot->inflight, http_inflight());
-	pg_atomic_write_u32(&my_slot->hold_target, sender_budget());
 	return wake;
 }

@@ -1,20 +1,13 @@
 /*-------------------------------------------------------------------------
  *
  * queue.c
- *		The SQL a sender runs: claim a batch, record a batch of results,
- *		release rows of paused campaigns, complete finished campaigns.
+ *		The SQL a sender runs (src/queue.sql): claim a batch, record a
+ *		batch of results, release rows of paused campaigns, complete
+ *		finished campaigns.
  *
- * Every statement is set-based: one claims a batch of rows for several
- * campaigns at once (FOR UPDATE SKIP LOCKED, LIMIT per campaign); one writes
- * the outcomes of a batch of requests from parallel arrays
- * (UPDATE ... FROM unnest(...)).  Request bodies are built and responses
- * parsed by jsonb inside these statements; C never prints JSON, and reads
- * it only with PostgreSQL's own JSON parser: to check that a response is
- * JSON at all (so one garbage answer cannot abort a whole batch's cast),
- * and to find an error answer's code (wasend_answer_error_code).
- *
- * Plans are prepared once per sender and kept; callers run these inside
- * their own transaction, with SPI connected.
+ * Every statement is set-based and prepared once per sender; callers run
+ * them inside their own transaction, with SPI connected.  See
+ * docs/internals/queue.md.
  *
  *-------------------------------------------------------------------------
  */
@@ -30,8 +23,11 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "graph_api.h"
 #include "queue.h"
-#include "wasend.h"
+#include "metrics.h"
+#include "secrets.h"
+#include "settings.h"
 
 /* the statements, generated from src/queue.sql (see queue_sql.awk) */
 #include "queue_sql.h"
@@ -61,7 +57,7 @@ static SPIPlanPtr plan_token_refused = NULL;
  * CREATE EXTENSION and must survive DROP EXTENSION.
  */
 bool
-queue_extension_present(void)
+wasend_queue_extension_present(void)
 {
 	return OidIsValid(get_extension_oid("wasend", true));
 }
@@ -72,8 +68,8 @@ queue_extension_present(void)
  * of another version than this library's, or a copy of another database,
  * see wasend.database_identity), or DBSTATE_SEND.  In a transaction.
  */
-int
-queue_database_state(Oid dboid, char **why)
+QueueDatabaseState
+wasend_queue_database_state(Oid dboid, char **why)
 {
 	Datum		arg[1];
 	Oid			types[1] = {OIDOID};
@@ -81,7 +77,7 @@ queue_database_state(Oid dboid, char **why)
 	char	   *version;
 
 	*why = NULL;
-	if (!queue_extension_present())
+	if (!wasend_queue_extension_present())
 		return DBSTATE_ABSENT;
 	if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'wasend'",
 					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
@@ -127,7 +123,7 @@ prepare(const char *sql, int nargs, Oid *argtypes)
  * the extension is dropped and created again.
  */
 void
-queue_prepare(void)
+wasend_queue_prepare(void)
 {
 	Oid			claim_types[6] = {INT8ARRAYOID, INT4ARRAYOID, INT8OID, INT8ARRAYOID, TEXTARRAYOID,
 	INT4ARRAYOID};
@@ -214,7 +210,7 @@ int8_array(int n, const int64 *values)
  * or 0 if none is waiting.
  */
 TimestampTz
-queue_activate_scheduled(void)
+wasend_queue_activate_scheduled(void)
 {
 	bool		isnull;
 	Datum		next;
@@ -266,7 +262,7 @@ token_refused(int64 number_id, const char *phone_number_id, const char *error)
  * is allocated in cxt.
  */
 int
-queue_running_campaigns(int nexcl, const int64 *excl, int nonly, const int64 *only,
+wasend_queue_running_campaigns(int nexcl, const int64 *excl, int nonly, const int64 *only,
 						RunningCampaign **out, MemoryContext cxt)
 {
 	uint64		i;
@@ -337,7 +333,7 @@ queue_running_campaigns(int nexcl, const int64 *excl, int nonly, const int64 *on
  * in excl[], in *out (allocated in cxt).  Returns how many.
  */
 int
-queue_running_ids(int nexcl, const int64 *excl, int64 **out, MemoryContext cxt)
+wasend_queue_running_ids(int nexcl, const int64 *excl, int64 **out, MemoryContext cxt)
 {
 	Datum		args[1];
 	int64	   *ids;
@@ -363,7 +359,7 @@ queue_running_ids(int nexcl, const int64 *excl, int64 **out, MemoryContext cxt)
  * seconds (wasend.campaign_faults, shown in campaign_progress.waiting).
  */
 void
-queue_fault_note(int64 campaign_id, const char *error, double secs)
+wasend_queue_fault_note(int64 campaign_id, const char *error, double secs)
 {
 	Datum		args[3];
 
@@ -378,7 +374,7 @@ queue_fault_note(int64 campaign_id, const char *error, double secs)
  * Forget what was said of campaigns set aside that went through again.
  */
 void
-queue_fault_clear(int n, const int64 *campaign_ids)
+wasend_queue_fault_clear(int n, const int64 *campaign_ids)
 {
 	Datum		args[1];
 
@@ -393,7 +389,7 @@ queue_fault_clear(int n, const int64 *campaign_ids)
  * answer is written first.  The result is allocated in cxt.
  */
 int
-queue_limits_due(int resume_secs, LimitsCheck **out, MemoryContext cxt)
+wasend_queue_limits_due(int resume_secs, LimitsCheck **out, MemoryContext cxt)
 {
 	Datum		args[1];
 	LimitsCheck *lc;
@@ -435,7 +431,7 @@ queue_limits_due(int resume_secs, LimitsCheck **out, MemoryContext cxt)
 												 &error, cxt);
 			if (lc[i].access_token == NULL)
 			{
-				queue_limits_failed(lc[i].number_id, error);
+				wasend_queue_limits_failed(lc[i].number_id, error);
 				continue;
 			}
 		}
@@ -451,7 +447,7 @@ queue_limits_due(int resume_secs, LimitsCheck **out, MemoryContext cxt)
  * use.
  */
 void
-queue_limits_apply(int64 number_id, long http_status, const char *body)
+wasend_queue_limits_apply(int64 number_id, long http_status, const char *body)
 {
 	Datum		args[3];
 	char		nulls[3] = {' ', ' ', ' '};
@@ -473,7 +469,7 @@ queue_limits_apply(int64 number_id, long http_status, const char *body)
  * A number's limits could not be read: say why on the number.
  */
 void
-queue_limits_failed(int64 number_id, const char *message)
+wasend_queue_limits_failed(int64 number_id, const char *message)
 {
 	Datum		args[2];
 
@@ -488,7 +484,7 @@ queue_limits_failed(int64 number_id, const char *message)
  * Runs in the launcher (plan not kept).
  */
 void
-queue_limits_all_due(void)
+wasend_queue_limits_all_due(void)
 {
 	if (SPI_execute(sql_limits_all_due, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "wasend: marking numbers' limits due failed");
@@ -502,7 +498,7 @@ queue_limits_all_due(void)
  * suppressed) comes back with a NULL body.
  */
 int
-queue_claim(int n, const int64 *campaign_ids, const int32 *limits,
+wasend_queue_claim(int n, const int64 *campaign_ids, const int32 *limits,
 			const int32 *scans, const int64 *after_ids, int64 token,
 			ClaimedRow **out, MemoryContext cxt)
 {
@@ -568,12 +564,47 @@ queue_claim(int n, const int64 *campaign_ids, const int32 *limits,
 }
 
 /*
+ * Read a record row's error answers by key (columns 7 and 8: keys text[],
+ * counts bigint[], both NULL when there are none) into group, allocated
+ * in the caller's context.
+ */
+static void
+record_errors(RecordGroup *group, HeapTuple tup, TupleDesc desc)
+{
+	bool		keys_null;
+	bool		counts_null;
+	Datum		keys = SPI_getbinval(tup, desc, 7, &keys_null);
+	Datum		counts = SPI_getbinval(tup, desc, 8, &counts_null);
+	Datum	   *key_values;
+	Datum	   *count_values;
+	int			nkeys;
+	int			ncounts;
+	int			i;
+
+	group->nerrors = 0;
+	if (keys_null || counts_null)
+		return;
+	deconstruct_array(DatumGetArrayTypeP(keys), TEXTOID, -1, false,
+					  TYPALIGN_INT, &key_values, NULL, &nkeys);
+	deconstruct_array(DatumGetArrayTypeP(counts), INT8OID, 8, FLOAT8PASSBYVAL,
+					  TYPALIGN_DOUBLE, &count_values, NULL, &ncounts);
+	group->nerrors = Min(nkeys, ncounts);
+	group->error_keys = palloc(sizeof(char *) * Max(group->nerrors, 1));
+	group->error_counts = palloc(sizeof(int64) * Max(group->nerrors, 1));
+	for (i = 0; i < group->nerrors; i++)
+	{
+		group->error_keys[i] = TextDatumGetCString(key_values[i]);
+		group->error_counts[i] = DatumGetInt64(count_values[i]);
+	}
+}
+
+/*
  * Write the outcomes of some entries of a batch (idx[0..n-1]) in one
  * statement.  Returns one RecordGroup per (campaign, number) in *out
  * (allocated in the caller's context).  The batch itself is not changed.
  */
 int
-queue_record(ResultBatch *b, const int *idx, int n, int max_attempts,
+wasend_queue_record(ResultBatch *b, const int *idx, int n, int max_attempts,
 			 int64 token, RecordGroup **out)
 {
 	Datum		args[8];
@@ -644,7 +675,7 @@ queue_record(ResultBatch *b, const int *idx, int n, int max_attempts,
 		groups[i].failed = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
 		groups[i].slow_down = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
 		groups[i].paused = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
-		groups[i].errors = SPI_getvalue(tup, desc, 7);
+		record_errors(&groups[i], tup, desc);
 	}
 	*out = groups;
 	return (int) SPI_processed;
@@ -656,7 +687,7 @@ queue_record(ResultBatch *b, const int *idx, int n, int max_attempts,
  * still this sender's.
  */
 bool
-queue_record_poison(int64 row_id, int64 token, TimestampTz at, const char *error)
+wasend_queue_record_poison(int64 row_id, int64 token, TimestampTz at, const char *error)
 {
 	Datum		args[4];
 
@@ -673,7 +704,7 @@ queue_record_poison(int64 row_id, int64 token, TimestampTz at, const char *error
  * Apply the status webhooks that were waiting for their wamid.
  */
 void
-queue_apply_pending_statuses(void)
+wasend_queue_apply_pending_statuses(void)
 {
 	if (SPI_execute_plan(plan_pending, NULL, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "wasend: applying pending statuses failed");
@@ -684,7 +715,7 @@ queue_apply_pending_statuses(void)
  * idx[0..n-1] of a batch, just recorded.
  */
 void
-queue_apply_pending_recorded(ResultBatch *b, const int *idx, int n)
+wasend_queue_apply_pending_recorded(ResultBatch *b, const int *idx, int n)
 {
 	Datum	   *ids = palloc(sizeof(Datum) * Max(n, 1));
 	Datum		arg;
@@ -704,7 +735,7 @@ queue_apply_pending_recorded(ResultBatch *b, const int *idx, int n)
  * user holds it locked).
  */
 bool
-queue_trip_breaker(int64 campaign_id, int failures, int window)
+wasend_queue_trip_breaker(int64 campaign_id, int failures, int window)
 {
 	Datum		args[3];
 
@@ -721,7 +752,7 @@ queue_trip_breaker(int64 campaign_id, int failures, int window)
  * Runs in the launcher, whose plan is not kept: it runs rarely.
  */
 int64
-queue_recover(int ntokens, const int64 *tokens, bool fail_uncertain,
+wasend_queue_recover(int ntokens, const int64 *tokens, bool fail_uncertain,
 			  int max_attempts)
 {
 	Datum		args[3];
@@ -741,7 +772,7 @@ queue_recover(int ntokens, const int64 *tokens, bool fail_uncertain,
  * Put rows this sender claimed and never sent back (see release).
  */
 void
-queue_release(int n, const int64 *row_ids, int64 token)
+wasend_queue_release(int n, const int64 *row_ids, int64 token)
 {
 	Datum		args[2];
 
@@ -761,7 +792,7 @@ queue_release(int n, const int64 *row_ids, int64 token)
  * *nlocked their number.  Returns how many were completed.
  */
 int
-queue_complete(int n, const int64 *campaign_ids, int64 *locked, int *nlocked_out)
+wasend_queue_complete(int n, const int64 *campaign_ids, int64 *locked, int *nlocked_out)
 {
 	Datum		args[1];
 	uint64		i;
@@ -794,7 +825,7 @@ queue_complete(int n, const int64 *campaign_ids, int64 *locked, int *nlocked_out
  * Create an empty result batch with room for cap outcomes.
  */
 void
-result_batch_init(ResultBatch *b, int cap, MemoryContext parent)
+wasend_result_batch_init(ResultBatch *b, int cap, MemoryContext parent)
 {
 	memset(b, 0, sizeof(*b));
 	b->cxt = AllocSetContextCreate(parent, "wasend results",
@@ -816,7 +847,7 @@ result_batch_init(ResultBatch *b, int cap, MemoryContext parent)
  * Make room for cap outcomes (after wasend.max_inflight was raised).
  */
 void
-result_batch_grow(ResultBatch *b, int cap)
+wasend_result_batch_grow(ResultBatch *b, int cap)
 {
 	if (cap <= b->cap)
 		return;
@@ -837,7 +868,7 @@ result_batch_grow(ResultBatch *b, int cap)
  * Forget the outcomes once written.
  */
 void
-result_batch_reset(ResultBatch *b)
+wasend_result_batch_reset(ResultBatch *b)
 {
 	b->n = 0;
 	b->oldest = 0;
@@ -849,7 +880,7 @@ result_batch_reset(ResultBatch *b)
  * are, in the batch's context, which is reset once the batch is empty).
  */
 void
-result_batch_keep(ResultBatch *b, const bool *keep)
+wasend_result_batch_keep(ResultBatch *b, const bool *keep)
 {
 	int			i;
 	int			n = 0;
@@ -871,196 +902,20 @@ result_batch_keep(ResultBatch *b, const bool *keep)
 		n++;
 	}
 	if (n == 0)
-		result_batch_reset(b);
+		wasend_result_batch_reset(b);
 	else
 		b->n = n;
 }
 
 /*
- * Parse text as JSON in the database encoding with PostgreSQL's parser,
- * running sem's actions: true if it is JSON.  The parser reports syntax
- * errors by return code, but its recursion raises an ERROR on a deeply
- * nested text (1 MB of "[" exhausts the stack check): that is caught here
- * and the text is simply not JSON.  So this never throws, and callers
- * outside a transaction (the webhook worker, a sender collecting answers)
- * can use it on anything a client or the API sends.  The lexer and what
- * the actions are given live in a context of their own, deleted before
- * returning, also after an error.
- */
-static bool
-json_parse_guarded(const char *text, size_t len, JsonSemAction *sem,
-				   bool need_escapes)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	MemoryContext tmp;
-	volatile bool ok = false;
-
-	if (text == NULL || len == 0 || !pg_verifymbstr(text, len, true))
-		return false;
-	tmp = AllocSetContextCreate(cxt, "wasend JSON parse", ALLOCSET_SMALL_SIZES);
-	MemoryContextSwitchTo(tmp);
-	PG_TRY();
-	{
-		JsonLexContext *lex;
-#if PG_VERSION_NUM >= 170000
-		JsonLexContext lexbuf;
-
-		lex = makeJsonLexContextCstringLen(&lexbuf, unconstify(char *, text), len,
-										   GetDatabaseEncoding(), need_escapes);
-#else
-		lex = makeJsonLexContextCstringLen(unconstify(char *, text), len,
-										   GetDatabaseEncoding(), need_escapes);
-#endif
-		ok = pg_parse_json(lex, sem) == JSON_SUCCESS;
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(tmp);
-		FlushErrorState();
-		ok = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	MemoryContextDelete(tmp);
-	return ok;
-}
-
-/*
  * Is this text valid in the database encoding and JSON?  PostgreSQL's
- * JSON parser with no semantic actions; never throws (json_parse_guarded).
+ * JSON parser with no semantic actions; never throws
+ * (wasend_json_parse_guarded).
  */
 bool
 wasend_text_is_json(const char *text, size_t len)
 {
-	return json_parse_guarded(text, len, &nullSemAction, false);
-}
-
-/*
- * Semantic actions of wasend_answer_error_code: follow the parser down to
- * the number at error.code.  A key given twice counts by its last value,
- * as jsonb keeps it, so that the sender and the record statement (which
- * reads error.code through jsonb) never disagree about one answer.
- */
-typedef struct ErrorCodeState
-{
-	int			depth;			/* objects and arrays open */
-	bool		in_error;		/* inside the top-level "error" object */
-	bool		at_code;		/* at the value of error.code */
-	bool		found;
-	int			code;
-} ErrorCodeState;
-
-#if PG_VERSION_NUM >= 160000
-#define JSON_ACTION_RESULT	JsonParseErrorType
-#define JSON_ACTION_DONE	return JSON_SUCCESS
-#else
-#define JSON_ACTION_RESULT	void
-#define JSON_ACTION_DONE	return
-#endif
-
-/* an object or array opens: one level deeper */
-static JSON_ACTION_RESULT
-ec_open(void *state)
-{
-	((ErrorCodeState *) state)->depth++;
-	JSON_ACTION_DONE;
-}
-
-/* an object or array closes; leaving the top-level "error" object */
-static JSON_ACTION_RESULT
-ec_close(void *state)
-{
-	ErrorCodeState *st = (ErrorCodeState *) state;
-
-	if (--st->depth == 1)
-		st->in_error = false;
-	JSON_ACTION_DONE;
-}
-
-/* a key: "error" at the top, "code" directly inside it */
-static JSON_ACTION_RESULT
-ec_field_start(void *state, char *fname, bool isnull)
-{
-	ErrorCodeState *st = (ErrorCodeState *) state;
-
-	if (st->depth == 1)
-	{
-		st->in_error = strcmp(fname, "error") == 0;
-		if (st->in_error)
-			st->found = false;	/* a later "error" replaces an earlier one */
-	}
-	else if (st->depth == 2 && st->in_error && strcmp(fname, "code") == 0)
-	{
-		st->at_code = true;
-		st->found = false;		/* a later "code" replaces an earlier one */
-	}
-	JSON_ACTION_DONE;
-}
-
-/* a key's value ends */
-static JSON_ACTION_RESULT
-ec_field_end(void *state, char *fname, bool isnull)
-{
-	ErrorCodeState *st = (ErrorCodeState *) state;
-
-	if (st->depth == 2)
-		st->at_code = false;
-	JSON_ACTION_DONE;
-}
-
-/*
- * A scalar: the value of error.code counts if it is a number of at most
- * 9 digits, the record statement's test (larger ones are no code of
- * Meta's and would not fit an int)
- */
-static JSON_ACTION_RESULT
-ec_scalar(void *state, char *token, JsonTokenType tokentype)
-{
-	ErrorCodeState *st = (ErrorCodeState *) state;
-
-	if (st->at_code && st->depth == 2 && tokentype == JSON_TOKEN_NUMBER)
-	{
-		const char *d = token[0] == '-' ? token + 1 : token;
-		size_t		n = strspn(d, "0123456789");
-
-		if (n >= 1 && n <= 9 && d[n] == '\0')
-		{
-			st->found = true;
-			st->code = pg_strtoint32(token);
-		}
-	}
-	JSON_ACTION_DONE;
-}
-
-/*
- * The Graph API error code of an answer, {"error": {"code": N, ...}}, read
- * with PostgreSQL's JSON parser: true and *code if the text is JSON in the
- * database encoding with a number at error.code, false otherwise.  Like
- * wasend_text_is_json it never throws (a deeply nested or huge answer is
- * simply not one), and what it allocates is freed before it returns.  For
- * the sender, before an answer reaches the record statement (a 130429 is
- * sent again instead of recorded).
- */
-bool
-wasend_answer_error_code(const char *text, size_t len, int *code)
-{
-	JsonSemAction sem;
-	ErrorCodeState st;
-
-	memset(&st, 0, sizeof(st));
-	memset(&sem, 0, sizeof(sem));
-	sem.semstate = &st;
-	sem.object_start = ec_open;
-	sem.object_end = ec_close;
-	sem.array_start = ec_open;
-	sem.array_end = ec_close;
-	sem.object_field_start = ec_field_start;
-	sem.object_field_end = ec_field_end;
-	sem.scalar = ec_scalar;
-	if (!json_parse_guarded(text, len, &sem, true) || !st.found)
-		return false;
-	*code = st.code;
-	return true;
+	return wasend_json_parse_guarded(text, len, &nullSemAction, false);
 }
 
 /*
@@ -1068,7 +923,7 @@ wasend_answer_error_code(const char *text, size_t len, int *code)
  * the jsonb cast and reported as an error text instead.
  */
 void
-result_batch_add(ResultBatch *b, int64 row_id, int64 campaign_id,
+wasend_result_batch_add(ResultBatch *b, int64 row_id, int64 campaign_id,
 				 long http_status, const char *body, const char *error,
 				 const char *error_class, TimestampTz at, int64 mono_now)
 {
@@ -1117,7 +972,7 @@ result_batch_add(ResultBatch *b, int64 row_id, int64 campaign_id,
  * campaign_metrics); at most max campaigns, in a palloc'd array.
  */
 int
-queue_campaign_metrics(MetricsCampaign **out, int max)
+wasend_queue_campaign_metrics(MetricsCampaign **out, int max)
 {
 	Datum		args[1];
 	Oid			types[1] = {INT4OID};

@@ -11,7 +11,9 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
-#include "wasend.h"
+#include "utils/palloc.h"
+
+#include "metrics.h"
 
 /* A running campaign whose number may send, as the sender needs it. */
 typedef struct RunningCampaign
@@ -36,8 +38,10 @@ typedef struct RecordGroup
 	int64		failed;
 	int64		slow_down;		/* answers whose policy says slow down */
 	int64		paused;			/* numbers + campaigns the batch paused */
-	char	   *errors;			/* error answers by key: "131049=2,timeout=1",
-								 * or NULL */
+	int			nerrors;		/* error answers by key: how many keys */
+	char	  **error_keys;		/* Graph API error codes or transport
+								 * classes */
+	int64	   *error_counts;	/* answers with each key */
 } RecordGroup;
 
 /* A row claimed for sending: its id and the request body jsonb built. */
@@ -79,50 +83,53 @@ typedef struct ResultBatch
 	MemoryContext cxt;			/* holds the texts; reset after writing */
 } ResultBatch;
 
-extern bool queue_extension_present(void);
-extern void queue_prepare(void);
-extern TimestampTz queue_activate_scheduled(void);
-extern int	queue_running_campaigns(int nexcl, const int64 *excl, int nonly,
+extern bool wasend_queue_extension_present(void);
+extern void wasend_queue_prepare(void);
+extern TimestampTz wasend_queue_activate_scheduled(void);
+extern int	wasend_queue_running_campaigns(int nexcl, const int64 *excl, int nonly,
 									const int64 *only, RunningCampaign **out,
 									MemoryContext cxt);
-extern int	queue_running_ids(int nexcl, const int64 *excl, int64 **out,
+extern int	wasend_queue_running_ids(int nexcl, const int64 *excl, int64 **out,
 							  MemoryContext cxt);
-extern void queue_fault_note(int64 campaign_id, const char *error, double secs);
-extern void queue_fault_clear(int n, const int64 *campaign_ids);
-extern int	queue_limits_due(int resume_secs, LimitsCheck **out, MemoryContext cxt);
-extern void queue_limits_apply(int64 number_id, long http_status, const char *body);
-extern void queue_limits_failed(int64 number_id, const char *message);
-extern void queue_limits_all_due(void);
-extern int	queue_claim(int n, const int64 *campaign_ids, const int32 *limits,
+extern void wasend_queue_fault_note(int64 campaign_id, const char *error, double secs);
+extern void wasend_queue_fault_clear(int n, const int64 *campaign_ids);
+extern int	wasend_queue_limits_due(int resume_secs, LimitsCheck **out, MemoryContext cxt);
+extern void wasend_queue_limits_apply(int64 number_id, long http_status, const char *body);
+extern void wasend_queue_limits_failed(int64 number_id, const char *message);
+extern void wasend_queue_limits_all_due(void);
+extern int	wasend_queue_claim(int n, const int64 *campaign_ids, const int32 *limits,
 						const int32 *scans, const int64 *after_ids, int64 token,
 						ClaimedRow **out, MemoryContext cxt);
-extern int	queue_record(ResultBatch *batch, const int *idx, int n,
+extern int	wasend_queue_record(ResultBatch *batch, const int *idx, int n,
 						 int max_attempts, int64 token, RecordGroup **out);
-extern bool queue_record_poison(int64 row_id, int64 token, TimestampTz at,
+extern bool wasend_queue_record_poison(int64 row_id, int64 token, TimestampTz at,
 								const char *error);
-extern void queue_apply_pending_statuses(void);
-extern void queue_apply_pending_recorded(ResultBatch *batch, const int *idx, int n);
-extern bool queue_trip_breaker(int64 campaign_id, int failures, int window);
-extern int64 queue_recover(int ntokens, const int64 *tokens,
+extern void wasend_queue_apply_pending_statuses(void);
+extern void wasend_queue_apply_pending_recorded(ResultBatch *batch, const int *idx, int n);
+extern bool wasend_queue_trip_breaker(int64 campaign_id, int failures, int window);
+extern int64 wasend_queue_recover(int ntokens, const int64 *tokens,
 						   bool fail_uncertain, int max_attempts);
-extern void queue_release(int n, const int64 *row_ids, int64 token);
-extern int	queue_complete(int n, const int64 *campaign_ids, int64 *locked,
+extern void wasend_queue_release(int n, const int64 *row_ids, int64 token);
+extern int	wasend_queue_complete(int n, const int64 *campaign_ids, int64 *locked,
 						   int *nlocked);
 
-extern int	queue_campaign_metrics(MetricsCampaign **out, int max);
+extern int	wasend_queue_campaign_metrics(MetricsCampaign **out, int max);
 
 /* what queue_database_state says of a database */
-#define DBSTATE_ABSENT	0
-#define DBSTATE_IDLE	1
-#define DBSTATE_SEND	2
-extern int	queue_database_state(Oid dboid, char **why);
+typedef enum QueueDatabaseState
+{
+	DBSTATE_ABSENT = 0,			/* no extension */
+	DBSTATE_IDLE = 1,			/* the extension, but nothing may send */
+	DBSTATE_SEND = 2			/* senders have work */
+} QueueDatabaseState;
+extern QueueDatabaseState wasend_queue_database_state(Oid dboid, char **why);
 extern bool wasend_text_is_json(const char *text, size_t len);
-extern bool wasend_answer_error_code(const char *text, size_t len, int *code);
-extern void result_batch_init(ResultBatch *batch, int cap, MemoryContext parent);
-extern void result_batch_reset(ResultBatch *batch);
-extern void result_batch_keep(ResultBatch *batch, const bool *keep);
-extern void result_batch_grow(ResultBatch *batch, int cap);
-extern void result_batch_add(ResultBatch *batch, int64 row_id, int64 campaign_id,
+
+extern void wasend_result_batch_init(ResultBatch *batch, int cap, MemoryContext parent);
+extern void wasend_result_batch_reset(ResultBatch *batch);
+extern void wasend_result_batch_keep(ResultBatch *batch, const bool *keep);
+extern void wasend_result_batch_grow(ResultBatch *batch, int cap);
+extern void wasend_result_batch_add(ResultBatch *batch, int64 row_id, int64 campaign_id,
 							 long http_status, const char *body,
 							 const char *error, const char *error_class,
 							 TimestampTz at, int64 mono_now);

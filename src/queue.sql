@@ -129,7 +129,7 @@ WITH lanes AS (
   SELECT 'lane:' || c.id::text FROM wasend.campaigns c
    WHERE c.id = ANY ($1::bigint[]) AND c.kind = 'transactional'
   ON CONFLICT (name) DO NOTHING),
- cap AS (
+ cap_lock AS (
   SELECT l.name FROM wasend.claim_locks l
    WHERE l.name = 'frequency_cap'
      AND EXISTS (SELECT 1 FROM wasend.campaigns c
@@ -144,7 +144,7 @@ SELECT p.portfolio FROM wasend.portfolios p
                          FROM wasend.campaigns c
                          JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
                         WHERE c.id = ANY ($1::bigint[]))
-   AND (SELECT count(*) FROM cap) >= 0
+   AND (SELECT count(*) FROM cap_lock) >= 0
    FOR UPDATE OF p SKIP LOCKED
 
 -- name: claim
@@ -238,7 +238,13 @@ SELECT p.portfolio FROM wasend.portfolios p
 -- (claim_lock); rows of the others that would cost a slot are 'busy'.
 -- Portfolios without a limit, campaigns without a cap: none of this
 -- touches a table but the suppressions' primary key.
-WITH lane AS (
+WITH number_portfolios AS NOT MATERIALIZED (
+  -- each number with its portfolio's key: its business, or the number
+  -- alone when it has none
+  SELECT n.id, n.status, n.phone_number_id,
+         coalesce(n.business_id, 'number:' || n.id) AS portfolio
+    FROM wasend.whatsapp_numbers n),
+ locked_lanes AS (
   -- a transactional lane (wasend_send rows) is claimed by one sender at a
   -- time, so that rows committed together stay together, in priority
   -- order, in one sender's queue; a lane another sender is claiming gives
@@ -250,7 +256,7 @@ WITH lane AS (
    WHERE l.name IN (SELECT 'lane:' || c.id::text FROM wasend.campaigns c
                      WHERE c.id = ANY ($1::bigint[]) AND c.kind = 'transactional')
      FOR UPDATE SKIP LOCKED),
- samp AS (
+ sampling AS (
   -- campaigns sending a first sample: locked, so that two senders never
   -- both take what is left of it.  The locked row is its latest version
   -- (the statement's snapshot may be older): a campaign another sender
@@ -258,26 +264,26 @@ WITH lane AS (
   SELECT c.id, c.sample_left FROM wasend.campaigns c
    WHERE c.id = ANY ($1::bigint[]) AND c.sample_left IS NOT NULL
      FOR UPDATE SKIP LOCKED),
- want0 AS (
+ asked AS (
   SELECT w.campaign_id, w.after_id, w.scan,
          CASE WHEN c.sample_left IS NULL THEN w.lim
               WHEN s.sample_left IS NULL THEN 0
               ELSE least(w.lim, s.sample_left) END AS lim,
          c.category = 'marketing' AS marketing, c.frequency_cap, c.frequency_window,
-         coalesce(n.business_id, 'number:' || n.id) AS portfolio, p.messaging_limit,
+         n.portfolio, p.messaging_limit,
          CASE WHEN c.kind = 'campaign' THEN c.send_window_start END AS window_start,
          c.send_window_end AS window_end, c.send_timezone, c.kind = 'transactional' AS lane
     FROM unnest($1::bigint[], $2::int[], $4::bigint[], $6::int[]) AS w(campaign_id, lim, after_id, scan)
     JOIN wasend.campaigns c ON c.id = w.campaign_id
-    JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
-    LEFT JOIN wasend.portfolios p ON p.portfolio = coalesce(n.business_id, 'number:' || n.id)
-    LEFT JOIN samp s ON s.id = c.id
+    JOIN number_portfolios n ON n.id = c.number_id
+    LEFT JOIN wasend.portfolios p ON p.portfolio = n.portfolio
+    LEFT JOIN sampling s ON s.id = c.id
    WHERE c.status = 'running' AND n.status = 'active'
      AND (c.paced_until IS NULL OR c.paced_until <= now())
-     AND (c.kind = 'campaign' OR 'lane:' || c.id::text IN (SELECT l.name FROM lane l))),
- want AS (
+     AND (c.kind = 'campaign' OR 'lane:' || c.id::text IN (SELECT l.name FROM locked_lanes l))),
+ asking AS (
   SELECT w.*, CASE WHEN w.lim <= 0 THEN 0 ELSE greatest(w.scan, w.lim) END AS look
-    FROM want0 w),
+    FROM asked w),
  picked AS MATERIALIZED (
   SELECT p.ctid, p.id, p.recipient, p.fresh,
          row_number() OVER (PARTITION BY w.campaign_id
@@ -288,7 +294,7 @@ WITH lane AS (
               THEN wasend._window_opens(w.window_start, w.window_end,
                                         wasend._row_zone(w.send_timezone, p.timezone, p.recipient))
          END AS window_opens
-    FROM want w CROSS JOIN LATERAL (
+    FROM asking w CROSS JOIN LATERAL (
     SELECT x.* FROM (
       SELECT a.* FROM (
         SELECT q.ctid, q.id, q.recipient, q.timezone, 1 AS part, q.next_attempt_at AS due,
@@ -335,10 +341,10 @@ WITH lane AS (
                           AND r.last_at > now() - interval '24 hours') AS in_window,
          k.messaging_limit IS NOT NULL
            AND EXISTS (SELECT 1 FROM wasend.inbound_messages i
-                         JOIN wasend.whatsapp_numbers n2 ON n2.phone_number_id = i.phone_number_id
+                         JOIN number_portfolios n2 ON n2.phone_number_id = i.phone_number_id
                         WHERE i.from_number = k.recipient
                           AND i.received_at > now() - interval '24 hours'
-                          AND coalesce(n2.business_id, 'number:' || n2.id) = k.portfolio) AS inbound,
+                          AND n2.portfolio = k.portfolio) AS inbound,
          f.cnt AS freq_used, f.oldest AS freq_oldest
     FROM picked k
     LEFT JOIN LATERAL (
@@ -358,7 +364,7 @@ WITH lane AS (
                                OVER (PARTITION BY c.recipient ORDER BY c.campaign_id, c.ord) > c.frequency_cap AS over_cap,
          c.messaging_limit IS NOT NULL AND NOT c.in_window AND NOT c.inbound AS costs
     FROM costed c),
- newr AS (
+ new_recipients AS (
   -- the recipients that cost a slot, per portfolio, in order of their first row
   SELECT x.portfolio, x.recipient,
          row_number() OVER (PARTITION BY x.portfolio ORDER BY min(x.campaign_id), min(x.ord)) AS rn
@@ -398,7 +404,7 @@ WITH lane AS (
                    now() + interval '1 second') END AS wait_until
     FROM capped x
     LEFT JOIN budget b ON b.portfolio = x.portfolio
-    LEFT JOIN newr nr ON nr.portfolio = x.portfolio AND nr.recipient = x.recipient),
+    LEFT JOIN new_recipients nr ON nr.portfolio = x.portfolio AND nr.recipient = x.recipient),
  ranked AS (
   SELECT j.*,
          CASE WHEN j.verdict = 'send'
@@ -413,7 +419,7 @@ WITH lane AS (
          min(r.id) FILTER (WHERE r.fresh AND r.decision IN ('busy', 'later'))
            OVER (PARTITION BY r.campaign_id) AS stop
     FROM ranked r),
- upd AS (
+ claimed AS (
   UPDATE wasend.send_queue q
      SET status = CASE d.decision WHEN 'send' THEN 'sending'
                                   WHEN 'suppressed' THEN 'failed' ELSE q.status END,
@@ -442,13 +448,13 @@ WITH lane AS (
         'messaging_product', 'whatsapp', 'recipient_type', 'individual',
         'to', q.recipient, 'biz_opaque_callback_data', 'wasend:' || q.id))::text END AS body,
     CASE WHEN d.fresh AND (d.stop IS NULL OR d.id < d.stop) THEN d.id END AS advance),
- win AS (
+ windows AS (
   INSERT INTO wasend.recipient_window AS r (portfolio, recipient, last_at)
   SELECT DISTINCT d.portfolio, d.recipient, now()
     FROM decided d
    WHERE d.decision = 'send' AND d.messaging_limit IS NOT NULL AND NOT d.inbound
   ON CONFLICT (portfolio, recipient) DO UPDATE SET last_at = excluded.last_at),
- sample AS (
+ sample_spent AS (
   -- pacing 'sample': count the sample down; once it is out, hold back
   UPDATE wasend.campaigns c
      SET sample_left = CASE WHEN c.sample_left - x.n > 0 THEN c.sample_left - x.n END,
@@ -457,7 +463,7 @@ WITH lane AS (
     FROM (SELECT d.campaign_id, count(*) AS n FROM decided d
            WHERE d.decision = 'send' GROUP BY 1) x
    WHERE c.id = x.campaign_id AND c.sample_left IS NOT NULL)
-SELECT u.id, u.campaign_id, u.body, u.priority, u.advance FROM upd u
+SELECT u.id, u.campaign_id, u.body, u.priority, u.advance FROM claimed u
 
 -- name: record
 -- Write the outcomes of a batch and apply wasend.error_policy, all in one
@@ -487,8 +493,9 @@ SELECT u.id, u.campaign_id, u.body, u.priority, u.advance FROM upd u
 --    campaigns, 131026 for every campaign.
 --
 -- Returns one row per (campaign, number) of the batch: rows sent (or
--- held), rows failed, answers asking to slow down, and how many numbers
--- and campaigns the batch paused or made hold back.
+-- held), rows failed, answers asking to slow down, how many numbers
+-- and campaigns the batch paused or made hold back, and its error answers
+-- by key (two arrays: the keys, and how many answers had each).
 --
 -- An error.code that is not a plain integer of at most 9 digits is no
 -- code at all (the answer is then a bad_response), so no answer can make
@@ -504,21 +511,22 @@ SELECT u.id, u.campaign_id, u.body, u.priority, u.advance FROM upd u
 -- looked up once, by the UPDATE itself: the outcome needs the row's
 -- attempts, so it is computed in the SET list (the same CASE in status,
 -- failed_at, next_attempt_at and attempts) rather than in a join before.
--- r and w are materialized: each answer is parsed once (r; inlined, the
--- cast ran once per reference to j: json_lex was 11% of a sender's
--- instructions under make profile), and searched, and its policy looked
--- up, once per row (w), not once per reference in the SET list nor in a
+-- answers and policed are materialized: each answer is parsed once
+-- (answers; inlined, the cast ran once per reference to j: json_lex was
+-- 11% of a sender's instructions under make profile), and searched, and
+-- its policy looked up, once per row (policed), not once per reference in
+-- the SET list nor in a
 -- nested loop under the row lookups (measured: 110 us per row recorded
 -- otherwise, against 45).  The token is compared as a column of the batch
 -- (owner), not as a constant: claimed_by is NULL in almost every row
 -- ANALYZE sees, so "claimed_by = $8" alone is estimated at one row and the
 -- planner would scan the table for it and join the batch in a nested loop
 -- (500 x 500 comparisons, measured 123 ms for a batch against 36 ms).
-WITH r AS MATERIALIZED (
+WITH answers AS MATERIALIZED (
   SELECT u.id, u.http, u.err, u.at, u.cls, u.body::jsonb AS j, $8::bigint AS owner
     FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[],
                 $5::timestamptz[], $6::text[]) AS u(id, http, body, err, at, cls)),
- v AS (
+ parsed AS (
   SELECT r.id, r.owner, r.at, r.http, r.cls, r.j #>> '{messages,0,id}' AS wamid,
          CASE WHEN jsonb_typeof(r.j #> '{error,code}') = 'number'
                AND (r.j #>> '{error,code}') ~ '^-?[0-9]{1,9}$'
@@ -530,16 +538,16 @@ WITH r AS MATERIALIZED (
            'EA[A-Za-z0-9]{20,}', '[redacted token]', 'g') AS msg,
          r.http = 200 AND r.j #>> '{messages,0,id}' IS NOT NULL AS ok,
          r.j #>> '{messages,0,message_status}' = 'held_for_quality_assessment' AS held
-    FROM r),
- k AS (
+    FROM answers r),
+ keyed AS (
   SELECT v.*,
          CASE WHEN v.ok THEN NULL WHEN v.code IS NOT NULL THEN 'api'
               ELSE coalesce(v.cls, CASE WHEN v.http >= 500 THEN 'http_5xx'
                                         ELSE 'bad_response' END) END AS class,
          coalesce(v.code::text, v.cls, CASE WHEN v.http >= 500 THEN 'http_5xx'
                                             ELSE 'bad_response' END) AS key
-    FROM v),
- w AS MATERIALIZED (
+    FROM parsed v),
+ policed AS MATERIALIZED (
   SELECT k.*,
          CASE WHEN k.ok THEN 'sent' ELSE coalesce(ep.action, dp.action, 'fail') END AS action,
          coalesce(ep.backoff, dp.backoff, interval '2 seconds') AS backoff,
@@ -548,10 +556,10 @@ WITH r AS MATERIALIZED (
          coalesce(ep.slow_down, dp.slow_down, false) AS slow_down,
          coalesce(ep.jitter, dp.jitter, 0.2) AS jitter,
          coalesce(ep.retry_once, dp.retry_once, false) AS retry_once
-    FROM k
+    FROM keyed k
     LEFT JOIN wasend.error_policy ep ON ep.code = k.key AND NOT k.ok
     LEFT JOIN wasend.error_policy dp ON dp.code = '*' AND ep.code IS NULL AND NOT k.ok),
- upd AS (
+ recorded AS (
   UPDATE wasend.send_queue q
      SET status = CASE WHEN w.ok AND coalesce(w.held, false) THEN 'held'
                        WHEN w.ok THEN 'sent'
@@ -579,79 +587,83 @@ WITH r AS MATERIALIZED (
          attempts = CASE WHEN w.action IN ('pause_number', 'pause_campaign')
                          THEN greatest(q.attempts - 1, 0) ELSE q.attempts END,
          claimed_by = NULL
-    FROM w
+    FROM policed w
    WHERE q.id = w.id AND q.claimed_by = w.owner
   RETURNING q.id, q.recipient, q.campaign_id, q.status AS outcome, w.ok, w.slow_down,
             w.action, w.key, w.msg, w.at, w.pause_for),
- pnx AS (
+ number_pauses AS (
   SELECT DISTINCT ON (c.number_id) c.number_id, u.key, u.msg, u.at, u.pause_for
-    FROM upd u JOIN wasend.campaigns c ON c.id = u.campaign_id
+    FROM recorded u JOIN wasend.campaigns c ON c.id = u.campaign_id
    WHERE u.action = 'pause_number' AND NOT u.ok
    ORDER BY c.number_id, u.at),
- pn AS (
+ paused_numbers AS (
   UPDATE wasend.whatsapp_numbers n
      SET status = 'paused', updated_at = now(),
          pause_reason = format('error %s: %s', x.key, x.msg),
          paused_until = x.at + x.pause_for
-    FROM pnx x
+    FROM number_pauses x
    WHERE n.id = x.number_id AND n.status = 'active'
      AND n.id IN (SELECT l.id FROM wasend.whatsapp_numbers l
-                   WHERE l.id IN (SELECT number_id FROM pnx)
+                   WHERE l.id IN (SELECT number_id FROM number_pauses)
                      FOR UPDATE SKIP LOCKED)
   RETURNING n.id),
- pcx AS (
+ campaign_pauses AS (
   SELECT DISTINCT ON (campaign_id) campaign_id, key, msg
-    FROM upd WHERE action = 'pause_campaign' AND NOT ok
+    FROM recorded WHERE action = 'pause_campaign' AND NOT ok
    ORDER BY campaign_id, at),
- pc AS (
+ paused_campaigns AS (
   UPDATE wasend.campaigns c
      SET status = 'paused', paused_at = now(), updated_at = now(),
          pause_reason = format('error %s: %s', x.key, x.msg),
          pause_rule = CASE WHEN x.key IN ('132015', '132016') THEN 'template' END
-    FROM pcx x
+    FROM campaign_pauses x
    WHERE c.id = x.campaign_id AND c.status = 'running'
      AND c.id IN (SELECT l.id FROM wasend.campaigns l
-                   WHERE l.id IN (SELECT campaign_id FROM pcx)
+                   WHERE l.id IN (SELECT campaign_id FROM campaign_pauses)
                      FOR UPDATE SKIP LOCKED)
   RETURNING c.id),
- hm AS (
+ held AS (
   INSERT INTO wasend.held_messages (row_id, campaign_id, held_at)
-  SELECT u.id, u.campaign_id, u.at FROM upd u WHERE u.outcome = 'held'
+  SELECT u.id, u.campaign_id, u.at FROM recorded u WHERE u.outcome = 'held'
   ON CONFLICT (row_id) DO NOTHING),
  paced AS (
   -- pacing: Meta holds messages of the campaign; start no new rows until
   -- they are settled, at most pacing_hold after the latest hold
   UPDATE wasend.campaigns c
      SET paced_until = greatest(c.paced_until, x.at + c.pacing_hold)
-    FROM (SELECT campaign_id, max(at) AS at FROM upd
+    FROM (SELECT campaign_id, max(at) AS at FROM recorded
            WHERE outcome = 'held' GROUP BY 1) x
    WHERE c.id = x.campaign_id AND c.pacing <> 'off'
      AND c.id IN (SELECT l.id FROM wasend.campaigns l
-                   WHERE l.id IN (SELECT campaign_id FROM upd WHERE outcome = 'held')
+                   WHERE l.id IN (SELECT campaign_id FROM recorded WHERE outcome = 'held')
                      FOR UPDATE SKIP LOCKED)
   RETURNING c.id),
- sup AS (
+ suppressed AS (
   INSERT INTO wasend.suppressions AS x (recipient, reason, scope)
   SELECT DISTINCT ON (u.recipient) u.recipient, format('message failed with %s', u.key),
          CASE WHEN u.key = '131050' THEN 'marketing' ELSE 'all' END
-    FROM upd u
+    FROM recorded u
    WHERE u.outcome = 'failed' AND u.key IN ('131050', '131026')
    ORDER BY u.recipient, u.key
   ON CONFLICT (recipient) DO UPDATE SET scope = 'all', reason = excluded.reason
    WHERE excluded.scope = 'all' AND x.scope <> 'all'),
- g AS (
+ per_campaign AS (
   SELECT u.campaign_id,
          count(*) FILTER (WHERE u.outcome IN ('sent', 'held')) AS sent,
          count(*) FILTER (WHERE u.outcome = 'failed') AS failed,
          count(*) FILTER (WHERE u.slow_down AND NOT u.ok) AS slow
-    FROM upd u GROUP BY 1)
+    FROM recorded u GROUP BY 1)
 SELECT g.campaign_id, c.number_id, g.sent, g.failed, g.slow,
-       (SELECT count(*) FROM pn) + (SELECT count(*) FROM pc) + (SELECT count(*) FROM paced),
-       -- the error answers by key, "key=count,..." (for the metrics)
-       (SELECT string_agg(e.key || '=' || e.n, ',')
-          FROM (SELECT u.key, count(*) AS n FROM upd u
-                 WHERE u.campaign_id = g.campaign_id AND NOT u.ok GROUP BY 1) e)
-  FROM g JOIN wasend.campaigns c ON c.id = g.campaign_id
+       (SELECT count(*) FROM paused_numbers) + (SELECT count(*) FROM paused_campaigns)
+         + (SELECT count(*) FROM paced),
+       -- the error answers by key: keys and their counts (for the metrics);
+       -- NULL when there are none
+       e.keys, e.counts
+  FROM per_campaign g JOIN wasend.campaigns c ON c.id = g.campaign_id
+  CROSS JOIN LATERAL (
+    SELECT array_agg(k.key) AS keys, array_agg(k.n) AS counts
+      FROM (SELECT u.key, count(*) AS n FROM recorded u
+             WHERE u.campaign_id = g.campaign_id AND NOT u.ok GROUP BY 1) k) e
 
 -- name: record_poison
 -- The last resort for one answer that the record statement cannot store

@@ -1,95 +1,12 @@
 /*-------------------------------------------------------------------------
  *
  * rate_gate.c
- *		Per-phone-number send pacing, shared by all senders.
+ *		Per-phone-number send pacing, shared by all senders: a grid of
+ *		slots that paces, and a count of the last second's writes that
+ *		keeps every window under the number's rate.
  *
- * Meta limits each phone number to max_send_rate_per_sec (R) messages in
- * any one-second window and answers 130429 beyond it.  Two mechanisms, both
- * in shared memory behind one lock, keep every sender of every campaign
- * of a number, in every database, under that limit together:
- *
- * The grid paces.  Sends of a number take slots of a grid of interval
- * T = 1 s / (R * H), H the headroom (at most wasend.rate_headroom, default
- * 0.985; lower when the measured jitter asks, see below).  A slot
- * may be taken only once its time has come; a slot left unused for longer
- * than LATENESS is dropped (the grid moves up to now - LATENESS), and
- * lateness up to that is caught up at once, so a sender woken a little late
- * still sends at H of the rate.  Any window [a, a + 1 s) then holds sends
- * of at most ceil((1 s + LATENESS) / T) slots, 1.02 * H * R: the grid alone
- * is not a hard bound, the window count below is.
- *
- * The window count makes it exact.  What Meta counts is when a request
- * arrives, and a request that must first open a connection (TCP, TLS)
- * reaches the wire later than its grant, by as long as the set-up takes
- * (seconds, on a bad path), while requests granted after it on warm
- * connections do not: without care they land together.  So a send counts
- * in its number's window from its grant, when it may first reach the
- * API, until it is known to have been written (the sender tells the gate
- * once curl returns from writing it, see http_client.c) and then for a
- * window W more; a send that failed before it was written (no
- * connection) stops counting then.  The gate keeps, per number, how many
- * sends are granted and not yet known written (pending, of every process
- * sharing the number) and the times of the last WASEND_MAX_RATE writes
- * (in order, never decreasing: a write reported late is stamped no earlier
- * than the last one, which only makes it count longer).  A send is granted
- * only while pending plus the writes of the last W stay below R, that is,
- * while the (R - pending)-th last write is that old.  However long a
- * set-up takes and whenever each request lands within its span, no window
- * of W then holds more than R arrivals.  W is 1 s / H - GRID_SLACK (H the
- * grid's headroom, below), the time R sends take on the grid less its
- * slack: at least 1 s + MARGIN, for the path's and the receiver's
- * jitter, and more when wasend.rate_headroom leaves more of each second
- * free (1.106 s at 0.90), so that the headroom absorbs the receiver's
- * jitter after a stall as it does while the grid paces.  A grant no process will report (its
- * process ended) is settled by that process on its way out (it counts as
- * written then); a crash that skips that resets the whole gate, since
- * PostgreSQL reinitializes shared memory after one.
- *
- * The margin comes from what the senders measure: the delay spread of the
- * path to the API.  The kernel measures it for every TCP connection (the
- * RTT's mean deviation, tcpi_rttvar of TCP_INFO); a sender reads it on the
- * connection of one answer in eight (http_client.c).  An RTT sample is
- * inflated by the server's processing time when the server's ACK rides on
- * its answer instead of going out at once, which happens on some
- * connections and not others (measured: 0.02 ms on one loopback
- * connection to the mock, 4-11 ms on those whose answers were delayed
- * 0-20 ms); the path's own jitter shows on all of them.  So the number's
- * jitter J is the least variation seen over the last JITTER_WINDOW_US.
- * Two requests sent a second apart can arrive that much closer together,
- * so MARGIN is BASE_MARGIN (the receiver's own clock: a receiver that
- * stalls for S ms stamps the requests that queued meanwhile together;
- * stalls of 10-27 ms were measured on this project's 2-core test VM) plus
- * 2 J, at most MAX_MARGIN; and the grid's headroom is
- * H = min(wasend.rate_headroom, 1 s / (1 s + MARGIN + GRID_SLACK)), so that
- * R sends on the grid span the window's bound with GRID_SLACK to spare and
- * the grid, not the window count, sets the pace while requests go out at
- * once.  With no measured jitter (a local network) that is
- * 1 s / 1015 ms = 0.985, the default of wasend.rate_headroom; 10 ms of
- * jitter make it 0.966, the least.
- *
- * Priority.  A sender whose next rows of a number are wasend_send rows
- * takes with priority; when some of them must wait for a later slot, the
- * number is marked until PRIORITY_HOLD_US past that slot, and while the
- * mark holds every other take of the number (another sender's campaign
- * rows) grants nothing.  So a wasend_send row gets the number's next free
- * slot whichever sender claimed it, not every other slot while other
- * senders keep sending their campaign rows.  The mark lapses by itself: a
- * sender that dies holding one blocks the number for at most one slot and
- * PRIORITY_HOLD_US.
- *
- * All times here are CLOCK_MONOTONIC microseconds (wasend_mono_us), shared
- * by every process of the machine: a step of the wall clock (NTP, an
- * operator) neither stalls the gate nor lets it burst.
- *
- * The table has WASEND_GATE_SLOTS entries.  An entry a number has not used
- * for EVICT_AFTER_US (no grant, no request reaching the wire) and with no
- * send pending holds nothing the pacing still needs, so it is given to the
- * next new number; when every entry is busy, a new number waits (take
- * grants nothing and says when to look again) rather than failing.
- * Entries are found through a dense index (in use, number id, last use:
- * 256 x 17 bytes, a few cache lines); the 8 kB write rings are touched
- * only for the entry found.  gate_lock is an LWLock: the scan and a
- * batch of grants are loops, too long for a spinlock.
+ * One table in shared memory behind one LWLock, on the monotonic clock,
+ * for every sender of every database.  See docs/internals/rate_gate.md.
  *
  *-------------------------------------------------------------------------
  */
@@ -98,9 +15,56 @@
 #include <math.h>
 
 #include "common/hashfn.h"
+#include "datatype/timestamp.h"
 #include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
 
-#include "wasend.h"
+#include "clock.h"
+#include "rate_gate.h"
+#include "settings.h"
+
+/* the LWLock tranche of the gate's lock */
+#define WASEND_GATE_TRANCHE		"wasend rate gate"
+
+/* One phone number's pacing state.  Times: monotonic us. */
+typedef struct WasendGateSlot
+{
+	int64		next_slot;		/* grid time of the next send */
+	double		throttle;		/* pace factor after 130429s; 1 = none */
+	int64		priority_until; /* a sender holds wasend_send rows of the
+								 * number: other sends wait until then */
+	int64		throttle_at;	/* when throttle was last set */
+	int64		slowed_at;		/* the last 130429 (rate_gate_slow_down) */
+	WasendWindowMin jitter;		/* RTT variation of the path to the
+								 * number's API, least over a window */
+	int			pending;		/* sends granted and not yet known written
+								 * (or known unsent), all processes */
+	uint64		writes;			/* writes recorded so far */
+	int64		wrote[WASEND_MAX_RATE];	/* the last writes' times, at
+										 * [writes % WASEND_MAX_RATE],
+										 * never decreasing */
+} WasendGateSlot;
+
+/*
+ * The gate's shared struct.  Every field but lock is read and written
+ * under lock, by any process that sends (senders, a backend's test send).
+ * An LWLock, not a spinlock: the holder scans the 256-entry index and
+ * grants up to a batch of sends in a loop, far more than the few
+ * instructions a spinlock may cover.
+ */
+typedef struct WasendGateShared
+{
+	LWLock	   *lock;
+	/* dense index of gate[], scanned under lock */
+	bool		gate_in_use[WASEND_GATE_SLOTS];	/* false: free */
+	int64		gate_number[WASEND_GATE_SLOTS];	/* rate_gate_key of the entry */
+	int64		gate_last_used[WASEND_GATE_SLOTS];	/* last grant or wire time */
+	WasendGateSlot gate[WASEND_GATE_SLOTS];
+} WasendGateShared;
+
+/* NULL until attached, and when wasend was not preloaded */
+static WasendGateShared *gate_state = NULL;
 
 /*
  * longest a free grid slot waits for a sender before it is dropped, in us:
@@ -185,7 +149,7 @@ static bool release_registered = false;
 static WasendGateSlot *
 gate_lookup(int64 key, bool create, int64 now, int *index)
 {
-	WasendShared *st = WasendState;
+	WasendGateShared *st = gate_state;
 	int			free_slot = -1;
 	int			idlest = -1;
 	int			i;
@@ -260,14 +224,14 @@ release_mine(int code, Datum arg)
 	int64		now = wasend_mono_us();
 	int			i;
 
-	if (WasendState == NULL)
+	if (gate_state == NULL)
 		return;
-	if (LWLockHeldByMe(WasendState->gate_lock))
-		LWLockRelease(WasendState->gate_lock);
-	LWLockAcquire(WasendState->gate_lock, LW_EXCLUSIVE);
+	if (LWLockHeldByMe(gate_state->lock))
+		LWLockRelease(gate_state->lock);
+	LWLockAcquire(gate_state->lock, LW_EXCLUSIVE);
 	for (i = 0; i < WASEND_GATE_SLOTS; i++)
 	{
-		WasendGateSlot *g = &WasendState->gate[i];
+		WasendGateSlot *g = &gate_state->gate[i];
 
 		if (my_pending[i] == 0)
 			continue;
@@ -277,9 +241,45 @@ release_mine(int code, Datum arg)
 			note_write(g, now);
 			my_pending[i]--;
 		}
-		WasendState->gate_last_used[i] = Max(WasendState->gate_last_used[i], now);
+		gate_state->gate_last_used[i] = Max(gate_state->gate_last_used[i], now);
 	}
-	LWLockRelease(WasendState->gate_lock);
+	LWLockRelease(gate_state->lock);
+}
+
+/*
+ * Size of the gate's shared struct.
+ */
+Size
+wasend_rate_gate_shmem_size(void)
+{
+	return MAXALIGN(sizeof(WasendGateShared));
+}
+
+/*
+ * Ask for the gate's LWLock (from the shmem request hook).
+ */
+void
+wasend_rate_gate_request_locks(void)
+{
+	RequestNamedLWLockTranche(WASEND_GATE_TRANCHE, 1);
+}
+
+/*
+ * Create or attach to the gate's shared struct (from the shmem startup
+ * hook, which holds AddinShmemInitLock).
+ */
+void
+wasend_rate_gate_shmem_init(void)
+{
+	bool		found;
+
+	gate_state = ShmemInitStruct("wasend rate gate",
+								 MAXALIGN(sizeof(WasendGateShared)), &found);
+	if (!found)
+	{
+		memset(gate_state, 0, sizeof(WasendGateShared));
+		gate_state->lock = &(GetNamedLWLockTranche(WASEND_GATE_TRANCHE))->lock;
+	}
 }
 
 /*
@@ -288,7 +288,7 @@ release_mine(int code, Datum arg)
  * databases is paced as the one number Meta counts.
  */
 int64
-rate_gate_key(const char *phone_number_id)
+wasend_rate_gate_key(const char *phone_number_id)
 {
 	return (int64) hash_bytes_extended((const unsigned char *) phone_number_id,
 									   (int) strlen(phone_number_id), 0);
@@ -343,7 +343,7 @@ entry_headroom(WasendGateSlot *g)
  * header).  Never throws (but for registering its exit callback, once).
  */
 int
-rate_gate_take(int64 key, int rate, int want, int64 now,
+wasend_rate_gate_take(int64 key, int rate, int want, int64 now,
 			   int64 *next_slot, bool priority)
 {
 	WasendGateSlot *g;
@@ -360,12 +360,12 @@ rate_gate_take(int64 key, int rate, int want, int64 now,
 		release_registered = true;
 	}
 	rate = Max(1, Min(rate, WASEND_MAX_RATE));
-	LWLockAcquire(WasendState->gate_lock, LW_EXCLUSIVE);
+	LWLockAcquire(gate_state->lock, LW_EXCLUSIVE);
 	g = gate_lookup(key, true, now, &index);
 	if (g == NULL)
 	{
 		/* every entry is busy: wait for one to become idle */
-		LWLockRelease(WasendState->gate_lock);
+		LWLockRelease(gate_state->lock);
 		*next_slot = now + FULL_RETRY_US;
 		return 0;
 	}
@@ -373,7 +373,7 @@ rate_gate_take(int64 key, int rate, int want, int64 now,
 	{
 		/* another sender's wasend_send rows go first */
 		*next_slot = g->priority_until;
-		LWLockRelease(WasendState->gate_lock);
+		LWLockRelease(gate_state->lock);
 		return 0;
 	}
 	interval_us = (int64) ceil(1000000.0 /
@@ -417,7 +417,7 @@ rate_gate_take(int64 key, int rate, int want, int64 now,
 	if (priority && taken < want)
 		g->priority_until = Max(g->priority_until,
 								Max(slot, blocked_until) + PRIORITY_HOLD_US);
-	LWLockRelease(WasendState->gate_lock);
+	LWLockRelease(gate_state->lock);
 
 	*next_slot = Max(slot, blocked_until);
 	return taken;
@@ -432,12 +432,12 @@ rate_gate_take(int64 key, int rate, int want, int64 now,
  * reused one closed), counted all the same.  Never throws.
  */
 void
-rate_gate_on_wire(int64 key, int64 when, bool granted)
+wasend_rate_gate_on_wire(int64 key, int64 when, bool granted)
 {
 	WasendGateSlot *g;
 	int			index;
 
-	LWLockAcquire(WasendState->gate_lock, LW_EXCLUSIVE);
+	LWLockAcquire(gate_state->lock, LW_EXCLUSIVE);
 	g = gate_lookup(key, true, when, &index);
 	if (g != NULL)
 	{
@@ -448,7 +448,7 @@ rate_gate_on_wire(int64 key, int64 when, bool granted)
 			g->pending--;
 		}
 	}
-	LWLockRelease(WasendState->gate_lock);
+	LWLockRelease(gate_state->lock);
 }
 
 /*
@@ -457,31 +457,31 @@ rate_gate_on_wire(int64 key, int64 when, bool granted)
  * counting.  Never throws.
  */
 void
-rate_gate_unsent(int64 key)
+wasend_rate_gate_unsent(int64 key)
 {
 	WasendGateSlot *g;
 	int			index;
 
-	LWLockAcquire(WasendState->gate_lock, LW_EXCLUSIVE);
+	LWLockAcquire(gate_state->lock, LW_EXCLUSIVE);
 	g = gate_lookup(key, false, wasend_mono_us(), &index);
 	if (g != NULL && my_pending[index] > 0)
 	{
 		my_pending[index]--;
 		g->pending--;
 	}
-	LWLockRelease(WasendState->gate_lock);
+	LWLockRelease(gate_state->lock);
 }
 
 /*
  * The number was told to slow down (130429): lower its pace.
  */
 void
-rate_gate_slow_down(int64 key, int64 now)
+wasend_rate_gate_slow_down(int64 key, int64 now)
 {
 	WasendGateSlot *g;
 	int			index;
 
-	LWLockAcquire(WasendState->gate_lock, LW_EXCLUSIVE);
+	LWLockAcquire(gate_state->lock, LW_EXCLUSIVE);
 	g = gate_lookup(key, false, now, &index);
 	if (g != NULL && (g->slowed_at == 0 || now - g->slowed_at >= SLOW_BURST_US))
 	{
@@ -492,7 +492,7 @@ rate_gate_slow_down(int64 key, int64 now)
 		g->throttle_at = now;
 		g->slowed_at = now;
 	}
-	LWLockRelease(WasendState->gate_lock);
+	LWLockRelease(gate_state->lock);
 }
 
 /*
@@ -502,17 +502,17 @@ rate_gate_slow_down(int64 key, int64 now)
  * header for why the least).  Never throws.
  */
 void
-rate_gate_note_rttvar(int64 key, int64 rttvar_us, int64 now)
+wasend_rate_gate_note_rttvar(int64 key, int64 rttvar_us, int64 now)
 {
 	WasendGateSlot *g;
 	int			index;
 
 	rttvar_us = Max(rttvar_us, 0);
-	LWLockAcquire(WasendState->gate_lock, LW_EXCLUSIVE);
+	LWLockAcquire(gate_state->lock, LW_EXCLUSIVE);
 	g = gate_lookup(key, false, now, &index);
 	if (g != NULL)
 		wasend_window_min_note(&g->jitter, rttvar_us, now, JITTER_WINDOW_US);
-	LWLockRelease(WasendState->gate_lock);
+	LWLockRelease(gate_state->lock);
 }
 
 /*
@@ -521,20 +521,20 @@ rate_gate_note_rttvar(int64 key, int64 rttvar_us, int64 now)
  * (for the metrics).
  */
 double
-rate_gate_pace(int64 key, int rate, int64 now)
+wasend_rate_gate_pace(int64 key, int rate, int64 now)
 {
 	WasendGateSlot *g;
 	int			index;
 	double		t = 1.0;
 	double		h = wasend_rate_headroom;
 
-	LWLockAcquire(WasendState->gate_lock, LW_EXCLUSIVE);
+	LWLockAcquire(gate_state->lock, LW_EXCLUSIVE);
 	g = gate_lookup(key, false, now, &index);
 	if (g != NULL)
 	{
 		t = current_throttle(g, now);
 		h = entry_headroom(g);
 	}
-	LWLockRelease(WasendState->gate_lock);
+	LWLockRelease(gate_state->lock);
 	return rate * h * t;
 }

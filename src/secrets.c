@@ -1,38 +1,13 @@
 /*-------------------------------------------------------------------------
  *
  * secrets.c
- *		The Meta app secret and the webhook verify token, read from files.
+ *		The Meta app secret, the webhook verify token and the numbers'
+ *		access tokens, read from files.
  *
- * Secrets are never settings: a setting's value can be read by members of
- * pg_read_all_settings, and the postmaster logs a changed value on reload.
- * Like ssl_key_file, the settings wasend.app_secret_file and
- * wasend.webhook_verify_token_file only name a file, which must be owned by
- * the server's operating system user and give "others" no access at all.
- *
- * The file is read when first needed and read again whenever its identity
- * (inode, size, owner, mode, modification and change times) or the setting
- * changes, so a rotation is picked up without a restart.  Rotate by
- * writing a new file and renaming it over the old one: a file rewritten in
- * place can be read half written.  Nothing here ever logs or reports the
- * content of the file; errors name the setting and the path only.
- *
- * Access tokens may live in files too (wasend.token_directory): a number
- * whose access_token is NULL uses <directory>/<database>/<phone_number_id>,
- * under the same rules and cached the same way, one entry per number.
- * Nobody but a superuser names the directory; the rest of the path is the
- * current database's name (which must be a plain directory name, so that
- * no database reaches another's files or anything outside the directory)
- * and the digits of a phone number id.  An administrator who is not a
- * superuser thus chooses at most which of those files is used, never any
- * other file of the server, and the content goes only into the
- * Authorization header of requests to wasend.api_base_url, which only a
- * superuser sets.
- *
- * These functions report problems as text and do not raise errors: the
- * webhook worker and the senders call wasend_secret outside transactions.
- * Callers decide how to report the error text they get back.
- * (wasend_number_token looks up the database's name once, and so must
- * first be called in a transaction.)
+ * The constraint: nothing here raises an error or logs a file's content
+ * (callers run outside transactions and report the text they get back);
+ * secrets are files owned by the server's user, never settings.  The full
+ * description: docs/internals/secrets.md.
  *
  *-------------------------------------------------------------------------
  */
@@ -47,7 +22,8 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
-#include "wasend.h"
+#include "secrets.h"
+#include "settings.h"
 
 /* a Meta app secret is 32 hex digits; a verify token is the user's choice */
 #define MAX_SECRET_BYTES	4096

@@ -1,47 +1,21 @@
 /*-------------------------------------------------------------------------
  *
  * sender.c
- *		The sender background worker's event loop: claim, send at the
- *		number's rate, record.
+ *		The sender background worker: the Sender that owns its state, and
+ *		its event loop (collect answers, run the database cycle, start the
+ *		sends the rate gate allows, sleep on latch, sockets and timers).
  *
- * Each turn of the loop a sender:
- *
- *	1. collects finished requests into a result batch;
- *	2. when there is database work (results to write, rows running low, a
- *	   control change, the periodic poll), runs one short transaction
- *	   (db_cycle.c) that records the results, re-reads which campaigns may
- *	   send, gives back rows of campaigns paused meanwhile, completes
- *	   campaigns with nothing left and claims more rows;
- *	3. starts as many requests as the shared rate gate allows for each
- *	   number with rows waiting (number_queue.c, rate_gate.c);
- *	4. sleeps on its latch, postmaster death and curl's sockets together,
- *	   for no longer than curl's timer, the next gate slot, the result
- *	   flush deadline or the poll interval allow.
- *
- * Rows are locked only inside step 2's transaction, never while HTTP is in
- * flight: a claimed row is marked 'sending' with this sender's claim token,
- * which is what makes it invisible to other senders.  The token is random
- * per sender start and given by its supervisor (supervisor.c); a sender whose
- * slot no longer carries its token (a new supervisor took over) stops.
- *
- * A control change (start, pause, resume, cancel, new rows) bumps a
- * generation counter in shared memory and sets this sender's latch at
- * commit, so a start sends within milliseconds and a pause stops new sends
- * as soon as the next turn sees it.
- *
- * Every deadline of the loop is on the monotonic clock (wasend_mono_us), so
- * a step of the wall clock neither stalls a sender nor makes it spin.
+ * A row is locked only inside the database cycle's transaction, never
+ * while HTTP is in flight, and every deadline is on the monotonic clock.
+ * See docs/internals/sender.md.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include <ctype.h>
-
 #include <curl/curl.h>
 
 #include "access/xlog.h"
-#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -49,12 +23,26 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
-#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "campaign_cache.h"
+#include "claim_plan.h"
+#include "clock.h"
+#include "db_cycle.h"
+#include "graph_api.h"
 #include "http_client.h"
+#include "latency.h"
+#include "limits_reader.h"
+#include "metrics.h"
+#include "number_queue.h"
+#include "queue.h"
+#include "rate_gate.h"
 #include "sender.h"
+#include "settings.h"
+#include "shmem.h"
+#include "worker.h"
+#include "worker_session.h"
 
 /* how often an idle sender looks for work without being woken, in us */
 #define POLL_INTERVAL_US		(1000 * 1000)
@@ -77,37 +65,6 @@
  */
 #define MAX_REFUSALS			3
 
-/* the number's own token is redacted from error answers if this long */
-#define MIN_REDACTED_TOKEN		8
-
-volatile sig_atomic_t shutdown_requested = false;
-MemoryContext sender_context = NULL;
-WasendSenderSlot *my_slot = NULL;
-int64		my_token = 0;
-int			held_total = 0;
-ResultBatch results;
-bool		results_have_error = false;	/* a non-200 answer waits in results */
-LimitsAnswer limits_answers[MAX_LIMITS_ANSWERS];	/* answers of limits GETs */
-int			nlimits_answers = 0;
-
-static int	sender_index;		/* our slot in WasendState->senders */
-static Oid	my_dboid;
-static uint64 seen_generation = UINT64_MAX;
-static int64 next_poll = 0;
-
-/*
- * SIGTERM: finish what is in flight, give back what is not, then exit.
- */
-static void
-sender_sigterm(SIGNAL_ARGS)
-{
-	int			save_errno = errno;
-
-	shutdown_requested = true;
-	SetLatch(MyLatch);
-	errno = save_errno;
-}
-
 /*
  * Clear this sender's registration in its slot when the process exits.
  * The token stays: the supervisor clears it once it has seen the exit and
@@ -116,16 +73,38 @@ sender_sigterm(SIGNAL_ARGS)
 static void
 sender_detach(int code, Datum arg)
 {
-	SpinLockAcquire(&WasendState->mutex);
-	if (my_slot->pid == MyProcPid)
+	Sender	   *s = (Sender *) DatumGetPointer(arg);
+
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
+	if (s->slot->pid == MyProcPid)
 	{
-		my_slot->pid = 0;
-		my_slot->latch = NULL;
+		s->slot->pid = 0;
+		s->slot->latch = NULL;
 	}
-	SpinLockRelease(&WasendState->mutex);
-	pg_atomic_write_u32(&my_slot->inflight, 0);
-	pg_atomic_write_u32(&my_slot->held, 0);
-	http_shutdown();
+	LWLockRelease(wasend_state->lock);
+	pg_atomic_write_u32(&s->slot->inflight, 0);
+	pg_atomic_write_u32(&s->slot->held, 0);
+	wasend_http_shutdown();
+}
+
+/*
+ * The HTTP client's on-wire callback: a send reached the wire, which the
+ * rate gate counts (the first write settles its grant).
+ */
+static void
+send_on_wire(int64 gate_key, int64 when, bool first)
+{
+	wasend_rate_gate_on_wire(gate_key, when, first);
+}
+
+/*
+ * The HTTP client's unsent callback: a send that never reached the wire
+ * no longer counts at the rate gate.
+ */
+static void
+send_unsent(int64 gate_key)
+{
+	wasend_rate_gate_unsent(gate_key);
 }
 
 /*
@@ -159,195 +138,120 @@ transport_class(int curl_code)
 }
 
 /*
- * An error answer with the access token its request carried replaced, as
- * Meta's text for a malformed token can echo it; the answer itself when it
- * does not contain the token.  The copy is palloc'd.
+ * Count a finished request's connection in the slot: it opened some, or
+ * reused one.
  */
-const char *
-wasend_redact_token(const char *resp, const char *token)
+static void
+note_connection(Sender *s, const HttpRequest *req)
 {
-	StringInfoData buf;
-	size_t		tlen;
-	const char *p;
-	const char *hit;
-
-	if (resp == NULL || token == NULL ||
-		(tlen = strlen(token)) < MIN_REDACTED_TOKEN ||
-		strstr(resp, token) == NULL)
-		return resp;
-	initStringInfo(&buf);
-	for (p = resp; (hit = strstr(p, token)) != NULL; p = hit + tlen)
-	{
-		appendBinaryStringInfo(&buf, p, hit - p);
-		appendStringInfoString(&buf, "[redacted token]");
-	}
-	appendStringInfoString(&buf, p);
-	return buf.data;
+	if (req->new_connections > 0)
+		pg_atomic_fetch_add_u64(&s->slot->conns_opened, req->new_connections);
+	else
+		pg_atomic_fetch_add_u64(&s->slot->conns_reused, 1);
 }
 
 /*
- * Keep the answer of a limits GET for the next database cycle (the body
- * with the token the GET carried redacted: the number may have no state in
- * this sender, when it has no running campaign or is read for the first
- * time).  If the list is full the answer is dropped: the number is due
- * again soon anyway.
+ * A send's answer came back: its number has one request less in flight
+ * and learns its latency, the metrics count the answer.
  */
 static void
-collect_limits(HttpRequest *req)
+note_answer(NumberState *ns, const HttpRequest *req)
 {
-	LimitsAnswer *a;
-	const char *body = req->curl_code == 0 && !req->resp_too_big ? req->resp : NULL;
+	int64		now = wasend_mono_us();
 
-	if (nlimits_answers >= MAX_LIMITS_ANSWERS)
-		return;
-	a = &limits_answers[nlimits_answers++];
-	a->number_id = req->number_id;
-	a->http_status = req->http_status;
-	a->tries = 0;
-	a->not_before = 0;
-	a->done = false;
-	a->error = req->curl_code != 0 || req->resp_too_big ?
-		MemoryContextStrdup(sender_context, req->errbuf) : NULL;
+	wasend_metrics_note_answer(ns->phone_number_id, req->http_status, req->latency_us);
+	wasend_number_answered(ns);
 
 	/*
-	 * An answer that is not valid in the database encoding (a proxy's
-	 * Latin-1 error page, say) must not reach a stored text: a dump would
-	 * not restore.  It is an error of its own instead.
+	 * Little's law takes the API's latency as curl saw it, not the time
+	 * until this collection: that one grows with the sender's own load,
+	 * and sizing in flight by it feeds back (more in flight, more work per
+	 * event, longer turns, more in flight: a 1,000,000-message run ran up
+	 * to the cap).  The turns of the loop are INFLIGHT_SLACK_SEC's
+	 * business.
 	 */
-	if (body != NULL && !pg_verifymbstr(body, (int) strlen(body), true))
-	{
-		body = NULL;
-		if (a->error == NULL)
-			a->error = MemoryContextStrdup(sender_context,
-										   "the answer is not valid in the database encoding");
-	}
-	a->body = NULL;
-	if (body != NULL)
-	{
-		const char *redacted = wasend_redact_token(body, req->token);
-
-		a->body = MemoryContextStrdup(sender_context, redacted);
-		if (redacted != body)
-			pfree(unconstify(char *, redacted));
-	}
-	/* the connection it used is one of ours, like a send's */
-	if (req->new_connections > 0)
-		pg_atomic_fetch_add_u64(&my_slot->conns_opened, req->new_connections);
-	else
-		pg_atomic_fetch_add_u64(&my_slot->conns_reused, 1);
+	wasend_number_note_latency(ns, req->latency_us, now);
+	if (req->rttvar_us >= 0)
+		wasend_rate_gate_note_rttvar(ns->gate_key, req->rttvar_us, now);
 }
 
 /*
- * Forget the limits answers a committed cycle stored (or gave up on); keep
- * those whose storing met a user's lock, for a later cycle
- * (store_limits_answers).
- */
-void
-limits_answers_done(void)
-{
-	int			i;
-	int			kept = 0;
-
-	for (i = 0; i < nlimits_answers; i++)
-	{
-		if (!limits_answers[i].done)
-		{
-			limits_answers[kept++] = limits_answers[i];
-			continue;
-		}
-		if (limits_answers[i].body)
-			pfree(limits_answers[i].body);
-		if (limits_answers[i].error)
-			pfree(limits_answers[i].error);
-	}
-	nlimits_answers = kept;
-}
-
-/*
- * Mark every limits answer done (nothing can store them: no extension) or
- * not done (the cycle that stored them failed, so the store is undone).
- */
-void
-limits_answers_mark(bool done)
-{
-	int			i;
-
-	for (i = 0; i < nlimits_answers; i++)
-		limits_answers[i].done = done;
-}
-
-/*
- * Is there a limits answer no cycle has tried to store yet?  The loop runs
- * a cycle for it at once: a number does not send until its limit is
- * stored, and the sender that read it may have nothing else to do.
- */
-bool
-limits_answers_fresh(void)
-{
-	int			i;
-
-	for (i = 0; i < nlimits_answers; i++)
-		if (limits_answers[i].tries == 0 && !limits_answers[i].done)
-			return true;
-	return false;
-}
-
-/*
- * Start the GETs of the numbers whose limits are due (their tokens are in
- * lc, not necessarily in a NumberState: a number without a running
- * campaign is read too).
- */
-void
-start_limits_reads(const LimitsCheck *lc, int n)
-{
-	int			i;
-
-	for (i = 0; i < n; i++)
-	{
-		char	   *url = number_limits_url(lc[i].phone_number_id, lc[i].access_token);
-
-		http_start_get(url, lc[i].access_token, lc[i].number_id);
-		pfree(url);
-	}
-}
-
-/*
- * Is this answer Meta's 130429 (throughput limit reached)?  Only non-200
- * answers are looked at, with PostgreSQL's JSON parser, for the number at
- * error.code (wasend_answer_error_code): the same field the record
- * statement reads.
+ * A 130429 refused the message, so sending it again cannot duplicate it:
+ * while the campaign may send, it goes again in the number's next slot,
+ * still held, and the number slows down (rate_gate.c).  It is sent again
+ * MAX_REFUSALS times; a further refusal is recorded, and
+ * wasend.error_policy's row for 130429 applies from then on (its retry
+ * with backoff, by default).  A sender shutting down records it at once:
+ * it is known unsent, so it must not be left to the supervisor as
+ * uncertain.  Returns whether the row was queued again.
  */
 static bool
-is_throughput_refusal(const HttpRequest *req)
+requeue_refused(NumberState *ns, const HttpRequest *req)
 {
-	int			code;
-
-	if (req->http_status == 200 || req->resp == NULL || req->resp_too_big)
+	if (ns == NULL || !ns->active || ShutdownRequestPending ||
+		req->resp_too_big || req->refusals >= MAX_REFUSALS ||
+		!wasend_graph_throughput_refused(req->http_status, req->resp) ||
+		!wasend_campaign_sends(req->campaign_id))
 		return false;
-	return wasend_answer_error_code(req->resp, strlen(req->resp), &code) &&
-		code == 130429;
+	wasend_rate_gate_slow_down(ns->gate_key, wasend_mono_us());
+	wasend_metrics_note_error(ns->phone_number_id, "130429", 1);
+	wasend_number_requeue(ns, req->row_id, req->campaign_id, req->priority,
+						  req->refusals + 1, req->body);
+	return true;
 }
 
 /*
- * Move finished requests into the result batch and the statistics.
+ * Put a send's outcome into the result batch, and its figures into the
+ * slot.  An error answer may pause the number or campaign: it is recorded
+ * at once, with the token its request carried redacted.
  */
 static void
-collect_done(void)
+add_result(Sender *s, const HttpRequest *req, const char *err, const char *cls)
+{
+	const char *body = req->curl_code == 0 ? req->resp : NULL;
+	const char *redacted = body;
+
+	if (err != NULL || req->http_status != 200)
+	{
+		s->results_have_error = true;
+		wasend_campaign_note_error(req->campaign_id);
+		redacted = wasend_redact_token(body, req->token);
+	}
+	wasend_result_batch_add(&s->results, req->row_id, req->campaign_id,
+							req->http_status, redacted, err, cls,
+							GetCurrentTimestamp(), wasend_mono_us());
+	if (redacted != body)
+		pfree(unconstify(char *, redacted));
+	note_connection(s, req);
+	pg_atomic_fetch_add_u64(&s->slot->latency_us_sum, req->latency_us);
+	wasend_latency_note(s->slot->latency_hist, req->latency_us);
+	if (req->server_us >= 0)
+		wasend_latency_note(s->slot->added_hist, req->latency_us - req->server_us);
+	pg_atomic_fetch_add_u64(&s->slot->requests, 1);
+	wasend_hold(req->campaign_id, -1);
+}
+
+/*
+ * Move finished requests into the result batch (limits answers into the
+ * limits reader) and the statistics.
+ */
+static void
+collect_done(Sender *s)
 {
 	HttpRequest *req;
 
-	while (results.n < results.cap && (req = http_next_done()) != NULL)
+	while (s->results.n < s->results.cap && (req = wasend_http_next_done()) != NULL)
 	{
 		const char *err = NULL;
 		const char *cls = NULL;
-		const char *body = req->curl_code == 0 ? req->resp : NULL;
-		const char *redacted = body;
 		NumberState *ns;
 
 		if (req->kind == HTTP_LIMITS)
 		{
-			collect_limits(req);
-			http_release(req);
+			wasend_limits_collect(&s->limits, req);
+			/* the connection it used is one of ours, like a send's */
+			note_connection(s, req);
+			wasend_http_release(req);
 			continue;
 		}
 		if (req->curl_code != 0 || req->resp_too_big)
@@ -355,78 +259,18 @@ collect_done(void)
 			err = req->errbuf;
 			cls = req->resp_too_big ? "bad_response" : transport_class(req->curl_code);
 		}
-		ns = number_find(req->number_id);
+		ns = wasend_number_find(req->number_id);
 		if (ns != NULL)
+			note_answer(ns, req);
+		if (err == NULL && requeue_refused(ns, req))
 		{
-			int64		now = wasend_mono_us();
-
-			metrics_note_answer(ns->phone_number_id, req->http_status, req->latency_us);
-			number_answered(ns);
-
-			/*
-			 * Little's law takes the API's latency as curl saw it, not the
-			 * time until this collection: that one grows with the
-			 * sender's own load, and sizing in flight by it feeds back
-			 * (more in flight, more work per event, longer turns, more in
-			 * flight: a 1,000,000-message run ran up to the cap).  The
-			 * turns of the loop are INFLIGHT_SLACK_SEC's business.
-			 */
-			number_note_latency(ns, req->latency_us, now);
-			if (req->rttvar_us >= 0)
-				rate_gate_note_rttvar(ns->gate_key, req->rttvar_us, now);
+			wasend_http_release(req);
+			continue;
 		}
-		/*
-		 * A 130429 refused the message, so sending it again cannot
-		 * duplicate it: while the campaign may send, it goes again in
-		 * the number's next slot, still held, and the number slows down
-		 * (rate_gate.c).  It is sent again MAX_REFUSALS times; a
-		 * further refusal is recorded, and wasend.error_policy's row for
-		 * 130429 applies from then on (its retry with backoff, by
-		 * default).  A sender shutting down records it at once: it is
-		 * known unsent, so it must not be left to the supervisor as
-		 * uncertain.
-		 */
-		if (err == NULL && ns != NULL && ns->active && !shutdown_requested &&
-			is_throughput_refusal(req) && req->refusals < MAX_REFUSALS)
-		{
-			CampaignState *cs = campaign_find(req->campaign_id);
-
-			if (cs != NULL && cs->running)
-			{
-				rate_gate_slow_down(ns->gate_key, wasend_mono_us());
-				metrics_note_error(ns->phone_number_id, "130429", 1);
-				number_requeue(ns, req->row_id, req->campaign_id, req->priority,
-							   req->refusals + 1, req->body);
-				http_release(req);
-				continue;
-			}
-		}
-
-		/* an error may pause the number or campaign: record it at once */
-		if (err != NULL || req->http_status != 200)
-		{
-			results_have_error = true;
-			campaign_note_error(req->campaign_id);
-			redacted = wasend_redact_token(body, req->token);
-		}
-		result_batch_add(&results, req->row_id, req->campaign_id,
-						 req->http_status, redacted, err, cls,
-						 GetCurrentTimestamp(), wasend_mono_us());
-		if (redacted != body)
-			pfree(unconstify(char *, redacted));
-		if (req->new_connections > 0)
-			pg_atomic_fetch_add_u64(&my_slot->conns_opened, req->new_connections);
-		else
-			pg_atomic_fetch_add_u64(&my_slot->conns_reused, 1);
-		pg_atomic_fetch_add_u64(&my_slot->latency_us_sum, req->latency_us);
-		latency_note(my_slot->latency_hist, req->latency_us);
-		if (req->server_us >= 0)
-			latency_note(my_slot->added_hist, req->latency_us - req->server_us);
-		pg_atomic_fetch_add_u64(&my_slot->requests, 1);
-		hold(req->campaign_id, -1);
-		http_release(req);
+		add_result(s, req, err, cls);
+		wasend_http_release(req);
 	}
-	pg_atomic_write_u32(&my_slot->inflight, http_inflight());
+	pg_atomic_write_u32(&s->slot->inflight, wasend_http_inflight());
 }
 
 /*
@@ -456,52 +300,19 @@ sooner(long *timeout, long ms)
  * starts late finds another token (or none) and leaves.
  */
 static bool
-sender_register(void)
+sender_register(Sender *s)
 {
 	bool		mine;
 
-	SpinLockAcquire(&WasendState->mutex);
-	mine = my_slot->token == my_token && my_token != 0 && my_slot->pid == 0;
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
+	mine = s->slot->token == s->token && s->token != 0 && s->slot->pid == 0;
 	if (mine)
 	{
-		my_slot->pid = MyProcPid;
-		my_slot->latch = MyLatch;
+		s->slot->pid = MyProcPid;
+		s->slot->latch = MyLatch;
 	}
-	SpinLockRelease(&WasendState->mutex);
+	LWLockRelease(wasend_state->lock);
 	return mine;
-}
-
-/*
- * Which of its database's senders this one is (0-based, in slot order),
- * and how many the database has: a started sender's slot carries its
- * token.  Each phone number is claimed by one of them (number_refresh):
- * two senders claiming the same campaigns walk past each other's rows in
- * flight at every claim, hold twice what Little's law asks, and split a
- * campaign's outcomes between two circuit breakers.  Read at every
- * refresh, so when a sender stops the others take its numbers within a
- * poll interval.
- */
-void
-sender_share(int *ordinal, int *count)
-{
-	int			i;
-	int			n = 0;
-	int			me = 0;
-
-	SpinLockAcquire(&WasendState->mutex);
-	for (i = 0; i < WASEND_MAX_SENDERS; i++)
-	{
-		WasendSenderSlot *s = &WasendState->senders[i];
-
-		if (s->dboid != my_dboid || s->token == 0)
-			continue;
-		if (i < sender_index)
-			me++;
-		n++;
-	}
-	SpinLockRelease(&WasendState->mutex);
-	*ordinal = me;
-	*count = Max(n, 1);
 }
 
 /*
@@ -509,14 +320,33 @@ sender_share(int *ordinal, int *count)
  * it did not start, then asks them to stop.
  */
 static bool
-sender_still_mine(void)
+sender_still_mine(Sender *s)
 {
 	bool		mine;
 
-	SpinLockAcquire(&WasendState->mutex);
-	mine = my_slot->token == my_token;
-	SpinLockRelease(&WasendState->mutex);
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
+	mine = s->slot->token == s->token;
+	LWLockRelease(wasend_state->lock);
 	return mine;
+}
+
+/*
+ * Has the sender nothing left to record or give back?  (For the end of a
+ * shutdown.)
+ */
+static bool
+sender_settled(Sender *s)
+{
+	return s->results.n == 0 && s->nrelease == 0 && wasend_campaigns_held() == 0;
+}
+
+/*
+ * Run a database cycle and keep what it decided.
+ */
+static void
+run_cycle(Sender *s, bool refresh, bool release_all)
+{
+	s->cycle = wasend_db_cycle(s, refresh, release_all);
 }
 
 /*
@@ -526,19 +356,19 @@ sender_still_mine(void)
  * the supervisor as uncertain.
  */
 static void
-sender_finish(int64 drain_deadline)
+sender_finish(Sender *s)
 {
-	int64		deadline = Max(drain_deadline, wasend_mono_us()) + DRAIN_TIMEOUT_US;
+	int64		deadline = Max(s->drain_deadline, wasend_mono_us()) + DRAIN_TIMEOUT_US;
 
 	for (;;)
 	{
 		QueryCancelPending = false;
-		collect_done();
-		if (db_cycle_settled() || wasend_mono_us() >= deadline)
+		collect_done(s);
+		if (sender_settled(s) || wasend_mono_us() >= deadline)
 			break;
-		if (wasend_mono_us() >= Max(db_cycle_not_before(), db_record_not_before()))
-			db_cycle(false, true);
-		if (db_cycle_settled())
+		if (wasend_mono_us() >= Max(s->cycle.not_before, s->cycle.record_not_before))
+			run_cycle(s, false, true);
+		if (sender_settled(s))
 			break;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 50, PG_WAIT_EXTENSION);
@@ -546,8 +376,234 @@ sender_finish(int64 drain_deadline)
 	}
 	ereport(LOG,
 			(errmsg("wasend sender %d stopping (%d requests abandoned, %d answers unrecorded, %d rows held)",
-					sender_index + 1, http_inflight(), results.n, held_total)));
+					s->index + 1, wasend_http_inflight(), s->results.n,
+					wasend_campaigns_held())));
 	proc_exit(0);
+}
+
+/*
+ * Zero the counters of a slot that this sender starts in.
+ */
+static void
+slot_reset_counters(WasendSenderSlot *slot)
+{
+	pg_atomic_write_u64(&slot->sent, 0);
+	pg_atomic_write_u64(&slot->failed, 0);
+	pg_atomic_write_u64(&slot->conns_opened, 0);
+	pg_atomic_write_u64(&slot->conns_reused, 0);
+	pg_atomic_write_u64(&slot->latency_us_sum, 0);
+	pg_atomic_write_u64(&slot->requests, 0);
+	pg_atomic_write_u64(&slot->db_retries, 0);
+	wasend_latency_reset(slot->latency_hist);
+	wasend_latency_reset(slot->added_hist);
+}
+
+/*
+ * Make the sender: its identity from the supervisor (slot, token,
+ * database), its connection, its registration in the slot (or exit: a
+ * standby never sends, a replaced supervisor's sender leaves), its memory
+ * and the parts that keep state.
+ */
+static Sender *
+sender_start(Datum main_arg)
+{
+	Sender	   *s = MemoryContextAllocZero(TopMemoryContext, sizeof(Sender));
+
+	s->index = DatumGetInt32(main_arg);
+	memcpy(&s->token, MyBgworkerEntry->bgw_extra, sizeof(int64));
+	memcpy(&s->dboid, MyBgworkerEntry->bgw_extra + sizeof(int64), sizeof(Oid));
+	s->seen_generation = UINT64_MAX;
+	s->rewinds = true;
+
+	wasend_worker_signals();
+	wasend_worker_connect(NULL, s->dboid, "100ms", true);
+	pgstat_report_appname(MyBgworkerEntry->bgw_name);
+
+	if (RecoveryInProgress())
+		proc_exit(0);			/* a standby never sends */
+
+	s->slot = &wasend_state->senders[s->index];
+	if (!sender_register(s))
+	{
+		ereport(LOG,
+				(errmsg("wasend sender %d exits: its supervisor was replaced",
+						s->index + 1)));
+		proc_exit(0);
+	}
+	slot_reset_counters(s->slot);
+	before_shmem_exit(sender_detach, PointerGetDatum(s));
+
+	s->cxt = AllocSetContextCreate(TopMemoryContext, "wasend sender",
+								   ALLOCSET_DEFAULT_SIZES);
+	wasend_numbers_init(s->cxt);
+	wasend_campaigns_init(s->cxt, &s->slot->held);
+	wasend_result_batch_init(&s->results, wasend_max_inflight, s->cxt);
+	wasend_limits_init(&s->limits, s->cxt);
+	wasend_http_init(send_on_wire, send_unsent);
+	return s;
+}
+
+/*
+ * After a configuration reload: the pool's settings, a larger result
+ * batch for a larger max_inflight, and a refresh (URLs may have changed).
+ */
+static void
+sender_reconfigure(Sender *s)
+{
+	wasend_http_configure();
+	wasend_result_batch_grow(&s->results, wasend_max_inflight);
+	s->seen_generation = UINT64_MAX;
+}
+
+/*
+ * Should the answers in the batch be written now?  Soon after the first
+ * came, at once for an error (it may pause something), when the batch is
+ * half full, and when stopping; never while the record backs off.
+ */
+static bool
+flush_due(Sender *s, int64 now)
+{
+	return s->results.n > 0 && now >= s->cycle.record_not_before &&
+		(s->results_have_error || s->results.n * 2 >= s->results.cap ||
+		 ShutdownRequestPending || now >= s->results.oldest + FLUSH_DELAY_US);
+}
+
+/*
+ * Run a database cycle when there is work for one (a control change, the
+ * poll, a scheduled start, answers to write, rows to claim, limits to
+ * store, a shutdown) and it may run.
+ */
+static void
+maybe_cycle(Sender *s, int64 now)
+{
+	uint64		generation = pg_atomic_read_u64(&wasend_state->generation);
+	bool		refresh;
+
+	refresh = generation != s->seen_generation || now >= s->next_poll ||
+		(s->cycle.next_scheduled_start != 0 && now >= s->cycle.next_scheduled_start);
+	if (!(refresh || flush_due(s, now) || ShutdownRequestPending ||
+		  wasend_claim_wanted(s->results.n, ShutdownRequestPending) ||
+		  wasend_limits_fresh(&s->limits)) ||
+		now < s->cycle.not_before)
+		return;
+	if (refresh)
+	{
+		s->next_poll = now + POLL_INTERVAL_US;
+		s->rewinds = generation != s->seen_generation ||
+			++s->polls % REWIND_EVERY == 0;
+	}
+	run_cycle(s, refresh, ShutdownRequestPending);
+	if (s->cycle.refreshed && refresh)
+		s->seen_generation = generation;
+}
+
+/*
+ * How long the loop may sleep, in ms (-1: no limit): until curl's timer,
+ * the rate gate's next slot (gate_wake), the next database cycle (never
+ * before it may run), at most 100 ms while stopping; not at all when a
+ * claim found only rows that wait and may run again now.
+ */
+static long
+sleep_ms(Sender *s, int64 gate_wake)
+{
+	long		timeout = -1;
+	int64		now = wasend_mono_us();
+	int64		db_due = s->next_poll;
+
+	sooner(&timeout, wasend_http_timeout_ms(now));
+	if (gate_wake != 0)
+		sooner(&timeout, ms_until(now, gate_wake));
+	if (s->results.n > 0)
+		db_due = Min(db_due, Max(s->results.oldest + FLUSH_DELAY_US,
+								 s->cycle.record_not_before));
+	if (s->cycle.next_scheduled_start != 0)
+		db_due = Min(db_due, s->cycle.next_scheduled_start);
+	sooner(&timeout, ms_until(now, Max(db_due, s->cycle.not_before)));
+	if (ShutdownRequestPending)
+		sooner(&timeout, 100);
+	if (!ShutdownRequestPending &&
+		wasend_claim_again(s->results.n, ShutdownRequestPending) &&
+		wasend_mono_us() >= s->cycle.not_before)
+		sooner(&timeout, 0);
+	return timeout;
+}
+
+/*
+ * Sleep on the latch, postmaster death and curl's sockets together for
+ * at most timeout ms, then let curl work on what woke us.
+ */
+static void
+sender_wait(WaitEventSet *wes, long timeout)
+{
+	WaitEvent	events[3];
+	int64		now = wasend_mono_us();
+	int64		woke;
+	int			nev;
+	int			i;
+
+	nev = WaitEventSetWait(wes, timeout, events, lengthof(events),
+						   PG_WAIT_EXTENSION);
+	woke = wasend_mono_us();
+	wasend_numbers_note_turn(woke - now, woke);
+	for (i = 0; i < nev; i++)
+	{
+		if (events[i].events & WL_LATCH_SET)
+			ResetLatch(MyLatch);
+		if (events[i].events & WL_SOCKET_READABLE)
+			wasend_http_drive(true, false);
+	}
+	if (wasend_http_timer_due(wasend_mono_us()))
+		wasend_http_drive(false, true);
+}
+
+/*
+ * One turn of the loop: interrupts, answers, the database cycle, the
+ * sends the gate allows, then sleep.  A stopping sender (SIGTERM, or its
+ * slot no longer its own) drains what is in flight and finishes.
+ */
+static void
+sender_turn(Sender *s, WaitEventSet *wes)
+{
+	int64		now;
+	int64		gate_wake;
+
+	/*
+	 * SIGINT keeps PostgreSQL's handler: lock_timeout works by the backend
+	 * sending itself SIGINT, and a cancel (pg_cancel_backend) interrupts
+	 * the statement in progress, whose error the cycle catches.  A cancel
+	 * between transactions is dropped by wasend_worker_interrupts.
+	 */
+	if (wasend_worker_interrupts())
+		sender_reconfigure(s);
+	if (!ShutdownRequestPending && !sender_still_mine(s))
+	{
+		ereport(LOG,
+				(errmsg("wasend sender %d stops: a new supervisor took over",
+						s->index + 1)));
+		ShutdownRequestPending = true;
+	}
+
+	collect_done(s);
+	now = wasend_mono_us();
+	if (now >= s->next_pool_trim)
+	{
+		wasend_http_trim_pool();
+		s->next_pool_trim = now + POOL_TRIM_US;
+	}
+	if (ShutdownRequestPending && s->drain_deadline == 0)
+		s->drain_deadline = now + DRAIN_TIMEOUT_US;
+
+	maybe_cycle(s, now);
+
+	if (ShutdownRequestPending &&
+		(wasend_http_inflight() == 0 || wasend_mono_us() >= s->drain_deadline))
+		sender_finish(s);
+
+	gate_wake = wasend_numbers_start_sends(wasend_mono_us(), ShutdownRequestPending);
+	pg_atomic_write_u32(&s->slot->inflight, wasend_http_inflight());
+	pg_atomic_write_u32(&s->slot->hold_target, wasend_numbers_budget());
+
+	sender_wait(wes, sleep_ms(s, gate_wake));
 }
 
 /*
@@ -556,177 +612,16 @@ sender_finish(int64 drain_deadline)
 void
 wasend_sender_main(Datum main_arg)
 {
+	Sender	   *s = sender_start(main_arg);
 	WaitEventSet *wes;
-	int64		drain_deadline = 0;
-	int64		next_pool_trim = 0;
-
-	sender_index = DatumGetInt32(main_arg);
-	memcpy(&my_token, MyBgworkerEntry->bgw_extra, sizeof(int64));
-	memcpy(&my_dboid, MyBgworkerEntry->bgw_extra + sizeof(int64), sizeof(Oid));
-
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, sender_sigterm);
-	BackgroundWorkerUnblockSignals();
-
-	wasend_worker_connect(NULL, my_dboid, "100ms", true);
-	pgstat_report_appname(MyBgworkerEntry->bgw_name);
-
-	if (RecoveryInProgress())
-		proc_exit(0);			/* a standby never sends */
-
-	my_slot = &WasendState->senders[sender_index];
-	if (!sender_register())
-	{
-		ereport(LOG,
-				(errmsg("wasend sender %d exits: its supervisor was replaced",
-						sender_index + 1)));
-		proc_exit(0);
-	}
-	pg_atomic_write_u64(&my_slot->sent, 0);
-	pg_atomic_write_u64(&my_slot->failed, 0);
-	pg_atomic_write_u64(&my_slot->conns_opened, 0);
-	pg_atomic_write_u64(&my_slot->conns_reused, 0);
-	pg_atomic_write_u64(&my_slot->latency_us_sum, 0);
-	pg_atomic_write_u64(&my_slot->requests, 0);
-	pg_atomic_write_u64(&my_slot->db_retries, 0);
-	latency_reset(my_slot->latency_hist);
-	latency_reset(my_slot->added_hist);
-	before_shmem_exit(sender_detach, 0);
-
-	sender_context = AllocSetContextCreate(TopMemoryContext, "wasend sender",
-										   ALLOCSET_DEFAULT_SIZES);
-	numbers_init();
-	campaigns_init();
-	result_batch_init(&results, wasend_max_inflight, sender_context);
-
-	http_init();
 
 	wes = CreateWaitEventSet(TopMemoryContext, 3);
 	AddWaitEventToSet(wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	AddWaitEventToSet(wes, WL_SOCKET_READABLE, http_event_fd(), NULL, NULL);
+	AddWaitEventToSet(wes, WL_SOCKET_READABLE, wasend_http_event_fd(), NULL, NULL);
 
-	ereport(LOG, (errmsg("wasend sender %d started", sender_index + 1)));
+	ereport(LOG, (errmsg("wasend sender %d started", s->index + 1)));
 
 	for (;;)
-	{
-		WaitEvent	events[3];
-		int			nev;
-		int			i;
-		long		timeout = -1;
-		int64		now;
-		int64		gate_wake;
-		uint64		generation;
-		bool		refresh;
-		bool		flush;
-
-		/*
-		 * SIGINT keeps PostgreSQL's handler: lock_timeout works by the
-		 * backend sending itself SIGINT, and a cancel (pg_cancel_backend)
-		 * interrupts the statement in progress, whose error the cycle
-		 * catches.  A cancel that arrives between transactions has nothing
-		 * to cancel and is dropped here, as PostgresMain does between
-		 * commands, instead of ending the sender.
-		 */
-		QueryCancelPending = false;
-		CHECK_FOR_INTERRUPTS();
-
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-			http_configure();
-			/* a larger max_inflight needs a larger result batch */
-			result_batch_grow(&results, wasend_max_inflight);
-			seen_generation = UINT64_MAX;	/* URLs may have changed */
-		}
-		if (!shutdown_requested && !sender_still_mine())
-		{
-			ereport(LOG,
-					(errmsg("wasend sender %d stops: a new supervisor took over",
-							sender_index + 1)));
-			shutdown_requested = true;
-		}
-
-		collect_done();
-		now = wasend_mono_us();
-		if (now >= next_pool_trim)
-		{
-			http_trim_pool();
-			next_pool_trim = now + POOL_TRIM_US;
-		}
-
-		if (shutdown_requested && drain_deadline == 0)
-			drain_deadline = now + DRAIN_TIMEOUT_US;
-
-		generation = pg_atomic_read_u64(&WasendState->generation);
-		refresh = generation != seen_generation || now >= next_poll ||
-			(next_scheduled_start != 0 && now >= next_scheduled_start);
-		flush = results.n > 0 && now >= db_record_not_before() &&
-			(results_have_error || results.n * 2 >= results.cap || shutdown_requested ||
-			 now >= results.oldest + FLUSH_DELAY_US);
-
-		if ((refresh || flush || shutdown_requested || campaigns_want_claim() ||
-			 limits_answers_fresh()) &&
-			now >= db_cycle_not_before())
-		{
-			if (refresh)
-			{
-				static int	polls = 0;
-
-				next_poll = now + POLL_INTERVAL_US;
-				refresh_rewinds = generation != seen_generation ||
-					++polls % REWIND_EVERY == 0;
-			}
-			if (db_cycle(refresh, shutdown_requested) && refresh)
-				seen_generation = generation;
-		}
-
-		if (shutdown_requested &&
-			(http_inflight() == 0 || wasend_mono_us() >= drain_deadline))
-			sender_finish(drain_deadline);
-
-		gate_wake = numbers_start_sends(wasend_mono_us());
-
-		/* how long may we sleep? */
-		now = wasend_mono_us();
-		sooner(&timeout, http_timeout_ms(now));
-		if (gate_wake != 0)
-			sooner(&timeout, ms_until(now, gate_wake));
-		{
-			/* when the next database cycle is due, never before it may run */
-			int64		db_due = next_poll;
-
-			if (results.n > 0)
-				db_due = Min(db_due, Max(results.oldest + FLUSH_DELAY_US,
-										 db_record_not_before()));
-			if (next_scheduled_start != 0)
-				db_due = Min(db_due, next_scheduled_start);
-			sooner(&timeout, ms_until(now, Max(db_due, db_cycle_not_before())));
-		}
-		if (shutdown_requested)
-			sooner(&timeout, 100);
-		/* a claim found only rows that wait: the next one at once */
-		if (!shutdown_requested && campaigns_claim_again() &&
-			wasend_mono_us() >= db_cycle_not_before())
-			sooner(&timeout, 0);
-
-		now = wasend_mono_us();
-		nev = WaitEventSetWait(wes, timeout, events, lengthof(events),
-							   PG_WAIT_EXTENSION);
-		{
-			int64		woke = wasend_mono_us();
-
-			sender_note_turn(woke - now, woke);
-		}
-		for (i = 0; i < nev; i++)
-		{
-			if (events[i].events & WL_LATCH_SET)
-				ResetLatch(MyLatch);
-			if (events[i].events & WL_SOCKET_READABLE)
-				http_drive(true, false);
-		}
-		if (http_timer_due(wasend_mono_us()))
-			http_drive(false, true);
-	}
+		sender_turn(s, wes);
 }

@@ -1,20 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * sender.h
- *		What the parts of a sender share.
- *
- * A sender is one background worker made of five parts, one file each:
- *
- *	src/sender.c			the event loop: latch, curl's sockets, timers,
- *							collecting answers, shutdown
- *	src/number_queue.c		per phone number: the FIFO of claimed rows and
- *							starting requests as the rate gate allows
- *	src/campaign_cache.c	per campaign: what the sender knows of the
- *							running set, rows held, claim requests
- *	src/breaker.c			the circuit breaker of a campaign
- *	src/db_cycle.c			the database cycle: one short transaction,
- *							each step in a subtransaction, never waiting
- *							on a user's lock, never dying of data
+ *		A sender: the state one sender process owns, passed to its
+ *		database cycle; sender.c owns it.
  *
  *-------------------------------------------------------------------------
  */
@@ -23,173 +11,45 @@
 
 #include "postgres.h"
 
-#include <signal.h>
+#include "fmgr.h"
 
+#include "clock.h"
+#include "db_cycle.h"
+#include "limits_reader.h"
 #include "queue.h"
-#include "wasend.h"
+#include "shmem.h"
 
-/* A claimed row waiting for its turn at the rate gate. */
-typedef struct PendingRow
+/* What one sender process owns; made by wasend_sender_main. */
+typedef struct Sender
 {
-	int64		id;
-	int64		campaign_id;
-	int			priority;		/* wasend_send row: 0-100; campaign row: -1 */
-	int			refusals;		/* 130429s it got in this sender (see
-								 * number_requeue) */
-	char	   *body;
-} PendingRow;
+	/* its identity */
+	int			index;			/* its slot in wasend_state->senders */
+	Oid			dboid;
+	int64		token;			/* claim token its supervisor gave it */
+	WasendSenderSlot *slot;
+	MemoryContext cxt;			/* everything it keeps across turns */
 
-/* What this sender knows about one phone number. */
-typedef struct NumberState
-{
-	int64		number_id;		/* hash key */
-	int64		gate_key;		/* rate_gate_key(phone_number_id) */
-	int64		pace_noted_at;	/* last metrics_note_pace, monotonic us */
-	char	   *phone_number_id;
-	char	   *access_token;
-	char	   *url;
-	int			rate;
-	int64		latency_us;		/* moving average of its requests' latency */
-	WasendWindowMin latency_floor;	/* least latency over a window */
-	int			inflight;		/* its requests in flight in this sender */
-	bool		was_mine;		/* mine as of the previous refresh */
-	bool		active;			/* has a running campaign, number active */
-	bool		mine;			/* this sender claims its rows (sender_share) */
-	int			top_priority;	/* highest priority of its campaigns that
-								 * want rows (campaigns_claim_request) */
-	int			top_count;		/* how many of them have it */
-	PendingRow *rows;			/* ring buffer of claimed, unsent rows */
-	int			head;
-	int			count;
-	int			cap;
-} NumberState;
+	/* answers not yet recorded */
+	ResultBatch results;
+	bool		results_have_error; /* a non-200 answer waits in results */
+	LimitsReader limits;		/* answers of limits GETs */
 
-/* A campaign's circuit breaker: this sender's last `window` outcomes. */
-typedef struct Breaker
-{
-	double		threshold;		/* trips above this share of failures */
-	int			window;
-	bool	   *outcomes;		/* true = failed; ring of `window` entries */
-	int			pos;
-	int			filled;
-	int			failures;
-} Breaker;
+	/* rows taken out of the FIFOs and not yet given back (db_cycle.c) */
+	int64	   *release_ids;
+	int64	   *release_campaigns;
+	int			nrelease;
+	int			release_cap;
 
-/* What this sender knows about one campaign. */
-typedef struct CampaignState
-{
-	int64		campaign_id;	/* hash key */
-	int64		number_id;
-	bool		running;		/* in the last refresh's running set */
-	bool		running_before; /* ... and in the one before */
-	bool		dry;			/* last claim found fewer rows than asked */
-	bool		lock_logged;	/* said that completing it waits on a lock */
-	int			held;			/* rows of it we hold (pending + in flight) */
-	int64		claim_after;	/* keyset cursor of claims; see campaigns_refresh */
-	int64		rewind_until;	/* until then (monotonic us) every refresh
-								 * rewinds the cursor: an error answer may
-								 * have put a row back behind it */
-	int			priority;		/* campaigns.priority */
-	bool		transactional;	/* the number's wasend_send lane */
-	int			scan_extra;		/* due rows a claim looks at beyond what it
-								 * asks for: rows of it were found waiting */
-	bool		claim_again;	/* its last claim looked at all it might and
-								 * found only rows that wait: claim again
-								 * now, not at the next poll */
-	Breaker		breaker;
-} CampaignState;
+	/* its loop */
+	DbCycleOutcome cycle;		/* what the last database cycle decided */
+	bool		rewinds;		/* the next refresh rewinds every cursor */
+	int			polls;
+	uint64		seen_generation;
+	int64		next_poll;		/* monotonic us */
+	int64		drain_deadline; /* stopping: monotonic us; 0 = not yet */
+	int64		next_pool_trim;
+} Sender;
 
-/* An answer to a number's limits GET, waiting for the next cycle. */
-typedef struct LimitsAnswer
-{
-	int64		number_id;
-	long		http_status;	/* 0 when no HTTP answer came */
-	char	   *body;			/* NULL when none */
-	char	   *error;			/* transport error, or NULL */
-	int			tries;			/* times storing it met a lock */
-	int64		not_before;		/* monotonic us: try again from then */
-	bool		done;			/* stored, or given up: forget it */
-} LimitsAnswer;
-
-#define MAX_LIMITS_ANSWERS		64
-
-/* sender.c: the process-wide state of this sender */
-extern volatile sig_atomic_t shutdown_requested;
-extern MemoryContext sender_context;
-extern WasendSenderSlot *my_slot;
-extern int64 my_token;
-extern int	held_total;
-extern ResultBatch results;
-extern bool results_have_error;
-extern LimitsAnswer limits_answers[MAX_LIMITS_ANSWERS];
-extern int	nlimits_answers;
-extern void start_limits_reads(const LimitsCheck *lc, int n);
-extern void sender_share(int *ordinal, int *count);
-extern void limits_answers_done(void);
-extern bool limits_answers_fresh(void);
-extern void limits_answers_mark(bool done);
-
-/* number_queue.c */
-extern int	active_numbers;	/* active numbers this sender claims for */
-extern void numbers_init(void);
-extern NumberState *number_get(int64 number_id);
-extern NumberState *number_find(int64 number_id);
-extern void numbers_begin_refresh(void);
-extern void number_refresh(NumberState *ns, int rate,
-						   const char *phone_number_id,
-						   const char *access_token);
-extern int	number_target(NumberState *ns);
-extern void number_note_latency(NumberState *ns, int64 latency_us, int64 now);
-extern void sender_note_turn(int64 idle_us, int64 now);
-extern int	sender_budget(void);
-extern int	number_inflight_need(NumberState *ns);
-extern void number_answered(NumberState *ns);
-extern void number_push(NumberState *ns, const ClaimedRow *row);
-extern void number_requeue(NumberState *ns, int64 id, int64 campaign_id,
-						   int priority, int refusals, const char *body);
-extern void numbers_reset_shares(void);
-extern int	numbers_take_stopped(int64 *ids, int64 *campaign_ids, bool drop_all);
-extern int64 numbers_start_sends(int64 now);
-extern char *number_url(const char *phone_number_id, const char *token);
-extern char *number_limits_url(const char *phone_number_id, const char *token);
-
-/* campaign_cache.c */
-extern void campaigns_init(void);
-extern CampaignState *campaign_find(int64 campaign_id);
-extern bool refresh_rewinds;
-extern void campaigns_refresh(const RunningCampaign *rc, int n);
-extern void campaign_note_error(int64 campaign_id);
-extern void hold(int64 campaign_id, int delta);
-extern bool campaigns_want_claim(void);
-extern int	campaigns_claim_request(int64 *ids, int32 *lims, int32 *scans,
-									int64 *after);
-extern bool campaigns_claim_again(void);
-extern void campaigns_mark_dry(const int64 *ids, const int32 *lims,
-							   const int32 *scans, int n,
-							   const ClaimedRow *rows, int nrows);
-extern void campaigns_claimed(const ClaimedRow *rows, int nrows);
-extern int	campaigns_dry_done(int64 *ids);
-extern int	campaigns_count(void);
-
-/* what failed on a campaign set aside (campaign_fault) */
-#define FAULT_REFRESH	1
-#define FAULT_CLAIM		2
-extern int64 campaign_fault(int64 campaign_id, int step);
-extern int	campaign_faults_excluded(int64 *excl);
-extern int	campaign_faults_count(void);
-extern int	campaign_faults_passed(const int64 *ids, int n, int step, bool all,
-								   int64 *cleared);
-
-/* breaker.c */
-extern void breaker_reset(Breaker *b, int window, double threshold);
-extern void breaker_free(Breaker *b);
-extern bool breaker_add(Breaker *b, int64 sent, int64 failed);
-
-/* db_cycle.c */
-extern int64 next_scheduled_start;	/* monotonic us; 0 = none */
-extern bool db_cycle(bool refresh, bool release_all);
-extern int64 db_cycle_not_before(void);
-extern int64 db_record_not_before(void);
-extern bool db_cycle_settled(void);
+extern PGDLLEXPORT void wasend_sender_main(Datum main_arg);
 
 #endif							/* WASEND_SENDER_H */

@@ -22,7 +22,8 @@
 #include "fmgr.h"
 #include "utils/builtins.h"
 
-#include "wasend.h"
+#include "secrets.h"
+#include "signature.h"
 
 PG_FUNCTION_INFO_V1(wasend_verify_signature);
 

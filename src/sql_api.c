@@ -25,8 +25,13 @@
 #include "utils/tuplestore.h"
 
 #include "http_client.h"
-#include "sender.h"
-#include "wasend.h"
+#include "graph_api.h"
+#include "clock.h"
+#include "latency.h"
+#include "rate_gate.h"
+#include "secrets.h"
+#include "shmem.h"
+#include "sql_api.h"
 
 PG_FUNCTION_INFO_V1(wasend_wake_at_commit);
 PG_FUNCTION_INFO_V1(wasend_worker_stats);
@@ -93,7 +98,7 @@ wasend_xact_callback_init(void)
 Datum
 wasend_wake_at_commit(PG_FUNCTION_ARGS)
 {
-	if (WasendState == NULL && !wake_pending)
+	if (wasend_state == NULL && !wake_pending)
 		ereport(WARNING,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("wasend senders are not running"),
@@ -146,12 +151,12 @@ wasend_worker_stats(PG_FUNCTION_ARGS)
 				 errmsg("wasend_worker_stats() is declared with %d columns, this library returns 9 or 14",
 						rsinfo->setDesc->natts),
 				 errhint("Run ALTER EXTENSION wasend UPDATE.")));
-	if (WasendState == NULL)
+	if (wasend_state == NULL)
 		PG_RETURN_VOID();
 
 	for (i = 0; i < WASEND_MAX_SENDERS; i++)
 	{
-		WasendSenderSlot *s = &WasendState->senders[i];
+		WasendSenderSlot *s = &wasend_state->senders[i];
 		Datum		values[14];
 		bool		nulls[14] = {0};
 		double		ms;
@@ -160,9 +165,9 @@ wasend_worker_stats(PG_FUNCTION_ARGS)
 		uint64		requests;
 		uint64		latency;
 
-		SpinLockAcquire(&WasendState->mutex);
+		LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 		pid = s->dboid == MyDatabaseId ? s->pid : 0;
-		SpinLockRelease(&WasendState->mutex);
+		LWLockRelease(wasend_state->lock);
 		if (pid == 0)
 			continue;	/* no sender, or one of another database */
 
@@ -183,13 +188,13 @@ wasend_worker_stats(PG_FUNCTION_ARGS)
 		if (natts >= 14)
 		{
 			values[9] = Int32GetDatum(pg_atomic_read_u32(&s->hold_target));
-			nulls[10] = !latency_percentile(s->latency_hist, 0.50, &ms);
+			nulls[10] = !wasend_latency_percentile(s->latency_hist, 0.50, &ms);
 			values[10] = Float8GetDatum(ms);
-			nulls[11] = !latency_percentile(s->latency_hist, 0.99, &ms);
+			nulls[11] = !wasend_latency_percentile(s->latency_hist, 0.99, &ms);
 			values[11] = Float8GetDatum(ms);
-			nulls[12] = !latency_percentile(s->added_hist, 0.50, &ms);
+			nulls[12] = !wasend_latency_percentile(s->added_hist, 0.50, &ms);
 			values[12] = Float8GetDatum(ms);
-			nulls[13] = !latency_percentile(s->added_hist, 0.99, &ms);
+			nulls[13] = !wasend_latency_percentile(s->added_hist, 0.99, &ms);
 			values[13] = Float8GetDatum(ms);
 		}
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
@@ -276,19 +281,19 @@ wasend_http_post(PG_FUNCTION_ARGS)
 	pnid = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	rate = PG_GETARG_INT32(2);
 	body = text_to_cstring(PG_GETARG_TEXT_PP(3));
-	key = rate_gate_key(pnid);
+	key = wasend_rate_gate_key(pnid);
 	/* a NULL token: the number's token file (checked before any wait) */
 	token = from_file ? pstrdup(token_from_file(pnid)) :
 		text_to_cstring(PG_GETARG_TEXT_PP(1));
 
-	if (WasendState != NULL)
+	if (wasend_state != NULL)
 	{
 		for (;;)
 		{
 			int64		next;
 			int64		now = wasend_mono_us();
 
-			if (rate_gate_take(key, rate, 1, now, &next, false) == 1)
+			if (wasend_rate_gate_take(key, rate, 1, now, &next, false) == 1)
 				break;
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 Max(1, (next - now + 999) / 1000), PG_WAIT_EXTENSION);
@@ -302,15 +307,15 @@ wasend_http_post(PG_FUNCTION_ARGS)
 	 * (written, or failed), since curl_easy_perform does not say when it
 	 * wrote it; an error counts it as written then too.
 	 */
-	url = number_url(pnid, token);
+	url = wasend_graph_number_url(pnid, token);
 	PG_TRY();
 	{
-		http_post_once(url, token, body, &http_status, &answer);
+		wasend_http_post_once(url, token, body, &http_status, &answer);
 	}
 	PG_FINALLY();
 	{
-		if (WasendState != NULL)
-			rate_gate_on_wire(key, wasend_mono_us(), true);
+		if (wasend_state != NULL)
+			wasend_rate_gate_on_wire(key, wasend_mono_us(), true);
 	}
 	PG_END_TRY();
 

@@ -1,56 +1,13 @@
 /*-------------------------------------------------------------------------
  *
  * supervisor.c
- *		A database's supervisor: starts and supervises its senders.
+ *		A database's supervisor: starts and supervises its senders, and
+ *		settles the rows that dead senders leave in flight.
  *
- * The launcher (launcher.c) starts one supervisor in every database; the
- * supervisor first looks whether the database has the extension and, if
- * not, says so in its database slot and leaves.  Otherwise it keeps
- * wasend.workers sender workers of that database alive (starting missing
- * ones, stopping extra ones after a reload) and is woken by the postmaster
- * whenever one of them exits.  It looks again every few seconds: once the
- * extension is dropped, it stops its senders and leaves.
- *
- * Sender slots in shared memory are shared by all databases: a supervisor
- * takes a free one (dboid = its database) for each sender it starts and
- * gives it back once that sender is gone.
- *
- * It also settles the rows that senders leave behind when they die (killed,
- * crashed, or the server stopped in immediate mode): before it starts
- * senders, and whenever one has exited, rows still 'sending' under a claim
- * token that is not a live sender's are marked uncertain and, per
- * wasend.on_uncertain, queued again or failed.  A sender holds at most
- * wasend.max_inflight rows, so that is the most rows one death leaves
- * uncertain.
- *
- * Claim tokens.  Before it starts a sender, the supervisor draws a random
- * 63-bit token, stores it in the sender's slot and passes it to the sender,
- * which stamps claimed_by with it.  The set of live senders is the set of
- * tokens in the slots: a sender still starting up already counts, a sender
- * that exited counts until its supervisor has seen it exit, and no pid or
- * clock is compared, so a recycled pid or a step of the wall clock cannot
- * make a live sender's rows look orphaned.
- *
- * A supervisor can be restarted while senders of its database run (it
- * exited on an error): it has no handle on them and would start a second
- * set.  So a supervisor starts by retiring every sender of its database it
- * finds: it clears their slots' tokens (a sender that has not registered
- * yet then leaves at once), asks the registered ones to stop (SIGTERM:
- * they finish what is in flight, record it and give back the rest), waits
- * for them to exit (however long that takes: their rows are theirs until
- * they are gone), and only then settles orphans and starts its own senders.
- *
- * A query cancel (pg_cancel_backend) only interrupts the supervisor's own
- * recovery statement, if one runs, and that error is caught and retried
- * like any other; between transactions a cancel is dropped.  (SIGINT keeps
- * PostgreSQL's handler: lock_timeout works by the backend sending itself
- * SIGINT.)  On SIGTERM (server shutdown, pg_terminate_backend, or a DROP
- * DATABASE of its database, see launcher.c) it stops its senders, waits
- * until they are gone and exits; the launcher starts it again unless the
- * database is being dropped.
- *
- * When wasend.metrics_port is set it also publishes, every few seconds,
- * each unfinished campaign's rows by status for the metrics (metrics.c).
+ * The constraint: live senders are the claim tokens in the sender slots,
+ * never pids or clocks, and a supervisor starts no sender of its own
+ * before every sender of an earlier supervisor of its database is gone.
+ * The full description: docs/internals/supervisor.md.
  *
  *-------------------------------------------------------------------------
  */
@@ -65,14 +22,17 @@
 #include "commands/dbcommands.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
-#include "storage/proc.h"
-#include "utils/guc.h"
 #include "utils/snapmgr.h"
 #include "utils/memutils.h"
-#include "utils/timestamp.h"
 
 #include "queue.h"
-#include "wasend.h"
+#include "clock.h"
+#include "metrics.h"
+#include "settings.h"
+#include "shmem.h"
+#include "supervisor.h"
+#include "worker.h"
+#include "worker_session.h"
 
 /* a sender that keeps dying is restarted at most this often, in us */
 #define RESTART_DELAY_US	(1000 * 1000)
@@ -103,14 +63,20 @@ static char *my_dbname = NULL;
 /* the numbers' limits were marked due since this supervisor started */
 static bool limits_marked = false;
 
+/* the last sure answer of extension_here() */
+static int	last_dbstate = DBSTATE_SEND;
+
+/* why nothing is sent now (DBSTATE_IDLE), or NULL; in TopMemoryContext */
+static char *idle_why = NULL;
+
 static int64 next_presence_check = 0;
 static int64 next_metrics_publish = 0;
 
 /*
  * A new claim token: random, positive, never 0.
  */
-int64
-wasend_new_token(void)
+static int64
+new_token(void)
 {
 	uint64		t = 0;
 
@@ -132,15 +98,18 @@ wasend_new_token(void)
 static void
 start_sender(int i)
 {
-	BackgroundWorker worker;
+	WasendWorkerSpec spec;
+	char		name[BGW_MAXLEN];
+	char		type[BGW_MAXLEN];
+	char		extra[sizeof(int64) + sizeof(Oid)];
 	WasendSenderSlot *slot = NULL;
-	int64		token = wasend_new_token();
+	int64		token = new_token();
 	int			k;
 
-	SpinLockAcquire(&WasendState->mutex);
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 	for (k = 0; k < WASEND_MAX_SENDERS; k++)
 	{
-		WasendSenderSlot *s = &WasendState->senders[k];
+		WasendSenderSlot *s = &wasend_state->senders[k];
 
 		if (s->dboid == InvalidOid && s->token == 0 && s->pid == 0)
 		{
@@ -150,7 +119,7 @@ start_sender(int i)
 			break;
 		}
 	}
-	SpinLockRelease(&WasendState->mutex);
+	LWLockRelease(wasend_state->lock);
 	last_start[i] = wasend_mono_us();
 	if (slot == NULL)
 	{
@@ -162,30 +131,26 @@ start_sender(int i)
 		return;
 	}
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
-		BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "wasend");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "wasend_sender_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "wasend sender %d (%s)", i + 1, my_dbname);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "wasend sender %d", i + 1);
-	worker.bgw_main_arg = Int32GetDatum(k);
-	memcpy(worker.bgw_extra, &token, sizeof(token));
-	memcpy(worker.bgw_extra + sizeof(token), &MyDatabaseId, sizeof(Oid));
-	worker.bgw_notify_pid = MyProcPid;
+	snprintf(name, sizeof(name), "wasend sender %d (%s)", i + 1, my_dbname);
+	snprintf(type, sizeof(type), "wasend sender %d", i + 1);
+	memcpy(extra, &token, sizeof(token));
+	memcpy(extra + sizeof(token), &MyDatabaseId, sizeof(Oid));
+	memset(&spec, 0, sizeof(spec));
+	spec.name = name;
+	spec.type = type;
+	spec.function = "wasend_sender_main";
+	spec.database = true;
+	spec.arg = Int32GetDatum(k);
+	spec.extra = extra;
+	spec.extra_len = sizeof(extra);
 
-	slot_of[i] = k;
-	tokens[i] = token;
-	if (!RegisterDynamicBackgroundWorker(&worker, &handles[i]))
+	if (!wasend_register_worker(&spec, &handles[i]))
 	{
-		handles[i] = NULL;
 		tokens[i] = 0;
-		SpinLockAcquire(&WasendState->mutex);
+		LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 		slot->token = 0;
 		slot->dboid = InvalidOid;
-		SpinLockRelease(&WasendState->mutex);
+		LWLockRelease(wasend_state->lock);
 		ereport(WARNING,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("wasend could not start sender %d in database \"%s\"", i + 1, my_dbname),
@@ -238,9 +203,9 @@ recover_work(void *arg)
 	RecoverArgs *ra = (RecoverArgs *) arg;
 	int64		n;
 
-	if (!queue_extension_present())
+	if (!wasend_queue_extension_present())
 		return;
-	n = queue_recover(ra->nlive, ra->tokens,
+	n = wasend_queue_recover(ra->nlive, ra->tokens,
 					  wasend_on_uncertain == WASEND_UNCERTAIN_FAIL,
 					  wasend_max_attempts);
 	if (n > 0)
@@ -251,7 +216,7 @@ recover_work(void *arg)
 						   "failed" : "queued again")));
 	/* the senders read every number's tier, quality and health at start */
 	if (!limits_marked && wasend_limits_refresh_interval > 0)
-		queue_limits_all_due();
+		wasend_queue_limits_all_due();
 }
 
 /*
@@ -267,11 +232,11 @@ recover_orphans(void)
 	int			i;
 
 	ra.nlive = 0;
-	SpinLockAcquire(&WasendState->mutex);
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 	for (i = 0; i < WASEND_MAX_SENDERS; i++)
-		if (WasendState->senders[i].token != 0)
-			ra.tokens[ra.nlive++] = WasendState->senders[i].token;
-	SpinLockRelease(&WasendState->mutex);
+		if (wasend_state->senders[i].token != 0)
+			ra.tokens[ra.nlive++] = wasend_state->senders[i].token;
+	LWLockRelease(wasend_state->lock);
 
 	edata = in_transaction("wasend supervisor: settling orphaned rows", recover_work, &ra);
 	pgstat_report_stat(false);
@@ -315,10 +280,10 @@ retire_previous_senders(void)
 	int			i;
 	int64		warn_at = wasend_mono_us() + RETIRE_WARN_US;
 
-	SpinLockAcquire(&WasendState->mutex);
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 	for (i = 0; i < WASEND_MAX_SENDERS; i++)
 	{
-		WasendSenderSlot *slot = &WasendState->senders[i];
+		WasendSenderSlot *slot = &wasend_state->senders[i];
 
 		if (slot->dboid != MyDatabaseId)
 			continue;
@@ -328,7 +293,7 @@ retire_previous_senders(void)
 		else
 			free_slot_locked(slot);
 	}
-	SpinLockRelease(&WasendState->mutex);
+	LWLockRelease(wasend_state->lock);
 	if (n == 0)
 		return;
 
@@ -342,10 +307,10 @@ retire_previous_senders(void)
 	{
 		int			left = 0;
 
-		SpinLockAcquire(&WasendState->mutex);
+		LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 		for (i = 0; i < WASEND_MAX_SENDERS; i++)
 		{
-			WasendSenderSlot *slot = &WasendState->senders[i];
+			WasendSenderSlot *slot = &wasend_state->senders[i];
 
 			if (slot->dboid != MyDatabaseId)
 				continue;
@@ -354,7 +319,7 @@ retire_previous_senders(void)
 			else
 				free_slot_locked(slot);
 		}
-		SpinLockRelease(&WasendState->mutex);
+		LWLockRelease(wasend_state->lock);
 		if (left == 0)
 			break;
 		if (wasend_mono_us() >= warn_at)
@@ -367,8 +332,7 @@ retire_previous_senders(void)
 					 errhint("No sender starts until they are gone; see pg_stat_activity for \"wasend sender\" processes.")));
 			warn_at = wasend_mono_us() + RETIRE_WARN_US;
 		}
-		QueryCancelPending = false;	/* see the main loop */
-		CHECK_FOR_INTERRUPTS();
+		(void) wasend_worker_interrupts();
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 100, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
@@ -394,15 +358,15 @@ reap_senders(void)
 			continue;
 		if (GetBackgroundWorkerPid(handles[i], &pid) == BGWH_STOPPED)
 		{
-			WasendSenderSlot *slot = &WasendState->senders[slot_of[i]];
+			WasendSenderSlot *slot = &wasend_state->senders[slot_of[i]];
 
 			pfree(handles[i]);
 			handles[i] = NULL;
-			SpinLockAcquire(&WasendState->mutex);
+			LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 			if (slot->token == tokens[i])
 				slot->token = 0;
 			free_slot_locked(slot);
-			SpinLockRelease(&WasendState->mutex);
+			LWLockRelease(wasend_state->lock);
 			tokens[i] = 0;
 			recover_needed = true;
 		}
@@ -474,8 +438,7 @@ stop_senders(void)
 			TerminateBackgroundWorker(handles[i]);
 	while (reap_senders() > 0)
 	{
-		QueryCancelPending = false;	/* see the main loop */
-		CHECK_FOR_INTERRUPTS();
+		(void) wasend_worker_interrupts();
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 100, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
@@ -501,7 +464,7 @@ state_work(void *arg)
 	StateArgs  *sa = (StateArgs *) arg;
 	char	   *reason = NULL;
 
-	sa->state = queue_database_state(MyDatabaseId, &reason);
+	sa->state = wasend_queue_database_state(MyDatabaseId, &reason);
 	if (reason != NULL)
 		sa->why = MemoryContextStrdup(sa->cxt, reason);
 }
@@ -515,21 +478,20 @@ state_work(void *arg)
 static int
 extension_here(char **why)
 {
-	static int	last = DBSTATE_SEND;
 	StateArgs	sa;
 	ErrorData  *edata;
 
-	sa.state = last;
+	sa.state = last_dbstate;
 	sa.why = NULL;
 	sa.cxt = CurrentMemoryContext;
 	edata = in_transaction("wasend supervisor: looking for the extension", state_work, &sa);
 	if (edata != NULL)
 	{
 		FreeErrorData(edata);
-		sa.state = last;	/* not a sure answer: keep the last one */
+		sa.state = last_dbstate;	/* not a sure answer: keep the last one */
 		sa.why = NULL;
 	}
-	last = sa.state;
+	last_dbstate = sa.state;
 	*why = sa.why;
 	return sa.state;
 }
@@ -543,8 +505,8 @@ publish_work(void *arg)
 	MetricsCampaign *mc;
 	int			n;
 
-	n = queue_campaign_metrics(&mc, 512);
-	metrics_publish_campaigns(MyDatabaseId, my_dbname, mc, n);
+	n = wasend_queue_campaign_metrics(&mc, 512);
+	wasend_metrics_publish_campaigns(MyDatabaseId, my_dbname, mc, n);
 }
 
 /*
@@ -574,13 +536,13 @@ publish_campaign_metrics(void)
 static void
 supervisor_detach(int code, Datum arg)
 {
-	SpinLockAcquire(&WasendState->mutex);
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 	if (my_db != NULL && my_db->pid == MyProcPid)
 	{
 		my_db->pid = 0;
 		my_db->latch = NULL;
 	}
-	SpinLockRelease(&WasendState->mutex);
+	LWLockRelease(wasend_state->lock);
 	wasend_wake_launcher();
 }
 
@@ -588,12 +550,74 @@ supervisor_detach(int code, Datum arg)
  * Say in our database slot what we found, under the mutex.
  */
 static void
-set_db_state(int state)
+set_db_state(WasendDbState state)
 {
-	SpinLockAcquire(&WasendState->mutex);
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 	if (my_db != NULL && my_db->dboid == MyDatabaseId)
 		my_db->state = state;
-	SpinLockRelease(&WasendState->mutex);
+	LWLockRelease(wasend_state->lock);
+}
+
+/*
+ * Take our database slot (main_arg of the launcher: its index), or leave
+ * at once if the launcher gave it to another database meanwhile, or the
+ * database is being dropped, renamed or copied (launcher.c).
+ */
+static void
+attach_db_slot(int idx, Oid dboid)
+{
+	my_db = &wasend_state->databases[idx];
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
+	if (my_db->dboid != dboid || my_db->pid != 0 ||
+		wasend_mono_us() < my_db->hold_until)
+	{
+		LWLockRelease(wasend_state->lock);
+		my_db = NULL;
+		proc_exit(0);
+	}
+	my_db->pid = MyProcPid;
+	my_db->latch = MyLatch;
+	LWLockRelease(wasend_state->lock);
+	before_shmem_exit(supervisor_detach, 0);
+}
+
+/*
+ * Look whether the extension is still there and allows sending: once it
+ * is dropped, stop the senders and leave (RUNNING -> ABSENT); while it
+ * does not allow sending, stop them and say why, once per reason.
+ */
+static void
+check_presence(void)
+{
+	char	   *why;
+	int			st = extension_here(&why);
+
+	if (st == DBSTATE_ABSENT)
+	{
+		ereport(LOG,
+				(errmsg("wasend supervisor: the extension was dropped from database \"%s\", its senders stop",
+						my_dbname)));
+		stop_senders();
+		set_db_state(WASEND_DB_ABSENT);
+		proc_exit(0);
+	}
+	if (st == DBSTATE_IDLE && (idle_why == NULL || strcmp(why, idle_why) != 0))
+	{
+		/* say it once, and again when the reason changes */
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("wasend sends nothing in database \"%s\": %s", my_dbname, why),
+				 errhint("%s", strstr(why, "version") ?
+						 "Run ALTER EXTENSION wasend UPDATE in that database." :
+						 "If this database is meant to send (its queue is its own), run SELECT wasend_enable_sending() in it as a wasend_admin.")));
+		stop_senders();
+	}
+	if (st == DBSTATE_SEND && idle_why != NULL)
+		ereport(LOG,
+				(errmsg("wasend supervisor: database \"%s\" sends again", my_dbname)));
+	if (idle_why != NULL)
+		pfree(idle_why);
+	idle_why = (st == DBSTATE_IDLE) ? MemoryContextStrdup(TopMemoryContext, why) : NULL;
 }
 
 /*
@@ -603,33 +627,13 @@ set_db_state(int state)
 void
 wasend_supervisor_main(Datum main_arg)
 {
-	int			idx = DatumGetInt32(main_arg);
 	Oid			dboid;
-	char	   *idle_why = NULL;	/* why nothing is sent now, or NULL */
 	char	   *first_why;
 
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
-	BackgroundWorkerUnblockSignals();
+	wasend_worker_signals();
 
 	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
-	my_db = &WasendState->databases[idx];
-	SpinLockAcquire(&WasendState->mutex);
-	if (my_db->dboid != dboid || my_db->pid != 0 ||
-		wasend_mono_us() < my_db->hold_until)
-	{
-		/*
-		 * The launcher gave the slot to another database meanwhile, or the
-		 * database is being dropped, renamed or copied (launcher.c).
-		 */
-		SpinLockRelease(&WasendState->mutex);
-		my_db = NULL;
-		proc_exit(0);
-	}
-	my_db->pid = MyProcPid;
-	my_db->latch = MyLatch;
-	SpinLockRelease(&WasendState->mutex);
-	before_shmem_exit(supervisor_detach, 0);
+	attach_db_slot(DatumGetInt32(main_arg), dboid);
 
 	wasend_worker_connect(NULL, dboid, "1s", false);
 	pgstat_report_appname("wasend supervisor");
@@ -638,6 +642,7 @@ wasend_supervisor_main(Datum main_arg)
 	my_dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
 	CommitTransactionCommand();
 
+	/* PROBING -> ABSENT or RUNNING */
 	if (extension_here(&first_why) == DBSTATE_ABSENT)
 	{
 		set_db_state(WASEND_DB_ABSENT);
@@ -658,55 +663,13 @@ wasend_supervisor_main(Datum main_arg)
 		int			rc;
 		int64		now;
 
-		/*
-		 * A cancel (pg_cancel_backend) interrupts the recovery statement if
-		 * one runs, whose error is caught; between transactions there is
-		 * nothing to cancel, and it is dropped, as PostgresMain does between
-		 * commands.  SIGINT itself keeps PostgreSQL's handler, on which
-		 * lock_timeout depends.
-		 */
-		QueryCancelPending = false;
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
+		wasend_worker_interrupts();
 
 		now = wasend_mono_us();
 		if (now >= next_presence_check)
 		{
-			int			st;
-			char	   *why;
-
 			next_presence_check = now + PRESENCE_CHECK_US;
-			st = extension_here(&why);
-			if (st == DBSTATE_ABSENT)
-			{
-				ereport(LOG,
-						(errmsg("wasend supervisor: the extension was dropped from database \"%s\", its senders stop",
-								my_dbname)));
-				stop_senders();
-				set_db_state(WASEND_DB_ABSENT);
-				proc_exit(0);
-			}
-			if (st == DBSTATE_IDLE && (idle_why == NULL || strcmp(why, idle_why) != 0))
-			{
-				/* say it once, and again when the reason changes */
-				ereport(WARNING,
-						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-						 errmsg("wasend sends nothing in database \"%s\": %s", my_dbname, why),
-						 errhint("%s", strstr(why, "version") ?
-								 "Run ALTER EXTENSION wasend UPDATE in that database." :
-								 "If this database is meant to send (its queue is its own), run SELECT wasend_enable_sending() in it as a wasend_admin.")));
-				stop_senders();
-			}
-			if (st == DBSTATE_SEND && idle_why != NULL)
-				ereport(LOG,
-						(errmsg("wasend supervisor: database \"%s\" sends again", my_dbname)));
-			if (idle_why != NULL)
-				pfree(idle_why);
-			idle_why = (st == DBSTATE_IDLE) ? MemoryContextStrdup(TopMemoryContext, why) : NULL;
+			check_presence();
 		}
 		if (wasend_metrics_port > 0 && now >= next_metrics_publish)
 		{

@@ -2,77 +2,39 @@
  *
  * webhook.c
  *		The webhook background worker: Meta's status and message webhooks,
- *		received over HTTP by libmicrohttpd and committed in groups.
+ *		received over HTTP (http_server.c) and committed in groups.
  *
- * When wasend.webhook_port is set, a static background worker "wasend
- * webhook" serves HTTP on wasend.webhook_address:webhook_port with
- * libmicrohttpd, in its epoll mode, driven from the worker's own event loop
- * (the daemon's epoll descriptor sits in the WaitEventSet beside the latch),
- * so everything runs in this one thread and may use the database.
- *
- *	GET  ...?hub.mode=subscribe&hub.verify_token=T&hub.challenge=C
- *		 200 with C when T equals the token in wasend.webhook_verify_token_file,
- *		 else 403.
- *	POST the notification, signed with X-Hub-Signature-256:
- *		 from the headers alone, before any of the body is read:
- *		 413 when Content-Length is over 3 MB, 401 without a well-formed
- *		 signature ("sha256=" and 64 hex digits), 503 (Retry-After) when the
- *		 body would not fit in wasend.webhook_max_buffer;
- *		 then, once the body is in: 413 over 3 MB, 403 with a wrong
- *		 signature, 400 when the body is not JSON (or not a WABA
- *		 notification), 200 only after the payload is committed, 500 if it
- *		 could not be, or if the app secret file cannot be used (Meta
- *		 retries everything but a 200).
- *
- * Group commit: the callbacks only collect bodies and suspend their
- * connections.  After each pass of MHD_run(), every body collected in that
- * pass is checked and applied by wasend._ingest_verified() inside ONE
- * transaction; its commit is then answered to all of them.  Under load,
- * bodies pile up while a commit runs, so batches grow by themselves.  If
- * the group's transaction fails, each payload is retried in a transaction
- * of its own so one bad payload cannot sink the others.  Everything a
- * batch allocates lives in a memory context reset after the batch.
- *
- * Denial of service: nothing but a well-formed signature gets a body read;
- * all bodies being received share one budget (wasend.webhook_max_buffer,
- * counted in allocated bytes, reserved from Content-Length at the headers);
- * every request has an absolute deadline (wasend.webhook_request_timeout)
- * that the worker enforces itself (http_server.c, shared with the metrics
- * endpoint), since libmicrohttpd only has an idle timeout that a byte
- * every few seconds resets; connections are capped in all and,
- * optionally, per client address.
- *
- * The MHD callbacks never ereport: they only malloc and copy.  Signature and
- * JSON checks, logging and all database work happen outside MHD_run().
+ * GET answers Meta's subscription handshake; a POST gets a 200 only once
+ * its payload is committed.  Nothing but a well-formed signature gets a
+ * body read, and all bodies share one budget.  The constraint: the MHD
+ * callbacks never ereport (they only malloc and copy); checks, logging
+ * and database work happen in the batch, outside MHD_run().  The full
+ * description: docs/internals/webhook.md.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include <arpa/inet.h>
-#include <microhttpd.h>
 #include <netinet/in.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
 
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
-#include "postmaster/bgworker.h"
-#include "postmaster/interrupt.h"
 #include "storage/ipc.h"
-#include "storage/latch.h"
-#include "tcop/tcopprot.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/memutils.h"
-#include "utils/snapmgr.h"
 
 #include "http_server.h"
 #include "queue.h"
-#include "wasend.h"
+#include "metrics.h"
+#include "secrets.h"
+#include "settings.h"
+#include "signature.h"
+#include "webhook.h"
+#include "worker.h"
+#include "worker_session.h"
 
 /* Meta's payloads reach 3 MB; anything larger is refused with 413. */
 #define MAX_BODY_BYTES		(3 * 1024 * 1024)
@@ -90,18 +52,6 @@
 
 /* "sha256=" and the 64 hex digits of an HMAC-SHA256 */
 #define SIGNATURE_LEN		(7 + 64)
-
-#if MHD_VERSION < 0x00097002
-typedef int MHD_Result_t;
-#else
-typedef enum MHD_Result MHD_Result_t;
-#endif
-
-/* Settings (see wasend_webhook_define_settings) */
-static int	webhook_max_buffer_kb = 32 * 1024;
-static int	webhook_request_timeout_ms = 10000;
-static int	webhook_max_connections = 1000;
-static int	webhook_max_connections_per_address = 0;
 
 /* One request, from its first byte to its answer. */
 typedef struct WebhookRequest
@@ -123,12 +73,10 @@ typedef struct WebhookRequest
 	struct WebhookRequest *next;
 } WebhookRequest;
 
-static struct MHD_Daemon *daemon_handle = NULL;
 static WebhookRequest *batch_head = NULL;
 static WebhookRequest *batch_tail = NULL;
 static int	batch_len = 0;
 static MemoryContext batch_cxt = NULL;
-static WasendHttpServer server;
 
 /* bytes allocated or reserved for bodies, all connections together */
 static size_t buffered_bytes = 0;
@@ -136,6 +84,9 @@ static size_t buffered_bytes = 0;
 /* a verify token file problem seen in a callback, logged by the loop */
 static bool verify_token_checked = false;
 static char verify_token_problem[256];
+
+/* the secret file problems last logged, per WasendSecret */
+static WasendWarnState secret_warned[2];
 
 /*
  * Let a request hold total bytes of body in all, if the shared budget
@@ -145,7 +96,7 @@ static char verify_token_problem[256];
 static bool
 buffer_charge(WebhookRequest *req, size_t total)
 {
-	size_t		budget = (size_t) webhook_max_buffer_kb * 1024;
+	size_t		budget = (size_t) wasend_webhook_max_buffer_kb * 1024;
 	size_t		limit = total <= SMALL_BODY_BYTES ? budget : budget - budget / 8;
 
 	if (total <= req->charged)
@@ -446,17 +397,15 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 static void
 report_secret_problem(WasendSecret which, const char *problem)
 {
-	static char reported[2][256];
-	char	   *last = reported[which];
+	WasendWarnState *w = &secret_warned[which];
 
 	if (problem == NULL)
 	{
-		last[0] = '\0';
+		wasend_warn_clear(w);
 		return;
 	}
-	if (strcmp(last, problem) == 0)
+	if (!wasend_warn_changed(w, problem))
 		return;
-	strlcpy(last, problem, sizeof(reported[which]));
 	if (which == WASEND_SECRET_APP)
 		ereport(WARNING,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
@@ -526,7 +475,7 @@ ingest_group(WebhookRequest **reqs, int n, int *sqlerrcode)
 
 		for (i = 0; i < n; i++)
 			set_answer(reqs[i], 200, answers[i]);
-		metrics_note_webhook(0, n);
+		wasend_metrics_note_webhook(0, n);
 	}
 	return ok;
 }
@@ -547,7 +496,7 @@ process_batch(void)
 	const char *error;
 	bool		have_secret;
 
-	metrics_note_webhook(batch_len, 0);
+	wasend_metrics_note_webhook(batch_len, 0);
 	have_secret = wasend_secret(WASEND_SECRET_APP, &error) != NULL;
 	report_secret_problem(WASEND_SECRET_APP, have_secret ? NULL :
 						  error ? error : "wasend.app_secret_file is not set");
@@ -600,64 +549,27 @@ process_batch(void)
 }
 
 /*
- * Define the settings of the webhook endpoint (called from _PG_init).
+ * Are request bodies waiting for the batch?
  */
-void
-wasend_webhook_define_settings(void)
+static bool
+batch_pending(void)
 {
-	DefineCustomIntVariable("wasend.webhook_max_buffer",
-							"Memory for webhook bodies being received, all connections together.",
-							"A POST whose body would not fit is answered 503 with Retry-After. Bodies over 64 kB may use 7/8 of it.",
-							&webhook_max_buffer_kb,
-							32 * 1024, 4 * 1024, 4 * 1024 * 1024,
-							PGC_SIGHUP,
-							GUC_UNIT_KB,
-							NULL, NULL, NULL);
-
-	DefineCustomIntVariable("wasend.webhook_request_timeout",
-							"Longest a webhook request may take, from its connection's accept to its answer.",
-							"Enforced however slowly the client sends; on a kept-alive connection, counted from the end of the previous request.",
-							&webhook_request_timeout_ms,
-							10000, 1000, 600000,
-							PGC_SIGHUP,
-							GUC_UNIT_MS,
-							NULL, NULL, NULL);
-
-	DefineCustomIntVariable("wasend.webhook_max_connections",
-							"Most connections the webhook endpoint holds open at once.",
-							"Further connections wait in the listen queue.",
-							&webhook_max_connections,
-							1000, 1, 100000,
-							PGC_POSTMASTER,
-							0,
-							NULL, NULL, NULL);
-
-	DefineCustomIntVariable("wasend.webhook_max_connections_per_address",
-							"Most connections the webhook endpoint holds open from one client address; 0 means no limit.",
-							"Behind a proxy every request comes from the proxy's address: leave it 0 there.",
-							&webhook_max_connections_per_address,
-							0, 0, 100000,
-							PGC_POSTMASTER,
-							0,
-							NULL, NULL, NULL);
+	return batch_head != NULL;
 }
 
 /*
- * Raise the soft limit on open files towards the hard one, so that
- * wasend.webhook_max_connections sockets fit beside the files PostgreSQL
- * itself keeps open.
+ * After each pass: log a verify token file problem a GET ran into (the
+ * callback cannot log).
  */
 static void
-raise_file_limit(void)
+report_verify_token(void)
 {
-	struct rlimit rl;
-	rlim_t		want = (rlim_t) webhook_max_connections + 256;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
-		return;
-	rl.rlim_cur = (rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want) ? want : rl.rlim_max;
-	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
-		elog(LOG, "wasend webhook: could not raise the open files limit: %m");
+	if (verify_token_checked)
+	{
+		verify_token_checked = false;
+		report_secret_problem(WASEND_SECRET_VERIFY_TOKEN,
+							  verify_token_problem[0] ? verify_token_problem : NULL);
+	}
 }
 
 /*
@@ -667,12 +579,9 @@ void
 wasend_webhook_main(Datum main_arg)
 {
 	struct sockaddr_in addr;
-	const union MHD_DaemonInfo *info;
-	WaitEventSet *wes;
+	WasendHttpEndpoint ep;
 
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
-	BackgroundWorkerUnblockSignals();
+	wasend_worker_signals();
 	/* a user's lock costs a 500 (Meta retries), not a hang: lock_timeout */
 	wasend_worker_connect(wasend_database, InvalidOid, "1s", false);
 	pgstat_report_appname("wasend webhook");
@@ -686,95 +595,28 @@ wasend_webhook_main(Datum main_arg)
 				 errmsg("invalid wasend.webhook_address \"%s\"", wasend_webhook_address),
 				 errhint("Give an IPv4 address, e.g. 127.0.0.1 or 0.0.0.0.")));
 
-	raise_file_limit();
-	wasend_http_server_init(&server, "wasend webhook", &webhook_request_timeout_ms);
+	/* the sockets must fit beside the files PostgreSQL keeps open */
+	wasend_worker_raise_file_limit(wasend_webhook_max_connections + 256);
 	batch_cxt = AllocSetContextCreate(TopMemoryContext, "wasend webhook batch",
 									  ALLOCSET_DEFAULT_SIZES);
 
-	daemon_handle = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME,
-									 (uint16) wasend_webhook_port,
-									 NULL, NULL, &on_request, NULL,
-									 MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &addr,
-									 /* idle timeout: a backstop to our deadline */
-									 MHD_OPTION_CONNECTION_TIMEOUT,
-									 (unsigned int) ((webhook_request_timeout_ms + 999) / 1000),
-									 MHD_OPTION_CONNECTION_LIMIT,
-									 (unsigned int) webhook_max_connections,
-									 MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-									 (unsigned int) webhook_max_connections_per_address,
-									 MHD_OPTION_NOTIFY_COMPLETED, &on_completed, NULL,
-									 MHD_OPTION_NOTIFY_CONNECTION,
-									 &wasend_http_notify_connection, &server,
-									 MHD_OPTION_END);
-	if (daemon_handle == NULL)
-		ereport(FATAL,
-				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("wasend webhook could not listen on %s:%d",
-						wasend_webhook_address, wasend_webhook_port),
-				 errhint("Is the port in use? Change wasend.webhook_port or wasend.webhook_address.")));
-	info = MHD_get_daemon_info(daemon_handle, MHD_DAEMON_INFO_EPOLL_FD);
-
-	wes = CreateWaitEventSet(TopMemoryContext, 3);
-	AddWaitEventToSet(wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-	AddWaitEventToSet(wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	AddWaitEventToSet(wes, WL_SOCKET_READABLE, info->epoll_fd, NULL, NULL);
-
-	elog(LOG, "wasend webhook listening on %s:%d", wasend_webhook_address,
-		 wasend_webhook_port);
-
-	/*
-	 * One pass: take in what arrived, answer a batch if one is complete,
-	 * cut overdue connections, and wait only when no batch is pending.
-	 * Interrupts are checked at every pass, so SIGTERM and SIGHUP are seen
-	 * under a load that never lets the batch run dry.
-	 */
-	for (;;)
-	{
-		WaitEvent	events[3];
-		MHD_UNSIGNED_LONG_LONG mhd_timeout;
-		long		timeout = 1000;
-		long		next_deadline;
-		int			nev;
-		int			i;
-
-		/* a cancel between transactions has nothing to cancel (see sender.c) */
-		QueryCancelPending = false;
-		CHECK_FOR_INTERRUPTS();
-		if (ShutdownRequestPending)
-			break;
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
-
-		MHD_run(daemon_handle);
-		if (batch_head != NULL)
-		{
-			process_batch();
-			MHD_run(daemon_handle); /* send the answers */
-		}
-		if (verify_token_checked)
-		{
-			verify_token_checked = false;
-			report_secret_problem(WASEND_SECRET_VERIFY_TOKEN,
-								  verify_token_problem[0] ? verify_token_problem : NULL);
-		}
-		next_deadline = wasend_http_cut_overdue(&server);
-		if (batch_head != NULL)
-			continue;			/* bodies completed meanwhile: no wait */
-
-		if (MHD_get_timeout(daemon_handle, &mhd_timeout) == MHD_YES)
-			timeout = (long) Min(mhd_timeout, (MHD_UNSIGNED_LONG_LONG) timeout);
-		if (next_deadline >= 0)
-			timeout = Min(timeout, next_deadline + 1);
-		nev = WaitEventSetWait(wes, timeout, events, lengthof(events),
-							   PG_WAIT_EXTENSION);
-		for (i = 0; i < nev; i++)
-			if (events[i].events & WL_LATCH_SET)
-				ResetLatch(MyLatch);
-	}
-
-	MHD_stop_daemon(daemon_handle);
+	memset(&ep, 0, sizeof(ep));
+	ep.name = "wasend webhook";
+	ep.where = psprintf("%s:%d", wasend_webhook_address, wasend_webhook_port);
+	ep.addr = &addr;
+	ep.listen_fd = -1;
+	ep.port = (uint16) wasend_webhook_port;
+	ep.timeout_ms = &wasend_webhook_request_timeout_ms;
+	ep.max_connections = (unsigned int) wasend_webhook_max_connections;
+	ep.max_per_address = (unsigned int) wasend_webhook_max_connections_per_address;
+	ep.start_error = psprintf("wasend webhook could not listen on %s:%d",
+							  wasend_webhook_address, wasend_webhook_port);
+	ep.start_hint = "Is the port in use? Change wasend.webhook_port or wasend.webhook_address.";
+	ep.on_request = &on_request;
+	ep.on_completed = &on_completed;
+	ep.pending = batch_pending;
+	ep.answer = process_batch;
+	ep.after_pass = report_verify_token;
+	wasend_http_serve(&ep);
 	proc_exit(0);
 }

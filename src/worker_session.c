@@ -4,28 +4,10 @@
  *		How a wasend worker connects to its database, and the settings its
  *		session runs with whatever the database or a role says.
  *
- * The workers run as the bootstrap superuser in databases that other
- * roles own.  When a background worker connects, PostgreSQL applies
- * pg_db_role_setting to it as to any session: what the database's owner
- * set with ALTER DATABASE ... SET, and what was set on the workers' role.
- * Such a setting could make the workers run as another role (role,
- * session_authorization), end the process at the first ERROR that its
- * PG_TRY would have handled (exit_on_error: the messages in flight would
- * be sent again), refuse every write (default_transaction_read_only),
- * cancel every statement (statement_timeout), skip wasend's triggers
- * (session_replication_role), give SQL another meaning
- * (standard_conforming_strings, transform_null_equals,
- * plpgsql.variable_conflict, search_path) or merely make it slow.
- *
- * So a worker ignores them all: every setting that came from
- * pg_db_role_setting goes back to the value the server gave the worker
- * (postgresql.conf, the command line, the built-in default), taken just
- * before connecting; wasend's own settings (wasend.*) are the exception,
- * as only a superuser can set them for a database.  Then the settings the
- * workers rely on are pinned, whatever postgresql.conf says.  Both use
- * PGC_S_OVERRIDE, above the file, the database and the role: a reload
- * (SIGHUP) does not undo them, and a function's own SET clause still
- * applies while it runs.
+ * The constraint: every setting from pg_db_role_setting except wasend.*
+ * goes back to the server's value, and the settings the workers rely on
+ * are pinned with PGC_S_OVERRIDE.  The full description:
+ * docs/internals/worker_session.md.
  *
  *-------------------------------------------------------------------------
  */
@@ -40,7 +22,7 @@
 #include "utils/guc_tables.h"
 #include "utils/memutils.h"
 
-#include "wasend.h"
+#include "worker_session.h"
 
 /* a setting's value as the server gave it to the worker, before connecting */
 typedef struct ServerSetting
