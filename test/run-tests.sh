@@ -30,6 +30,11 @@ as_pg() {
 	if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+echo "== structure of the code"
+if ! perl "$ROOT/test/structure.pl" "$ROOT"; then
+	status=1
+fi
+
 regress_tests=$(sed -n 's/^REGRESS *= *//p' "$ROOT/Makefile")
 echo "== pg_regress: $regress_tests"
 if ! (cd "$WORK" && as_pg "$PGXS_DIR/src/test/regress/pg_regress" \
