@@ -48,7 +48,7 @@ typedef struct WasendSenderSlot
 	pg_atomic_uint64 conns_reused;	/* transfers that reused one */
 	pg_atomic_uint64 latency_us_sum;	/* sum of request latencies */
 	pg_atomic_uint64 requests;	/* completed requests */
-	pg_atomic_uint32 hold_target;	/* rows it means to hold (sender_budget) */
+	pg_atomic_uint32 hold_target;	/* rows it means to hold (wasend_numbers_budget) */
 	pg_atomic_uint64 latency_hist[WASEND_LATENCY_BUCKETS];	/* latency.c */
 	pg_atomic_uint64 added_hist[WASEND_LATENCY_BUCKETS];
 } WasendSenderSlot;

@@ -609,7 +609,7 @@ check_presence(void)
 				 errmsg("wasend sends nothing in database \"%s\": %s", my_dbname, why),
 				 errhint("%s", strstr(why, "version") ?
 						 "Run ALTER EXTENSION wasend UPDATE in that database." :
-						 "If this database is meant to send (its queue is its own), run SELECT wasend_enable_sending() in it as a wasend_admin.")));
+						 "If this database is meant to send (its queue is its own), run SELECT wasend.wasend_enable_sending() in it as a wasend_admin.")));
 		stop_senders();
 	}
 	if (st == DBSTATE_SEND && idle_why != NULL)
