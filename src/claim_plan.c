@@ -65,6 +65,20 @@ claim_budget(int unrecorded)
 }
 
 /*
+ * The rows this sender may still hold at all (wasend.max_inflight, less
+ * what it holds and the answers not yet recorded).  The transactional
+ * lanes may claim into the part of it beyond claim_budget(): their rows
+ * go to the front of their numbers' FIFOs, ahead of the campaign rows that
+ * filled the budget, so several committed together are claimed together
+ * even when the campaigns keep the FIFOs full.
+ */
+static int
+lane_room(int unrecorded)
+{
+	return wasend_max_inflight - wasend_campaigns_held() - unrecorded;
+}
+
+/*
  * The number of a campaign that may claim: running, not dry, its number
  * active and claimed by this sender; NULL otherwise.
  */
@@ -94,8 +108,9 @@ wasend_claim_wanted(int unrecorded, bool stopping)
 	bool		want = false;
 	int			target = wasend_numbers_budget();
 	int			budget = target - wasend_campaigns_held() - unrecorded;
+	bool		lanes_may = lane_room(unrecorded) > 0;
 
-	if (budget <= 0 || stopping)
+	if ((budget <= 0 && !lanes_may) || stopping)
 		return false;
 	wasend_campaigns_scan(&seq);
 	while ((cs = hash_seq_search(&seq)) != NULL)
@@ -110,8 +125,9 @@ wasend_claim_wanted(int unrecorded, bool stopping)
 		 * its number's FIFO runs low, and a claim costs a statement: not
 		 * for a handful of rows.
 		 */
-		if (cs->transactional ||
-			(ns->count * 2 < wasend_number_target(ns) &&
+		if ((cs->transactional && lanes_may) ||
+			(!cs->transactional &&
+			 ns->count * 2 < wasend_number_target(ns) &&
 			 budget >= Max(1, target / 20)))
 		{
 			want = true;
@@ -174,14 +190,22 @@ campaigns_asking(void)
  * Little's law (number_queue.c) and may be a few dozen rows, and a lane
  * asking for all of it would leave none to its number's campaigns in every
  * claim (a lane usually has nothing, and marks itself dry only once the
- * claim has run).  Returns the budget left.
+ * claim has run).  Beyond that share the lanes may use the room that
+ * wasend.max_inflight leaves above the budget (lane_room), which the
+ * campaigns never take.  Returns the budget left.
  */
 static int
-plan_lanes(ClaimRequest *req, HTAB *tops, int budget)
+plan_lanes(ClaimRequest *req, HTAB *tops, int budget, int room)
 {
 	HASH_SEQ_STATUS seq;
 	CampaignState *cs;
-	int			lane_budget = campaigns_asking() > 0 ? (budget + 1) / 2 : budget;
+	int			share = Max(budget, 0);
+	int			extra = Max(room - share, 0);
+	int			lane_budget;
+
+	if (campaigns_asking() > 0)
+		share = (share + 1) / 2;
+	lane_budget = share + extra;
 
 	wasend_campaigns_scan(&seq);
 	while ((cs = hash_seq_search(&seq)) != NULL)
@@ -198,7 +222,9 @@ plan_lanes(ClaimRequest *req, HTAB *tops, int budget)
 				int			lim = Min(wasend_batch_size, lane_budget);
 
 				request_add(req, cs, lim);
-				budget -= lim;
+				/* the room above the budget goes first */
+				budget -= Max(lim - extra, 0);
+				extra = Max(extra - lim, 0);
 				lane_budget -= lim;
 			}
 			continue;
@@ -268,7 +294,7 @@ wasend_claim_plan(ClaimRequest *req, int unrecorded)
 	tops = hash_create("wasend claim plan", 64, &ctl,
 					   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	req->n = 0;
-	budget = plan_lanes(req, tops, claim_budget(unrecorded));
+	budget = plan_lanes(req, tops, claim_budget(unrecorded), lane_room(unrecorded));
 	plan_campaigns(req, tops, budget);
 	hash_destroy(tops);
 	return req->n;
