@@ -144,6 +144,9 @@ start_sender(int i)
 	spec.extra = extra;
 	spec.extra_len = sizeof(extra);
 
+	/* reap_senders() frees this slot when the sender is gone */
+	slot_of[i] = k;
+	tokens[i] = token;
 	if (!wasend_register_worker(&spec, &handles[i]))
 	{
 		tokens[i] = 0;
@@ -232,7 +235,7 @@ recover_orphans(void)
 	int			i;
 
 	ra.nlive = 0;
-	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
+	LWLockAcquire(wasend_state->lock, LW_SHARED);
 	for (i = 0; i < WASEND_MAX_SENDERS; i++)
 		if (wasend_state->senders[i].token != 0)
 			ra.tokens[ra.nlive++] = wasend_state->senders[i].token;
