@@ -67,15 +67,28 @@ claim_budget(int unrecorded)
 /*
  * The rows this sender may still hold at all (wasend.max_inflight, less
  * what it holds and the answers not yet recorded).  The transactional
- * lanes may claim into the part of it beyond claim_budget(): their rows
- * go to the front of their numbers' FIFOs, ahead of the campaign rows that
- * filled the budget, so several committed together are claimed together
- * even when the campaigns keep the FIFOs full.
+ * lanes may claim into the part of it beyond claim_budget(), each up to
+ * its number's target of rows waiting at the front of the number's FIFO
+ * (lane_extra): their rows go ahead of the campaign rows that filled the
+ * budget, so several committed together are claimed together even when
+ * the campaigns keep the FIFOs full, and no lane holds more than about a
+ * second of its number's rate that way, whatever its backlog.
  */
 static int
 lane_room(int unrecorded)
 {
 	return wasend_max_inflight - wasend_campaigns_held() - unrecorded;
+}
+
+/*
+ * How many rows a lane of number ns may claim beyond the budget, out of
+ * extra rows of room above it (lane_room).
+ */
+static int
+lane_extra(NumberState *ns, int extra)
+{
+	return Min(extra, Max(wasend_number_target(ns) -
+						  wasend_number_priority_rows(ns), 0));
 }
 
 /*
@@ -125,7 +138,8 @@ wasend_claim_wanted(int unrecorded, bool stopping)
 		 * its number's FIFO runs low, and a claim costs a statement: not
 		 * for a handful of rows.
 		 */
-		if ((cs->transactional && lanes_may) ||
+		if ((cs->transactional &&
+			 (budget > 0 || (lanes_may && lane_extra(ns, 1) > 0))) ||
 			(!cs->transactional &&
 			 ns->count * 2 < wasend_number_target(ns) &&
 			 budget >= Max(1, target / 20)))
@@ -201,31 +215,33 @@ plan_lanes(ClaimRequest *req, HTAB *tops, int budget, int room)
 	CampaignState *cs;
 	int			share = Max(budget, 0);
 	int			extra = Max(room - share, 0);
-	int			lane_budget;
 
 	if (campaigns_asking() > 0)
 		share = (share + 1) / 2;
-	lane_budget = share + extra;
 
 	wasend_campaigns_scan(&seq);
 	while ((cs = hash_seq_search(&seq)) != NULL)
 	{
+		NumberState *ns;
 		NumberTop  *top;
 		bool		found;
 
-		if (claiming_number(cs) == NULL)
+		if ((ns = claiming_number(cs)) == NULL)
 			continue;
 		if (cs->transactional)
 		{
-			if (lane_budget > 0)
+			int			above = lane_extra(ns, extra);
+			int			lim = Min(wasend_batch_size, share + above);
+
+			if (lim > 0)
 			{
-				int			lim = Min(wasend_batch_size, lane_budget);
+				/* the room above the budget goes first */
+				int			from_budget = Max(lim - above, 0);
 
 				request_add(req, cs, lim);
-				/* the room above the budget goes first */
-				budget -= Max(lim - extra, 0);
-				extra = Max(extra - lim, 0);
-				lane_budget -= lim;
+				extra -= lim - from_budget;
+				share -= from_budget;
+				budget -= from_budget;
 			}
 			continue;
 		}

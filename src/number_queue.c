@@ -204,6 +204,20 @@ wasend_number_target(NumberState *ns)
 }
 
 /*
+ * How many wasend_send rows (priority >= 0) wait at the front of the
+ * number's FIFO.
+ */
+int
+wasend_number_priority_rows(NumberState *ns)
+{
+	int			n = 0;
+
+	while (n < ns->count && ns->rows[(ns->head + n) % ns->cap].priority >= 0)
+		n++;
+	return n;
+}
+
+/*
  * A request of the number is no longer in flight (its answer came back).
  */
 void

@@ -56,6 +56,7 @@ extern void wasend_number_refresh(NumberState *ns, int rate,
 								  const char *phone_number_id,
 								  const char *access_token);
 extern int	wasend_number_target(NumberState *ns);
+extern int	wasend_number_priority_rows(NumberState *ns);
 extern void wasend_number_note_latency(NumberState *ns, int64 latency_us, int64 now);
 extern void wasend_numbers_note_turn(int64 idle_us, int64 now);
 extern int	wasend_numbers_budget(void);
