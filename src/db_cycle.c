@@ -944,7 +944,7 @@ sender_share(const Sender *s, int *ordinal, int *count)
 	int			n = 0;
 	int			me = 0;
 
-	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
+	LWLockAcquire(wasend_state->lock, LW_SHARED);
 	for (i = 0; i < WASEND_MAX_SENDERS; i++)
 	{
 		WasendSenderSlot *slot = &wasend_state->senders[i];

@@ -324,7 +324,7 @@ sender_still_mine(Sender *s)
 {
 	bool		mine;
 
-	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
+	LWLockAcquire(wasend_state->lock, LW_SHARED);
 	mine = s->slot->token == s->token;
 	LWLockRelease(wasend_state->lock);
 	return mine;

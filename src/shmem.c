@@ -120,7 +120,7 @@ wasend_wake_senders(void)
 
 	pg_atomic_fetch_add_u64(&wasend_state->generation, 1);
 
-	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
+	LWLockAcquire(wasend_state->lock, LW_SHARED);
 	for (i = 0; i < WASEND_MAX_SENDERS; i++)
 		if (wasend_state->senders[i].pid != 0 && wasend_state->senders[i].latch &&
 			wasend_state->senders[i].dboid == MyDatabaseId)
@@ -192,7 +192,7 @@ wasend_wake_launcher(void)
 
 	if (wasend_state == NULL)
 		return;
-	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
+	LWLockAcquire(wasend_state->lock, LW_SHARED);
 	latch = wasend_state->launcher_latch;
 	LWLockRelease(wasend_state->lock);
 	if (latch != NULL)

@@ -87,9 +87,10 @@ typedef struct WasendDbSlot
 typedef struct WasendShared
 {
 	/*
-	 * Protects the launcher's fields and every slot below.  An LWLock, not a
-	 * spinlock: its holders scan the 256 database slots and 64 sender slots,
-	 * far more than the few instructions a spinlock may cover.
+	 * Protects the launcher's fields and every slot below: shared to read
+	 * them, exclusive to write.  An LWLock, not a spinlock: its holders scan
+	 * the 256 database slots and 64 sender slots, far more than the few
+	 * instructions a spinlock may cover.
 	 */
 	LWLock	   *lock;
 	pid_t		launcher_pid;	/* written by the launcher */

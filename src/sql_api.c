@@ -165,7 +165,7 @@ wasend_worker_stats(PG_FUNCTION_ARGS)
 		uint64		requests;
 		uint64		latency;
 
-		LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
+		LWLockAcquire(wasend_state->lock, LW_SHARED);
 		pid = s->dboid == MyDatabaseId ? s->pid : 0;
 		LWLockRelease(wasend_state->lock);
 		if (pid == 0)
