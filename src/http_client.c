@@ -670,10 +670,10 @@ server_timing_us(CURL *easy)
 /*
  * The RTT variation (mean deviation, us) the kernel measured on the
  * connection a request used, from TCP_INFO; -1 when unknown (the
- * connection is gone, not TCP).  It is the delay spread of the path alone:
- * TCP acknowledges segments whatever the server does with them, so the
- * server's processing time does not show in it, nor does this sender's
- * event loop (see rate_gate.c).
+ * connection is gone, not TCP).  It is the delay spread of the path, not
+ * of this sender's event loop; on a connection whose server lets its ACK
+ * ride on a delayed answer it also holds the server's processing time,
+ * which is why the rate gate takes the least over a window (rate_gate.c).
  */
 static int64
 connection_rttvar_us(CURL *easy)

@@ -86,7 +86,7 @@ static const char *const class_label[METRICS_CLASSES] = {
 	"none", "1xx", "2xx", "3xx", "4xx", "5xx"
 };
 
-/* rows[] of a MetricsCampaign, in this order (see wasend.h) */
+/* rows[] of a MetricsCampaign, in this order (see metrics.h) */
 static const char *const row_status[WASEND_METRICS_STATUSES] = {
 	"ready", "sending", "held", "sent", "delivered", "read", "failed", "cancelled"
 };

@@ -51,12 +51,12 @@
 
 /* per sender of this database (0 .. wasend.workers - 1) */
 static BackgroundWorkerHandle *handles[WASEND_MAX_WORKERS];
-static int	slot_of[WASEND_MAX_WORKERS];	/* its slot in WasendState->senders */
+static int	slot_of[WASEND_MAX_WORKERS];	/* its slot in wasend_state->senders */
 static int64 tokens[WASEND_MAX_WORKERS];	/* the token each handle's sender got */
 static int64 last_start[WASEND_MAX_WORKERS];
 static bool recover_needed = true;
 
-/* this database's slot in WasendState->databases */
+/* this database's slot in wasend_state->databases */
 static WasendDbSlot *my_db = NULL;
 static char *my_dbname = NULL;
 
@@ -258,7 +258,7 @@ recover_orphans(void)
 
 /*
  * Give a sender slot of this database back once its sender is gone.
- * Caller holds WasendState->mutex.
+ * Caller holds wasend_state->lock.
  */
 static void
 free_slot_locked(WasendSenderSlot *slot)
@@ -550,7 +550,7 @@ supervisor_detach(int code, Datum arg)
 }
 
 /*
- * Say in our database slot what we found, under the mutex.
+ * Say in our database slot what we found, under wasend_state->lock.
  */
 static void
 set_db_state(WasendDbState state)
