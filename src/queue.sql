@@ -725,11 +725,19 @@ SELECT wasend._apply_pending_statuses()
 -- After a record: apply the waiting statuses of the wamids it stored ($1
 -- the batch's row ids), looked up by send_queue's and
 -- pending_statuses' primary keys; nothing is called when none waits.
-SELECT wasend._apply_pending_statuses(array_agg(q.wa_message_id))
-  FROM wasend.send_queue q
- WHERE q.id = ANY ($1::bigint[]) AND q.wa_message_id IS NOT NULL
-   AND EXISTS (SELECT 1 FROM wasend.pending_statuses p
-                WHERE p.wa_message_id = q.wa_message_id)
+-- The batch's rows are read in a MATERIALIZED CTE by id alone: with
+-- "wa_message_id IS NOT NULL" beside the id, statistics taken before the
+-- sends (no row had a wamid) made the planner read every row sent so far
+-- through send_queue_wamid_idx (whose predicate that is), testing each
+-- against the batch's ids, for every record (a NULL wamid matches no
+-- pending status anyway).
+WITH r AS MATERIALIZED (
+    SELECT q.wa_message_id FROM wasend.send_queue q
+     WHERE q.id = ANY ($1::bigint[]))
+SELECT wasend._apply_pending_statuses(array_agg(r.wa_message_id))
+  FROM r
+ WHERE EXISTS (SELECT 1 FROM wasend.pending_statuses p
+                WHERE p.wa_message_id = r.wa_message_id)
 HAVING count(*) > 0
 
 -- name: breaker
