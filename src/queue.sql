@@ -731,13 +731,13 @@ SELECT wasend._apply_pending_statuses()
 -- through send_queue_wamid_idx (whose predicate that is), testing each
 -- against the batch's ids, for every record (a NULL wamid matches no
 -- pending status anyway).
-WITH r AS MATERIALIZED (
+WITH batch_wamids AS MATERIALIZED (
     SELECT q.wa_message_id FROM wasend.send_queue q
      WHERE q.id = ANY ($1::bigint[]))
-SELECT wasend._apply_pending_statuses(array_agg(r.wa_message_id))
-  FROM r
+SELECT wasend._apply_pending_statuses(array_agg(b.wa_message_id))
+  FROM batch_wamids b
  WHERE EXISTS (SELECT 1 FROM wasend.pending_statuses p
-                WHERE p.wa_message_id = r.wa_message_id)
+                WHERE p.wa_message_id = b.wa_message_id)
 HAVING count(*) > 0
 
 -- name: breaker

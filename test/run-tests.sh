@@ -24,6 +24,9 @@ cleanup() {
 trap cleanup EXIT
 
 cp -r "$ROOT/sql" "$ROOT/test" "$ROOT/contrib" "$WORK/"
+# the workers' statements, for the tests that plan them as the senders do
+mkdir -p "$WORK/src"
+cp "$ROOT/src/queue.sql" "$ROOT/src/queue_sql.awk" "$WORK/src/"
 chown -R postgres: "$WORK"
 
 as_pg() {
