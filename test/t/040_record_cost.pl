@@ -48,12 +48,12 @@ is($node->safe_psql('postgres', q{
 my $root = $ENV{WASEND_ROOT};
 my $stmt = `awk -v name=pending_recorded -f $root/src/queue_sql.awk $root/src/queue.sql`;
 like($stmt, qr/_apply_pending_statuses/, 'the statement pending_recorded was read');
+my $batch = $node->safe_psql('postgres', q{
+	SELECT array_agg(id)::text FROM (SELECT id FROM wasend.send_queue ORDER BY id DESC LIMIT 20) b});
 my $plan = $node->safe_psql('postgres', qq{
 	SET plan_cache_mode = force_generic_plan;
 	PREPARE pending_recorded(bigint[]) AS $stmt;
-	EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)
-	  EXECUTE pending_recorded((SELECT array_agg(id) FROM (
-	      SELECT id FROM wasend.send_queue ORDER BY id DESC LIMIT 20) b));
+	EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE pending_recorded('$batch');
 });
 my $top = decode_json($plan)->[0]{Plan};
 my $buffers = ($top->{'Shared Hit Blocks'} // 0) + ($top->{'Shared Read Blocks'} // 0);
