@@ -119,6 +119,7 @@ REVOKE ALL ON FUNCTION wasend._status_rank(text) FROM PUBLIC;
 CREATE FUNCTION wasend._is_zone_name(zone text) RETURNS boolean
 AS 'MODULE_PATHNAME', 'wasend_is_zone_name'
 LANGUAGE C STABLE STRICT
+SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp;
 REVOKE ALL ON FUNCTION wasend._is_zone_name(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION wasend._is_zone_name(text) TO wasend_viewer;

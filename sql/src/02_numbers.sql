@@ -128,6 +128,7 @@ REVOKE ALL ON FUNCTION wasend._tier_lowered(text, text) FROM PUBLIC;
 -- numbers, and they can read them.
 CREATE FUNCTION wasend._number_check() RETURNS trigger
 LANGUAGE plpgsql
+SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -244,6 +245,7 @@ REVOKE ALL ON FUNCTION wasend._number_for_update(bigint) FROM PUBLIC;
 CREATE FUNCTION wasend._check_token_file(phone_number_id text) RETURNS void
 AS 'MODULE_PATHNAME', 'wasend_check_token_file'
 LANGUAGE C VOLATILE STRICT
+SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp;
 REVOKE ALL ON FUNCTION wasend._check_token_file(text) FROM PUBLIC;
 

@@ -202,6 +202,7 @@ CREATE FUNCTION wasend._campaign_problem(c wasend.campaigns, c_old wasend.campai
 RETURNS text[]
 LANGUAGE plpgsql
 STABLE
+SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -316,6 +317,7 @@ GRANT EXECUTE ON FUNCTION wasend._campaign_problem(wasend.campaigns, wasend.camp
 -- (wasend._campaign_problem).  A pure check: it runs as the writer.
 CREATE FUNCTION wasend._campaign_check() RETURNS trigger
 LANGUAGE plpgsql
+SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

@@ -483,6 +483,7 @@ REVOKE ALL ON FUNCTION wasend._row_zone(text, text, text) FROM PUBLIC;
 -- PostgreSQL knows (so that no claim fails on it).
 CREATE FUNCTION wasend._country_zone_check() RETURNS trigger
 LANGUAGE plpgsql
+SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -1040,6 +1041,7 @@ CREATE FUNCTION wasend._http_post(phone_number_id text, access_token text, rate 
                                   OUT http_status integer, OUT answer text)
 AS 'MODULE_PATHNAME', 'wasend_http_post'
 LANGUAGE C VOLATILE
+SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp;
 REVOKE ALL ON FUNCTION wasend._http_post(text, text, integer, text) FROM PUBLIC;
 

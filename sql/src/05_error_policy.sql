@@ -152,6 +152,7 @@ CREATE TRIGGER error_policy_track
 -- (the record would fail on it).
 CREATE FUNCTION wasend._error_policy_check() RETURNS trigger
 LANGUAGE plpgsql
+SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN

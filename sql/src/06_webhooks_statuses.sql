@@ -82,6 +82,7 @@ GRANT INSERT, UPDATE, DELETE ON wasend.suppressions TO wasend_admin;
 -- recipient that is no phone number matches no row.
 CREATE FUNCTION wasend._suppression_check() RETURNS trigger
 LANGUAGE plpgsql
+SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -132,6 +133,7 @@ GRANT INSERT, UPDATE, DELETE ON wasend.prices TO wasend_admin;
 -- clear error.
 CREATE FUNCTION wasend._price_check() RETURNS trigger
 LANGUAGE plpgsql
+SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN

@@ -62,6 +62,7 @@ GRANT EXECUTE ON FUNCTION wasend.wasend_worker_stats() TO wasend_viewer;
 CREATE FUNCTION wasend._extension_created() RETURNS void
 AS 'MODULE_PATHNAME', 'wasend_announce_extension'
 LANGUAGE C VOLATILE
+SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp;
 REVOKE ALL ON FUNCTION wasend._extension_created() FROM PUBLIC;
 SELECT wasend._extension_created();
