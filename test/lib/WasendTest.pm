@@ -217,6 +217,25 @@ sub load_mock_log
 	return;
 }
 
+# poll_across_restart($node, $db, $query): $node->poll_query_until, begun
+# again when it dies because the server killed its psql (a crash restart
+# ends every connection; IPC::Run then dies of the broken pipe to the psql
+# it was writing the query to).  Bounded by the harness's timeout.
+sub poll_across_restart
+{
+	my ($node, $db, $query) = @_;
+	my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
+
+	while (1)
+	{
+		my $ok = eval { $node->poll_query_until($db, $query) };
+		return $ok unless $@;
+		die $@ unless $@ =~ /Broken pipe/ && time() < $deadline;
+		Test::More::note("the server ended psql while polling; polling again");
+		usleep(100_000);
+	}
+}
+
 # wait_quiet($node): wait until no sender holds a row and no row is sending.
 sub wait_quiet
 {

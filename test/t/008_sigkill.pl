@@ -41,12 +41,12 @@ for my $k (1 .. $kills)
 		q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'wasend sender 1'});
 	ok($pid && kill('KILL', $pid), "kill $k: SIGKILL to sender 1 (pid $pid)");
 	# wait for the crash restart to finish and the senders to be back
-	$node->poll_query_until('postgres',
+	WasendTest::poll_across_restart($node, 'postgres',
 		"SELECT count(*) = $workers FROM pg_stat_activity WHERE backend_type LIKE 'wasend sender%' AND pid <> $pid")
 	  or die "senders did not come back after kill $k";
 }
 
-ok( $node->poll_query_until('postgres',
+ok( WasendTest::poll_across_restart($node, 'postgres',
 		q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 1}),
 	'the campaign completes by itself after the kills');
 WasendTest::load_mock_log($node, $mock, 'mocklog', from_file => 1);
