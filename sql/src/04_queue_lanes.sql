@@ -66,7 +66,7 @@ COMMENT ON TABLE wasend.send_queue IS
 COMMENT ON COLUMN wasend.send_queue.claimed_by IS
 'while the row is sending: the random 63-bit token of the sender start that claimed it (a new token each time a sender starts); NULL otherwise';
 COMMENT ON COLUMN wasend.send_queue.waiting_for IS
-'why a ready row waits until next_attempt_at: messaging_limit (the portfolio''s 24 h budget of new recipients) or frequency_cap';
+'why a ready row waits until next_attempt_at: messaging_limit (the portfolio''s 24 h budget of new recipients), frequency_cap (the recipient''s recent marketing messages) or send_window (outside the campaign''s send window)';
 COMMENT ON COLUMN wasend.send_queue.priority IS
 'set on wasend_send rows only (0-100, higher first); NULL on campaign rows';
 COMMENT ON COLUMN wasend.send_queue.timezone IS

@@ -1374,6 +1374,13 @@ REVOKE ALL ON FUNCTION wasend.wasend_test_send(bigint, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION wasend.wasend_test_send(bigint, text) TO wasend_operator;
 
 /*
+ * send_queue.waiting_for's comment names every reason its check allows
+ * (send_window was missing).
+ */
+COMMENT ON COLUMN wasend.send_queue.waiting_for IS
+'why a ready row waits until next_attempt_at: messaging_limit (the portfolio''s 24 h budget of new recipients), frequency_cap (the recipient''s recent marketing messages) or send_window (outside the campaign''s send window)';
+
+/*
  * A grant means one database.
  *
  * wasend_viewer, wasend_operator and wasend_admin are roles of the whole
