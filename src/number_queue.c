@@ -475,7 +475,7 @@ wasend_numbers_start_sends(int64 now, bool stopping)
 		int			granted;
 		int			i;
 		int64		next;
-		int			npri = 0;
+		int			npri;
 		int			room;
 
 		if (ns->count == 0 || !ns->active || stopping)
@@ -490,8 +490,7 @@ wasend_numbers_start_sends(int64 now, bool stopping)
 		if (room <= 0)
 			continue;
 		/* wasend_send rows at the front go first, with priority */
-		while (npri < ns->count && ns->rows[(ns->head + npri) % ns->cap].priority >= 0)
-			npri++;
+		npri = wasend_number_priority_rows(ns);
 		granted = wasend_rate_gate_take(ns->gate_key, ns->rate,
 								 Min(Min(npri > 0 ? npri : ns->count, WASEND_MAX_RATE), room),
 								 now, &next, npri > 0);
