@@ -332,26 +332,30 @@ WITH number_portfolios AS NOT MATERIALIZED (
    WHERE b.portfolio = ANY ($5::text[])
      AND b.portfolio IN (SELECT k.portfolio FROM picked k WHERE k.messaging_limit IS NOT NULL)),
  costed AS MATERIALIZED (
-  SELECT k.*,
+  -- every rule looks at the person, by all their names (phone number,
+  -- BSUIDs: wasend._recipient_names); person is their key
+  SELECT k.*, nm.names[1] AS person,
          EXISTS (SELECT 1 FROM wasend.suppressions s
-                  WHERE s.recipient = k.recipient AND (s.scope = 'all' OR k.marketing)) AS suppressed,
-         k.messaging_limit IS NOT NULL
-           AND EXISTS (SELECT 1 FROM wasend.recipient_window r
-                        WHERE r.portfolio = k.portfolio AND r.recipient = k.recipient
-                          AND r.last_at > now() - interval '24 hours') AS in_window,
+                  WHERE s.recipient = ANY (nm.names) AND (s.scope = 'all' OR k.marketing)) AS suppressed,
+         CASE WHEN k.messaging_limit IS NOT NULL THEN
+           (SELECT r.recipient FROM wasend.recipient_window r
+             WHERE r.portfolio = k.portfolio AND r.recipient = ANY (nm.names)
+               AND r.last_at > now() - interval '24 hours'
+             ORDER BY r.last_at DESC LIMIT 1) END AS window_name,
          k.messaging_limit IS NOT NULL
            AND EXISTS (SELECT 1 FROM wasend.inbound_messages i
                          JOIN number_portfolios n2 ON n2.phone_number_id = i.phone_number_id
-                        WHERE i.from_number = k.recipient
+                        WHERE i.from_number = ANY (nm.names)
                           AND i.received_at > now() - interval '24 hours'
                           AND n2.portfolio = k.portfolio) AS inbound,
          f.cnt AS freq_used, f.oldest AS freq_oldest
     FROM picked k
+    CROSS JOIN LATERAL (SELECT wasend._recipient_names(k.recipient) AS names) nm
     LEFT JOIN LATERAL (
       SELECT count(*) AS cnt, min(coalesce(q2.sent_at, q2.claimed_at)) AS oldest
         FROM wasend.send_queue q2 JOIN wasend.campaigns c2 ON c2.id = q2.campaign_id
        WHERE k.frequency_cap IS NOT NULL AND k.marketing
-         AND q2.recipient = k.recipient AND c2.category = 'marketing'
+         AND q2.recipient = ANY (nm.names) AND c2.category = 'marketing'
          AND q2.status IN ('sending', 'held', 'sent', 'delivered', 'read')
          AND coalesce(q2.sent_at, q2.claimed_at) > now() - k.frequency_window) f ON true),
  capped AS (
@@ -361,16 +365,16 @@ WITH number_portfolios AS NOT MATERIALIZED (
          -- capped or not
          c.frequency_cap IS NOT NULL AND c.marketing
            AND c.freq_used + count(*) FILTER (WHERE c.marketing AND c.window_opens IS NULL)
-                               OVER (PARTITION BY c.recipient ORDER BY c.campaign_id, c.ord) > c.frequency_cap AS over_cap,
-         c.messaging_limit IS NOT NULL AND NOT c.in_window AND NOT c.inbound AS costs
+                               OVER (PARTITION BY c.person ORDER BY c.campaign_id, c.ord) > c.frequency_cap AS over_cap,
+         c.messaging_limit IS NOT NULL AND c.window_name IS NULL AND NOT c.inbound AS costs
     FROM costed c),
  new_recipients AS (
-  -- the recipients that cost a slot, per portfolio, in order of their first row
-  SELECT x.portfolio, x.recipient,
+  -- the people that cost a slot, per portfolio, in order of their first row
+  SELECT x.portfolio, x.person,
          row_number() OVER (PARTITION BY x.portfolio ORDER BY min(x.campaign_id), min(x.ord)) AS rn
     FROM capped x
    WHERE x.costs AND NOT x.suppressed AND NOT x.over_cap AND x.window_opens IS NULL
-   GROUP BY x.portfolio, x.recipient),
+   GROUP BY x.portfolio, x.person),
  slots AS MATERIALIZED (
   -- when each slot of a limited portfolio frees, oldest first (read only
   -- when a row waits for the limit)
@@ -381,7 +385,7 @@ WITH number_portfolios AS NOT MATERIALIZED (
    GROUP BY r.portfolio),
  judged AS (
   SELECT x.ctid, x.id, x.campaign_id, x.portfolio, x.recipient, x.messaging_limit, x.inbound,
-         x.fresh, x.ord, x.lim,
+         x.fresh, x.ord, x.lim, x.person, x.window_name,
          CASE WHEN x.window_opens IS NOT NULL THEN 'send_window'
               WHEN x.suppressed THEN 'suppressed'
               WHEN x.over_cap THEN 'frequency_cap'
@@ -404,7 +408,7 @@ WITH number_portfolios AS NOT MATERIALIZED (
                    now() + interval '1 second') END AS wait_until
     FROM capped x
     LEFT JOIN budget b ON b.portfolio = x.portfolio
-    LEFT JOIN new_recipients nr ON nr.portfolio = x.portfolio AND nr.recipient = x.recipient),
+    LEFT JOIN new_recipients nr ON nr.portfolio = x.portfolio AND nr.person = x.person),
  ranked AS (
   SELECT j.*,
          CASE WHEN j.verdict = 'send'
@@ -442,15 +446,19 @@ WITH number_portfolios AS NOT MATERIALIZED (
      AND d.id = q.id
   RETURNING q.id, q.campaign_id, d.decision, q.priority,
     CASE WHEN d.decision = 'send' THEN
-     (coalesce(q.payload, (SELECT c.message FROM wasend.campaigns c
-                            WHERE c.id = q.campaign_id))
+     ((coalesce(q.payload, (SELECT c.message FROM wasend.campaigns c
+                             WHERE c.id = q.campaign_id)) - 'to' - 'recipient')
       || jsonb_build_object(
         'messaging_product', 'whatsapp', 'recipient_type', 'individual',
-        'to', q.recipient, 'biz_opaque_callback_data', 'wasend:' || q.id))::text END AS body,
+        -- a BSUID goes in Meta's "recipient" field (only one of the two:
+        -- "to" would win)
+        CASE WHEN strpos(q.recipient, '.') > 0 THEN 'recipient' ELSE 'to' END, q.recipient,
+        'biz_opaque_callback_data', 'wasend:' || q.id))::text END AS body,
     CASE WHEN d.fresh AND (d.stop IS NULL OR d.id < d.stop) THEN d.id END AS advance),
  windows AS (
+  -- a person the window knows keeps the name it knows them by
   INSERT INTO wasend.recipient_window AS r (portfolio, recipient, last_at)
-  SELECT DISTINCT d.portfolio, d.recipient, now()
+  SELECT DISTINCT d.portfolio, coalesce(d.window_name, d.person), now()
     FROM decided d
    WHERE d.decision = 'send' AND d.messaging_limit IS NOT NULL AND NOT d.inbound
   ON CONFLICT (portfolio, recipient) DO UPDATE SET last_at = excluded.last_at),

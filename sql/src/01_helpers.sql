@@ -14,8 +14,13 @@ COMMENT ON FUNCTION wasend._wake_at_commit() IS
 'internal: wake the wasend senders when the current transaction commits';
 REVOKE ALL ON FUNCTION wasend._wake_at_commit() FROM PUBLIC;
 
--- A recipient is 7-15 digits with an optional leading +; it is stored
--- without the +, so that "+15551234567" and "15551234567" are one recipient.
+-- A recipient is a phone number or a business-scoped user ID (BSUID).  A
+-- phone number is 7-15 digits with an optional leading +; it is stored
+-- without the +, so that "+15551234567" and "15551234567" are one
+-- recipient.  A BSUID is Meta's name of a user for one business portfolio:
+-- a two-letter ISO 3166 country, a dot, and up to 128 letters and digits,
+-- with "ENT." after the country for a parent BSUID (US.13491208655302741918,
+-- US.ENT.11815799212886844830); it is kept exactly as given, as Meta asks.
 -- A pure validator: it runs as its caller.
 CREATE FUNCTION wasend._normalize_recipient(recipient text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE
@@ -26,13 +31,16 @@ BEGIN
     IF recipient IS NULL THEN
         RAISE EXCEPTION 'recipient must not be null'
             USING ERRCODE = 'null_value_not_allowed',
-                  HINT = 'Give the phone number in international format, e.g. 15551234567.';
+                  HINT = 'Give the phone number in international format, e.g. 15551234567, or the user''s BSUID, e.g. US.13491208655302741918.';
+    END IF;
+    IF recipient ~ '^[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}$' THEN
+        RETURN recipient;
     END IF;
     IF recipient !~ '^\+?[0-9]{7,15}$' THEN
-        RAISE EXCEPTION 'invalid recipient "%"', recipient
+        RAISE EXCEPTION 'invalid recipient "%"', left(recipient, 200)
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'A recipient is 7 to 15 digits with an optional leading "+".',
-                  HINT = 'Give the phone number in international format without spaces or dashes, e.g. 15551234567.';
+                  DETAIL = 'A recipient is a phone number (7 to 15 digits with an optional leading "+") or a business-scoped user ID (two capital letters, a dot, and up to 128 letters and digits, "ENT." after the dot for a parent BSUID).',
+                  HINT = 'Give the phone number in international format without spaces or dashes, e.g. 15551234567, or the BSUID exactly as Meta gave it, e.g. US.13491208655302741918.';
     END IF;
     RETURN ltrim(recipient, '+');
 END

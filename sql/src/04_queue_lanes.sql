@@ -33,7 +33,8 @@ CREATE TABLE wasend.send_queue (
     pricing_type    text,
     priority        integer
         CONSTRAINT send_queue_priority_check CHECK (priority >= 0 AND priority <= 100),
-    timezone        text
+    timezone        text,
+    user_id         text
 ) WITH (fillfactor = 50);
 -- Rows not yet sent or failed (ready, sending, and the cancelled rows of a
 -- cancelled campaign): what the senders claim, in order, what keeps a
@@ -71,6 +72,8 @@ COMMENT ON COLUMN wasend.send_queue.priority IS
 'set on wasend_send rows only (0-100, higher first); NULL on campaign rows';
 COMMENT ON COLUMN wasend.send_queue.timezone IS
 'the recipient''s time zone for a send window with send_timezone = recipient; NULL: from the country calling code';
+COMMENT ON COLUMN wasend.send_queue.user_id IS
+'the recipient''s business-scoped user ID (BSUID) as Meta''s status webhooks named it; NULL until one did';
 REVOKE ALL ON wasend.send_queue FROM PUBLIC;
 REVOKE ALL ON SEQUENCE wasend.send_queue_id_seq FROM PUBLIC;
 GRANT SELECT ON wasend.send_queue TO wasend_viewer;
@@ -100,6 +103,8 @@ CREATE TABLE wasend.country_zones (
     zone        text NOT NULL,
     builtin     boolean NOT NULL DEFAULT true
 );
+-- a BSUID's zone is its country's (wasend._recipient_zone)
+CREATE INDEX country_zones_country_idx ON wasend.country_zones (country);
 COMMENT ON TABLE wasend.country_zones IS
 'Main IANA time zone per country calling code (longest prefix of the recipient wins); used for send windows when a row gives no timezone';
 REVOKE ALL ON wasend.country_zones FROM PUBLIC;
@@ -435,17 +440,27 @@ INSERT INTO wasend.country_zones (calling_code, country, zone) VALUES
   ('998', 'UZ', 'Asia/Tashkent');
 ALTER TABLE wasend.country_zones ALTER COLUMN builtin SET DEFAULT false;
 
--- The main time zone of a recipient's country calling code, or NULL: the
--- longest of its first seven digits that wasend.country_zones knows.
+-- The main time zone of a recipient, or NULL.  A phone number's: the
+-- longest of its first seven digits that wasend.country_zones knows.  A
+-- BSUID's: its country's (the two letters before the dot), the zone of
+-- the country's shortest calling code, and of most of its codes when
+-- they are equally short (CA: America/Toronto).
 CREATE FUNCTION wasend._recipient_zone(recipient text) RETURNS text
 LANGUAGE sql STABLE
 SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT z.zone FROM wasend.country_zones z
-     WHERE z.calling_code IN (left(recipient, 7), left(recipient, 6), left(recipient, 5), left(recipient, 4),
-                              left(recipient, 3), left(recipient, 2), left(recipient, 1))
-     ORDER BY length(z.calling_code) DESC LIMIT 1
+    SELECT CASE WHEN strpos(recipient, '.') > 0 THEN
+               (SELECT z.zone FROM wasend.country_zones z
+                 WHERE z.country = left(recipient, 2)
+                 GROUP BY z.zone
+                 ORDER BY min(length(z.calling_code)), count(*) DESC, z.zone LIMIT 1)
+           ELSE
+               (SELECT z.zone FROM wasend.country_zones z
+                 WHERE z.calling_code IN (left(recipient, 7), left(recipient, 6), left(recipient, 5),
+                                          left(recipient, 4), left(recipient, 3), left(recipient, 2),
+                                          left(recipient, 1))
+                 ORDER BY length(z.calling_code) DESC LIMIT 1) END
 $$;
 REVOKE ALL ON FUNCTION wasend._recipient_zone(text) FROM PUBLIC;
 
@@ -547,7 +562,7 @@ BEGIN
               AND NEW.sent_at IS NULL AND NEW.failed_at IS NULL
               AND NEW.created_at = now();
     IF adding AND EXISTS (SELECT 1 FROM wasend.suppressions s
-                           WHERE s.recipient = NEW.recipient
+                           WHERE s.recipient = ANY (wasend._recipient_names(NEW.recipient))
                              AND (s.scope = 'all'
                                   OR EXISTS (SELECT 1 FROM wasend.campaigns c
                                               WHERE c.id = NEW.campaign_id
@@ -771,10 +786,15 @@ BEGIN
     END IF;
     PERFORM wasend._check_message(message, 'message');
     r := wasend._normalize_recipient(recipient);
-    IF EXISTS (SELECT 1 FROM wasend.suppressions s WHERE s.recipient = r AND s.scope = 'all') THEN
+    IF EXISTS (SELECT 1 FROM wasend.suppressions s
+                WHERE s.recipient = ANY (wasend._recipient_names(r)) AND s.scope = 'all') THEN
         RAISE EXCEPTION 'recipient "%" is suppressed', r
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = (SELECT s.reason FROM wasend.suppressions s WHERE s.recipient = r),
+                  DETAIL = (SELECT CASE WHEN s.recipient = r THEN s.reason
+                                        ELSE format('%s (suppressed as %s)', s.reason, s.recipient) END
+                              FROM wasend.suppressions s
+                             WHERE s.recipient = ANY (wasend._recipient_names(r)) AND s.scope = 'all'
+                             ORDER BY s.recipient = r DESC, s.created_at LIMIT 1),
                   HINT = 'The recipient asked not to be messaged, or Meta refused them; see wasend.suppressions.';
     END IF;
 
@@ -971,10 +991,10 @@ BEGIN
     rate := c.rate;
     RETURN QUERY
     WITH r AS (
-        SELECT q.id, q.recipient, q.next_attempt_at, q.waiting_for,
+        SELECT q.id, q.recipient, q.next_attempt_at, q.waiting_for, nm.names[1] AS person,
                wasend._recipient_zone(q.recipient) IS NULL AS invalid,
                EXISTS (SELECT 1 FROM wasend.suppressions s
-                        WHERE s.recipient = q.recipient
+                        WHERE s.recipient = ANY (nm.names)
                           AND (s.scope = 'all' OR c.category = 'marketing')) AS suppressed,
                CASE WHEN c.send_window_start IS NOT NULL AND c.kind <> 'transactional'
                     THEN wasend._window_opens(c.send_window_start, c.send_window_end,
@@ -982,19 +1002,20 @@ BEGIN
                END IS NOT NULL AS outside,
                c.frequency_cap IS NOT NULL AND c.category = 'marketing'
                  AND (SELECT count(*) FROM wasend.send_queue q2 JOIN wasend.campaigns c2 ON c2.id = q2.campaign_id
-                       WHERE q2.recipient = q.recipient AND c2.category = 'marketing'
+                       WHERE q2.recipient = ANY (nm.names) AND c2.category = 'marketing'
                          AND q2.status IN ('sending', 'held', 'sent', 'delivered', 'read')
                          AND coalesce(q2.sent_at, q2.claimed_at) > now() - c.frequency_window) >= c.frequency_cap AS capped,
                lim IS NOT NULL
                  AND NOT EXISTS (SELECT 1 FROM wasend.recipient_window w
-                                  WHERE w.portfolio = c.portfolio AND w.recipient = q.recipient
+                                  WHERE w.portfolio = c.portfolio AND w.recipient = ANY (nm.names)
                                     AND w.last_at > now() - interval '24 hours')
                  AND NOT EXISTS (SELECT 1 FROM wasend.inbound_messages i
                                    JOIN wasend.whatsapp_numbers n2 ON n2.phone_number_id = i.phone_number_id
-                                  WHERE i.from_number = q.recipient
+                                  WHERE i.from_number = ANY (nm.names)
                                     AND i.received_at > now() - interval '24 hours'
                                     AND coalesce(n2.business_id, 'number:' || n2.id::text) = c.portfolio) AS costs
           FROM wasend.send_queue q
+         CROSS JOIN LATERAL (SELECT wasend._recipient_names(q.recipient) AS names) nm
          WHERE q.campaign_id = wasend_dry_run.campaign_id
            AND q.sent_at IS NULL AND q.failed_at IS NULL AND q.status = 'ready'),
     k AS (
@@ -1010,7 +1031,7 @@ BEGIN
           FROM r),
     b AS (
         SELECT k.fate, row_number() OVER (ORDER BY min(k.id)) AS rn
-          FROM k WHERE k.fate = 'costs' GROUP BY k.fate, k.recipient),
+          FROM k WHERE k.fate = 'costs' GROUP BY k.fate, k.person),
     f AS (
         SELECT count(*) FILTER (WHERE k.fate = 'send') AS send,
                count(*) FILTER (WHERE k.fate = 'messaging_limit') AS wait_limit,
@@ -1075,6 +1096,8 @@ DECLARE
     k text;
     lim integer;
     used bigint;
+    names text[];
+    seen text;
 BEGIN
     IF campaign_id IS NULL THEN
         RAISE EXCEPTION 'campaign id must not be null'
@@ -1098,12 +1121,13 @@ BEGIN
     END IF;
     r := wasend._normalize_recipient(recipient);
     IF wasend._recipient_zone(r) IS NULL THEN
-        RAISE EXCEPTION 'invalid recipient "%": no known country calling code', r
+        RAISE EXCEPTION 'invalid recipient "%": no known country', r
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Give the number in international format with its country code, e.g. 4915112345678 or 15551234567.';
+                  HINT = 'Give the number in international format with its country code, e.g. 4915112345678 or 15551234567, or a BSUID whose two letters are a country wasend.country_zones lists.';
     END IF;
+    names := wasend._recipient_names(r);
     IF EXISTS (SELECT 1 FROM wasend.suppressions s
-                WHERE s.recipient = r AND (s.scope = 'all' OR c.category = 'marketing')) THEN
+                WHERE s.recipient = ANY (names) AND (s.scope = 'all' OR c.category = 'marketing')) THEN
         RAISE EXCEPTION 'recipient "%" is suppressed', r
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'See wasend.suppressions; test with a number of your own.';
@@ -1114,11 +1138,12 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Resume it with wasend_resume_number() first.';
     END IF;
-    body := coalesce((SELECT q.payload FROM wasend.send_queue q
-                       WHERE q.campaign_id = c.id AND q.recipient = r ORDER BY q.id LIMIT 1),
-                     c.message)
+    body := (coalesce((SELECT q.payload FROM wasend.send_queue q
+                        WHERE q.campaign_id = c.id AND q.recipient = r ORDER BY q.id LIMIT 1),
+                      c.message) - 'to' - 'recipient')
             || jsonb_build_object('messaging_product', 'whatsapp', 'recipient_type', 'individual',
-                                  'to', r, 'biz_opaque_callback_data', 'wasend:test:' || c.id::text);
+                                  CASE WHEN strpos(r, '.') > 0 THEN 'recipient' ELSE 'to' END, r,
+                                  'biz_opaque_callback_data', 'wasend:test:' || c.id::text);
     IF pg_is_in_recovery() THEN
         RAISE EXCEPTION 'a standby sends nothing'
             USING ERRCODE = 'read_only_sql_transaction',
@@ -1132,12 +1157,15 @@ BEGIN
     IF lim IS NOT NULL
        AND NOT EXISTS (SELECT 1 FROM wasend.inbound_messages i
                          JOIN wasend.whatsapp_numbers n2 ON n2.phone_number_id = i.phone_number_id
-                        WHERE i.from_number = r
+                        WHERE i.from_number = ANY (names)
                           AND i.received_at > now() - interval '24 hours'
                           AND coalesce(n2.business_id, 'number:' || n2.id::text) = k) THEN
-        IF NOT EXISTS (SELECT 1 FROM wasend.recipient_window w
-                        WHERE w.portfolio = k AND w.recipient = r
-                          AND w.last_at > now() - interval '24 hours') THEN
+        -- the window knows a person by one of their names (the claim's rule)
+        SELECT w.recipient INTO seen FROM wasend.recipient_window w
+         WHERE w.portfolio = k AND w.recipient = ANY (names)
+           AND w.last_at > now() - interval '24 hours'
+         ORDER BY w.last_at DESC LIMIT 1;
+        IF seen IS NULL THEN
             SELECT count(*) INTO used FROM wasend.recipient_window w
              WHERE w.portfolio = k AND w.last_at > now() - interval '24 hours';
             IF used >= lim THEN
@@ -1148,7 +1176,7 @@ BEGIN
         END IF;
         -- (the constraint by name: "recipient" is this function's parameter)
         INSERT INTO wasend.recipient_window AS w (portfolio, recipient, last_at)
-        VALUES (k, r, now())
+        VALUES (k, coalesce(seen, names[1]), now())
         ON CONFLICT ON CONSTRAINT recipient_window_pkey DO UPDATE SET last_at = excluded.last_at;
     END IF;
     res := wasend._http_post(n.phone_number_id, n.access_token, n.max_send_rate_per_sec, body::text);

@@ -12,12 +12,17 @@ CREATE TABLE wasend.inbound_messages (
     body            text,
     sent_at         timestamptz,
     received_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    raw             jsonb NOT NULL
+    raw             jsonb NOT NULL,
+    from_user_id    text
 );
 -- the 24 h window's lookup: did the recipient write in the last 24 h?
 CREATE INDEX inbound_messages_from_idx ON wasend.inbound_messages (from_number, received_at);
 COMMENT ON TABLE wasend.inbound_messages IS
 'Messages users sent to the business, from webhooks; de-duplicated by wamid';
+COMMENT ON COLUMN wasend.inbound_messages.from_number IS
+'the sender''s phone number, or their BSUID when Meta gave no phone number (a user with a username)';
+COMMENT ON COLUMN wasend.inbound_messages.from_user_id IS
+'the sender''s business-scoped user ID (BSUID), when Meta gave it';
 
 REVOKE ALL ON wasend.inbound_messages FROM PUBLIC;
 REVOKE ALL ON SEQUENCE wasend.inbound_messages_id_seq FROM PUBLIC;
@@ -44,7 +49,8 @@ CREATE TABLE wasend.pending_statuses (
 -- updated one's (pg_attribute.atthasmissing: see wasend.whatsapp_numbers)
 ALTER TABLE wasend.pending_statuses
     ADD COLUMN checked_xmax xid8,
-    ADD COLUMN settled boolean NOT NULL DEFAULT false;
+    ADD COLUMN settled boolean NOT NULL DEFAULT false,
+    ADD COLUMN user_id text;
 CREATE INDEX pending_statuses_received_idx ON wasend.pending_statuses (received_at);
 CREATE INDEX pending_statuses_unsettled_idx ON wasend.pending_statuses (received_at)
     WHERE NOT settled;
@@ -112,6 +118,257 @@ $$;
 REVOKE ALL ON FUNCTION wasend._suppression_check() FROM PUBLIC;
 CREATE TRIGGER suppression_check BEFORE INSERT OR UPDATE ON wasend.suppressions
     FOR EACH ROW EXECUTE FUNCTION wasend._suppression_check();
+
+-- Who is who.  Meta names a WhatsApp user by phone number and, since
+-- 2026, by a business-scoped user ID (BSUID, wasend._normalize_recipient);
+-- a user with a username may hide the phone number, and webhooks then
+-- carry the BSUID alone.  Each webhook that names a user both ways
+-- (inbound contacts and messages, statuses, user_preferences) pairs them
+-- here, with the parent BSUID and the username when Meta gives them; a
+-- user_id_update (the user changed phone number: Meta gives a new BSUID)
+-- links the new BSUID to the old one and takes the old phone number off.
+-- Every rule that looks at a recipient (suppressions, the messaging-limit
+-- window, the frequency cap, the free 24 h window of an inbound message)
+-- looks at all of a person's names: wasend._recipient_names.  Dumped: a
+-- restore keeps what Meta said.  An administrator may add pairs known
+-- from elsewhere (a CRM), or delete a wrong one.
+CREATE TABLE wasend.identities (
+    user_id         text PRIMARY KEY,
+    phone           text,
+    parent_user_id  text,
+    username        text,
+    previous_user_id text,
+    updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE INDEX identities_phone_idx ON wasend.identities (phone) WHERE phone IS NOT NULL;
+CREATE INDEX identities_parent_idx ON wasend.identities (parent_user_id) WHERE parent_user_id IS NOT NULL;
+CREATE INDEX identities_previous_idx ON wasend.identities (previous_user_id) WHERE previous_user_id IS NOT NULL;
+COMMENT ON TABLE wasend.identities IS
+'A user''s BSUID and the phone number, parent BSUID and username Meta paired it with; the rules on recipients treat all of them as one person';
+COMMENT ON COLUMN wasend.identities.previous_user_id IS
+'the BSUID this one replaced when the user changed phone number (user_id_update)';
+REVOKE ALL ON wasend.identities FROM PUBLIC;
+GRANT SELECT ON wasend.identities TO wasend_viewer;
+GRANT INSERT, UPDATE, DELETE ON wasend.identities TO wasend_admin;
+
+-- Validates every pair: a BSUID, a phone number (stored without its +),
+-- a parent BSUID (with "ENT."), a username of at most 64 characters.
+CREATE FUNCTION wasend._identity_check() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.user_id IS NULL OR NEW.user_id !~ '^[A-Z]{2}\.[A-Za-z0-9]{1,128}$' THEN
+        RAISE EXCEPTION 'invalid BSUID "%"', left(coalesce(NEW.user_id, 'NULL'), 200)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the business-scoped user ID exactly as Meta gave it: two capital letters, a dot, up to 128 letters and digits, e.g. US.13491208655302741918.';
+    END IF;
+    IF NEW.phone IS NOT NULL AND NEW.phone !~ '^\+?[0-9]{7,15}$' THEN
+        RAISE EXCEPTION 'invalid phone number "%"', left(NEW.phone, 200)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the phone number in international format without spaces or dashes, e.g. 15551234567, or NULL.';
+    END IF;
+    NEW.phone := ltrim(NEW.phone, '+');
+    IF NEW.parent_user_id IS NOT NULL AND NEW.parent_user_id !~ '^[A-Z]{2}\.ENT\.[A-Za-z0-9]{1,128}$' THEN
+        RAISE EXCEPTION 'invalid parent BSUID "%"', left(NEW.parent_user_id, 200)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A parent BSUID has "ENT." after the country, e.g. US.ENT.11815799212886844830; or give NULL.';
+    END IF;
+    IF NEW.previous_user_id IS NOT NULL
+       AND NEW.previous_user_id !~ '^[A-Z]{2}\.[A-Za-z0-9]{1,128}$' THEN
+        RAISE EXCEPTION 'invalid previous BSUID "%"', left(NEW.previous_user_id, 200)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the BSUID the user had before, exactly as Meta gave it, or NULL.';
+    END IF;
+    IF length(NEW.username) > 64 THEN
+        RAISE EXCEPTION 'a username is at most 64 characters'
+            USING ERRCODE = 'string_data_right_truncation',
+                  HINT = 'Give the username as Meta gave it, or NULL.';
+    END IF;
+    IF NEW.updated_at IS NULL THEN
+        NEW.updated_at := now();
+    END IF;
+    RETURN NEW;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._identity_check() FROM PUBLIC;
+CREATE TRIGGER identity_check BEFORE INSERT OR UPDATE ON wasend.identities
+    FOR EACH ROW EXECUTE FUNCTION wasend._identity_check();
+
+-- All the names of the person a recipient names, sorted, the recipient
+-- among them: its pairs in wasend.identities (phone number, BSUID, parent
+-- BSUID, the BSUID it replaced or that replaced it) and theirs, two steps
+-- out, which links a parent BSUID's portfolios and a changed BSUID.  The
+-- first name is the person's key: the phone number when one is known
+-- (digits sort first), so a phone-only queue keeps its recipients as
+-- they are.  Runs as its caller (the claims, the API functions as owner).
+CREATE FUNCTION wasend._recipient_names(recipient text) RETURNS text[]
+LANGUAGE sql STABLE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH one AS (
+        SELECT x.n FROM wasend.identities i
+         CROSS JOIN LATERAL (VALUES (i.user_id), (i.phone), (i.parent_user_id), (i.previous_user_id)) x(n)
+         WHERE (i.user_id = recipient OR i.phone = recipient OR i.parent_user_id = recipient
+                OR i.previous_user_id = recipient)
+           AND x.n IS NOT NULL),
+    first AS (
+        SELECT recipient AS n UNION SELECT one.n FROM one),
+    two AS (
+        SELECT x.n FROM wasend.identities i
+         CROSS JOIN LATERAL (VALUES (i.user_id), (i.phone), (i.parent_user_id), (i.previous_user_id)) x(n)
+         WHERE EXISTS (SELECT 1 FROM one)
+           AND (i.user_id IN (SELECT n FROM first) OR i.phone IN (SELECT n FROM first)
+                OR i.parent_user_id IN (SELECT n FROM first)
+                OR i.previous_user_id IN (SELECT n FROM first))
+           AND x.n IS NOT NULL)
+    SELECT array_agg(a.n ORDER BY a.n COLLATE "C")
+      FROM (SELECT n FROM first UNION SELECT n FROM two) a
+$$;
+REVOKE ALL ON FUNCTION wasend._recipient_names(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wasend._recipient_names(text) TO wasend_viewer;
+
+-- A user's new BSUID (they changed phone number): from the user_id_update
+-- field (user_id.previous / current, wa_id when Meta may share it) and
+-- from the messages field's system messages user_changed_user_id and
+-- user_changed_number (system.previous_user_id / user_id, system.wa_id;
+-- the sender's from_user_id when previous_user_id is absent).  The new
+-- BSUID is written with the old one as previous_user_id, so that what
+-- the user asked for under the old one (a STOP) holds under the new, and
+-- the old BSUID loses its phone number: the number is no longer theirs.
+-- Runs as its caller.  Returns how many BSUIDs it wrote.
+CREATE FUNCTION wasend._apply_user_id_updates(payload jsonb) RETURNS bigint
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    WITH v AS (
+        SELECT x AS v FROM jsonb_path_query(payload, '$.entry[*].changes[*].value') x
+         WHERE jsonb_typeof(x) = 'object'),
+    raw AS (
+        SELECT e #>> '{user_id,previous}' AS prev, e #>> '{user_id,current}' AS cur,
+               e ->> 'wa_id' AS phone, e #>> '{parent_user_id,current}' AS parent
+          FROM v CROSS JOIN LATERAL jsonb_array_elements(
+                   CASE WHEN jsonb_typeof(v.v -> 'user_id_update') = 'array' THEN v.v -> 'user_id_update' ELSE '[]' END) e
+         WHERE jsonb_typeof(e) = 'object' AND jsonb_typeof(e -> 'user_id') = 'object'
+        UNION ALL
+        SELECT coalesce(e #>> '{system,previous_user_id}', e ->> 'from_user_id'), e #>> '{system,user_id}',
+               e #>> '{system,wa_id}', e #>> '{system,parent_user_id}'
+          FROM v CROSS JOIN LATERAL jsonb_array_elements(
+                   CASE WHEN jsonb_typeof(v.v -> 'messages') = 'array' THEN v.v -> 'messages' ELSE '[]' END) e
+         WHERE jsonb_typeof(e) = 'object' AND e ->> 'type' = 'system'
+           AND jsonb_typeof(e -> 'system') = 'object'
+           AND e #>> '{system,type}' IN ('user_changed_user_id', 'user_changed_number')),
+    ok AS (
+        SELECT DISTINCT ON (r.cur) r.cur, r.prev,
+               CASE WHEN ltrim(r.phone, '+') ~ '^[0-9]{7,15}$' THEN ltrim(r.phone, '+') END AS phone,
+               CASE WHEN r.parent ~ '^[A-Z]{2}\.ENT\.[A-Za-z0-9]{1,128}$' THEN r.parent END AS parent
+          FROM raw r
+         WHERE r.cur ~ '^[A-Z]{2}\.[A-Za-z0-9]{1,128}$' AND r.prev ~ '^[A-Z]{2}\.[A-Za-z0-9]{1,128}$'
+           AND r.cur <> r.prev
+         ORDER BY r.cur, r.prev),
+    gone AS (
+        -- the old BSUID's phone number is no longer the user's
+        UPDATE wasend.identities i
+           SET phone = NULL, updated_at = now()
+          FROM ok
+         WHERE i.user_id = ok.prev AND i.phone IS NOT NULL
+           AND i.phone IS DISTINCT FROM ok.phone),
+    up AS (
+        INSERT INTO wasend.identities AS i (user_id, phone, parent_user_id, previous_user_id)
+        SELECT ok.cur, ok.phone, ok.parent, ok.prev FROM ok ORDER BY ok.cur
+        ON CONFLICT (user_id) DO UPDATE
+           SET phone = coalesce(excluded.phone, i.phone),
+               parent_user_id = coalesce(excluded.parent_user_id, i.parent_user_id),
+               previous_user_id = excluded.previous_user_id,
+               updated_at = now()
+         WHERE i.previous_user_id IS DISTINCT FROM excluded.previous_user_id
+            OR (excluded.phone IS NOT NULL AND i.phone IS DISTINCT FROM excluded.phone)
+        RETURNING 1)
+    SELECT count(*) INTO n FROM up;
+    RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._apply_user_id_updates(jsonb) FROM PUBLIC;
+
+-- Pair the names of the users one webhook payload names both ways (see
+-- wasend.identities): inbound contacts[] (wa_id, user_id, parent_user_id,
+-- profile.username), messages[] (from, from_user_id,
+-- from_parent_user_id), statuses[] (recipient_id, recipient_user_id,
+-- recipient_parent_user_id), user_preferences[] (wa_id, user_id), and
+-- user_id_update.  A name that is not of Meta's form is left out; only
+-- what is new is written (a status repeats its pair three times a
+-- message), in BSUID order (two payloads lock the same rows in the same
+-- order).  Runs as its caller (_ingest_verified).  Returns how many pairs
+-- it wrote.
+CREATE FUNCTION wasend._remember_identities(payload jsonb) RETURNS bigint
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+    m bigint;
+BEGIN
+    WITH v AS (
+        SELECT x AS v FROM jsonb_path_query(payload, '$.entry[*].changes[*].value') x
+         WHERE jsonb_typeof(x) = 'object'),
+    named AS (
+        SELECT e ->> 'user_id' AS user_id, e ->> 'wa_id' AS phone,
+               e ->> 'parent_user_id' AS parent, e #>> '{profile,username}' AS username
+          FROM v CROSS JOIN LATERAL jsonb_array_elements(
+                   CASE WHEN jsonb_typeof(v.v -> 'contacts') = 'array' THEN v.v -> 'contacts' ELSE '[]' END) e
+         WHERE jsonb_typeof(e) = 'object'
+        UNION ALL
+        SELECT e ->> 'from_user_id', e ->> 'from', e ->> 'from_parent_user_id', NULL
+          FROM v CROSS JOIN LATERAL jsonb_array_elements(
+                   CASE WHEN jsonb_typeof(v.v -> 'messages') = 'array' THEN v.v -> 'messages' ELSE '[]' END) e
+         WHERE jsonb_typeof(e) = 'object'
+        UNION ALL
+        SELECT e ->> 'recipient_user_id', e ->> 'recipient_id', e ->> 'recipient_parent_user_id', NULL
+          FROM v CROSS JOIN LATERAL jsonb_array_elements(
+                   CASE WHEN jsonb_typeof(v.v -> 'statuses') = 'array' THEN v.v -> 'statuses' ELSE '[]' END) e
+         WHERE jsonb_typeof(e) = 'object'
+        UNION ALL
+        SELECT e ->> 'user_id', e ->> 'wa_id', e ->> 'parent_user_id', NULL
+          FROM v CROSS JOIN LATERAL jsonb_array_elements(
+                   CASE WHEN jsonb_typeof(v.v -> 'user_preferences') = 'array' THEN v.v -> 'user_preferences' ELSE '[]' END) e
+         WHERE jsonb_typeof(e) = 'object'),
+    ok AS (
+        SELECT x.user_id,
+               max(CASE WHEN ltrim(x.phone, '+') ~ '^[0-9]{7,15}$' THEN ltrim(x.phone, '+') END) AS phone,
+               max(CASE WHEN x.parent ~ '^[A-Z]{2}\.ENT\.[A-Za-z0-9]{1,128}$' THEN x.parent END) AS parent,
+               max(CASE WHEN length(x.username) <= 64 THEN x.username END) AS username
+          FROM named x
+         WHERE x.user_id ~ '^[A-Z]{2}\.[A-Za-z0-9]{1,128}$'
+         GROUP BY x.user_id),
+    fresh AS (
+        SELECT o.* FROM ok o
+         WHERE NOT EXISTS (SELECT 1 FROM wasend.identities i
+                            WHERE i.user_id = o.user_id
+                              AND (o.phone IS NULL OR i.phone = o.phone)
+                              AND (o.parent IS NULL OR i.parent_user_id = o.parent)
+                              AND (o.username IS NULL OR i.username = o.username))),
+    up AS (
+        INSERT INTO wasend.identities AS i (user_id, phone, parent_user_id, username)
+        SELECT f.user_id, f.phone, f.parent, f.username FROM fresh f ORDER BY f.user_id
+        ON CONFLICT (user_id) DO UPDATE
+           SET phone = coalesce(excluded.phone, i.phone),
+               parent_user_id = coalesce(excluded.parent_user_id, i.parent_user_id),
+               username = coalesce(excluded.username, i.username),
+               updated_at = now()
+        RETURNING 1)
+    SELECT count(*) INTO n FROM up;
+    m := wasend._apply_user_id_updates(payload);
+    RETURN n + m;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._remember_identities(jsonb) FROM PUBLIC;
 
 -- What a billable message costs, per pricing category and recipient
 -- country calling code prefix ('' = any country); the longest matching
@@ -212,23 +469,28 @@ BEGIN
                      AND (x #>> '{errors,0,code}') ~ '^-?[0-9]{1,9}$'
                     THEN (x #>> '{errors,0,code}')::int END AS code,
                x #>> '{errors,0,title}' AS title,
-               x ->> 'recipient_id' AS recipient,
+               coalesce(x ->> 'recipient_id', x ->> 'recipient_user_id') AS recipient,
+               CASE WHEN x ->> 'recipient_user_id' ~ '^[A-Z]{2}\.[A-Za-z0-9]{1,128}$'
+                    THEN x ->> 'recipient_user_id' END AS user_id,
                CASE WHEN jsonb_typeof(x -> 'pricing') = 'object' THEN x -> 'pricing' END AS pricing
           FROM jsonb_array_elements(st) x
          WHERE jsonb_typeof(x -> 'id') = 'string' AND jsonb_typeof(x -> 'status') = 'string'),
     s AS MATERIALIZED (
         -- each usable status once: known says its wamid is on a row
         SELECT p.wamid, p.status, p.rnk, p.at, p.code, wasend._redact(p.title) AS title,
-               p.recipient, p.pricing,
+               p.recipient, p.pricing, p.user_id,
                EXISTS (SELECT 1 FROM wasend.send_queue q
                         WHERE q.wa_message_id = p.wamid) AS known
           FROM p
          WHERE p.at IS NOT NULL AND length(p.wamid) <= 512),
     best AS (
         -- per wamid, the furthest status of this payload, and any pricing
+        -- and BSUID
         SELECT DISTINCT ON (s.wamid) s.wamid, s.status, s.rnk, s.at, s.code, s.title,
                (SELECT p.pricing FROM s p WHERE p.wamid = s.wamid AND p.pricing IS NOT NULL
-                 LIMIT 1) AS pricing
+                 LIMIT 1) AS pricing,
+               (SELECT p.user_id FROM s p WHERE p.wamid = s.wamid AND p.user_id IS NOT NULL
+                 LIMIT 1) AS user_id
           FROM s
          WHERE s.known AND s.rnk > 0
          ORDER BY s.wamid, s.rnk DESC, s.at DESC),
@@ -254,11 +516,13 @@ BEGIN
                         THEN (b.pricing ->> 'billable')::boolean END),
                pricing_model = coalesce(q.pricing_model, left(b.pricing ->> 'pricing_model', 64)),
                pricing_category = coalesce(q.pricing_category, left(b.pricing ->> 'category', 64)),
-               pricing_type = coalesce(q.pricing_type, left(b.pricing ->> 'type', 64))
+               pricing_type = coalesce(q.pricing_type, left(b.pricing ->> 'type', 64)),
+               user_id = coalesce(q.user_id, b.user_id)
           FROM best b
          WHERE q.wa_message_id = b.wamid
            AND (b.rnk > wasend._status_rank(q.status)
-                OR (q.pricing_category IS NULL AND b.pricing IS NOT NULL))
+                OR (q.pricing_category IS NULL AND b.pricing IS NOT NULL)
+                OR (q.user_id IS NULL AND b.user_id IS NOT NULL))
         RETURNING q.id, q.recipient, q.status, b.status AS new_status, b.code),
     sup AS (
         INSERT INTO wasend.suppressions AS x (recipient, reason, scope)
@@ -284,8 +548,9 @@ BEGIN
                             WHERE h.campaign_id = c.id
                               AND h.row_id NOT IN (SELECT row_id FROM unheld))),
     pend AS (
-        INSERT INTO wasend.pending_statuses (wa_message_id, status, at, error_code, error_title, recipient, pricing)
-        SELECT s.wamid, s.status, s.at, s.code, s.title, s.recipient, s.pricing
+        INSERT INTO wasend.pending_statuses (wa_message_id, status, at, error_code, error_title, recipient, pricing,
+                                             user_id)
+        SELECT s.wamid, s.status, s.at, s.code, s.title, s.recipient, s.pricing, s.user_id
           FROM s
          WHERE NOT s.known AND s.rnk > 0
         ON CONFLICT DO NOTHING)
@@ -355,6 +620,7 @@ BEGIN
     SELECT jsonb_agg(jsonb_build_object('id', wa_message_id, 'status', status,
                                         'timestamp', extract(epoch FROM coalesce(at, received_at)),
                                         'recipient_id', recipient,
+                                        'recipient_user_id', user_id,
                                         'pricing', pricing,
                                         'errors', CASE WHEN error_code IS NOT NULL THEN
                                             jsonb_build_array(jsonb_build_object('code', error_code, 'title', error_title)) END)),
@@ -386,6 +652,7 @@ BEGIN
     SELECT jsonb_agg(jsonb_build_object('id', wa_message_id, 'status', status,
                                         'timestamp', extract(epoch FROM coalesce(at, received_at)),
                                         'recipient_id', recipient,
+                                        'recipient_user_id', user_id,
                                         'pricing', pricing,
                                         'errors', CASE WHEN error_code IS NOT NULL THEN
                                             jsonb_build_array(jsonb_build_object('code', error_code, 'title', error_title)) END)),
@@ -429,6 +696,7 @@ DECLARE
     n_pref bigint;
     n_acct bigint := 0;
     n_camp bigint := 0;
+    n_ids bigint := 0;
     ch jsonb;
     keywords text[];
 BEGIN
@@ -445,6 +713,13 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Expected {"object":"whatsapp_business_account","entry":[...]}.';
     END IF;
+
+    -- who is who first, so that a STOP below finds all of a person's names
+    BEGIN
+        n_ids := wasend._remember_identities(payload);
+    EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded THEN
+        RAISE WARNING 'wasend: the user identities of a webhook were skipped: %', wasend._redact(SQLERRM);
+    END;
 
     sts := coalesce(
         (SELECT jsonb_agg(s) FROM jsonb_path_query(payload, '$.entry[*].changes[*].value.statuses[*]') s),
@@ -468,54 +743,71 @@ BEGIN
 
     SELECT array_agg(upper(btrim(k))) INTO keywords
       FROM unnest(string_to_array(current_setting('wasend.stop_keywords'), ',')) k;
+    -- a sender with a username may come without a phone number (no
+    -- "from"): their BSUID (from_user_id) names them then
     WITH m AS (
-        SELECT v #>> '{metadata,phone_number_id}' AS pnid, x AS msg
+        SELECT v #>> '{metadata,phone_number_id}' AS pnid, x AS msg,
+               CASE WHEN jsonb_typeof(x->'from') = 'string' AND length(x->>'from') <= 64
+                    THEN ltrim(x->>'from', '+') END AS phone,
+               CASE WHEN x->>'from_user_id' ~ '^[A-Z]{2}\.[A-Za-z0-9]{1,128}$'
+                    THEN x->>'from_user_id' END AS user_id
           FROM jsonb_path_query(payload, '$.entry[*].changes[*].value') v
          CROSS JOIN LATERAL jsonb_array_elements(coalesce(v->'messages', '[]')) x
-         WHERE jsonb_typeof(x->'id') = 'string' AND jsonb_typeof(x->'from') = 'string'
-           AND length(x->>'id') <= 512 AND length(x->>'from') <= 64),
+         WHERE jsonb_typeof(x->'id') = 'string' AND length(x->>'id') <= 512
+           AND ((jsonb_typeof(x->'from') = 'string' AND length(x->>'from') <= 64)
+                OR x->>'from_user_id' ~ '^[A-Z]{2}\.[A-Za-z0-9]{1,128}$')),
     ins AS (
-        INSERT INTO wasend.inbound_messages (wa_message_id, from_number, phone_number_id, type, body, sent_at, raw)
-        SELECT msg->>'id', ltrim(msg->>'from', '+'), pnid, msg->>'type',
+        INSERT INTO wasend.inbound_messages (wa_message_id, from_number, phone_number_id, type, body, sent_at, raw,
+                                             from_user_id)
+        SELECT msg->>'id', coalesce(phone, user_id), pnid, msg->>'type',
                coalesce(msg #>> '{text,body}', msg #>> '{button,text}',
                         msg #>> '{interactive,button_reply,title}',
                         msg #>> '{interactive,list_reply,title}'),
-               wasend._webhook_time(msg->'timestamp'), msg
+               wasend._webhook_time(msg->'timestamp'), msg, user_id
           FROM m
         ON CONFLICT (wa_message_id) DO NOTHING
-        RETURNING from_number, body),
+        RETURNING from_number, from_user_id, body),
     stop AS (
         -- a STOP reply stops every campaign, also for a recipient who had
-        -- only opted out of marketing
+        -- only opted out of marketing; the sender is suppressed by each
+        -- name the message gives (phone number and BSUID), and the rules
+        -- find the names paired with them (wasend._recipient_names)
         INSERT INTO wasend.suppressions AS x (recipient, reason)
-        SELECT DISTINCT ON (from_number) from_number, 'replied ' || upper(btrim(body))
-          FROM ins WHERE upper(btrim(body)) = ANY (keywords)
+        SELECT DISTINCT ON (w.name) w.name, 'replied ' || upper(btrim(i.body))
+          FROM ins i CROSS JOIN LATERAL (VALUES (i.from_number), (i.from_user_id)) w(name)
+         WHERE upper(btrim(i.body)) = ANY (keywords) AND w.name IS NOT NULL
         ON CONFLICT (recipient) DO UPDATE SET scope = 'all', reason = excluded.reason
          WHERE x.scope <> 'all'
         RETURNING 1)
     SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM ins), (SELECT count(*) FROM stop)
       INTO n_msgs, n_new, n_stop;
 
-    -- marketing opt-outs: stop suppresses for marketing, resume
-    -- lifts that (a suppression of scope all stays); the latest of a
-    -- recipient's wins
-    WITH p AS (
-        SELECT DISTINCT ON (ltrim(x ->> 'wa_id', '+')) ltrim(x ->> 'wa_id', '+') AS recipient,
-               lower(x ->> 'value') AS value
+    -- marketing opt-outs: stop suppresses for marketing (by each name
+    -- the preference gives: wa_id and user_id), resume lifts that for
+    -- every name of the person (a suppression of scope all stays); the
+    -- latest of a person's wins
+    WITH x AS (
+        SELECT CASE WHEN ltrim(x ->> 'wa_id', '+') ~ '^[0-9]{7,15}$' THEN ltrim(x ->> 'wa_id', '+') END AS phone,
+               CASE WHEN x ->> 'user_id' ~ '^[A-Z]{2}\.[A-Za-z0-9]{1,128}$' THEN x ->> 'user_id' END AS user_id,
+               lower(x ->> 'value') AS value, wasend._webhook_time(x -> 'timestamp') AS at
           FROM jsonb_path_query(payload, '$.entry[*].changes[*].value.user_preferences[*]') x
-         WHERE x ->> 'category' = 'marketing_messages' AND jsonb_typeof(x -> 'wa_id') = 'string'
-           AND ltrim(x ->> 'wa_id', '+') ~ '^[0-9]{7,15}$'
-         ORDER BY ltrim(x ->> 'wa_id', '+'), wasend._webhook_time(x -> 'timestamp') DESC NULLS LAST),
+         WHERE x ->> 'category' = 'marketing_messages'),
+    p AS (
+        SELECT DISTINCT ON (coalesce(x.user_id, x.phone)) x.phone, x.user_id, x.value,
+               wasend._recipient_names(coalesce(x.user_id, x.phone)) AS names
+          FROM x WHERE coalesce(x.user_id, x.phone) IS NOT NULL
+         ORDER BY coalesce(x.user_id, x.phone), x.at DESC NULLS LAST),
     stopped AS (
         INSERT INTO wasend.suppressions (recipient, reason, scope)
-        SELECT p.recipient, 'user_preferences: stopped marketing messages', 'marketing'
-          FROM p WHERE p.value = 'stop'
+        SELECT DISTINCT w.name, 'user_preferences: stopped marketing messages', 'marketing'
+          FROM p CROSS JOIN LATERAL (VALUES (p.phone), (p.user_id)) w(name)
+         WHERE p.value = 'stop' AND w.name IS NOT NULL
         ON CONFLICT DO NOTHING
         RETURNING 1),
     resumed AS (
         DELETE FROM wasend.suppressions s
          USING p
-         WHERE s.recipient = p.recipient AND p.value = 'resume' AND s.scope = 'marketing'
+         WHERE s.recipient = ANY (p.names) AND p.value = 'resume' AND s.scope = 'marketing'
         RETURNING 1)
     SELECT (SELECT count(*) FROM stopped) + (SELECT count(*) FROM resumed) INTO n_pref;
 
@@ -551,7 +843,8 @@ BEGIN
         'recipients_suppressed', n_stop,
         'preferences_applied', n_pref,
         'account_updates', n_acct,
-        'campaigns_changed', n_camp);
+        'campaigns_changed', n_camp,
+        'identities_learned', n_ids);
 END
 $$;
 REVOKE ALL ON FUNCTION wasend._ingest_verified(text) FROM PUBLIC;

@@ -93,15 +93,16 @@ BEGIN
             IF old_limit IS NULL AND new_limit IS NOT NULL THEN
                 -- the portfolio gains a limit: the recipients it started
                 -- while it had none (or before 0.3.0) count from now on
+                -- (a person once, by their key: wasend._recipient_names)
                 INSERT INTO wasend.recipient_window AS r (portfolio, recipient, last_at)
-                SELECT k, q.recipient, max(coalesce(q.sent_at, q.claimed_at))
+                SELECT k, (wasend._recipient_names(q.recipient))[1], max(coalesce(q.sent_at, q.claimed_at))
                   FROM wasend.send_queue q
                   JOIN wasend.campaigns c ON c.id = q.campaign_id
                   JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
                  WHERE coalesce(n.business_id, 'number:' || n.id::text) = k
                    AND q.status IN ('sending', 'held', 'sent', 'delivered', 'read')
                    AND coalesce(q.sent_at, q.claimed_at) > now() - interval '24 hours'
-                 GROUP BY q.recipient
+                 GROUP BY 2
                 ON CONFLICT (portfolio, recipient) DO UPDATE
                    SET last_at = greatest(r.last_at, excluded.last_at);
             END IF;

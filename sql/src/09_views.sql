@@ -116,6 +116,25 @@ COMMENT ON VIEW wasend.campaign_progress IS
 REVOKE ALL ON wasend.campaign_progress FROM PUBLIC;
 GRANT SELECT ON wasend.campaign_progress TO wasend_viewer;
 
+-- The digits a BSUID recipient is priced by (wasend.prices is by country
+-- calling code): the phone number paired with it (wasend.identities),
+-- else its country's shortest calling code (wasend.country_zones).
+CREATE FUNCTION wasend._price_digits(recipient text) RETURNS text
+LANGUAGE sql STABLE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(
+        (SELECT n FROM unnest(wasend._recipient_names(recipient)) n
+          WHERE n ~ '^[0-9]+$' ORDER BY n LIMIT 1),
+        (SELECT z.calling_code FROM wasend.country_zones z
+          WHERE z.country = left(recipient, 2)
+          ORDER BY length(z.calling_code), z.calling_code LIMIT 1),
+        recipient)
+$$;
+REVOKE ALL ON FUNCTION wasend._price_digits(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wasend._price_digits(text) TO wasend_viewer;
+
 -- One row per campaign: the delivery funnel, failures by code with Meta's
 -- title, messages by pricing category, and an estimated cost from
 -- wasend.prices (NULL while no billable message has a price).
@@ -167,10 +186,14 @@ SELECT c.id AS campaign_id,
                        pg_catalog.count(*) FILTER (WHERE q.pricing_billable AND pr.price IS NULL) AS unpriced,
                        pg_catalog.sum(pr.price) FILTER (WHERE q.pricing_billable) AS cost
                   FROM wasend.send_queue q
+                  CROSS JOIN LATERAL (
+                        SELECT CASE WHEN pg_catalog.strpos(q.recipient, '.') > 0
+                                    THEN wasend._price_digits(q.recipient)
+                                    ELSE q.recipient END AS digits) d
                   LEFT JOIN LATERAL (
                         SELECT p.price FROM wasend.prices p
                          WHERE p.category = q.pricing_category
-                           AND pg_catalog.starts_with(q.recipient, p.country_prefix)
+                           AND pg_catalog.starts_with(d.digits, p.country_prefix)
                          ORDER BY pg_catalog.length(p.country_prefix) DESC
                          LIMIT 1) pr ON true
                  WHERE q.campaign_id = c.id AND q.pricing_category IS NOT NULL

@@ -31,3 +31,4 @@ SELECT pg_catalog.pg_extension_config_dump('wasend.prices', '');
 -- rows the extension ships are builtin; pg_dump keeps the ones users add
 -- (a changed builtin row comes back as shipped: add a longer prefix instead)
 SELECT pg_catalog.pg_extension_config_dump('wasend.country_zones', 'WHERE NOT builtin');
+SELECT pg_catalog.pg_extension_config_dump('wasend.identities', '');

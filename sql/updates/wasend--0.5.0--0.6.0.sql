@@ -1381,6 +1381,1238 @@ COMMENT ON COLUMN wasend.send_queue.waiting_for IS
 'why a ready row waits until next_attempt_at: messaging_limit (the portfolio''s 24 h budget of new recipients), frequency_cap (the recipient''s recent marketing messages) or send_window (outside the campaign''s send window)';
 
 /*
+ * Usernames and business-scoped user IDs (BSUIDs).
+ *
+ * Since 2026 a WhatsApp user may hide their phone number behind a
+ * username, and Meta names every user to a business by a BSUID
+ * (US.13491208655302741918; a parent BSUID shared by linked portfolios:
+ * US.ENT.11815799212886844830).  Webhooks may carry the BSUID alone, and
+ * a message may be sent to a BSUID with Meta's "recipient" field.
+ *
+ * - A recipient may be a BSUID (kept exactly as given), in
+ *   wasend_enqueue, INSERTs into send_queue, wasend_send and
+ *   wasend_test_send; the senders send it as "recipient" instead of "to".
+ *   A BSUID's send window zone is its country's (_recipient_zone, through
+ *   the new index on country_zones.country).
+ * - wasend.identities pairs a BSUID with the phone number, parent BSUID
+ *   and username Meta gave with it, learned from every webhook
+ *   (_remember_identities) and from BSUID changes (user_id_update, the
+ *   system messages user_changed_user_id / user_changed_number:
+ *   _apply_user_id_updates).  Dumped.
+ * - Every rule on recipients looks at all of a person's names
+ *   (_recipient_names): suppressions (enqueue, wasend_send, test sends,
+ *   the claims), the messaging-limit window (a person counts once,
+ *   however addressed: _portfolio_sync's backfill, test sends, claims),
+ *   the frequency cap, the free window of an inbound message, the dry
+ *   run; the campaign report prices a BSUID by its paired phone number or
+ *   its country (_price_digits).
+ * - Inbound messages without a phone number are stored under the
+ *   sender's BSUID (inbound_messages.from_user_id is new); a STOP
+ *   suppresses every name the message gives; user_preferences with only
+ *   a user_id apply; statuses keep the recipient's BSUID on the row
+ *   (send_queue.user_id, pending_statuses.user_id are new).
+ */
+
+CREATE OR REPLACE FUNCTION wasend._normalize_recipient(recipient text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF recipient IS NULL THEN
+        RAISE EXCEPTION 'recipient must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Give the phone number in international format, e.g. 15551234567, or the user''s BSUID, e.g. US.13491208655302741918.';
+    END IF;
+    IF recipient ~ '^[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}$' THEN
+        RETURN recipient;
+    END IF;
+    IF recipient !~ '^\+?[0-9]{7,15}$' THEN
+        RAISE EXCEPTION 'invalid recipient "%"', left(recipient, 200)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A recipient is a phone number (7 to 15 digits with an optional leading "+") or a business-scoped user ID (two capital letters, a dot, and up to 128 letters and digits, "ENT." after the dot for a parent BSUID).',
+                  HINT = 'Give the phone number in international format without spaces or dashes, e.g. 15551234567, or the BSUID exactly as Meta gave it, e.g. US.13491208655302741918.';
+    END IF;
+    RETURN ltrim(recipient, '+');
+END
+$$;
+
+ALTER TABLE wasend.send_queue ADD COLUMN user_id text;
+COMMENT ON COLUMN wasend.send_queue.user_id IS
+'the recipient''s business-scoped user ID (BSUID) as Meta''s status webhooks named it; NULL until one did';
+ALTER TABLE wasend.inbound_messages ADD COLUMN from_user_id text;
+COMMENT ON COLUMN wasend.inbound_messages.from_number IS
+'the sender''s phone number, or their BSUID when Meta gave no phone number (a user with a username)';
+COMMENT ON COLUMN wasend.inbound_messages.from_user_id IS
+'the sender''s business-scoped user ID (BSUID), when Meta gave it';
+ALTER TABLE wasend.pending_statuses ADD COLUMN user_id text;
+-- a BSUID's zone is its country's (wasend._recipient_zone)
+CREATE INDEX country_zones_country_idx ON wasend.country_zones (country);
+
+-- Who is who.  Meta names a WhatsApp user by phone number and, since
+-- 2026, by a business-scoped user ID (BSUID, wasend._normalize_recipient);
+-- a user with a username may hide the phone number, and webhooks then
+-- carry the BSUID alone.  Each webhook that names a user both ways
+-- (inbound contacts and messages, statuses, user_preferences) pairs them
+-- here, with the parent BSUID and the username when Meta gives them; a
+-- user_id_update (the user changed phone number: Meta gives a new BSUID)
+-- links the new BSUID to the old one and takes the old phone number off.
+-- Every rule that looks at a recipient (suppressions, the messaging-limit
+-- window, the frequency cap, the free 24 h window of an inbound message)
+-- looks at all of a person's names: wasend._recipient_names.  Dumped: a
+-- restore keeps what Meta said.  An administrator may add pairs known
+-- from elsewhere (a CRM), or delete a wrong one.
+CREATE TABLE wasend.identities (
+    user_id         text PRIMARY KEY,
+    phone           text,
+    parent_user_id  text,
+    username        text,
+    previous_user_id text,
+    updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE INDEX identities_phone_idx ON wasend.identities (phone) WHERE phone IS NOT NULL;
+CREATE INDEX identities_parent_idx ON wasend.identities (parent_user_id) WHERE parent_user_id IS NOT NULL;
+CREATE INDEX identities_previous_idx ON wasend.identities (previous_user_id) WHERE previous_user_id IS NOT NULL;
+COMMENT ON TABLE wasend.identities IS
+'A user''s BSUID and the phone number, parent BSUID and username Meta paired it with; the rules on recipients treat all of them as one person';
+COMMENT ON COLUMN wasend.identities.previous_user_id IS
+'the BSUID this one replaced when the user changed phone number (user_id_update)';
+REVOKE ALL ON wasend.identities FROM PUBLIC;
+GRANT SELECT ON wasend.identities TO wasend_viewer;
+GRANT INSERT, UPDATE, DELETE ON wasend.identities TO wasend_admin;
+
+-- Validates every pair: a BSUID, a phone number (stored without its +),
+-- a parent BSUID (with "ENT."), a username of at most 64 characters.
+CREATE FUNCTION wasend._identity_check() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.user_id IS NULL OR NEW.user_id !~ '^[A-Z]{2}\.[A-Za-z0-9]{1,128}$' THEN
+        RAISE EXCEPTION 'invalid BSUID "%"', left(coalesce(NEW.user_id, 'NULL'), 200)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the business-scoped user ID exactly as Meta gave it: two capital letters, a dot, up to 128 letters and digits, e.g. US.13491208655302741918.';
+    END IF;
+    IF NEW.phone IS NOT NULL AND NEW.phone !~ '^\+?[0-9]{7,15}$' THEN
+        RAISE EXCEPTION 'invalid phone number "%"', left(NEW.phone, 200)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the phone number in international format without spaces or dashes, e.g. 15551234567, or NULL.';
+    END IF;
+    NEW.phone := ltrim(NEW.phone, '+');
+    IF NEW.parent_user_id IS NOT NULL AND NEW.parent_user_id !~ '^[A-Z]{2}\.ENT\.[A-Za-z0-9]{1,128}$' THEN
+        RAISE EXCEPTION 'invalid parent BSUID "%"', left(NEW.parent_user_id, 200)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A parent BSUID has "ENT." after the country, e.g. US.ENT.11815799212886844830; or give NULL.';
+    END IF;
+    IF NEW.previous_user_id IS NOT NULL
+       AND NEW.previous_user_id !~ '^[A-Z]{2}\.[A-Za-z0-9]{1,128}$' THEN
+        RAISE EXCEPTION 'invalid previous BSUID "%"', left(NEW.previous_user_id, 200)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the BSUID the user had before, exactly as Meta gave it, or NULL.';
+    END IF;
+    IF length(NEW.username) > 64 THEN
+        RAISE EXCEPTION 'a username is at most 64 characters'
+            USING ERRCODE = 'string_data_right_truncation',
+                  HINT = 'Give the username as Meta gave it, or NULL.';
+    END IF;
+    IF NEW.updated_at IS NULL THEN
+        NEW.updated_at := now();
+    END IF;
+    RETURN NEW;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._identity_check() FROM PUBLIC;
+CREATE TRIGGER identity_check BEFORE INSERT OR UPDATE ON wasend.identities
+    FOR EACH ROW EXECUTE FUNCTION wasend._identity_check();
+
+-- All the names of the person a recipient names, sorted, the recipient
+-- among them: its pairs in wasend.identities (phone number, BSUID, parent
+-- BSUID, the BSUID it replaced or that replaced it) and theirs, two steps
+-- out, which links a parent BSUID's portfolios and a changed BSUID.  The
+-- first name is the person's key: the phone number when one is known
+-- (digits sort first), so a phone-only queue keeps its recipients as
+-- they are.  Runs as its caller (the claims, the API functions as owner).
+CREATE FUNCTION wasend._recipient_names(recipient text) RETURNS text[]
+LANGUAGE sql STABLE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH one AS (
+        SELECT x.n FROM wasend.identities i
+         CROSS JOIN LATERAL (VALUES (i.user_id), (i.phone), (i.parent_user_id), (i.previous_user_id)) x(n)
+         WHERE (i.user_id = recipient OR i.phone = recipient OR i.parent_user_id = recipient
+                OR i.previous_user_id = recipient)
+           AND x.n IS NOT NULL),
+    first AS (
+        SELECT recipient AS n UNION SELECT one.n FROM one),
+    two AS (
+        SELECT x.n FROM wasend.identities i
+         CROSS JOIN LATERAL (VALUES (i.user_id), (i.phone), (i.parent_user_id), (i.previous_user_id)) x(n)
+         WHERE EXISTS (SELECT 1 FROM one)
+           AND (i.user_id IN (SELECT n FROM first) OR i.phone IN (SELECT n FROM first)
+                OR i.parent_user_id IN (SELECT n FROM first)
+                OR i.previous_user_id IN (SELECT n FROM first))
+           AND x.n IS NOT NULL)
+    SELECT array_agg(a.n ORDER BY a.n COLLATE "C")
+      FROM (SELECT n FROM first UNION SELECT n FROM two) a
+$$;
+REVOKE ALL ON FUNCTION wasend._recipient_names(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wasend._recipient_names(text) TO wasend_viewer;
+
+-- A user's new BSUID (they changed phone number): from the user_id_update
+-- field (user_id.previous / current, wa_id when Meta may share it) and
+-- from the messages field's system messages user_changed_user_id and
+-- user_changed_number (system.previous_user_id / user_id, system.wa_id;
+-- the sender's from_user_id when previous_user_id is absent).  The new
+-- BSUID is written with the old one as previous_user_id, so that what
+-- the user asked for under the old one (a STOP) holds under the new, and
+-- the old BSUID loses its phone number: the number is no longer theirs.
+-- Runs as its caller.  Returns how many BSUIDs it wrote.
+CREATE FUNCTION wasend._apply_user_id_updates(payload jsonb) RETURNS bigint
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    WITH v AS (
+        SELECT x AS v FROM jsonb_path_query(payload, '$.entry[*].changes[*].value') x
+         WHERE jsonb_typeof(x) = 'object'),
+    raw AS (
+        SELECT e #>> '{user_id,previous}' AS prev, e #>> '{user_id,current}' AS cur,
+               e ->> 'wa_id' AS phone, e #>> '{parent_user_id,current}' AS parent
+          FROM v CROSS JOIN LATERAL jsonb_array_elements(
+                   CASE WHEN jsonb_typeof(v.v -> 'user_id_update') = 'array' THEN v.v -> 'user_id_update' ELSE '[]' END) e
+         WHERE jsonb_typeof(e) = 'object' AND jsonb_typeof(e -> 'user_id') = 'object'
+        UNION ALL
+        SELECT coalesce(e #>> '{system,previous_user_id}', e ->> 'from_user_id'), e #>> '{system,user_id}',
+               e #>> '{system,wa_id}', e #>> '{system,parent_user_id}'
+          FROM v CROSS JOIN LATERAL jsonb_array_elements(
+                   CASE WHEN jsonb_typeof(v.v -> 'messages') = 'array' THEN v.v -> 'messages' ELSE '[]' END) e
+         WHERE jsonb_typeof(e) = 'object' AND e ->> 'type' = 'system'
+           AND jsonb_typeof(e -> 'system') = 'object'
+           AND e #>> '{system,type}' IN ('user_changed_user_id', 'user_changed_number')),
+    ok AS (
+        SELECT DISTINCT ON (r.cur) r.cur, r.prev,
+               CASE WHEN ltrim(r.phone, '+') ~ '^[0-9]{7,15}$' THEN ltrim(r.phone, '+') END AS phone,
+               CASE WHEN r.parent ~ '^[A-Z]{2}\.ENT\.[A-Za-z0-9]{1,128}$' THEN r.parent END AS parent
+          FROM raw r
+         WHERE r.cur ~ '^[A-Z]{2}\.[A-Za-z0-9]{1,128}$' AND r.prev ~ '^[A-Z]{2}\.[A-Za-z0-9]{1,128}$'
+           AND r.cur <> r.prev
+         ORDER BY r.cur, r.prev),
+    gone AS (
+        -- the old BSUID's phone number is no longer the user's
+        UPDATE wasend.identities i
+           SET phone = NULL, updated_at = now()
+          FROM ok
+         WHERE i.user_id = ok.prev AND i.phone IS NOT NULL
+           AND i.phone IS DISTINCT FROM ok.phone),
+    up AS (
+        INSERT INTO wasend.identities AS i (user_id, phone, parent_user_id, previous_user_id)
+        SELECT ok.cur, ok.phone, ok.parent, ok.prev FROM ok ORDER BY ok.cur
+        ON CONFLICT (user_id) DO UPDATE
+           SET phone = coalesce(excluded.phone, i.phone),
+               parent_user_id = coalesce(excluded.parent_user_id, i.parent_user_id),
+               previous_user_id = excluded.previous_user_id,
+               updated_at = now()
+         WHERE i.previous_user_id IS DISTINCT FROM excluded.previous_user_id
+            OR (excluded.phone IS NOT NULL AND i.phone IS DISTINCT FROM excluded.phone)
+        RETURNING 1)
+    SELECT count(*) INTO n FROM up;
+    RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._apply_user_id_updates(jsonb) FROM PUBLIC;
+
+-- Pair the names of the users one webhook payload names both ways (see
+-- wasend.identities): inbound contacts[] (wa_id, user_id, parent_user_id,
+-- profile.username), messages[] (from, from_user_id,
+-- from_parent_user_id), statuses[] (recipient_id, recipient_user_id,
+-- recipient_parent_user_id), user_preferences[] (wa_id, user_id), and
+-- user_id_update.  A name that is not of Meta's form is left out; only
+-- what is new is written (a status repeats its pair three times a
+-- message), in BSUID order (two payloads lock the same rows in the same
+-- order).  Runs as its caller (_ingest_verified).  Returns how many pairs
+-- it wrote.
+CREATE FUNCTION wasend._remember_identities(payload jsonb) RETURNS bigint
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+    m bigint;
+BEGIN
+    WITH v AS (
+        SELECT x AS v FROM jsonb_path_query(payload, '$.entry[*].changes[*].value') x
+         WHERE jsonb_typeof(x) = 'object'),
+    named AS (
+        SELECT e ->> 'user_id' AS user_id, e ->> 'wa_id' AS phone,
+               e ->> 'parent_user_id' AS parent, e #>> '{profile,username}' AS username
+          FROM v CROSS JOIN LATERAL jsonb_array_elements(
+                   CASE WHEN jsonb_typeof(v.v -> 'contacts') = 'array' THEN v.v -> 'contacts' ELSE '[]' END) e
+         WHERE jsonb_typeof(e) = 'object'
+        UNION ALL
+        SELECT e ->> 'from_user_id', e ->> 'from', e ->> 'from_parent_user_id', NULL
+          FROM v CROSS JOIN LATERAL jsonb_array_elements(
+                   CASE WHEN jsonb_typeof(v.v -> 'messages') = 'array' THEN v.v -> 'messages' ELSE '[]' END) e
+         WHERE jsonb_typeof(e) = 'object'
+        UNION ALL
+        SELECT e ->> 'recipient_user_id', e ->> 'recipient_id', e ->> 'recipient_parent_user_id', NULL
+          FROM v CROSS JOIN LATERAL jsonb_array_elements(
+                   CASE WHEN jsonb_typeof(v.v -> 'statuses') = 'array' THEN v.v -> 'statuses' ELSE '[]' END) e
+         WHERE jsonb_typeof(e) = 'object'
+        UNION ALL
+        SELECT e ->> 'user_id', e ->> 'wa_id', e ->> 'parent_user_id', NULL
+          FROM v CROSS JOIN LATERAL jsonb_array_elements(
+                   CASE WHEN jsonb_typeof(v.v -> 'user_preferences') = 'array' THEN v.v -> 'user_preferences' ELSE '[]' END) e
+         WHERE jsonb_typeof(e) = 'object'),
+    ok AS (
+        SELECT x.user_id,
+               max(CASE WHEN ltrim(x.phone, '+') ~ '^[0-9]{7,15}$' THEN ltrim(x.phone, '+') END) AS phone,
+               max(CASE WHEN x.parent ~ '^[A-Z]{2}\.ENT\.[A-Za-z0-9]{1,128}$' THEN x.parent END) AS parent,
+               max(CASE WHEN length(x.username) <= 64 THEN x.username END) AS username
+          FROM named x
+         WHERE x.user_id ~ '^[A-Z]{2}\.[A-Za-z0-9]{1,128}$'
+         GROUP BY x.user_id),
+    fresh AS (
+        SELECT o.* FROM ok o
+         WHERE NOT EXISTS (SELECT 1 FROM wasend.identities i
+                            WHERE i.user_id = o.user_id
+                              AND (o.phone IS NULL OR i.phone = o.phone)
+                              AND (o.parent IS NULL OR i.parent_user_id = o.parent)
+                              AND (o.username IS NULL OR i.username = o.username))),
+    up AS (
+        INSERT INTO wasend.identities AS i (user_id, phone, parent_user_id, username)
+        SELECT f.user_id, f.phone, f.parent, f.username FROM fresh f ORDER BY f.user_id
+        ON CONFLICT (user_id) DO UPDATE
+           SET phone = coalesce(excluded.phone, i.phone),
+               parent_user_id = coalesce(excluded.parent_user_id, i.parent_user_id),
+               username = coalesce(excluded.username, i.username),
+               updated_at = now()
+        RETURNING 1)
+    SELECT count(*) INTO n FROM up;
+    m := wasend._apply_user_id_updates(payload);
+    RETURN n + m;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._remember_identities(jsonb) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION wasend._recipient_zone(recipient text) RETURNS text
+LANGUAGE sql STABLE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN strpos(recipient, '.') > 0 THEN
+               (SELECT z.zone FROM wasend.country_zones z
+                 WHERE z.country = left(recipient, 2)
+                 GROUP BY z.zone
+                 ORDER BY min(length(z.calling_code)), count(*) DESC, z.zone LIMIT 1)
+           ELSE
+               (SELECT z.zone FROM wasend.country_zones z
+                 WHERE z.calling_code IN (left(recipient, 7), left(recipient, 6), left(recipient, 5),
+                                          left(recipient, 4), left(recipient, 3), left(recipient, 2),
+                                          left(recipient, 1))
+                 ORDER BY length(z.calling_code) DESC LIMIT 1) END
+$$;
+
+CREATE OR REPLACE FUNCTION wasend._send_queue_check() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    st text;
+    k text;
+    adding boolean;
+BEGIN
+    NEW.recipient := wasend._normalize_recipient(NEW.recipient);
+    adding := TG_OP = 'INSERT' AND NEW.status = 'ready'
+              AND NEW.sent_at IS NULL AND NEW.failed_at IS NULL
+              AND NEW.created_at = now();
+    IF adding AND EXISTS (SELECT 1 FROM wasend.suppressions s
+                           WHERE s.recipient = ANY (wasend._recipient_names(NEW.recipient))
+                             AND (s.scope = 'all'
+                                  OR EXISTS (SELECT 1 FROM wasend.campaigns c
+                                              WHERE c.id = NEW.campaign_id
+                                                AND c.category = 'marketing'))) THEN
+        PERFORM set_config('wasend_state.suppressed_skipped',
+                           (coalesce(nullif(current_setting('wasend_state.suppressed_skipped', true), ''), '0')::int + 1)::text,
+                           true);
+        RETURN NULL;
+    END IF;
+    IF NEW.payload IS NOT NULL THEN
+        PERFORM wasend._check_message(NEW.payload, format('payload for recipient %s', NEW.recipient));
+    END IF;
+    IF NEW.timezone IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.timezone IS DISTINCT FROM OLD.timezone) THEN
+        PERFORM wasend._check_timezone(NEW.timezone, format('timezone of recipient %s', NEW.recipient));
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.campaign_id IS DISTINCT FROM OLD.campaign_id
+       OR NEW.priority IS DISTINCT FROM OLD.priority THEN
+        -- the share lock keeps a sender from completing the campaign while
+        -- rows are being added to it (see src/queue.sql, lock_done); a
+        -- transactional lane (rows with a priority) never completes and
+        -- takes no lock: wasend_send's transactions would queue up
+        -- multixacts on its row
+        IF NEW.priority IS NOT NULL THEN
+            SELECT c.status, c.kind INTO st, k FROM wasend.campaigns c
+             WHERE c.id = NEW.campaign_id;
+        ELSE
+            SELECT c.status, c.kind INTO st, k FROM wasend.campaigns c
+             WHERE c.id = NEW.campaign_id FOR SHARE;
+        END IF;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'campaign % does not exist', NEW.campaign_id
+                USING ERRCODE = 'foreign_key_violation',
+                      HINT = 'Create it first with wasend_create_campaign().';
+        END IF;
+        IF st IN ('completed', 'cancelled')
+           AND (adding OR (TG_OP = 'UPDATE' AND NEW.status = 'ready')) THEN
+            RAISE EXCEPTION 'cannot add recipients to campaign %: it is %', NEW.campaign_id, st
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'Create a new campaign with wasend_create_campaign().';
+        END IF;
+        IF k = 'transactional' THEN
+            NEW.priority := coalesce(NEW.priority, 0);
+            IF NEW.payload IS NULL THEN
+                RAISE EXCEPTION 'a row of a transactional lane needs its message in payload'
+                    USING ERRCODE = 'not_null_violation',
+                          HINT = 'Use wasend_send(number_id, recipient, message).';
+            END IF;
+        ELSIF NEW.priority IS NOT NULL THEN
+            RAISE EXCEPTION 'only rows of a transactional campaign have a priority'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Send one message ahead of campaign rows with wasend_send(); give a campaign a priority with wasend_update_campaign(id, priority => n).';
+        END IF;
+    END IF;
+    IF TG_OP = 'INSERT' AND NEW.status = 'sending' THEN
+        NEW.claimed_by := NULL;
+        NEW.uncertain := true;
+        NEW.last_error_class := 'uncertain';
+        NEW.last_error := 'outcome unknown: the message was claimed or in flight when the copy was taken';
+        NEW.next_attempt_at := now();
+        IF st = 'cancelled' THEN
+            NEW.status := 'cancelled';
+        ELSIF coalesce(current_setting('wasend.on_uncertain', true), 'retry') = 'fail'
+              OR NEW.attempts >= coalesce(nullif(current_setting('wasend.max_attempts', true), '')::int, 5) THEN
+            NEW.status := 'failed';
+            NEW.failed_at := now();
+        ELSE
+            NEW.status := 'ready';
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wasend.wasend_send(number_id bigint, recipient text, message jsonb,
+                            priority integer DEFAULT 0)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    n record;
+    cid bigint;
+    cst text;
+    r text;
+    rid bigint;
+BEGIN
+    IF priority IS NULL OR priority < 0 OR priority > 100 THEN
+        RAISE EXCEPTION 'priority must be between 0 and 100, not %', coalesce(priority::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Among wasend_send messages of a number the higher priority goes first; all of them go before campaign rows.';
+    END IF;
+    IF number_id IS NULL THEN
+        RAISE EXCEPTION 'number id must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the id returned by wasend_add_number().';
+    END IF;
+    SELECT x.id, x.phone_number_id INTO n FROM wasend.whatsapp_numbers x WHERE x.id = number_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'number % does not exist', number_id
+            USING ERRCODE = 'foreign_key_violation',
+                  HINT = 'Register the number first with wasend_add_number(); see SELECT id, phone_number_id FROM wasend.whatsapp_numbers.';
+    END IF;
+    PERFORM wasend._check_message(message, 'message');
+    r := wasend._normalize_recipient(recipient);
+    IF EXISTS (SELECT 1 FROM wasend.suppressions s
+                WHERE s.recipient = ANY (wasend._recipient_names(r)) AND s.scope = 'all') THEN
+        RAISE EXCEPTION 'recipient "%" is suppressed', r
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = (SELECT CASE WHEN s.recipient = r THEN s.reason
+                                        ELSE format('%s (suppressed as %s)', s.reason, s.recipient) END
+                              FROM wasend.suppressions s
+                             WHERE s.recipient = ANY (wasend._recipient_names(r)) AND s.scope = 'all'
+                             ORDER BY s.recipient = r DESC, s.created_at LIMIT 1),
+                  HINT = 'The recipient asked not to be messaged, or Meta refused them; see wasend.suppressions.';
+    END IF;
+
+    -- the number's lane, made on first use (the unique index settles a race)
+    SELECT c.id, c.status INTO cid, cst FROM wasend.campaigns c
+     WHERE c.number_id = n.id AND c.kind = 'transactional';
+    IF NOT FOUND THEN
+        INSERT INTO wasend.campaigns AS c (name, number_id, message, category, kind, status,
+                                            started_at, pacing, priority)
+        VALUES ('transactional: ' || n.phone_number_id, n.id,
+                '{"type": "text", "text": {"body": "wasend_send rows carry their own message"}}'::jsonb,
+                'utility', 'transactional', 'running', now(), 'off', 100)
+        ON CONFLICT (number_id) WHERE kind = 'transactional' DO NOTHING
+        RETURNING c.id, c.status INTO cid, cst;
+        IF cid IS NULL THEN
+            SELECT c.id, c.status INTO cid, cst FROM wasend.campaigns c
+             WHERE c.number_id = n.id AND c.kind = 'transactional';
+        END IF;
+        -- the row the senders lock to claim the lane one at a time
+        -- (src/queue.sql, claim); owner-only, so nobody else can hold it
+        INSERT INTO wasend.claim_locks (name) VALUES ('lane:' || cid::text) ON CONFLICT DO NOTHING;
+    END IF;
+
+    INSERT INTO wasend.send_queue (campaign_id, recipient, payload, priority)
+    VALUES (cid, r, message, wasend_send.priority)
+    RETURNING id INTO rid;
+    IF cst = 'paused' THEN
+        RAISE NOTICE 'the transactional lane of number % (campaign %) is paused: the message waits', n.id, cid
+            USING HINT = 'See wasend.campaign_progress for why; wasend_resume_campaign(' || cid || ') sends it.';
+    END IF;
+    PERFORM wasend._wake_at_commit();
+    RETURN rid;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wasend.wasend_dry_run(campaign_id bigint)
+RETURNS TABLE (would_send_now bigint, waiting_messaging_limit bigint, waiting_send_window bigint,
+               waiting_frequency_cap bigint, waiting_retry bigint, suppressed bigint,
+               invalid bigint, estimated_duration interval)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c record;
+    lim integer;
+    used bigint;
+    rate integer;
+BEGIN
+    IF campaign_id IS NULL THEN
+        RAISE EXCEPTION 'campaign id must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the id returned by wasend_create_campaign().';
+    END IF;
+    SELECT x.*, coalesce(n.business_id, 'number:' || n.id::text) AS portfolio, n.max_send_rate_per_sec AS rate
+      INTO c FROM wasend.campaigns x JOIN wasend.whatsapp_numbers n ON n.id = x.number_id
+     WHERE x.id = campaign_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'See SELECT id, name, status FROM wasend.campaigns.';
+    END IF;
+    SELECT p.messaging_limit INTO lim FROM wasend.portfolios p WHERE p.portfolio = c.portfolio;
+    SELECT count(*) INTO used FROM wasend.recipient_window r
+     WHERE r.portfolio = c.portfolio AND r.last_at > now() - interval '24 hours';
+    rate := c.rate;
+    RETURN QUERY
+    WITH r AS (
+        SELECT q.id, q.recipient, q.next_attempt_at, q.waiting_for, nm.names[1] AS person,
+               wasend._recipient_zone(q.recipient) IS NULL AS invalid,
+               EXISTS (SELECT 1 FROM wasend.suppressions s
+                        WHERE s.recipient = ANY (nm.names)
+                          AND (s.scope = 'all' OR c.category = 'marketing')) AS suppressed,
+               CASE WHEN c.send_window_start IS NOT NULL AND c.kind <> 'transactional'
+                    THEN wasend._window_opens(c.send_window_start, c.send_window_end,
+                                              wasend._row_zone(c.send_timezone, q.timezone, q.recipient))
+               END IS NOT NULL AS outside,
+               c.frequency_cap IS NOT NULL AND c.category = 'marketing'
+                 AND (SELECT count(*) FROM wasend.send_queue q2 JOIN wasend.campaigns c2 ON c2.id = q2.campaign_id
+                       WHERE q2.recipient = ANY (nm.names) AND c2.category = 'marketing'
+                         AND q2.status IN ('sending', 'held', 'sent', 'delivered', 'read')
+                         AND coalesce(q2.sent_at, q2.claimed_at) > now() - c.frequency_window) >= c.frequency_cap AS capped,
+               lim IS NOT NULL
+                 AND NOT EXISTS (SELECT 1 FROM wasend.recipient_window w
+                                  WHERE w.portfolio = c.portfolio AND w.recipient = ANY (nm.names)
+                                    AND w.last_at > now() - interval '24 hours')
+                 AND NOT EXISTS (SELECT 1 FROM wasend.inbound_messages i
+                                   JOIN wasend.whatsapp_numbers n2 ON n2.phone_number_id = i.phone_number_id
+                                  WHERE i.from_number = ANY (nm.names)
+                                    AND i.received_at > now() - interval '24 hours'
+                                    AND coalesce(n2.business_id, 'number:' || n2.id::text) = c.portfolio) AS costs
+          FROM wasend.send_queue q
+         CROSS JOIN LATERAL (SELECT wasend._recipient_names(q.recipient) AS names) nm
+         WHERE q.campaign_id = wasend_dry_run.campaign_id
+           AND q.sent_at IS NULL AND q.failed_at IS NULL AND q.status = 'ready'),
+    k AS (
+        SELECT r.*,
+               CASE WHEN r.invalid THEN 'invalid'
+                    WHEN r.suppressed THEN 'suppressed'
+                    WHEN r.outside THEN 'send_window'
+                    WHEN r.capped THEN 'frequency_cap'
+                    WHEN r.next_attempt_at > now() AND r.waiting_for = 'messaging_limit' THEN 'messaging_limit'
+                    WHEN r.next_attempt_at > now() THEN 'retry'
+                    WHEN r.costs THEN 'costs'
+                    ELSE 'send' END AS fate
+          FROM r),
+    b AS (
+        SELECT k.fate, row_number() OVER (ORDER BY min(k.id)) AS rn
+          FROM k WHERE k.fate = 'costs' GROUP BY k.fate, k.person),
+    f AS (
+        SELECT count(*) FILTER (WHERE k.fate = 'send') AS send,
+               count(*) FILTER (WHERE k.fate = 'messaging_limit') AS wait_limit,
+               count(*) FILTER (WHERE k.fate = 'send_window') AS wait_window,
+               count(*) FILTER (WHERE k.fate = 'frequency_cap') AS wait_cap,
+               count(*) FILTER (WHERE k.fate = 'retry') AS wait_retry,
+               count(*) FILTER (WHERE k.fate = 'suppressed') AS supp,
+               count(*) FILTER (WHERE k.fate = 'invalid') AS inval
+          FROM k),
+    g AS (
+        SELECT count(*) FILTER (WHERE b.rn <= greatest(lim - used, 0)) AS fits,
+               count(*) FILTER (WHERE b.rn > greatest(lim - used, 0)) AS over
+          FROM b)
+    SELECT f.send + g.fits, f.wait_limit + g.over, f.wait_window, f.wait_cap, f.wait_retry,
+           f.supp, f.inval,
+           make_interval(secs => ceil((f.send + g.fits) / (greatest(rate, 1) * 0.985))::double precision)
+      FROM f, g;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wasend.wasend_test_send(campaign_id bigint, recipient text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c record;
+    n record;
+    r text;
+    body jsonb;
+    res record;
+    answer jsonb;
+    k text;
+    lim integer;
+    used bigint;
+    names text[];
+    seen text;
+BEGIN
+    IF campaign_id IS NULL THEN
+        RAISE EXCEPTION 'campaign id must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the id returned by wasend_create_campaign().';
+    END IF;
+    -- a copy of the database (CREATE DATABASE ... TEMPLATE) holds the same
+    -- tokens and recipients: it sends nothing, test sends included
+    IF NOT EXISTS (SELECT 1 FROM wasend.database_identity i
+                    WHERE i.dboid = (SELECT d.oid FROM pg_database d
+                                      WHERE d.datname = current_database())) THEN
+        RAISE EXCEPTION 'wasend sends nothing from database "%": it is a copy of the database the extension was created in', current_database()
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'If this database is meant to send (its queue is its own), run SELECT wasend.wasend_enable_sending() in it as a wasend_admin.';
+    END IF;
+    SELECT * INTO c FROM wasend.campaigns x WHERE x.id = campaign_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'See SELECT id, name, status FROM wasend.campaigns.';
+    END IF;
+    r := wasend._normalize_recipient(recipient);
+    IF wasend._recipient_zone(r) IS NULL THEN
+        RAISE EXCEPTION 'invalid recipient "%": no known country', r
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the number in international format with its country code, e.g. 4915112345678 or 15551234567, or a BSUID whose two letters are a country wasend.country_zones lists.';
+    END IF;
+    names := wasend._recipient_names(r);
+    IF EXISTS (SELECT 1 FROM wasend.suppressions s
+                WHERE s.recipient = ANY (names) AND (s.scope = 'all' OR c.category = 'marketing')) THEN
+        RAISE EXCEPTION 'recipient "%" is suppressed', r
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'See wasend.suppressions; test with a number of your own.';
+    END IF;
+    SELECT * INTO n FROM wasend.whatsapp_numbers x WHERE x.id = c.number_id;
+    IF n.status <> 'active' THEN
+        RAISE EXCEPTION 'number % is paused: %', n.phone_number_id, coalesce(n.pause_reason, 'no reason given')
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Resume it with wasend_resume_number() first.';
+    END IF;
+    body := (coalesce((SELECT q.payload FROM wasend.send_queue q
+                        WHERE q.campaign_id = c.id AND q.recipient = r ORDER BY q.id LIMIT 1),
+                      c.message) - 'to' - 'recipient')
+            || jsonb_build_object('messaging_product', 'whatsapp', 'recipient_type', 'individual',
+                                  CASE WHEN strpos(r, '.') > 0 THEN 'recipient' ELSE 'to' END, r,
+                                  'biz_opaque_callback_data', 'wasend:test:' || c.id::text);
+    IF pg_is_in_recovery() THEN
+        RAISE EXCEPTION 'a standby sends nothing'
+            USING ERRCODE = 'read_only_sql_transaction',
+                  HINT = 'Run the test send on the primary.';
+    END IF;
+    -- the messaging limit: counted under the portfolio's row lock, as the
+    -- senders' claims count it (claim_lock in src/queue.sql), so that a
+    -- test send and a claim never spend the same slot
+    k := coalesce(n.business_id, 'number:' || n.id::text);
+    SELECT p.messaging_limit INTO lim FROM wasend.portfolios p WHERE p.portfolio = k FOR UPDATE;
+    IF lim IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM wasend.inbound_messages i
+                         JOIN wasend.whatsapp_numbers n2 ON n2.phone_number_id = i.phone_number_id
+                        WHERE i.from_number = ANY (names)
+                          AND i.received_at > now() - interval '24 hours'
+                          AND coalesce(n2.business_id, 'number:' || n2.id::text) = k) THEN
+        -- the window knows a person by one of their names (the claim's rule)
+        SELECT w.recipient INTO seen FROM wasend.recipient_window w
+         WHERE w.portfolio = k AND w.recipient = ANY (names)
+           AND w.last_at > now() - interval '24 hours'
+         ORDER BY w.last_at DESC LIMIT 1;
+        IF seen IS NULL THEN
+            SELECT count(*) INTO used FROM wasend.recipient_window w
+             WHERE w.portfolio = k AND w.last_at > now() - interval '24 hours';
+            IF used >= lim THEN
+                RAISE EXCEPTION 'the messaging limit of number % is spent: % of % recipients in 24 hours', n.phone_number_id, used, lim
+                    USING ERRCODE = 'object_not_in_prerequisite_state',
+                          HINT = 'A test send to a new recipient takes a slot of the messaging limit, as a send does. Test with a recipient messaged in the last 24 hours (see wasend.recipient_window), or wait until a slot frees.';
+            END IF;
+        END IF;
+        -- (the constraint by name: "recipient" is this function's parameter)
+        INSERT INTO wasend.recipient_window AS w (portfolio, recipient, last_at)
+        VALUES (k, coalesce(seen, names[1]), now())
+        ON CONFLICT ON CONSTRAINT recipient_window_pkey DO UPDATE SET last_at = excluded.last_at;
+    END IF;
+    res := wasend._http_post(n.phone_number_id, n.access_token, n.max_send_rate_per_sec, body::text);
+    -- Meta's text may quote the token: never hand it to the caller or the log
+    IF length(n.access_token) >= 8 THEN
+        res.answer := replace(res.answer, n.access_token, '[redacted token]');
+    END IF;
+    res.answer := wasend._redact(res.answer);
+    BEGIN
+        answer := res.answer::jsonb;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE EXCEPTION 'the Graph API answered HTTP % with a body that is not JSON', res.http_status
+            USING ERRCODE = 'invalid_text_representation',
+                  DETAIL = left(res.answer, 200),
+                  HINT = 'Check wasend.api_base_url.';
+    END;
+    IF res.http_status <> 200 THEN
+        RAISE WARNING 'test send of campaign % to % failed: HTTP %, %', c.id, r, res.http_status,
+                      coalesce(answer #>> '{error,message}', 'no error message')
+            USING HINT = 'The answer is returned; see README "How it behaves on errors" for what each code means.';
+    END IF;
+    RETURN answer;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wasend._apply_statuses(st jsonb) RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    res jsonb;
+BEGIN
+    WITH p AS MATERIALIZED (
+        SELECT x ->> 'id' AS wamid, x ->> 'status' AS status,
+               wasend._status_rank(x ->> 'status') AS rnk,
+               wasend._webhook_time(x -> 'timestamp') AS at,
+               CASE WHEN jsonb_typeof(x #> '{errors,0,code}') = 'number'
+                     AND (x #>> '{errors,0,code}') ~ '^-?[0-9]{1,9}$'
+                    THEN (x #>> '{errors,0,code}')::int END AS code,
+               x #>> '{errors,0,title}' AS title,
+               coalesce(x ->> 'recipient_id', x ->> 'recipient_user_id') AS recipient,
+               CASE WHEN x ->> 'recipient_user_id' ~ '^[A-Z]{2}\.[A-Za-z0-9]{1,128}$'
+                    THEN x ->> 'recipient_user_id' END AS user_id,
+               CASE WHEN jsonb_typeof(x -> 'pricing') = 'object' THEN x -> 'pricing' END AS pricing
+          FROM jsonb_array_elements(st) x
+         WHERE jsonb_typeof(x -> 'id') = 'string' AND jsonb_typeof(x -> 'status') = 'string'),
+    s AS MATERIALIZED (
+        -- each usable status once: known says its wamid is on a row
+        SELECT p.wamid, p.status, p.rnk, p.at, p.code, wasend._redact(p.title) AS title,
+               p.recipient, p.pricing, p.user_id,
+               EXISTS (SELECT 1 FROM wasend.send_queue q
+                        WHERE q.wa_message_id = p.wamid) AS known
+          FROM p
+         WHERE p.at IS NOT NULL AND length(p.wamid) <= 512),
+    best AS (
+        -- per wamid, the furthest status of this payload, and any pricing
+        -- and BSUID
+        SELECT DISTINCT ON (s.wamid) s.wamid, s.status, s.rnk, s.at, s.code, s.title,
+               (SELECT p.pricing FROM s p WHERE p.wamid = s.wamid AND p.pricing IS NOT NULL
+                 LIMIT 1) AS pricing,
+               (SELECT p.user_id FROM s p WHERE p.wamid = s.wamid AND p.user_id IS NOT NULL
+                 LIMIT 1) AS user_id
+          FROM s
+         WHERE s.known AND s.rnk > 0
+         ORDER BY s.wamid, s.rnk DESC, s.at DESC),
+    upd AS (
+        UPDATE wasend.send_queue q
+           SET status = CASE WHEN b.rnk > wasend._status_rank(q.status) THEN b.status ELSE q.status END,
+               sent_at = CASE WHEN b.rnk > wasend._status_rank(q.status) AND b.status <> 'failed'
+                              THEN coalesce(q.sent_at, b.at) ELSE q.sent_at END,
+               delivered_at = CASE WHEN b.rnk > wasend._status_rank(q.status) AND b.rnk >= 4
+                                   THEN coalesce(q.delivered_at, b.at) ELSE q.delivered_at END,
+               read_at = CASE WHEN b.rnk > wasend._status_rank(q.status) AND b.status = 'read'
+                              THEN coalesce(q.read_at, b.at) ELSE q.read_at END,
+               failed_at = CASE WHEN b.rnk > wasend._status_rank(q.status) AND b.status = 'failed'
+                                THEN b.at ELSE q.failed_at END,
+               last_error_code = CASE WHEN b.rnk > wasend._status_rank(q.status) AND b.status = 'failed'
+                                      THEN b.code ELSE q.last_error_code END,
+               last_error_class = CASE WHEN b.rnk > wasend._status_rank(q.status) AND b.status = 'failed'
+                                       THEN 'api' ELSE q.last_error_class END,
+               last_error = CASE WHEN b.rnk > wasend._status_rank(q.status) AND b.status = 'failed'
+                                 THEN b.title ELSE q.last_error END,
+               pricing_billable = coalesce(q.pricing_billable,
+                   CASE WHEN jsonb_typeof(b.pricing -> 'billable') = 'boolean'
+                        THEN (b.pricing ->> 'billable')::boolean END),
+               pricing_model = coalesce(q.pricing_model, left(b.pricing ->> 'pricing_model', 64)),
+               pricing_category = coalesce(q.pricing_category, left(b.pricing ->> 'category', 64)),
+               pricing_type = coalesce(q.pricing_type, left(b.pricing ->> 'type', 64)),
+               user_id = coalesce(q.user_id, b.user_id)
+          FROM best b
+         WHERE q.wa_message_id = b.wamid
+           AND (b.rnk > wasend._status_rank(q.status)
+                OR (q.pricing_category IS NULL AND b.pricing IS NOT NULL)
+                OR (q.user_id IS NULL AND b.user_id IS NOT NULL))
+        RETURNING q.id, q.recipient, q.status, b.status AS new_status, b.code),
+    sup AS (
+        INSERT INTO wasend.suppressions AS x (recipient, reason, scope)
+        SELECT DISTINCT ON (u.recipient) u.recipient, format('message failed with %s', u.code),
+               CASE WHEN u.code = 131050 THEN 'marketing' ELSE 'all' END
+          FROM upd u
+         WHERE u.status = 'failed' AND u.new_status = 'failed' AND u.code IN (131050, 131026)
+         ORDER BY u.recipient, u.code
+        ON CONFLICT (recipient) DO UPDATE SET scope = 'all', reason = excluded.reason
+         WHERE excluded.scope = 'all' AND x.scope <> 'all'),
+    unheld AS (
+        DELETE FROM wasend.held_messages h
+         USING upd u
+         WHERE h.row_id = u.id AND u.status <> 'held'
+        RETURNING h.row_id, h.campaign_id),
+    unpaced AS (
+        -- a campaign none of whose messages Meta still holds sends again
+        UPDATE wasend.campaigns c
+           SET paced_until = NULL
+         WHERE c.id IN (SELECT campaign_id FROM unheld) AND c.paced_until IS NOT NULL
+           AND c.sample_left IS NULL AND c.pacing = 'meta'
+           AND NOT EXISTS (SELECT 1 FROM wasend.held_messages h
+                            WHERE h.campaign_id = c.id
+                              AND h.row_id NOT IN (SELECT row_id FROM unheld))),
+    pend AS (
+        INSERT INTO wasend.pending_statuses (wa_message_id, status, at, error_code, error_title, recipient, pricing,
+                                             user_id)
+        SELECT s.wamid, s.status, s.at, s.code, s.title, s.recipient, s.pricing, s.user_id
+          FROM s
+         WHERE NOT s.known AND s.rnk > 0
+        ON CONFLICT DO NOTHING)
+    SELECT jsonb_build_object(
+               'applied', (SELECT count(*) FROM upd),
+               'ignored', (SELECT count(*) FROM s WHERE s.known OR s.rnk <= 0) - (SELECT count(*) FROM upd),
+               'pending', (SELECT count(*) FROM s WHERE NOT s.known AND s.rnk > 0),
+               'refused', (SELECT count(*) FROM p) - (SELECT count(*) FROM s))
+      INTO res;
+    RETURN res;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wasend._ingest_verified(raw_body text) RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    payload jsonb;
+    sts jsonb;
+    res jsonb;
+    one jsonb;
+    one_status jsonb;
+    n_msgs bigint;
+    n_new bigint;
+    n_stop bigint;
+    n_pref bigint;
+    n_acct bigint := 0;
+    n_camp bigint := 0;
+    n_ids bigint := 0;
+    ch jsonb;
+    keywords text[];
+BEGIN
+    BEGIN
+        payload := raw_body::jsonb;
+    EXCEPTION WHEN invalid_text_representation THEN
+        RAISE EXCEPTION 'webhook body is not valid JSON'
+            USING ERRCODE = 'invalid_text_representation',
+                  HINT = 'Pass the raw request body exactly as Meta sent it.';
+    END;
+    IF jsonb_typeof(payload) <> 'object'
+       OR jsonb_typeof(payload->'entry') IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'webhook body is not a WhatsApp Business Account notification'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Expected {"object":"whatsapp_business_account","entry":[...]}.';
+    END IF;
+
+    -- who is who first, so that a STOP below finds all of a person's names
+    BEGIN
+        n_ids := wasend._remember_identities(payload);
+    EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded THEN
+        RAISE WARNING 'wasend: the user identities of a webhook were skipped: %', wasend._redact(SQLERRM);
+    END;
+
+    sts := coalesce(
+        (SELECT jsonb_agg(s) FROM jsonb_path_query(payload, '$.entry[*].changes[*].value.statuses[*]') s),
+        '[]');
+    BEGIN
+        res := wasend._apply_statuses(sts);
+    EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded THEN
+        -- one status must not cost the others: each on its own
+        res := '{"applied": 0, "ignored": 0, "pending": 0, "refused": 0}';
+        FOR one_status IN SELECT e FROM jsonb_array_elements(sts) e LOOP
+            BEGIN
+                one := wasend._apply_statuses(jsonb_build_array(one_status));
+            EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded THEN
+                RAISE WARNING 'wasend: a status webhook was refused: %', wasend._redact(SQLERRM);
+                one := '{"refused": 1}';
+            END;
+            SELECT jsonb_object_agg(k, coalesce((res ->> k)::bigint, 0) + coalesce((one ->> k)::bigint, 0))
+              INTO res FROM unnest(ARRAY['applied', 'ignored', 'pending', 'refused']) k;
+        END LOOP;
+    END;
+
+    SELECT array_agg(upper(btrim(k))) INTO keywords
+      FROM unnest(string_to_array(current_setting('wasend.stop_keywords'), ',')) k;
+    -- a sender with a username may come without a phone number (no
+    -- "from"): their BSUID (from_user_id) names them then
+    WITH m AS (
+        SELECT v #>> '{metadata,phone_number_id}' AS pnid, x AS msg,
+               CASE WHEN jsonb_typeof(x->'from') = 'string' AND length(x->>'from') <= 64
+                    THEN ltrim(x->>'from', '+') END AS phone,
+               CASE WHEN x->>'from_user_id' ~ '^[A-Z]{2}\.[A-Za-z0-9]{1,128}$'
+                    THEN x->>'from_user_id' END AS user_id
+          FROM jsonb_path_query(payload, '$.entry[*].changes[*].value') v
+         CROSS JOIN LATERAL jsonb_array_elements(coalesce(v->'messages', '[]')) x
+         WHERE jsonb_typeof(x->'id') = 'string' AND length(x->>'id') <= 512
+           AND ((jsonb_typeof(x->'from') = 'string' AND length(x->>'from') <= 64)
+                OR x->>'from_user_id' ~ '^[A-Z]{2}\.[A-Za-z0-9]{1,128}$')),
+    ins AS (
+        INSERT INTO wasend.inbound_messages (wa_message_id, from_number, phone_number_id, type, body, sent_at, raw,
+                                             from_user_id)
+        SELECT msg->>'id', coalesce(phone, user_id), pnid, msg->>'type',
+               coalesce(msg #>> '{text,body}', msg #>> '{button,text}',
+                        msg #>> '{interactive,button_reply,title}',
+                        msg #>> '{interactive,list_reply,title}'),
+               wasend._webhook_time(msg->'timestamp'), msg, user_id
+          FROM m
+        ON CONFLICT (wa_message_id) DO NOTHING
+        RETURNING from_number, from_user_id, body),
+    stop AS (
+        -- a STOP reply stops every campaign, also for a recipient who had
+        -- only opted out of marketing; the sender is suppressed by each
+        -- name the message gives (phone number and BSUID), and the rules
+        -- find the names paired with them (wasend._recipient_names)
+        INSERT INTO wasend.suppressions AS x (recipient, reason)
+        SELECT DISTINCT ON (w.name) w.name, 'replied ' || upper(btrim(i.body))
+          FROM ins i CROSS JOIN LATERAL (VALUES (i.from_number), (i.from_user_id)) w(name)
+         WHERE upper(btrim(i.body)) = ANY (keywords) AND w.name IS NOT NULL
+        ON CONFLICT (recipient) DO UPDATE SET scope = 'all', reason = excluded.reason
+         WHERE x.scope <> 'all'
+        RETURNING 1)
+    SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM ins), (SELECT count(*) FROM stop)
+      INTO n_msgs, n_new, n_stop;
+
+    -- marketing opt-outs: stop suppresses for marketing (by each name
+    -- the preference gives: wa_id and user_id), resume lifts that for
+    -- every name of the person (a suppression of scope all stays); the
+    -- latest of a person's wins
+    WITH x AS (
+        SELECT CASE WHEN ltrim(x ->> 'wa_id', '+') ~ '^[0-9]{7,15}$' THEN ltrim(x ->> 'wa_id', '+') END AS phone,
+               CASE WHEN x ->> 'user_id' ~ '^[A-Z]{2}\.[A-Za-z0-9]{1,128}$' THEN x ->> 'user_id' END AS user_id,
+               lower(x ->> 'value') AS value, wasend._webhook_time(x -> 'timestamp') AS at
+          FROM jsonb_path_query(payload, '$.entry[*].changes[*].value.user_preferences[*]') x
+         WHERE x ->> 'category' = 'marketing_messages'),
+    p AS (
+        SELECT DISTINCT ON (coalesce(x.user_id, x.phone)) x.phone, x.user_id, x.value,
+               wasend._recipient_names(coalesce(x.user_id, x.phone)) AS names
+          FROM x WHERE coalesce(x.user_id, x.phone) IS NOT NULL
+         ORDER BY coalesce(x.user_id, x.phone), x.at DESC NULLS LAST),
+    stopped AS (
+        INSERT INTO wasend.suppressions (recipient, reason, scope)
+        SELECT DISTINCT w.name, 'user_preferences: stopped marketing messages', 'marketing'
+          FROM p CROSS JOIN LATERAL (VALUES (p.phone), (p.user_id)) w(name)
+         WHERE p.value = 'stop' AND w.name IS NOT NULL
+        ON CONFLICT DO NOTHING
+        RETURNING 1),
+    resumed AS (
+        DELETE FROM wasend.suppressions s
+         USING p
+         WHERE s.recipient = ANY (p.names) AND p.value = 'resume' AND s.scope = 'marketing'
+        RETURNING 1)
+    SELECT (SELECT count(*) FROM stopped) + (SELECT count(*) FROM resumed) INTO n_pref;
+
+    FOR ch IN SELECT c FROM jsonb_path_query(payload, '$.entry[*].changes[*]') c
+               WHERE c ->> 'field' IN ('message_template_status_update', 'phone_number_quality_update',
+                                       'business_capability_update')
+                 AND jsonb_typeof(c -> 'value') = 'object' LOOP
+        BEGIN
+            CASE ch ->> 'field'
+                WHEN 'message_template_status_update' THEN
+                    n_camp := n_camp + wasend._apply_template_status(ch -> 'value');
+                WHEN 'phone_number_quality_update' THEN
+                    n_camp := n_camp + wasend._apply_quality_update(ch -> 'value');
+                ELSE
+                    -- the portfolio's limit changed: read every number again
+                    PERFORM wasend._limits_due_soon(NULL);
+                    PERFORM wasend._wake_at_commit();
+            END CASE;
+            n_acct := n_acct + 1;
+        EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded THEN
+            RAISE WARNING 'wasend: a % webhook was skipped: %', left(ch ->> 'field', 64),
+                wasend._redact(SQLERRM);
+        END;
+    END LOOP;
+
+    RETURN jsonb_build_object(
+        'statuses_applied', res->'applied',
+        'statuses_ignored', res->'ignored',
+        'statuses_pending', res->'pending',
+        'statuses_refused', res->'refused',
+        'messages_stored', n_new,
+        'messages_duplicate', n_msgs - n_new,
+        'recipients_suppressed', n_stop,
+        'preferences_applied', n_pref,
+        'account_updates', n_acct,
+        'campaigns_changed', n_camp,
+        'identities_learned', n_ids);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wasend._portfolio_sync() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k text;
+    old_limit integer;
+    new_limit integer;
+BEGIN
+    FOREACH k IN ARRAY ARRAY[
+        CASE WHEN TG_OP <> 'INSERT' THEN coalesce(OLD.business_id, 'number:' || OLD.id::text) END,
+        CASE WHEN TG_OP <> 'DELETE' THEN coalesce(NEW.business_id, 'number:' || NEW.id::text) END] LOOP
+        CONTINUE WHEN k IS NULL;
+        IF EXISTS (SELECT 1 FROM wasend.whatsapp_numbers n
+                    WHERE coalesce(n.business_id, 'number:' || n.id::text) = k) THEN
+            SELECT p.messaging_limit INTO old_limit FROM wasend.portfolios p WHERE p.portfolio = k;
+            SELECT min(n.messaging_limit) INTO new_limit
+              FROM wasend.whatsapp_numbers n
+             WHERE coalesce(n.business_id, 'number:' || n.id::text) = k;
+            INSERT INTO wasend.portfolios AS p (portfolio, messaging_limit)
+            VALUES (k, new_limit)
+            ON CONFLICT (portfolio) DO UPDATE
+               SET messaging_limit = excluded.messaging_limit, updated_at = now()
+             WHERE p.messaging_limit IS DISTINCT FROM excluded.messaging_limit;
+            IF old_limit IS NULL AND new_limit IS NOT NULL THEN
+                -- the portfolio gains a limit: the recipients it started
+                -- while it had none (or before 0.3.0) count from now on
+                -- (a person once, by their key: wasend._recipient_names)
+                INSERT INTO wasend.recipient_window AS r (portfolio, recipient, last_at)
+                SELECT k, (wasend._recipient_names(q.recipient))[1], max(coalesce(q.sent_at, q.claimed_at))
+                  FROM wasend.send_queue q
+                  JOIN wasend.campaigns c ON c.id = q.campaign_id
+                  JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
+                 WHERE coalesce(n.business_id, 'number:' || n.id::text) = k
+                   AND q.status IN ('sending', 'held', 'sent', 'delivered', 'read')
+                   AND coalesce(q.sent_at, q.claimed_at) > now() - interval '24 hours'
+                 GROUP BY 2
+                ON CONFLICT (portfolio, recipient) DO UPDATE
+                   SET last_at = greatest(r.last_at, excluded.last_at);
+            END IF;
+            IF old_limit IS NOT NULL AND (new_limit IS NULL OR new_limit > old_limit) THEN
+                UPDATE wasend.send_queue q
+                   SET next_attempt_at = now()
+                  FROM wasend.campaigns c
+                  JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
+                 WHERE coalesce(n.business_id, 'number:' || n.id::text) = k
+                   AND c.status IN ('running', 'paused', 'scheduled')
+                   AND q.campaign_id = c.id
+                   AND q.sent_at IS NULL AND q.failed_at IS NULL
+                   AND q.status = 'ready' AND q.waiting_for = 'messaging_limit'
+                   AND q.next_attempt_at > now();
+                PERFORM wasend._wake_at_commit();
+            END IF;
+        ELSE
+            DELETE FROM wasend.portfolios p WHERE p.portfolio = k;
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wasend._apply_pending_statuses() RETURNS bigint
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    st jsonb;
+    n bigint;
+BEGIN
+    -- statuses of messages wasend never sent do not wait forever
+    DELETE FROM wasend.pending_statuses p
+     WHERE p.ctid = ANY (ARRAY(SELECT x.ctid FROM wasend.pending_statuses x
+                                WHERE x.received_at < now() - interval '7 days'
+                                ORDER BY x.received_at LIMIT 1000
+                                  FOR UPDATE SKIP LOCKED));
+    WITH c AS MATERIALIZED (
+        SELECT p.wa_message_id, p.status, p.checked_xmax,
+               EXISTS (SELECT 1 FROM wasend.send_queue q
+                        WHERE q.wa_message_id = p.wa_message_id) AS known
+          FROM wasend.pending_statuses p
+         WHERE NOT p.settled
+         ORDER BY p.received_at LIMIT 1000
+           FOR UPDATE SKIP LOCKED),
+    ready AS (
+        DELETE FROM wasend.pending_statuses p
+         USING c
+         WHERE c.known AND p.wa_message_id = c.wa_message_id AND p.status = c.status
+        RETURNING p.*),
+    later AS (
+        -- a checked_xmax beyond this snapshot's came with a dump of
+        -- another cluster: checked again, from here
+        UPDATE wasend.pending_statuses p
+           SET checked_xmax = CASE WHEN c.checked_xmax IS NULL
+                                     OR c.checked_xmax > pg_snapshot_xmax(pg_current_snapshot())
+                                   THEN pg_snapshot_xmax(pg_current_snapshot())
+                                   ELSE c.checked_xmax END,
+               settled = c.checked_xmax IS NOT NULL
+                         AND c.checked_xmax <= pg_snapshot_xmax(pg_current_snapshot())
+          FROM c
+         WHERE NOT c.known AND p.wa_message_id = c.wa_message_id AND p.status = c.status
+           AND (c.checked_xmax IS NULL
+                OR c.checked_xmax > pg_snapshot_xmax(pg_current_snapshot())
+                OR pg_snapshot_xmin(pg_current_snapshot()) >= c.checked_xmax))
+    SELECT jsonb_agg(jsonb_build_object('id', wa_message_id, 'status', status,
+                                        'timestamp', extract(epoch FROM coalesce(at, received_at)),
+                                        'recipient_id', recipient,
+                                        'recipient_user_id', user_id,
+                                        'pricing', pricing,
+                                        'errors', CASE WHEN error_code IS NOT NULL THEN
+                                            jsonb_build_array(jsonb_build_object('code', error_code, 'title', error_title)) END)),
+           count(*)
+      INTO st, n FROM ready;
+    IF n > 0 THEN
+        PERFORM wasend._apply_statuses(st);
+    END IF;
+    RETURN n;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wasend._apply_pending_statuses(wamids text[]) RETURNS bigint
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    st jsonb;
+    n bigint;
+BEGIN
+    WITH ready AS (
+        DELETE FROM wasend.pending_statuses p
+         WHERE p.wa_message_id = ANY (wamids)
+        RETURNING p.*)
+    SELECT jsonb_agg(jsonb_build_object('id', wa_message_id, 'status', status,
+                                        'timestamp', extract(epoch FROM coalesce(at, received_at)),
+                                        'recipient_id', recipient,
+                                        'recipient_user_id', user_id,
+                                        'pricing', pricing,
+                                        'errors', CASE WHEN error_code IS NOT NULL THEN
+                                            jsonb_build_array(jsonb_build_object('code', error_code, 'title', error_title)) END)),
+           count(*)
+      INTO st, n FROM ready;
+    IF n > 0 THEN
+        PERFORM wasend._apply_statuses(st);
+    END IF;
+    RETURN n;
+END
+$$;
+
+-- The digits a BSUID recipient is priced by (wasend.prices is by country
+-- calling code): the phone number paired with it (wasend.identities),
+-- else its country's shortest calling code (wasend.country_zones).
+CREATE FUNCTION wasend._price_digits(recipient text) RETURNS text
+LANGUAGE sql STABLE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(
+        (SELECT n FROM unnest(wasend._recipient_names(recipient)) n
+          WHERE n ~ '^[0-9]+$' ORDER BY n LIMIT 1),
+        (SELECT z.calling_code FROM wasend.country_zones z
+          WHERE z.country = left(recipient, 2)
+          ORDER BY length(z.calling_code), z.calling_code LIMIT 1),
+        recipient)
+$$;
+REVOKE ALL ON FUNCTION wasend._price_digits(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wasend._price_digits(text) TO wasend_viewer;
+
+CREATE OR REPLACE VIEW wasend.campaign_report WITH (security_invoker = true) AS
+SELECT c.id AS campaign_id,
+       c.name,
+       c.status,
+       c.category,
+       coalesce(f.total, 0) AS total,
+       coalesce(f.sent, 0) AS sent,
+       coalesce(f.delivered, 0) AS delivered,
+       coalesce(f.read, 0) AS read,
+       coalesce(f.failed, 0) AS failed,
+       coalesce(f.held, 0) AS held,
+       CASE WHEN coalesce(f.sent, 0) > 0
+            THEN pg_catalog.round(100.0 * f.delivered::numeric / f.sent::numeric, 1) END AS delivered_pct,
+       CASE WHEN coalesce(f.delivered, 0) > 0
+            THEN pg_catalog.round(100.0 * f.read::numeric / f.delivered::numeric, 1) END AS read_pct,
+       fc.failures,
+       pc.by_pricing_category,
+       coalesce(f.billable, 0) AS billable,
+       coalesce(pc.unpriced, 0) AS unpriced,
+       pc.estimated_cost
+  FROM wasend.campaigns c
+  LEFT JOIN LATERAL (
+        SELECT pg_catalog.count(*) AS total,
+               pg_catalog.count(*) FILTER (WHERE q.sent_at IS NOT NULL) AS sent,
+               pg_catalog.count(*) FILTER (WHERE q.delivered_at IS NOT NULL) AS delivered,
+               pg_catalog.count(*) FILTER (WHERE q.read_at IS NOT NULL) AS read,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'failed') AS failed,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'held') AS held,
+               pg_catalog.count(*) FILTER (WHERE q.pricing_billable) AS billable
+          FROM wasend.send_queue q WHERE q.campaign_id = c.id) f ON true
+  LEFT JOIN LATERAL (
+        SELECT pg_catalog.jsonb_object_agg(x.code, pg_catalog.jsonb_build_object('count', x.cnt, 'title', x.title)) AS failures
+          FROM (SELECT coalesce(q.last_error_code::text, q.last_error_class, 'unknown') AS code,
+                       pg_catalog.count(*) AS cnt, pg_catalog.min(q.last_error) AS title
+                  FROM wasend.send_queue q
+                 WHERE q.campaign_id = c.id AND q.status = 'failed'
+                 GROUP BY 1) x) fc ON true
+  LEFT JOIN LATERAL (
+        SELECT pg_catalog.jsonb_object_agg(y.category,
+                   pg_catalog.jsonb_build_object('billable', y.billable, 'free', y.free)) AS by_pricing_category,
+               pg_catalog.sum(y.unpriced) AS unpriced,
+               pg_catalog.sum(y.cost) AS estimated_cost
+          FROM (SELECT q.pricing_category AS category,
+                       pg_catalog.count(*) FILTER (WHERE q.pricing_billable) AS billable,
+                       pg_catalog.count(*) FILTER (WHERE NOT q.pricing_billable) AS free,
+                       pg_catalog.count(*) FILTER (WHERE q.pricing_billable AND pr.price IS NULL) AS unpriced,
+                       pg_catalog.sum(pr.price) FILTER (WHERE q.pricing_billable) AS cost
+                  FROM wasend.send_queue q
+                  CROSS JOIN LATERAL (
+                        SELECT CASE WHEN pg_catalog.strpos(q.recipient, '.') > 0
+                                    THEN wasend._price_digits(q.recipient)
+                                    ELSE q.recipient END AS digits) d
+                  LEFT JOIN LATERAL (
+                        SELECT p.price FROM wasend.prices p
+                         WHERE p.category = q.pricing_category
+                           AND pg_catalog.starts_with(d.digits, p.country_prefix)
+                         ORDER BY pg_catalog.length(p.country_prefix) DESC
+                         LIMIT 1) pr ON true
+                 WHERE q.campaign_id = c.id AND q.pricing_category IS NOT NULL
+                 GROUP BY 1) y) pc ON true;
+
+SELECT pg_catalog.pg_extension_config_dump('wasend.identities', '');
+
+/*
  * A grant means one database.
  *
  * wasend_viewer, wasend_operator and wasend_admin are roles of the whole
