@@ -159,6 +159,10 @@ const windows = new Map();	/* phone_number_id -> ring of accept times */
 const { performance } = require('perf_hooks');
 let connections = 0;
 let held = [];		/* answers of "hold" rules, waiting for /__mock/release */
+/* sends that named both "to" and "recipient" (wasend must name one) */
+let bothAddressees = 0;
+/* a business-scoped user ID, or a parent BSUID */
+const BSUID_RE = /^[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}$/;
 
 /* Wall-clock time in ms since the epoch, with sub-ms resolution. */
 function nowMs()
@@ -301,7 +305,9 @@ function accept(res, entry, pnid, to, t, code, status)
 	record(entry);
 	reply(res, 200, JSON.stringify({
 		messaging_product: 'whatsapp',
-		contacts: [{ input: to, wa_id: to.replace(/^\+/, '') }],
+		/* a BSUID send is answered with user_id, a phone send with wa_id */
+		contacts: [BSUID_RE.test(to) ? { input: to, user_id: to } :
+				   { input: to, wa_id: to.replace(/^\+/, '') }],
 		messages: [{ id: entry.wamid, message_status: status }],
 	}), latency());
 }
@@ -323,8 +329,13 @@ function handleMessages(req, res, pnid, raw, t)
 	{
 		body = null;
 	}
+	/* the addressee: "to" (a phone number) wins over "recipient" (a BSUID) */
 	if (body && typeof body.to === 'string')
 		entry.to = body.to;
+	else if (body && typeof body.recipient === 'string')
+		entry.to = body.recipient;
+	if (body && typeof body.to === 'string' && typeof body.recipient === 'string')
+		bothAddressees++;
 	if (body && typeof body.type === 'string')
 		entry.type = body.type.replace(/[^a-z_]/g, '');
 
@@ -343,14 +354,15 @@ function handleMessages(req, res, pnid, raw, t)
 		return fail(401, 190);
 	if (!body || typeof body !== 'object' || Array.isArray(body) ||
 		body.messaging_product !== 'whatsapp' ||
-		typeof body.to !== 'string' || !/^\+?[0-9]{7,15}$/.test(body.to) ||
+		(typeof body.to === 'string' ? !/^\+?[0-9]{7,15}$/.test(body.to) :
+		 (typeof body.recipient !== 'string' || !BSUID_RE.test(body.recipient))) ||
 		typeof body.type !== 'string' ||
 		(body.type !== 'template' && body.type !== 'text' && body[body.type] === undefined))
 		return fail(400, 100);
 
 	for (const r of config.rules)
 	{
-		if (!r.re.test(body.to))
+		if (!r.re.test(entry.to))
 			continue;
 		r.seen = (r.seen || 0) + 1;
 		if (r.after !== undefined && r.seen <= r.after)
@@ -478,7 +490,7 @@ function handleMessages(req, res, pnid, raw, t)
 			/* accepted but held by Meta's template pacing: counts in the window */
 			if (!admit(pnid, (num && num.rate) || config.default_rate, t))
 				return fail(400, 130429);
-			return accept(res, entry, pnid, body.to, t, 'held_quality',
+			return accept(res, entry, pnid, entry.to, t, 'held_quality',
 				'held_for_quality_assessment');
 		}
 		return fail(r.http || 400, r.code);
@@ -488,7 +500,7 @@ function handleMessages(req, res, pnid, raw, t)
 	if (!admit(pnid, rate, t))
 		return fail(400, 130429);
 
-	accept(res, entry, pnid, body.to, t, '', 'accepted');
+	accept(res, entry, pnid, entry.to, t, '', 'accepted');
 }
 
 /*
@@ -652,6 +664,7 @@ function stats()
 			byCode[e.code] = (byCode[e.code] || 0) + 1;
 	}
 	return { requests: requests, connections: connections, by_status: byStatus, by_code: byCode,
+		both_to_and_recipient: bothAddressees,
 		gets: gets, gets_by_status: getsByStatus, delayed_connections: delayedConnections };
 }
 
@@ -685,6 +698,7 @@ function handleControl(req, res, path, raw)
 	if (path === '/__mock/reset' && req.method === 'POST')
 	{
 		log = [];
+		bothAddressees = 0;
 		connections = 0;
 		delayedConnections = 0;
 		windows.clear();
