@@ -1030,8 +1030,9 @@ BEGIN
                     ELSE 'send' END AS fate
           FROM r),
     b AS (
-        SELECT k.fate, row_number() OVER (ORDER BY min(k.id)) AS rn
-          FROM k WHERE k.fate = 'costs' GROUP BY k.fate, k.person),
+        -- each person that costs a slot, in order of their first row
+        SELECT k.person, row_number() OVER (ORDER BY min(k.id)) AS rn
+          FROM k WHERE k.fate = 'costs' GROUP BY k.person),
     f AS (
         SELECT count(*) FILTER (WHERE k.fate = 'send') AS send,
                count(*) FILTER (WHERE k.fate = 'messaging_limit') AS wait_limit,
@@ -1042,9 +1043,11 @@ BEGIN
                count(*) FILTER (WHERE k.fate = 'invalid') AS inval
           FROM k),
     g AS (
+        -- the rows of the people that fit, and of those that do not
         SELECT count(*) FILTER (WHERE b.rn <= greatest(lim - used, 0)) AS fits,
                count(*) FILTER (WHERE b.rn > greatest(lim - used, 0)) AS over
-          FROM b)
+          FROM k JOIN b ON b.person = k.person
+         WHERE k.fate = 'costs')
     SELECT f.send + g.fits, f.wait_limit + g.over, f.wait_window, f.wait_cap, f.wait_retry,
            f.supp, f.inval,
            make_interval(secs => ceil((f.send + g.fits) / (greatest(rate, 1) * 0.985))::double precision)
