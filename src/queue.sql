@@ -203,7 +203,10 @@ SELECT p.portfolio FROM wasend.portfolios p
 -- what is left of the sample.
 --
 -- Each picked row is then decided (Meta's account limits and send
--- windows, README):
+-- windows, README).  "The recipient" is the person: every rule looks at
+-- all of their names, the phone number and the BSUIDs Meta paired with it
+-- (wasend._recipient_names, wasend.identities), and a person counts once
+-- however the rows address them:
 --   send_window      the campaign has a send window and it is closed in the
 --                    row's zone (_row_zone: the campaign's fixed zone, else
 --                    the row's timezone, else the main zone of the
@@ -237,7 +240,9 @@ SELECT p.portfolio FROM wasend.portfolios p
 -- $5 are the limited portfolios whose lock this transaction holds
 -- (claim_lock); rows of the others that would cost a slot are 'busy'.
 -- Portfolios without a limit, campaigns without a cap: none of this
--- touches a table but the suppressions' primary key.
+-- touches a table but the identities' and the suppressions' indexes.
+-- A BSUID row is sent with Meta's "recipient" field instead of "to"
+-- (never both: "to" would win).
 WITH number_portfolios AS NOT MATERIALIZED (
   -- each number with its portfolio's key: its business, or the number
   -- alone when it has none

@@ -1124,7 +1124,8 @@ BEGIN
     END IF;
     r := wasend._normalize_recipient(recipient);
     IF wasend._recipient_zone(r) IS NULL THEN
-        RAISE EXCEPTION 'invalid recipient "%": no known country', r
+        RAISE EXCEPTION 'invalid recipient "%": no known country%', r,
+                        CASE WHEN strpos(r, '.') > 0 THEN '' ELSE ' calling code' END
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Give the number in international format with its country code, e.g. 4915112345678 or 15551234567, or a BSUID whose two letters are a country wasend.country_zones lists.';
     END IF;

@@ -1630,7 +1630,8 @@ REVOKE ALL ON FUNCTION wasend._apply_user_id_updates(jsonb) FROM PUBLIC;
 -- wasend.identities): inbound contacts[] (wa_id, user_id, parent_user_id,
 -- profile.username), messages[] (from, from_user_id,
 -- from_parent_user_id), statuses[] (recipient_id, recipient_user_id,
--- recipient_parent_user_id), user_preferences[] (wa_id, user_id), and
+-- recipient_parent_user_id), user_preferences[] (wa_id, user_id), system
+-- messages (system.user_id, system.wa_id: a BSUID or number change), and
 -- user_id_update.  A name that is not of Meta's form is left out; only
 -- what is new is written (a status repeats its pair three times a
 -- message), in BSUID order (two payloads lock the same rows in the same
@@ -1668,7 +1669,13 @@ BEGIN
         SELECT e ->> 'user_id', e ->> 'wa_id', e ->> 'parent_user_id', NULL
           FROM v CROSS JOIN LATERAL jsonb_array_elements(
                    CASE WHEN jsonb_typeof(v.v -> 'user_preferences') = 'array' THEN v.v -> 'user_preferences' ELSE '[]' END) e
-         WHERE jsonb_typeof(e) = 'object'),
+         WHERE jsonb_typeof(e) = 'object'
+        UNION ALL
+        -- a system message's new BSUID and new phone number
+        SELECT e #>> '{system,user_id}', e #>> '{system,wa_id}', e #>> '{system,parent_user_id}', NULL
+          FROM v CROSS JOIN LATERAL jsonb_array_elements(
+                   CASE WHEN jsonb_typeof(v.v -> 'messages') = 'array' THEN v.v -> 'messages' ELSE '[]' END) e
+         WHERE jsonb_typeof(e) = 'object' AND jsonb_typeof(e -> 'system') = 'object'),
     ok AS (
         SELECT x.user_id,
                max(CASE WHEN ltrim(x.phone, '+') ~ '^[0-9]{7,15}$' THEN ltrim(x.phone, '+') END) AS phone,
@@ -2022,7 +2029,8 @@ BEGIN
     END IF;
     r := wasend._normalize_recipient(recipient);
     IF wasend._recipient_zone(r) IS NULL THEN
-        RAISE EXCEPTION 'invalid recipient "%": no known country', r
+        RAISE EXCEPTION 'invalid recipient "%": no known country%', r,
+                        CASE WHEN strpos(r, '.') > 0 THEN '' ELSE ' calling code' END
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Give the number in international format with its country code, e.g. 4915112345678 or 15551234567, or a BSUID whose two letters are a country wasend.country_zones lists.';
     END IF;

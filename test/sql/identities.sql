@@ -104,6 +104,14 @@ SELECT wasend._ingest_verified('{"object":"whatsapp_business_account","entry":[{
 SELECT recipient, status, user_id FROM wasend.send_queue WHERE wa_message_id = 'wamid.bs-1';
 SELECT wa_message_id, recipient, user_id FROM wasend.pending_statuses;
 
+-- a system message of a number change (May 2026 form: the new BSUID and
+-- phone number, no old BSUID) pairs the new names; it is stored as an
+-- inbound message of the old phone number
+SELECT wasend._ingest_verified('{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"phone_number_id":"1291000001"},
+ "messages":[{"from":"393400000719","id":"wamid.sys-1","timestamp":"1700000000","type":"system",
+   "system":{"body":"User A changed from 393400000719 to 393400000720","wa_id":"393400000720","user_id":"IT.720","type":"user_changed_user_id"}}]}}]}]}') ->> 'identities_learned' AS learned;
+SELECT user_id, phone, previous_user_id FROM wasend.identities WHERE user_id = 'IT.720';
+
 -- prices: a BSUID is priced by its paired phone number, else its country
 INSERT INTO wasend.prices (category, country_prefix, price) VALUES ('marketing', '49', 0.10), ('marketing', '1', 0.02);
 INSERT INTO wasend.identities (user_id, phone) VALUES ('DE.7', '4915112345678');

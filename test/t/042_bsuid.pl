@@ -245,7 +245,8 @@ is($node->safe_psql('postgres', qq{
 	'0', 'the old phone number is no longer theirs: nothing suppresses it');
 like(post(fixture('system_user_changed_user_id', $b1new => 'US.3000000001', $b1 => $b1new,
 		'wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA=' => 'wamid.system')),
-	qr/"identities_learned": 1.* 200$/, 'a user_changed_user_id system message is learned too');
+	qr/"identities_learned": 2.* 200$/,
+	'a user_changed_user_id system message is learned too (the new BSUID with its parent, then its link to the old)');
 ($ret, $out, $err) = $node->psql('postgres', q{
 	SELECT wasend.wasend_send(1, 'US.3000000001', '{"type":"text","text":{"body":"hi"}}')});
 like($err, qr/ERROR:  recipient "US.3000000001" is suppressed/, 'its new BSUID inherits the STOP as well');
