@@ -338,8 +338,9 @@ WITH number_portfolios AS NOT MATERIALIZED (
      AND b.portfolio IN (SELECT k.portfolio FROM picked k WHERE k.messaging_limit IS NOT NULL)),
  costed AS MATERIALIZED (
   -- every rule looks at the person, by all their names (phone number,
-  -- BSUIDs: wasend._recipient_names); person is their key
-  SELECT k.*, nm.names[1] AS person,
+  -- BSUIDs: wasend.identity_names, as wasend._recipient_names reads it);
+  -- person is their key, the recipient itself when in no pair
+  SELECT k.*, coalesce(nm.person, k.recipient) AS person,
          EXISTS (SELECT 1 FROM wasend.suppressions s
                   WHERE s.recipient = ANY (nm.names) AND (s.scope = 'all' OR k.marketing)) AS suppressed,
          CASE WHEN k.messaging_limit IS NOT NULL THEN
@@ -355,7 +356,11 @@ WITH number_portfolios AS NOT MATERIALIZED (
                           AND n2.portfolio = k.portfolio) AS inbound,
          f.cnt AS freq_used, f.oldest AS freq_oldest
     FROM picked k
-    CROSS JOIN LATERAL (SELECT wasend._recipient_names(k.recipient) AS names) nm
+    CROSS JOIN LATERAL (
+      SELECT p.person,
+             CASE WHEN p.person IS NULL THEN ARRAY[k.recipient]
+                  ELSE ARRAY(SELECT m.name FROM wasend.identity_names m WHERE m.person = p.person) END AS names
+        FROM (SELECT (SELECT i.person FROM wasend.identity_names i WHERE i.name = k.recipient) AS person) p) nm
     LEFT JOIN LATERAL (
       SELECT count(*) AS cnt, min(coalesce(q2.sent_at, q2.claimed_at)) AS oldest
         FROM wasend.send_queue q2 JOIN wasend.campaigns c2 ON c2.id = q2.campaign_id

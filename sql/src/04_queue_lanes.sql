@@ -561,8 +561,12 @@ BEGIN
     adding := TG_OP = 'INSERT' AND NEW.status = 'ready'
               AND NEW.sent_at IS NULL AND NEW.failed_at IS NULL
               AND NEW.created_at = now();
+    -- (the lookup of wasend._recipient_names, inline: it runs per row)
     IF adding AND EXISTS (SELECT 1 FROM wasend.suppressions s
-                           WHERE s.recipient = ANY (wasend._recipient_names(NEW.recipient))
+                           WHERE (s.recipient = NEW.recipient
+                                  OR s.recipient IN (SELECT m.name FROM wasend.identity_names k
+                                                       JOIN wasend.identity_names m ON m.person = k.person
+                                                      WHERE k.name = NEW.recipient))
                              AND (s.scope = 'all'
                                   OR EXISTS (SELECT 1 FROM wasend.campaigns c
                                               WHERE c.id = NEW.campaign_id

@@ -196,36 +196,95 @@ REVOKE ALL ON FUNCTION wasend._identity_check() FROM PUBLIC;
 CREATE TRIGGER identity_check BEFORE INSERT OR UPDATE ON wasend.identities
     FOR EACH ROW EXECUTE FUNCTION wasend._identity_check();
 
--- All the names of the person a recipient names, sorted, the recipient
--- among them: its pairs in wasend.identities (phone number, BSUID, parent
--- BSUID, the BSUID it replaced or that replaced it) and theirs, two steps
--- out, which links a parent BSUID's portfolios and a changed BSUID.  The
--- first name is the person's key: the phone number when one is known
--- (digits sort first), so a phone-only queue keeps its recipients as
--- they are.  Runs as its caller (the claims, the API functions as owner).
+-- Every name that is paired with another, and its person: the first of
+-- the person's names in C order (a phone number when one is known:
+-- digits sort first, so a phone-only recipient keeps its own name as
+-- key).  A person is every name linked to the first through the pairs of
+-- wasend.identities (a BSUID with its phone number, parent BSUID and the
+-- BSUID it replaced), however many steps out: a parent BSUID links the
+-- BSUIDs of a user's portfolios, a changed BSUID the old one.  A name in
+-- no pair is a person alone and not listed.  Kept by a trigger on
+-- wasend.identities (_identity_names_sync), so that the rules read a
+-- person's names with two index lookups (wasend._recipient_names, and
+-- the claim in src/queue.sql) instead of walking the pairs; not dumped (a
+-- restore's identities make it again).
+CREATE TABLE wasend.identity_names (
+    name            text PRIMARY KEY,
+    person          text NOT NULL
+);
+CREATE INDEX identity_names_person_idx ON wasend.identity_names (person);
+COMMENT ON TABLE wasend.identity_names IS
+'internal: every name in a pair of wasend.identities and its person''s key (the first of the person''s names); kept by a trigger';
+REVOKE ALL ON wasend.identity_names FROM PUBLIC;
+GRANT SELECT ON wasend.identity_names TO wasend_viewer;
+
+-- Keep wasend.identity_names right after a change of a pair: the people
+-- of the names the change touches (its old and new names, and everyone
+-- they were one person with) are worked out again from the pairs, one
+-- person at a time, each from a name not yet placed.  Runs as the
+-- writer of wasend.identities.
+CREATE FUNCTION wasend._identity_names_sync() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    seeds text[];
+    touched text[];
+    seed text;
+    members text[];
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        seeds := ARRAY[OLD.user_id, OLD.phone, OLD.parent_user_id, OLD.previous_user_id];
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        seeds := seeds || ARRAY[NEW.user_id, NEW.phone, NEW.parent_user_id, NEW.previous_user_id];
+    END IF;
+    SELECT array_agg(DISTINCT x.n) INTO touched
+      FROM (SELECT u AS n FROM unnest(seeds) u WHERE u IS NOT NULL
+            UNION
+            SELECT m.name FROM wasend.identity_names m
+             WHERE m.person IN (SELECT k.person FROM wasend.identity_names k
+                                 WHERE k.name = ANY (seeds))) x;
+    DELETE FROM wasend.identity_names m WHERE m.name = ANY (touched);
+    FOREACH seed IN ARRAY coalesce(touched, '{}') LOOP
+        CONTINUE WHEN EXISTS (SELECT 1 FROM wasend.identity_names m WHERE m.name = seed);
+        WITH RECURSIVE person(n) AS (
+            SELECT seed
+            UNION
+            SELECT x.n FROM person p
+              JOIN wasend.identities i
+                ON i.user_id = p.n OR i.phone = p.n OR i.parent_user_id = p.n OR i.previous_user_id = p.n
+             CROSS JOIN LATERAL (VALUES (i.user_id), (i.phone), (i.parent_user_id), (i.previous_user_id)) x(n)
+             WHERE x.n IS NOT NULL)
+        SELECT array_agg(n ORDER BY n COLLATE "C") INTO members FROM person;
+        IF array_length(members, 1) > 1 THEN
+            INSERT INTO wasend.identity_names AS m (name, person)
+            SELECT u, members[1] FROM unnest(members) u
+            ON CONFLICT (name) DO UPDATE SET person = excluded.person;
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._identity_names_sync() FROM PUBLIC;
+CREATE TRIGGER identity_names_sync AFTER INSERT OR UPDATE OR DELETE ON wasend.identities
+    FOR EACH ROW EXECUTE FUNCTION wasend._identity_names_sync();
+
+-- All the names of the person a recipient names, in C order, the
+-- recipient among them (wasend.identity_names); the first is the
+-- person's key.  Runs as its caller (the API functions as owner, the
+-- report as its reader); the claim does the same lookup inline.
 CREATE FUNCTION wasend._recipient_names(recipient text) RETURNS text[]
 LANGUAGE sql STABLE
 SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH one AS (
-        SELECT x.n FROM wasend.identities i
-         CROSS JOIN LATERAL (VALUES (i.user_id), (i.phone), (i.parent_user_id), (i.previous_user_id)) x(n)
-         WHERE (i.user_id = recipient OR i.phone = recipient OR i.parent_user_id = recipient
-                OR i.previous_user_id = recipient)
-           AND x.n IS NOT NULL),
-    first AS (
-        SELECT recipient AS n UNION SELECT one.n FROM one),
-    two AS (
-        SELECT x.n FROM wasend.identities i
-         CROSS JOIN LATERAL (VALUES (i.user_id), (i.phone), (i.parent_user_id), (i.previous_user_id)) x(n)
-         WHERE EXISTS (SELECT 1 FROM one)
-           AND (i.user_id IN (SELECT n FROM first) OR i.phone IN (SELECT n FROM first)
-                OR i.parent_user_id IN (SELECT n FROM first)
-                OR i.previous_user_id IN (SELECT n FROM first))
-           AND x.n IS NOT NULL)
-    SELECT array_agg(a.n ORDER BY a.n COLLATE "C")
-      FROM (SELECT n FROM first UNION SELECT n FROM two) a
+    SELECT coalesce((SELECT array_agg(m.name ORDER BY m.name COLLATE "C")
+                       FROM wasend.identity_names k
+                       JOIN wasend.identity_names m ON m.person = k.person
+                      WHERE k.name = recipient),
+                    ARRAY[recipient])
 $$;
 REVOKE ALL ON FUNCTION wasend._recipient_names(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION wasend._recipient_names(text) TO wasend_viewer;

@@ -199,6 +199,11 @@ is($node->safe_psql('postgres', q{
 	SELECT phone FROM wasend.identities WHERE user_id = 'US.4200000011'}),
 	'155542000001', "the status pairs the phone number with the BSUID");
 
+is($node->safe_psql('postgres', q{
+	SELECT wasend.wasend_test_send(3, 'DE.4200000001') #>> '{contacts,0,user_id}'}),
+	'DE.4200000001', 'a test send to a BSUID goes in "recipient" too (Meta answers with its user_id)');
+is(WasendTest::mock_stats($mock)->{both_to_and_recipient}, 0, 'still no send named both fields');
+
 # --- 3. user_preferences with only a user_id --------------------------------
 # (155542000002 is paired with US.4200000012 by a status first)
 post(fixture('status_delivered_phone',
