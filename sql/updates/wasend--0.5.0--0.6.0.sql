@@ -2138,6 +2138,43 @@ $$;
 REVOKE ALL ON FUNCTION wasend._apply_number_limits(bigint, integer, text) FROM PUBLIC;
 
 /*
+ * Errors that belong to one row fail that row.
+ *
+ * 132000 (template parameter count mismatch) and 132012 (parameter
+ * format mismatch) are errors of one row's own message, yet paused the
+ * whole campaign: every resume tried that row again and paused again, so
+ * the campaign never completed.  They now fail the row, as 100, 131051
+ * and 135000 do; a campaign whose rows keep failing is paused by its
+ * circuit breaker.  The template's own errors (132001 missing, 132015
+ * paused, 132016 disabled) still pause the campaign.  The descriptions
+ * say which is which.  New built-in codes: 131062 (business-scoped user
+ * id recipients not supported for this message: fail the row) and 131055
+ * (Marketing Messages API terms not accepted: pause the number until a
+ * person accepted them).  Only rows still as shipped change (origin
+ * 'builtin', with the trigger off so that they stay built in); a code a
+ * user already added keeps the user's row.
+ */
+ALTER TABLE wasend.error_policy DISABLE TRIGGER error_policy_track;
+UPDATE wasend.error_policy p
+   SET action = v.action, description = v.description
+  FROM (VALUES
+    ('100', 'fail', 'invalid parameter: this row''s message is wrong, fail the row (the circuit breaker pauses a campaign whose rows keep failing)'),
+    ('131051', 'fail', 'unsupported message type: this row''s message is wrong, fail the row (the circuit breaker pauses a campaign whose rows keep failing)'),
+    ('135000', 'fail', 'generic user error: this row''s message is wrong, fail the row (the circuit breaker pauses a campaign whose rows keep failing)'),
+    ('132000', 'fail', 'template parameter count mismatch in this row''s message: fail the row (the circuit breaker pauses a campaign whose rows keep failing)'),
+    ('132001', 'pause_campaign', 'template does not exist: the template itself, pause the campaign'),
+    ('132012', 'fail', 'template parameter format mismatch in this row''s message: fail the row (the circuit breaker pauses a campaign whose rows keep failing)'),
+    ('132015', 'pause_campaign', 'template paused: the template itself, pause the campaign'),
+    ('132016', 'pause_campaign', 'template disabled: the template itself, pause the campaign'))
+    AS v (code, action, description)
+ WHERE p.code = v.code AND p.origin = 'builtin';
+INSERT INTO wasend.error_policy AS p (code, action, backoff, backoff_factor, pause_for, slow_down, description, origin) VALUES
+    ('131062', 'fail', '2 seconds', 2, NULL, false, 'business-scoped user id recipients are not supported for this message (authentication one-tap, zero-tap and copy-code templates): fail the row; send it to the phone number', 'builtin'),
+    ('131055', 'pause_number', '2 seconds', 2, NULL, false, 'Marketing Messages API terms not accepted: a person must accept them in WhatsApp Manager, then resume the number', 'builtin')
+ON CONFLICT (code) DO NOTHING;
+ALTER TABLE wasend.error_policy ENABLE TRIGGER error_policy_track;
+
+/*
  * A grant means one database.
  *
  * wasend_viewer, wasend_operator and wasend_admin are roles of the whole

@@ -22,6 +22,13 @@
 #   3. API version.  An answer with X-Ad-Api-Version-Warning is logged as a
 #      WARNING naming the header's text, once per number however many
 #      answers carry it (one sender: wasend.workers = 1).
+#   4. A row's own error fails the row.  A campaign of 20 rows where the
+#      mock answers one recipient 132000 (parameter count mismatch): 19
+#      sent, that row failed with 132000, the campaign completed.  A
+#      campaign whose every row gets 132000 is paused by its circuit
+#      breaker (error_window 10), with the breaker's reason.  The template's
+#      own errors (132001, 132015, 132016) still pause the campaign, and the
+#      new codes 131062 and 131055 have their policies.
 use strict;
 use warnings;
 
@@ -255,5 +262,57 @@ is(scalar(@warnings), 1, 'the version warning is logged once for the number, for
   or diag(join("\n", @warnings));
 like($warnings[0] // '', qr/: The call was upgraded to v24\.0: v21\.0 is deprecated \(token \[redacted token\]\)$/,
 	"the warning names the header's text, with a token redacted");
+
+# --- 4. a row's own error fails the row -------------------------------------
+WasendTest::mock_post($mock, '/__mock/config', { rules => [
+	{ to => '^15554170000007$', code => 132000 },
+	{ to => '^1555418', code => 132000 } ] });
+# at 20 a second, so that the breaker trips with rows left
+$node->safe_psql('postgres', qq{
+	SELECT wasend.wasend_update_number(7, max_send_rate_per_sec => 20, follow_throughput => false);
+	SELECT wasend.wasend_create_campaign('one bad row', 7, $msg, category => 'utility');
+	SELECT wasend.wasend_enqueue(6, } . recipients('155541700', 1, 20) . q{);
+	SELECT wasend.wasend_start_campaign(6);
+});
+$node->poll_query_until('postgres', q{
+	SELECT status IN ('completed', 'paused') FROM wasend.campaigns WHERE id = 6})
+  or die 'the campaign with one bad row did not end: ' . state_of();
+is($node->safe_psql('postgres', q{
+	SELECT c.status || '|' || coalesce(c.pause_reason, '-') FROM wasend.campaigns c WHERE id = 6}),
+	'completed|-', 'a campaign with one row answered 132000 completes');
+is($node->safe_psql('postgres', q{
+	SELECT status, count(*), string_agg(DISTINCT coalesce(last_error_code::text, '-'), ','),
+	       CASE WHEN status = 'failed' THEN min(recipient) END
+	  FROM wasend.send_queue WHERE campaign_id = 6 GROUP BY status ORDER BY status}),
+	"failed|1|132000|15554170000007\nsent|19|-|",
+	'the other 19 rows are sent, the row answered 132000 failed with its code');
+
+$node->safe_psql('postgres', qq{
+	SELECT wasend.wasend_create_campaign('all bad', 7, $msg, category => 'utility');
+	UPDATE wasend.campaigns SET error_window = 10 WHERE id = 7;
+	SELECT wasend.wasend_enqueue(7, } . recipients('155541800', 1, 60) . q{);
+	SELECT wasend.wasend_start_campaign(7);
+});
+$node->poll_query_until('postgres', q{
+	SELECT status = 'paused' FROM wasend.campaigns WHERE id = 7})
+  or die 'the campaign whose rows all fail was not paused: ' . state_of();
+like($node->safe_psql('postgres', q{SELECT pause_reason FROM wasend.campaigns WHERE id = 7}),
+	qr/^circuit breaker: [0-9]+ of the last 10 results failed/,
+	'a campaign whose every row gets 132000 is paused by its circuit breaker, saying so');
+WasendTest::wait_quiet($node);
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FILTER (WHERE status = 'failed' AND last_error_code = 132000) >= 10,
+	       count(*) FILTER (WHERE status = 'sent'),
+	       count(*) FILTER (WHERE status = 'ready') > 0
+	  FROM wasend.send_queue WHERE campaign_id = 7}),
+	't|0|t', 'its failed rows have 132000; rows are left for after the fix');
+
+is($node->safe_psql('postgres', q{
+	SELECT string_agg(code || ':' || action, ' ' ORDER BY code) FROM wasend.error_policy
+	 WHERE code IN ('100', '131051', '135000', '132000', '132012', '132001', '132015', '132016',
+	                '131062', '131055')}),
+	'100:fail 131051:fail 131055:pause_number 131062:fail 132000:fail 132001:pause_campaign '
+	  . '132012:fail 132015:pause_campaign 132016:pause_campaign 135000:fail',
+	"a row's own errors fail the row, the template's pause the campaign, the new codes have policies");
 
 done_testing();
