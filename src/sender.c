@@ -12,7 +12,6 @@
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
-#include <ctype.h>
 
 #include <curl/curl.h>
 
@@ -236,8 +235,8 @@ add_result(Sender *s, const HttpRequest *req, const char *err, const char *cls)
 /*
  * The text of an X-Ad-Api-Version-Warning header as it may be logged: the
  * request's token, anything shaped like a Meta access token ("EA" and 20
- * or more letters and digits, as wasend._redact) and control characters
- * replaced.  palloc'd.
+ * or more ASCII letters and digits, as wasend._redact) and any byte that
+ * is not printable ASCII (a header's value is ASCII) replaced.  palloc'd.
  */
 static char *
 version_warning_text(const HttpRequest *req)
@@ -252,7 +251,9 @@ version_warning_text(const HttpRequest *req)
 		int			run = 0;
 
 		if (p[0] == 'E' && p[1] == 'A')
-			while (isalnum((unsigned char) p[2 + run]))
+			while ((p[2 + run] >= 'A' && p[2 + run] <= 'Z') ||
+				   (p[2 + run] >= 'a' && p[2 + run] <= 'z') ||
+				   (p[2 + run] >= '0' && p[2 + run] <= '9'))
 				run++;
 		if (run >= 20)
 		{
@@ -260,7 +261,8 @@ version_warning_text(const HttpRequest *req)
 			p += 2 + run;
 			continue;
 		}
-		appendStringInfoChar(&buf, (unsigned char) *p < 0x20 || *p == 0x7f ? '?' : *p);
+		appendStringInfoChar(&buf, (unsigned char) *p < 0x20 ||
+							 (unsigned char) *p >= 0x7f ? '?' : *p);
 		p++;
 	}
 	if (t != req->version_warning)
