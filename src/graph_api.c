@@ -76,7 +76,7 @@ char *
 wasend_graph_limits_url(const char *phone_number_id, const char *token)
 {
 	return graph_url(phone_number_id,
-					 "?fields=whatsapp_business_manager_messaging_limit,quality_rating,health_status,display_phone_number",
+					 "?fields=whatsapp_business_manager_messaging_limit,quality_rating,health_status,display_phone_number,throughput",
 					 token);
 }
 

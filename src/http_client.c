@@ -160,19 +160,40 @@ write_cb(char *data, size_t size, size_t nmemb, void *userp)
 /*
  * curl header callback: count the answer's header bytes, and make curl
  * fail the transfer (returning less than it was given) once they pass
- * MAX_HEADER_BYTES.  Never throws.
+ * MAX_HEADER_BYTES.  An X-Ad-Api-Version-Warning header (Meta upgraded a
+ * call to a deprecated API version) is kept in req->version_warning, for
+ * the sender to report once curl returned.  Never throws.
  */
 static size_t
 header_cb(char *data, size_t size, size_t nmemb, void *userp)
 {
 	HttpRequest *req = (HttpRequest *) userp;
 	size_t		n = size * nmemb;
+	static const char name[] = "X-Ad-Api-Version-Warning:";
+	size_t		namelen = sizeof(name) - 1;
 
 	req->header_bytes += n;
 	if (req->header_bytes > MAX_HEADER_BYTES)
 	{
 		req->resp_too_big = true;
 		return 0;
+	}
+	if (n > namelen && pg_strncasecmp(data, name, namelen) == 0)
+	{
+		const char *v = data + namelen;
+		size_t		len = n - namelen;
+
+		while (len > 0 && (*v == ' ' || *v == '\t'))
+		{
+			v++;
+			len--;
+		}
+		while (len > 0 && (v[len - 1] == '\r' || v[len - 1] == '\n' ||
+						   v[len - 1] == ' ' || v[len - 1] == '\t'))
+			len--;
+		len = Min(len, sizeof(req->version_warning) - 1);
+		memcpy(req->version_warning, v, len);
+		req->version_warning[len] = '\0';
 	}
 	return n;
 }
@@ -509,6 +530,7 @@ request_setup(HttpRequest *req, const char *url, const char *token,
 	req->http_status = 0;
 	req->curl_code = 0;
 	req->errbuf[0] = '\0';
+	req->version_warning[0] = '\0';
 	req->new_connections = 0;
 	request_keep_token(req, token);
 

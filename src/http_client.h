@@ -57,6 +57,8 @@ typedef struct HttpRequest
 	long		http_status;	/* 0 when no HTTP answer came */
 	int			curl_code;		/* CURLcode; 0 on success */
 	char		errbuf[256];	/* curl's error text */
+	char		version_warning[256];	/* its X-Ad-Api-Version-Warning
+										 * header (truncated), "" if none */
 	long		new_connections;	/* connections this request opened */
 	int64		started;		/* handed to curl (monotonic us) */
 	int64		latency_us;		/* from curl taking it to curl reading the

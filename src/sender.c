@@ -16,6 +16,7 @@
 #include <curl/curl.h>
 
 #include "access/xlog.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -232,6 +233,80 @@ add_result(Sender *s, const HttpRequest *req, const char *err, const char *cls)
 }
 
 /*
+ * The text of an X-Ad-Api-Version-Warning header as it may be logged: the
+ * request's token, anything shaped like a Meta access token ("EA" and 20
+ * or more ASCII letters and digits, as wasend._redact) and any byte that
+ * is not printable ASCII (a header's value is ASCII) replaced.  palloc'd.
+ */
+static char *
+version_warning_text(const HttpRequest *req)
+{
+	const char *t = wasend_redact_token(req->version_warning, req->token);
+	StringInfoData buf;
+	const char *p;
+
+	initStringInfo(&buf);
+	for (p = t; *p != '\0';)
+	{
+		int			run = 0;
+
+		if (p[0] == 'E' && p[1] == 'A')
+			while ((p[2 + run] >= 'A' && p[2 + run] <= 'Z') ||
+				   (p[2 + run] >= 'a' && p[2 + run] <= 'z') ||
+				   (p[2 + run] >= '0' && p[2 + run] <= '9'))
+				run++;
+		if (run >= 20)
+		{
+			appendStringInfoString(&buf, "[redacted token]");
+			p += 2 + run;
+			continue;
+		}
+		appendStringInfoChar(&buf, (unsigned char) *p < 0x20 ||
+							 (unsigned char) *p >= 0x7f ? '?' : *p);
+		p++;
+	}
+	if (t != req->version_warning)
+		pfree(unconstify(char *, t));
+	return buf.data;
+}
+
+/*
+ * An answer carried X-Ad-Api-Version-Warning: Meta upgraded a call to a
+ * deprecated API version (wasend.api_base_url names it).  Logged once per
+ * number in this sender's lifetime, not per message: every answer of the
+ * number carries it.  Runs after curl returned (the header callback only
+ * kept the text).
+ */
+static void
+note_version_warning(Sender *s, const HttpRequest *req)
+{
+	char	   *text;
+	int			i;
+
+	if (req->version_warning[0] == '\0')
+		return;
+	for (i = 0; i < s->nwarned; i++)
+		if (s->warned_numbers[i] == req->number_id)
+			return;
+	if (s->nwarned == s->warned_cap)
+	{
+		int			cap = Max(16, s->warned_cap * 2);
+
+		s->warned_numbers = s->warned_numbers == NULL ?
+			MemoryContextAlloc(s->cxt, sizeof(int64) * cap) :
+			repalloc(s->warned_numbers, sizeof(int64) * cap);
+		s->warned_cap = cap;
+	}
+	s->warned_numbers[s->nwarned++] = req->number_id;
+	text = version_warning_text(req);
+	ereport(WARNING,
+			(errmsg("wasend: the Graph API upgraded a call of number id %lld to another API version: %s",
+					(long long) req->number_id, text),
+			 errhint("Set wasend.api_base_url to a current version (its default names one), then reload.")));
+	pfree(text);
+}
+
+/*
  * Move finished requests into the result batch (limits answers into the
  * limits reader) and the statistics.
  */
@@ -246,6 +321,7 @@ collect_done(Sender *s)
 		const char *cls = NULL;
 		NumberState *ns;
 
+		note_version_warning(s, req);
 		if (req->kind == HTTP_LIMITS)
 		{
 			wasend_limits_collect(&s->limits, req);

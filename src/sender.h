@@ -34,6 +34,11 @@ typedef struct Sender
 	bool		results_have_error; /* a non-200 answer waits in results */
 	LimitsReader limits;		/* answers of limits GETs */
 
+	/* numbers whose API version warning it logged (note_version_warning) */
+	int64	   *warned_numbers;
+	int			nwarned;
+	int			warned_cap;
+
 	/* rows taken out of the FIFOs and not yet given back (db_cycle.c) */
 	int64	   *release_ids;
 	int64	   *release_campaigns;

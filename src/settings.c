@@ -117,7 +117,7 @@ define_worker_settings(void)
 							   "Base URL of the WhatsApp Cloud API, including the version.",
 							   "Only a superuser can change it (postgresql.conf or ALTER SYSTEM).",
 							   &wasend_api_base_url,
-							   "https://graph.facebook.com/v21.0",
+							   "https://graph.facebook.com/v24.0",
 							   PGC_SIGHUP,
 							   0,
 							   check_api_base_url, NULL, NULL);

@@ -42,6 +42,13 @@ ALTER TABLE wasend.whatsapp_numbers
     ADD COLUMN limits_error text,
     ADD COLUMN pause_rule text
         CONSTRAINT whatsapp_numbers_pause_rule_check CHECK (pause_rule IN ('health'));
+ALTER TABLE wasend.whatsapp_numbers
+    ADD COLUMN waba_id text
+        CONSTRAINT whatsapp_numbers_waba_id_check CHECK (waba_id ~ '^[0-9]{1,32}$');
+ALTER TABLE wasend.whatsapp_numbers
+    ADD COLUMN throughput_level text
+        CONSTRAINT whatsapp_numbers_throughput_level_check CHECK (throughput_level ~ '^[A-Z][A-Z0-9_]{0,63}$'),
+    ADD COLUMN follow_throughput boolean NOT NULL DEFAULT false;
 COMMENT ON TABLE wasend.whatsapp_numbers IS
 'WhatsApp Business phone numbers: Graph API id, access token and allowed send rate';
 COMMENT ON COLUMN wasend.whatsapp_numbers.business_id IS
@@ -50,6 +57,12 @@ COMMENT ON COLUMN wasend.whatsapp_numbers.messaging_limit IS
 'unique recipients the portfolio may start conversations with in a moving 24 h: the override, else the tier''s; NULL = unlimited';
 COMMENT ON COLUMN wasend.whatsapp_numbers.messaging_tier IS
 'whatsapp_business_manager_messaging_limit as the Graph API last said it (TIER_250 ... TIER_UNLIMITED)';
+COMMENT ON COLUMN wasend.whatsapp_numbers.waba_id IS
+'the WhatsApp Business Account of the number (entry.id of the webhooks about it, learned from them, or set by an admin): a business_capability_update of that account changes the limit of the number''s portfolio';
+COMMENT ON COLUMN wasend.whatsapp_numbers.throughput_level IS
+'throughput.level as the Graph API last said it: STANDARD (80 messages per second), HIGH (1,000 after Meta''s upgrade), ...';
+COMMENT ON COLUMN wasend.whatsapp_numbers.follow_throughput IS
+'true: max_send_rate_per_sec follows Meta''s throughput level (HIGH 1000, STANDARD 80); false: it stays as set';
 COMMENT ON COLUMN wasend.whatsapp_numbers.limits_due_at IS
 'when a sender reads the tier, quality and health again (every wasend.limits_refresh_interval, and soon after a webhook says they changed)';
 COMMENT ON COLUMN wasend.whatsapp_numbers.access_token IS
@@ -64,6 +77,8 @@ GRANT SELECT (business_id, messaging_tier, messaging_limit, messaging_limit_over
               quality_rating, can_send_message, display_phone_number,
               limits_checked_at, limits_due_at, limits_error, pause_rule)
     ON wasend.whatsapp_numbers TO wasend_viewer;
+GRANT SELECT (waba_id) ON wasend.whatsapp_numbers TO wasend_viewer;
+GRANT SELECT (throughput_level, follow_throughput) ON wasend.whatsapp_numbers TO wasend_viewer;
 
 -- The unique-recipient limit of a messaging tier as the Graph API names it
 -- (whatsapp_business_manager_messaging_limit); NULL is unlimited.  Any
@@ -75,6 +90,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN CASE tier
+        WHEN 'TIER_50' THEN 50
         WHEN 'TIER_250' THEN 250
         WHEN 'TIER_2K' THEN 2000
         WHEN 'TIER_10K' THEN 10000
@@ -95,7 +111,7 @@ AS $$
 BEGIN
     RAISE EXCEPTION 'unknown messaging limit tier "%"', coalesce(tier, 'NULL')
         USING ERRCODE = 'invalid_parameter_value',
-              DETAIL = 'Known tiers: TIER_250, TIER_2K, TIER_10K, TIER_100K, TIER_UNLIMITED.',
+              DETAIL = 'Known tiers: TIER_50, TIER_250, TIER_2K, TIER_10K, TIER_100K, TIER_UNLIMITED.',
               HINT = 'The number keeps its previous limit; set one by hand with wasend_update_number(id, messaging_limit => n) until wasend knows this tier.';
 END
 $$;
@@ -164,6 +180,21 @@ BEGIN
         RAISE EXCEPTION 'invalid business_id "%"', NEW.business_id
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use the numeric id of the business portfolio (Business Settings, Business info), or NULL.';
+    END IF;
+    IF NEW.waba_id IS NOT NULL AND NEW.waba_id !~ '^[0-9]{1,32}$' THEN
+        RAISE EXCEPTION 'invalid waba_id "%"', NEW.waba_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use the numeric id of the WhatsApp Business Account (WhatsApp Manager, Account tools), or NULL: wasend learns it from the webhooks.';
+    END IF;
+    IF NEW.throughput_level !~ '^[A-Z][A-Z0-9_]{0,63}$' THEN
+        RAISE EXCEPTION 'invalid throughput_level "%"', left(NEW.throughput_level, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The senders read it from the Graph API; leave it to them.';
+    END IF;
+    IF NEW.follow_throughput IS NULL THEN
+        RAISE EXCEPTION 'follow_throughput must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Give true to have the rate follow Meta''s throughput level, false to keep max_send_rate_per_sec as set.';
     END IF;
     IF NEW.messaging_limit_override < 0 OR NEW.messaging_limit < 0 THEN
         RAISE EXCEPTION 'messaging_limit must not be negative, not %',
@@ -249,14 +280,16 @@ SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp;
 REVOKE ALL ON FUNCTION wasend._check_token_file(text) FROM PUBLIC;
 
--- Register a number (wasend_admin); business_id is its portfolio.
+-- Register a number (wasend_admin); business_id is its portfolio;
+-- follow_throughput makes its rate follow Meta's throughput level.
 -- Without access_token the number's token is its file, which must be
 -- usable now.  A token given here shows in pg_stat_activity: an error
 -- raised inside must at least not log the calling statement
 -- (log_min_error_statement = panic).
 CREATE FUNCTION wasend.wasend_add_number(phone_number_id text, access_token text DEFAULT NULL,
                                                     max_send_rate_per_sec integer DEFAULT 80,
-                                                    business_id text DEFAULT NULL)
+                                                    business_id text DEFAULT NULL,
+                                                    follow_throughput boolean DEFAULT false)
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -268,8 +301,8 @@ DECLARE
 BEGIN
     -- validated by wasend._number_check, whose errors never show the token
     INSERT INTO wasend.whatsapp_numbers (phone_number_id, access_token, max_send_rate_per_sec,
-                                         business_id)
-    VALUES (phone_number_id, access_token, max_send_rate_per_sec, business_id)
+                                         business_id, follow_throughput)
+    VALUES (phone_number_id, access_token, max_send_rate_per_sec, business_id, follow_throughput)
     RETURNING id INTO new_id;
     IF access_token IS NULL THEN
         PERFORM wasend._check_token_file(phone_number_id);
@@ -278,19 +311,20 @@ BEGIN
     RETURN new_id;
 END
 $$;
-REVOKE ALL ON FUNCTION wasend.wasend_add_number(text, text, integer, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION wasend.wasend_add_number(text, text, integer, text) TO wasend_admin;
+REVOKE ALL ON FUNCTION wasend.wasend_add_number(text, text, integer, text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wasend.wasend_add_number(text, text, integer, text, boolean) TO wasend_admin;
 
--- Change a number's token, rate, portfolio or messaging limit
--- (wasend_admin); messaging_limit overrides Meta's tier,
--- reset_messaging_limit follows the tier again, and the two together are
--- refused.  A token given here shows in pg_stat_activity, hence
+-- Change a number's token, rate, portfolio, messaging limit or whether
+-- its rate follows Meta's throughput level (wasend_admin); messaging_limit
+-- overrides Meta's tier, reset_messaging_limit follows the tier again, and
+-- the two together are refused.  A token given here shows in pg_stat_activity, hence
 -- log_min_error_statement = panic (see wasend_add_number).
 CREATE FUNCTION wasend.wasend_update_number(number_id bigint, access_token text DEFAULT NULL,
                                      max_send_rate_per_sec integer DEFAULT NULL,
                                      business_id text DEFAULT NULL,
                                      messaging_limit integer DEFAULT NULL,
-                                     reset_messaging_limit boolean DEFAULT false)
+                                     reset_messaging_limit boolean DEFAULT false,
+                                     follow_throughput boolean DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -302,10 +336,11 @@ DECLARE
 BEGIN
     n := wasend._number_for_update(number_id);
     IF access_token IS NULL AND max_send_rate_per_sec IS NULL AND business_id IS NULL
-       AND messaging_limit IS NULL AND NOT coalesce(reset_messaging_limit, false) THEN
+       AND messaging_limit IS NULL AND NOT coalesce(reset_messaging_limit, false)
+       AND follow_throughput IS NULL THEN
         RAISE EXCEPTION 'nothing to update'
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Give a new access_token, max_send_rate_per_sec, business_id or messaging_limit, or reset_messaging_limit => true.';
+                  HINT = 'Give a new access_token, max_send_rate_per_sec, business_id, messaging_limit or follow_throughput, or reset_messaging_limit => true.';
     END IF;
     IF messaging_limit IS NOT NULL AND coalesce(reset_messaging_limit, false) THEN
         RAISE EXCEPTION 'messaging_limit and reset_messaging_limit contradict each other'
@@ -331,13 +366,14 @@ BEGIN
                     CASE WHEN w.messaging_tier IS NULL THEN NULL
                          ELSE wasend._tier_limit(w.messaging_tier) END
                ELSE w.messaging_limit END,
+           follow_throughput = coalesce(wasend_update_number.follow_throughput, w.follow_throughput),
            updated_at = now()
      WHERE w.id = number_id;
     PERFORM wasend._wake_at_commit();
 END
 $$;
-REVOKE ALL ON FUNCTION wasend.wasend_update_number(bigint, text, integer, text, integer, boolean) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION wasend.wasend_update_number(bigint, text, integer, text, integer, boolean) TO wasend_admin;
+REVOKE ALL ON FUNCTION wasend.wasend_update_number(bigint, text, integer, text, integer, boolean, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wasend.wasend_update_number(bigint, text, integer, text, integer, boolean, boolean) TO wasend_admin;
 
 -- Stop every campaign of a number from sending until it is resumed
 -- (wasend_admin).

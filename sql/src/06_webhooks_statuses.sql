@@ -877,8 +877,13 @@ BEGIN
         RETURNING 1)
     SELECT (SELECT count(*) FROM stopped) + (SELECT count(*) FROM resumed) INTO n_pref;
 
-    FOR ch IN SELECT c FROM jsonb_path_query(payload, '$.entry[*].changes[*]') c
-               WHERE c ->> 'field' IN ('message_template_status_update', 'phone_number_quality_update',
+    -- the WhatsApp Business Account of the numbers it names
+    PERFORM wasend._learn_wabas(payload);
+    -- each change with the id of its entry (the account it is about)
+    FOR ch IN SELECT c || jsonb_build_object('entry_id', e -> 'id')
+                FROM jsonb_path_query(payload, '$.entry[*]') e
+               CROSS JOIN LATERAL jsonb_path_query(e, '$.changes[*]') c
+               WHERE jsonb_typeof(c) = 'object' AND c ->> 'field' IN ('message_template_status_update', 'phone_number_quality_update',
                                        'business_capability_update')
                  AND jsonb_typeof(c -> 'value') = 'object' LOOP
         BEGIN
@@ -888,9 +893,10 @@ BEGIN
                 WHEN 'phone_number_quality_update' THEN
                     n_camp := n_camp + wasend._apply_quality_update(ch -> 'value');
                 ELSE
-                    -- the portfolio's limit changed: read every number again
-                    PERFORM wasend._limits_due_soon(NULL);
-                    PERFORM wasend._wake_at_commit();
+                    -- the limit of the account's portfolio changed
+                    n_camp := n_camp + wasend._apply_capability_update(
+                        CASE WHEN jsonb_typeof(ch -> 'entry_id') = 'string' THEN ch ->> 'entry_id' END,
+                        ch -> 'value');
             END CASE;
             n_acct := n_acct + 1;
         EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded THEN

@@ -167,8 +167,10 @@ REVOKE ALL ON FUNCTION wasend._pause_for_quality(bigint, text) FROM PUBLIC;
 
 -- Store what the Graph API said of a number's account
 -- (GET /{phone-number-id}?fields=whatsapp_business_manager_messaging_limit,
--- quality_rating,health_status,display_phone_number) and apply its rules:
--- the messaging limit (unless overridden), a RED rating or a lowered tier
+-- quality_rating,health_status,display_phone_number,throughput) and apply
+-- its rules: the messaging limit (unless overridden), the throughput level
+-- (a number that follows it sends at 1000 a second when HIGH, 80 when
+-- STANDARD; any other level leaves its rate), a RED rating or a lowered tier
 -- pauses the number's marketing campaigns, a BLOCKED number pauses, and a
 -- number this rule paused resumes once it may send again.  An answer that
 -- is not that (an error, an unknown tier or rating) raises an error and
@@ -189,6 +191,8 @@ DECLARE
     q text;
     health text;
     disp text;
+    level text;
+    rate integer;
     lowered boolean := false;
 BEGIN
     SELECT * INTO n FROM wasend.whatsapp_numbers w WHERE w.id = number_id FOR NO KEY UPDATE;
@@ -223,6 +227,15 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Known values of health_status.can_send_message: AVAILABLE, LIMITED, BLOCKED.';
     END IF;
+    level := j #>> '{throughput,level}';
+    IF level IS NOT NULL AND level !~ '^[A-Z][A-Z0-9_]{0,63}$' THEN
+        RAISE EXCEPTION 'unknown throughput level "%" for number %', left(level, 64), n.phone_number_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Known levels: STANDARD, HIGH.';
+    END IF;
+    rate := CASE WHEN NOT n.follow_throughput THEN NULL
+                 WHEN level = 'HIGH' THEN 1000
+                 WHEN level = 'STANDARD' THEN 80 END;
     disp := nullif(regexp_replace(coalesce(j ->> 'display_phone_number', ''), '[^0-9]', '', 'g'), '');
     lowered := wasend._tier_lowered(n.messaging_tier, tier);
 
@@ -233,6 +246,8 @@ BEGIN
            quality_rating = coalesce(q, w.quality_rating),
            can_send_message = coalesce(health, w.can_send_message),
            display_phone_number = coalesce(disp, w.display_phone_number),
+           throughput_level = coalesce(level, w.throughput_level),
+           max_send_rate_per_sec = coalesce(rate, w.max_send_rate_per_sec),
            limits_checked_at = now(),
            limits_due_at = now() + make_interval(secs => wasend._limits_interval()),
            limits_error = NULL,
@@ -257,6 +272,10 @@ BEGIN
     END IF;
     IF health = 'BLOCKED' AND (n.status = 'active' OR n.paused_until IS NOT NULL) THEN
         RAISE LOG 'wasend paused number %: health_status.can_send_message is BLOCKED', n.phone_number_id;
+    END IF;
+    IF rate IS DISTINCT FROM n.max_send_rate_per_sec AND rate IS NOT NULL THEN
+        RAISE LOG 'wasend: number % now sends at most % messages a second (throughput level %)',
+                  n.phone_number_id, rate, level;
     END IF;
     PERFORM wasend._wake_at_commit();
 END
@@ -361,12 +380,46 @@ END
 $$;
 REVOKE ALL ON FUNCTION wasend._apply_template_status(jsonb) FROM PUBLIC;
 
+-- The tier a webhook's limit names.  Meta gives it as a tier string
+-- (TIER_2K, in phone_number_quality_update) or as a number of recipients
+-- (2000, -1 for unlimited, in business_capability_update); either form is
+-- taken in either webhook.  NULL for no limit (a JSON null or nothing); a
+-- tier wasend does not know raises wasend._tier_limit's error.
+CREATE FUNCTION wasend._tier_of(v jsonb) RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t text;
+BEGIN
+    IF v IS NULL OR jsonb_typeof(v) = 'null' THEN
+        RETURN NULL;
+    END IF;
+    t := left(v #>> '{}', 64);
+    IF jsonb_typeof(v) IN ('number', 'string') AND t ~ '^-?[0-9]{1,9}$' THEN
+        t := CASE t::integer
+            WHEN -1 THEN 'TIER_UNLIMITED'
+            WHEN 50 THEN 'TIER_50'
+            WHEN 250 THEN 'TIER_250'
+            WHEN 2000 THEN 'TIER_2K'
+            WHEN 10000 THEN 'TIER_10K'
+            WHEN 100000 THEN 'TIER_100K'
+            ELSE t END;
+    END IF;
+    PERFORM wasend._tier_limit(t);
+    RETURN t;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._tier_of(jsonb) FROM PUBLIC;
+
 -- Apply a phone_number_quality_update: the number (found by its display
 -- number) gets the new tier at once, is read again soon, and a lowered
 -- tier (event DOWNGRADE, or a smaller limit) pauses its marketing
--- campaigns.  A tier wasend does not know is not guessed: the number is
--- only read again.  A display number wasend does not know makes every
--- number be read again.
+-- campaigns.  The tier is max_daily_conversations_per_business (since
+-- February 2026), else current_limit (older payloads).  A tier wasend
+-- does not know is not guessed: the number is only read again.  A display
+-- number wasend does not know makes every number be read again.
 CREATE FUNCTION wasend._apply_quality_update(v jsonb) RETURNS bigint
 LANGUAGE plpgsql
 SECURITY INVOKER
@@ -374,21 +427,25 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     disp text := nullif(regexp_replace(coalesce(v ->> 'display_phone_number', ''), '[^0-9]', '', 'g'), '');
-    tier text := coalesce(v ->> 'current_limit', v ->> 'messaging_limit_tier');
+    raw jsonb := coalesce(nullif(v -> 'max_daily_conversations_per_business', 'null'),
+                          nullif(v -> 'current_limit', 'null'), v -> 'messaging_limit_tier');
+    tier text;
     ev text := upper(coalesce(v ->> 'event', ''));
     lim integer;
     known boolean := true;
     r record;
     n bigint := 0;
 BEGIN
-    IF tier IS NOT NULL THEN
-        BEGIN
+    BEGIN
+        tier := wasend._tier_of(raw);
+        IF tier IS NOT NULL THEN
             lim := wasend._tier_limit(tier);
-        EXCEPTION WHEN invalid_parameter_value THEN
-            known := false;
-            RAISE WARNING 'wasend: phone_number_quality_update with unknown tier "%" ignored; the number is read again', tier;
-        END;
-    END IF;
+        END IF;
+    EXCEPTION WHEN invalid_parameter_value THEN
+        known := false;
+        tier := left(raw #>> '{}', 64);
+        RAISE WARNING 'wasend: phone_number_quality_update with unknown tier "%" ignored; the number is read again', tier;
+    END;
     IF NOT EXISTS (SELECT 1 FROM wasend.whatsapp_numbers w WHERE w.display_phone_number = disp) THEN
         PERFORM wasend._limits_due_soon(NULL);
         RETURN 0;
@@ -415,3 +472,85 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION wasend._apply_quality_update(jsonb) FROM PUBLIC;
+
+-- Apply a business_capability_update of the WhatsApp Business Account
+-- waba (the webhook's entry.id): its max_daily_conversations_per_business
+-- (else max_daily_conversation_per_phone, of older payloads) is the limit
+-- of the account's portfolio, so every number of that portfolio (the
+-- numbers of the account, and those sharing a business_id with them) gets
+-- the tier at once and is read again soon; a lowered tier pauses their
+-- marketing campaigns, as the account read does.  An account no number
+-- knows (waba_id), or a tier wasend does not know, makes every number be
+-- read again instead.  Returns how many campaigns were paused.
+CREATE FUNCTION wasend._apply_capability_update(waba text, v jsonb) RETURNS bigint
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    raw jsonb := coalesce(nullif(v -> 'max_daily_conversations_per_business', 'null'),
+                          v -> 'max_daily_conversation_per_phone');
+    tier text;
+    lim integer;
+    r record;
+    n bigint := 0;
+BEGIN
+    BEGIN
+        tier := wasend._tier_of(raw);
+        IF tier IS NOT NULL THEN
+            lim := wasend._tier_limit(tier);
+        END IF;
+    EXCEPTION WHEN invalid_parameter_value THEN
+        RAISE WARNING 'wasend: business_capability_update with unknown limit "%" ignored; every number is read again',
+            left(raw #>> '{}', 64);
+        tier := NULL;
+        waba := NULL;
+    END;
+    IF tier IS NULL OR NOT EXISTS (SELECT 1 FROM wasend.whatsapp_numbers w WHERE w.waba_id = waba) THEN
+        PERFORM wasend._limits_due_soon(NULL);
+        PERFORM wasend._wake_at_commit();
+        RETURN 0;
+    END IF;
+    FOR r IN SELECT * FROM wasend.whatsapp_numbers w
+              WHERE w.waba_id = waba
+                 OR w.business_id IN (SELECT x.business_id FROM wasend.whatsapp_numbers x
+                                       WHERE x.waba_id = waba AND x.business_id IS NOT NULL)
+              ORDER BY w.id FOR UPDATE LOOP
+        UPDATE wasend.whatsapp_numbers w
+           SET messaging_tier = tier,
+               messaging_limit = coalesce(w.messaging_limit_override, lim)
+         WHERE w.id = r.id;
+        IF wasend._tier_lowered(r.messaging_tier, tier) THEN
+            n := n + wasend._pause_for_quality(r.id,
+                format('messaging limit of number %s lowered from %s to %s (business_capability_update of WhatsApp Business Account %s)',
+                       r.phone_number_id, r.messaging_tier, tier, waba));
+        END IF;
+        PERFORM wasend._limits_due_soon(ARRAY[r.id]);
+    END LOOP;
+    PERFORM wasend._wake_at_commit();
+    RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._apply_capability_update(text, jsonb) FROM PUBLIC;
+
+-- Learn the WhatsApp Business Account of the numbers a webhook POST names:
+-- each entry's id is the account of the numbers in its changes'
+-- metadata.phone_number_id.  Only numeric ids are taken, and a number's
+-- row is written only when its account changes.
+CREATE FUNCTION wasend._learn_wabas(payload jsonb) RETURNS void
+LANGUAGE sql
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE wasend.whatsapp_numbers w
+       SET waba_id = x.waba
+      FROM (SELECT DISTINCT ON (c #>> '{value,metadata,phone_number_id}')
+                   c #>> '{value,metadata,phone_number_id}' AS pnid, e ->> 'id' AS waba
+              FROM jsonb_path_query(payload, '$.entry[*]') e
+             CROSS JOIN LATERAL jsonb_path_query(e, '$.changes[*]') c
+             WHERE jsonb_typeof(e -> 'id') = 'string' AND (e ->> 'id') ~ '^[0-9]{1,32}$'
+               AND jsonb_typeof(c #> '{value,metadata,phone_number_id}') = 'string'
+             ORDER BY c #>> '{value,metadata,phone_number_id}') x
+     WHERE w.phone_number_id = x.pnid AND w.waba_id IS DISTINCT FROM x.waba
+$$;
+REVOKE ALL ON FUNCTION wasend._learn_wabas(jsonb) FROM PUBLIC;

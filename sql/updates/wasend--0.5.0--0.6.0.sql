@@ -1381,6 +1381,800 @@ COMMENT ON COLUMN wasend.send_queue.waiting_for IS
 'why a ready row waits until next_attempt_at: messaging_limit (the portfolio''s 24 h budget of new recipients), frequency_cap (the recipient''s recent marketing messages) or send_window (outside the campaign''s send window)';
 
 /*
+ * Messaging tiers of 2026.
+ *
+ * TIER_50 is a tier of Meta's (a new or low-quality portfolio, 50 unique
+ * recipients in 24 h): wasend._tier_limit refused it as unknown, so an
+ * account read or a webhook naming it changed nothing.  Since February
+ * 2026 phone_number_quality_update carries the limit in
+ * max_daily_conversations_per_business instead of current_limit (still
+ * read for older payloads), as a tier or a number (wasend._tier_of).
+ * business_capability_update made every number be read again; it now
+ * applies its limit to the portfolio of the WhatsApp Business Account it
+ * is about (entry.id): the numbers of that account, learned from the
+ * webhooks' metadata into whatsapp_numbers.waba_id (or set by an admin),
+ * and those sharing their business_id.  A lowered tier pauses their
+ * marketing campaigns as the account read does.
+ */
+ALTER TABLE wasend.whatsapp_numbers
+    ADD COLUMN waba_id text
+        CONSTRAINT whatsapp_numbers_waba_id_check CHECK (waba_id ~ '^[0-9]{1,32}$');
+COMMENT ON COLUMN wasend.whatsapp_numbers.waba_id IS
+'the WhatsApp Business Account of the number (entry.id of the webhooks about it, learned from them, or set by an admin): a business_capability_update of that account changes the limit of the number''s portfolio';
+GRANT SELECT (waba_id) ON wasend.whatsapp_numbers TO wasend_viewer;
+
+CREATE OR REPLACE FUNCTION wasend._tier_limit(tier text) RETURNS integer
+LANGUAGE plpgsql IMMUTABLE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN CASE tier
+        WHEN 'TIER_50' THEN 50
+        WHEN 'TIER_250' THEN 250
+        WHEN 'TIER_2K' THEN 2000
+        WHEN 'TIER_10K' THEN 10000
+        WHEN 'TIER_100K' THEN 100000
+        WHEN 'TIER_UNLIMITED' THEN NULL
+        ELSE wasend._raise_unknown_tier(tier) END;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._tier_limit(text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION wasend._raise_unknown_tier(tier text) RETURNS integer
+LANGUAGE plpgsql IMMUTABLE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'unknown messaging limit tier "%"', coalesce(tier, 'NULL')
+        USING ERRCODE = 'invalid_parameter_value',
+              DETAIL = 'Known tiers: TIER_50, TIER_250, TIER_2K, TIER_10K, TIER_100K, TIER_UNLIMITED.',
+              HINT = 'The number keeps its previous limit; set one by hand with wasend_update_number(id, messaging_limit => n) until wasend knows this tier.';
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._raise_unknown_tier(text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION wasend._number_check() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.phone_number_id IS NULL THEN
+        RAISE EXCEPTION 'phone_number_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Use the numeric Phone number ID from the WhatsApp Manager (API Setup).';
+    END IF;
+    IF NEW.phone_number_id !~ '^[0-9]{1,32}$' THEN
+        RAISE EXCEPTION 'invalid phone_number_id "%"', NEW.phone_number_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use the numeric Phone number ID from the WhatsApp Manager (API Setup), not the phone number itself.';
+    END IF;
+    -- a NULL token is the number's token file (wasend.token_directory,
+    -- see below: the column may be NULL since 0.6.0)
+    IF NEW.access_token !~ '^\S+$' OR length(NEW.access_token) > 4096 THEN
+        RAISE EXCEPTION 'invalid access token'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the system user access token, without "Bearer " or spaces.';
+    END IF;
+    IF NEW.max_send_rate_per_sec IS NULL OR NEW.max_send_rate_per_sec NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'max_send_rate_per_sec must be between 1 and 1000, not %',
+                        coalesce(NEW.max_send_rate_per_sec::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Meta allows 80 messages per second per number by default and up to 1000 after an upgrade.';
+    END IF;
+    IF NEW.status IS NULL OR NEW.status NOT IN ('active', 'paused') THEN
+        RAISE EXCEPTION 'number status must be active or paused, not %', coalesce(NEW.status, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use wasend_pause_number() and wasend_resume_number().';
+    END IF;
+    IF NEW.business_id IS NOT NULL AND NEW.business_id !~ '^[0-9]{1,32}$' THEN
+        RAISE EXCEPTION 'invalid business_id "%"', NEW.business_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use the numeric id of the business portfolio (Business Settings, Business info), or NULL.';
+    END IF;
+    IF NEW.waba_id IS NOT NULL AND NEW.waba_id !~ '^[0-9]{1,32}$' THEN
+        RAISE EXCEPTION 'invalid waba_id "%"', NEW.waba_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use the numeric id of the WhatsApp Business Account (WhatsApp Manager, Account tools), or NULL: wasend learns it from the webhooks.';
+    END IF;
+    IF NEW.messaging_limit_override < 0 OR NEW.messaging_limit < 0 THEN
+        RAISE EXCEPTION 'messaging_limit must not be negative, not %',
+                        coalesce(NEW.messaging_limit_override, NEW.messaging_limit)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the number of unique recipients the portfolio may reach in 24 h (e.g. 250, 2000), or reset_messaging_limit => true to follow Meta''s tier.';
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.quality_rating IS DISTINCT FROM OLD.quality_rating THEN
+        IF NEW.quality_rating NOT IN ('GREEN', 'YELLOW', 'RED', 'UNKNOWN') THEN
+            RAISE EXCEPTION 'quality_rating must be GREEN, YELLOW, RED, UNKNOWN or NULL, not %', NEW.quality_rating
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'The senders read it from the Graph API; leave it to them.';
+        END IF;
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.can_send_message IS DISTINCT FROM OLD.can_send_message THEN
+        IF NEW.can_send_message NOT IN ('AVAILABLE', 'LIMITED', 'BLOCKED') THEN
+            RAISE EXCEPTION 'can_send_message must be AVAILABLE, LIMITED, BLOCKED or NULL, not %', NEW.can_send_message
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'The senders read it from the Graph API; leave it to them.';
+        END IF;
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.pause_rule IS DISTINCT FROM OLD.pause_rule THEN
+        IF NEW.pause_rule <> 'health' THEN
+            RAISE EXCEPTION 'pause_rule of a number must be health or NULL, not %', NEW.pause_rule
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'health: the number''s health all-clear resumes it; NULL: only wasend_resume_number() does.';
+        END IF;
+    END IF;
+    IF NEW.limits_due_at IS NULL OR NEW.created_at IS NULL OR NEW.updated_at IS NULL THEN
+        RAISE EXCEPTION 'limits_due_at, created_at and updated_at of a number must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Set limits_due_at = now() to have its messaging limit read again soon; leave the others to wasend.';
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.phone_number_id IS DISTINCT FROM OLD.phone_number_id THEN
+        IF EXISTS (SELECT 1 FROM wasend.whatsapp_numbers n
+                    WHERE n.phone_number_id = NEW.phone_number_id AND n.id IS DISTINCT FROM NEW.id) THEN
+            RAISE EXCEPTION 'phone number id % is already registered', NEW.phone_number_id
+                USING ERRCODE = 'unique_violation',
+                      HINT = 'Use wasend_update_number() to change its token or rate.';
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._number_check() FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION wasend._tier_of(v jsonb) RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t text;
+BEGIN
+    IF v IS NULL OR jsonb_typeof(v) = 'null' THEN
+        RETURN NULL;
+    END IF;
+    t := left(v #>> '{}', 64);
+    IF jsonb_typeof(v) IN ('number', 'string') AND t ~ '^-?[0-9]{1,9}$' THEN
+        t := CASE t::integer
+            WHEN -1 THEN 'TIER_UNLIMITED'
+            WHEN 50 THEN 'TIER_50'
+            WHEN 250 THEN 'TIER_250'
+            WHEN 2000 THEN 'TIER_2K'
+            WHEN 10000 THEN 'TIER_10K'
+            WHEN 100000 THEN 'TIER_100K'
+            ELSE t END;
+    END IF;
+    PERFORM wasend._tier_limit(t);
+    RETURN t;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._tier_of(jsonb) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION wasend._apply_quality_update(v jsonb) RETURNS bigint
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    disp text := nullif(regexp_replace(coalesce(v ->> 'display_phone_number', ''), '[^0-9]', '', 'g'), '');
+    raw jsonb := coalesce(nullif(v -> 'max_daily_conversations_per_business', 'null'),
+                          nullif(v -> 'current_limit', 'null'), v -> 'messaging_limit_tier');
+    tier text;
+    ev text := upper(coalesce(v ->> 'event', ''));
+    lim integer;
+    known boolean := true;
+    r record;
+    n bigint := 0;
+BEGIN
+    BEGIN
+        tier := wasend._tier_of(raw);
+        IF tier IS NOT NULL THEN
+            lim := wasend._tier_limit(tier);
+        END IF;
+    EXCEPTION WHEN invalid_parameter_value THEN
+        known := false;
+        tier := left(raw #>> '{}', 64);
+        RAISE WARNING 'wasend: phone_number_quality_update with unknown tier "%" ignored; the number is read again', tier;
+    END;
+    IF NOT EXISTS (SELECT 1 FROM wasend.whatsapp_numbers w WHERE w.display_phone_number = disp) THEN
+        PERFORM wasend._limits_due_soon(NULL);
+        RETURN 0;
+    END IF;
+    FOR r IN SELECT * FROM wasend.whatsapp_numbers w WHERE w.display_phone_number = disp
+              ORDER BY w.id FOR UPDATE LOOP
+        IF tier IS NOT NULL AND known THEN
+            UPDATE wasend.whatsapp_numbers w
+               SET messaging_tier = tier,
+                   messaging_limit = coalesce(w.messaging_limit_override, lim)
+             WHERE w.id = r.id;
+        END IF;
+        -- lowered: Meta says DOWNGRADE, or a known tier goes down
+        IF ev = 'DOWNGRADE' OR (known AND wasend._tier_lowered(r.messaging_tier, tier)) THEN
+            n := n + wasend._pause_for_quality(r.id,
+                format('messaging limit of number %s lowered from %s to %s (phone_number_quality_update %s)',
+                       r.phone_number_id, coalesce(r.messaging_tier, 'unknown'), coalesce(tier, 'unknown'),
+                       coalesce(nullif(ev, ''), 'without event')));
+        END IF;
+        PERFORM wasend._limits_due_soon(ARRAY[r.id]);
+    END LOOP;
+    PERFORM wasend._wake_at_commit();
+    RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._apply_quality_update(jsonb) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION wasend._apply_capability_update(waba text, v jsonb) RETURNS bigint
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    raw jsonb := coalesce(nullif(v -> 'max_daily_conversations_per_business', 'null'),
+                          v -> 'max_daily_conversation_per_phone');
+    tier text;
+    lim integer;
+    r record;
+    n bigint := 0;
+BEGIN
+    BEGIN
+        tier := wasend._tier_of(raw);
+        IF tier IS NOT NULL THEN
+            lim := wasend._tier_limit(tier);
+        END IF;
+    EXCEPTION WHEN invalid_parameter_value THEN
+        RAISE WARNING 'wasend: business_capability_update with unknown limit "%" ignored; every number is read again',
+            left(raw #>> '{}', 64);
+        tier := NULL;
+        waba := NULL;
+    END;
+    IF tier IS NULL OR NOT EXISTS (SELECT 1 FROM wasend.whatsapp_numbers w WHERE w.waba_id = waba) THEN
+        PERFORM wasend._limits_due_soon(NULL);
+        PERFORM wasend._wake_at_commit();
+        RETURN 0;
+    END IF;
+    FOR r IN SELECT * FROM wasend.whatsapp_numbers w
+              WHERE w.waba_id = waba
+                 OR w.business_id IN (SELECT x.business_id FROM wasend.whatsapp_numbers x
+                                       WHERE x.waba_id = waba AND x.business_id IS NOT NULL)
+              ORDER BY w.id FOR UPDATE LOOP
+        UPDATE wasend.whatsapp_numbers w
+           SET messaging_tier = tier,
+               messaging_limit = coalesce(w.messaging_limit_override, lim)
+         WHERE w.id = r.id;
+        IF wasend._tier_lowered(r.messaging_tier, tier) THEN
+            n := n + wasend._pause_for_quality(r.id,
+                format('messaging limit of number %s lowered from %s to %s (business_capability_update of WhatsApp Business Account %s)',
+                       r.phone_number_id, r.messaging_tier, tier, waba));
+        END IF;
+        PERFORM wasend._limits_due_soon(ARRAY[r.id]);
+    END LOOP;
+    PERFORM wasend._wake_at_commit();
+    RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._apply_capability_update(text, jsonb) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION wasend._learn_wabas(payload jsonb) RETURNS void
+LANGUAGE sql
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE wasend.whatsapp_numbers w
+       SET waba_id = x.waba
+      FROM (SELECT DISTINCT ON (c #>> '{value,metadata,phone_number_id}')
+                   c #>> '{value,metadata,phone_number_id}' AS pnid, e ->> 'id' AS waba
+              FROM jsonb_path_query(payload, '$.entry[*]') e
+             CROSS JOIN LATERAL jsonb_path_query(e, '$.changes[*]') c
+             WHERE jsonb_typeof(e -> 'id') = 'string' AND (e ->> 'id') ~ '^[0-9]{1,32}$'
+               AND jsonb_typeof(c #> '{value,metadata,phone_number_id}') = 'string'
+             ORDER BY c #>> '{value,metadata,phone_number_id}') x
+     WHERE w.phone_number_id = x.pnid AND w.waba_id IS DISTINCT FROM x.waba
+$$;
+REVOKE ALL ON FUNCTION wasend._learn_wabas(jsonb) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION wasend._ingest_verified(raw_body text) RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    payload jsonb;
+    sts jsonb;
+    res jsonb;
+    one jsonb;
+    one_status jsonb;
+    n_msgs bigint;
+    n_new bigint;
+    n_stop bigint;
+    n_pref bigint;
+    n_acct bigint := 0;
+    n_camp bigint := 0;
+    ch jsonb;
+    keywords text[];
+BEGIN
+    BEGIN
+        payload := raw_body::jsonb;
+    EXCEPTION WHEN invalid_text_representation THEN
+        RAISE EXCEPTION 'webhook body is not valid JSON'
+            USING ERRCODE = 'invalid_text_representation',
+                  HINT = 'Pass the raw request body exactly as Meta sent it.';
+    END;
+    IF jsonb_typeof(payload) <> 'object'
+       OR jsonb_typeof(payload->'entry') IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'webhook body is not a WhatsApp Business Account notification'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Expected {"object":"whatsapp_business_account","entry":[...]}.';
+    END IF;
+
+    sts := coalesce(
+        (SELECT jsonb_agg(s) FROM jsonb_path_query(payload, '$.entry[*].changes[*].value.statuses[*]') s),
+        '[]');
+    BEGIN
+        res := wasend._apply_statuses(sts);
+    EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded THEN
+        -- one status must not cost the others: each on its own
+        res := '{"applied": 0, "ignored": 0, "pending": 0, "refused": 0}';
+        FOR one_status IN SELECT e FROM jsonb_array_elements(sts) e LOOP
+            BEGIN
+                one := wasend._apply_statuses(jsonb_build_array(one_status));
+            EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded THEN
+                RAISE WARNING 'wasend: a status webhook was refused: %', wasend._redact(SQLERRM);
+                one := '{"refused": 1}';
+            END;
+            SELECT jsonb_object_agg(k, coalesce((res ->> k)::bigint, 0) + coalesce((one ->> k)::bigint, 0))
+              INTO res FROM unnest(ARRAY['applied', 'ignored', 'pending', 'refused']) k;
+        END LOOP;
+    END;
+
+    SELECT array_agg(upper(btrim(k))) INTO keywords
+      FROM unnest(string_to_array(current_setting('wasend.stop_keywords'), ',')) k;
+    WITH m AS (
+        SELECT v #>> '{metadata,phone_number_id}' AS pnid, x AS msg
+          FROM jsonb_path_query(payload, '$.entry[*].changes[*].value') v
+         CROSS JOIN LATERAL jsonb_array_elements(coalesce(v->'messages', '[]')) x
+         WHERE jsonb_typeof(x->'id') = 'string' AND jsonb_typeof(x->'from') = 'string'
+           AND length(x->>'id') <= 512 AND length(x->>'from') <= 64),
+    ins AS (
+        INSERT INTO wasend.inbound_messages (wa_message_id, from_number, phone_number_id, type, body, sent_at, raw)
+        SELECT msg->>'id', ltrim(msg->>'from', '+'), pnid, msg->>'type',
+               coalesce(msg #>> '{text,body}', msg #>> '{button,text}',
+                        msg #>> '{interactive,button_reply,title}',
+                        msg #>> '{interactive,list_reply,title}'),
+               wasend._webhook_time(msg->'timestamp'), msg
+          FROM m
+        ON CONFLICT (wa_message_id) DO NOTHING
+        RETURNING from_number, body),
+    stop AS (
+        -- a STOP reply stops every campaign, also for a recipient who had
+        -- only opted out of marketing
+        INSERT INTO wasend.suppressions AS x (recipient, reason)
+        SELECT DISTINCT ON (from_number) from_number, 'replied ' || upper(btrim(body))
+          FROM ins WHERE upper(btrim(body)) = ANY (keywords)
+        ON CONFLICT (recipient) DO UPDATE SET scope = 'all', reason = excluded.reason
+         WHERE x.scope <> 'all'
+        RETURNING 1)
+    SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM ins), (SELECT count(*) FROM stop)
+      INTO n_msgs, n_new, n_stop;
+
+    -- marketing opt-outs: stop suppresses for marketing, resume
+    -- lifts that (a suppression of scope all stays); the latest of a
+    -- recipient's wins
+    WITH p AS (
+        SELECT DISTINCT ON (ltrim(x ->> 'wa_id', '+')) ltrim(x ->> 'wa_id', '+') AS recipient,
+               lower(x ->> 'value') AS value
+          FROM jsonb_path_query(payload, '$.entry[*].changes[*].value.user_preferences[*]') x
+         WHERE x ->> 'category' = 'marketing_messages' AND jsonb_typeof(x -> 'wa_id') = 'string'
+           AND ltrim(x ->> 'wa_id', '+') ~ '^[0-9]{7,15}$'
+         ORDER BY ltrim(x ->> 'wa_id', '+'), wasend._webhook_time(x -> 'timestamp') DESC NULLS LAST),
+    stopped AS (
+        INSERT INTO wasend.suppressions (recipient, reason, scope)
+        SELECT p.recipient, 'user_preferences: stopped marketing messages', 'marketing'
+          FROM p WHERE p.value = 'stop'
+        ON CONFLICT DO NOTHING
+        RETURNING 1),
+    resumed AS (
+        DELETE FROM wasend.suppressions s
+         USING p
+         WHERE s.recipient = p.recipient AND p.value = 'resume' AND s.scope = 'marketing'
+        RETURNING 1)
+    SELECT (SELECT count(*) FROM stopped) + (SELECT count(*) FROM resumed) INTO n_pref;
+
+    -- the WhatsApp Business Account of the numbers it names
+    PERFORM wasend._learn_wabas(payload);
+    -- each change with the id of its entry (the account it is about)
+    FOR ch IN SELECT c || jsonb_build_object('entry_id', e -> 'id')
+                FROM jsonb_path_query(payload, '$.entry[*]') e
+               CROSS JOIN LATERAL jsonb_path_query(e, '$.changes[*]') c
+               WHERE jsonb_typeof(c) = 'object' AND c ->> 'field' IN ('message_template_status_update', 'phone_number_quality_update',
+                                       'business_capability_update')
+                 AND jsonb_typeof(c -> 'value') = 'object' LOOP
+        BEGIN
+            CASE ch ->> 'field'
+                WHEN 'message_template_status_update' THEN
+                    n_camp := n_camp + wasend._apply_template_status(ch -> 'value');
+                WHEN 'phone_number_quality_update' THEN
+                    n_camp := n_camp + wasend._apply_quality_update(ch -> 'value');
+                ELSE
+                    -- the limit of the account's portfolio changed
+                    n_camp := n_camp + wasend._apply_capability_update(
+                        CASE WHEN jsonb_typeof(ch -> 'entry_id') = 'string' THEN ch ->> 'entry_id' END,
+                        ch -> 'value');
+            END CASE;
+            n_acct := n_acct + 1;
+        EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded THEN
+            RAISE WARNING 'wasend: a % webhook was skipped: %', left(ch ->> 'field', 64),
+                wasend._redact(SQLERRM);
+        END;
+    END LOOP;
+
+    RETURN jsonb_build_object(
+        'statuses_applied', res->'applied',
+        'statuses_ignored', res->'ignored',
+        'statuses_pending', res->'pending',
+        'statuses_refused', res->'refused',
+        'messages_stored', n_new,
+        'messages_duplicate', n_msgs - n_new,
+        'recipients_suppressed', n_stop,
+        'preferences_applied', n_pref,
+        'account_updates', n_acct,
+        'campaigns_changed', n_camp);
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._ingest_verified(text) FROM PUBLIC;
+
+/*
+ * Throughput level.
+ *
+ * Meta raises a number from 80 to 1,000 messages a second by itself
+ * (throughput.level HIGH; STANDARD is 80).  The account read asks for the
+ * level too and stores it in whatsapp_numbers.throughput_level.  A number
+ * with follow_throughput (false by default: a rate set by hand is never
+ * touched) sends at 1000 a second while the level is HIGH and at 80 when it
+ * is STANDARD; any other level leaves its rate.  wasend_add_number and
+ * wasend_update_number take follow_throughput (a new last parameter, so
+ * both are made again with their grants).
+ */
+ALTER TABLE wasend.whatsapp_numbers
+    ADD COLUMN throughput_level text
+        CONSTRAINT whatsapp_numbers_throughput_level_check CHECK (throughput_level ~ '^[A-Z][A-Z0-9_]{0,63}$'),
+    ADD COLUMN follow_throughput boolean NOT NULL DEFAULT false;
+COMMENT ON COLUMN wasend.whatsapp_numbers.throughput_level IS
+'throughput.level as the Graph API last said it: STANDARD (80 messages per second), HIGH (1,000 after Meta''s upgrade), ...';
+COMMENT ON COLUMN wasend.whatsapp_numbers.follow_throughput IS
+'true: max_send_rate_per_sec follows Meta''s throughput level (HIGH 1000, STANDARD 80); false: it stays as set';
+GRANT SELECT (throughput_level, follow_throughput) ON wasend.whatsapp_numbers TO wasend_viewer;
+
+DROP FUNCTION wasend.wasend_add_number(text, text, integer, text);
+DROP FUNCTION wasend.wasend_update_number(bigint, text, integer, text, integer, boolean);
+
+CREATE OR REPLACE FUNCTION wasend._number_check() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.phone_number_id IS NULL THEN
+        RAISE EXCEPTION 'phone_number_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Use the numeric Phone number ID from the WhatsApp Manager (API Setup).';
+    END IF;
+    IF NEW.phone_number_id !~ '^[0-9]{1,32}$' THEN
+        RAISE EXCEPTION 'invalid phone_number_id "%"', NEW.phone_number_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use the numeric Phone number ID from the WhatsApp Manager (API Setup), not the phone number itself.';
+    END IF;
+    -- a NULL token is the number's token file (wasend.token_directory,
+    -- see below: the column may be NULL since 0.6.0)
+    IF NEW.access_token !~ '^\S+$' OR length(NEW.access_token) > 4096 THEN
+        RAISE EXCEPTION 'invalid access token'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the system user access token, without "Bearer " or spaces.';
+    END IF;
+    IF NEW.max_send_rate_per_sec IS NULL OR NEW.max_send_rate_per_sec NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'max_send_rate_per_sec must be between 1 and 1000, not %',
+                        coalesce(NEW.max_send_rate_per_sec::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Meta allows 80 messages per second per number by default and up to 1000 after an upgrade.';
+    END IF;
+    IF NEW.status IS NULL OR NEW.status NOT IN ('active', 'paused') THEN
+        RAISE EXCEPTION 'number status must be active or paused, not %', coalesce(NEW.status, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use wasend_pause_number() and wasend_resume_number().';
+    END IF;
+    IF NEW.business_id IS NOT NULL AND NEW.business_id !~ '^[0-9]{1,32}$' THEN
+        RAISE EXCEPTION 'invalid business_id "%"', NEW.business_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use the numeric id of the business portfolio (Business Settings, Business info), or NULL.';
+    END IF;
+    IF NEW.waba_id IS NOT NULL AND NEW.waba_id !~ '^[0-9]{1,32}$' THEN
+        RAISE EXCEPTION 'invalid waba_id "%"', NEW.waba_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use the numeric id of the WhatsApp Business Account (WhatsApp Manager, Account tools), or NULL: wasend learns it from the webhooks.';
+    END IF;
+    IF NEW.throughput_level !~ '^[A-Z][A-Z0-9_]{0,63}$' THEN
+        RAISE EXCEPTION 'invalid throughput_level "%"', left(NEW.throughput_level, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The senders read it from the Graph API; leave it to them.';
+    END IF;
+    IF NEW.follow_throughput IS NULL THEN
+        RAISE EXCEPTION 'follow_throughput must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Give true to have the rate follow Meta''s throughput level, false to keep max_send_rate_per_sec as set.';
+    END IF;
+    IF NEW.messaging_limit_override < 0 OR NEW.messaging_limit < 0 THEN
+        RAISE EXCEPTION 'messaging_limit must not be negative, not %',
+                        coalesce(NEW.messaging_limit_override, NEW.messaging_limit)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the number of unique recipients the portfolio may reach in 24 h (e.g. 250, 2000), or reset_messaging_limit => true to follow Meta''s tier.';
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.quality_rating IS DISTINCT FROM OLD.quality_rating THEN
+        IF NEW.quality_rating NOT IN ('GREEN', 'YELLOW', 'RED', 'UNKNOWN') THEN
+            RAISE EXCEPTION 'quality_rating must be GREEN, YELLOW, RED, UNKNOWN or NULL, not %', NEW.quality_rating
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'The senders read it from the Graph API; leave it to them.';
+        END IF;
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.can_send_message IS DISTINCT FROM OLD.can_send_message THEN
+        IF NEW.can_send_message NOT IN ('AVAILABLE', 'LIMITED', 'BLOCKED') THEN
+            RAISE EXCEPTION 'can_send_message must be AVAILABLE, LIMITED, BLOCKED or NULL, not %', NEW.can_send_message
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'The senders read it from the Graph API; leave it to them.';
+        END IF;
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.pause_rule IS DISTINCT FROM OLD.pause_rule THEN
+        IF NEW.pause_rule <> 'health' THEN
+            RAISE EXCEPTION 'pause_rule of a number must be health or NULL, not %', NEW.pause_rule
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'health: the number''s health all-clear resumes it; NULL: only wasend_resume_number() does.';
+        END IF;
+    END IF;
+    IF NEW.limits_due_at IS NULL OR NEW.created_at IS NULL OR NEW.updated_at IS NULL THEN
+        RAISE EXCEPTION 'limits_due_at, created_at and updated_at of a number must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Set limits_due_at = now() to have its messaging limit read again soon; leave the others to wasend.';
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.phone_number_id IS DISTINCT FROM OLD.phone_number_id THEN
+        IF EXISTS (SELECT 1 FROM wasend.whatsapp_numbers n
+                    WHERE n.phone_number_id = NEW.phone_number_id AND n.id IS DISTINCT FROM NEW.id) THEN
+            RAISE EXCEPTION 'phone number id % is already registered', NEW.phone_number_id
+                USING ERRCODE = 'unique_violation',
+                      HINT = 'Use wasend_update_number() to change its token or rate.';
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._number_check() FROM PUBLIC;
+
+CREATE FUNCTION wasend.wasend_add_number(phone_number_id text, access_token text DEFAULT NULL,
+                                                    max_send_rate_per_sec integer DEFAULT 80,
+                                                    business_id text DEFAULT NULL,
+                                                    follow_throughput boolean DEFAULT false)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET log_min_error_statement = panic
+AS $$
+DECLARE
+    new_id bigint;
+BEGIN
+    -- validated by wasend._number_check, whose errors never show the token
+    INSERT INTO wasend.whatsapp_numbers (phone_number_id, access_token, max_send_rate_per_sec,
+                                         business_id, follow_throughput)
+    VALUES (phone_number_id, access_token, max_send_rate_per_sec, business_id, follow_throughput)
+    RETURNING id INTO new_id;
+    IF access_token IS NULL THEN
+        PERFORM wasend._check_token_file(phone_number_id);
+    END IF;
+    PERFORM wasend._wake_at_commit();
+    RETURN new_id;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend.wasend_add_number(text, text, integer, text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wasend.wasend_add_number(text, text, integer, text, boolean) TO wasend_admin;
+
+CREATE FUNCTION wasend.wasend_update_number(number_id bigint, access_token text DEFAULT NULL,
+                                     max_send_rate_per_sec integer DEFAULT NULL,
+                                     business_id text DEFAULT NULL,
+                                     messaging_limit integer DEFAULT NULL,
+                                     reset_messaging_limit boolean DEFAULT false,
+                                     follow_throughput boolean DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET log_min_error_statement = panic
+AS $$
+DECLARE
+    n record;
+BEGIN
+    n := wasend._number_for_update(number_id);
+    IF access_token IS NULL AND max_send_rate_per_sec IS NULL AND business_id IS NULL
+       AND messaging_limit IS NULL AND NOT coalesce(reset_messaging_limit, false)
+       AND follow_throughput IS NULL THEN
+        RAISE EXCEPTION 'nothing to update'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give a new access_token, max_send_rate_per_sec, business_id, messaging_limit or follow_throughput, or reset_messaging_limit => true.';
+    END IF;
+    IF messaging_limit IS NOT NULL AND coalesce(reset_messaging_limit, false) THEN
+        RAISE EXCEPTION 'messaging_limit and reset_messaging_limit contradict each other'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give messaging_limit => n to override Meta''s tier, or reset_messaging_limit => true to follow it again.';
+    END IF;
+    IF messaging_limit < 0 THEN
+        RAISE EXCEPTION 'messaging_limit must not be negative, not %', messaging_limit
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the number of unique recipients the portfolio may reach in 24 h (e.g. 250, 2000), or reset_messaging_limit => true to follow Meta''s tier.';
+    END IF;
+    UPDATE wasend.whatsapp_numbers w
+       SET access_token = coalesce(wasend_update_number.access_token, w.access_token),
+           max_send_rate_per_sec = coalesce(wasend_update_number.max_send_rate_per_sec,
+                                            w.max_send_rate_per_sec),
+           business_id = coalesce(wasend_update_number.business_id, w.business_id),
+           messaging_limit_override = CASE WHEN reset_messaging_limit THEN NULL
+                                           ELSE coalesce(wasend_update_number.messaging_limit,
+                                                         w.messaging_limit_override) END,
+           messaging_limit = CASE
+               WHEN wasend_update_number.messaging_limit IS NOT NULL THEN wasend_update_number.messaging_limit
+               WHEN reset_messaging_limit THEN
+                    CASE WHEN w.messaging_tier IS NULL THEN NULL
+                         ELSE wasend._tier_limit(w.messaging_tier) END
+               ELSE w.messaging_limit END,
+           follow_throughput = coalesce(wasend_update_number.follow_throughput, w.follow_throughput),
+           updated_at = now()
+     WHERE w.id = number_id;
+    PERFORM wasend._wake_at_commit();
+END
+$$;
+REVOKE ALL ON FUNCTION wasend.wasend_update_number(bigint, text, integer, text, integer, boolean, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wasend.wasend_update_number(bigint, text, integer, text, integer, boolean, boolean) TO wasend_admin;
+
+CREATE OR REPLACE FUNCTION wasend._apply_number_limits(number_id bigint, http integer, answer text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n record;
+    j jsonb;
+    tier text;
+    lim integer;
+    q text;
+    health text;
+    disp text;
+    level text;
+    rate integer;
+    lowered boolean := false;
+BEGIN
+    SELECT * INTO n FROM wasend.whatsapp_numbers w WHERE w.id = number_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    BEGIN
+        j := answer::jsonb;
+    EXCEPTION WHEN OTHERS THEN
+        j := NULL;
+    END;
+    IF http IS DISTINCT FROM 200 OR jsonb_typeof(j) IS DISTINCT FROM 'object' OR j ? 'error' THEN
+        RAISE EXCEPTION 'could not read the messaging limit of number %: %', n.phone_number_id,
+                        wasend._redact(coalesce(j #>> '{error,message}',
+                                                'HTTP ' || coalesce(http::text, 'none') || ', ' || left(coalesce(answer, 'no answer'), 200)))
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The number keeps its previous limit, quality and health; wasend reads them again in a minute.';
+    END IF;
+    tier := j ->> 'whatsapp_business_manager_messaging_limit';
+    IF tier IS NOT NULL THEN
+        lim := wasend._tier_limit(tier);
+    END IF;
+    q := j ->> 'quality_rating';
+    IF q IS NOT NULL AND q NOT IN ('GREEN', 'YELLOW', 'RED', 'UNKNOWN') THEN
+        RAISE EXCEPTION 'unknown quality rating "%" for number %', q, n.phone_number_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Known ratings: GREEN, YELLOW, RED, UNKNOWN.';
+    END IF;
+    health := j #>> '{health_status,can_send_message}';
+    IF health IS NOT NULL AND health NOT IN ('AVAILABLE', 'LIMITED', 'BLOCKED') THEN
+        RAISE EXCEPTION 'unknown health status "%" for number %', health, n.phone_number_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Known values of health_status.can_send_message: AVAILABLE, LIMITED, BLOCKED.';
+    END IF;
+    level := j #>> '{throughput,level}';
+    IF level IS NOT NULL AND level !~ '^[A-Z][A-Z0-9_]{0,63}$' THEN
+        RAISE EXCEPTION 'unknown throughput level "%" for number %', left(level, 64), n.phone_number_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Known levels: STANDARD, HIGH.';
+    END IF;
+    rate := CASE WHEN NOT n.follow_throughput THEN NULL
+                 WHEN level = 'HIGH' THEN 1000
+                 WHEN level = 'STANDARD' THEN 80 END;
+    disp := nullif(regexp_replace(coalesce(j ->> 'display_phone_number', ''), '[^0-9]', '', 'g'), '');
+    lowered := wasend._tier_lowered(n.messaging_tier, tier);
+
+    UPDATE wasend.whatsapp_numbers w
+       SET messaging_tier = coalesce(tier, w.messaging_tier),
+           messaging_limit = CASE WHEN w.messaging_limit_override IS NOT NULL THEN w.messaging_limit_override
+                                  WHEN tier IS NOT NULL THEN lim ELSE w.messaging_limit END,
+           quality_rating = coalesce(q, w.quality_rating),
+           can_send_message = coalesce(health, w.can_send_message),
+           display_phone_number = coalesce(disp, w.display_phone_number),
+           throughput_level = coalesce(level, w.throughput_level),
+           max_send_rate_per_sec = coalesce(rate, w.max_send_rate_per_sec),
+           limits_checked_at = now(),
+           limits_due_at = now() + make_interval(secs => wasend._limits_interval()),
+           limits_error = NULL,
+           status = CASE WHEN health = 'BLOCKED' AND (w.status = 'active' OR w.paused_until IS NOT NULL) THEN 'paused'
+                         WHEN health IN ('AVAILABLE', 'LIMITED') AND w.pause_rule = 'health' THEN 'active'
+                         ELSE w.status END,
+           pause_rule = CASE WHEN health = 'BLOCKED' AND (w.status = 'active' OR w.paused_until IS NOT NULL) THEN 'health'
+                             WHEN health IN ('AVAILABLE', 'LIMITED') AND w.pause_rule = 'health' THEN NULL
+                             ELSE w.pause_rule END,
+           pause_reason = CASE WHEN health = 'BLOCKED' AND (w.status = 'active' OR w.paused_until IS NOT NULL)
+                                    THEN 'health: health_status.can_send_message is BLOCKED'
+                               WHEN health IN ('AVAILABLE', 'LIMITED') AND w.pause_rule = 'health' THEN NULL
+                               ELSE w.pause_reason END,
+           paused_until = CASE WHEN health = 'BLOCKED' AND (w.status = 'active' OR w.paused_until IS NOT NULL) THEN NULL ELSE w.paused_until END
+     WHERE w.id = number_id;
+
+    IF q = 'RED' AND n.quality_rating IS DISTINCT FROM 'RED' THEN
+        PERFORM wasend._pause_for_quality(number_id, 'quality rating of number ' || n.phone_number_id || ' is RED');
+    ELSIF lowered THEN
+        PERFORM wasend._pause_for_quality(number_id,
+            format('messaging limit of number %s lowered from %s to %s', n.phone_number_id, n.messaging_tier, tier));
+    END IF;
+    IF health = 'BLOCKED' AND (n.status = 'active' OR n.paused_until IS NOT NULL) THEN
+        RAISE LOG 'wasend paused number %: health_status.can_send_message is BLOCKED', n.phone_number_id;
+    END IF;
+    IF rate IS DISTINCT FROM n.max_send_rate_per_sec AND rate IS NOT NULL THEN
+        RAISE LOG 'wasend: number % now sends at most % messages a second (throughput level %)',
+                  n.phone_number_id, rate, level;
+    END IF;
+    PERFORM wasend._wake_at_commit();
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._apply_number_limits(bigint, integer, text) FROM PUBLIC;
+
+/*
+ * Errors that belong to one row fail that row.
+ *
+ * 132000 (template parameter count mismatch) and 132012 (parameter
+ * format mismatch) are errors of one row's own message, yet paused the
+ * whole campaign: every resume tried that row again and paused again, so
+ * the campaign never completed.  They now fail the row, as 100, 131051
+ * and 135000 do; a campaign whose rows keep failing is paused by its
+ * circuit breaker.  The template's own errors (132001 missing, 132015
+ * paused, 132016 disabled) still pause the campaign.  The descriptions
+ * say which is which.  New built-in codes: 131062 (business-scoped user
+ * id recipients not supported for this message: fail the row) and 131055
+ * (Marketing Messages API terms not accepted: pause the number until a
+ * person accepted them).  Only rows still as shipped change (origin
+ * 'builtin', with the trigger off so that they stay built in); a code a
+ * user already added keeps the user's row.
+ */
+ALTER TABLE wasend.error_policy DISABLE TRIGGER error_policy_track;
+UPDATE wasend.error_policy p
+   SET action = v.action, description = v.description
+  FROM (VALUES
+    ('100', 'fail', 'invalid parameter: this row''s message is wrong, fail the row (the circuit breaker pauses a campaign whose rows keep failing)'),
+    ('131051', 'fail', 'unsupported message type: this row''s message is wrong, fail the row (the circuit breaker pauses a campaign whose rows keep failing)'),
+    ('135000', 'fail', 'generic user error: this row''s message is wrong, fail the row (the circuit breaker pauses a campaign whose rows keep failing)'),
+    ('132000', 'fail', 'template parameter count mismatch in this row''s message: fail the row (the circuit breaker pauses a campaign whose rows keep failing)'),
+    ('132001', 'pause_campaign', 'template does not exist: the template itself, pause the campaign'),
+    ('132012', 'fail', 'template parameter format mismatch in this row''s message: fail the row (the circuit breaker pauses a campaign whose rows keep failing)'),
+    ('132015', 'pause_campaign', 'template paused: the template itself, pause the campaign'),
+    ('132016', 'pause_campaign', 'template disabled: the template itself, pause the campaign'))
+    AS v (code, action, description)
+ WHERE p.code = v.code AND p.origin = 'builtin';
+INSERT INTO wasend.error_policy AS p (code, action, backoff, backoff_factor, pause_for, slow_down, description, origin) VALUES
+    ('131062', 'fail', '2 seconds', 2, NULL, false, 'business-scoped user id recipients are not supported for this message (authentication one-tap, zero-tap and copy-code templates): fail the row; send it to the phone number', 'builtin'),
+    ('131055', 'pause_number', '2 seconds', 2, NULL, false, 'Marketing Messages API terms not accepted: a person must accept them in WhatsApp Manager, then resume the number', 'builtin')
+ON CONFLICT (code) DO NOTHING;
+ALTER TABLE wasend.error_policy ENABLE TRIGGER error_policy_track;
+
+/*
  * Usernames and business-scoped user IDs (BSUIDs).
  *
  * Since 2026 a WhatsApp user may hide their phone number behind a
@@ -2417,8 +3211,13 @@ BEGIN
         RETURNING 1)
     SELECT (SELECT count(*) FROM stopped) + (SELECT count(*) FROM resumed) INTO n_pref;
 
-    FOR ch IN SELECT c FROM jsonb_path_query(payload, '$.entry[*].changes[*]') c
-               WHERE c ->> 'field' IN ('message_template_status_update', 'phone_number_quality_update',
+    -- the WhatsApp Business Account of the numbers it names
+    PERFORM wasend._learn_wabas(payload);
+    -- each change with the id of its entry (the account it is about)
+    FOR ch IN SELECT c || jsonb_build_object('entry_id', e -> 'id')
+                FROM jsonb_path_query(payload, '$.entry[*]') e
+               CROSS JOIN LATERAL jsonb_path_query(e, '$.changes[*]') c
+               WHERE jsonb_typeof(c) = 'object' AND c ->> 'field' IN ('message_template_status_update', 'phone_number_quality_update',
                                        'business_capability_update')
                  AND jsonb_typeof(c -> 'value') = 'object' LOOP
         BEGIN
@@ -2428,9 +3227,10 @@ BEGIN
                 WHEN 'phone_number_quality_update' THEN
                     n_camp := n_camp + wasend._apply_quality_update(ch -> 'value');
                 ELSE
-                    -- the portfolio's limit changed: read every number again
-                    PERFORM wasend._limits_due_soon(NULL);
-                    PERFORM wasend._wake_at_commit();
+                    -- the limit of the account's portfolio changed
+                    n_camp := n_camp + wasend._apply_capability_update(
+                        CASE WHEN jsonb_typeof(ch -> 'entry_id') = 'string' THEN ch ->> 'entry_id' END,
+                        ch -> 'value');
             END CASE;
             n_acct := n_acct + 1;
         EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded THEN

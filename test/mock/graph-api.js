@@ -60,13 +60,16 @@ const port = parseInt(args.port || '18080', 10);
  *   "numbers": { "<phone_number_id>": { "token": "...", "rate": 80,
  *                  "account": { "tier": "TIER_250", "quality_rating": "GREEN",
  *                               "can_send_message": "AVAILABLE",
- *                               "display_phone_number": "15550001111" },
+ *                               "display_phone_number": "15550001111",
+ *                               "throughput": "STANDARD" },
  *                  "account_error": { "http": 400, "code": 80007 } } },
  *   "default_rate": 80,          // for numbers not listed (token not checked)
  *   "strict_numbers": false,     // true: unknown phone_number_id -> 100
  *   "latency_ms": 0, "jitter_ms": 0,
  *   "strict_rate": false,        // true: every send counts in the window
  *   "requests_per_connection": 0, // n: close a connection after n requests
+ *   "version_warning": null,     // text: every API answer (sends, GETs)
+ *                                // carries X-Ad-Api-Version-Warning: text
  *   "connect_delay_ms": 0, "connect_delay_count": 0,
  *                                // hold the next count new connections
  *   "rules": [ { "to": "regex", "code": 131026, "http": 400,
@@ -90,7 +93,8 @@ const port = parseInt(args.port || '18080', 10);
  * optional: tier (whatsapp_business_manager_messaging_limit, any string,
  * default TIER_UNLIMITED), quality_rating (GREEN), can_send_message
  * (health_status.can_send_message, AVAILABLE), display_phone_number
- * ("1555" + the last 7 digits of the phone_number_id, zero-padded).
+ * ("1555" + the last 7 digits of the phone_number_id, zero-padded),
+ * throughput (throughput.level, STANDARD).
  * "account_error" makes that GET fail with an error body of this code
  * (default 100) and HTTP status (default 400); with "echo_token": true its
  * message repeats the request's bearer token.  POST /__mock/account
@@ -228,6 +232,10 @@ const messages = {
 	4: 'Application request limit reached',
 	80007: 'There have been too many calls to this WhatsApp Business account.',
 	131009: 'Parameter value is not valid',
+	131057: 'Account in maintenance mode',
+	132000: 'Number of parameters does not match the expected number of params',
+	132012: 'Parameter format does not match format in the created template',
+	131062: 'Business-scoped user ID recipients are not supported for this message',
 };
 
 const logFd = args['log-file'] ? fs.openSync(args['log-file'], 'a') : null;
@@ -262,6 +270,8 @@ function reply(res, status, body, delay)
 			'Content-Type': 'application/json',
 			'Content-Length': Buffer.byteLength(body),
 		};
+		if (typeof config.version_warning === 'string' && config.version_warning !== '')
+			headers['X-Ad-Api-Version-Warning'] = config.version_warning;
 		if (delay > 0)
 			headers['Server-Timing'] = 'app;dur=' +
 				(Number(process.hrtime.bigint() - t0) / 1e6).toFixed(3);
@@ -518,6 +528,7 @@ function accountState(pnid)
 		can_send_message: a.can_send_message !== undefined ? a.can_send_message : 'AVAILABLE',
 		display_phone_number: a.display_phone_number !== undefined ? a.display_phone_number :
 			'1555' + digits.slice(-7).padStart(7, '0'),
+		throughput: a.throughput !== undefined ? a.throughput : 'STANDARD',
 	};
 }
 
@@ -533,7 +544,7 @@ const accountFields = {
 	quality_rating: (pnid, a) => a.quality_rating,
 	whatsapp_business_manager_messaging_limit: (pnid, a) => a.tier,
 	messaging_limit_tier: (pnid, a) => a.tier,		/* deprecated by Meta */
-	throughput: (pnid, a) => ({ level: 'STANDARD' }),
+	throughput: (pnid, a) => ({ level: a.throughput }),
 	health_status: (pnid, a) => {
 		const entity = { entity_type: 'PHONE_NUMBER', id: pnid, can_send_message: a.can_send_message };
 		if (a.can_send_message !== 'AVAILABLE')
@@ -679,7 +690,7 @@ function setAccount(body)
 		return false;
 	const num = config.numbers[body.pnid] || (config.numbers[body.pnid] = {});
 	num.account = Object.assign({}, num.account || {});
-	for (const k of ['tier', 'quality_rating', 'can_send_message', 'display_phone_number'])
+	for (const k of ['tier', 'quality_rating', 'can_send_message', 'display_phone_number', 'throughput'])
 		if (body[k] !== undefined)
 			num.account[k] = body[k];
 	if (body.account_error === null)

@@ -234,6 +234,9 @@ $node->safe_psql('upgraded_data', q{
 	UPDATE wasend.error_policy SET backoff = '3 seconds' WHERE code = '131000';
 	INSERT INTO wasend.error_policy (code, action, description) VALUES ('131099', 'fail', 'added before the upgrade');
 	DELETE FROM wasend.error_policy WHERE code = '131047';
+	-- a built-in row 0.6.0 changes, edited; a code 0.6.0 ships, added
+	UPDATE wasend.error_policy SET description = 'ours: format mismatch' WHERE code = '132012';
+	INSERT INTO wasend.error_policy (code, action, description) VALUES ('131062', 'retry', 'ours');
 	ALTER EXTENSION wasend UPDATE;
 });
 is($node->safe_psql('upgraded_data', q{
@@ -246,12 +249,18 @@ is($node->safe_psql('upgraded_data', q{
 is($node->safe_psql('upgraded_data', q{
 	SELECT origin, count(*), string_agg(code, ',' ORDER BY code) FILTER (WHERE origin <> 'builtin')
 	  FROM wasend.error_policy GROUP BY 1 ORDER BY 1}),
-	"added|1|131099\nbuiltin|138|\nedited|1|131000",
+	"added|2|131062,131099\nbuiltin|138|\nedited|2|131000,132012",
 	'error policy rows: an edited code is edited, an added code added, the rest built in');
+is($node->safe_psql('upgraded_data', q{
+	SELECT string_agg(code || ':' || action || ':' || description, ' ' ORDER BY code)
+	  FROM wasend.error_policy WHERE code IN ('131062', '132000', '132012')}),
+	'131062:retry:ours 132000:fail:template parameter count mismatch in this row\'s message: fail the row '
+	  . '(the circuit breaker pauses a campaign whose rows keep failing) 132012:pause_campaign:ours: format mismatch',
+	"the update changes the built-in rows as shipped only: a user's edited or added row is kept");
 my ($data) = PostgreSQL::Test::Utils::run_command(
 	[ 'pg_dump', '--data-only', '-d', $node->connstr('upgraded_data') ]);
 my ($policy_rows) = $data =~ /^COPY wasend\.error_policy \(.*?\n(.*?)^\\\.$/ms;
-is(join(' ', sort map { (split /\t/)[0] } split /\n/, $policy_rows // ''), '131000 131099',
+is(join(' ', sort map { (split /\t/)[0] } split /\n/, $policy_rows // ''), '131000 131062 131099 132012',
 	'pg_dump dumps the edited and the added error policy row, not the built-in ones');
 
 # 0.2.0 with rows, updated to 0.6.0
