@@ -2346,11 +2346,16 @@ GRANT SELECT ON wasend.identity_names TO wasend_viewer;
 -- of the names the change touches (its old and new names, and everyone
 -- they were one person with) are worked out again from the pairs, one
 -- person at a time, each from a name not yet placed.  Runs as the
--- writer of wasend.identities.
+-- writer of wasend.identities.  Its lookups must read the indexes however
+-- stale the statistics: a plan made while the table looked empty, cached
+-- for a statement that writes many pairs (a bulk load, one statement),
+-- would scan the whole table once per row; enable_seqscan = off keeps
+-- them on the indexes (each is an equality on an indexed column).
 CREATE FUNCTION wasend._identity_names_sync() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
 AS $$
 DECLARE
     seeds text[];
@@ -2376,9 +2381,12 @@ BEGIN
         WITH RECURSIVE person(n) AS (
             SELECT seed
             UNION
+            -- (a lateral lookup per name: each of its four conditions
+            -- reads an index)
             SELECT x.n FROM person p
-              JOIN wasend.identities i
-                ON i.user_id = p.n OR i.phone = p.n OR i.parent_user_id = p.n OR i.previous_user_id = p.n
+             CROSS JOIN LATERAL (SELECT i.* FROM wasend.identities i
+                                  WHERE i.user_id = p.n OR i.phone = p.n
+                                     OR i.parent_user_id = p.n OR i.previous_user_id = p.n) i
              CROSS JOIN LATERAL (VALUES (i.user_id), (i.phone), (i.parent_user_id), (i.previous_user_id)) x(n)
              WHERE x.n IS NOT NULL)
         SELECT array_agg(n ORDER BY n COLLATE "C") INTO members FROM person;

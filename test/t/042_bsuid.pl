@@ -18,7 +18,8 @@
 #      both pairs them.
 #   3. A user_preferences stop with only a user_id (through
 #      wasend_ingest_webhook): a marketing campaign to the paired phone
-#      number skips it, a utility one sends.
+#      number skips it, a utility one sends.  The frequency cap counts a
+#      marketing message sent by phone number against the BSUID.
 #   4. A user_id_update and a user_changed_user_id system message: the new
 #      BSUIDs and the new phone number inherit the STOP; the old phone
 #      number, no longer the user's, is free again.
@@ -95,7 +96,7 @@ sub state_of
 	return $node->safe_psql('postgres', q{
 		SELECT string_agg(format('row %s campaign %s %s: %s %s %s', id, campaign_id, recipient, status,
 		                         coalesce(waiting_for, ''), coalesce(last_error, '')), E'\n' ORDER BY id)
-		  FROM wasend.send_queue WHERE status <> 'sent' OR campaign_id <> 5});
+		  FROM wasend.send_queue WHERE status <> 'sent' OR campaign_id <> 7});
 }
 
 my $utility = q{'{"type":"template","template":{"name":"order","language":{"code":"en_US"}}}'};
@@ -232,6 +233,25 @@ is($node->safe_psql('postgres', q{
 	SELECT campaign_id, recipient, status FROM wasend.send_queue WHERE campaign_id IN (4, 5) ORDER BY 1, 2}),
 	"4|155542000003|sent\n5|155542000002|sent", 'a utility message still reaches them');
 
+# the frequency cap counts the person's marketing messages under every
+# name: 155542000003 got campaign 4's; paired with US.4200000013, a capped
+# marketing campaign to the BSUID waits
+post(fixture('status_delivered_phone',
+	'wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQUFERjg0NDEzNDdFODU3MUMxMAA=' => $w{'155542000003'},
+	$b1 => 'US.4200000013', $p1 => '155542000003', $parent => 'US.ENT.4200000039'));
+$node->safe_psql('postgres', qq{
+	SELECT wasend.wasend_create_campaign('capped', 1, $marketing, category => 'marketing', frequency_cap => 1);
+	SELECT wasend.wasend_enqueue(6, ARRAY['US.4200000013']);
+	SELECT wasend.wasend_start_campaign(6);
+});
+$node->poll_query_until('postgres', q{
+	SELECT waiting_for = 'frequency_cap' FROM wasend.send_queue WHERE campaign_id = 6})
+  or die 'the capped row did not wait: ' . state_of();
+is($node->safe_psql('postgres', q{
+	SELECT status, waiting_for, next_attempt_at > now() + interval '6 days' FROM wasend.send_queue
+	 WHERE campaign_id = 6}),
+	'ready|frequency_cap|t', "the frequency cap counts the message the person got by phone number");
+
 # --- 4. a new BSUID inherits the STOP ---------------------------------------
 like(post(fixture('user_id_update')), qr/"identities_learned": 1.* 200$/,
 	'user_id_update: the new BSUID is learned');
@@ -262,19 +282,19 @@ my $used = $node->safe_psql('postgres', q{
 my $fill = 250 - $used;
 $node->safe_psql('postgres', qq{
 	SELECT wasend.wasend_create_campaign('fill', 1, $utility, category => 'utility');
-	SELECT wasend.wasend_enqueue(6, array_agg((155543000000 + g)::text ORDER BY g))
+	SELECT wasend.wasend_enqueue(7, array_agg((155543000000 + g)::text ORDER BY g))
 	  FROM generate_series(1, $fill) g;
-	SELECT wasend.wasend_enqueue(6, ARRAY['US.4200000011', '155549999999']);
-	SELECT wasend.wasend_start_campaign(6);
+	SELECT wasend.wasend_enqueue(7, ARRAY['US.4200000011', '155549999999']);
+	SELECT wasend.wasend_start_campaign(7);
 });
 $node->poll_query_until('postgres', q{
 	SELECT count(*) FILTER (WHERE status = 'ready' AND waiting_for = 'messaging_limit') = 1
 	   AND count(*) FILTER (WHERE status = 'sent') = count(*) - 1
-	  FROM wasend.send_queue WHERE campaign_id = 6})
-  or die 'campaign 6 did not reach its budget: ' . state_of();
+	  FROM wasend.send_queue WHERE campaign_id = 7})
+  or die 'campaign 7 did not reach its budget: ' . state_of();
 is($node->safe_psql('postgres', q{
 	SELECT recipient, status, coalesce(waiting_for, '-') FROM wasend.send_queue
-	 WHERE campaign_id = 6 AND recipient IN ('US.4200000011', '155549999999') ORDER BY 1}),
+	 WHERE campaign_id = 7 AND recipient IN ('US.4200000011', '155549999999') ORDER BY 1}),
 	"155549999999|ready|messaging_limit\nUS.4200000011|sent|-",
 	'with the 250 slots taken, the BSUID of a person reached by phone is sent; a new number waits');
 is($node->safe_psql('postgres', q{
