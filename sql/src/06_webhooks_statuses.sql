@@ -222,14 +222,16 @@ GRANT SELECT ON wasend.identity_names TO wasend_viewer;
 -- of the names the change touches (its old and new names, and everyone
 -- they were one person with) are worked out again from the pairs, one
 -- person at a time, each from a name not yet placed.  Runs as the
--- writer of wasend.identities.  Its lookups must read the indexes however
+-- extension's owner (SECURITY DEFINER): an administrator who writes a pair
+-- may not write wasend.identity_names itself; it touches only these two
+-- tables of schema wasend, by name.  Its lookups must read the indexes however
 -- stale the statistics: a plan made while the table looked empty, cached
 -- for a statement that writes many pairs (a bulk load, one statement),
 -- would scan the whole table once per row; enable_seqscan = off keeps
 -- them on the indexes (each is an equality on an indexed column).
 CREATE FUNCTION wasend._identity_names_sync() RETURNS trigger
 LANGUAGE plpgsql
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
 AS $$

@@ -36,6 +36,20 @@ INSERT INTO wasend.identities (user_id, phone) VALUES ('US.ENT.1', '15552910003'
 INSERT INTO wasend.identities (user_id, phone, parent_user_id) VALUES ('US.1', '+15552910003', 'US.ENT.9');
 SELECT user_id, phone, parent_user_id FROM wasend.identities;
 
+-- an administrator (not a superuser) adds and deletes pairs; the names
+-- follow, though the administrator cannot write them itself
+CREATE ROLE regress_id_admin;
+SELECT wasend.wasend_grant_access('regress_id_admin', 'admin');
+SET ROLE regress_id_admin;
+INSERT INTO wasend.identities (user_id, phone) VALUES ('NL.1', '31600000001');
+SELECT wasend._recipient_names('31600000001');
+INSERT INTO wasend.identity_names VALUES ('31600000002', 'NL.1');
+DELETE FROM wasend.identities WHERE user_id = 'NL.1';
+SELECT wasend._recipient_names('31600000001');
+RESET ROLE;
+SELECT wasend.wasend_revoke_access('regress_id_admin');
+DROP ROLE regress_id_admin;
+
 -- a person's names, two steps out: the phone number reaches the BSUID of
 -- another portfolio through the parent BSUID, and back
 INSERT INTO wasend.identities (user_id, parent_user_id) VALUES ('US.2', 'US.ENT.9');
