@@ -50,7 +50,7 @@ RESET ROLE;
 SELECT wasend.wasend_revoke_access('regress_id_admin');
 DROP ROLE regress_id_admin;
 
--- a person's names, two steps out: the phone number reaches the BSUID of
+-- a person's names, through the pairs: the phone number reaches the BSUID of
 -- another portfolio through the parent BSUID, and back
 INSERT INTO wasend.identities (user_id, parent_user_id) VALUES ('US.2', 'US.ENT.9');
 SELECT wasend._recipient_names('15552910003'), wasend._recipient_names('US.2'),
