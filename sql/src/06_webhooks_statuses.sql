@@ -152,11 +152,16 @@ GRANT SELECT ON wasend.identities TO wasend_viewer;
 GRANT INSERT, UPDATE, DELETE ON wasend.identities TO wasend_admin;
 
 -- Validates every pair: a BSUID, a phone number (stored without its +),
--- a parent BSUID (with "ENT."), a username of at most 64 characters.
+-- a parent BSUID (with "ENT."), a username of at most 64 characters.  A
+-- phone number or parent BSUID names one user, with one BSUID per
+-- portfolio: more than 20 BSUIDs on one is not Meta's data (a placeholder
+-- number in an import) and would make one person of many, so the 21st
+-- is refused.  Its lookups keep to the indexes (see _identity_names_sync).
 CREATE FUNCTION wasend._identity_check() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
 AS $$
 BEGIN
     IF NEW.user_id IS NULL OR NEW.user_id !~ '^[A-Z]{2}\.[A-Za-z0-9]{1,128}$' THEN
@@ -185,6 +190,23 @@ BEGIN
         RAISE EXCEPTION 'a username is at most 64 characters'
             USING ERRCODE = 'string_data_right_truncation',
                   HINT = 'Give the username as Meta gave it, or NULL.';
+    END IF;
+    IF NEW.phone IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.phone IS DISTINCT FROM OLD.phone)
+       AND (SELECT count(*) FROM (SELECT 1 FROM wasend.identities i
+                                   WHERE i.phone = NEW.phone AND i.user_id <> NEW.user_id
+                                   LIMIT 20) x) >= 20 THEN
+        RAISE EXCEPTION 'phone number "%" is already paired with 20 BSUIDs', NEW.phone
+            USING ERRCODE = 'check_violation',
+                  HINT = 'A phone number is one user, with one BSUID per business portfolio; pair it with the right BSUID only.';
+    END IF;
+    IF NEW.parent_user_id IS NOT NULL
+       AND (TG_OP = 'INSERT' OR NEW.parent_user_id IS DISTINCT FROM OLD.parent_user_id)
+       AND (SELECT count(*) FROM (SELECT 1 FROM wasend.identities i
+                                   WHERE i.parent_user_id = NEW.parent_user_id AND i.user_id <> NEW.user_id
+                                   LIMIT 20) x) >= 20 THEN
+        RAISE EXCEPTION 'parent BSUID "%" is already paired with 20 BSUIDs', NEW.parent_user_id
+            USING ERRCODE = 'check_violation',
+                  HINT = 'A parent BSUID is one user, with one BSUID per business portfolio.';
     END IF;
     IF NEW.updated_at IS NULL THEN
         NEW.updated_at := now();
@@ -221,7 +243,13 @@ GRANT SELECT ON wasend.identity_names TO wasend_viewer;
 -- Keep wasend.identity_names right after a change of a pair: the people
 -- of the names the change touches (its old and new names, and everyone
 -- they were one person with) are worked out again from the pairs, one
--- person at a time, each from a name not yet placed.  Runs as the
+-- person at a time, each from a name not yet placed; only names whose
+-- person changed are written.  Writers of pairs take turns: the SHARE ROW
+-- EXCLUSIVE lock on identity_names (which conflicts with itself, not with
+-- the readers' ACCESS SHARE: no claim waits for it) is held to the end
+-- of the transaction, and each statement below sees the pairs the writer
+-- before committed (READ COMMITTED), so two transactions pairing names of
+-- one person cannot each write half of it.  Runs as the
 -- extension's owner (SECURITY DEFINER): an administrator who writes a pair
 -- may not write wasend.identity_names itself; it touches only these two
 -- tables of schema wasend, by name.  Its lookups must read the indexes however
@@ -240,7 +268,9 @@ DECLARE
     touched text[];
     seed text;
     members text[];
+    placed text[] := '{}';
 BEGIN
+    LOCK TABLE wasend.identity_names IN SHARE ROW EXCLUSIVE MODE;
     IF TG_OP <> 'INSERT' THEN
         seeds := ARRAY[OLD.user_id, OLD.phone, OLD.parent_user_id, OLD.previous_user_id];
     END IF;
@@ -253,9 +283,8 @@ BEGIN
             SELECT m.name FROM wasend.identity_names m
              WHERE m.person IN (SELECT k.person FROM wasend.identity_names k
                                  WHERE k.name = ANY (seeds))) x;
-    DELETE FROM wasend.identity_names m WHERE m.name = ANY (touched);
     FOREACH seed IN ARRAY coalesce(touched, '{}') LOOP
-        CONTINUE WHEN EXISTS (SELECT 1 FROM wasend.identity_names m WHERE m.name = seed);
+        CONTINUE WHEN seed = ANY (placed);
         WITH RECURSIVE person(n) AS (
             SELECT seed
             UNION
@@ -268,18 +297,46 @@ BEGIN
              CROSS JOIN LATERAL (VALUES (i.user_id), (i.phone), (i.parent_user_id), (i.previous_user_id)) x(n)
              WHERE x.n IS NOT NULL)
         SELECT array_agg(n ORDER BY n COLLATE "C") INTO members FROM person;
+        placed := placed || members;
         IF array_length(members, 1) > 1 THEN
             INSERT INTO wasend.identity_names AS m (name, person)
             SELECT u, members[1] FROM unnest(members) u
-            ON CONFLICT (name) DO UPDATE SET person = excluded.person;
+            ON CONFLICT (name) DO UPDATE SET person = excluded.person
+             WHERE m.person IS DISTINCT FROM excluded.person;
+        ELSE
+            -- a person alone is not listed
+            DELETE FROM wasend.identity_names m WHERE m.name = seed;
         END IF;
     END LOOP;
     RETURN NULL;
 END
 $$;
 REVOKE ALL ON FUNCTION wasend._identity_names_sync() FROM PUBLIC;
-CREATE TRIGGER identity_names_sync AFTER INSERT OR UPDATE OR DELETE ON wasend.identities
+CREATE TRIGGER identity_names_sync AFTER INSERT OR DELETE ON wasend.identities
     FOR EACH ROW EXECUTE FUNCTION wasend._identity_names_sync();
+-- (an update that changes no link, a username, changes no person)
+CREATE TRIGGER identity_names_sync_update
+    AFTER UPDATE OF user_id, phone, parent_user_id, previous_user_id ON wasend.identities
+    FOR EACH ROW
+    WHEN ((OLD.user_id, OLD.phone, OLD.parent_user_id, OLD.previous_user_id)
+          IS DISTINCT FROM (NEW.user_id, NEW.phone, NEW.parent_user_id, NEW.previous_user_id))
+    EXECUTE FUNCTION wasend._identity_names_sync();
+
+-- A TRUNCATE of the pairs leaves no person: their names go too.  Runs as
+-- the extension's owner, as the sync does.
+CREATE FUNCTION wasend._identity_names_truncate() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    TRUNCATE wasend.identity_names;
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._identity_names_truncate() FROM PUBLIC;
+CREATE TRIGGER identity_names_truncate AFTER TRUNCATE ON wasend.identities
+    FOR EACH STATEMENT EXECUTE FUNCTION wasend._identity_names_truncate();
 
 -- All the names of the person a recipient names, in C order, the
 -- recipient among them (wasend.identity_names); the first is the
@@ -315,6 +372,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n bigint;
+    changes jsonb;
 BEGIN
     WITH v AS (
         SELECT x AS v FROM jsonb_path_query(payload, '$.entry[*].changes[*].value') x
@@ -341,13 +399,6 @@ BEGIN
          WHERE r.cur ~ '^[A-Z]{2}\.[A-Za-z0-9]{1,128}$' AND r.prev ~ '^[A-Z]{2}\.[A-Za-z0-9]{1,128}$'
            AND r.cur <> r.prev
          ORDER BY r.cur, r.prev),
-    gone AS (
-        -- the old BSUID's phone number is no longer the user's
-        UPDATE wasend.identities i
-           SET phone = NULL, updated_at = now()
-          FROM ok
-         WHERE i.user_id = ok.prev AND i.phone IS NOT NULL
-           AND i.phone IS DISTINCT FROM ok.phone),
     up AS (
         INSERT INTO wasend.identities AS i (user_id, phone, parent_user_id, previous_user_id)
         SELECT ok.cur, ok.phone, ok.parent, ok.prev FROM ok ORDER BY ok.cur
@@ -358,8 +409,31 @@ BEGIN
                updated_at = now()
          WHERE i.previous_user_id IS DISTINCT FROM excluded.previous_user_id
             OR (excluded.phone IS NOT NULL AND i.phone IS DISTINCT FROM excluded.phone)
-        RETURNING 1)
-    SELECT count(*) INTO n FROM up;
+        RETURNING i.user_id, i.previous_user_id, i.phone)
+    SELECT count(*), coalesce(jsonb_agg(jsonb_build_array(up.user_id, up.previous_user_id, up.phone)), '[]')
+      INTO n, changes FROM up;
+    IF n = 0 THEN
+        RETURN 0;
+    END IF;
+    -- what the user asked for under the old phone number holds for the
+    -- user: it is kept under the old BSUID, which the new one links to
+    INSERT INTO wasend.suppressions AS x (recipient, reason, scope)
+    SELECT DISTINCT ON (c ->> 1) c ->> 1, s.reason, s.scope
+      FROM jsonb_array_elements(changes) c
+      JOIN wasend.identities i ON i.user_id = c ->> 1
+      JOIN wasend.suppressions s ON s.recipient = i.phone
+     WHERE i.phone IS DISTINCT FROM c ->> 2
+     ORDER BY c ->> 1, s.scope = 'all' DESC
+    ON CONFLICT (recipient) DO UPDATE SET scope = 'all', reason = excluded.reason
+     WHERE excluded.scope = 'all' AND x.scope <> 'all';
+    -- then the old BSUID's phone number is no longer the user's (after the
+    -- new BSUIDs are written, so that a chain of changes in one payload
+    -- clears every number but the last)
+    UPDATE wasend.identities i
+       SET phone = NULL, updated_at = now()
+      FROM jsonb_array_elements(changes) c
+     WHERE i.user_id = c ->> 1 AND i.phone IS NOT NULL
+       AND i.phone IS DISTINCT FROM c ->> 2;
     RETURN n;
 END
 $$;
@@ -416,8 +490,13 @@ BEGIN
                    CASE WHEN jsonb_typeof(v.v -> 'messages') = 'array' THEN v.v -> 'messages' ELSE '[]' END) e
          WHERE jsonb_typeof(e) = 'object' AND jsonb_typeof(e -> 'system') = 'object'),
     ok AS (
+        -- a BSUID another replaced (user_id_update) gets no phone number
+        -- back from a late or repeated webhook: the number is no longer
+        -- its user's
         SELECT x.user_id,
-               max(CASE WHEN ltrim(x.phone, '+') ~ '^[0-9]{7,15}$' THEN ltrim(x.phone, '+') END) AS phone,
+               CASE WHEN NOT EXISTS (SELECT 1 FROM wasend.identities r WHERE r.previous_user_id = x.user_id)
+                    THEN max(CASE WHEN ltrim(x.phone, '+') ~ '^[0-9]{7,15}$' THEN ltrim(x.phone, '+') END)
+               END AS phone,
                max(CASE WHEN x.parent ~ '^[A-Z]{2}\.ENT\.[A-Za-z0-9]{1,128}$' THEN x.parent END) AS parent,
                max(CASE WHEN length(x.username) <= 64 THEN x.username END) AS username
           FROM named x
@@ -858,10 +937,11 @@ BEGIN
     SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM ins), (SELECT count(*) FROM stop)
       INTO n_msgs, n_new, n_stop;
 
-    -- marketing opt-outs: stop suppresses for marketing (by each name
-    -- the preference gives: wa_id and user_id), resume lifts that for
-    -- every name of the person (a suppression of scope all stays); the
-    -- latest of a person's wins
+    -- marketing opt-outs: stop suppresses for marketing, and resume lifts
+    -- that, by each name the preference gives (wa_id and user_id; a
+    -- suppression of scope all stays, and so does an opt-out under a
+    -- name the resume does not give: a wrong pair never lifts another
+    -- user's); the latest of a user's wins
     WITH x AS (
         SELECT CASE WHEN ltrim(x ->> 'wa_id', '+') ~ '^[0-9]{7,15}$' THEN ltrim(x ->> 'wa_id', '+') END AS phone,
                CASE WHEN x ->> 'user_id' ~ '^[A-Z]{2}\.[A-Za-z0-9]{1,128}$' THEN x ->> 'user_id' END AS user_id,
@@ -869,8 +949,7 @@ BEGIN
           FROM jsonb_path_query(payload, '$.entry[*].changes[*].value.user_preferences[*]') x
          WHERE x ->> 'category' = 'marketing_messages'),
     p AS (
-        SELECT DISTINCT ON (coalesce(x.user_id, x.phone)) x.phone, x.user_id, x.value,
-               wasend._recipient_names(coalesce(x.user_id, x.phone)) AS names
+        SELECT DISTINCT ON (coalesce(x.user_id, x.phone)) x.phone, x.user_id, x.value
           FROM x WHERE coalesce(x.user_id, x.phone) IS NOT NULL
          ORDER BY coalesce(x.user_id, x.phone), x.at DESC NULLS LAST),
     stopped AS (
@@ -883,7 +962,7 @@ BEGIN
     resumed AS (
         DELETE FROM wasend.suppressions s
          USING p
-         WHERE s.recipient = ANY (p.names) AND p.value = 'resume' AND s.scope = 'marketing'
+         WHERE s.recipient IN (p.phone, p.user_id) AND p.value = 'resume' AND s.scope = 'marketing'
         RETURNING 1)
     SELECT (SELECT count(*) FROM stopped) + (SELECT count(*) FROM resumed) INTO n_pref;
 

@@ -100,7 +100,8 @@ SELECT wasend._ingest_verified('{"object":"whatsapp_business_account","entry":[{
 SELECT xmin = :'before'::xid AS untouched FROM wasend.identities WHERE user_id = 'IT.701';
 
 -- user_preferences: a stop with only a user_id stops marketing to the
--- paired phone number; a resume by the phone number lifts it for every name
+-- paired phone number; a resume lifts the opt-outs of the names it gives
+-- only (a wrong pair never lifts another user's opt-out)
 SELECT wasend._ingest_verified('{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"user_preferences","value":{"messaging_product":"whatsapp","metadata":{"phone_number_id":"1291000001"},
  "contacts":[{"profile":{"name":"C"},"user_id":"IT.710","wa_id":"393400000710"}],
  "user_preferences":[{"user_id":"IT.710","detail":"x","category":"marketing_messages","value":"stop","timestamp":1700000000}]}}]}]}') ->> 'preferences_applied' AS applied;
@@ -108,6 +109,32 @@ SELECT recipient, scope FROM wasend.suppressions WHERE recipient = ANY (wasend._
 SELECT wasend._ingest_verified('{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"user_preferences","value":{"messaging_product":"whatsapp","metadata":{"phone_number_id":"1291000001"},
  "user_preferences":[{"wa_id":"393400000710","detail":"x","category":"marketing_messages","value":"resume","timestamp":1700000001}]}}]}]}') ->> 'preferences_applied' AS applied;
 SELECT count(*) FROM wasend.suppressions WHERE recipient = ANY (wasend._recipient_names('393400000710'));
+SELECT wasend._ingest_verified('{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"user_preferences","value":{"messaging_product":"whatsapp","metadata":{"phone_number_id":"1291000001"},
+ "user_preferences":[{"wa_id":"393400000710","user_id":"IT.710","detail":"x","category":"marketing_messages","value":"resume","timestamp":1700000002}]}}]}]}') ->> 'preferences_applied' AS applied;
+SELECT count(*) FROM wasend.suppressions WHERE recipient = ANY (wasend._recipient_names('393400000710'));
+
+-- a number change: a STOP the user gave under their old phone number
+-- holds for the new BSUID and the new number; two changes in one payload
+-- leave only the last number; a late status naming the old BSUID with
+-- the old number does not give it back
+INSERT INTO wasend.identities (user_id, phone) VALUES ('ES.1', '34600000001');
+INSERT INTO wasend.suppressions (recipient, reason) VALUES ('34600000001', 'replied STOP');
+SELECT wasend._ingest_verified('{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"user_id_update","value":{"messaging_product":"whatsapp","metadata":{"phone_number_id":"1291000001"},
+ "user_id_update":[{"wa_id":"34600000002","detail":"x","user_id":{"previous":"ES.1","current":"ES.2"},"timestamp":"1700000000"},
+                   {"wa_id":"34600000003","detail":"x","user_id":{"previous":"ES.2","current":"ES.3"},"timestamp":"1700000001"}]}}]}]}') ->> 'identities_learned' AS learned;
+SELECT user_id, phone, previous_user_id FROM wasend.identities WHERE user_id LIKE 'ES.%' ORDER BY 1;
+SELECT r, EXISTS (SELECT 1 FROM wasend.suppressions s WHERE s.recipient = ANY (wasend._recipient_names(r))) AS suppressed
+  FROM unnest(ARRAY['ES.3', '34600000003', '34600000001', '34600000002']) r;
+SELECT wasend._ingest_verified('{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"phone_number_id":"1291000001"},
+ "statuses":[{"id":"wamid.late","status":"delivered","timestamp":"1700000000","recipient_id":"34600000001","recipient_user_id":"ES.1"}]}}]}]}') ->> 'identities_learned' AS learned;
+SELECT wasend._recipient_names('ES.3');
+
+-- one phone number paired with more than 20 BSUIDs is not Meta's data:
+-- the 21st is refused, so that no import makes one person of many
+INSERT INTO wasend.identities (user_id, phone) SELECT 'PT.' || g, '351900000000' FROM generate_series(1, 20) g;
+INSERT INTO wasend.identities (user_id, phone) VALUES ('PT.21', '351900000000');
+SELECT count(*) FROM wasend.identities WHERE phone = '351900000000';
+DELETE FROM wasend.identities WHERE phone = '351900000000';
 
 -- a status for a BSUID row: applied by wamid, the BSUID kept on the row
 UPDATE wasend.send_queue SET status = 'sent', sent_at = now(), attempts = 1, wa_message_id = 'wamid.bs-1'
@@ -130,6 +157,10 @@ SELECT user_id, phone, previous_user_id FROM wasend.identities WHERE user_id = '
 INSERT INTO wasend.prices (category, country_prefix, price) VALUES ('marketing', '49', 0.10), ('marketing', '1', 0.02);
 INSERT INTO wasend.identities (user_id, phone) VALUES ('DE.7', '4915112345678');
 SELECT r, wasend._price_digits(r) FROM unnest(ARRAY['DE.7', 'DE.8', 'US.ENT.8', 'ZZ.8']) r;
+
+-- a TRUNCATE of the pairs leaves no names behind
+TRUNCATE wasend.identities;
+SELECT count(*) FROM wasend.identity_names;
 
 -- clean up
 DROP EXTENSION wasend;
