@@ -26,6 +26,8 @@
 #   5. The messaging limit counts a person once: a TIER_250 portfolio
 #      whose 250 slots are taken sends to the BSUID of a person it reached
 #      by phone, and a new phone number waits.
+#   6. Two transactions pairing names of one person at the same moment
+#      take turns, and the person is whole after both.
 use strict;
 use warnings;
 
@@ -300,5 +302,29 @@ is($node->safe_psql('postgres', q{
 is($node->safe_psql('postgres', q{
 	SELECT count(*) FROM wasend.recipient_window WHERE portfolio = '7042'}),
 	'250', 'the window holds 250 people');
+
+# --- 6. two writers pairing names of one person at once ---------------------
+# The first holds its transaction open; the second, linking another
+# BSUID through the same parent, waits for it, then sees its pair: the
+# person is whole, not split in two.
+my $s1 = $node->background_psql('postgres');
+$s1->query_safe(q{BEGIN; INSERT INTO wasend.identities (user_id, parent_user_id) VALUES ('JP.1', 'JP.ENT.9');});
+my $s2 = $node->background_psql('postgres');
+$s2->query_until(qr/sent/, q{\echo sent
+INSERT INTO wasend.identities (user_id, parent_user_id) VALUES ('JP.2', 'JP.ENT.9');
+});
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) = 1 FROM pg_stat_activity
+	 WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO wasend.identities%JP.2%'}),
+	'the second writer of a pair waits for the first');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM pg_stat_activity
+	 WHERE backend_type LIKE 'wasend%' AND wait_event_type = 'Lock'}), '0', 'no wasend worker waits');
+$s1->query_safe('COMMIT');
+$s2->query_safe('SELECT 1');
+$s1->quit;
+$s2->quit;
+is($node->safe_psql('postgres', q{
+	SELECT array_to_string(wasend._recipient_names('JP.1'), ',') || ' ' || array_to_string(wasend._recipient_names('JP.2'), ',')}),
+	'JP.1,JP.2,JP.ENT.9 JP.1,JP.2,JP.ENT.9', 'both BSUIDs are one person');
 
 done_testing();
