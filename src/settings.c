@@ -12,6 +12,7 @@
  */
 #include "postgres.h"
 
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 #include "settings.h"
@@ -72,6 +73,21 @@ check_api_base_url(char **newval, void **extra, GucSource source)
 }
 
 /*
+ * The context of a setting that takes a restart.  PostgreSQL refuses to
+ * create a PGC_POSTMASTER setting once the server runs: it ends the
+ * session with FATAL ("cannot create PGC_POSTMASTER variables after
+ * startup").  A library loaded by CREATE EXTENSION or a function call
+ * instead of shared_preload_libraries starts no worker, so these settings
+ * only need their postgresql.conf values there, which PGC_SIGHUP gives;
+ * the SQL functions then say the senders are not running.
+ */
+static GucContext
+restart_context(void)
+{
+	return process_shared_preload_libraries_in_progress ? PGC_POSTMASTER : PGC_SIGHUP;
+}
+
+/*
  * Which databases send, with how many senders, how fast, how much at once.
  */
 static void
@@ -82,7 +98,7 @@ define_worker_settings(void)
 							   "Senders run in every database that has the extension; only the webhook endpoint (wasend.webhook_port) uses this one. Other databases take webhooks through wasend.wasend_ingest_webhook().",
 							   &wasend_database,
 							   "postgres",
-							   PGC_POSTMASTER,
+							   restart_context(),
 							   0,
 							   NULL, NULL, NULL);
 
@@ -233,7 +249,7 @@ define_webhook_settings(void)
 							"The worker \"wasend webhook\" serves Meta's status and message webhooks there.",
 							&wasend_webhook_port,
 							0, 0, 65535,
-							PGC_POSTMASTER,
+							restart_context(),
 							0,
 							NULL, NULL, NULL);
 
@@ -242,7 +258,7 @@ define_webhook_settings(void)
 							   "Put a TLS-terminating proxy in front: Meta only calls https URLs.",
 							   &wasend_webhook_address,
 							   "127.0.0.1",
-							   PGC_POSTMASTER,
+							   restart_context(),
 							   0,
 							   NULL, NULL, NULL);
 
@@ -288,7 +304,7 @@ define_webhook_settings(void)
 							"Further connections wait in the listen queue.",
 							&wasend_webhook_max_connections,
 							1000, 1, 100000,
-							PGC_POSTMASTER,
+							restart_context(),
 							0,
 							NULL, NULL, NULL);
 
@@ -297,7 +313,7 @@ define_webhook_settings(void)
 							"Behind a proxy every request comes from the proxy's address: leave it 0 there.",
 							&wasend_webhook_max_connections_per_address,
 							0, 0, 100000,
-							PGC_POSTMASTER,
+							restart_context(),
 							0,
 							NULL, NULL, NULL);
 }
@@ -314,7 +330,7 @@ define_metrics_settings(void)
 							"The worker \"wasend metrics\" serves GET /metrics in the Prometheus text format, on 127.0.0.1 only (the address is fixed: put a proxy in front to scrape it from elsewhere).",
 							&wasend_metrics_port,
 							0, 0, 65535,
-							PGC_POSTMASTER,
+							restart_context(),
 							0,
 							NULL, NULL, NULL);
 
