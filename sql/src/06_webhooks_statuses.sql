@@ -463,32 +463,23 @@ BEGIN
         SELECT x AS v FROM jsonb_path_query(payload, '$.entry[*].changes[*].value') x
          WHERE jsonb_typeof(x) = 'object'),
     named AS (
-        SELECT e ->> 'user_id' AS user_id, e ->> 'wa_id' AS phone,
-               e ->> 'parent_user_id' AS parent, e #>> '{profile,username}' AS username
-          FROM v CROSS JOIN LATERAL jsonb_array_elements(
-                   CASE WHEN jsonb_typeof(v.v -> 'contacts') = 'array' THEN v.v -> 'contacts' ELSE '[]' END) e
-         WHERE jsonb_typeof(e) = 'object'
-        UNION ALL
-        SELECT e ->> 'from_user_id', e ->> 'from', e ->> 'from_parent_user_id', NULL
-          FROM v CROSS JOIN LATERAL jsonb_array_elements(
-                   CASE WHEN jsonb_typeof(v.v -> 'messages') = 'array' THEN v.v -> 'messages' ELSE '[]' END) e
-         WHERE jsonb_typeof(e) = 'object'
-        UNION ALL
-        SELECT e ->> 'recipient_user_id', e ->> 'recipient_id', e ->> 'recipient_parent_user_id', NULL
-          FROM v CROSS JOIN LATERAL jsonb_array_elements(
-                   CASE WHEN jsonb_typeof(v.v -> 'statuses') = 'array' THEN v.v -> 'statuses' ELSE '[]' END) e
-         WHERE jsonb_typeof(e) = 'object'
-        UNION ALL
-        SELECT e ->> 'user_id', e ->> 'wa_id', e ->> 'parent_user_id', NULL
-          FROM v CROSS JOIN LATERAL jsonb_array_elements(
-                   CASE WHEN jsonb_typeof(v.v -> 'user_preferences') = 'array' THEN v.v -> 'user_preferences' ELSE '[]' END) e
-         WHERE jsonb_typeof(e) = 'object'
-        UNION ALL
-        -- a system message's new BSUID and new phone number
-        SELECT e #>> '{system,user_id}', e #>> '{system,wa_id}', e #>> '{system,parent_user_id}', NULL
-          FROM v CROSS JOIN LATERAL jsonb_array_elements(
-                   CASE WHEN jsonb_typeof(v.v -> 'messages') = 'array' THEN v.v -> 'messages' ELSE '[]' END) e
-         WHERE jsonb_typeof(e) = 'object' AND jsonb_typeof(e -> 'system') = 'object'),
+        -- where each kind of element names a user: its BSUID, phone
+        -- number, parent BSUID and username (a system message: the new
+        -- BSUID and number it reports)
+        SELECT e #>> f.user_id AS user_id, e #>> f.phone AS phone,
+               e #>> f.parent AS parent, e #>> f.username AS username
+          FROM v
+         CROSS JOIN (VALUES
+                ('contacts', '{user_id}'::text[], '{wa_id}'::text[], '{parent_user_id}'::text[],
+                 '{profile,username}'::text[]),
+                ('messages', '{from_user_id}', '{from}', '{from_parent_user_id}', NULL),
+                ('messages', '{system,user_id}', '{system,wa_id}', '{system,parent_user_id}', NULL),
+                ('statuses', '{recipient_user_id}', '{recipient_id}', '{recipient_parent_user_id}', NULL),
+                ('user_preferences', '{user_id}', '{wa_id}', '{parent_user_id}', NULL))
+               f(field, user_id, phone, parent, username)
+         CROSS JOIN LATERAL jsonb_array_elements(
+                   CASE WHEN jsonb_typeof(v.v -> f.field) = 'array' THEN v.v -> f.field ELSE '[]' END) e
+         WHERE jsonb_typeof(e) = 'object'),
     ok AS (
         -- a BSUID another replaced (user_id_update) gets no phone number
         -- back from a late or repeated webhook: the number is no longer
@@ -638,15 +629,18 @@ BEGIN
                         WHERE q.wa_message_id = p.wamid) AS known
           FROM p
          WHERE p.at IS NOT NULL AND length(p.wamid) <= 512),
-    best AS (
-        -- per wamid, the furthest status of this payload, and any pricing
-        -- and BSUID
-        SELECT DISTINCT ON (s.wamid) s.wamid, s.status, s.rnk, s.at, s.code, s.title,
-               (SELECT p.pricing FROM s p WHERE p.wamid = s.wamid AND p.pricing IS NOT NULL
-                 LIMIT 1) AS pricing,
-               (SELECT p.user_id FROM s p WHERE p.wamid = s.wamid AND p.user_id IS NOT NULL
-                 LIMIT 1) AS user_id
+    extra AS (
+        -- per wamid, any pricing and any BSUID of this payload, in one pass
+        SELECT s.wamid, (array_agg(s.pricing) FILTER (WHERE s.pricing IS NOT NULL))[1] AS pricing,
+               (array_agg(s.user_id) FILTER (WHERE s.user_id IS NOT NULL))[1] AS user_id
           FROM s
+         WHERE s.known
+         GROUP BY s.wamid),
+    best AS (
+        -- per wamid, the furthest status of this payload, with its extra
+        SELECT DISTINCT ON (s.wamid) s.wamid, s.status, s.rnk, s.at, s.code, s.title,
+               x.pricing, x.user_id
+          FROM s JOIN extra x ON x.wamid = s.wamid
          WHERE s.known AND s.rnk > 0
          ORDER BY s.wamid, s.rnk DESC, s.at DESC),
     upd AS (
