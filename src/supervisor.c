@@ -437,10 +437,7 @@ supervise(void)
 				WasendShortage s = start_sender(i);
 
 				if (s != WASEND_SHORT_NONE)
-				{
 					shortage = s;
-					missing++;
-				}
 			}
 			else
 			{
@@ -456,9 +453,10 @@ supervise(void)
 			TerminateBackgroundWorker(handles[i]);
 		}
 	}
+	/* a failed start says so; only every sender running clears it */
 	if (shortage != WASEND_SHORT_NONE)
 		set_shortage(shortage);
-	else if (missing == 0 && my_shortage != WASEND_SHORT_NONE)
+	else if (my_shortage != WASEND_SHORT_NONE)
 	{
 		for (i = 0; i < wasend_workers && i < WASEND_MAX_WORKERS; i++)
 			missing += (handles[i] == NULL);
