@@ -523,7 +523,13 @@ visit_database(ScanPass *sp, const ListedDb *d, bool with_slot)
 		if (start_supervisor(idx, d->name))
 			sp->starting++;
 		else
+		{
+			/* the database's backends say why nothing is sent */
+			LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
+			wasend_state->databases[idx].shortage = WASEND_SHORT_WORKER;
+			LWLockRelease(wasend_state->lock);
 			probe_failed(idx);
+		}
 	}
 }
 

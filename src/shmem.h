@@ -64,6 +64,18 @@ typedef enum WasendDbState
 } WasendDbState;
 
 /*
+ * Why a database's senders could not be started (see shortage below).
+ */
+typedef enum WasendShortage
+{
+	WASEND_SHORT_NONE = 0,
+	WASEND_SHORT_WORKER,		/* no background worker slot for its
+								 * supervisor or a sender
+								 * (max_worker_processes) */
+	WASEND_SHORT_SENDER_SLOT	/* all WASEND_MAX_SENDERS sender slots taken */
+} WasendShortage;
+
+/*
  * One database's slot.  Every field is written under wasend_state->lock:
  * by the launcher (taking and freeing slots, states), by the database's
  * supervisor (pid, latch, state after its look) and by a backend that
@@ -82,6 +94,10 @@ typedef struct WasendDbSlot
 	int64		last_start;		/* when a supervisor was last started */
 	bool		recheck;		/* a CREATE EXTENSION committed while it was
 								 * being looked at: look again */
+	WasendShortage shortage;	/* the last start of its supervisor or of a
+								 * sender failed for lack of a slot, and not
+								 * every sender runs since; read by
+								 * wasend._senders_blocked() */
 } WasendDbSlot;
 
 typedef struct WasendShared

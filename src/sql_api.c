@@ -14,7 +14,14 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
 #include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_extension.h"
+#include "commands/dbcommands.h"
+#include "commands/extension.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -22,7 +29,10 @@
 #include "pgtime.h"
 #include "storage/latch.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/rel.h"
 #include "utils/tuplestore.h"
+#include "utils/varlena.h"
 
 #include "http_client.h"
 #include "graph_api.h"
@@ -30,6 +40,7 @@
 #include "latency.h"
 #include "rate_gate.h"
 #include "secrets.h"
+#include "settings.h"
 #include "shmem.h"
 #include "sql_api.h"
 
@@ -39,6 +50,7 @@ PG_FUNCTION_INFO_V1(wasend_http_post);
 PG_FUNCTION_INFO_V1(wasend_announce_extension);
 PG_FUNCTION_INFO_V1(wasend_is_zone_name);
 PG_FUNCTION_INFO_V1(wasend_check_token_file);
+PG_FUNCTION_INFO_V1(wasend_senders_blocked);
 
 /* set by wasend_wake_at_commit(), acted on by the transaction callback */
 static bool wake_pending = false;
@@ -91,21 +103,206 @@ wasend_xact_callback_init(void)
 }
 
 /*
+ * The version of the extension installed in this database (palloc'd), or
+ * NULL: one index lookup in pg_extension.
+ */
+static char *
+installed_version(void)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	char	   *version = NULL;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
+				F_NAMEEQ, CStringGetDatum("wasend"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_pg_extension_extversion,
+									 RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+			version = text_to_cstring(DatumGetTextPP(d));
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return version;
+}
+
+/*
+ * Is this database named in wasend.databases ('*': every one)?  *bad is
+ * set when the setting is not a list of names (nothing is sent then).
+ */
+static bool
+database_listed(const char *name, bool *bad)
+{
+	char	   *copy;
+	List	   *names;
+	ListCell   *lc;
+	bool		listed = false;
+
+	*bad = false;
+	if (wasend_databases == NULL || strcmp(wasend_databases, "*") == 0)
+		return true;
+	copy = pstrdup(wasend_databases);
+	if (!SplitIdentifierString(copy, ',', &names))
+	{
+		*bad = true;
+		return false;
+	}
+	foreach(lc, names)
+		if (strcmp((char *) lfirst(lc), name) == 0)
+			listed = true;
+	list_free(names);
+	pfree(copy);
+	return listed;
+}
+
+/*
+ * Why no sender of this database sends, as a reason for a person and a
+ * hint (both palloc'd), or NULL when nothing at this level stops them:
+ * the library not preloaded, this database left out of wasend.databases,
+ * an extension version the library does not run, wasend.workers = 0, or
+ * the last start of the database's supervisor or senders lacking a slot
+ * while none of its senders runs.  *at_wake says whether
+ * wasend._wake_at_commit() warns about it itself.  Reads settings, one
+ * catalog row and the shared registry: cheap enough for a view watched
+ * every second.  Nothing is said on a standby: the primary sends.
+ */
+static char *
+blocked_reason(char **hint, bool *at_wake)
+{
+	char	   *dbname;
+	char	   *version;
+	bool		bad;
+	WasendShortage shortage = WASEND_SHORT_NONE;
+	bool		running = false;
+	int			i;
+
+	*hint = NULL;
+	*at_wake = false;
+	if (wasend_state == NULL)
+	{
+		*at_wake = true;
+		*hint = pstrdup("Add wasend to shared_preload_libraries and restart the server; nothing is sent until then.");
+		return pstrdup("wasend is not preloaded (shared_preload_libraries)");
+	}
+	if (RecoveryInProgress())
+		return NULL;
+	dbname = get_database_name(MyDatabaseId);
+	if (dbname != NULL && !database_listed(dbname, &bad))
+	{
+		if (bad)
+		{
+			*hint = pstrdup("Give * or database names separated by commas, e.g. app,reports, and reload the configuration.");
+			return psprintf("wasend.databases is not a list of database names: \"%s\"", wasend_databases);
+		}
+		*hint = pstrdup("Add this database to wasend.databases (or set it to *) and reload the configuration.");
+		return psprintf("database \"%s\" is not in wasend.databases", dbname);
+	}
+	version = installed_version();
+	if (version != NULL && strcmp(version, WASEND_VERSION) != 0)
+	{
+		*at_wake = true;
+		*hint = pstrdup("Run ALTER EXTENSION wasend UPDATE in this database; nothing is sent until then.");
+		return psprintf("extension version %s does not match the library %s: run ALTER EXTENSION wasend UPDATE",
+						version, WASEND_VERSION);
+	}
+	if (wasend_workers <= 0)
+	{
+		*hint = pstrdup("Set wasend.workers to 1 or more and reload the configuration.");
+		return pstrdup("no senders: wasend.workers = 0");
+	}
+
+	LWLockAcquire(wasend_state->lock, LW_SHARED);
+	for (i = 0; i < WASEND_MAX_DATABASES; i++)
+		if (wasend_state->databases[i].dboid == MyDatabaseId)
+		{
+			shortage = wasend_state->databases[i].shortage;
+			break;
+		}
+	for (i = 0; i < WASEND_MAX_SENDERS && shortage != WASEND_SHORT_NONE; i++)
+		if (wasend_state->senders[i].dboid == MyDatabaseId &&
+			wasend_state->senders[i].pid != 0)
+			running = true;
+	LWLockRelease(wasend_state->lock);
+	if (running || shortage == WASEND_SHORT_NONE)
+		return NULL;
+	if (shortage == WASEND_SHORT_SENDER_SLOT)
+	{
+		*hint = pstrdup("Lower wasend.workers: every database that has the extension runs that many senders.");
+		return psprintf("all %d sender slots are taken by other databases", WASEND_MAX_SENDERS);
+	}
+	*hint = pstrdup("Raise max_worker_processes and restart the server: wasend needs one worker for its launcher, one supervisor per database with the extension, and wasend.workers senders in each.");
+	return pstrdup("no free background worker slot (max_worker_processes)");
+}
+
+/*
  * wasend._wake_at_commit(): ask for the senders to be woken when the
- * current transaction commits.  Warns when the senders cannot run because
- * the library was not preloaded.
+ * current transaction commits.  Warns, once per transaction, when this
+ * library cannot send for this database at all: it was not preloaded, or
+ * the database's extension is of another version (an update not run yet:
+ * that version's SQL calls this function too, so this is where it hears
+ * of it).  Other reasons are said by wasend_start_campaign and shown by
+ * wasend.campaign_progress (wasend._stalled_reason).
  */
 Datum
 wasend_wake_at_commit(PG_FUNCTION_ARGS)
 {
-	if (wasend_state == NULL && !wake_pending)
-		ereport(WARNING,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("wasend senders are not running"),
-				 errdetail("The wasend library was not loaded through shared_preload_libraries."),
-				 errhint("Add wasend to shared_preload_libraries and restart the server; nothing is sent until then.")));
+	if (!wake_pending)
+	{
+		char	   *version;
+
+		if (wasend_state == NULL)
+			ereport(WARNING,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("wasend senders are not running"),
+					 errdetail("The wasend library was not loaded through shared_preload_libraries."),
+					 errhint("Add wasend to shared_preload_libraries and restart the server; nothing is sent until then.")));
+		else if (!creating_extension && (version = installed_version()) != NULL &&
+				 strcmp(version, WASEND_VERSION) != 0)
+			ereport(WARNING,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("wasend sends nothing in this database: extension version %s does not match the library %s",
+							version, WASEND_VERSION),
+					 errhint("Run ALTER EXTENSION wasend UPDATE in this database; nothing is sent until then.")));
+	}
 	wake_pending = true;
 	PG_RETURN_VOID();
+}
+
+/*
+ * wasend._senders_blocked(): (reason, hint, said_at_wake) of
+ * blocked_reason(), all NULL when nothing at the database's level stops
+ * its senders.  wasend._stalled_reason() adds a campaign's own reasons.
+ */
+Datum
+wasend_senders_blocked(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+	char	   *hint;
+	bool		at_wake;
+	char	   *reason;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	reason = blocked_reason(&hint, &at_wake);
+	if (reason == NULL)
+		nulls[0] = nulls[1] = nulls[2] = true;
+	else
+	{
+		values[0] = CStringGetTextDatum(reason);
+		values[1] = CStringGetTextDatum(hint);
+		values[2] = BoolGetDatum(at_wake);
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }
 
 /*

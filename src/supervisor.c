@@ -60,6 +60,9 @@ static bool recover_needed = true;
 static WasendDbSlot *my_db = NULL;
 static char *my_dbname = NULL;
 
+/* what this supervisor last said in my_db->shortage (only it writes it) */
+static WasendShortage my_shortage = WASEND_SHORT_NONE;
+
 /* the numbers' limits were marked due since this supervisor started */
 static bool limits_marked = false;
 
@@ -94,8 +97,9 @@ new_token(void)
 /*
  * Start sender number i (0-based) of this database as a dynamic background
  * worker whose exit wakes us, in a free sender slot, with a new claim token.
+ * Returns what it lacked, or WASEND_SHORT_NONE once the sender is started.
  */
-static void
+static WasendShortage
 start_sender(int i)
 {
 	WasendWorkerSpec spec;
@@ -128,7 +132,7 @@ start_sender(int i)
 				 errmsg("wasend could not start sender %d in database \"%s\": all %d sender slots are in use",
 						i + 1, my_dbname, WASEND_MAX_SENDERS),
 				 errhint("Lower wasend.workers: every database that has the extension runs that many senders.")));
-		return;
+		return WASEND_SHORT_SENDER_SLOT;
 	}
 
 	snprintf(name, sizeof(name), "wasend sender %d (%s)", i + 1, my_dbname);
@@ -158,7 +162,26 @@ start_sender(int i)
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("wasend could not start sender %d in database \"%s\"", i + 1, my_dbname),
 				 errhint("Raise max_worker_processes: wasend needs one worker for its launcher, one supervisor per database with the extension, and wasend.workers senders in each.")));
+		return WASEND_SHORT_WORKER;
 	}
+	return WASEND_SHORT_NONE;
+}
+
+/*
+ * Say in our database slot what the senders' starts lacked (see
+ * WasendDbSlot.shortage): set by a failed start, cleared once every sender
+ * runs.
+ */
+static void
+set_shortage(WasendShortage shortage)
+{
+	if (shortage == my_shortage)
+		return;
+	my_shortage = shortage;
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
+	if (my_db != NULL && my_db->dboid == MyDatabaseId)
+		my_db->shortage = shortage;
+	LWLockRelease(wasend_state->lock);
 }
 
 /*
@@ -390,6 +413,8 @@ supervise(void)
 	int			i;
 	long		wait_ms = -1;
 	int64		now = wasend_mono_us();
+	int			missing = 0;
+	WasendShortage shortage = WASEND_SHORT_NONE;
 
 	reap_senders();
 	if (recover_needed)
@@ -408,7 +433,12 @@ supervise(void)
 			int64		due = last_start[i] + RESTART_DELAY_US;
 
 			if (last_start[i] == 0 || now >= due)
-				start_sender(i);
+			{
+				WasendShortage s = start_sender(i);
+
+				if (s != WASEND_SHORT_NONE)
+					shortage = s;
+			}
 			else
 			{
 				long		ms = (long) ((due - now) / 1000) + 1;
@@ -422,6 +452,16 @@ supervise(void)
 			/* the handle stays, so that its rows are settled once it exits */
 			TerminateBackgroundWorker(handles[i]);
 		}
+	}
+	/* a failed start says so; only every sender running clears it */
+	if (shortage != WASEND_SHORT_NONE)
+		set_shortage(shortage);
+	else if (my_shortage != WASEND_SHORT_NONE)
+	{
+		for (i = 0; i < wasend_workers && i < WASEND_MAX_WORKERS; i++)
+			missing += (handles[i] == NULL);
+		if (missing == 0)
+			set_shortage(WASEND_SHORT_NONE);
 	}
 	return wait_ms;
 }
@@ -580,6 +620,7 @@ attach_db_slot(int idx, Oid dboid)
 	}
 	my_db->pid = MyProcPid;
 	my_db->latch = MyLatch;
+	my_db->shortage = WASEND_SHORT_NONE;	/* the launcher found a worker */
 	LWLockRelease(wasend_state->lock);
 	before_shmem_exit(supervisor_detach, 0);
 }

@@ -526,7 +526,9 @@ GRANT EXECUTE ON FUNCTION wasend.wasend_update_campaign(bigint, text, boolean, t
 
 -- draft -> running, or scheduled if start_at is in the future
 -- (wasend_operator).  With pacing 'sample', a template no earlier campaign
--- used starts with a sample of pacing_sample rows.
+-- used starts with a sample of pacing_sample rows.  A WARNING says why the
+-- campaign will not send, if something stops it (wasend._stalled_reason;
+-- wasend._wake_at_commit says itself what it warns about).
 CREATE FUNCTION wasend.wasend_start_campaign(campaign_id bigint,
                                                  start_at timestamptz DEFAULT pg_catalog.now())
 RETURNS void
@@ -537,6 +539,7 @@ AS $$
 DECLARE
     c record;
     n record;
+    s record;
 BEGIN
     c := wasend._campaign_for_update(campaign_id);
     IF start_at IS NULL THEN
@@ -564,11 +567,6 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Register a number with wasend_add_number() and create the campaign on it.';
     END IF;
-    IF n.status <> 'active' THEN
-        RAISE NOTICE 'number % is paused (%); campaign % sends once the number is active again',
-                     n.phone_number_id, coalesce(n.pause_reason, 'no reason given'), campaign_id;
-    END IF;
-
     UPDATE wasend.campaigns x
        SET status = CASE WHEN wasend_start_campaign.start_at > now() THEN 'scheduled' ELSE 'running' END,
            start_at = wasend_start_campaign.start_at,
@@ -582,6 +580,11 @@ BEGIN
                               THEN x.pacing_sample END,
            updated_at = now()
      WHERE x.id = campaign_id;
+    SELECT * INTO s FROM wasend._stalled_reason(campaign_id);
+    IF s.reason IS NOT NULL AND NOT s.said_at_wake THEN
+        RAISE WARNING 'campaign % will not send: %', campaign_id, s.reason
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = s.hint;
+    END IF;
     PERFORM wasend._wake_at_commit();
 END
 $$;

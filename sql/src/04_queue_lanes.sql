@@ -871,7 +871,10 @@ GRANT EXECUTE ON FUNCTION wasend.wasend_send_status(bigint) TO wasend_viewer;
 
 -- Block until a campaign ends (completed or cancelled), is paused (it then
 -- needs a person), or timeout passes; returns its status then
--- (wasend_viewer).  Says how far it is every 10 s (NOTICE).  Needs READ
+-- (wasend_viewer).  Says how far it is every 10 s (NOTICE); a WARNING says
+-- why the campaign does not move when something stops it
+-- (wasend._stalled_reason), at the start and when the reason changes, and
+-- again if it gives up at the timeout.  Needs READ
 -- COMMITTED, each look at the campaign being a new snapshot, and a
 -- transaction that has changed nothing: the senders cannot see an
 -- uncommitted start.  Like any long statement, it holds back vacuum's
@@ -888,6 +891,9 @@ DECLARE
     deadline timestamptz;
     next_note timestamptz;
     p record;
+    s record;
+    said text;
+    look_at timestamptz;
     nap double precision := 0.01;
 BEGIN
     IF campaign_id IS NULL OR timeout IS NULL THEN
@@ -930,12 +936,29 @@ BEGIN
     END IF;
     deadline := clock_timestamp() + timeout;
     next_note := clock_timestamp() + interval '10 s';
+    look_at := clock_timestamp() + interval '1 s';
     LOOP
         SELECT c.status INTO st FROM wasend.campaigns c WHERE c.id = campaign_id;
         EXIT WHEN st IN ('completed', 'cancelled', 'paused');
         IF clock_timestamp() >= deadline THEN
-            RAISE NOTICE 'campaign % is still % after %', campaign_id, st, timeout;
+            SELECT * INTO s FROM wasend._stalled_reason(campaign_id);
+            IF s.reason IS NOT NULL THEN
+                RAISE WARNING 'campaign % is still % after %: %', campaign_id, st, timeout, s.reason
+                    USING ERRCODE = 'object_not_in_prerequisite_state', HINT = s.hint;
+            ELSE
+                RAISE NOTICE 'campaign % is still % after %', campaign_id, st, timeout;
+            END IF;
             RETURN st;
+        END IF;
+        -- at the start, then every second: say why it does not move, once per reason
+        IF said IS NULL OR clock_timestamp() >= look_at THEN
+            SELECT * INTO s FROM wasend._stalled_reason(campaign_id);
+            IF s.reason IS NOT NULL AND s.reason IS DISTINCT FROM said THEN
+                RAISE WARNING 'campaign % does not move: %', campaign_id, s.reason
+                    USING ERRCODE = 'object_not_in_prerequisite_state', HINT = s.hint;
+            END IF;
+            said := coalesce(s.reason, '');
+            look_at := clock_timestamp() + interval '1 s';
         END IF;
         IF clock_timestamp() >= next_note THEN
             SELECT v.percent_done, v.total, v.ready + v.sending AS left_, v.rate_per_sec, v.eta INTO p
@@ -961,11 +984,12 @@ GRANT EXECUTE ON FUNCTION wasend.wasend_wait(bigint, interval) TO wasend_viewer;
 -- the rows that would go take at the number's rate (rate * 0.985, the
 -- default wasend.rate_headroom).  The same rules as the claim, in the
 -- claim's order, counted in one snapshot; the real run may differ by what
--- changes meanwhile (another campaign spending the same budget).
+-- changes meanwhile (another campaign spending the same budget).  Last,
+-- why nothing of it would move now (wasend._stalled_reason), or NULL.
 CREATE FUNCTION wasend.wasend_dry_run(campaign_id bigint)
 RETURNS TABLE (would_send_now bigint, waiting_messaging_limit bigint, waiting_send_window bigint,
                waiting_frequency_cap bigint, waiting_retry bigint, suppressed bigint,
-               invalid bigint, estimated_duration interval)
+               invalid bigint, estimated_duration interval, stalled_reason text)
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -975,6 +999,7 @@ DECLARE
     lim integer;
     used bigint;
     rate integer;
+    why text;
 BEGIN
     IF campaign_id IS NULL THEN
         RAISE EXCEPTION 'campaign id must not be null'
@@ -993,6 +1018,7 @@ BEGIN
     SELECT count(*) INTO used FROM wasend.recipient_window r
      WHERE r.portfolio = c.portfolio AND r.last_at > now() - interval '24 hours';
     rate := c.rate;
+    SELECT r.reason INTO why FROM wasend._stalled_reason(campaign_id) r;
     RETURN QUERY
     WITH r AS (
         SELECT q.id, q.recipient, q.next_attempt_at, q.waiting_for, nm.names[1] AS person,
@@ -1054,7 +1080,8 @@ BEGIN
          WHERE k.fate = 'costs')
     SELECT f.send + g.fits, f.wait_limit + g.over, f.wait_window, f.wait_cap, f.wait_retry,
            f.supp, f.inval,
-           make_interval(secs => ceil((f.send + g.fits) / (greatest(rate, 1) * 0.985))::double precision)
+           make_interval(secs => ceil((f.send + g.fits) / (greatest(rate, 1) * 0.985))::double precision),
+           why
       FROM f, g;
 END
 $$;

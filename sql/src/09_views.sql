@@ -30,7 +30,7 @@ SELECT c.id AS campaign_id,
        CASE WHEN coalesce(s.total, 0) = 0 THEN 0
             ELSE pg_catalog.round(100.0 * (s.total - s.ready - s.sending)::numeric / s.total::numeric, 1) END AS percent_done,
        pg_catalog.round(coalesce(s.recent, 0)::numeric / r.window_s, 1) AS rate_per_sec,
-       CASE WHEN coalesce(s.recent, 0) > 0 AND s.ready + s.sending > 0
+       CASE WHEN st.reason IS NULL AND coalesce(s.recent, 0) > 0 AND s.ready + s.sending > 0
             THEN pg_catalog.make_interval(secs => pg_catalog.round((s.ready + s.sending)::numeric / (s.recent::numeric / r.window_s))::double precision)
        END AS eta,
        e.errors_by_code,
@@ -59,7 +59,8 @@ SELECT c.id AS campaign_id,
                                        f.retry_at, f.error) END) AS waiting,
        CASE WHEN w.opens IS NOT NULL THEN coalesce(s.ready, 0) ELSE coalesce(s.wait_window, 0) END AS waiting_window,
        c.kind,
-       c.priority
+       c.priority,
+       st.reason AS stalled_reason
   FROM wasend.campaigns c
   JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
   LEFT JOIN wasend.portfolios p ON p.portfolio = coalesce(n.business_id, 'number:' || n.id::text)
@@ -110,9 +111,11 @@ SELECT c.id AS campaign_id,
                   FROM wasend.send_queue q
                  WHERE q.campaign_id = c.id AND q.status = 'failed'
                  GROUP BY 1) x
-         WHERE code IS NOT NULL) e ON true;
+         WHERE code IS NOT NULL) e ON true
+  -- why nothing of it moves (no ETA then)
+  CROSS JOIN LATERAL wasend._stalled_reason(c.id) st;
 COMMENT ON VIEW wasend.campaign_progress IS
-'Per campaign: rows by status, percent done, send rate over the last 10 s, ETA, errors by code, held messages, why ready rows wait (a campaign the senders set aside too), rows waiting for their send window, kind and priority';
+'Per campaign: rows by status, percent done, send rate over the last 10 s, ETA, errors by code, held messages, why ready rows wait (a campaign the senders set aside too), rows waiting for their send window, kind and priority, and why nothing of it moves (stalled_reason)';
 REVOKE ALL ON wasend.campaign_progress FROM PUBLIC;
 GRANT SELECT ON wasend.campaign_progress TO wasend_viewer;
 

@@ -3570,6 +3570,461 @@ SELECT c.id AS campaign_id,
 SELECT pg_catalog.pg_extension_config_dump('wasend.identities', '');
 
 /*
+ * Nothing is sending: say why, wherever a user looks.  With wasend not
+ * preloaded, this database left out of wasend.databases, an extension
+ * version the library does not run, wasend.workers = 0, no background
+ * worker slot for the senders, a paused number or a paused campaign,
+ * campaign_progress showed a running campaign with a rate and an ETA,
+ * wasend_start_campaign said nothing (a paused number: a NOTICE) and
+ * wasend_wait waited out its timeout in silence.  wasend._senders_blocked
+ * (C: the settings and the shared registry, where the supervisor and the
+ * launcher now note a start that found no slot) and
+ * wasend._stalled_reason(campaign) say why; campaign_progress shows it
+ * in a new last column, stalled_reason, and gives no ETA then;
+ * wasend_start_campaign warns with it and a hint (the NOTICE about a
+ * paused number is that warning now); wasend_dry_run returns it in a new
+ * last column; wasend_wait warns with it.  wasend_dry_run's result type
+ * changes, so it is dropped and created again (the access section below
+ * wraps it).
+ */
+
+CREATE FUNCTION wasend._senders_blocked(OUT reason text, OUT hint text, OUT said_at_wake boolean)
+AS 'MODULE_PATHNAME', 'wasend_senders_blocked'
+LANGUAGE C STABLE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION wasend._senders_blocked() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wasend._senders_blocked() TO wasend_viewer;
+
+-- Why a campaign's messages do not move (or would not, for a draft), as a
+-- reason for a person and a hint; all NULL when nothing stops them, and
+-- for a completed or cancelled campaign.  The first of: the campaign is
+-- paused; the database's senders send nothing (_senders_blocked); the
+-- database is a copy that may not send (database_identity); its number is
+-- paused; its send window, in a fixed zone, is closed.  campaign_progress,
+-- wasend_start_campaign, wasend_dry_run and wasend_wait say it.  Reads as
+-- its caller, so row level security holds.
+CREATE FUNCTION wasend._stalled_reason(campaign_id bigint,
+                                       OUT reason text, OUT hint text, OUT said_at_wake boolean)
+LANGUAGE plpgsql STABLE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c record;
+    b record;
+    opens timestamptz;
+BEGIN
+    said_at_wake := false;
+    SELECT x.status, x.pause_reason, x.kind, x.send_window_start, x.send_window_end, x.send_timezone,
+           n.id AS nid, n.phone_number_id, n.status AS number_status, n.pause_reason AS number_reason
+      INTO c
+      FROM wasend.campaigns x JOIN wasend.whatsapp_numbers n ON n.id = x.number_id
+     WHERE x.id = _stalled_reason.campaign_id;
+    IF NOT FOUND OR c.status IN ('completed', 'cancelled') THEN
+        RETURN;
+    END IF;
+    IF c.status = 'paused' THEN
+        reason := 'campaign is paused' || coalesce(': ' || c.pause_reason, '');
+        hint := format('wasend.wasend_resume_campaign(%s) sends it again.', campaign_id);
+        RETURN;
+    END IF;
+    SELECT * INTO b FROM wasend._senders_blocked();
+    IF b.reason IS NOT NULL THEN
+        reason := b.reason;
+        hint := b.hint;
+        said_at_wake := b.said_at_wake;
+        RETURN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM wasend.database_identity i
+                    WHERE i.dboid = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())) THEN
+        reason := 'this database is a copy of the database the extension was created in';
+        hint := 'If this database is meant to send (its queue is its own), run SELECT wasend.wasend_enable_sending() in it as a wasend_admin.';
+        RETURN;
+    END IF;
+    IF c.number_status <> 'active' THEN
+        reason := format('number %s is paused: %s', c.phone_number_id, coalesce(c.number_reason, 'no reason given'));
+        hint := format('It sends once the number is active again: wasend.wasend_resume_number(%s).', c.nid);
+        RETURN;
+    END IF;
+    -- a window in a fixed zone holds back the whole campaign (src/queue.sql)
+    IF c.send_timezone <> 'recipient' AND c.kind = 'campaign' AND wasend._is_zone_name(c.send_timezone) THEN
+        opens := wasend._window_opens(c.send_window_start, c.send_window_end, c.send_timezone);
+        IF opens IS NOT NULL THEN
+            reason := format('outside the send window until %s', opens);
+            hint := 'It sends once its send window opens; wasend.wasend_update_campaign() changes the window.';
+        END IF;
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._stalled_reason(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wasend._stalled_reason(bigint) TO wasend_viewer;
+
+CREATE OR REPLACE FUNCTION wasend.wasend_start_campaign(campaign_id bigint,
+                                                 start_at timestamptz DEFAULT pg_catalog.now())
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c record;
+    n record;
+    s record;
+BEGIN
+    c := wasend._campaign_for_update(campaign_id);
+    IF start_at IS NULL THEN
+        RAISE EXCEPTION 'start_at must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Omit it to start now, or give a time to schedule the campaign.';
+    END IF;
+    IF c.status = 'running' THEN
+        RAISE NOTICE 'campaign % is already running', campaign_id;
+        RETURN;
+    END IF;
+    IF c.status = 'paused' THEN
+        RAISE EXCEPTION 'campaign % is paused', campaign_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Use wasend_resume_campaign() to continue it.';
+    END IF;
+    IF c.status IN ('completed', 'cancelled') THEN
+        RAISE EXCEPTION 'cannot start campaign %: it is %', campaign_id, c.status
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Create a new campaign with wasend_create_campaign().';
+    END IF;
+    SELECT * INTO n FROM wasend.whatsapp_numbers WHERE id = c.number_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'cannot start campaign %: its number % does not exist', campaign_id, c.number_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Register a number with wasend_add_number() and create the campaign on it.';
+    END IF;
+    UPDATE wasend.campaigns x
+       SET status = CASE WHEN wasend_start_campaign.start_at > now() THEN 'scheduled' ELSE 'running' END,
+           start_at = wasend_start_campaign.start_at,
+           started_at = CASE WHEN wasend_start_campaign.start_at > now() THEN NULL ELSE now() END,
+           pause_reason = NULL,
+           sample_left = CASE WHEN x.pacing = 'sample' AND x.template_name IS NOT NULL
+                               AND NOT EXISTS (SELECT 1 FROM wasend.campaigns o
+                                                WHERE o.template_name = x.template_name
+                                                  AND o.template_language IS NOT DISTINCT FROM x.template_language
+                                                  AND o.id <> x.id AND o.started_at IS NOT NULL)
+                              THEN x.pacing_sample END,
+           updated_at = now()
+     WHERE x.id = campaign_id;
+    SELECT * INTO s FROM wasend._stalled_reason(campaign_id);
+    IF s.reason IS NOT NULL AND NOT s.said_at_wake THEN
+        RAISE WARNING 'campaign % will not send: %', campaign_id, s.reason
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = s.hint;
+    END IF;
+    PERFORM wasend._wake_at_commit();
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wasend.wasend_wait(campaign_id bigint, timeout interval DEFAULT '1 hour')
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    st text;
+    k text;
+    deadline timestamptz;
+    next_note timestamptz;
+    p record;
+    s record;
+    said text;
+    look_at timestamptz;
+    nap double precision := 0.01;
+BEGIN
+    IF campaign_id IS NULL OR timeout IS NULL THEN
+        RAISE EXCEPTION 'campaign id and timeout must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'E.g. SELECT wasend_wait(42, ''30 minutes'').';
+    END IF;
+    IF timeout < '0'::interval THEN
+        RAISE EXCEPTION 'timeout must not be negative, not %', timeout
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give how long to wait at most, e.g. ''30 minutes''.';
+    END IF;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'wasend_wait needs READ COMMITTED, not %', current_setting('transaction_isolation')
+            USING ERRCODE = 'active_sql_transaction',
+                  HINT = 'Its snapshot would never see the senders'' progress; call it outside that transaction.';
+    END IF;
+    SELECT c.status, c.kind INTO st, k FROM wasend.campaigns c WHERE c.id = campaign_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'See SELECT id, name, status FROM wasend.campaigns.';
+    END IF;
+    IF k = 'transactional' THEN
+        RAISE EXCEPTION 'campaign % is a transactional lane: it never ends', campaign_id
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'Wait for one message with wasend_send_status(id) instead.';
+    END IF;
+    IF txid_current_if_assigned() IS NOT NULL THEN
+        -- whatever it changed (a start, rows added) the senders cannot see
+        -- before it commits, and rows it added keep the campaign open
+        RAISE EXCEPTION 'wasend_wait cannot run in a transaction that has changed data'
+            USING ERRCODE = 'active_sql_transaction',
+                  HINT = 'Commit first (a start or new rows are invisible to the senders until then), then call wasend_wait().';
+    END IF;
+    IF st = 'draft' THEN
+        RAISE EXCEPTION 'campaign % is a draft: it will not end by itself', campaign_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Start it with wasend_start_campaign() first.';
+    END IF;
+    deadline := clock_timestamp() + timeout;
+    next_note := clock_timestamp() + interval '10 s';
+    look_at := clock_timestamp() + interval '1 s';
+    LOOP
+        SELECT c.status INTO st FROM wasend.campaigns c WHERE c.id = campaign_id;
+        EXIT WHEN st IN ('completed', 'cancelled', 'paused');
+        IF clock_timestamp() >= deadline THEN
+            SELECT * INTO s FROM wasend._stalled_reason(campaign_id);
+            IF s.reason IS NOT NULL THEN
+                RAISE WARNING 'campaign % is still % after %: %', campaign_id, st, timeout, s.reason
+                    USING ERRCODE = 'object_not_in_prerequisite_state', HINT = s.hint;
+            ELSE
+                RAISE NOTICE 'campaign % is still % after %', campaign_id, st, timeout;
+            END IF;
+            RETURN st;
+        END IF;
+        -- at the start, then every second: say why it does not move, once per reason
+        IF said IS NULL OR clock_timestamp() >= look_at THEN
+            SELECT * INTO s FROM wasend._stalled_reason(campaign_id);
+            IF s.reason IS NOT NULL AND s.reason IS DISTINCT FROM said THEN
+                RAISE WARNING 'campaign % does not move: %', campaign_id, s.reason
+                    USING ERRCODE = 'object_not_in_prerequisite_state', HINT = s.hint;
+            END IF;
+            said := coalesce(s.reason, '');
+            look_at := clock_timestamp() + interval '1 s';
+        END IF;
+        IF clock_timestamp() >= next_note THEN
+            SELECT v.percent_done, v.total, v.ready + v.sending AS left_, v.rate_per_sec, v.eta INTO p
+              FROM wasend.campaign_progress v WHERE v.campaign_id = wasend_wait.campaign_id;
+            RAISE NOTICE 'campaign %: % %% done (% of % left), % msg/s, eta %',
+                         campaign_id, p.percent_done, p.left_, p.total, p.rate_per_sec,
+                         coalesce(p.eta::text, 'unknown');
+            next_note := clock_timestamp() + interval '10 s';
+        END IF;
+        PERFORM pg_sleep(least(nap, greatest(extract(epoch FROM deadline - clock_timestamp()), 0)));
+        nap := least(nap * 2, 0.5);
+    END LOOP;
+    RETURN st;
+END
+$$;
+
+DROP FUNCTION wasend.wasend_dry_run(bigint);
+CREATE FUNCTION wasend.wasend_dry_run(campaign_id bigint)
+RETURNS TABLE (would_send_now bigint, waiting_messaging_limit bigint, waiting_send_window bigint,
+               waiting_frequency_cap bigint, waiting_retry bigint, suppressed bigint,
+               invalid bigint, estimated_duration interval, stalled_reason text)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c record;
+    lim integer;
+    used bigint;
+    rate integer;
+    why text;
+BEGIN
+    IF campaign_id IS NULL THEN
+        RAISE EXCEPTION 'campaign id must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the id returned by wasend_create_campaign().';
+    END IF;
+    SELECT x.*, coalesce(n.business_id, 'number:' || n.id::text) AS portfolio, n.max_send_rate_per_sec AS rate
+      INTO c FROM wasend.campaigns x JOIN wasend.whatsapp_numbers n ON n.id = x.number_id
+     WHERE x.id = campaign_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'See SELECT id, name, status FROM wasend.campaigns.';
+    END IF;
+    SELECT p.messaging_limit INTO lim FROM wasend.portfolios p WHERE p.portfolio = c.portfolio;
+    SELECT count(*) INTO used FROM wasend.recipient_window r
+     WHERE r.portfolio = c.portfolio AND r.last_at > now() - interval '24 hours';
+    rate := c.rate;
+    SELECT r.reason INTO why FROM wasend._stalled_reason(campaign_id) r;
+    RETURN QUERY
+    WITH r AS (
+        SELECT q.id, q.recipient, q.next_attempt_at, q.waiting_for, nm.names[1] AS person,
+               wasend._recipient_zone(q.recipient) IS NULL AS invalid,
+               EXISTS (SELECT 1 FROM wasend.suppressions s
+                        WHERE s.recipient = ANY (nm.names)
+                          AND (s.scope = 'all' OR c.category = 'marketing')) AS suppressed,
+               CASE WHEN c.send_window_start IS NOT NULL AND c.kind <> 'transactional'
+                    THEN wasend._window_opens(c.send_window_start, c.send_window_end,
+                                              wasend._row_zone(c.send_timezone, q.timezone, q.recipient))
+               END IS NOT NULL AS outside,
+               c.frequency_cap IS NOT NULL AND c.category = 'marketing'
+                 AND (SELECT count(*) FROM wasend.send_queue q2 JOIN wasend.campaigns c2 ON c2.id = q2.campaign_id
+                       WHERE q2.recipient = ANY (nm.names) AND c2.category = 'marketing'
+                         AND q2.status IN ('sending', 'held', 'sent', 'delivered', 'read')
+                         AND coalesce(q2.sent_at, q2.claimed_at) > now() - c.frequency_window) >= c.frequency_cap AS capped,
+               lim IS NOT NULL
+                 AND NOT EXISTS (SELECT 1 FROM wasend.recipient_window w
+                                  WHERE w.portfolio = c.portfolio AND w.recipient = ANY (nm.names)
+                                    AND w.last_at > now() - interval '24 hours')
+                 AND NOT EXISTS (SELECT 1 FROM wasend.inbound_messages i
+                                   JOIN wasend.whatsapp_numbers n2 ON n2.phone_number_id = i.phone_number_id
+                                  WHERE i.from_number = ANY (nm.names)
+                                    AND i.received_at > now() - interval '24 hours'
+                                    AND coalesce(n2.business_id, 'number:' || n2.id::text) = c.portfolio) AS costs
+          FROM wasend.send_queue q
+         CROSS JOIN LATERAL (SELECT wasend._recipient_names(q.recipient) AS names) nm
+         WHERE q.campaign_id = wasend_dry_run.campaign_id
+           AND q.sent_at IS NULL AND q.failed_at IS NULL AND q.status = 'ready'),
+    k AS (
+        SELECT r.*,
+               CASE WHEN r.invalid THEN 'invalid'
+                    WHEN r.suppressed THEN 'suppressed'
+                    WHEN r.outside THEN 'send_window'
+                    WHEN r.capped THEN 'frequency_cap'
+                    WHEN r.next_attempt_at > now() AND r.waiting_for = 'messaging_limit' THEN 'messaging_limit'
+                    WHEN r.next_attempt_at > now() THEN 'retry'
+                    WHEN r.costs THEN 'costs'
+                    ELSE 'send' END AS fate
+          FROM r),
+    b AS (
+        -- each person that costs a slot, in order of their first row
+        SELECT k.person, row_number() OVER (ORDER BY min(k.id)) AS rn
+          FROM k WHERE k.fate = 'costs' GROUP BY k.person),
+    f AS (
+        SELECT count(*) FILTER (WHERE k.fate = 'send') AS send,
+               count(*) FILTER (WHERE k.fate = 'messaging_limit') AS wait_limit,
+               count(*) FILTER (WHERE k.fate = 'send_window') AS wait_window,
+               count(*) FILTER (WHERE k.fate = 'frequency_cap') AS wait_cap,
+               count(*) FILTER (WHERE k.fate = 'retry') AS wait_retry,
+               count(*) FILTER (WHERE k.fate = 'suppressed') AS supp,
+               count(*) FILTER (WHERE k.fate = 'invalid') AS inval
+          FROM k),
+    g AS (
+        -- the rows of the people that fit, and of those that do not
+        SELECT count(*) FILTER (WHERE b.rn <= greatest(lim - used, 0)) AS fits,
+               count(*) FILTER (WHERE b.rn > greatest(lim - used, 0)) AS over
+          FROM k JOIN b ON b.person = k.person
+         WHERE k.fate = 'costs')
+    SELECT f.send + g.fits, f.wait_limit + g.over, f.wait_window, f.wait_cap, f.wait_retry,
+           f.supp, f.inval,
+           make_interval(secs => ceil((f.send + g.fits) / (greatest(rate, 1) * 0.985))::double precision),
+           why
+      FROM f, g;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend.wasend_dry_run(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wasend.wasend_dry_run(bigint) TO wasend_viewer;
+
+CREATE OR REPLACE VIEW wasend.campaign_progress AS
+SELECT c.id AS campaign_id,
+       c.name,
+       c.status,
+       coalesce(c.pause_reason, CASE WHEN n.status <> 'active' THEN 'number paused: ' || coalesce(n.pause_reason, '') END) AS pause_reason,
+       n.phone_number_id,
+       coalesce(s.total, 0) AS total,
+       coalesce(s.ready, 0) AS ready,
+       coalesce(s.sending, 0) AS sending,
+       coalesce(s.sent, 0) AS sent,
+       coalesce(s.delivered, 0) AS delivered,
+       coalesce(s.read, 0) AS read,
+       coalesce(s.failed, 0) AS failed,
+       coalesce(s.cancelled, 0) AS cancelled,
+       coalesce(s.uncertain, 0) AS uncertain,
+       CASE WHEN coalesce(s.total, 0) = 0 THEN 0
+            ELSE pg_catalog.round(100.0 * (s.total - s.ready - s.sending)::numeric / s.total::numeric, 1) END AS percent_done,
+       pg_catalog.round(coalesce(s.recent, 0)::numeric / r.window_s, 1) AS rate_per_sec,
+       CASE WHEN st.reason IS NULL AND coalesce(s.recent, 0) > 0 AND s.ready + s.sending > 0
+            THEN pg_catalog.make_interval(secs => pg_catalog.round((s.ready + s.sending)::numeric / (s.recent::numeric / r.window_s))::double precision)
+       END AS eta,
+       e.errors_by_code,
+       coalesce(s.held, 0) AS held,
+       pg_catalog.concat_ws('; ',
+           CASE WHEN c.paced_until > pg_catalog.now()
+                THEN pg_catalog.format('pacing: %s held for a quality assessment, new rows wait until %s at the latest',
+                                       coalesce(s.held, 0), c.paced_until) END,
+           CASE WHEN s.wait_limit > 0
+                THEN pg_catalog.format('messaging limit %s/24h, next slot at %s (%s rows)',
+                                       coalesce(p.messaging_limit::text, 'unlimited'), s.wait_limit_next, s.wait_limit) END,
+           CASE WHEN s.wait_cap > 0
+                THEN pg_catalog.format('frequency cap %s per %s, next at %s (%s rows)',
+                                       c.frequency_cap, c.frequency_window, s.wait_cap_next, s.wait_cap) END,
+           CASE WHEN s.wait_131049 > 0
+                THEN pg_catalog.format('per-user marketing limit (131049), retry at %s (%s rows)',
+                                       s.wait_131049_next, s.wait_131049) END,
+           CASE WHEN w.opens IS NOT NULL AND s.ready > 0
+                THEN pg_catalog.format('send window %s-%s %s: opens at %s (%s rows)',
+                                       c.send_window_start, c.send_window_end, c.send_timezone, w.opens, s.ready)
+                WHEN s.wait_window > 0
+                THEN pg_catalog.format('send window %s-%s in the recipients'' time zones, next opens at %s (%s rows)',
+                                       c.send_window_start, c.send_window_end, s.wait_window_next, s.wait_window) END,
+           CASE WHEN f.campaign_id IS NOT NULL
+                THEN pg_catalog.format('set aside by the senders, tried again at %s: %s',
+                                       f.retry_at, f.error) END) AS waiting,
+       CASE WHEN w.opens IS NOT NULL THEN coalesce(s.ready, 0) ELSE coalesce(s.wait_window, 0) END AS waiting_window,
+       c.kind,
+       c.priority,
+       st.reason AS stalled_reason
+  FROM wasend.campaigns c
+  JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
+  LEFT JOIN wasend.portfolios p ON p.portfolio = coalesce(n.business_id, 'number:' || n.id::text)
+  LEFT JOIN LATERAL (
+        SELECT pg_catalog.count(*) AS total,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'ready') AS ready,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'sending') AS sending,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'sent') AS sent,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'delivered') AS delivered,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'read') AS read,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'failed') AS failed,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'cancelled') AS cancelled,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'held') AS held,
+               pg_catalog.count(*) FILTER (WHERE q.uncertain) AS uncertain,
+               pg_catalog.count(*) FILTER (WHERE coalesce(q.sent_at, q.failed_at) > pg_catalog.clock_timestamp() - interval '10 s') AS recent,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'ready' AND q.waiting_for = 'messaging_limit'
+                                             AND q.next_attempt_at > pg_catalog.now()) AS wait_limit,
+               pg_catalog.min(q.next_attempt_at) FILTER (WHERE q.status = 'ready' AND q.waiting_for = 'messaging_limit'
+                                                           AND q.next_attempt_at > pg_catalog.now()) AS wait_limit_next,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'ready' AND q.waiting_for = 'frequency_cap'
+                                             AND q.next_attempt_at > pg_catalog.now()) AS wait_cap,
+               pg_catalog.min(q.next_attempt_at) FILTER (WHERE q.status = 'ready' AND q.waiting_for = 'frequency_cap'
+                                                           AND q.next_attempt_at > pg_catalog.now()) AS wait_cap_next,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'ready' AND q.last_error_code = 131049
+                                             AND q.next_attempt_at > pg_catalog.now()) AS wait_131049,
+               pg_catalog.min(q.next_attempt_at) FILTER (WHERE q.status = 'ready' AND q.last_error_code = 131049
+                                                           AND q.next_attempt_at > pg_catalog.now()) AS wait_131049_next,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'ready' AND q.waiting_for = 'send_window'
+                                             AND q.next_attempt_at > pg_catalog.now()) AS wait_window,
+               pg_catalog.min(q.next_attempt_at) FILTER (WHERE q.status = 'ready' AND q.waiting_for = 'send_window'
+                                                           AND q.next_attempt_at > pg_catalog.now()) AS wait_window_next
+          FROM wasend.send_queue q WHERE q.campaign_id = c.id) s ON true
+  -- a window in a fixed zone holds back the whole campaign (src/queue.sql, running)
+  CROSS JOIN LATERAL (
+        SELECT CASE WHEN c.send_timezone <> 'recipient' AND c.kind = 'campaign'
+                         AND wasend._is_zone_name(c.send_timezone)
+                    THEN wasend._window_opens(c.send_window_start, c.send_window_end, c.send_timezone) END AS opens) w
+  -- a campaign the senders set aside (src/db_cycle.c, set_aside)
+  LEFT JOIN wasend.campaign_faults f
+         ON f.campaign_id = c.id AND c.status = 'running'
+        AND f.retry_at > pg_catalog.now() - interval '1 minute'
+  -- the rate is measured over the last 10 s, or since the start if sooner
+  CROSS JOIN LATERAL (
+        SELECT greatest(least(10.0, extract(epoch FROM pg_catalog.clock_timestamp() - c.started_at)), 1.0) AS window_s) r
+  LEFT JOIN LATERAL (
+        SELECT pg_catalog.jsonb_object_agg(code, cnt) AS errors_by_code
+          FROM (SELECT q.last_error_code::text AS code, pg_catalog.count(*) AS cnt
+                  FROM wasend.send_queue q
+                 WHERE q.campaign_id = c.id AND q.status = 'failed'
+                 GROUP BY 1) x
+         WHERE code IS NOT NULL) e ON true
+  -- why nothing of it moves (no ETA then)
+  CROSS JOIN LATERAL wasend._stalled_reason(c.id) st;
+COMMENT ON VIEW wasend.campaign_progress IS
+'Per campaign: rows by status, percent done, send rate over the last 10 s, ETA, errors by code, held messages, why ready rows wait (a campaign the senders set aside too), rows waiting for their send window, kind and priority, and why nothing of it moves (stalled_reason)';
+
+/*
  * A grant means one database.
  *
  * wasend_viewer, wasend_operator and wasend_admin are roles of the whole
