@@ -271,13 +271,10 @@ apply_groups(Cycle *cy, const RecordGroup *groups, int n)
 		{
 			BreakerStep b = {cs, false};
 
+			/* the campaigns' trigger logs the pause (wasend._campaign_log) */
 			if (run_step(cy, "pausing a campaign (circuit breaker)", step_breaker,
 						 &b, NULL, false) == 0 && b.applied)
 			{
-				ereport(LOG,
-						(errmsg("wasend paused campaign " INT64_FORMAT ": %d of its last %d results failed",
-								cs->campaign_id, cs->breaker.failures,
-								cs->breaker.window)));
 				cs->running = false;
 				paused = true;
 			}

@@ -157,6 +157,13 @@ typedef struct WasendMetricsShared
 	int16		campaign_db[METRICS_CAMPAIGNS]; /* index in databases, -1:
 												 * free */
 	MetricsCampaign campaigns[METRICS_CAMPAIGNS];
+
+	/*
+	 * Each database's numbers and their status, under campaigns_lock as
+	 * the campaigns (wasend_metrics_publish_numbers).
+	 */
+	int16		status_db[METRICS_NUMBERS]; /* index in databases, -1: free */
+	MetricsNumberStatus statuses[METRICS_NUMBERS];
 } WasendMetricsShared;
 
 /* A phone_number_id as the table keys it: at most 63 bytes, and its hash. */
@@ -175,6 +182,9 @@ typedef struct MetricsSnapshot
 	int			ncampaigns;
 	MetricsCampaign campaigns[METRICS_CAMPAIGNS];
 	char		campaign_db[METRICS_CAMPAIGNS][METRICS_KEY_LEN];
+	int			nstatuses;
+	MetricsNumberStatus statuses[METRICS_NUMBERS];
+	char		status_db[METRICS_NUMBERS][METRICS_KEY_LEN];
 	uint64		webhook_requests;
 	uint64		webhook_events;
 } MetricsSnapshot;
@@ -191,6 +201,8 @@ typedef struct MetricsRequest
 
 
 static WasendMetricsShared *WasendMetrics = NULL;
+
+static int	database_entry(WasendMetricsShared *m, Oid dboid, const char *dbname);
 
 /* worker state */
 static MetricsRequest *pending_head = NULL;
@@ -245,6 +257,8 @@ wasend_metrics_shmem_init(void)
 		pg_atomic_init_u64(&WasendMetrics->webhook_events, 0);
 		for (i = 0; i < METRICS_CAMPAIGNS; i++)
 			WasendMetrics->campaign_db[i] = -1;
+		for (i = 0; i < METRICS_NUMBERS; i++)
+			WasendMetrics->status_db[i] = -1;
 	}
 }
 
@@ -485,10 +499,7 @@ wasend_metrics_publish_campaigns(Oid dboid, const char *dbname,
 						  const MetricsCampaign *campaigns, int n)
 {
 	WasendMetricsShared *m = WasendMetrics;
-	char		name[METRICS_KEY_LEN];
-	int64		now;
-	int			db = -1;
-	int			oldest = 0;
+	int			db;
 	int			i;
 	int			j;
 
@@ -496,28 +507,9 @@ wasend_metrics_publish_campaigns(Oid dboid, const char *dbname,
 		return;
 	if (campaigns == NULL || n < 0)
 		n = 0;
-	strlcpy(name, dbname ? dbname : "", sizeof(name));
-	now = wasend_mono_us();
 
 	LWLockAcquire(m->campaigns_lock, LW_EXCLUSIVE);
-	for (i = 0; i < METRICS_DATABASES; i++)
-	{
-		if (m->databases[i].dboid == dboid)
-		{
-			db = i;
-			break;
-		}
-		if (db < 0 && !OidIsValid(m->databases[i].dboid))
-			db = i;				/* first free entry, if dboid has none */
-		if (m->databases[i].published_at < m->databases[oldest].published_at)
-			oldest = i;
-	}
-	if (db < 0)
-		db = oldest;			/* all taken: the one that published longest ago */
-	m->databases[db].dboid = dboid;
-	memcpy(m->databases[db].name, name, sizeof(name));
-	m->databases[db].published_at = now;
-
+	db = database_entry(m, dboid, dbname);
 	for (i = 0; i < METRICS_CAMPAIGNS; i++)
 		if (m->campaign_db[i] == db)
 			m->campaign_db[i] = -1;
@@ -534,6 +526,86 @@ wasend_metrics_publish_campaigns(Oid dboid, const char *dbname,
 		m->campaign_db[i] = (int16) db;
 	}
 	LWLockRelease(m->campaigns_lock);
+}
+
+/*
+ * Publish the numbers of a database and their status: they replace all
+ * that database published before.  Numbers beyond the room left by the
+ * other databases are left out.  Never throws, never allocates.
+ */
+void
+wasend_metrics_publish_numbers(Oid dboid, const char *dbname,
+						const MetricsNumberStatus *numbers, int n)
+{
+	WasendMetricsShared *m = WasendMetrics;
+	int			db;
+	int			i;
+	int			j;
+
+	if (m == NULL || !OidIsValid(dboid))
+		return;
+	if (numbers == NULL || n < 0)
+		n = 0;
+
+	LWLockAcquire(m->campaigns_lock, LW_EXCLUSIVE);
+	db = database_entry(m, dboid, dbname);
+	for (i = 0; i < METRICS_NUMBERS; i++)
+		if (m->status_db[i] == db)
+			m->status_db[i] = -1;
+	for (i = 0, j = 0; i < METRICS_NUMBERS && j < n; i++)
+	{
+		if (m->status_db[i] >= 0)
+			continue;
+		m->statuses[i] = numbers[j++];
+		m->statuses[i].pnid[sizeof(m->statuses[i].pnid) - 1] = '\0';
+		m->status_db[i] = (int16) db;
+	}
+	LWLockRelease(m->campaigns_lock);
+}
+
+/*
+ * The entry of a database that publishes, marked as publishing now: its
+ * own, else a free one, else the one that published longest ago (whose
+ * campaigns and numbers then count as this one's until it publishes
+ * again).  The caller holds campaigns_lock in exclusive mode.
+ */
+static int
+database_entry(WasendMetricsShared *m, Oid dboid, const char *dbname)
+{
+	char		name[METRICS_KEY_LEN];
+	int			db = -1;
+	int			oldest = 0;
+	int			i;
+
+	strlcpy(name, dbname ? dbname : "", sizeof(name));
+	for (i = 0; i < METRICS_DATABASES; i++)
+	{
+		if (m->databases[i].dboid == dboid)
+		{
+			db = i;
+			break;
+		}
+		if (db < 0 && !OidIsValid(m->databases[i].dboid))
+			db = i;				/* first free entry, if dboid has none */
+		if (m->databases[i].published_at < m->databases[oldest].published_at)
+			oldest = i;
+	}
+	if (db < 0)
+		db = oldest;			/* all taken: the one that published longest ago */
+	if (m->databases[db].dboid != dboid)
+	{
+		/* a new tenant: what the entry's former database published goes */
+		for (i = 0; i < METRICS_CAMPAIGNS; i++)
+			if (m->campaign_db[i] == db)
+				m->campaign_db[i] = -1;
+		for (i = 0; i < METRICS_NUMBERS; i++)
+			if (m->status_db[i] == db)
+				m->status_db[i] = -1;
+	}
+	m->databases[db].dboid = dboid;
+	memcpy(m->databases[db].name, name, sizeof(name));
+	m->databases[db].published_at = wasend_mono_us();
+	return db;
 }
 
 /*
@@ -577,6 +649,18 @@ take_snapshot(MetricsSnapshot *snap)
 		memcpy(snap->campaign_db[snap->ncampaigns], m->databases[db].name,
 			   METRICS_KEY_LEN);
 		snap->ncampaigns++;
+	}
+	snap->nstatuses = 0;
+	for (i = 0; i < METRICS_NUMBERS; i++)
+	{
+		int			db = m->status_db[i];
+
+		if (db < 0 || !fresh[db])
+			continue;
+		snap->statuses[snap->nstatuses] = m->statuses[i];
+		memcpy(snap->status_db[snap->nstatuses], m->databases[db].name,
+			   METRICS_KEY_LEN);
+		snap->nstatuses++;
 	}
 	LWLockRelease(m->campaigns_lock);
 
@@ -818,6 +902,35 @@ format_campaigns(StringInfo buf, const MetricsSnapshot *snap)
 }
 
 /*
+ * Append each number's status in each database, as a state set: one
+ * sample per status, 1 for the one it is in, 0 for the other.
+ */
+static void
+format_number_status(StringInfo buf, const MetricsSnapshot *snap)
+{
+	static const char *const states[] = {"active", "paused"};
+	int			i;
+	int			j;
+
+	append_family(buf, "wasend_number_status", "gauge",
+				  "1 for the status a number is in (active or paused), 0 for the other, as its database last published it.");
+	for (i = 0; i < snap->nstatuses; i++)
+	{
+		const MetricsNumberStatus *ns = &snap->statuses[i];
+
+		for (j = 0; j < lengthof(states); j++)
+		{
+			appendStringInfoString(buf, "wasend_number_status{database=\"");
+			append_label_value(buf, snap->status_db[i]);
+			appendStringInfoString(buf, "\",number=\"");
+			append_label_value(buf, ns->pnid);
+			appendStringInfo(buf, "\",status=\"%s\"} %d\n", states[j],
+							 (j == 1) == ns->paused ? 1 : 0);
+		}
+	}
+}
+
+/*
  * Append the webhook endpoint's counters.
  */
 static void
@@ -850,6 +963,7 @@ format_metrics(StringInfo buf, MetricsSnapshot *snap)
 	format_number_gauges(buf, snap);
 	format_durations(buf, snap);
 	format_campaigns(buf, snap);
+	format_number_status(buf, snap);
 	format_webhook(buf, snap);
 }
 

@@ -29,6 +29,13 @@ typedef struct MetricsCampaign
 	int64		rows[WASEND_METRICS_STATUSES];	/* rows per row status */
 } MetricsCampaign;
 
+/* A number's status in one database, as its supervisor publishes it. */
+typedef struct MetricsNumberStatus
+{
+	char		pnid[64];		/* Meta's phone_number_id */
+	bool		paused;			/* status paused (else active) */
+} MetricsNumberStatus;
+
 extern Size wasend_metrics_shmem_size(void);
 extern void wasend_metrics_shmem_init(void);
 extern void wasend_metrics_request_locks(void);
@@ -42,5 +49,7 @@ extern void wasend_metrics_note_pace(const char *phone_number_id, double per_sec
 extern void wasend_metrics_note_webhook(int64 requests, int64 events);
 extern void wasend_metrics_publish_campaigns(Oid dboid, const char *dbname,
 									  const MetricsCampaign *campaigns, int n);
+extern void wasend_metrics_publish_numbers(Oid dboid, const char *dbname,
+									const MetricsNumberStatus *numbers, int n);
 
 #endif							/* WASEND_METRICS_H */

@@ -1009,3 +1009,34 @@ wasend_queue_campaign_metrics(MetricsCampaign **out, int max)
 	*out = mc;
 	return (int) SPI_processed;
 }
+
+/*
+ * Each number of this database and whether it is paused, for the metrics
+ * endpoint (see number_metrics); at most max, in a palloc'd array.
+ */
+int
+wasend_queue_number_metrics(MetricsNumberStatus **out, int max)
+{
+	Datum		args[1];
+	Oid			types[1] = {INT4OID};
+	MetricsNumberStatus *ns;
+	uint64		i;
+
+	args[0] = Int32GetDatum(max);
+	if (SPI_execute_with_args(sql_number_metrics, 1, types, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "wasend: reading number metrics failed");
+	ns = palloc0(sizeof(MetricsNumberStatus) * Max(SPI_processed, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		char	   *v = SPI_getvalue(tup, desc, 1);
+		Datum		paused = SPI_getbinval(tup, desc, 2, &isnull);
+
+		strlcpy(ns[i].pnid, v ? v : "", sizeof(ns[i].pnid));
+		ns[i].paused = !isnull && DatumGetBool(paused);
+	}
+	*out = ns;
+	return (int) SPI_processed;
+}

@@ -114,6 +114,7 @@ extern int	wasend_queue_complete(int n, const int64 *campaign_ids, int64 *locked
 						   int *nlocked);
 
 extern int	wasend_queue_campaign_metrics(MetricsCampaign **out, int max);
+extern int	wasend_queue_number_metrics(MetricsNumberStatus **out, int max);
 
 /* what queue_database_state says of a database */
 typedef enum QueueDatabaseState

@@ -842,6 +842,13 @@ UPDATE wasend.whatsapp_numbers n
                  WHERE l.limits_due_at > '-infinity'
                    FOR UPDATE SKIP LOCKED)
 
+-- name: number_metrics
+-- For the metrics endpoint (the supervisor, with campaign_metrics): each
+-- number and whether it is paused, at most $1.
+SELECT n.phone_number_id, n.status = 'paused'
+  FROM wasend.whatsapp_numbers n
+ ORDER BY n.id LIMIT $1
+
 -- name: campaign_metrics
 -- For the metrics endpoint (the supervisor, every few seconds when
 -- wasend.metrics_port is set): rows by status of the campaigns that are

@@ -42,6 +42,7 @@ int			wasend_webhook_max_connections = 1000;
 int			wasend_webhook_max_connections_per_address = 0;
 int			wasend_metrics_port = 0;
 int			wasend_metrics_request_timeout_ms = 5000;
+bool		wasend_drop_suppressions = false;
 
 static const struct config_enum_entry on_uncertain_options[] = {
 	{"retry", WASEND_UNCERTAIN_RETRY, false},
@@ -345,6 +346,23 @@ define_metrics_settings(void)
 }
 
 /*
+ * The confirmation that DROP EXTENSION wasend may delete the
+ * suppressions (sql_api.c, wasend_guard_drop).
+ */
+static void
+define_drop_settings(void)
+{
+	DefineCustomBoolVariable("wasend.drop_suppressions",
+							 "Lets DROP EXTENSION wasend delete the recipients of wasend.suppressions.",
+							 "Off, DROP EXTENSION wasend is refused while wasend.suppressions holds a row. Export them first, then set it for the transaction only: SET LOCAL wasend.drop_suppressions = on.",
+							 &wasend_drop_suppressions,
+							 false,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+}
+
+/*
  * Define every wasend.* setting and reserve the prefix, so that a typo in
  * a wasend.* name is reported.  Called from _PG_init.
  */
@@ -355,6 +373,7 @@ wasend_define_settings(void)
 	define_delivery_settings();
 	define_webhook_settings();
 	define_metrics_settings();
+	define_drop_settings();
 
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("wasend");

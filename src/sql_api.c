@@ -19,17 +19,25 @@
 #include "access/table.h"
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/dependency.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_extension.h"
+#include "catalog/pg_namespace.h"
 #include "commands/dbcommands.h"
+#include "commands/event_trigger.h"
 #include "commands/extension.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "pgtime.h"
+#include "postmaster/bgworker.h"
 #include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/tuplestore.h"
 #include "utils/varlena.h"
@@ -51,6 +59,9 @@ PG_FUNCTION_INFO_V1(wasend_announce_extension);
 PG_FUNCTION_INFO_V1(wasend_is_zone_name);
 PG_FUNCTION_INFO_V1(wasend_check_token_file);
 PG_FUNCTION_INFO_V1(wasend_senders_blocked);
+PG_FUNCTION_INFO_V1(wasend_log_line);
+PG_FUNCTION_INFO_V1(wasend_in_worker);
+PG_FUNCTION_INFO_V1(wasend_guard_drop);
 
 /* set by wasend_wake_at_commit(), acted on by the transaction callback */
 static bool wake_pending = false;
@@ -551,4 +562,117 @@ wasend_is_zone_name(PG_FUNCTION_ARGS)
 	if (strlen(zone) >= TZ_STRLEN_MAX)
 		PG_RETURN_BOOL(false);
 	PG_RETURN_BOOL(pg_tzset(zone) != NULL);
+}
+
+/*
+ * wasend._log_line(line): one line in the server log at LOG level, for
+ * the triggers that say when a campaign or a number changes state.  The
+ * statement and the PL/pgSQL context are left out: the line stays one
+ * line to grep, and a statement that carries a token (wasend_resume_number
+ * with a new one) never reaches the log.
+ */
+Datum
+wasend_log_line(PG_FUNCTION_ARGS)
+{
+	char	   *line = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	ereport(LOG,
+			(errmsg_internal("%s", line),
+			 errhidestmt(true),
+			 errhidecontext(true)));
+	PG_RETURN_VOID();
+}
+
+/*
+ * wasend._in_worker(): is this session one of wasend's background workers
+ * (a sender, the webhook endpoint)?  Their changes are made by a rule,
+ * a person's by the person.
+ */
+Datum
+wasend_in_worker(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(MyBgworkerEntry != NULL &&
+				   strncmp(MyBgworkerEntry->bgw_type, "wasend", 6) == 0);
+}
+
+/*
+ * Does a DROP EXTENSION statement name the extension "wasend"?
+ */
+static bool
+drops_wasend(Node *parsetree)
+{
+	DropStmt   *stmt;
+	ListCell   *lc;
+
+	if (parsetree == NULL || !IsA(parsetree, DropStmt))
+		return false;
+	stmt = (DropStmt *) parsetree;
+	if (stmt->removeType != OBJECT_EXTENSION)
+		return false;
+	foreach(lc, stmt->objects)
+	{
+		Node	   *name = (Node *) lfirst(lc);
+
+		if (IsA(name, String) && strcmp(strVal(name), "wasend") == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * wasend._guard_drop(): the event trigger wasend_drop_guard, at the start
+ * of every DROP EXTENSION.  Dropping wasend deletes wasend.suppressions,
+ * and a reinstall would message again everyone who opted out: refuse it
+ * while the table holds a row, unless wasend.drop_suppressions is on.
+ * The table is the extension's own (its schema, and a member of it), so
+ * no object another role made is ever read; it runs as the one who drops.
+ */
+Datum
+wasend_guard_drop(PG_FUNCTION_ARGS)
+{
+	EventTriggerData *trigdata;
+	Oid			extoid;
+	Oid			nspoid;
+	Oid			relid;
+	const char *query;
+	int64		rows = 0;
+	bool		isnull;
+
+	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
+		elog(ERROR, "wasend._guard_drop() is called by the event trigger wasend_drop_guard only");
+	trigdata = (EventTriggerData *) fcinfo->context;
+	if (!drops_wasend(trigdata->parsetree) || wasend_drop_suppressions)
+		PG_RETURN_VOID();
+
+	/* the schema wasend and its table suppressions, both the extension's */
+	extoid = get_extension_oid("wasend", true);
+	if (!OidIsValid(extoid))
+		PG_RETURN_VOID();
+	nspoid = get_namespace_oid("wasend", true);
+	if (!OidIsValid(nspoid) ||
+		getExtensionOfObject(NamespaceRelationId, nspoid) != extoid)
+		PG_RETURN_VOID();
+	relid = get_relname_relid("suppressions", nspoid);
+	if (!OidIsValid(relid) ||
+		getExtensionOfObject(RelationRelationId, relid) != extoid)
+		PG_RETURN_VOID();
+
+	query = "SELECT pg_catalog.count(*) FROM wasend.suppressions";
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "wasend: SPI_connect failed");
+	if (SPI_execute(query, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "wasend: counting the suppressions failed");
+	rows = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+									   SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+
+	if (rows > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg_plural("dropping extension wasend would delete the " INT64_FORMAT " recipient of wasend.suppressions",
+							   "dropping extension wasend would delete the " INT64_FORMAT " recipients of wasend.suppressions",
+							   rows, rows),
+				 errdetail("They opted out or cannot be reached; after a new CREATE EXTENSION wasend, nothing would keep them from being messaged again."),
+				 errhint("Export them first (\\copy wasend.suppressions TO 'suppressions.csv' csv header), then drop in a transaction that confirms it: BEGIN; SET LOCAL wasend.drop_suppressions = on; DROP EXTENSION wasend; COMMIT;")));
+	PG_RETURN_VOID();
 }

@@ -26,6 +26,7 @@
 #include "utils/memutils.h"
 
 #include "queue.h"
+#include "rate_gate.h"
 #include "clock.h"
 #include "metrics.h"
 #include "settings.h"
@@ -546,15 +547,18 @@ static void
 publish_work(void *arg)
 {
 	MetricsCampaign *mc;
+	MetricsNumberStatus *ns;
 	int			n;
 
 	n = wasend_queue_campaign_metrics(&mc, 512);
 	wasend_metrics_publish_campaigns(MyDatabaseId, my_dbname, mc, n);
+	n = wasend_queue_number_metrics(&ns, WASEND_GATE_SLOTS);
+	wasend_metrics_publish_numbers(MyDatabaseId, my_dbname, ns, n);
 }
 
 /*
- * Publish each unfinished (or recently finished) campaign's rows by status
- * for the metrics endpoint.  Errors are logged and skipped: metrics never
+ * Publish each unfinished (or recently finished) campaign's rows by status,
+ * and each number's status, for the metrics endpoint.  Errors are logged and skipped: metrics never
  * stop the supervisor.
  */
 static void

@@ -14,6 +14,51 @@ COMMENT ON FUNCTION wasend._wake_at_commit() IS
 'internal: wake the wasend senders when the current transaction commits';
 REVOKE ALL ON FUNCTION wasend._wake_at_commit() FROM PUBLIC;
 
+-- Write one line to the server log at LOG level (C), without the
+-- statement or the PL/pgSQL context, so that each state change is one
+-- line to grep, and never a statement that could carry a token (see
+-- wasend._campaign_log, wasend._number_log).  Only their triggers call it.
+CREATE FUNCTION wasend._log_line(line text) RETURNS void
+AS 'MODULE_PATHNAME', 'wasend_log_line'
+LANGUAGE C VOLATILE STRICT
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION wasend._log_line(text) FROM PUBLIC;
+
+-- Is this session one of wasend's workers (a sender, the webhook
+-- endpoint), rather than a person's session (C)?  The log lines of a
+-- state change name the rule that made it in a worker, the user in a
+-- person's session.
+CREATE FUNCTION wasend._in_worker() RETURNS boolean
+AS 'MODULE_PATHNAME', 'wasend_in_worker'
+LANGUAGE C STABLE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION wasend._in_worker() FROM PUBLIC;
+
+-- The actor of a log line made in a person's session: user "<role>", the
+-- role who logged in (session_user), as PostgreSQL quotes names in its
+-- messages.
+CREATE FUNCTION wasend._log_user() RETURNS text
+LANGUAGE sql STABLE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT 'user "' || replace(session_user::text, '"', '""') || '"'
+$$;
+REVOKE ALL ON FUNCTION wasend._log_user() FROM PUBLIC;
+
+-- Text as one log line: control characters (a newline in an error
+-- message Meta sent) become spaces, and it is cut at 1000 characters.
+CREATE FUNCTION wasend._log_text(t text) RETURNS text
+LANGUAGE sql IMMUTABLE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT left(regexp_replace(t, '[[:cntrl:]]+', ' ', 'g'), 1000)
+$$;
+REVOKE ALL ON FUNCTION wasend._log_text(text) FROM PUBLIC;
+
 -- A recipient is a phone number or a business-scoped user ID (BSUID).  A
 -- phone number is 7-15 digits with an optional leading +; it is stored
 -- without the +, so that "+15551234567" and "15551234567" are one

@@ -244,6 +244,63 @@ CREATE TRIGGER number_check
     BEFORE INSERT OR UPDATE ON wasend.whatsapp_numbers
     FOR EACH ROW EXECUTE FUNCTION wasend._number_check();
 
+-- Say in the server log when a number is paused or resumed, one LOG line
+-- each (docs/operations.md, "Log lines"):
+--   wasend number <phone_number_id> paused by <actor>[ until <UTC time>][: <pause_reason>]
+--   wasend number <phone_number_id> resumed by <actor>
+-- One trigger, so that the API functions, the senders' statements and the
+-- account read all say it alike.  The actor is the rule when the change
+-- says one (pause_rule health; an error the policy pauses the number for,
+-- whose code the senders write at the start of pause_reason: error 190,
+-- error 131048, ...), else a sender's (a token file it cannot use:
+-- rule token_file; the end of a timed pause: rule paused_until), else the
+-- person's (user "<session_user>").  A definer function: whoever writes
+-- the row, only it may write the log (wasend._log_line).
+CREATE FUNCTION wasend._number_log() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    worker boolean := wasend._in_worker();
+    stack text;
+    line text;
+BEGIN
+    IF NEW.status = 'paused' THEN
+        line := 'paused by ' || CASE
+            WHEN NEW.pause_rule IS NOT NULL THEN 'rule ' || NEW.pause_rule
+            WHEN NEW.pause_reason ~ '^error [^ :]+:' THEN substring(NEW.pause_reason FROM '^(error [^ :]+):')
+            WHEN worker THEN 'rule token_file'
+            ELSE wasend._log_user() END
+            || CASE WHEN NEW.paused_until IS NOT NULL
+                    THEN ' until ' || to_char(NEW.paused_until AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                    ELSE '' END
+            || CASE WHEN NEW.pause_reason IS NULL OR NEW.pause_reason = 'paused by ' || session_user THEN ''
+                    -- an error's reason starts with the code the actor already names
+                    WHEN NEW.pause_rule IS NULL AND NEW.pause_reason ~ '^error [^ :]+: '
+                        THEN ': ' || substring(NEW.pause_reason FROM '^error [^ :]+: (.*)$')
+                    ELSE ': ' || NEW.pause_reason END;
+    ELSE
+        GET DIAGNOSTICS stack = PG_CONTEXT;
+        line := 'resumed by ' || CASE
+            WHEN OLD.pause_rule IS NOT NULL AND (worker OR stack ~ '_apply_number_limits\(')
+                THEN 'rule ' || OLD.pause_rule
+            WHEN worker THEN 'rule paused_until'
+            ELSE wasend._log_user() END;
+    END IF;
+    PERFORM wasend._log_line(wasend._log_text('wasend number ' || NEW.phone_number_id || ' ' || line));
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._number_log() FROM PUBLIC;
+CREATE TRIGGER number_log
+    AFTER UPDATE ON wasend.whatsapp_numbers
+    FOR EACH ROW
+    WHEN (OLD.status IS DISTINCT FROM NEW.status
+          OR (NEW.status OPERATOR(pg_catalog.=) 'paused'::text
+              AND OLD.pause_reason IS DISTINCT FROM NEW.pause_reason))
+    EXECUTE FUNCTION wasend._number_log();
+
 -- Fetch a number for a change, locked, or raise a clear error.
 CREATE FUNCTION wasend._number_for_update(number_id bigint)
 RETURNS record

@@ -337,6 +337,78 @@ REVOKE ALL ON FUNCTION wasend._campaign_check() FROM PUBLIC;
 CREATE TRIGGER campaign_check BEFORE INSERT OR UPDATE ON wasend.campaigns
     FOR EACH ROW EXECUTE FUNCTION wasend._campaign_check();
 
+-- Say in the server log when a campaign changes state, one LOG line each
+-- (docs/operations.md, "Log lines"):
+--   wasend campaign <id> started by <actor>
+--   wasend campaign <id> scheduled by <actor> for <UTC time>
+--   wasend campaign <id> paused by <actor>[: <pause_reason>]
+--   wasend campaign <id> resumed by <actor>
+--   wasend campaign <id> reopened by <actor>       (wasend_retry_failed)
+--   wasend campaign <id> completed
+--   wasend campaign <id> cancelled by <actor>
+-- One trigger, so that the API functions, the senders' statements and the
+-- webhook rules all say it alike.  The actor of a pause is its rule when
+-- the change says one (pause_rule template or quality; the circuit
+-- breaker's pause_reason: rule breaker; an error the policy pauses the
+-- campaign for: error <code>); a scheduled start by a sender is rule
+-- schedule; a resume by the template all-clear (from the webhook worker or
+-- wasend_ingest_webhook) is rule template; anything else is the person's
+-- (user "<session_user>").  A definer function: whoever writes the row,
+-- only it may write the log (wasend._log_line).
+CREATE FUNCTION wasend._campaign_log() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    worker boolean := wasend._in_worker();
+    who text;
+    stack text;
+    line text;
+BEGIN
+    who := CASE WHEN worker THEN 'wasend' ELSE wasend._log_user() END;
+    IF NEW.status = 'paused' THEN
+        line := 'paused by ' || CASE
+            WHEN NEW.pause_rule IS NOT NULL THEN 'rule ' || NEW.pause_rule
+            WHEN NEW.pause_reason LIKE 'circuit breaker:%' THEN 'rule breaker'
+            WHEN NEW.pause_reason ~ '^error [^ :]+:' THEN substring(NEW.pause_reason FROM '^(error [^ :]+):')
+            ELSE who END
+            || CASE WHEN NEW.pause_reason IS NULL OR NEW.pause_reason = 'paused by ' || session_user THEN ''
+                    -- an error's reason starts with the code the actor already names
+                    WHEN NEW.pause_rule IS NULL AND NEW.pause_reason ~ '^error [^ :]+: '
+                        THEN ': ' || substring(NEW.pause_reason FROM '^error [^ :]+: (.*)$')
+                    ELSE ': ' || NEW.pause_reason END;
+    ELSIF OLD.status = 'paused' AND NEW.status IN ('running', 'scheduled') THEN
+        GET DIAGNOSTICS stack = PG_CONTEXT;
+        line := 'resumed by ' || CASE
+            WHEN OLD.pause_rule IS NOT NULL AND (worker OR stack ~ '_apply_template_status\(')
+                THEN 'rule ' || OLD.pause_rule
+            ELSE who END;
+    ELSIF NEW.status = 'running' AND OLD.status IN ('draft', 'scheduled') THEN
+        line := 'started by ' || CASE WHEN worker THEN 'rule schedule' ELSE who END;
+    ELSIF NEW.status = 'scheduled' THEN
+        line := 'scheduled by ' || who || ' for '
+                || coalesce(to_char(NEW.start_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), 'now');
+    ELSIF NEW.status = 'running' AND OLD.status = 'completed' THEN
+        line := 'reopened by ' || who;
+    ELSIF NEW.status = 'completed' AND worker THEN
+        line := 'completed';
+    ELSE
+        line := NEW.status || ' by ' || who;
+    END IF;
+    PERFORM wasend._log_line(wasend._log_text('wasend campaign ' || NEW.id || ' ' || line));
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._campaign_log() FROM PUBLIC;
+CREATE TRIGGER campaign_log
+    AFTER UPDATE ON wasend.campaigns
+    FOR EACH ROW
+    WHEN (OLD.status IS DISTINCT FROM NEW.status
+          OR (NEW.status OPERATOR(pg_catalog.=) 'paused'::text
+              AND OLD.pause_reason IS DISTINCT FROM NEW.pause_reason))
+    EXECUTE FUNCTION wasend._campaign_log();
+
 -- Fetch a campaign for a state change, locked, or raise a clear error.
 CREATE FUNCTION wasend._campaign_for_update(campaign_id bigint)
 RETURNS record

@@ -119,6 +119,25 @@ REVOKE ALL ON FUNCTION wasend._suppression_check() FROM PUBLIC;
 CREATE TRIGGER suppression_check BEFORE INSERT OR UPDATE ON wasend.suppressions
     FOR EACH ROW EXECUTE FUNCTION wasend._suppression_check();
 
+-- DROP EXTENSION wasend would delete wasend.suppressions with it, and a
+-- reinstall would message again the people who opted out.  An event
+-- trigger refuses that drop while the table holds a row, unless the
+-- transaction confirms it (SET LOCAL wasend.drop_suppressions = on) after
+-- the rows were exported (docs/operations.md, "Dropping the extension").
+-- In C: only the parse tree says which extension a DROP EXTENSION drops.
+-- It runs as the one who drops, reads only the extension's own table
+-- (found through the extension's catalog entries, never by a name
+-- another role could plant), and writes nothing.
+CREATE FUNCTION wasend._guard_drop() RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'wasend_guard_drop'
+LANGUAGE C VOLATILE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION wasend._guard_drop() FROM PUBLIC;
+CREATE EVENT TRIGGER wasend_drop_guard ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION')
+    EXECUTE FUNCTION wasend._guard_drop();
+
 -- Who is who.  Meta names a WhatsApp user by phone number and, since
 -- 2026, by a business-scoped user ID (BSUID, wasend._normalize_recipient);
 -- a user with a username may hide the phone number, and webhooks then

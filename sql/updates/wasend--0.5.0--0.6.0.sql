@@ -4025,6 +4025,216 @@ COMMENT ON VIEW wasend.campaign_progress IS
 'Per campaign: rows by status, percent done, send rate over the last 10 s, ETA, errors by code, held messages, why ready rows wait (a campaign the senders set aside too), rows waiting for their send window, kind and priority, and why nothing of it moves (stalled_reason)';
 
 /*
+ * Operations: the server log says when a campaign or a number changes
+ * state, and DROP EXTENSION keeps the suppressions from being lost.
+ *
+ * - Campaigns and numbers are paused, resumed, started, completed and
+ *   cancelled by the API functions, by the senders' set-based statements
+ *   (src/queue.sql) and by the webhook rules; nothing said so in the
+ *   server log.  An AFTER UPDATE trigger on each table now writes one LOG
+ *   line per change, naming the person (session_user) or the rule that
+ *   made it and the reason written into pause_reason
+ *   (wasend._campaign_log, wasend._number_log; docs/operations.md, "Log
+ *   lines").
+ * - DROP EXTENSION wasend deleted wasend.suppressions, and a reinstall
+ *   messaged the people who had opted out again.  The event trigger
+ *   wasend_drop_guard refuses that drop while the table holds a row,
+ *   unless the transaction confirms it (wasend.drop_suppressions).
+ */
+-- Write one line to the server log at LOG level (C), without the
+-- statement or the PL/pgSQL context, so that each state change is one
+-- line to grep, and never a statement that could carry a token (see
+-- wasend._campaign_log, wasend._number_log).  Only their triggers call it.
+CREATE FUNCTION wasend._log_line(line text) RETURNS void
+AS 'MODULE_PATHNAME', 'wasend_log_line'
+LANGUAGE C VOLATILE STRICT
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION wasend._log_line(text) FROM PUBLIC;
+
+-- Is this session one of wasend's workers (a sender, the webhook
+-- endpoint), rather than a person's session (C)?  The log lines of a
+-- state change name the rule that made it in a worker, the user in a
+-- person's session.
+CREATE FUNCTION wasend._in_worker() RETURNS boolean
+AS 'MODULE_PATHNAME', 'wasend_in_worker'
+LANGUAGE C STABLE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION wasend._in_worker() FROM PUBLIC;
+
+-- The actor of a log line made in a person's session: user "<role>", the
+-- role who logged in (session_user), as PostgreSQL quotes names in its
+-- messages.
+CREATE FUNCTION wasend._log_user() RETURNS text
+LANGUAGE sql STABLE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT 'user "' || replace(session_user::text, '"', '""') || '"'
+$$;
+REVOKE ALL ON FUNCTION wasend._log_user() FROM PUBLIC;
+
+-- Text as one log line: control characters (a newline in an error
+-- message Meta sent) become spaces, and it is cut at 1000 characters.
+CREATE FUNCTION wasend._log_text(t text) RETURNS text
+LANGUAGE sql IMMUTABLE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT left(regexp_replace(t, '[[:cntrl:]]+', ' ', 'g'), 1000)
+$$;
+REVOKE ALL ON FUNCTION wasend._log_text(text) FROM PUBLIC;
+
+-- Say in the server log when a number is paused or resumed, one LOG line
+-- each (docs/operations.md, "Log lines"):
+--   wasend number <phone_number_id> paused by <actor>[ until <UTC time>][: <pause_reason>]
+--   wasend number <phone_number_id> resumed by <actor>
+-- One trigger, so that the API functions, the senders' statements and the
+-- account read all say it alike.  The actor is the rule when the change
+-- says one (pause_rule health; an error the policy pauses the number for,
+-- whose code the senders write at the start of pause_reason: error 190,
+-- error 131048, ...), else a sender's (a token file it cannot use:
+-- rule token_file; the end of a timed pause: rule paused_until), else the
+-- person's (user "<session_user>").  A definer function: whoever writes
+-- the row, only it may write the log (wasend._log_line).
+CREATE FUNCTION wasend._number_log() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    worker boolean := wasend._in_worker();
+    stack text;
+    line text;
+BEGIN
+    IF NEW.status = 'paused' THEN
+        line := 'paused by ' || CASE
+            WHEN NEW.pause_rule IS NOT NULL THEN 'rule ' || NEW.pause_rule
+            WHEN NEW.pause_reason ~ '^error [^ :]+:' THEN substring(NEW.pause_reason FROM '^(error [^ :]+):')
+            WHEN worker THEN 'rule token_file'
+            ELSE wasend._log_user() END
+            || CASE WHEN NEW.paused_until IS NOT NULL
+                    THEN ' until ' || to_char(NEW.paused_until AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                    ELSE '' END
+            || CASE WHEN NEW.pause_reason IS NULL OR NEW.pause_reason = 'paused by ' || session_user THEN ''
+                    -- an error's reason starts with the code the actor already names
+                    WHEN NEW.pause_rule IS NULL AND NEW.pause_reason ~ '^error [^ :]+: '
+                        THEN ': ' || substring(NEW.pause_reason FROM '^error [^ :]+: (.*)$')
+                    ELSE ': ' || NEW.pause_reason END;
+    ELSE
+        GET DIAGNOSTICS stack = PG_CONTEXT;
+        line := 'resumed by ' || CASE
+            WHEN OLD.pause_rule IS NOT NULL AND (worker OR stack ~ '_apply_number_limits\(')
+                THEN 'rule ' || OLD.pause_rule
+            WHEN worker THEN 'rule paused_until'
+            ELSE wasend._log_user() END;
+    END IF;
+    PERFORM wasend._log_line(wasend._log_text('wasend number ' || NEW.phone_number_id || ' ' || line));
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._number_log() FROM PUBLIC;
+CREATE TRIGGER number_log
+    AFTER UPDATE ON wasend.whatsapp_numbers
+    FOR EACH ROW
+    WHEN (OLD.status IS DISTINCT FROM NEW.status
+          OR (NEW.status OPERATOR(pg_catalog.=) 'paused'::text
+              AND OLD.pause_reason IS DISTINCT FROM NEW.pause_reason))
+    EXECUTE FUNCTION wasend._number_log();
+
+-- Say in the server log when a campaign changes state, one LOG line each
+-- (docs/operations.md, "Log lines"):
+--   wasend campaign <id> started by <actor>
+--   wasend campaign <id> scheduled by <actor> for <UTC time>
+--   wasend campaign <id> paused by <actor>[: <pause_reason>]
+--   wasend campaign <id> resumed by <actor>
+--   wasend campaign <id> reopened by <actor>       (wasend_retry_failed)
+--   wasend campaign <id> completed
+--   wasend campaign <id> cancelled by <actor>
+-- One trigger, so that the API functions, the senders' statements and the
+-- webhook rules all say it alike.  The actor of a pause is its rule when
+-- the change says one (pause_rule template or quality; the circuit
+-- breaker's pause_reason: rule breaker; an error the policy pauses the
+-- campaign for: error <code>); a scheduled start by a sender is rule
+-- schedule; a resume by the template all-clear (from the webhook worker or
+-- wasend_ingest_webhook) is rule template; anything else is the person's
+-- (user "<session_user>").  A definer function: whoever writes the row,
+-- only it may write the log (wasend._log_line).
+CREATE FUNCTION wasend._campaign_log() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    worker boolean := wasend._in_worker();
+    who text;
+    stack text;
+    line text;
+BEGIN
+    who := CASE WHEN worker THEN 'wasend' ELSE wasend._log_user() END;
+    IF NEW.status = 'paused' THEN
+        line := 'paused by ' || CASE
+            WHEN NEW.pause_rule IS NOT NULL THEN 'rule ' || NEW.pause_rule
+            WHEN NEW.pause_reason LIKE 'circuit breaker:%' THEN 'rule breaker'
+            WHEN NEW.pause_reason ~ '^error [^ :]+:' THEN substring(NEW.pause_reason FROM '^(error [^ :]+):')
+            ELSE who END
+            || CASE WHEN NEW.pause_reason IS NULL OR NEW.pause_reason = 'paused by ' || session_user THEN ''
+                    -- an error's reason starts with the code the actor already names
+                    WHEN NEW.pause_rule IS NULL AND NEW.pause_reason ~ '^error [^ :]+: '
+                        THEN ': ' || substring(NEW.pause_reason FROM '^error [^ :]+: (.*)$')
+                    ELSE ': ' || NEW.pause_reason END;
+    ELSIF OLD.status = 'paused' AND NEW.status IN ('running', 'scheduled') THEN
+        GET DIAGNOSTICS stack = PG_CONTEXT;
+        line := 'resumed by ' || CASE
+            WHEN OLD.pause_rule IS NOT NULL AND (worker OR stack ~ '_apply_template_status\(')
+                THEN 'rule ' || OLD.pause_rule
+            ELSE who END;
+    ELSIF NEW.status = 'running' AND OLD.status IN ('draft', 'scheduled') THEN
+        line := 'started by ' || CASE WHEN worker THEN 'rule schedule' ELSE who END;
+    ELSIF NEW.status = 'scheduled' THEN
+        line := 'scheduled by ' || who || ' for '
+                || coalesce(to_char(NEW.start_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), 'now');
+    ELSIF NEW.status = 'running' AND OLD.status = 'completed' THEN
+        line := 'reopened by ' || who;
+    ELSIF NEW.status = 'completed' AND worker THEN
+        line := 'completed';
+    ELSE
+        line := NEW.status || ' by ' || who;
+    END IF;
+    PERFORM wasend._log_line(wasend._log_text('wasend campaign ' || NEW.id || ' ' || line));
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._campaign_log() FROM PUBLIC;
+CREATE TRIGGER campaign_log
+    AFTER UPDATE ON wasend.campaigns
+    FOR EACH ROW
+    WHEN (OLD.status IS DISTINCT FROM NEW.status
+          OR (NEW.status OPERATOR(pg_catalog.=) 'paused'::text
+              AND OLD.pause_reason IS DISTINCT FROM NEW.pause_reason))
+    EXECUTE FUNCTION wasend._campaign_log();
+
+-- DROP EXTENSION wasend would delete wasend.suppressions with it, and a
+-- reinstall would message again the people who opted out.  An event
+-- trigger refuses that drop while the table holds a row, unless the
+-- transaction confirms it (SET LOCAL wasend.drop_suppressions = on) after
+-- the rows were exported (docs/operations.md, "Dropping the extension").
+-- In C: only the parse tree says which extension a DROP EXTENSION drops.
+-- It runs as the one who drops, reads only the extension's own table
+-- (found through the extension's catalog entries, never by a name
+-- another role could plant), and writes nothing.
+CREATE FUNCTION wasend._guard_drop() RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'wasend_guard_drop'
+LANGUAGE C VOLATILE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION wasend._guard_drop() FROM PUBLIC;
+CREATE EVENT TRIGGER wasend_drop_guard ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION')
+    EXECUTE FUNCTION wasend._guard_drop();
+
+/*
  * A grant means one database.
  *
  * wasend_viewer, wasend_operator and wasend_admin are roles of the whole

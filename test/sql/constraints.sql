@@ -166,5 +166,9 @@ SELECT status, send_timezone, sample_left FROM wasend.campaigns WHERE id = 1;
 SELECT campaign_id, status, waiting FROM wasend.campaign_progress;
 
 DROP TABLE public.regress_c_before;
+-- its suppressions go with it: confirmed
+BEGIN;
+SET LOCAL wasend.drop_suppressions = on;
 DROP EXTENSION wasend;
+COMMIT;
 DROP ROLE regress_c_admin, regress_c_op;

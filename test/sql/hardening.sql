@@ -168,4 +168,8 @@ SELECT 'SELECT pg_sleep(0.01) WHERE current_setting(''wasend.app_secret_file'') 
 \o
 \set ECHO all
 \! rm -f "$WASEND_SECRET_FILE"
+-- its suppressions go with it: confirmed
+BEGIN;
+SET LOCAL wasend.drop_suppressions = on;
 DROP EXTENSION wasend;
+COMMIT;

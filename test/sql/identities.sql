@@ -163,4 +163,8 @@ TRUNCATE wasend.identities;
 SELECT count(*) FROM wasend.identity_names;
 
 -- clean up
+-- its suppressions go with it: confirmed
+BEGIN;
+SET LOCAL wasend.drop_suppressions = on;
 DROP EXTENSION wasend;
+COMMIT;

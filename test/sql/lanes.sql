@@ -118,4 +118,8 @@ SELECT wasend.wasend_test_send(1, '15550310009');
 SELECT campaign_id, kind, priority, waiting_window FROM wasend.campaign_progress ORDER BY 1;
 
 -- clean up
+-- its suppressions go with it: confirmed
+BEGIN;
+SET LOCAL wasend.drop_suppressions = on;
 DROP EXTENSION wasend;
+COMMIT;

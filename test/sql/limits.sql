@@ -367,4 +367,8 @@ SELECT status FROM wasend.campaigns WHERE id = :cap;
 
 -- clean up
 DROP VIEW numbers, camps;
+-- its suppressions go with it: confirmed
+BEGIN;
+SET LOCAL wasend.drop_suppressions = on;
 DROP EXTENSION wasend;
+COMMIT;

@@ -77,4 +77,8 @@ SELECT code, action, backoff, backoff_factor, description, origin FROM wasend.er
  WHERE code IN ('131016', '131097') ORDER BY code;
 SELECT origin, count(*) FROM wasend.error_policy GROUP BY 1 ORDER BY 1;
 DROP ROLE regress_r_admin;
+-- its suppressions go with it: confirmed
+BEGIN;
+SET LOCAL wasend.drop_suppressions = on;
 DROP EXTENSION wasend;
+COMMIT;

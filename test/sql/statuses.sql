@@ -50,4 +50,8 @@ SELECT from_number, body,
   FROM wasend.inbound_messages WHERE wa_message_id LIKE 'wamid.in-%' ORDER BY 1;
 
 -- clean up
+-- its suppressions go with it: confirmed
+BEGIN;
+SET LOCAL wasend.drop_suppressions = on;
 DROP EXTENSION wasend;
+COMMIT;

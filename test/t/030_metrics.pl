@@ -14,6 +14,8 @@
 # and its +Inf bucket and _count equal the sends; in flight returns to 0;
 # the webhook counters count the endpoint's requests and the notifications
 # it applied;
+# wasend_number_status says the number is active, then paused once a person
+# pauses it;
 # wasend_campaign_rows matches the queue row for row, with the campaign's
 # name (quote, backslash, newline, UTF-8) escaped and read back intact;
 # the queries of contrib/postgres_exporter run as a wasend_viewer member;
@@ -321,7 +323,7 @@ my %families = map { ($_ => 1) } keys %{ $m->{type} };
 is(join(' ', sort grep { !$families{$_} } qw(wasend_up wasend_sends_total wasend_errors_total
 		wasend_throttled_total wasend_inflight wasend_pace_messages_per_second
 		wasend_request_duration_seconds wasend_campaign_rows wasend_webhook_requests_total
-		wasend_webhook_events_total)), '', 'every family of the contract is there');
+		wasend_webhook_events_total wasend_number_status)), '', 'every family of the contract is there');
 is(join(' ', map { "$_=$m->{type}{$_}" } qw(wasend_sends_total wasend_errors_total
 		wasend_throttled_total wasend_inflight wasend_pace_messages_per_second
 		wasend_request_duration_seconds wasend_campaign_rows wasend_webhook_requests_total wasend_up)),
@@ -370,6 +372,24 @@ is(scalar(grep { $_->{labels}{campaign} eq $cname } @rows), 8,
 my ($raw) = grep { /^wasend_campaign_rows\{.*status="sent"\}/ } split /\n/, $m->{response}{content};
 like($raw, qr/campaign="m\xc3\xa9trics \\"q3\\" \\\\ promo\\nline 2"/,
 	'and escaped in the text as the format says');
+
+# --- the number's status --------------------------------------------------------
+is(join(' ', map { "$_->{labels}{status}=$_->{value}" }
+		sort { $a->{labels}{status} cmp $b->{labels}{status} }
+		samples($m, 'wasend_number_status', database => 'postgres', number => $pnid)),
+	'active=1 paused=0', 'wasend_number_status: the number is active (1), not paused (0)');
+$node->safe_psql('postgres', q{SELECT wasend.wasend_pause_number(1)});
+$m = poll_metrics('the paused number', sub {
+	my ($m) = @_;
+	my $p = val($m, 'wasend_number_status', database => 'postgres', number => $pnid, status => 'paused') // 'none';
+	my $a = val($m, 'wasend_number_status', database => 'postgres', number => $pnid, status => 'active') // 'none';
+	return $p eq '1' && $a eq '0' ? '' : "paused=$p active=$a";
+});
+is(val($m, 'wasend_number_status', database => 'postgres', number => $pnid, status => 'paused'), 1,
+	'a paused number shows status="paused" 1 ...');
+is(val($m, 'wasend_number_status', database => 'postgres', number => $pnid, status => 'active'), 0,
+	'... and status="active" 0');
+$node->safe_psql('postgres', q{SELECT wasend.wasend_resume_number(1)});
 
 # --- what postgres_exporter would run, as a member of wasend_viewer ------------
 # (contrib/ must be in the test's copy of the tree, see test/run-tests.sh)
