@@ -94,10 +94,10 @@ static void
 define_worker_settings(void)
 {
 	DefineCustomStringVariable("wasend.database",
-							   "Database the webhook endpoint stores notifications in.",
-							   "Senders run in every database that has the extension; only the webhook endpoint (wasend.webhook_port) uses this one. Other databases take webhooks through wasend.wasend_ingest_webhook().",
+							   "Database the webhook endpoint stores notifications in; empty: the one database that has the extension.",
+							   "Senders run in every database that has the extension; only the webhook endpoint (wasend.webhook_port) uses this one. Empty, with no database or several that have the extension (among wasend.databases), signed webhooks are answered 503 and the log names them. Other databases take webhooks through wasend.wasend_ingest_webhook().",
 							   &wasend_database,
-							   "postgres",
+							   "",
 							   restart_context(),
 							   0,
 							   NULL, NULL, NULL);

@@ -652,6 +652,7 @@ wasend_supervisor_main(Datum main_arg)
 		proc_exit(0);
 	}
 	set_db_state(WASEND_DB_RUNNING);
+	wasend_wake_launcher();		/* its census now counts this database */
 
 	ereport(LOG,
 			(errmsg("wasend supervisor started: %d sender(s) in database \"%s\"",
