@@ -196,7 +196,7 @@ start_supervisor(int idx, const char *dbname)
 		ereport(WARNING,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("wasend could not start a supervisor for database \"%s\"", dbname),
-				 errhint("Raise max_worker_processes: wasend needs one worker for its launcher, one supervisor per database and wasend.workers senders in each database that has the extension.")));
+				 errhint("Raise max_worker_processes: wasend needs one worker for its launcher, one supervisor and wasend.workers senders per database that has the extension, and one each for the webhook and metrics endpoints when they are on, besides PostgreSQL's own (logical replication launcher, parallel workers).")));
 	return false;
 }
 

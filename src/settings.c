@@ -113,7 +113,7 @@ define_worker_settings(void)
 
 	DefineCustomIntVariable("wasend.workers",
 							"Number of wasend sender background workers in each database that has the extension.",
-							"Each sender is a background worker and counts against max_worker_processes, as do the launcher and one supervisor per such database.",
+							"Each sender is a background worker and counts against max_worker_processes, as do the launcher, one supervisor per such database, the webhook and metrics endpoints, and PostgreSQL's own workers.",
 							&wasend_workers,
 							2, 0, WASEND_MAX_WORKERS,
 							PGC_SIGHUP,

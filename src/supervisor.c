@@ -241,7 +241,7 @@ start_sender(int i)
 					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 					 errmsg("wasend could not start sender %d in database \"%s\"", i + 1, my_dbname),
 					 detail ? errdetail("%s", detail) : 0,
-					 errhint("Raise max_worker_processes: wasend needs one worker for its launcher, one supervisor per database with the extension, and wasend.workers senders in each.")));
+					 errhint("Raise max_worker_processes: wasend needs one worker for its launcher, one supervisor and wasend.workers senders per database that has the extension, and one each for the webhook and metrics endpoints when they are on, besides PostgreSQL's own (logical replication launcher, parallel workers).")));
 			if (detail)
 				pfree(detail);
 		}

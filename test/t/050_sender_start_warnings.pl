@@ -6,7 +6,9 @@
 # start it (its failed starts are counted at DEBUG1: the warning is
 # compared with the attempts seen, not with a clock); once every sender
 # wanted runs again (wasend.workers lowered), one LOG line says so with
-# the number of failed starts.
+# the number of failed starts.  With max_worker_processes exactly as the
+# README's formula gives it (launcher, supervisor and senders, webhook,
+# metrics, PostgreSQL's logical replication launcher), every worker runs.
 use strict;
 use warnings;
 
@@ -61,6 +63,28 @@ my ($n) = slurp_file($node->logfile) =~ /every sender runs again, after (\d+) fa
 cmp_ok($n, '>', $tries, "it counts the failed starts ($n)");
 is(count_log($node, $warn_re), 1, 'still one warning');
 $node->stop;
+
+# --- exactly the README's max_worker_processes: 1 launcher + 1 database x
+# (1 supervisor + 2 senders) + webhook + metrics + PostgreSQL's logical
+# replication launcher = 7, and every worker runs
+my $full = WasendTest::new_node('exact', $mock,
+	max_worker_processes => 1 + 1 * (1 + 2) + 1 + 1 + 1,
+	'wasend.workers' => 2,
+	'wasend.webhook_port' => PostgreSQL::Test::Cluster::get_free_port(),
+	'wasend.metrics_port' => PostgreSQL::Test::Cluster::get_free_port(),
+	'wasend.limits_refresh_interval' => 0);
+$full->safe_psql('postgres', q{CREATE EXTENSION wasend});
+ok($full->poll_query_until('postgres', q{
+	SELECT count(*) FILTER (WHERE backend_type LIKE 'wasend sender%') = 2
+	   AND count(*) FILTER (WHERE backend_type = 'wasend supervisor') = 1
+	   AND count(*) FILTER (WHERE backend_type = 'wasend launcher') = 1
+	   AND count(*) FILTER (WHERE backend_type = 'wasend webhook') = 1
+	   AND count(*) FILTER (WHERE backend_type = 'logical replication launcher') = 1
+	  FROM pg_stat_activity}),
+	'with max_worker_processes = 7, both senders, the supervisor, the launcher, the webhook and the logical replication launcher run');
+ok($full->wait_for_log(qr/wasend metrics listening on/), 'and the metrics worker');
+is(count_log($full, qr/could not start/), 0, 'no worker failed to start');
+$full->stop;
 
 WasendTest::stop_mock($mock);
 done_testing();
