@@ -196,7 +196,7 @@ start_supervisor(int idx, const char *dbname)
 		ereport(WARNING,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("wasend could not start a supervisor for database \"%s\"", dbname),
-				 errhint("Raise max_worker_processes: wasend needs one worker for its launcher, one supervisor per database and wasend.workers senders in each database that has the extension.")));
+				 errhint("Raise max_worker_processes: wasend needs one worker for its launcher, one supervisor and wasend.workers senders per database that has the extension, and one each for the webhook and metrics endpoints when they are on, besides PostgreSQL's own (logical replication launcher, parallel workers).")));
 	return false;
 }
 
@@ -566,6 +566,65 @@ stop_unlisted(ScanPass *sp)
 }
 
 /*
+ * Publish which listed databases have the extension (wasend_state->census),
+ * for the webhook endpoint that stores into the one database that has it.
+ * Settled once every listed database is known to have the extension or
+ * not as of this pass's generation, or as soon as two have it.
+ */
+static void
+publish_census(ScanPass *sp)
+{
+	WasendCensus census;
+	size_t		used = 0;
+	int			j;
+
+	memset(&census, 0, sizeof(census));
+	census.settled = true;
+	census.generation = sp->gen;
+	LWLockAcquire(wasend_state->lock, LW_SHARED);
+	for (j = 0; j < sp->ndbs; j++)
+	{
+		const ListedDb *d = &sp->dbs[j];
+		int			free_idx;
+		int			idx;
+		WasendDbSlot *db;
+
+		/* a slot first: a CREATE EXTENSION takes one for a known-absent one */
+		idx = find_slot(d->oid, &free_idx);
+		if (idx < 0)
+		{
+			if (!known_absent(d->oid, sp->gen))
+				census.settled = false; /* not looked at yet */
+			continue;
+		}
+		db = &wasend_state->databases[idx];
+		if (db->state == WASEND_DB_RUNNING)
+		{
+			census.count++;
+			census.dboid = d->oid;
+			if (used + strlen(d->name) + 6 < sizeof(census.names))
+				used += snprintf(census.names + used, sizeof(census.names) - used,
+								 "%s%s", used > 0 ? ", " : "", d->name);
+			else if (used + 6 < sizeof(census.names))
+				used += snprintf(census.names + used, sizeof(census.names) - used,
+								 ", ...");
+		}
+		else if (db->state != WASEND_DB_ABSENT ||
+				 db->probed_generation != sp->gen || db->recheck)
+			census.settled = false; /* being looked at */
+	}
+	LWLockRelease(wasend_state->lock);
+	if (census.count >= 2)
+		census.settled = true;
+	if (census.count != 1)
+		census.dboid = InvalidOid;
+
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
+	wasend_state->census = census;
+	LWLockRelease(wasend_state->lock);
+}
+
+/*
  * One pass: match the database slots with pg_database and start the
  * supervisors that are due.  Databases that have a slot come first (those
  * with the extension, and one whose CREATE EXTENSION just took a slot);
@@ -595,6 +654,7 @@ scan_databases(void)
 		visit_database(&sp, &sp.dbs[j], true);
 	for (j = 0; j < sp.ndbs; j++)
 		visit_database(&sp, &sp.dbs[j], false);
+	publish_census(&sp);
 	prune_absent();
 
 	stop_unlisted(&sp);

@@ -95,10 +95,10 @@ static void
 define_worker_settings(void)
 {
 	DefineCustomStringVariable("wasend.database",
-							   "Database the webhook endpoint stores notifications in.",
-							   "Senders run in every database that has the extension; only the webhook endpoint (wasend.webhook_port) uses this one. Other databases take webhooks through wasend.wasend_ingest_webhook().",
+							   "Database the webhook endpoint stores notifications in; empty: the one database that has the extension.",
+							   "Senders run in every database that has the extension; only the webhook endpoint (wasend.webhook_port) uses this one. Empty, with no database or several that have the extension (among wasend.databases), signed webhooks are answered 503 and the log names them. Other databases take webhooks through wasend.wasend_ingest_webhook().",
 							   &wasend_database,
-							   "postgres",
+							   "",
 							   restart_context(),
 							   0,
 							   NULL, NULL, NULL);
@@ -114,7 +114,7 @@ define_worker_settings(void)
 
 	DefineCustomIntVariable("wasend.workers",
 							"Number of wasend sender background workers in each database that has the extension.",
-							"Each sender is a background worker and counts against max_worker_processes, as do the launcher and one supervisor per such database.",
+							"Each sender is a background worker and counts against max_worker_processes, as do the launcher, one supervisor per such database, the webhook and metrics endpoints, and PostgreSQL's own workers.",
 							&wasend_workers,
 							2, 0, WASEND_MAX_WORKERS,
 							PGC_SIGHUP,

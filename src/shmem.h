@@ -100,6 +100,24 @@ typedef struct WasendDbSlot
 								 * wasend._senders_blocked() */
 } WasendDbSlot;
 
+/* room for the names of the databases that have the extension, for a log line */
+#define WASEND_CENSUS_NAMES		512
+
+/*
+ * Which databases have the extension, as the launcher's last pass found
+ * them: the webhook endpoint with wasend.database empty stores into the one
+ * database there is.  Written by the launcher under wasend_state->lock.
+ */
+typedef struct WasendCensus
+{
+	bool		settled;		/* every listed database was looked at (or
+								 * two have the extension: no more to know) */
+	uint64		generation;		/* extension_generation of that pass */
+	int			count;			/* databases found with the extension */
+	Oid			dboid;			/* the one, when count is 1 */
+	char		names[WASEND_CENSUS_NAMES]; /* "a, b", for the log */
+} WasendCensus;
+
 typedef struct WasendShared
 {
 	/*
@@ -116,6 +134,9 @@ typedef struct WasendShared
 	pg_atomic_uint64 extension_generation;
 
 	WasendDbSlot databases[WASEND_MAX_DATABASES];
+
+	/* the databases that have the extension (launcher.c) */
+	WasendCensus census;
 
 	/* bumped at the commit of every control change (start, pause, ...) */
 	pg_atomic_uint64 generation;

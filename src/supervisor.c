@@ -50,6 +50,9 @@
 /* after a failed recovery pass, try again this soon, in ms */
 #define RECOVER_RETRY_MS	1000
 
+/* a sender that cannot start is warned about at most this often, in us */
+#define START_WARN_US		((int64) 5 * 60 * 1000 * 1000)
+
 /* per sender of this database (0 .. wasend.workers - 1) */
 static BackgroundWorkerHandle *handles[WASEND_MAX_WORKERS];
 static int	slot_of[WASEND_MAX_WORKERS];	/* its slot in wasend_state->senders */
@@ -75,6 +78,74 @@ static char *idle_why = NULL;
 
 static int64 next_presence_check = 0;
 static int64 next_metrics_publish = 0;
+
+/*
+ * Senders that could not start, for one cause (every sender slot taken,
+ * or max_worker_processes reached): warned about at once, then at most
+ * every START_WARN_US with the count of the attempts not warned about,
+ * and a LOG line once every sender wanted runs again.
+ */
+typedef struct StartTrouble
+{
+	WasendWarnState warned;
+	int64		failures;		/* failed starts since the trouble began */
+	int64		unsaid;			/* of which not warned about */
+} StartTrouble;
+
+static StartTrouble no_sender_slot;
+static StartTrouble no_worker_slot;
+
+/*
+ * Sender i failed to start for trouble's cause: is a warning due now?  If
+ * not, the failure is counted for the next one (and said at DEBUG1).
+ */
+static bool
+start_failed(StartTrouble *trouble, int i)
+{
+	trouble->failures++;
+	if (!wasend_warn_due(&trouble->warned, START_WARN_US))
+	{
+		trouble->unsaid++;
+		elog(DEBUG1, "wasend could not start sender %d in database \"%s\" again (" INT64_FORMAT " failed start(s) not warned about)",
+			 i + 1, my_dbname, trouble->unsaid);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * The detail of a start warning: how many failed starts were not warned
+ * about since the last warning (none at the first).  Clears the count.
+ */
+static char *
+unsaid_detail(StartTrouble *trouble)
+{
+	char	   *detail;
+
+	if (trouble->unsaid == 0)
+		return NULL;
+	detail = psprintf(INT64_FORMAT " more failed start(s) since the last warning; said at most every %d minutes.",
+					  trouble->unsaid, (int) (START_WARN_US / (60 * USECS_PER_SEC)));
+	trouble->unsaid = 0;
+	return detail;
+}
+
+/*
+ * Every sender wanted runs: a start trouble is over.  Say so once, with
+ * how many starts failed, and let the next one be warned about at once.
+ */
+static void
+start_recovered(StartTrouble *trouble, const char *cause)
+{
+	if (trouble->failures == 0)
+		return;
+	ereport(LOG,
+			(errmsg("wasend supervisor of \"%s\": every sender runs again, after " INT64_FORMAT " failed start(s) (%s)",
+					my_dbname, trouble->failures, cause)));
+	trouble->failures = 0;
+	trouble->unsaid = 0;
+	trouble->warned.said_at = 0;
+}
 
 /*
  * A new claim token: random, positive, never 0.
@@ -128,11 +199,19 @@ start_sender(int i)
 	last_start[i] = wasend_mono_us();
 	if (slot == NULL)
 	{
-		ereport(WARNING,
-				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("wasend could not start sender %d in database \"%s\": all %d sender slots are in use",
-						i + 1, my_dbname, WASEND_MAX_SENDERS),
-				 errhint("Lower wasend.workers: every database that has the extension runs that many senders.")));
+		if (start_failed(&no_sender_slot, i))
+		{
+			char	   *detail = unsaid_detail(&no_sender_slot);
+
+			ereport(WARNING,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("wasend could not start sender %d in database \"%s\": all %d sender slots are in use",
+							i + 1, my_dbname, WASEND_MAX_SENDERS),
+					 detail ? errdetail("%s", detail) : 0,
+					 errhint("Lower wasend.workers: every database that has the extension runs that many senders.")));
+			if (detail)
+				pfree(detail);
+		}
 		return WASEND_SHORT_SENDER_SLOT;
 	}
 
@@ -159,10 +238,18 @@ start_sender(int i)
 		slot->token = 0;
 		slot->dboid = InvalidOid;
 		LWLockRelease(wasend_state->lock);
-		ereport(WARNING,
-				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("wasend could not start sender %d in database \"%s\"", i + 1, my_dbname),
-				 errhint("Raise max_worker_processes: wasend needs one worker for its launcher, one supervisor per database with the extension, and wasend.workers senders in each.")));
+		if (start_failed(&no_worker_slot, i))
+		{
+			char	   *detail = unsaid_detail(&no_worker_slot);
+
+			ereport(WARNING,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("wasend could not start sender %d in database \"%s\"", i + 1, my_dbname),
+					 detail ? errdetail("%s", detail) : 0,
+					 errhint("Raise max_worker_processes: wasend needs one worker for its launcher, one supervisor and wasend.workers senders per database that has the extension, and one each for the webhook and metrics endpoints when they are on, besides PostgreSQL's own (logical replication launcher, parallel workers).")));
+			if (detail)
+				pfree(detail);
+		}
 		return WASEND_SHORT_WORKER;
 	}
 	return WASEND_SHORT_NONE;
@@ -414,8 +501,8 @@ supervise(void)
 	int			i;
 	long		wait_ms = -1;
 	int64		now = wasend_mono_us();
-	int			missing = 0;
 	WasendShortage shortage = WASEND_SHORT_NONE;
+	bool		all_run = true;
 
 	reap_senders();
 	if (recover_needed)
@@ -453,16 +540,17 @@ supervise(void)
 			/* the handle stays, so that its rows are settled once it exits */
 			TerminateBackgroundWorker(handles[i]);
 		}
+		if (i < wasend_workers && handles[i] == NULL)
+			all_run = false;
 	}
 	/* a failed start says so; only every sender running clears it */
 	if (shortage != WASEND_SHORT_NONE)
 		set_shortage(shortage);
-	else if (my_shortage != WASEND_SHORT_NONE)
+	else if (all_run)
 	{
-		for (i = 0; i < wasend_workers && i < WASEND_MAX_WORKERS; i++)
-			missing += (handles[i] == NULL);
-		if (missing == 0)
-			set_shortage(WASEND_SHORT_NONE);
+		set_shortage(WASEND_SHORT_NONE);
+		start_recovered(&no_sender_slot, "sender slots were all in use");
+		start_recovered(&no_worker_slot, "max_worker_processes was reached");
 	}
 	return wait_ms;
 }
@@ -697,6 +785,7 @@ wasend_supervisor_main(Datum main_arg)
 		proc_exit(0);
 	}
 	set_db_state(WASEND_DB_RUNNING);
+	wasend_wake_launcher();		/* its census now counts this database */
 
 	ereport(LOG,
 			(errmsg("wasend supervisor started: %d sender(s) in database \"%s\"",

@@ -18,7 +18,9 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -26,11 +28,13 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
+#include "clock.h"
 #include "http_server.h"
 #include "queue.h"
 #include "metrics.h"
 #include "secrets.h"
 #include "settings.h"
+#include "shmem.h"
 #include "signature.h"
 #include "webhook.h"
 #include "worker.h"
@@ -87,6 +91,30 @@ static char verify_token_problem[256];
 
 /* the secret file problems last logged, per WasendSecret */
 static WasendWarnState secret_warned[2];
+
+/* how often, at most, the launcher's census is read, in us */
+#define CENSUS_LOOK_US		(100 * 1000)
+
+/*
+ * The database notifications are stored in.  With wasend.database empty
+ * the worker starts connected to no database and connects, once, to the
+ * one database the launcher found with the extension (follow_census).
+ */
+static bool auto_database = false;	/* wasend.database is empty */
+static bool connected = false;
+static char *database_name = NULL;	/* the connected one's, for the log */
+static int64 next_census_look = 0;
+
+/*
+ * Why signed POSTs are answered 503 now instead of stored: no single
+ * database has the extension (census_refusal, wasend.database empty), or
+ * the connected database has none (found per batch).  Each cause is
+ * logged once; after a logged refusal, the first stored POST says so.
+ */
+static char *census_refusal = NULL;		/* TopMemoryContext */
+static WasendWarnState census_warned;
+static WasendWarnState absent_warned;
+static bool refusal_logged = false;
 
 /*
  * Let a request hold total bytes of body in all, if the shared budget
@@ -426,19 +454,22 @@ report_secret_problem(WasendSecret which, const char *problem)
  * memory context.
  */
 static bool
-ingest_group(WebhookRequest **reqs, int n, int *sqlerrcode)
+ingest_group(WebhookRequest **reqs, int n, int *sqlerrcode, bool *absent)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	volatile bool ok = false;
 	char	  **answers = palloc0(sizeof(char *) * n);
 
+	*absent = false;
 	PG_TRY();
 	{
 		int			i;
 		Oid			argtypes[1] = {TEXTOID};
 
 		wasend_begin_transaction("wasend webhook: ingest");
-		for (i = 0; i < n; i++)
+		/* dropped, or never created here: nothing to store into */
+		*absent = !wasend_queue_extension_present();
+		for (i = 0; i < n && !*absent; i++)
 		{
 			Datum		arg = PointerGetDatum(cstring_to_text_with_len(reqs[i]->body,
 																	   reqs[i]->len));
@@ -469,6 +500,8 @@ ingest_group(WebhookRequest **reqs, int n, int *sqlerrcode)
 	/* let autovacuum see this worker's updates (at most once a second) */
 	pgstat_report_stat(false);
 
+	if (ok && *absent)
+		return false;
 	if (ok)
 	{
 		int			i;
@@ -478,6 +511,57 @@ ingest_group(WebhookRequest **reqs, int n, int *sqlerrcode)
 		wasend_metrics_note_webhook(0, n);
 	}
 	return ok;
+}
+
+/*
+ * Note that signed POSTs are refused now for the reason why (a warning
+ * state of its own per cause): logged once, with the hint, and again only
+ * once the cause went away and came back.
+ */
+static void
+log_refusal(WasendWarnState *w, const char *why, const char *hint)
+{
+	if (!wasend_warn_changed(w, why))
+		return;
+	refusal_logged = true;
+	ereport(WARNING,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("wasend webhook stores nothing: %s", why),
+			 errdetail("Signed POSTs are answered 503 (Meta retries them) until this is fixed."),
+			 errhint("%s", hint)));
+}
+
+/*
+ * A POST was stored: the causes of earlier refusals are gone.
+ */
+static void
+note_stored(void)
+{
+	wasend_warn_clear(&absent_warned);
+	if (refusal_logged)
+		ereport(LOG,
+				(errmsg("wasend webhook stores notifications in database \"%s\" again",
+						database_name)));
+	refusal_logged = false;
+}
+
+/*
+ * Refuse the signed POSTs of the batch (503, Meta retries): the extension
+ * is not in the connected database.
+ */
+static void
+refuse_absent(WebhookRequest **reqs, int n)
+{
+	char	   *why = psprintf("wasend is not installed in database \"%s\" (wasend.database)",
+							   database_name);
+	int			i;
+
+	log_refusal(&absent_warned, why,
+				auto_database ?
+				"Run CREATE EXTENSION wasend in that database, or set wasend.database to the database that has it." :
+				"Set wasend.database to the database that has the extension (a restart), or run CREATE EXTENSION wasend in that one.");
+	for (i = 0; i < n; i++)
+		set_answer(reqs[i], 503, why);
 }
 
 /*
@@ -493,6 +577,7 @@ process_batch(void)
 	int			nvalid = 0;
 	int			i;
 	int			sqlerrcode = 0;
+	bool		absent = false;
 	const char *error;
 	bool		have_secret;
 
@@ -514,19 +599,39 @@ process_batch(void)
 			valid[nvalid++] = req;
 	}
 
-	/* one transaction for the whole group; one each if that fails */
-	if (nvalid > 0 && !ingest_group(valid, nvalid, &sqlerrcode))
+	/* no database to store into (yet): Meta retries a 503 */
+	if (nvalid > 0 && (census_refusal != NULL || !connected))
 	{
 		for (i = 0; i < nvalid; i++)
-			if (!ingest_group(&valid[i], 1, &sqlerrcode))
-			{
-				/* JSON, but not a notification: a retry cannot help */
-				if (sqlerrcode == ERRCODE_INVALID_PARAMETER_VALUE)
-					set_answer(valid[i], 400, "not a WhatsApp Business Account notification");
-				else
-					set_answer(valid[i], 500, "could not store the notification");
-			}
+			set_answer(valid[i], 503, census_refusal ? census_refusal :
+					   "webhook endpoint starting, retry later");
+		nvalid = 0;
 	}
+
+	/* one transaction for the whole group; one each if that fails */
+	if (nvalid > 0 && !ingest_group(valid, nvalid, &sqlerrcode, &absent))
+	{
+		if (absent)
+			refuse_absent(valid, nvalid);
+		else
+			for (i = 0; i < nvalid; i++)
+				if (!ingest_group(&valid[i], 1, &sqlerrcode, &absent))
+				{
+					/* JSON, but not a notification: a retry cannot help */
+					if (absent)
+						refuse_absent(&valid[i], 1);
+					else if (sqlerrcode == ERRCODE_INVALID_PARAMETER_VALUE)
+						set_answer(valid[i], 400, "not a WhatsApp Business Account notification");
+					else
+						set_answer(valid[i], 500, "could not store the notification");
+				}
+	}
+	for (i = 0; i < nvalid; i++)
+		if (valid[i]->status == 200)
+		{
+			note_stored();
+			break;
+		}
 
 	/* resume all: MHD calls on_request again, which sends the answer */
 	req = batch_head;
@@ -558,11 +663,120 @@ batch_pending(void)
 }
 
 /*
- * After each pass: log a verify token file problem a GET ran into (the
- * callback cannot log).
+ * Connect to the database notifications are stored in: by name
+ * (wasend.database), or by oid (the one the launcher found).  Once per
+ * process: a worker cannot switch databases.
  */
 static void
-report_verify_token(void)
+connect_database(const char *dbname, Oid dboid)
+{
+	/* a user's lock costs a 500 (Meta retries), not a hang: lock_timeout */
+	wasend_worker_connect(dbname, dboid, "1s", false);
+	pgstat_report_appname("wasend webhook");
+	StartTransactionCommand();
+	database_name = MemoryContextStrdup(TopMemoryContext,
+										get_database_name(MyDatabaseId));
+	CommitTransactionCommand();
+	connected = true;
+}
+
+/*
+ * Set why signed POSTs are refused for want of a single database (NULL:
+ * they are not), logging it once when log is set.
+ */
+static void
+set_census_refusal(const char *why, const char *hint, bool log)
+{
+	if (census_refusal != NULL)
+		pfree(census_refusal);
+	census_refusal = why ? MemoryContextStrdup(TopMemoryContext, why) : NULL;
+	if (why == NULL)
+		wasend_warn_clear(&census_warned);
+	else if (log)
+		log_refusal(&census_warned, why, hint);
+}
+
+/*
+ * Has the launcher looked at every database since the last CREATE
+ * EXTENSION?  Then *census is what it found.
+ */
+static bool
+census_settled(WasendCensus *census)
+{
+	bool		settled;
+	int			i;
+
+	LWLockAcquire(wasend_state->lock, LW_SHARED);
+	*census = wasend_state->census;
+	settled = census->settled &&
+		census->generation == pg_atomic_read_u64(&wasend_state->extension_generation);
+	for (i = 0; i < WASEND_MAX_DATABASES && settled; i++)
+		if (OidIsValid(wasend_state->databases[i].dboid) &&
+			(wasend_state->databases[i].state == WASEND_DB_NEW ||
+			 wasend_state->databases[i].state == WASEND_DB_PROBING))
+			settled = false;	/* a CREATE EXTENSION not looked at yet */
+	LWLockRelease(wasend_state->lock);
+	return settled;
+}
+
+/*
+ * wasend.database empty: store into the one database that has the
+ * extension.  Until the launcher has looked at every database, POSTs are
+ * answered 503; with none or several, 503 and a warning naming them.
+ * Connected, the worker follows the census: while it names another single
+ * database, the worker exits and is started again (5 s), to connect there.
+ */
+static void
+follow_census(void)
+{
+	WasendCensus census;
+	int64		now = wasend_mono_us();
+
+	if (!auto_database || (connected && now < next_census_look))
+		return;
+	next_census_look = now + CENSUS_LOOK_US;
+	if (!census_settled(&census))
+	{
+		if (!connected)
+			set_census_refusal("the launcher is still looking for the database that has the extension",
+							   NULL, false);
+		return;
+	}
+	if (census.count == 1)
+	{
+		if (!connected)
+		{
+			connect_database(NULL, census.dboid);
+			ereport(LOG,
+					(errmsg("wasend webhook stores notifications in database \"%s\", the one that has the extension (wasend.database is empty)",
+							database_name)));
+		}
+		else if (census.dboid != MyDatabaseId)
+		{
+			ereport(LOG,
+					(errmsg("wasend webhook restarts: the extension is now only in database \"%s\", not in \"%s\" (wasend.database is empty)",
+							census.names, database_name)));
+			proc_exit(1);
+		}
+		set_census_refusal(NULL, NULL, false);
+	}
+	else if (census.count == 0)
+		set_census_refusal("no database has the extension (wasend.database is empty: the one database that has it)",
+						   "Run CREATE EXTENSION wasend in the database that should take webhooks, or set wasend.database to it.",
+						   true);
+	else
+		set_census_refusal(psprintf("%d databases have the extension: set wasend.database to one of: %s",
+									census.count, census.names),
+						   "Name the database that takes webhooks in wasend.database (a restart); the others take webhooks through wasend.wasend_ingest_webhook().",
+						   true);
+}
+
+/*
+ * After each pass: log a verify token file problem a GET ran into (the
+ * callback cannot log), and follow the database census.
+ */
+static void
+after_pass(void)
 {
 	if (verify_token_checked)
 	{
@@ -570,6 +784,7 @@ report_verify_token(void)
 		report_secret_problem(WASEND_SECRET_VERIFY_TOKEN,
 							  verify_token_problem[0] ? verify_token_problem : NULL);
 	}
+	follow_census();
 }
 
 /*
@@ -582,9 +797,16 @@ wasend_webhook_main(Datum main_arg)
 	WasendHttpEndpoint ep;
 
 	wasend_worker_signals();
-	/* a user's lock costs a 500 (Meta retries), not a hang: lock_timeout */
-	wasend_worker_connect(wasend_database, InvalidOid, "1s", false);
-	pgstat_report_appname("wasend webhook");
+	auto_database = wasend_database == NULL || wasend_database[0] == '\0';
+	if (auto_database && wasend_state == NULL)
+		ereport(FATAL,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("wasend webhook has no shared memory"),
+				 errhint("Load wasend through shared_preload_libraries.")));
+	if (auto_database)
+		follow_census();
+	else
+		connect_database(wasend_database, InvalidOid);
 
 	memset(&addr, 0, sizeof(addr));
 	addr.sin_family = AF_INET;
@@ -616,7 +838,7 @@ wasend_webhook_main(Datum main_arg)
 	ep.on_completed = &on_completed;
 	ep.pending = batch_pending;
 	ep.answer = process_batch;
-	ep.after_pass = report_verify_token;
+	ep.after_pass = after_pass;
 	wasend_http_serve(&ep);
 	proc_exit(0);
 }
