@@ -30,6 +30,7 @@ char	   *wasend_ca_file = NULL;
 int			wasend_max_attempts = 5;
 int			wasend_limits_refresh_interval = 900;
 int			wasend_on_uncertain = WASEND_UNCERTAIN_RETRY;
+int			wasend_invalid_recipients = WASEND_INVALID_ERROR;
 char	   *wasend_app_secret_file = NULL;
 char	   *wasend_stop_keywords = NULL;
 int			wasend_webhook_port = 0;
@@ -47,6 +48,12 @@ bool		wasend_drop_suppressions = false;
 static const struct config_enum_entry on_uncertain_options[] = {
 	{"retry", WASEND_UNCERTAIN_RETRY, false},
 	{"fail", WASEND_UNCERTAIN_FAIL, false},
+	{NULL, 0, false}
+};
+
+static const struct config_enum_entry invalid_recipients_options[] = {
+	{"error", WASEND_INVALID_ERROR, false},
+	{"skip", WASEND_INVALID_SKIP, false},
 	{NULL, 0, false}
 };
 
@@ -217,6 +224,17 @@ define_delivery_settings(void)
 							 WASEND_UNCERTAIN_RETRY,
 							 on_uncertain_options,
 							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	/* read by the SQL functions that queue recipients (sql/src/04_queue_lanes.sql) */
+	DefineCustomEnumVariable("wasend.invalid_recipients",
+							 "What queueing an invalid recipient does: error (the statement fails) or skip (the row is not queued, a NOTICE counts them).",
+							 "Invalid: not a phone number in international format with a known country calling code, nor a BSUID of a known country; see wasend_check_recipient().",
+							 &wasend_invalid_recipients,
+							 WASEND_INVALID_ERROR,
+							 invalid_recipients_options,
+							 PGC_USERSET,
 							 0,
 							 NULL, NULL, NULL);
 

@@ -21,6 +21,13 @@ typedef enum WasendOnUncertain
 	WASEND_UNCERTAIN_FAIL = 1
 } WasendOnUncertain;
 
+/* values of wasend.invalid_recipients */
+typedef enum WasendInvalidRecipients
+{
+	WASEND_INVALID_ERROR = 0,
+	WASEND_INVALID_SKIP = 1
+} WasendInvalidRecipients;
+
 /* values of wasend.http_version */
 typedef enum WasendHttpVersion
 {
@@ -41,6 +48,7 @@ extern char *wasend_ca_file;
 extern int	wasend_max_attempts;
 extern int	wasend_limits_refresh_interval;
 extern int	wasend_on_uncertain;
+extern int	wasend_invalid_recipients;
 extern char *wasend_app_secret_file;
 extern char *wasend_stop_keywords;
 extern int	wasend_webhook_port;

@@ -60,47 +60,251 @@ $$;
 REVOKE ALL ON FUNCTION wasend._log_text(text) FROM PUBLIC;
 
 -- A recipient is a phone number or a business-scoped user ID (BSUID).  A
--- phone number is 7-15 digits with an optional leading +; it is stored
--- without the +, so that "+15551234567" and "15551234567" are one
+-- phone number is given in international format: its country calling
+-- code first, 7-15 digits in all, with an optional leading +; it is
+-- stored without the +, so that "+15551234567" and "15551234567" are one
 -- recipient.  A BSUID is Meta's name of a user for one business portfolio:
 -- a two-letter ISO 3166 country, a dot, and up to 128 letters and digits,
 -- with "ENT." after the country for a parent BSUID (US.13491208655302741918,
 -- US.ENT.11815799212886844830); it is kept exactly as given, as Meta asks.
--- A pure validator: it runs as its caller.
-CREATE FUNCTION wasend._normalize_recipient(recipient text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE
+--
+-- The one judge of a recipient: every path that queues, sends, test-sends
+-- or counts recipients (the send_queue trigger, wasend_enqueue,
+-- wasend_send, wasend_test_send, wasend_dry_run, wasend_check_recipient)
+-- asks it.  Returns the recipient as wasend stores it, or why it is not
+-- one and how to fix it.  Refused: a leading 00 or 0 (an international or
+-- a national prefix: which one needs a country, see
+-- wasend.wasend_normalize_phone), anything but digits, a length outside
+-- 7-15, and a number or BSUID whose country calling code or country
+-- wasend.country_zones does not know (Meta could not deliver to it).  A
+-- pure check (stable: it reads wasend.country_zones); it runs as its
+-- caller.
+CREATE FUNCTION wasend._recipient_verdict(r text, OUT normalized text, OUT problem text, OUT hint text)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    d text;
+BEGIN
+    IF r IS NULL THEN
+        problem := 'it is null';
+        hint := 'Give the phone number in international format, e.g. 15551234567, or the user''s BSUID, e.g. US.13491208655302741918.';
+        RETURN;
+    END IF;
+    IF r ~ '^[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}$' THEN
+        IF wasend._recipient_zone(r) IS NULL THEN
+            problem := format('the BSUID''s country %s is not one wasend.country_zones lists', left(r, 2));
+            hint := 'Give the BSUID exactly as Meta gave it; its first two letters are the user''s country.';
+            RETURN;
+        END IF;
+        normalized := r;
+        RETURN;
+    END IF;
+    d := CASE WHEN left(r, 1) = '+' THEN substr(r, 2) ELSE r END;
+    IF d = '' THEN
+        problem := 'it is empty';
+        hint := 'Give the phone number in international format, e.g. 15551234567, or the user''s BSUID, e.g. US.13491208655302741918.';
+        RETURN;
+    END IF;
+    IF d !~ '^[0-9]+$' THEN
+        IF d ~ '[A-Za-z]' THEN
+            problem := 'it has letters but is not a BSUID';
+            hint := 'A BSUID is two capital letters, a dot, and up to 128 letters and digits ("ENT." after the dot for a parent BSUID), e.g. US.13491208655302741918; a phone number has digits only.';
+        ELSE
+            problem := 'it has characters other than digits and a leading "+"';
+            hint := 'Normalise it first: SELECT wasend.wasend_normalize_phone(phone, default_country) drops spaces, dashes, dots and brackets, reads a leading 00 and makes a national number international.';
+        END IF;
+        RETURN;
+    END IF;
+    IF left(d, 2) = '00' THEN
+        problem := 'it starts with the international prefix 00';
+        hint := 'Give it without the 00 (00491512345678 is 491512345678), or normalise it with SELECT wasend.wasend_normalize_phone(phone).';
+        RETURN;
+    END IF;
+    IF left(d, 1) = '0' THEN
+        problem := 'it is a national number (leading 0) without its country calling code';
+        hint := 'Make it international with SELECT wasend.wasend_normalize_phone(phone, default_country), e.g. wasend.wasend_normalize_phone(''01512345678'', ''DE'') is 491512345678.';
+        RETURN;
+    END IF;
+    IF length(d) < 7 OR length(d) > 15 THEN
+        problem := format('it has %s digits, a phone number in international format 7 to 15', length(d));
+        hint := 'Give the number in international format with its country code, e.g. 4915112345678 or 15551234567.';
+        RETURN;
+    END IF;
+    IF wasend._recipient_zone(d) IS NULL THEN
+        problem := 'no country calling code wasend.country_zones lists starts it';
+        hint := 'Give the number in international format with its country code, e.g. 4915112345678 or 15551234567.';
+        RETURN;
+    END IF;
+    normalized := d;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._recipient_verdict(text) FROM PUBLIC;
+
+-- A recipient as wasend stores it, or an error saying why it is not one
+-- (wasend._recipient_verdict).  A pure check: it runs as its caller.
+CREATE FUNCTION wasend._normalize_recipient(recipient text) RETURNS text
+LANGUAGE plpgsql STABLE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v record;
 BEGIN
     IF recipient IS NULL THEN
         RAISE EXCEPTION 'recipient must not be null'
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'Give the phone number in international format, e.g. 15551234567, or the user''s BSUID, e.g. US.13491208655302741918.';
     END IF;
-    IF recipient ~ '^[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}$' THEN
-        RETURN recipient;
-    END IF;
-    IF recipient !~ '^\+?[0-9]{7,15}$' THEN
-        RAISE EXCEPTION 'invalid recipient "%"', left(recipient, 200)
+    v := wasend._recipient_verdict(recipient);
+    IF v.problem IS NOT NULL THEN
+        RAISE EXCEPTION 'invalid recipient "%": %', left(recipient, 200), v.problem
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'A recipient is a phone number (7 to 15 digits with an optional leading "+") or a business-scoped user ID (two capital letters, a dot, and up to 128 letters and digits, "ENT." after the dot for a parent BSUID).',
-                  HINT = 'Give the phone number in international format without spaces or dashes, e.g. 15551234567, or the BSUID exactly as Meta gave it, e.g. US.13491208655302741918.';
+                  DETAIL = 'A recipient is a phone number in international format (country calling code first, 7 to 15 digits, an optional leading "+") or a business-scoped user ID (two capital letters, a dot, and up to 128 letters and digits, "ENT." after the dot for a parent BSUID).',
+                  HINT = v.hint;
     END IF;
-    RETURN ltrim(recipient, '+');
+    RETURN v.normalized;
 END
 $$;
 REVOKE ALL ON FUNCTION wasend._normalize_recipient(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION wasend._normalize_recipient(text) TO wasend_admin;
 
+-- Is an invalid recipient skipped (wasend.invalid_recipients = skip)
+-- rather than an error?  Without the library loaded the setting is
+-- unknown: error.
+CREATE FUNCTION wasend._skip_invalid_recipients() RETURNS boolean
+LANGUAGE sql STABLE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(current_setting('wasend.invalid_recipients', true), 'error') = 'skip'
+$$;
+REVOKE ALL ON FUNCTION wasend._skip_invalid_recipients() FROM PUBLIC;
+
+-- The country calling code of a country: an ISO 3166 code (DE, case does
+-- not matter) or a calling code in digits (49, +49).  A row of
+-- wasend.country_zones may be a longer prefix inside another country's
+-- plan (CA 1204, KZ 76, AX 35818): the calling code is the shortest
+-- prefix of the country's shortest row that is a row's code (1, 7, 358),
+-- else that row's first three digits.  An
+-- error for a country wasend.country_zones does not list.
+CREATE FUNCTION wasend._calling_code(country_or_code text) RETURNS text
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cc text;
+BEGIN
+    IF country_or_code ~ '^\+?[0-9]{1,3}$' THEN
+        cc := ltrim(country_or_code, '+');
+        IF EXISTS (SELECT 1 FROM wasend.country_zones z WHERE z.calling_code = cc) THEN
+            RETURN cc;
+        END IF;
+    ELSIF country_or_code ~ '^[A-Za-z]{2}$' THEN
+        SELECT coalesce((SELECT p.calling_code FROM wasend.country_zones p
+                          WHERE p.calling_code IN (left(z.calling_code, 1), left(z.calling_code, 2),
+                                                   left(z.calling_code, 3))
+                          ORDER BY length(p.calling_code) LIMIT 1),
+                        left(z.calling_code, 3))
+          INTO cc
+          FROM wasend.country_zones z
+         WHERE z.country = upper(country_or_code)
+         ORDER BY length(z.calling_code), z.calling_code LIMIT 1;
+        IF cc IS NOT NULL THEN
+            RETURN cc;
+        END IF;
+    END IF;
+    RAISE EXCEPTION 'unknown default country "%"', left(coalesce(country_or_code, 'NULL'), 200)
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = 'Give an ISO 3166 country code that wasend.country_zones lists (e.g. DE) or its calling code in digits (e.g. 49).';
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._calling_code(text) FROM PUBLIC;
+
+-- A phone number in any common written form, made into a recipient as
+-- wasend stores it, or why it cannot be (wasend._recipient_verdict then
+-- judges the result).  Spaces, dashes, dots, slashes and brackets are
+-- dropped ("+49 (0)151" drops the "(0)"); a leading + or 00 is the
+-- international prefix; a leading 0 is a national number's trunk prefix:
+-- with a default country it is replaced by the country's calling code
+-- (01512345678 and DE: 491512345678).  The exceptions wasend knows: Italy,
+-- San Marino and Vatican City keep the 0 (it is part of the number),
+-- Hungary's trunk prefix is 06, and in the North American plan (1) and
+-- Russia and Kazakhstan (7) a number never starts with 0 (their trunk
+-- prefixes 1 and 8 cannot be told from the number): such a number is
+-- refused.  Digits without a prefix: with a default country, a national
+-- number without its trunk prefix (3331234567 and IT: 393331234567;
+-- 4165551234 and CA: 14165551234) unless they start with the country's
+-- calling code (then they are international already); without one, an
+-- international number, as wasend takes them everywhere.  A BSUID is
+-- kept as given.
+CREATE FUNCTION wasend._normalize_phone(phone text, default_country text,
+                                        OUT normalized text, OUT problem text, OUT hint text)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s text;
+    cc text;
+BEGIN
+    IF default_country IS NOT NULL THEN
+        cc := wasend._calling_code(default_country);
+    END IF;
+    IF phone IS NULL OR phone ~ '^[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}$' THEN
+        SELECT * INTO normalized, problem, hint FROM wasend._recipient_verdict(phone);
+        RETURN;
+    END IF;
+    s := regexp_replace(btrim(phone), '^(\+|00)\s*([0-9]{1,3})[\s.-]*\(0\)', '\1\2');
+    s := regexp_replace(s, '[\s./()-]', '', 'g');
+    IF left(s, 1) = '+' THEN
+        s := substr(s, 2);
+    ELSIF left(s, 2) = '00' THEN
+        s := substr(s, 3);
+    ELSIF left(s, 1) = '0' AND cc IS NOT NULL THEN
+        IF cc IN ('1', '7') THEN
+            problem := format('it starts with 0, and a national number of calling code %s never does', cc);
+            hint := format('Give it in international format, with its country code %s.', cc);
+            RETURN;
+        ELSIF cc IN ('39', '378') THEN
+            s := cc || s;
+        ELSIF cc = '36' AND left(s, 2) = '06' THEN
+            s := cc || substr(s, 3);
+        ELSE
+            s := cc || substr(s, 2);
+        END IF;
+    ELSIF cc IS NOT NULL AND s ~ '^[1-9]' AND NOT starts_with(s, cc) THEN
+        -- a national number written without its trunk prefix (an Italian
+        -- mobile number, a North American one, a German one without its 0)
+        s := cc || s;
+    END IF;
+    SELECT * INTO normalized, problem, hint FROM wasend._recipient_verdict(s);
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._normalize_phone(text, text) FROM PUBLIC;
+
 -- A message is a Graph API message object (without messaging_product and
--- to): a JSON object with a string "type".  A pure validator: it runs as
--- its caller.
+-- to): a JSON object whose "type" is one Meta documents, with the fields
+-- that type needs (Meta refuses the message without them, and a typo in
+-- the type would also make a template campaign a service one):
+--   text: text.body; template: template.name and template.language.code;
+--   image, video, document, audio, sticker: <type>.link or <type>.id;
+--   interactive: interactive.type; location: location.latitude and
+--   location.longitude; reaction: reaction.message_id and reaction.emoji;
+--   contacts: a non-empty contacts array.
+-- Every message wasend takes (a campaign's, a queue row's payload,
+-- wasend_send's) passes here.  A pure validator: it runs as its caller.
 CREATE FUNCTION wasend._check_message(message jsonb, what text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    t text;
+    o jsonb;
+    missing text;
 BEGIN
     IF message IS NULL THEN
         RAISE EXCEPTION '% must not be null', what
@@ -122,6 +326,63 @@ BEGIN
         RAISE EXCEPTION '% is too large (% bytes)', what, octet_length(message::text)
             USING ERRCODE = 'program_limit_exceeded',
                   HINT = 'A message object is at most 64 kB; send media by link or id, not inline.';
+    END IF;
+    t := message ->> 'type';
+    IF t NOT IN ('text', 'template', 'image', 'video', 'document', 'audio', 'sticker',
+                 'interactive', 'location', 'reaction', 'contacts') THEN
+        RAISE EXCEPTION '% has an unknown type "%"', what, left(t, 100)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The message types are text, template, image, video, document, audio, sticker, interactive, location, reaction and contacts.';
+    END IF;
+    o := message -> t;
+    IF t = 'contacts' THEN
+        IF jsonb_typeof(o) IS DISTINCT FROM 'array' OR jsonb_array_length(o) = 0 THEN
+            missing := 'contacts (a non-empty array)';
+        END IF;
+    ELSIF jsonb_typeof(o) IS DISTINCT FROM 'object' THEN
+        missing := format('%s (an object)', t);
+    ELSIF t = 'text' THEN
+        IF jsonb_typeof(o -> 'body') IS DISTINCT FROM 'string' THEN
+            missing := 'text.body';
+        END IF;
+    ELSIF t = 'template' THEN
+        IF jsonb_typeof(o -> 'name') IS DISTINCT FROM 'string' OR o ->> 'name' = '' THEN
+            missing := 'template.name';
+        ELSIF jsonb_typeof(o #> '{language,code}') IS DISTINCT FROM 'string' OR o #>> '{language,code}' = '' THEN
+            missing := 'template.language.code';
+        END IF;
+    ELSIF t IN ('image', 'video', 'document', 'audio', 'sticker') THEN
+        IF jsonb_typeof(o -> 'link') IS DISTINCT FROM 'string' AND jsonb_typeof(o -> 'id') IS DISTINCT FROM 'string' THEN
+            missing := format('%s.link or %s.id', t, t);
+        END IF;
+    ELSIF t = 'interactive' THEN
+        IF jsonb_typeof(o -> 'type') IS DISTINCT FROM 'string' THEN
+            missing := 'interactive.type';
+        END IF;
+    ELSIF t = 'location' THEN
+        IF coalesce(jsonb_typeof(o -> 'latitude'), 'null') NOT IN ('number', 'string') THEN
+            missing := 'location.latitude';
+        ELSIF coalesce(jsonb_typeof(o -> 'longitude'), 'null') NOT IN ('number', 'string') THEN
+            missing := 'location.longitude';
+        END IF;
+    ELSIF t = 'reaction' THEN
+        IF jsonb_typeof(o -> 'message_id') IS DISTINCT FROM 'string' THEN
+            missing := 'reaction.message_id';
+        ELSIF jsonb_typeof(o -> 'emoji') IS DISTINCT FROM 'string' THEN
+            missing := 'reaction.emoji';
+        END IF;
+    END IF;
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION '% of type % has no %', what, t, missing
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = CASE t
+                      WHEN 'text' THEN 'E.g. {"type":"text","text":{"body":"Hello"}}.'
+                      WHEN 'template' THEN 'E.g. {"type":"template","template":{"name":"hello_world","language":{"code":"en_US"}}}.'
+                      WHEN 'interactive' THEN 'E.g. {"type":"interactive","interactive":{"type":"button","body":{"text":"..."},"action":{...}}}.'
+                      WHEN 'location' THEN 'E.g. {"type":"location","location":{"latitude":52.52,"longitude":13.40}}.'
+                      WHEN 'reaction' THEN 'E.g. {"type":"reaction","reaction":{"message_id":"wamid...","emoji":"..."}}.'
+                      WHEN 'contacts' THEN 'E.g. {"type":"contacts","contacts":[{"name":{"formatted_name":"Ana"},"phones":[{"phone":"+15551234567"}]}]}.'
+                      ELSE format('E.g. {"type":"%s","%s":{"link":"https://..."}}, or "id" with a media id instead of "link".', t, t) END;
     END IF;
 END
 $$;

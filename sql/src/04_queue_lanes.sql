@@ -464,6 +464,37 @@ AS $$
 $$;
 REVOKE ALL ON FUNCTION wasend._recipient_zone(text) FROM PUBLIC;
 
+-- Check one recipient and make it one wasend stores (wasend_viewer): valid,
+-- the recipient as wasend stores and compares it, and why not when it is
+-- not one.  For cleaning a table of contacts before queueing them:
+--   SELECT c.id, r.* FROM crm c, wasend.wasend_check_recipient(c.phone, 'DE') r;
+-- default_country (an ISO code or a calling code) makes a national number
+-- international; see wasend._normalize_phone for the rules.
+CREATE FUNCTION wasend.wasend_check_recipient(recipient text, default_country text DEFAULT NULL)
+RETURNS TABLE (valid boolean, normalized text, reason text)
+LANGUAGE sql STABLE PARALLEL SAFE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT v.problem IS NULL, v.normalized, v.problem
+      FROM wasend._normalize_phone(recipient, default_country) v
+$$;
+REVOKE ALL ON FUNCTION wasend.wasend_check_recipient(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wasend.wasend_check_recipient(text, text) TO wasend_viewer;
+
+-- A phone number (or BSUID) as wasend stores it, or NULL when it is not a
+-- valid recipient (wasend_viewer); wasend_check_recipient says why.
+CREATE FUNCTION wasend.wasend_normalize_phone(phone text, default_country text DEFAULT NULL)
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT v.normalized FROM wasend._normalize_phone(phone, default_country) v
+$$;
+REVOKE ALL ON FUNCTION wasend.wasend_normalize_phone(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wasend.wasend_normalize_phone(text, text) TO wasend_viewer;
+
 -- When a send window [w_start, w_end) opens next in zone, or NULL while it
 -- is open (and when there is no window).
 CREATE FUNCTION wasend._window_opens(w_start time, w_end time, zone text)
@@ -530,13 +561,16 @@ CREATE TRIGGER country_zone_check BEFORE INSERT OR UPDATE ON wasend.country_zone
 -- A row that is being added now gets the checks of a new recipient: its
 -- campaign must not be completed or cancelled, and a suppressed recipient
 -- is skipped (counted, and reported once per statement by
--- _send_queue_wake).  Such a row is ready to send and its created_at is
+-- _send_queue_wake), and so is an invalid recipient while
+-- wasend.invalid_recipients is skip (else it is an error:
+-- wasend._recipient_verdict judges it).  Such a row is ready to send and its created_at is
 -- this transaction's: users can write only campaign_id, recipient,
 -- payload and timezone, so every row they add is one.  A row that carries
 -- a state of its own, or a created_at from before, was copied from an
 -- existing queue (pg_restore's COPY of a dump, run by a superuser): it
 -- keeps its state, so that a dump of a completed campaign restores, and
--- only its recipient, payload and campaign are checked.  A row copied
+-- only its payload and campaign and the shape of its recipient are
+-- checked (a recipient queued before wasend knew it invalid is kept).  A row copied
 -- while a sender held it (status 'sending': that sender is gone) is
 -- settled as the launcher settles a stopped sender's rows: its outcome is
 -- unknown.
@@ -556,11 +590,29 @@ DECLARE
     st text;
     k text;
     adding boolean;
+    v record;
 BEGIN
-    NEW.recipient := wasend._normalize_recipient(NEW.recipient);
     adding := TG_OP = 'INSERT' AND NEW.status = 'ready'
               AND NEW.sent_at IS NULL AND NEW.failed_at IS NULL
               AND NEW.created_at = now();
+    v := wasend._recipient_verdict(NEW.recipient);
+    IF v.problem IS NULL THEN
+        NEW.recipient := v.normalized;
+    ELSIF adding AND wasend._skip_invalid_recipients() THEN
+        PERFORM set_config('wasend_state.invalid_skipped',
+                           (coalesce(nullif(current_setting('wasend_state.invalid_skipped', true), ''), '0')::int + 1)::text,
+                           true);
+        RETURN NULL;
+    ELSIF adding
+          OR TG_OP = 'INSERT' AND NEW.recipient !~ '^\+?[0-9]{7,15}$'
+             AND NEW.recipient !~ '^[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}$'
+          OR TG_OP = 'UPDATE' AND NEW.recipient IS DISTINCT FROM OLD.recipient THEN
+        PERFORM wasend._normalize_recipient(NEW.recipient);
+    ELSE
+        -- a copied row (or one not being re-addressed) queued before
+        -- recipients were judged by country: kept as it was, without "+"
+        NEW.recipient := ltrim(NEW.recipient, '+');
+    END IF;
     -- (the lookup of wasend._recipient_names, inline: it runs per row)
     IF adding AND EXISTS (SELECT 1 FROM wasend.suppressions s
                            WHERE (s.recipient = NEW.recipient
@@ -644,8 +696,8 @@ CREATE TRIGGER send_queue_check
     BEFORE INSERT OR UPDATE OF recipient, payload, campaign_id, timezone, priority ON wasend.send_queue
     FOR EACH ROW EXECUTE FUNCTION wasend._send_queue_check();
 
--- After each INSERT statement: report the suppressed recipients skipped,
--- and wake the senders at commit.  Runs as the owner, who alone may call
+-- After each INSERT statement: report the suppressed and the invalid
+-- recipients skipped (one NOTICE each, with the statement's count), and wake the senders at commit.  Runs as the owner, who alone may call
 -- wasend._wake_at_commit.
 CREATE FUNCTION wasend._send_queue_wake() RETURNS trigger
 LANGUAGE plpgsql
@@ -654,11 +706,17 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     skipped int := coalesce(nullif(current_setting('wasend_state.suppressed_skipped', true), ''), '0')::int;
+    invalid int := coalesce(nullif(current_setting('wasend_state.invalid_skipped', true), ''), '0')::int;
 BEGIN
     IF skipped > 0 THEN
         RAISE NOTICE 'skipped % suppressed recipient(s)', skipped
             USING HINT = 'See wasend.suppressions: they said STOP, opted out or are not on WhatsApp.';
         PERFORM set_config('wasend_state.suppressed_skipped', '0', true);
+    END IF;
+    IF invalid > 0 THEN
+        RAISE NOTICE 'skipped % invalid recipient(s)', invalid
+            USING HINT = 'wasend.invalid_recipients is skip; SELECT * FROM wasend.wasend_check_recipient(recipient) says why one is invalid.';
+        PERFORM set_config('wasend_state.invalid_skipped', '0', true);
     END IF;
     PERFORM wasend._wake_at_commit();
     RETURN NULL;
@@ -670,9 +728,12 @@ CREATE TRIGGER send_queue_wake
     FOR EACH STATEMENT EXECUTE FUNCTION wasend._send_queue_wake();
 
 -- Queue recipients, with optional per-recipient payloads; returns the rows
--- added (wasend_operator).  A recipient already queued in the campaign is
--- skipped (the conflict target is the unique index of campaign rows).  A
--- transactional lane is refused: it takes wasend_send only.
+-- added (wasend_operator).  A recipient given twice in one call is an
+-- error; one already queued in the campaign is skipped (the conflict
+-- target is the unique index of campaign rows), and so is a suppressed
+-- one.  An invalid recipient (wasend._recipient_verdict) is an error, or
+-- skipped and counted in a NOTICE while wasend.invalid_recipients is
+-- skip.  A transactional lane is refused: it takes wasend_send only.
 CREATE FUNCTION wasend.wasend_enqueue(campaign_id bigint, recipients text[],
                                           payloads jsonb[] DEFAULT NULL)
 RETURNS bigint
@@ -685,6 +746,8 @@ DECLARE
     st text;
     k text;
     dup text;
+    norm text[];
+    bad text;
     added bigint;
 BEGIN
     IF campaign_id IS NULL THEN
@@ -728,8 +791,20 @@ BEGIN
                   HINT = 'Send single messages with wasend_send(number_id, recipient, message); enqueue recipients into a campaign of your own.';
     END IF;
 
+    -- each recipient as wasend stores it, NULL for an invalid one: the
+    -- first invalid one fails the call, unless wasend.invalid_recipients
+    -- is skip (the queue's trigger then leaves it out and counts it)
+    norm := ARRAY(SELECT (wasend._recipient_verdict(x.u)).normalized
+                    FROM unnest(recipients) WITH ORDINALITY AS x(u, i) ORDER BY x.i);
+    IF NOT wasend._skip_invalid_recipients() THEN
+        SELECT x.u INTO bad FROM unnest(recipients, norm) AS x(u, n) WHERE x.n IS NULL LIMIT 1;
+        IF FOUND THEN
+            PERFORM wasend._normalize_recipient(bad);
+        END IF;
+    END IF;
     SELECT x.r INTO dup
-      FROM (SELECT wasend._normalize_recipient(u) AS r FROM unnest(recipients) u) x
+      FROM unnest(norm) AS x(r)
+     WHERE x.r IS NOT NULL
      GROUP BY x.r HAVING count(*) > 1 LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'recipient "%" appears more than once in this call', dup
@@ -756,9 +831,12 @@ GRANT EXECUTE ON FUNCTION wasend.wasend_enqueue(bigint, text[], jsonb[]) TO wase
 -- never if it rolls back; the senders claim it as soon as the commit wakes
 -- them and put it ahead of every campaign row of the number (rows of the
 -- lane in priority order, 0-100, higher first).  Returns the row id, for
--- wasend_send_status().
+-- wasend_send_status().  A suppressed recipient is an error that rolls
+-- back the caller's transaction unless caught; with if_suppressed =>
+-- 'skip' it is a NOTICE and the result NULL.  An invalid recipient is an
+-- error, or a NOTICE and NULL while wasend.invalid_recipients is skip.
 CREATE FUNCTION wasend.wasend_send(number_id bigint, recipient text, message jsonb,
-                            priority integer DEFAULT 0)
+                            priority integer DEFAULT 0, if_suppressed text DEFAULT 'error')
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -771,7 +849,13 @@ DECLARE
     cst text;
     r text;
     rid bigint;
+    v record;
 BEGIN
+    IF if_suppressed IS NULL OR if_suppressed NOT IN ('error', 'skip') THEN
+        RAISE EXCEPTION 'if_suppressed must be error or skip, not %', coalesce(if_suppressed, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'error raises for a suppressed recipient (and rolls back the transaction unless caught); skip returns NULL with a NOTICE.';
+    END IF;
     IF priority IS NULL OR priority < 0 OR priority > 100 THEN
         RAISE EXCEPTION 'priority must be between 0 and 100, not %', coalesce(priority::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
@@ -789,9 +873,25 @@ BEGIN
                   HINT = 'Register the number first with wasend_add_number(); see SELECT id, phone_number_id FROM wasend.whatsapp_numbers.';
     END IF;
     PERFORM wasend._check_message(message, 'message');
+    v := wasend._recipient_verdict(recipient);
+    IF v.problem IS NOT NULL AND recipient IS NOT NULL AND wasend._skip_invalid_recipients() THEN
+        RAISE NOTICE 'skipped invalid recipient "%": %', left(recipient, 200), v.problem
+            USING HINT = 'wasend.invalid_recipients is skip: nothing was queued, wasend_send returned NULL.';
+        RETURN NULL;
+    END IF;
     r := wasend._normalize_recipient(recipient);
     IF EXISTS (SELECT 1 FROM wasend.suppressions s
                 WHERE s.recipient = ANY (wasend._recipient_names(r)) AND s.scope = 'all') THEN
+        IF if_suppressed = 'skip' THEN
+            RAISE NOTICE 'recipient "%" is suppressed: nothing was queued', r
+                USING DETAIL = (SELECT CASE WHEN s.recipient = r THEN s.reason
+                                            ELSE format('%s (suppressed as %s)', s.reason, s.recipient) END
+                                  FROM wasend.suppressions s
+                                 WHERE s.recipient = ANY (wasend._recipient_names(r)) AND s.scope = 'all'
+                                 ORDER BY s.recipient = r DESC, s.created_at LIMIT 1),
+                      HINT = 'if_suppressed => skip: wasend_send returned NULL; see wasend.suppressions.';
+            RETURN NULL;
+        END IF;
         RAISE EXCEPTION 'recipient "%" is suppressed', r
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = (SELECT CASE WHEN s.recipient = r THEN s.reason
@@ -799,7 +899,7 @@ BEGIN
                               FROM wasend.suppressions s
                              WHERE s.recipient = ANY (wasend._recipient_names(r)) AND s.scope = 'all'
                              ORDER BY s.recipient = r DESC, s.created_at LIMIT 1),
-                  HINT = 'The recipient asked not to be messaged, or Meta refused them; see wasend.suppressions.';
+                  HINT = 'The recipient asked not to be messaged, or Meta refused them; see wasend.suppressions. wasend_send(..., if_suppressed => ''skip'') returns NULL instead.';
     END IF;
 
     -- the number's lane, made on first use (the unique index settles a race)
@@ -833,8 +933,8 @@ BEGIN
     RETURN rid;
 END
 $$;
-REVOKE ALL ON FUNCTION wasend.wasend_send(bigint, text, jsonb, integer) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION wasend.wasend_send(bigint, text, jsonb, integer) TO wasend_operator;
+REVOKE ALL ON FUNCTION wasend.wasend_send(bigint, text, jsonb, integer, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wasend.wasend_send(bigint, text, jsonb, integer, text) TO wasend_operator;
 
 -- The outcome of one queued message (wasend_viewer): any row id, of
 -- wasend_send or of a campaign.
@@ -980,7 +1080,9 @@ GRANT EXECUTE ON FUNCTION wasend.wasend_wait(bigint, interval) TO wasend_viewer;
 -- What a campaign would do now, without sending (wasend_viewer): of the
 -- rows still to send, how many would go now, and how many wait for the
 -- messaging limit, the send window, the frequency cap or a retry, are
--- suppressed, or invalid (no known country calling code); and how long
+-- suppressed, or invalid (wasend._recipient_verdict: rows queued before
+-- wasend judged recipients so, or whose country calling code was taken
+-- out of wasend.country_zones since); and how long
 -- the rows that would go take at the number's rate (rate * 0.985, the
 -- default wasend.rate_headroom).  The same rules as the claim, in the
 -- claim's order, counted in one snapshot; the real run may differ by what
@@ -1022,7 +1124,7 @@ BEGIN
     RETURN QUERY
     WITH r AS (
         SELECT q.id, q.recipient, q.next_attempt_at, q.waiting_for, nm.names[1] AS person,
-               wasend._recipient_zone(q.recipient) IS NULL AS invalid,
+               (wasend._recipient_verdict(q.recipient)).problem IS NOT NULL AS invalid,
                EXISTS (SELECT 1 FROM wasend.suppressions s
                         WHERE s.recipient = ANY (nm.names)
                           AND (s.scope = 'all' OR c.category = 'marketing')) AS suppressed,
@@ -1153,13 +1255,9 @@ BEGIN
             USING ERRCODE = 'no_data_found',
                   HINT = 'See SELECT id, name, status FROM wasend.campaigns.';
     END IF;
+    -- always an error, whatever wasend.invalid_recipients says: a test
+    -- send is of one recipient
     r := wasend._normalize_recipient(recipient);
-    IF wasend._recipient_zone(r) IS NULL THEN
-        RAISE EXCEPTION 'invalid recipient "%": no known country%', r,
-                        CASE WHEN strpos(r, '.') > 0 THEN '' ELSE ' calling code' END
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Give the number in international format with its country code, e.g. 4915112345678 or 15551234567, or a BSUID whose two letters are a country wasend.country_zones lists.';
-    END IF;
     names := wasend._recipient_names(r);
     IF EXISTS (SELECT 1 FROM wasend.suppressions s
                 WHERE s.recipient = ANY (names) AND (s.scope = 'all' OR c.category = 'marketing')) THEN

@@ -4235,6 +4235,883 @@ CREATE EVENT TRIGGER wasend_drop_guard ON ddl_command_start
     EXECUTE FUNCTION wasend._guard_drop();
 
 /*
+ * Recipients and messages are judged the same way everywhere.
+ *
+ * A recipient wasend knew to be invalid (00491512345678, a national
+ * 01512345678, a number whose country calling code it does not know) was
+ * queued by wasend_enqueue and a plain INSERT and sent, while
+ * wasend_dry_run counted it invalid and wasend_test_send refused it.  Now
+ * one function, wasend._recipient_verdict, judges every recipient: the
+ * send_queue trigger, wasend_enqueue, wasend_send, wasend_test_send and
+ * wasend_dry_run ask it.  An invalid recipient is an error, or, with the
+ * new setting wasend.invalid_recipients = skip, left out and counted in a
+ * NOTICE per statement.  A copied row (pg_restore) keeps its recipient.
+ *
+ * wasend_check_recipient and wasend_normalize_phone (new, viewer) check
+ * and normalise a number before it is queued: formatting, a 00 prefix,
+ * a national number with a default country.
+ *
+ * A message's type must be one Meta documents, with the fields it needs
+ * (wasend._check_message): "templates" no longer makes a silent service
+ * campaign, a template needs its name and language.
+ *
+ * wasend_send takes if_suppressed => 'skip': a suppressed recipient then
+ * returns NULL with a NOTICE instead of an error that rolls back the
+ * caller's transaction.
+ */
+
+
+CREATE FUNCTION wasend._recipient_verdict(r text, OUT normalized text, OUT problem text, OUT hint text)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d text;
+BEGIN
+    IF r IS NULL THEN
+        problem := 'it is null';
+        hint := 'Give the phone number in international format, e.g. 15551234567, or the user''s BSUID, e.g. US.13491208655302741918.';
+        RETURN;
+    END IF;
+    IF r ~ '^[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}$' THEN
+        IF wasend._recipient_zone(r) IS NULL THEN
+            problem := format('the BSUID''s country %s is not one wasend.country_zones lists', left(r, 2));
+            hint := 'Give the BSUID exactly as Meta gave it; its first two letters are the user''s country.';
+            RETURN;
+        END IF;
+        normalized := r;
+        RETURN;
+    END IF;
+    d := CASE WHEN left(r, 1) = '+' THEN substr(r, 2) ELSE r END;
+    IF d = '' THEN
+        problem := 'it is empty';
+        hint := 'Give the phone number in international format, e.g. 15551234567, or the user''s BSUID, e.g. US.13491208655302741918.';
+        RETURN;
+    END IF;
+    IF d !~ '^[0-9]+$' THEN
+        IF d ~ '[A-Za-z]' THEN
+            problem := 'it has letters but is not a BSUID';
+            hint := 'A BSUID is two capital letters, a dot, and up to 128 letters and digits ("ENT." after the dot for a parent BSUID), e.g. US.13491208655302741918; a phone number has digits only.';
+        ELSE
+            problem := 'it has characters other than digits and a leading "+"';
+            hint := 'Normalise it first: SELECT wasend.wasend_normalize_phone(phone, default_country) drops spaces, dashes, dots and brackets, reads a leading 00 and makes a national number international.';
+        END IF;
+        RETURN;
+    END IF;
+    IF left(d, 2) = '00' THEN
+        problem := 'it starts with the international prefix 00';
+        hint := 'Give it without the 00 (00491512345678 is 491512345678), or normalise it with SELECT wasend.wasend_normalize_phone(phone).';
+        RETURN;
+    END IF;
+    IF left(d, 1) = '0' THEN
+        problem := 'it is a national number (leading 0) without its country calling code';
+        hint := 'Make it international with SELECT wasend.wasend_normalize_phone(phone, default_country), e.g. wasend.wasend_normalize_phone(''01512345678'', ''DE'') is 491512345678.';
+        RETURN;
+    END IF;
+    IF length(d) < 7 OR length(d) > 15 THEN
+        problem := format('it has %s digits, a phone number in international format 7 to 15', length(d));
+        hint := 'Give the number in international format with its country code, e.g. 4915112345678 or 15551234567.';
+        RETURN;
+    END IF;
+    IF wasend._recipient_zone(d) IS NULL THEN
+        problem := 'no country calling code wasend.country_zones lists starts it';
+        hint := 'Give the number in international format with its country code, e.g. 4915112345678 or 15551234567.';
+        RETURN;
+    END IF;
+    normalized := d;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._recipient_verdict(text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION wasend._normalize_recipient(recipient text) RETURNS text
+LANGUAGE plpgsql STABLE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v record;
+BEGIN
+    IF recipient IS NULL THEN
+        RAISE EXCEPTION 'recipient must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Give the phone number in international format, e.g. 15551234567, or the user''s BSUID, e.g. US.13491208655302741918.';
+    END IF;
+    v := wasend._recipient_verdict(recipient);
+    IF v.problem IS NOT NULL THEN
+        RAISE EXCEPTION 'invalid recipient "%": %', left(recipient, 200), v.problem
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A recipient is a phone number in international format (country calling code first, 7 to 15 digits, an optional leading "+") or a business-scoped user ID (two capital letters, a dot, and up to 128 letters and digits, "ENT." after the dot for a parent BSUID).',
+                  HINT = v.hint;
+    END IF;
+    RETURN v.normalized;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._normalize_recipient(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wasend._normalize_recipient(text) TO wasend_admin;
+
+CREATE FUNCTION wasend._skip_invalid_recipients() RETURNS boolean
+LANGUAGE sql STABLE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(current_setting('wasend.invalid_recipients', true), 'error') = 'skip'
+$$;
+REVOKE ALL ON FUNCTION wasend._skip_invalid_recipients() FROM PUBLIC;
+
+CREATE FUNCTION wasend._calling_code(country_or_code text) RETURNS text
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cc text;
+BEGIN
+    IF country_or_code ~ '^\+?[0-9]{1,3}$' THEN
+        cc := ltrim(country_or_code, '+');
+        IF EXISTS (SELECT 1 FROM wasend.country_zones z WHERE z.calling_code = cc) THEN
+            RETURN cc;
+        END IF;
+    ELSIF country_or_code ~ '^[A-Za-z]{2}$' THEN
+        SELECT coalesce((SELECT p.calling_code FROM wasend.country_zones p
+                          WHERE p.calling_code IN (left(z.calling_code, 1), left(z.calling_code, 2),
+                                                   left(z.calling_code, 3))
+                          ORDER BY length(p.calling_code) LIMIT 1),
+                        left(z.calling_code, 3))
+          INTO cc
+          FROM wasend.country_zones z
+         WHERE z.country = upper(country_or_code)
+         ORDER BY length(z.calling_code), z.calling_code LIMIT 1;
+        IF cc IS NOT NULL THEN
+            RETURN cc;
+        END IF;
+    END IF;
+    RAISE EXCEPTION 'unknown default country "%"', left(coalesce(country_or_code, 'NULL'), 200)
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = 'Give an ISO 3166 country code that wasend.country_zones lists (e.g. DE) or its calling code in digits (e.g. 49).';
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._calling_code(text) FROM PUBLIC;
+
+CREATE FUNCTION wasend._normalize_phone(phone text, default_country text,
+                                        OUT normalized text, OUT problem text, OUT hint text)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s text;
+    cc text;
+BEGIN
+    IF default_country IS NOT NULL THEN
+        cc := wasend._calling_code(default_country);
+    END IF;
+    IF phone IS NULL OR phone ~ '^[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}$' THEN
+        SELECT * INTO normalized, problem, hint FROM wasend._recipient_verdict(phone);
+        RETURN;
+    END IF;
+    s := regexp_replace(btrim(phone), '^(\+|00)\s*([0-9]{1,3})[\s.-]*\(0\)', '\1\2');
+    s := regexp_replace(s, '[\s./()-]', '', 'g');
+    IF left(s, 1) = '+' THEN
+        s := substr(s, 2);
+    ELSIF left(s, 2) = '00' THEN
+        s := substr(s, 3);
+    ELSIF left(s, 1) = '0' AND cc IS NOT NULL THEN
+        IF cc IN ('1', '7') THEN
+            problem := format('it starts with 0, and a national number of calling code %s never does', cc);
+            hint := format('Give it in international format, with its country code %s.', cc);
+            RETURN;
+        ELSIF cc IN ('39', '378') THEN
+            s := cc || s;
+        ELSIF cc = '36' AND left(s, 2) = '06' THEN
+            s := cc || substr(s, 3);
+        ELSE
+            s := cc || substr(s, 2);
+        END IF;
+    ELSIF cc IS NOT NULL AND s ~ '^[1-9]' AND NOT starts_with(s, cc) THEN
+        -- a national number written without its trunk prefix (an Italian
+        -- mobile number, a North American one, a German one without its 0)
+        s := cc || s;
+    END IF;
+    SELECT * INTO normalized, problem, hint FROM wasend._recipient_verdict(s);
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._normalize_phone(text, text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION wasend._check_message(message jsonb, what text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t text;
+    o jsonb;
+    missing text;
+BEGIN
+    IF message IS NULL THEN
+        RAISE EXCEPTION '% must not be null', what
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Give a Graph API message object, e.g. {"type":"template","template":{...}}.';
+    END IF;
+    IF jsonb_typeof(message) <> 'object' THEN
+        RAISE EXCEPTION '% must be a JSON object, not %', what, jsonb_typeof(message)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give a Graph API message object, e.g. {"type":"template","template":{...}}.';
+    END IF;
+    IF jsonb_typeof(message -> 'type') IS DISTINCT FROM 'string' THEN
+        RAISE EXCEPTION '% has no "type"', what
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The Graph API needs the message type: template, text, image, interactive, ...',
+                  HINT = 'Add a "type" key, e.g. {"type":"text","text":{"body":"Hello"}}.';
+    END IF;
+    IF octet_length(message::text) > 65536 THEN
+        RAISE EXCEPTION '% is too large (% bytes)', what, octet_length(message::text)
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'A message object is at most 64 kB; send media by link or id, not inline.';
+    END IF;
+    t := message ->> 'type';
+    IF t NOT IN ('text', 'template', 'image', 'video', 'document', 'audio', 'sticker',
+                 'interactive', 'location', 'reaction', 'contacts') THEN
+        RAISE EXCEPTION '% has an unknown type "%"', what, left(t, 100)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The message types are text, template, image, video, document, audio, sticker, interactive, location, reaction and contacts.';
+    END IF;
+    o := message -> t;
+    IF t = 'contacts' THEN
+        IF jsonb_typeof(o) IS DISTINCT FROM 'array' OR jsonb_array_length(o) = 0 THEN
+            missing := 'contacts (a non-empty array)';
+        END IF;
+    ELSIF jsonb_typeof(o) IS DISTINCT FROM 'object' THEN
+        missing := format('%s (an object)', t);
+    ELSIF t = 'text' THEN
+        IF jsonb_typeof(o -> 'body') IS DISTINCT FROM 'string' THEN
+            missing := 'text.body';
+        END IF;
+    ELSIF t = 'template' THEN
+        IF jsonb_typeof(o -> 'name') IS DISTINCT FROM 'string' OR o ->> 'name' = '' THEN
+            missing := 'template.name';
+        ELSIF jsonb_typeof(o #> '{language,code}') IS DISTINCT FROM 'string' OR o #>> '{language,code}' = '' THEN
+            missing := 'template.language.code';
+        END IF;
+    ELSIF t IN ('image', 'video', 'document', 'audio', 'sticker') THEN
+        IF jsonb_typeof(o -> 'link') IS DISTINCT FROM 'string' AND jsonb_typeof(o -> 'id') IS DISTINCT FROM 'string' THEN
+            missing := format('%s.link or %s.id', t, t);
+        END IF;
+    ELSIF t = 'interactive' THEN
+        IF jsonb_typeof(o -> 'type') IS DISTINCT FROM 'string' THEN
+            missing := 'interactive.type';
+        END IF;
+    ELSIF t = 'location' THEN
+        IF coalesce(jsonb_typeof(o -> 'latitude'), 'null') NOT IN ('number', 'string') THEN
+            missing := 'location.latitude';
+        ELSIF coalesce(jsonb_typeof(o -> 'longitude'), 'null') NOT IN ('number', 'string') THEN
+            missing := 'location.longitude';
+        END IF;
+    ELSIF t = 'reaction' THEN
+        IF jsonb_typeof(o -> 'message_id') IS DISTINCT FROM 'string' THEN
+            missing := 'reaction.message_id';
+        ELSIF jsonb_typeof(o -> 'emoji') IS DISTINCT FROM 'string' THEN
+            missing := 'reaction.emoji';
+        END IF;
+    END IF;
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION '% of type % has no %', what, t, missing
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = CASE t
+                      WHEN 'text' THEN 'E.g. {"type":"text","text":{"body":"Hello"}}.'
+                      WHEN 'template' THEN 'E.g. {"type":"template","template":{"name":"hello_world","language":{"code":"en_US"}}}.'
+                      WHEN 'interactive' THEN 'E.g. {"type":"interactive","interactive":{"type":"button","body":{"text":"..."},"action":{...}}}.'
+                      WHEN 'location' THEN 'E.g. {"type":"location","location":{"latitude":52.52,"longitude":13.40}}.'
+                      WHEN 'reaction' THEN 'E.g. {"type":"reaction","reaction":{"message_id":"wamid...","emoji":"..."}}.'
+                      WHEN 'contacts' THEN 'E.g. {"type":"contacts","contacts":[{"name":{"formatted_name":"Ana"},"phones":[{"phone":"+15551234567"}]}]}.'
+                      ELSE format('E.g. {"type":"%s","%s":{"link":"https://..."}}, or "id" with a media id instead of "link".', t, t) END;
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._check_message(jsonb, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wasend._check_message(jsonb, text) TO wasend_admin;
+
+CREATE FUNCTION wasend.wasend_check_recipient(recipient text, default_country text DEFAULT NULL)
+RETURNS TABLE (valid boolean, normalized text, reason text)
+LANGUAGE sql STABLE PARALLEL SAFE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT v.problem IS NULL, v.normalized, v.problem
+      FROM wasend._normalize_phone(recipient, default_country) v
+$$;
+REVOKE ALL ON FUNCTION wasend.wasend_check_recipient(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wasend.wasend_check_recipient(text, text) TO wasend_viewer;
+
+CREATE FUNCTION wasend.wasend_normalize_phone(phone text, default_country text DEFAULT NULL)
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT v.normalized FROM wasend._normalize_phone(phone, default_country) v
+$$;
+REVOKE ALL ON FUNCTION wasend.wasend_normalize_phone(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wasend.wasend_normalize_phone(text, text) TO wasend_viewer;
+
+CREATE OR REPLACE FUNCTION wasend._send_queue_check() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    st text;
+    k text;
+    adding boolean;
+    v record;
+BEGIN
+    adding := TG_OP = 'INSERT' AND NEW.status = 'ready'
+              AND NEW.sent_at IS NULL AND NEW.failed_at IS NULL
+              AND NEW.created_at = now();
+    v := wasend._recipient_verdict(NEW.recipient);
+    IF v.problem IS NULL THEN
+        NEW.recipient := v.normalized;
+    ELSIF adding AND wasend._skip_invalid_recipients() THEN
+        PERFORM set_config('wasend_state.invalid_skipped',
+                           (coalesce(nullif(current_setting('wasend_state.invalid_skipped', true), ''), '0')::int + 1)::text,
+                           true);
+        RETURN NULL;
+    ELSIF adding
+          OR TG_OP = 'INSERT' AND NEW.recipient !~ '^\+?[0-9]{7,15}$'
+             AND NEW.recipient !~ '^[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}$'
+          OR TG_OP = 'UPDATE' AND NEW.recipient IS DISTINCT FROM OLD.recipient THEN
+        PERFORM wasend._normalize_recipient(NEW.recipient);
+    ELSE
+        -- a copied row (or one not being re-addressed) queued before
+        -- recipients were judged by country: kept as it was, without "+"
+        NEW.recipient := ltrim(NEW.recipient, '+');
+    END IF;
+    -- (the lookup of wasend._recipient_names, inline: it runs per row)
+    IF adding AND EXISTS (SELECT 1 FROM wasend.suppressions s
+                           WHERE (s.recipient = NEW.recipient
+                                  OR s.recipient IN (SELECT m.name FROM wasend.identity_names k
+                                                       JOIN wasend.identity_names m ON m.person = k.person
+                                                      WHERE k.name = NEW.recipient))
+                             AND (s.scope = 'all'
+                                  OR EXISTS (SELECT 1 FROM wasend.campaigns c
+                                              WHERE c.id = NEW.campaign_id
+                                                AND c.category = 'marketing'))) THEN
+        PERFORM set_config('wasend_state.suppressed_skipped',
+                           (coalesce(nullif(current_setting('wasend_state.suppressed_skipped', true), ''), '0')::int + 1)::text,
+                           true);
+        RETURN NULL;
+    END IF;
+    IF NEW.payload IS NOT NULL THEN
+        PERFORM wasend._check_message(NEW.payload, format('payload for recipient %s', NEW.recipient));
+    END IF;
+    IF NEW.timezone IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.timezone IS DISTINCT FROM OLD.timezone) THEN
+        PERFORM wasend._check_timezone(NEW.timezone, format('timezone of recipient %s', NEW.recipient));
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.campaign_id IS DISTINCT FROM OLD.campaign_id
+       OR NEW.priority IS DISTINCT FROM OLD.priority THEN
+        -- the share lock keeps a sender from completing the campaign while
+        -- rows are being added to it (see src/queue.sql, lock_done); a
+        -- transactional lane (rows with a priority) never completes and
+        -- takes no lock: wasend_send's transactions would queue up
+        -- multixacts on its row
+        IF NEW.priority IS NOT NULL THEN
+            SELECT c.status, c.kind INTO st, k FROM wasend.campaigns c
+             WHERE c.id = NEW.campaign_id;
+        ELSE
+            SELECT c.status, c.kind INTO st, k FROM wasend.campaigns c
+             WHERE c.id = NEW.campaign_id FOR SHARE;
+        END IF;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'campaign % does not exist', NEW.campaign_id
+                USING ERRCODE = 'foreign_key_violation',
+                      HINT = 'Create it first with wasend_create_campaign().';
+        END IF;
+        IF st IN ('completed', 'cancelled')
+           AND (adding OR (TG_OP = 'UPDATE' AND NEW.status = 'ready')) THEN
+            RAISE EXCEPTION 'cannot add recipients to campaign %: it is %', NEW.campaign_id, st
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'Create a new campaign with wasend_create_campaign().';
+        END IF;
+        IF k = 'transactional' THEN
+            NEW.priority := coalesce(NEW.priority, 0);
+            IF NEW.payload IS NULL THEN
+                RAISE EXCEPTION 'a row of a transactional lane needs its message in payload'
+                    USING ERRCODE = 'not_null_violation',
+                          HINT = 'Use wasend_send(number_id, recipient, message).';
+            END IF;
+        ELSIF NEW.priority IS NOT NULL THEN
+            RAISE EXCEPTION 'only rows of a transactional campaign have a priority'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Send one message ahead of campaign rows with wasend_send(); give a campaign a priority with wasend_update_campaign(id, priority => n).';
+        END IF;
+    END IF;
+    IF TG_OP = 'INSERT' AND NEW.status = 'sending' THEN
+        NEW.claimed_by := NULL;
+        NEW.uncertain := true;
+        NEW.last_error_class := 'uncertain';
+        NEW.last_error := 'outcome unknown: the message was claimed or in flight when the copy was taken';
+        NEW.next_attempt_at := now();
+        IF st = 'cancelled' THEN
+            NEW.status := 'cancelled';
+        ELSIF coalesce(current_setting('wasend.on_uncertain', true), 'retry') = 'fail'
+              OR NEW.attempts >= coalesce(nullif(current_setting('wasend.max_attempts', true), '')::int, 5) THEN
+            NEW.status := 'failed';
+            NEW.failed_at := now();
+        ELSE
+            NEW.status := 'ready';
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._send_queue_check() FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION wasend._send_queue_wake() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    skipped int := coalesce(nullif(current_setting('wasend_state.suppressed_skipped', true), ''), '0')::int;
+    invalid int := coalesce(nullif(current_setting('wasend_state.invalid_skipped', true), ''), '0')::int;
+BEGIN
+    IF skipped > 0 THEN
+        RAISE NOTICE 'skipped % suppressed recipient(s)', skipped
+            USING HINT = 'See wasend.suppressions: they said STOP, opted out or are not on WhatsApp.';
+        PERFORM set_config('wasend_state.suppressed_skipped', '0', true);
+    END IF;
+    IF invalid > 0 THEN
+        RAISE NOTICE 'skipped % invalid recipient(s)', invalid
+            USING HINT = 'wasend.invalid_recipients is skip; SELECT * FROM wasend.wasend_check_recipient(recipient) says why one is invalid.';
+        PERFORM set_config('wasend_state.invalid_skipped', '0', true);
+    END IF;
+    PERFORM wasend._wake_at_commit();
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._send_queue_wake() FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION wasend.wasend_enqueue(campaign_id bigint, recipients text[],
+                                          payloads jsonb[] DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    st text;
+    k text;
+    dup text;
+    norm text[];
+    bad text;
+    added bigint;
+BEGIN
+    IF campaign_id IS NULL THEN
+        RAISE EXCEPTION 'campaign id must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the id returned by wasend_create_campaign().';
+    END IF;
+    IF recipients IS NULL THEN
+        RAISE EXCEPTION 'recipients must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass an array of phone numbers, e.g. ARRAY[''15551234567''].';
+    END IF;
+    IF array_ndims(recipients) > 1 THEN
+        RAISE EXCEPTION 'recipients must be a one-dimensional array'
+            USING ERRCODE = 'array_subscript_error',
+                  HINT = 'Pass an array of phone numbers, e.g. ARRAY[''15551234567''].';
+    END IF;
+    IF payloads IS NOT NULL AND
+       coalesce(array_length(payloads, 1), 0) <> coalesce(array_length(recipients, 1), 0) THEN
+        RAISE EXCEPTION 'payloads has % elements but recipients has %',
+                        coalesce(array_length(payloads, 1), 0),
+                        coalesce(array_length(recipients, 1), 0)
+            USING ERRCODE = 'array_subscript_error',
+                  HINT = 'Give one payload per recipient (NULL for the campaign''s message), or no payloads at all.';
+    END IF;
+    SELECT c.status, c.kind INTO st, k FROM wasend.campaigns c
+     WHERE c.id = wasend_enqueue.campaign_id FOR SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'Create it first with wasend_create_campaign().';
+    END IF;
+    IF st IN ('completed', 'cancelled') THEN
+        RAISE EXCEPTION 'cannot add recipients to campaign %: it is %', campaign_id, st
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Create a new campaign with wasend_create_campaign().';
+    END IF;
+    IF k = 'transactional' THEN
+        RAISE EXCEPTION 'campaign % is the transactional lane of its number', campaign_id
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'Send single messages with wasend_send(number_id, recipient, message); enqueue recipients into a campaign of your own.';
+    END IF;
+
+    -- each recipient as wasend stores it, NULL for an invalid one: the
+    -- first invalid one fails the call, unless wasend.invalid_recipients
+    -- is skip (the queue's trigger then leaves it out and counts it)
+    norm := ARRAY(SELECT (wasend._recipient_verdict(x.u)).normalized
+                    FROM unnest(recipients) WITH ORDINALITY AS x(u, i) ORDER BY x.i);
+    IF NOT wasend._skip_invalid_recipients() THEN
+        SELECT x.u INTO bad FROM unnest(recipients, norm) AS x(u, n) WHERE x.n IS NULL LIMIT 1;
+        IF FOUND THEN
+            PERFORM wasend._normalize_recipient(bad);
+        END IF;
+    END IF;
+    SELECT x.r INTO dup
+      FROM unnest(norm) AS x(r)
+     WHERE x.r IS NOT NULL
+     GROUP BY x.r HAVING count(*) > 1 LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'recipient "%" appears more than once in this call', dup
+            USING ERRCODE = 'unique_violation',
+                  DETAIL = 'Numbers are compared without their leading "+".',
+                  HINT = 'Pass each recipient once (e.g. SELECT DISTINCT); recipients already queued in the campaign are skipped.';
+    END IF;
+
+    INSERT INTO wasend.send_queue (campaign_id, recipient, payload)
+    SELECT wasend_enqueue.campaign_id, r.recipient, p.payload
+      FROM unnest(recipients) WITH ORDINALITY AS r(recipient, i)
+      LEFT JOIN unnest(payloads) WITH ORDINALITY AS p(payload, i) USING (i)
+     ORDER BY r.i
+    ON CONFLICT (campaign_id, recipient) WHERE priority IS NULL DO NOTHING;
+    GET DIAGNOSTICS added = ROW_COUNT;
+    RETURN added;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend.wasend_enqueue(bigint, text[], jsonb[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wasend.wasend_enqueue(bigint, text[], jsonb[]) TO wasend_operator;
+
+DROP FUNCTION wasend.wasend_send(bigint, text, jsonb, integer);
+CREATE FUNCTION wasend.wasend_send(number_id bigint, recipient text, message jsonb,
+                            priority integer DEFAULT 0, if_suppressed text DEFAULT 'error')
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    n record;
+    cid bigint;
+    cst text;
+    r text;
+    rid bigint;
+    v record;
+BEGIN
+    IF if_suppressed IS NULL OR if_suppressed NOT IN ('error', 'skip') THEN
+        RAISE EXCEPTION 'if_suppressed must be error or skip, not %', coalesce(if_suppressed, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'error raises for a suppressed recipient (and rolls back the transaction unless caught); skip returns NULL with a NOTICE.';
+    END IF;
+    IF priority IS NULL OR priority < 0 OR priority > 100 THEN
+        RAISE EXCEPTION 'priority must be between 0 and 100, not %', coalesce(priority::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Among wasend_send messages of a number the higher priority goes first; all of them go before campaign rows.';
+    END IF;
+    IF number_id IS NULL THEN
+        RAISE EXCEPTION 'number id must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the id returned by wasend_add_number().';
+    END IF;
+    SELECT x.id, x.phone_number_id INTO n FROM wasend.whatsapp_numbers x WHERE x.id = number_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'number % does not exist', number_id
+            USING ERRCODE = 'foreign_key_violation',
+                  HINT = 'Register the number first with wasend_add_number(); see SELECT id, phone_number_id FROM wasend.whatsapp_numbers.';
+    END IF;
+    PERFORM wasend._check_message(message, 'message');
+    v := wasend._recipient_verdict(recipient);
+    IF v.problem IS NOT NULL AND recipient IS NOT NULL AND wasend._skip_invalid_recipients() THEN
+        RAISE NOTICE 'skipped invalid recipient "%": %', left(recipient, 200), v.problem
+            USING HINT = 'wasend.invalid_recipients is skip: nothing was queued, wasend_send returned NULL.';
+        RETURN NULL;
+    END IF;
+    r := wasend._normalize_recipient(recipient);
+    IF EXISTS (SELECT 1 FROM wasend.suppressions s
+                WHERE s.recipient = ANY (wasend._recipient_names(r)) AND s.scope = 'all') THEN
+        IF if_suppressed = 'skip' THEN
+            RAISE NOTICE 'recipient "%" is suppressed: nothing was queued', r
+                USING DETAIL = (SELECT CASE WHEN s.recipient = r THEN s.reason
+                                            ELSE format('%s (suppressed as %s)', s.reason, s.recipient) END
+                                  FROM wasend.suppressions s
+                                 WHERE s.recipient = ANY (wasend._recipient_names(r)) AND s.scope = 'all'
+                                 ORDER BY s.recipient = r DESC, s.created_at LIMIT 1),
+                      HINT = 'if_suppressed => skip: wasend_send returned NULL; see wasend.suppressions.';
+            RETURN NULL;
+        END IF;
+        RAISE EXCEPTION 'recipient "%" is suppressed', r
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = (SELECT CASE WHEN s.recipient = r THEN s.reason
+                                        ELSE format('%s (suppressed as %s)', s.reason, s.recipient) END
+                              FROM wasend.suppressions s
+                             WHERE s.recipient = ANY (wasend._recipient_names(r)) AND s.scope = 'all'
+                             ORDER BY s.recipient = r DESC, s.created_at LIMIT 1),
+                  HINT = 'The recipient asked not to be messaged, or Meta refused them; see wasend.suppressions. wasend_send(..., if_suppressed => ''skip'') returns NULL instead.';
+    END IF;
+
+    -- the number's lane, made on first use (the unique index settles a race)
+    SELECT c.id, c.status INTO cid, cst FROM wasend.campaigns c
+     WHERE c.number_id = n.id AND c.kind = 'transactional';
+    IF NOT FOUND THEN
+        INSERT INTO wasend.campaigns AS c (name, number_id, message, category, kind, status,
+                                            started_at, pacing, priority)
+        VALUES ('transactional: ' || n.phone_number_id, n.id,
+                '{"type": "text", "text": {"body": "wasend_send rows carry their own message"}}'::jsonb,
+                'utility', 'transactional', 'running', now(), 'off', 100)
+        ON CONFLICT (number_id) WHERE kind = 'transactional' DO NOTHING
+        RETURNING c.id, c.status INTO cid, cst;
+        IF cid IS NULL THEN
+            SELECT c.id, c.status INTO cid, cst FROM wasend.campaigns c
+             WHERE c.number_id = n.id AND c.kind = 'transactional';
+        END IF;
+        -- the row the senders lock to claim the lane one at a time
+        -- (src/queue.sql, claim); owner-only, so nobody else can hold it
+        INSERT INTO wasend.claim_locks (name) VALUES ('lane:' || cid::text) ON CONFLICT DO NOTHING;
+    END IF;
+
+    INSERT INTO wasend.send_queue (campaign_id, recipient, payload, priority)
+    VALUES (cid, r, message, wasend_send.priority)
+    RETURNING id INTO rid;
+    IF cst = 'paused' THEN
+        RAISE NOTICE 'the transactional lane of number % (campaign %) is paused: the message waits', n.id, cid
+            USING HINT = 'See wasend.campaign_progress for why; wasend_resume_campaign(' || cid || ') sends it.';
+    END IF;
+    PERFORM wasend._wake_at_commit();
+    RETURN rid;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend.wasend_send(bigint, text, jsonb, integer, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wasend.wasend_send(bigint, text, jsonb, integer, text) TO wasend_operator;
+
+CREATE OR REPLACE FUNCTION wasend.wasend_dry_run(campaign_id bigint)
+RETURNS TABLE (would_send_now bigint, waiting_messaging_limit bigint, waiting_send_window bigint,
+               waiting_frequency_cap bigint, waiting_retry bigint, suppressed bigint,
+               invalid bigint, estimated_duration interval, stalled_reason text)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c record;
+    lim integer;
+    used bigint;
+    rate integer;
+    why text;
+BEGIN
+    IF campaign_id IS NULL THEN
+        RAISE EXCEPTION 'campaign id must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the id returned by wasend_create_campaign().';
+    END IF;
+    SELECT x.*, coalesce(n.business_id, 'number:' || n.id::text) AS portfolio, n.max_send_rate_per_sec AS rate
+      INTO c FROM wasend.campaigns x JOIN wasend.whatsapp_numbers n ON n.id = x.number_id
+     WHERE x.id = campaign_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'See SELECT id, name, status FROM wasend.campaigns.';
+    END IF;
+    SELECT p.messaging_limit INTO lim FROM wasend.portfolios p WHERE p.portfolio = c.portfolio;
+    SELECT count(*) INTO used FROM wasend.recipient_window r
+     WHERE r.portfolio = c.portfolio AND r.last_at > now() - interval '24 hours';
+    rate := c.rate;
+    SELECT r.reason INTO why FROM wasend._stalled_reason(campaign_id) r;
+    RETURN QUERY
+    WITH r AS (
+        SELECT q.id, q.recipient, q.next_attempt_at, q.waiting_for, nm.names[1] AS person,
+               (wasend._recipient_verdict(q.recipient)).problem IS NOT NULL AS invalid,
+               EXISTS (SELECT 1 FROM wasend.suppressions s
+                        WHERE s.recipient = ANY (nm.names)
+                          AND (s.scope = 'all' OR c.category = 'marketing')) AS suppressed,
+               CASE WHEN c.send_window_start IS NOT NULL AND c.kind <> 'transactional'
+                    THEN wasend._window_opens(c.send_window_start, c.send_window_end,
+                                              wasend._row_zone(c.send_timezone, q.timezone, q.recipient))
+               END IS NOT NULL AS outside,
+               c.frequency_cap IS NOT NULL AND c.category = 'marketing'
+                 AND (SELECT count(*) FROM wasend.send_queue q2 JOIN wasend.campaigns c2 ON c2.id = q2.campaign_id
+                       WHERE q2.recipient = ANY (nm.names) AND c2.category = 'marketing'
+                         AND q2.status IN ('sending', 'held', 'sent', 'delivered', 'read')
+                         AND coalesce(q2.sent_at, q2.claimed_at) > now() - c.frequency_window) >= c.frequency_cap AS capped,
+               lim IS NOT NULL
+                 AND NOT EXISTS (SELECT 1 FROM wasend.recipient_window w
+                                  WHERE w.portfolio = c.portfolio AND w.recipient = ANY (nm.names)
+                                    AND w.last_at > now() - interval '24 hours')
+                 AND NOT EXISTS (SELECT 1 FROM wasend.inbound_messages i
+                                   JOIN wasend.whatsapp_numbers n2 ON n2.phone_number_id = i.phone_number_id
+                                  WHERE i.from_number = ANY (nm.names)
+                                    AND i.received_at > now() - interval '24 hours'
+                                    AND coalesce(n2.business_id, 'number:' || n2.id::text) = c.portfolio) AS costs
+          FROM wasend.send_queue q
+         CROSS JOIN LATERAL (SELECT wasend._recipient_names(q.recipient) AS names) nm
+         WHERE q.campaign_id = wasend_dry_run.campaign_id
+           AND q.sent_at IS NULL AND q.failed_at IS NULL AND q.status = 'ready'),
+    k AS (
+        SELECT r.*,
+               CASE WHEN r.invalid THEN 'invalid'
+                    WHEN r.suppressed THEN 'suppressed'
+                    WHEN r.outside THEN 'send_window'
+                    WHEN r.capped THEN 'frequency_cap'
+                    WHEN r.next_attempt_at > now() AND r.waiting_for = 'messaging_limit' THEN 'messaging_limit'
+                    WHEN r.next_attempt_at > now() THEN 'retry'
+                    WHEN r.costs THEN 'costs'
+                    ELSE 'send' END AS fate
+          FROM r),
+    b AS (
+        -- each person that costs a slot, in order of their first row
+        SELECT k.person, row_number() OVER (ORDER BY min(k.id)) AS rn
+          FROM k WHERE k.fate = 'costs' GROUP BY k.person),
+    f AS (
+        SELECT count(*) FILTER (WHERE k.fate = 'send') AS send,
+               count(*) FILTER (WHERE k.fate = 'messaging_limit') AS wait_limit,
+               count(*) FILTER (WHERE k.fate = 'send_window') AS wait_window,
+               count(*) FILTER (WHERE k.fate = 'frequency_cap') AS wait_cap,
+               count(*) FILTER (WHERE k.fate = 'retry') AS wait_retry,
+               count(*) FILTER (WHERE k.fate = 'suppressed') AS supp,
+               count(*) FILTER (WHERE k.fate = 'invalid') AS inval
+          FROM k),
+    g AS (
+        -- the rows of the people that fit, and of those that do not
+        SELECT count(*) FILTER (WHERE b.rn <= greatest(lim - used, 0)) AS fits,
+               count(*) FILTER (WHERE b.rn > greatest(lim - used, 0)) AS over
+          FROM k JOIN b ON b.person = k.person
+         WHERE k.fate = 'costs')
+    SELECT f.send + g.fits, f.wait_limit + g.over, f.wait_window, f.wait_cap, f.wait_retry,
+           f.supp, f.inval,
+           make_interval(secs => ceil((f.send + g.fits) / (greatest(rate, 1) * 0.985))::double precision),
+           why
+      FROM f, g;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend.wasend_dry_run(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wasend.wasend_dry_run(bigint) TO wasend_viewer;
+
+CREATE OR REPLACE FUNCTION wasend.wasend_test_send(campaign_id bigint, recipient text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c record;
+    n record;
+    r text;
+    body jsonb;
+    res record;
+    answer jsonb;
+    k text;
+    lim integer;
+    used bigint;
+    names text[];
+    seen text;
+BEGIN
+    IF campaign_id IS NULL THEN
+        RAISE EXCEPTION 'campaign id must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the id returned by wasend_create_campaign().';
+    END IF;
+    -- a copy of the database (CREATE DATABASE ... TEMPLATE) holds the same
+    -- tokens and recipients: it sends nothing, test sends included
+    IF NOT EXISTS (SELECT 1 FROM wasend.database_identity i
+                    WHERE i.dboid = (SELECT d.oid FROM pg_database d
+                                      WHERE d.datname = current_database())) THEN
+        RAISE EXCEPTION 'wasend sends nothing from database "%": it is a copy of the database the extension was created in', current_database()
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'If this database is meant to send (its queue is its own), run SELECT wasend.wasend_enable_sending() in it as a wasend_admin.';
+    END IF;
+    SELECT * INTO c FROM wasend.campaigns x WHERE x.id = campaign_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'See SELECT id, name, status FROM wasend.campaigns.';
+    END IF;
+    -- always an error, whatever wasend.invalid_recipients says: a test
+    -- send is of one recipient
+    r := wasend._normalize_recipient(recipient);
+    names := wasend._recipient_names(r);
+    IF EXISTS (SELECT 1 FROM wasend.suppressions s
+                WHERE s.recipient = ANY (names) AND (s.scope = 'all' OR c.category = 'marketing')) THEN
+        RAISE EXCEPTION 'recipient "%" is suppressed', r
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'See wasend.suppressions; test with a number of your own.';
+    END IF;
+    SELECT * INTO n FROM wasend.whatsapp_numbers x WHERE x.id = c.number_id;
+    IF n.status <> 'active' THEN
+        RAISE EXCEPTION 'number % is paused: %', n.phone_number_id, coalesce(n.pause_reason, 'no reason given')
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Resume it with wasend_resume_number() first.';
+    END IF;
+    body := (coalesce((SELECT q.payload FROM wasend.send_queue q
+                        WHERE q.campaign_id = c.id AND q.recipient = r ORDER BY q.id LIMIT 1),
+                      c.message) - 'to' - 'recipient')
+            || jsonb_build_object('messaging_product', 'whatsapp', 'recipient_type', 'individual',
+                                  CASE WHEN strpos(r, '.') > 0 THEN 'recipient' ELSE 'to' END, r,
+                                  'biz_opaque_callback_data', 'wasend:test:' || c.id::text);
+    IF pg_is_in_recovery() THEN
+        RAISE EXCEPTION 'a standby sends nothing'
+            USING ERRCODE = 'read_only_sql_transaction',
+                  HINT = 'Run the test send on the primary.';
+    END IF;
+    -- the messaging limit: counted under the portfolio's row lock, as the
+    -- senders' claims count it (claim_lock in src/queue.sql), so that a
+    -- test send and a claim never spend the same slot
+    k := coalesce(n.business_id, 'number:' || n.id::text);
+    SELECT p.messaging_limit INTO lim FROM wasend.portfolios p WHERE p.portfolio = k FOR UPDATE;
+    IF lim IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM wasend.inbound_messages i
+                         JOIN wasend.whatsapp_numbers n2 ON n2.phone_number_id = i.phone_number_id
+                        WHERE i.from_number = ANY (names)
+                          AND i.received_at > now() - interval '24 hours'
+                          AND coalesce(n2.business_id, 'number:' || n2.id::text) = k) THEN
+        -- the window knows a person by one of their names (the claim's rule)
+        SELECT w.recipient INTO seen FROM wasend.recipient_window w
+         WHERE w.portfolio = k AND w.recipient = ANY (names)
+           AND w.last_at > now() - interval '24 hours'
+         ORDER BY w.last_at DESC LIMIT 1;
+        IF seen IS NULL THEN
+            SELECT count(*) INTO used FROM wasend.recipient_window w
+             WHERE w.portfolio = k AND w.last_at > now() - interval '24 hours';
+            IF used >= lim THEN
+                RAISE EXCEPTION 'the messaging limit of number % is spent: % of % recipients in 24 hours', n.phone_number_id, used, lim
+                    USING ERRCODE = 'object_not_in_prerequisite_state',
+                          HINT = 'A test send to a new recipient takes a slot of the messaging limit, as a send does. Test with a recipient messaged in the last 24 hours (see wasend.recipient_window), or wait until a slot frees.';
+            END IF;
+        END IF;
+        -- (the constraint by name: "recipient" is this function's parameter)
+        INSERT INTO wasend.recipient_window AS w (portfolio, recipient, last_at)
+        VALUES (k, coalesce(seen, names[1]), now())
+        ON CONFLICT ON CONSTRAINT recipient_window_pkey DO UPDATE SET last_at = excluded.last_at;
+    END IF;
+    res := wasend._http_post(n.phone_number_id, n.access_token, n.max_send_rate_per_sec, body::text);
+    -- Meta's text may quote the token: never hand it to the caller or the log
+    IF length(n.access_token) >= 8 THEN
+        res.answer := replace(res.answer, n.access_token, '[redacted token]');
+    END IF;
+    res.answer := wasend._redact(res.answer);
+    BEGIN
+        answer := res.answer::jsonb;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE EXCEPTION 'the Graph API answered HTTP % with a body that is not JSON', res.http_status
+            USING ERRCODE = 'invalid_text_representation',
+                  DETAIL = left(res.answer, 200),
+                  HINT = 'Check wasend.api_base_url.';
+    END;
+    IF res.http_status <> 200 THEN
+        RAISE WARNING 'test send of campaign % to % failed: HTTP %, %', c.id, r, res.http_status,
+                      coalesce(answer #>> '{error,message}', 'no error message')
+            USING HINT = 'The answer is returned; see README "How it behaves on errors" for what each code means.';
+    END IF;
+    RETURN answer;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend.wasend_test_send(bigint, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wasend.wasend_test_send(bigint, text) TO wasend_operator;
+REVOKE ALL ON FUNCTION wasend.wasend_test_send(bigint, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wasend.wasend_test_send(bigint, text) TO wasend_operator;
+
+
+/*
  * A grant means one database.
  *
  * wasend_viewer, wasend_operator and wasend_admin are roles of the whole

@@ -126,7 +126,7 @@ RESET ROLE;
 -- nor do the function bodies and their gates answer her directly, whatever
 -- her cluster role lets her execute
 SET ROLE regress_alice;
-SELECT wasend_impl.gate_wasend_send(1, '15551290205', '{"type":"text","text":{"body":"g"}}', 0);
+SELECT wasend_impl.gate_wasend_send(1, '15551290205', '{"type":"text","text":{"body":"g"}}', 0, 'error');
 SELECT wasend_impl.wasend_send(1, '15551290205', '{"type":"text","text":{"body":"g"}}', 0);
 SELECT wasend._api_enter('operator');
 SELECT wasend._api_consume('viewer');
@@ -140,7 +140,7 @@ SET ROLE regress_bob;
 SELECT wasend._may('viewer') AS viewer, wasend._may('operator') AS operator, wasend._may('admin') AS admin;
 SELECT wasend._may('owner');
 -- even with access, a gate called without its wrapper refuses
-SELECT wasend_impl.gate_wasend_send(1, '15551290206', '{"type":"text","text":{"body":"g"}}', 0);
+SELECT wasend_impl.gate_wasend_send(1, '15551290206', '{"type":"text","text":{"body":"g"}}', 0, 'error');
 SELECT wasend._api_enter('operator');
 SELECT wasend_impl.gate_wasend_cancel_campaign(1);
 RESET ROLE;

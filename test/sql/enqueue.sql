@@ -14,7 +14,7 @@ SELECT wasend.wasend_enqueue(1, ARRAY['15551239001', '555-1234', '15551239002'])
 SELECT wasend.wasend_enqueue(1, ARRAY['15551239001', NULL]);
 SELECT wasend.wasend_enqueue(1, ARRAY['123456']);              -- too short
 SELECT wasend.wasend_enqueue(1, ARRAY['1234567890123456']);    -- too long
-SELECT wasend.wasend_enqueue(1, ARRAY['15551239001'], ARRAY['{"type":"text"}'::jsonb, '{"type":"text"}']);
+SELECT wasend.wasend_enqueue(1, ARRAY['15551239001'], ARRAY['{"type":"text","text":{"body":"x"}}'::jsonb, '{"type":"text","text":{"body":"x"}}']);
 SELECT wasend.wasend_enqueue(1, ARRAY['15551239001'], ARRAY['[]'::jsonb]);
 SELECT wasend.wasend_enqueue(1, ARRAY[['15551239001'], ['15551239002']]);
 SELECT wasend.wasend_enqueue(1, NULL);

@@ -34,17 +34,17 @@ SELECT wasend._row_zone('Asia/Tokyo', 'Europe/Paris', '4915112345678') AS fixed,
        wasend._row_zone('recipient', NULL, '999123456') AS unknown;
 
 -- bad campaign options
-SELECT wasend.wasend_create_campaign('w', 1, '{"type":"text"}', send_window_start => '20:00', send_window_end => '09:00');
-SELECT wasend.wasend_create_campaign('w', 1, '{"type":"text"}', send_window_start => '09:00');
-SELECT wasend.wasend_create_campaign('w', 1, '{"type":"text"}', send_window_start => '09:00',
+SELECT wasend.wasend_create_campaign('w', 1, '{"type":"text","text":{"body":"x"}}', send_window_start => '20:00', send_window_end => '09:00');
+SELECT wasend.wasend_create_campaign('w', 1, '{"type":"text","text":{"body":"x"}}', send_window_start => '09:00');
+SELECT wasend.wasend_create_campaign('w', 1, '{"type":"text","text":{"body":"x"}}', send_window_start => '09:00',
                               send_window_end => '20:00', send_timezone => 'Mars/Olympus');
-SELECT wasend.wasend_create_campaign('w', 1, '{"type":"text"}', priority => 101);
-SELECT wasend.wasend_create_campaign('w', 1, '{"type":"text"}', priority => -1);
+SELECT wasend.wasend_create_campaign('w', 1, '{"type":"text","text":{"body":"x"}}', priority => 101);
+SELECT wasend.wasend_create_campaign('w', 1, '{"type":"text","text":{"body":"x"}}', priority => -1);
 SELECT wasend.wasend_update_campaign(1, priority => 1000);
 SELECT wasend.wasend_update_campaign(1, send_window_start => '10:00', send_window_end => '10:00');
 SELECT count(*) AS campaigns FROM wasend.campaigns;
 -- good ones
-SELECT wasend.wasend_create_campaign('windowed', 1, '{"type":"text"}', priority => 7,
+SELECT wasend.wasend_create_campaign('windowed', 1, '{"type":"text","text":{"body":"x"}}', priority => 7,
                               send_window_start => '09:00', send_window_end => '20:00',
                               send_timezone => 'Europe/Berlin') AS c2;
 SELECT wasend.wasend_update_campaign(2, send_timezone => 'recipient');
@@ -59,7 +59,7 @@ UPDATE wasend.send_queue SET timezone = 'Bad/Zone' WHERE recipient = '1555031000
 -- an abbreviation is not a zone: what it means depends on the session
 SET timezone_abbreviations = 'Australia';
 INSERT INTO wasend.send_queue (campaign_id, recipient, timezone) VALUES (1, '15550310011', 'SAT');
-SELECT wasend.wasend_create_campaign('w', 1, '{"type":"text"}', send_window_start => '09:00',
+SELECT wasend.wasend_create_campaign('w', 1, '{"type":"text","text":{"body":"x"}}', send_window_start => '09:00',
                               send_window_end => '20:00', send_timezone => 'WST');
 RESET timezone_abbreviations;
 -- country_zones takes zone names only
@@ -68,13 +68,13 @@ INSERT INTO wasend.country_zones (calling_code, country, zone) VALUES ('999', 'X
 INSERT INTO wasend.send_queue (campaign_id, recipient, priority) VALUES (1, '15550310002', 1);
 
 -- wasend_send: bad input, then a good one
-SELECT wasend.wasend_send(1, '15550310003', '{"type":"text"}', 101);
-SELECT wasend.wasend_send(1, '15550310003', '{"type":"text"}', NULL);
-SELECT wasend.wasend_send(404, '15550310003', '{"type":"text"}');
-SELECT wasend.wasend_send(1, 'nobody', '{"type":"text"}');
+SELECT wasend.wasend_send(1, '15550310003', '{"type":"text","text":{"body":"x"}}', 101);
+SELECT wasend.wasend_send(1, '15550310003', '{"type":"text","text":{"body":"x"}}', NULL);
+SELECT wasend.wasend_send(404, '15550310003', '{"type":"text","text":{"body":"x"}}');
+SELECT wasend.wasend_send(1, 'nobody', '{"type":"text","text":{"body":"x"}}');
 SELECT wasend.wasend_send(1, '15550310003', '{"text":"no type"}');
 INSERT INTO wasend.suppressions (recipient, reason) VALUES ('15550310009', 'asked to stop');
-SELECT wasend.wasend_send(1, '15550310009', '{"type":"text"}');
+SELECT wasend.wasend_send(1, '15550310009', '{"type":"text","text":{"body":"x"}}');
 SELECT count(*) AS lane_rows FROM wasend.send_queue WHERE priority IS NOT NULL;
 SELECT wasend.wasend_send(1, '+15550310003', '{"type":"text","text":{"body":"a"}}', 10) AS s1 \gset
 SELECT :s1 > 0 AS got_an_id;

@@ -290,13 +290,13 @@ is($node->safe_psql('postgres', q{
 # --- 5. bad input
 my ($ret, $out, $err);
 ($ret, $out, $err) = $node->psql('postgres',
-	q{SELECT wasend.wasend_send(1, '15550270009', '{"type":"text"}', 101)});
+	q{SELECT wasend.wasend_send(1, '15550270009', '{"type":"text","text":{"body":"x"}}', 101)});
 like($err, qr/priority must be between 0 and 100, not 101/, 'priority out of range refused');
 ($ret, $out, $err) = $node->psql('postgres',
-	q{SELECT wasend.wasend_send(99, '15550270009', '{"type":"text"}')});
+	q{SELECT wasend.wasend_send(99, '15550270009', '{"type":"text","text":{"body":"x"}}')});
 like($err, qr/number 99 does not exist/, 'unknown number refused');
 ($ret, $out, $err) = $node->psql('postgres',
-	q{SELECT wasend.wasend_send(1, 'call me', '{"type":"text"}')});
+	q{SELECT wasend.wasend_send(1, 'call me', '{"type":"text","text":{"body":"x"}}')});
 like($err, qr/invalid recipient "call me"/, 'invalid recipient refused');
 ($ret, $out, $err) = $node->psql('postgres',
 	q{SELECT wasend.wasend_send(1, '15550270009', '{"text":"no type"}')});

@@ -154,13 +154,17 @@ $node->safe_psql('postgres', q{
 	SELECT wasend.wasend_add_number('28003', 'tok-28003', 50);
 	SELECT wasend.wasend_update_number(3, messaging_limit => 2);
 	SELECT wasend.wasend_create_campaign('dry', 3, '{"type":"text","text":{"body":"d"}}');
+	-- an invalid row: its calling code is taken out of country_zones
+	-- after it was queued (a new row with it is refused)
+	INSERT INTO wasend.country_zones (calling_code, country, zone) VALUES ('999', 'XX', 'UTC');
 	INSERT INTO wasend.send_queue (campaign_id, recipient) VALUES
 	  (5, '15550285001'), (5, '15550285002'), (5, '15550285003'), (5, '15550285004'), (5, '999123456');
+	DELETE FROM wasend.country_zones WHERE calling_code = '999';
 	INSERT INTO wasend.suppressions (recipient, reason) VALUES ('15550285004', 'test');
 });
 is($node->safe_psql('postgres', q{SELECT * FROM wasend.wasend_dry_run(5)}),
-	'2|1|0|0|0|1|1|00:00:01',
-	'dry run: 2 now, 1 over the messaging limit of 2, 1 suppressed, 1 invalid, about a second');
+	'2|1|0|0|0|1|1|00:00:01|',
+	'dry run: 2 now, 1 over the messaging limit of 2, 1 suppressed, 1 invalid, about a second, nothing stops it');
 is($node->safe_psql('postgres', q{SELECT status, count(*) FROM wasend.send_queue WHERE campaign_id = 5 GROUP BY 1}),
 	'ready|5', 'the dry run changed nothing');
 
@@ -181,7 +185,7 @@ my ($ret, $out, $err) = $node->psql('postgres', q{SELECT wasend.wasend_test_send
 is($out, '190', 'an API error comes back as the answer');
 like($err, qr/WARNING:  test send of campaign 6 to 15550286002 failed: HTTP 401/, 'with a WARNING saying so');
 ($ret, $out, $err) = $node->psql('postgres', q{SELECT wasend.wasend_test_send(2, '999123456')});
-like($err, qr/invalid recipient "999123456": no known country calling code/, 'an unknown country is refused');
+like($err, qr/invalid recipient "999123456": no country calling code wasend.country_zones lists starts it/, 'an unknown country is refused');
 ($ret, $out, $err) = $node->psql('postgres', q{SELECT wasend.wasend_test_send(2, 'not a number')});
 like($err, qr/invalid recipient "not a number"/, 'a malformed number is refused');
 ($ret, $out, $err) = $node->psql('postgres', q{SELECT wasend.wasend_test_send(404, '15550286003')});
