@@ -1009,3 +1009,51 @@ wasend_queue_campaign_metrics(MetricsCampaign **out, int max)
 	*out = mc;
 	return (int) SPI_processed;
 }
+
+/*
+ * Retention: prune one batch of at most batch rows of campaigns finished
+ * more than minutes ago, with ids above after (see prune_batch).  Returns
+ * the rows pruned; *last_id is the last one's id (unchanged when none).
+ */
+int64
+wasend_queue_prune_batch(int minutes, int batch, int64 after, int64 *last_id)
+{
+	Datum		args[3];
+	Oid			types[3] = {INT4OID, INT4OID, INT8OID};
+	bool		isnull;
+	int64		pruned;
+	Datum		d;
+
+	args[0] = Int32GetDatum(minutes);
+	args[1] = Int32GetDatum(batch);
+	args[2] = Int64GetDatum(after);
+	if (SPI_execute_with_args(sql_prune_batch, 3, types, args, NULL, false, 0) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "wasend: pruning a batch of old rows failed");
+	pruned = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	if (!isnull)
+		*last_id = DatumGetInt64(d);
+	return pruned;
+}
+
+/*
+ * Retention: delete at most batch expired rows of each cache (see
+ * expire_caches).  Returns the rows deleted.
+ */
+int64
+wasend_queue_expire_caches(int minutes, int batch)
+{
+	Datum		args[2];
+	Oid			types[2] = {INT4OID, INT4OID};
+	bool		isnull;
+	int64		n;
+
+	args[0] = Int32GetDatum(minutes);
+	args[1] = Int32GetDatum(batch);
+	if (SPI_execute_with_args(sql_expire_caches, 2, types, args, NULL, false, 0) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "wasend: expiring cached rows failed");
+	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	return isnull ? 0 : n;
+}

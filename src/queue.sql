@@ -862,3 +862,17 @@ SELECT c.id, left(c.name, 63), c.status,
   LEFT JOIN wasend.send_queue q ON q.campaign_id = c.id
  GROUP BY c.id, c.name, c.status
  ORDER BY c.id DESC
+
+-- name: prune_batch
+-- Retention (the supervisor, src/supervisor.c): one batch of the rows of
+-- campaigns finished more than $1 minutes ago (wasend.retention), at most
+-- $2 rows with an id above $3; see wasend._prune_batch.  Returns the rows
+-- pruned and the last id.
+SELECT b.pruned, b.last_id
+  FROM wasend._prune_batch(make_interval(mins => $1), $2, $3) b
+
+-- name: expire_caches
+-- Retention: at most $2 expired rows of each cache (recipient_window,
+-- inbound_messages older than $1 minutes, pending_statuses); see
+-- wasend._expire_caches.
+SELECT wasend._expire_caches(make_interval(mins => $1), $2)

@@ -53,6 +53,7 @@ extern int	wasend_webhook_max_connections;
 extern int	wasend_webhook_max_connections_per_address;
 extern int	wasend_metrics_port;
 extern int	wasend_metrics_request_timeout_ms;
+extern int	wasend_retention_min;
 
 extern void wasend_define_settings(void);
 
