@@ -3888,7 +3888,11 @@ SELECT c.id AS campaign_id,
                                              AND q.next_attempt_at > pg_catalog.now()) AS wait_window,
                pg_catalog.min(q.next_attempt_at) FILTER (WHERE q.status = 'ready' AND q.waiting_for = 'send_window'
                                                            AND q.next_attempt_at > pg_catalog.now()) AS wait_window_next
-          FROM wasend.send_queue q WHERE q.campaign_id = c.id) s ON true
+          FROM (SELECT x.* FROM wasend.send_queue x
+                 WHERE x.campaign_id = c.id AND x.priority IS NULL
+                UNION ALL
+                SELECT x.* FROM wasend.send_queue x
+                 WHERE x.campaign_id = c.id AND x.priority IS NOT NULL AND c.kind = 'transactional') q WHERE q.campaign_id = c.id) s ON true
   -- the rows pruned (wasend.retention) count with the rows left; none is
   -- ready or sending
   CROSS JOIN LATERAL (
@@ -3918,7 +3922,11 @@ SELECT c.id AS campaign_id,
         SELECT pg_catalog.jsonb_object_agg(code, cnt) AS errors_by_code
           FROM (SELECT y.code, pg_catalog.sum(y.cnt)::bigint AS cnt
                   FROM (SELECT q.last_error_code::text AS code, pg_catalog.count(*) AS cnt
-                          FROM wasend.send_queue q
+                          FROM (SELECT x.* FROM wasend.send_queue x
+                 WHERE x.campaign_id = c.id AND x.priority IS NULL
+                UNION ALL
+                SELECT x.* FROM wasend.send_queue x
+                 WHERE x.campaign_id = c.id AND x.priority IS NOT NULL AND c.kind = 'transactional') q
                          WHERE q.campaign_id = c.id AND q.status = 'failed'
                          GROUP BY 1
                         UNION ALL
@@ -3957,7 +3965,11 @@ SELECT c.id AS campaign_id,
                pg_catalog.count(*) FILTER (WHERE q.status = 'failed') AS failed,
                pg_catalog.count(*) FILTER (WHERE q.status = 'held') AS held,
                pg_catalog.count(*) FILTER (WHERE q.pricing_billable) AS billable
-          FROM wasend.send_queue q WHERE q.campaign_id = c.id) f ON true
+          FROM (SELECT x.* FROM wasend.send_queue x
+                 WHERE x.campaign_id = c.id AND x.priority IS NULL
+                UNION ALL
+                SELECT x.* FROM wasend.send_queue x
+                 WHERE x.campaign_id = c.id AND x.priority IS NOT NULL AND c.kind = 'transactional') q WHERE q.campaign_id = c.id) f ON true
   -- the rows pruned (wasend.retention) count with the rows left
   CROSS JOIN LATERAL (
         SELECT coalesce(pg_catalog.sum(x.rows), 0)::bigint AS total,
@@ -3978,7 +3990,11 @@ SELECT c.id AS campaign_id,
           FROM (SELECT y.code, pg_catalog.sum(y.cnt)::bigint AS cnt, pg_catalog.min(y.title) AS title
                   FROM (SELECT coalesce(q.last_error_code::text, q.last_error_class, 'unknown') AS code,
                                pg_catalog.count(*) AS cnt, pg_catalog.min(q.last_error) AS title
-                          FROM wasend.send_queue q
+                          FROM (SELECT x.* FROM wasend.send_queue x
+                 WHERE x.campaign_id = c.id AND x.priority IS NULL
+                UNION ALL
+                SELECT x.* FROM wasend.send_queue x
+                 WHERE x.campaign_id = c.id AND x.priority IS NOT NULL AND c.kind = 'transactional') q
                          WHERE q.campaign_id = c.id AND q.status = 'failed'
                          GROUP BY 1
                         UNION ALL
@@ -3999,7 +4015,11 @@ SELECT c.id AS campaign_id,
                        pg_catalog.count(*) FILTER (WHERE NOT q.pricing_billable) AS free,
                        pg_catalog.count(*) FILTER (WHERE q.pricing_billable AND pr.price IS NULL) AS unpriced,
                        pg_catalog.sum(pr.price) FILTER (WHERE q.pricing_billable) AS cost
-                  FROM wasend.send_queue q
+                  FROM (SELECT x.* FROM wasend.send_queue x
+                 WHERE x.campaign_id = c.id AND x.priority IS NULL
+                UNION ALL
+                SELECT x.* FROM wasend.send_queue x
+                 WHERE x.campaign_id = c.id AND x.priority IS NOT NULL AND c.kind = 'transactional') q
                   CROSS JOIN LATERAL (
                         SELECT CASE WHEN pg_catalog.strpos(q.recipient, '.') > 0
                                     THEN wasend._price_digits(q.recipient)
