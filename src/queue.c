@@ -979,6 +979,14 @@ wasend_queue_campaign_metrics(MetricsCampaign **out, int max)
 	MetricsCampaign *mc;
 	uint64		i;
 
+	/*
+	 * As the senders' claims (worker_session.c): the index of each
+	 * campaign's rows rather than a scan of the whole queue per campaign,
+	 * which the default random_page_cost prefers while campaigns are few
+	 * and large.  For this transaction only.
+	 */
+	if (SPI_execute("SELECT pg_catalog.set_config('random_page_cost', '1.1', true)", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "wasend: setting random_page_cost for the campaign metrics failed");
 	args[0] = Int32GetDatum(max);
 	if (SPI_execute_with_args(sql_campaign_metrics, 1, types, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "wasend: reading campaign metrics failed");
