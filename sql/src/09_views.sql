@@ -137,10 +137,14 @@ SELECT c.id AS campaign_id,
                                              AND q.next_attempt_at > pg_catalog.now()) AS wait_window,
                pg_catalog.min(q.next_attempt_at) FILTER (WHERE q.status = 'ready' AND q.waiting_for = 'send_window'
                                                            AND q.next_attempt_at > pg_catalog.now()) AS wait_window_next
-          FROM (SELECT x.* FROM wasend.send_queue x
+          FROM (SELECT x.id, x.campaign_id, x.recipient, x.status, x.uncertain, x.next_attempt_at, x.waiting_for,
+                       x.last_error_code, x.last_error_class, x.last_error, x.sent_at, x.delivered_at, x.read_at, x.failed_at, x.pricing_billable, x.pricing_category
+                  FROM wasend.send_queue x
                  WHERE x.campaign_id = c.id AND x.priority IS NULL
                 UNION ALL
-                SELECT x.* FROM wasend.send_queue x
+                SELECT x.id, x.campaign_id, x.recipient, x.status, x.uncertain, x.next_attempt_at, x.waiting_for,
+                       x.last_error_code, x.last_error_class, x.last_error, x.sent_at, x.delivered_at, x.read_at, x.failed_at, x.pricing_billable, x.pricing_category
+                  FROM wasend.send_queue x
                  WHERE x.campaign_id = c.id AND x.priority IS NOT NULL AND c.kind = 'transactional') q WHERE q.campaign_id = c.id) s ON true
   -- the rows pruned (wasend.retention) count with the rows left; none is
   -- ready or sending
@@ -171,10 +175,14 @@ SELECT c.id AS campaign_id,
         SELECT pg_catalog.jsonb_object_agg(code, cnt) AS errors_by_code
           FROM (SELECT y.code, pg_catalog.sum(y.cnt)::bigint AS cnt
                   FROM (SELECT q.last_error_code::text AS code, pg_catalog.count(*) AS cnt
-                          FROM (SELECT x.* FROM wasend.send_queue x
+                          FROM (SELECT x.id, x.campaign_id, x.recipient, x.status, x.uncertain, x.next_attempt_at, x.waiting_for,
+                                       x.last_error_code, x.last_error_class, x.last_error, x.sent_at, x.delivered_at, x.read_at, x.failed_at, x.pricing_billable, x.pricing_category
+                  FROM wasend.send_queue x
                  WHERE x.campaign_id = c.id AND x.priority IS NULL
                 UNION ALL
-                SELECT x.* FROM wasend.send_queue x
+                SELECT x.id, x.campaign_id, x.recipient, x.status, x.uncertain, x.next_attempt_at, x.waiting_for,
+                       x.last_error_code, x.last_error_class, x.last_error, x.sent_at, x.delivered_at, x.read_at, x.failed_at, x.pricing_billable, x.pricing_category
+                  FROM wasend.send_queue x
                  WHERE x.campaign_id = c.id AND x.priority IS NOT NULL AND c.kind = 'transactional') q
                          WHERE q.campaign_id = c.id AND q.status = 'failed'
                          GROUP BY 1
@@ -429,10 +437,14 @@ SELECT c.id AS campaign_id,
                pg_catalog.count(*) FILTER (WHERE q.status = 'failed') AS failed,
                pg_catalog.count(*) FILTER (WHERE q.status = 'held') AS held,
                pg_catalog.count(*) FILTER (WHERE q.pricing_billable) AS billable
-          FROM (SELECT x.* FROM wasend.send_queue x
+          FROM (SELECT x.id, x.campaign_id, x.recipient, x.status, x.uncertain, x.next_attempt_at, x.waiting_for,
+                       x.last_error_code, x.last_error_class, x.last_error, x.sent_at, x.delivered_at, x.read_at, x.failed_at, x.pricing_billable, x.pricing_category
+                  FROM wasend.send_queue x
                  WHERE x.campaign_id = c.id AND x.priority IS NULL
                 UNION ALL
-                SELECT x.* FROM wasend.send_queue x
+                SELECT x.id, x.campaign_id, x.recipient, x.status, x.uncertain, x.next_attempt_at, x.waiting_for,
+                       x.last_error_code, x.last_error_class, x.last_error, x.sent_at, x.delivered_at, x.read_at, x.failed_at, x.pricing_billable, x.pricing_category
+                  FROM wasend.send_queue x
                  WHERE x.campaign_id = c.id AND x.priority IS NOT NULL AND c.kind = 'transactional') q WHERE q.campaign_id = c.id) f ON true
   -- the rows pruned (wasend.retention) count with the rows left
   CROSS JOIN LATERAL (
@@ -454,10 +466,14 @@ SELECT c.id AS campaign_id,
           FROM (SELECT y.code, pg_catalog.sum(y.cnt)::bigint AS cnt, pg_catalog.min(y.title) AS title
                   FROM (SELECT coalesce(q.last_error_code::text, q.last_error_class, 'unknown') AS code,
                                pg_catalog.count(*) AS cnt, pg_catalog.min(q.last_error) AS title
-                          FROM (SELECT x.* FROM wasend.send_queue x
+                          FROM (SELECT x.id, x.campaign_id, x.recipient, x.status, x.uncertain, x.next_attempt_at, x.waiting_for,
+                                       x.last_error_code, x.last_error_class, x.last_error, x.sent_at, x.delivered_at, x.read_at, x.failed_at, x.pricing_billable, x.pricing_category
+                  FROM wasend.send_queue x
                  WHERE x.campaign_id = c.id AND x.priority IS NULL
                 UNION ALL
-                SELECT x.* FROM wasend.send_queue x
+                SELECT x.id, x.campaign_id, x.recipient, x.status, x.uncertain, x.next_attempt_at, x.waiting_for,
+                       x.last_error_code, x.last_error_class, x.last_error, x.sent_at, x.delivered_at, x.read_at, x.failed_at, x.pricing_billable, x.pricing_category
+                  FROM wasend.send_queue x
                  WHERE x.campaign_id = c.id AND x.priority IS NOT NULL AND c.kind = 'transactional') q
                          WHERE q.campaign_id = c.id AND q.status = 'failed'
                          GROUP BY 1
@@ -479,10 +495,14 @@ SELECT c.id AS campaign_id,
                        pg_catalog.count(*) FILTER (WHERE NOT q.pricing_billable) AS free,
                        pg_catalog.count(*) FILTER (WHERE q.pricing_billable AND pr.price IS NULL) AS unpriced,
                        pg_catalog.sum(pr.price) FILTER (WHERE q.pricing_billable) AS cost
-                  FROM (SELECT x.* FROM wasend.send_queue x
+                  FROM (SELECT x.id, x.campaign_id, x.recipient, x.status, x.uncertain, x.next_attempt_at, x.waiting_for,
+                               x.last_error_code, x.last_error_class, x.last_error, x.sent_at, x.delivered_at, x.read_at, x.failed_at, x.pricing_billable, x.pricing_category
+                  FROM wasend.send_queue x
                  WHERE x.campaign_id = c.id AND x.priority IS NULL
                 UNION ALL
-                SELECT x.* FROM wasend.send_queue x
+                SELECT x.id, x.campaign_id, x.recipient, x.status, x.uncertain, x.next_attempt_at, x.waiting_for,
+                       x.last_error_code, x.last_error_class, x.last_error, x.sent_at, x.delivered_at, x.read_at, x.failed_at, x.pricing_billable, x.pricing_category
+                  FROM wasend.send_queue x
                  WHERE x.campaign_id = c.id AND x.priority IS NOT NULL AND c.kind = 'transactional') q
                   CROSS JOIN LATERAL (
                         SELECT CASE WHEN pg_catalog.strpos(q.recipient, '.') > 0
