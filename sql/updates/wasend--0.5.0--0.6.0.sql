@@ -3649,6 +3649,11 @@ BEGIN
       INTO cutoff
       FROM wasend.campaigns c
      WHERE c.frequency_cap IS NOT NULL AND c.status NOT IN ('completed', 'cancelled');
+    -- A pass's first batch (after = 0) looks which finished campaigns
+    -- still have a row to prune (send_queue_campaign_recipient_key: a
+    -- probe per campaign), so that a pass with nothing to do reads no
+    -- more; the later batches do not look again: within a transaction,
+    -- the probe would walk past every row the earlier batches deleted.
     SELECT coalesce(array_agg(c.id ORDER BY c.id) FILTER (WHERE c.kind = 'campaign'), '{}'),
            coalesce(array_agg(c.id ORDER BY c.id) FILTER (WHERE c.kind = 'transactional'), '{}')
       INTO finished, lanes
@@ -3656,9 +3661,10 @@ BEGIN
      WHERE c.kind = 'transactional'
         OR (((c.status = 'completed' AND c.completed_at < cutoff)
              OR (c.status = 'cancelled' AND c.cancelled_at < cutoff))
-            -- send_queue_campaign_recipient_key: a probe per campaign
-            AND EXISTS (SELECT 1 FROM wasend.send_queue q
-                         WHERE q.campaign_id = c.id AND q.priority IS NULL));
+            AND (after > 0
+                 OR EXISTS (SELECT 1 FROM wasend.send_queue q
+                             WHERE q.campaign_id = c.id AND q.priority IS NULL
+                               AND q.status NOT IN ('ready', 'sending'))));
     pruned := 0;
     IF cardinality(finished) = 0 AND cardinality(lanes) = 0 THEN
         RETURN;
