@@ -85,6 +85,7 @@ static int	prune_retention = 0;
 static bool prune_running = false;
 static int64 prune_after = 0;
 static int64 prune_total = 0;
+static int	prune_batches = 0;
 
 /*
  * A new claim token: random, positive, never 0.
@@ -587,6 +588,7 @@ prune_old_rows(void)
 		prune_retention = wasend_retention_min;
 		prune_after = 0;
 		prune_total = 0;
+		prune_batches = 0;
 	}
 	for (i = 0; i < PRUNE_BATCHES_PER_TURN; i++)
 	{
@@ -607,6 +609,7 @@ prune_old_rows(void)
 		}
 		prune_after = pa.after;
 		prune_total += pa.pruned;
+		prune_batches++;
 		if (pa.pruned < PRUNE_BATCH)
 			break;
 		if (i == PRUNE_BATCHES_PER_TURN - 1)
@@ -614,8 +617,10 @@ prune_old_rows(void)
 	}
 	if (prune_total > 0)
 		ereport(LOG,
-				(errmsg("wasend supervisor of \"%s\" pruned " INT64_FORMAT " rows of campaigns finished more than %d minutes ago (wasend.retention)",
-						my_dbname, prune_total, prune_retention),
+				(errmsg_plural("wasend supervisor of \"%s\" pruned " INT64_FORMAT " rows of campaigns finished more than %d minutes ago (wasend.retention), in %d transaction",
+							   "wasend supervisor of \"%s\" pruned " INT64_FORMAT " rows of campaigns finished more than %d minutes ago (wasend.retention), in %d transactions",
+							   prune_batches,
+							   my_dbname, prune_total, prune_retention, prune_batches),
 				 errdetail("Their figures are kept in wasend.campaign_summaries.")));
 	prune_running = false;
 	return false;

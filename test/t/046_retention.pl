@@ -6,7 +6,8 @@
 # campaign 3 running, with rows sent 40 days ago and one row waiting for a
 # retry.  With wasend.retention off nothing goes.  Set to one day (a
 # reload), the supervisor prunes campaign 1's 25,000 finished rows and
-# nothing else (its row still to send stays), says so in one LOG line,
+# nothing else (its row still to send stays), in three transactions of
+# at most 10,000 rows, says so in one LOG line,
 # and campaign_report and campaign_progress show campaign 1 exactly as
 # before; the suppressions stay; an expired recipient_window entry and an
 # inbound message older than the retention go, the recent ones stay.  A
@@ -90,9 +91,9 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM wasend.send_queue}), '250
 # --- one day: the supervisor prunes at once
 $node->safe_psql('postgres', q{ALTER SYSTEM SET wasend.retention = '1d'; SELECT pg_reload_conf();});
 ok($node->wait_for_log(
-		qr/wasend supervisor of "postgres" pruned 25000 rows of campaigns finished more than 1440 minutes ago \(wasend\.retention\)/,
+		qr/wasend supervisor of "postgres" pruned 25000 rows of campaigns finished more than 1440 minutes ago \(wasend\.retention\), in 3 transactions/,
 		$offset),
-	'the supervisor pruned the 25,000 finished rows of campaign 1 and said so in the log');
+	'the supervisor pruned the 25,000 finished rows of campaign 1 in batches of 10,000, and said so in the log');
 is($node->safe_psql('postgres', q{
 	SELECT string_agg(format('%s:%s:%s', campaign_id, status, n), ' ' ORDER BY campaign_id, status)
 	  FROM (SELECT campaign_id, status, count(*) n FROM wasend.send_queue GROUP BY 1, 2) x}),
