@@ -979,6 +979,14 @@ wasend_queue_campaign_metrics(MetricsCampaign **out, int max)
 	MetricsCampaign *mc;
 	uint64		i;
 
+	/*
+	 * As the senders' claims (worker_session.c): the index of each
+	 * campaign's rows rather than a scan of the whole queue per campaign,
+	 * which the default random_page_cost prefers while campaigns are few
+	 * and large.  For this transaction only.
+	 */
+	if (SPI_execute("SELECT pg_catalog.set_config('random_page_cost', '1.1', true)", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "wasend: setting random_page_cost for the campaign metrics failed");
 	args[0] = Int32GetDatum(max);
 	if (SPI_execute_with_args(sql_campaign_metrics, 1, types, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "wasend: reading campaign metrics failed");
@@ -1039,4 +1047,52 @@ wasend_queue_number_metrics(MetricsNumberStatus **out, int max)
 	}
 	*out = ns;
 	return (int) SPI_processed;
+}
+
+/*
+ * Retention: prune one batch of at most batch rows of campaigns finished
+ * more than minutes ago, with ids above after (see prune_batch).  Returns
+ * the rows pruned; *last_id is the last one's id (unchanged when none).
+ */
+int64
+wasend_queue_prune_batch(int minutes, int batch, int64 after, int64 *last_id)
+{
+	Datum		args[3];
+	Oid			types[3] = {INT4OID, INT4OID, INT8OID};
+	bool		isnull;
+	int64		pruned;
+	Datum		d;
+
+	args[0] = Int32GetDatum(minutes);
+	args[1] = Int32GetDatum(batch);
+	args[2] = Int64GetDatum(after);
+	if (SPI_execute_with_args(sql_prune_batch, 3, types, args, NULL, false, 0) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "wasend: pruning a batch of old rows failed");
+	pruned = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	if (!isnull)
+		*last_id = DatumGetInt64(d);
+	return pruned;
+}
+
+/*
+ * Retention: delete at most batch expired rows of each cache (see
+ * expire_caches).  Returns the rows deleted.
+ */
+int64
+wasend_queue_expire_caches(int minutes, int batch)
+{
+	Datum		args[2];
+	Oid			types[2] = {INT4OID, INT4OID};
+	bool		isnull;
+	int64		n;
+
+	args[0] = Int32GetDatum(minutes);
+	args[1] = Int32GetDatum(batch);
+	if (SPI_execute_with_args(sql_expire_caches, 2, types, args, NULL, false, 0) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "wasend: expiring cached rows failed");
+	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	return isnull ? 0 : n;
 }

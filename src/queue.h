@@ -115,6 +115,8 @@ extern int	wasend_queue_complete(int n, const int64 *campaign_ids, int64 *locked
 
 extern int	wasend_queue_campaign_metrics(MetricsCampaign **out, int max);
 extern int	wasend_queue_number_metrics(MetricsNumberStatus **out, int max);
+extern int64 wasend_queue_prune_batch(int minutes, int batch, int64 after, int64 *last_id);
+extern int64 wasend_queue_expire_caches(int minutes, int batch);
 
 /* what queue_database_state says of a database */
 typedef enum QueueDatabaseState

@@ -853,6 +853,10 @@ SELECT n.phone_number_id, n.status = 'paused'
 -- For the metrics endpoint (the supervisor, every few seconds when
 -- wasend.metrics_port is set): rows by status of the campaigns that are
 -- not finished, or finished within the hour, newest first, at most $1.
+-- A campaign's rows are read through send_queue_campaign_recipient_key
+-- (campaign rows have no priority), a transactional lane's rows only for
+-- a lane: so the refresh costs the rows of these campaigns, not a scan of
+-- the whole history.
 SELECT c.id, left(c.name, 63), c.status,
        count(q.id) FILTER (WHERE q.status = 'ready'),
        count(q.id) FILTER (WHERE q.status = 'sending'),
@@ -862,10 +866,29 @@ SELECT c.id, left(c.name, 63), c.status,
        count(q.id) FILTER (WHERE q.status = 'read'),
        count(q.id) FILTER (WHERE q.status = 'failed'),
        count(q.id) FILTER (WHERE q.status = 'cancelled')
-  FROM (SELECT x.id, x.name, x.status FROM wasend.campaigns x
+  FROM (SELECT x.id, x.name, x.status, x.kind FROM wasend.campaigns x
          WHERE x.status IN ('scheduled', 'running', 'paused')
             OR x.updated_at > now() - interval '1 hour'
          ORDER BY x.id DESC LIMIT $1) c
-  LEFT JOIN wasend.send_queue q ON q.campaign_id = c.id
+  LEFT JOIN LATERAL (
+        SELECT y.id, y.status FROM wasend.send_queue y
+         WHERE y.campaign_id = c.id AND y.priority IS NULL
+        UNION ALL
+        SELECT y.id, y.status FROM wasend.send_queue y
+         WHERE y.campaign_id = c.id AND y.priority IS NOT NULL AND c.kind = 'transactional') q ON true
  GROUP BY c.id, c.name, c.status
  ORDER BY c.id DESC
+
+-- name: prune_batch
+-- Retention (the supervisor, src/supervisor.c): one batch of the rows of
+-- campaigns finished more than $1 minutes ago (wasend.retention), at most
+-- $2 rows with an id above $3; see wasend._prune_batch.  Returns the rows
+-- pruned and the last id.
+SELECT b.pruned, b.last_id
+  FROM wasend._prune_batch(make_interval(mins => $1), $2, $3) b
+
+-- name: expire_caches
+-- Retention: at most $2 expired rows of each cache (recipient_window,
+-- inbound_messages older than $1 minutes, pending_statuses); see
+-- wasend._expire_caches.
+SELECT wasend._expire_caches(make_interval(mins => $1), $2)

@@ -44,6 +44,7 @@ int			wasend_webhook_max_connections_per_address = 0;
 int			wasend_metrics_port = 0;
 int			wasend_metrics_request_timeout_ms = 5000;
 bool		wasend_drop_suppressions = false;
+int			wasend_retention_min = 90 * 24 * 60;
 
 static const struct config_enum_entry on_uncertain_options[] = {
 	{"retry", WASEND_UNCERTAIN_RETRY, false},
@@ -171,6 +172,15 @@ define_worker_settings(void)
 							10000, 100, 600000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wasend.retention",
+							"How long the rows of a finished campaign stay in wasend.send_queue; -1 or 0 keeps them.",
+							"The supervisor deletes them in short batches after they are counted in wasend.campaign_summaries, so that campaign_progress and campaign_report show the same figures; inbound messages older than this go too.",
+							&wasend_retention_min,
+							90 * 24 * 60, -1, PG_INT32_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MIN,
 							NULL, NULL, NULL);
 }
 

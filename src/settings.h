@@ -62,6 +62,7 @@ extern int	wasend_webhook_max_connections_per_address;
 extern int	wasend_metrics_port;
 extern int	wasend_metrics_request_timeout_ms;
 extern bool wasend_drop_suppressions;
+extern int	wasend_retention_min;
 
 extern void wasend_define_settings(void);
 

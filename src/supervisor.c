@@ -47,6 +47,13 @@
 /* how often campaign rows are published for the metrics, in us */
 #define METRICS_PUBLISH_US	(5 * 1000 * 1000)
 
+/* how often the supervisor prunes old rows (wasend.retention), in us */
+#define PRUNE_INTERVAL_US	(60 * 1000 * 1000)
+
+/* rows per pruning transaction, and transactions per turn of the loop */
+#define PRUNE_BATCH			10000
+#define PRUNE_BATCHES_PER_TURN	10
+
 /* after a failed recovery pass, try again this soon, in ms */
 #define RECOVER_RETRY_MS	1000
 
@@ -78,6 +85,14 @@ static char *idle_why = NULL;
 
 static int64 next_presence_check = 0;
 static int64 next_metrics_publish = 0;
+
+/* retention: when the next pass is due, where the current one is, its rows */
+static int64 next_prune = 0;
+static int	prune_retention = 0;
+static bool prune_running = false;
+static int64 prune_after = 0;
+static int64 prune_total = 0;
+static int	prune_batches = 0;
 
 /*
  * Senders that could not start, for one cause (every sender slot taken,
@@ -664,6 +679,85 @@ publish_campaign_metrics(void)
 	}
 }
 
+/* What prune_work hands its transaction and gets back. */
+typedef struct PruneArgs
+{
+	int			minutes;
+	int64		after;
+	int64		pruned;
+} PruneArgs;
+
+/*
+ * prune_work's transaction: one batch of rows; the last batch of a pass
+ * (fewer rows than a full one) also expires a batch of each cache.
+ */
+static void
+prune_work(void *arg)
+{
+	PruneArgs  *pa = (PruneArgs *) arg;
+
+	pa->pruned = wasend_queue_prune_batch(pa->minutes, PRUNE_BATCH, pa->after, &pa->after);
+	if (pa->pruned < PRUNE_BATCH)
+		(void) wasend_queue_expire_caches(pa->minutes, PRUNE_BATCH);
+}
+
+/*
+ * Retention: delete the rows of campaigns that finished more than
+ * wasend.retention ago (and expired cache rows), a batch per transaction,
+ * at most PRUNE_BATCHES_PER_TURN batches per turn of the supervisor's
+ * loop so that it keeps supervising its senders.  Returns true while the
+ * pass has more to do.  The pass that deleted rows ends with one LOG
+ * line.  Errors are logged and the pass ends: it runs again later.
+ */
+static bool
+prune_old_rows(void)
+{
+	int			i;
+
+	if (!prune_running)
+	{
+		prune_running = true;
+		prune_retention = wasend_retention_min;
+		prune_after = 0;
+		prune_total = 0;
+		prune_batches = 0;
+	}
+	for (i = 0; i < PRUNE_BATCHES_PER_TURN; i++)
+	{
+		PruneArgs	pa;
+		ErrorData  *edata;
+
+		pa.minutes = prune_retention;
+		pa.after = prune_after;
+		pa.pruned = 0;
+		edata = in_transaction("wasend supervisor: retention", prune_work, &pa);
+		if (edata != NULL)
+		{
+			ereport(LOG,
+					(errmsg("wasend supervisor of \"%s\" could not prune old rows: %s",
+							my_dbname, edata->message)));
+			FreeErrorData(edata);
+			break;
+		}
+		prune_after = pa.after;
+		prune_total += pa.pruned;
+		prune_batches++;
+		if (pa.pruned < PRUNE_BATCH)
+			break;
+		if (i == PRUNE_BATCHES_PER_TURN - 1)
+			return true;
+	}
+	if (prune_total > 0)
+		ereport(LOG,
+				(errmsg_plural("wasend supervisor of \"%s\" pruned " INT64_FORMAT " rows of campaigns finished more than %d minutes ago (wasend.retention), in %d transaction",
+							   "wasend supervisor of \"%s\" pruned " INT64_FORMAT " rows of campaigns finished more than %d minutes ago (wasend.retention), in %d transactions",
+							   prune_batches,
+							   my_dbname, prune_total, prune_retention, prune_batches),
+				 errdetail("Their figures are kept in wasend.campaign_summaries.")));
+	prune_running = false;
+	return false;
+}
+
 /*
  * Clear the supervisor's entry in its database slot at exit, and wake the
  * launcher, which starts a new supervisor if the database still needs one.
@@ -817,6 +911,22 @@ wasend_supervisor_main(Datum main_arg)
 		wait_ms = idle_why != NULL ? -1 : supervise();
 		if (wait_ms < 0 || wait_ms > PRESENCE_CHECK_US / 1000)
 			wait_ms = PRESENCE_CHECK_US / 1000;
+
+		/*
+		 * Retention, in a database that sends: every PRUNE_INTERVAL_US, and
+		 * at once when wasend.retention changed; a pass with more to do
+		 * goes on at the next turn.
+		 */
+		if (wasend_retention_min != prune_retention && !prune_running)
+			next_prune = 0;
+		if (idle_why == NULL && wasend_retention_min > 0 &&
+			(prune_running || wasend_mono_us() >= next_prune))
+		{
+			if (prune_old_rows())
+				wait_ms = 0;
+			else
+				next_prune = wasend_mono_us() + PRUNE_INTERVAL_US;
+		}
 
 		rc = WaitLatch(MyLatch,
 					   WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | WL_TIMEOUT,

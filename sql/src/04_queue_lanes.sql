@@ -74,6 +74,14 @@ COMMENT ON COLUMN wasend.send_queue.timezone IS
 'the recipient''s time zone for a send window with send_timezone = recipient; NULL: from the country calling code';
 COMMENT ON COLUMN wasend.send_queue.user_id IS
 'the recipient''s business-scoped user ID (BSUID) as Meta''s status webhooks named it; NULL until one did';
+-- A queue churns: each row is written four or five times (claimed, sent,
+-- delivered, read) and, with wasend.retention, deleted.  Autovacuum's
+-- default waits for 20% of the table to be dead rows, millions on a big
+-- history, which the claims and views then read past; at 2% it comes
+-- before, and after a big insert (a campaign queued) it sets the pages
+-- all-visible at 5% rather than 20%.
+ALTER TABLE wasend.send_queue SET (autovacuum_vacuum_scale_factor = 0.02,
+                                   autovacuum_vacuum_insert_scale_factor = 0.05);
 REVOKE ALL ON wasend.send_queue FROM PUBLIC;
 REVOKE ALL ON SEQUENCE wasend.send_queue_id_seq FROM PUBLIC;
 GRANT SELECT ON wasend.send_queue TO wasend_viewer;

@@ -32,3 +32,4 @@ SELECT pg_catalog.pg_extension_config_dump('wasend.prices', '');
 -- (a changed builtin row comes back as shipped: add a longer prefix instead)
 SELECT pg_catalog.pg_extension_config_dump('wasend.country_zones', 'WHERE NOT builtin');
 SELECT pg_catalog.pg_extension_config_dump('wasend.identities', '');
+SELECT pg_catalog.pg_extension_config_dump('wasend.campaign_summaries', '');
