@@ -61,7 +61,7 @@ recipe="configure $opts"
 
 # The newest postgresql-18 orig tarball of Debian sid, into $DIR/src,
 # through a private apt configuration (the system's sources are untouched).
-# Prints the tarball's path; fails with the reason on stderr.
+# Prints the tarball's path; fails with apt's messages in $DIR/fetch.log.
 fetch_source() {
 	local A=$DIR/apt
 	mkdir -p "$A"/lists/partial "$A"/cache/archives/partial "$A"/sources.list.d \
@@ -71,9 +71,10 @@ fetch_source() {
 	local o=(-o Dir::Etc::sourcelist="$A/sources.list" -o Dir::Etc::sourceparts="$A/sources.list.d"
 		-o Dir::State::Lists="$A/lists" -o Dir::Cache="$A/cache"
 		-o Dir::Etc::preferencesparts="$A/preferences.d" -o APT::Sandbox::User=root)
-	apt-get "${o[@]}" -qq update >&2 || { echo "apt-get update failed" >&2; return 1; }
-	(cd "$DIR/src" && apt-get "${o[@]}" -qq source --download-only postgresql-$MAJOR >&2) ||
-		{ echo "apt-get source postgresql-$MAJOR failed" >&2; return 1; }
+	: > "$DIR/fetch.log"
+	apt-get "${o[@]}" -qq update >> "$DIR/fetch.log" 2>&1 || return 1
+	(cd "$DIR/src" && apt-get "${o[@]}" -qq source --download-only postgresql-$MAJOR) \
+		>> "$DIR/fetch.log" 2>&1 || return 1
 	ls -t "$DIR"/src/postgresql-${MAJOR}_*.orig.tar.* 2>/dev/null | head -n 1
 }
 
@@ -101,7 +102,9 @@ if [ -f "$DIR/stamp" ] && [ "$(cut -d' ' -f2- "$DIR/stamp")" = "$recipe" ] &&
 	[ -x "$PREFIX/bin/pg_config" ]; then
 	echo "== PostgreSQL $MAJOR: reusing the build in $DIR ($(cut -d' ' -f1 "$DIR/stamp"))"
 else
-	tarball=$(fetch_source) || skip "the source package postgresql-$MAJOR could not be had (see above)"
+	tarball=$(fetch_source) ||
+		skip "the source package postgresql-$MAJOR could not be had: $(grep -m 1 '^[EW]:' \
+			"$DIR/fetch.log" || tail -n 1 "$DIR/fetch.log")"
 	[ -n "$tarball" ] || skip "no postgresql-$MAJOR orig tarball in $DIR/src"
 	build_postgres "$tarball" || { echo "== PostgreSQL $MAJOR: build FAILED (logs in $DIR)"; exit 1; }
 	echo "== PostgreSQL $MAJOR: built and installed in $(( $(date +%s) - t0 ))s"
@@ -120,7 +123,7 @@ make -s -C "$SCRATCH" PG_CONFIG="$PG_CONFIG" install > /dev/null || exit 1
 
 PG_CONFIG="$PG_CONFIG" TESTS="$TESTS18" "$SCRATCH/test/run-tests.sh"
 status=$?
-echo "== PostgreSQL $MAJOR: tests took $(( $(date +%s) - t1 ))s"
+echo "== PostgreSQL $MAJOR: wasend's build and tests took $(( $(date +%s) - t1 ))s"
 if [ $status -eq 0 ]; then
 	echo "== PostgreSQL $MAJOR: all tests passed"
 else
