@@ -118,8 +118,11 @@ trap 'rm -rf "$SCRATCH"' EXIT
 tar -C "$ROOT" --exclude=./.git --exclude='*.o' --exclude='*.so' --exclude='*.bc' \
 	--exclude=./test/out --exclude=./test/tmp_check -cf - . | tar -C "$SCRATCH" -xf - || exit 1
 echo "== wasend against PostgreSQL $($PG_CONFIG --version | cut -d' ' -f2)"
-make -s -C "$SCRATCH" PG_CONFIG="$PG_CONFIG" WERROR=-Werror clean all || exit 1
-make -s -C "$SCRATCH" PG_CONFIG="$PG_CONFIG" install > /dev/null || exit 1
+if ! make -s -C "$SCRATCH" PG_CONFIG="$PG_CONFIG" WERROR=-Werror clean all ||
+	! make -s -C "$SCRATCH" PG_CONFIG="$PG_CONFIG" install > /dev/null; then
+	echo "== PostgreSQL $MAJOR: wasend does not build against it: TESTS FAILED"
+	exit 1
+fi
 
 PG_CONFIG="$PG_CONFIG" TESTS="$TESTS18" "$SCRATCH/test/run-tests.sh"
 status=$?
