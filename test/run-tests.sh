@@ -58,9 +58,12 @@ if [ -z "$tap_tests" ]; then
 	echo "no TAP tests found" >&2
 	exit 1
 fi
+# the TAP logs go to tmp_check/log: PostgreSQL 15 puts them there, newer
+# releases (18 here) where TESTLOGDIR says, else in log/
 if ! as_pg env PATH="$PGBIN:$PATH" \
 	PERL5LIB="$PGXS_DIR/src/test/perl:$WORK/test/lib" \
 	PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" \
+	TESTLOGDIR="$WORK/test/tmp_check/log" \
 	WASEND_ROOT="$WORK" \
 	prove --timer $tap_tests; then
 	status=1
