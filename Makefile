@@ -73,10 +73,14 @@ demo: deps
 	@$(MAKE) --no-print-directory install >/dev/null
 	@test/demo.sh
 
+# After the suite on the PostgreSQL that pg_config names, test/pg18.sh
+# runs pg_regress and the core TAP tests on PostgreSQL 18, built once per
+# machine into a cache (WASEND_PG18=0 leaves it out).
 test: deps
 	@$(MAKE) --no-print-directory all WERROR=-Werror
 	@$(MAKE) --no-print-directory install >/dev/null
 	@test/run-tests.sh
+	@test/pg18.sh
 
 # Benchmarks: also needs nginx with the echo module, gnuplot, valgrind (Debian)
 # and pg + p-limit (npm).

@@ -119,8 +119,8 @@ wasend_redact_token(const char *resp, const char *token)
  * returning, also after an error.
  */
 bool
-wasend_json_parse_guarded(const char *text, size_t len, JsonSemAction *sem,
-				   bool need_escapes)
+wasend_json_parse_guarded(const char *text, size_t len,
+						  const JsonSemAction *sem, bool need_escapes)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	MemoryContext tmp;
@@ -134,6 +134,7 @@ wasend_json_parse_guarded(const char *text, size_t len, JsonSemAction *sem,
 	{
 		JsonLexContext *lex;
 #if PG_VERSION_NUM >= 170000
+		/* since PostgreSQL 17 the caller may provide the lexer's memory */
 		JsonLexContext lexbuf;
 
 		lex = makeJsonLexContextCstringLen(&lexbuf, unconstify(char *, text), len,
@@ -142,7 +143,12 @@ wasend_json_parse_guarded(const char *text, size_t len, JsonSemAction *sem,
 		lex = makeJsonLexContextCstringLen(unconstify(char *, text), len,
 										   GetDatabaseEncoding(), need_escapes);
 #endif
+#if PG_VERSION_NUM >= 180000
 		ok = pg_parse_json(lex, sem) == JSON_SUCCESS;
+#else
+		/* the actions are const since PostgreSQL 18 (nullSemAction too) */
+		ok = pg_parse_json(lex, unconstify(JsonSemAction *, sem)) == JSON_SUCCESS;
+#endif
 	}
 	PG_CATCH();
 	{
@@ -171,6 +177,7 @@ typedef struct ErrorCodeState
 	int			code;
 } ErrorCodeState;
 
+/* since PostgreSQL 16 a semantic action returns an error code */
 #if PG_VERSION_NUM >= 160000
 #define JSON_ACTION_RESULT	JsonParseErrorType
 #define JSON_ACTION_DONE	return JSON_SUCCESS

@@ -280,7 +280,7 @@ wasend_http_serve(const WasendHttpEndpoint *ep)
 	daemon_handle = start_daemon(ep);
 	info = MHD_get_daemon_info(daemon_handle, MHD_DAEMON_INFO_EPOLL_FD);
 
-	wes = CreateWaitEventSet(TopMemoryContext, 3);
+	wes = wasend_worker_wait_set(3);
 	AddWaitEventToSet(wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(wes, WL_SOCKET_READABLE, info->epoll_fd, NULL, NULL);

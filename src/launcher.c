@@ -743,8 +743,14 @@ release_database(const char *dbname)
 	 * a superuser).  Anybody else's command fails on its own permission
 	 * check, and must not stop the senders on its way.
 	 */
+#if PG_VERSION_NUM >= 160000
+	/* PostgreSQL 16 replaced pg_database_ownercheck by object_ownercheck */
+	if (!object_ownercheck(DatabaseRelationId, dboid, GetUserId()))
+		return InvalidOid;
+#else
 	if (!pg_database_ownercheck(dboid, GetUserId()))
 		return InvalidOid;
+#endif
 	releasing_oid = dboid;	/* lifted by the hook even if we are cancelled */
 
 	for (;;)

@@ -691,7 +691,7 @@ wasend_sender_main(Datum main_arg)
 	Sender	   *s = sender_start(main_arg);
 	WaitEventSet *wes;
 
-	wes = CreateWaitEventSet(TopMemoryContext, 3);
+	wes = wasend_worker_wait_set(3);
 	AddWaitEventToSet(wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(wes, WL_SOCKET_READABLE, wasend_http_event_fd(), NULL, NULL);

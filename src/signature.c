@@ -21,6 +21,9 @@
 
 #include "fmgr.h"
 #include "utils/builtins.h"
+#if PG_VERSION_NUM >= 160000
+#include "varatt.h"				/* VARDATA_ANY: from postgres.h until 16 */
+#endif
 
 #include "secrets.h"
 #include "signature.h"

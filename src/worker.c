@@ -194,6 +194,25 @@ wasend_worker_signals(void)
 }
 
 /*
+ * A wait event set for the whole life of a worker's main loop, with room
+ * for nevents events, allocated in TopMemoryContext.  Until PostgreSQL
+ * 16 CreateWaitEventSet took the memory context to allocate in; 17 made
+ * it take the resource owner that tracks the set (and always allocates in
+ * TopMemoryContext).  NULL there means session lifetime: the set must not
+ * be released with the owner of whatever transaction happens to be
+ * current when it is made.
+ */
+WaitEventSet *
+wasend_worker_wait_set(int nevents)
+{
+#if PG_VERSION_NUM >= 170000
+	return CreateWaitEventSet(NULL, nevents);
+#else
+	return CreateWaitEventSet(TopMemoryContext, nevents);
+#endif
+}
+
+/*
  * A worker's interrupt point, between two of its own transactions.  A
  * cancel (pg_cancel_backend) has nothing to cancel there: it is dropped,
  * as PostgresMain does between commands, instead of ending the worker.

@@ -10,6 +10,7 @@
 #define WASEND_WORKER_H
 
 #include "postmaster/bgworker.h"
+#include "storage/latch.h"
 #include "utils/elog.h"
 #include "utils/palloc.h"
 
@@ -41,6 +42,7 @@ extern bool wasend_register_worker(const WasendWorkerSpec *spec,
 extern void wasend_worker_signals(void);
 extern bool wasend_worker_interrupts(void);
 extern void wasend_worker_raise_file_limit(int files);
+extern WaitEventSet *wasend_worker_wait_set(int nevents);
 extern bool wasend_warn_due(WasendWarnState *w, int64 interval_us);
 extern bool wasend_warn_changed(WasendWarnState *w, const char *text);
 extern void wasend_warn_clear(WasendWarnState *w);

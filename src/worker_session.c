@@ -35,6 +35,28 @@ static ServerSetting *server_settings = NULL;
 static int	nserver_settings = 0;
 
 /*
+ * Every setting the server knows, in an array the caller pfrees; their
+ * number in *n.  PostgreSQL 16 keeps them in a hash table and
+ * get_guc_variables() returns a palloc'd copy and its length; until 15 it
+ * returned the array itself, counted by GetNumConfigOptions(), so this
+ * copies it for both to be freed alike.
+ */
+static struct config_generic **
+all_settings(int *n)
+{
+#if PG_VERSION_NUM >= 160000
+	return get_guc_variables(n);
+#else
+	struct config_generic **vars;
+
+	*n = GetNumConfigOptions();
+	vars = palloc(sizeof(struct config_generic *) * *n);
+	memcpy(vars, get_guc_variables(), sizeof(struct config_generic *) * *n);
+	return vars;
+#endif
+}
+
+/*
  * Remember the value of every setting a database or role could set
  * (user- and superuser-settable ones), as the server gave it to this
  * process: the worker has not connected yet, so none of
@@ -52,8 +74,7 @@ capture_server_settings(void)
 	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
 	load_file("plpgsql", false);
-	vars = get_guc_variables();
-	n = GetNumConfigOptions();
+	vars = all_settings(&n);
 	server_settings = palloc(sizeof(ServerSetting) * n);
 	nserver_settings = 0;
 	for (i = 0; i < n; i++)
@@ -69,6 +90,7 @@ capture_server_settings(void)
 		server_settings[nserver_settings].value = value ? pstrdup(value) : NULL;
 		nserver_settings++;
 	}
+	pfree(vars);
 	MemoryContextSwitchTo(old);
 }
 
@@ -125,8 +147,8 @@ pin(const char *name, const char *value, int elevel)
 static void
 revert_imposed_settings(StringInfo names)
 {
-	struct config_generic **vars = get_guc_variables();
-	int			n = GetNumConfigOptions();
+	int			n;
+	struct config_generic **vars = all_settings(&n);
 	int			i;
 
 	for (i = 0; i < n; i++)
@@ -151,6 +173,7 @@ revert_imposed_settings(StringInfo names)
 		if (s != NULL && s->value != NULL)
 			pin(g->name, s->value, WARNING);
 	}
+	pfree(vars);
 }
 
 /*

@@ -5,12 +5,15 @@
 #   2. the TAP integration tests in test/t/ (real senders against the mock
 #      Graph API, on throwaway clusters).
 # Runs as the postgres user in a scratch copy (initdb refuses root).
-# Exits non-zero on any failure.  TESTS="t/001_send.pl ..." selects TAP tests.
+# Exits non-zero on any failure.  TESTS="t/001_send.pl ..." selects TAP tests;
+# PG_CONFIG=/path/to/pg_config tests against that installation (test/pg18.sh)
+# instead of the first pg_config in PATH.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PGBIN=$(pg_config --bindir)
-PGXS_DIR=$(cd "$(dirname "$(pg_config --pgxs)")/../.." && pwd)
+PG_CONFIG=${PG_CONFIG:-pg_config}
+PGBIN=$("$PG_CONFIG" --bindir)
+PGXS_DIR=$(cd "$(dirname "$("$PG_CONFIG" --pgxs)")/../.." && pwd)
 WORK=$(mktemp -d /tmp/wasend-test.XXXXXX)
 status=0
 
@@ -55,9 +58,12 @@ if [ -z "$tap_tests" ]; then
 	echo "no TAP tests found" >&2
 	exit 1
 fi
+# the TAP logs go to tmp_check/log: PostgreSQL 15 puts them there, newer
+# releases (18 here) where TESTLOGDIR says, else in log/
 if ! as_pg env PATH="$PGBIN:$PATH" \
 	PERL5LIB="$PGXS_DIR/src/test/perl:$WORK/test/lib" \
 	PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" \
+	TESTLOGDIR="$WORK/test/tmp_check/log" \
 	WASEND_ROOT="$WORK" \
 	prove --timer $tap_tests; then
 	status=1

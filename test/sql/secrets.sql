@@ -1,5 +1,7 @@
 -- secrets: tokens are readable only by wasend_admin (and superusers); the
--- operator and viewer roles do their jobs through the API without them
+-- operator and viewer roles do their jobs through the API without them.
+-- secrets_1.out: the same, with PostgreSQL 16's wording of the refusal
+-- to SHOW a setting that needs pg_read_all_settings
 \set SHOW_CONTEXT never
 CREATE ROLE regress_wasend_op LOGIN;
 SELECT wasend.wasend_grant_access('regress_wasend_op', 'operator');
