@@ -29,6 +29,17 @@ INSERT INTO wasend.send_queue (campaign_id, recipient, payload)
 SELECT 1, phone, jsonb_build_object('type', 'text', 'text', jsonb_build_object('body', 'Hi ' || name))
   FROM contacts;
 SELECT recipient, payload->'text'->>'body' AS body FROM wasend.send_queue WHERE recipient LIKE '1555124%' ORDER BY 1;
+-- the README's INSERT ... SELECT: a recipient already queued in the
+-- campaign is skipped by ON CONFLICT, the others go in (without it, the
+-- first duplicate fails the whole statement)
+INSERT INTO contacts VALUES ('Di', '15551240008');
+INSERT INTO wasend.send_queue (campaign_id, recipient) SELECT 1, phone FROM contacts;
+INSERT INTO wasend.send_queue (campaign_id, recipient)
+SELECT 1, phone FROM contacts
+ON CONFLICT (campaign_id, recipient) WHERE priority IS NULL DO NOTHING;
+SELECT recipient FROM wasend.send_queue WHERE recipient LIKE '1555124%' ORDER BY 1;
+DELETE FROM contacts WHERE name = 'Di';
+DELETE FROM wasend.send_queue WHERE recipient = '15551240008';
 INSERT INTO contacts VALUES ('Bad', '15551240004x');
 INSERT INTO wasend.send_queue (campaign_id, recipient) SELECT 1, phone FROM contacts WHERE name = 'Bad';
 INSERT INTO wasend.send_queue (campaign_id, recipient) VALUES (1, '15551240005'), (99, '15551240006');
