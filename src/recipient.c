@@ -139,6 +139,12 @@ zones_get(void)
 				hash_search(h, key, HASH_ENTER, NULL);
 			}
 		}
+		/*
+		 * No rows: the table is empty, or row level security hid it from
+		 * this role.  Kept for this call only, not for other roles.
+		 */
+		if (SPI_processed == 0)
+			zones_stale = true;
 		SPI_finish();
 	}
 	PG_CATCH();
@@ -198,6 +204,64 @@ is_bsuid(const char *s, int len)
 }
 
 /*
+ * Why d (dlen bytes, a recipient without its leading "+") is not a phone
+ * number wasend takes, or NULL (and *pbuf NULL) when it is one; *hint
+ * says how to fix it.  A problem with a figure in it comes in *pbuf.
+ */
+static const char *
+judge_digits(const char *d, int dlen, char **pbuf, const char **hint)
+{
+	bool		digits = true;
+	bool		letters = false;
+	int			i;
+
+	if (dlen == 0)
+	{
+		*hint = HINT_NULL;
+		return "it is empty";
+	}
+	for (i = 0; i < dlen; i++)
+	{
+		if (d[i] < '0' || d[i] > '9')
+			digits = false;
+		if ((d[i] >= 'A' && d[i] <= 'Z') || (d[i] >= 'a' && d[i] <= 'z'))
+			letters = true;
+	}
+	if (!digits && letters)
+	{
+		*hint = "A BSUID is two capital letters, a dot, and up to 128 letters and digits (\"ENT.\" after the dot for a parent BSUID), e.g. US.13491208655302741918; a phone number has digits only.";
+		return "it has letters but is not a BSUID";
+	}
+	if (!digits)
+	{
+		*hint = "Normalise it first: SELECT wasend.wasend_normalize_phone(phone, default_country) drops spaces, dashes, dots and brackets, reads a leading 00 and makes a national number international.";
+		return "it has characters other than digits and a leading \"+\"";
+	}
+	if (dlen >= 2 && d[0] == '0' && d[1] == '0')
+	{
+		*hint = "Give it without the 00 (00491512345678 is 491512345678), or normalise it with SELECT wasend.wasend_normalize_phone(phone).";
+		return "it starts with the international prefix 00";
+	}
+	if (d[0] == '0')
+	{
+		*hint = "Make it international with SELECT wasend.wasend_normalize_phone(phone, default_country), e.g. wasend.wasend_normalize_phone('01512345678', 'DE') is 491512345678.";
+		return "it is a national number (leading 0) without its country calling code";
+	}
+	if (dlen < 7 || dlen > 15)
+	{
+		*hint = HINT_INTL;
+		*pbuf = psprintf("it has %d digits, a phone number in international format 7 to 15", dlen);
+		return NULL;
+	}
+	if (!zones_know_number(d, dlen))
+	{
+		*hint = HINT_INTL;
+		return "no country calling code wasend.country_zones lists starts it";
+	}
+	return NULL;
+}
+
+/*
  * wasend._recipient_verdict(r text, OUT normalized text, OUT problem
  * text, OUT hint text): the recipient as wasend stores it, or why it is
  * not one and how to fix it (the rules: sql/src/01_helpers.sql).
@@ -235,9 +299,6 @@ wasend_recipient_verdict(PG_FUNCTION_ARGS)
 		int			len = VARSIZE_ANY_EXHDR(t);
 		const char *d = r;
 		int			dlen = len;
-		bool		digits = true;
-		bool		letters = false;
-		int			i;
 
 		if (is_bsuid(r, len))
 		{
@@ -251,68 +312,19 @@ wasend_recipient_verdict(PG_FUNCTION_ARGS)
 				pbuf = psprintf("the BSUID's country %.2s is not one wasend.country_zones lists", r);
 				hint = "Give the BSUID exactly as Meta gave it; its first two letters are the user's country.";
 			}
-			goto done;
-		}
-		if (dlen > 0 && d[0] == '+')
-			d++, dlen--;
-		if (dlen == 0)
-		{
-			problem = "it is empty";
-			hint = HINT_NULL;
-			goto done;
-		}
-		for (i = 0; i < dlen; i++)
-		{
-			if (d[i] < '0' || d[i] > '9')
-				digits = false;
-			if ((d[i] >= 'A' && d[i] <= 'Z') || (d[i] >= 'a' && d[i] <= 'z'))
-				letters = true;
-		}
-		if (!digits)
-		{
-			if (letters)
-			{
-				problem = "it has letters but is not a BSUID";
-				hint = "A BSUID is two capital letters, a dot, and up to 128 letters and digits (\"ENT.\" after the dot for a parent BSUID), e.g. US.13491208655302741918; a phone number has digits only.";
-			}
-			else
-			{
-				problem = "it has characters other than digits and a leading \"+\"";
-				hint = "Normalise it first: SELECT wasend.wasend_normalize_phone(phone, default_country) drops spaces, dashes, dots and brackets, reads a leading 00 and makes a national number international.";
-			}
-		}
-		else if (dlen >= 2 && d[0] == '0' && d[1] == '0')
-		{
-			problem = "it starts with the international prefix 00";
-			hint = "Give it without the 00 (00491512345678 is 491512345678), or normalise it with SELECT wasend.wasend_normalize_phone(phone).";
-		}
-		else if (d[0] == '0')
-		{
-			problem = "it is a national number (leading 0) without its country calling code";
-			hint = "Make it international with SELECT wasend.wasend_normalize_phone(phone, default_country), e.g. wasend.wasend_normalize_phone('01512345678', 'DE') is 491512345678.";
-		}
-		else if (dlen < 7 || dlen > 15)
-		{
-			pbuf = psprintf("it has %d digits, a phone number in international format 7 to 15", dlen);
-			hint = HINT_INTL;
-		}
-		else if (!zones_know_number(d, dlen))
-		{
-			problem = "no country calling code wasend.country_zones lists starts it";
-			hint = HINT_INTL;
-		}
-		else if (d == r)
-		{
-			values[0] = PointerGetDatum(t);
-			nulls[0] = false;
 		}
 		else
 		{
-			values[0] = PointerGetDatum(cstring_to_text_with_len(d, dlen));
-			nulls[0] = false;
+			if (dlen > 0 && d[0] == '+')
+				d++, dlen--;
+			problem = judge_digits(d, dlen, &pbuf, &hint);
+			if (problem == NULL && pbuf == NULL)
+			{
+				values[0] = d == r ? PointerGetDatum(t) : PointerGetDatum(cstring_to_text_with_len(d, dlen));
+				nulls[0] = false;
+			}
 		}
 	}
-done:
 	if (pbuf != NULL)
 		problem = pbuf;
 	if (problem != NULL)
