@@ -8,7 +8,7 @@ OBJS        = src/wasend.o src/settings.o src/shmem.o src/worker.o src/launcher.
               src/campaign_cache.o src/claim_plan.o src/breaker.o src/db_cycle.o src/limits_reader.o src/graph_api.o src/rate_gate.o \
               src/http_client.o src/queue.o src/sql_api.o src/access.o \
               src/signature.o src/secrets.o src/webhook.o src/metrics.o src/latency.o \
-              src/worker_session.o src/http_server.o
+              src/worker_session.o src/http_server.o src/recipient.o src/phone.o
 # The install script of the current version is built from the topic
 # sources in sql/src/, concatenated in this order (sql/README.md).
 SQL_SRC     = sql/src/00_schemas_roles.sql sql/src/01_helpers.sql sql/src/02_numbers.sql \
@@ -31,12 +31,15 @@ CURL_LIBS   := $(shell pkg-config --libs libcurl 2>/dev/null || curl-config --li
 SSL_LIBS    := $(shell pkg-config --libs libcrypto 2>/dev/null)
 MHD_CFLAGS  := $(shell pkg-config --cflags libmicrohttpd 2>/dev/null)
 MHD_LIBS    := $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicrohttpd)
+# libphonenumber (C++, src/phone.cpp) and the C++ runtime it needs
+PHONE_LIBS  := -lphonenumber -lstdc++
 
 PG_CPPFLAGS = -I$(srcdir)/src $(CURL_CFLAGS) $(MHD_CFLAGS) -DWASEND_VERSION='"$(EXTVERSION)"'
 # make test and make bench add -Werror (WERROR); a user's plain `make` does not
 WERROR     ?=
 PG_CFLAGS   = -Wall -Wextra $(WERROR) -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
-SHLIB_LINK  = $(CURL_LIBS) $(SSL_LIBS) $(MHD_LIBS)
+SHLIB_LINK  = $(CURL_LIBS) $(SSL_LIBS) $(MHD_LIBS) $(PHONE_LIBS)
+PG_CXXFLAGS = -Wall -Wextra $(WERROR)
 
 EXTRA_CLEAN = src/queue_sql.h
 

@@ -3,7 +3,7 @@
 # Idempotent: does nothing (and needs no network) when all are present.
 set -e
 PKGS="postgresql-15 postgresql-server-dev-15 postgresql-15-cron libcurl4-openssl-dev
-libssl-dev libmicrohttpd-dev pkg-config make gcc libipc-run-perl nodejs openssl curl nginx-light
+libssl-dev libmicrohttpd-dev libphonenumber-dev pkg-config make gcc g++ libipc-run-perl nodejs openssl curl nginx-light
 faketime bison flex"
 # bison and flex: test/pg18.sh builds PostgreSQL 18 from its source
 # extra packages a caller needs (e.g. make bench: nginx-light gnuplot-nox bc)

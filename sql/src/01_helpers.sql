@@ -78,68 +78,15 @@ REVOKE ALL ON FUNCTION wasend._log_text(text) FROM PUBLIC;
 -- 7-15, and a number or BSUID whose country calling code or country
 -- wasend.country_zones does not know (Meta could not deliver to it).  A
 -- pure check (stable: it reads wasend.country_zones); it runs as its
--- caller.
+-- caller.  Written in C (src/recipient.c), since every row queued
+-- passes here: a well-formed number is judged without a query, from this
+-- backend's copy of the table's calling codes and countries, which a
+-- change of the table drops (wasend._country_zones_changed).
 CREATE FUNCTION wasend._recipient_verdict(r text, OUT normalized text, OUT problem text, OUT hint text)
-LANGUAGE plpgsql STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'wasend_recipient_verdict'
+LANGUAGE C STABLE PARALLEL SAFE
 SECURITY INVOKER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    d text;
-BEGIN
-    IF r IS NULL THEN
-        problem := 'it is null';
-        hint := 'Give the phone number in international format, e.g. 15551234567, or the user''s BSUID, e.g. US.13491208655302741918.';
-        RETURN;
-    END IF;
-    IF r ~ '^[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}$' THEN
-        IF wasend._recipient_zone(r) IS NULL THEN
-            problem := format('the BSUID''s country %s is not one wasend.country_zones lists', left(r, 2));
-            hint := 'Give the BSUID exactly as Meta gave it; its first two letters are the user''s country.';
-            RETURN;
-        END IF;
-        normalized := r;
-        RETURN;
-    END IF;
-    d := CASE WHEN left(r, 1) = '+' THEN substr(r, 2) ELSE r END;
-    IF d = '' THEN
-        problem := 'it is empty';
-        hint := 'Give the phone number in international format, e.g. 15551234567, or the user''s BSUID, e.g. US.13491208655302741918.';
-        RETURN;
-    END IF;
-    IF d !~ '^[0-9]+$' THEN
-        IF d ~ '[A-Za-z]' THEN
-            problem := 'it has letters but is not a BSUID';
-            hint := 'A BSUID is two capital letters, a dot, and up to 128 letters and digits ("ENT." after the dot for a parent BSUID), e.g. US.13491208655302741918; a phone number has digits only.';
-        ELSE
-            problem := 'it has characters other than digits and a leading "+"';
-            hint := 'Normalise it first: SELECT wasend.wasend_normalize_phone(phone, default_country) drops spaces, dashes, dots and brackets, reads a leading 00 and makes a national number international.';
-        END IF;
-        RETURN;
-    END IF;
-    IF left(d, 2) = '00' THEN
-        problem := 'it starts with the international prefix 00';
-        hint := 'Give it without the 00 (00491512345678 is 491512345678), or normalise it with SELECT wasend.wasend_normalize_phone(phone).';
-        RETURN;
-    END IF;
-    IF left(d, 1) = '0' THEN
-        problem := 'it is a national number (leading 0) without its country calling code';
-        hint := 'Make it international with SELECT wasend.wasend_normalize_phone(phone, default_country), e.g. wasend.wasend_normalize_phone(''01512345678'', ''DE'') is 491512345678.';
-        RETURN;
-    END IF;
-    IF length(d) < 7 OR length(d) > 15 THEN
-        problem := format('it has %s digits, a phone number in international format 7 to 15', length(d));
-        hint := 'Give the number in international format with its country code, e.g. 4915112345678 or 15551234567.';
-        RETURN;
-    END IF;
-    IF wasend._recipient_zone(d) IS NULL THEN
-        problem := 'no country calling code wasend.country_zones lists starts it';
-        hint := 'Give the number in international format with its country code, e.g. 4915112345678 or 15551234567.';
-        RETURN;
-    END IF;
-    normalized := d;
-END
-$$;
+SET search_path = pg_catalog, pg_temp;
 REVOKE ALL ON FUNCTION wasend._recipient_verdict(text) FROM PUBLIC;
 
 -- A recipient as wasend stores it, or an error saying why it is not one
@@ -223,23 +170,33 @@ END
 $$;
 REVOKE ALL ON FUNCTION wasend._calling_code(text) FROM PUBLIC;
 
+-- A number written as in a country (an ISO 3166 code, or a calling code
+-- in digits: its main country) made international by Google's
+-- libphonenumber (C, src/phone.cpp), which knows each country's trunk
+-- prefix and the lengths of its numbers: normalized is its digits in
+-- E.164 without the "+", or problem says why not.  A number is taken
+-- when its length is one its country's numbers have (libphonenumber's
+-- IsPossibleNumber), not only when its range is assigned: fictional
+-- numbers (555 ones) pass.
+CREATE FUNCTION wasend._phone_parse(phone text, country text, OUT normalized text, OUT problem text)
+AS 'MODULE_PATHNAME', 'wasend_phone_parse_sql'
+LANGUAGE C STABLE STRICT PARALLEL SAFE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION wasend._phone_parse(text, text) FROM PUBLIC;
+
 -- A phone number in any common written form, made into a recipient as
 -- wasend stores it, or why it cannot be (wasend._recipient_verdict then
--- judges the result).  Spaces, dashes, dots, slashes and brackets are
--- dropped ("+49 (0)151" drops the "(0)"); a leading + or 00 is the
--- international prefix; a leading 0 is a national number's trunk prefix:
--- with a default country it is replaced by the country's calling code
--- (01512345678 and DE: 491512345678).  The exceptions wasend knows: Italy,
--- San Marino and Vatican City keep the 0 (it is part of the number),
--- Hungary's trunk prefix is 06, and in the North American plan (1) and
--- Russia and Kazakhstan (7) a number never starts with 0 (their trunk
--- prefixes 1 and 8 cannot be told from the number): such a number is
--- refused.  Digits without a prefix: with a default country, a national
--- number without its trunk prefix (3331234567 and IT: 393331234567;
--- 4165551234 and CA: 14165551234) unless they start with the country's
--- calling code (then they are international already); without one, an
--- international number, as wasend takes them everywhere.  A BSUID is
--- kept as given.
+-- judges the result).  An international number (a leading + or 00, or
+-- digits without a default country) keeps its digits: spaces, dashes,
+-- dots, slashes and brackets are dropped ("+49 (0)151" drops the "(0)").
+-- With a default country, digits that start with its calling code are
+-- international too (491512345678 and DE); any other number is a
+-- national one, which libphonenumber makes international
+-- (wasend._phone_parse: 01512345678 and DE is 491512345678, Italy keeps
+-- its 0, Hungary's trunk prefix is 06, a North American number may start
+-- with its trunk prefix 1 but never with 0).  A national number without
+-- a default country is not guessed.  A BSUID is kept as given.
 CREATE FUNCTION wasend._normalize_phone(phone text, default_country text,
                                         OUT normalized text, OUT problem text, OUT hint text)
 LANGUAGE plpgsql STABLE PARALLEL SAFE
@@ -249,6 +206,7 @@ AS $$
 DECLARE
     s text;
     cc text;
+    p record;
 BEGIN
     IF default_country IS NOT NULL THEN
         cc := wasend._calling_code(default_country);
@@ -263,22 +221,15 @@ BEGIN
         s := substr(s, 2);
     ELSIF left(s, 2) = '00' THEN
         s := substr(s, 3);
-    ELSIF left(s, 1) = '0' AND cc IS NOT NULL THEN
-        IF cc IN ('1', '7') THEN
-            problem := format('it starts with 0, and a national number of calling code %s never does', cc);
-            hint := format('Give it in international format, with its country code %s.', cc);
+    ELSIF cc IS NOT NULL AND s ~ '^[0-9]+$' AND NOT (s ~ '^[1-9]' AND starts_with(s, cc)) THEN
+        p := wasend._phone_parse(phone,
+                                 CASE WHEN default_country ~ '^[A-Za-z]{2}$' THEN upper(default_country) ELSE cc END);
+        IF p.problem IS NOT NULL THEN
+            problem := p.problem;
+            hint := 'Check the number and its country; a number in international format (+ and its country code) is taken as it is.';
             RETURN;
-        ELSIF cc IN ('39', '378') THEN
-            s := cc || s;
-        ELSIF cc = '36' AND left(s, 2) = '06' THEN
-            s := cc || substr(s, 3);
-        ELSE
-            s := cc || substr(s, 2);
         END IF;
-    ELSIF cc IS NOT NULL AND s ~ '^[1-9]' AND NOT starts_with(s, cc) THEN
-        -- a national number written without its trunk prefix (an Italian
-        -- mobile number, a North American one, a German one without its 0)
-        s := cc || s;
+        s := p.normalized;
     END IF;
     SELECT * INTO normalized, problem, hint FROM wasend._recipient_verdict(s);
 END

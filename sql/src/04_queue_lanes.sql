@@ -564,6 +564,20 @@ REVOKE ALL ON FUNCTION wasend._country_zone_check() FROM PUBLIC;
 CREATE TRIGGER country_zone_check BEFORE INSERT OR UPDATE ON wasend.country_zones
     FOR EACH ROW EXECUTE FUNCTION wasend._country_zone_check();
 
+-- Every backend keeps a copy of the calling codes and countries of
+-- wasend.country_zones for judging recipients (wasend._recipient_verdict);
+-- a change of the table makes each drop its copy (C: a relcache
+-- invalidation of the table, delivered to this backend after the
+-- statement and to the others when the transaction commits).
+CREATE FUNCTION wasend._country_zones_changed() RETURNS trigger
+AS 'MODULE_PATHNAME', 'wasend_country_zones_changed'
+LANGUAGE C
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION wasend._country_zones_changed() FROM PUBLIC;
+CREATE TRIGGER country_zones_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON wasend.country_zones
+    FOR EACH STATEMENT EXECUTE FUNCTION wasend._country_zones_changed();
+
 -- Checks and normalizes every row written to wasend.send_queue.
 --
 -- A row that is being added now gets the checks of a new recipient: its

@@ -5618,6 +5618,85 @@ SELECT c.id AS campaign_id,
 SELECT pg_catalog.pg_extension_config_dump('wasend.campaign_summaries', '');
 
 /*
+ * Recipients are judged in C, and national numbers by libphonenumber.
+ *
+ * wasend._recipient_verdict, which every row queued passes, was PL/pgSQL
+ * with a query of wasend.country_zones per row: it made queueing 200,000
+ * rows half again as slow.  It is C now, with the same rules and words:
+ * each backend keeps a copy of the table's calling codes and countries,
+ * and a statement trigger on the table (wasend._country_zones_changed)
+ * makes every backend drop its copy when the table changes.
+ *
+ * wasend_normalize_phone and wasend_check_recipient made a national
+ * number international with rules of their own (a trunk prefix 0, with
+ * the exceptions of Italy, San Marino, Hungary, +1 and +7).  Google's
+ * libphonenumber knows every country's rules: wasend._phone_parse (C)
+ * asks it, and wasend._normalize_phone calls it for a national number.
+ */
+
+CREATE OR REPLACE FUNCTION wasend._recipient_verdict(r text, OUT normalized text, OUT problem text, OUT hint text)
+AS 'MODULE_PATHNAME', 'wasend_recipient_verdict'
+LANGUAGE C STABLE PARALLEL SAFE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION wasend._phone_parse(phone text, country text, OUT normalized text, OUT problem text)
+AS 'MODULE_PATHNAME', 'wasend_phone_parse_sql'
+LANGUAGE C STABLE STRICT PARALLEL SAFE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION wasend._phone_parse(text, text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION wasend._normalize_phone(phone text, default_country text,
+                                        OUT normalized text, OUT problem text, OUT hint text)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s text;
+    cc text;
+    p record;
+BEGIN
+    IF default_country IS NOT NULL THEN
+        cc := wasend._calling_code(default_country);
+    END IF;
+    IF phone IS NULL OR phone ~ '^[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}$' THEN
+        SELECT * INTO normalized, problem, hint FROM wasend._recipient_verdict(phone);
+        RETURN;
+    END IF;
+    s := regexp_replace(btrim(phone), '^(\+|00)\s*([0-9]{1,3})[\s.-]*\(0\)', '\1\2');
+    s := regexp_replace(s, '[\s./()-]', '', 'g');
+    IF left(s, 1) = '+' THEN
+        s := substr(s, 2);
+    ELSIF left(s, 2) = '00' THEN
+        s := substr(s, 3);
+    ELSIF cc IS NOT NULL AND s ~ '^[0-9]+$' AND NOT (s ~ '^[1-9]' AND starts_with(s, cc)) THEN
+        p := wasend._phone_parse(phone,
+                                 CASE WHEN default_country ~ '^[A-Za-z]{2}$' THEN upper(default_country) ELSE cc END);
+        IF p.problem IS NOT NULL THEN
+            problem := p.problem;
+            hint := 'Check the number and its country; a number in international format (+ and its country code) is taken as it is.';
+            RETURN;
+        END IF;
+        s := p.normalized;
+    END IF;
+    SELECT * INTO normalized, problem, hint FROM wasend._recipient_verdict(s);
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._normalize_phone(text, text) FROM PUBLIC;
+
+CREATE FUNCTION wasend._country_zones_changed() RETURNS trigger
+AS 'MODULE_PATHNAME', 'wasend_country_zones_changed'
+LANGUAGE C
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION wasend._country_zones_changed() FROM PUBLIC;
+CREATE TRIGGER country_zones_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON wasend.country_zones
+    FOR EACH STATEMENT EXECUTE FUNCTION wasend._country_zones_changed();
+
+
+/*
  * A grant means one database.
  *
  * wasend_viewer, wasend_operator and wasend_admin are roles of the whole

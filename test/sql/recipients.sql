@@ -50,6 +50,16 @@ SELECT x, (SELECT c.valid FROM wasend.wasend_check_recipient(x) c) FROM inputs W
 ROLLBACK;
 SELECT invalid FROM wasend.wasend_dry_run(:ch);
 
+-- a calling code added to wasend.country_zones is known at once, and
+-- gone again when its transaction rolls back
+SELECT valid FROM wasend.wasend_check_recipient('999123456');
+BEGIN;
+INSERT INTO wasend.country_zones (calling_code, country, zone) VALUES ('999', 'XX', 'UTC');
+SELECT valid FROM wasend.wasend_check_recipient('999123456');
+SELECT wasend.wasend_enqueue(:ch2, ARRAY['999123456']);
+ROLLBACK;
+SELECT valid FROM wasend.wasend_check_recipient('999123456');
+
 -- wasend.invalid_recipients = skip: invalid rows are left out and counted
 SET wasend.invalid_recipients = skip;
 SELECT wasend.wasend_create_campaign('skip', :nh, '{"type":"text","text":{"body":"x"}}') AS cs \gset
@@ -83,6 +93,19 @@ SELECT c AS country, x AS input, wasend.wasend_normalize_phone(x, c) AS normaliz
                ('HU', '06 30 123 4567'), ('US', '0212 555 1234'), ('US', '+1 212 555 1234'),
                ('CA', '(416) 555-1234'), ('RU', '0912 345 67 89'), ('KZ', '+7 701 123 4567'),
                ('AX', '018 12345'), ('DE', NULL)) v(c, x);
+-- national numbers as people write them, made international by
+-- libphonenumber with the default country (the 555 numbers are fictional:
+-- their length is enough); a length the country's numbers never have,
+-- or a local number without its area code, is refused
+SELECT c AS country, x AS input, r.normalized, r.reason
+  FROM (VALUES ('DE', '030 1234567'), ('DE', '0171 1234567'), ('DE', '030 12'),
+               ('IT', '02 1234 5678'), ('IT', '347 123 4567'),
+               ('GB', '020 7946 0958'), ('GB', '(01632) 960 001'), ('GB', '07700 900123 4'),
+               ('US', '(555) 123-4567'), ('US', '1 555 123 4567'), ('US', '555-1234'),
+               ('FR', '01 23 45 67 89'), ('FR', '6 12 34 56 78'),
+               ('IN', '098765 43210'), ('IN', '98765 43210'),
+               ('BR', '(11) 91234-5678'), ('BR', '011 91234 5678'), ('55', '(21) 2345-6789')) v(c, x),
+       wasend.wasend_check_recipient(x, c) r;
 SELECT wasend.wasend_normalize_phone('01512345678', 'XX');
 SELECT wasend.wasend_normalize_phone('01512345678', 'Germany');
 -- a national number without a default country is not guessed
