@@ -17,6 +17,7 @@
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/dependency.h"
@@ -27,7 +28,7 @@
 #include "commands/dbcommands.h"
 #include "commands/event_trigger.h"
 #include "commands/extension.h"
-#include "executor/spi.h"
+#include "executor/executor.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -35,10 +36,12 @@
 #include "pgtime.h"
 #include "postmaster/bgworker.h"
 #include "storage/latch.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 #include "utils/varlena.h"
 
@@ -620,34 +623,147 @@ drops_wasend(Node *parsetree)
 }
 
 /*
+ * Does a DROP OWNED statement name a role that owns the extension (owner)?
+ * A role that does not exist is skipped: DROP OWNED says so itself.
+ */
+static bool
+drops_owned_by(Node *parsetree, Oid owner)
+{
+	ListCell   *lc;
+
+	if (parsetree == NULL || !IsA(parsetree, DropOwnedStmt))
+		return false;
+	foreach(lc, ((DropOwnedStmt *) parsetree)->roles)
+	{
+		RoleSpec   *role = (RoleSpec *) lfirst(lc);
+
+		if (get_rolespec_oid(role, true) == owner)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * The owner of extension extoid, from pg_extension.extowner.
+ */
+static Oid
+extension_owner(Oid extoid)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Oid			owner = InvalidOid;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber,
+				F_OIDEQ, ObjectIdGetDatum(extoid));
+	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+		owner = ((Form_pg_extension) GETSTRUCT(tup))->extowner;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return owner;
+}
+
+/*
+ * The rows of table relid that committed before now, counted once the
+ * table is locked against every writer (AccessExclusiveLock, which the
+ * drop takes anyway), under a snapshot taken after the lock: a row a
+ * concurrent transaction committed after the dropping transaction's own
+ * snapshot (REPEATABLE READ) is counted too.  An empty table is one read
+ * of its heap; the full count is made only when a row exists.  A direct
+ * scan of the heap: no permission check, no row security (the drop
+ * deletes every row), no SQL.
+ */
+static int64
+count_rows_locked(Oid relid)
+{
+	Relation	rel;
+	Snapshot	snap;
+	TableScanDesc scan;
+	TupleTableSlot *slot;
+	int64		rows = 0;
+
+	rel = table_open(relid, AccessExclusiveLock);
+	snap = RegisterSnapshot(GetLatestSnapshot());
+	scan = table_beginscan(rel, snap, 0, NULL);
+	slot = table_slot_create(rel, NULL);
+	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		CHECK_FOR_INTERRUPTS();
+		rows++;
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	table_endscan(scan);
+	UnregisterSnapshot(snap);
+	/* keep the lock until the end of the transaction, as the drop would */
+	table_close(rel, NoLock);
+	return rows;
+}
+
+/*
  * wasend._guard_drop(): the event trigger wasend_drop_guard, at the start
- * of every DROP EXTENSION.  Dropping wasend deletes wasend.suppressions,
- * and a reinstall would message again everyone who opted out: refuse it
- * while the table holds a row, unless wasend.drop_suppressions is on.
- * The table is the extension's own (its schema, and a member of it), so
- * no object another role made is ever read; it runs as the one who drops.
+ * of every DROP EXTENSION and DROP OWNED.  Dropping wasend (by name, or
+ * as an object its owner owns) deletes wasend.suppressions, and a
+ * reinstall would message again everyone who opted out: refuse it while
+ * the table holds a row, unless wasend.drop_suppressions is on.  Only a
+ * statement that may drop it is checked: by the extension's owner (or a
+ * superuser) for DROP EXTENSION, by one who has the owner's privileges
+ * for DROP OWNED; anyone else gets PostgreSQL's own permission error,
+ * and never locks the table.  The table is the extension's own (its
+ * schema, and a member of it), so no object another role made is ever
+ * read; nothing is written.
  */
 Datum
 wasend_guard_drop(PG_FUNCTION_ARGS)
 {
 	EventTriggerData *trigdata;
+	Node	   *parsetree;
 	Oid			extoid;
+	Oid			owner;
 	Oid			nspoid;
 	Oid			relid;
-	const char *query;
-	int64		rows = 0;
-	bool		isnull;
+	int64		rows;
 
 	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
 		elog(ERROR, "wasend._guard_drop() is called by the event trigger wasend_drop_guard only");
 	trigdata = (EventTriggerData *) fcinfo->context;
-	if (!drops_wasend(trigdata->parsetree) || wasend_drop_suppressions)
+	parsetree = trigdata->parsetree;
+	if (wasend_drop_suppressions ||
+		parsetree == NULL ||
+		!(IsA(parsetree, DropStmt) || IsA(parsetree, DropOwnedStmt)))
 		PG_RETURN_VOID();
 
-	/* the schema wasend and its table suppressions, both the extension's */
 	extoid = get_extension_oid("wasend", true);
 	if (!OidIsValid(extoid))
 		PG_RETURN_VOID();
+	owner = extension_owner(extoid);
+	if (IsA(parsetree, DropStmt))
+	{
+		if (!drops_wasend(parsetree))
+			PG_RETURN_VOID();
+		/* not the owner: PostgreSQL's "must be owner of extension" */
+#if PG_VERSION_NUM >= 160000
+		if (!object_ownercheck(ExtensionRelationId, extoid, GetUserId()))
+			PG_RETURN_VOID();
+#else
+		/* PostgreSQL 15 has one ownercheck function per catalog */
+		if (!pg_extension_ownercheck(extoid, GetUserId()))
+			PG_RETURN_VOID();
+#endif
+	}
+	else
+	{
+		if (!drops_owned_by(parsetree, owner))
+			PG_RETURN_VOID();
+		/* without the owner's privileges: DROP OWNED's own error */
+		if (!has_privs_of_role(GetUserId(), owner))
+			PG_RETURN_VOID();
+	}
+
+	/* the schema wasend and its table suppressions, both the extension's */
 	nspoid = get_namespace_oid("wasend", true);
 	if (!OidIsValid(nspoid) ||
 		getExtensionOfObject(NamespaceRelationId, nspoid) != extoid)
@@ -657,21 +773,13 @@ wasend_guard_drop(PG_FUNCTION_ARGS)
 		getExtensionOfObject(RelationRelationId, relid) != extoid)
 		PG_RETURN_VOID();
 
-	query = "SELECT pg_catalog.count(*) FROM wasend.suppressions";
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "wasend: SPI_connect failed");
-	if (SPI_execute(query, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "wasend: counting the suppressions failed");
-	rows = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-									   SPI_tuptable->tupdesc, 1, &isnull));
-	SPI_finish();
-
+	rows = count_rows_locked(relid);
 	if (rows > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg_plural("dropping extension wasend would delete the " INT64_FORMAT " recipient of wasend.suppressions",
-							   "dropping extension wasend would delete the " INT64_FORMAT " recipients of wasend.suppressions",
-							   rows, rows),
+				 errmsg_plural("dropping extension wasend would delete the %lld recipient of wasend.suppressions",
+							   "dropping extension wasend would delete the %lld recipients of wasend.suppressions",
+							   rows, (long long) rows),
 				 errdetail("They opted out or cannot be reached; after a new CREATE EXTENSION wasend, nothing would keep them from being messaged again."),
 				 errhint("Export them first (\\copy wasend.suppressions TO 'suppressions.csv' csv header), then drop in a transaction that confirms it: BEGIN; SET LOCAL wasend.drop_suppressions = on; DROP EXTENSION wasend; COMMIT;")));
 	PG_RETURN_VOID();

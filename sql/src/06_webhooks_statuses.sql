@@ -120,13 +120,17 @@ CREATE TRIGGER suppression_check BEFORE INSERT OR UPDATE ON wasend.suppressions
     FOR EACH ROW EXECUTE FUNCTION wasend._suppression_check();
 
 -- DROP EXTENSION wasend would delete wasend.suppressions with it, and a
--- reinstall would message again the people who opted out.  An event
--- trigger refuses that drop while the table holds a row, unless the
--- transaction confirms it (SET LOCAL wasend.drop_suppressions = on) after
--- the rows were exported (docs/operations.md, "Dropping the extension").
--- In C: only the parse tree says which extension a DROP EXTENSION drops.
--- It runs as the one who drops, reads only the extension's own table
--- (found through the extension's catalog entries, never by a name
+-- reinstall would message again the people who opted out; so would DROP
+-- OWNED BY the extension's owner.  An event trigger refuses either while
+-- the table holds a row, unless the transaction confirms it (SET LOCAL
+-- wasend.drop_suppressions = on) after the rows were exported
+-- (docs/operations.md, "Dropping the extension").  In C: only the parse
+-- tree says which extension a DROP EXTENSION drops, or whose objects a
+-- DROP OWNED drops.  It checks only a statement its user may run (so a
+-- non-owner gets PostgreSQL's own error), locks the table as the drop
+-- would, then counts the rows committed by then, also those committed
+-- after the transaction's snapshot; it reads only the extension's own
+-- table (found through the extension's catalog entries, never by a name
 -- another role could plant), and writes nothing.
 CREATE FUNCTION wasend._guard_drop() RETURNS event_trigger
 AS 'MODULE_PATHNAME', 'wasend_guard_drop'
@@ -135,7 +139,7 @@ SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp;
 REVOKE ALL ON FUNCTION wasend._guard_drop() FROM PUBLIC;
 CREATE EVENT TRIGGER wasend_drop_guard ON ddl_command_start
-    WHEN TAG IN ('DROP EXTENSION')
+    WHEN TAG IN ('DROP EXTENSION', 'DROP OWNED')
     EXECUTE FUNCTION wasend._guard_drop();
 
 -- Who is who.  Meta names a WhatsApp user by phone number and, since

@@ -4036,10 +4036,11 @@ COMMENT ON VIEW wasend.campaign_progress IS
  *   made it and the reason written into pause_reason
  *   (wasend._campaign_log, wasend._number_log; docs/operations.md, "Log
  *   lines").
- * - DROP EXTENSION wasend deleted wasend.suppressions, and a reinstall
- *   messaged the people who had opted out again.  The event trigger
- *   wasend_drop_guard refuses that drop while the table holds a row,
- *   unless the transaction confirms it (wasend.drop_suppressions).
+ * - DROP EXTENSION wasend (or DROP OWNED BY its owner) deleted
+ *   wasend.suppressions, and a reinstall messaged the people who had
+ *   opted out again.  The event trigger wasend_drop_guard refuses that
+ *   drop while the table holds a row, unless the transaction confirms it
+ *   (wasend.drop_suppressions).
  */
 -- Write one line to the server log at LOG level (C), without the
 -- statement or the PL/pgSQL context, so that each state change is one
@@ -4216,13 +4217,17 @@ CREATE TRIGGER campaign_log
     EXECUTE FUNCTION wasend._campaign_log();
 
 -- DROP EXTENSION wasend would delete wasend.suppressions with it, and a
--- reinstall would message again the people who opted out.  An event
--- trigger refuses that drop while the table holds a row, unless the
--- transaction confirms it (SET LOCAL wasend.drop_suppressions = on) after
--- the rows were exported (docs/operations.md, "Dropping the extension").
--- In C: only the parse tree says which extension a DROP EXTENSION drops.
--- It runs as the one who drops, reads only the extension's own table
--- (found through the extension's catalog entries, never by a name
+-- reinstall would message again the people who opted out; so would DROP
+-- OWNED BY the extension's owner.  An event trigger refuses either while
+-- the table holds a row, unless the transaction confirms it (SET LOCAL
+-- wasend.drop_suppressions = on) after the rows were exported
+-- (docs/operations.md, "Dropping the extension").  In C: only the parse
+-- tree says which extension a DROP EXTENSION drops, or whose objects a
+-- DROP OWNED drops.  It checks only a statement its user may run (so a
+-- non-owner gets PostgreSQL's own error), locks the table as the drop
+-- would, then counts the rows committed by then, also those committed
+-- after the transaction's snapshot; it reads only the extension's own
+-- table (found through the extension's catalog entries, never by a name
 -- another role could plant), and writes nothing.
 CREATE FUNCTION wasend._guard_drop() RETURNS event_trigger
 AS 'MODULE_PATHNAME', 'wasend_guard_drop'
@@ -4231,7 +4236,7 @@ SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp;
 REVOKE ALL ON FUNCTION wasend._guard_drop() FROM PUBLIC;
 CREATE EVENT TRIGGER wasend_drop_guard ON ddl_command_start
-    WHEN TAG IN ('DROP EXTENSION')
+    WHEN TAG IN ('DROP EXTENSION', 'DROP OWNED')
     EXECUTE FUNCTION wasend._guard_drop();
 
 /*

@@ -20,6 +20,11 @@
 #      look-alike suppressions table a non-superuser planted (a view that
 #      would make her a superuser if a superuser's session read it) is
 #      never read, and an extension without suppressions drops as before.
+#   7. A suppression committed after a REPEATABLE READ transaction took
+#      its snapshot still refuses that transaction's DROP EXTENSION; DROP
+#      OWNED BY the extension's owner is refused the same way (and goes
+#      through when confirmed), DROP OWNED BY another role is not; a
+#      non-owner's DROP EXTENSION gets PostgreSQL's "must be owner" error.
 use strict;
 use warnings;
 
@@ -187,6 +192,54 @@ is($node->safe_psql('postgres', q{SELECT rolsuper FROM pg_roles WHERE rolname = 
 	'f', 'the look-alike was never read: mallory is no superuser');
 ($rc, $out, $err) = $node->psql('other', q{DROP EXTENSION wasend});
 is($rc, 0, 'an extension without suppressions drops without confirmation');
+
+# --- 7. the drop sees every committed suppression, DROP OWNED is guarded,
+# and a non-owner gets PostgreSQL's own error
+$node->safe_psql('postgres', q{
+	CREATE ROLE olga SUPERUSER LOGIN;
+	CREATE DATABASE guard;});
+$node->safe_psql('guard', q{CREATE EXTENSION wasend}, extra_params => [ '-U', 'olga' ]);
+
+# a suppression committed after the dropping transaction took its snapshot
+my $dropper = $node->background_psql('guard', on_error_stop => 0,
+	extra_params => [ '-U', 'olga' ]);
+$dropper->query_safe(q{BEGIN ISOLATION LEVEL REPEATABLE READ});
+is($dropper->query_safe(q{SELECT count(*) FROM wasend.suppressions}), '0',
+	'the dropping transaction\'s snapshot holds no suppression');
+$node->safe_psql('guard', q{
+	INSERT INTO wasend.suppressions (recipient, reason) VALUES ('15512345678', 'STOP')});
+$dropper->query(q{DROP EXTENSION wasend});
+like($dropper->{stderr},
+	qr/ERROR:  dropping extension wasend would delete the 1 recipient of wasend\.suppressions/,
+	'a suppression committed after the snapshot of a REPEATABLE READ transaction still refuses the drop');
+$dropper->query(q{ROLLBACK});
+$dropper->quit;
+is($node->safe_psql('guard', q{SELECT count(*) FROM wasend.suppressions}), '1',
+	'the suppression committed during the drop is still there');
+
+# a non-owner: PostgreSQL's own permission error, not the guard's
+($rc, $out, $err) = $node->psql('guard', q{DROP EXTENSION wasend},
+	extra_params => [ '-U', 'mallory' ]);
+like($err, qr/ERROR:  must be owner of extension wasend/,
+	'a non-owner\'s DROP EXTENSION gets PostgreSQL\'s "must be owner" error');
+
+# DROP OWNED BY the owner drops the extension: refused the same way
+($rc, $out, $err) = $node->psql('guard', q{DROP OWNED BY olga});
+like($err,
+	qr/ERROR:  dropping extension wasend would delete the 1 recipient of wasend\.suppressions\n.*\nHINT:  Export them first /s,
+	'DROP OWNED BY the extension\'s owner is refused while suppressions exist');
+is($node->safe_psql('guard', q{SELECT count(*) FROM pg_extension WHERE extname = 'wasend'}),
+	'1', 'the extension is still there after DROP OWNED');
+($rc, $out, $err) = $node->psql('guard', q{DROP OWNED BY mallory});
+is($rc, 0, 'DROP OWNED BY a role that does not own the extension is not refused');
+($rc, $out, $err) = $node->psql('guard', q{
+	BEGIN;
+	SET LOCAL wasend.drop_suppressions = on;
+	DROP OWNED BY olga;
+	COMMIT;});
+is($rc, 0, 'DROP OWNED BY the owner in a transaction that confirms it');
+is($node->safe_psql('guard', q{SELECT count(*) FROM pg_extension WHERE extname = 'wasend'}),
+	'0', 'and the extension is gone');
 
 ($rc, $out, $err) = $node->psql('postgres', q{
 	BEGIN;
