@@ -608,19 +608,24 @@ WITH answers AS MATERIALIZED (
     FROM policed w
    WHERE q.id = w.id AND q.claimed_by = w.owner
   RETURNING q.id, q.recipient, q.campaign_id, q.status AS outcome, w.ok, w.slow_down,
-            w.action, w.key, w.msg, w.at, w.pause_for),
+            w.action, w.key, w.msg, w.at, w.pause_for, q.claimed_at),
+ -- A number is paused by the answer to its latest request, and only if
+ -- that request was claimed after the number's row last changed: a 190
+ -- to a request sent with the old token must not pause again a number a
+ -- person has just resumed with a new one (its row goes back to ready
+ -- and is sent again, the attempt not counted).
  number_pauses AS (
-  SELECT DISTINCT ON (c.number_id) c.number_id, u.key, u.msg, u.at, u.pause_for
+  SELECT DISTINCT ON (c.number_id) c.number_id, u.key, u.msg, u.at, u.pause_for, u.claimed_at
     FROM recorded u JOIN wasend.campaigns c ON c.id = u.campaign_id
    WHERE u.action = 'pause_number' AND NOT u.ok
-   ORDER BY c.number_id, u.at),
+   ORDER BY c.number_id, u.claimed_at DESC, u.at),
  paused_numbers AS (
   UPDATE wasend.whatsapp_numbers n
      SET status = 'paused', updated_at = now(),
          pause_reason = format('error %s: %s', x.key, x.msg),
          paused_until = x.at + x.pause_for
     FROM number_pauses x
-   WHERE n.id = x.number_id AND n.status = 'active'
+   WHERE n.id = x.number_id AND n.status = 'active' AND n.updated_at <= x.claimed_at
      AND n.id IN (SELECT l.id FROM wasend.whatsapp_numbers l
                    WHERE l.id IN (SELECT number_id FROM number_pauses)
                      FOR UPDATE SKIP LOCKED)
