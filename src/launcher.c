@@ -569,7 +569,11 @@ stop_unlisted(ScanPass *sp)
  * Publish which listed databases have the extension (wasend_state->census),
  * for the webhook endpoint that stores into the one database that has it.
  * Settled once every listed database is known to have the extension or
- * not as of this pass's generation, or as soon as two have it.
+ * not as of this pass's generation, or as soon as two have it.  A copy
+ * that may not send (its supervisor says so) is not counted: it is not
+ * where notifications belong.  A database whose supervisor could not be
+ * started (no worker slot) cannot be known until one is free, which may be
+ * never: the census settles on the others rather than wait for it.
  */
 static void
 publish_census(ScanPass *sp)
@@ -598,6 +602,11 @@ publish_census(ScanPass *sp)
 			continue;
 		}
 		db = &wasend_state->databases[idx];
+		if (db->state == WASEND_DB_RUNNING && db->copy)
+			continue;			/* a copy that may not send: not counted */
+		if (db->state == WASEND_DB_NEW && db->pid == 0 &&
+			db->shortage == WASEND_SHORT_WORKER)
+			continue;			/* cannot be looked at: no worker slot */
 		if (db->state == WASEND_DB_RUNNING)
 		{
 			census.count++;
@@ -721,8 +730,9 @@ wasend_launcher_main(Datum main_arg)
 
 /*
  * Before a command that needs a database to itself: hold it (no
- * supervisor starts), stop its supervisor and senders, and wait until they
- * are gone (at most RELEASE_WAIT_US; the command then says who is still
+ * supervisor starts, the webhook worker does not connect), stop its
+ * supervisor and senders and the webhook worker connected to it, and wait
+ * until they are gone (at most RELEASE_WAIT_US; the command then says who is still
  * connected).  Returns the database held, or InvalidOid.
  */
 static Oid
@@ -756,6 +766,7 @@ release_database(const char *dbname)
 	for (;;)
 	{
 		pid_t		supervisor = 0;
+		pid_t		webhook = 0;
 		int			left = 0;
 
 		LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
@@ -771,14 +782,19 @@ release_database(const char *dbname)
 		for (i = 0; i < WASEND_MAX_SENDERS; i++)
 			if (wasend_state->senders[i].dboid == dboid && wasend_state->senders[i].pid != 0)
 				left++;
+		/* the webhook worker leaves too; the postmaster starts it again */
+		if (idx >= 0 && wasend_state->webhook_dboid == dboid)
+			webhook = wasend_state->webhook_pid;
 		LWLockRelease(wasend_state->lock);
 
 		if (idx < 0)
 			return InvalidOid;	/* the launcher never looked at it */
-		if (supervisor == 0 && left == 0)
+		if (supervisor == 0 && left == 0 && webhook == 0)
 			break;
 		if (supervisor != 0)
 			kill(supervisor, SIGTERM);
+		if (webhook != 0)
+			kill(webhook, SIGTERM);
 		if (wasend_mono_us() >= deadline)
 			break;
 		CHECK_FOR_INTERRUPTS();

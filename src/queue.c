@@ -96,7 +96,7 @@ wasend_queue_database_state(Oid dboid, char **why)
 		elog(ERROR, "wasend: reading the database identity failed");
 	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
 	{
-		*why = pstrdup("it is a copy of the database the extension was created in");
+		*why = pstrdup(WASEND_WHY_COPY);
 		return DBSTATE_IDLE;
 	}
 	return DBSTATE_SEND;

@@ -125,6 +125,9 @@ typedef enum QueueDatabaseState
 	DBSTATE_IDLE = 1,			/* the extension, but nothing may send */
 	DBSTATE_SEND = 2			/* senders have work */
 } QueueDatabaseState;
+
+/* the reason DBSTATE_IDLE gives for a copy (the census leaves it out) */
+#define WASEND_WHY_COPY "it is a copy of the database the extension was created in"
 extern QueueDatabaseState wasend_queue_database_state(Oid dboid, char **why);
 extern bool wasend_text_is_json(const char *text, size_t len);
 

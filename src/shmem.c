@@ -99,6 +99,7 @@ wasend_db_slot_take(WasendDbSlot *db, Oid dboid)
 	db->hold_until = 0;
 	db->last_start = 0;
 	db->recheck = false;
+	db->copy = false;
 	db->shortage = WASEND_SHORT_NONE;
 }
 

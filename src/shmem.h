@@ -94,6 +94,10 @@ typedef struct WasendDbSlot
 	int64		last_start;		/* when a supervisor was last started */
 	bool		recheck;		/* a CREATE EXTENSION committed while it was
 								 * being looked at: look again */
+	bool		copy;			/* RUNNING, but a copy of the database the
+								 * extension was created in, that may not
+								 * send (database_identity): left out of the
+								 * census; written by its supervisor */
 	WasendShortage shortage;	/* the last start of its supervisor or of a
 								 * sender failed for lack of a slot, and not
 								 * every sender runs since; read by
@@ -110,10 +114,13 @@ typedef struct WasendDbSlot
  */
 typedef struct WasendCensus
 {
-	bool		settled;		/* every listed database was looked at (or
-								 * two have the extension: no more to know) */
+	bool		settled;		/* every listed database was looked at, or
+								 * could not be (no worker slot for its
+								 * supervisor), or two have the extension:
+								 * no more to know */
 	uint64		generation;		/* extension_generation of that pass */
-	int			count;			/* databases found with the extension */
+	int			count;			/* databases found with the extension, copies
+								 * that may not send left out */
 	Oid			dboid;			/* the one, when count is 1 */
 	char		names[WASEND_CENSUS_NAMES]; /* "a, b", for the log */
 } WasendCensus;
@@ -137,6 +144,14 @@ typedef struct WasendShared
 
 	/* the databases that have the extension (launcher.c) */
 	WasendCensus census;
+
+	/*
+	 * The webhook worker and the database it is connected to (InvalidOid:
+	 * none), so that a DROP, RENAME or copy of that database can ask it to
+	 * let go (launcher.c release_database).  Written by the webhook worker.
+	 */
+	pid_t		webhook_pid;
+	Oid			webhook_dboid;
 
 	/* bumped at the commit of every control change (start, pause, ...) */
 	pg_atomic_uint64 generation;

@@ -776,15 +776,35 @@ supervisor_detach(int code, Datum arg)
 }
 
 /*
- * Say in our database slot what we found, under wasend_state->lock.
+ * Say in our database slot what we found, under wasend_state->lock; copy:
+ * the database is a copy that may not send (why is WASEND_WHY_COPY), which
+ * the launcher's census leaves out.  Wakes the launcher when that changed,
+ * so that its census follows.
  */
 static void
-set_db_state(WasendDbState state)
+set_db_state(WasendDbState state, bool copy)
 {
+	bool		changed = false;
+
 	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
 	if (my_db != NULL && my_db->dboid == MyDatabaseId)
+	{
 		my_db->state = state;
+		changed = my_db->copy != copy;
+		my_db->copy = copy;
+	}
 	LWLockRelease(wasend_state->lock);
+	if (changed)
+		wasend_wake_launcher();
+}
+
+/*
+ * Is this what extension_here says of a copy that may not send?
+ */
+static bool
+is_copy(int st, const char *why)
+{
+	return st == DBSTATE_IDLE && why != NULL && strcmp(why, WASEND_WHY_COPY) == 0;
 }
 
 /*
@@ -828,9 +848,12 @@ check_presence(void)
 				(errmsg("wasend supervisor: the extension was dropped from database \"%s\", its senders stop",
 						my_dbname)));
 		stop_senders();
-		set_db_state(WASEND_DB_ABSENT);
+		set_db_state(WASEND_DB_ABSENT, false);
 		proc_exit(0);
 	}
+	/* an error keeps the last state without its reason: no sure answer */
+	if (st != DBSTATE_IDLE || why != NULL)
+		set_db_state(WASEND_DB_RUNNING, is_copy(st, why));
 	if (st == DBSTATE_IDLE && (idle_why == NULL || strcmp(why, idle_why) != 0))
 	{
 		/* say it once, and again when the reason changes */
@@ -858,6 +881,7 @@ void
 wasend_supervisor_main(Datum main_arg)
 {
 	Oid			dboid;
+	int			first_state;
 	char	   *first_why;
 
 	wasend_worker_signals();
@@ -873,12 +897,13 @@ wasend_supervisor_main(Datum main_arg)
 	CommitTransactionCommand();
 
 	/* PROBING -> ABSENT or RUNNING */
-	if (extension_here(&first_why) == DBSTATE_ABSENT)
+	first_state = extension_here(&first_why);
+	if (first_state == DBSTATE_ABSENT)
 	{
-		set_db_state(WASEND_DB_ABSENT);
+		set_db_state(WASEND_DB_ABSENT, false);
 		proc_exit(0);
 	}
-	set_db_state(WASEND_DB_RUNNING);
+	set_db_state(WASEND_DB_RUNNING, is_copy(first_state, first_why));
 	wasend_wake_launcher();		/* its census now counts this database */
 
 	ereport(LOG,

@@ -114,6 +114,7 @@ static int64 next_census_look = 0;
 static char *census_refusal = NULL;		/* TopMemoryContext */
 static WasendWarnState census_warned;
 static WasendWarnState absent_warned;
+static WasendWarnState others_warned;	/* connected, and others have it too */
 static bool refusal_logged = false;
 
 /*
@@ -663,13 +664,49 @@ batch_pending(void)
 }
 
 /*
+ * Is the database held by a DROP, RENAME or copy of it (launcher.c
+ * release_database)?  Caller holds wasend_state->lock.
+ */
+static bool
+database_held(Oid dboid, int64 now)
+{
+	int			i;
+
+	for (i = 0; i < WASEND_MAX_DATABASES; i++)
+		if (wasend_state->databases[i].dboid == dboid &&
+			now < wasend_state->databases[i].hold_until)
+			return true;
+	return false;
+}
+
+/*
+ * Take the webhook worker's entry out of shared memory at exit.
+ */
+static void
+webhook_detach(int code, Datum arg)
+{
+	LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
+	if (wasend_state->webhook_pid == MyProcPid)
+	{
+		wasend_state->webhook_pid = 0;
+		wasend_state->webhook_dboid = InvalidOid;
+	}
+	LWLockRelease(wasend_state->lock);
+}
+
+/*
  * Connect to the database notifications are stored in: by name
  * (wasend.database), or by oid (the one the launcher found).  Once per
- * process: a worker cannot switch databases.
+ * process: a worker cannot switch databases.  The connection is published
+ * so that a DROP, RENAME or copy of the database can ask the worker to
+ * leave (SIGTERM); one that holds the database already makes it leave at
+ * once (the postmaster starts it again).
  */
 static void
 connect_database(const char *dbname, Oid dboid)
 {
+	bool		held = false;
+
 	/* a user's lock costs a 500 (Meta retries), not a hang: lock_timeout */
 	wasend_worker_connect(dbname, dboid, "1s", false);
 	pgstat_report_appname("wasend webhook");
@@ -677,6 +714,23 @@ connect_database(const char *dbname, Oid dboid)
 	database_name = MemoryContextStrdup(TopMemoryContext,
 										get_database_name(MyDatabaseId));
 	CommitTransactionCommand();
+	if (wasend_state != NULL)
+	{
+		/* under the lock the hold is set under: it sees us, or we it */
+		LWLockAcquire(wasend_state->lock, LW_EXCLUSIVE);
+		wasend_state->webhook_pid = MyProcPid;
+		wasend_state->webhook_dboid = MyDatabaseId;
+		held = database_held(MyDatabaseId, wasend_mono_us());
+		LWLockRelease(wasend_state->lock);
+		before_shmem_exit(webhook_detach, 0);
+	}
+	if (held)
+	{
+		ereport(LOG,
+				(errmsg("wasend webhook leaves database \"%s\": it is being dropped, renamed or copied",
+						database_name)));
+		proc_exit(1);
+	}
 	connected = true;
 }
 
@@ -698,23 +752,37 @@ set_census_refusal(const char *why, const char *hint, bool log)
 
 /*
  * Has the launcher looked at every database since the last CREATE
- * EXTENSION?  Then *census is what it found.
+ * EXTENSION (those it can look at), and is none of them being dropped,
+ * renamed or copied?  Then *census is what it found, and *mine says
+ * whether it counts the database this worker is connected to.
  */
 static bool
-census_settled(WasendCensus *census)
+census_settled(WasendCensus *census, bool *mine)
 {
 	bool		settled;
+	int64		now = wasend_mono_us();
 	int			i;
 
+	*mine = false;
 	LWLockAcquire(wasend_state->lock, LW_SHARED);
 	*census = wasend_state->census;
 	settled = census->settled &&
 		census->generation == pg_atomic_read_u64(&wasend_state->extension_generation);
-	for (i = 0; i < WASEND_MAX_DATABASES && settled; i++)
-		if (OidIsValid(wasend_state->databases[i].dboid) &&
-			(wasend_state->databases[i].state == WASEND_DB_NEW ||
-			 wasend_state->databases[i].state == WASEND_DB_PROBING))
+	for (i = 0; i < WASEND_MAX_DATABASES; i++)
+	{
+		WasendDbSlot *db = &wasend_state->databases[i];
+
+		if (!OidIsValid(db->dboid))
+			continue;
+		if (now < db->hold_until)
+			settled = false;	/* its supervisor may not run: unknown */
+		else if (db->state == WASEND_DB_PROBING ||
+				 (db->state == WASEND_DB_NEW &&
+				  !(db->pid == 0 && db->shortage == WASEND_SHORT_WORKER)))
 			settled = false;	/* a CREATE EXTENSION not looked at yet */
+		if (connected && db->dboid == MyDatabaseId)
+			*mine = db->state == WASEND_DB_RUNNING && !db->copy;
+	}
 	LWLockRelease(wasend_state->lock);
 	return settled;
 }
@@ -724,18 +792,21 @@ census_settled(WasendCensus *census)
  * extension.  Until the launcher has looked at every database, POSTs are
  * answered 503; with none or several, 503 and a warning naming them.
  * Connected, the worker follows the census: while it names another single
- * database, the worker exits and is started again (5 s), to connect there.
+ * database, the worker exits and is started again (5 s), to connect there;
+ * while it counts the connected one among several, the worker warns once
+ * and keeps storing there (Meta does not retry a notification forever).
  */
 static void
 follow_census(void)
 {
 	WasendCensus census;
+	bool		mine;
 	int64		now = wasend_mono_us();
 
 	if (!auto_database || (connected && now < next_census_look))
 		return;
 	next_census_look = now + CENSUS_LOOK_US;
-	if (!census_settled(&census))
+	if (!census_settled(&census, &mine))
 	{
 		if (!connected)
 			set_census_refusal("the launcher is still looking for the database that has the extension",
@@ -759,6 +830,19 @@ follow_census(void)
 			proc_exit(1);
 		}
 		set_census_refusal(NULL, NULL, false);
+		wasend_warn_clear(&others_warned);
+	}
+	else if (census.count >= 2 && connected && mine)
+	{
+		/* connected and storing: another database does not change that */
+		set_census_refusal(NULL, NULL, false);
+		if (wasend_warn_changed(&others_warned, census.names))
+			ereport(WARNING,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("wasend webhook keeps storing notifications in database \"%s\", but %d databases have the extension now: %s",
+							database_name, census.count, census.names),
+					 errdetail("After a restart, signed POSTs are answered 503 until wasend.database names one of them."),
+					 errhint("Name the database that takes webhooks in wasend.database (a restart); the others take webhooks through wasend.wasend_ingest_webhook().")));
 	}
 	else if (census.count == 0)
 		set_census_refusal("no database has the extension (wasend.database is empty: the one database that has it)",
@@ -840,5 +924,25 @@ wasend_webhook_main(Datum main_arg)
 	ep.answer = process_batch;
 	ep.after_pass = after_pass;
 	wasend_http_serve(&ep);
+
+	/*
+	 * Asked to leave a database that is being dropped, renamed or copied:
+	 * code 1, so that the postmaster starts the worker again.
+	 */
+	if (connected && wasend_state != NULL)
+	{
+		bool		held;
+
+		LWLockAcquire(wasend_state->lock, LW_SHARED);
+		held = database_held(MyDatabaseId, wasend_mono_us());
+		LWLockRelease(wasend_state->lock);
+		if (held)
+		{
+			ereport(LOG,
+					(errmsg("wasend webhook leaves database \"%s\": it is being dropped, renamed or copied",
+							database_name)));
+			proc_exit(1);
+		}
+	}
 	proc_exit(0);
 }

@@ -3,14 +3,22 @@
 #
 # Proves: with the extension only in "shop" (not "postgres"), a signed POST
 # is stored in shop and answered 200, and the log says where it stores;
-# once the extension is in two databases, signed POSTs are answered 503
-# and the log names the setting and both databases, once, also after a
-# restart; an explicitly set wasend.database stores there although two
+# CREATE DATABASE shop_copy TEMPLATE shop and ALTER DATABASE shop RENAME
+# succeed while the endpoint stores into shop (it lets go of the database
+# and comes back), and it stores into shop again afterwards; the copy
+# (which may not send) is not counted as a second database with the
+# extension, also after a restart; once the extension is in postgres too,
+# the connected endpoint keeps storing into shop and warns once; after a
+# restart signed POSTs are answered 503 and the log names the setting and
+# both databases; an explicitly set wasend.database stores there although two
 # databases have the extension; when the extension is dropped from the
 # database the setting names, POSTs are answered 503 and the log says
 # `wasend is not installed in database "postgres" (wasend.database)` once
 # for several POSTs; with the extension in no database, 503 and a warning
-# naming the setting.  No POST that was not stored is ever answered 200.
+# naming the setting.  With one worker slot too few, a database whose
+# supervisor never starts does not keep the endpoint waiting: it stores
+# into the one database that was found with the extension.  No POST that
+# was not stored is ever answered 200.
 use strict;
 use warnings;
 
@@ -101,22 +109,51 @@ ok($node->log_contains(
 		qr/wasend webhook stores notifications in database "shop", the one that has the extension \(wasend.database is empty\)/),
 	'the log says the endpoint stores into shop');
 
-# --- 2. the extension in two databases: refused, the log names them
-my $two_re = qr/WARNING:  wasend webhook stores nothing: 2 databases have the extension: set wasend.database to one of: postgres, shop/;
+# --- 1b. commands that need shop to themselves work while the endpoint
+# stores into it, and a copy of shop is not counted
 my $offset = -s $node->logfile;
-$node->safe_psql('postgres', q{CREATE EXTENSION wasend});
-ok($node->wait_for_log($two_re, $offset), 'the log names the setting and both databases');
-my @answers = map { post("two-$_") } 1 .. 3;
-is_deeply([ map { / (\d+)$/ ? $1 : $_ } @answers ], [ 503, 503, 503 ],
-	'signed POSTs are answered 503 while two databases have the extension');
-like($answers[0], qr/set wasend.database to one of: postgres, shop/, 'the answer says why');
-is(stored('shop', 'two-1') + stored('postgres', 'two-1'), 0, 'nothing was stored');
-is(count_log($two_re), 1, 'said once for three POSTs');
-
-# --- at start-up too
+my ($rc, $out, $err) = $node->psql('postgres', q{CREATE DATABASE shop_copy TEMPLATE shop});
+is($rc, 0, 'CREATE DATABASE shop_copy TEMPLATE shop succeeds while the endpoint stores into shop')
+	or diag($err);
+like(post_until('copied', qr/ 200$|databases have the extension/), qr/ 200$/,
+	'afterwards a signed POST is answered 200');
+is(stored('shop', 'copied'), '1', 'it is stored in shop');
+($rc, $out, $err) = $node->psql('postgres', q{ALTER DATABASE shop RENAME TO shop_renamed});
+is($rc, 0, 'ALTER DATABASE shop RENAME succeeds while the endpoint stores into shop') or diag($err);
+($rc, $out, $err) = $node->psql('postgres', q{ALTER DATABASE shop_renamed RENAME TO shop});
+is($rc, 0, 'and renaming it back succeeds') or diag($err);
+like(post_until('renamed', qr/ 200$|databases have the extension/), qr/ 200$/,
+	'afterwards a signed POST is answered 200');
+is(stored('shop', 'renamed'), '1', 'it is stored in shop');
+ok($node->wait_for_log(qr/wasend sends nothing in database "shop_copy": it is a copy/, $offset),
+	'the copy sends nothing');
 $offset = -s $node->logfile;
 $node->restart;
-ok($node->wait_for_log($two_re, $offset), 'after a restart, the log names the setting and both databases again');
+like(post_until('copy-restart', qr/ 200$|databases have the extension/), qr/ 200$/,
+	'after a restart, with shop and its copy, a signed POST is answered 200');
+is(stored('shop', 'copy-restart'), '1', 'it is stored in shop');
+ok(!$node->log_contains(qr/databases have the extension/, $offset),
+	'the copy is not counted as a second database with the extension');
+
+# --- 2. the extension in a second database: the connected endpoint keeps
+# storing and warns once; after a restart, refused, the log names them
+my $two_re = qr/WARNING:  wasend webhook stores nothing: 2 databases have the extension: set wasend.database to one of: postgres, shop/;
+my $keep_re = qr/WARNING:  wasend webhook keeps storing notifications in database "shop", but 2 databases have the extension now: postgres, shop/;
+$offset = -s $node->logfile;
+$node->safe_psql('postgres', q{CREATE EXTENSION wasend});
+ok($node->wait_for_log($keep_re, $offset), 'the log names both databases and the one it stores into');
+my @answers = map { post("two-$_") } 1 .. 3;
+is_deeply([ map { / (\d+)$/ ? $1 : $_ } @answers ], [ 200, 200, 200 ],
+	'signed POSTs are still answered 200 once a second database has the extension');
+is(stored('shop', 'two-1') . stored('shop', 'two-3') . stored('postgres', 'two-1'), '110',
+	'they are stored in shop');
+is(count_log($keep_re), 1, 'said once for three POSTs');
+ok(!$node->log_contains($two_re, $offset), 'nothing is refused');
+
+# --- at start-up, refused
+$offset = -s $node->logfile;
+$node->restart;
+ok($node->wait_for_log($two_re, $offset), 'after a restart, the log names the setting and both databases');
 like(post_until('three', qr/ 503$/), qr/set wasend.database to one of: postgres, shop 503$/,
 	'after a restart, a signed POST is answered 503 with the reason');
 is(stored('shop', 'three') + stored('postgres', 'three'), 0, 'nothing was stored');
@@ -151,5 +188,30 @@ like(post_until('seven', qr/ 503$/), qr/no database has the extension.* 503$/,
 	'a signed POST is answered 503 with the reason');
 
 $node->stop;
+
+# --- 6. a database whose supervisor finds no worker slot: the census
+# settles on the databases that could be looked at.  The launcher and the
+# webhook take two of the three slots; postgres (lowest oid, no extension)
+# is looked at first, then shop takes the slot for good (its sender never
+# starts), and "later" is never looked at.
+my $short = WasendTest::new_node('endpoint_short', $mock,
+	max_worker_processes => 3,
+	max_logical_replication_workers => 0,
+	'wasend.workers' => 1,
+	'wasend.app_secret_file' => "'$sdir/app_secret'",
+	'wasend.webhook_port' => $port,
+	'wasend.limits_refresh_interval' => 0);
+$short->safe_psql('postgres', q{CREATE DATABASE shop});
+$short->safe_psql('shop', q{CREATE EXTENSION wasend});
+$short->safe_psql('postgres', q{CREATE DATABASE later});
+$offset = -s $short->logfile;
+$short->restart;
+ok($short->wait_for_log(qr/wasend could not start a supervisor for database "(?:shop|later)"/, $offset),
+	'a supervisor finds no worker slot');
+like(post_until('short', qr/ 200$/), qr/ 200$/,
+	'a signed POST is answered 200 although "later" was never looked at');
+is($short->safe_psql('shop', q{SELECT count(*) FROM wasend.inbound_messages WHERE body = 'short'}),
+	'1', 'it is stored in shop');
+$short->stop;
 WasendTest::stop_mock($mock);
 done_testing();
