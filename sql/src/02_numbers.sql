@@ -283,7 +283,11 @@ BEGIN
     ELSE
         GET DIAGNOSTICS stack = PG_CONTEXT;
         line := 'resumed by ' || CASE
-            WHEN OLD.pause_rule IS NOT NULL AND (worker OR stack ~ '_apply_number_limits\(')
+            -- the UPDATE of wasend._apply_number_limits itself: the
+            -- frame right below this trigger's (a function of that name
+            -- elsewhere, or the name in a caller's statement text, is not)
+            WHEN OLD.pause_rule IS NOT NULL
+                 AND (worker OR stack ~ '^[^\n]*\nSQL statement "[^"]*"\nPL/pgSQL function wasend\._apply_number_limits\(')
                 THEN 'rule ' || OLD.pause_rule
             WHEN worker THEN 'rule paused_until'
             ELSE wasend._log_user() END;

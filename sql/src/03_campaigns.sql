@@ -381,7 +381,11 @@ BEGIN
     ELSIF OLD.status = 'paused' AND NEW.status IN ('running', 'scheduled') THEN
         GET DIAGNOSTICS stack = PG_CONTEXT;
         line := 'resumed by ' || CASE
-            WHEN OLD.pause_rule IS NOT NULL AND (worker OR stack ~ '_apply_template_status\(')
+            -- the UPDATE of wasend._apply_template_status itself: the
+            -- frame right below this trigger's (a function of that name
+            -- elsewhere, or the name in a caller's statement text, is not)
+            WHEN OLD.pause_rule IS NOT NULL
+                 AND (worker OR stack ~ '^[^\n]*\nSQL statement "[^"]*"\nPL/pgSQL function wasend\._apply_template_status\(')
                 THEN 'rule ' || OLD.pause_rule
             ELSE who END;
     ELSIF NEW.status = 'running' AND OLD.status IN ('draft', 'scheduled') THEN

@@ -591,7 +591,8 @@ CREATE TRIGGER country_zones_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCAT
 -- is skipped (counted, and reported once per statement by
 -- _send_queue_wake), and so is an invalid recipient while
 -- wasend.invalid_recipients is skip (else it is an error:
--- wasend._recipient_verdict judges it).  Such a row is ready to send and its created_at is
+-- wasend._recipient_verdict judges it); a NULL recipient is always an
+-- error.  Such a row is ready to send and its created_at is
 -- this transaction's: users can write only campaign_id, recipient,
 -- payload and timezone, so every row they add is one.  A row that carries
 -- a state of its own, or a created_at from before, was copied from an
@@ -626,7 +627,7 @@ BEGIN
     v := wasend._recipient_verdict(NEW.recipient);
     IF v.problem IS NULL THEN
         NEW.recipient := v.normalized;
-    ELSIF adding AND wasend._skip_invalid_recipients() THEN
+    ELSIF adding AND NEW.recipient IS NOT NULL AND wasend._skip_invalid_recipients() THEN
         PERFORM set_config('wasend_state.invalid_skipped',
                            (coalesce(nullif(current_setting('wasend_state.invalid_skipped', true), ''), '0')::int + 1)::text,
                            true);
@@ -861,8 +862,9 @@ GRANT EXECUTE ON FUNCTION wasend.wasend_enqueue(bigint, text[], jsonb[]) TO wase
 -- lane in priority order, 0-100, higher first).  Returns the row id, for
 -- wasend_send_status().  A suppressed recipient is an error that rolls
 -- back the caller's transaction unless caught; with if_suppressed =>
--- 'skip' it is a NOTICE and the result NULL.  An invalid recipient is an
--- error, or a NOTICE and NULL while wasend.invalid_recipients is skip.
+-- 'skip' it is a NOTICE and the result NULL.  An invalid recipient is
+-- always an error, whatever wasend.invalid_recipients says: a caller
+-- expects an id or an error, and a role's setting must not change that.
 CREATE FUNCTION wasend.wasend_send(number_id bigint, recipient text, message jsonb,
                             priority integer DEFAULT 0, if_suppressed text DEFAULT 'error')
 RETURNS bigint
@@ -877,7 +879,6 @@ DECLARE
     cst text;
     r text;
     rid bigint;
-    v record;
 BEGIN
     IF if_suppressed IS NULL OR if_suppressed NOT IN ('error', 'skip') THEN
         RAISE EXCEPTION 'if_suppressed must be error or skip, not %', coalesce(if_suppressed, 'NULL')
@@ -901,12 +902,6 @@ BEGIN
                   HINT = 'Register the number first with wasend_add_number(); see SELECT id, phone_number_id FROM wasend.whatsapp_numbers.';
     END IF;
     PERFORM wasend._check_message(message, 'message');
-    v := wasend._recipient_verdict(recipient);
-    IF v.problem IS NOT NULL AND recipient IS NOT NULL AND wasend._skip_invalid_recipients() THEN
-        RAISE NOTICE 'skipped invalid recipient "%": %', left(recipient, 200), v.problem
-            USING HINT = 'wasend.invalid_recipients is skip: nothing was queued, wasend_send returned NULL.';
-        RETURN NULL;
-    END IF;
     r := wasend._normalize_recipient(recipient);
     IF EXISTS (SELECT 1 FROM wasend.suppressions s
                 WHERE s.recipient = ANY (wasend._recipient_names(r)) AND s.scope = 'all') THEN

@@ -224,10 +224,14 @@ GRANT EXECUTE ON FUNCTION wasend._price_digits(text) TO wasend_viewer;
 -- campaigns that finished (completed or cancelled) before now() -
 -- older_than, and of transactional lanes (which never finish) the rows
 -- sent, failed or cancelled before then.  Rows still to send (ready,
--- sending) never go; rows another transaction holds locked (a status
--- webhook) are skipped, never waited for.  A campaign whose frequency cap
--- still counts (one not finished) keeps the messages of its
--- frequency_window.  What the rows were is added to
+-- sending) and held rows (Meta has not said sent or failed yet: a late
+-- status still moves them) never go; rows another transaction holds
+-- locked (a status webhook) are skipped, never waited for.  A frequency
+-- cap counts a recipient's marketing messages of up to a year (the
+-- longest frequency_window a campaign may have, in any campaign created
+-- later too): a marketing campaign's rows stay until it finished more
+-- than a year ago (or older_than, if longer), and no marketing message
+-- goes before it was sent that long ago.  What the rows were is added to
 -- wasend.campaign_summaries in the same statement; their held_messages
 -- go with them.  Returns the rows pruned and the last id (NULL: none).
 -- Senders never claim these rows (only ready rows of running campaigns),
@@ -240,30 +244,33 @@ SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    cutoff timestamptz;
+    cutoff timestamptz := now() - older_than;
+    -- what a frequency cap may count: campaigns_frequency_window_check
+    cap_cutoff timestamptz := least(now() - older_than, now() - interval '1 year');
     finished bigint[];
     lanes bigint[];
+    marketing bigint[];
 BEGIN
-    SELECT least(now() - older_than, min(now() - c.frequency_window))
-      INTO cutoff
-      FROM wasend.campaigns c
-     WHERE c.frequency_cap IS NOT NULL AND c.status NOT IN ('completed', 'cancelled');
     -- A pass's first batch (after = 0) looks which finished campaigns
     -- still have a row to prune (send_queue_campaign_recipient_key: a
     -- probe per campaign), so that a pass with nothing to do reads no
     -- more; the later batches do not look again: within a transaction,
     -- the probe would walk past every row the earlier batches deleted.
     SELECT coalesce(array_agg(c.id ORDER BY c.id) FILTER (WHERE c.kind = 'campaign'), '{}'),
-           coalesce(array_agg(c.id ORDER BY c.id) FILTER (WHERE c.kind = 'transactional'), '{}')
-      INTO finished, lanes
+           coalesce(array_agg(c.id ORDER BY c.id) FILTER (WHERE c.kind = 'transactional'), '{}'),
+           coalesce(array_agg(c.id ORDER BY c.id) FILTER (WHERE c.category = 'marketing'), '{}')
+      INTO finished, lanes, marketing
       FROM wasend.campaigns c
+     CROSS JOIN LATERAL (SELECT CASE WHEN c.category = 'marketing' THEN cap_cutoff ELSE cutoff END AS before) k
      WHERE c.kind = 'transactional'
-        OR (((c.status = 'completed' AND c.completed_at < cutoff)
-             OR (c.status = 'cancelled' AND c.cancelled_at < cutoff))
+        OR (((c.status = 'completed' AND c.completed_at < k.before)
+             OR (c.status = 'cancelled' AND c.cancelled_at < k.before))
             AND (after > 0
                  OR EXISTS (SELECT 1 FROM wasend.send_queue q
                              WHERE q.campaign_id = c.id AND q.priority IS NULL
-                               AND q.status NOT IN ('ready', 'sending'))));
+                               AND q.status NOT IN ('ready', 'sending', 'held')
+                               AND NOT (c.category = 'marketing' AND q.status IN ('sent', 'delivered', 'read')
+                                        AND coalesce(q.sent_at, q.claimed_at) >= cap_cutoff))));
     pruned := 0;
     IF cardinality(finished) = 0 AND cardinality(lanes) = 0 THEN
         RETURN;
@@ -271,10 +278,13 @@ BEGIN
     WITH doomed AS MATERIALIZED (
         SELECT q.id FROM wasend.send_queue q
          WHERE q.id > after
-           AND q.status NOT IN ('ready', 'sending')
+           AND q.status NOT IN ('ready', 'sending', 'held')
            AND (q.campaign_id = ANY (finished)
                 OR (q.campaign_id = ANY (lanes)
                     AND coalesce(q.failed_at, q.sent_at, q.created_at) < cutoff))
+           -- the messages a frequency cap counts (wasend_dry_run, the claim)
+           AND NOT (q.campaign_id = ANY (marketing) AND q.status IN ('sent', 'delivered', 'read')
+                    AND coalesce(q.sent_at, q.claimed_at) >= cap_cutoff)
          ORDER BY q.id
          LIMIT batch
            FOR UPDATE SKIP LOCKED),

@@ -4126,7 +4126,11 @@ BEGIN
     ELSE
         GET DIAGNOSTICS stack = PG_CONTEXT;
         line := 'resumed by ' || CASE
-            WHEN OLD.pause_rule IS NOT NULL AND (worker OR stack ~ '_apply_number_limits\(')
+            -- the UPDATE of wasend._apply_number_limits itself: the
+            -- frame right below this trigger's (a function of that name
+            -- elsewhere, or the name in a caller's statement text, is not)
+            WHEN OLD.pause_rule IS NOT NULL
+                 AND (worker OR stack ~ '^[^\n]*\nSQL statement "[^"]*"\nPL/pgSQL function wasend\._apply_number_limits\(')
                 THEN 'rule ' || OLD.pause_rule
             WHEN worker THEN 'rule paused_until'
             ELSE wasend._log_user() END;
@@ -4188,7 +4192,11 @@ BEGIN
     ELSIF OLD.status = 'paused' AND NEW.status IN ('running', 'scheduled') THEN
         GET DIAGNOSTICS stack = PG_CONTEXT;
         line := 'resumed by ' || CASE
-            WHEN OLD.pause_rule IS NOT NULL AND (worker OR stack ~ '_apply_template_status\(')
+            -- the UPDATE of wasend._apply_template_status itself: the
+            -- frame right below this trigger's (a function of that name
+            -- elsewhere, or the name in a caller's statement text, is not)
+            WHEN OLD.pause_rule IS NOT NULL
+                 AND (worker OR stack ~ '^[^\n]*\nSQL statement "[^"]*"\nPL/pgSQL function wasend\._apply_template_status\(')
                 THEN 'rule ' || OLD.pause_rule
             ELSE who END;
     ELSIF NEW.status = 'running' AND OLD.status IN ('draft', 'scheduled') THEN
@@ -4250,7 +4258,8 @@ CREATE EVENT TRIGGER wasend_drop_guard ON ddl_command_start
  * send_queue trigger, wasend_enqueue, wasend_send, wasend_test_send and
  * wasend_dry_run ask it.  An invalid recipient is an error, or, with the
  * new setting wasend.invalid_recipients = skip, left out and counted in a
- * NOTICE per statement.  A copied row (pg_restore) keeps its recipient.
+ * NOTICE per statement (not in wasend_send and wasend_test_send, whose
+ * caller expects an id or an error, nor a NULL recipient).  A copied row (pg_restore) keeps its recipient.
  *
  * wasend_check_recipient and wasend_normalize_phone (new, viewer) check
  * and normalise a number before it is queued: formatting, a 00 prefix,
@@ -4576,7 +4585,7 @@ BEGIN
     v := wasend._recipient_verdict(NEW.recipient);
     IF v.problem IS NULL THEN
         NEW.recipient := v.normalized;
-    ELSIF adding AND wasend._skip_invalid_recipients() THEN
+    ELSIF adding AND NEW.recipient IS NOT NULL AND wasend._skip_invalid_recipients() THEN
         PERFORM set_config('wasend_state.invalid_skipped',
                            (coalesce(nullif(current_setting('wasend_state.invalid_skipped', true), ''), '0')::int + 1)::text,
                            true);
@@ -4803,7 +4812,6 @@ DECLARE
     cst text;
     r text;
     rid bigint;
-    v record;
 BEGIN
     IF if_suppressed IS NULL OR if_suppressed NOT IN ('error', 'skip') THEN
         RAISE EXCEPTION 'if_suppressed must be error or skip, not %', coalesce(if_suppressed, 'NULL')
@@ -4827,12 +4835,6 @@ BEGIN
                   HINT = 'Register the number first with wasend_add_number(); see SELECT id, phone_number_id FROM wasend.whatsapp_numbers.';
     END IF;
     PERFORM wasend._check_message(message, 'message');
-    v := wasend._recipient_verdict(recipient);
-    IF v.problem IS NOT NULL AND recipient IS NOT NULL AND wasend._skip_invalid_recipients() THEN
-        RAISE NOTICE 'skipped invalid recipient "%": %', left(recipient, 200), v.problem
-            USING HINT = 'wasend.invalid_recipients is skip: nothing was queued, wasend_send returned NULL.';
-        RETURN NULL;
-    END IF;
     r := wasend._normalize_recipient(recipient);
     IF EXISTS (SELECT 1 FROM wasend.suppressions s
                 WHERE s.recipient = ANY (wasend._recipient_names(r)) AND s.scope = 'all') THEN
@@ -5125,7 +5127,9 @@ GRANT EXECUTE ON FUNCTION wasend.wasend_test_send(bigint, text) TO wasend_operat
  * (90 days by default), in batches of 10,000 in short transactions, after
  * counting them in the new table wasend.campaign_summaries; both views add
  * the summaries to the rows left, so a campaign's figures stay what they
- * were.  The caches expire too (recipient_window after 25 hours, inbound
+ * were.  Rows still to send and held rows stay, and so do a marketing
+ * campaign's rows for a year (a frequency cap of any campaign counts
+ * them).  The caches expire too (recipient_window after 25 hours, inbound
  * messages after the retention, at least a day), and
  * wasend.wasend_prune(older_than) does the same by hand.  The summaries
  * are dumped: they are the only record of pruned rows.  send_queue gets
@@ -5172,10 +5176,14 @@ GRANT SELECT ON wasend.campaign_summaries TO wasend_viewer;
 -- campaigns that finished (completed or cancelled) before now() -
 -- older_than, and of transactional lanes (which never finish) the rows
 -- sent, failed or cancelled before then.  Rows still to send (ready,
--- sending) never go; rows another transaction holds locked (a status
--- webhook) are skipped, never waited for.  A campaign whose frequency cap
--- still counts (one not finished) keeps the messages of its
--- frequency_window.  What the rows were is added to
+-- sending) and held rows (Meta has not said sent or failed yet: a late
+-- status still moves them) never go; rows another transaction holds
+-- locked (a status webhook) are skipped, never waited for.  A frequency
+-- cap counts a recipient's marketing messages of up to a year (the
+-- longest frequency_window a campaign may have, in any campaign created
+-- later too): a marketing campaign's rows stay until it finished more
+-- than a year ago (or older_than, if longer), and no marketing message
+-- goes before it was sent that long ago.  What the rows were is added to
 -- wasend.campaign_summaries in the same statement; their held_messages
 -- go with them.  Returns the rows pruned and the last id (NULL: none).
 -- Senders never claim these rows (only ready rows of running campaigns),
@@ -5188,30 +5196,33 @@ SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    cutoff timestamptz;
+    cutoff timestamptz := now() - older_than;
+    -- what a frequency cap may count: campaigns_frequency_window_check
+    cap_cutoff timestamptz := least(now() - older_than, now() - interval '1 year');
     finished bigint[];
     lanes bigint[];
+    marketing bigint[];
 BEGIN
-    SELECT least(now() - older_than, min(now() - c.frequency_window))
-      INTO cutoff
-      FROM wasend.campaigns c
-     WHERE c.frequency_cap IS NOT NULL AND c.status NOT IN ('completed', 'cancelled');
     -- A pass's first batch (after = 0) looks which finished campaigns
     -- still have a row to prune (send_queue_campaign_recipient_key: a
     -- probe per campaign), so that a pass with nothing to do reads no
     -- more; the later batches do not look again: within a transaction,
     -- the probe would walk past every row the earlier batches deleted.
     SELECT coalesce(array_agg(c.id ORDER BY c.id) FILTER (WHERE c.kind = 'campaign'), '{}'),
-           coalesce(array_agg(c.id ORDER BY c.id) FILTER (WHERE c.kind = 'transactional'), '{}')
-      INTO finished, lanes
+           coalesce(array_agg(c.id ORDER BY c.id) FILTER (WHERE c.kind = 'transactional'), '{}'),
+           coalesce(array_agg(c.id ORDER BY c.id) FILTER (WHERE c.category = 'marketing'), '{}')
+      INTO finished, lanes, marketing
       FROM wasend.campaigns c
+     CROSS JOIN LATERAL (SELECT CASE WHEN c.category = 'marketing' THEN cap_cutoff ELSE cutoff END AS before) k
      WHERE c.kind = 'transactional'
-        OR (((c.status = 'completed' AND c.completed_at < cutoff)
-             OR (c.status = 'cancelled' AND c.cancelled_at < cutoff))
+        OR (((c.status = 'completed' AND c.completed_at < k.before)
+             OR (c.status = 'cancelled' AND c.cancelled_at < k.before))
             AND (after > 0
                  OR EXISTS (SELECT 1 FROM wasend.send_queue q
                              WHERE q.campaign_id = c.id AND q.priority IS NULL
-                               AND q.status NOT IN ('ready', 'sending'))));
+                               AND q.status NOT IN ('ready', 'sending', 'held')
+                               AND NOT (c.category = 'marketing' AND q.status IN ('sent', 'delivered', 'read')
+                                        AND coalesce(q.sent_at, q.claimed_at) >= cap_cutoff))));
     pruned := 0;
     IF cardinality(finished) = 0 AND cardinality(lanes) = 0 THEN
         RETURN;
@@ -5219,10 +5230,13 @@ BEGIN
     WITH doomed AS MATERIALIZED (
         SELECT q.id FROM wasend.send_queue q
          WHERE q.id > after
-           AND q.status NOT IN ('ready', 'sending')
+           AND q.status NOT IN ('ready', 'sending', 'held')
            AND (q.campaign_id = ANY (finished)
                 OR (q.campaign_id = ANY (lanes)
                     AND coalesce(q.failed_at, q.sent_at, q.created_at) < cutoff))
+           -- the messages a frequency cap counts (wasend_dry_run, the claim)
+           AND NOT (q.campaign_id = ANY (marketing) AND q.status IN ('sent', 'delivered', 'read')
+                    AND coalesce(q.sent_at, q.claimed_at) >= cap_cutoff)
          ORDER BY q.id
          LIMIT batch
            FOR UPDATE SKIP LOCKED),

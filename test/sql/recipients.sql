@@ -63,13 +63,19 @@ SELECT valid FROM wasend.wasend_check_recipient('999123456');
 -- wasend.invalid_recipients = skip: invalid rows are left out and counted
 SET wasend.invalid_recipients = skip;
 SELECT wasend.wasend_create_campaign('skip', :nh, '{"type":"text","text":{"body":"x"}}') AS cs \gset
-SELECT wasend.wasend_enqueue(:cs, ARRAY['15551235001', '00491512345678', '01512345678', 'abc', NULL, '+15551235002']);
+SELECT wasend.wasend_enqueue(:cs, ARRAY['15551235001', '00491512345678', '01512345678', 'abc', '+15551235002']);
+-- a NULL recipient is always an error, never left out as invalid
+INSERT INTO wasend.send_queue (campaign_id, recipient) VALUES (:cs, NULL);
+SELECT wasend.wasend_enqueue(:cs, ARRAY['15551235004', NULL]);
 -- (a recipient twice in one call is still an error)
 SELECT wasend.wasend_enqueue(:cs, ARRAY['15551235003', '01512345678', '15551235003']);
 INSERT INTO wasend.send_queue (campaign_id, recipient)
-SELECT :cs, x FROM inputs WHERE i <> 5;
+SELECT :cs, x FROM inputs WHERE i NOT IN (5, 14);
 SELECT recipient FROM wasend.send_queue WHERE campaign_id = :cs ORDER BY id;
-SELECT wasend.wasend_send(:nh, '01512345678', '{"type":"text","text":{"body":"x"}}') IS NULL AS send_skipped;
+-- wasend_send ignores the setting: its caller expects an id or an error
+SELECT wasend.wasend_send(:nh, '01512345678', '{"type":"text","text":{"body":"x"}}');
+SELECT wasend.wasend_send(:nh, NULL, '{"type":"text","text":{"body":"x"}}');
+SELECT wasend.wasend_send(:nh, '01512345678', '{"type":"text","text":{"body":"x"}}', if_suppressed => 'skip');
 -- a test send is of one recipient: always an error
 SELECT wasend.wasend_test_send(:cs, '01512345678');
 -- an update that re-addresses a row to an invalid recipient is an error

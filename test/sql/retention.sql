@@ -85,6 +85,39 @@ SELECT wa_message_id FROM wasend.inbound_messages;
 SELECT current_setting('wasend.retention'), wasend.wasend_prune();
 SELECT wasend.wasend_prune('0');
 SELECT campaign_id, count(*) FROM wasend.send_queue GROUP BY 1 ORDER BY 1;
+-- held rows stay however old (Meta may still say sent or failed), with
+-- their held_messages
+SELECT status, count(*) FROM wasend.send_queue WHERE campaign_id = 1 GROUP BY 1 ORDER BY 1;
+SELECT count(*) AS held_messages FROM wasend.held_messages;
+-- a frequency cap counts marketing messages of up to a year, also in a
+-- campaign created after the prune: a message read 100 days ago in a
+-- marketing campaign completed 95 days ago stays past a 90-day prune
+SELECT wasend.wasend_create_campaign('A', 1, '{"type":"text","text":{"body":"x"}}', 'marketing') AS a \gset
+INSERT INTO wasend.send_queue (campaign_id, recipient, status, sent_at, delivered_at, read_at)
+VALUES (:a, '15551110001', 'read', now() - interval '100 days', now() - interval '100 days', now() - interval '100 days'),
+       (:a, '15551110002', 'failed', NULL, NULL, NULL);
+UPDATE wasend.campaigns SET status = 'completed', completed_at = now() - interval '95 days' WHERE id = :a;
+-- before the prune, a campaign capped at 1 per year waits for it
+BEGIN;
+SELECT wasend.wasend_create_campaign('B', 1, '{"type":"text","text":{"body":"x"}}', 'marketing',
+                                     frequency_cap => 1, frequency_window => '1 year') AS b \gset
+INSERT INTO wasend.send_queue (campaign_id, recipient) VALUES (:b, '15551110001');
+SELECT would_send_now, waiting_frequency_cap FROM wasend.wasend_dry_run(:b);
+ROLLBACK;
+SELECT wasend.wasend_prune('90 days');
+SELECT recipient, status FROM wasend.send_queue WHERE campaign_id = :a ORDER BY 1;
+-- and after it, the same campaign created then still waits
+SELECT wasend.wasend_create_campaign('B', 1, '{"type":"text","text":{"body":"x"}}', 'marketing',
+                                     frequency_cap => 1, frequency_window => '1 year') AS b \gset
+INSERT INTO wasend.send_queue (campaign_id, recipient) VALUES (:b, '15551110001');
+SELECT would_send_now, waiting_frequency_cap FROM wasend.wasend_dry_run(:b);
+-- a year after the send, the message goes; the campaign's other rows went
+-- once it finished a year ago
+UPDATE wasend.send_queue SET sent_at = now() - interval '367 days' WHERE campaign_id = :a;
+UPDATE wasend.campaigns SET completed_at = now() - interval '366 days' WHERE id = :a;
+SELECT wasend.wasend_prune('90 days');
+SELECT count(*) FROM wasend.send_queue WHERE campaign_id = :a;
+SELECT would_send_now, waiting_frequency_cap FROM wasend.wasend_dry_run(:b);
 -- its suppressions go with it, confirmed
 BEGIN;
 SET LOCAL wasend.drop_suppressions = on;

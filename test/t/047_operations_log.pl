@@ -157,6 +157,32 @@ $node->safe_psql('postgres', q{
 logged($off, q{wasend campaign 6 resumed by rule template},
 	'the template\'s all-clear resumes it: rule template, even from a person\'s session');
 
+# a function of the rule's name outside schema wasend (and the rule's
+# frame written into a caller's statement) is the person's
+$node->safe_psql('postgres', q{
+	SELECT wasend._apply_template_status('{"event":"PAUSED","message_template_name":"promo","message_template_language":"en"}');
+	UPDATE wasend.whatsapp_numbers SET status = 'paused', pause_rule = 'health', pause_reason = 'health: test' WHERE id = 3;
+	CREATE ROLE op LOGIN;
+	SELECT wasend.wasend_grant_access('op', 'operator');
+	GRANT CREATE ON SCHEMA public TO op, alice});
+$off = -s $node->logfile;
+$node->safe_psql('postgres', qq{
+	CREATE FUNCTION public._apply_template_status() RETURNS void LANGUAGE plpgsql AS
+	  \$\$BEGIN PERFORM wasend.wasend_resume_campaign(6 /* "
+PL/pgSQL function wasend._apply_template_status(jsonb) line 1 at SQL statement
+" */); END\$\$;
+	SELECT public._apply_template_status()}, extra_params => [ '-U', 'op' ]);
+logged($off, q{wasend campaign 6 resumed by user "op"},
+	'a public._apply_template_status resuming a campaign is the person, not rule template');
+$node->safe_psql('postgres', qq{
+	CREATE FUNCTION public._apply_number_limits() RETURNS void LANGUAGE plpgsql AS
+	  \$\$BEGIN PERFORM wasend.wasend_resume_number(3 /* "
+PL/pgSQL function wasend._apply_number_limits(bigint,integer,text) line 1 at SQL statement
+" */); END\$\$;
+	SELECT public._apply_number_limits()}, extra_params => [ '-U', 'alice' ]);
+logged($off, q{wasend number 4703 resumed by user "alice"},
+	'a public._apply_number_limits resuming a number is the person, not rule health');
+
 # --- 5. one line each
 ok(!$node->log_contains(qr/wasend\._(campaign|number)_log|wasend\._log_line/),
 	'no context or statement of the triggers follows the lines');
