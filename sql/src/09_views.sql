@@ -251,7 +251,7 @@ DECLARE
     lanes bigint[];
     marketing bigint[];
 BEGIN
-    -- A pass's first batch (after = 0) looks which finished campaigns
+    -- A pass's first batch (after = 0) looks which finished campaign ids
     -- still have a row to prune (send_queue_campaign_recipient_key: a
     -- probe per campaign), so that a pass with nothing to do reads no
     -- more; the later batches do not look again: within a transaction,
@@ -303,7 +303,7 @@ BEGIN
          USING gone g
          WHERE h.row_id = g.id),
     summed AS (
-        -- priced as campaign_report prices a row
+        -- priced the way the report view does it
         INSERT INTO wasend.campaign_summaries AS s
                (campaign_id, status, uncertain, sent, delivered, read, billable, pricing_category,
                 error_code, error_class, error_title, rows, unpriced, cost)
