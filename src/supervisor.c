@@ -851,9 +851,13 @@ check_presence(void)
 		set_db_state(WASEND_DB_ABSENT, false);
 		proc_exit(0);
 	}
-	/* an error keeps the last state without its reason: no sure answer */
-	if (st != DBSTATE_IDLE || why != NULL)
-		set_db_state(WASEND_DB_RUNNING, is_copy(st, why));
+	/*
+	 * An error keeps the last state without its reason: no sure answer, so
+	 * nothing changes (and there is no reason to compare or say).
+	 */
+	if (st == DBSTATE_IDLE && why == NULL)
+		return;
+	set_db_state(WASEND_DB_RUNNING, is_copy(st, why));
 	if (st == DBSTATE_IDLE && (idle_why == NULL || strcmp(why, idle_why) != 0))
 	{
 		/* say it once, and again when the reason changes */
