@@ -134,6 +134,9 @@ database_wanted(const char *name)
  * of our own, as autovacuum's launcher does (we are connected to no
  * database).
  */
+/* list_databases saw the database wasend.database names (for the webhook) */
+static bool named_database_exists = false;
+
 static int
 list_databases(ListedDb **outp)
 {
@@ -144,6 +147,7 @@ list_databases(ListedDb **outp)
 	int			max = 64;
 	ListedDb   *out = palloc(sizeof(ListedDb) * max);
 
+	named_database_exists = false;
 	StartTransactionCommand();
 	(void) GetTransactionSnapshot();
 	rel = table_open(DatabaseRelationId, AccessShareLock);
@@ -152,6 +156,10 @@ list_databases(ListedDb **outp)
 	{
 		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
 
+		if (wasend_database != NULL && wasend_database[0] != '\0' &&
+			db->datallowconn && db->datconnlimit != -2 &&
+			strcmp(NameStr(db->datname), wasend_database) == 0)
+			named_database_exists = true;
 		if (!db->datallowconn || db->datistemplate || db->datconnlimit == -2 ||
 			!database_wanted(NameStr(db->datname)))
 			continue;
@@ -583,6 +591,8 @@ publish_census(ScanPass *sp)
 	int			j;
 
 	memset(&census, 0, sizeof(census));
+	census.listed = true;
+	census.named_exists = named_database_exists;
 	census.settled = true;
 	census.generation = sp->gen;
 	LWLockAcquire(wasend_state->lock, LW_SHARED);

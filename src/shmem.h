@@ -123,6 +123,9 @@ typedef struct WasendCensus
 								 * that may not send left out */
 	Oid			dboid;			/* the one, when count is 1 */
 	char		names[WASEND_CENSUS_NAMES]; /* "a, b", for the log */
+	bool		listed;			/* the launcher has read pg_database */
+	bool		named_exists;	/* a database named wasend.database (when
+								 * set) exists and allows connections */
 } WasendCensus;
 
 typedef struct WasendShared

@@ -788,6 +788,40 @@ census_settled(WasendCensus *census, bool *mine)
 }
 
 /*
+ * wasend.database set: connect to it once the launcher has read
+ * pg_database and found it.  A name that does not exist (a typo) is said
+ * once, POSTs are answered 503, and the worker keeps looking: connecting
+ * to it would end the worker with FATAL every 5 s.
+ */
+static void
+follow_named_database(void)
+{
+	bool		listed;
+	bool		exists;
+	int64		now = wasend_mono_us();
+
+	if (connected || now < next_census_look)
+		return;
+	next_census_look = now + CENSUS_LOOK_US;
+	LWLockAcquire(wasend_state->lock, LW_SHARED);
+	listed = wasend_state->census.listed;
+	exists = wasend_state->census.named_exists;
+	LWLockRelease(wasend_state->lock);
+	if (!listed)
+		set_census_refusal("the launcher has not read the list of databases yet", NULL, false);
+	else if (!exists)
+		set_census_refusal(psprintf("database \"%s\" does not exist or allows no connections (wasend.database)",
+									wasend_database),
+						   "Set wasend.database to the database that has the extension (a restart), or leave it empty for the one database that has it.",
+						   true);
+	else
+	{
+		connect_database(wasend_database, InvalidOid);
+		set_census_refusal(NULL, NULL, false);
+	}
+}
+
+/*
  * wasend.database empty: store into the one database that has the
  * extension.  Until the launcher has looked at every database, POSTs are
  * answered 503; with none or several, 503 and a warning naming them.
@@ -803,7 +837,12 @@ follow_census(void)
 	bool		mine;
 	int64		now = wasend_mono_us();
 
-	if (!auto_database || (connected && now < next_census_look))
+	if (!auto_database)
+	{
+		follow_named_database();
+		return;
+	}
+	if (connected && now < next_census_look)
 		return;
 	next_census_look = now + CENSUS_LOOK_US;
 	if (!census_settled(&census, &mine))
@@ -887,10 +926,10 @@ wasend_webhook_main(Datum main_arg)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("wasend webhook has no shared memory"),
 				 errhint("Load wasend through shared_preload_libraries.")));
-	if (auto_database)
-		follow_census();
-	else
+	if (wasend_state == NULL)
 		connect_database(wasend_database, InvalidOid);
+	else
+		follow_census();
 
 	memset(&addr, 0, sizeof(addr));
 	addr.sin_family = AF_INET;

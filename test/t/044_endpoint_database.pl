@@ -177,6 +177,25 @@ is_deeply([ map { / (\d+)$/ ? $1 : $_ } @answers ], [ 503, 503, 503 ],
 like($answers[0], qr/wasend is not installed in database "postgres" \(wasend.database\) 503$/, 'the answer says why');
 is(count_log($absent_re), 1, 'the log says so once for three POSTs');
 
+# --- 4b. wasend.database names no database (a typo): refused, said once,
+# no FATAL loop; once the database exists with the extension, stored there
+$node->safe_psql('postgres', q{ALTER SYSTEM SET wasend.database = 'shopp'});
+$offset = -s $node->logfile;
+$node->restart;
+my $typo_re = qr/WARNING:  wasend webhook stores nothing: database "shopp" does not exist or allows no connections \(wasend.database\)/;
+ok($node->wait_for_log($typo_re, $offset), 'a wasend.database that names no database is said in the log');
+like(post_until('typo', qr/ 503$/), qr/database "shopp" does not exist.* 503$/,
+	'a signed POST is answered 503 with the reason');
+is(count_log($typo_re), 1, 'said once');
+unlike(slurp_file($node->logfile, $offset), qr/FATAL:  database "shopp" does not exist/,
+	'the webhook worker does not try to connect to it (no FATAL, no restarts)');
+$node->safe_psql('postgres', q{CREATE DATABASE shopp});
+$node->safe_psql('shopp', q{CREATE EXTENSION wasend});
+like(post_until('typo2', qr/ 200$/), qr/ 200$/, 'once it exists, a signed POST is answered 200');
+is(stored('shopp', 'typo2'), '1', 'it is stored in shopp');
+$node->safe_psql('shopp', q{BEGIN; SET LOCAL wasend.drop_suppressions = on; DROP EXTENSION wasend; COMMIT;});
+$node->safe_psql('postgres', q{DROP DATABASE shopp WITH (FORCE)});
+
 # --- 5. the extension in no database, wasend.database empty
 $node->safe_psql('shop', q{DROP EXTENSION wasend CASCADE});
 $node->safe_psql('postgres', q{ALTER SYSTEM RESET wasend.database});
