@@ -253,10 +253,10 @@ sub wait_quiet
 # transaction's id).  claims_seeing_pause_sql then tells, without any clock,
 # whether a claim saw a pause (and not the resume after it): a claim takes
 # nothing of a campaign that is not running or whose number is paused as
-# its snapshot sees them, so such claims must not exist.  (The trigger's
-# snapshot is taken a moment after the claim statement's: a pause that
-# commits inside that moment would be reported although the claim could not
-# see it; the window is the statement's own run time.)
+# its snapshot sees them, so such claims must not exist.  The snapshot
+# logged is the claim statement's own (the trigger function is STABLE, so
+# it takes none of its own), so a pause that commits while the claim
+# statement runs is not counted as seen by it.
 sub install_state_log
 {
 	my ($node) = @_;
@@ -264,10 +264,14 @@ sub install_state_log
 		CREATE TABLE public.claim_log (row_id bigint, campaign_id bigint, snap pg_snapshot);
 		CREATE TABLE public.state_log (what text, id bigint, status text, xid xid8,
 			seq bigserial);
-		CREATE FUNCTION public.log_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+		CREATE FUNCTION public.log_claim_row(bigint, bigint, pg_snapshot) RETURNS void
+			LANGUAGE sql VOLATILE AS $$ INSERT INTO public.claim_log VALUES ($1, $2, $3) $$;
+		-- STABLE: PL/pgSQL then takes no snapshot of its own for what it
+		-- evaluates, so pg_current_snapshot() is the claim statement's
+		-- snapshot (a VOLATILE trigger function would see a later one)
+		CREATE FUNCTION public.log_claim() RETURNS trigger LANGUAGE plpgsql STABLE AS $$
 		BEGIN
-			INSERT INTO public.claim_log
-			VALUES (NEW.id, NEW.campaign_id, pg_catalog.pg_current_snapshot());
+			PERFORM public.log_claim_row(NEW.id, NEW.campaign_id, pg_catalog.pg_current_snapshot());
 			RETURN NEW;
 		END $$;
 		CREATE TRIGGER log_claim BEFORE UPDATE ON wasend.send_queue FOR EACH ROW
