@@ -8,7 +8,7 @@ OBJS        = src/wasend.o src/settings.o src/shmem.o src/worker.o src/launcher.
               src/campaign_cache.o src/claim_plan.o src/breaker.o src/db_cycle.o src/limits_reader.o src/graph_api.o src/rate_gate.o \
               src/http_client.o src/queue.o src/sql_api.o src/access.o \
               src/signature.o src/secrets.o src/webhook.o src/metrics.o src/latency.o \
-              src/worker_session.o src/http_server.o src/recipient.o src/phone.o
+              src/worker_session.o src/http_server.o src/recipient.o src/phone.o src/durability.o
 # The install script of the current version is built from the topic
 # sources in sql/src/, concatenated in this order (sql/README.md).
 SQL_SRC     = sql/src/00_schemas_roles.sql sql/src/01_helpers.sql sql/src/02_numbers.sql \

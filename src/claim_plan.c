@@ -319,10 +319,11 @@ wasend_claim_plan(ClaimRequest *req, int unrecorded)
 /*
  * Take the rows a committed claim returned: move the cursors, count them
  * held (campaign_claimed_row) and queue those claimed for sending at
- * their numbers.
+ * their numbers, to start once the claim's commit (ending at claim_lsn)
+ * is durable.
  */
 void
-wasend_claim_take(const ClaimedRow *rows, int nrows)
+wasend_claim_take(const ClaimedRow *rows, int nrows, XLogRecPtr claim_lsn)
 {
 	int			i;
 
@@ -331,7 +332,8 @@ wasend_claim_take(const ClaimedRow *rows, int nrows)
 		CampaignState *cs = wasend_campaign_claimed_row(&rows[i]);
 
 		if (rows[i].body != NULL)
-			wasend_number_push(wasend_number_get(cs->number_id), &rows[i]);
+			wasend_number_push(wasend_number_get(cs->number_id), &rows[i],
+							   claim_lsn);
 	}
 }
 

@@ -9,6 +9,8 @@
 #ifndef WASEND_CLAIM_PLAN_H
 #define WASEND_CLAIM_PLAN_H
 
+#include "access/xlogdefs.h"
+
 #include "queue.h"
 
 /* What one claim asks for, per campaign (parallel arrays). */
@@ -27,7 +29,8 @@ extern void wasend_claim_plan_refresh(const RunningCampaign *rc, int n,
 extern bool wasend_claim_wanted(int unrecorded, bool stopping);
 extern bool wasend_claim_again(int unrecorded, bool stopping);
 extern int	wasend_claim_plan(ClaimRequest *req, int unrecorded);
-extern void wasend_claim_take(const ClaimedRow *rows, int nrows);
+extern void wasend_claim_take(const ClaimedRow *rows, int nrows,
+							  XLogRecPtr claim_lsn);
 extern int	wasend_claim_take_stopped(int64 *ids, int64 *campaign_ids,
 									  bool drop_all);
 

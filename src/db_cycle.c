@@ -26,6 +26,7 @@
 #include "claim_plan.h"
 #include "clock.h"
 #include "db_cycle.h"
+#include "durability.h"
 #include "http_client.h"
 #include "limits_reader.h"
 #include "metrics.h"
@@ -1031,6 +1032,7 @@ typedef struct CycleWork
 	bool		released;		/* the release list was given back */
 	ClaimStep	claim;
 	LimitsStep	limits;
+	XLogRecPtr	commit_lsn;		/* the end of its commit record */
 } CycleWork;
 
 /*
@@ -1089,7 +1091,11 @@ cycle_committed(Cycle *cy, CycleWork *w)
 	if (w->released)
 		release_done(s);
 	if (w->claim.n > 0 && w->claim.nrows > 0)
-		wasend_claim_take(w->claim.rows, w->claim.nrows);
+	{
+		/* no request before a failover keeps the claim: durability.c */
+		wasend_claim_take(w->claim.rows, w->claim.nrows, w->commit_lsn);
+		wasend_durable_note(&s->durable, w->commit_lsn);
+	}
 	wasend_limits_forget_done(&s->limits);
 	if (w->limits.ndue > 0)
 		wasend_limits_start_reads(w->limits.due, w->limits.ndue);
@@ -1137,6 +1143,7 @@ wasend_db_cycle(Sender *s, bool refresh, bool release_all)
 			cycle_steps(&cy, &w, refresh, release_all);
 
 		wasend_commit_transaction();
+		w.commit_lsn = wasend_last_commit_lsn();
 		ok = true;
 	}
 	PG_CATCH();

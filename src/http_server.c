@@ -234,11 +234,11 @@ start_daemon(const WasendHttpEndpoint *ep)
 /*
  * Wait for the latch, for MHD's epoll descriptor, or until the sooner of
  * MHD's own timeout, the next request deadline (next_deadline ms, -1:
- * none) and a second.
+ * none), the endpoint's own wake-up (wake_ms, -1: none) and a second.
  */
 static void
 wait_for_work(WaitEventSet *wes, struct MHD_Daemon *daemon_handle,
-			  long next_deadline)
+			  long next_deadline, long wake_ms)
 {
 	WaitEvent	events[3];
 	MHD_UNSIGNED_LONG_LONG mhd_timeout;
@@ -250,6 +250,8 @@ wait_for_work(WaitEventSet *wes, struct MHD_Daemon *daemon_handle,
 		timeout = (long) Min(mhd_timeout, (MHD_UNSIGNED_LONG_LONG) timeout);
 	if (next_deadline >= 0)
 		timeout = Min(timeout, next_deadline + 1);
+	if (wake_ms >= 0)
+		timeout = Min(timeout, wake_ms);
 	nev = WaitEventSetWait(wes, timeout, events, lengthof(events),
 						   PG_WAIT_EXTENSION);
 	for (i = 0; i < nev; i++)
@@ -306,7 +308,8 @@ wasend_http_serve(const WasendHttpEndpoint *ep)
 		next_deadline = cut_overdue(&server);
 		if (ep->pending())
 			continue;			/* more came in meanwhile: no wait */
-		wait_for_work(wes, daemon_handle, next_deadline);
+		wait_for_work(wes, daemon_handle, next_deadline,
+					  ep->wake_ms ? ep->wake_ms() : -1);
 	}
 
 	if (ep->pending())

@@ -25,7 +25,9 @@ typedef enum MHD_Result MHD_Result_t;
  * back.  on_request and on_completed are MHD's callbacks: they never
  * ereport.  After each MHD_run() pass, when pending() says requests wait
  * (suspended), answer() answers them all (it may use the database) and
- * resumes them; after_pass, if set, runs once per pass outside MHD.
+ * resumes them; after_pass, if set, runs once per pass outside MHD;
+ * wake_ms, if set, says how soon (ms, -1: no matter) the loop must look
+ * at pending() again without any event.
  */
 typedef struct WasendHttpEndpoint
 {
@@ -45,6 +47,7 @@ typedef struct WasendHttpEndpoint
 	bool		(*pending) (void);
 	void		(*answer) (void);
 	void		(*after_pass) (void);
+	long		(*wake_ms) (void);
 } WasendHttpEndpoint;
 
 extern void wasend_http_serve(const WasendHttpEndpoint *ep);

@@ -143,6 +143,7 @@ typedef struct WasendMetricsShared
 	/* atomics: the webhook worker adds, the metrics worker reads */
 	pg_atomic_uint64 webhook_requests;
 	pg_atomic_uint64 webhook_events;
+	pg_atomic_uint64 webhook_not_durable;
 
 	/*
 	 * campaigns_lock protects databases, campaign_db and campaigns; each
@@ -187,6 +188,7 @@ typedef struct MetricsSnapshot
 	char		status_db[METRICS_NUMBERS][METRICS_KEY_LEN];
 	uint64		webhook_requests;
 	uint64		webhook_events;
+	uint64		webhook_not_durable;
 } MetricsSnapshot;
 
 /* One scrape (or other request), from its headers to its answer. */
@@ -255,6 +257,7 @@ wasend_metrics_shmem_init(void)
 		WasendMetrics->campaigns_lock = &locks[1].lock;
 		pg_atomic_init_u64(&WasendMetrics->webhook_requests, 0);
 		pg_atomic_init_u64(&WasendMetrics->webhook_events, 0);
+		pg_atomic_init_u64(&WasendMetrics->webhook_not_durable, 0);
 		for (i = 0; i < METRICS_CAMPAIGNS; i++)
 			WasendMetrics->campaign_db[i] = -1;
 		for (i = 0; i < METRICS_NUMBERS; i++)
@@ -475,14 +478,17 @@ wasend_metrics_note_pace(const char *phone_number_id, double per_sec)
 }
 
 /*
- * The webhook endpoint received this many requests and events.  Never
- * throws, never allocates.
+ * The webhook endpoint received this many requests and events, and
+ * answered this many stored ones 503 because their commit did not become
+ * durable in time (webhook.c).  Never throws, never allocates.
  */
 void
-wasend_metrics_note_webhook(int64 requests, int64 events)
+wasend_metrics_note_webhook(int64 requests, int64 events, int64 not_durable)
 {
 	if (WasendMetrics == NULL)
 		return;
+	if (not_durable > 0)
+		pg_atomic_fetch_add_u64(&WasendMetrics->webhook_not_durable, (uint64) not_durable);
 	if (requests > 0)
 		pg_atomic_fetch_add_u64(&WasendMetrics->webhook_requests, (uint64) requests);
 	if (events > 0)
@@ -666,6 +672,7 @@ take_snapshot(MetricsSnapshot *snap)
 
 	snap->webhook_requests = pg_atomic_read_u64(&m->webhook_requests);
 	snap->webhook_events = pg_atomic_read_u64(&m->webhook_events);
+	snap->webhook_not_durable = pg_atomic_read_u64(&m->webhook_not_durable);
 }
 
 /*
@@ -944,6 +951,10 @@ format_webhook(StringInfo buf, const MetricsSnapshot *snap)
 				  "Webhook notifications the webhook endpoint applied (one per POST body committed).");
 	appendStringInfo(buf, "wasend_webhook_events_total " UINT64_FORMAT "\n",
 					 snap->webhook_events);
+	append_family(buf, "wasend_webhook_not_durable_total", "counter",
+				  "Stored webhook POSTs answered 503 because their commit was not durable in time (wasend.durability): Meta sends them again.");
+	appendStringInfo(buf, "wasend_webhook_not_durable_total " UINT64_FORMAT "\n",
+					 snap->webhook_not_durable);
 }
 
 /*

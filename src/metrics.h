@@ -46,7 +46,8 @@ extern void wasend_metrics_note_error(const char *phone_number_id, const char *c
 							   int64 count);
 extern void wasend_metrics_note_inflight(const char *phone_number_id, int delta);
 extern void wasend_metrics_note_pace(const char *phone_number_id, double per_sec);
-extern void wasend_metrics_note_webhook(int64 requests, int64 events);
+extern void wasend_metrics_note_webhook(int64 requests, int64 events,
+										int64 not_durable);
 extern void wasend_metrics_publish_campaigns(Oid dboid, const char *dbname,
 									  const MetricsCampaign *campaigns, int n);
 extern void wasend_metrics_publish_numbers(Oid dboid, const char *dbname,

@@ -343,7 +343,8 @@ wasend_numbers_budget(void)
  * in the ring (valid until the next insertion).
  */
 static PendingRow *
-fifo_insert(NumberState *ns, const ClaimedRow *row, int ahead_of)
+fifo_insert(NumberState *ns, const ClaimedRow *row, int ahead_of,
+			XLogRecPtr claim_lsn)
 {
 	PendingRow *p;
 	int			pos;
@@ -377,6 +378,7 @@ fifo_insert(NumberState *ns, const ClaimedRow *row, int ahead_of)
 	p->campaign_id = row->campaign_id;
 	p->priority = row->priority;
 	p->refusals = 0;
+	p->claim_lsn = claim_lsn;
 	p->body = MemoryContextStrdup(numbers_context, row->body);
 	ns->count++;
 	return p;
@@ -387,12 +389,13 @@ fifo_insert(NumberState *ns, const ClaimedRow *row, int ahead_of)
  * back.  A wasend_send row (priority >= 0) goes to the front, behind the
  * wasend_send rows already there of the same or a higher priority: it
  * takes the number's next free slot of the rate gate, ahead of every
- * campaign row this sender holds.
+ * campaign row this sender holds.  claim_lsn is the end of the claim's
+ * commit: the row's request waits until that is durable.
  */
 void
-wasend_number_push(NumberState *ns, const ClaimedRow *row)
+wasend_number_push(NumberState *ns, const ClaimedRow *row, XLogRecPtr claim_lsn)
 {
-	(void) fifo_insert(ns, row, row->priority);
+	(void) fifo_insert(ns, row, row->priority, claim_lsn);
 }
 
 /*
@@ -414,7 +417,8 @@ wasend_number_requeue(NumberState *ns, int64 id, int64 campaign_id, int priority
 	row.body = unconstify(char *, body);
 	row.priority = priority;
 	row.advance = 0;
-	fifo_insert(ns, &row, Max(priority, 0))->refusals = refusals;
+	/* its claim was durable when it first started */
+	fifo_insert(ns, &row, Max(priority, 0), InvalidXLogRecPtr)->refusals = refusals;
 }
 
 /*
@@ -458,17 +462,36 @@ wasend_numbers_take_stopped(int64 *ids, int64 *campaign_ids,
 }
 
 /*
+ * How many rows at the front of a number's FIFO have a durable claim
+ * (claim_lsn <= durable), at most limit.
+ */
+static int
+durable_prefix(NumberState *ns, XLogRecPtr durable, int limit)
+{
+	int			n = 0;
+
+	while (n < limit && n < ns->count &&
+		   ns->rows[(ns->head + n) % ns->cap].claim_lsn <= durable)
+		n++;
+	return n;
+}
+
+/*
  * Start as many requests as the rate gate allows (none while the sender
- * is stopping).  Returns the earliest monotonic time at which the gate
+ * is stopping), from rows whose claim is durable up to durable
+ * (durability.c); *awaiting counts the rows of active numbers held back
+ * only by that.  Returns the earliest monotonic time at which the gate
  * opens again for a number that still has rows waiting (0 if none waits).
  */
 int64
-wasend_numbers_start_sends(int64 now, bool stopping)
+wasend_numbers_start_sends(int64 now, bool stopping, XLogRecPtr durable,
+						   int *awaiting)
 {
 	HASH_SEQ_STATUS seq;
 	NumberState *ns;
 	int64		wake = 0;
 
+	*awaiting = 0;
 	hash_seq_init(&seq, numbers);
 	while ((ns = hash_seq_search(&seq)) != NULL)
 	{
@@ -477,8 +500,15 @@ wasend_numbers_start_sends(int64 now, bool stopping)
 		int64		next;
 		int			npri;
 		int			room;
+		int			ready;
 
 		if (ns->count == 0 || !ns->active || stopping)
+			continue;
+		/* rows whose claim a failover could still lose do not start */
+		ready = durable_prefix(ns, durable, WASEND_MAX_RATE);
+		if (ready < ns->count && ready < WASEND_MAX_RATE)
+			*awaiting += ns->count - ready;
+		if (ready == 0)
 			continue;
 		/*
 		 * never more in flight than twice what Little's law asks for the
@@ -492,7 +522,7 @@ wasend_numbers_start_sends(int64 now, bool stopping)
 		/* wasend_send rows at the front go first, with priority */
 		npri = wasend_number_priority_rows(ns);
 		granted = wasend_rate_gate_take(ns->gate_key, ns->rate,
-								 Min(Min(npri > 0 ? npri : ns->count, WASEND_MAX_RATE), room),
+								 Min(Min(npri > 0 ? Min(npri, ready) : ready, WASEND_MAX_RATE), room),
 								 now, &next, npri > 0);
 		for (i = 0; i < granted; i++)
 		{

@@ -9,6 +9,8 @@
 #ifndef WASEND_NUMBER_QUEUE_H
 #define WASEND_NUMBER_QUEUE_H
 
+#include "access/xlogdefs.h"
+
 #include "clock.h"
 #include "queue.h"
 
@@ -20,6 +22,8 @@ typedef struct PendingRow
 	int			priority;		/* wasend_send row: 0-100; campaign row: -1 */
 	int			refusals;		/* 130429s it got in this sender (see
 								 * number_requeue) */
+	XLogRecPtr	claim_lsn;		/* its claim's commit: no request before
+								 * that is durable (durability.c); 0 */
 	char	   *body;
 } PendingRow;
 
@@ -62,11 +66,13 @@ extern void wasend_numbers_note_turn(int64 idle_us, int64 now);
 extern int	wasend_numbers_budget(void);
 extern int	wasend_number_inflight_need(NumberState *ns);
 extern void wasend_number_answered(NumberState *ns);
-extern void wasend_number_push(NumberState *ns, const ClaimedRow *row);
+extern void wasend_number_push(NumberState *ns, const ClaimedRow *row,
+							   XLogRecPtr claim_lsn);
 extern void wasend_number_requeue(NumberState *ns, int64 id, int64 campaign_id,
 								  int priority, int refusals, const char *body);
 extern int	wasend_numbers_take_stopped(int64 *ids, int64 *campaign_ids,
 										WasendCampaignSends sends, bool drop_all);
-extern int64 wasend_numbers_start_sends(int64 now, bool stopping);
+extern int64 wasend_numbers_start_sends(int64 now, bool stopping,
+										XLogRecPtr durable, int *awaiting);
 
 #endif							/* WASEND_NUMBER_QUEUE_H */

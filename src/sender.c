@@ -85,6 +85,8 @@ sender_detach(int code, Datum arg)
 	LWLockRelease(wasend_state->lock);
 	pg_atomic_write_u32(&s->slot->inflight, 0);
 	pg_atomic_write_u32(&s->slot->held, 0);
+	pg_atomic_write_u32(&s->slot->awaiting_durable, 0);
+	pg_atomic_write_u64(&s->slot->awaiting_since, 0);
 	wasend_http_shutdown();
 }
 
@@ -470,6 +472,8 @@ slot_reset_counters(WasendSenderSlot *slot)
 	pg_atomic_write_u64(&slot->latency_us_sum, 0);
 	pg_atomic_write_u64(&slot->requests, 0);
 	pg_atomic_write_u64(&slot->db_retries, 0);
+	pg_atomic_write_u32(&slot->awaiting_durable, 0);
+	pg_atomic_write_u64(&slot->awaiting_since, 0);
 	wasend_latency_reset(slot->latency_hist);
 	wasend_latency_reset(slot->added_hist);
 }
@@ -597,6 +601,8 @@ sleep_ms(Sender *s, int64 gate_wake)
 	sooner(&timeout, ms_until(now, Max(db_due, s->cycle.not_before)));
 	if (ShutdownRequestPending)
 		sooner(&timeout, 100);
+	/* rows wait for their claims to be durable: poll, backing off */
+	sooner(&timeout, wasend_durable_sleep_ms(&s->durable));
 	if (!ShutdownRequestPending &&
 		wasend_claim_again(s->results.n, ShutdownRequestPending) &&
 		wasend_mono_us() >= s->cycle.not_before)
@@ -630,6 +636,31 @@ sender_wait(WaitEventSet *wes, long timeout)
 	}
 	if (wasend_http_timer_due(wasend_mono_us()))
 		wasend_http_drive(false, true);
+}
+
+/*
+ * Start the requests the rate gate allows for rows whose claims are
+ * durable (durability.c), and show in the slot how many rows wait for
+ * that and since when.  *gate_wake: when the gate opens again.
+ */
+static void
+start_sends(Sender *s, int64 *gate_wake)
+{
+	int64		now = wasend_mono_us();
+	XLogRecPtr	durable = wasend_durable_position(&s->durable);
+	int			awaiting;
+	char		who[32];
+
+	*gate_wake = wasend_numbers_start_sends(now, ShutdownRequestPending,
+											durable, &awaiting);
+	snprintf(who, sizeof(who), "sender %d", s->index + 1);
+	wasend_durable_settle(&s->durable, awaiting > 0, now, who);
+	pg_atomic_write_u32(&s->slot->awaiting_durable, awaiting);
+	if (awaiting == 0)
+		pg_atomic_write_u64(&s->slot->awaiting_since, 0);
+	else if (pg_atomic_read_u64(&s->slot->awaiting_since) == 0)
+		pg_atomic_write_u64(&s->slot->awaiting_since,
+							(uint64) GetCurrentTimestamp());
 }
 
 /*
@@ -675,7 +706,7 @@ sender_turn(Sender *s, WaitEventSet *wes)
 		(wasend_http_inflight() == 0 || wasend_mono_us() >= s->drain_deadline))
 		sender_finish(s);
 
-	gate_wake = wasend_numbers_start_sends(wasend_mono_us(), ShutdownRequestPending);
+	start_sends(s, &gate_wake);
 	pg_atomic_write_u32(&s->slot->inflight, wasend_http_inflight());
 	pg_atomic_write_u32(&s->slot->hold_target, wasend_numbers_budget());
 

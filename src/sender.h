@@ -15,6 +15,7 @@
 
 #include "clock.h"
 #include "db_cycle.h"
+#include "durability.h"
 #include "limits_reader.h"
 #include "queue.h"
 #include "shmem.h"
@@ -53,6 +54,9 @@ typedef struct Sender
 	int64		next_poll;		/* monotonic us */
 	int64		drain_deadline; /* stopping: monotonic us; 0 = not yet */
 	int64		next_pool_trim;
+
+	/* claims whose rows wait until they are durable (durability.c) */
+	WasendDurableWait durable;
 } Sender;
 
 extern PGDLLEXPORT void wasend_sender_main(Datum main_arg);

@@ -45,10 +45,19 @@ int			wasend_metrics_port = 0;
 int			wasend_metrics_request_timeout_ms = 5000;
 bool		wasend_drop_suppressions = false;
 int			wasend_retention_min = 90 * 24 * 60;
+int			wasend_durability = WASEND_DURABLE_SYNCHRONOUS;
+int			wasend_webhook_durable_timeout_ms = 10000;
 
 static const struct config_enum_entry on_uncertain_options[] = {
 	{"retry", WASEND_UNCERTAIN_RETRY, false},
 	{"fail", WASEND_UNCERTAIN_FAIL, false},
+	{NULL, 0, false}
+};
+
+static const struct config_enum_entry durability_options[] = {
+	{"synchronous", WASEND_DURABLE_SYNCHRONOUS, false},
+	{"standby", WASEND_DURABLE_STANDBY, false},
+	{"local", WASEND_DURABLE_LOCAL, false},
 	{NULL, 0, false}
 };
 
@@ -374,6 +383,33 @@ define_metrics_settings(void)
 }
 
 /*
+ * Where a claim (before its requests start) and a webhook's commit
+ * (before its 200) must be durable: see durability.c.
+ */
+static void
+define_durability_settings(void)
+{
+	DefineCustomEnumVariable("wasend.durability",
+							 "Where a message's claim must be flushed before its request starts, and a webhook's commit before Meta gets its 200: synchronous, standby or local.",
+							 "synchronous: on the synchronous standbys when synchronous_standby_names is set, else here; standby: on at least one streaming physical standby (nothing is sent while none streams); local: here only, which a failover can lose.",
+							 &wasend_durability,
+							 WASEND_DURABLE_SYNCHRONOUS,
+							 durability_options,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("wasend.webhook_durable_timeout",
+							"Longest a webhook's answer waits for its commit to be durable (wasend.durability) before it gets 503, for Meta to send it again.",
+							NULL,
+							&wasend_webhook_durable_timeout_ms,
+							10000, 100, 600000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+}
+
+/*
  * The confirmation that DROP EXTENSION wasend may delete the
  * suppressions (sql_api.c, wasend_guard_drop).
  */
@@ -402,6 +438,7 @@ wasend_define_settings(void)
 	define_webhook_settings();
 	define_metrics_settings();
 	define_drop_settings();
+	define_durability_settings();
 
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("wasend");

@@ -28,6 +28,15 @@ typedef enum WasendInvalidRecipients
 	WASEND_INVALID_SKIP = 1
 } WasendInvalidRecipients;
 
+/* values of wasend.durability (durability.c) */
+typedef enum WasendDurability
+{
+	WASEND_DURABLE_SYNCHRONOUS = 0, /* flushed on the synchronous standbys
+									 * when synchronous_standby_names is set */
+	WASEND_DURABLE_STANDBY = 1,		/* flushed on some streaming standby */
+	WASEND_DURABLE_LOCAL = 2		/* flushed here */
+} WasendDurability;
+
 /* values of wasend.http_version */
 typedef enum WasendHttpVersion
 {
@@ -63,6 +72,8 @@ extern int	wasend_metrics_port;
 extern int	wasend_metrics_request_timeout_ms;
 extern bool wasend_drop_suppressions;
 extern int	wasend_retention_min;
+extern int	wasend_durability;
+extern int	wasend_webhook_durable_timeout_ms;
 
 extern void wasend_define_settings(void);
 

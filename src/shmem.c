@@ -74,6 +74,8 @@ wasend_shmem_init(void)
 			pg_atomic_init_u64(&s->latency_us_sum, 0);
 			pg_atomic_init_u64(&s->requests, 0);
 			pg_atomic_init_u32(&s->hold_target, 0);
+			pg_atomic_init_u32(&s->awaiting_durable, 0);
+			pg_atomic_init_u64(&s->awaiting_since, 0);
 			for (j = 0; j < WASEND_LATENCY_BUCKETS; j++)
 			{
 				pg_atomic_init_u64(&s->latency_hist[j], 0);

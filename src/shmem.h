@@ -49,6 +49,9 @@ typedef struct WasendSenderSlot
 	pg_atomic_uint64 latency_us_sum;	/* sum of request latencies */
 	pg_atomic_uint64 requests;	/* completed requests */
 	pg_atomic_uint32 hold_target;	/* rows it means to hold (wasend_numbers_budget) */
+	pg_atomic_uint32 awaiting_durable;	/* rows held back until their claim
+										 * is durable (durability.c) */
+	pg_atomic_uint64 awaiting_since;	/* TimestampTz they began to; 0 */
 	pg_atomic_uint64 latency_hist[WASEND_LATENCY_BUCKETS];	/* latency.c */
 	pg_atomic_uint64 added_hist[WASEND_LATENCY_BUCKETS];
 } WasendSenderSlot;

@@ -48,6 +48,7 @@
 #include "http_client.h"
 #include "graph_api.h"
 #include "clock.h"
+#include "durability.h"
 #include "latency.h"
 #include "rate_gate.h"
 #include "secrets.h"
@@ -177,6 +178,44 @@ database_listed(const char *name, bool *bad)
 	return listed;
 }
 
+/* a wait for durable claims shorter than this is no stall (a round trip) */
+#define DURABLE_WAIT_SHOWN_MS	2000
+
+/*
+ * The senders of this database hold rows back because their claims are
+ * not durable yet (durability.c), for more than a moment: the reason and
+ * a hint, or NULL.
+ */
+static char *
+durable_wait_reason(char **hint)
+{
+	TimestampTz oldest = 0;
+	int			rows = 0;
+	int			i;
+
+	for (i = 0; i < WASEND_MAX_SENDERS; i++)
+	{
+		WasendSenderSlot *slot = &wasend_state->senders[i];
+		TimestampTz since;
+
+		/* dboid is read without the lock: a stale answer lasts one call */
+		if (slot->dboid != MyDatabaseId)
+			continue;
+		since = (TimestampTz) pg_atomic_read_u64(&slot->awaiting_since);
+		if (since == 0)
+			continue;
+		rows += pg_atomic_read_u32(&slot->awaiting_durable);
+		if (oldest == 0 || since < oldest)
+			oldest = since;
+	}
+	if (oldest == 0 ||
+		!TimestampDifferenceExceeds(oldest, GetCurrentTimestamp(), DURABLE_WAIT_SHOWN_MS))
+		return NULL;
+	*hint = pstrdup("A claim must be flushed where a failover can promote before its message is sent: check pg_stat_replication. wasend.durability = local sends without waiting, and a failover may then send messages again unmarked.");
+	return psprintf("%d messages wait for %s since %s", rows,
+					wasend_durable_describe(), timestamptz_to_str(oldest));
+}
+
 /*
  * Why no sender of this database sends, as a reason for a person and a
  * hint (both palloc'd), or NULL when nothing at this level stops them:
@@ -246,7 +285,7 @@ blocked_reason(char **hint, bool *at_wake)
 			running = true;
 	LWLockRelease(wasend_state->lock);
 	if (running || shortage == WASEND_SHORT_NONE)
-		return NULL;
+		return durable_wait_reason(hint);
 	if (shortage == WASEND_SHORT_SENDER_SLOT)
 	{
 		*hint = pstrdup("Lower wasend.workers: every database that has the extension runs that many senders.");
@@ -325,7 +364,9 @@ wasend_senders_blocked(PG_FUNCTION_ARGS)
  * opened versus reused, mean request latency; since 0.5.0 also the rows it
  * means to hold (Little's law, number_queue.c) and the 50th and 99th
  * percentiles of the request latency and of the part wasend added
- * (latency.c).  A declaration of an older version asks for fewer columns:
+ * (latency.c); since 0.6.0 the rows held back until their claim is
+ * durable, and since when (durability.c).  A declaration of an older
+ * version asks for fewer columns:
  * only those are filled.
  */
 Datum
@@ -356,10 +397,11 @@ wasend_worker_stats(PG_FUNCTION_ARGS)
 	}
 #endif
 
-	if (rsinfo->setDesc->natts != 9 && rsinfo->setDesc->natts != 14)
+	if (rsinfo->setDesc->natts != 9 && rsinfo->setDesc->natts != 14 &&
+		rsinfo->setDesc->natts != 16)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("wasend_worker_stats() is declared with %d columns, this library returns 9 or 14",
+				 errmsg("wasend_worker_stats() is declared with %d columns, this library returns 9, 14 or 16",
 						rsinfo->setDesc->natts),
 				 errhint("Run ALTER EXTENSION wasend UPDATE.")));
 	if (wasend_state == NULL)
@@ -368,8 +410,8 @@ wasend_worker_stats(PG_FUNCTION_ARGS)
 	for (i = 0; i < WASEND_MAX_SENDERS; i++)
 	{
 		WasendSenderSlot *s = &wasend_state->senders[i];
-		Datum		values[14];
-		bool		nulls[14] = {0};
+		Datum		values[16];
+		bool		nulls[16] = {0};
 		double		ms;
 		int			natts = rsinfo->setDesc->natts;
 		pid_t		pid;
@@ -407,6 +449,14 @@ wasend_worker_stats(PG_FUNCTION_ARGS)
 			values[12] = Float8GetDatum(ms);
 			nulls[13] = !wasend_latency_percentile(s->added_hist, 0.99, &ms);
 			values[13] = Float8GetDatum(ms);
+		}
+		if (natts >= 16)
+		{
+			uint64		since = pg_atomic_read_u64(&s->awaiting_since);
+
+			values[14] = Int32GetDatum(pg_atomic_read_u32(&s->awaiting_durable));
+			values[15] = TimestampTzGetDatum((TimestampTz) since);
+			nulls[15] = since == 0;
 		}
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}

@@ -24,11 +24,13 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
 #include "clock.h"
+#include "durability.h"
 #include "http_server.h"
 #include "queue.h"
 #include "metrics.h"
@@ -74,6 +76,8 @@ typedef struct WebhookRequest
 	bool		waiting;		/* suspended, in the batch */
 	int			status;			/* answer, once decided (0 = not yet) */
 	char	   *answer;			/* malloc'd answer body */
+	XLogRecPtr	commit_lsn;		/* stored: the end of its commit */
+	int64		durable_by;		/* stored: 503 if not durable by then (us) */
 	struct WebhookRequest *next;
 } WebhookRequest;
 
@@ -81,6 +85,18 @@ static WebhookRequest *batch_head = NULL;
 static WebhookRequest *batch_tail = NULL;
 static int	batch_len = 0;
 static MemoryContext batch_cxt = NULL;
+
+/*
+ * Stored notifications whose 200 waits until their commit is durable
+ * where a failover can promote (wasend.durability): Meta never sends
+ * again what got a 200, so a 200 for a commit a failover loses loses the
+ * notification (a STOP among them).  They stay suspended, in commit
+ * order; past wasend.webhook_durable_timeout they get 503 and Meta sends
+ * them again (storing one twice changes nothing).
+ */
+static WebhookRequest *durable_head = NULL;
+static WebhookRequest *durable_tail = NULL;
+static WasendDurableWait durable_wait;
 
 /* bytes allocated or reserved for bodies, all connections together */
 static size_t buffered_bytes = 0;
@@ -505,11 +521,16 @@ ingest_group(WebhookRequest **reqs, int n, int *sqlerrcode, bool *absent)
 		return false;
 	if (ok)
 	{
+		XLogRecPtr	lsn = wasend_last_commit_lsn();
 		int			i;
 
 		for (i = 0; i < n; i++)
+		{
 			set_answer(reqs[i], 200, answers[i]);
-		wasend_metrics_note_webhook(0, n);
+			reqs[i]->commit_lsn = lsn;
+		}
+		wasend_durable_note(&durable_wait, lsn);
+		wasend_metrics_note_webhook(0, n, 0);
 	}
 	return ok;
 }
@@ -566,8 +587,73 @@ refuse_absent(WebhookRequest **reqs, int n)
 }
 
 /*
- * Answer every request collected in the last MHD_run pass.  All it and
- * ingest_group allocate goes in batch_cxt, reset at the end.
+ * Let a request's answer go: MHD calls on_request again, which sends it.
+ */
+static void
+resume_request(WebhookRequest *req)
+{
+	req->waiting = false;
+	if (req->status == 0)
+		set_answer(req, 500, "internal error");
+	buffer_release(req);
+	wasend_http_hold(req->conn, false);
+	MHD_resume_connection(req->conn);
+}
+
+/*
+ * Answer the stored notifications whose commit is durable now (200), and
+ * those past their deadline, or all when the worker stops (503: Meta
+ * sends them again).  Commits are in order: the first that waits ends it.
+ */
+static void
+settle_durable(void)
+{
+	XLogRecPtr	durable = wasend_durable_position(&durable_wait);
+	int64		now = wasend_mono_us();
+	int			late = 0;
+
+	while (durable_head != NULL)
+	{
+		WebhookRequest *req = durable_head;
+
+		if (req->commit_lsn > durable)
+		{
+			if (now < req->durable_by && !ShutdownRequestPending)
+				break;
+			set_answer(req, 503, "stored, but not yet where a failover keeps it (wasend.durability): send it again");
+			late++;
+		}
+		durable_head = req->next;
+		if (durable_head == NULL)
+			durable_tail = NULL;
+		resume_request(req);
+	}
+	wasend_durable_settle(&durable_wait, durable_head != NULL, now, "webhook");
+	if (late > 0)
+		wasend_metrics_note_webhook(0, 0, late);
+}
+
+/*
+ * A stored notification waits for its commit to be durable before its
+ * 200 (settle_durable), unless that is so already.
+ */
+static void
+await_durable(WebhookRequest *req)
+{
+	req->durable_by = wasend_mono_us() + (int64) wasend_webhook_durable_timeout_ms * 1000;
+	req->next = NULL;
+	buffer_release(req);
+	if (durable_tail)
+		durable_tail->next = req;
+	else
+		durable_head = req;
+	durable_tail = req;
+}
+
+/*
+ * Answer every request collected in the last MHD_run pass, and the stored
+ * ones whose commit became durable.  All it and ingest_group allocate goes
+ * in batch_cxt, reset at the end.
  */
 static void
 process_batch(void)
@@ -582,7 +668,14 @@ process_batch(void)
 	const char *error;
 	bool		have_secret;
 
-	wasend_metrics_note_webhook(batch_len, 0);
+	if (batch_head == NULL)
+	{
+		/* only stored notifications to answer */
+		settle_durable();
+		MemoryContextSwitchTo(oldcxt);
+		return;
+	}
+	wasend_metrics_note_webhook(batch_len, 0, 0);
 	have_secret = wasend_secret(WASEND_SECRET_APP, &error) != NULL;
 	report_secret_problem(WASEND_SECRET_APP, have_secret ? NULL :
 						  error ? error : "wasend.app_secret_file is not set");
@@ -634,7 +727,7 @@ process_batch(void)
 			break;
 		}
 
-	/* resume all: MHD calls on_request again, which sends the answer */
+	/* resume all but the stored ones, which wait until they are durable */
 	req = batch_head;
 	batch_head = batch_tail = NULL;
 	batch_len = 0;
@@ -642,25 +735,48 @@ process_batch(void)
 	{
 		WebhookRequest *next = req->next;
 
-		req->waiting = false;
-		if (req->status == 0)
-			set_answer(req, 500, "internal error");
-		buffer_release(req);
-		wasend_http_hold(req->conn, false);
-		MHD_resume_connection(req->conn);
+		if (req->status == 200)
+			await_durable(req);
+		else
+			resume_request(req);
 		req = next;
 	}
+	settle_durable();
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(batch_cxt);
 }
 
 /*
- * Are request bodies waiting for the batch?
+ * Are request bodies waiting for the batch, or stored ones for their
+ * answer (durable now, past their deadline, or the worker stops)?
  */
 static bool
 batch_pending(void)
 {
-	return batch_head != NULL;
+	if (batch_head != NULL)
+		return true;
+	if (durable_head == NULL)
+		return false;
+	return ShutdownRequestPending ||
+		wasend_mono_us() >= durable_head->durable_by ||
+		durable_head->commit_lsn <= wasend_durable_position(&durable_wait);
+}
+
+/*
+ * How long the loop may wait before it looks again whether stored
+ * notifications became durable (-1: none waits).
+ */
+static long
+durable_wake_ms(void)
+{
+	long		ms;
+	int64		left;
+
+	if (durable_head == NULL)
+		return -1;
+	ms = wasend_durable_sleep_ms(&durable_wait);
+	left = (durable_head->durable_by - wasend_mono_us() + 999) / 1000;
+	return Max(0, ms < 0 ? left : Min(ms, left));
 }
 
 /*
@@ -961,6 +1077,7 @@ wasend_webhook_main(Datum main_arg)
 	ep.on_completed = &on_completed;
 	ep.pending = batch_pending;
 	ep.answer = process_batch;
+	ep.wake_ms = durable_wake_ms;
 	ep.after_pass = after_pass;
 	wasend_http_serve(&ep);
 

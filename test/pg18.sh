@@ -32,7 +32,7 @@ PREFIX=$DIR/install
 TESTS18=${PG18_TESTS:-t/001_send.pl t/002_control.pl t/004_pg_cron.pl t/011_webhook.pl
 t/015_poison.pl t/020_upgrade.pl t/021_dump_restore.pl t/029_databases.pl
 t/043_no_preload.pl t/044_endpoint_database.pl t/045_stalled.pl t/046_retention.pl
-t/047_operations_log.pl t/051_recipient_zones.pl t/053_supervisor_lock.pl}
+t/047_operations_log.pl t/051_recipient_zones.pl t/053_supervisor_lock.pl t/054_durable_claims.pl}
 
 skip() {
 	echo "=================================================================="

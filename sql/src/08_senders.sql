@@ -47,7 +47,8 @@ CREATE FUNCTION wasend.wasend_worker_stats(
     OUT mean_latency_ms double precision,
     OUT hold_target integer,
     OUT latency_p50_ms double precision, OUT latency_p99_ms double precision,
-    OUT added_p50_ms double precision, OUT added_p99_ms double precision)
+    OUT added_p50_ms double precision, OUT added_p99_ms double precision,
+    OUT awaiting_durable integer, OUT awaiting_durable_since timestamptz)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'wasend_worker_stats'
 LANGUAGE C VOLATILE STRICT

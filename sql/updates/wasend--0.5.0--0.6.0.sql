@@ -5727,6 +5727,30 @@ CREATE INDEX send_queue_lane_idx ON wasend.send_queue (campaign_id)
     WHERE priority IS NOT NULL;
 
 /*
+ * A sender holds a claimed row back until its claim is durable where a
+ * failover can promote (wasend.durability, src/durability.c):
+ * wasend_worker_stats() shows how many rows wait for that in each sender,
+ * and since when.
+ */
+DROP FUNCTION wasend.wasend_worker_stats();
+CREATE FUNCTION wasend.wasend_worker_stats(
+    OUT sender integer, OUT pid integer, OUT in_flight integer, OUT held integer,
+    OUT sent bigint, OUT failed bigint,
+    OUT connections_opened bigint, OUT connections_reused bigint,
+    OUT mean_latency_ms double precision,
+    OUT hold_target integer,
+    OUT latency_p50_ms double precision, OUT latency_p99_ms double precision,
+    OUT added_p50_ms double precision, OUT added_p99_ms double precision,
+    OUT awaiting_durable integer, OUT awaiting_durable_since timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'wasend_worker_stats'
+LANGUAGE C VOLATILE STRICT
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION wasend.wasend_worker_stats() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wasend.wasend_worker_stats() TO wasend_viewer;
+
+/*
  * A grant means one database.
  *
  * wasend_viewer, wasend_operator and wasend_admin are roles of the whole
