@@ -13,6 +13,8 @@
 #  - emptying synchronous_standby_names (what Patroni does when no sync
 #    standby is left) lets the same campaign go on at once, and the log
 #    says so; a STOP is then answered 200;
+#  - with wasend.durability = standby and no synchronous standby, claims
+#    wait for the asynchronous standby the same way;
 #  - a campaign started (durably) while no sender ran, then claimed while
 #    the standby is stopped: the primary crashes, the standby, which never
 #    got those claims, is promoted and sends the campaign itself, each
@@ -193,28 +195,43 @@ ok(1, 'the log says the sender goes on');
 like(post_stop($wh_port, '15540100002'), qr/ 200$/,
 	'a signed STOP is answered 200 again');
 
-# 4. a campaign started durably while no sender runs; the standby stops;
-# the senders claim it; the primary crashes; the standby is promoted
+# 4. an asynchronous cluster opts in: wasend.durability = standby waits
+# for any streaming standby's flush
+set_conf($primary, 'wasend.durability', 'standby');
+campaign($primary, 3, 20, 'local');
+ok($primary->poll_query_until('postgres',
+		q{SELECT stalled_reason LIKE '%wait for a streaming standby to flush them (wasend.durability = standby)%'
+		  FROM wasend.campaign_progress WHERE campaign_id = 3}),
+	'with wasend.durability = standby, claims wait for the asynchronous standby');
+is(sent_of(3), 0, 'none of them was sent meanwhile');
 kill 'CONT', $wr;
+ok($primary->poll_query_until('postgres',
+		q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 3}),
+	'once it streams again, the campaign completes');
+is(sent_of(3), 20, 'each of its 20 recipients reached the mock once');
+set_conf($primary, 'wasend.durability', 'synchronous');
+
+# 5. a campaign started durably while no sender runs; the standby stops;
+# the senders claim it; the primary crashes; the standby is promoted
 $primary->wait_for_catchup($standby);
 set_conf($primary, 'synchronous_standby_names', "'*'");
 set_conf($primary, 'wasend.workers', 0);
 ok($primary->poll_query_until('postgres',
 		q{SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type LIKE 'wasend sender%'}),
 	'with wasend.workers = 0 no sender runs');
-campaign($primary, 3, 50, 'on');
+campaign($primary, 4, 50, 'on');
 $wr = walreceiver_pid();
 kill 'STOP', $wr;
 set_conf($primary, 'wasend.workers', 2);
 ok($primary->poll_query_until('postgres',
-		q{SELECT count(*) > 0 FROM wasend.send_queue WHERE campaign_id = 3 AND status = 'sending'}),
-	'the senders claim campaign 3');
+		q{SELECT count(*) > 0 FROM wasend.send_queue WHERE campaign_id = 4 AND status = 'sending'}),
+	'the senders claim campaign 4');
 ok($primary->poll_query_until('postgres',
 		q{SELECT sum(awaiting_durable) > 0 FROM wasend.wasend_worker_stats()}),
 	'and hold its rows back');
 like(post_stop_settled($wh_port, '15540100003'), qr/ 503$/,
 	'a STOP is answered 503 meanwhile');
-is(sent_of(3), 0, 'none of its requests started');
+is(sent_of(4), 0, 'none of its requests started');
 $primary->stop('immediate');
 # the stopped walreceiver cannot be told to stop: kill it, and the standby
 # restarts from what it flushed
@@ -224,9 +241,9 @@ $standby->wait_for_log(qr/all server processes terminated; reinitializing/, $sta
 $standby->poll_query_until('postgres', 'SELECT true') or die 'the standby did not come back';
 $standby->promote;
 ok($standby->poll_query_until('postgres',
-		q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 3}),
+		q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 4}),
 	'the promoted standby completes the campaign by itself');
-is(sent_of(3), 50, 'each of its 50 recipients reached the mock exactly once: no unmarked duplicate');
+is(sent_of(4), 50, 'each of its 50 recipients reached the mock exactly once: no unmarked duplicate');
 is($standby->safe_psql('postgres',
 		q{SELECT count(*) FROM wasend.suppressions WHERE recipient = '15540100003'}),
 	'0', 'the STOP answered 503 is not on the promoted node');
