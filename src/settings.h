@@ -63,6 +63,7 @@ extern int	wasend_metrics_port;
 extern int	wasend_metrics_request_timeout_ms;
 extern bool wasend_drop_suppressions;
 extern int	wasend_retention_min;
+extern int	wasend_uncertain_retry_delay_s;
 
 extern void wasend_define_settings(void);
 
