@@ -13,7 +13,10 @@
 # exactly once; every uncertain row whose request reached the mock before
 # the kill is sent with the mock's wamid of that request, never retried;
 # every uncertain row whose request had not reached it is sent by one
-# request made at least 8 s after the kill; no duplicate send.
+# request made at least 8 s after the kill; no duplicate send.  Then the
+# same with wasend.on_uncertain = fail: the rows that had reached the
+# mock are settled as sent, the others failed after the delay, without a
+# request.
 use strict;
 use warnings;
 
@@ -116,31 +119,101 @@ is($node->safe_psql('postgres', q{
 	 WHERE m.http_status = 200 AND m.wamid IS DISTINCT FROM q.wa_message_id}),
 	'0', 'every row has the wamid of its one request');
 
-# the uncertain rows: reached the mock before the kill (settled by its
-# status), or not (sent once, after the delay)
-my ($uncertain, $settled, $reached, $retried, $late) = split /\|/, $node->safe_psql('postgres', qq{
+# the uncertain rows: settled by the status of their one request (one
+# attempt), or sent again (a second attempt) after the delay; every one
+# whose request the mock had logged before the kill is settled (a request
+# logged around the kill may be either: the two clocks differ a little)
+my $settled_text = 'outcome settled by a status webhook: the message had reached Meta';
+my ($uncertain, $settled, $retried, $late, $reached, $reached_settled) = split /\|/,
+  $node->safe_psql('postgres', qq{
 	SELECT count(*),
-	       count(*) FILTER (WHERE q.last_error = 'outcome settled by a status webhook: the message had reached Meta'),
+	       count(*) FILTER (WHERE q.attempts = 1 AND q.last_error = '$settled_text'),
+	       count(*) FILTER (WHERE q.attempts > 1),
+	       count(*) FILTER (WHERE q.attempts > 1 AND m.t_ms >= $t_kill + $delay * 1000),
 	       count(*) FILTER (WHERE m.t_ms < $t_kill),
-	       count(*) FILTER (WHERE m.t_ms >= $t_kill),
-	       count(*) FILTER (WHERE m.t_ms >= $t_kill + $delay * 1000)
+	       count(*) FILTER (WHERE m.t_ms < $t_kill AND q.attempts = 1 AND q.last_error = '$settled_text')
 	  FROM wasend.send_queue q JOIN mocklog m USING (recipient)
 	 WHERE q.uncertain AND m.http_status = 200});
-note("uncertain $uncertain: reached the mock before the kill $reached (settled by a status $settled), "
-	  . "sent after it $retried ($late after the delay)");
-cmp_ok($reached, '>', 0, 'some uncertain rows had reached the mock before the kill');
-is($settled, $reached, 'every uncertain row that had reached the mock was settled by its status');
-is($node->safe_psql('postgres', qq{
-	SELECT count(*) FROM wasend.send_queue q JOIN mocklog m USING (recipient)
-	 WHERE q.uncertain AND m.http_status = 200 AND m.t_ms < $t_kill
-	   AND (q.attempts <> 1 OR q.status <> 'sent')}),
-	'0', 'and not retried: one attempt, sent');
-is($late, $retried, 'the uncertain rows that had not reached the mock were sent only after the delay');
-is($uncertain, $reached + $retried, 'the uncertain rows are those two kinds');
+note("uncertain $uncertain: settled by a status $settled, sent again $retried ($late after the delay); "
+	  . "logged by the mock before the kill $reached ($reached_settled settled)");
+cmp_ok($settled, '>', 0, 'some uncertain rows were settled by their status');
+is($reached_settled, $reached, 'every uncertain row that had reached the mock before the kill was settled');
+is($uncertain, $settled + $retried, 'every other uncertain row was sent again');
+is($late, $retried, 'only once the delay was over');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM wasend.duplicate_sends}), '0',
 	'no duplicate send');
 is($node->safe_psql('postgres', q{SELECT duplicates FROM wasend.campaign_report WHERE campaign_id = 1}), '0',
 	'campaign_report counts no duplicate');
+
+# on_uncertain = fail: the rows that reached the mock are settled the same
+# way; the others are failed, without a request, once the delay is over
+# (by the claim that finds them due)
+$node->safe_psql('postgres', q{
+	ALTER SYSTEM SET wasend.on_uncertain = 'fail';
+	SELECT pg_reload_conf();
+});
+$node->poll_query_until('postgres', q{SELECT current_setting('wasend.on_uncertain') = 'fail'});
+WasendTest::mock_post($mock, '/__mock/reset');
+# (its id: the crash may have cost the sequence a few)
+my $c2 = $node->safe_psql('postgres', q{
+	SELECT wasend.wasend_create_campaign('settle or fail', 1, '{"type":"text","text":{"body":"x"}}')});
+$node->safe_psql('postgres', qq{
+	SELECT wasend.wasend_enqueue($c2, array_agg((15556100000 + g)::text)) FROM generate_series(1, $n) g;
+	SELECT wasend.wasend_start_campaign($c2);
+});
+$node->poll_query_until('postgres',
+	"SELECT count(*) >= 60 FROM wasend.send_queue WHERE campaign_id = $c2 AND status = 'sent'")
+  or die 'the second campaign did not send';
+$pid = $node->safe_psql('postgres',
+	q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'wasend sender 1'});
+$t_kill = time() * 1000;
+ok($pid && kill('KILL', $pid), "on_uncertain = fail: SIGKILL to sender 1 (pid $pid)");
+ok( WasendTest::poll_across_restart($node, 'postgres',
+		qq{SELECT count(*) > 0 FROM wasend.send_queue WHERE campaign_id = $c2 AND uncertain}),
+	'the rows in flight are uncertain');
+if ($node->safe_psql('postgres', qq{
+	SELECT count(*) FROM wasend.send_queue
+	 WHERE campaign_id = $c2 AND status = 'ready' AND waiting_for = 'uncertain' AND next_attempt_at > now()}) > 0)
+{
+	like($node->safe_psql('postgres', qq{SELECT waiting FROM wasend.campaign_progress WHERE campaign_id = $c2}),
+		qr/uncertain: waiting for Meta's status until .*, then failed \(\d+ rows\)/,
+		'campaign_progress says they wait, then fail');
+}
+ok( WasendTest::poll_across_restart($node, 'postgres',
+		qq{SELECT status = 'completed' FROM wasend.campaigns WHERE id = $c2}),
+	'the second campaign completes');
+$deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
+while (time() < $deadline)
+{
+	$st = WasendTest::mock_stats($mock)->{status_webhooks};
+	last if $st->{answered_200} + $st->{given_up} >= $st->{posted};
+	Time::HiRes::usleep(100_000);
+}
+WasendTest::load_mock_log($node, $mock, 'mocklog2', from_file => 0);
+my ($u2, $reached2, $settled2, $failed2, $failed_late, $failed_sent) = split /\|/, $node->safe_psql('postgres', qq{
+	SELECT count(*),
+	       count(*) FILTER (WHERE m.recipient IS NOT NULL),
+	       count(*) FILTER (WHERE q.status = 'sent' AND q.attempts = 1 AND q.wa_message_id = m.wamid),
+	       count(*) FILTER (WHERE q.status = 'failed' AND q.last_error_class = 'uncertain'),
+	       count(*) FILTER (WHERE q.status = 'failed'
+	                          AND extract(epoch FROM q.failed_at) * 1000 >= $t_kill + $delay * 1000),
+	       count(*) FILTER (WHERE q.status = 'failed' AND m.recipient IS NOT NULL)
+	  FROM wasend.send_queue q LEFT JOIN mocklog2 m ON m.recipient = q.recipient AND m.http_status = 200
+	 WHERE q.campaign_id = $c2 AND q.uncertain});
+note("on_uncertain = fail: uncertain $u2: reached the mock $reached2 (settled $settled2), "
+	  . "failed $failed2 ($failed_late after the delay, $failed_sent with a request)");
+cmp_ok($reached2, '>', 0, 'some uncertain rows had reached the mock');
+is($settled2, $reached2, 'each is sent, with the wamid of its one request');
+is($failed2, $u2 - $reached2, 'the others failed as uncertain');
+is($failed_late, $failed2, 'once the delay was over');
+is($failed_sent, 0, 'and no request went out for them');
+is($node->safe_psql('postgres', qq{
+	SELECT count(*) FROM (SELECT recipient FROM mocklog2 WHERE http_status = 200
+	                       GROUP BY 1 HAVING count(*) > 1) d}), '0', 'no recipient accepted twice');
+is($node->safe_psql('postgres', qq{
+	SELECT string_agg(status || '=' || n, ' ' ORDER BY status)
+	  FROM (SELECT status, count(*) n FROM wasend.send_queue WHERE campaign_id = $c2 GROUP BY 1) s}),
+	"failed=$failed2 sent=" . ($n - $failed2), 'every other row of the campaign is sent');
 
 WasendTest::stop_mock($mock);
 $node->stop;
