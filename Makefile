@@ -21,7 +21,7 @@ DATA        = sql/updates/wasend--0.1.0.sql sql/updates/wasend--0.2.0.sql \
               sql/updates/wasend--0.1.0--0.2.0.sql sql/updates/wasend--0.2.0--0.3.0.sql \
               sql/updates/wasend--0.3.0--0.4.0.sql sql/updates/wasend--0.4.0--0.5.0.sql \
               sql/updates/wasend--0.5.0--0.6.0.sql
-REGRESS     = setup numbers campaigns enqueue transitions policy secrets webhooks progress grants restore hardening limits lanes constraints access statuses identities stalled recipients retention
+REGRESS     = setup numbers campaigns enqueue transitions policy secrets webhooks progress grants restore hardening limits lanes constraints access statuses identities stalled recipients retention settle
 REGRESS_OPTS = --inputdir=test --outputdir=test/out --temp-config=test/regress.conf
 
 PG_CONFIG  ?= pg_config

@@ -89,7 +89,7 @@ curl -s "http://127.0.0.1:$MPORT/__mock/log" >"$WORK/mocklog.csv"
 chmod 644 "$WORK/mocklog.csv"
 psql_ >"$WORK/result.txt" <<EOF
 CREATE TABLE mocklog (t_ms numeric, phone_number_id text, recipient text, type text,
-                      http_status int, code text, wamid text);
+                      http_status int, code text, wamid text, opaque text);
 \copy mocklog FROM '$WORK/mocklog.csv' WITH (FORMAT csv, HEADER true)
 WITH l AS (
   SELECT m.t_ms - extract(epoch FROM b.committing_at) * 1000 AS ms

@@ -748,24 +748,38 @@ wasend_queue_trip_breaker(int64 campaign_id, int failures, int window)
 }
 
 /*
- * Settle the rows of senders that are gone (see recover in queue.sql).
- * Runs in the launcher, whose plan is not kept: it runs rarely.
+ * Settle the rows of senders that are gone (see recover in queue.sql): they
+ * wait delay_s seconds for a status that settles them, and the statuses
+ * already waiting for them are applied (recover_statuses).  Runs in the
+ * supervisor, whose plan is not kept: it runs rarely.
  */
 int64
 wasend_queue_recover(int ntokens, const int64 *tokens, bool fail_uncertain,
-			  int max_attempts)
+					 int max_attempts, int delay_s)
 {
-	Datum		args[3];
-	Oid			types[3] = {INT8ARRAYOID, BOOLOID, INT4OID};
+	Datum		args[4];
+	Oid			types[4] = {INT8ARRAYOID, BOOLOID, INT4OID, INT4OID};
 	bool		isnull;
+	int64		n;
+	Datum		ids;
 
 	args[0] = int8_array(ntokens, tokens);
 	args[1] = BoolGetDatum(fail_uncertain);
 	args[2] = Int32GetDatum(max_attempts);
-	if (SPI_execute_with_args(sql_recover, 3, types, args, NULL, false, 0) != SPI_OK_SELECT)
+	args[3] = Int32GetDatum(delay_s);
+	if (SPI_execute_with_args(sql_recover, 4, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "wasend: settling orphaned rows failed");
-	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-									   1, &isnull));
+	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									1, &isnull));
+	if (n == 0)
+		return 0;
+	ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	if (isnull)
+		return n;
+	/* the array lives in SPI's memory, which the next call keeps */
+	if (SPI_execute_with_args(sql_recover_statuses, 1, &types[0], &ids, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "wasend: applying the statuses of orphaned rows failed");
+	return n;
 }
 
 /*

@@ -108,7 +108,7 @@ extern void wasend_queue_apply_pending_statuses(void);
 extern void wasend_queue_apply_pending_recorded(ResultBatch *batch, const int *idx, int n);
 extern bool wasend_queue_trip_breaker(int64 campaign_id, int failures, int window);
 extern int64 wasend_queue_recover(int ntokens, const int64 *tokens,
-						   bool fail_uncertain, int max_attempts);
+						   bool fail_uncertain, int max_attempts, int delay_s);
 extern void wasend_queue_release(int n, const int64 *row_ids, int64 token);
 extern int	wasend_queue_complete(int n, const int64 *campaign_ids, int64 *locked,
 						   int *nlocked);

@@ -227,6 +227,11 @@ SELECT p.portfolio FROM wasend.portfolios p
 --                    24 h after that slot is taken again), so that the
 --                    waiting rows come due a few at a time as slots free,
 --                    not all at once at every slot;
+--   uncertain        the row was in flight when its sender stopped, waited
+--                    wasend.uncertain_retry_delay for a status that settles
+--                    it (src/queue.sql, recover; waiting_for 'uncertain'),
+--                    got none, and is to fail (wasend.on_uncertain = fail,
+--                    or wasend.max_attempts attempts): it fails, no request;
 --   busy             another sender holds the portfolio's budget right now
 --                    (SKIP LOCKED): the row is left alone, claimed later;
 --   send             claimed, up to lim rows of the campaign in order;
@@ -290,7 +295,7 @@ WITH number_portfolios AS NOT MATERIALIZED (
   SELECT w.*, CASE WHEN w.lim <= 0 THEN 0 ELSE greatest(w.scan, w.lim) END AS look
     FROM asked w),
  picked AS MATERIALIZED (
-  SELECT p.ctid, p.id, p.recipient, p.fresh,
+  SELECT p.ctid, p.id, p.recipient, p.fresh, p.fail_uncertain,
          row_number() OVER (PARTITION BY w.campaign_id
                             ORDER BY p.part, p.due, p.priority DESC, p.id) AS ord,
          w.campaign_id, w.lim, w.marketing, w.frequency_cap,
@@ -303,7 +308,10 @@ WITH number_portfolios AS NOT MATERIALIZED (
     SELECT x.* FROM (
       SELECT a.* FROM (
         SELECT q.ctid, q.id, q.recipient, q.timezone, 1 AS part, q.next_attempt_at AS due,
-               0 AS priority, false AS fresh
+               0 AS priority, false AS fresh,
+               coalesce(q.waiting_for = 'uncertain', false)
+                 AND (current_setting('wasend.on_uncertain', true) = 'fail'
+                      OR q.attempts >= coalesce(nullif(current_setting('wasend.max_attempts', true), '')::int, 5)) AS fail_uncertain
           FROM wasend.send_queue q
          WHERE NOT w.lane AND q.campaign_id = w.campaign_id
            AND q.next_attempt_at > '-infinity' AND q.next_attempt_at <= now()
@@ -312,7 +320,7 @@ WITH number_portfolios AS NOT MATERIALIZED (
            FOR UPDATE SKIP LOCKED) a
       UNION ALL
       SELECT f.* FROM (
-        SELECT q.ctid, q.id, q.recipient, q.timezone, 2, q.next_attempt_at, 0, true
+        SELECT q.ctid, q.id, q.recipient, q.timezone, 2, q.next_attempt_at, 0, true, false
           FROM wasend.send_queue q
          WHERE NOT w.lane AND q.campaign_id = w.campaign_id
            AND q.next_attempt_at = '-infinity' AND q.id > w.after_id
@@ -321,7 +329,10 @@ WITH number_portfolios AS NOT MATERIALIZED (
            FOR UPDATE SKIP LOCKED) f
       UNION ALL
       SELECT l.* FROM (
-        SELECT q.ctid, q.id, q.recipient, q.timezone, 3, '-infinity'::timestamptz, q.priority, false
+        SELECT q.ctid, q.id, q.recipient, q.timezone, 3, '-infinity'::timestamptz, q.priority, false,
+               coalesce(q.waiting_for = 'uncertain', false)
+                 AND (current_setting('wasend.on_uncertain', true) = 'fail'
+                      OR q.attempts >= coalesce(nullif(current_setting('wasend.max_attempts', true), '')::int, 5))
           FROM wasend.send_queue q
          WHERE w.lane AND q.campaign_id = w.campaign_id
            AND q.next_attempt_at <= now()
@@ -384,6 +395,7 @@ WITH number_portfolios AS NOT MATERIALIZED (
          row_number() OVER (PARTITION BY x.portfolio ORDER BY min(x.campaign_id), min(x.ord)) AS rn
     FROM capped x
    WHERE x.costs AND NOT x.suppressed AND NOT x.over_cap AND x.window_opens IS NULL
+     AND NOT x.fail_uncertain
    GROUP BY x.portfolio, x.person),
  slots AS MATERIALIZED (
   -- when each slot of a limited portfolio frees, oldest first (read only
@@ -396,7 +408,8 @@ WITH number_portfolios AS NOT MATERIALIZED (
  judged AS (
   SELECT x.ctid, x.id, x.campaign_id, x.portfolio, x.recipient, x.messaging_limit, x.inbound,
          x.fresh, x.ord, x.lim, x.person, x.window_name,
-         CASE WHEN x.window_opens IS NOT NULL THEN 'send_window'
+         CASE WHEN x.fail_uncertain THEN 'uncertain'
+              WHEN x.window_opens IS NOT NULL THEN 'send_window'
               WHEN x.suppressed THEN 'suppressed'
               WHEN x.over_cap THEN 'frequency_cap'
               WHEN x.costs AND b.portfolio IS NULL THEN 'busy'
@@ -436,11 +449,12 @@ WITH number_portfolios AS NOT MATERIALIZED (
  claimed AS (
   UPDATE wasend.send_queue q
      SET status = CASE d.decision WHEN 'send' THEN 'sending'
-                                  WHEN 'suppressed' THEN 'failed' ELSE q.status END,
+                                  WHEN 'suppressed' THEN 'failed'
+                                  WHEN 'uncertain' THEN 'failed' ELSE q.status END,
          attempts = q.attempts + CASE WHEN d.decision = 'send' THEN 1 ELSE 0 END,
          claimed_at = CASE WHEN d.decision = 'send' THEN now() ELSE q.claimed_at END,
          claimed_by = CASE WHEN d.decision = 'send' THEN $3::bigint END,
-         failed_at = CASE WHEN d.decision = 'suppressed' THEN now() END,
+         failed_at = CASE WHEN d.decision IN ('suppressed', 'uncertain') THEN now() END,
          last_error_class = CASE WHEN d.decision = 'suppressed' THEN 'suppressed'
                                  ELSE q.last_error_class END,
          last_error = CASE WHEN d.decision = 'suppressed'
@@ -785,20 +799,37 @@ UPDATE wasend.campaigns c
 -- before it starts a sender, so a sender still starting is never taken
 -- for a dead one (no clock is involved).  The rows are found through
 -- send_queue_ready_idx (no index names status: see the claim).
+--
+-- Meta reports a message that reached it in a status webhook that names
+-- the row (biz_opaque_callback_data), which settles the row as sent
+-- (wasend._apply_statuses); wasend.uncertain_retry_delay ($4 seconds)
+-- gives it that time: the row waits, ready, until then (waiting_for
+-- 'uncertain'), and only a row no status settled by then is retried, or,
+-- when it is to fail, failed by the claim that finds it due (see the
+-- claim's 'uncertain' decision).  With no delay it is queued or failed at
+-- once.  Returns the count and the ids, whose waiting statuses are then
+-- applied (recover_statuses).
 WITH settled AS (
   UPDATE wasend.send_queue q
-     SET status = CASE WHEN $2 OR q.attempts >= $3 THEN 'failed' ELSE 'ready' END,
+     SET status = CASE WHEN ($2 OR q.attempts >= $3) AND $4 <= 0 THEN 'failed' ELSE 'ready' END,
          uncertain = true,
          last_error_class = 'uncertain',
          last_error = 'outcome unknown: the sender stopped while the message was claimed or in flight',
-         failed_at = CASE WHEN $2 OR q.attempts >= $3 THEN now() END,
-         next_attempt_at = now(),
+         failed_at = CASE WHEN ($2 OR q.attempts >= $3) AND $4 <= 0 THEN now() END,
+         next_attempt_at = now() + make_interval(secs => greatest($4, 0)),
+         waiting_for = CASE WHEN $4 > 0 THEN 'uncertain' END,
          claimed_by = NULL
    WHERE q.sent_at IS NULL AND q.failed_at IS NULL
      AND q.status = 'sending'
      AND (q.claimed_by IS NULL OR NOT (q.claimed_by = ANY ($1::bigint[])))
-  RETURNING 1)
-SELECT count(*) FROM settled
+  RETURNING q.id)
+SELECT count(*), array_agg(id) FROM settled
+
+-- name: recover_statuses
+-- After recover, in its transaction: the statuses that waited for the
+-- rows it marked uncertain ($1) settle them (wasend._apply_row_statuses).
+SELECT wasend._apply_row_statuses($1::bigint[])
+ WHERE EXISTS (SELECT 1 FROM wasend.pending_statuses p WHERE p.row_id = ANY ($1::bigint[]))
 
 -- name: token_refused
 -- A number whose token is its file (access_token NULL) and whose file

@@ -47,6 +47,7 @@ bool		wasend_drop_suppressions = false;
 int			wasend_retention_min = 90 * 24 * 60;
 int			wasend_durability = WASEND_DURABLE_SYNCHRONOUS;
 int			wasend_webhook_durable_timeout_ms = 1000;
+int			wasend_uncertain_retry_delay_s = 60;
 
 static const struct config_enum_entry on_uncertain_options[] = {
 	{"retry", WASEND_UNCERTAIN_RETRY, false},
@@ -274,6 +275,16 @@ define_delivery_settings(void)
 							   PGC_SUSET,
 							   0,
 							   NULL, NULL, NULL);
+
+	/* read by the supervisor's recovery (src/queue.sql, recover) */
+	DefineCustomIntVariable("wasend.uncertain_retry_delay",
+							"How long a message whose sender stopped while it was in flight waits for Meta's status before it is retried (or failed, with wasend.on_uncertain = fail).",
+							"A status webhook that names the message (biz_opaque_callback_data) settles it as sent meanwhile, so that it is not sent twice. 0 queues it again at once.",
+							&wasend_uncertain_retry_delay_s,
+							60, 0, 86400,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
 }
 
 /*

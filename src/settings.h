@@ -74,6 +74,7 @@ extern bool wasend_drop_suppressions;
 extern int	wasend_retention_min;
 extern int	wasend_durability;
 extern int	wasend_webhook_durable_timeout_ms;
+extern int	wasend_uncertain_retry_delay_s;
 
 extern void wasend_define_settings(void);
 

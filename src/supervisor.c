@@ -336,8 +336,15 @@ recover_work(void *arg)
 		return;
 	n = wasend_queue_recover(ra->nlive, ra->tokens,
 					  wasend_on_uncertain == WASEND_UNCERTAIN_FAIL,
-					  wasend_max_attempts);
-	if (n > 0)
+					  wasend_max_attempts, wasend_uncertain_retry_delay_s);
+	if (n > 0 && wasend_uncertain_retry_delay_s > 0)
+		ereport(LOG,
+				(errmsg("wasend settled " INT64_FORMAT " rows left in flight by a stopped sender", n),
+				 errdetail("They are marked uncertain and wait %d s for a status from Meta that settles them as sent; then they are %s (wasend.uncertain_retry_delay, wasend.on_uncertain; rows that had wasend.max_attempts attempts are failed).",
+						   wasend_uncertain_retry_delay_s,
+						   wasend_on_uncertain == WASEND_UNCERTAIN_FAIL ?
+						   "failed" : "queued again")));
+	else if (n > 0)
 		ereport(LOG,
 				(errmsg("wasend settled " INT64_FORMAT " rows left in flight by a stopped sender", n),
 				 errdetail("They are marked uncertain and were %s (wasend.on_uncertain; rows that had wasend.max_attempts attempts are failed).",

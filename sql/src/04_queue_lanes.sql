@@ -26,7 +26,7 @@ CREATE TABLE wasend.send_queue (
     failed_at       timestamptz,
     waiting_for     text
         CONSTRAINT send_queue_waiting_for_check
-        CHECK (waiting_for IN ('messaging_limit', 'frequency_cap', 'send_window')),
+        CHECK (waiting_for IN ('messaging_limit', 'frequency_cap', 'send_window', 'uncertain')),
     pricing_billable boolean,
     pricing_model   text,
     pricing_category text,
@@ -73,7 +73,7 @@ COMMENT ON TABLE wasend.send_queue IS
 COMMENT ON COLUMN wasend.send_queue.claimed_by IS
 'while the row is sending: the random 63-bit token of the sender start that claimed it (a new token each time a sender starts); NULL otherwise';
 COMMENT ON COLUMN wasend.send_queue.waiting_for IS
-'why a ready row waits until next_attempt_at: messaging_limit (the portfolio''s 24 h budget of new recipients), frequency_cap (the recipient''s recent marketing messages) or send_window (outside the campaign''s send window)';
+'why a ready row waits until next_attempt_at: messaging_limit (the portfolio''s 24 h budget of new recipients), frequency_cap (the recipient''s recent marketing messages), send_window (outside the campaign''s send window) or uncertain (its sender stopped while it was in flight: it waits wasend.uncertain_retry_delay for a status that settles it)';
 COMMENT ON COLUMN wasend.send_queue.priority IS
 'set on wasend_send rows only (0-100, higher first); NULL on campaign rows';
 COMMENT ON COLUMN wasend.send_queue.timezone IS
@@ -602,7 +602,7 @@ CREATE TRIGGER country_zones_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCAT
 -- checked (a recipient queued before wasend knew it invalid is kept).  A row copied
 -- while a sender held it (status 'sending': that sender is gone) is
 -- settled as the launcher settles a stopped sender's rows: its outcome is
--- unknown.
+-- unknown, and it waits wasend.uncertain_retry_delay for a status.
 --
 -- Rows of a transactional campaign carry a priority (0 when none is
 -- given), rows of other campaigns none.  A row's timezone must be a name
@@ -620,6 +620,7 @@ DECLARE
     k text;
     adding boolean;
     v record;
+    hold interval;
 BEGIN
     adding := TG_OP = 'INSERT' AND NEW.status = 'ready'
               AND NEW.sent_at IS NULL AND NEW.failed_at IS NULL
@@ -706,9 +707,17 @@ BEGIN
         NEW.uncertain := true;
         NEW.last_error_class := 'uncertain';
         NEW.last_error := 'outcome unknown: the message was claimed or in flight when the copy was taken';
-        NEW.next_attempt_at := now();
+        -- it waits for a status that settles it, as a stopped sender's
+        -- row does (src/queue.sql, recover); the claim that finds it due
+        -- retries or fails it
+        hold := coalesce(nullif(current_setting('wasend.uncertain_retry_delay', true), '')::interval,
+                         interval '60 seconds');
+        NEW.next_attempt_at := now() + greatest(hold, interval '0');
+        NEW.waiting_for := CASE WHEN hold > interval '0' THEN 'uncertain' END;
         IF st = 'cancelled' THEN
             NEW.status := 'cancelled';
+        ELSIF hold > interval '0' THEN
+            NEW.status := 'ready';
         ELSIF coalesce(current_setting('wasend.on_uncertain', true), 'retry') = 'fail'
               OR NEW.attempts >= coalesce(nullif(current_setting('wasend.max_attempts', true), '')::int, 5) THEN
             NEW.status := 'failed';

@@ -60,8 +60,46 @@ COMMENT ON COLUMN wasend.pending_statuses.checked_xmax IS
 'The xmax of the first senders'' check that saw the status committed; once every transaction below it has ended the status is settled';
 COMMENT ON COLUMN wasend.pending_statuses.settled IS
 'No record that was running when the status arrived is left: only a record of its wamid (which looks it up) applies it now';
+-- A status of a wamid no row has that names its row (Meta echoes the
+-- message's biz_opaque_callback_data, 'wasend:<row id>') waits with that
+-- row id, and the phone number id of its change (for the guard of
+-- wasend._status_row_verdict), until the row can take it: see
+-- wasend._apply_statuses.
+ALTER TABLE wasend.pending_statuses
+    ADD COLUMN row_id bigint,
+    ADD COLUMN phone_number_id text;
+CREATE INDEX pending_statuses_row_idx ON wasend.pending_statuses (row_id)
+    WHERE row_id IS NOT NULL;
+COMMENT ON COLUMN wasend.pending_statuses.row_id IS
+'the send_queue row the status names by its biz_opaque_callback_data (wasend:<row id>); it attaches to the row once the row is uncertain';
 REVOKE ALL ON wasend.pending_statuses FROM PUBLIC;
 GRANT SELECT ON wasend.pending_statuses TO wasend_viewer;
+
+-- Sends of a row that Meta reported under another wamid than the row's:
+-- the row's request reached Meta twice (a retry of an uncertain row whose
+-- first request had gone out).  Meta names the row by the message's
+-- biz_opaque_callback_data; the statuses of such a wamid update its entry
+-- here.  Kept after the row is pruned (campaign_id), so that the views
+-- count a campaign's duplicates; dumped.
+CREATE TABLE wasend.duplicate_sends (
+    wa_message_id   text PRIMARY KEY,
+    row_id          bigint NOT NULL,
+    campaign_id     bigint,
+    status          text NOT NULL,
+    at              timestamptz,
+    recipient       text,
+    pricing         jsonb,
+    received_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE INDEX duplicate_sends_row_idx ON wasend.duplicate_sends (row_id);
+CREATE INDEX duplicate_sends_campaign_idx ON wasend.duplicate_sends (campaign_id);
+COMMENT ON TABLE wasend.duplicate_sends IS
+'Messages Meta reported for a row under another wamid than the row''s (biz_opaque_callback_data): the row was sent twice';
+COMMENT ON COLUMN wasend.duplicate_sends.status IS
+'the furthest status Meta reported for this wamid';
+REVOKE ALL ON wasend.duplicate_sends FROM PUBLIC;
+GRANT SELECT ON wasend.duplicate_sends TO wasend_viewer;
 
 -- Recipients who must not be sent to: they said STOP, opted out (131050)
 -- or are not on WhatsApp (131026).
@@ -605,10 +643,56 @@ COMMENT ON FUNCTION wasend._verify_signature(text, text) IS
 'internal: raise an error unless signature is "sha256=" || hex HMAC-SHA256(body, the app secret in wasend.app_secret_file)';
 REVOKE ALL ON FUNCTION wasend._verify_signature(text, text) FROM PUBLIC;
 
+-- What a status of wamid, which names row r_id by its
+-- biz_opaque_callback_data, may do to that row: 'attach' when the row is
+-- uncertain and has no wamid (ready to be retried, or failed by
+-- wasend.on_uncertain; never a row in flight) and the status says the
+-- message reached Meta (sent, delivered, read); 'duplicate' when the row
+-- has another wamid (its request reached Meta twice); NULL otherwise.
+-- Row ids are per database, and two databases may share an account (and
+-- so a webhook endpoint): the status must name the row's recipient (one
+-- of its names: wasend._recipient_names) or come from the row's number
+-- (phone number id of the change), else it is none of this row's.  Runs
+-- as its caller.
+CREATE FUNCTION wasend._status_row_verdict(r_id bigint, r_wamid text, r_status text, r_recipient text,
+                                           r_user_id text, r_pnid text) RETURNS text
+LANGUAGE sql STABLE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN q.wa_message_id IS NULL AND q.uncertain
+                     AND (q.status = 'ready' OR (q.status = 'failed' AND q.last_error_class = 'uncertain'))
+                     AND r_status IN ('sent', 'delivered', 'read') THEN 'attach'
+                WHEN q.wa_message_id IS NOT NULL AND q.wa_message_id <> r_wamid THEN 'duplicate' END
+      FROM wasend.send_queue q
+     WHERE q.id = r_id
+       AND (ltrim(r_recipient, '+') = ANY (wasend._recipient_names(q.recipient))
+            OR r_user_id = q.user_id
+            OR r_user_id = ANY (wasend._recipient_names(q.recipient))
+            OR r_pnid = (SELECT n.phone_number_id FROM wasend.campaigns c
+                           JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
+                          WHERE c.id = q.campaign_id))
+$$;
+REVOKE ALL ON FUNCTION wasend._status_row_verdict(bigint, text, text, text, text, text) FROM PUBLIC;
+
 -- Apply the statuses of one payload: one set-based UPDATE, statuses whose
 -- wamid is unknown kept aside (only statuses wasend knows wait for their
 -- wamid), recipients whose message failed with 131050 / 131026
 -- suppressed.  Returns {applied, ignored, pending, refused}.
+--
+-- A status whose wamid no row has may name its row by the message's
+-- biz_opaque_callback_data ('wasend:<row id>', exactly; a test send's
+-- 'wasend:test:<id>' or anything else names none).  Such a status, once
+-- the first statement has applied the others, settles its row when the
+-- row may take it (wasend._status_row_verdict): 'attach' stores the wamid
+-- on an uncertain row and moves it to the status (sent_at set: out of
+-- send_queue_ready_idx, never claimed again; uncertain stays true, as
+-- history); 'duplicate' keeps the wamid in wasend.duplicate_sends and
+-- marks the row uncertain.  Otherwise (the row is in flight, its record
+-- is lost, the guard refuses it) the status waits in
+-- wasend.pending_statuses with its row id.  A status of a wamid of
+-- wasend.duplicate_sends updates that.  The phone number id of a status's
+-- change comes as its key _pnid (wasend._ingest_verified adds it).
 --
 -- Each status is parsed on its own, so that none can fail the others: its
 -- time through _webhook_time (refused when NULL), its wamid at most 512
@@ -629,6 +713,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     res jsonb;
+    rest jsonb;
+    two jsonb;
 BEGIN
     WITH p AS MATERIALIZED (
         SELECT x ->> 'id' AS wamid, x ->> 'status' AS status,
@@ -641,17 +727,27 @@ BEGIN
                coalesce(x ->> 'recipient_id', x ->> 'recipient_user_id') AS recipient,
                CASE WHEN x ->> 'recipient_user_id' ~ '^[A-Z]{2}\.[A-Za-z0-9]{1,128}$'
                     THEN x ->> 'recipient_user_id' END AS user_id,
-               CASE WHEN jsonb_typeof(x -> 'pricing') = 'object' THEN x -> 'pricing' END AS pricing
+               CASE WHEN jsonb_typeof(x -> 'pricing') = 'object' THEN x -> 'pricing' END AS pricing,
+               CASE WHEN jsonb_typeof(x -> 'biz_opaque_callback_data') = 'string'
+                     AND x ->> 'biz_opaque_callback_data' ~ '^wasend:[0-9]{1,18}$'
+                    THEN substr(x ->> 'biz_opaque_callback_data', 8)::bigint END AS row_id,
+               CASE WHEN jsonb_typeof(x -> '_pnid') = 'string' AND length(x ->> '_pnid') <= 64
+                    THEN x ->> '_pnid' END AS pnid
           FROM jsonb_array_elements(st) x
          WHERE jsonb_typeof(x -> 'id') = 'string' AND jsonb_typeof(x -> 'status') = 'string'),
-    s AS MATERIALIZED (
+    s0 AS MATERIALIZED (
         -- each usable status once: known says its wamid is on a row
         SELECT p.wamid, p.status, p.rnk, p.at, p.code, wasend._redact(p.title) AS title,
-               p.recipient, p.pricing, p.user_id,
+               p.recipient, p.pricing, p.user_id, p.row_id, p.pnid,
                EXISTS (SELECT 1 FROM wasend.send_queue q
                         WHERE q.wa_message_id = p.wamid) AS known
           FROM p
          WHERE p.at IS NOT NULL AND length(p.wamid) <= 512),
+    s AS MATERIALIZED (
+        -- dup: the wamid is a known duplicate send
+        SELECT s0.*, NOT s0.known AND EXISTS (SELECT 1 FROM wasend.duplicate_sends d
+                                                WHERE d.wa_message_id = s0.wamid) AS dup
+          FROM s0),
     extra AS (
         -- per wamid, any pricing and any BSUID of this payload, in one pass
         SELECT s.wamid, (array_agg(s.pricing) FILTER (WHERE s.pricing IS NOT NULL))[1] AS pricing,
@@ -719,20 +815,116 @@ BEGIN
            AND NOT EXISTS (SELECT 1 FROM wasend.held_messages h
                             WHERE h.campaign_id = c.id
                               AND h.row_id NOT IN (SELECT row_id FROM unheld))),
+    dupd AS (
+        -- a known duplicate send moves forward only
+        UPDATE wasend.duplicate_sends d
+           SET status = b.status, at = b.at, pricing = coalesce(d.pricing, b.pricing), updated_at = now()
+          FROM (SELECT DISTINCT ON (s.wamid) s.wamid, s.status, s.rnk, s.at, s.pricing
+                  FROM s WHERE s.dup AND s.rnk > 0
+                 ORDER BY s.wamid, s.rnk DESC, s.at DESC) b
+         WHERE d.wa_message_id = b.wamid AND b.rnk > wasend._status_rank(d.status)
+        RETURNING 1),
     pend AS (
         INSERT INTO wasend.pending_statuses (wa_message_id, status, at, error_code, error_title, recipient, pricing,
-                                             user_id)
-        SELECT s.wamid, s.status, s.at, s.code, s.title, s.recipient, s.pricing, s.user_id
+                                             user_id, phone_number_id)
+        SELECT s.wamid, s.status, s.at, s.code, s.title, s.recipient, s.pricing, s.user_id, s.pnid
           FROM s
-         WHERE NOT s.known AND s.rnk > 0
+         WHERE NOT s.known AND NOT s.dup AND s.rnk > 0 AND s.row_id IS NULL
         ON CONFLICT DO NOTHING)
     SELECT jsonb_build_object(
-               'applied', (SELECT count(*) FROM upd),
-               'ignored', (SELECT count(*) FROM s WHERE s.known OR s.rnk <= 0) - (SELECT count(*) FROM upd),
-               'pending', (SELECT count(*) FROM s WHERE NOT s.known AND s.rnk > 0),
-               'refused', (SELECT count(*) FROM p) - (SELECT count(*) FROM s))
-      INTO res;
-    RETURN res;
+               'applied', (SELECT count(*) FROM upd) + (SELECT count(*) FROM dupd),
+               'ignored', (SELECT count(*) FROM s WHERE s.known OR s.dup OR s.rnk <= 0)
+                          - (SELECT count(*) FROM upd) - (SELECT count(*) FROM dupd),
+               'pending', (SELECT count(*) FROM s WHERE NOT s.known AND NOT s.dup AND s.rnk > 0
+                                                    AND s.row_id IS NULL),
+               'refused', (SELECT count(*) FROM p) - (SELECT count(*) FROM s)),
+           (SELECT jsonb_agg(jsonb_build_object('wamid', s.wamid, 'status', s.status, 'rnk', s.rnk, 'at', s.at,
+                                                'code', s.code, 'title', s.title, 'recipient', s.recipient,
+                                                'pricing', s.pricing, 'user_id', s.user_id, 'row_id', s.row_id,
+                                                'pnid', s.pnid))
+              FROM s WHERE NOT s.known AND NOT s.dup AND s.rnk > 0 AND s.row_id IS NOT NULL)
+      INTO res, rest;
+    IF rest IS NULL THEN
+        RETURN res;
+    END IF;
+
+    -- the statuses that name their row (a new snapshot: the first
+    -- statement's changes are seen)
+    WITH r AS MATERIALIZED (
+        SELECT x.*, wasend._status_row_verdict(x.row_id, x.wamid, x.status, x.recipient, x.user_id, x.pnid) AS verdict
+          FROM jsonb_to_recordset(rest) AS x(wamid text, status text, rnk integer, at timestamptz, code integer,
+                                             title text, recipient text, pricing jsonb, user_id text,
+                                             row_id bigint, pnid text)),
+    pick AS (
+        -- one wamid per row (two in one payload: the other waits, and is
+        -- a duplicate once this one is on the row)
+        SELECT DISTINCT ON (r.row_id) r.row_id, r.wamid
+          FROM r WHERE r.verdict = 'attach'
+         ORDER BY r.row_id, r.wamid),
+    a AS (
+        SELECT r.row_id, r.wamid, max(r.rnk) AS rnk, min(r.at) AS sent_at,
+               min(r.at) FILTER (WHERE r.rnk >= 4) AS delivered_at,
+               min(r.at) FILTER (WHERE r.status = 'read') AS read_at,
+               (array_agg(r.pricing) FILTER (WHERE r.pricing IS NOT NULL))[1] AS pricing,
+               (array_agg(r.user_id) FILTER (WHERE r.user_id IS NOT NULL))[1] AS user_id
+          FROM r JOIN pick k ON k.row_id = r.row_id AND k.wamid = r.wamid
+         WHERE r.verdict = 'attach'
+         GROUP BY r.row_id, r.wamid),
+    att AS (
+        -- (the row is checked again as locked: a claim may have taken it)
+        UPDATE wasend.send_queue q
+           SET wa_message_id = a.wamid,
+               status = CASE a.rnk WHEN 5 THEN 'read' WHEN 4 THEN 'delivered' ELSE 'sent' END,
+               sent_at = a.sent_at, delivered_at = a.delivered_at, read_at = a.read_at,
+               failed_at = NULL, claimed_by = NULL, waiting_for = NULL,
+               last_error_code = NULL, last_error_class = NULL,
+               last_error = 'outcome settled by a status webhook: the message had reached Meta',
+               pricing_billable = CASE WHEN jsonb_typeof(a.pricing -> 'billable') = 'boolean'
+                                       THEN (a.pricing ->> 'billable')::boolean END,
+               pricing_model = left(a.pricing ->> 'pricing_model', 64),
+               pricing_category = left(a.pricing ->> 'category', 64),
+               pricing_type = left(a.pricing ->> 'type', 64),
+               user_id = coalesce(q.user_id, a.user_id)
+          FROM a
+         WHERE q.id = a.row_id AND q.wa_message_id IS NULL AND q.uncertain
+           AND (q.status = 'ready' OR (q.status = 'failed' AND q.last_error_class = 'uncertain'))
+        RETURNING a.wamid),
+    dupl AS (
+        INSERT INTO wasend.duplicate_sends AS d (wa_message_id, row_id, campaign_id, status, at, recipient, pricing)
+        SELECT DISTINCT ON (r.wamid) r.wamid, r.row_id,
+               (SELECT q.campaign_id FROM wasend.send_queue q WHERE q.id = r.row_id),
+               r.status, r.at, r.recipient, r.pricing
+          FROM r WHERE r.verdict = 'duplicate'
+         ORDER BY r.wamid, r.rnk DESC, r.at DESC
+        ON CONFLICT (wa_message_id) DO UPDATE
+           SET status = excluded.status, at = excluded.at, pricing = coalesce(d.pricing, excluded.pricing),
+               updated_at = now()
+         WHERE wasend._status_rank(excluded.status) > wasend._status_rank(d.status)
+        RETURNING d.row_id, d.wa_message_id),
+    marked AS (
+        UPDATE wasend.send_queue q
+           SET uncertain = true
+         WHERE q.id IN (SELECT dupl.row_id FROM dupl) AND NOT q.uncertain),
+    pend AS (
+        INSERT INTO wasend.pending_statuses (wa_message_id, status, at, error_code, error_title, recipient, pricing,
+                                             user_id, row_id, phone_number_id)
+        SELECT r.wamid, r.status, r.at, r.code, r.title, r.recipient, r.pricing, r.user_id, r.row_id, r.pnid
+          FROM r
+         WHERE r.wamid NOT IN (SELECT att.wamid FROM att)
+           AND NOT (r.verdict = 'duplicate' AND r.wamid IN (SELECT dupl.wa_message_id FROM dupl))
+           AND NOT (r.verdict = 'duplicate'
+                    AND EXISTS (SELECT 1 FROM wasend.duplicate_sends d WHERE d.wa_message_id = r.wamid))
+        ON CONFLICT DO NOTHING
+        RETURNING 1)
+    SELECT jsonb_build_object('applied', (SELECT count(*) FROM att) + (SELECT count(*) FROM dupl),
+                              'pending', (SELECT count(*) FROM pend))
+      INTO two;
+    RETURN jsonb_build_object(
+        'applied', (res ->> 'applied')::bigint + (two ->> 'applied')::bigint,
+        'ignored', (res ->> 'ignored')::bigint + jsonb_array_length(rest)
+                   - (two ->> 'applied')::bigint - (two ->> 'pending')::bigint,
+        'pending', (res ->> 'pending')::bigint + (two ->> 'pending')::bigint,
+        'refused', (res ->> 'refused')::bigint);
 END
 $$;
 REVOKE ALL ON FUNCTION wasend._apply_statuses(jsonb) FROM PUBLIC;
@@ -764,7 +956,12 @@ BEGIN
     WITH c AS MATERIALIZED (
         SELECT p.wa_message_id, p.status, p.checked_xmax,
                EXISTS (SELECT 1 FROM wasend.send_queue q
-                        WHERE q.wa_message_id = p.wa_message_id) AS known
+                        WHERE q.wa_message_id = p.wa_message_id)
+               OR EXISTS (SELECT 1 FROM wasend.duplicate_sends d
+                           WHERE d.wa_message_id = p.wa_message_id)
+               OR (p.row_id IS NOT NULL
+                   AND wasend._status_row_verdict(p.row_id, p.wa_message_id, p.status, p.recipient,
+                                                  p.user_id, p.phone_number_id) IS NOT NULL) AS known
           FROM wasend.pending_statuses p
          WHERE NOT p.settled
          ORDER BY p.received_at LIMIT 1000
@@ -795,7 +992,9 @@ BEGIN
                                         'recipient_user_id', user_id,
                                         'pricing', pricing,
                                         'errors', CASE WHEN error_code IS NOT NULL THEN
-                                            jsonb_build_array(jsonb_build_object('code', error_code, 'title', error_title)) END)),
+                                            jsonb_build_array(jsonb_build_object('code', error_code, 'title', error_title)) END,
+                                        'biz_opaque_callback_data', 'wasend:' || row_id,
+                                        '_pnid', phone_number_id)),
            count(*)
       INTO st, n FROM ready;
     IF n > 0 THEN
@@ -827,7 +1026,9 @@ BEGIN
                                         'recipient_user_id', user_id,
                                         'pricing', pricing,
                                         'errors', CASE WHEN error_code IS NOT NULL THEN
-                                            jsonb_build_array(jsonb_build_object('code', error_code, 'title', error_title)) END)),
+                                            jsonb_build_array(jsonb_build_object('code', error_code, 'title', error_title)) END,
+                                        'biz_opaque_callback_data', 'wasend:' || row_id,
+                                        '_pnid', phone_number_id)),
            count(*)
       INTO st, n FROM ready;
     IF n > 0 THEN
@@ -837,6 +1038,46 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION wasend._apply_pending_statuses(text[]) FROM PUBLIC;
+
+-- The supervisor's recovery: apply the waiting statuses that name (by
+-- biz_opaque_callback_data) the rows it just marked uncertain, found by
+-- pending_statuses_row_idx, which those rows can take now
+-- (wasend._status_row_verdict): a status that arrived while the row was
+-- in flight, or before a failover, settles it at once.  Returns how many
+-- statuses it applied.
+CREATE FUNCTION wasend._apply_row_statuses(row_ids bigint[]) RETURNS bigint
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    st jsonb;
+    n bigint;
+BEGIN
+    WITH ready AS (
+        DELETE FROM wasend.pending_statuses p
+         WHERE p.row_id = ANY (row_ids)
+           AND wasend._status_row_verdict(p.row_id, p.wa_message_id, p.status, p.recipient,
+                                          p.user_id, p.phone_number_id) IS NOT NULL
+        RETURNING p.*)
+    SELECT jsonb_agg(jsonb_build_object('id', wa_message_id, 'status', status,
+                                        'timestamp', extract(epoch FROM coalesce(at, received_at)),
+                                        'recipient_id', recipient,
+                                        'recipient_user_id', user_id,
+                                        'pricing', pricing,
+                                        'errors', CASE WHEN error_code IS NOT NULL THEN
+                                            jsonb_build_array(jsonb_build_object('code', error_code, 'title', error_title)) END,
+                                        'biz_opaque_callback_data', 'wasend:' || row_id,
+                                        '_pnid', phone_number_id)),
+           count(*)
+      INTO st, n FROM ready;
+    IF n > 0 THEN
+        PERFORM wasend._apply_statuses(st);
+    END IF;
+    RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._apply_row_statuses(bigint[]) FROM PUBLIC;
 
 -- The body of wasend_ingest_webhook once the signature is checked; the
 -- webhook worker calls it for payloads it verified itself.  Runs as its
@@ -893,8 +1134,14 @@ BEGIN
         RAISE WARNING 'wasend: the user identities of a webhook were skipped: %', wasend._redact(SQLERRM);
     END;
 
+    -- each status with the phone number id of its change (_pnid, for
+    -- the guard of wasend._status_row_verdict)
     sts := coalesce(
-        (SELECT jsonb_agg(s) FROM jsonb_path_query(payload, '$.entry[*].changes[*].value.statuses[*]') s),
+        (SELECT jsonb_agg(CASE WHEN jsonb_typeof(s) = 'object'
+                               THEN s || jsonb_build_object('_pnid', v #> '{metadata,phone_number_id}')
+                               ELSE s END)
+           FROM jsonb_path_query(payload, '$.entry[*].changes[*].value') v
+          CROSS JOIN LATERAL jsonb_path_query(v, '$.statuses[*]') s),
         '[]');
     BEGIN
         res := wasend._apply_statuses(sts);

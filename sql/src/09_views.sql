@@ -102,11 +102,18 @@ SELECT c.id AS campaign_id,
                                        c.send_window_start, c.send_window_end, s.wait_window_next, s.wait_window) END,
            CASE WHEN f.campaign_id IS NOT NULL
                 THEN pg_catalog.format('set aside by the senders, tried again at %s: %s',
-                                       f.retry_at, f.error) END) AS waiting,
+                                       f.retry_at, f.error) END,
+           CASE WHEN s.wait_uncertain > 0
+                THEN pg_catalog.format('uncertain: waiting for Meta''s status until %s, then %s (%s rows)',
+                                       s.wait_uncertain_next,
+                                       CASE WHEN pg_catalog.current_setting('wasend.on_uncertain', true) = 'fail'
+                                            THEN 'failed' ELSE 'retried' END,
+                                       s.wait_uncertain) END) AS waiting,
        CASE WHEN w.opens IS NOT NULL THEN coalesce(s.ready, 0) ELSE coalesce(s.wait_window, 0) END AS waiting_window,
        c.kind,
        c.priority,
-       st.reason AS stalled_reason
+       st.reason AS stalled_reason,
+       coalesce(dup.duplicates, 0) AS duplicates
   FROM wasend.campaigns c
   JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
   LEFT JOIN wasend.portfolios p ON p.portfolio = coalesce(n.business_id, 'number:' || n.id::text)
@@ -137,7 +144,11 @@ SELECT c.id AS campaign_id,
                pg_catalog.count(*) FILTER (WHERE q.status = 'ready' AND q.waiting_for = 'send_window'
                                              AND q.next_attempt_at > pg_catalog.now()) AS wait_window,
                pg_catalog.min(q.next_attempt_at) FILTER (WHERE q.status = 'ready' AND q.waiting_for = 'send_window'
-                                                           AND q.next_attempt_at > pg_catalog.now()) AS wait_window_next
+                                                           AND q.next_attempt_at > pg_catalog.now()) AS wait_window_next,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'ready' AND q.waiting_for = 'uncertain'
+                                             AND q.next_attempt_at > pg_catalog.now()) AS wait_uncertain,
+               pg_catalog.min(q.next_attempt_at) FILTER (WHERE q.status = 'ready' AND q.waiting_for = 'uncertain'
+                                                           AND q.next_attempt_at > pg_catalog.now()) AS wait_uncertain_next
           FROM (SELECT x.id, x.campaign_id, x.recipient, x.status, x.uncertain, x.next_attempt_at, x.waiting_for,
                        x.last_error_code, x.last_error_class, x.last_error, x.sent_at, x.delivered_at, x.read_at, x.failed_at, x.pricing_billable, x.pricing_category
                   FROM wasend.send_queue x
@@ -194,9 +205,13 @@ SELECT c.id AS campaign_id,
                  GROUP BY 1) x
          WHERE code IS NOT NULL) e ON true
   -- why nothing of it moves (no ETA then)
-  CROSS JOIN LATERAL wasend._stalled_reason(c.id) st;
+  CROSS JOIN LATERAL wasend._stalled_reason(c.id) st
+  -- rows Meta reported sent twice (wasend.duplicate_sends, by campaign)
+  LEFT JOIN LATERAL (
+        SELECT pg_catalog.count(DISTINCT d.row_id) AS duplicates
+          FROM wasend.duplicate_sends d WHERE d.campaign_id = c.id) dup ON true;
 COMMENT ON VIEW wasend.campaign_progress IS
-'Per campaign: rows by status, percent done, send rate over the last 10 s, ETA, errors by code, held messages, why ready rows wait (a campaign the senders set aside too), rows waiting for their send window, kind and priority, and why nothing of it moves (stalled_reason)';
+'Per campaign: rows by status, percent done, send rate over the last 10 s, ETA, errors by code, held messages, why ready rows wait (a campaign the senders set aside too), rows waiting for their send window, kind and priority, why nothing of it moves (stalled_reason), and rows Meta reported sent twice (duplicates)';
 REVOKE ALL ON wasend.campaign_progress FROM PUBLIC;
 GRANT SELECT ON wasend.campaign_progress TO wasend_viewer;
 
@@ -446,7 +461,8 @@ SELECT c.id AS campaign_id,
        pc.by_pricing_category,
        t.billable,
        coalesce(pc.unpriced, 0) AS unpriced,
-       pc.estimated_cost
+       pc.estimated_cost,
+       coalesce(dup.duplicates, 0) AS duplicates
   FROM wasend.campaigns c
   LEFT JOIN LATERAL (
         SELECT pg_catalog.count(*) AS total,
@@ -543,8 +559,12 @@ SELECT c.id AS campaign_id,
                           FROM wasend.campaign_summaries x
                          WHERE x.campaign_id = c.id AND x.pricing_category IS NOT NULL
                          GROUP BY 1) z
-                 GROUP BY 1) y) pc ON true;
+                 GROUP BY 1) y) pc ON true
+  -- rows Meta reported sent twice (wasend.duplicate_sends, by campaign)
+  LEFT JOIN LATERAL (
+        SELECT pg_catalog.count(DISTINCT d.row_id) AS duplicates
+          FROM wasend.duplicate_sends d WHERE d.campaign_id = c.id) dup ON true;
 COMMENT ON VIEW wasend.campaign_report IS
-'Per campaign: delivery funnel (sent, delivered, read), failures by code with Meta''s title, messages by pricing category, billable count and estimated cost from wasend.prices';
+'Per campaign: delivery funnel (sent, delivered, read), failures by code with Meta''s title, messages by pricing category, billable count and estimated cost from wasend.prices, and rows Meta reported sent twice (duplicates)';
 REVOKE ALL ON wasend.campaign_report FROM PUBLIC;
 GRANT SELECT ON wasend.campaign_report TO wasend_viewer;

@@ -33,3 +33,4 @@ SELECT pg_catalog.pg_extension_config_dump('wasend.prices', '');
 SELECT pg_catalog.pg_extension_config_dump('wasend.country_zones', 'WHERE NOT builtin');
 SELECT pg_catalog.pg_extension_config_dump('wasend.identities', '');
 SELECT pg_catalog.pg_extension_config_dump('wasend.campaign_summaries', '');
+SELECT pg_catalog.pg_extension_config_dump('wasend.duplicate_sends', '');

@@ -5751,6 +5751,1042 @@ REVOKE ALL ON FUNCTION wasend.wasend_worker_stats() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION wasend.wasend_worker_stats() TO wasend_viewer;
 
 /*
+ * Statuses settle uncertain rows.
+ *
+ * A row whose sender stopped while it was in flight (a crash, a failover)
+ * is marked uncertain and sent again, though most of those requests had
+ * reached Meta: the retry sent them twice.  Every message carries
+ * biz_opaque_callback_data 'wasend:<row id>', which Meta echoes in its
+ * status webhooks; wasend._apply_statuses now reads it.  A sent, delivered
+ * or read status of a wamid no row has settles the uncertain row it names
+ * (the wamid is stored, the status moves forward, the row leaves
+ * send_queue_ready_idx and is never retried; uncertain stays as history),
+ * provided the status names the row's recipient or comes from its number
+ * (wasend._status_row_verdict: row ids of two databases sharing an
+ * account collide).  A status for a row that has another wamid is a
+ * duplicate send: kept in the new table wasend.duplicate_sends (dumped),
+ * the row marked uncertain, counted by campaign_progress and
+ * campaign_report (duplicates).  Statuses that cannot attach yet wait in
+ * pending_statuses with their row id (new columns row_id,
+ * phone_number_id), and are applied by the senders' refresh and by the
+ * supervisor's recovery (wasend._apply_row_statuses).
+ *
+ * wasend.uncertain_retry_delay (60 s) holds an uncertain row, ready but not
+ * due (waiting_for 'uncertain', a new value of send_queue_waiting_for_check),
+ * so that Meta's status can settle it before a retry; the claim that finds
+ * it due retries it, or fails it (wasend.on_uncertain = fail, or
+ * wasend.max_attempts attempts).  The restore trigger
+ * (wasend._send_queue_check) holds a copied row in flight the same way, and
+ * campaign_progress says why such rows wait.
+ */
+ALTER TABLE wasend.pending_statuses
+    ADD COLUMN row_id bigint,
+    ADD COLUMN phone_number_id text;
+CREATE INDEX pending_statuses_row_idx ON wasend.pending_statuses (row_id)
+    WHERE row_id IS NOT NULL;
+COMMENT ON COLUMN wasend.pending_statuses.row_id IS
+'the send_queue row the status names by its biz_opaque_callback_data (wasend:<row id>); it attaches to the row once the row is uncertain';
+
+-- Sends of a row that Meta reported under another wamid than the row's:
+-- the row's request reached Meta twice (a retry of an uncertain row whose
+-- first request had gone out).  Meta names the row by the message's
+-- biz_opaque_callback_data; the statuses of such a wamid update its entry
+-- here.  Kept after the row is pruned (campaign_id), so that the views
+-- count a campaign's duplicates; dumped.
+CREATE TABLE wasend.duplicate_sends (
+    wa_message_id   text PRIMARY KEY,
+    row_id          bigint NOT NULL,
+    campaign_id     bigint,
+    status          text NOT NULL,
+    at              timestamptz,
+    recipient       text,
+    pricing         jsonb,
+    received_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE INDEX duplicate_sends_row_idx ON wasend.duplicate_sends (row_id);
+CREATE INDEX duplicate_sends_campaign_idx ON wasend.duplicate_sends (campaign_id);
+COMMENT ON TABLE wasend.duplicate_sends IS
+'Messages Meta reported for a row under another wamid than the row''s (biz_opaque_callback_data): the row was sent twice';
+COMMENT ON COLUMN wasend.duplicate_sends.status IS
+'the furthest status Meta reported for this wamid';
+REVOKE ALL ON wasend.duplicate_sends FROM PUBLIC;
+GRANT SELECT ON wasend.duplicate_sends TO wasend_viewer;
+
+ALTER TABLE wasend.send_queue DROP CONSTRAINT send_queue_waiting_for_check;
+ALTER TABLE wasend.send_queue ADD CONSTRAINT send_queue_waiting_for_check
+    CHECK (waiting_for IN ('messaging_limit', 'frequency_cap', 'send_window', 'uncertain'));
+COMMENT ON COLUMN wasend.send_queue.waiting_for IS
+'why a ready row waits until next_attempt_at: messaging_limit (the portfolio''s 24 h budget of new recipients), frequency_cap (the recipient''s recent marketing messages), send_window (outside the campaign''s send window) or uncertain (its sender stopped while it was in flight: it waits wasend.uncertain_retry_delay for a status that settles it)';
+
+CREATE OR REPLACE FUNCTION wasend._send_queue_check() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    st text;
+    k text;
+    adding boolean;
+    v record;
+    hold interval;
+BEGIN
+    adding := TG_OP = 'INSERT' AND NEW.status = 'ready'
+              AND NEW.sent_at IS NULL AND NEW.failed_at IS NULL
+              AND NEW.created_at = now();
+    v := wasend._recipient_verdict(NEW.recipient);
+    IF v.problem IS NULL THEN
+        NEW.recipient := v.normalized;
+    ELSIF adding AND NEW.recipient IS NOT NULL AND wasend._skip_invalid_recipients() THEN
+        PERFORM set_config('wasend_state.invalid_skipped',
+                           (coalesce(nullif(current_setting('wasend_state.invalid_skipped', true), ''), '0')::int + 1)::text,
+                           true);
+        RETURN NULL;
+    ELSIF adding
+          OR TG_OP = 'INSERT' AND NEW.recipient !~ '^\+?[0-9]{7,15}$'
+             AND NEW.recipient !~ '^[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}$'
+          OR TG_OP = 'UPDATE' AND NEW.recipient IS DISTINCT FROM OLD.recipient THEN
+        PERFORM wasend._normalize_recipient(NEW.recipient);
+    ELSE
+        -- a copied row (or one not being re-addressed) queued before
+        -- recipients were judged by country: kept as it was, without "+"
+        NEW.recipient := ltrim(NEW.recipient, '+');
+    END IF;
+    -- (the lookup of wasend._recipient_names, inline: it runs per row)
+    IF adding AND EXISTS (SELECT 1 FROM wasend.suppressions s
+                           WHERE (s.recipient = NEW.recipient
+                                  OR s.recipient IN (SELECT m.name FROM wasend.identity_names k
+                                                       JOIN wasend.identity_names m ON m.person = k.person
+                                                      WHERE k.name = NEW.recipient))
+                             AND (s.scope = 'all'
+                                  OR EXISTS (SELECT 1 FROM wasend.campaigns c
+                                              WHERE c.id = NEW.campaign_id
+                                                AND c.category = 'marketing'))) THEN
+        PERFORM set_config('wasend_state.suppressed_skipped',
+                           (coalesce(nullif(current_setting('wasend_state.suppressed_skipped', true), ''), '0')::int + 1)::text,
+                           true);
+        RETURN NULL;
+    END IF;
+    IF NEW.payload IS NOT NULL THEN
+        PERFORM wasend._check_message(NEW.payload, format('payload for recipient %s', NEW.recipient));
+    END IF;
+    IF NEW.timezone IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.timezone IS DISTINCT FROM OLD.timezone) THEN
+        PERFORM wasend._check_timezone(NEW.timezone, format('timezone of recipient %s', NEW.recipient));
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.campaign_id IS DISTINCT FROM OLD.campaign_id
+       OR NEW.priority IS DISTINCT FROM OLD.priority THEN
+        -- the share lock keeps a sender from completing the campaign while
+        -- rows are being added to it (see src/queue.sql, lock_done); a
+        -- transactional lane (rows with a priority) never completes and
+        -- takes no lock: wasend_send's transactions would queue up
+        -- multixacts on its row
+        IF NEW.priority IS NOT NULL THEN
+            SELECT c.status, c.kind INTO st, k FROM wasend.campaigns c
+             WHERE c.id = NEW.campaign_id;
+        ELSE
+            SELECT c.status, c.kind INTO st, k FROM wasend.campaigns c
+             WHERE c.id = NEW.campaign_id FOR SHARE;
+        END IF;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'campaign % does not exist', NEW.campaign_id
+                USING ERRCODE = 'foreign_key_violation',
+                      HINT = 'Create it first with wasend_create_campaign().';
+        END IF;
+        IF st IN ('completed', 'cancelled')
+           AND (adding OR (TG_OP = 'UPDATE' AND NEW.status = 'ready')) THEN
+            RAISE EXCEPTION 'cannot add recipients to campaign %: it is %', NEW.campaign_id, st
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'Create a new campaign with wasend_create_campaign().';
+        END IF;
+        IF k = 'transactional' THEN
+            NEW.priority := coalesce(NEW.priority, 0);
+            IF NEW.payload IS NULL THEN
+                RAISE EXCEPTION 'a row of a transactional lane needs its message in payload'
+                    USING ERRCODE = 'not_null_violation',
+                          HINT = 'Use wasend_send(number_id, recipient, message).';
+            END IF;
+        ELSIF NEW.priority IS NOT NULL THEN
+            RAISE EXCEPTION 'only rows of a transactional campaign have a priority'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Send one message ahead of campaign rows with wasend_send(); give a campaign a priority with wasend_update_campaign(id, priority => n).';
+        END IF;
+    END IF;
+    IF TG_OP = 'INSERT' AND NEW.status = 'sending' THEN
+        NEW.claimed_by := NULL;
+        NEW.uncertain := true;
+        NEW.last_error_class := 'uncertain';
+        NEW.last_error := 'outcome unknown: the message was claimed or in flight when the copy was taken';
+        -- it waits for a status that settles it, as a stopped sender's
+        -- row does (src/queue.sql, recover); the claim that finds it due
+        -- retries or fails it
+        hold := coalesce(nullif(current_setting('wasend.uncertain_retry_delay', true), '')::interval,
+                         interval '60 seconds');
+        NEW.next_attempt_at := now() + greatest(hold, interval '0');
+        NEW.waiting_for := CASE WHEN hold > interval '0' THEN 'uncertain' END;
+        IF st = 'cancelled' THEN
+            NEW.status := 'cancelled';
+        ELSIF hold > interval '0' THEN
+            NEW.status := 'ready';
+        ELSIF coalesce(current_setting('wasend.on_uncertain', true), 'retry') = 'fail'
+              OR NEW.attempts >= coalesce(nullif(current_setting('wasend.max_attempts', true), '')::int, 5) THEN
+            NEW.status := 'failed';
+            NEW.failed_at := now();
+        ELSE
+            NEW.status := 'ready';
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._send_queue_check() FROM PUBLIC;
+
+CREATE FUNCTION wasend._status_row_verdict(r_id bigint, r_wamid text, r_status text, r_recipient text,
+                                           r_user_id text, r_pnid text) RETURNS text
+LANGUAGE sql STABLE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN q.wa_message_id IS NULL AND q.uncertain
+                     AND (q.status = 'ready' OR (q.status = 'failed' AND q.last_error_class = 'uncertain'))
+                     AND r_status IN ('sent', 'delivered', 'read') THEN 'attach'
+                WHEN q.wa_message_id IS NOT NULL AND q.wa_message_id <> r_wamid THEN 'duplicate' END
+      FROM wasend.send_queue q
+     WHERE q.id = r_id
+       AND (ltrim(r_recipient, '+') = ANY (wasend._recipient_names(q.recipient))
+            OR r_user_id = q.user_id
+            OR r_user_id = ANY (wasend._recipient_names(q.recipient))
+            OR r_pnid = (SELECT n.phone_number_id FROM wasend.campaigns c
+                           JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
+                          WHERE c.id = q.campaign_id))
+$$;
+REVOKE ALL ON FUNCTION wasend._status_row_verdict(bigint, text, text, text, text, text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION wasend._apply_statuses(st jsonb) RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    res jsonb;
+    rest jsonb;
+    two jsonb;
+BEGIN
+    WITH p AS MATERIALIZED (
+        SELECT x ->> 'id' AS wamid, x ->> 'status' AS status,
+               wasend._status_rank(x ->> 'status') AS rnk,
+               wasend._webhook_time(x -> 'timestamp') AS at,
+               CASE WHEN jsonb_typeof(x #> '{errors,0,code}') = 'number'
+                     AND (x #>> '{errors,0,code}') ~ '^-?[0-9]{1,9}$'
+                    THEN (x #>> '{errors,0,code}')::int END AS code,
+               x #>> '{errors,0,title}' AS title,
+               coalesce(x ->> 'recipient_id', x ->> 'recipient_user_id') AS recipient,
+               CASE WHEN x ->> 'recipient_user_id' ~ '^[A-Z]{2}\.[A-Za-z0-9]{1,128}$'
+                    THEN x ->> 'recipient_user_id' END AS user_id,
+               CASE WHEN jsonb_typeof(x -> 'pricing') = 'object' THEN x -> 'pricing' END AS pricing,
+               CASE WHEN jsonb_typeof(x -> 'biz_opaque_callback_data') = 'string'
+                     AND x ->> 'biz_opaque_callback_data' ~ '^wasend:[0-9]{1,18}$'
+                    THEN substr(x ->> 'biz_opaque_callback_data', 8)::bigint END AS row_id,
+               CASE WHEN jsonb_typeof(x -> '_pnid') = 'string' AND length(x ->> '_pnid') <= 64
+                    THEN x ->> '_pnid' END AS pnid
+          FROM jsonb_array_elements(st) x
+         WHERE jsonb_typeof(x -> 'id') = 'string' AND jsonb_typeof(x -> 'status') = 'string'),
+    s0 AS MATERIALIZED (
+        -- each usable status once: known says its wamid is on a row
+        SELECT p.wamid, p.status, p.rnk, p.at, p.code, wasend._redact(p.title) AS title,
+               p.recipient, p.pricing, p.user_id, p.row_id, p.pnid,
+               EXISTS (SELECT 1 FROM wasend.send_queue q
+                        WHERE q.wa_message_id = p.wamid) AS known
+          FROM p
+         WHERE p.at IS NOT NULL AND length(p.wamid) <= 512),
+    s AS MATERIALIZED (
+        -- dup: the wamid is a known duplicate send
+        SELECT s0.*, NOT s0.known AND EXISTS (SELECT 1 FROM wasend.duplicate_sends d
+                                                WHERE d.wa_message_id = s0.wamid) AS dup
+          FROM s0),
+    extra AS (
+        -- per wamid, any pricing and any BSUID of this payload, in one pass
+        SELECT s.wamid, (array_agg(s.pricing) FILTER (WHERE s.pricing IS NOT NULL))[1] AS pricing,
+               (array_agg(s.user_id) FILTER (WHERE s.user_id IS NOT NULL))[1] AS user_id
+          FROM s
+         WHERE s.known
+         GROUP BY s.wamid),
+    best AS (
+        -- per wamid, the furthest status of this payload, with its extra
+        SELECT DISTINCT ON (s.wamid) s.wamid, s.status, s.rnk, s.at, s.code, s.title,
+               x.pricing, x.user_id
+          FROM s JOIN extra x ON x.wamid = s.wamid
+         WHERE s.known AND s.rnk > 0
+         ORDER BY s.wamid, s.rnk DESC, s.at DESC),
+    upd AS (
+        UPDATE wasend.send_queue q
+           SET status = CASE WHEN b.rnk > wasend._status_rank(q.status) THEN b.status ELSE q.status END,
+               sent_at = CASE WHEN b.rnk > wasend._status_rank(q.status) AND b.status <> 'failed'
+                              THEN coalesce(q.sent_at, b.at) ELSE q.sent_at END,
+               delivered_at = CASE WHEN b.rnk > wasend._status_rank(q.status) AND b.rnk >= 4
+                                   THEN coalesce(q.delivered_at, b.at) ELSE q.delivered_at END,
+               read_at = CASE WHEN b.rnk > wasend._status_rank(q.status) AND b.status = 'read'
+                              THEN coalesce(q.read_at, b.at) ELSE q.read_at END,
+               failed_at = CASE WHEN b.rnk > wasend._status_rank(q.status) AND b.status = 'failed'
+                                THEN b.at ELSE q.failed_at END,
+               last_error_code = CASE WHEN b.rnk > wasend._status_rank(q.status) AND b.status = 'failed'
+                                      THEN b.code ELSE q.last_error_code END,
+               last_error_class = CASE WHEN b.rnk > wasend._status_rank(q.status) AND b.status = 'failed'
+                                       THEN 'api' ELSE q.last_error_class END,
+               last_error = CASE WHEN b.rnk > wasend._status_rank(q.status) AND b.status = 'failed'
+                                 THEN b.title ELSE q.last_error END,
+               pricing_billable = coalesce(q.pricing_billable,
+                   CASE WHEN jsonb_typeof(b.pricing -> 'billable') = 'boolean'
+                        THEN (b.pricing ->> 'billable')::boolean END),
+               pricing_model = coalesce(q.pricing_model, left(b.pricing ->> 'pricing_model', 64)),
+               pricing_category = coalesce(q.pricing_category, left(b.pricing ->> 'category', 64)),
+               pricing_type = coalesce(q.pricing_type, left(b.pricing ->> 'type', 64)),
+               user_id = coalesce(q.user_id, b.user_id)
+          FROM best b
+         WHERE q.wa_message_id = b.wamid
+           AND (b.rnk > wasend._status_rank(q.status)
+                OR (q.pricing_category IS NULL AND b.pricing IS NOT NULL)
+                OR (q.user_id IS NULL AND b.user_id IS NOT NULL))
+        RETURNING q.id, q.recipient, q.status, b.status AS new_status, b.code),
+    sup AS (
+        INSERT INTO wasend.suppressions AS x (recipient, reason, scope)
+        SELECT DISTINCT ON (u.recipient) u.recipient, format('message failed with %s', u.code),
+               CASE WHEN u.code = 131050 THEN 'marketing' ELSE 'all' END
+          FROM upd u
+         WHERE u.status = 'failed' AND u.new_status = 'failed' AND u.code IN (131050, 131026)
+         ORDER BY u.recipient, u.code
+        ON CONFLICT (recipient) DO UPDATE SET scope = 'all', reason = excluded.reason
+         WHERE excluded.scope = 'all' AND x.scope <> 'all'),
+    unheld AS (
+        DELETE FROM wasend.held_messages h
+         USING upd u
+         WHERE h.row_id = u.id AND u.status <> 'held'
+        RETURNING h.row_id, h.campaign_id),
+    unpaced AS (
+        -- a campaign none of whose messages Meta still holds sends again
+        UPDATE wasend.campaigns c
+           SET paced_until = NULL
+         WHERE c.id IN (SELECT campaign_id FROM unheld) AND c.paced_until IS NOT NULL
+           AND c.sample_left IS NULL AND c.pacing = 'meta'
+           AND NOT EXISTS (SELECT 1 FROM wasend.held_messages h
+                            WHERE h.campaign_id = c.id
+                              AND h.row_id NOT IN (SELECT row_id FROM unheld))),
+    dupd AS (
+        -- a known duplicate send moves forward only
+        UPDATE wasend.duplicate_sends d
+           SET status = b.status, at = b.at, pricing = coalesce(d.pricing, b.pricing), updated_at = now()
+          FROM (SELECT DISTINCT ON (s.wamid) s.wamid, s.status, s.rnk, s.at, s.pricing
+                  FROM s WHERE s.dup AND s.rnk > 0
+                 ORDER BY s.wamid, s.rnk DESC, s.at DESC) b
+         WHERE d.wa_message_id = b.wamid AND b.rnk > wasend._status_rank(d.status)
+        RETURNING 1),
+    pend AS (
+        INSERT INTO wasend.pending_statuses (wa_message_id, status, at, error_code, error_title, recipient, pricing,
+                                             user_id, phone_number_id)
+        SELECT s.wamid, s.status, s.at, s.code, s.title, s.recipient, s.pricing, s.user_id, s.pnid
+          FROM s
+         WHERE NOT s.known AND NOT s.dup AND s.rnk > 0 AND s.row_id IS NULL
+        ON CONFLICT DO NOTHING)
+    SELECT jsonb_build_object(
+               'applied', (SELECT count(*) FROM upd) + (SELECT count(*) FROM dupd),
+               'ignored', (SELECT count(*) FROM s WHERE s.known OR s.dup OR s.rnk <= 0)
+                          - (SELECT count(*) FROM upd) - (SELECT count(*) FROM dupd),
+               'pending', (SELECT count(*) FROM s WHERE NOT s.known AND NOT s.dup AND s.rnk > 0
+                                                    AND s.row_id IS NULL),
+               'refused', (SELECT count(*) FROM p) - (SELECT count(*) FROM s)),
+           (SELECT jsonb_agg(jsonb_build_object('wamid', s.wamid, 'status', s.status, 'rnk', s.rnk, 'at', s.at,
+                                                'code', s.code, 'title', s.title, 'recipient', s.recipient,
+                                                'pricing', s.pricing, 'user_id', s.user_id, 'row_id', s.row_id,
+                                                'pnid', s.pnid))
+              FROM s WHERE NOT s.known AND NOT s.dup AND s.rnk > 0 AND s.row_id IS NOT NULL)
+      INTO res, rest;
+    IF rest IS NULL THEN
+        RETURN res;
+    END IF;
+
+    -- the statuses that name their row (a new snapshot: the first
+    -- statement's changes are seen)
+    WITH r AS MATERIALIZED (
+        SELECT x.*, wasend._status_row_verdict(x.row_id, x.wamid, x.status, x.recipient, x.user_id, x.pnid) AS verdict
+          FROM jsonb_to_recordset(rest) AS x(wamid text, status text, rnk integer, at timestamptz, code integer,
+                                             title text, recipient text, pricing jsonb, user_id text,
+                                             row_id bigint, pnid text)),
+    pick AS (
+        -- one wamid per row (two in one payload: the other waits, and is
+        -- a duplicate once this one is on the row)
+        SELECT DISTINCT ON (r.row_id) r.row_id, r.wamid
+          FROM r WHERE r.verdict = 'attach'
+         ORDER BY r.row_id, r.wamid),
+    a AS (
+        SELECT r.row_id, r.wamid, max(r.rnk) AS rnk, min(r.at) AS sent_at,
+               min(r.at) FILTER (WHERE r.rnk >= 4) AS delivered_at,
+               min(r.at) FILTER (WHERE r.status = 'read') AS read_at,
+               (array_agg(r.pricing) FILTER (WHERE r.pricing IS NOT NULL))[1] AS pricing,
+               (array_agg(r.user_id) FILTER (WHERE r.user_id IS NOT NULL))[1] AS user_id
+          FROM r JOIN pick k ON k.row_id = r.row_id AND k.wamid = r.wamid
+         WHERE r.verdict = 'attach'
+         GROUP BY r.row_id, r.wamid),
+    att AS (
+        -- (the row is checked again as locked: a claim may have taken it)
+        UPDATE wasend.send_queue q
+           SET wa_message_id = a.wamid,
+               status = CASE a.rnk WHEN 5 THEN 'read' WHEN 4 THEN 'delivered' ELSE 'sent' END,
+               sent_at = a.sent_at, delivered_at = a.delivered_at, read_at = a.read_at,
+               failed_at = NULL, claimed_by = NULL, waiting_for = NULL,
+               last_error_code = NULL, last_error_class = NULL,
+               last_error = 'outcome settled by a status webhook: the message had reached Meta',
+               pricing_billable = CASE WHEN jsonb_typeof(a.pricing -> 'billable') = 'boolean'
+                                       THEN (a.pricing ->> 'billable')::boolean END,
+               pricing_model = left(a.pricing ->> 'pricing_model', 64),
+               pricing_category = left(a.pricing ->> 'category', 64),
+               pricing_type = left(a.pricing ->> 'type', 64),
+               user_id = coalesce(q.user_id, a.user_id)
+          FROM a
+         WHERE q.id = a.row_id AND q.wa_message_id IS NULL AND q.uncertain
+           AND (q.status = 'ready' OR (q.status = 'failed' AND q.last_error_class = 'uncertain'))
+        RETURNING a.wamid),
+    dupl AS (
+        INSERT INTO wasend.duplicate_sends AS d (wa_message_id, row_id, campaign_id, status, at, recipient, pricing)
+        SELECT DISTINCT ON (r.wamid) r.wamid, r.row_id,
+               (SELECT q.campaign_id FROM wasend.send_queue q WHERE q.id = r.row_id),
+               r.status, r.at, r.recipient, r.pricing
+          FROM r WHERE r.verdict = 'duplicate'
+         ORDER BY r.wamid, r.rnk DESC, r.at DESC
+        ON CONFLICT (wa_message_id) DO UPDATE
+           SET status = excluded.status, at = excluded.at, pricing = coalesce(d.pricing, excluded.pricing),
+               updated_at = now()
+         WHERE wasend._status_rank(excluded.status) > wasend._status_rank(d.status)
+        RETURNING d.row_id, d.wa_message_id),
+    marked AS (
+        UPDATE wasend.send_queue q
+           SET uncertain = true
+         WHERE q.id IN (SELECT dupl.row_id FROM dupl) AND NOT q.uncertain),
+    pend AS (
+        INSERT INTO wasend.pending_statuses (wa_message_id, status, at, error_code, error_title, recipient, pricing,
+                                             user_id, row_id, phone_number_id)
+        SELECT r.wamid, r.status, r.at, r.code, r.title, r.recipient, r.pricing, r.user_id, r.row_id, r.pnid
+          FROM r
+         WHERE r.wamid NOT IN (SELECT att.wamid FROM att)
+           AND NOT (r.verdict = 'duplicate' AND r.wamid IN (SELECT dupl.wa_message_id FROM dupl))
+           AND NOT (r.verdict = 'duplicate'
+                    AND EXISTS (SELECT 1 FROM wasend.duplicate_sends d WHERE d.wa_message_id = r.wamid))
+        ON CONFLICT DO NOTHING
+        RETURNING 1)
+    SELECT jsonb_build_object('applied', (SELECT count(*) FROM att) + (SELECT count(*) FROM dupl),
+                              'pending', (SELECT count(*) FROM pend))
+      INTO two;
+    RETURN jsonb_build_object(
+        'applied', (res ->> 'applied')::bigint + (two ->> 'applied')::bigint,
+        'ignored', (res ->> 'ignored')::bigint + jsonb_array_length(rest)
+                   - (two ->> 'applied')::bigint - (two ->> 'pending')::bigint,
+        'pending', (res ->> 'pending')::bigint + (two ->> 'pending')::bigint,
+        'refused', (res ->> 'refused')::bigint);
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._apply_statuses(jsonb) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION wasend._apply_pending_statuses() RETURNS bigint
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    st jsonb;
+    n bigint;
+BEGIN
+    -- statuses of messages wasend never sent do not wait forever
+    DELETE FROM wasend.pending_statuses p
+     WHERE p.ctid = ANY (ARRAY(SELECT x.ctid FROM wasend.pending_statuses x
+                                WHERE x.received_at < now() - interval '7 days'
+                                ORDER BY x.received_at LIMIT 1000
+                                  FOR UPDATE SKIP LOCKED));
+    WITH c AS MATERIALIZED (
+        SELECT p.wa_message_id, p.status, p.checked_xmax,
+               EXISTS (SELECT 1 FROM wasend.send_queue q
+                        WHERE q.wa_message_id = p.wa_message_id)
+               OR EXISTS (SELECT 1 FROM wasend.duplicate_sends d
+                           WHERE d.wa_message_id = p.wa_message_id)
+               OR (p.row_id IS NOT NULL
+                   AND wasend._status_row_verdict(p.row_id, p.wa_message_id, p.status, p.recipient,
+                                                  p.user_id, p.phone_number_id) IS NOT NULL) AS known
+          FROM wasend.pending_statuses p
+         WHERE NOT p.settled
+         ORDER BY p.received_at LIMIT 1000
+           FOR UPDATE SKIP LOCKED),
+    ready AS (
+        DELETE FROM wasend.pending_statuses p
+         USING c
+         WHERE c.known AND p.wa_message_id = c.wa_message_id AND p.status = c.status
+        RETURNING p.*),
+    later AS (
+        -- a checked_xmax beyond this snapshot's came with a dump of
+        -- another cluster: checked again, from here
+        UPDATE wasend.pending_statuses p
+           SET checked_xmax = CASE WHEN c.checked_xmax IS NULL
+                                     OR c.checked_xmax > pg_snapshot_xmax(pg_current_snapshot())
+                                   THEN pg_snapshot_xmax(pg_current_snapshot())
+                                   ELSE c.checked_xmax END,
+               settled = c.checked_xmax IS NOT NULL
+                         AND c.checked_xmax <= pg_snapshot_xmax(pg_current_snapshot())
+          FROM c
+         WHERE NOT c.known AND p.wa_message_id = c.wa_message_id AND p.status = c.status
+           AND (c.checked_xmax IS NULL
+                OR c.checked_xmax > pg_snapshot_xmax(pg_current_snapshot())
+                OR pg_snapshot_xmin(pg_current_snapshot()) >= c.checked_xmax))
+    SELECT jsonb_agg(jsonb_build_object('id', wa_message_id, 'status', status,
+                                        'timestamp', extract(epoch FROM coalesce(at, received_at)),
+                                        'recipient_id', recipient,
+                                        'recipient_user_id', user_id,
+                                        'pricing', pricing,
+                                        'errors', CASE WHEN error_code IS NOT NULL THEN
+                                            jsonb_build_array(jsonb_build_object('code', error_code, 'title', error_title)) END,
+                                        'biz_opaque_callback_data', 'wasend:' || row_id,
+                                        '_pnid', phone_number_id)),
+           count(*)
+      INTO st, n FROM ready;
+    IF n > 0 THEN
+        PERFORM wasend._apply_statuses(st);
+    END IF;
+    RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._apply_pending_statuses() FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION wasend._apply_pending_statuses(wamids text[]) RETURNS bigint
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    st jsonb;
+    n bigint;
+BEGIN
+    WITH ready AS (
+        DELETE FROM wasend.pending_statuses p
+         WHERE p.wa_message_id = ANY (wamids)
+        RETURNING p.*)
+    SELECT jsonb_agg(jsonb_build_object('id', wa_message_id, 'status', status,
+                                        'timestamp', extract(epoch FROM coalesce(at, received_at)),
+                                        'recipient_id', recipient,
+                                        'recipient_user_id', user_id,
+                                        'pricing', pricing,
+                                        'errors', CASE WHEN error_code IS NOT NULL THEN
+                                            jsonb_build_array(jsonb_build_object('code', error_code, 'title', error_title)) END,
+                                        'biz_opaque_callback_data', 'wasend:' || row_id,
+                                        '_pnid', phone_number_id)),
+           count(*)
+      INTO st, n FROM ready;
+    IF n > 0 THEN
+        PERFORM wasend._apply_statuses(st);
+    END IF;
+    RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._apply_pending_statuses(text[]) FROM PUBLIC;
+
+CREATE FUNCTION wasend._apply_row_statuses(row_ids bigint[]) RETURNS bigint
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    st jsonb;
+    n bigint;
+BEGIN
+    WITH ready AS (
+        DELETE FROM wasend.pending_statuses p
+         WHERE p.row_id = ANY (row_ids)
+           AND wasend._status_row_verdict(p.row_id, p.wa_message_id, p.status, p.recipient,
+                                          p.user_id, p.phone_number_id) IS NOT NULL
+        RETURNING p.*)
+    SELECT jsonb_agg(jsonb_build_object('id', wa_message_id, 'status', status,
+                                        'timestamp', extract(epoch FROM coalesce(at, received_at)),
+                                        'recipient_id', recipient,
+                                        'recipient_user_id', user_id,
+                                        'pricing', pricing,
+                                        'errors', CASE WHEN error_code IS NOT NULL THEN
+                                            jsonb_build_array(jsonb_build_object('code', error_code, 'title', error_title)) END,
+                                        'biz_opaque_callback_data', 'wasend:' || row_id,
+                                        '_pnid', phone_number_id)),
+           count(*)
+      INTO st, n FROM ready;
+    IF n > 0 THEN
+        PERFORM wasend._apply_statuses(st);
+    END IF;
+    RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._apply_row_statuses(bigint[]) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION wasend._ingest_verified(raw_body text) RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    payload jsonb;
+    sts jsonb;
+    res jsonb;
+    one jsonb;
+    one_status jsonb;
+    n_msgs bigint;
+    n_new bigint;
+    n_stop bigint;
+    n_pref bigint;
+    n_acct bigint := 0;
+    n_camp bigint := 0;
+    n_ids bigint := 0;
+    ch jsonb;
+    keywords text[];
+BEGIN
+    BEGIN
+        payload := raw_body::jsonb;
+    EXCEPTION WHEN invalid_text_representation THEN
+        RAISE EXCEPTION 'webhook body is not valid JSON'
+            USING ERRCODE = 'invalid_text_representation',
+                  HINT = 'Pass the raw request body exactly as Meta sent it.';
+    END;
+    IF jsonb_typeof(payload) <> 'object'
+       OR jsonb_typeof(payload->'entry') IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'webhook body is not a WhatsApp Business Account notification'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Expected {"object":"whatsapp_business_account","entry":[...]}.';
+    END IF;
+
+    -- who is who first, so that a STOP below finds all of a person's names
+    BEGIN
+        n_ids := wasend._remember_identities(payload);
+    EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded THEN
+        RAISE WARNING 'wasend: the user identities of a webhook were skipped: %', wasend._redact(SQLERRM);
+    END;
+
+    -- each status with the phone number id of its change (_pnid, for
+    -- the guard of wasend._status_row_verdict)
+    sts := coalesce(
+        (SELECT jsonb_agg(CASE WHEN jsonb_typeof(s) = 'object'
+                               THEN s || jsonb_build_object('_pnid', v #> '{metadata,phone_number_id}')
+                               ELSE s END)
+           FROM jsonb_path_query(payload, '$.entry[*].changes[*].value') v
+          CROSS JOIN LATERAL jsonb_path_query(v, '$.statuses[*]') s),
+        '[]');
+    BEGIN
+        res := wasend._apply_statuses(sts);
+    EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded THEN
+        -- one status must not cost the others: each on its own
+        res := '{"applied": 0, "ignored": 0, "pending": 0, "refused": 0}';
+        FOR one_status IN SELECT e FROM jsonb_array_elements(sts) e LOOP
+            BEGIN
+                one := wasend._apply_statuses(jsonb_build_array(one_status));
+            EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded THEN
+                RAISE WARNING 'wasend: a status webhook was refused: %', wasend._redact(SQLERRM);
+                one := '{"refused": 1}';
+            END;
+            SELECT jsonb_object_agg(k, coalesce((res ->> k)::bigint, 0) + coalesce((one ->> k)::bigint, 0))
+              INTO res FROM unnest(ARRAY['applied', 'ignored', 'pending', 'refused']) k;
+        END LOOP;
+    END;
+
+    SELECT array_agg(upper(btrim(k))) INTO keywords
+      FROM unnest(string_to_array(current_setting('wasend.stop_keywords'), ',')) k;
+    -- a sender with a username may come without a phone number (no
+    -- "from"): their BSUID (from_user_id) names them then
+    WITH m AS (
+        SELECT v #>> '{metadata,phone_number_id}' AS pnid, x AS msg,
+               CASE WHEN jsonb_typeof(x->'from') = 'string' AND length(x->>'from') <= 64
+                    THEN ltrim(x->>'from', '+') END AS phone,
+               CASE WHEN x->>'from_user_id' ~ '^[A-Z]{2}\.[A-Za-z0-9]{1,128}$'
+                    THEN x->>'from_user_id' END AS user_id
+          FROM jsonb_path_query(payload, '$.entry[*].changes[*].value') v
+         CROSS JOIN LATERAL jsonb_array_elements(coalesce(v->'messages', '[]')) x
+         WHERE jsonb_typeof(x->'id') = 'string' AND length(x->>'id') <= 512
+           AND ((jsonb_typeof(x->'from') = 'string' AND length(x->>'from') <= 64)
+                OR x->>'from_user_id' ~ '^[A-Z]{2}\.[A-Za-z0-9]{1,128}$')),
+    ins AS (
+        INSERT INTO wasend.inbound_messages (wa_message_id, from_number, phone_number_id, type, body, sent_at, raw,
+                                             from_user_id)
+        SELECT msg->>'id', coalesce(phone, user_id), pnid, msg->>'type',
+               coalesce(msg #>> '{text,body}', msg #>> '{button,text}',
+                        msg #>> '{interactive,button_reply,title}',
+                        msg #>> '{interactive,list_reply,title}'),
+               wasend._webhook_time(msg->'timestamp'), msg, user_id
+          FROM m
+        ON CONFLICT (wa_message_id) DO NOTHING
+        RETURNING from_number, from_user_id, body),
+    stop AS (
+        -- a STOP reply stops every campaign, also for a recipient who had
+        -- only opted out of marketing; the sender is suppressed by each
+        -- name the message gives (phone number and BSUID), and the rules
+        -- find the names paired with them (wasend._recipient_names)
+        INSERT INTO wasend.suppressions AS x (recipient, reason)
+        SELECT DISTINCT ON (w.name) w.name, 'replied ' || upper(btrim(i.body))
+          FROM ins i CROSS JOIN LATERAL (VALUES (i.from_number), (i.from_user_id)) w(name)
+         WHERE upper(btrim(i.body)) = ANY (keywords) AND w.name IS NOT NULL
+        ON CONFLICT (recipient) DO UPDATE SET scope = 'all', reason = excluded.reason
+         WHERE x.scope <> 'all'
+        RETURNING 1)
+    SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM ins), (SELECT count(*) FROM stop)
+      INTO n_msgs, n_new, n_stop;
+
+    -- marketing opt-outs: stop suppresses for marketing, and resume lifts
+    -- that, by each name the preference gives (wa_id and user_id; a
+    -- suppression of scope all stays, and so does an opt-out under a
+    -- name the resume does not give: a wrong pair never lifts another
+    -- user's); the latest of a user's wins
+    WITH x AS (
+        SELECT CASE WHEN ltrim(x ->> 'wa_id', '+') ~ '^[0-9]{7,15}$' THEN ltrim(x ->> 'wa_id', '+') END AS phone,
+               CASE WHEN x ->> 'user_id' ~ '^[A-Z]{2}\.[A-Za-z0-9]{1,128}$' THEN x ->> 'user_id' END AS user_id,
+               lower(x ->> 'value') AS value, wasend._webhook_time(x -> 'timestamp') AS at
+          FROM jsonb_path_query(payload, '$.entry[*].changes[*].value.user_preferences[*]') x
+         WHERE x ->> 'category' = 'marketing_messages'),
+    p AS (
+        SELECT DISTINCT ON (coalesce(x.user_id, x.phone)) x.phone, x.user_id, x.value
+          FROM x WHERE coalesce(x.user_id, x.phone) IS NOT NULL
+         ORDER BY coalesce(x.user_id, x.phone), x.at DESC NULLS LAST),
+    stopped AS (
+        INSERT INTO wasend.suppressions (recipient, reason, scope)
+        SELECT DISTINCT w.name, 'user_preferences: stopped marketing messages', 'marketing'
+          FROM p CROSS JOIN LATERAL (VALUES (p.phone), (p.user_id)) w(name)
+         WHERE p.value = 'stop' AND w.name IS NOT NULL
+        ON CONFLICT DO NOTHING
+        RETURNING 1),
+    resumed AS (
+        DELETE FROM wasend.suppressions s
+         USING p
+         WHERE s.recipient IN (p.phone, p.user_id) AND p.value = 'resume' AND s.scope = 'marketing'
+        RETURNING 1)
+    SELECT (SELECT count(*) FROM stopped) + (SELECT count(*) FROM resumed) INTO n_pref;
+
+    -- the WhatsApp Business Account of the numbers it names
+    PERFORM wasend._learn_wabas(payload);
+    -- each change with the id of its entry (the account it is about)
+    FOR ch IN SELECT c || jsonb_build_object('entry_id', e -> 'id')
+                FROM jsonb_path_query(payload, '$.entry[*]') e
+               CROSS JOIN LATERAL jsonb_path_query(e, '$.changes[*]') c
+               WHERE jsonb_typeof(c) = 'object' AND c ->> 'field' IN ('message_template_status_update', 'phone_number_quality_update',
+                                       'business_capability_update')
+                 AND jsonb_typeof(c -> 'value') = 'object' LOOP
+        BEGIN
+            CASE ch ->> 'field'
+                WHEN 'message_template_status_update' THEN
+                    n_camp := n_camp + wasend._apply_template_status(ch -> 'value');
+                WHEN 'phone_number_quality_update' THEN
+                    n_camp := n_camp + wasend._apply_quality_update(ch -> 'value');
+                ELSE
+                    -- the limit of the account's portfolio changed
+                    n_camp := n_camp + wasend._apply_capability_update(
+                        CASE WHEN jsonb_typeof(ch -> 'entry_id') = 'string' THEN ch ->> 'entry_id' END,
+                        ch -> 'value');
+            END CASE;
+            n_acct := n_acct + 1;
+        EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded THEN
+            RAISE WARNING 'wasend: a % webhook was skipped: %', left(ch ->> 'field', 64),
+                wasend._redact(SQLERRM);
+        END;
+    END LOOP;
+
+    RETURN jsonb_build_object(
+        'statuses_applied', res->'applied',
+        'statuses_ignored', res->'ignored',
+        'statuses_pending', res->'pending',
+        'statuses_refused', res->'refused',
+        'messages_stored', n_new,
+        'messages_duplicate', n_msgs - n_new,
+        'recipients_suppressed', n_stop,
+        'preferences_applied', n_pref,
+        'account_updates', n_acct,
+        'campaigns_changed', n_camp,
+        'identities_learned', n_ids);
+END
+$$;
+REVOKE ALL ON FUNCTION wasend._ingest_verified(text) FROM PUBLIC;
+
+CREATE OR REPLACE VIEW wasend.campaign_progress WITH (security_invoker = true) AS
+SELECT c.id AS campaign_id,
+       c.name,
+       c.status,
+       coalesce(c.pause_reason, CASE WHEN n.status <> 'active' THEN 'number paused: ' || coalesce(n.pause_reason, '') END) AS pause_reason,
+       n.phone_number_id,
+       t.total,
+       coalesce(s.ready, 0) AS ready,
+       coalesce(s.sending, 0) AS sending,
+       coalesce(s.sent, 0) + m.sent AS sent,
+       coalesce(s.delivered, 0) + m.delivered AS delivered,
+       coalesce(s.read, 0) + m.read AS read,
+       coalesce(s.failed, 0) + m.failed AS failed,
+       coalesce(s.cancelled, 0) + m.cancelled AS cancelled,
+       coalesce(s.uncertain, 0) + m.uncertain AS uncertain,
+       CASE WHEN t.total = 0 THEN 0
+            ELSE pg_catalog.round(100.0 * (t.total - s.ready - s.sending)::numeric / t.total::numeric, 1) END AS percent_done,
+       pg_catalog.round(coalesce(s.recent, 0)::numeric / r.window_s, 1) AS rate_per_sec,
+       CASE WHEN st.reason IS NULL AND coalesce(s.recent, 0) > 0 AND s.ready + s.sending > 0
+            THEN pg_catalog.make_interval(secs => pg_catalog.round((s.ready + s.sending)::numeric / (s.recent::numeric / r.window_s))::double precision)
+       END AS eta,
+       e.errors_by_code,
+       coalesce(s.held, 0) + m.held AS held,
+       pg_catalog.concat_ws('; ',
+           CASE WHEN c.paced_until > pg_catalog.now()
+                THEN pg_catalog.format('pacing: %s held for a quality assessment, new rows wait until %s at the latest',
+                                       coalesce(s.held, 0), c.paced_until) END,
+           CASE WHEN s.wait_limit > 0
+                THEN pg_catalog.format('messaging limit %s/24h, next slot at %s (%s rows)',
+                                       coalesce(p.messaging_limit::text, 'unlimited'), s.wait_limit_next, s.wait_limit) END,
+           CASE WHEN s.wait_cap > 0
+                THEN pg_catalog.format('frequency cap %s per %s, next at %s (%s rows)',
+                                       c.frequency_cap, c.frequency_window, s.wait_cap_next, s.wait_cap) END,
+           CASE WHEN s.wait_131049 > 0
+                THEN pg_catalog.format('per-user marketing limit (131049), retry at %s (%s rows)',
+                                       s.wait_131049_next, s.wait_131049) END,
+           CASE WHEN w.opens IS NOT NULL AND s.ready > 0
+                THEN pg_catalog.format('send window %s-%s %s: opens at %s (%s rows)',
+                                       c.send_window_start, c.send_window_end, c.send_timezone, w.opens, s.ready)
+                WHEN s.wait_window > 0
+                THEN pg_catalog.format('send window %s-%s in the recipients'' time zones, next opens at %s (%s rows)',
+                                       c.send_window_start, c.send_window_end, s.wait_window_next, s.wait_window) END,
+           CASE WHEN f.campaign_id IS NOT NULL
+                THEN pg_catalog.format('set aside by the senders, tried again at %s: %s',
+                                       f.retry_at, f.error) END,
+           CASE WHEN s.wait_uncertain > 0
+                THEN pg_catalog.format('uncertain: waiting for Meta''s status until %s, then %s (%s rows)',
+                                       s.wait_uncertain_next,
+                                       CASE WHEN pg_catalog.current_setting('wasend.on_uncertain', true) = 'fail'
+                                            THEN 'failed' ELSE 'retried' END,
+                                       s.wait_uncertain) END) AS waiting,
+       CASE WHEN w.opens IS NOT NULL THEN coalesce(s.ready, 0) ELSE coalesce(s.wait_window, 0) END AS waiting_window,
+       c.kind,
+       c.priority,
+       st.reason AS stalled_reason,
+       coalesce(dup.duplicates, 0) AS duplicates
+  FROM wasend.campaigns c
+  JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
+  LEFT JOIN wasend.portfolios p ON p.portfolio = coalesce(n.business_id, 'number:' || n.id::text)
+  LEFT JOIN LATERAL (
+        SELECT pg_catalog.count(*) AS total,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'ready') AS ready,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'sending') AS sending,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'sent') AS sent,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'delivered') AS delivered,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'read') AS read,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'failed') AS failed,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'cancelled') AS cancelled,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'held') AS held,
+               pg_catalog.count(*) FILTER (WHERE q.uncertain) AS uncertain,
+               pg_catalog.count(*) FILTER (WHERE coalesce(q.sent_at, q.failed_at) > pg_catalog.clock_timestamp() - interval '10 s') AS recent,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'ready' AND q.waiting_for = 'messaging_limit'
+                                             AND q.next_attempt_at > pg_catalog.now()) AS wait_limit,
+               pg_catalog.min(q.next_attempt_at) FILTER (WHERE q.status = 'ready' AND q.waiting_for = 'messaging_limit'
+                                                           AND q.next_attempt_at > pg_catalog.now()) AS wait_limit_next,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'ready' AND q.waiting_for = 'frequency_cap'
+                                             AND q.next_attempt_at > pg_catalog.now()) AS wait_cap,
+               pg_catalog.min(q.next_attempt_at) FILTER (WHERE q.status = 'ready' AND q.waiting_for = 'frequency_cap'
+                                                           AND q.next_attempt_at > pg_catalog.now()) AS wait_cap_next,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'ready' AND q.last_error_code = 131049
+                                             AND q.next_attempt_at > pg_catalog.now()) AS wait_131049,
+               pg_catalog.min(q.next_attempt_at) FILTER (WHERE q.status = 'ready' AND q.last_error_code = 131049
+                                                           AND q.next_attempt_at > pg_catalog.now()) AS wait_131049_next,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'ready' AND q.waiting_for = 'send_window'
+                                             AND q.next_attempt_at > pg_catalog.now()) AS wait_window,
+               pg_catalog.min(q.next_attempt_at) FILTER (WHERE q.status = 'ready' AND q.waiting_for = 'send_window'
+                                                           AND q.next_attempt_at > pg_catalog.now()) AS wait_window_next,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'ready' AND q.waiting_for = 'uncertain'
+                                             AND q.next_attempt_at > pg_catalog.now()) AS wait_uncertain,
+               pg_catalog.min(q.next_attempt_at) FILTER (WHERE q.status = 'ready' AND q.waiting_for = 'uncertain'
+                                                           AND q.next_attempt_at > pg_catalog.now()) AS wait_uncertain_next
+          FROM (SELECT x.id, x.campaign_id, x.recipient, x.status, x.uncertain, x.next_attempt_at, x.waiting_for,
+                       x.last_error_code, x.last_error_class, x.last_error, x.sent_at, x.delivered_at, x.read_at, x.failed_at, x.pricing_billable, x.pricing_category
+                  FROM wasend.send_queue x
+                 WHERE x.campaign_id = c.id AND x.priority IS NULL
+                UNION ALL
+                SELECT x.id, x.campaign_id, x.recipient, x.status, x.uncertain, x.next_attempt_at, x.waiting_for,
+                       x.last_error_code, x.last_error_class, x.last_error, x.sent_at, x.delivered_at, x.read_at, x.failed_at, x.pricing_billable, x.pricing_category
+                  FROM wasend.send_queue x
+                 WHERE x.campaign_id = c.id AND x.priority IS NOT NULL AND c.kind = 'transactional') q WHERE q.campaign_id = c.id) s ON true
+  -- the rows pruned (wasend.retention) count with the rows left; none is
+  -- ready or sending
+  CROSS JOIN LATERAL (
+        SELECT coalesce(pg_catalog.sum(x.rows), 0)::bigint AS total,
+               coalesce(pg_catalog.sum(x.rows) FILTER (WHERE x.status = 'sent'), 0)::bigint AS sent,
+               coalesce(pg_catalog.sum(x.rows) FILTER (WHERE x.status = 'delivered'), 0)::bigint AS delivered,
+               coalesce(pg_catalog.sum(x.rows) FILTER (WHERE x.status = 'read'), 0)::bigint AS read,
+               coalesce(pg_catalog.sum(x.rows) FILTER (WHERE x.status = 'failed'), 0)::bigint AS failed,
+               coalesce(pg_catalog.sum(x.rows) FILTER (WHERE x.status = 'cancelled'), 0)::bigint AS cancelled,
+               coalesce(pg_catalog.sum(x.rows) FILTER (WHERE x.status = 'held'), 0)::bigint AS held,
+               coalesce(pg_catalog.sum(x.rows) FILTER (WHERE x.uncertain), 0)::bigint AS uncertain
+          FROM wasend.campaign_summaries x WHERE x.campaign_id = c.id) m
+  CROSS JOIN LATERAL (SELECT coalesce(s.total, 0) + m.total AS total) t
+  -- a window in a fixed zone holds back the whole campaign (src/queue.sql, running)
+  CROSS JOIN LATERAL (
+        SELECT CASE WHEN c.send_timezone <> 'recipient' AND c.kind = 'campaign'
+                         AND wasend._is_zone_name(c.send_timezone)
+                    THEN wasend._window_opens(c.send_window_start, c.send_window_end, c.send_timezone) END AS opens) w
+  -- a campaign the senders set aside (src/db_cycle.c, set_aside)
+  LEFT JOIN wasend.campaign_faults f
+         ON f.campaign_id = c.id AND c.status = 'running'
+        AND f.retry_at > pg_catalog.now() - interval '1 minute'
+  -- the rate is measured over the last 10 s, or since the start if sooner
+  CROSS JOIN LATERAL (
+        SELECT greatest(least(10.0, extract(epoch FROM pg_catalog.clock_timestamp() - c.started_at)), 1.0) AS window_s) r
+  LEFT JOIN LATERAL (
+        SELECT pg_catalog.jsonb_object_agg(code, cnt) AS errors_by_code
+          FROM (SELECT y.code, pg_catalog.sum(y.cnt)::bigint AS cnt
+                  FROM (SELECT q.last_error_code::text AS code, pg_catalog.count(*) AS cnt
+                          FROM (SELECT x.id, x.campaign_id, x.recipient, x.status, x.uncertain, x.next_attempt_at, x.waiting_for,
+                                       x.last_error_code, x.last_error_class, x.last_error, x.sent_at, x.delivered_at, x.read_at, x.failed_at, x.pricing_billable, x.pricing_category
+                  FROM wasend.send_queue x
+                 WHERE x.campaign_id = c.id AND x.priority IS NULL
+                UNION ALL
+                SELECT x.id, x.campaign_id, x.recipient, x.status, x.uncertain, x.next_attempt_at, x.waiting_for,
+                       x.last_error_code, x.last_error_class, x.last_error, x.sent_at, x.delivered_at, x.read_at, x.failed_at, x.pricing_billable, x.pricing_category
+                  FROM wasend.send_queue x
+                 WHERE x.campaign_id = c.id AND x.priority IS NOT NULL AND c.kind = 'transactional') q
+                         WHERE q.campaign_id = c.id AND q.status = 'failed'
+                         GROUP BY 1
+                        UNION ALL
+                        SELECT x.error_code::text, x.rows
+                          FROM wasend.campaign_summaries x
+                         WHERE x.campaign_id = c.id AND x.status = 'failed') y
+                 GROUP BY 1) x
+         WHERE code IS NOT NULL) e ON true
+  -- why nothing of it moves (no ETA then)
+  CROSS JOIN LATERAL wasend._stalled_reason(c.id) st
+  -- rows Meta reported sent twice (wasend.duplicate_sends, by campaign)
+  LEFT JOIN LATERAL (
+        SELECT pg_catalog.count(DISTINCT d.row_id) AS duplicates
+          FROM wasend.duplicate_sends d WHERE d.campaign_id = c.id) dup ON true;
+COMMENT ON VIEW wasend.campaign_progress IS
+'Per campaign: rows by status, percent done, send rate over the last 10 s, ETA, errors by code, held messages, why ready rows wait (a campaign the senders set aside too), rows waiting for their send window, kind and priority, why nothing of it moves (stalled_reason), and rows Meta reported sent twice (duplicates)';
+REVOKE ALL ON wasend.campaign_progress FROM PUBLIC;
+GRANT SELECT ON wasend.campaign_progress TO wasend_viewer;
+
+CREATE OR REPLACE VIEW wasend.campaign_report WITH (security_invoker = true) AS
+SELECT c.id AS campaign_id,
+       c.name,
+       c.status,
+       c.category,
+       t.total,
+       t.sent,
+       t.delivered,
+       t.read,
+       t.failed,
+       t.held,
+       CASE WHEN t.sent > 0
+            THEN pg_catalog.round(100.0 * t.delivered::numeric / t.sent::numeric, 1) END AS delivered_pct,
+       CASE WHEN t.delivered > 0
+            THEN pg_catalog.round(100.0 * t.read::numeric / t.delivered::numeric, 1) END AS read_pct,
+       fc.failures,
+       pc.by_pricing_category,
+       t.billable,
+       coalesce(pc.unpriced, 0) AS unpriced,
+       pc.estimated_cost,
+       coalesce(dup.duplicates, 0) AS duplicates
+  FROM wasend.campaigns c
+  LEFT JOIN LATERAL (
+        SELECT pg_catalog.count(*) AS total,
+               pg_catalog.count(*) FILTER (WHERE q.sent_at IS NOT NULL) AS sent,
+               pg_catalog.count(*) FILTER (WHERE q.delivered_at IS NOT NULL) AS delivered,
+               pg_catalog.count(*) FILTER (WHERE q.read_at IS NOT NULL) AS read,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'failed') AS failed,
+               pg_catalog.count(*) FILTER (WHERE q.status = 'held') AS held,
+               pg_catalog.count(*) FILTER (WHERE q.pricing_billable) AS billable
+          FROM (SELECT x.id, x.campaign_id, x.recipient, x.status, x.uncertain, x.next_attempt_at, x.waiting_for,
+                       x.last_error_code, x.last_error_class, x.last_error, x.sent_at, x.delivered_at, x.read_at, x.failed_at, x.pricing_billable, x.pricing_category
+                  FROM wasend.send_queue x
+                 WHERE x.campaign_id = c.id AND x.priority IS NULL
+                UNION ALL
+                SELECT x.id, x.campaign_id, x.recipient, x.status, x.uncertain, x.next_attempt_at, x.waiting_for,
+                       x.last_error_code, x.last_error_class, x.last_error, x.sent_at, x.delivered_at, x.read_at, x.failed_at, x.pricing_billable, x.pricing_category
+                  FROM wasend.send_queue x
+                 WHERE x.campaign_id = c.id AND x.priority IS NOT NULL AND c.kind = 'transactional') q WHERE q.campaign_id = c.id) f ON true
+  -- the rows pruned (wasend.retention) count with the rows left
+  CROSS JOIN LATERAL (
+        SELECT coalesce(pg_catalog.sum(x.rows), 0)::bigint AS total,
+               coalesce(pg_catalog.sum(x.rows) FILTER (WHERE x.sent), 0)::bigint AS sent,
+               coalesce(pg_catalog.sum(x.rows) FILTER (WHERE x.delivered), 0)::bigint AS delivered,
+               coalesce(pg_catalog.sum(x.rows) FILTER (WHERE x.read), 0)::bigint AS read,
+               coalesce(pg_catalog.sum(x.rows) FILTER (WHERE x.status = 'failed'), 0)::bigint AS failed,
+               coalesce(pg_catalog.sum(x.rows) FILTER (WHERE x.status = 'held'), 0)::bigint AS held,
+               coalesce(pg_catalog.sum(x.rows) FILTER (WHERE x.billable), 0)::bigint AS billable
+          FROM wasend.campaign_summaries x WHERE x.campaign_id = c.id) m
+  CROSS JOIN LATERAL (
+        SELECT coalesce(f.total, 0) + m.total AS total, coalesce(f.sent, 0) + m.sent AS sent,
+               coalesce(f.delivered, 0) + m.delivered AS delivered, coalesce(f.read, 0) + m.read AS read,
+               coalesce(f.failed, 0) + m.failed AS failed, coalesce(f.held, 0) + m.held AS held,
+               coalesce(f.billable, 0) + m.billable AS billable) t
+  LEFT JOIN LATERAL (
+        SELECT pg_catalog.jsonb_object_agg(x.code, pg_catalog.jsonb_build_object('count', x.cnt, 'title', x.title)) AS failures
+          FROM (SELECT y.code, pg_catalog.sum(y.cnt)::bigint AS cnt, pg_catalog.min(y.title) AS title
+                  FROM (SELECT coalesce(q.last_error_code::text, q.last_error_class, 'unknown') AS code,
+                               pg_catalog.count(*) AS cnt, pg_catalog.min(q.last_error) AS title
+                          FROM (SELECT x.id, x.campaign_id, x.recipient, x.status, x.uncertain, x.next_attempt_at, x.waiting_for,
+                                       x.last_error_code, x.last_error_class, x.last_error, x.sent_at, x.delivered_at, x.read_at, x.failed_at, x.pricing_billable, x.pricing_category
+                  FROM wasend.send_queue x
+                 WHERE x.campaign_id = c.id AND x.priority IS NULL
+                UNION ALL
+                SELECT x.id, x.campaign_id, x.recipient, x.status, x.uncertain, x.next_attempt_at, x.waiting_for,
+                       x.last_error_code, x.last_error_class, x.last_error, x.sent_at, x.delivered_at, x.read_at, x.failed_at, x.pricing_billable, x.pricing_category
+                  FROM wasend.send_queue x
+                 WHERE x.campaign_id = c.id AND x.priority IS NOT NULL AND c.kind = 'transactional') q
+                         WHERE q.campaign_id = c.id AND q.status = 'failed'
+                         GROUP BY 1
+                        UNION ALL
+                        SELECT coalesce(x.error_code::text, x.error_class, 'unknown'), x.rows, x.error_title
+                          FROM wasend.campaign_summaries x
+                         WHERE x.campaign_id = c.id AND x.status = 'failed') y
+                 GROUP BY 1) x) fc ON true
+  LEFT JOIN LATERAL (
+        SELECT pg_catalog.jsonb_object_agg(y.category,
+                   pg_catalog.jsonb_build_object('billable', y.billable, 'free', y.free)) AS by_pricing_category,
+               pg_catalog.sum(y.unpriced) AS unpriced,
+               pg_catalog.sum(y.cost) AS estimated_cost
+          FROM (SELECT z.category, pg_catalog.sum(z.billable)::bigint AS billable,
+                       pg_catalog.sum(z.free)::bigint AS free, pg_catalog.sum(z.unpriced)::bigint AS unpriced,
+                       pg_catalog.sum(z.cost) AS cost
+                  FROM (SELECT q.pricing_category AS category,
+                       pg_catalog.count(*) FILTER (WHERE q.pricing_billable) AS billable,
+                       pg_catalog.count(*) FILTER (WHERE NOT q.pricing_billable) AS free,
+                       pg_catalog.count(*) FILTER (WHERE q.pricing_billable AND pr.price IS NULL) AS unpriced,
+                       pg_catalog.sum(pr.price) FILTER (WHERE q.pricing_billable) AS cost
+                  FROM (SELECT x.id, x.campaign_id, x.recipient, x.status, x.uncertain, x.next_attempt_at, x.waiting_for,
+                               x.last_error_code, x.last_error_class, x.last_error, x.sent_at, x.delivered_at, x.read_at, x.failed_at, x.pricing_billable, x.pricing_category
+                  FROM wasend.send_queue x
+                 WHERE x.campaign_id = c.id AND x.priority IS NULL
+                UNION ALL
+                SELECT x.id, x.campaign_id, x.recipient, x.status, x.uncertain, x.next_attempt_at, x.waiting_for,
+                       x.last_error_code, x.last_error_class, x.last_error, x.sent_at, x.delivered_at, x.read_at, x.failed_at, x.pricing_billable, x.pricing_category
+                  FROM wasend.send_queue x
+                 WHERE x.campaign_id = c.id AND x.priority IS NOT NULL AND c.kind = 'transactional') q
+                  CROSS JOIN LATERAL (
+                        SELECT CASE WHEN pg_catalog.strpos(q.recipient, '.') > 0
+                                    THEN wasend._price_digits(q.recipient)
+                                    ELSE q.recipient END AS digits) d
+                  LEFT JOIN LATERAL (
+                        SELECT p.price FROM wasend.prices p
+                         WHERE p.category = q.pricing_category
+                           AND pg_catalog.starts_with(d.digits, p.country_prefix)
+                         ORDER BY pg_catalog.length(p.country_prefix) DESC
+                         LIMIT 1) pr ON true
+                 WHERE q.campaign_id = c.id AND q.pricing_category IS NOT NULL
+                 GROUP BY 1
+                        UNION ALL
+                        SELECT x.pricing_category,
+                               coalesce(pg_catalog.sum(x.rows) FILTER (WHERE x.billable), 0)::bigint,
+                               coalesce(pg_catalog.sum(x.rows) FILTER (WHERE NOT x.billable), 0)::bigint,
+                               pg_catalog.sum(x.unpriced)::bigint, pg_catalog.sum(x.cost)
+                          FROM wasend.campaign_summaries x
+                         WHERE x.campaign_id = c.id AND x.pricing_category IS NOT NULL
+                         GROUP BY 1) z
+                 GROUP BY 1) y) pc ON true
+  -- rows Meta reported sent twice (wasend.duplicate_sends, by campaign)
+  LEFT JOIN LATERAL (
+        SELECT pg_catalog.count(DISTINCT d.row_id) AS duplicates
+          FROM wasend.duplicate_sends d WHERE d.campaign_id = c.id) dup ON true;
+COMMENT ON VIEW wasend.campaign_report IS
+'Per campaign: delivery funnel (sent, delivered, read), failures by code with Meta''s title, messages by pricing category, billable count and estimated cost from wasend.prices, and rows Meta reported sent twice (duplicates)';
+REVOKE ALL ON wasend.campaign_report FROM PUBLIC;
+GRANT SELECT ON wasend.campaign_report TO wasend_viewer;
+
+SELECT pg_catalog.pg_extension_config_dump('wasend.duplicate_sends', '');
+
+
+/*
  * A grant means one database.
  *
  * wasend_viewer, wasend_operator and wasend_admin are roles of the whole

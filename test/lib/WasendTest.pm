@@ -182,7 +182,8 @@ sub new_node
 
 # load_mock_log($node, $mock, $table): copy the mock's request log into a
 # table (t_ms epoch milliseconds, phone_number_id, recipient, type,
-# http_status, code, wamid): the messages in $table, the reads of the
+# http_status, code, wamid, opaque: the body's biz_opaque_callback_data):
+# the messages in $table, the reads of the
 # numbers' account fields (GET, type 'GET') in ${table}_gets.
 sub load_mock_log
 {
@@ -201,7 +202,7 @@ sub load_mock_log
 	$node->safe_psql('postgres', qq{
 		DROP TABLE IF EXISTS $table;
 		CREATE TABLE $table (t_ms numeric, phone_number_id text, recipient text,
-			type text, http_status int, code text, wamid text);
+			type text, http_status int, code text, wamid text, opaque text);
 	});
 	my ($stdout, $stderr);
 	my $ok = IPC::Run::run(

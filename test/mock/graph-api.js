@@ -22,7 +22,10 @@
  *     time with POST /__mock/account;
  *   - logs every request so tests can assert on exactly what was sent
  *     (GETs too, with type "GET"; they do not count in the throughput
- *     window).
+ *     window), with the body's biz_opaque_callback_data;
+ *   - can post a signed status webhook for each accepted send (config
+ *     "statuses"), with the echoed biz_opaque_callback_data, to a list of
+ *     webhook URLs, retrying until one answers 200, as Meta does.
  *
  * Configuration is a JSON file given with --config (see README in this
  * directory); control endpoints live under /__mock/.
@@ -37,6 +40,7 @@ const http = require('http');
 const https = require('https');
 const fs = require('fs');
 const net = require('net');
+const crypto = require('crypto');
 
 function parseArgs(argv)
 {
@@ -242,7 +246,8 @@ const logFd = args['log-file'] ? fs.openSync(args['log-file'], 'a') : null;
 
 function csvLine(e)
 {
-	return [e.t.toFixed(3), e.pnid, e.to, e.type, e.status, e.code, e.wamid].join(',');
+	return [e.t.toFixed(3), e.pnid, e.to, e.type, e.status, e.code, e.wamid,
+			e.opaque || ''].join(',');
 }
 
 /*
@@ -313,6 +318,8 @@ function accept(res, entry, pnid, to, t, code, status)
 	entry.wamid = 'wamid.MOCK' + pnid + '.' + seq.toString(36) + '.' +
 		Math.floor(t * 1000).toString(36);
 	record(entry);
+	if (status === 'accepted')
+		postStatuses(entry);
 	reply(res, 200, JSON.stringify({
 		messaging_product: 'whatsapp',
 		/* a BSUID send is answered with user_id, a phone send with wa_id */
@@ -322,9 +329,107 @@ function accept(res, entry, pnid, to, t, code, status)
 	}), latency());
 }
 
+/* statuses posted and answered, for /__mock/stats */
+let statusPosts = { posted: 0, tries: 0, answered_200: 0, given_up: 0 };
+
+/*
+ * The app secret of config.statuses: given, or read from its file (the
+ * file wasend.app_secret_file names, so that the two agree).
+ */
+function statusSecret(sc)
+{
+	if (typeof sc.app_secret === 'string')
+		return sc.app_secret;
+	return fs.readFileSync(sc.app_secret_file, 'utf8').trim();
+}
+
+/*
+ * POST one signed webhook body to the URLs in turn, from the next one on,
+ * until one answers 200, as Meta retries a webhook its endpoint did not
+ * take; each try after a failure waits retry_ms; after max_tries it gives
+ * up.  A refused connection counts as a failed try.
+ */
+function postWebhook(sc, body, sig, tries, next)
+{
+	const urls = sc.urls || [];
+	if (urls.length === 0)
+		return;
+	if (tries >= (sc.max_tries || 100))
+	{
+		statusPosts.given_up++;
+		return;
+	}
+	statusPosts.tries++;
+	const u = new URL(urls[next % urls.length]);
+	const again = () => setTimeout(() => postWebhook(sc, body, sig, tries + 1, next + 1),
+								   sc.retry_ms || 500);
+	const lib = u.protocol === 'https:' ? https : http;
+	const req = lib.request({
+		method: 'POST', hostname: u.hostname, port: u.port, path: u.pathname + u.search,
+		headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body),
+				   'X-Hub-Signature-256': sig },
+		timeout: 10000,
+	}, res => {
+		res.resume();
+		res.on('end', () => {
+			if (res.statusCode === 200)
+				statusPosts.answered_200++;
+			else
+				again();
+		});
+	});
+	req.on('timeout', () => req.destroy(new Error('timeout')));
+	req.on('error', again);
+	req.end(body);
+}
+
+/*
+ * After an accepted send, with config.statuses: one status webhook per
+ * kind (default ["sent"]), delay_ms after the answer, in Meta's shape:
+ * the wamid, the recipient, the echoed biz_opaque_callback_data, and the
+ * number's phone_number_id in the change's metadata.
+ */
+function postStatuses(entry)
+{
+	const sc = config.statuses;
+	if (!sc || !Array.isArray(sc.urls) || sc.urls.length === 0)
+		return;
+	const kinds = sc.kinds || ['sent'];
+	const ts = String(Math.floor(entry.t / 1000));
+	const statuses = kinds.map(k => {
+		const st = { id: entry.wamid, status: k, timestamp: ts };
+		if (BSUID_RE.test(entry.to))
+			st.recipient_user_id = entry.to;
+		else
+			st.recipient_id = entry.to.replace(/^\+/, '');
+		if (entry.opaque)
+			st.biz_opaque_callback_data = entry.opaque;
+		return st;
+	});
+	const body = JSON.stringify({
+		object: 'whatsapp_business_account',
+		entry: [{ id: 'WABA1', changes: [{ field: 'messages', value: {
+			messaging_product: 'whatsapp',
+			metadata: { display_phone_number: '', phone_number_id: entry.pnid },
+			statuses: statuses } }] }],
+	});
+	let sig;
+	try
+	{
+		sig = 'sha256=' + crypto.createHmac('sha256', statusSecret(sc)).update(body).digest('hex');
+	}
+	catch (e)
+	{
+		process.stdout.write('statuses: no app secret: ' + e.message + '\n');
+		return;
+	}
+	statusPosts.posted++;
+	setTimeout(() => postWebhook(sc, body, sig, 0, 0), sc.delay_ms || 0);
+}
+
 function handleMessages(req, res, pnid, raw, t)
 {
-	const entry = { t: t, pnid: pnid, to: '', type: '', status: 0, code: '', wamid: '' };
+	const entry = { t: t, pnid: pnid, to: '', type: '', status: 0, code: '', wamid: '', opaque: '' };
 	const num = config.numbers[pnid];
 	const auth = req.headers['authorization'] || '';
 	let body;
@@ -348,6 +453,9 @@ function handleMessages(req, res, pnid, raw, t)
 		bothAddressees++;
 	if (body && typeof body.type === 'string')
 		entry.type = body.type.replace(/[^a-z_]/g, '');
+	/* as logged: no comma, quote or line break can break the CSV */
+	if (body && typeof body.biz_opaque_callback_data === 'string')
+		entry.opaque = body.biz_opaque_callback_data.replace(/[^A-Za-z0-9:._-]/g, '_');
 
 	const fail = (status, code) => {
 		entry.status = status;
@@ -643,7 +751,7 @@ function handleAccount(req, res, pnid, query, t)
 
 function logCsv()
 {
-	const lines = ['t_ms,phone_number_id,recipient,type,http_status,code,wamid'];
+	const lines = ['t_ms,phone_number_id,recipient,type,http_status,code,wamid,opaque'];
 	for (const e of log)
 		lines.push(csvLine(e));
 	return lines.join('\n') + '\n';
@@ -676,7 +784,8 @@ function stats()
 	}
 	return { requests: requests, connections: connections, by_status: byStatus, by_code: byCode,
 		both_to_and_recipient: bothAddressees,
-		gets: gets, gets_by_status: getsByStatus, delayed_connections: delayedConnections };
+		gets: gets, gets_by_status: getsByStatus, delayed_connections: delayedConnections,
+		status_webhooks: statusPosts };
 }
 
 /*

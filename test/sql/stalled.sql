@@ -12,7 +12,8 @@ SELECT * FROM wasend._senders_blocked();
 -- starting it warns with the reason and a hint, and starts it
 SELECT wasend.wasend_start_campaign(:c);
 SELECT status FROM wasend.campaigns WHERE id = :c;
--- campaign_progress shows the reason in its last column, and no ETA
+-- campaign_progress shows the reason in a column of its own (the last but
+-- one: duplicates came after it), and no ETA
 -- although a row was sent a moment ago (the rate is what was measured)
 UPDATE wasend.send_queue SET status = 'sent', sent_at = clock_timestamp(), wa_message_id = 'wamid.st1'
  WHERE campaign_id = :c AND recipient = '15554500001';
@@ -20,7 +21,7 @@ SELECT status, ready, rate_per_sec > 0 AS measured_rate, eta, stalled_reason
   FROM wasend.campaign_progress WHERE campaign_id = :c;
 SELECT attname FROM pg_attribute
  WHERE attrelid = 'wasend.campaign_progress'::regclass AND attnum > 0
- ORDER BY attnum DESC LIMIT 1;
+ ORDER BY attnum DESC LIMIT 2;
 -- the dry run returns it in its last column
 SELECT would_send_now, stalled_reason FROM wasend.wasend_dry_run(:c);
 -- a viewer reads it through the view too

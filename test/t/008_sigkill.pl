@@ -21,6 +21,8 @@ my $mock = WasendTest::start_mock({ numbers => { '8001' => { token => 'tok', rat
 my $node = WasendTest::new_node('sigkill', $mock,
 	'wasend.max_inflight' => $inflight,
 	'wasend.workers' => $workers,
+	# queued again at once: the mock posts no statuses that could settle them
+	'wasend.uncertain_retry_delay' => 0,
 	restart_after_crash => 'on');
 
 $node->safe_psql('postgres', q{

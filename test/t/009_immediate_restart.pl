@@ -13,7 +13,9 @@ my $inflight = 20;
 my $workers = 2;
 my $mock = WasendTest::start_mock({ numbers => { '9001' => { token => 'tok', rate => 100 } } });
 my $node = WasendTest::new_node('immediate', $mock,
-	'wasend.max_inflight' => $inflight, 'wasend.workers' => $workers);
+	'wasend.max_inflight' => $inflight, 'wasend.workers' => $workers,
+	# queued again at once: the mock posts no statuses that could settle them
+	'wasend.uncertain_retry_delay' => 0);
 
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION wasend;

@@ -52,6 +52,8 @@ my $mock = WasendTest::start_mock({
 # and this test's own SQL names the tokens (a user's log_statement = all
 # logs their wasend.wasend_add_number() calls too; see README)
 my $node = WasendTest::new_node('poison', $mock, 'wasend.max_attempts' => 100,
+	# uncertain rows are queued or failed at once (056 tests the wait)
+	'wasend.uncertain_retry_delay' => 0,
 	log_statement => 'none');
 
 $node->safe_psql('postgres', qq{
