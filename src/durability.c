@@ -40,6 +40,7 @@
 #include "storage/proc.h"
 #include "storage/procarray.h"
 #include "storage/spin.h"
+#include "utils/timestamp.h"
 
 #include "clock.h"
 #include "durability.h"
@@ -137,92 +138,160 @@ wasend_durable_upto(void)
 }
 
 /*
- * What a log line says the wait is for: the setting and its standbys.
+ * What a log line or stalled_reason says the wait is for: the setting and
+ * its standbys (palloc'd).
  */
-const char *
+char *
 wasend_durable_describe(void)
 {
 	if (wasend_durability == WASEND_DURABLE_STANDBY)
-		return "a streaming standby to flush them (wasend.durability = standby)";
+		return pstrdup("a streaming standby to flush them (wasend.durability = standby)");
 	return psprintf("the synchronous standby to flush them (synchronous_standby_names = '%s')",
 					SyncRepStandbyNames ? SyncRepStandbyNames : "");
 }
 
 /*
- * Something now waits for a commit that ended at lsn.
+ * The horizon of what a transaction that just committed wrote or saw:
+ * the end of WAL inserted so far.  A webhook's transaction that changed
+ * nothing (a notification stored before, whose first answer was a 503)
+ * has no commit record of its own, yet must not be acknowledged before
+ * what it found is durable.  Beyond what is flushed, it waits at most
+ * for the WAL writer.
+ */
+XLogRecPtr
+wasend_commit_horizon(void)
+{
+	return Max(XactLastCommitEnd, GetXLogInsertRecPtr());
+}
+
+/*
+ * Something now waits for a commit that ended at lsn: remember it, with
+ * when it was made, until it is durable.  A full ring merges it into the
+ * newest entry, whose age is then older than the commit's: a wait may
+ * look longer, never shorter.
  */
 void
 wasend_durable_note(WasendDurableWait *dw, XLogRecPtr lsn)
 {
-	if (lsn > dw->want)
-		dw->want = lsn;
-}
+	WasendDurableCommit *c;
 
-/*
- * The durable position, read again only when something noted waits
- * beyond what was read last: nothing polls while nothing waits.
- */
-XLogRecPtr
-wasend_durable_position(WasendDurableWait *dw)
-{
-	XLogRecPtr	upto;
-
-	if (dw->upto >= dw->want)
-		return dw->upto;
-	upto = wasend_durable_upto();
-	if (upto > dw->upto)
-		dw->poll_us = POLL_MIN_US;
+	if (lsn <= dw->upto)
+		return;
+	if (dw->count > 0)
+	{
+		c = &dw->ring[(dw->head + dw->count - 1) % WASEND_DURABLE_RING];
+		if (lsn <= c->lsn)
+			return;
+		if (dw->count == WASEND_DURABLE_RING)
+		{
+			c->lsn = lsn;
+			return;
+		}
+	}
 	else
-		dw->poll_us = Min(Max(dw->poll_us * 2, POLL_MIN_US), POLL_MAX_US);
-	/*
-	 * "Everything" is kept as what was asked for, so that a later commit
-	 * asks again: the setting may change meanwhile
-	 */
-	dw->upto = upto == PG_UINT64_MAX ? dw->want : upto;
-	return upto;
+	{
+		/* a new wait: read at once, then back off */
+		dw->next_poll = 0;
+		dw->poll_us = POLL_MIN_US;
+	}
+	c = &dw->ring[(dw->head + dw->count) % WASEND_DURABLE_RING];
+	c->lsn = lsn;
+	c->at_us = wasend_mono_us();
+	c->at = GetCurrentTimestamp();
+	dw->count++;
 }
 
 /*
- * After the owner used the position: does something still wait?  A wait
- * that lasts is logged once, and its end, as "who" (e.g. "sender 1").
+ * The settings were reloaded: what was read under the old ones proves
+ * nothing (local durability, or none of synchronous_standby_names, says
+ * "everything"), so the next position is read again.
  */
 void
-wasend_durable_settle(WasendDurableWait *dw, bool waiting, int64 now,
-					  const char *who)
+wasend_durable_forget(WasendDurableWait *dw)
 {
-	if (!waiting)
+	dw->upto = InvalidXLogRecPtr;
+	dw->next_poll = 0;
+	dw->poll_us = POLL_MIN_US;
+}
+
+/*
+ * Log the start of a wait that lasts, once, and its end, as "who" (e.g.
+ * "sender 1").
+ */
+static void
+log_wait(WasendDurableWait *dw, int64 now, const char *who)
+{
+	if (dw->count == 0)
 	{
 		if (dw->logged)
 			ereport(LOG,
-					(errmsg("wasend %s goes on: its commits are durable again after %.1f s",
-							who, (now - dw->since) / 1000000.0)));
-		dw->want = Min(dw->want, dw->upto);
-		dw->since = 0;
+					(errmsg("wasend %s goes on: the commits it waited for are durable",
+							who)));
 		dw->logged = false;
-		dw->poll_us = POLL_MIN_US;
 		return;
 	}
-	if (dw->since == 0)
-		dw->since = now;
-	if (!dw->logged && now - dw->since >= WAIT_LOG_AFTER_US)
+	if (!dw->logged && now - dw->ring[dw->head].at_us >= WAIT_LOG_AFTER_US)
 	{
 		ereport(LOG,
-				(errmsg("wasend %s waits: its commits are not yet durable", who),
-				 errdetail("It waits for %s; they are flushed up to %X/%X, it waits for %X/%X.",
+				(errmsg("wasend %s waits: its commits of the last %.1f s are not durable yet",
+						who, (now - dw->ring[dw->head].at_us) / 1000000.0),
+				 errdetail("It waits for %s: flushed up to %X/%X, its oldest waiting commit ends at %X/%X.",
 						   wasend_durable_describe(),
-						   LSN_FORMAT_ARGS(dw->upto), LSN_FORMAT_ARGS(dw->want)),
-				 errhint("Check pg_stat_replication on this server. wasend.durability = local sends without waiting, at the price of messages sent again unmarked after a failover.")));
+						   LSN_FORMAT_ARGS(dw->upto),
+						   LSN_FORMAT_ARGS(dw->ring[dw->head].lsn)),
+				 errhint("Check pg_stat_replication on this server. wasend.durability = local does not wait, at the price of messages sent again unmarked and webhooks lost after a failover.")));
 		dw->logged = true;
 	}
 }
 
 /*
- * How long the owner may sleep before it polls again (-1: no limit).
+ * The durable position.  It is read only while some noted commit waits,
+ * and then at most once per poll interval (1 ms, doubling to 50 ms while
+ * it does not move); the commits it covers are forgotten.  A wait that
+ * lasts is logged (log_wait).
+ */
+XLogRecPtr
+wasend_durable_position(WasendDurableWait *dw, int64 now, const char *who)
+{
+	XLogRecPtr	upto;
+
+	if (dw->count == 0 || now < dw->next_poll)
+		return dw->upto;
+	upto = wasend_durable_upto();
+	if (upto > dw->upto)
+		dw->poll_us = POLL_MIN_US;
+	else
+		dw->poll_us = Min(dw->poll_us * 2, POLL_MAX_US);
+	dw->upto = upto;
+	while (dw->count > 0 && dw->ring[dw->head].lsn <= upto)
+	{
+		dw->head = (dw->head + 1) % WASEND_DURABLE_RING;
+		dw->count--;
+	}
+	dw->next_poll = now + dw->poll_us;
+	log_wait(dw, now, who);
+	return upto;
+}
+
+/*
+ * When the oldest commit that is not durable yet was made (0: none).
+ */
+TimestampTz
+wasend_durable_waiting_since(const WasendDurableWait *dw)
+{
+	return dw->count > 0 ? dw->ring[dw->head].at : 0;
+}
+
+/*
+ * How long the owner may sleep before it reads the position again (-1:
+ * nothing waits).
  */
 long
-wasend_durable_sleep_ms(const WasendDurableWait *dw)
+wasend_durable_sleep_ms(const WasendDurableWait *dw, int64 now)
 {
-	if (dw->since == 0 && dw->upto >= dw->want)
+	if (dw->count == 0)
 		return -1;
-	return (long) ((Max(dw->poll_us, POLL_MIN_US) + 999) / 1000);
+	if (now >= dw->next_poll)
+		return 0;
+	return (long) ((dw->next_poll - now + 999) / 1000);
 }

@@ -42,6 +42,7 @@ typedef struct HttpRequest
 								 * send's: its number's rate gate key) */
 	int			refusals;		/* 130429s its row got before (HTTP_SEND) */
 	int			priority;		/* its row's priority (-1: campaign row) */
+	uint64		claim_lsn;		/* its row's claim commit (number_queue.c) */
 	int			writes;			/* times curl began writing it (prereq_cb) */
 	int			writes_reported;	/* of those, told to the caller */
 	bool		in_wired_list;	/* waits in report_wired's list */

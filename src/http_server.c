@@ -137,7 +137,8 @@ wasend_http_request_ends(struct MHD_Connection *conn)
 
 /*
  * The worker holds a connection's request (held: suspended until it is
- * answered) or lets it go again: a held request is not cut.
+ * answered) or lets it go again: a held request is not cut, and one let
+ * go gets a new deadline for its answer to be written.
  */
 void
 wasend_http_hold(struct MHD_Connection *conn, bool held)
@@ -145,7 +146,12 @@ wasend_http_hold(struct MHD_Connection *conn, bool held)
 	HttpConn   *hc = conn_entry(conn);
 
 	if (hc != NULL)
+	{
 		hc->held = held;
+		/* let go: its answer gets a whole deadline to be written */
+		if (!held)
+			hc->started_ms = mono_ms();
+	}
 }
 
 /*
@@ -293,7 +299,8 @@ wasend_http_serve(const WasendHttpEndpoint *ep)
 	{
 		long		next_deadline;
 
-		(void) wasend_worker_interrupts();
+		if (wasend_worker_interrupts() && ep->reloaded)
+			ep->reloaded();
 		if (ShutdownRequestPending)
 			break;
 

@@ -27,7 +27,8 @@ typedef enum MHD_Result MHD_Result_t;
  * (suspended), answer() answers them all (it may use the database) and
  * resumes them; after_pass, if set, runs once per pass outside MHD;
  * wake_ms, if set, says how soon (ms, -1: no matter) the loop must look
- * at pending() again without any event.
+ * at pending() again without any event; reloaded, if set, runs after a
+ * configuration reload.
  */
 typedef struct WasendHttpEndpoint
 {
@@ -48,6 +49,7 @@ typedef struct WasendHttpEndpoint
 	void		(*answer) (void);
 	void		(*after_pass) (void);
 	long		(*wake_ms) (void);
+	void		(*reloaded) (void);
 } WasendHttpEndpoint;
 
 extern void wasend_http_serve(const WasendHttpEndpoint *ep);

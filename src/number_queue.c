@@ -404,11 +404,12 @@ wasend_number_push(NumberState *ns, const ClaimedRow *row, XLogRecPtr claim_lsn)
  * slot, not a retry backoff and a database round trip): a campaign row
  * behind the wasend_send rows waiting there, a wasend_send row where
  * number_push puts it.  The row is still held and still 'sending' with
- * this sender's token.
+ * this sender's token.  It keeps its claim's LSN: the settings may have
+ * changed since it started.
  */
 void
 wasend_number_requeue(NumberState *ns, int64 id, int64 campaign_id, int priority,
-			   int refusals, const char *body)
+			   int refusals, const char *body, XLogRecPtr claim_lsn)
 {
 	ClaimedRow	row;
 
@@ -417,8 +418,7 @@ wasend_number_requeue(NumberState *ns, int64 id, int64 campaign_id, int priority
 	row.body = unconstify(char *, body);
 	row.priority = priority;
 	row.advance = 0;
-	/* its claim was durable when it first started */
-	fifo_insert(ns, &row, Max(priority, 0), InvalidXLogRecPtr)->refusals = refusals;
+	fifo_insert(ns, &row, Max(priority, 0), claim_lsn)->refusals = refusals;
 }
 
 /*
@@ -477,15 +477,32 @@ durable_prefix(NumberState *ns, XLogRecPtr durable, int limit)
 }
 
 /*
+ * How many rows of a number's FIFO have a claim that is not durable yet.
+ */
+static int
+not_durable(NumberState *ns, XLogRecPtr durable)
+{
+	int			n = 0;
+	int			i;
+
+	for (i = 0; i < ns->count; i++)
+		if (ns->rows[(ns->head + i) % ns->cap].claim_lsn > durable)
+			n++;
+	return n;
+}
+
+/*
  * Start as many requests as the rate gate allows (none while the sender
- * is stopping), from rows whose claim is durable up to durable
- * (durability.c); *awaiting counts the rows of active numbers held back
- * only by that.  Returns the earliest monotonic time at which the gate
- * opens again for a number that still has rows waiting (0 if none waits).
+ * is stopping), from the rows at the front of each FIFO whose claim is
+ * durable up to durable (durability.c).  With count_awaiting, *awaiting
+ * counts the rows of active numbers whose claim is not (a scan of the
+ * FIFOs: the caller asks only while some claim is not durable).  Returns
+ * the earliest monotonic time at which the gate opens again for a number
+ * that still has rows waiting (0 if none waits).
  */
 int64
 wasend_numbers_start_sends(int64 now, bool stopping, XLogRecPtr durable,
-						   int *awaiting)
+						   bool count_awaiting, int *awaiting)
 {
 	HASH_SEQ_STATUS seq;
 	NumberState *ns;
@@ -505,9 +522,9 @@ wasend_numbers_start_sends(int64 now, bool stopping, XLogRecPtr durable,
 		if (ns->count == 0 || !ns->active || stopping)
 			continue;
 		/* rows whose claim a failover could still lose do not start */
+		if (count_awaiting)
+			*awaiting += not_durable(ns, durable);
 		ready = durable_prefix(ns, durable, WASEND_MAX_RATE);
-		if (ready < ns->count && ready < WASEND_MAX_RATE)
-			*awaiting += ns->count - ready;
 		if (ready == 0)
 			continue;
 		/*
@@ -534,6 +551,7 @@ wasend_numbers_start_sends(int64 now, bool stopping, XLogRecPtr durable,
 
 			req->refusals = p->refusals;
 			req->priority = p->priority;
+			req->claim_lsn = p->claim_lsn;
 			ns->inflight++;
 			pfree(p->body);
 			ns->head = (ns->head + 1) % ns->cap;

@@ -69,10 +69,12 @@ extern void wasend_number_answered(NumberState *ns);
 extern void wasend_number_push(NumberState *ns, const ClaimedRow *row,
 							   XLogRecPtr claim_lsn);
 extern void wasend_number_requeue(NumberState *ns, int64 id, int64 campaign_id,
-								  int priority, int refusals, const char *body);
+								  int priority, int refusals, const char *body,
+								  XLogRecPtr claim_lsn);
 extern int	wasend_numbers_take_stopped(int64 *ids, int64 *campaign_ids,
 										WasendCampaignSends sends, bool drop_all);
 extern int64 wasend_numbers_start_sends(int64 now, bool stopping,
-										XLogRecPtr durable, int *awaiting);
+										XLogRecPtr durable, bool count_awaiting,
+										int *awaiting);
 
 #endif							/* WASEND_NUMBER_QUEUE_H */

@@ -199,7 +199,7 @@ requeue_refused(NumberState *ns, const HttpRequest *req)
 	wasend_rate_gate_slow_down(ns->gate_key, wasend_mono_us());
 	wasend_metrics_note_error(ns->phone_number_id, "130429", 1);
 	wasend_number_requeue(ns, req->row_id, req->campaign_id, req->priority,
-						  req->refusals + 1, req->body);
+						  req->refusals + 1, req->body, req->claim_lsn);
 	return true;
 }
 
@@ -533,6 +533,8 @@ sender_reconfigure(Sender *s)
 	wasend_http_configure();
 	wasend_result_batch_grow(&s->results, wasend_max_inflight);
 	s->seen_generation = UINT64_MAX;
+	/* wasend.durability or synchronous_standby_names may have changed */
+	wasend_durable_forget(&s->durable);
 }
 
 /*
@@ -601,8 +603,8 @@ sleep_ms(Sender *s, int64 gate_wake)
 	sooner(&timeout, ms_until(now, Max(db_due, s->cycle.not_before)));
 	if (ShutdownRequestPending)
 		sooner(&timeout, 100);
-	/* rows wait for their claims to be durable: poll, backing off */
-	sooner(&timeout, wasend_durable_sleep_ms(&s->durable));
+	/* claims wait to be durable: read the position again, backing off */
+	sooner(&timeout, wasend_durable_sleep_ms(&s->durable, now));
 	if (!ShutdownRequestPending &&
 		wasend_claim_again(s->results.n, ShutdownRequestPending) &&
 		wasend_mono_us() >= s->cycle.not_before)
@@ -647,20 +649,18 @@ static void
 start_sends(Sender *s, int64 *gate_wake)
 {
 	int64		now = wasend_mono_us();
-	XLogRecPtr	durable = wasend_durable_position(&s->durable);
-	int			awaiting;
+	XLogRecPtr	durable;
+	int			awaiting = 0;
 	char		who[32];
 
-	*gate_wake = wasend_numbers_start_sends(now, ShutdownRequestPending,
-											durable, &awaiting);
 	snprintf(who, sizeof(who), "sender %d", s->index + 1);
-	wasend_durable_settle(&s->durable, awaiting > 0, now, who);
+	durable = wasend_durable_position(&s->durable, now, who);
+	*gate_wake = wasend_numbers_start_sends(now, ShutdownRequestPending, durable,
+											s->durable.count > 0, &awaiting);
 	pg_atomic_write_u32(&s->slot->awaiting_durable, awaiting);
-	if (awaiting == 0)
-		pg_atomic_write_u64(&s->slot->awaiting_since, 0);
-	else if (pg_atomic_read_u64(&s->slot->awaiting_since) == 0)
-		pg_atomic_write_u64(&s->slot->awaiting_since,
-							(uint64) GetCurrentTimestamp());
+	/* since the oldest commit that is not durable: a lasting wait, not a round trip */
+	pg_atomic_write_u64(&s->slot->awaiting_since, awaiting > 0 ?
+						(uint64) wasend_durable_waiting_since(&s->durable) : 0);
 }
 
 /*

@@ -212,8 +212,8 @@ durable_wait_reason(char **hint)
 		!TimestampDifferenceExceeds(oldest, GetCurrentTimestamp(), DURABLE_WAIT_SHOWN_MS))
 		return NULL;
 	*hint = pstrdup("A claim must be flushed where a failover can promote before its message is sent: check pg_stat_replication. wasend.durability = local sends without waiting, and a failover may then send messages again unmarked.");
-	return psprintf("%d messages wait for %s since %s", rows,
-					wasend_durable_describe(), timestamptz_to_str(oldest));
+	return psprintf("sending waits for %s since %s (%d held)",
+					wasend_durable_describe(), timestamptz_to_str(oldest), rows);
 }
 
 /*

@@ -97,6 +97,7 @@ static MemoryContext batch_cxt = NULL;
 static WebhookRequest *durable_head = NULL;
 static WebhookRequest *durable_tail = NULL;
 static WasendDurableWait durable_wait;
+static WasendWarnState not_durable_warned;	/* 503s said, once per outage */
 
 /* bytes allocated or reserved for bodies, all connections together */
 static size_t buffered_bytes = 0;
@@ -521,7 +522,8 @@ ingest_group(WebhookRequest **reqs, int n, int *sqlerrcode, bool *absent)
 		return false;
 	if (ok)
 	{
-		XLogRecPtr	lsn = wasend_last_commit_lsn();
+		/* what it wrote, and what it found (stored before, maybe not durable) */
+		XLogRecPtr	lsn = wasend_commit_horizon();
 		int			i;
 
 		for (i = 0; i < n; i++)
@@ -608,9 +610,10 @@ resume_request(WebhookRequest *req)
 static void
 settle_durable(void)
 {
-	XLogRecPtr	durable = wasend_durable_position(&durable_wait);
 	int64		now = wasend_mono_us();
+	XLogRecPtr	durable = wasend_durable_position(&durable_wait, now, "webhook");
 	int			late = 0;
+	int			confirmed = 0;
 
 	while (durable_head != NULL)
 	{
@@ -623,14 +626,26 @@ settle_durable(void)
 			set_answer(req, 503, "stored, but not yet where a failover keeps it (wasend.durability): send it again");
 			late++;
 		}
+		else
+			confirmed++;
 		durable_head = req->next;
 		if (durable_head == NULL)
 			durable_tail = NULL;
 		resume_request(req);
 	}
-	wasend_durable_settle(&durable_wait, durable_head != NULL, now, "webhook");
+	if (confirmed > 0)
+		wasend_warn_clear(&not_durable_warned);
 	if (late > 0)
+	{
 		wasend_metrics_note_webhook(0, 0, late);
+		if (wasend_warn_changed(&not_durable_warned, "not durable"))
+			ereport(WARNING,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("wasend webhook answers stored notifications 503: their commit is not durable within wasend.webhook_durable_timeout"),
+					 errdetail("It waits for %s; Meta sends them again. Said once until a commit is durable again.",
+							   wasend_durable_describe()),
+					 errhint("Check pg_stat_replication on this server. wasend.durability = local answers at once, at the price of notifications lost in a failover.")));
+	}
 }
 
 /*
@@ -658,9 +673,9 @@ await_durable(WebhookRequest *req)
 static void
 process_batch(void)
 {
-	MemoryContext oldcxt = MemoryContextSwitchTo(batch_cxt);
+	MemoryContext oldcxt;
 	WebhookRequest *req;
-	WebhookRequest **valid = palloc(sizeof(WebhookRequest *) * Max(batch_len, 1));
+	WebhookRequest **valid;
 	int			nvalid = 0;
 	int			i;
 	int			sqlerrcode = 0;
@@ -672,9 +687,10 @@ process_batch(void)
 	{
 		/* only stored notifications to answer */
 		settle_durable();
-		MemoryContextSwitchTo(oldcxt);
 		return;
 	}
+	oldcxt = MemoryContextSwitchTo(batch_cxt);
+	valid = palloc(sizeof(WebhookRequest *) * Max(batch_len, 1));
 	wasend_metrics_note_webhook(batch_len, 0, 0);
 	have_secret = wasend_secret(WASEND_SECRET_APP, &error) != NULL;
 	report_secret_problem(WASEND_SECRET_APP, have_secret ? NULL :
@@ -753,13 +769,25 @@ process_batch(void)
 static bool
 batch_pending(void)
 {
+	int64		now;
+
 	if (batch_head != NULL)
 		return true;
 	if (durable_head == NULL)
 		return false;
-	return ShutdownRequestPending ||
-		wasend_mono_us() >= durable_head->durable_by ||
-		durable_head->commit_lsn <= wasend_durable_position(&durable_wait);
+	now = wasend_mono_us();
+	return ShutdownRequestPending || now >= durable_head->durable_by ||
+		durable_head->commit_lsn <= wasend_durable_position(&durable_wait, now, "webhook");
+}
+
+/*
+ * The settings were reloaded: wasend.durability or
+ * synchronous_standby_names may have changed.
+ */
+static void
+durable_reloaded(void)
+{
+	wasend_durable_forget(&durable_wait);
 }
 
 /*
@@ -769,14 +797,15 @@ batch_pending(void)
 static long
 durable_wake_ms(void)
 {
+	int64		now = wasend_mono_us();
 	long		ms;
-	int64		left;
+	long		left;
 
 	if (durable_head == NULL)
 		return -1;
-	ms = wasend_durable_sleep_ms(&durable_wait);
-	left = (durable_head->durable_by - wasend_mono_us() + 999) / 1000;
-	return Max(0, ms < 0 ? left : Min(ms, left));
+	ms = wasend_durable_sleep_ms(&durable_wait, now);
+	left = (long) Max(0, (durable_head->durable_by - now + 999) / 1000);
+	return ms < 0 ? left : Min(ms, left);
 }
 
 /*
@@ -1078,6 +1107,7 @@ wasend_webhook_main(Datum main_arg)
 	ep.pending = batch_pending;
 	ep.answer = process_batch;
 	ep.wake_ms = durable_wake_ms;
+	ep.reloaded = durable_reloaded;
 	ep.after_pass = after_pass;
 	wasend_http_serve(&ep);
 

@@ -167,10 +167,10 @@ ok($primary->poll_query_until('postgres',
 		q{SELECT sum(awaiting_durable) > 0 FROM wasend.wasend_worker_stats()}),
 	'a sender holds rows back until their claim is durable');
 ok($primary->poll_query_until('postgres',
-		q{SELECT stalled_reason LIKE '%wait for the synchronous standby to flush them (synchronous_standby_names = ''*'')%'
+		q{SELECT stalled_reason LIKE 'sending waits for the synchronous standby to flush them (synchronous_standby_names = ''*'') since %'
 		  FROM wasend.campaign_progress WHERE campaign_id = 2}),
 	'campaign_progress says the messages wait for the synchronous standby');
-$primary->wait_for_log(qr/wasend sender \d waits: its commits are not yet durable/, $log_at);
+$primary->wait_for_log(qr/wasend sender \d waits: its commits of the last [0-9.]+ s are not durable yet/, $log_at);
 ok(1, 'the log says a sender waits for durable commits');
 is(sent_of(2), 0, 'not one request of a claim the standby has not flushed');
 ok($primary->safe_psql('postgres',
@@ -179,6 +179,8 @@ ok($primary->safe_psql('postgres',
 
 like(post_stop_settled($wh_port, '15540100001'), qr/not yet where a failover keeps it.* 503$/,
 	'a signed STOP stored while the standby does not confirm is answered 503');
+$primary->wait_for_log(qr/wasend webhook answers stored notifications 503: their commit is not durable within wasend.webhook_durable_timeout/, $log_at);
+ok(1, 'the log says the webhook answers 503');
 is($primary->safe_psql('postgres',
 		q{SELECT count(*) FROM wasend.suppressions WHERE recipient = '15540100001'}),
 	'1', 'the STOP is stored locally all the same');
@@ -190,17 +192,23 @@ ok($primary->poll_query_until('postgres',
 		q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 2}),
 	'with synchronous_standby_names emptied the held campaign completes');
 is(sent_of(2), 50, 'each of its 50 recipients reached the mock once');
-$primary->wait_for_log(qr/wasend sender \d goes on: its commits are durable again after/, $log_at);
+$primary->wait_for_log(qr/wasend sender \d goes on: the commits it waited for are durable/, $log_at);
 ok(1, 'the log says the sender goes on');
 like(post_stop($wh_port, '15540100002'), qr/ 200$/,
 	'a signed STOP is answered 200 again');
 
 # 4. an asynchronous cluster opts in: wasend.durability = standby waits
-# for any streaming standby's flush
+# for any streaming standby's flush.  The senders are stopped while the
+# setting changes, so that they start with it.
+set_conf($primary, 'wasend.workers', 0);
+ok($primary->poll_query_until('postgres',
+		q{SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type LIKE 'wasend sender%'}),
+	'with wasend.workers = 0 no sender runs');
 set_conf($primary, 'wasend.durability', 'standby');
 campaign($primary, 3, 20, 'local');
+set_conf($primary, 'wasend.workers', 2);
 ok($primary->poll_query_until('postgres',
-		q{SELECT stalled_reason LIKE '%wait for a streaming standby to flush them (wasend.durability = standby)%'
+		q{SELECT stalled_reason LIKE 'sending waits for a streaming standby to flush them (wasend.durability = standby) since %'
 		  FROM wasend.campaign_progress WHERE campaign_id = 3}),
 	'with wasend.durability = standby, claims wait for the asynchronous standby');
 is(sent_of(3), 0, 'none of them was sent meanwhile');
@@ -218,7 +226,7 @@ set_conf($primary, 'synchronous_standby_names', "'*'");
 set_conf($primary, 'wasend.workers', 0);
 ok($primary->poll_query_until('postgres',
 		q{SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type LIKE 'wasend sender%'}),
-	'with wasend.workers = 0 no sender runs');
+	'no sender runs again');
 campaign($primary, 4, 50, 'on');
 $wr = walreceiver_pid();
 kill 'STOP', $wr;
