@@ -17,7 +17,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 RUNS=${1:-3}
 OUT=${OUT:-$(mktemp -d /tmp/wasend-ha-measure.XXXXXX)}
-chmod 755 "$OUT"
+mkdir -p "$OUT" && chmod 755 "$OUT" || exit 1
 rows=()
 
 for durability in local default; do
@@ -49,7 +49,8 @@ echo "| scenario | durability | run | duplicates | unmarked duplicates | uncerta
 echo "|---|---|---|---|---|---|---|---|"
 # switchover rows first, then the crash rows, each by durability and run
 printf '%s\n' "${rows[@]}" | grep '^| switchover' || true
-printf '%s\n' "${rows[@]}" | grep '^| crash' || true
+printf '%s\n' "${rows[@]}" | grep '^| crash |' || true
+printf '%s\n' "${rows[@]}" | grep '^| crash-stalled' || true
 printf '%s\n' "${rows[@]}" | grep -v '^| switchover\|^| crash' || true
 echo
 echo "logs: $OUT"

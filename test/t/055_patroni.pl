@@ -11,7 +11,13 @@
 #       inbound STOP from a recipient whose row is not yet claimed gets its
 #       200 from the leader's webhook, then the leader's Patroni and its
 #       postmaster are killed (SIGKILL); the sync standby takes over and
-#       the held replica is resumed;
+#       the held replica is resumed; the old leader rejoins (pg_rewind);
+#   (c) the new leader's walsenders are stopped, so its standbys hear
+#       nothing more (a network stall of the sync standby), a STOP is
+#       posted to it, it sends (or, waiting for its standby, does not) for
+#       a moment, then it is killed with its walsenders; the sync standby,
+#       which lacks that last WAL, takes over (a STOP not answered 200 is
+#       posted again to it, as Meta retries);
 # that the campaign completes by itself on the new leader, that every
 # recipient but the STOP one got an accepted request, that every recipient
 # that got two or more is marked uncertain (no unmarked duplicate), that
@@ -83,7 +89,7 @@ my $http = HTTP::Tiny->new(timeout => 5);
 # the postmasters named in the members' postmaster.pid, and resumes the
 # walreceiver the test stopped
 my %started;
-my $stopped_walreceiver;
+my %stopped;    # pid => the signal cleanup sends it (CONT, or KILL for a killed leader's)
 my %member;
 
 sub harness_fail
@@ -159,20 +165,25 @@ sub postmaster_pid
 	return $pid =~ /^\d+$/ ? $pid : undef;
 }
 
+# cleanup: exactly what the test started.  Patroni first, with SIGKILL: a
+# Patroni stopped with SIGTERM stops its PostgreSQL, and the others then
+# elect a new leader while the test ends; then every member's postmaster
+# (immediate shutdown), then etcd.  A second signal must not cut it short.
 sub cleanup
 {
-	kill 'CONT', $stopped_walreceiver if $stopped_walreceiver;
-	# Patroni stops its PostgreSQL (fast) on SIGTERM
+	local $SIG{TERM} = 'IGNORE';
+	local $SIG{INT} = 'IGNORE';
+	kill $stopped{$_}, $_ for keys %stopped;
 	for my $m (values %member)
 	{
-		stop_pid($m->{patroni}, 'TERM', 30) if $m->{patroni};
+		stop_pid($m->{patroni}, 'KILL', 5) if $m->{patroni};
 	}
 	for my $m (values %member)
 	{
 		my $pm = postmaster_pid($m);
 		next unless $pm && kill(0, $pm);
 		kill 'QUIT', $pm;    # immediate shutdown
-		my $until = time() + 10;
+		my $until = time() + 15;
 		usleep(100_000) while kill(0, $pm) && time() < $until;
 		kill 'KILL', $pm if kill(0, $pm);
 	}
@@ -184,7 +195,7 @@ END
 	local $?;
 	cleanup();
 }
-$SIG{INT} = $SIG{TERM} = sub { die "killed by a signal\n" };
+$SIG{INT} = $SIG{TERM} = sub { diag("killed by a signal: cleaning up"); cleanup(); exit 1; };
 
 # wait_until($what, $seconds, $sub): poll $sub every 200 ms until it is
 # true; a harness failure after $seconds
@@ -373,13 +384,22 @@ pass(sprintf('harness: etcd and three Patroni members up in %.0f s (n1 leader, n
 	time() - $t0));
 if (defined $durability)
 {
-	is(psql_member($n1, q{SELECT current_setting('wasend.durability', true)}), $durability,
-		"harness: wasend.durability = $durability from the DCS");
+	# a server without the setting warns and ignores it: the figures are
+	# then those of today's behaviour, whatever was asked
+	if (psql_member($n1, q{SELECT count(*) FROM pg_settings WHERE name = 'wasend.durability'}) eq '1')
+	{
+		is(psql_member($n1, q{SELECT current_setting('wasend.durability')}), $durability,
+			"harness: wasend.durability = $durability from the DCS");
+	}
+	else
+	{
+		diag("wasend.durability = $durability is unknown to this wasend (ignored by the server)");
+		$durability_label .= '(unknown)';
+	}
 }
 
-# --- the campaign: N unique recipients, the last one (claimed last) will write STOP
+# --- the campaign: N unique recipients; the last two (claimed last) will write STOP
 my $base = 15570000000;
-my $stop_recipient = $base + $N;
 psql_member($n1, qq{
 	CREATE EXTENSION wasend;
 	SELECT wasend.wasend_add_number('$pnid', 'tok', $rate);
@@ -394,87 +414,203 @@ sub accepted
 	return WasendTest::mock_stats($m->{mock})->{by_status}{200} // 0;
 }
 
-# --- (a) switchover n1 -> n2 after about a fifth of the campaign
-wait_until('n1 sends a fifth of the campaign', 120, sub { accepted($n1) >= $N / 5 });
-my $t_sw = time();
+sub streams_from
 {
-	my ($out, $err);
+	my ($replica, $primary) = @_;
+	return psql_member($replica,
+		q{SELECT sender_port FROM pg_stat_wal_receiver WHERE status = 'streaming'}) eq $primary->{pg};
+}
+
+sub uncertain_rows
+{
+	my ($m) = @_;
+	return psql_member($m, q{SELECT count(*) FROM wasend.send_queue WHERE uncertain});
+}
+
+# post_stop($m, $recipient, $timeout): a signed inbound STOP from $recipient
+# to $m's webhook; returns the HTTP status (599: no answer) and the time
+# the answer came
+sub post_stop
+{
+	my ($m, $recipient, $timeout) = @_;
+	my $body = WasendTest::webhook_body(WasendTest::wh_inbound(
+		from => $recipient, phone_number_id => $pnid, body => 'STOP'));
+	my $res = HTTP::Tiny->new(timeout => $timeout)->post("http://127.0.0.1:$m->{wh}/webhook", {
+		headers => { 'Content-Type' => 'application/json',
+			'X-Hub-Signature-256' => 'sha256=' . hmac_sha256_hex($body, $secret) },
+		content => $body });
+	note("STOP from $recipient to $m->{name}: $res->{status} $res->{content}");
+	return ($res->{status}, time());
+}
+
+# unclaimed($m, $recipient): the harness needs this row not yet claimed
+sub check_unclaimed
+{
+	my ($m, $recipient) = @_;
+	my $state = psql_member($m,
+		qq{SELECT status || ' ' || attempts FROM wasend.send_queue WHERE recipient = '$recipient'});
+	harness_fail("the STOP recipient $recipient is already claimed ($state): the campaign went too far")
+	  unless $state eq 'ready 0';
+}
+
+# kill_leader($m, @also): SIGKILL the leader's Patroni first (else it
+# restarts PostgreSQL), then its postmaster (and @also, processes of that
+# instance); returns the time of the kill
+sub kill_leader
+{
+	my ($m, @also) = @_;
+	my $pm = postmaster_pid($m);
+	kill 'KILL', $m->{patroni};
+	my $t = time();
+	kill 'KILL', $pm if $pm;
+	kill 'KILL', @also if @also;
+	stop_pid($m->{patroni}, 'KILL', 5);
+	return $t;
+}
+
+# rewinds($m): how many pg_rewind runs $m's Patroni log shows
+sub rewinds
+{
+	my ($m) = @_;
+	my $log = "$T/log/$m->{name}/patroni.log";
+	return 0 unless -e $log;
+	my @runs = PostgreSQL::Test::Utils::slurp_file($log) =~ /pg_rewind exit code=0/g;
+	return scalar @runs;
+}
+
+# rejoin($m): start the killed member's Patroni again once the processes
+# of its killed postmaster are gone; it rewinds and follows the leader.
+# Returns the time it is a replica.
+sub rejoin
+{
+	my ($m) = @_;
+	wait_until("the processes of $m->{name}'s killed postmaster exit", 60,
+		sub { !processes_in($m->{data}) });
+	my $rewinds = rewinds($m);
+	start_patroni($m);
+	wait_until("$m->{name} rejoins as a replica", 150, sub { rest_code($m, '/replica') == 200 });
+	my $t = time();
+	is(psql_member($m, 'SELECT pg_is_in_recovery()'), 't',
+		"harness: the old leader $m->{name} rejoined as a replica");
+	note("$m->{name} " . (rewinds($m) > $rewinds ? 'ran pg_rewind' : 'needed no pg_rewind'));
+	return $t;
+}
+
+sub pause { my ($m) = @_; psql_member($m, 'SELECT wasend.wasend_pause_campaign(1)'); }
+sub resume { my ($m) = @_; psql_member($m, 'SELECT wasend.wasend_resume_campaign(1)'); }
+
+my %t;    # the moments of the scenarios (epoch seconds)
+my %u;    # uncertain rows before each kill, on the leader of the moment
+
+# --- (a) switchover n1 -> n2 after about a sixth of the campaign
+wait_until('n1 sends a sixth of the campaign', 120, sub { accepted($n1) >= $N / 6 });
+$t{sw} = time();
+{
+	my ($out, $err) = ('', '');
 	IPC::Run::run([ 'patronictl', '-c', $n1->{yml}, 'switchover', '--leader', 'n1',
 		'--candidate', 'n2', '--force' ], '>', \$out, '2>', \$err, IPC::Run::timeout(120))
 	  or harness_fail("patronictl switchover failed: $out $err");
 	note("patronictl switchover: $out");
 }
 wait_until('n2 leads after the switchover', 90, sub { is_primary($n2) });
-my $t_sw_done = time();
-wait_until('n1 rejoins as n2\'s sync standby', 120, sub { rest_code($n1, '/sync') == 200 });
-pass(sprintf('harness: switchover n1 -> n2 took %.1f s; n1 is the sync standby again', $t_sw_done - $t_sw));
-
-# --- (b) crash of n2 with n3 held behind
-wait_until('n3 streams from n2', 90, sub {
-	psql_member($n3, q{SELECT sender_port FROM pg_stat_wal_receiver WHERE status = 'streaming'}) eq $n2->{pg};
-});
+$t{sw_done} = time();
 wait_until('n2 sends after the switchover', 60, sub { accepted($n2) >= 50 });
+# the campaign waits while the cluster settles, so that its rows last
+# whatever the machine's speed
+pause($n2);
+wait_until('n1 rejoins as n2\'s sync standby', 120, sub { rest_code($n1, '/sync') == 200 });
+pass(sprintf('harness: switchover n1 -> n2 took %.1f s; n1 is the sync standby again', $t{sw_done} - $t{sw}));
+
+# --- (b) crash of n2, a STOP answered just before, n3 held behind
+wait_until('n3 streams from n2', 90, sub { streams_from($n3, $n2) });
+resume($n2);
+my $n2_at_resume = accepted($n2);
+wait_until('n2 sends again', 60, sub { accepted($n2) >= $n2_at_resume + 50 });
 my $wr = psql_member($n3, q{SELECT pid FROM pg_stat_wal_receiver});
 harness_fail("no walreceiver pid on n3") unless $wr =~ /^\d+$/;
 kill 'STOP', $wr or harness_fail("cannot stop n3's walreceiver $wr");
-$stopped_walreceiver = $wr;
-my $after_stop = accepted($n2);
-wait_until('n2 keeps sending while n3 is held behind', 30, sub { accepted($n2) >= $after_stop + 20 });
+$stopped{$wr} = 'CONT';
+my $before = accepted($n2);
+wait_until('n2 keeps sending while n3 is held behind', 30, sub { accepted($n2) >= $before + 20 });
 pass('harness: n2 kept sending with n3\'s walreceiver stopped');
 
-my $r_state = psql_member($n2, qq{SELECT status || ' ' || attempts FROM wasend.send_queue WHERE recipient = '$stop_recipient'});
-harness_fail("the STOP recipient's row is already claimed ($r_state): the campaign went too far")
-  unless $r_state eq 'ready 0';
-my $body = WasendTest::webhook_body(WasendTest::wh_inbound(
-	from => $stop_recipient, phone_number_id => $pnid, body => 'STOP'));
-my $res = $http->post("http://127.0.0.1:$n2->{wh}/webhook", {
-	headers => { 'Content-Type' => 'application/json',
-		'X-Hub-Signature-256' => 'sha256=' . hmac_sha256_hex($body, $secret) },
-	content => $body });
-my $t_stop_200 = time();
-my $stop_code = $res->{status};
-harness_fail("the STOP webhook got $stop_code, not 200: $res->{content}") unless $stop_code == 200;
-
-# the leader's Patroni first (else it restarts PostgreSQL), then its postmaster
-my $uncertain_before_kill = psql_member($n2, q{SELECT count(*) FROM wasend.send_queue WHERE uncertain});
-my $pm2 = postmaster_pid($n2);
-kill 'KILL', $n2->{patroni};
-my $t_kill = time();
-kill 'KILL', $pm2 if $pm2;
-stop_pid($n2->{patroni}, 'KILL', 5);
-note(sprintf('STOP answered 200, leader killed %.3f s later', $t_kill - $t_stop_200));
-
+my $stop_b = $base + $N;
+check_unclaimed($n2, $stop_b);
+my ($code_b, $t_b200) = post_stop($n2, $stop_b, 60);
+harness_fail("the STOP webhook got $code_b, not 200") unless $code_b == 200;
+$t{stop_b} = $t_b200;
+$u{b} = uncertain_rows($n2);
+$t{kill_b} = kill_leader($n2);
+note(sprintf('STOP answered 200, n2 killed %.3f s later', $t{kill_b} - $t{stop_b}));
 wait_until('n1 leads after the crash of n2', 90, sub { is_primary($n1) });
-my $t_failover = time();
-kill 'CONT', $stopped_walreceiver;
-$stopped_walreceiver = undef;
-pass(sprintf('harness: n1 leads %.1f s after n2 was killed', $t_failover - $t_kill));
+$t{failover_b} = time();
+my $n1_at_failover = accepted($n1);
+kill 'CONT', $wr;
+delete $stopped{$wr};
+pass(sprintf('harness: n1 leads %.1f s after n2 was killed', $t{failover_b} - $t{kill_b}));
 is(rest_code($n3, '/primary'), 503, 'harness: the held-behind n3 was not promoted');
+wait_until('n1 sends after the failover', 60, sub { accepted($n1) >= $n1_at_failover + 50 });
+pause($n1);
+$t{rejoin_b} = rejoin($n2);
 
-# old orphans of n2's postmaster exit by themselves; then its Patroni rewinds it
-wait_until('the processes of n2\'s killed postmaster exit', 60, sub { !processes_in($n2->{data}) });
-start_patroni($n2);
-wait_until('n2 rejoins as a replica', 150, sub { rest_code($n2, '/replica') == 200 });
-my $t_rejoin = time();
-is(psql_member($n2, 'SELECT pg_is_in_recovery()'), 't', 'harness: the old leader n2 rejoined as a replica');
-my $rewound = -e "$T/log/n2/patroni.log"
-  && PostgreSQL::Test::Utils::slurp_file("$T/log/n2/patroni.log") =~ /pg_rewind exit code=0/;
-note('n2 ' . ($rewound ? 'ran pg_rewind' : 'needed no pg_rewind'));
-wait_until('n3 streams from n1', 120, sub {
-	psql_member($n3, q{SELECT sender_port FROM pg_stat_wal_receiver WHERE status = 'streaming'}) eq $n1->{pg};
+# --- (c) crash of n1 while its sync standby n2 has not got the last WAL:
+# n1's walsenders are stopped (the standbys hear nothing more, as in a
+# network stall), a STOP is posted, n1 sends (or not) for a moment, then
+# n1 dies with them
+wait_until('n2 becomes n1\'s sync standby', 120, sub { rest_code($n2, '/sync') == 200 });
+wait_until('n3 streams from n1', 120, sub { streams_from($n3, $n1) });
+resume($n1);
+my $n1_at_resume = accepted($n1);
+wait_until('n1 sends again', 60, sub { accepted($n1) >= $n1_at_resume + 50 });
+my $stop_c = $base + $N - 1;
+check_unclaimed($n1, $stop_c);
+my @ws = split /\n/, psql_member($n1, q{SELECT pid FROM pg_stat_replication});
+harness_fail('n1 has not two walsenders: ' . join(',', @ws)) unless @ws == 2;
+$t{stall} = time();
+for my $p (@ws)
+{
+	kill 'STOP', $p or harness_fail("cannot stop n1's walsender $p");
+	$stopped{$p} = 'KILL';
+}
+my $at_stall = accepted($n1);
+my ($code_c, $t_c) = post_stop($n1, $stop_c, 90);
+$t{stop_c} = $t_c if $code_c == 200;
+# a moment for the senders, longer than the rows they claimed before the
+# stall last: 300 requests, or 5 s if they wait for n2
+my $until = time() + 5;
+usleep(100_000) while accepted($n1) < $at_stall + 300 && time() < $until;
+my $stall_sends = accepted($n1) - $at_stall;
+$u{c} = uncertain_rows($n1);
+$t{kill_c} = kill_leader($n1, @ws);
+delete @stopped{@ws};
+note("n1 sent $stall_sends accepted requests while its standbys heard nothing; STOP got $code_c");
+wait_until('n2 leads after the crash of n1', 90, sub { is_primary($n2) });
+$t{failover_c} = time();
+pass(sprintf('harness: n2 leads %.1f s after n1 was killed', $t{failover_c} - $t{kill_c}));
+if ($code_c != 200)
+{
+	# not acknowledged: Meta sends it again, now to the new leader
+	wait_until('the STOP sent again to n2 gets 200', 90, sub {
+		my ($c, $t) = post_stop($n2, $stop_c, 30);
+		$t{stop_c} = $t if $c == 200;
+		return $c == 200;
+	});
+}
+$t{rejoin_c} = rejoin($n1);
+wait_until('n3 streams from n2', 120, sub { streams_from($n3, $n2) });
+pass('harness: n3 follows the new leader n2');
+
+# --- the campaign completes by itself on n2
+wait_until('the campaign completes on n2', 240, sub {
+	psql_member($n2, q{SELECT status FROM wasend.campaigns WHERE id = 1}) eq 'completed';
 });
-pass('harness: n3 caught up and streams from the new leader n1');
+pass('harness: the campaign completed on the final leader');
 
-# --- the campaign completes by itself on n1
-wait_until('the campaign completes on n1', 240, sub {
-	psql_member($n1, q{SELECT status FROM wasend.campaigns WHERE id = 1}) eq 'completed';
-});
-pass('harness: the campaign completed on the new leader');
-
-# --- the accounting, from the merged mock logs and the rows on n1
-WasendTest::load_mock_log($n1, $_->{mock}, "ha_$_->{name}") for ($n1, $n2, $n3);
-psql_member($n1, q{
-	DROP TABLE IF EXISTS ha_log;
+# --- the accounting, from the merged mock logs and the rows on n2
+my $L = $n2;
+WasendTest::load_mock_log($L, $_->{mock}, "ha_$_->{name}") for ($n1, $n2, $n3);
+psql_member($L, q{
+	DROP TABLE IF EXISTS ha_log, ha_acc;
 	CREATE TABLE ha_log AS
 	  SELECT 'n1'::text AS node, * FROM ha_n1 UNION ALL
 	  SELECT 'n2', * FROM ha_n2 UNION ALL
@@ -483,53 +619,62 @@ psql_member($n1, q{
 	  SELECT recipient, count(*) AS n, (array_agg(t_ms ORDER BY t_ms))[2] AS t_second
 	    FROM ha_log WHERE http_status = 200 AND wamid <> '' GROUP BY 1;
 });
-my $kill_ms = int($t_kill * 1000);
-my $sw_ms = int($t_sw * 1000);
-my $sw_done_ms = int($t_sw_done * 1000);
-my $rejoin_ms = int($t_rejoin * 1000);
-my $stop_ms = int($t_stop_200 * 1000);
-
-sub q1 { my ($sql) = @_; return psql_member($n1, $sql); }
+my %ms = map { ($_ => int($t{$_} * 1000)) } keys %t;
+sub qL { my ($sql) = @_; return psql_member($L, $sql); }
 
 # where the requests went: only the leader of the moment sends
-is(q1(q{SELECT count(*) FROM ha_n3}), '0', 'harness: n3 (always a replica) sent nothing');
-is(q1(qq{SELECT count(*) FROM ha_n2 WHERE t_ms < $sw_ms}), '0',
+is(qL(q{SELECT count(*) FROM ha_n3}), '0', 'harness: n3 (always a replica) sent nothing');
+is(qL(qq{SELECT count(*) FROM ha_n2 WHERE t_ms < $ms{sw}}), '0',
 	'harness: n2 sent nothing while it was a replica before the switchover');
-is(q1(qq{SELECT count(*) FROM ha_n1 WHERE t_ms > $sw_done_ms AND t_ms < $kill_ms}), '0',
+is(qL(qq{SELECT count(*) FROM ha_n1 WHERE t_ms > $ms{sw_done} AND t_ms < $ms{kill_b}}), '0',
 	'harness: n1 sent nothing while it was n2\'s replica');
-is(q1(qq{SELECT count(*) FROM ha_n2 WHERE t_ms > $rejoin_ms}), '0',
+is(qL(qq{SELECT count(*) FROM ha_n2 WHERE t_ms > $ms{rejoin_b} AND t_ms < $ms{kill_c}}), '0',
 	'harness: n2 sent nothing after it rejoined as a replica');
-my $orphan_sends = q1(qq{SELECT count(*) FROM ha_n2 WHERE t_ms > $kill_ms});
-my $kill_to_send = q1(qq{SELECT coalesce(round((min(t_ms) - $kill_ms) / 1000.0, 1)::text, 'none')
-	FROM ha_n1 WHERE t_ms > $kill_ms});
+is(qL(qq{SELECT count(*) FROM ha_n1 WHERE t_ms > $ms{rejoin_c}}), '0',
+	'harness: n1 sent nothing after it rejoined as a replica');
+my %orphan = (
+	b => qL(qq{SELECT count(*) FROM ha_n2 WHERE t_ms > $ms{kill_b} AND t_ms < $ms{rejoin_b}}),
+	c => qL(qq{SELECT count(*) FROM ha_n1 WHERE t_ms > $ms{kill_c} AND t_ms < $ms{rejoin_c}}));
+my %kill_to_send = (
+	b => qL(qq{SELECT coalesce(round((min(t_ms) - $ms{kill_b}) / 1000.0, 1)::text, 'none')
+		FROM ha_n1 WHERE t_ms > $ms{kill_b}}),
+	c => qL(qq{SELECT coalesce(round((min(t_ms) - $ms{kill_c}) / 1000.0, 1)::text, 'none')
+		FROM ha_n2 WHERE t_ms > $ms{kill_c}}));
 
-my $missing = q1(qq{SELECT count(*) FROM wasend.send_queue q
-	WHERE q.campaign_id = 1 AND q.recipient <> '$stop_recipient'
+my $missing = qL(qq{SELECT count(*) FROM wasend.send_queue q
+	WHERE q.campaign_id = 1 AND q.recipient NOT IN ('$stop_b', '$stop_c')
 	  AND NOT EXISTS (SELECT 1 FROM ha_acc a WHERE a.recipient = q.recipient)});
-my %dup;
-for my $s ([ 'a', "t_second <= $kill_ms" ], [ 'b', "t_second > $kill_ms" ])
+my $uncertain_total = uncertain_rows($L);
+my %sc = (
+	a => { name => 'switchover', cond => "t_second <= $ms{kill_b}", uncertain => $u{b} },
+	b => { name => 'crash', cond => "t_second > $ms{kill_b} AND t_second <= $ms{kill_c}",
+		uncertain => $u{c} - $u{b}, stop => $stop_b },
+	c => { name => 'crash-stalled-standby', cond => "t_second > $ms{kill_c}",
+		uncertain => $uncertain_total - $u{c}, stop => $stop_c });
+for my $k (sort keys %sc)
 {
-	my ($name, $cond) = @$s;
-	$dup{$name} = q1(qq{SELECT count(*) FROM ha_acc WHERE n > 1 AND $cond});
-	$dup{"${name}_unmarked"} = q1(qq{SELECT count(*) FROM ha_acc a JOIN wasend.send_queue q USING (recipient)
-		WHERE a.n > 1 AND $cond AND NOT q.uncertain});
+	my $s = $sc{$k};
+	$s->{dup} = qL(qq{SELECT count(*) FROM ha_acc WHERE n > 1 AND $s->{cond}});
+	$s->{unmarked} = qL(qq{SELECT count(*) FROM ha_acc a JOIN wasend.send_queue q USING (recipient)
+		WHERE a.n > 1 AND $s->{cond} AND NOT q.uncertain});
+	$s->{stop_kept} = 'n/a';
+	if (my $r = $s->{stop})
+	{
+		my $from = $k eq 'b' ? $ms{stop_b} : $ms{stop_c};
+		$s->{suppressed} = qL(qq{SELECT count(*) FROM wasend.suppressions WHERE recipient = '$r'});
+		$s->{after} = qL(qq{SELECT count(*) FROM ha_log WHERE recipient = '$r' AND t_ms > $from});
+		$s->{stop_kept} = ($s->{suppressed} eq '1' && $s->{after} eq '0') ? 'yes' : 'no';
+	}
+	diag("HA-SUMMARY scenario=$s->{name} durability=$durability_label duplicates=$s->{dup} "
+		. "unmarked=$s->{unmarked} uncertain=$s->{uncertain} stop_kept=$s->{stop_kept}"
+		. ($k ne 'a' ? " kill_to_send=$kill_to_send{$k}" : ''));
 }
-my $uncertain_total = q1(q{SELECT count(*) FROM wasend.send_queue WHERE uncertain});
-my $uncertain_b = $uncertain_total - $uncertain_before_kill;
-my $stop_suppressed = q1(qq{SELECT count(*) FROM wasend.suppressions WHERE recipient = '$stop_recipient'});
-my $stop_after = q1(qq{SELECT count(*) FROM ha_log WHERE recipient = '$stop_recipient' AND t_ms > $stop_ms});
-my $stop_kept = ($stop_suppressed eq '1' && $stop_after eq '0') ? 'yes' : 'no';
-my $rows = q1(q{SELECT string_agg(status || '=' || n, ' ' ORDER BY status)
+my $rows = qL(q{SELECT string_agg(status || '=' || n, ' ' ORDER BY status)
 	FROM (SELECT status, count(*) n FROM wasend.send_queue GROUP BY 1) s});
-
-diag("HA-SUMMARY scenario=switchover durability=$durability_label duplicates=$dup{a} "
-	. "unmarked=$dup{a_unmarked} uncertain=$uncertain_before_kill stop_kept=n/a");
-diag("HA-SUMMARY scenario=crash durability=$durability_label duplicates=$dup{b} "
-	. "unmarked=$dup{b_unmarked} uncertain=$uncertain_b stop_kept=$stop_kept kill_to_send=$kill_to_send");
-diag("rows on n1: $rows; recipients without an accepted request (but STOP's): $missing; "
-	. "requests at n2's mock after its kill: $orphan_sends; STOP suppressed on n1: $stop_suppressed, "
-	. "requests for it after its 200: $stop_after; failover took "
-	. sprintf('%.1f s', $t_failover - $t_kill));
+diag("rows on the final leader: $rows; recipients without an accepted request (but the STOPs'): $missing; "
+	. "requests at a killed leader's mock after its kill: crash $orphan{b}, stalled $orphan{c}; "
+	. "sent while the standbys heard nothing: $stall_sends; first answer to that STOP: $code_c; "
+	. sprintf('failovers took %.1f s and %.1f s', $t{failover_b} - $t{kill_b}, $t{failover_c} - $t{kill_c}));
 
 # accounting($ok, $name): an assertion, or only a line in measure mode
 sub accounting
@@ -542,11 +687,15 @@ sub accounting
 	}
 	ok($ok, "accounting: $name");
 }
-accounting($missing == 0, 'every recipient but the STOP one got an accepted request');
-accounting($dup{a_unmarked} == 0, 'switchover: no recipient got two requests without its row marked uncertain');
-accounting($dup{a} == 0, 'switchover: no recipient got two requests');
-accounting($dup{b_unmarked} == 0, 'crash: no recipient got two requests without its row marked uncertain');
-accounting($stop_suppressed eq '1', 'crash: the STOP answered 200 is a suppression on the new leader');
-accounting($stop_after eq '0', 'crash: the STOP recipient got no request after the 200');
+accounting($missing == 0, 'every recipient but the STOP ones got an accepted request');
+accounting($sc{a}{dup} == 0, 'switchover: no recipient got two requests');
+for my $k (qw(b c))
+{
+	my $s = $sc{$k};
+	accounting($s->{unmarked} == 0,
+		"$s->{name}: every recipient that got two requests has its row marked uncertain");
+	accounting($s->{suppressed} eq '1', "$s->{name}: the STOP answered 200 is a suppression on the final leader");
+	accounting($s->{after} eq '0', "$s->{name}: the STOP recipient got no request after the 200");
+}
 
 done_testing();
