@@ -4,7 +4,9 @@
 # 3) with wasend.durability = local and RUNS times with the extension's
 # default (nothing set), in measure mode (WASEND_HA_MEASURE=1: the scenarios
 # run, the accounting is printed and not asserted), and prints a markdown
-# table of the figures, one line per run and scenario.
+# table of the figures, one line per run and scenario (switchover, crash,
+# crash-stalled-standby: see the test's header).  A run whose harness
+# failed (no election, a timeout) gives a line with the reason instead.
 #
 # Needs the extension built and installed for the pg_config in PATH
 # (`make install`), PostgreSQL 15 and the packages of test/deps.sh

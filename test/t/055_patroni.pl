@@ -1,29 +1,31 @@
-# 055_patroni.pl — exact accounting through a switchover and a crash
-# failover under Patroni (etcd and three members on loopback).
+# 055_patroni.pl — exact accounting through a switchover and crash
+# failovers under Patroni (etcd and three members on loopback).
 #
-# Proves, on a real Patroni cluster with synchronous_mode (n1 and n2 are
-# sync candidates, n3 is tagged nosync) and one mock Graph API per member
-# (each member's wasend.api_base_url points at its own mock, so every
-# request is traced to the member that sent it), while one campaign of
-# unique recipients runs by itself:
+# A real Patroni cluster with synchronous_mode (n1 and n2 are sync
+# candidates, n3 is tagged nosync) and one mock Graph API per member (each
+# member's wasend.api_base_url points at its own mock, so every request is
+# traced to the member that sent it) runs one campaign of unique
+# recipients, which is paused only while a former leader rejoins, through:
 #   (a) patronictl switchover (leader -> sync standby) mid-campaign;
 #   (b) the async replica's walreceiver is stopped (held behind), a signed
 #       inbound STOP from a recipient whose row is not yet claimed gets its
 #       200 from the leader's webhook, then the leader's Patroni and its
-#       postmaster are killed (SIGKILL); the sync standby takes over and
-#       the held replica is resumed; the old leader rejoins (pg_rewind);
-#   (c) the new leader's walsenders are stopped, so its standbys hear
-#       nothing more (a network stall of the sync standby), a STOP is
-#       posted to it, it sends (or, waiting for its standby, does not) for
-#       a moment, then it is killed with its walsenders; the sync standby,
+#       postmaster are killed (SIGKILL); the sync standby takes over, the
+#       held replica is resumed, the old leader rejoins (pg_rewind);
+#   (c) the leader's walsenders are stopped, so its standbys hear nothing
+#       more (as in a network stall of the sync standby), a STOP is posted
+#       to it, it sends (or, waiting for its standby, does not) for a
+#       moment, then it is killed with its walsenders; the sync standby,
 #       which lacks that last WAL, takes over (a STOP not answered 200 is
-#       posted again to it, as Meta retries);
-# that the campaign completes by itself on the new leader, that every
-# recipient but the STOP one got an accepted request, that every recipient
-# that got two or more is marked uncertain (no unmarked duplicate), that
-# the STOP is kept (suppressed on the new leader, no request after its
-# 200), that only the leader of the moment sent (replicas never), and that
-# the old leader rejoins as a replica (pg_rewind).
+#       posted again to it, as Meta retries), the old leader rejoins.
+# Proves that the campaign completes by itself on the final leader; that
+# every recipient but the STOP ones got an accepted request; that the
+# switchover duplicates nothing; and, per crash, that every recipient that
+# got two or more requests has its row marked uncertain (no unmarked
+# duplicate) and that the STOP answered 200 is kept (a suppression on the
+# final leader, no request after its 200); that only the leader of the
+# moment sent (replicas never); that the held replica was not promoted and
+# the old leaders rejoin as replicas.
 #
 # Test names start with "harness:" (the cluster did what the scenario
 # needs: elections, rejoins, the replica held) or "accounting:" (what
