@@ -87,11 +87,12 @@ note("cluster files in $T");
 
 my $http = HTTP::Tiny->new(timeout => 5);
 
-# every process the test starts (pid => what); cleanup kills exactly these,
-# the postmasters named in the members' postmaster.pid, and resumes the
-# walreceiver the test stopped
+# every process the test starts (pid => what); cleanup kills exactly these
+# and the postmasters named in the members' postmaster.pid, and signals the
+# processes the test stopped: CONT a replica's walreceiver, KILL the
+# walsenders of a leader that is killed with them
 my %started;
-my %stopped;    # pid => the signal cleanup sends it (CONT, or KILL for a killed leader's)
+my %stopped;    # pid => CONT or KILL
 my %member;
 
 sub harness_fail
