@@ -4,8 +4,9 @@
 set -e
 PKGS="postgresql-15 postgresql-server-dev-15 postgresql-15-cron libcurl4-openssl-dev
 libssl-dev libmicrohttpd-dev libphonenumber-dev pkg-config make gcc g++ libipc-run-perl nodejs openssl curl nginx-light
-faketime bison flex"
+faketime bison flex patroni etcd-server etcd-client"
 # bison and flex: test/pg18.sh builds PostgreSQL 18 from its source
+# patroni, etcd-server, etcd-client: t/055_patroni.pl (a Patroni cluster on loopback)
 # extra packages a caller needs (e.g. make bench: nginx-light gnuplot-nox bc)
 [ $# -gt 0 ] && PKGS="$*"
 missing=""
