@@ -175,6 +175,7 @@ wasend_durable_note(WasendDurableWait *dw, XLogRecPtr lsn)
 {
 	WasendDurableCommit *c;
 
+	dw->newest = Max(dw->newest, lsn);
 	if (lsn <= dw->upto)
 		return;
 	if (dw->count > 0)
@@ -204,12 +205,16 @@ wasend_durable_note(WasendDurableWait *dw, XLogRecPtr lsn)
 /*
  * The settings were reloaded: what was read under the old ones proves
  * nothing (local durability, or none of synchronous_standby_names, says
- * "everything"), so the next position is read again.
+ * "everything").  Every commit noted so far may be waited on again (rows
+ * held, answers suspended): the newest stands for them all, and the
+ * position is read again at once.
  */
 void
 wasend_durable_forget(WasendDurableWait *dw)
 {
 	dw->upto = InvalidXLogRecPtr;
+	if (dw->newest != InvalidXLogRecPtr)
+		wasend_durable_note(dw, dw->newest);
 	dw->next_poll = 0;
 	dw->poll_us = POLL_MIN_US;
 }

@@ -35,6 +35,7 @@ typedef struct WasendDurableWait
 	int			head;
 	int			count;
 	XLogRecPtr	upto;			/* durable position last read */
+	XLogRecPtr	newest;			/* the newest commit ever noted */
 	int64		next_poll;		/* monotonic us: no read before */
 	int64		poll_us;		/* the back-off of the reads */
 	bool		logged;			/* this wait was logged */

@@ -3,7 +3,8 @@
 #
 # A primary with one synchronous standby (synchronous_standby_names = '*'),
 # one number, the mock Graph API.  Proves:
-#  - with the standby streaming, a campaign goes out, each recipient once;
+#  - with the standby streaming, a campaign goes out, each recipient once,
+#    also when the standby becomes synchronous in the middle of it;
 #  - with the standby's walreceiver stopped (SIGSTOP), a campaign started
 #    then is claimed but not one of its requests starts: the senders show
 #    the rows held back (wasend_worker_stats().awaiting_durable), the
@@ -151,8 +152,13 @@ sub walreceiver_pid
 }
 
 # 1. the standby streams: nothing waits
-set_conf($primary, 'synchronous_standby_names', "'*'");
+# (the standby becomes synchronous while rows claimed without one wait in
+# the senders' queues: they are held until the standby has them, then go)
 campaign($primary, 1, 100, 'on');
+$primary->poll_query_until('postgres',
+	q{SELECT count(*) >= 20 FROM wasend.send_queue WHERE campaign_id = 1 AND status = 'sent'})
+  or die 'campaign 1 does not send';
+set_conf($primary, 'synchronous_standby_names', "'*'");
 ok($primary->poll_query_until('postgres',
 		q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 1}),
 	'with the synchronous standby streaming, the campaign completes');
