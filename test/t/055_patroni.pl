@@ -282,10 +282,21 @@ for my $i (1 .. 3)
 		wh => PostgreSQL::Test::Cluster::get_free_port(),
 		data => "$T/data/$name",
 		yml => "$T/$name.yml",
-		mock => WasendTest::start_mock({
-			numbers => { $pnid => { token => 'tok', rate => 10000 } },
-			latency_ms => 20, jitter_ms => 10 }),
 	}, 'PatroniMember';
+}
+# each mock sends the "sent" status of each accepted message to the
+# members' webhook endpoints in turn until one answers 200, as Meta sends
+# it to the one URL that the load balancer routes to the leader: a status
+# names its row (biz_opaque_callback_data), and settles it when a
+# failover left it uncertain
+my @wh_urls = map { "http://127.0.0.1:$member{$_}{wh}/webhook" } qw(n1 n2 n3);
+for my $i (1 .. 3)
+{
+	$member{"n$i"}{mock} = WasendTest::start_mock({
+		numbers => { $pnid => { token => 'tok', rate => 10000 } },
+		latency_ms => 20, jitter_ms => 10,
+		statuses => { urls => \@wh_urls, app_secret_file => "$T/app_secret",
+			kinds => ['sent'], delay_ms => 100, retry_ms => 300, max_tries => 1000 } });
 }
 my ($n1, $n2, $n3) = @member{qw(n1 n2 n3)};
 
