@@ -152,16 +152,19 @@ wasend_durable_describe(void)
 
 /*
  * The horizon of what a transaction that just committed wrote or saw:
- * the end of WAL inserted so far.  A webhook's transaction that changed
- * nothing (a notification stored before, whose first answer was a 503)
- * has no commit record of its own, yet must not be acknowledged before
- * what it found is durable.  Beyond what is flushed, it waits at most
- * for the WAL writer.
+ * its commit, and everything flushed here by then.  A webhook's
+ * transaction that changed nothing (a notification stored before, whose
+ * first answer was a 503) has no commit record of its own, yet must not
+ * be acknowledged before what it found is durable; a transaction
+ * committed with synchronous_commit on or local is flushed before others
+ * see it.  (The insert position would also cover commits made with
+ * synchronous_commit = off, at the price of waiting for the WAL writer.)
+ * Only on a primary, like the webhook worker that calls it.
  */
 XLogRecPtr
 wasend_commit_horizon(void)
 {
-	return Max(XactLastCommitEnd, GetXLogInsertRecPtr());
+	return Max(XactLastCommitEnd, GetFlushRecPtr(NULL));
 }
 
 /*

@@ -190,6 +190,8 @@ ok(1, 'the log says the webhook answers 503');
 is($primary->safe_psql('postgres',
 		q{SELECT count(*) FROM wasend.suppressions WHERE recipient = '15540100001'}),
 	'1', 'the STOP is stored locally all the same');
+like(post_stop($wh_port, '15540100001'), qr/ 503$/,
+	'sent again, it finds itself stored, but that is not durable either: 503 again');
 
 # 3. no synchronous standby any more: local durability, as for any commit
 $log_at = -s $primary->logfile;
