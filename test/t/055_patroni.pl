@@ -492,17 +492,20 @@ sub rewinds
 	return scalar @runs;
 }
 
-# rejoin($m): start the killed member's Patroni again once the processes
-# of its killed postmaster are gone; it rewinds and follows the leader.
-# Returns the time it is a replica.
+# rejoin($m, $leader): start the killed member's Patroni again once the
+# processes of its killed postmaster are gone; it rewinds and follows the
+# leader.  Patroni may start the server, find it must rewind, stop it
+# and start it again: the member counts as rejoined once it streams from
+# the leader.  Returns the time it is a replica.
 sub rejoin
 {
-	my ($m) = @_;
+	my ($m, $leader) = @_;
 	wait_until("the processes of $m->{name}'s killed postmaster exit", 60,
 		sub { !processes_in($m->{data}) });
 	my $rewinds = rewinds($m);
 	start_patroni($m);
-	wait_until("$m->{name} rejoins as a replica", 150, sub { rest_code($m, '/replica') == 200 });
+	wait_until("$m->{name} rejoins as a replica streaming from $leader->{name}", 150,
+		sub { rest_code($m, '/replica') == 200 && eval { streams_from($m, $leader) } });
 	my $t = time();
 	is(psql_member($m, 'SELECT pg_is_in_recovery()'), 't',
 		"harness: the old leader $m->{name} rejoined as a replica");
@@ -565,7 +568,7 @@ pass(sprintf('harness: n1 leads %.1f s after n2 was killed', $t{failover_b} - $t
 is(rest_code($n3, '/primary'), 503, 'harness: the held-behind n3 was not promoted');
 wait_until('n1 sends after the failover', 60, sub { accepted($n1) >= $n1_at_failover + 50 });
 pause($n1);
-$t{rejoin_b} = rejoin($n2);
+$t{rejoin_b} = rejoin($n2, $n1);
 
 # --- (c) crash of n1 while its sync standby n2 has not got the last WAL:
 # n1's walsenders are stopped (the standbys hear nothing more, as in a
@@ -610,7 +613,7 @@ if ($code_c != 200)
 		return $c == 200;
 	});
 }
-$t{rejoin_c} = rejoin($n1);
+$t{rejoin_c} = rejoin($n1, $n2);
 wait_until('n3 streams from n2', 120, sub { streams_from($n3, $n2) });
 pass('harness: n3 follows the new leader n2');
 
