@@ -415,7 +415,12 @@ BEGIN
     END IF;
     UPDATE wasend.whatsapp_numbers w
        SET access_token = coalesce(wasend_update_number.access_token, w.access_token),
+           -- turned on once the level is known: the rate follows it now,
+           -- not at the next read of the limits
            max_send_rate_per_sec = coalesce(wasend_update_number.max_send_rate_per_sec,
+                                            CASE WHEN wasend_update_number.follow_throughput
+                                                 THEN CASE w.throughput_level WHEN 'HIGH' THEN 1000
+                                                                              WHEN 'STANDARD' THEN 80 END END,
                                             w.max_send_rate_per_sec),
            business_id = coalesce(wasend_update_number.business_id, w.business_id),
            messaging_limit_override = CASE WHEN reset_messaging_limit THEN NULL

@@ -365,6 +365,18 @@ UPDATE wasend.campaigns SET status = 'running', pause_rule = NULL, pause_reason 
 SELECT wasend._apply_quality_update('{"display_phone_number":"15550009901","event":"UPGRADE","current_limit":"TIER_10K"}') AS paused;
 SELECT status FROM wasend.campaigns WHERE id = :cap;
 
+-- follow_throughput turned on once the level is known: the rate follows it
+-- at once; an explicit rate given with it wins; off keeps the rate
+UPDATE wasend.whatsapp_numbers SET throughput_level = 'HIGH', follow_throughput = false,
+       max_send_rate_per_sec = 60 WHERE id = 1;
+SELECT wasend.wasend_update_number(1, follow_throughput => true);
+SELECT max_send_rate_per_sec FROM wasend.whatsapp_numbers WHERE id = 1;
+UPDATE wasend.whatsapp_numbers SET throughput_level = 'STANDARD', follow_throughput = false WHERE id = 1;
+SELECT wasend.wasend_update_number(1, follow_throughput => true, max_send_rate_per_sec => 70);
+SELECT max_send_rate_per_sec FROM wasend.whatsapp_numbers WHERE id = 1;
+SELECT wasend.wasend_update_number(1, follow_throughput => false);
+SELECT max_send_rate_per_sec, follow_throughput FROM wasend.whatsapp_numbers WHERE id = 1;
+
 -- clean up
 DROP VIEW numbers, camps;
 -- its suppressions go with it: confirmed
