@@ -648,11 +648,14 @@ REVOKE ALL ON FUNCTION wasend._verify_signature(text, text) FROM PUBLIC;
 -- uncertain and has no wamid (ready to be retried, or failed by
 -- wasend.on_uncertain; never a row in flight) and the status says the
 -- message reached Meta (sent, delivered, read); 'duplicate' when the row
--- has another wamid (its request reached Meta twice); NULL otherwise.
--- Row ids are per database, and two databases may share an account (and
--- so a webhook endpoint): the status must name the row's recipient (one
--- of its names: wasend._recipient_names) or come from the row's number
--- (phone number id of the change), else it is none of this row's.  Runs
+-- has another wamid and the status says that message reached Meta too
+-- (its request reached Meta twice); NULL otherwise.  Row ids are per
+-- database, and two databases may share a number (and so a webhook
+-- endpoint): the status must name the row's recipient (one of its names:
+-- wasend._recipient_names, or its user id) and, when the change names its
+-- number, come from the row's number; else it is none of this row's.  A
+-- recipient Meta spells otherwise attaches nothing: the row is retried
+-- after wasend.uncertain_retry_delay, a marked duplicate at worst.  Runs
 -- as its caller.
 CREATE FUNCTION wasend._status_row_verdict(r_id bigint, r_wamid text, r_status text, r_recipient text,
                                            r_user_id text, r_pnid text) RETURNS text
@@ -663,12 +666,14 @@ AS $$
     SELECT CASE WHEN q.wa_message_id IS NULL AND q.uncertain
                      AND (q.status = 'ready' OR (q.status = 'failed' AND q.last_error_class = 'uncertain'))
                      AND r_status IN ('sent', 'delivered', 'read') THEN 'attach'
-                WHEN q.wa_message_id IS NOT NULL AND q.wa_message_id <> r_wamid THEN 'duplicate' END
+                WHEN q.wa_message_id IS NOT NULL AND q.wa_message_id <> r_wamid
+                     AND r_status IN ('sent', 'delivered', 'read') THEN 'duplicate' END
       FROM wasend.send_queue q
      WHERE q.id = r_id
        AND (ltrim(r_recipient, '+') = ANY (wasend._recipient_names(q.recipient))
             OR r_user_id = q.user_id
-            OR r_user_id = ANY (wasend._recipient_names(q.recipient))
+            OR r_user_id = ANY (wasend._recipient_names(q.recipient)))
+       AND (r_pnid IS NULL
             OR r_pnid = (SELECT n.phone_number_id FROM wasend.campaigns c
                            JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
                           WHERE c.id = q.campaign_id))

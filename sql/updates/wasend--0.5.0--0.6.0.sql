@@ -5954,12 +5954,14 @@ AS $$
     SELECT CASE WHEN q.wa_message_id IS NULL AND q.uncertain
                      AND (q.status = 'ready' OR (q.status = 'failed' AND q.last_error_class = 'uncertain'))
                      AND r_status IN ('sent', 'delivered', 'read') THEN 'attach'
-                WHEN q.wa_message_id IS NOT NULL AND q.wa_message_id <> r_wamid THEN 'duplicate' END
+                WHEN q.wa_message_id IS NOT NULL AND q.wa_message_id <> r_wamid
+                     AND r_status IN ('sent', 'delivered', 'read') THEN 'duplicate' END
       FROM wasend.send_queue q
      WHERE q.id = r_id
        AND (ltrim(r_recipient, '+') = ANY (wasend._recipient_names(q.recipient))
             OR r_user_id = q.user_id
-            OR r_user_id = ANY (wasend._recipient_names(q.recipient))
+            OR r_user_id = ANY (wasend._recipient_names(q.recipient)))
+       AND (r_pnid IS NULL
             OR r_pnid = (SELECT n.phone_number_id FROM wasend.campaigns c
                            JOIN wasend.whatsapp_numbers n ON n.id = c.number_id
                           WHERE c.id = q.campaign_id))

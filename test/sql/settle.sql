@@ -64,12 +64,17 @@ SELECT wasend._ingest_verified(pg_temp.wh(jsonb_build_array(
            'timestamp', extract(epoch FROM now())::bigint::text, 'recipient_id', '15551282004',
            'biz_opaque_callback_data', pg_temp.rid(4))))) AS answer;
 -- another database's row of the same id: another number and another
--- recipient leave row 6 alone; a status of this number settles row 7
--- even when Meta names its recipient otherwise
+-- recipient leave row 6 alone; so does a status of this number that names
+-- another recipient (a database sharing the number) for row 7, and one
+-- of row 7's recipient from another number; a failed status of another
+-- wamid for row 3 is no second send
 SELECT wasend._ingest_verified(pg_temp.wh(jsonb_build_array(
     pg_temp.st('wamid.X6', 'sent', '15559990006', 'wasend:' || pg_temp.rid(6))), '999000001')) AS answer;
 SELECT wasend._ingest_verified(pg_temp.wh(jsonb_build_array(
-    pg_temp.st('wamid.S7', 'read', '15559990007', 'wasend:' || pg_temp.rid(7))))) AS answer;
+    pg_temp.st('wamid.S7', 'read', '15559990007', 'wasend:' || pg_temp.rid(7)),
+    pg_temp.st('wamid.F3', 'failed', '15551282003', 'wasend:' || pg_temp.rid(3))))) AS answer;
+SELECT wasend._ingest_verified(pg_temp.wh(jsonb_build_array(
+    pg_temp.st('wamid.Y7', 'sent', '15551282007', 'wasend:' || pg_temp.rid(7))), '999000001')) AS answer;
 SELECT right(recipient, 1) AS r, status, wa_message_id, uncertain, last_error_class AS class, waiting_for,
        sent_at IS NOT NULL AS sent, delivered_at IS NOT NULL AS delivered, read_at IS NOT NULL AS read,
        failed_at IS NOT NULL AS failed,
