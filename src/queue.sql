@@ -516,7 +516,17 @@ SELECT u.id, u.campaign_id, u.body, u.priority, u.advance FROM claimed u
 --    (131049: one more try after 24 h); fail fails it;
 --    pause_number and pause_campaign put the row back to ready (the attempt
 --    does not count) and pause the number (for pause_for, or until
---    resumed) or the campaign, with the reason stored.  A number or
+--    resumed) or the campaign, with the reason stored;
+--  - a request that got no answer in time (timeout) or lost its
+--    connection (reset) may have reached Meta: its row is marked
+--    uncertain, whatever the policy does with it.  Retried, it waits
+--    wasend.uncertain_retry_delay (at least) for the status webhook that
+--    names it (biz_opaque_callback_data), which settles it as sent
+--    (wasend._apply_statuses); the claim that finds it due retries it,
+--    or fails it with wasend.on_uncertain = fail (waiting_for
+--    'uncertain', as for a row a stopped sender left in flight); with no
+--    delay and on_uncertain = fail it fails at once.  A status of that
+--    request arriving after a retry was sent counts the duplicate.  A number or
 --    campaign row a user holds locked is not waited for: the pause is
 --    skipped, and the next answer with that error pauses it.  A campaign
 --    paused for a paused or disabled template (132015, 132016) is marked
@@ -587,8 +597,16 @@ WITH answers AS MATERIALIZED (
          CASE WHEN ep.code IS NOT NULL THEN ep.pause_for ELSE dp.pause_for END AS pause_for,
          coalesce(ep.slow_down, dp.slow_down, false) AS slow_down,
          coalesce(ep.jitter, dp.jitter, 0.2) AS jitter,
-         coalesce(ep.retry_once, dp.retry_once, false) AS retry_once
+         coalesce(ep.retry_once, dp.retry_once, false) AS retry_once,
+         NOT k.ok AND k.cls IN ('timeout', 'reset') AS unsure,
+         CASE WHEN NOT k.ok AND k.cls IN ('timeout', 'reset') AND u.hold > interval '0'
+              THEN k.at + u.hold END AS hold_until,
+         NOT k.ok AND k.cls IN ('timeout', 'reset') AND u.hold <= interval '0'
+           AND u.fail_unsure AS fail_unsure
     FROM keyed k
+    CROSS JOIN (SELECT coalesce(nullif(current_setting('wasend.uncertain_retry_delay', true), '')::interval,
+                                interval '60 seconds') AS hold,
+                       coalesce(current_setting('wasend.on_uncertain', true) = 'fail', false) AS fail_unsure) u
     LEFT JOIN wasend.error_policy ep ON ep.code = k.key AND NOT k.ok
     LEFT JOIN wasend.error_policy dp ON dp.code = '*' AND ep.code IS NULL AND NOT k.ok),
  recorded AS (
@@ -596,7 +614,8 @@ WITH answers AS MATERIALIZED (
      SET status = CASE WHEN w.ok AND coalesce(w.held, false) THEN 'held'
                        WHEN w.ok THEN 'sent'
                        WHEN w.action = 'retry' AND q.attempts < $7
-                       AND NOT (w.retry_once AND q.last_error_code IS NOT DISTINCT FROM w.code) THEN 'ready'
+                       AND NOT (w.retry_once AND q.last_error_code IS NOT DISTINCT FROM w.code)
+                       AND NOT w.fail_unsure THEN 'ready'
                        WHEN w.action IN ('pause_number', 'pause_campaign') THEN 'ready'
                        ELSE 'failed' END,
          wa_message_id = w.wamid,
@@ -605,17 +624,24 @@ WITH answers AS MATERIALIZED (
          last_error = CASE WHEN w.ok THEN NULL ELSE w.msg END,
          sent_at = CASE WHEN w.ok AND NOT coalesce(w.held, false) THEN w.at END,
          failed_at = CASE WHEN w.ok OR (w.action = 'retry' AND q.attempts < $7
-                       AND NOT (w.retry_once AND q.last_error_code IS NOT DISTINCT FROM w.code))
+                       AND NOT (w.retry_once AND q.last_error_code IS NOT DISTINCT FROM w.code)
+                       AND NOT w.fail_unsure)
                                OR w.action IN ('pause_number', 'pause_campaign')
                           THEN NULL ELSE w.at END,
          next_attempt_at = CASE WHEN w.action = 'retry' AND q.attempts < $7
                        AND NOT (w.retry_once AND q.last_error_code IS NOT DISTINCT FROM w.code)
-              THEN w.at + make_interval(secs => least(
-                     extract(epoch FROM w.backoff)::float8
-                     * exp(least(ln(w.factor) * greatest(q.attempts - 1, 0), 20)),
-                     greatest(86400, extract(epoch FROM w.backoff)::float8))
-                   * (1 - w.jitter + 2 * w.jitter * random()))
+                       AND NOT w.fail_unsure
+              THEN greatest(w.hold_until,
+                            w.at + make_interval(secs => least(
+                              extract(epoch FROM w.backoff)::float8
+                              * exp(least(ln(w.factor) * greatest(q.attempts - 1, 0), 20)),
+                              greatest(86400, extract(epoch FROM w.backoff)::float8))
+                            * (1 - w.jitter + 2 * w.jitter * random())))
               ELSE q.next_attempt_at END,
+         waiting_for = CASE WHEN w.hold_until IS NOT NULL AND w.action = 'retry' AND q.attempts < $7
+                       AND NOT (w.retry_once AND q.last_error_code IS NOT DISTINCT FROM w.code)
+                            THEN 'uncertain' ELSE q.waiting_for END,
+         uncertain = q.uncertain OR w.unsure,
          attempts = CASE WHEN w.action IN ('pause_number', 'pause_campaign')
                          THEN greatest(q.attempts - 1, 0) ELSE q.attempts END,
          claimed_by = NULL
@@ -760,22 +786,35 @@ SELECT wasend._apply_pending_statuses()
 
 -- name: pending_recorded
 -- After a record: apply the waiting statuses of the wamids it stored ($1
--- the batch's row ids), looked up by send_queue's and
--- pending_statuses' primary keys; nothing is called when none waits.
--- The batch's rows are read in a MATERIALIZED CTE by id alone: with
--- "wa_message_id IS NOT NULL" beside the id, statistics taken before the
--- sends (no row had a wamid) made the planner read every row sent so far
--- through send_queue_wamid_idx (whose predicate that is), testing each
--- against the batch's ids, for every record (a NULL wamid matches no
+-- the batch's row ids), looked up by send_queue's and pending_statuses'
+-- primary keys, and those that name a row of the batch by its
+-- biz_opaque_callback_data (pending_statuses_row_idx).  A status of an
+-- earlier request of the row (one that timed out or lost its connection,
+-- or that libcurl itself sent again on a new connection) may have come
+-- while this request was in flight: a row in flight takes none, so it
+-- waited; now it settles an uncertain row, or counts a duplicate of a
+-- sent one (wasend._apply_row_statuses).  Nothing is called when none
+-- waits.  The batch's rows are read in a MATERIALIZED CTE by id alone:
+-- with "wa_message_id IS NOT NULL" beside the id, statistics taken before
+-- the sends (no row had a wamid) made the planner read every row sent so
+-- far through send_queue_wamid_idx (whose predicate that is), testing
+-- each against the batch's ids, for every record (a NULL wamid matches no
 -- pending status anyway).
-WITH batch_wamids AS MATERIALIZED (
-    SELECT q.wa_message_id FROM wasend.send_queue q
-     WHERE q.id = ANY ($1::bigint[]))
-SELECT wasend._apply_pending_statuses(array_agg(b.wa_message_id))
-  FROM batch_wamids b
- WHERE EXISTS (SELECT 1 FROM wasend.pending_statuses p
-                WHERE p.wa_message_id = b.wa_message_id)
-HAVING count(*) > 0
+WITH batch AS MATERIALIZED (
+    SELECT q.id, q.wa_message_id FROM wasend.send_queue q
+     WHERE q.id = ANY ($1::bigint[])),
+ by_wamid AS (
+    SELECT array_agg(b.wa_message_id) AS wamids FROM batch b
+     WHERE EXISTS (SELECT 1 FROM wasend.pending_statuses p
+                    WHERE p.wa_message_id = b.wa_message_id)),
+ by_row AS (
+    SELECT array_agg(b.id) AS ids FROM batch b
+     WHERE EXISTS (SELECT 1 FROM wasend.pending_statuses p
+                    WHERE p.row_id = b.id))
+SELECT CASE WHEN w.wamids IS NOT NULL THEN wasend._apply_pending_statuses(w.wamids) END,
+       CASE WHEN r.ids IS NOT NULL THEN wasend._apply_row_statuses(r.ids) END
+  FROM by_wamid w, by_row r
+ WHERE w.wamids IS NOT NULL OR r.ids IS NOT NULL
 
 -- name: breaker
 -- The circuit breaker pauses a campaign, saying why; not if a user holds

@@ -645,8 +645,9 @@ REVOKE ALL ON FUNCTION wasend._verify_signature(text, text) FROM PUBLIC;
 
 -- What a status of wamid, which names row r_id by its
 -- biz_opaque_callback_data, may do to that row: 'attach' when the row is
--- uncertain and has no wamid (ready to be retried, or failed by
--- wasend.on_uncertain; never a row in flight) and the status says the
+-- uncertain and has no wamid (ready to be retried, or failed: by
+-- wasend.on_uncertain, or on a later attempt; never a row in flight: the
+-- answer to that request decides it) and the status says the
 -- message reached Meta (sent, delivered, read); 'duplicate' when the row
 -- has another wamid and the status says that message reached Meta too
 -- (its request reached Meta twice); NULL otherwise.  Row ids are per
@@ -664,7 +665,7 @@ SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN q.wa_message_id IS NULL AND q.uncertain
-                     AND (q.status = 'ready' OR (q.status = 'failed' AND q.last_error_class = 'uncertain'))
+                     AND q.status IN ('ready', 'failed')
                      AND r_status IN ('sent', 'delivered', 'read') THEN 'attach'
                 WHEN q.wa_message_id IS NOT NULL AND q.wa_message_id <> r_wamid
                      AND r_status IN ('sent', 'delivered', 'read') THEN 'duplicate' END
@@ -892,7 +893,7 @@ BEGIN
                user_id = coalesce(q.user_id, a.user_id)
           FROM a
          WHERE q.id = a.row_id AND q.wa_message_id IS NULL AND q.uncertain
-           AND (q.status = 'ready' OR (q.status = 'failed' AND q.last_error_class = 'uncertain'))
+           AND q.status IN ('ready', 'failed')
         RETURNING a.wamid),
     dupl AS (
         INSERT INTO wasend.duplicate_sends AS d (wa_message_id, row_id, campaign_id, status, at, recipient, pricing)
@@ -1044,12 +1045,12 @@ END
 $$;
 REVOKE ALL ON FUNCTION wasend._apply_pending_statuses(text[]) FROM PUBLIC;
 
--- The supervisor's recovery: apply the waiting statuses that name (by
--- biz_opaque_callback_data) the rows it just marked uncertain, found by
--- pending_statuses_row_idx, which those rows can take now
--- (wasend._status_row_verdict): a status that arrived while the row was
--- in flight, or before a failover, settles it at once.  Returns how many
--- statuses it applied.
+-- The supervisor's recovery, and the senders' record: apply the waiting
+-- statuses that name (by biz_opaque_callback_data) the rows just marked
+-- uncertain, or just recorded, found by pending_statuses_row_idx, which
+-- those rows can take now (wasend._status_row_verdict): a status that
+-- arrived while the row was in flight, or before a failover, settles it
+-- at once, or counts a duplicate.  Returns how many statuses it applied.
 CREATE FUNCTION wasend._apply_row_statuses(row_ids bigint[]) RETURNS bigint
 LANGUAGE plpgsql
 SECURITY INVOKER

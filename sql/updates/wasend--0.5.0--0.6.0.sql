@@ -5952,7 +5952,7 @@ SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN q.wa_message_id IS NULL AND q.uncertain
-                     AND (q.status = 'ready' OR (q.status = 'failed' AND q.last_error_class = 'uncertain'))
+                     AND q.status IN ('ready', 'failed')
                      AND r_status IN ('sent', 'delivered', 'read') THEN 'attach'
                 WHEN q.wa_message_id IS NOT NULL AND q.wa_message_id <> r_wamid
                      AND r_status IN ('sent', 'delivered', 'read') THEN 'duplicate' END
@@ -6149,7 +6149,7 @@ BEGIN
                user_id = coalesce(q.user_id, a.user_id)
           FROM a
          WHERE q.id = a.row_id AND q.wa_message_id IS NULL AND q.uncertain
-           AND (q.status = 'ready' OR (q.status = 'failed' AND q.last_error_class = 'uncertain'))
+           AND q.status IN ('ready', 'failed')
         RETURNING a.wamid),
     dupl AS (
         INSERT INTO wasend.duplicate_sends AS d (wa_message_id, row_id, campaign_id, status, at, recipient, pricing)

@@ -81,8 +81,18 @@ const port = parseInt(args.port || '18080', 10);
  *                "times": n (optional: then apply to n matches only),
  *                "action": "error" | "drop" | "hang" | "http500" | "garbage"
  *                          | "nul" | "bigcode" | "deep" | "echo_token" | "hold"
- *                          | "held_quality" | "decoy" | "big",
- *                "bytes": n, "hold_ms": n (for "big") } ]
+ *                          | "held_quality" | "decoy" | "big" | "lost",
+ *                "bytes": n, "hold_ms": n (for "big"),
+ *                "lost": "hang" | "drop", "hold_statuses": bool (for "lost") } ]
+ *
+ * "lost" accepts the message as Meta would (a wamid, the throughput
+ * window, the status webhooks of config "statuses"), then loses the
+ * answer: the request is never answered ("lost": "hang", the default; the
+ * client times out) or its connection is closed ("drop").  Logged as a
+ * 200 with code "lost_hang" or "lost_drop" and its wamid.  With
+ * "hold_statuses": true its status webhooks wait until POST
+ * /__mock/release_statuses (GET /__mock/held counts them as
+ * "held_statuses").
  *
  * "hold" keeps the request unanswered until POST /__mock/release, which
  * answers every held request 200 (GET /__mock/held counts them).
@@ -167,6 +177,7 @@ const windows = new Map();	/* phone_number_id -> ring of accept times */
 const { performance } = require('perf_hooks');
 let connections = 0;
 let held = [];		/* answers of "hold" rules, waiting for /__mock/release */
+let heldStatuses = [];	/* status posts of "lost" rules, waiting for /__mock/release_statuses */
 /* sends that named both "to" and "recipient" (wasend must name one) */
 let bothAddressees = 0;
 /* a business-scoped user ID, or a parent BSUID */
@@ -500,11 +511,12 @@ function handleMessages(req, res, pnid, raw, t)
 		if (action === 'hold')
 		{
 			/* answered (200) only when the test posts /__mock/release */
+			const wamid = typeof r.wamid === 'string' ? r.wamid :
+				'wamid.MOCK' + pnid + '.held.' + seq.toString(36);
 			held.push(() => {
 				entry.status = 200;
 				entry.code = 'held';
-				entry.wamid = typeof r.wamid === 'string' ? r.wamid :
-					'wamid.MOCK' + pnid + '.held.' + seq.toString(36);
+				entry.wamid = wamid;
 				record(entry);
 				reply(res, 200, JSON.stringify({
 					messaging_product: 'whatsapp',
@@ -601,6 +613,24 @@ function handleMessages(req, res, pnid, raw, t)
 			entry.code = 'http500';
 			record(entry);
 			reply(res, 500, 'Internal Server Error', latency());
+			return;
+		}
+		if (action === 'lost')
+		{
+			/* accepted by "Meta", the answer lost on the way back */
+			if (!admit(pnid, (num && num.rate) || config.default_rate, t))
+				return fail(400, 130429);
+			const how = r.lost === 'drop' ? 'drop' : 'hang';
+			entry.status = 200;
+			entry.code = 'lost_' + how;
+			entry.wamid = 'wamid.MOCK' + pnid + '.lost.' + seq.toString(36);
+			record(entry);
+			if (r.hold_statuses)
+				heldStatuses.push(() => postStatuses(entry));
+			else
+				postStatuses(entry);
+			if (how === 'drop')
+				req.socket.destroy();
 			return;
 		}
 		if (action === 'held_quality')
@@ -825,7 +855,15 @@ function handleControl(req, res, path, raw)
 		return reply(res, 200, '{"ok":true}', 0);
 	}
 	if (path === '/__mock/held')
-		return reply(res, 200, JSON.stringify({ held: held.length }), 0);
+		return reply(res, 200, JSON.stringify({ held: held.length,
+												held_statuses: heldStatuses.length }), 0);
+	if (path === '/__mock/release_statuses' && req.method === 'POST')
+	{
+		const n = heldStatuses.length;
+		heldStatuses.forEach(f => f());
+		heldStatuses = [];
+		return reply(res, 200, JSON.stringify({ released: n }), 0);
+	}
 	if (path === '/__mock/release' && req.method === 'POST')
 	{
 		const n = held.length;

@@ -4,7 +4,9 @@
 # Ends with the exact account: every row sent or failed (only the 131026
 # recipients fail), 0 rows lost, no recipient accepted twice (and in any
 # case no more than the in-flight cap), every row that met a retryable
-# error retried and sent.
+# error retried and sent.  A request that timed out may have reached
+# Meta: its row is marked uncertain and retried after
+# wasend.uncertain_retry_delay (2 s here), and no other row is.
 use strict;
 use warnings;
 
@@ -28,6 +30,7 @@ my $mock = WasendTest::start_mock({
 my $node = WasendTest::new_node('faults', $mock,
 	'wasend.max_inflight' => $inflight,
 	'wasend.request_timeout_ms' => 1000,
+	'wasend.uncertain_retry_delay' => 2,
 	'wasend.max_attempts' => 6);
 
 $node->safe_psql('postgres', q{
@@ -65,6 +68,11 @@ is($node->safe_psql('postgres', q{
 	    OR (SELECT count(*) FROM mocklog m WHERE m.recipient = f.recipient) < 2
 	    OR (SELECT count(*) FROM mocklog m WHERE m.recipient = f.recipient AND m.http_status = 200) <> 1}),
 	'0', "every row that met a retryable fault was sent again and accepted once ($a->{retried} retried by wasend)");
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FILTER (WHERE recipient LIKE '1556000004_'),
+	       count(*) FILTER (WHERE recipient NOT LIKE '1556000004_' AND recipient NOT LIKE '1556000005_')
+	  FROM wasend.send_queue WHERE uncertain}),
+	'10|0', 'the rows whose request timed out are marked uncertain, and no row whose request was answered');
 is($node->safe_psql('postgres', q{
 	SELECT count(*) FROM wasend.send_queue q
 	 WHERE q.status = 'sent'
