@@ -316,7 +316,11 @@ record_range(Cycle *cy, int *idx, int n, bool *keep, bool first)
 	{
 		for (i = 0; i < n; i++)
 			keep[idx[i]] = false;
-		/* a failure here loses nothing: the statuses keep waiting */
+		/*
+		 * a failure here costs no row: the statuses it could not apply
+		 * keep waiting (a later record of their wamid, or of their row,
+		 * applies them; otherwise they expire after 7 days)
+		 */
 		run_step(cy, "applying statuses that waited for these answers",
 				 step_pending_recorded, &r, NULL, false);
 		return apply_groups(cy, r.groups, r.ngroups);

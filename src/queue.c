@@ -750,7 +750,7 @@ wasend_queue_trip_breaker(int64 campaign_id, int failures, int window)
 /*
  * Settle the rows of senders that are gone (see recover in queue.sql): they
  * wait delay_s seconds for a status that settles them, and the statuses
- * already waiting for them are applied (recover_statuses).  Runs in the
+ * already waiting for them are applied (row_statuses).  Runs in the
  * supervisor, whose plan is not kept: it runs rarely.
  */
 int64
@@ -777,18 +777,22 @@ wasend_queue_recover(int ntokens, const int64 *tokens, bool fail_uncertain,
 	if (isnull)
 		return n;
 	/* the array lives in SPI's memory, which the next call keeps */
-	if (SPI_execute_with_args(sql_recover_statuses, 1, &types[0], &ids, NULL, false, 0) != SPI_OK_SELECT)
+	if (SPI_execute_with_args(sql_row_statuses, 1, &types[0], &ids, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "wasend: applying the statuses of orphaned rows failed");
 	return n;
 }
 
 /*
- * Put rows this sender claimed and never sent back (see release).
+ * Put rows this sender claimed and never sent back (see release), then
+ * apply the statuses that waited for them while they were claimed
+ * (row_statuses; rare: a release follows a pause or a cancel, so its plan
+ * is not kept).
  */
 void
 wasend_queue_release(int n, const int64 *row_ids, int64 token)
 {
 	Datum		args[2];
+	Oid			ids_type = INT8ARRAYOID;
 
 	if (n == 0)
 		return;
@@ -796,6 +800,8 @@ wasend_queue_release(int n, const int64 *row_ids, int64 token)
 	args[1] = Int64GetDatum(token);
 	if (SPI_execute_plan(plan_release, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "wasend: releasing rows failed");
+	if (SPI_execute_with_args(sql_row_statuses, 1, &ids_type, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "wasend: applying the statuses of released rows failed");
 }
 
 /*

@@ -227,11 +227,13 @@ SELECT p.portfolio FROM wasend.portfolios p
 --                    24 h after that slot is taken again), so that the
 --                    waiting rows come due a few at a time as slots free,
 --                    not all at once at every slot;
---   uncertain        the row was in flight when its sender stopped, waited
+--   uncertain        the row's outcome is unknown (it was in flight when
+--                    its sender stopped: recover; or its request got no
+--                    usable answer: record), it waited
 --                    wasend.uncertain_retry_delay for a status that settles
---                    it (src/queue.sql, recover; waiting_for 'uncertain'),
---                    got none, and is to fail (wasend.on_uncertain = fail,
---                    or wasend.max_attempts attempts): it fails, no request;
+--                    it (waiting_for 'uncertain'), got none, and is to fail
+--                    (wasend.on_uncertain = fail, or wasend.max_attempts
+--                    attempts): it fails as uncertain, no request;
 --   busy             another sender holds the portfolio's budget right now
 --                    (SKIP LOCKED): the row is left alone, claimed later;
 --   send             claimed, up to lim rows of the campaign in order;
@@ -456,9 +458,13 @@ WITH number_portfolios AS NOT MATERIALIZED (
          claimed_by = CASE WHEN d.decision = 'send' THEN $3::bigint END,
          failed_at = CASE WHEN d.decision IN ('suppressed', 'uncertain') THEN now() END,
          last_error_class = CASE WHEN d.decision = 'suppressed' THEN 'suppressed'
+                                 WHEN d.decision = 'uncertain' THEN 'uncertain'
                                  ELSE q.last_error_class END,
          last_error = CASE WHEN d.decision = 'suppressed'
                            THEN 'recipient is suppressed (see wasend.suppressions)'
+                           WHEN d.decision = 'uncertain' AND q.last_error_class IS DISTINCT FROM 'uncertain'
+                           THEN 'outcome unknown (' || coalesce(q.last_error, q.last_error_class, 'no answer')
+                                || '): no status settled it in wasend.uncertain_retry_delay'
                            ELSE q.last_error END,
          waiting_for = CASE WHEN d.decision IN ('frequency_cap', 'messaging_limit', 'send_window')
                             THEN d.decision END,
@@ -517,16 +523,19 @@ SELECT u.id, u.campaign_id, u.body, u.priority, u.advance FROM claimed u
 --    pause_number and pause_campaign put the row back to ready (the attempt
 --    does not count) and pause the number (for pause_for, or until
 --    resumed) or the campaign, with the reason stored;
---  - a request that got no answer in time (timeout) or lost its
---    connection (reset) may have reached Meta: its row is marked
---    uncertain, whatever the policy does with it.  Retried, it waits
+--  - a request that was written and got no usable answer (timeout,
+--    reset, transport, or a 5xx without an error body: the sender gives
+--    a request never written the class connect) may have reached Meta:
+--    its row is marked uncertain, whatever the policy does with it.
+--    Put back to ready (retry, or a pause), it waits
 --    wasend.uncertain_retry_delay (at least) for the status webhook that
 --    names it (biz_opaque_callback_data), which settles it as sent
 --    (wasend._apply_statuses); the claim that finds it due retries it,
 --    or fails it with wasend.on_uncertain = fail (waiting_for
 --    'uncertain', as for a row a stopped sender left in flight); with no
---    delay and on_uncertain = fail it fails at once.  A status of that
---    request arriving after a retry was sent counts the duplicate.  A number or
+--    delay and on_uncertain = fail it fails at once, as uncertain.  A
+--    status of that request arriving after a retry was sent counts the
+--    duplicate.  A number or
 --    campaign row a user holds locked is not waited for: the pause is
 --    skipped, and the next answer with that error pauses it.  A campaign
 --    paused for a paused or disabled template (132015, 132016) is marked
@@ -598,11 +607,12 @@ WITH answers AS MATERIALIZED (
          coalesce(ep.slow_down, dp.slow_down, false) AS slow_down,
          coalesce(ep.jitter, dp.jitter, 0.2) AS jitter,
          coalesce(ep.retry_once, dp.retry_once, false) AS retry_once,
-         NOT k.ok AND k.cls IN ('timeout', 'reset') AS unsure,
-         CASE WHEN NOT k.ok AND k.cls IN ('timeout', 'reset') AND u.hold > interval '0'
+         NOT k.ok AND k.key IN ('timeout', 'reset', 'transport', 'http_5xx') AS unsure,
+         CASE WHEN NOT k.ok AND k.key IN ('timeout', 'reset', 'transport', 'http_5xx')
+               AND u.hold > interval '0'
               THEN k.at + u.hold END AS hold_until,
-         NOT k.ok AND k.cls IN ('timeout', 'reset') AND u.hold <= interval '0'
-           AND u.fail_unsure AS fail_unsure
+         NOT k.ok AND k.key IN ('timeout', 'reset', 'transport', 'http_5xx')
+           AND u.hold <= interval '0' AND u.fail_unsure AS fail_unsure
     FROM keyed k
     CROSS JOIN (SELECT coalesce(nullif(current_setting('wasend.uncertain_retry_delay', true), '')::interval,
                                 interval '60 seconds') AS hold,
@@ -613,36 +623,44 @@ WITH answers AS MATERIALIZED (
   UPDATE wasend.send_queue q
      SET status = CASE WHEN w.ok AND coalesce(w.held, false) THEN 'held'
                        WHEN w.ok THEN 'sent'
+                       WHEN w.fail_unsure THEN 'failed'
                        WHEN w.action = 'retry' AND q.attempts < $7
-                       AND NOT (w.retry_once AND q.last_error_code IS NOT DISTINCT FROM w.code)
-                       AND NOT w.fail_unsure THEN 'ready'
+                       AND NOT (w.retry_once AND q.last_error_code IS NOT DISTINCT FROM w.code) THEN 'ready'
                        WHEN w.action IN ('pause_number', 'pause_campaign') THEN 'ready'
                        ELSE 'failed' END,
          wa_message_id = w.wamid,
          last_error_code = CASE WHEN w.ok THEN NULL ELSE w.code END,
-         last_error_class = w.class,
-         last_error = CASE WHEN w.ok THEN NULL ELSE w.msg END,
+         last_error_class = CASE WHEN w.fail_unsure THEN 'uncertain' ELSE w.class END,
+         last_error = CASE WHEN w.ok THEN NULL
+                           WHEN w.fail_unsure THEN 'outcome unknown (' || w.msg || '): failed, wasend.on_uncertain = fail'
+                           ELSE w.msg END,
          sent_at = CASE WHEN w.ok AND NOT coalesce(w.held, false) THEN w.at END,
-         failed_at = CASE WHEN w.ok OR (w.action = 'retry' AND q.attempts < $7
-                       AND NOT (w.retry_once AND q.last_error_code IS NOT DISTINCT FROM w.code)
-                       AND NOT w.fail_unsure)
+         failed_at = CASE WHEN w.ok THEN NULL
+                          WHEN w.fail_unsure THEN w.at
+                          WHEN (w.action = 'retry' AND q.attempts < $7
+                                AND NOT (w.retry_once AND q.last_error_code IS NOT DISTINCT FROM w.code))
                                OR w.action IN ('pause_number', 'pause_campaign')
                           THEN NULL ELSE w.at END,
-         next_attempt_at = CASE WHEN w.action = 'retry' AND q.attempts < $7
-                       AND NOT (w.retry_once AND q.last_error_code IS NOT DISTINCT FROM w.code)
-                       AND NOT w.fail_unsure
+         next_attempt_at = CASE WHEN w.ok OR w.fail_unsure THEN q.next_attempt_at
+                                WHEN w.action = 'retry' AND q.attempts < $7
+                                AND NOT (w.retry_once AND q.last_error_code IS NOT DISTINCT FROM w.code)
               THEN greatest(w.hold_until,
                             w.at + make_interval(secs => least(
                               extract(epoch FROM w.backoff)::float8
                               * exp(least(ln(w.factor) * greatest(q.attempts - 1, 0), 20)),
                               greatest(86400, extract(epoch FROM w.backoff)::float8))
                             * (1 - w.jitter + 2 * w.jitter * random())))
+                                WHEN w.action IN ('pause_number', 'pause_campaign')
+              THEN greatest(q.next_attempt_at, w.hold_until)
               ELSE q.next_attempt_at END,
-         waiting_for = CASE WHEN w.hold_until IS NOT NULL AND w.action = 'retry' AND q.attempts < $7
-                       AND NOT (w.retry_once AND q.last_error_code IS NOT DISTINCT FROM w.code)
-                            THEN 'uncertain' ELSE q.waiting_for END,
+         -- (hold_until is set only for an uncertain answer that is not to fail)
+         waiting_for = CASE WHEN w.hold_until IS NOT NULL
+                             AND ((w.action = 'retry' AND q.attempts < $7
+                                   AND NOT (w.retry_once AND q.last_error_code IS NOT DISTINCT FROM w.code))
+                                  OR w.action IN ('pause_number', 'pause_campaign'))
+                            THEN 'uncertain' END,
          uncertain = q.uncertain OR w.unsure,
-         attempts = CASE WHEN w.action IN ('pause_number', 'pause_campaign')
+         attempts = CASE WHEN w.action IN ('pause_number', 'pause_campaign') AND NOT w.fail_unsure
                          THEN greatest(q.attempts - 1, 0) ELSE q.attempts END,
          claimed_by = NULL
     FROM policed w
@@ -808,9 +826,8 @@ WITH batch AS MATERIALIZED (
      WHERE EXISTS (SELECT 1 FROM wasend.pending_statuses p
                     WHERE p.wa_message_id = b.wa_message_id)),
  by_row AS (
-    SELECT array_agg(b.id) AS ids FROM batch b
-     WHERE EXISTS (SELECT 1 FROM wasend.pending_statuses p
-                    WHERE p.row_id = b.id))
+    SELECT array_agg(DISTINCT p.row_id) AS ids FROM wasend.pending_statuses p
+     WHERE p.row_id = ANY ($1::bigint[]))
 SELECT CASE WHEN w.wamids IS NOT NULL THEN wasend._apply_pending_statuses(w.wamids) END,
        CASE WHEN r.ids IS NOT NULL THEN wasend._apply_row_statuses(r.ids) END
   FROM by_wamid w, by_row r
@@ -847,7 +864,7 @@ UPDATE wasend.campaigns c
 -- when it is to fail, failed by the claim that finds it due (see the
 -- claim's 'uncertain' decision).  With no delay it is queued or failed at
 -- once.  Returns the count and the ids, whose waiting statuses are then
--- applied (recover_statuses).
+-- applied (row_statuses).
 WITH settled AS (
   UPDATE wasend.send_queue q
      SET status = CASE WHEN ($2 OR q.attempts >= $3) AND $4 <= 0 THEN 'failed' ELSE 'ready' END,
@@ -864,9 +881,11 @@ WITH settled AS (
   RETURNING q.id)
 SELECT count(*), array_agg(id) FROM settled
 
--- name: recover_statuses
+-- name: row_statuses
 -- After recover, in its transaction: the statuses that waited for the
 -- rows it marked uncertain ($1) settle them (wasend._apply_row_statuses).
+-- After release, the same for the rows given back: a status of an
+-- earlier request of a row that came while the row was claimed waited.
 SELECT wasend._apply_row_statuses($1::bigint[])
  WHERE EXISTS (SELECT 1 FROM wasend.pending_statuses p WHERE p.row_id = ANY ($1::bigint[]))
 

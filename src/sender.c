@@ -111,11 +111,21 @@ send_unsent(int64 gate_key)
 }
 
 /*
- * The error_policy key of a request that got no usable HTTP answer.
+ * The error_policy key of a request that got no usable HTTP answer.  One
+ * that curl never began to write (written is false: the connection or its
+ * TLS handshake failed or timed out, or it waited for a connection) never
+ * reached Meta: it is "connect" whatever curl says, so that the record
+ * does not take it for a request whose outcome is unknown (timeout,
+ * reset, transport).
  */
 static const char *
-transport_class(int curl_code)
+transport_class(int curl_code, bool written)
 {
+	if (!written && curl_code != CURLE_SSL_CONNECT_ERROR &&
+		curl_code != CURLE_PEER_FAILED_VERIFICATION &&
+		curl_code != CURLE_SSL_CERTPROBLEM && curl_code != CURLE_SSL_CIPHER &&
+		curl_code != CURLE_SSL_CACERT_BADFILE)
+		return "connect";
 	switch (curl_code)
 	{
 		case CURLE_OPERATION_TIMEDOUT:
@@ -335,7 +345,8 @@ collect_done(Sender *s)
 		if (req->curl_code != 0 || req->resp_too_big)
 		{
 			err = req->errbuf;
-			cls = req->resp_too_big ? "bad_response" : transport_class(req->curl_code);
+			cls = req->resp_too_big ? "bad_response" :
+				transport_class(req->curl_code, req->writes > 0);
 		}
 		ns = wasend_number_find(req->number_id);
 		if (ns != NULL)

@@ -238,7 +238,7 @@ define_delivery_settings(void)
 							NULL, NULL, NULL);
 
 	DefineCustomEnumVariable("wasend.on_uncertain",
-							 "What to do with a message whose sender stopped while it was in flight: retry or fail.",
+							 "What to do with a message whose outcome is unknown (its sender stopped while it was in flight, or its request got no usable answer) once no status settled it: retry or fail.",
 							 "The Cloud API has no idempotency key: a retried message may reach the recipient twice.",
 							 &wasend_on_uncertain,
 							 WASEND_UNCERTAIN_RETRY,
@@ -276,9 +276,9 @@ define_delivery_settings(void)
 							   0,
 							   NULL, NULL, NULL);
 
-	/* read by the supervisor's recovery (src/queue.sql, recover) */
+	/* read by the supervisor's recovery and the senders' record (src/queue.sql) */
 	DefineCustomIntVariable("wasend.uncertain_retry_delay",
-							"How long a message whose sender stopped while it was in flight waits for Meta's status before it is retried (or failed, with wasend.on_uncertain = fail).",
+							"How long a message whose outcome is unknown (its sender stopped while it was in flight, or its request got no usable answer) waits for Meta's status before it is retried (or failed, with wasend.on_uncertain = fail).",
 							"A status webhook that names the message (biz_opaque_callback_data) settles it as sent meanwhile, so that it is not sent twice. 0 queues it again at once.",
 							&wasend_uncertain_retry_delay_s,
 							60, 0, 86400,

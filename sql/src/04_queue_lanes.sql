@@ -73,7 +73,7 @@ COMMENT ON TABLE wasend.send_queue IS
 COMMENT ON COLUMN wasend.send_queue.claimed_by IS
 'while the row is sending: the random 63-bit token of the sender start that claimed it (a new token each time a sender starts); NULL otherwise';
 COMMENT ON COLUMN wasend.send_queue.waiting_for IS
-'why a ready row waits until next_attempt_at: messaging_limit (the portfolio''s 24 h budget of new recipients), frequency_cap (the recipient''s recent marketing messages), send_window (outside the campaign''s send window) or uncertain (its sender stopped while it was in flight: it waits wasend.uncertain_retry_delay for a status that settles it)';
+'why a ready row waits until next_attempt_at: messaging_limit (the portfolio''s 24 h budget of new recipients), frequency_cap (the recipient''s recent marketing messages), send_window (outside the campaign''s send window) or uncertain (its outcome is unknown: its sender stopped while it was in flight, or its request got no usable answer; it waits wasend.uncertain_retry_delay for a status that settles it)';
 COMMENT ON COLUMN wasend.send_queue.priority IS
 'set on wasend_send rows only (0-100, higher first); NULL on campaign rows';
 COMMENT ON COLUMN wasend.send_queue.timezone IS

@@ -59,7 +59,7 @@ COMMENT ON TABLE wasend.pending_statuses IS
 COMMENT ON COLUMN wasend.pending_statuses.checked_xmax IS
 'The xmax of the first senders'' check that saw the status committed; once every transaction below it has ended the status is settled';
 COMMENT ON COLUMN wasend.pending_statuses.settled IS
-'No record that was running when the status arrived is left: only a record of its wamid (which looks it up) applies it now';
+'No record that was running when the status arrived is left: only a record of its wamid, or of the row it names (row_id), applies it now';
 -- A status of a wamid no row has that names its row (Meta echoes the
 -- message's biz_opaque_callback_data, 'wasend:<row id>') waits with that
 -- row id, and the phone number id of its change (for the guard of
@@ -645,9 +645,9 @@ REVOKE ALL ON FUNCTION wasend._verify_signature(text, text) FROM PUBLIC;
 
 -- What a status of wamid, which names row r_id by its
 -- biz_opaque_callback_data, may do to that row: 'attach' when the row is
--- uncertain and has no wamid (ready to be retried, or failed: by
--- wasend.on_uncertain, or on a later attempt; never a row in flight: the
--- answer to that request decides it) and the status says the
+-- uncertain and has no wamid (ready to be retried, failed by
+-- wasend.on_uncertain or on a later attempt, or cancelled; never a row in
+-- flight: the answer to that request decides it) and the status says the
 -- message reached Meta (sent, delivered, read); 'duplicate' when the row
 -- has another wamid and the status says that message reached Meta too
 -- (its request reached Meta twice); NULL otherwise.  Row ids are per
@@ -665,7 +665,7 @@ SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN q.wa_message_id IS NULL AND q.uncertain
-                     AND q.status IN ('ready', 'failed')
+                     AND q.status IN ('ready', 'failed', 'cancelled')
                      AND r_status IN ('sent', 'delivered', 'read') THEN 'attach'
                 WHEN q.wa_message_id IS NOT NULL AND q.wa_message_id <> r_wamid
                      AND r_status IN ('sent', 'delivered', 'read') THEN 'duplicate' END
@@ -893,7 +893,7 @@ BEGIN
                user_id = coalesce(q.user_id, a.user_id)
           FROM a
          WHERE q.id = a.row_id AND q.wa_message_id IS NULL AND q.uncertain
-           AND q.status IN ('ready', 'failed')
+           AND q.status IN ('ready', 'failed', 'cancelled')
         RETURNING a.wamid),
     dupl AS (
         INSERT INTO wasend.duplicate_sends AS d (wa_message_id, row_id, campaign_id, status, at, recipient, pricing)

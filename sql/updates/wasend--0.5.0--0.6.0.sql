@@ -5822,7 +5822,7 @@ ALTER TABLE wasend.send_queue DROP CONSTRAINT send_queue_waiting_for_check;
 ALTER TABLE wasend.send_queue ADD CONSTRAINT send_queue_waiting_for_check
     CHECK (waiting_for IN ('messaging_limit', 'frequency_cap', 'send_window', 'uncertain'));
 COMMENT ON COLUMN wasend.send_queue.waiting_for IS
-'why a ready row waits until next_attempt_at: messaging_limit (the portfolio''s 24 h budget of new recipients), frequency_cap (the recipient''s recent marketing messages), send_window (outside the campaign''s send window) or uncertain (its sender stopped while it was in flight: it waits wasend.uncertain_retry_delay for a status that settles it)';
+'why a ready row waits until next_attempt_at: messaging_limit (the portfolio''s 24 h budget of new recipients), frequency_cap (the recipient''s recent marketing messages), send_window (outside the campaign''s send window) or uncertain (its outcome is unknown: its sender stopped while it was in flight, or its request got no usable answer; it waits wasend.uncertain_retry_delay for a status that settles it)';
 
 CREATE OR REPLACE FUNCTION wasend._send_queue_check() RETURNS trigger
 LANGUAGE plpgsql
@@ -5945,6 +5945,9 @@ END
 $$;
 REVOKE ALL ON FUNCTION wasend._send_queue_check() FROM PUBLIC;
 
+COMMENT ON COLUMN wasend.pending_statuses.settled IS
+'No record that was running when the status arrived is left: only a record of its wamid, or of the row it names (row_id), applies it now';
+
 CREATE FUNCTION wasend._status_row_verdict(r_id bigint, r_wamid text, r_status text, r_recipient text,
                                            r_user_id text, r_pnid text) RETURNS text
 LANGUAGE sql STABLE
@@ -5952,7 +5955,7 @@ SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN q.wa_message_id IS NULL AND q.uncertain
-                     AND q.status IN ('ready', 'failed')
+                     AND q.status IN ('ready', 'failed', 'cancelled')
                      AND r_status IN ('sent', 'delivered', 'read') THEN 'attach'
                 WHEN q.wa_message_id IS NOT NULL AND q.wa_message_id <> r_wamid
                      AND r_status IN ('sent', 'delivered', 'read') THEN 'duplicate' END
@@ -6149,7 +6152,7 @@ BEGIN
                user_id = coalesce(q.user_id, a.user_id)
           FROM a
          WHERE q.id = a.row_id AND q.wa_message_id IS NULL AND q.uncertain
-           AND q.status IN ('ready', 'failed')
+           AND q.status IN ('ready', 'failed', 'cancelled')
         RETURNING a.wamid),
     dupl AS (
         INSERT INTO wasend.duplicate_sends AS d (wa_message_id, row_id, campaign_id, status, at, recipient, pricing)

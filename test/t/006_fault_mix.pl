@@ -5,8 +5,9 @@
 # recipients fail), 0 rows lost, no recipient accepted twice (and in any
 # case no more than the in-flight cap), every row that met a retryable
 # error retried and sent.  A request that timed out may have reached
-# Meta: its row is marked uncertain and retried after
-# wasend.uncertain_retry_delay (2 s here), and no other row is.
+# Meta, and so may one answered 500 without an error body: their rows are
+# marked uncertain and retried after wasend.uncertain_retry_delay (2 s
+# here), and no row whose request was answered otherwise is.
 use strict;
 use warnings;
 
@@ -29,7 +30,7 @@ my $mock = WasendTest::start_mock({
 });
 my $node = WasendTest::new_node('faults', $mock,
 	'wasend.max_inflight' => $inflight,
-	'wasend.request_timeout_ms' => 1000,
+	'wasend.request_timeout_ms' => 3000,
 	'wasend.uncertain_retry_delay' => 2,
 	'wasend.max_attempts' => 6);
 
@@ -69,10 +70,11 @@ is($node->safe_psql('postgres', q{
 	    OR (SELECT count(*) FROM mocklog m WHERE m.recipient = f.recipient AND m.http_status = 200) <> 1}),
 	'0', "every row that met a retryable fault was sent again and accepted once ($a->{retried} retried by wasend)");
 is($node->safe_psql('postgres', q{
-	SELECT count(*) FILTER (WHERE recipient LIKE '1556000004_'),
-	       count(*) FILTER (WHERE recipient NOT LIKE '1556000004_' AND recipient NOT LIKE '1556000005_')
+	SELECT count(*) FILTER (WHERE recipient LIKE '1556000004_' OR recipient LIKE '1556000001_'),
+	       count(*) FILTER (WHERE recipient NOT LIKE '1556000004_' AND recipient NOT LIKE '1556000001_'
+	                          AND recipient NOT LIKE '1556000005_')
 	  FROM wasend.send_queue WHERE uncertain}),
-	'10|0', 'the rows whose request timed out are marked uncertain, and no row whose request was answered');
+	'20|0', 'the rows whose request timed out or got a bare 500 are uncertain, no row answered otherwise');
 is($node->safe_psql('postgres', q{
 	SELECT count(*) FROM wasend.send_queue q
 	 WHERE q.status = 'sent'

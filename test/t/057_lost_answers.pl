@@ -48,6 +48,8 @@ my $statuses = { urls => [ "http://127.0.0.1:$wport/webhook" ],
 #   2x  accepted, the connection closed (drop: a reset)
 #   3x  accepted, the answer lost, the status webhook held back
 #   4x  not accepted, never answered (a plain timeout)
+#   5x  refused once with 131056 (an API error: retried, not uncertain)
+#   6x  answered once 500 without a body (may have been taken: uncertain)
 my $mock = WasendTest::start_mock({
 	numbers => { $pnid => { token => 'tok', rate => 40 } },
 	statuses => $statuses,
@@ -57,10 +59,12 @@ my $mock = WasendTest::start_mock({
 		{ to => '^1555700003[0-9]$', action => 'lost', lost => 'hang', hold_statuses => JSON::PP::true,
 		  times => 10 },
 		{ to => '^1555700004[0-9]$', action => 'hang', times => 10 },
+		{ to => '^1555700005[0-9]$', code => 131056, times => 10 },
+		{ to => '^1555700006[0-9]$', action => 'http500', times => 10 },
 	],
 });
 my $node = WasendTest::new_node('lost', $mock,
-	'wasend.request_timeout_ms' => 1000,
+	'wasend.request_timeout_ms' => 3000,
 	'wasend.uncertain_retry_delay' => $delay,
 	'wasend.app_secret_file' => "'$sdir/app_secret'",
 	'wasend.webhook_verify_token_file' => "'$sdir/verify_token'",
@@ -167,9 +171,21 @@ is($node->safe_psql('postgres', qq{
 	       >= (SELECT m.t_ms FROM log1 m WHERE m.recipient = q.recipient AND m.code = 'hang') + $delay * 1000
 	   AND NOT EXISTS (SELECT 1 FROM wasend.duplicate_sends d WHERE d.row_id = q.id)}),
 	'10', 'a timed-out request Meta never took: sent again after the delay, no duplicate');
+is($node->safe_psql('postgres', qq{
+	SELECT count(*) FROM wasend.send_queue q
+	 WHERE q.recipient LIKE '1555700006_' AND q.uncertain AND q.attempts = 2 AND q.status = 'sent'
+	   AND (SELECT m.t_ms FROM log1 m WHERE m.recipient = q.recipient AND m.http_status = 200)
+	       >= (SELECT m.t_ms FROM log1 m WHERE m.recipient = q.recipient AND m.code = 'http500') + $delay * 1000}),
+	'10', 'a 500 without an error body: uncertain, sent again after the delay');
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FROM wasend.send_queue q
+	 WHERE q.recipient LIKE '1555700005_' AND NOT q.uncertain AND q.attempts = 2 AND q.status = 'sent'}),
+	'10', 'an API error (131056) is retried as before, not uncertain');
 is($node->safe_psql('postgres', q{
 	SELECT count(*) FROM wasend.send_queue
-	 WHERE campaign_id = 1 AND uncertain AND recipient NOT BETWEEN '15557000010' AND '15557000049'}),
+	 WHERE campaign_id = 1 AND uncertain
+	   AND NOT (recipient BETWEEN '15557000010' AND '15557000049'
+	            OR recipient LIKE '1555700006_')}),
 	'0', 'rows whose request was answered are not uncertain');
 is($node->safe_psql('postgres', q{
 	SELECT duplicates = (SELECT count(*) FROM wasend.duplicate_sends WHERE campaign_id = 1)
@@ -180,12 +196,17 @@ is($node->safe_psql('postgres', q{
 # (a row in flight takes none), and counts once that request is
 # recorded, however long it waited.  Three rows (what a number of this
 # rate keeps in flight with fast answers is about four): their first
-# request is lost after Meta took it, their status held back; once they
-# wait for it, requests may take a minute, and their second request is
-# held in flight while the statuses come.
+# request is taken by Meta and its answer cut short, their status held
+# back; requests may take a minute here, and their second request is held
+# in flight while the statuses come.
+$node->safe_psql('postgres', q{
+	ALTER SYSTEM SET wasend.request_timeout_ms = '60s';
+	SELECT pg_reload_conf();
+});
+$node->poll_query_until('postgres', q{SELECT current_setting('wasend.request_timeout_ms') = '1min'});
 WasendTest::mock_post($mock, '/__mock/config', {
 	rules => [
-		{ to => '^1555700100[0-9]$', action => 'lost', lost => 'hang', hold_statuses => JSON::PP::true,
+		{ to => '^1555700100[0-9]$', action => 'lost', lost => 'cut', hold_statuses => JSON::PP::true,
 		  times => 3 },
 		{ to => '^1555700100[0-9]$', action => 'hold', times => 3 },
 	] });
@@ -197,11 +218,7 @@ $node->safe_psql('postgres', q{
 ok( $node->poll_query_until('postgres', q{
 		SELECT count(*) = 3 FROM wasend.send_queue
 		 WHERE campaign_id = 2 AND status = 'ready' AND waiting_for = 'uncertain' AND uncertain}),
-	'the 3 rows whose answer was lost wait for their status');
-$node->safe_psql('postgres', q{
-	ALTER SYSTEM SET wasend.request_timeout_ms = '60s';
-	SELECT pg_reload_conf();
-});
+	'the 3 rows whose answer was cut short wait for their status');
 my $held;
 my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
 while (time() < $deadline)
@@ -241,7 +258,7 @@ $node->safe_psql('postgres', q{
 	SELECT pg_reload_conf();
 });
 $node->poll_query_until('postgres', q{
-	SELECT current_setting('wasend.request_timeout_ms') = '1s' AND current_setting('wasend.on_uncertain') = 'fail'});
+	SELECT current_setting('wasend.request_timeout_ms') = '3s' AND current_setting('wasend.on_uncertain') = 'fail'});
 WasendTest::mock_post($mock, '/__mock/config', {
 	rules => [
 		{ to => '^1555700200[0-9]$', action => 'hang', times => 10 },
@@ -259,7 +276,7 @@ WasendTest::load_mock_log($node, $mock, 'log3', from_file => 0);
 is($node->safe_psql('postgres', qq{
 	SELECT count(*) FROM wasend.send_queue q
 	 WHERE q.recipient LIKE '1555700200_' AND q.status = 'failed' AND q.uncertain
-	   AND q.last_error_class = 'timeout' AND q.attempts = 1
+	   AND q.last_error_class = 'uncertain' AND q.attempts = 1
 	   AND (SELECT count(*) FROM log3 m WHERE m.recipient = q.recipient) = 1
 	   AND extract(epoch FROM q.failed_at) * 1000
 	       >= (SELECT m.t_ms FROM log3 m WHERE m.recipient = q.recipient) + $delay * 1000}),
