@@ -42,7 +42,9 @@ my $mock = WasendTest::start_mock({
 		{ to => '^155760000[0-9][05]$', code => 131026 },
 	],
 });
-my $node = WasendTest::new_node('responses', $mock, 'wasend.max_attempts' => 3);
+# (a bare 500 may have been taken: its row waits for a status, 1 s here)
+my $node = WasendTest::new_node('responses', $mock, 'wasend.max_attempts' => 3,
+	'wasend.uncertain_retry_delay' => 1);
 
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION wasend;
