@@ -8,6 +8,7 @@ use strict;
 use warnings;
 
 use Cwd qw(abs_path);
+use Fcntl;
 use File::Temp qw(tempdir);
 use IPC::Run;
 use JSON::PP;
@@ -29,6 +30,25 @@ END
 	{
 		eval { $h->kill_kill; $h->finish; };
 	}
+}
+
+# secret_files(name => content, ...): a new directory holding one file per
+# name, one line each, mode 0600 as wasend requires of its secret files
+# (wasend.app_secret_file, wasend.webhook_verify_token_file); returns its
+# absolute path.
+sub secret_files
+{
+	my (%files) = @_;
+	my $dir = abs_path(PostgreSQL::Test::Utils::tempdir());
+	for my $name (sort keys %files)
+	{
+		my $path = "$dir/$name";
+		sysopen(my $fh, $path, Fcntl::O_WRONLY | Fcntl::O_CREAT | Fcntl::O_TRUNC, 0600)
+		  or die "$path: $!";
+		print $fh "$files{$name}\n";
+		close $fh;
+	}
+	return $dir;
 }
 
 # start_mock(\%config, %opts): start test/mock/graph-api.js; returns a

@@ -20,8 +20,6 @@
 use strict;
 use warnings;
 
-use Cwd;
-use Fcntl qw(O_WRONLY O_CREAT O_TRUNC);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -32,14 +30,7 @@ my $delay = 8;
 my $n = 300;
 my $pnid = '56001';
 my $secret = 'test-app-secret-' . int(rand(1e9));
-my $sdir = Cwd::abs_path(PostgreSQL::Test::Utils::tempdir());
-for my $f ([ 'app_secret', $secret ], [ 'verify_token', 'verify-056' ])
-{
-	my $path = "$sdir/$f->[0]";
-	sysopen(my $fh, $path, O_WRONLY | O_CREAT | O_TRUNC, 0600) or die "$path: $!";
-	print $fh "$f->[1]\n";
-	close $fh;
-}
+my $sdir = WasendTest::secret_files(app_secret => $secret, verify_token => 'verify-056');
 my $wport = PostgreSQL::Test::Cluster::get_free_port();
 my $mock = WasendTest::start_mock({
 	numbers => { $pnid => { token => 'tok', rate => 40 } },

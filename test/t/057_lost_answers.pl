@@ -18,8 +18,6 @@
 use strict;
 use warnings;
 
-use Cwd;
-use Fcntl qw(O_WRONLY O_CREAT O_TRUNC);
 use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
@@ -30,14 +28,7 @@ use WasendTest;
 my $delay = 8;
 my $pnid = '57001';
 my $secret = 'test-app-secret-' . int(rand(1e9));
-my $sdir = Cwd::abs_path(PostgreSQL::Test::Utils::tempdir());
-for my $f ([ 'app_secret', $secret ], [ 'verify_token', 'verify-057' ])
-{
-	my $path = "$sdir/$f->[0]";
-	sysopen(my $fh, $path, O_WRONLY | O_CREAT | O_TRUNC, 0600) or die "$path: $!";
-	print $fh "$f->[1]\n";
-	close $fh;
-}
+my $sdir = WasendTest::secret_files(app_secret => $secret, verify_token => 'verify-057');
 my $wport = PostgreSQL::Test::Cluster::get_free_port();
 my $statuses = { urls => [ "http://127.0.0.1:$wport/webhook" ],
 	app_secret_file => "$sdir/app_secret", kinds => [ 'sent' ],
