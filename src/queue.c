@@ -13,6 +13,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "common/jsonapi.h"
@@ -21,6 +22,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/timestamp.h"
 
 #include "graph_api.h"
@@ -748,6 +750,50 @@ wasend_queue_trip_breaker(int64 campaign_id, int failures, int window)
 }
 
 /*
+ * Apply the statuses that wait for the rows ids (an int8[]) (row_statuses),
+ * in a subtransaction: a status that cannot be applied keeps waiting, with
+ * a WARNING, and the recovery or release that asked goes on, so that no
+ * status can keep a row held.  what names those rows in the WARNING.
+ */
+static void
+apply_row_statuses(Datum ids, const char *what)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	Oid			ids_type = INT8ARRAYOID;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		if (SPI_execute_with_args(sql_row_statuses, 1, &ids_type, &ids, NULL,
+								  false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "wasend: applying the statuses of %s failed", what);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("wasend: the status webhooks waiting for %s were not applied: %s",
+						what, edata->message ? edata->message : "unknown error"),
+				 errdetail("They keep waiting in wasend.pending_statuses; the rows go on.")));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+}
+
+/*
  * Settle the rows of senders that are gone (see recover in queue.sql): they
  * wait delay_s seconds for a status that settles them, and the statuses
  * already waiting for them are applied (row_statuses).  Runs in the
@@ -777,8 +823,7 @@ wasend_queue_recover(int ntokens, const int64 *tokens, bool fail_uncertain,
 	if (isnull)
 		return n;
 	/* the array lives in SPI's memory, which the next call keeps */
-	if (SPI_execute_with_args(sql_row_statuses, 1, &types[0], &ids, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "wasend: applying the statuses of orphaned rows failed");
+	apply_row_statuses(ids, "the rows of a stopped sender");
 	return n;
 }
 
@@ -792,7 +837,6 @@ void
 wasend_queue_release(int n, const int64 *row_ids, int64 token)
 {
 	Datum		args[2];
-	Oid			ids_type = INT8ARRAYOID;
 
 	if (n == 0)
 		return;
@@ -800,8 +844,7 @@ wasend_queue_release(int n, const int64 *row_ids, int64 token)
 	args[1] = Int64GetDatum(token);
 	if (SPI_execute_plan(plan_release, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "wasend: releasing rows failed");
-	if (SPI_execute_with_args(sql_row_statuses, 1, &ids_type, args, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "wasend: applying the statuses of released rows failed");
+	apply_row_statuses(args[0], "the rows given back");
 }
 
 /*
