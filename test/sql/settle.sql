@@ -119,6 +119,33 @@ SELECT right(recipient, 1) AS r, status, wa_message_id, uncertain
 SELECT wasend._ingest_verified(pg_temp.wh(jsonb_build_array(
     pg_temp.st('wamid.Z8', 'sent', '15551282008', 'wasend:' || pg_temp.rid(8))))) ->> 'statuses_applied' AS applied;
 SELECT wa_message_id, status, row_id = pg_temp.rid(8) AS row8 FROM wasend.duplicate_sends ORDER BY 1;
+-- a row whose request timed out and that failed at its last attempt
+-- (uncertain, class timeout), and an uncertain row of a cancelled
+-- campaign, take the status of a request that had reached Meta; a row
+-- that failed for sure (not uncertain) takes none
+SELECT wasend.wasend_create_campaign('settle later', :nh, '{"type":"text","text":{"body":"x"}}') AS c2 \gset
+SELECT wasend.wasend_enqueue(:c2, ARRAY['15551283001', '15551283002', '15551283003']);
+UPDATE wasend.send_queue
+   SET status = 'failed', uncertain = true, last_error_class = 'timeout', attempts = 5,
+       last_error = 'Operation timed out', failed_at = now()
+ WHERE recipient = '15551283001';
+UPDATE wasend.send_queue
+   SET status = 'cancelled', uncertain = true, last_error_class = 'reset', attempts = 1
+ WHERE recipient = '15551283002';
+UPDATE wasend.send_queue
+   SET status = 'failed', last_error_class = 'api', last_error_code = 131026, attempts = 1, failed_at = now()
+ WHERE recipient = '15551283003';
+SELECT wasend._ingest_verified(pg_temp.wh(jsonb_build_array(
+    pg_temp.st('wamid.L1', 'delivered', '15551283001',
+               'wasend:' || (SELECT id FROM wasend.send_queue WHERE recipient = '15551283001')),
+    pg_temp.st('wamid.L2', 'sent', '15551283002',
+               'wasend:' || (SELECT id FROM wasend.send_queue WHERE recipient = '15551283002')),
+    pg_temp.st('wamid.L3', 'sent', '15551283003',
+               'wasend:' || (SELECT id FROM wasend.send_queue WHERE recipient = '15551283003'))))) AS answer;
+SELECT right(recipient, 1) AS r, status, wa_message_id, uncertain, last_error_class AS class,
+       failed_at IS NOT NULL AS failed
+  FROM wasend.send_queue WHERE campaign_id = :c2 ORDER BY recipient;
+
 -- what users see: the duplicates, and why row 6 waits
 SELECT duplicates, uncertain, ready,
        regexp_replace(waiting, 'until [^,]*,', 'until T,') AS waiting
