@@ -71,26 +71,6 @@ is_transient(int sqlerrcode)
 }
 
 /*
- * Errors that are about the data of an answer (or what a user's trigger
- * made of it): the row that carries it can be failed.  Anything else (no
- * memory, disk full, a read-only or dropped schema) says nothing about the
- * row, which is then kept and tried again later.
- */
-static bool
-is_data_error(int sqlerrcode)
-{
-	int			category = ERRCODE_TO_CATEGORY(sqlerrcode);
-
-	return category == ERRCODE_TO_CATEGORY(ERRCODE_DATA_EXCEPTION) ||
-		category == ERRCODE_TO_CATEGORY(ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION) ||
-		category == ERRCODE_TO_CATEGORY(ERRCODE_RAISE_EXCEPTION) ||
-		category == ERRCODE_TO_CATEGORY(ERRCODE_PROGRAM_LIMIT_EXCEEDED) ||
-		category == ERRCODE_TO_CATEGORY(ERRCODE_SQL_ROUTINE_EXCEPTION) ||
-		category == ERRCODE_TO_CATEGORY(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION) ||
-		category == ERRCODE_TO_CATEGORY(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION);
-}
-
-/*
  * Run fn(arg) in a subtransaction.  Returns 0 on success; otherwise the
  * subtransaction is rolled back, the error is logged (a lock problem, or
  * with quiet, only at DEBUG1) and its SQLSTATE returned, with its message
@@ -180,6 +160,18 @@ step_pending_recorded(void *arg)
 	RecordStep *r = arg;
 
 	wasend_queue_apply_pending_recorded(&r->s->results, r->idx, r->n);
+}
+
+/*
+ * Step, when step_pending_recorded failed: leave those statuses to the
+ * senders' refresh.
+ */
+static void
+step_unsettle_recorded(void *arg)
+{
+	RecordStep *r = arg;
+
+	wasend_queue_unsettle_recorded(&r->s->results, r->idx, r->n);
 }
 
 typedef struct PoisonStep
@@ -318,14 +310,15 @@ record_range(Cycle *cy, int *idx, int n, bool *keep, bool first)
 			keep[idx[i]] = false;
 		/*
 		 * a failure here costs no row: the statuses it could not apply
-		 * keep waiting (a later record of their wamid, or of their row,
-		 * applies them; otherwise they expire after 7 days)
+		 * keep waiting, marked for the senders' refresh to check again
 		 */
-		run_step(cy, "applying statuses that waited for these answers",
-				 step_pending_recorded, &r, NULL, false);
+		if (run_step(cy, "applying statuses that waited for these answers",
+					 step_pending_recorded, &r, NULL, false) != 0)
+			run_step(cy, "leaving the statuses of these answers to the refresh",
+					 step_unsettle_recorded, &r, NULL, false);
 		return apply_groups(cy, r.groups, r.ngroups);
 	}
-	if (!is_data_error(err) && !(is_transient(err) && n > 1))
+	if (!wasend_queue_is_data_error(err) && !(is_transient(err) && n > 1))
 	{
 		/* a lock is short-lived; anything else gets a longer pause */
 		cy->out.record_not_before = wasend_mono_us() +
@@ -527,7 +520,7 @@ isolate_running(Cycle *cy, RefreshStep *r, int64 *ids, int n)
 	r->only = ids;
 	r->nonly = n;
 	err = run_step(cy, "reading part of the running set", step_running, r, &message, true);
-	if (err == 0 || !is_data_error(err))
+	if (err == 0 || !wasend_queue_is_data_error(err))
 		return;
 	if (n > 1)
 	{
@@ -559,7 +552,7 @@ read_running(Cycle *cy, RefreshStep *r)
 	err = run_step(cy, "refreshing the running set", step_running, r, &message, true);
 	if (err == 0)
 		return true;
-	if (!is_data_error(err))
+	if (!wasend_queue_is_data_error(err))
 	{
 		log_skipped("refreshing the running set", err, message);
 		return false;
@@ -773,7 +766,7 @@ claim_range(Cycle *cy, const ClaimStep *req, int lo, int n, ClaimStep *acc)
 		}
 		return;
 	}
-	if (!is_data_error(err))
+	if (!wasend_queue_is_data_error(err))
 		return;					/* a lock, say: these wait for a later turn */
 	if (n > 1)
 	{
@@ -807,7 +800,7 @@ claim_rows(Cycle *cy, ClaimStep *c)
 		return;
 	}
 	c->nrows = 0;
-	if (!is_data_error(err))
+	if (!wasend_queue_is_data_error(err))
 	{
 		log_skipped("claiming rows", err, message);
 		c->n = 0;				/* nothing claimed: mark none dry */

@@ -732,6 +732,28 @@ wasend_queue_apply_pending_recorded(ResultBatch *b, const int *idx, int n)
 }
 
 /*
+ * After wasend_queue_apply_pending_recorded failed for the rows idx[0..n-1]
+ * of a batch: mark the statuses it would have applied unsettled, for the
+ * senders' refresh (rare: its plan is not kept).
+ */
+void
+wasend_queue_unsettle_recorded(ResultBatch *b, const int *idx, int n)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * Max(n, 1));
+	Datum		arg;
+	Oid			ids_type = INT8ARRAYOID;
+	int			j;
+
+	for (j = 0; j < n; j++)
+		ids[j] = b->ids[idx[j]];
+	arg = PointerGetDatum(construct_array(ids, n, INT8OID, 8,
+										  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	if (SPI_execute_with_args(sql_unsettle_recorded, 1, &ids_type, &arg, NULL,
+							  false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "wasend: marking the statuses of recorded messages unsettled failed");
+}
+
+/*
  * Pause a campaign whose recent failures tripped the circuit breaker.
  * Returns false when the campaign was not paused (no longer running, or a
  * user holds it locked).
@@ -750,10 +772,34 @@ wasend_queue_trip_breaker(int64 campaign_id, int failures, int window)
 }
 
 /*
+ * Whether an error is about the data a statement read (an answer or a
+ * status, or what a user's trigger made of it): what carries that data can
+ * be set aside.  Anything else (a lock, a cancel, no memory, disk full, a
+ * read-only or dropped schema) says nothing about the data, which is then
+ * kept and tried again later.
+ */
+bool
+wasend_queue_is_data_error(int sqlerrcode)
+{
+	int			category = ERRCODE_TO_CATEGORY(sqlerrcode);
+
+	return category == ERRCODE_TO_CATEGORY(ERRCODE_DATA_EXCEPTION) ||
+		category == ERRCODE_TO_CATEGORY(ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION) ||
+		category == ERRCODE_TO_CATEGORY(ERRCODE_RAISE_EXCEPTION) ||
+		category == ERRCODE_TO_CATEGORY(ERRCODE_PROGRAM_LIMIT_EXCEEDED) ||
+		category == ERRCODE_TO_CATEGORY(ERRCODE_SQL_ROUTINE_EXCEPTION) ||
+		category == ERRCODE_TO_CATEGORY(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION) ||
+		category == ERRCODE_TO_CATEGORY(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION);
+}
+
+/*
  * Apply the statuses that wait for the rows ids (an int8[]) (row_statuses),
- * in a subtransaction: a status that cannot be applied keeps waiting, with
- * a WARNING, and the recovery or release that asked goes on, so that no
- * status can keep a row held.  what names those rows in the WARNING.
+ * in a subtransaction.  A status whose data cannot be applied keeps
+ * waiting, with a WARNING, and the recovery or release that asked goes on,
+ * so that no status can keep a row held.  Any other error (a lock, a
+ * cancel, no memory) is thrown again once the subtransaction is rolled
+ * back: the caller's whole step is then tried again, the statuses with
+ * it.  what names those rows in the WARNING.
  */
 static void
 apply_row_statuses(Datum ids, const char *what)
@@ -783,6 +829,8 @@ apply_row_statuses(Datum ids, const char *what)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
+		if (!wasend_queue_is_data_error(edata->sqlerrcode))
+			ReThrowError(edata);
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),
 				 errmsg("wasend: the status webhooks waiting for %s were not applied: %s",

@@ -632,7 +632,7 @@ WITH answers AS MATERIALIZED (
          last_error_code = CASE WHEN w.ok THEN NULL ELSE w.code END,
          last_error_class = CASE WHEN w.fail_unsure THEN 'uncertain' ELSE w.class END,
          last_error = CASE WHEN w.ok THEN NULL
-                           WHEN w.fail_unsure THEN 'outcome unknown (' || w.msg || '): failed, wasend.on_uncertain = fail'
+                           WHEN w.fail_unsure THEN 'outcome unknown (' || w.msg || '): failed, not sent again'
                            ELSE w.msg END,
          sent_at = CASE WHEN w.ok AND NOT coalesce(w.held, false) THEN w.at END,
          failed_at = CASE WHEN w.ok THEN NULL
@@ -832,6 +832,22 @@ SELECT CASE WHEN w.wamids IS NOT NULL THEN wasend._apply_pending_statuses(w.wami
        CASE WHEN r.ids IS NOT NULL THEN wasend._apply_row_statuses(r.ids) END
   FROM by_wamid w, by_row r
  WHERE w.wamids IS NOT NULL OR r.ids IS NOT NULL
+
+-- name: unsettle_recorded
+-- When pending_recorded failed (a lock, a cancel): the statuses it would
+-- have applied ($1 the batch's row ids) are marked unsettled, so that the
+-- senders' refresh (pending), which reads only unsettled ones, checks and
+-- applies them; a settled status is otherwise applied only by a record of
+-- its wamid or its row.  The batch's wamids are read by id alone, as in
+-- pending_recorded.
+WITH batch AS MATERIALIZED (
+    SELECT q.wa_message_id FROM wasend.send_queue q
+     WHERE q.id = ANY ($1::bigint[]))
+UPDATE wasend.pending_statuses p
+   SET settled = false, checked_xmax = NULL
+ WHERE p.settled
+   AND (p.row_id = ANY ($1::bigint[])
+        OR p.wa_message_id IN (SELECT b.wa_message_id FROM batch b))
 
 -- name: breaker
 -- The circuit breaker pauses a campaign, saying why; not if a user holds

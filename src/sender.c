@@ -111,40 +111,44 @@ send_unsent(int64 gate_key)
 }
 
 /*
- * The error_policy key of a request that got no usable HTTP answer.  One
- * that curl never began to write (written is false: the connection or its
- * TLS handshake failed or timed out, or it waited for a connection) never
- * reached Meta: it is "connect" whatever curl says, so that the record
- * does not take it for a request whose outcome is unknown (timeout,
- * reset, transport).
+ * The error_policy key of a request that got no usable HTTP answer.
+ * written says whether curl began to write it (prereq_cb).  One it never
+ * wrote never reached Meta: its connection could not be opened, or its
+ * set-up timed out ("connect"), or its TLS handshake failed ("tls"); the
+ * record retries it as before.  One it wrote may have reached Meta
+ * whatever went wrong after, even a connection curl failed to open again
+ * to send it once more: it is never "connect" or "tls" then, but one of
+ * the keys the record marks uncertain (timeout, reset, transport).
  */
 static const char *
 transport_class(int curl_code, bool written)
 {
-	if (!written && curl_code != CURLE_SSL_CONNECT_ERROR &&
-		curl_code != CURLE_PEER_FAILED_VERIFICATION &&
-		curl_code != CURLE_SSL_CERTPROBLEM && curl_code != CURLE_SSL_CIPHER &&
-		curl_code != CURLE_SSL_CACERT_BADFILE)
-		return "connect";
 	switch (curl_code)
 	{
-		case CURLE_OPERATION_TIMEDOUT:
-			return "timeout";
-		case CURLE_COULDNT_CONNECT:
-		case CURLE_COULDNT_RESOLVE_HOST:
-		case CURLE_COULDNT_RESOLVE_PROXY:
-			return "connect";
-		case CURLE_GOT_NOTHING:
-		case CURLE_RECV_ERROR:
-		case CURLE_SEND_ERROR:
-		case CURLE_PARTIAL_FILE:
-			return "reset";
 		case CURLE_SSL_CONNECT_ERROR:
 		case CURLE_PEER_FAILED_VERIFICATION:
 		case CURLE_SSL_CERTPROBLEM:
 		case CURLE_SSL_CIPHER:
 		case CURLE_SSL_CACERT_BADFILE:
-			return "tls";
+			return written ? "reset" : "tls";
+		case CURLE_COULDNT_CONNECT:
+		case CURLE_COULDNT_RESOLVE_HOST:
+		case CURLE_COULDNT_RESOLVE_PROXY:
+			return written ? "reset" : "connect";
+		default:
+			break;
+	}
+	if (!written)
+		return "connect";
+	switch (curl_code)
+	{
+		case CURLE_OPERATION_TIMEDOUT:
+			return "timeout";
+		case CURLE_GOT_NOTHING:
+		case CURLE_RECV_ERROR:
+		case CURLE_SEND_ERROR:
+		case CURLE_PARTIAL_FILE:
+			return "reset";
 		default:
 			return "transport";
 	}
