@@ -224,10 +224,24 @@ ok( $node->poll_query_until('postgres', q{
 		SELECT count(*) = 3 FROM wasend.pending_statuses p JOIN wasend.send_queue q ON q.id = p.row_id
 		 WHERE q.campaign_id = 2 AND q.status = 'sending' AND p.settled}),
 	'their statuses wait, settled as waiting, while the rows are in flight');
+# A bad day on top: a session holds wasend.duplicate_sends locked, so the
+# statuses cannot be applied when the answers are recorded (the senders'
+# lock_timeout): they are left to the senders' refresh, which applies
+# them once the lock is gone.
+my $locker = $node->background_psql('postgres');
+$locker->query_safe('BEGIN; LOCK TABLE wasend.duplicate_sends IN SHARE MODE;');
 WasendTest::mock_post($mock, '/__mock/release');
 ok( $node->poll_query_until('postgres', q{
+		SELECT count(*) = 3 FROM wasend.pending_statuses p JOIN wasend.send_queue q ON q.id = p.row_id
+		 WHERE q.campaign_id = 2 AND q.status = 'sent' AND NOT p.settled}),
+	'the answers are recorded; the statuses that could not be applied wait, left to the refresh');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM wasend.duplicate_sends WHERE campaign_id = 2}),
+	'0', 'no duplicate counted while the table is locked');
+$locker->query_safe('COMMIT;');
+$locker->quit;
+ok( $node->poll_query_until('postgres', q{
 		SELECT count(*) = 3 FROM wasend.duplicate_sends WHERE campaign_id = 2}),
-	'once the answers are recorded, the statuses count the duplicates');
+	'once the lock is gone, the statuses count the duplicates');
 ok($node->poll_query_until('postgres', q{SELECT status = 'completed' FROM wasend.campaigns WHERE id = 2}),
 	'campaign 2 completes');
 is($node->safe_psql('postgres', q{
