@@ -80,44 +80,23 @@ static int
 run_step(Cycle *cy, const char *what, void (*fn) (void *), void *arg,
 		 char **message, bool quiet)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile int sqlerrcode = 0;
+	ErrorData  *edata = wasend_queue_in_subxact(fn, arg);
+	int			sqlerrcode;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		fn(arg);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-
-		sqlerrcode = edata->sqlerrcode;
-		if (sqlerrcode == 0)
-			sqlerrcode = ERRCODE_INTERNAL_ERROR;
-		pg_atomic_fetch_add_u64(&cy->s->slot->db_retries, 1);
-		ereport(quiet || is_transient(sqlerrcode) ? DEBUG1 : WARNING,
-				(errcode(sqlerrcode),
-				 errmsg("wasend sender: %s skipped: %s", what,
-						edata->message ? edata->message : "unknown error"),
-				 errdetail("The sender goes on; what was skipped is tried again or settled per row.")));
-		if (message != NULL)
-			*message = pstrdup(edata->message ? edata->message : "unknown error");
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
+	if (edata == NULL)
+		return 0;
+	sqlerrcode = edata->sqlerrcode;
+	if (sqlerrcode == 0)
+		sqlerrcode = ERRCODE_INTERNAL_ERROR;
+	pg_atomic_fetch_add_u64(&cy->s->slot->db_retries, 1);
+	ereport(quiet || is_transient(sqlerrcode) ? DEBUG1 : WARNING,
+			(errcode(sqlerrcode),
+			 errmsg("wasend sender: %s skipped: %s", what,
+					edata->message ? edata->message : "unknown error"),
+			 errdetail("The sender goes on; what was skipped is tried again or settled per row.")));
+	if (message != NULL)
+		*message = pstrdup(edata->message ? edata->message : "unknown error");
+	FreeErrorData(edata);
 	return sqlerrcode;
 }
 

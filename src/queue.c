@@ -772,6 +772,41 @@ wasend_queue_trip_breaker(int64 campaign_id, int failures, int window)
 }
 
 /*
+ * Run fn(arg) in a subtransaction.  Returns NULL when it succeeded;
+ * otherwise the subtransaction is rolled back and its error returned
+ * (allocated in the caller's memory context; the caller frees it), so
+ * that the caller decides whether to go on, log or throw it again.
+ */
+ErrorData *
+wasend_queue_in_subxact(void (*fn) (void *), void *arg)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_END_TRY();
+	return edata;
+}
+
+/*
  * Whether an error is about the data a statement read (an answer or a
  * status, or what a user's trigger made of it): what carries that data can
  * be set aside.  Anything else (a lock, a cancel, no memory, disk full, a
@@ -792,6 +827,27 @@ wasend_queue_is_data_error(int sqlerrcode)
 		category == ERRCODE_TO_CATEGORY(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION);
 }
 
+/* the rows whose waiting statuses apply_row_statuses applies */
+typedef struct RowStatuses
+{
+	Datum		ids;
+	const char *what;
+} RowStatuses;
+
+/*
+ * apply_row_statuses' work, for wasend_queue_in_subxact.
+ */
+static void
+row_statuses(void *arg)
+{
+	RowStatuses *rs = arg;
+	Oid			ids_type = INT8ARRAYOID;
+
+	if (SPI_execute_with_args(sql_row_statuses, 1, &ids_type, &rs->ids, NULL,
+							  false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "wasend: applying the statuses of %s failed", rs->what);
+}
+
 /*
  * Apply the statuses that wait for the rows ids (an int8[]) (row_statuses),
  * in a subtransaction.  A status whose data cannot be applied keeps
@@ -804,41 +860,19 @@ wasend_queue_is_data_error(int sqlerrcode)
 static void
 apply_row_statuses(Datum ids, const char *what)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	Oid			ids_type = INT8ARRAYOID;
+	RowStatuses rs = {ids, what};
+	ErrorData  *edata = wasend_queue_in_subxact(row_statuses, &rs);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		if (SPI_execute_with_args(sql_row_statuses, 1, &ids_type, &ids, NULL,
-								  false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "wasend: applying the statuses of %s failed", what);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		if (!wasend_queue_is_data_error(edata->sqlerrcode))
-			ReThrowError(edata);
-		ereport(WARNING,
-				(errcode(edata->sqlerrcode),
-				 errmsg("wasend: the status webhooks waiting for %s were not applied: %s",
-						what, edata->message ? edata->message : "unknown error"),
-				 errdetail("They keep waiting in wasend.pending_statuses; the rows go on.")));
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
+	if (edata == NULL)
+		return;
+	if (!wasend_queue_is_data_error(edata->sqlerrcode))
+		ReThrowError(edata);
+	ereport(WARNING,
+			(errcode(edata->sqlerrcode),
+			 errmsg("wasend: the status webhooks waiting for %s were not applied: %s",
+					what, edata->message ? edata->message : "unknown error"),
+			 errdetail("They keep waiting in wasend.pending_statuses; the rows go on.")));
+	FreeErrorData(edata);
 }
 
 /*

@@ -108,6 +108,7 @@ extern void wasend_queue_apply_pending_statuses(void);
 extern void wasend_queue_apply_pending_recorded(ResultBatch *batch, const int *idx, int n);
 extern void wasend_queue_unsettle_recorded(ResultBatch *batch, const int *idx, int n);
 extern bool wasend_queue_is_data_error(int sqlerrcode);
+extern ErrorData *wasend_queue_in_subxact(void (*fn) (void *), void *arg);
 extern bool wasend_queue_trip_breaker(int64 campaign_id, int failures, int window);
 extern int64 wasend_queue_recover(int ntokens, const int64 *tokens,
 						   bool fail_uncertain, int max_attempts, int delay_s);
