@@ -524,9 +524,11 @@ SELECT u.id, u.campaign_id, u.body, u.priority, u.advance FROM claimed u
 --    does not count) and pause the number (for pause_for, or until
 --    resumed) or the campaign, with the reason stored;
 --  - a request that was written and got no usable answer (timeout,
---    reset, transport, or a 5xx without an error body: the sender gives
---    a request never written the class connect) may have reached Meta:
---    its row is marked uncertain, whatever the policy does with it.
+--    reset, transport, a 5xx without an error body, or bad_response: an
+--    answer without JSON or message id, a 200 among them; the sender
+--    gives a request never written the class connect) may have reached
+--    Meta: its row is marked uncertain, whatever the policy does with it
+--    (bad_response fails it: a status can still settle it as sent).
 --    Put back to ready (retry, or a pause), it waits
 --    wasend.uncertain_retry_delay (at least) for the status webhook that
 --    names it (biz_opaque_callback_data), which settles it as sent
@@ -607,11 +609,11 @@ WITH answers AS MATERIALIZED (
          coalesce(ep.slow_down, dp.slow_down, false) AS slow_down,
          coalesce(ep.jitter, dp.jitter, 0.2) AS jitter,
          coalesce(ep.retry_once, dp.retry_once, false) AS retry_once,
-         NOT k.ok AND k.key IN ('timeout', 'reset', 'transport', 'http_5xx') AS unsure,
-         CASE WHEN NOT k.ok AND k.key IN ('timeout', 'reset', 'transport', 'http_5xx')
+         NOT k.ok AND k.key IN ('timeout', 'reset', 'transport', 'http_5xx', 'bad_response') AS unsure,
+         CASE WHEN NOT k.ok AND k.key IN ('timeout', 'reset', 'transport', 'http_5xx', 'bad_response')
                AND u.hold > interval '0'
               THEN k.at + u.hold END AS hold_until,
-         NOT k.ok AND k.key IN ('timeout', 'reset', 'transport', 'http_5xx')
+         NOT k.ok AND k.key IN ('timeout', 'reset', 'transport', 'http_5xx', 'bad_response')
            AND u.hold <= interval '0' AND u.fail_unsure AS fail_unsure
     FROM keyed k
     CROSS JOIN (SELECT coalesce(nullif(current_setting('wasend.uncertain_retry_delay', true), '')::interval,

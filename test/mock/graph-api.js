@@ -83,14 +83,16 @@ const port = parseInt(args.port || '18080', 10);
  *                          | "nul" | "bigcode" | "deep" | "echo_token" | "hold"
  *                          | "held_quality" | "decoy" | "big" | "lost",
  *                "bytes": n, "hold_ms": n (for "big"),
- *                "lost": "hang" | "drop" | "cut", "hold_statuses": bool (for "lost") } ]
+ *                "lost": "hang" | "drop" | "cut" | "garbage",
+ *                "hold_statuses": bool (for "lost") } ]
  *
  * "lost" accepts the message as Meta would (a wamid, the throughput
  * window, the status webhooks of config "statuses"), then loses the
  * answer: the request is never answered ("lost": "hang", the default; the
  * client times out), its connection is closed ("drop"), or closed after
  * the head and a few bytes of the body ("cut": a client that read bytes
- * does not send the request again by itself).  Logged as a 200 with code
+ * does not send the request again by itself), or it is answered 200 with
+ * HTML ("garbage").  Logged as a 200 with code
  * "lost_" and the way, and its wamid.  With
  * "hold_statuses": true its status webhooks wait until POST
  * /__mock/release_statuses (GET /__mock/held counts them as
@@ -622,7 +624,7 @@ function handleMessages(req, res, pnid, raw, t)
 			/* accepted by "Meta", the answer lost on the way back */
 			if (!admit(pnid, (num && num.rate) || config.default_rate, t))
 				return fail(400, 130429);
-			const how = r.lost === 'drop' || r.lost === 'cut' ? r.lost : 'hang';
+			const how = ['drop', 'cut', 'garbage'].includes(r.lost) ? r.lost : 'hang';
 			entry.status = 200;
 			entry.code = 'lost_' + how;
 			entry.wamid = 'wamid.MOCK' + pnid + '.lost.' + seq.toString(36);
@@ -633,6 +635,8 @@ function handleMessages(req, res, pnid, raw, t)
 				postStatuses(entry);
 			if (how === 'drop')
 				req.socket.destroy();
+			else if (how === 'garbage')
+				reply(res, 200, '<html>not json</html>', latency());
 			else if (how === 'cut')
 			{
 				/* the head and a few bytes of the body, then the connection closes */

@@ -41,6 +41,7 @@ my $statuses = { urls => [ "http://127.0.0.1:$wport/webhook" ],
 #   4x  not accepted, never answered (a plain timeout)
 #   5x  refused once with 131056 (an API error: retried, not uncertain)
 #   6x  answered once 500 without a body (may have been taken: uncertain)
+#   7x  accepted, answered 200 with HTML (failed, but settled by its status)
 my $mock = WasendTest::start_mock({
 	numbers => { $pnid => { token => 'tok', rate => 40 } },
 	statuses => $statuses,
@@ -52,6 +53,7 @@ my $mock = WasendTest::start_mock({
 		{ to => '^1555700004[0-9]$', action => 'hang', times => 10 },
 		{ to => '^1555700005[0-9]$', code => 131056, times => 10 },
 		{ to => '^1555700006[0-9]$', action => 'http500', times => 10 },
+		{ to => '^1555700007[0-9]$', action => 'lost', lost => 'garbage', times => 10 },
 	],
 });
 my $node = WasendTest::new_node('lost', $mock,
@@ -172,11 +174,17 @@ is($node->safe_psql('postgres', q{
 	SELECT count(*) FROM wasend.send_queue q
 	 WHERE q.recipient LIKE '1555700005_' AND NOT q.uncertain AND q.attempts = 2 AND q.status = 'sent'}),
 	'10', 'an API error (131056) is retried as before, not uncertain');
+is($node->safe_psql('postgres', qq{
+	SELECT count(*) FROM wasend.send_queue q
+	 WHERE q.recipient LIKE '1555700007_' AND q.uncertain AND q.attempts = 1 AND q.status = 'sent'
+	   AND q.last_error = '$settled_text'
+	   AND q.wa_message_id = (SELECT m.wamid FROM log1 m WHERE m.recipient = q.recipient)}),
+	'10', 'a 200 without JSON fails the row, and the status of the message settles it as sent');
 is($node->safe_psql('postgres', q{
 	SELECT count(*) FROM wasend.send_queue
 	 WHERE campaign_id = 1 AND uncertain
 	   AND NOT (recipient BETWEEN '15557000010' AND '15557000049'
-	            OR recipient LIKE '1555700006_')}),
+	            OR recipient LIKE '1555700006_' OR recipient LIKE '1555700007_')}),
 	'0', 'rows whose request was answered are not uncertain');
 is($node->safe_psql('postgres', q{
 	SELECT duplicates = (SELECT count(*) FROM wasend.duplicate_sends WHERE campaign_id = 1)
