@@ -713,20 +713,29 @@ wasend_queue_apply_pending_statuses(void)
 }
 
 /*
+ * The ids of the rows idx[0..n-1] of a batch, as an int8[] Datum.
+ */
+static Datum
+batch_ids(ResultBatch *b, const int *idx, int n)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * Max(n, 1));
+	int			j;
+
+	for (j = 0; j < n; j++)
+		ids[j] = b->ids[idx[j]];
+	return PointerGetDatum(construct_array(ids, n, INT8OID, 8,
+										   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+/*
  * Apply the status webhooks that waited for the wamids of the rows
  * idx[0..n-1] of a batch, just recorded.
  */
 void
 wasend_queue_apply_pending_recorded(ResultBatch *b, const int *idx, int n)
 {
-	Datum	   *ids = palloc(sizeof(Datum) * Max(n, 1));
-	Datum		arg;
-	int			j;
+	Datum		arg = batch_ids(b, idx, n);
 
-	for (j = 0; j < n; j++)
-		ids[j] = b->ids[idx[j]];
-	arg = PointerGetDatum(construct_array(ids, n, INT8OID, 8,
-										  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	if (SPI_execute_plan(plan_pending_recorded, &arg, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "wasend: applying the statuses of recorded messages failed");
 }
@@ -739,15 +748,9 @@ wasend_queue_apply_pending_recorded(ResultBatch *b, const int *idx, int n)
 void
 wasend_queue_unsettle_recorded(ResultBatch *b, const int *idx, int n)
 {
-	Datum	   *ids = palloc(sizeof(Datum) * Max(n, 1));
-	Datum		arg;
+	Datum		arg = batch_ids(b, idx, n);
 	Oid			ids_type = INT8ARRAYOID;
-	int			j;
 
-	for (j = 0; j < n; j++)
-		ids[j] = b->ids[idx[j]];
-	arg = PointerGetDatum(construct_array(ids, n, INT8OID, 8,
-										  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	if (SPI_execute_with_args(sql_unsettle_recorded, 1, &ids_type, &arg, NULL,
 							  false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "wasend: marking the statuses of recorded messages unsettled failed");

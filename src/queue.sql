@@ -563,7 +563,8 @@ SELECT u.id, u.campaign_id, u.body, u.priority, u.advance FROM claimed u
 -- finds them, whatever the number of rows other senders hold.  Each row is
 -- looked up once, by the UPDATE itself: the outcome needs the row's
 -- attempts, so it is computed in the SET list (the same CASE in status,
--- failed_at, next_attempt_at and attempts) rather than in a join before.
+-- failed_at, next_attempt_at, waiting_for and attempts) rather than in a
+-- join before.
 -- answers and policed are materialized: each answer is parsed once
 -- (answers; inlined, the cast ran once per reference to j: json_lex was
 -- 11% of a sender's instructions under make profile), and searched, and
@@ -609,13 +610,12 @@ WITH answers AS MATERIALIZED (
          coalesce(ep.slow_down, dp.slow_down, false) AS slow_down,
          coalesce(ep.jitter, dp.jitter, 0.2) AS jitter,
          coalesce(ep.retry_once, dp.retry_once, false) AS retry_once,
-         NOT k.ok AND k.key IN ('timeout', 'reset', 'transport', 'http_5xx', 'bad_response') AS unsure,
-         CASE WHEN NOT k.ok AND k.key IN ('timeout', 'reset', 'transport', 'http_5xx', 'bad_response')
-               AND u.hold > interval '0'
-              THEN k.at + u.hold END AS hold_until,
-         NOT k.ok AND k.key IN ('timeout', 'reset', 'transport', 'http_5xx', 'bad_response')
-           AND u.hold <= interval '0' AND u.fail_unsure AS fail_unsure
+         x.unsure,
+         CASE WHEN x.unsure AND u.hold > interval '0' THEN k.at + u.hold END AS hold_until,
+         x.unsure AND u.hold <= interval '0' AND u.fail_unsure AS fail_unsure
     FROM keyed k
+    CROSS JOIN LATERAL (
+      SELECT NOT k.ok AND k.key IN ('timeout', 'reset', 'transport', 'http_5xx', 'bad_response') AS unsure) x
     CROSS JOIN (SELECT coalesce(nullif(current_setting('wasend.uncertain_retry_delay', true), '')::interval,
                                 interval '60 seconds') AS hold,
                        coalesce(current_setting('wasend.on_uncertain', true) = 'fail', false) AS fail_unsure) u

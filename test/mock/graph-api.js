@@ -92,8 +92,8 @@ const port = parseInt(args.port || '18080', 10);
  * client times out), its connection is closed ("drop"), or closed after
  * the head and a few bytes of the body ("cut": a client that read bytes
  * does not send the request again by itself), or it is answered 200 with
- * HTML ("garbage").  Logged as a 200 with code
- * "lost_" and the way, and its wamid.  With
+ * HTML ("garbage").  Logged as a 200 with code "lost_hang", "lost_drop",
+ * "lost_cut" or "lost_garbage", and its wamid.  With
  * "hold_statuses": true its status webhooks wait until POST
  * /__mock/release_statuses (GET /__mock/held counts them as
  * "held_statuses").
